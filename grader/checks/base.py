@@ -1,0 +1,76 @@
+"""What a check sees and what it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Mapping, Sequence
+
+Status = Literal["pass", "partial", "fail", "error", "manual"]
+
+# Class lists checks count against; names as the datasets' own metadata spells them.
+CLASSES: dict[str, tuple[str, ...]] = {
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "food11": ("Bread", "Dairy product", "Dessert", "Egg", "Fried food", "Meat", "Noodles/Pasta", "Rice",
+               "Seafood", "Soup", "Vegetable/Fruit"),
+    "mnist": tuple("0123456789"),
+    "catsdogs": ("cat", "dog"),
+}
+
+# Statistics students copy from elsewhere; a normalization check names them when it sees them.
+KNOWN_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "ImageNet's": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "CIFAR-10's": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "CIFAR-10's (the common 0.2023 variant)": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "the tutorial's 0.5": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "MNIST's": ((0.1307,), (0.3081,)),
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A check's verdict on one rubric item."""
+
+    status: Status
+    """pass, partial, fail, error (the grader could not decide) or manual (a TA decides)."""
+    fraction: float
+    """Share of the item's points earned, 0..1."""
+    message: str
+    """One or two sentences for the student: what was found, and what to fix."""
+    evidence: tuple[str, ...] = ()
+    """Pointers into the evidence, e.g. `lab1-1.ipynb#cell 7`."""
+    flags: tuple[str, ...] = ()
+    """Flags for the TA raised by this item (e.g. `mismatch`)."""
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """Everything a check may read about one submission and one rubric part."""
+
+    student_id: str
+    """Whose submission this is."""
+    part_id: str
+    """The rubric part the item belongs to."""
+    dataset: str | None
+    """The dataset the part is about (from the rubric), e.g. `cifar10`."""
+    evidence: Sequence[Mapping] = ()
+    """evidence.json of each notebook or script that serves this part."""
+    all_evidence: Sequence[Mapping] = ()
+    """evidence.json of every notebook and script in the submission."""
+    files: Sequence[Mapping] = ()
+    """The submission's files: `{"path", "kind", "bytes"}` each."""
+    work_dir: str | None = None
+    """Where the submission was unpacked, to read reports from."""
+    reference: Mapping | None = None
+    """The reference's expected metrics for this part (`parts[<id>]` of the expected file)."""
+    dataset_stats: Mapping[str, Mapping] = field(default_factory=dict)
+    """Per-dataset training-split `{"mean": [...], "std": [...]}`, from `dllab data stats`."""
+
+
+def where(ev: Mapping, cell: int | None = None) -> str:
+    """An evidence pointer a student can follow: `notebook.ipynb#cell 7`."""
+    name = str(ev.get("path", "?")).rsplit("/", 1)[-1]
+    return f"{name}#cell {cell}" if cell is not None else name
+
+
+def fmt_pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"

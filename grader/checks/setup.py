@@ -1,0 +1,91 @@
+"""Checks on how training was set up and how the run went."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from grader.checks.base import CLASSES, KNOWN_STATS, CheckContext, Outcome, where
+
+
+def model_architecture(ctx: CheckContext, params: Mapping) -> Outcome:
+    """The model is shown and fits the dataset (its output size equals the class count)."""
+    if not ctx.evidence:
+        return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found, so no model either.")
+    dataset = params.get("dataset") or ctx.dataset
+    want = int(params.get("num_classes") or (len(CLASSES[dataset]) if dataset in CLASSES else 0))
+    models = [(ev, m) for ev in ctx.evidence for m in ev.get("models") or []]
+    if not models:
+        return Outcome("fail", 0.0, "no trained model was recorded: define an nn.Module and train it in the notebook.")
+    fits = [(ev, m) for ev, m in models if not want or m.get("num_outputs") == want]
+    if fits:
+        ev, m = fits[-1]
+        params_n = m.get("parameters")
+        size = f", {params_n:,} parameters" if isinstance(params_n, int) else ""
+        return Outcome("pass", 1.0, f"model {m.get('class', '?')} with {m.get('num_outputs')} outputs{size}.",
+                       (where(ev, m.get("cell")),))
+    ev, m = models[-1]
+    return Outcome("partial", 0.5, f"model {m.get('class', '?')} has {m.get('num_outputs')} outputs but "
+                                   f"{dataset} has {want} classes: change the last layer to {want} outputs.",
+                   (where(ev, m.get("cell")),))
+
+
+def _close(a, b, tol: float) -> bool:
+    return len(a) == len(b) and all(abs(float(x) - float(y)) <= tol for x, y in zip(a, b))
+
+
+def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
+    """Inputs normalized with the dataset's own training mean/std, within a tolerance."""
+    dataset = params.get("dataset") or ctx.dataset
+    tol = float(params.get("tolerance", 0.02))
+    stats = ctx.dataset_stats.get(dataset)
+    if stats is None:
+        return Outcome("error", 0.0, f"the grader has no statistics for {dataset}; the TA should run "
+                                     f"`dllab data stats {dataset} DIR`.")
+    used = [(ev, n) for ev in ctx.all_evidence for n in ev.get("normalization") or []
+            if n.get("dataset") in (dataset, None)]
+    if not used:
+        return Outcome("fail", 0.0, f"no transforms.Normalize was applied to {dataset}: compute the training "
+                                    f"split's mean and std and normalize with them.")
+    mean, std = stats["mean"], stats["std"]
+    for ev, n in used:
+        if _close(n.get("mean", ()), mean, tol) and _close(n.get("std", ()), std, tol):
+            return Outcome("pass", 1.0, f"normalized with {dataset}'s own mean and std "
+                                        f"({_vec(n['mean'])}, {_vec(n['std'])}).", (where(ev, n.get("cell")),))
+    ev, n = used[-1]
+    known = next((name for name, (m, s) in KNOWN_STATS.items()
+                  if _close(n.get("mean", ()), m, 0.002) and _close(n.get("std", ()), s, 0.002)), None)
+    what = f"{known} statistics" if known else f"mean {_vec(n.get('mean', ()))}, std {_vec(n.get('std', ()))}"
+    return Outcome("fail", 0.0, f"normalized with {what}, not {dataset}'s own training statistics "
+                                f"(mean {_vec(mean)}, std {_vec(std)}).", (where(ev, n.get("cell")),))
+
+
+def _vec(xs) -> str:
+    return "(" + ", ".join(f"{float(x):.3f}" for x in xs) + ")"
+
+
+def ran_without_errors(ctx: CheckContext, params: Mapping) -> Outcome:
+    """Every notebook of the part ran to the end without an exception."""
+    if not ctx.evidence:
+        return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found.")
+    problems = []
+    for ev in ctx.evidence:
+        status = ev.get("status", "not-run")
+        errors = ev.get("errors") or []
+        if status in ("timeout", "killed"):
+            problems.append((ev, f"{where(ev)} was stopped ({status}: {ev.get('reason', 'a limit was hit')})", 0.0))
+        elif errors:
+            e = errors[0]
+            problems.append((ev, f"{where(ev, e.get('cell'))} raised {e.get('ename')}: {e.get('evalue', '')[:120]}"
+                                 + (f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""), 0.5))
+        elif status == "not-run":
+            problems.append((ev, f"{where(ev)} was not run", 0.0))
+    if not problems:
+        return Outcome("pass", 1.0, "ran from top to bottom without errors.")
+    fraction = min(p[2] for p in problems)
+    return Outcome("partial" if fraction else "fail", fraction, "; ".join(p[1] for p in problems) + ".",
+                   tuple(where(ev) for ev, _, _ in problems))
+
+
+def manual(ctx: CheckContext, params: Mapping) -> Outcome:
+    """Graded by a TA; the rubric's hint (if any) is shown to them alongside."""
+    return Outcome("manual", 0.0, params.get("message") or "graded by a TA.")

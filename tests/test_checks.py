@@ -1,0 +1,142 @@
+"""Check kinds on in-memory evidence: each defect gets the deduction and message it should."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grader.checks import run_check
+from grader.checks.base import CLASSES, CheckContext
+
+CIFAR = CLASSES["cifar10"]
+FOOD_STATS = {"mean": [0.58, 0.45, 0.33], "std": [0.21, 0.2, 0.19]}
+
+
+def ev(**kw) -> dict:
+    base = {"path": "lab1-1.ipynb", "status": "ok", "metrics": {}, "figures": [], "normalization": [],
+            "optimizers": [], "schedulers": [], "models": [], "errors": []}
+    base.update(kw)
+    return base
+
+
+def ctx(*evidence: dict, dataset: str = "cifar10", files=(), work_dir=None, reference=None) -> CheckContext:
+    return CheckContext(student_id="0556001", part_id="lab1-1", dataset=dataset, evidence=evidence,
+                        all_evidence=evidence, files=files, work_dir=work_dir, reference=reference,
+                        dataset_stats={"food11": FOOD_STATS})
+
+
+def full_metrics(acc: float = 0.55) -> dict:
+    return {"dataset": "cifar10", "test_accuracy": acc, "test_loss": 1.3,
+            "per_class_accuracy": {c: acc for c in CIFAR}}
+
+
+def test_per_class_all_some_none() -> None:
+    assert run_check("per_class_accuracy", ctx(ev(metrics=full_metrics())), {}).status == "pass"
+    some = {c: 0.5 for c in CIFAR[:7]}
+    out = run_check("per_class_accuracy", ctx(ev(metrics={"per_class_accuracy": some})), {})
+    assert out.status == "partial" and out.fraction == pytest.approx(0.7)
+    assert "horse" in out.message and "truck" in out.message
+    out = run_check("per_class_accuracy", ctx(ev(metrics={"test_accuracy": 0.5})), {})
+    assert out.status == "fail" and out.fraction == 0
+
+
+def test_no_notebook_for_part_is_a_clear_fail_not_a_crash() -> None:
+    out = run_check("per_class_accuracy", ctx(), {})
+    assert out.status == "fail" and "no notebook" in out.message
+
+
+def test_test_metrics_partial_when_loss_missing() -> None:
+    out = run_check("test_metrics", ctx(ev(metrics={"test_accuracy": 0.5})), {})
+    assert out.status == "partial" and out.fraction == 0.5 and "loss" in out.message
+
+
+def test_weight_histograms_of_layers_vs_inputs() -> None:
+    figs = [{"cell": 5, "kind": "histogram", "subjects": [f"net.{l}.weight"]} for l in ("conv1", "conv2", "fc1")]
+    params = {"layers": ["conv1", "conv2", "fc1", "fc2", "fc3"]}
+    out = run_check("weight_histograms", ctx(ev(figures=figs)), params)
+    assert out.status == "partial" and out.fraction == pytest.approx(0.6)
+    assert "fc2.weight" in out.message
+    inputs = [{"cell": 5, "kind": "histogram", "subjects": []}] * 3
+    out = run_check("weight_histograms", ctx(ev(figures=inputs)), params)
+    assert out.status == "fail" and "not any layer" in out.message
+
+
+def test_normalization_own_vs_imagenet() -> None:
+    own = ev(normalization=[{"mean": [0.581, 0.449, 0.331], "std": [0.21, 0.2, 0.19], "dataset": "food11"}])
+    assert run_check("normalization", ctx(own, dataset="food11"), {"tolerance": 0.02}).status == "pass"
+    imagenet = ev(normalization=[{"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "dataset": "food11"}])
+    out = run_check("normalization", ctx(imagenet, dataset="food11"), {})
+    assert out.status == "fail" and "ImageNet" in out.message
+
+
+def test_scheduler_never_stepped_is_named() -> None:
+    e = ev(optimizers=[{"type": "SGD", "lr": lr, "steps": 100} for lr in (0.1, 0.01)],
+           schedulers=[{"type": "StepLR", "steps": 0}], figures=[{"cell": 3, "kind": "line", "subjects": []}])
+    out = run_check("lr_study", ctx(e), {"min_rates": 2, "min_schedules": 1})
+    assert out.status == "partial" and "never stepped" in out.message
+    e["schedulers"] = [{"type": "StepLR", "steps": 3}]
+    assert run_check("lr_study", ctx(e), {}).status == "pass"
+
+
+def test_fabricated_per_class_caught_without_verification() -> None:
+    m = full_metrics(0.25)
+    m["per_class_accuracy"] = {c: 0.9 for c in CIFAR}
+    out = run_check("metrics_verified", ctx(ev(metrics=m)), {})
+    assert out.status == "fail" and "mismatch" in out.flags
+    out = run_check("metrics_verified", ctx(ev(metrics=full_metrics())), {})
+    assert out.status == "manual"
+
+
+def test_verified_mismatch_flagged() -> None:
+    e = ev(metrics=full_metrics(0.9), verified={"test_accuracy": 0.3, "per_class_accuracy": {}})
+    out = run_check("metrics_verified", ctx(e), {})
+    assert out.status == "fail" and "mismatch" in out.flags and "30.0 %" in out.message
+
+
+def test_accuracy_against_reference_band() -> None:
+    ref = {"summary": {"test_accuracy": {"mean": 0.6, "std": 0.01}}}
+    assert run_check("accuracy_vs_reference", ctx(ev(metrics=full_metrics(0.58)), reference=ref),
+                     {"floor": 0.2}).status == "pass"
+    out = run_check("accuracy_vs_reference", ctx(ev(metrics=full_metrics(0.3)), reference=ref), {"floor": 0.2})
+    assert out.status == "partial"
+    assert run_check("accuracy_vs_reference", ctx(ev(metrics=full_metrics(0.1)), reference=ref),
+                     {"floor": 0.2}).status == "fail"
+
+
+def test_model_outputs_must_fit_dataset() -> None:
+    e = ev(models=[{"class": "Net", "num_outputs": 10, "parameters": 62006, "cell": 2}])
+    out = run_check("model_architecture", ctx(e, dataset="food11"), {})
+    assert out.status == "partial" and "11" in out.message
+    e = ev(models=[{"class": "Net", "num_outputs": 11, "parameters": 62006, "cell": 2}])
+    assert run_check("model_architecture", ctx(e, dataset="food11"), {}).status == "pass"
+
+
+def test_report_sections_from_markdown(tmp_path: Path) -> None:
+    (tmp_path / "report.md").write_text("# R\n## Problems and solutions\n## Experiment setup\n## Results\n")
+    files = [{"path": "report.md", "kind": "report", "bytes": 10}]
+    out = run_check("report_sections", ctx(files=files, work_dir=str(tmp_path)), {})
+    assert out.status == "partial" and out.fraction == 0.75 and "Analysis" in out.message
+    assert run_check("report_sections", ctx(), {}).status == "fail"
+
+
+def test_errors_and_limits_in_run_status() -> None:
+    e = ev(errors=[{"cell": 7, "ename": "NameError", "evalue": "name 'dataiter' is not defined"}])
+    out = run_check("ran_without_errors", ctx(e), {})
+    assert out.status == "partial" and "cell 7" in out.message and "NameError" in out.message
+    out = run_check("ran_without_errors", ctx(ev(status="killed", reason="memory limit 2 GiB")), {})
+    assert out.status == "fail" and "memory" in out.message
+
+
+def test_a_check_that_raises_becomes_an_error_outcome(tmp_path: Path) -> None:
+    (tmp_path / "extra.py").write_text("def boom(ctx, params):\n    raise ValueError('bad')\n")
+    out = run_check("custom", ctx(), {"function": "extra.py:boom"}, rubric_dir=tmp_path)
+    assert out.status == "error" and "ValueError" in out.message
+
+
+def test_custom_check_from_file_next_to_rubric(tmp_path: Path) -> None:
+    (tmp_path / "extra.py").write_text(
+        "from grader.checks.base import Outcome\n"
+        "def has_two(ctx, params):\n    return Outcome('pass' if len(ctx.evidence) >= params['n'] else 'fail', 1.0, 'ok')\n")
+    out = run_check("custom", ctx(ev(), ev()), {"function": "extra.py:has_two", "n": 2}, rubric_dir=tmp_path)
+    assert out.status == "pass"

@@ -1,0 +1,121 @@
+"""Readable names for zip members written by Windows tools in CP437, Big5 (CP950) or GBK.
+
+Zip has one flag (bit 11) for "this name is UTF-8"; without it, the bytes are in whatever
+code page the student's Windows used, and Python shows them as CP437. Chinese names are
+common in this course, so the raw bytes are tried as UTF-8, then as Big5 and GBK (the
+more plausible reading wins, Big5 on a tie since the course runs in Taiwan), then left
+as CP437.
+"""
+
+from __future__ import annotations
+
+import struct
+import unicodedata
+import zipfile
+import zlib
+
+_UTF8_FLAG = 0x800
+_UNICODE_PATH_EXTRA = 0x7075  # Info-ZIP: a UTF-8 copy of the name next to the legacy one
+
+# Characters that turn up in this course's file names. A reading made of them is almost
+# certainly the right one; the byte-range score below decides the rest.
+_COMMON = set(
+    "報告實驗作業學號姓名程式碼資料模型訓練測試深度習第一二三四五六七八九十題答案說明圖片結果"
+    "檔案期中末專題問週課網路神經卷積分類準確率損失函數最終版修改新舊備份附件程序"
+    "报告实验作业学号姓名程序代码数据模型训练测试深度习题答案说明图片结果文件期中末专题问周课"
+    "网络神经卷积分类准确率损失函数最终版修改新旧备份附件"
+)
+
+
+def member_name(info: zipfile.ZipInfo) -> str:
+    """The member's name as the student saw it (separators untouched, NULs kept), NFC."""
+    # macOS writes decomposed (NFD) names; compose them so `München` matches what Windows wrote.
+    return unicodedata.normalize("NFC", _member_name(info))
+
+
+def _member_name(info: zipfile.ZipInfo) -> str:
+    if info.flag_bits & _UTF8_FLAG:
+        return info.orig_filename
+    unicode_path = _unicode_path_extra(info)
+    if unicode_path is not None:
+        return unicode_path
+    try:
+        raw = info.orig_filename.encode("cp437")
+    except UnicodeEncodeError:  # zipfile was told another metadata encoding
+        return info.orig_filename
+    return decode_legacy_name(raw)
+
+
+def decode_legacy_name(raw: bytes) -> str:
+    """Decode a name stored without the UTF-8 flag."""
+    if raw.isascii():
+        return raw.decode("ascii")
+    try:
+        return raw.decode("utf-8")  # macOS, 7-Zip and Python write UTF-8 but some omit the flag
+    except UnicodeDecodeError:
+        pass
+    best: tuple[float, str] | None = None
+    for encoding in ("cp950", "gbk"):  # cp950 first: ties go to Big5
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        score = _plausibility(text, encoding)
+        if score is not None and (best is None or score > best[0]):
+            best = (score, text)
+    if best is not None:
+        return best[1]
+    return raw.decode("cp437")
+
+
+def _plausibility(text: str, encoding: str) -> float | None:
+    """Mean score per non-ASCII character, or None when the reading is not Chinese text."""
+    scores = []
+    for ch in text:
+        if ch.isascii():
+            continue
+        if ch in _COMMON:
+            scores.append(3.0)
+        elif "\u4e00" <= ch <= "\u9fff":
+            scores.append(1.0 if _is_frequent(ch, encoding) else 0.2)
+        elif "\u3000" <= ch <= "\u303f" or "\uff00" <= ch <= "\uffef":
+            scores.append(0.5)  # CJK punctuation, full-width forms
+        else:
+            return None
+    mean = sum(scores) / len(scores)
+    return mean if mean >= 0.5 else None
+
+
+def _is_frequent(ch: str, encoding: str) -> bool:
+    """In the encoding's frequent-character block (Big5 level 1, GB2312 level 1)?"""
+    try:
+        lead, trail = ch.encode(encoding)[:2]
+    except (UnicodeEncodeError, ValueError):
+        return False
+    if encoding == "cp950":
+        return 0xA4 <= lead <= 0xC6
+    return 0xB0 <= lead <= 0xD7 and trail >= 0xA1
+
+
+def _unicode_path_extra(info: zipfile.ZipInfo) -> str | None:
+    extra = info.extra
+    i = 0
+    while i + 4 <= len(extra):
+        tag, size = struct.unpack_from("<HH", extra, i)
+        body = extra[i + 4 : i + 4 + size]
+        i += 4 + size
+        if tag != _UNICODE_PATH_EXTRA or len(body) < 5 or body[0] != 1:
+            continue
+        (crc,) = struct.unpack_from("<I", body, 1)
+        # The copy is only valid for the legacy name it was written with.
+        try:
+            legacy = info.orig_filename.encode("cp437")
+        except UnicodeEncodeError:
+            return None
+        if zlib.crc32(legacy) != crc:
+            return None
+        try:
+            return body[5:].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None

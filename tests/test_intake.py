@@ -1,0 +1,513 @@
+"""Intake: every bad input gets its own clear problem, and nothing lands outside the work folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+import intake_fixtures as fx
+from grader.errors import GraderError
+from grader.intake import MESSAGES, IntakeLimits, discover, intake, unpack
+from grader.intake.names import decode_legacy_name
+from grader.intake.naming import NamePattern
+from grader.model import Problem, Submission, SubmittedFile, record_from_json, record_to_json
+
+KiB, MiB = 1024, 1024 * 1024
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class Area:
+    """`incoming/` for originals and `run/work/` for intake, inside one sentinel parent."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.incoming = root / "incoming"
+        self.incoming.mkdir()
+        self.work = root / "run" / "work"
+
+    def snapshot(self) -> dict[str, str]:
+        """Every file under the sentinel parent outside the work folder, with its hash."""
+        out = {}
+        for dirpath, _, filenames in os.walk(self.root):
+            for f in filenames:
+                p = Path(dirpath, f)
+                if self.work in p.parents:
+                    continue
+                out[str(p)] = "link" if p.is_symlink() else hashlib.sha256(p.read_bytes()).hexdigest()
+        return out
+
+
+@pytest.fixture
+def area(tmp_path: Path) -> Area:
+    return Area(tmp_path)
+
+
+def run_one(area: Area, make, *args, limits: IntakeLimits = IntakeLimits(), **kwargs) -> Submission:
+    """Build one fixture in `incoming/`, intake it, check the safety invariants, return it."""
+    make(area.incoming, *args, **kwargs)
+    before = area.snapshot()
+    subs = intake([area.incoming], area.work, limits=limits)
+    assert area.snapshot() == before, "intake wrote outside its work folder or changed an original"
+    assert len(subs) == 1
+    _check_work_dir(subs[0])
+    return subs[0]
+
+
+def _check_work_dir(sub: Submission) -> None:
+    """Only regular files and folders, no exec bits, and `files` lists exactly what is there."""
+    root = Path(sub.work_dir)
+    on_disk = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            assert not p.is_symlink(), p
+            if p.is_file():
+                assert p.stat().st_mode & 0o111 == 0, p
+                on_disk.add(p.relative_to(root).as_posix())
+    assert on_disk == {f.path for f in sub.files}
+
+
+def codes(sub: Submission) -> list[str]:
+    return sorted(p.code for p in sub.problems)
+
+
+def paths(sub: Submission) -> set[str]:
+    return {f.path for f in sub.files}
+
+
+# --------------------------------------------------------------------------- good input
+
+
+def test_good_zip_is_read_without_problems(area: Area) -> None:
+    sub = run_one(area, fx.good_zip)
+    assert sub.student_id == "0556001"
+    assert sub.problems == ()
+    assert {f.path: f.kind for f in sub.files} == {"lab1.ipynb": "notebook", "report.pdf": "report", "model.pth": "weights"}
+    assert [f.path for f in sub.notebooks] == ["lab1.ipynb"]
+    assert sub.reports[0].path == "report.pdf"
+    assert sub.source_sha256 == hashlib.sha256(Path(sub.source).read_bytes()).hexdigest()
+    assert sub.submitted_at_source == "file-mtime" and sub.submitted_at
+
+
+def test_submission_round_trips_through_json(area: Area) -> None:
+    sub = run_one(area, fx.big5_names)
+    text = json.dumps(record_to_json(sub), ensure_ascii=False)
+    assert record_from_json(Submission, json.loads(text)) == sub
+    assert Submission.loads(sub.dumps()) == sub
+    with pytest.raises(ValueError, match="unknown field"):
+        record_from_json(Problem, {"code": "x", "message": "y", "typo": 1})
+    with pytest.raises(ValueError):
+        record_from_json(SubmittedFile, {"path": "a", "kind": "movie", "bytes": 1, "sha256": "0"})
+
+
+def test_single_top_folder_is_looked_through(area: Area) -> None:
+    sub = run_one(area, fx.single_top_folder)
+    assert sub.stripped_prefix == "dllab_0556001"
+    assert paths(sub) == {"lab1.ipynb", "report.pdf", "model.pth"}
+    assert sub.problems == ()
+
+
+def test_junk_is_skipped_and_counted(area: Area) -> None:
+    sub = run_one(area, fx.junk_files)
+    assert paths(sub) == {"lab1.ipynb", "report.pdf", "model.pth"}
+    assert sub.junk_skipped == 5
+    assert sub.problems == ()
+
+
+def test_invalid_notebooks_are_problems_not_crashes(area: Area) -> None:
+    sub = run_one(area, fx.invalid_notebook)
+    assert codes(sub) == ["bad-notebook", "bad-notebook"]
+    by_path = {p.path: p.message for p in sub.problems}
+    assert "not valid JSON" in by_path["lab1.ipynb"]
+    assert "notebook format" in by_path["lab2.ipynb"]
+    assert all(f.note for f in sub.notebooks)
+
+
+def test_unpacked_folder_for_self_check(area: Area) -> None:
+    folder = fx.unpacked_folder(area.incoming)
+    before = area.snapshot()
+    (sub,) = intake([folder], area.work)
+    assert area.snapshot() == before
+    assert sub.student_id == "0556001"
+    assert paths(sub) == {"lab1.ipynb", "report.md"}
+    assert codes(sub) == ["link", "link"]
+    assert {p.path for p in sub.problems} == {"escape", "notes.txt"}
+    _check_work_dir(sub)
+
+
+# --------------------------------------------------------------------------- hostile archives
+
+
+def test_zip_slip_is_refused(area: Area) -> None:
+    sub = run_one(area, fx.zip_slip)
+    assert codes(sub) == ["unsafe-path"] * 3
+    assert paths(sub) == {"lab1.ipynb", "report.pdf", "model.pth"}
+    assert not list(area.root.rglob("evil_*"))
+
+
+def test_absolute_paths_are_refused(area: Area) -> None:
+    target = area.root / "abs_evil.txt"
+    sub = run_one(area, fx.absolute_path, target)
+    assert codes(sub) == ["unsafe-path", "unsafe-path"]
+    assert not target.exists()
+
+
+def test_symlinks_are_refused_and_nothing_goes_through_them(area: Area) -> None:
+    sub = run_one(area, fx.symlink_member)
+    assert codes(sub) == ["link", "link"]
+    # The file "behind" the refused link becomes an ordinary file inside the work folder.
+    assert "escape/evil_link.txt" in paths(sub)
+    assert not (area.root / "evil_link.txt").exists()
+
+
+def test_devices_and_nul_names_are_refused(area: Area) -> None:
+    assert codes(run_one(area, fx.device_member)) == ["special-file", "special-file"]
+
+
+def test_nul_in_name_is_refused(area: Area) -> None:
+    sub = run_one(area, fx.nul_in_name)
+    assert codes(sub) == ["bad-filename"]
+    assert "evil.ipynb" not in paths(sub)
+
+
+def test_zip_bomb_is_refused_by_ratio(area: Area) -> None:
+    sub = run_one(area, fx.zip_bomb)
+    assert codes(sub) == ["suspicious-compression"]
+    assert sub.problems[0].path == "data/zeros.bin"
+    assert "zip bomb" in sub.problems[0].message
+    assert paths(sub) == {"lab1.ipynb", "report.pdf", "model.pth"}
+
+
+def test_size_caps_can_be_raised_and_lowered(area: Area) -> None:
+    fx.zip_bomb(area.incoming, megabytes=3)
+    relaxed = IntakeLimits(max_ratio=10_000)
+    (sub,) = intake([area.incoming], area.work / "a", limits=relaxed)
+    assert sub.problems == () and "data/zeros.bin" in paths(sub)
+    (sub,) = intake([area.incoming], area.work / "b", limits=IntakeLimits(max_ratio=10_000, max_file_bytes=1 * MiB))
+    assert codes(sub) == ["file-too-large"]
+    (sub,) = intake([area.incoming], area.work / "c", limits=IntakeLimits(max_ratio=10_000, max_total_bytes=2 * MiB))
+    assert codes(sub) == ["archive-too-large"]
+    # What gets graded is extracted first, so the budget is lost on data, not on the notebook.
+    assert {"lab1.ipynb", "report.pdf"} <= paths(sub)
+
+
+def test_too_many_files(area: Area) -> None:
+    sub = run_one(area, fx.many_files, 30, limits=IntakeLimits(max_files=10))
+    assert codes(sub) == ["too-many-files"]
+    assert len(sub.files) == 10
+    assert {"lab1.ipynb", "report.pdf"} <= paths(sub)
+
+
+def test_lying_size_header_cannot_get_past_the_cap(area: Area) -> None:
+    sub = run_one(area, fx.lying_header)
+    assert codes(sub) == ["member-corrupt"]
+    assert "liar.txt" not in paths(sub)
+    assert all(f.bytes < 1 * MiB for f in sub.files)
+
+
+def test_encrypted(area: Area) -> None:
+    sub = run_one(area, fx.encrypted)
+    assert codes(sub) == ["encrypted"]
+    assert "password" in sub.problems[0].message
+    assert sub.files == ()
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "words"),
+    [
+        (fx.corrupt, "corrupt", "damaged"),
+        (fx.truncated, "truncated", "cut off"),
+        (fx.empty, "empty", "no files"),
+        (fx.zero_bytes, "empty", "no files"),
+    ],
+)
+def test_broken_archives_get_one_clear_problem(area: Area, make, code: str, words: str) -> None:
+    sub = run_one(area, make)
+    assert codes(sub) == [code]  # and no pile-on of no-notebook / no-report
+    assert words in sub.problems[0].message
+    assert sub.files == ()
+
+
+def test_crc_error_in_one_member(area: Area) -> None:
+    sub = run_one(area, fx.crc_error)
+    assert codes(sub) == ["member-corrupt", "no-notebook"]
+    assert paths(sub) == {"report.pdf"}
+
+
+# --------------------------------------------------------------------------- names inside archives
+
+
+def test_big5_names_are_readable(area: Area) -> None:
+    sub = run_one(area, fx.big5_names)
+    assert paths(sub) == {"實驗報告.pdf", "程式碼/實驗一.ipynb", "資料.csv"}
+    assert sub.problems == ()
+
+
+def test_gbk_names_are_readable(area: Area) -> None:
+    sub = run_one(area, fx.gbk_names)
+    assert paths(sub) == {"实验报告.pdf", "作业一.ipynb", "数据.csv"}
+
+
+def test_cp437_and_unflagged_utf8_names_are_readable(area: Area) -> None:
+    sub = run_one(area, fx.cp437_names)
+    assert paths(sub) == {"Résumé.txt", "München.ipynb", "模型.py"}
+
+
+@pytest.mark.parametrize("text", ["報告", "程式碼.py", "深度學習_作業一.ipynb", "陳偉_報告.pdf", "資料"])
+def test_big5_decoding(text: str) -> None:
+    assert decode_legacy_name(text.encode("cp950")) == text
+
+
+@pytest.mark.parametrize("text", ["报告", "实验报告.pdf", "作业一.ipynb", "深度学习", "数据.csv", "陈伟_报告.pdf"])
+def test_gbk_decoding(text: str) -> None:
+    assert decode_legacy_name(text.encode("gbk")) == text
+
+
+# --------------------------------------------------------------------------- nesting
+
+
+def test_zip_of_zip_is_opened_in_place(area: Area) -> None:
+    sub = run_one(area, fx.zip_of_zip)
+    assert {"lab1.ipynb", "report.pdf", "model.pth"} <= paths(sub)
+    assert sub.problems == ()
+    assert sub.of_kind("other")[0].note.startswith("zip archive, opened")
+
+
+def test_nested_zip_one_level_deep(area: Area) -> None:
+    sub = run_one(area, fx.nested_zip)
+    assert "code/train.py" in paths(sub)  # inner single top folder `code/` looked through
+    assert "code/deeper.zip" in paths(sub) and "code/hidden.py" not in paths(sub)
+    assert codes(sub) == ["nested-too-deep", "unsafe-path"]
+    assert {p.path for p in sub.problems} == {"code/deeper.zip", "code.zip/../../evil_nested.txt"}
+    assert not list(area.root.rglob("evil_*"))
+
+
+def test_nested_bomb_shares_the_budget(area: Area) -> None:
+    inner = fx.zip_bomb(area.root / "inner", megabytes=3)
+    fx.write_zip(area.incoming / "dllab_0556042.zip", fx.good_members() + [("data.zip", inner.read_bytes())])
+    (sub,) = intake([area.incoming], area.work, limits=IntakeLimits(max_ratio=10_000, max_total_bytes=2 * MiB))
+    assert "archive-too-large" in codes(sub)
+    assert sum(f.bytes for f in sub.files) <= 2 * MiB
+
+
+# --------------------------------------------------------------------------- whose submission
+
+
+@pytest.mark.parametrize(
+    ("name", "student_id", "match"),
+    [
+        ("dllab_0556001.zip", "0556001", "exact"),
+        ("DLLAB_0556001.ZIP", "0556001", "exact"),
+        ("dllab_0556001 (1).zip", "0556001", "exact"),
+        ("dllab_r09922001.zip", "r09922001", "exact"),
+        ("DLlab-0556001.zip", "0556001", "loose"),
+        ("0556001.zip", "0556001", "loose"),
+        ("dllab_0556001.7z", "0556001", "loose"),
+        ("LAB1_0556001_陳偉.zip", "0556001", "loose"),
+        ("homework.zip", None, "none"),
+    ],
+)
+def test_student_id_from_name(name: str, student_id: str | None, match: str) -> None:
+    reading = NamePattern().read(name)
+    assert (reading.student_id, reading.match) == (student_id, match)
+
+
+def test_pattern_from_rubric() -> None:
+    names = NamePattern("Lab1_{student_id}_final.zip")
+    assert names.read("lab1_0556001_FINAL.zip").match == "exact"
+    assert names.read("lab1-0556001.zip").student_id == "0556001"
+    with pytest.raises(GraderError):
+        NamePattern("dllab.zip")
+
+
+def test_duplicates_take_the_newest(area: Area) -> None:
+    old, new = fx.duplicate_pair(area.incoming)
+    (sub,) = intake([area.incoming], area.work)
+    assert sub.source == str(new)
+    assert sub.duplicates == (str(old),)
+    assert codes(sub) == ["duplicate"]
+    assert "new.ipynb" in paths(sub)
+
+
+def test_misnamed_archives_are_reported_and_still_graded(area: Area) -> None:
+    fx.good_zip(area.incoming, name="DLlab-0556002.zip")
+    fx.good_zip(area.incoming, name="0556003.zip")
+    fx.seven_zip(area.incoming)
+    fx.good_zip(area.incoming, name="homework.zip")
+    subs = {s.student_id: s for s in intake([area.incoming], area.work)}
+    assert codes(subs["0556002"]) == ["bad-name"]
+    assert "dllab_0556002.zip" in subs["0556002"].problems[0].message
+    assert codes(subs["0556003"]) == ["bad-name"]
+    assert codes(subs["0556004"]) == ["bad-name", "unsupported-format"]
+    assert "7z" in subs["0556004"].problems[1].message
+    assert codes(subs["unknown-homework"]) == ["no-student-id"]
+    assert subs["unknown-homework"].notebooks  # still unpacked for the TA to look at
+
+
+def test_moodle_download_folder(area: Area) -> None:
+    fx.moodle_folder(area.incoming, "0556005", person="Chen Wei", participant="123456", extra=True)
+    fx.moodle_folder(area.incoming, None, person="王小明", participant="234567")
+    subs = {s.student_id: s for s in intake([area.incoming], area.work)}
+    assert set(subs) == {"0556005", "moodle-234567"}
+    chen = subs["0556005"]
+    assert (chen.student_name, chen.lms_participant_id) == ("Chen Wei", "123456")
+    assert codes(chen) == ["extra-file"]
+    wang = subs["moodle-234567"]
+    assert codes(wang) == ["no-student-id"]
+    assert "234567" in wang.problems[0].message and "王小明" in wang.problems[0].message
+
+
+def test_work_folder_must_be_fresh(area: Area) -> None:
+    fx.good_zip(area.incoming)
+    (cand,) = discover([area.incoming])
+    unpack(cand, area.work)
+    with pytest.raises(GraderError, match="already exists"):
+        unpack(cand, area.work)
+
+
+def test_missing_input_is_a_configuration_error(area: Area) -> None:
+    with pytest.raises(GraderError, match="no such file"):
+        discover([area.root / "nope"])
+
+
+def test_every_message_template_fills() -> None:
+    for code in MESSAGES:
+        from grader.intake.problems import problem
+
+        msg = problem(code, "x", name="n", expected="e", student_id="s", count=2, chosen="c", others="o",
+                      format="7z", detail="d", size="1 KiB", limit=1, skipped=1, ratio=300.0, lms="").message
+        assert "{" not in msg and msg.endswith(".")
+
+
+# --------------------------------------------------------------------------- the whole folder at once
+
+
+def test_mixed_folder_in_one_pass(area: Area) -> None:
+    inc = area.incoming
+    fx.good_zip(inc, "0556001")
+    old, new = fx.duplicate_pair(inc, "0556100")
+    fx.good_zip(inc, name="DLlab-0556002.zip")
+    fx.good_zip(inc, name="0556003.zip")
+    fx.seven_zip(inc, "0556004")
+    fx.moodle_folder(inc, "0556005", person="Chen Wei", participant="123456")
+    fx.zip_slip(inc)
+    fx.absolute_path(inc, area.root / "abs_evil.txt")
+    fx.symlink_member(inc)
+    fx.device_member(inc)
+    fx.zip_bomb(inc, megabytes=4)
+    fx.encrypted(inc)
+    fx.corrupt(inc)
+    fx.truncated(inc)
+    fx.empty(inc)
+    fx.big5_names(inc)
+    fx.nested_zip(inc)
+    fx.good_zip(inc, name="homework.zip")
+    (inc / "index.html").write_text("<html>not a submission</html>")
+    before = area.snapshot()
+
+    t0 = time.monotonic()
+    subs = intake([inc], area.work)
+    assert time.monotonic() - t0 < 10
+
+    assert area.snapshot() == before  # originals byte-identical, nothing written outside work/
+    assert not (area.root / "abs_evil.txt").exists()
+    ids = [s.student_id for s in subs]
+    assert len(ids) == len(set(ids))
+    expected = {
+        "0556001": [],
+        "0556100": ["duplicate"],
+        "0556002": ["bad-name"],
+        "0556003": ["bad-name"],
+        "0556004": ["bad-name", "unsupported-format"],
+        "0556005": [],
+        "0556010": ["unsafe-path"] * 3,
+        "0556011": ["unsafe-path"] * 2,
+        "0556012": ["link", "link"],
+        "0556013": ["special-file", "special-file"],
+        "0556014": ["suspicious-compression"],
+        "0556017": ["encrypted"],
+        "0556018": ["corrupt"],
+        "0556019": ["truncated"],
+        "0556020": ["empty"],
+        "0556030": [],
+        "0556041": ["nested-too-deep", "unsafe-path"],
+        "unknown-homework": ["no-student-id"],
+    }
+    assert {s.student_id: codes(s) for s in subs} == expected
+    for sub in subs:
+        assert Path(sub.work_dir).parent == area.work
+        assert all(p.message[0].isupper() or p.message[0] == "`" for p in sub.problems)
+        _check_work_dir(sub)
+    assert next(s for s in subs if s.student_id == "0556100").duplicates == (str(old),)
+
+
+def test_moodle_download_all_zip(area: Area) -> None:
+    fx.moodle_bundle(area.incoming, {"0556001": ("陳偉", "111"), "0556002": ("Lin Mei", "222")},
+                     uploaded=(2024, 10, 3, 23, 59, 30))
+    before = area.snapshot()
+    subs = intake([area.incoming / "DL-2024-LAB1-提交作業-12345.zip"], area.work)
+    assert area.snapshot() == before
+    assert [(s.student_id, s.student_name, s.problems) for s in subs] == [("0556001", "陳偉", ()), ("0556002", "Lin Mei", ())]
+    local = time.mktime((2024, 10, 3, 23, 59, 30, 0, 0, -1))
+    for sub in subs:
+        assert sub.submitted_at_source == "lms-archive-entry"
+        assert datetime.fromisoformat(sub.submitted_at).timestamp() == local
+        assert (area.work / "_lms") in Path(sub.source).parents
+
+
+def test_damaged_archives_never_crash(area: Area) -> None:
+    """Flip bytes all over a good zip: every result is a Submission, never an exception."""
+    import random
+
+    rng = random.Random(0)
+    good = fx.good_zip(area.root / "src").read_bytes()
+    for i in range(80):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        path = area.incoming / f"dllab_{i:07d}.zip"
+        path.write_bytes(bytes(data[: rng.randint(len(data) // 2, len(data))] if i % 4 == 0 else data))
+    before = area.snapshot()
+    subs = intake([area.incoming], area.work)
+    assert len(subs) == 80
+    assert area.snapshot() == before
+    for sub in subs:
+        _check_work_dir(sub)
+
+
+def test_lone_notebooks_are_graded_and_ta_files_are_ignored(area: Area) -> None:
+    (area.incoming / "dllab_0556050.ipynb").write_bytes(fx.notebook_bytes())
+    (area.incoming / "dllab_0556051.ipynb").write_bytes(fx.notebook_bytes())
+    (area.incoming / "roster_20241003.csv").write_text("id\n0556050\n")
+    subs = intake([area.incoming], area.work)
+    assert [s.student_id for s in subs] == ["0556050", "0556051"]
+    assert codes(subs[0]) == ["no-report", "not-an-archive"]
+    assert [f.path for f in subs[0].notebooks] == ["dllab_0556050.ipynb"]
+
+
+def test_self_check_folder_takes_the_id_from_the_notebook(area: Area) -> None:
+    mine = area.incoming / "my work"
+    mine.mkdir()
+    (mine / "dllab_0556060.ipynb").write_bytes(fx.notebook_bytes())
+    (mine / "report.pdf").write_bytes(fx.PDF)
+    (sub,) = intake([mine], area.work)
+    assert (sub.student_id, sub.problems) == ("0556060", ())
+    assert paths(sub) == {"dllab_0556060.ipynb", "report.pdf"}
+
+
+def test_loose_files_uploaded_to_moodle(area: Area) -> None:
+    sub_dir = area.incoming / "Lin Mei_345678_assignsubmission_file_"
+    sub_dir.mkdir()
+    (sub_dir / "dllab_0556070.ipynb").write_bytes(fx.notebook_bytes())
+    (sub_dir / "report.pdf").write_bytes(fx.PDF)
+    (sub,) = intake([area.incoming], area.work)
+    assert (sub.student_id, codes(sub), sub.lms_participant_id) == ("0556070", ["not-an-archive"], "345678")
+    assert paths(sub) == {"dllab_0556070.ipynb", "report.pdf"}

@@ -51,7 +51,7 @@ def run_check(kind: str, ctx: CheckContext, params: Mapping, *, rubric_dir: Path
             return setup.manual(ctx, params)
         if kind == "custom":
             fn = load_custom(rubric_dir or Path("."), params["function"])
-            return fn(ctx, {k: v for k, v in params.items() if k != "function"})
+            return fn(ctx, dict(params.get("args") or {}))
         return REGISTRY[kind](ctx, params)
     except Exception as e:  # noqa: BLE001 - the boundary that keeps a batch alive
         last = traceback.extract_tb(e.__traceback__)[-1]

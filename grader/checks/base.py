@@ -24,6 +24,9 @@ KNOWN_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "the tutorial's 0.5": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "MNIST's": ((0.1307,), (0.3081,)),
 }
+# The rubric's `reject:` names for those pairs.
+KNOWN_NAMES: dict[str, str] = {"imagenet": "ImageNet's", "cifar10": "CIFAR-10's", "half": "the tutorial's 0.5",
+                               "cifar10-alt": "CIFAR-10's (the common 0.2023 variant)", "mnist": "MNIST's"}
 
 
 @dataclass(frozen=True)

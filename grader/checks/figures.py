@@ -49,32 +49,37 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
     """Several learning rates and/or decay schedules actually run and compared."""
     if not ctx.evidence:
         return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found.")
-    min_rates = int(params.get("min_rates", 2))
-    min_schedules = int(params.get("min_schedules", 1))
-    rates = sorted({float(o["lr"]) for ev in ctx.evidence for o in ev.get("optimizers") or []
-                    if o.get("lr") is not None and (o.get("steps") or 0) > 0})
-    stepped = sorted({s.get("type", "?") for ev in ctx.evidence for s in ev.get("schedulers") or []
-                      if (s.get("steps") or 0) > 0})
-    idle = sorted({s.get("type", "?") for ev in ctx.evidence for s in ev.get("schedulers") or []
-                   if not (s.get("steps") or 0)} - set(stepped))
+    min_runs = int(params.get("min_runs", 2))
+    optimizers = [o for ev in ctx.evidence for o in ev.get("optimizers") or [] if (o.get("steps") or 0) > 0]
+    rates = sorted({float(o["lr"]) for o in optimizers if o.get("lr") is not None})
+    scheds = [s for ev in ctx.evidence for s in ev.get("schedulers") or []]
+    stepped = sorted({s.get("type", "?") for s in scheds if (s.get("steps") or 0) > 0})
+    idle = sorted({s.get("type", "?") for s in scheds if not (s.get("steps") or 0)} - set(stepped))
+    # A setting is an initial rate or a decay schedule that really ran; either counts (the
+    # handout asks how the initial rate OR the decay method was chosen).
+    runs = len(rates) + len(stepped)
     compared = [where(ev, f.get("cell")) for ev in ctx.evidence for f in ev.get("figures") or []
                 if f.get("kind") == "line"]
-    tables = any(len((ev.get("metrics") or {}).get("curves") or {}) > 1 for ev in ctx.evidence)
-    found = [f"{len(rates)} initial learning rate(s) ({', '.join(f'{r:g}' for r in rates)})" if rates
+    needs = [("runs", runs >= min_runs)]
+    if params.get("require_scheduler", False):
+        needs.append(("scheduler", bool(stepped)))
+    if params.get("require_plot", True):
+        needs.append(("plot", bool(compared)))
+    met = sum(ok for _, ok in needs)
+    found = [f"{len(rates)} initial learning rate(s) trained ({', '.join(f'{r:g}' for r in rates)})" if rates
              else "no optimizer that took a step"]
     if stepped:
         found.append(f"decay schedule(s) stepped: {', '.join(stepped)}")
-    idle_note = (f" The {', '.join(idle)} scheduler was created but never stepped, so its decay never "
-                 f"happened: call scheduler.step() once per epoch." if idle else "")
-    score = 0.0
-    if len(rates) >= min_rates:
-        score += 0.5
-    if len(stepped) >= min_schedules:
-        score += 0.25
-    if compared or tables:
-        score += 0.25
-    compare_note = "" if (compared or tables) else " No plot or table compares the runs."
-    message = "; ".join(found) + "." + idle_note + compare_note
-    if score >= 1.0:
-        return Outcome("pass", 1.0, message, tuple(compared[:3]))
-    return Outcome("partial" if score > 0 else "fail", score, message, tuple(compared[:3]))
+    notes = []
+    if idle:
+        notes.append(f"The {', '.join(idle)} scheduler was created but never stepped, so its decay never "
+                     f"happened: call scheduler.step() once per epoch.")
+    if runs < min_runs:
+        notes.append(f"Train at least {min_runs} settings (initial rates or schedules) to compare.")
+    if params.get("require_plot", True) and not compared:
+        notes.append("No line chart compares the runs: plot accuracy or loss per epoch for each setting.")
+    message = "; ".join(found) + ". " + " ".join(notes)
+    if met == len(needs) and not idle:
+        return Outcome("pass", 1.0, message.strip(), tuple(compared[:3]))
+    fraction = met / len(needs) * (0.75 if idle and met == len(needs) else 1.0)
+    return Outcome("partial" if fraction > 0 else "fail", round(fraction, 4), message.strip(), tuple(compared[:3]))

@@ -104,6 +104,16 @@ def cmd_reference_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- rubric ------------------------------------------------------------------------------
+
+def cmd_rubric_validate(args: argparse.Namespace) -> int:
+    from grader.rubric import builtin_rubric, load_rubric, summarize
+
+    path = args.file if args.file.exists() or args.file.suffix else builtin_rubric(str(args.file))
+    print(summarize(load_rubric(path)))
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--part", action="append", default=[], metavar="ID", help="only this part (e.g. lab1-1)")
     r.add_argument("--out", type=Path, help="expected-metrics JSON to write (default ./<lab>-expected.json)")
     r.set_defaults(func=cmd_reference_run)
+    rub = sub.add_parser("rubric", help="check a rubric file")
+    rubsub = rub.add_subparsers(dest="rubric_command", metavar="ACTION", required=True)
+    v = rubsub.add_parser("validate", help="load a rubric strictly and print its parts, items and points")
+    v.add_argument("file", type=Path, help="a rubric YAML file, or a built-in lab id such as lab1")
+    v.set_defaults(func=cmd_rubric_validate)
     return p
 
 

@@ -1,0 +1,114 @@
+"""Training curves from progress lines: per-epoch or per-iteration loss, accuracy, lr."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from .classes import find_classes
+from .records import CurvePoint
+from .text import EPOCH_HEADER, clean_lines, scan_metrics
+from .values import mask_line
+
+_BRACKET = re.compile(r"^\s*\[\s*(\d+)\s*,\s*(\d+)\s*\]")  # the tutorial's "[1,  2000] loss: 2.189"
+_EPOCH = re.compile(r"\b(?:epoch|ep)\b\s*[:#=\[(]?\s*(\d+)(?:\s*/\s*(\d+))?", re.IGNORECASE)
+_STEP = re.compile(r"\b(?:step|iter(?:ation)?s?|batch|it)\b\s*[:#=\[(]?\s*(\d+)(?:\s*/\s*(\d+))?",
+                   re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _Raw:
+    series: str
+    value: float
+    epoch: int | None
+    step: int | None
+    steps_per_epoch: int | None
+    order: int
+
+
+def _series(kind: str, split: str | None) -> str:
+    if kind == "lr":
+        return "lr"
+    return f"{split or 'train'}_{kind}"
+
+
+def parse_curves(text: str, *, cell: int | None = None) -> list[CurvePoint]:
+    """Curve points in printed text, in reading order.
+
+    x is the epoch when the line gives one (fractional, epoch-1 + iteration/iterations,
+    when it also gives the iteration), else the step, else a per-series line count --
+    lines without any numbering count only when the series repeats.
+    """
+    if not isinstance(text, str) or not text:
+        return []
+    raws: list[_Raw] = []
+    pending_epoch: int | None = None
+    for order, line in enumerate(clean_lines(text)):
+        try:
+            if not line.strip():
+                continue
+            header = EPOCH_HEADER.match(line)
+            if header:
+                pending_epoch = int(_EPOCH.search(line).group(1))  # type: ignore[union-attr]
+                continue
+            masked = mask_line(line)
+            if find_classes(line, None):
+                pending_epoch = None
+                continue  # per-class lines are not curves
+            hits = scan_metrics(line, masked)
+            if not hits:
+                continue
+            epoch = step = per = None
+            b = _BRACKET.match(masked)
+            if b:
+                epoch, step = int(b.group(1)), int(b.group(2))
+            else:
+                e = _EPOCH.search(masked)
+                s = _STEP.search(masked)
+                if e:
+                    epoch = int(e.group(1))
+                elif pending_epoch is not None:
+                    epoch = pending_epoch
+                if s:
+                    step = int(s.group(1))
+                    per = int(s.group(2)) if s.group(2) else None
+            pending_epoch = None
+            for h in hits:
+                kind = h.token.kind
+                v = h.reading.accuracy() if kind == "acc" else h.reading.loss()
+                if v is None:
+                    continue
+                raws.append(_Raw(_series(kind, h.split), v, epoch, step, per, order))
+        except Exception:  # noqa: BLE001 - one hostile line must not cost the rest of the evidence
+            continue
+    return _place(raws, cell)
+
+
+def _place(raws: list[_Raw], cell: int | None) -> list[CurvePoint]:
+    max_step: dict[str, int] = defaultdict(int)
+    zero_based = any(r.epoch == 0 for r in raws)
+    for r in raws:
+        if r.epoch is not None and r.step is not None:
+            max_step[r.series] = max(max_step[r.series], r.step)
+    unnumbered: dict[str, int] = defaultdict(int)
+    for r in raws:
+        if r.epoch is None and r.step is None:
+            unnumbered[r.series] += 1
+    counters: dict[str, int] = defaultdict(int)
+    out: list[CurvePoint] = []
+    for r in raws:
+        if r.epoch is not None and r.step is not None:
+            per = r.steps_per_epoch or max_step[r.series] or 1
+            x = r.epoch + (0 if zero_based else -1) + r.step / per
+        elif r.epoch is not None:
+            x = float(r.epoch)
+        elif r.step is not None:
+            x = float(r.step)
+        else:
+            if unnumbered[r.series] < 2:
+                continue  # one unnumbered line is a final result, not a curve
+            counters[r.series] += 1
+            x = float(counters[r.series])
+        out.append(CurvePoint(r.series, x, r.value, cell))
+    return out

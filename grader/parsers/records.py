@@ -1,0 +1,60 @@
+"""The records the parsers hand to the checks stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+MentionKind = Literal["test_accuracy", "test_loss", "class_accuracy"]
+
+
+@dataclass(frozen=True)
+class MetricMention:
+    """One metric a student printed, already converted to the grader's units."""
+
+    kind: MentionKind
+    """'test_accuracy' / 'test_loss' are totals (see split_hint for the split); 'class_accuracy' is one class."""
+    value: float
+    """Accuracies always as a fraction 0..1 (percent divided by 100, a/b counts divided); losses as printed."""
+    class_name: str | None
+    """Canonical class name for 'class_accuracy' (an index string like '3' when no class list was known)."""
+    raw: str
+    """The line the value was read from, trimmed to 200 characters, for the TA to see."""
+    cell: int | None
+    """Index of the notebook cell whose output held the line, if known."""
+    source: str
+    """Where the text came from: 'stdout', 'stderr', 'text/plain', 'text/html' or 'saved'."""
+    split_hint: str | None
+    """'test', 'val' or 'train' when the text says which split was measured, else None."""
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One point of a training curve read from a progress line."""
+
+    series: str
+    """'train_loss', 'train_acc', 'val_loss', 'val_acc', 'test_loss', 'test_acc' or 'lr'."""
+    x: float
+    """Epoch (fractional within an epoch when the line gives the iteration), else a step or line count."""
+    value: float
+    """Accuracy as a fraction 0..1, loss and learning rate as printed."""
+    cell: int | None
+    """Index of the notebook cell whose output held the line, if known."""
+
+
+@dataclass(frozen=True)
+class ParsedMetrics:
+    """What a notebook's outputs say about the trained model, with the evidence."""
+
+    test_accuracy: float | None
+    """Final total test accuracy (fraction), from the last test-split (or unlabelled) mention."""
+    test_loss: float | None
+    """Final total test loss, chosen the same way."""
+    per_class_accuracy: dict[str, float] = field(default_factory=dict)
+    """Canonical class -> accuracy fraction, from the last complete (else largest) block."""
+    dataset_guess: str | None = None
+    """'cifar10', 'food11' or 'mnist' as given or guessed from the class names seen."""
+    mentions: tuple[MetricMention, ...] = ()
+    """Every mention found, in notebook order."""
+    curves: tuple[CurvePoint, ...] = ()
+    """Every training-curve point found, in notebook order."""

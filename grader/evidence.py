@@ -1,0 +1,355 @@
+"""Read the probe's record of a run (host side) and turn it into evidence.json fields.
+
+The events file and the PNGs come out of the sandbox, where student code could have
+written anything to them, so every read is capped, files must be regular files (no links,
+no FIFOs), every line is validated against the schema of its kind, and nothing is ever
+unpickled. A bad line is a warning, never an exception. The same process that ran the
+student's code wrote these events, so they say what the code did unless it forged them:
+checks should treat them as strong hints, cross-checked by an independent evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+MAX_EVENTS_BYTES = 20 * 2**20
+MAX_EVENTS = 20000
+MAX_PNG_BYTES = 8 * 2**20
+_MAX_LINE = 256 * 1024
+_STR_CAP = 4000
+_LIST_CAP = 2000
+PNG_NAME = re.compile(r"fig-\d{4,6}\.png")
+
+# ---------------------------------------------------------------- schema
+# A spec is "int", "num", "str", "bool", "scalar" (any of those), ("opt", spec) (may be
+# null), ("list", spec), ("map", spec) (free string keys), ("either", spec, spec) or a dict
+# {key: spec} (known keys; every key may be absent).
+
+_INT = ("opt", "int")
+_NUM = ("opt", "num")
+_STR = ("opt", "str")
+_BOOL = ("opt", "bool")
+_VALUE = ("opt", ("either", "scalar", ("list", ("opt", "scalar"))))
+_NUMS = ("opt", ("list", ("opt", "num")))
+_SUBJECT = {"param": "str", "model": _STR, "model_class": _STR, "model_ref": _INT,
+            "match": "str", "grad": "bool"}
+_HIST = {"source": "str", "bins": _INT, "n": "int", "min": _NUM, "max": _NUM, "mean": _NUM,
+         "std": _NUM, "subjects": ("list", _SUBJECT)}
+_AXES = {"kind": "str", "title": _STR, "xlabel": _STR, "ylabel": _STR, "n_lines": "int",
+         "n_images": "int", "hists": ("list", _HIST)}
+_SESSION = {"model": _INT, "loader": _INT, "dataset": _INT, "split": _STR, "samples": "int",
+            "batches": "int", "grad_enabled": "bool", "training": "bool"}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "probe-start": {"version": "int", "pid": "int", "python": "str", "caps": ("map", "int"),
+                    "ipython": "bool"},
+    "probe-error": {"where": "str", "error": "str", "of": _STR},
+    "probe-limit": {"what": "str"},
+    "figure": {"trigger": "str", "fig_kind": "str", "n_axes": "int", "axes": ("list", _AXES),
+               "subjects": ("list", "str"), "suptitle": _STR, "saved_as": _STR, "png": _STR},
+    "normalize": {"mean": _NUMS, "std": _NUMS, "cls": "str"},
+    "dataset": {"class": "str", "module": "str", "via": "str", "root": _STR, "train": _BOOL,
+                "split": _STR, "length": _INT, "num_classes": _INT,
+                "classes": ("list", "str"), "parent": _INT, "transform": _STR},
+    "normalization": {"normalize": _INT, "dataset": _INT, "mean": _NUMS, "std": _NUMS,
+                      "split": _STR},
+    "dataloader": {"dataset": _INT, "batch_size": _INT, "shuffle": _BOOL, "sampler": _STR,
+                   "num_workers": _INT, "drop_last": _BOOL},
+    "model": {"class": "str", "module": "str", "repr": _STR, "params": "int",
+              "trainable": "int", "last_linear_out": _INT, "layers": ("list", ("list", "str")),
+              "via": "str"},
+    "optimizer": {"type": "str", "module": "str", "lr": _VALUE, "momentum": _VALUE,
+                  "weight_decay": _VALUE, "betas": _NUMS, "nesterov": _VALUE,
+                  "defaults": ("map", _VALUE), "param_groups": "int", "n_params": "int"},
+    "optimizer-state": {"ref": _INT, "steps": "int", "lr_changes": ("list", ("list", _VALUE)),
+                        "n_changes": "int", "model": _INT},
+    "scheduler": {"type": "str", "module": "str", "optimizer": _INT,
+                  "params": ("map", _VALUE)},
+    "scheduler-state": {"ref": _INT, "steps": "int", "last_lr": _NUMS},
+    "evaluation": _SESSION,
+    "training": _SESSION,
+    "bind": {"ref": "int", "names": ("list", "str")},
+}
+_COMMON = {"id": "int", "t": "num", "cell": _INT, "kind": "str"}
+
+
+class _Invalid(Exception):
+    """One event does not match its schema."""
+
+
+def _check(value: Any, spec: Any, where: str, unknown: Counter) -> Any:
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            raise _Invalid(f"{where} is not an object")
+        out = {}
+        for key, item in value.items():
+            if key in spec:
+                out[key] = _check(item, spec[key], f"{where}.{key}", unknown)
+            else:
+                unknown[f"{where}.{str(key)[:40]}"] += 1
+        return out
+    if isinstance(spec, tuple):
+        tag = spec[0]
+        if tag == "opt":
+            return None if value is None else _check(value, spec[1], where, unknown)
+        if tag == "either":
+            try:
+                return _check(value, spec[1], where, unknown)
+            except _Invalid:
+                return _check(value, spec[2], where, unknown)
+        if tag == "list":
+            if not isinstance(value, list):
+                raise _Invalid(f"{where} is not a list")
+            return [_check(v, spec[1], f"{where}[]", unknown) for v in value[:_LIST_CAP]]
+        if tag == "map":
+            if not isinstance(value, dict):
+                raise _Invalid(f"{where} is not an object")
+            return {str(k)[:200]: _check(v, spec[1], f"{where}.*", unknown)
+                    for k, v in list(value.items())[:200]}
+    ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "num": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool),
+          "scalar": lambda v: isinstance(v, (int, float, str, bool))}[spec]
+    if not ok(value):
+        raise _Invalid(f"{where} is not {spec}")
+    return value[:_STR_CAP] if isinstance(value, str) else value
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def validate_event(obj: Any, unknown: Counter | None = None) -> dict[str, Any]:
+    """The event with capped strings and unknown keys removed; raises ValueError if invalid."""
+    unknown = Counter() if unknown is None else unknown
+    if not isinstance(obj, dict):
+        raise ValueError("not an object")
+    kind = obj.get("kind")
+    if kind not in SCHEMAS:
+        raise ValueError(f"unknown kind {str(kind)[:40]!r}")
+    try:
+        return _check(obj, {**_COMMON, **SCHEMAS[kind]}, kind, unknown)
+    except _Invalid as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _read_capped(path: Path, max_bytes: int) -> tuple[bytes, bool]:
+    """Up to `max_bytes` of a regular file (never through a link, never blocking)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+        return data[:max_bytes], len(data) > max_bytes
+    finally:
+        os.close(fd)
+
+
+def read_events(path: Path, *, max_bytes: int = MAX_EVENTS_BYTES,
+                max_events: int = MAX_EVENTS) -> tuple[list[dict[str, Any]], list[str]]:
+    """The valid events in the probe's JSON-lines file, and warnings about the rest."""
+    notes: Counter = Counter()
+    unknown: Counter = Counter()
+    try:
+        data, truncated = _read_capped(Path(path), max_bytes)
+    except OSError as exc:
+        return [], [f"no readable events file: {exc.strerror or exc}"]
+    lines = data.split(b"\n")
+    if truncated:
+        lines = lines[:-1]  # cut mid-line
+        notes[f"events file larger than {max_bytes} bytes: the rest ignored"] += 1
+    events: list[dict[str, Any]] = []
+    malformed = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        if len(events) >= max_events:
+            notes[f"more than {max_events} events: the rest ignored"] += 1
+            break
+        try:
+            if len(line) > _MAX_LINE:
+                raise ValueError("line too long")
+            obj = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            malformed += 1
+            continue
+        try:
+            events.append(validate_event(obj, unknown))
+        except ValueError as exc:
+            notes[f"event dropped: {exc}"] += 1
+    if malformed:
+        notes[f"{malformed} malformed line(s) ignored"] += 1
+    for where, n in unknown.items():
+        notes[f"unknown field {where} ignored"] += n
+    warnings = [msg if n == 1 else f"{msg} ({n} times)" for msg, n in notes.most_common(50)]
+    if len(notes) > 50:
+        warnings.append(f"... and {len(notes) - 50} more kinds of warning")
+    return events, warnings
+
+
+def figure_file(figures_dir: Path, name: str | None, *,
+                max_bytes: int = MAX_PNG_BYTES) -> Path | None:
+    """The PNG the probe saved under `name`, if it is a plain, capped PNG file; else None."""
+    if not name or not PNG_NAME.fullmatch(name):
+        return None
+    path = Path(figures_dir) / name
+    try:
+        head, _ = _read_capped(path, 8)
+        size = path.lstat().st_size
+    except OSError:
+        return None
+    return path if head == b"\x89PNG\r\n\x1a\n" and size <= max_bytes else None
+
+
+# ---------------------------------------------------------------- summary
+
+
+def dataset_name(cls: str | None, root: str | None) -> str | None:
+    """The course's name for a dataset: cifar10, food11, mnist, ... (else the class, lowered)."""
+    text = f"{cls or ''} {root or ''}".lower().replace("_", "-")
+    for needle, name in (("food-11", "food11"), ("food11", "food11"), ("cifar100", "cifar100"),
+                         ("cifar-100", "cifar100"), ("cifar", "cifar10"),
+                         ("fashionmnist", "fashion-mnist"), ("mnist", "mnist"),
+                         ("cats-vs-dogs", "cats-vs-dogs"), ("dogs-vs-cats", "cats-vs-dogs"),
+                         ("fakedata", "fakedata")):
+        if needle in text:
+            return name
+    return cls.lower() if cls else None
+
+
+def _split_hint(names: Iterable[str]) -> str | None:
+    for name in names:
+        low = name.lower()
+        for needle, split in (("test", "test"), ("val", "val"), ("train", "train")):
+            if needle in low:
+                return split
+    return None
+
+
+def summarize_events(events: list[dict[str, Any]], *,
+                     figures_dir: Path | None = None) -> dict[str, Any]:
+    """The evidence.json fields the probe supports, from validated events."""
+    by_id = {e["id"]: e for e in events}
+    names: dict[int, list[str]] = {}
+    state: dict[int, dict[str, Any]] = {}
+    for e in events:
+        if e["kind"] == "bind" and e.get("ref") is not None:
+            names[e["ref"]] = e.get("names", [])
+        elif e["kind"] in ("optimizer-state", "scheduler-state") and e.get("ref") is not None:
+            state[e["ref"]] = e  # the latest wins
+
+    def of(ref: Any, kind: str) -> dict[str, Any] | None:
+        e = by_id.get(ref) if isinstance(ref, int) else None
+        return e if e is not None and e["kind"] == kind else None
+
+    def ds_info(ref: Any, depth: int = 0) -> dict[str, Any]:
+        e = of(ref, "dataset")
+        if e is None:
+            return {"dataset": None, "split": None}
+        parent = ds_info(e.get("parent"), depth + 1) if e.get("parent") and depth < 4 else {}
+        split = (e.get("split") or _split_hint(names.get(e["id"], ()))
+                 or parent.get("split"))
+        name = parent.get("dataset") or dataset_name(e.get("class"), e.get("root"))
+        return {"dataset": name, "split": split}
+
+    def loader_info(ref: Any) -> dict[str, Any]:
+        e = of(ref, "dataloader")
+        if e is None:
+            return {"loader": None, "dataset": None, "split": None}
+        info = ds_info(e.get("dataset"))
+        if info["split"] is None:
+            info["split"] = _split_hint(names.get(e["id"], ()))
+        return {"loader": names.get(e["id"]), **info}
+
+    def model_name(ref: Any) -> dict[str, Any]:
+        e = of(ref, "model")
+        return {"model": (names.get(ref) or [None])[0], "model_class": e["class"] if e else None}
+
+    out: dict[str, Any] = {key: [] for key in (
+        "figures", "normalization", "datasets", "dataloaders", "models", "optimizers",
+        "schedulers", "evaluations", "training")}
+    applied: set[int] = set()
+    for e in events:
+        kind, ref = e["kind"], e["id"]
+        if kind == "figure":
+            png = e.get("png")
+            if figures_dir is not None and figure_file(figures_dir, png) is None:
+                png = None
+            axes = e.get("axes", [])
+            titles = [a["title"] for a in axes if a.get("title")]
+            title = e.get("suptitle") or (titles[0] if titles else None)
+            out["figures"].append({"cell": e.get("cell"), "kind": e.get("fig_kind"),
+                                   "subjects": e.get("subjects", []), "title": title, "png": png,
+                                   "trigger": e.get("trigger"),
+                                   "axes_kinds": [a.get("kind") for a in axes]})
+        elif kind == "normalization":
+            applied.add(e.get("normalize"))
+            out["normalization"].append({"mean": e.get("mean"), "std": e.get("std"),
+                                         **ds_info(e.get("dataset")), "applied": True,
+                                         "cell": e.get("cell")})
+        elif kind == "dataset":
+            out["datasets"].append({"ref": ref, "class": e.get("class"), "root": e.get("root"),
+                                    "length": e.get("length"),
+                                    "num_classes": e.get("num_classes"),
+                                    "names": names.get(ref, []), **ds_info(ref)})
+        elif kind == "dataloader":
+            out["dataloaders"].append({"ref": ref, "batch_size": e.get("batch_size"),
+                                       "shuffle": e.get("shuffle"), **loader_info(ref),
+                                       "names": names.get(ref, [])})
+        elif kind == "model":
+            out["models"].append({"ref": ref, "class": e.get("class"), "params": e.get("params"),
+                                  "last_linear_out": e.get("last_linear_out"),
+                                  "layers": e.get("layers", []), "names": names.get(ref, []),
+                                  "cell": e.get("cell")})
+        elif kind == "optimizer":
+            s = state.get(ref, {})
+            out["optimizers"].append({
+                "type": e.get("type"), "lr": e.get("lr"), "momentum": e.get("momentum"),
+                "weight_decay": e.get("weight_decay"), "betas": e.get("betas"),
+                "steps": s.get("steps", 0),
+                "lr_changes": [c[:2] for c in s.get("lr_changes", []) if len(c) >= 2],
+                "n_changes": s.get("n_changes", 0), **model_name(s.get("model")),
+                "names": names.get(ref, []), "cell": e.get("cell"), "ref": ref})
+        elif kind == "scheduler":
+            s = state.get(ref, {})
+            opt = of(e.get("optimizer"), "optimizer")
+            out["schedulers"].append({
+                "type": e.get("type"), "params": e.get("params", {}), "steps": s.get("steps", 0),
+                "last_lr": s.get("last_lr"), "optimizer": opt["type"] if opt else None,
+                "optimizer_ref": e.get("optimizer"), "names": names.get(ref, []),
+                "cell": e.get("cell")})
+        elif kind in ("evaluation", "training"):
+            entry = {"cell": e.get("cell"), **model_name(e.get("model")),
+                     **loader_info(e.get("loader")), "samples": e.get("samples"),
+                     "batches": e.get("batches"), "grad_enabled": e.get("grad_enabled"),
+                     "training_mode": e.get("training")}
+            if kind == "training":
+                out["training"].append(entry)
+            # a pass over test data in train mode with grad (no eval(), no no_grad()) is
+            # still the student's evaluation; its flags say how it was run
+            if kind == "evaluation" or entry["split"] in ("test", "val"):
+                out["evaluations"].append(entry)
+    for e in events:
+        if e["kind"] == "normalize" and e["id"] not in applied:
+            out["normalization"].append({"mean": e.get("mean"), "std": e.get("std"),
+                                         "dataset": None, "split": None, "applied": False,
+                                         "cell": e.get("cell")})
+    kinds = Counter(e["kind"] for e in events)
+    out["probe"] = {"events": len(events), "errors": kinds["probe-error"],
+                    "limit_hit": kinds["probe-limit"] > 0, "started": kinds["probe-start"] > 0}
+    return out

@@ -1,0 +1,403 @@
+"""Probe part: models, optimizers, schedulers, evaluations; the shared object registry.
+
+Runs inside the kernel as `_dllab_probe_torch`; see recorder.py for the rules. The data
+part (rec_data.py: datasets, Normalize, DataLoaders) records into the same registry.
+Objects are remembered by weak reference only (`_by_id`), so the probe never keeps a
+student's model or dataset alive. Per-step facts (optimizer steps and the lr each used,
+scheduler steps, forward passes per loader pass) are aggregated in memory and written
+when a cell ends and at exit, not one event per step.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+import sys
+import weakref
+
+HOOK_MODULES = ("torch", "torch.nn.modules.module", "torch.optim", "torch.optim.optimizer",
+                "torch.optim.lr_scheduler")
+
+_core = None
+generation = 0  # bumped when a model or optimizer appears; invalidates cached module walks
+_by_id = {}  # id(obj) -> (weakref, _Rec): datasets, loaders, Normalize, models, optimizers...
+_mods = {}  # id(module) -> (weakref, _Rec or None): every module the forward hook has seen
+_aggregates = []  # optimizer and scheduler _Recs, kept after their objects are gone
+_initializing = set()  # ids of objects inside a wrapped __init__
+_stepping = set()  # ids of schedulers inside a wrapped step
+_sessions = {}  # (model ref, loader pass, mode) -> evaluation/training counts
+active = {"loader": None, "serial": 0}  # the DataLoader iterated most recently (rec_data)
+_MAX_CHANGES = 1000
+_NAMED = ("dataset", "dataloader", "model", "optimizer", "scheduler")
+
+
+class _Rec:
+    """What the probe keeps about one recorded object."""
+
+    def __init__(self, ref, kind, **extra):
+        self.ref = ref
+        self.kind = kind
+        self.steps = 0
+        self.dirty = True
+        self.__dict__.update(extra)
+
+
+def setup(core):
+    global _core
+    _core = core
+
+
+# ---------------------------------------------------------------- object registry
+
+
+def remember(table, obj, rec):
+    key = id(obj)
+
+    def gone(wr, key=key, table=table):
+        entry = table.get(key)
+        if entry is not None and entry[0] is wr:
+            del table[key]
+
+    try:
+        table[key] = (weakref.ref(obj, gone), rec)
+    except TypeError:  # not weak-referenceable: recorded once, not tracked
+        pass
+
+
+def lookup(obj, table=None):
+    entry = (_by_id if table is None else table).get(id(obj))
+    return entry[1] if entry is not None and entry[0]() is obj else None
+
+
+def ref_of(obj):
+    rec = lookup(obj)
+    return rec.ref if rec is not None else None
+
+
+def new(obj, kind, fields, **extra):
+    rec = _Rec(_core.emit(kind, fields), kind, **extra)
+    remember(_by_id, obj, rec)
+    return rec
+
+
+def tracked():
+    for wr, rec in list(_by_id.values()):
+        obj = wr()
+        if obj is not None and rec.kind in _NAMED and rec.ref is not None:
+            yield obj, rec.ref
+
+
+# ---------------------------------------------------------------- patches
+
+
+def wrap(cls, name, make):
+    orig = cls.__dict__.get(name)
+    if orig is None or getattr(orig, "_dllab_wrapped", False):
+        return
+    wrapper = functools.update_wrapper(make(orig), orig)
+    wrapper._dllab_wrapped = True
+    setattr(cls, name, wrapper)
+
+
+def make_init(record):
+    def make(orig):
+        def __init__(self, *args, **kwargs):
+            key = id(self)
+            outer = key not in _initializing  # record once, after the outermost __init__
+            if outer:
+                _initializing.add(key)
+            try:
+                orig(self, *args, **kwargs)
+            finally:
+                if outer:
+                    _initializing.discard(key)
+            if outer:
+                _core.guarded("init", record, self)
+        return __init__
+    return make
+
+
+def _make_sched_step(orig):
+    def step(self, *args, **kwargs):
+        key = id(self)
+        if key in _initializing or key in _stepping:  # the step __init__ makes; super().step()
+            return orig(self, *args, **kwargs)
+        _stepping.add(key)
+        try:
+            out = orig(self, *args, **kwargs)
+        finally:
+            _stepping.discard(key)
+        _core.guarded("scheduler-step", _count_scheduler_step, self)
+        return out
+    return step
+
+
+def _hook_registered(hooks, fn):
+    return hooks is not None and any(h is fn for h in list(hooks.values()))
+
+
+def patch():
+    m = sys.modules
+    mm = m.get("torch.nn.modules.module")
+    register = getattr(mm, "register_module_forward_pre_hook", None)
+    if register is not None and not _hook_registered(
+            getattr(mm, "_global_forward_pre_hooks", None), _forward_pre):
+        register(_forward_pre)
+    om = m.get("torch.optim.optimizer")
+    if getattr(om, "Optimizer", None) is not None:
+        wrap(om.Optimizer, "__init__", make_init(_record_optimizer))
+        register = getattr(om, "register_optimizer_step_post_hook", None)
+        if register is not None and not _hook_registered(
+                getattr(om, "_global_optimizer_post_hooks", None), _optimizer_step):
+            register(_optimizer_step)
+    sm = m.get("torch.optim.lr_scheduler")
+    base = getattr(sm, "LRScheduler", None)
+    if base is not None:
+        for obj in list(vars(sm).values()):
+            if isinstance(obj, type) and obj.__module__ == sm.__name__ and (
+                    issubclass(obj, base) or obj.__name__ == "ReduceLROnPlateau"):
+                wrap(obj, "__init__", make_init(_record_scheduler))
+                wrap(obj, "step", _make_sched_step)
+
+
+# ---------------------------------------------------------------- value helpers
+
+
+def floats(x, cap=64):
+    if x is None:
+        return None
+    if hasattr(x, "tolist"):
+        x = x.tolist()
+    if isinstance(x, numbers.Real):
+        return [float(x)]
+    out = []
+    stack = list(x)[:cap] if isinstance(x, (list, tuple)) else []
+    while stack and len(out) < cap:
+        v = stack.pop(0)
+        if isinstance(v, (list, tuple)):
+            stack[:0] = list(v)
+        elif isinstance(v, numbers.Real):
+            out.append(float(v))
+    return out
+
+
+def _num(x):
+    if isinstance(x, bool) or x is None:
+        return x
+    if isinstance(x, numbers.Real):
+        return float(x)
+    if hasattr(x, "numel") and x.numel() == 1:
+        return float(x)
+    return None
+
+
+# ---------------------------------------------------------------- models and evaluations
+
+
+def _forward_pre(module, args):
+    # Runs before every module call in the kernel: keep the seen-before path minimal.
+    entry = _mods.get(id(module))
+    if entry is not None and entry[0]() is module:
+        rec = entry[1]
+        if rec is None:
+            return None
+    else:
+        rec = _core.guarded("model", _first_forward, module)
+        if rec is None:
+            return None
+    try:
+        _note_forward(rec, module, args)
+    except Exception as exc:  # noqa: BLE001
+        _core.probe_error("forward", exc)
+    return None
+
+
+def _first_forward(module):
+    if next(module.parameters(), None) is None:  # a loss, an activation, a transform
+        remember(_mods, module, None)
+        return None
+    return _record_model(module, "forward")
+
+
+def _record_model(m, via):
+    global generation
+    rec = lookup(m, _mods)
+    if rec is not None:
+        return rec
+    n_params = trainable = 0
+    for p in m.parameters():
+        n_params += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    last_linear, layers = None, []
+    for name, sub in m.named_modules():
+        if sub is m:
+            continue
+        if type(sub).__name__ == "Linear" and isinstance(getattr(sub, "out_features", None), int):
+            last_linear = sub.out_features
+        if not sub._modules and len(layers) < 200:
+            layers.append([name, type(sub).__name__])
+        if lookup(sub, _mods) is None and id(sub) not in _mods:
+            remember(_mods, sub, None)  # its calls happen inside this model's forward
+    try:
+        text = repr(m)[:4000]
+    except Exception:  # noqa: BLE001 - a student __repr__ that raises
+        text = None
+    rec = new(m, "model", {"class": type(m).__name__, "module": type(m).__module__,
+                            "repr": text, "params": n_params, "trainable": trainable,
+                            "last_linear_out": last_linear, "layers": layers, "via": via})
+    remember(_mods, m, rec)
+    generation += 1
+    return rec
+
+
+def _note_forward(rec, module, args):
+    grad = sys.modules["torch"].is_grad_enabled()
+    training = module.training
+    mode = "training" if grad and training else "evaluation"
+    loader = active["loader"]
+    key = (rec.ref, active["serial"], mode)
+    session = _sessions.get(key)
+    if session is None:
+        if len(_sessions) >= 500:
+            _flush_sessions()
+        session = _sessions[key] = {
+            "mode": mode, "model": rec.ref, "loader": getattr(loader, "ref", None),
+            "dataset": getattr(loader, "dataset", None), "split": getattr(loader, "split", None),
+            "samples": 0, "batches": 0, "grad_enabled": grad, "training": training}
+    session["batches"] += 1
+    shape = getattr(args[0], "shape", None) if args else None
+    if shape:
+        session["samples"] += int(shape[0])
+
+
+def _flush_sessions():
+    sessions = list(_sessions.values())
+    _sessions.clear()
+    for s in sessions:
+        _core.emit(s.pop("mode"), s)
+
+
+# ---------------------------------------------------------------- optimizers and schedulers
+
+
+def _simple(v):
+    if v is None or isinstance(v, (bool, int, float)):
+        return v
+    if isinstance(v, str):
+        return v[:200]
+    if hasattr(v, "numel") and v.numel() == 1:
+        return float(v)
+    if isinstance(v, (list, tuple)) and len(v) <= 64:
+        items = [_simple(x) for x in v]
+        return items if all(x is not _simple for x in items) else _simple
+    if isinstance(v, dict) and all(isinstance(k, numbers.Real) for k in v):
+        return sorted(float(k) for k in list(v)[:64])  # MultiStepLR's milestones (a Counter)
+    if callable(v):
+        return "<" + str(getattr(v, "__qualname__", type(v).__name__))[:100] + ">"
+    return _simple  # marker: not recordable
+
+
+def _record_optimizer(opt):
+    global generation
+    if lookup(opt) is not None:
+        return lookup(opt)
+    d = dict(getattr(opt, "defaults", {}) or {})
+    groups = opt.param_groups
+    defaults = {k: s for k, s in ((k, _simple(v)) for k, v in d.items()) if s is not _simple}
+    rec = new(opt, "optimizer", {
+        "type": type(opt).__name__, "module": type(opt).__module__,
+        "lr": _num(groups[0].get("lr")) if groups else _num(d.get("lr")),
+        "momentum": _num(d.get("momentum")), "weight_decay": _num(d.get("weight_decay")),
+        "betas": floats(d.get("betas")), "nesterov": defaults.get("nesterov"),
+        "defaults": defaults, "param_groups": len(groups),
+        "n_params": sum(len(g.get("params", ())) for g in groups)},
+        last_lr=None, changes=[], n_changes=0, model=None, lr_now=None, linked=False)
+    _aggregates.append(rec)
+    generation += 1
+    return rec
+
+
+def _optimizer_step(opt, args, kwargs):
+    entry = _by_id.get(id(opt))
+    rec = entry[1] if entry is not None and entry[0]() is opt else None
+    if rec is None:
+        rec = _core.guarded("optimizer", _record_optimizer, opt)
+        if rec is None:
+            return
+    try:
+        groups = opt.param_groups
+        lr = float(groups[0]["lr"]) if len(groups) == 1 else [float(g["lr"]) for g in groups]
+        rec.steps += 1
+        rec.dirty = True
+        if lr != rec.last_lr:
+            rec.last_lr = lr
+            rec.n_changes += 1
+            point = [rec.steps, lr, _core.state().cell]
+            if len(rec.changes) < _MAX_CHANGES:
+                rec.changes.append(point)
+            else:
+                rec.changes[-1] = point  # keep the first ones and the latest
+        if not rec.linked:
+            rec.linked = True
+            rec.model = _owner(groups)
+    except Exception as exc:  # noqa: BLE001
+        _core.probe_error("optimizer-step", exc)
+
+
+def _owner(groups):
+    ids = {id(p) for g in groups for p in g.get("params", ())}
+    for wr, rec in list(_mods.values()):
+        m = wr()
+        if rec is not None and m is not None and any(id(p) in ids for p in m.parameters()):
+            return rec.ref
+    return None
+
+
+def _record_scheduler(s):
+    if lookup(s) is not None:
+        return lookup(s)
+    params = {}
+    for k, v in list(vars(s).items()):
+        if not k.startswith("_") and k != "optimizer":
+            value = _simple(v)
+            if value is not _simple:
+                params[k] = value
+    opt = getattr(s, "optimizer", None)
+    oref = (_record_optimizer(opt).ref if hasattr(opt, "param_groups") else None)
+    rec = new(s, "scheduler", {"type": type(s).__name__, "module": type(s).__module__,
+                                "optimizer": oref, "params": params}, last_lr=None)
+    _aggregates.append(rec)
+    return rec
+
+
+def _count_scheduler_step(s):
+    rec = _record_scheduler(s)
+    rec.steps += 1
+    rec.dirty = True
+    rec.last_lr = floats(getattr(s, "_last_lr", None))
+
+
+# ---------------------------------------------------------------- cell end, exit
+
+
+def cell_end():
+    return None
+
+
+def at_exit():
+    return None
+
+
+def flush(reason):
+    _flush_sessions()
+    for rec in _aggregates:
+        if not rec.dirty:
+            continue
+        rec.dirty = False
+        if rec.kind == "optimizer":
+            _core.emit("optimizer-state", {
+                "ref": rec.ref, "steps": rec.steps, "lr_changes": rec.changes,
+                "n_changes": rec.n_changes, "model": rec.model})
+        else:
+            _core.emit("scheduler-state", {"ref": rec.ref, "steps": rec.steps,
+                                           "last_lr": rec.last_lr})

@@ -104,6 +104,52 @@ def cmd_reference_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- grade / rescore ---------------------------------------------------------------------
+
+def _gpus(value: str | None) -> tuple[int, ...]:
+    if not value:
+        return ()
+    try:
+        return tuple(int(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise GraderError(f"--gpus {value}: expected GPU indices like 0,1") from None
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from grader import config
+    from grader.batch import grade_batch
+    from grader.datasets import DATASETS
+    from grader.rescore import finish
+
+    if args.sandbox == "none":
+        from grader.sandbox import NONE_WARNING
+        _info(NONE_WARNING)
+    settings = config.prepare(lab=args.lab, rubric=args.rubric, out=args.out,
+                              data_args=parse_data_args(args.data, names=DATASETS), reference=args.reference,
+                              mode=args.mode, sandbox=args.sandbox, pdf=not args.no_pdf, gpus=_gpus(args.gpus),
+                              submitted_at=args.submitted_at, log=_info)
+    grades = grade_batch(args.paths, settings, workers=args.workers, scheduler=args.scheduler, log=_info)
+    finish(settings.out, grades, pdf=settings.pdf)
+    _print_grades(grades)
+    _info(f"results in {settings.out}: grades.csv, summary.html, feedback/<id>.pdf")
+    return 0
+
+
+def _print_grades(grades: Sequence[dict]) -> None:
+    for g in sorted(grades, key=lambda g: g["student_id"]):
+        flags = f"  [{', '.join(g.get('flags') or [])}]" if g.get("flags") else ""
+        print(f"{g['student_id']:>12}  {g['total']:6.2f} / {g['max']:g}{flags}")
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from grader.rescore import rescore
+
+    grades = rescore(args.out, rubric=args.rubric, overrides=args.overrides, workers=args.workers,
+                     pdf=False if args.no_pdf else None, log=_info)
+    _print_grades(grades)
+    return 0
+
+
 # -- rubric ------------------------------------------------------------------------------
 
 def cmd_rubric_validate(args: argparse.Namespace) -> int:
@@ -156,6 +202,35 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--part", action="append", default=[], metavar="ID", help="only this part (e.g. lab1-1)")
     r.add_argument("--out", type=Path, help="expected-metrics JSON to write (default ./<lab>-expected.json)")
     r.set_defaults(func=cmd_reference_run)
+    g = sub.add_parser("grade", help="grade a batch of submissions",
+                       description="Grade every dllab_<id>.zip (or LMS download folder) under PATH.")
+    g.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="zips, folders of zips, LMS download folders")
+    g.add_argument("--lab", help="built-in rubric of this lab, e.g. lab1")
+    g.add_argument("--rubric", type=Path, help="a rubric YAML instead of the built-in one")
+    g.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
+                   help="a dataset folder (cifar10=DIR, food11=DIR) or a root holding them; repeatable")
+    g.add_argument("--out", type=Path, default=Path("graded"), help="output folder (default ./graded)")
+    g.add_argument("--reference", type=Path, help="expected metrics from `dllab reference run`")
+    g.add_argument("--workers", type=int, help="submissions graded at once (default: half the cores, or one per GPU)")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="grade on a Dask cluster, e.g. tcp://host:8786")
+    g.add_argument("--mode", choices=("execute", "saved"), default="execute",
+                   help="execute the notebooks (default) or read only their stored outputs")
+    g.add_argument("--sandbox", choices=("bwrap", "none"), default="bwrap",
+                   help="none: no isolation, only for checking your own work on your own machine")
+    g.add_argument("--gpus", help="GPU indices to use, e.g. 0,1 (one per concurrent run)")
+    g.add_argument("--submitted-at", type=Path, metavar="CSV",
+                   help="student_id,submitted_at CSV overriding the archives' times")
+    g.add_argument("--no-pdf", action="store_true", help="write the HTML feedback only")
+    g.set_defaults(func=cmd_grade)
+
+    rs = sub.add_parser("rescore", help="recompute grades from stored runs (nothing is executed)")
+    rs.add_argument("out", type=Path, metavar="OUT", help="a folder written by dllab grade")
+    rs.add_argument("--rubric", type=Path, help="an edited rubric (kept in OUT for later rescores)")
+    rs.add_argument("--overrides", type=Path, help="TA overrides, CSV or YAML (kept in OUT and applied from now on)")
+    rs.add_argument("--workers", type=int, default=2)
+    rs.add_argument("--no-pdf", action="store_true", help="write the HTML feedback only")
+    rs.set_defaults(func=cmd_rescore)
+
     rub = sub.add_parser("rubric", help="check a rubric file")
     rubsub = rub.add_subparsers(dest="rubric_command", metavar="ACTION", required=True)
     v = rubsub.add_parser("validate", help="load a rubric strictly and print its parts, items and points")

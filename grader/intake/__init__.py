@@ -35,7 +35,7 @@ from grader.intake.naming import DEFAULT_PATTERN, archive_ext
 from grader.intake.problems import MESSAGES, problem
 from grader.model import Problem, Submission
 
-__all__ = ["Candidate", "IntakeLimits", "MESSAGES", "discover", "intake", "unpack"]
+__all__ = ["Candidate", "IntakeLimits", "MESSAGES", "discover", "intake", "source_digest", "unpack"]
 
 # Magic numbers of archives students hand in instead of a zip.
 _MAGIC = {
@@ -112,7 +112,7 @@ def unpack(candidate: Candidate, work_root: Path | str, *, limits: IntakeLimits 
     return Submission(
         student_id=candidate.student_id,
         source=str(source),
-        source_sha256=_tree_sha256(source) if candidate.kind == "folder" else sha256_file(source),
+        source_sha256=source_digest(candidate),
         submitted_at=candidate.submitted_at,
         submitted_at_source=candidate.submitted_at_source,
         work_dir=str(dest),
@@ -194,6 +194,11 @@ def _archive_format(path: Path) -> str | None:
     if ext is not None:
         return ext.lstrip(".")
     return None
+
+
+def source_digest(candidate: Candidate) -> str:
+    """sha256 of what the student handed in (the archive, or every file of an unpacked folder)."""
+    return _tree_sha256(candidate.path) if candidate.kind == "folder" else sha256_file(candidate.path)
 
 
 def _tree_sha256(folder: Path) -> str:

@@ -400,7 +400,9 @@ def _kind_without_hist(ax):
                                 or (max(shape) <= 20 and cmap not in _GRAY)):
             return "heatmap"
         return "image"
-    if any(len(line.get_xydata()) > 2 for line in ax.lines):
+    # A curve has 3+ points; several 2-point series (two epochs per run) compare runs too.
+    sizes = [len(line.get_xydata()) for line in ax.lines]
+    if any(n > 2 for n in sizes) or sum(n == 2 for n in sizes) >= 2:
         return "line"
     for container in getattr(ax, "containers", ()):
         if type(container).__name__ == "BarContainer" and len(container.patches) >= 2:

@@ -1,0 +1,228 @@
+"""Grade a batch: local worker processes or a Dask cluster, resumable, with live progress.
+
+A student is done when `grades/<id>.json` exists and `runs/<id>/done.json` holds the key of
+the same input (archive digest, mode, sandbox, datasets, grader version); a rerun of the
+same command skips them, so `kill -9` mid-batch costs only the submissions in flight.
+A submission that crashes its worker process (not just its sandbox) is retried once, then
+recorded as an error grade.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from grader.errors import GraderError
+from grader.fsutil import write_json_atomic
+from grader.pipeline import GradeSettings, grade_submission, settings_key
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Progress:
+    """Counts for the live display; ETA from the mean time of finished submissions."""
+
+    total: int
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    running: int = 0
+    started: float = 0.0
+    durations: list[float] | None = None
+
+    def eta_s(self, workers: int) -> float | None:
+        if not self.durations:
+            return None
+        left = self.total - self.done - self.skipped
+        return sum(self.durations) / len(self.durations) * left / max(workers, 1)
+
+    def line(self, workers: int) -> str:
+        eta = self.eta_s(workers)
+        return (f"{self.done + self.skipped}/{self.total} done ({self.skipped} already graded), "
+                f"{self.running} running, {self.failed} with problems"
+                + (f", about {eta / 60:.1f} min left" if eta is not None else ""))
+
+
+def is_done(candidate, settings: GradeSettings) -> bool:
+    from grader.intake import source_digest
+
+    grade = settings.out / "grades" / f"{candidate.student_id}.json"
+    marker = settings.out / "runs" / candidate.student_id / "done.json"
+    if not (grade.is_file() and marker.is_file()):
+        return False
+    try:
+        key = json.loads(marker.read_text())["key"]
+    except (ValueError, KeyError, OSError):
+        return False
+    return key == settings_key(settings, source_digest(candidate))
+
+
+def crash_grade(candidate, settings: GradeSettings, reason: str) -> dict[str, Any]:
+    """The grade of a submission that crashed the grader's worker twice: every item `error`."""
+    from grader.rubric import load_rubric
+    from grader.score import score
+
+    rubric = load_rubric(settings.rubric_path)
+    grade = json.loads(score(rubric, {}, student_id=candidate.student_id, submitted_at=None,
+                             submitted_at_source="unknown", flags_in=["grader-crash"]).to_json())
+    grade["error"] = reason
+    write_json_atomic(settings.out / "grades" / f"{candidate.student_id}.json", grade)
+    return grade
+
+
+def _needs_attention(grade: dict) -> bool:
+    return bool(set(grade.get("flags") or []) - {"late"})
+
+
+def run_local(todo: Sequence, settings: GradeSettings, *, workers: int, progress: Progress,
+              tick: Callable[[], None]) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    attempts: dict[str, int] = {}
+    queue = list(todo)
+    while queue:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        futures: dict[Future, Any] = {}
+        try:
+            while queue or futures:
+                while queue and len(futures) < workers:
+                    c = queue.pop(0)
+                    attempts[c.student_id] = attempts.get(c.student_id, 0) + 1
+                    fut = pool.submit(grade_submission, c, settings)
+                    fut.started = time.monotonic()  # type: ignore[attr-defined]
+                    futures[fut] = c
+                progress.running = len(futures)
+                tick()
+                finished, _ = wait(futures, timeout=1.0, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    c = futures.pop(fut)
+                    try:
+                        grade = fut.result()
+                    except BrokenProcessPool:
+                        raise
+                    except GraderError:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - a grader bug on one submission
+                        grade = crash_grade(c, settings, f"{type(e).__name__}: {e}")
+                    progress.done += 1
+                    progress.durations.append(time.monotonic() - fut.started)  # type: ignore[attr-defined]
+                    progress.failed += _needs_attention(grade)
+        except BrokenProcessPool:
+            # A worker process died (not a sandbox: those end as results). Every submission in
+            # flight is retried once in a fresh pool; the second death records an error grade.
+            for fut, c in futures.items():
+                if attempts[c.student_id] >= 2:
+                    crash_grade(c, settings, "the grader's worker process died twice on this submission")
+                    progress.done += 1
+                    progress.failed += 1
+                else:
+                    queue.append(c)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        progress.running = 0
+
+
+def run_dask(todo: Sequence, settings: GradeSettings, *, scheduler: str, progress: Progress,
+             tick: Callable[[], None]) -> None:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise GraderError("--scheduler needs Dask: pip install 'dllab-grader[dask]'") from None
+    try:
+        client = Client(scheduler, timeout="20s")
+    except (OSError, TimeoutError) as e:
+        raise GraderError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
+    with client:
+        resources = {"GPU": 1} if settings.gpus else None
+        # retries=1: a task whose worker died is run once more elsewhere.
+        futures = [client.submit(grade_submission, c, settings, key=f"grade-{c.student_id}",
+                                 retries=1, resources=resources, pure=False) for c in todo]
+        by_key = {f.key: c for f, c in zip(futures, todo)}
+        progress.running = min(len(futures), sum(client.nthreads().values()))
+        tick()
+        for fut in as_completed(futures):
+            c = by_key[fut.key]
+            try:
+                grade = fut.result()
+                write_json_atomic(settings.out / "grades" / f"{c.student_id}.json", grade)
+            except GraderError:
+                raise
+            except Exception as e:  # noqa: BLE001 - KilledWorker and grader bugs alike
+                grade = crash_grade(c, settings, f"{type(e).__name__}: {e}")
+            progress.done += 1
+            progress.failed += _needs_attention(grade)
+            tick()
+
+
+def default_workers(gpus: Sequence[int]) -> int:
+    """One run per GPU when there are GPUs, else half the cores (each run trains with 2 threads)."""
+    if gpus:
+        return len(gpus)
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int | None = None,
+                scheduler: str | None = None, log: Log = lambda s: None) -> list[dict[str, Any]]:
+    """Grades every submission under `paths` not already graded; returns all grades in OUT."""
+    from grader.intake import discover
+    from grader.rubric import load_rubric
+
+    rubric = load_rubric(settings.rubric_path)
+    candidates = discover(paths, pattern=rubric.submission.pattern, exclude=[settings.out])
+    if not candidates:
+        raise GraderError(f"no submissions found under {', '.join(map(str, paths))} "
+                          f"(expected files named like {rubric.submission.pattern.format(student_id='0556001')})")
+    todo = [c for c in candidates if not is_done(c, settings)]
+    progress = Progress(total=len(candidates), skipped=len(candidates) - len(todo), started=time.monotonic(),
+                        durations=[])
+    workers = workers or default_workers(settings.gpus)
+    log(f"{len(candidates)} submission(s); {progress.skipped} already graded, {len(todo)} to grade "
+        f"with {'Dask at ' + scheduler if scheduler else f'{workers} worker(s)'}")
+    with _display(progress, workers, log) as tick:
+        if todo and scheduler:
+            run_dask(todo, settings, scheduler=scheduler, progress=progress, tick=tick)
+        elif todo:
+            run_local(todo, settings, workers=workers, progress=progress, tick=tick)
+    ids = {c.student_id for c in candidates}
+    return [json.loads(p.read_text()) for p in sorted((settings.out / "grades").glob("*.json"))
+            if p.stem in ids]
+
+
+class _display:
+    """A live progress line on a terminal; a plain log line per change otherwise."""
+
+    def __init__(self, progress: Progress, workers: int, log: Log) -> None:
+        self.progress, self.workers, self.log = progress, workers, log
+        self.last = ""
+        self.live = None
+
+    def __enter__(self) -> Callable[[], None]:
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live("", console=Console(stderr=True), refresh_per_second=2, transient=False)
+            self.live.__enter__()
+        return self.tick
+
+    def tick(self) -> None:
+        line = self.progress.line(self.workers)
+        if self.live is not None:
+            self.live.update(line)
+        elif line.split(",")[0] != self.last.split(",")[0] or not self.last:
+            self.log(line)
+        self.last = line
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+        self.log(self.progress.line(self.workers))

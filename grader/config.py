@@ -1,0 +1,141 @@
+"""Turn command-line choices into one frozen `GradeSettings`, saved beside the results.
+
+`OUT/settings.json` and `OUT/rubric.yaml` let `dllab rescore OUT` recompute every grade
+later from the stored runs alone, with the same datasets' statistics and reference.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from grader.errors import GraderError
+from grader.fsutil import write_json_atomic
+from grader.pipeline import GradeSettings
+
+Log = Callable[[str], None]
+
+
+def resolve_rubric(lab: str | None, rubric: Path | None) -> Path:
+    from grader.rubric import builtin_rubric
+
+    if rubric is not None:
+        if not rubric.is_file():
+            raise GraderError(f"rubric {rubric} does not exist")
+        return rubric
+    if not lab:
+        raise GraderError("say which lab with --lab LAB (e.g. --lab lab1) or give --rubric FILE")
+    return builtin_rubric(lab)
+
+
+def dataset_stats(names: Sequence[str], data: Mapping[str, str], *, out: Path, log: Log) -> dict[str, dict]:
+    """Training-split mean/std of each dataset, cached in OUT by the dataset's manifest digest."""
+    from grader.datasets import channel_stats, manifest_digest
+
+    cache_path = out / "dataset-stats.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    stats: dict[str, dict] = {}
+    for name in names:
+        folder = Path(data[name])
+        digest = manifest_digest(folder)
+        hit = cache.get(name)
+        if hit and hit.get("digest") == digest:
+            stats[name] = {"mean": hit["mean"], "std": hit["std"]}
+            continue
+        log(f"computing {name}'s training mean/std (once; cached in {cache_path.name})")
+        s = channel_stats(name, folder, progress=False)
+        cache[name] = {"digest": digest, "mean": list(s.mean), "std": list(s.std), "images": s.count}
+        stats[name] = {"mean": list(s.mean), "std": list(s.std)}
+    write_json_atomic(cache_path, cache)
+    return stats
+
+
+def read_submitted_at(path: Path | None) -> dict[str, str]:
+    """`student_id,submitted_at` CSV (ISO 8601 times, with a timezone) -> {id: time}."""
+    if path is None:
+        return {}
+    out: dict[str, str] = {}
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"student_id", "submitted_at"} <= set(reader.fieldnames):
+            raise GraderError(f"{path}: expected the columns student_id,submitted_at")
+        for line, row in enumerate(reader, start=2):
+            try:
+                when = dt.datetime.fromisoformat(row["submitted_at"].strip())
+            except ValueError:
+                raise GraderError(f"{path}:{line}: {row['submitted_at']!r} is not an ISO 8601 time "
+                                  f"(like 2018-09-30T23:59:00+08:00)") from None
+            if when.tzinfo is None:
+                raise GraderError(f"{path}:{line}: the time has no timezone (add e.g. +08:00)")
+            out[row["student_id"].strip()] = when.isoformat()
+    return out
+
+
+def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mapping[str, Path],
+            reference: Path | None, mode: str, sandbox: str, pdf: bool, gpus: Sequence[int] = (),
+            submitted_at: Path | None = None, log: Log = lambda s: None) -> GradeSettings:
+    """Validates everything a batch needs before any submission is touched."""
+    from grader.datasets import locate
+    from grader.rubric import load_rubric
+
+    rubric_path = resolve_rubric(lab, rubric)
+    r = load_rubric(rubric_path)
+    out.mkdir(parents=True, exist_ok=True)
+    data: dict[str, str] = {}
+    for name in r.datasets:
+        if name in data_args:
+            data[name] = str(locate(name, data_args[name]).resolve())
+        elif mode == "execute":
+            raise GraderError(f"{r.lab} mounts the {name} dataset: pass --data {name}=DIR (the dataset's "
+                              f"folder, or a root holding it; stand-ins: dllab data synth --out DIR)")
+    if sandbox == "bwrap" and mode == "execute":
+        from grader import sandbox as sb
+        sb.check_bwrap()
+    ref_path = reference
+    if ref_path is None and (out / "reference.json").is_file():
+        ref_path = out / "reference.json"
+    if ref_path is not None and not ref_path.is_file():
+        raise GraderError(f"reference file {ref_path} does not exist (make one with dllab reference run)")
+    if ref_path is None:
+        log("no reference metrics given (--reference FILE): accuracy items use the rubric's floors only")
+    stats = dataset_stats(list(data), data, out=out, log=log) if data else {}
+    kept_rubric = out / "rubric.yaml"
+    if rubric_path.resolve() != kept_rubric.resolve():
+        shutil.copyfile(rubric_path, kept_rubric)
+    settings = GradeSettings(rubric_path=kept_rubric.resolve(), out=out.resolve(), data=data,
+                             reference_path=ref_path.resolve() if ref_path else None, dataset_stats=stats,
+                             mode=mode, sandbox=sandbox, pdf=pdf, gpus=tuple(gpus),
+                             submitted_at=read_submitted_at(submitted_at))
+    save(settings)
+    return settings
+
+
+def save(settings: GradeSettings) -> None:
+    doc = asdict(settings)
+    doc.update(rubric_path=str(settings.rubric_path), out=str(settings.out),
+               reference_path=str(settings.reference_path) if settings.reference_path else None,
+               gpus=list(settings.gpus))
+    write_json_atomic(settings.out / "settings.json", doc)
+
+
+def load(out: Path, *, rubric: Path | None = None, pdf: bool | None = None) -> GradeSettings:
+    """The settings a graded folder was made with; `rubric` replaces its rubric for a rescore."""
+    path = out / "settings.json"
+    if not path.is_file():
+        raise GraderError(f"{out} is not a graded folder (no settings.json): run dllab grade first")
+    doc = json.loads(path.read_text())
+    settings = GradeSettings(rubric_path=Path(doc["rubric_path"]), out=out.resolve(), data=doc["data"],
+                             reference_path=Path(doc["reference_path"]) if doc.get("reference_path") else None,
+                             dataset_stats=doc["dataset_stats"], mode=doc["mode"], sandbox=doc["sandbox"],
+                             pdf=doc["pdf"], gpus=tuple(doc.get("gpus", ())),
+                             submitted_at=doc.get("submitted_at", {}))
+    if rubric is not None:
+        settings = replace(settings, rubric_path=resolve_rubric(None, rubric).resolve())
+    if pdf is not None:
+        settings = replace(settings, pdf=pdf)
+    return settings

@@ -1,0 +1,222 @@
+"""grade_submission(): the recipe of ../shared/DESIGN.md, one submission end to end.
+
+intake → execute (sandbox + probe) → evidence → checks → score → report. Every stage's
+output is written under OUT before the next starts; `grades/<id>.json` is written last, so
+its presence (with a matching input key) means the student is done and a resumed batch
+skips them. All writes are atomic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, Mapping
+
+from grader import __version__
+from grader.fsutil import write_json_atomic
+from grader.model import Submission, record_to_json
+
+Mode = Literal["execute", "saved"]
+# A TA's overrides file, once given to `rescore`, is kept in OUT and applied on every grading.
+OVERRIDES_KEPT = ("overrides.csv", "overrides.yaml")
+
+
+def kept_overrides(out: Path) -> Path | None:
+    return next((out / n for n in OVERRIDES_KEPT if (out / n).is_file()), None)
+
+
+@dataclass(frozen=True)
+class GradeSettings:
+    """Everything a worker needs to grade one submission; picklable for Dask."""
+
+    rubric_path: Path
+    """The rubric YAML."""
+    out: Path
+    """The output folder (DESIGN.md layout)."""
+    data: Mapping[str, str] = field(default_factory=dict)
+    """Dataset name -> the dataset's own folder on this host."""
+    reference_path: Path | None = None
+    """Expected-metrics JSON from `dllab reference run`, if any."""
+    dataset_stats: Mapping[str, Mapping] = field(default_factory=dict)
+    """Dataset name -> training-split {"mean", "std"}."""
+    mode: Mode = "execute"
+    """Run the notebooks, or read only their stored outputs."""
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    """`none` only for a student's own machine."""
+    pdf: bool = True
+    """Render the feedback PDF (the HTML is always written)."""
+    gpus: tuple[int, ...] = ()
+    """GPU indices this worker may hand to a run."""
+    submitted_at: Mapping[str, str] = field(default_factory=dict)
+    """Student id -> ISO time from a `--submitted-at` CSV, overriding the archive's time."""
+
+
+def settings_key(settings: GradeSettings, source_sha256: str) -> str:
+    """What a finished result depends on besides the rubric (which `rescore` may change)."""
+    blob = json.dumps({"v": __version__, "src": source_sha256, "mode": settings.mode,
+                       "sandbox": settings.sandbox, "data": dict(settings.data)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _safe_name(rel: str) -> str:
+    """A run folder name for a notebook path inside the submission."""
+    name = PurePosixPath(rel).as_posix().replace("/", "__")
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)[:120] or "notebook"
+
+
+def sandbox_mounts(rubric, data: Mapping[str, str]) -> dict[str, str]:
+    """Sandbox path -> host folder for every dataset the rubric mounts.
+
+    A mount path named like the dataset's own folder (`/tmp/datasets-nctu/Food-11`) gets that
+    folder; any other path is a root the folder appears under (`/tmp/dataset-nctu` holds
+    `cifar-10-batches-py`), and `data/` in the working copy is such a root too, for code
+    that calls `download=True`.
+    """
+    mounts: dict[str, str] = {}
+    for name, ds in rubric.datasets.items():
+        host = data.get(name)
+        if host is None:
+            continue
+        own = Path(host).name
+        for inside in (*ds.mount, "data"):
+            target = inside if PurePosixPath(inside).name == own else f"{inside.rstrip('/')}/{own}"
+            mounts[target] = str(host)
+    return mounts
+
+
+def _limits(rubric):
+    from grader.execute import SandboxLimits
+
+    lim = rubric.limits
+    return SandboxLimits(memory_bytes=lim.memory, max_processes=lim.processes, max_file_bytes=lim.file_size,
+                         max_work_bytes=lim.work_disk, cell_timeout_s=lim.cell_timeout,
+                         wall_timeout_s=lim.wall_timeout, max_output_bytes_per_cell=lim.output_per_cell,
+                         max_figures=lim.figures)
+
+
+def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settings: GradeSettings,
+            rubric) -> dict[str, Any]:
+    """Executes one notebook or script with the probe and returns its evidence."""
+    from grader import collect
+    from grader.evidence import figure_file
+    from grader.execute import PROBE_DIR_TOKEN, SandboxSpec, run_notebook, run_script
+    from grader.probe.recorder import bootstrap_source
+
+    if settings.mode == "saved":
+        if path.suffix.lower() != ".ipynb":
+            return collect.not_run(rel, "saved mode: a script has no stored outputs to read")
+        return collect.from_saved(path, rel, run_dir=run_dir)
+    limits = _limits(rubric)
+    # The probe writes into a folder the sandbox gives it; execute copies it to run_dir/probe.
+    startup = bootstrap_source(events_path=f"{PROBE_DIR_TOKEN}/events.jsonl", figures_dir=f"{PROBE_DIR_TOKEN}/fig",
+                               max_figures=limits.max_figures)
+    spec = SandboxSpec(mounts=sandbox_mounts(rubric, settings.data), gpus=settings.gpus, sandbox=settings.sandbox)
+    runner = run_script if path.suffix.lower() == ".py" else run_notebook
+    result = runner(path, submission_dir=submission_dir, out_dir=run_dir, spec=spec, limits=limits,
+                    startup_code=_with_probe_dir(startup))
+    probe_dir = run_dir / "probe"
+    ev = collect.from_run(result, run_dir=run_dir, events_path=probe_dir / "events.jsonl",
+                          figures_dir=probe_dir / "fig")
+    figures = run_dir / "figures"
+    for fig in ev["figures"]:
+        src = figure_file(probe_dir / "fig", PurePosixPath(fig["png"]).name) if fig.get("png") else None
+        if src is None:
+            fig["png"] = None
+            continue
+        figures.mkdir(exist_ok=True)
+        shutil.copyfile(src, figures / src.name)
+    shutil.rmtree(probe_dir / "fig", ignore_errors=True)
+    return ev
+
+
+def _with_probe_dir(startup: str) -> str:
+    from grader.execute import PROBE_DIR_TOKEN
+
+    return f"import os as _o; _o.makedirs('{PROBE_DIR_TOKEN}/fig', exist_ok=True); del _o\n" + startup
+
+
+def _submitted_at(sub: Submission, settings: GradeSettings) -> tuple[dt.datetime | None, str]:
+    if sub.student_id in settings.submitted_at:
+        return dt.datetime.fromisoformat(settings.submitted_at[sub.student_id]), "submitted-at-csv"
+    if sub.submitted_at:
+        when = dt.datetime.fromisoformat(sub.submitted_at)
+        if when.tzinfo is None:
+            when = when.astimezone()  # the grader machine's local time, as the LMS download is
+        return when, sub.submitted_at_source
+    return None, "unknown"
+
+
+def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
+    """Grades one discovered submission; returns its Grade as JSON data."""
+    from grader.intake import unpack
+    from grader.rubric import load_rubric
+    from grader.score import load_overrides
+
+    rubric = load_rubric(settings.rubric_path)
+    out = settings.out
+    sid = candidate.student_id
+    work_root = out / "work"
+    shutil.rmtree(work_root / sid, ignore_errors=True)  # a half-done earlier attempt of ours
+    sub = unpack(candidate, work_root)
+    runs_root = out / "runs" / sid
+    shutil.rmtree(runs_root, ignore_errors=True)
+    write_json_atomic(runs_root / "submission.json", record_to_json(sub))
+
+    evidence: list[dict[str, Any]] = []
+    for f in [*sub.notebooks, *sub.scripts]:
+        if any(p.code == "bad-notebook" and p.path == f.path for p in sub.problems):
+            continue
+        run_dir = runs_root / _safe_name(f.path)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ev = run_one(Path(sub.work_dir) / f.path, f.path, submission_dir=Path(sub.work_dir), run_dir=run_dir,
+                     settings=settings, rubric=rubric)
+        write_json_atomic(run_dir / "evidence.json", ev)
+        evidence.append(ev)
+    kept = kept_overrides(out)
+    overrides = load_overrides(kept, rubric=rubric) if kept else ()
+    grade = grade_from_runs(rubric, sub, evidence, settings=settings, overrides=overrides)
+    write_json_atomic(runs_root / "done.json", {"key": settings_key(settings, sub.source_sha256)})
+    _render(grade, sub, evidence, settings)
+    write_json_atomic(out / "grades" / f"{sid}.json", grade)
+    return grade
+
+
+def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
+                    settings: GradeSettings, overrides=()) -> dict[str, Any]:
+    """checks + score over stored evidence: all that `rescore` repeats."""
+    from grader.grading import run_checks
+    from grader.score import score
+
+    reference = json.loads(Path(settings.reference_path).read_text()) if settings.reference_path else None
+    files = [{"path": f.path, "kind": f.kind, "bytes": f.bytes} for f in sub.files]
+    results, flags = run_checks(rubric, student_id=sub.student_id, evidence=evidence, files=files,
+                                work_dir=sub.work_dir, reference=reference, dataset_stats=settings.dataset_stats)
+    flags_in = set(flags)
+    codes = {p.code for p in sub.problems}
+    if codes & {"bad-name", "no-student-id"}:
+        flags_in.add("bad-name")
+    if "duplicate" in codes:
+        flags_in.add("duplicate")
+    if any(ev.get("status") in ("timeout", "killed") for ev in evidence):
+        flags_in.add("sandbox-limit")
+    if any(ev.get("status") == "error" for ev in evidence):
+        flags_in.add("notebook-error")
+    when, source = _submitted_at(sub, settings)
+    grade = score(rubric, results, student_id=sub.student_id, submitted_at=when, submitted_at_source=source,
+                  overrides=overrides, flags_in=sorted(flags_in))
+    return json.loads(grade.to_json())
+
+
+def _render(grade: dict, sub: Submission, evidence: list[dict], settings: GradeSettings) -> None:
+    from grader.report import render_student
+
+    reference = json.loads(Path(settings.reference_path).read_text()) if settings.reference_path else None
+    runs_root = settings.out / "runs" / sub.student_id
+    enriched = [dict(ev, run_dir=str(runs_root / _safe_name(ev["path"]))) for ev in evidence]
+    render_student(grade, evidence=enriched, reference=reference, dataset_stats=dict(settings.dataset_stats),
+                   problems=[record_to_json(p) for p in sub.problems], out_dir=settings.out,
+                   name=sub.student_name, pdf=settings.pdf)

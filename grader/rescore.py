@@ -1,0 +1,84 @@
+"""`dllab rescore`: recompute every grade from stored runs; nothing is executed.
+
+Also the end of every batch: the class summary and the gradebook are written from
+`grades/*.json` and the stored evidence, so they always describe the folder as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from grader.errors import GraderError
+from grader.fsutil import write_json_atomic
+from grader.model import Submission, record_from_json
+from grader.pipeline import OVERRIDES_KEPT, GradeSettings, _render, grade_from_runs, kept_overrides
+
+Log = Callable[[str], None]
+
+
+def stored_evidence(out: Path, student_id: str) -> list[dict[str, Any]]:
+    runs = out / "runs" / student_id
+    return [json.loads(p.read_text()) for p in sorted(runs.glob("*/evidence.json"))]
+
+
+def _one(student_id: str, settings: GradeSettings, overrides_path: str | None) -> dict[str, Any]:
+    from grader.rubric import load_rubric
+    from grader.score import load_overrides
+
+    rubric = load_rubric(settings.rubric_path)
+    overrides = load_overrides(Path(overrides_path), rubric=rubric) if overrides_path else []
+    sub = record_from_json(Submission, json.loads((settings.out / "runs" / student_id / "submission.json").read_text()))
+    evidence = stored_evidence(settings.out, student_id)
+    grade = grade_from_runs(rubric, sub, evidence, settings=settings, overrides=overrides)
+    _render(grade, sub, evidence, settings)
+    write_json_atomic(settings.out / "grades" / f"{student_id}.json", grade)
+    return grade
+
+
+def rescore(out: Path, *, rubric: Path | None = None, overrides: Path | None = None, workers: int = 2,
+            pdf: bool | None = None, log: Log = lambda s: None) -> list[dict[str, Any]]:
+    """New grades for every student in OUT; a new rubric or overrides file is kept in OUT."""
+    from grader import config
+    from grader.rubric import load_rubric
+    from grader.score import load_overrides
+
+    settings = config.load(out, rubric=rubric, pdf=pdf)
+    r = load_rubric(settings.rubric_path)  # fail on a bad rubric before touching anything
+    if rubric is not None and settings.rubric_path != (out / "rubric.yaml").resolve():
+        shutil.copyfile(settings.rubric_path, out / "rubric.yaml")
+        settings = config.load(out, pdf=pdf)
+    if overrides is not None:
+        load_overrides(overrides, rubric=r)  # validate before keeping it
+        for name in OVERRIDES_KEPT:
+            (out / name).unlink(missing_ok=True)
+        suffix = ".csv" if overrides.suffix.lower() == ".csv" else ".yaml"
+        shutil.copyfile(overrides, out / f"overrides{suffix}")
+    kept = kept_overrides(out)
+    if kept is not None:
+        load_overrides(kept, rubric=r)
+    students = sorted(p.parent.name for p in (out / "runs").glob("*/submission.json"))
+    if not students:
+        raise GraderError(f"{out} holds no graded runs to rescore")
+    log(f"rescoring {len(students)} student(s) with {settings.rubric_path.name}"
+        + (f" and overrides from {kept.name}" if kept else ""))
+    kept_s = str(kept) if kept else None
+    if workers > 1 and len(students) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            grades = list(pool.map(_one, students, [settings] * len(students), [kept_s] * len(students)))
+    else:
+        grades = [_one(s, settings, kept_s) for s in students]
+    finish(out, grades, pdf=settings.pdf)
+    return grades
+
+
+def finish(out: Path, grades: Sequence[dict[str, Any]], *, pdf: bool) -> None:
+    """Class summary and gradebook from the grades and the stored evidence."""
+    from grader.report import render_summary, write_gradebook
+
+    runs = {g["student_id"]: stored_evidence(out, g["student_id"]) for g in grades}
+    write_gradebook(list(grades), out_dir=out)
+    render_summary(list(grades), runs=runs, out_dir=out, pdf=pdf)

@@ -1,0 +1,347 @@
+"""The bubblewrap sandbox: the command line that confines one student kernel, and its limits.
+
+What the sandboxed process sees (everything else of the host is absent):
+
+* `/usr` (and the `/bin`, `/lib*` links), a few files of `/etc`, and the Python installation
+  (the venv and the interpreter it was made from), all read-only;
+* a private `/tmp`: a tmpfs whose size is the work-folder quota, holding `/tmp/work`
+  (writable) with the working copy of the submission at `/tmp/work/submission` (the cwd),
+  and `/tmp/home` ($HOME);
+* the lab's datasets, read-only, at the paths the handouts name (relative paths are taken
+  inside the working copy, e.g. `data` for code that calls `download=True`);
+* the kernel's connection file and ZeroMQ `ipc` sockets, in a folder of its own;
+* its own PID, network (only `lo`), IPC, UTS and cgroup namespaces; no network at all.
+
+When the grader runs as root, bwrap runs privileged (no user namespace) and the kernel is
+started through `setpriv` as a uid of its own with every capability dropped, so it is a
+real unprivileged host uid: root-owned files stay unreadable to it and RLIMIT_NPROC counts
+only its own processes. As a normal user, bwrap makes a user namespace (RLIMIT_NPROC is then
+counted per namespace on Linux >= 5.14).
+
+Only the standard library is imported here, and nothing from the rest of the grader
+except `errors`, so the module stays easy to audit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from grader.errors import GraderError
+
+if TYPE_CHECKING:
+    from grader.execute import SandboxLimits
+
+WORK_DIR = "/tmp/work"
+"""Writable inside the sandbox; the handout tells students to restructure Food-11 here."""
+CWD = "/tmp/work/submission"
+"""The working copy of the submission: the notebook's current directory."""
+HOME = "/tmp/home"
+SUBMISSION_RO = "/tmp/.dllab/submission"
+"""Read-only view of the staged submission, copied to `CWD` before the kernel starts."""
+
+INSTALL_HINT = (
+    "bubblewrap (bwrap) is not installed or cannot create namespaces here: install it "
+    "(`apt-get install -y bubblewrap`, `dnf install bubblewrap`), and where unprivileged user "
+    "namespaces are disabled run the grader as root or enable them "
+    "(`sysctl kernel.unprivileged_userns_clone=1`); "
+    "on your own machine only, `--sandbox none` runs notebooks without isolation"
+)
+NONE_WARNING = (
+    "WARNING: --sandbox none: student code runs with your own permissions, network and files. "
+    "Use this only to check your own submission on your own machine."
+)
+
+# /etc is not mounted whole: only what the dynamic linker, fonts and timezone need.
+_ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "fonts",
+              "localtime", "timezone", "mime.types", "nsswitch.conf", "host.conf")
+USERNS_UID = 1000
+"""The uid seen inside a user namespace (normal-user mode); never 0, so bwrap drops all caps."""
+_UID_BASE = 1_990_000
+"""Sandbox uids (root mode) are taken from here up; none of them is a real account."""
+_UID_SLOTS = 4096
+
+
+def bwrap_path() -> str | None:
+    """The bwrap executable, or None when it is not installed."""
+    return shutil.which("bwrap")
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def check_bwrap() -> None:
+    """Raise GraderError with install advice unless bwrap can really create a sandbox here."""
+    exe = bwrap_path()
+    if exe is None:
+        raise GraderError(INSTALL_HINT)
+    probe = [exe, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/",
+             "--proc", "/proc", "--dev", "/dev"]
+    if not is_root():
+        probe.insert(1, "--unshare-user")
+    probe += ["true"]
+    try:
+        done = subprocess.run(probe, capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise GraderError(f"{INSTALL_HINT} ({exc})") from None
+    if done.returncode != 0:
+        detail = done.stderr.decode(errors="replace").strip().splitlines()
+        raise GraderError(f"{INSTALL_HINT} (bwrap said: {detail[-1] if detail else done.returncode})")
+
+
+def python_roots() -> list[Path]:
+    """The folders holding this Python: the venv and the installation it was made from."""
+    roots: list[Path] = []
+    for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+              str(Path(os.path.realpath(sys.executable)).parent.parent)):
+        path = Path(os.path.realpath(p))
+        if path == Path("/") or any(path == r or r in path.parents for r in roots):
+            continue
+        roots = [r for r in roots if path not in r.parents] + [path]
+    # Under /usr the system mount already has it.
+    return [r for r in roots if not (r == Path("/usr") or Path("/usr") in r.parents)]
+
+
+def _package_dir(name: str) -> Path | None:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(os.path.realpath(next(iter(spec.submodule_search_locations))))
+
+
+def hidden_packages(roots: Sequence[Path]) -> list[Path]:
+    """Grader packages inside the mounted Python (an installed wheel) that students must not read:
+    `grader` carries the rubrics in `grader/_data`, `reference` the reference solutions."""
+    hidden = []
+    for name in ("grader", "reference"):
+        d = _package_dir(name)
+        if d is not None and any(r in d.parents for r in roots):
+            hidden.append(d)
+    return hidden
+
+
+@contextlib.contextmanager
+def allocate_uid(lock_dir: Path | None = None) -> Iterator[int]:
+    """A host uid no other concurrent run is using (root mode), held by an flock until exit.
+
+    Each run gets its own uid so RLIMIT_NPROC, which the kernel counts per uid, is a per-run
+    limit: one student's fork bomb cannot stop another run from starting processes.
+    """
+    lock_dir = lock_dir or Path(tempfile.gettempdir()) / "dllab-uids"
+    lock_dir.mkdir(mode=0o700, exist_ok=True)
+    start = os.getpid() % _UID_SLOTS
+    for k in range(_UID_SLOTS):
+        uid = _UID_BASE + (start + k) % _UID_SLOTS
+        fd = os.open(lock_dir / f"{uid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        try:
+            yield uid
+        finally:
+            os.close(fd)
+        return
+    raise GraderError(f"no free sandbox uid in {lock_dir} (too many concurrent runs?)")
+
+
+def rlimit_prefix(limits: SandboxLimits) -> list[str]:
+    """`prlimit ... --` setting the per-process limits that every sandboxed process inherits.
+
+    Memory is RLIMIT_DATA (private writable memory) rather than RLIMIT_AS: CUDA reserves
+    tens of GB of address space it never touches, which RLIMIT_AS would refuse, while those
+    reservations are PROT_NONE and do not count against RLIMIT_DATA. It is a per-process
+    limit; a cgroup would cap the whole tree (left for hosts that delegate one).
+    """
+    args = ["prlimit", f"--nproc={limits.max_processes}", f"--fsize={limits.max_file_bytes}",
+            "--core=0", f"--nofile={limits.max_open_files}"]
+    if limits.memory_bytes:
+        args.append(f"--data={limits.memory_bytes}")
+    exe = shutil.which("prlimit")
+    if exe is None:
+        raise GraderError("prlimit (util-linux) is needed to set the sandbox limits: apt-get install -y util-linux")
+    return [exe, *args[1:], "--"]
+
+
+def gpu_args(gpus: Sequence[int]) -> list[str]:
+    """Device nodes for the given NVIDIA GPUs (nothing when the host has none)."""
+    if not gpus:
+        return []
+    args: list[str] = []
+    for n in gpus:
+        args += ["--dev-bind-try", f"/dev/nvidia{n}", f"/dev/nvidia{n}"]
+    for name in ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset", "nvidia-caps"):
+        args += ["--dev-bind-try", f"/dev/{name}", f"/dev/{name}"]
+    # The CUDA runtime reads PCI topology from sysfs.
+    args += ["--ro-bind-try", "/sys", "/sys"]
+    return args
+
+
+def passwd_text(uid: int) -> tuple[str, str]:
+    """/etc/passwd and /etc/group for the sandbox: getpass/torch look the uid up."""
+    passwd = f"root:x:0:0::/root:/bin/sh\nstudent:x:{uid}:{uid}::{HOME}:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"
+    group = f"root:x:0:\nstudent:x:{uid}:\nnogroup:x:65534:\n"
+    return passwd, group
+
+
+def build_command(
+    inner: Sequence[str],
+    *,
+    run_dir: Path,
+    kernel_dir: Path,
+    submission: Path,
+    mounts: Mapping[str, str],
+    limits: SandboxLimits,
+    env: Mapping[str, str],
+    uid: int | None,
+    gpus: Sequence[int] = (),
+    bwrap: str = "bwrap",
+) -> list[str]:
+    """The full command line: prlimit, bwrap and the mounts, then (as root) setpriv, then `inner`.
+
+    `run_dir` is a host folder for this run's generated files (passwd, group, hosts);
+    `kernel_dir` holds the connection file and sockets and is mounted at the same path;
+    `submission` is the staged copy, mounted read-only and copied to `CWD` by the sandbox
+    user before `inner` starts. `uid` is the host uid to drop to (root mode) or None to
+    use a user namespace. `mounts` maps sandbox paths (absolute, or relative to `CWD`) to
+    host folders, all read-only.
+    """
+    sandbox_uid = uid if uid is not None else USERNS_UID
+    passwd, group = passwd_text(sandbox_uid)
+    (run_dir / "passwd").write_text(passwd)
+    (run_dir / "group").write_text(group)
+    (run_dir / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
+
+    cmd = [*rlimit_prefix(limits), bwrap]
+    cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session",
+            "--hostname", "sandbox", "--clearenv"]
+    if uid is None:
+        cmd += ["--unshare-user", "--disable-userns", "--uid", str(USERNS_UID), "--gid", str(USERNS_UID)]
+    for key, value in env.items():
+        cmd += ["--setenv", key, value]
+    cmd += ["--ro-bind", "/usr", "/usr"]
+    for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        p = Path("/") / top
+        if p.is_symlink():
+            cmd += ["--symlink", os.readlink(p), str(p)]
+        elif p.is_dir():
+            cmd += ["--ro-bind", str(p), str(p)]
+    cmd += ["--perms", "0755", "--dir", "/etc"]
+    for name in _ETC_FILES:
+        cmd += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    for name in ("passwd", "group", "hosts"):
+        cmd += ["--ro-bind", str(run_dir / name), f"/etc/{name}"]
+    roots = python_roots()
+    for root in roots:
+        cmd += _traversable_parents(root, skip=("/",))
+        cmd += ["--ro-bind", str(root), str(root)]
+    for hidden in hidden_packages(roots):
+        cmd += ["--tmpfs", str(hidden)]
+    cmd += ["--proc", "/proc", "--dev", "/dev"]
+    cmd += ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
+    cmd += gpu_args(gpus)
+    cmd += ["--size", str(limits.max_work_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
+    cmd += ["--perms", "1777", "--dir", WORK_DIR, "--perms", "0777", "--dir", CWD,
+            "--perms", "0777", "--dir", HOME]
+    cmd += ["--ro-bind", str(submission), SUBMISSION_RO]
+    cmd += _traversable_parents(kernel_dir, skip=("/", "/tmp"))
+    cmd += ["--bind", str(kernel_dir), str(kernel_dir)]
+    for inside, host in sorted(mounts.items()):
+        target = inside if inside.startswith("/") else os.path.normpath(f"{CWD}/{inside}")
+        cmd += _traversable_parents(Path(target), skip=("/", "/tmp", WORK_DIR, CWD))
+        cmd += ["--ro-bind", str(host), target]
+    cmd += ["--chdir", CWD, "--"]
+    if uid is not None:
+        cmd += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+    # The copy runs as the sandbox user, inside the size-capped /tmp, so it counts against
+    # the quota and cannot write anywhere else. A file that cannot be copied (e.g. a
+    # `data` folder shadowed by a dataset mount) is skipped rather than fatal.
+    copy = f"cp -R {SUBMISSION_RO}/. {CWD}/ 2>/dev/null; exec \"$@\""
+    return cmd + ["/bin/sh", "-c", copy, "sh", *inner]
+
+
+def check_mounts(mounts: Mapping[str, str], *, other_uid: bool) -> None:
+    """Raise GraderError for a dataset folder that is missing, or (when the sandbox runs as
+    a uid of its own) that other users cannot read: the notebook would fail confusingly."""
+    for inside, host in mounts.items():
+        path = Path(host)
+        if not path.is_dir():
+            raise GraderError(f"dataset folder {host} (for {inside}) does not exist")
+        if not other_uid:
+            continue
+        for p in [path, *list(path.iterdir())[:50]]:
+            need = 0o005 if p.is_dir() else 0o004
+            if not p.is_symlink() and (p.stat().st_mode & need) != need:
+                raise GraderError(f"dataset folder {host} is not readable by the sandbox user "
+                                  f"({p} has mode {p.stat().st_mode & 0o777:o}): chmod -R o+rX {host}")
+
+
+def _traversable_parents(path: Path, *, skip: Sequence[str]) -> list[str]:
+    """`--dir` for each parent of a mount point, mode 0755: bwrap would otherwise copy the
+    host's mode (e.g. /root's 0700) and the sandbox uid could not reach the mount."""
+    args: list[str] = []
+    for parent in reversed(Path(path).parents):
+        if str(parent) not in skip:
+            args += ["--perms", "0755", "--dir", str(parent)]
+    return args
+
+
+def stage_submission(src: Path, dest: Path) -> None:
+    """Copy `src` to `dest` without following links and make it readable by the sandbox uid."""
+    shutil.copytree(src, dest, symlinks=True)
+    for dirpath, dirnames, filenames in os.walk(dest):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                os.chmod(p, 0o644)
+
+
+def pid_namespace(bwrap_pid: int) -> str | None:
+    """The PID namespace of the sandbox started by bwrap `bwrap_pid` (its first child's)."""
+    try:
+        children = Path(f"/proc/{bwrap_pid}/task/{bwrap_pid}/children").read_text().split()
+        return os.readlink(f"/proc/{children[0]}/ns/pid") if children else None
+    except OSError:
+        return None
+
+
+def count_tasks(namespace: str) -> int:
+    """Processes and threads in a PID namespace: what RLIMIT_NPROC counts for the sandbox."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{name}/ns/pid") == namespace:
+                total += len(os.listdir(f"/proc/{name}/task"))
+        except OSError:
+            continue
+    return total
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group led by `pid` (bwrap). bwrap's PID-1 child has
+    PR_SET_PDEATHSIG, so the whole PID namespace, every student process in it, dies too."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)

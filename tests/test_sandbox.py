@@ -1,0 +1,233 @@
+"""The sandbox command line, the limit helpers and the output caps, without a kernel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import nbformat
+import pytest
+
+from grader import sandbox
+from grader.errors import GraderError
+from grader.execute import (
+    CellRecord,
+    MiB,
+    SandboxLimits,
+    _CappedClient,
+    _limit_from_error,
+    script_to_notebook,
+)
+
+LIMITS = SandboxLimits(memory_bytes=1 << 30, max_processes=64, max_work_bytes=32 * MiB,
+                       max_output_bytes_per_cell=100, max_output_bytes_total=250, max_figures=2)
+
+
+def _command(tmp_path: Path, *, uid: int | None, mounts: dict[str, str] | None = None,
+             gpus: tuple[int, ...] = ()) -> list[str]:
+    (tmp_path / "k").mkdir(exist_ok=True)
+    (tmp_path / "sub").mkdir(exist_ok=True)
+    return sandbox.build_command(
+        ["python", "-m", "ipykernel_launcher"], run_dir=tmp_path, kernel_dir=tmp_path / "k",
+        submission=tmp_path / "sub", mounts=mounts or {}, limits=LIMITS,
+        env={"HOME": sandbox.HOME}, uid=uid, gpus=gpus)
+
+
+def _pairs(cmd: list[str], flag: str) -> list[tuple[str, str]]:
+    return [(cmd[i + 1], cmd[i + 2]) for i, a in enumerate(cmd) if a == flag]
+
+
+def test_command_isolates_network_pids_and_environment(tmp_path: Path) -> None:
+    cmd = _command(tmp_path, uid=1_990_001)
+    for flag in ("--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent",
+                 "--new-session", "--clearenv"):
+        assert flag in cmd
+    assert "--share-net" not in cmd
+    assert cmd[0].endswith("prlimit") and "--nproc=64" in cmd and f"--data={1 << 30}" in cmd
+    i = cmd.index("--tmpfs", cmd.index("--size"))
+    assert cmd[cmd.index("--size") + 1] == str(32 * MiB) and cmd[i + 1] == "/tmp"
+    assert cmd[cmd.index("--chdir") + 1] == sandbox.CWD
+
+
+def test_command_mounts_only_what_students_may_see(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    cmd = _command(tmp_path, uid=1_990_001,
+                   mounts={"/tmp/datasets-nctu": str(data), "data": str(data)})
+    ro = _pairs(cmd, "--ro-bind")
+    rw = _pairs(cmd, "--bind")
+    sources = {s for s, _ in ro + rw}
+    assert (str(data), "/tmp/datasets-nctu") in ro
+    assert (str(data), f"{sandbox.CWD}/data") in ro
+    assert rw == [(str(tmp_path / "k"), str(tmp_path / "k"))]  # the only writable host folder
+    for forbidden in ("/", "/root", "/home", "/etc", "/var", "/run", "/work", "/work/main"):
+        assert forbidden not in sources
+    for root in sandbox.python_roots():
+        assert (str(root), str(root)) in ro
+    assert not any(s.startswith(os.path.expanduser("~") + "/") and not
+                   any(s == str(r) for r in sandbox.python_roots()) for s in sources)
+
+
+def test_root_drops_to_its_own_uid_and_users_get_a_namespace(tmp_path: Path) -> None:
+    as_root = _command(tmp_path, uid=1_990_007)
+    i = as_root.index("setpriv")
+    assert "--reuid=1990007" in as_root[i:] and "--bounding-set=-all" in as_root[i:]
+    assert "--unshare-user" not in as_root
+    as_user = _command(tmp_path, uid=None)
+    assert "setpriv" not in as_user and "--unshare-user" in as_user
+    assert as_user[as_user.index("--uid") + 1] == str(sandbox.USERNS_UID) != "0"
+    assert "student:x:1000:1000" in (tmp_path / "passwd").read_text()
+
+
+def test_gpus_are_passed_through_one_by_one(tmp_path: Path) -> None:
+    cmd = _command(tmp_path, uid=None, gpus=(1,))
+    devs = [s for s, _ in _pairs(cmd, "--dev-bind-try")]
+    assert "/dev/nvidia1" in devs and "/dev/nvidia0" not in devs and "/dev/nvidiactl" in devs
+    assert not any("nvidia" in a for a in _command(tmp_path, uid=None))
+
+
+def test_parents_of_mounts_stay_traversable(tmp_path: Path) -> None:
+    cmd = _command(tmp_path, uid=1_990_001)
+    dirs = [cmd[i + 3] for i, a in enumerate(cmd) if a == "--perms" and cmd[i + 2] == "--dir"]
+    for root in sandbox.python_roots():
+        for parent in root.parents:
+            if str(parent) != "/":
+                assert str(parent) in dirs
+
+
+def test_installed_grader_and_reference_are_hidden(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    (site / "grader" / "_data" / "rubrics").mkdir(parents=True)
+    monkeypatch.setattr(sandbox, "_package_dir",
+                        lambda name: site / "grader" if name == "grader" else None)
+    assert sandbox.hidden_packages([site]) == [site / "grader"]
+    assert sandbox.hidden_packages([tmp_path / "elsewhere"]) == []
+
+
+def test_check_bwrap_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)
+    with pytest.raises(GraderError, match="apt-get install -y bubblewrap.*--sandbox none"):
+        sandbox.check_bwrap()
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: shutil.which("false"))
+    with pytest.raises(GraderError, match="cannot create namespaces"):
+        sandbox.check_bwrap()
+
+
+def test_check_mounts(tmp_path: Path) -> None:
+    with pytest.raises(GraderError, match="does not exist"):
+        sandbox.check_mounts({"/tmp/x": str(tmp_path / "missing")}, other_uid=False)
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    sandbox.check_mounts({"/tmp/x": str(private)}, other_uid=False)
+    with pytest.raises(GraderError, match="chmod -R o\\+rX"):
+        sandbox.check_mounts({"/tmp/x": str(private)}, other_uid=True)
+
+
+def test_allocate_uid_gives_concurrent_runs_different_uids(tmp_path: Path) -> None:
+    with sandbox.allocate_uid(tmp_path) as a, sandbox.allocate_uid(tmp_path) as b:
+        assert a != b and a >= 1_990_000
+    with sandbox.allocate_uid(tmp_path) as c:
+        assert c == a  # released
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("bwrap"), reason="needs root to become nobody")
+def test_normal_user_sandbox_contains_a_fork_bomb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The normal-user path for real: bwrap run by `nobody`, with the system Python."""
+    monkeypatch.setattr(sandbox, "python_roots", lambda: [])
+    base = Path(tempfile.mkdtemp(prefix="dllab-test-"))
+    try:
+        base.chmod(0o755)
+        for name in ("k", "sub"):
+            (base / name).mkdir()
+            os.chown(base / name, 65534, 65534)
+        code = ("import os, socket\n"
+                "n = 0\n"
+                "try:\n    while True:\n"
+                "        pid = os.fork()\n        if pid == 0:\n            import time; time.sleep(3); os._exit(0)\n"
+                "        n += 1\nexcept OSError:\n    print('forks', n)\n"
+                "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=2)\n"
+                "except OSError as e:\n    print('net', e.errno)\n"
+                "print('uid', os.getuid(), sorted(os.listdir('/')))\n")
+        cmd = sandbox.build_command(
+            ["/usr/bin/python3", "-c", code], run_dir=base, kernel_dir=base / "k",
+            submission=base / "sub", mounts={}, limits=LIMITS, env={"PATH": "/usr/bin"},
+            uid=None, bwrap=shutil.which("bwrap") or "bwrap")
+        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *cmd],
+                              capture_output=True, text=True, timeout=60, cwd=base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    if "setting up uid map" in done.stderr or "Operation not permitted" in done.stderr:
+        pytest.skip(f"unprivileged user namespaces are off here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    forks = int(done.stdout.split("forks ")[1].split()[0])
+    assert forks < LIMITS.max_processes
+    assert "net 101" in done.stdout and "uid 1000" in done.stdout and "'root'" not in done.stdout
+
+
+def test_script_splits_on_cell_markers() -> None:
+    nb = script_to_notebook("import os\n# %%\nx = 1\n\n#%% [markdown]\n# # Title\n# text\n# %%\n"
+                            "if __name__ == '__main__':\n    print(x)\n")
+    assert [c.cell_type for c in nb.cells] == ["code", "code", "markdown", "code"]
+    assert nb.cells[2].source == "# Title\ntext"
+    assert nb.cells[3].source.startswith("if __name__")
+    one = script_to_notebook("print(1)\nprint(2)\n")
+    assert len(one.cells) == 1 and one.cells[0].source == "print(1)\nprint(2)"
+
+
+@pytest.mark.parametrize(("ename", "evalue", "tb", "words"), [
+    ("MemoryError", "", "", "memory limit"),
+    ("RuntimeError", "DefaultCPUAllocator: can't allocate memory: you tried 9 GB", "", "memory limit"),
+    ("OSError", "[Errno 28] No space left on device", "", "work folder quota"),
+    ("OSError", "[Errno 27] File too large", "", "file size limit"),
+    ("BlockingIOError", "[Errno 11] Resource temporarily unavailable", "os.fork()", "process limit"),
+    ("ValueError", "a student bug", "", None),
+])
+def test_limit_from_error(ename: str, evalue: str, tb: str, words: str | None) -> None:
+    found = _limit_from_error(CellRecord(0, "error", 1.0, ename, evalue, tb), LIMITS)
+    assert (found is None) if words is None else (words in found)
+
+
+def _client() -> tuple[_CappedClient, SimpleNamespace]:
+    runner = SimpleNamespace(limits=LIMITS, figures_kept=0, figures_dropped=0, total_bytes=0,
+                             truncated=False)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x") for _ in range(3)])
+    client = _CappedClient(nb, runner=runner)  # type: ignore[arg-type]
+    client.clear_before_next_output = False  # set by nbclient when a cell starts
+    return client, runner
+
+
+def _msg(msg_type: str, **content: object) -> dict:
+    return {"msg_type": msg_type, "header": {"msg_type": msg_type}, "content": content,
+            "parent_header": {"msg_id": "m"}, "metadata": {}}
+
+
+def test_output_is_truncated_per_cell_and_in_total_with_a_marker() -> None:
+    client, runner = _client()
+    cell = client.nb.cells[0]
+    for _ in range(5):
+        client.output(cell.outputs, _msg("stream", name="stdout", text="y" * 60), None, 0)
+    assert sum(len(o.text) for o in cell.outputs) == 100 and runner.truncated
+    client.add_markers(cell)
+    assert cell.outputs[-1].text == "[output truncated by dllab: 200 bytes omitted]\n"
+    for index in (1, 2):
+        c = client.nb.cells[index]
+        client.output(c.outputs, _msg("stream", name="stdout", text="z" * 100), None, index)
+    assert runner.total_bytes == 250  # the notebook-wide cap
+    err = _msg("error", ename="E", evalue="v" * 10_000, traceback=["t"] * 100)
+    out = client.output(client.nb.cells[2].outputs, err, None, 2)
+    assert out is not None and len(out.evalue) == 4000 and len(out.traceback) == 40  # errors are kept
+
+
+def test_figures_over_the_limit_are_dropped_and_counted() -> None:
+    client, runner = _client()
+    cell = client.nb.cells[0]
+    for _ in range(5):
+        client.output(cell.outputs, _msg("display_data", data={"image/png": "iVBO", "text/plain": "<F>"},
+                                         metadata={}), None, 0)
+    assert (runner.figures_kept, runner.figures_dropped, len(cell.outputs)) == (2, 3, 2)
+    client.add_markers(cell)
+    assert "3 figure(s) dropped by dllab" in cell.outputs[-1].text

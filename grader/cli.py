@@ -231,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--no-pdf", action="store_true", help="write the HTML feedback only")
     rs.set_defaults(func=cmd_rescore)
 
+    from grader.student import add_student_commands
+    add_student_commands(sub)
+
     rub = sub.add_parser("rubric", help="check a rubric file")
     rubsub = rub.add_subparsers(dest="rubric_command", metavar="ACTION", required=True)
     v = rubsub.add_parser("validate", help="load a rubric strictly and print its parts, items and points")

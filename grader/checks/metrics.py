@@ -66,7 +66,8 @@ def test_metrics(ctx: CheckContext, params: Mapping) -> Outcome:
     if shown:
         return Outcome("partial", len(shown) / len(want), f"{', '.join(parts)} shown, but not {fix}: "
                                                           f"print it after evaluating on the whole test split.", pointers)
-    return Outcome("fail", 0.0, f"no {fix} was found: evaluate on the test split and print them.")
+    return Outcome("fail", 0.0, "no total test loss or accuracy was found: evaluate on the whole test split "
+                                "and print both.")
 
 
 def _accuracy(ctx: CheckContext) -> tuple[float | None, str, Mapping | None]:

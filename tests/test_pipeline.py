@@ -1,0 +1,185 @@
+"""End to end: real sandboxed kernels grade generated submissions; resume, rescore, Dask."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from grader.cli import main
+from grader.samples import lab1_samples, write_archive
+
+pytestmark = pytest.mark.kernel
+DLLAB = [sys.executable, "-m", "grader.cli"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tiny_datasets: Path) -> Path:
+    from grader.demo import _world_readable
+
+    _world_readable(tiny_datasets)
+    return tiny_datasets
+
+
+def _samples(folder: Path, ids: set[str]) -> Path:
+    from grader.rubric import builtin_rubric, load_rubric
+
+    deadline = load_rubric(builtin_rubric("lab1")).deadline.timestamp()
+    for s in lab1_samples(epochs=1):
+        if s.student_id in ids:
+            write_archive(s, folder, mtime=deadline - 3600 + s.late_days * 86400)
+    return folder
+
+
+def _grade(args: list[str]) -> int:
+    return main(["grade", *args])
+
+
+@pytest.fixture(scope="module")
+def graded(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    subs = _samples(tmp_path_factory.mktemp("subs"), {"0556001", "0556003", "0556006", "0556007"})
+    out = tmp_path_factory.mktemp("out")
+    code = _grade([str(subs), "--lab", "lab1", "--data", str(data_root), "--out", str(out), "--workers", "2",
+                   "--no-pdf"])
+    assert code == 0
+    return out
+
+
+def grade_of(out: Path, sid: str) -> dict:
+    return json.loads((out / "grades" / f"{sid}.json").read_text())
+
+
+def items(grade: dict) -> dict[str, dict]:
+    return {i["id"]: i for p in grade["parts"] + [grade["bonus"]] for i in p["items"]}
+
+
+def test_complete_submission_earns_the_handout_items(graded: Path) -> None:
+    it = items(grade_of(graded, "0556001"))
+    for item in ("lab1-1-weights", "lab1-1-test-metrics", "lab1-1-per-class", "lab1-1-ran",
+                 "lab1-2-test-metrics", "lab1-2-model", "bonus-normalization", "lab1-3-experiments"):
+        assert it[item]["status"] == "pass", (item, it[item]["message"])
+    ev = json.loads((graded / "runs" / "0556001" / "lab1-1.ipynb" / "evidence.json").read_text())
+    assert ev["status"] == "ok" and ev["dataset"] == "cifar10"
+    assert set(ev["metrics"]["per_class_accuracy"]) >= {"airplane", "truck"}
+    hist = [f for f in ev["figures"] if f["kind"] == "histogram"]
+    assert hist and all((graded / "runs" / "0556001" / "lab1-1.ipynb" / f["png"]).is_file() for f in hist)
+
+
+def test_defects_get_the_deductions_the_rubric_names(graded: Path) -> None:
+    it = items(grade_of(graded, "0556003"))
+    assert it["lab1-1-weights"]["status"] == "fail"
+    assert "ImageNet" in it["bonus-normalization"]["message"]
+
+
+def test_hostile_submission_is_contained_and_graded(graded: Path) -> None:
+    g = grade_of(graded, "0556006")
+    ev = json.loads((graded / "runs" / "0556006" / "lab1-1.ipynb" / "evidence.json").read_text())
+    assert ev["status"] == "killed" and "memory" in ev["reason"]
+    executed = (graded / "runs" / "0556006" / "lab1-1.ipynb" / "executed.ipynb").read_text()
+    assert "network blocked" in executed and "NETWORK OPEN" not in executed
+    assert "sandbox-limit" in g["flags"]
+
+
+def test_misnamed_and_late_are_flagged(graded: Path) -> None:
+    g = grade_of(graded, "0556007")
+    assert {"bad-name", "late"} <= set(g["flags"])
+    assert g["late"]["days_late"] == 2
+    assert g["total"] < grade_of(graded, "0556001")["total"]
+
+
+def test_gradebook_has_one_row_per_student(graded: Path) -> None:
+    lines = (graded / "grades.csv").read_text().splitlines()
+    assert lines[0].startswith("student_id,total,max")
+    assert sorted(l.split(",")[0] for l in lines[1:]) == ["0556001", "0556003", "0556006", "0556007"]
+
+
+def test_rescore_with_an_edited_rubric_runs_no_notebook(graded: Path, tmp_path: Path) -> None:
+    executed = graded / "runs" / "0556001" / "lab1-1.ipynb" / "executed.ipynb"
+    before = executed.stat().st_mtime_ns
+    text = (graded / "rubric.yaml").read_text()
+    edited = tmp_path / "lab1.yaml"
+    # move 2 points of LAB 1-1 from "ran without errors" to the weight histograms
+    edited.write_text(text.replace("points: 18", "points: 20", 1).replace("params: {max_errors: 0}\n        points: 5",
+                                                                            "params: {max_errors: 0}\n        points: 3"))
+    t0 = time.perf_counter()
+    assert main(["rescore", str(graded), "--rubric", str(edited), "--no-pdf"]) == 0
+    assert time.perf_counter() - t0 < 60
+    assert executed.stat().st_mtime_ns == before
+    assert items(grade_of(graded, "0556001"))["lab1-1-weights"]["max"] == 20
+
+
+def test_overrides_are_applied_and_kept(graded: Path, tmp_path: Path) -> None:
+    ovr = tmp_path / "overrides.csv"
+    ovr.write_text("student_id,item_id,points,comment\n0556001,lab1-3-justification,3,clear study in the report\n")
+    assert main(["rescore", str(graded), "--overrides", str(ovr), "--no-pdf"]) == 0
+    assert items(grade_of(graded, "0556001"))["lab1-3-justification"]["points"] == 3
+    assert main(["rescore", str(graded), "--no-pdf"]) == 0, "kept in OUT and applied again"
+    it = items(grade_of(graded, "0556001"))["lab1-3-justification"]
+    assert it["points"] == 3 and it["comment"] == "clear study in the report"
+
+
+def test_kill_9_mid_batch_then_resume(data_root: Path, tmp_path: Path) -> None:
+    subs = _samples(tmp_path / "subs", {"0556001", "0556002", "0556004", "0556005"})
+    out = tmp_path / "out"
+    cmd = [*DLLAB, "grade", str(subs), "--lab", "lab1", "--data", str(data_root), "--out", str(out),
+           "--workers", "2", "--no-pdf"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "grades").glob("*.json")):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = {p.stem: p.stat().st_mtime_ns for p in (out / "grades").glob("*.json")}
+    assert 1 <= len(first) < 4
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(first)} already graded" in done.stderr
+    after = {p.stem: p.stat().st_mtime_ns for p in (out / "grades").glob("*.json")}
+    assert set(after) == {"0556001", "0556002", "0556004", "0556005"}
+    assert all(after[s] == first[s] for s in first), "finished students are not graded again"
+    leftovers = [p for p in out.rglob("*.tmp")]
+    assert not leftovers
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dask_cluster_on_loopback(data_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    subs = _samples(tmp_path / "subs", {"0556002", "0556005"})
+    port = _free_port()
+    bindir = Path(sys.executable).parent
+    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
+    procs = [subprocess.Popen([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+    try:
+        time.sleep(3)
+        for _ in range(2):
+            procs.append(subprocess.Popen([str(bindir / "dask"), "worker", f"tcp://127.0.0.1:{port}",
+                                           "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        time.sleep(4)
+        out = tmp_path / "out"
+        code = _grade([str(subs), "--lab", "lab1", "--data", str(data_root), "--out", str(out),
+                       "--scheduler", f"tcp://127.0.0.1:{port}", "--no-pdf"])
+        assert code == 0
+        assert {p.stem for p in (out / "grades").glob("*.json")} == {"0556002", "0556005"}
+        it = items(grade_of(out, "0556002"))
+        assert it["lab1-1-per-class"]["status"] == "fail"
+        assert (out / "runs" / "0556002" / "lab1-1.ipynb" / "evidence.json").is_file()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=20)

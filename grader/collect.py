@@ -105,7 +105,7 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
                                     "by_status": dict(Counter(c.status for c in run.cells))},
         "figures_dropped": run.figures_dropped, "output_truncated": run.output_truncated,
         "probe": probe.get("probe"), "warnings": warnings[:50],
-        "verified": {"reason": "independent evaluation is not available yet in this version"},
+        "verified": {"reason": "the run was not verified"},
     }
 
 

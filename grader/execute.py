@@ -136,6 +136,8 @@ class RunResult:
 # files only, size-capped) are copied to `out_dir/probe` after the run.
 PROBE_DIR_TOKEN = "@@DLLAB_PROBE_DIR@@"
 HARVEST_MAX_BYTES = 64 * MiB
+TEARDOWN_TIMEOUT_S = 300.0
+"""`teardown_code` gets this long, on its own clock: the notebook's wall time does not apply."""
 HARVEST_MAX_FILES = 2000
 
 
@@ -177,12 +179,16 @@ class _LimitHit(Exception):
 
 
 def run_notebook(nb_path: Path, *, submission_dir: Path, out_dir: Path, spec: SandboxSpec,
-                 limits: SandboxLimits, startup_code: str | None = None) -> RunResult:
+                 limits: SandboxLimits, startup_code: str | None = None,
+                 teardown_code: str | None = None) -> RunResult:
     """Run `nb_path` (inside `submission_dir`) in a fresh sandbox; write `executed.ipynb`,
     `log.txt` and `run.json` to `out_dir`. The submission folder is never modified.
 
     `startup_code` runs in the kernel after the built-in startup and before the first
-    student cell, and is not recorded as a cell.
+    student cell, and is not recorded as a cell. `teardown_code` runs after the last
+    student cell (also when cells raised or timed out, not when the run was killed), with
+    its own timeout of TEARDOWN_TIMEOUT_S, and is not recorded either; its failure changes
+    nothing in the result. Both may contain PROBE_DIR_TOKEN.
     """
     started = time.time()
     rel = _relative(nb_path, submission_dir)
@@ -191,11 +197,13 @@ def run_notebook(nb_path: Path, *, submission_dir: Path, out_dir: Path, spec: Sa
     except Exception as exc:  # a corrupt notebook is the student's problem, not ours
         return _write_unrunnable(rel, out_dir, started, f"not a readable notebook: {exc}")
     return _run(nb, rel, submission_dir=submission_dir, out_dir=out_dir, spec=spec,
-                limits=limits, startup_code=startup_code, started=started)
+                limits=limits, startup_code=startup_code, teardown_code=teardown_code,
+                started=started)
 
 
 def run_script(py_path: Path, *, submission_dir: Path, out_dir: Path, spec: SandboxSpec,
-               limits: SandboxLimits, startup_code: str | None = None) -> RunResult:
+               limits: SandboxLimits, startup_code: str | None = None,
+               teardown_code: str | None = None) -> RunResult:
     """Like `run_notebook` for a `.py` file: split into cells on `# %%` markers (else one
     cell); it runs as `__main__` with `sys.argv == [script name]`."""
     started = time.time()
@@ -205,7 +213,8 @@ def run_script(py_path: Path, *, submission_dir: Path, out_dir: Path, spec: Sand
     except OSError as exc:
         return _write_unrunnable(rel, out_dir, started, f"cannot read the script: {exc}")
     return _run(script_to_notebook(text), rel, submission_dir=submission_dir, out_dir=out_dir,
-                spec=spec, limits=limits, startup_code=startup_code, started=started)
+                spec=spec, limits=limits, startup_code=startup_code, teardown_code=teardown_code,
+                started=started)
 
 
 _CELL_MARK = re.compile(r"^#\s*%%(.*)$")
@@ -242,7 +251,8 @@ def script_to_notebook(text: str) -> NotebookNode:
 
 
 def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spec: SandboxSpec,
-         limits: SandboxLimits, startup_code: str | None, started: float) -> RunResult:
+         limits: SandboxLimits, startup_code: str | None, started: float,
+         teardown_code: str | None = None) -> RunResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear_outputs(nb)
     log = _Log(out_dir / "log.txt")
@@ -255,7 +265,7 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
                 uid = stack.enter_context(sandbox.allocate_uid())
             runner = _Runner(nb, rel, run_dir=run_dir, submission_dir=submission_dir,
                              spec=spec, limits=limits, uid=uid, log=log, started=started)
-            status, reason = _run_sync(runner.run(startup_code))
+            status, reason = _run_sync(runner.run(startup_code, teardown_code))
         _harvest(run_dir / "k" / "probe", out_dir / "probe")
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -353,7 +363,8 @@ class _Runner:
             gpus=self.spec.gpus, bwrap=sandbox.bwrap_path() or "bwrap")
         return cmd, str(self.run_dir)
 
-    async def run(self, startup_code: str | None) -> tuple[RunStatus, str]:
+    async def run(self, startup_code: str | None,
+                  teardown_code: str | None = None) -> tuple[RunStatus, str]:
         kernel_dir = self.run_dir / "k"
         kernel_dir.mkdir(mode=0o700)
         if self.uid is not None:
@@ -366,6 +377,8 @@ class _Runner:
             os.chown(probe_dir, self.uid, self.uid)
         if startup_code:
             startup_code = startup_code.replace(PROBE_DIR_TOKEN, str(probe_dir))
+        if teardown_code:
+            teardown_code = teardown_code.replace(PROBE_DIR_TOKEN, str(probe_dir))
         conn_file = str(kernel_dir / "kernel.json")
         try:
             cmd, cwd = self._command(conn_file)
@@ -409,7 +422,11 @@ class _Runner:
             except Exception as exc:
                 return self.kill_status or ("not-run", f"the startup code failed: {_one_line(exc)}")
             self.startup_s = time.time() - self.started
-            return await self._cells(client)
+            outcome = await self._cells(client)
+            if teardown_code and self.kill_status is None and outcome[0] != "killed":
+                watchdog.cancel()  # the teardown has its own clock, not the notebook's
+                await self._teardown(client, teardown_code)
+            return outcome
         finally:
             watchdog.cancel()
             with contextlib.suppress(Exception):
@@ -436,6 +453,21 @@ class _Runner:
             if reply["content"].get("status") != "ok":
                 self.log.write(f"startup code failed: {reply['content'].get('ename')}: "
                                f"{reply['content'].get('evalue')}")
+
+    async def _teardown(self, client: _CappedClient, code: str) -> None:
+        """Run the teardown code; whatever happens to it is only logged."""
+        t0 = time.monotonic()
+        try:
+            reply = await client.kc.execute_interactive(
+                code, store_history=False, timeout=TEARDOWN_TIMEOUT_S,
+                output_hook=self.log.kernel_output, allow_stdin=False)
+        except Exception as exc:  # a timeout, a dead kernel: the run's result stands
+            self.log.write(f"teardown code did not finish: {_one_line(exc)}")
+            return
+        if reply["content"].get("status") != "ok":
+            self.log.write(f"teardown code failed: {reply['content'].get('ename')}: "
+                           f"{reply['content'].get('evalue')}")
+        self.log.write(f"teardown took {time.monotonic() - t0:.1f} s")
 
     async def _cells(self, client: _CappedClient) -> tuple[RunStatus, str]:
         status: RunStatus = "ok"

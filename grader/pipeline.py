@@ -105,6 +105,7 @@ def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settin
     from grader.evidence import figure_file
     from grader.execute import PROBE_DIR_TOKEN, SandboxSpec, run_notebook, run_script
     from grader.probe.recorder import bootstrap_source
+    from grader.verify import teardown_source, verify_run
 
     if settings.mode == "saved":
         if path.suffix.lower() != ".ipynb":
@@ -117,10 +118,14 @@ def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settin
     spec = SandboxSpec(mounts=sandbox_mounts(rubric, settings.data), gpus=settings.gpus, sandbox=settings.sandbox)
     runner = run_script if path.suffix.lower() == ".py" else run_notebook
     result = runner(path, submission_dir=submission_dir, out_dir=run_dir, spec=spec, limits=limits,
-                    startup_code=_with_probe_dir(startup))
+                    startup_code=_with_probe_dir(startup), teardown_code=teardown_source())
     probe_dir = run_dir / "probe"
     ev = collect.from_run(result, run_dir=run_dir, events_path=probe_dir / "events.jsonl",
                           figures_dir=probe_dir / "fig")
+    # The trained model, evaluated again in a fresh sandbox the student's code never ran in.
+    ev["verified"] = verify_run(run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
+                                dataset_hint=ev.get("dataset"))
+    shutil.rmtree(probe_dir / "verify", ignore_errors=True)  # model.pt can be tens of MB
     figures = run_dir / "figures"
     for fig in ev["figures"]:
         src = figure_file(probe_dir / "fig", PurePosixPath(fig["png"]).name) if fig.get("png") else None

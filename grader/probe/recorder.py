@@ -3,7 +3,8 @@
 Loaded before the first student cell. Inside the sandbox nothing from the grader is
 importable, so the host sends `bootstrap_source(...)` as text: it builds the modules
 `_dllab_probe` (this file), `_dllab_probe_figures` (rec_figures.py), `_dllab_probe_torch`
-(rec_torch.py) and `_dllab_probe_data` (rec_data.py) from their source and calls
+(rec_torch.py), `_dllab_probe_data` (rec_data.py) and `_dllab_probe_export` (rec_export.py,
+used only by `export_for_verification` after the last cell) from their source and calls
 `install`. Tests may instead import `grader.probe.recorder` and call `install` directly.
 
 Rules every patch here follows:
@@ -34,7 +35,8 @@ import time
 
 PROBE_NAME = "_dllab_probe"
 VERSION = 1
-_PARTS = (("figures", "rec_figures"), ("torch", "rec_torch"), ("data", "rec_data"))
+_PARTS = (("figures", "rec_figures"), ("torch", "rec_torch"), ("data", "rec_data"),
+          ("export", "rec_export"))
 _MAX_PROBE_ERRORS = 50
 _STR_CAP = 2000
 _LIST_CAP = 2000
@@ -301,6 +303,21 @@ def _on_exit():
     for part in _state.parts:
         guarded("exit", part.at_exit)
     flush("exit")
+
+
+def export_for_verification(folder=None):
+    """Teardown entry (see rec_export.py): capture the trained model and the test split's
+    description in `folder` (default: `verify/` next to the events); returns a summary line.
+    Never raises."""
+    if _state is None or os.getpid() != _state.pid:
+        return "the probe is not installed"
+    try:
+        flush("verify")
+        part = sys.modules[PROBE_NAME + "_export"]
+        folder = folder or os.path.join(os.path.dirname(_state.events_path), "verify")
+        return part.export(folder)
+    except Exception as exc:  # noqa: BLE001 - the run's result must not depend on this
+        return "export failed: " + _exc_text(exc)
 
 
 # ---------------------------------------------------------------- post-import hooks

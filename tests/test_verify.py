@@ -1,0 +1,289 @@
+"""Independent verification (grader/verify.py + grader/probe/rec_export.py).
+
+Logic without kernels: the spec.json validator, the transform as data and its rebuild, the
+reasons given when verification cannot be done, and capture refusing a model it cannot
+export. End to end (kernel): a real LeNet notebook through the sandbox with the probe and the
+teardown, then a fresh sandboxed evaluation that must agree with what the notebook printed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+import torch
+from PIL import Image
+
+from grader import sandbox
+from grader.execute import PROBE_DIR_TOKEN, SandboxLimits, SandboxSpec, run_notebook
+from grader.probe import rec_export
+from grader.probe.recorder import bootstrap_source
+from grader.samples import cells
+from grader.verify import (_eval_build_transform, _step, plan, teardown_source, transform_text,
+                           validate_spec, verify_run, _NotVerified)
+
+CIFAR_MOUNT = "/tmp/dataset-nctu/cifar-10-batches-py"
+
+
+def _spec(**over: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "version": 1,
+        "model": {"class": "Net", "capture": "script", "file": "model.pt", "bytes": 1000,
+                  "errors": [], "input_shape": [3, 32, 32], "flatten_input": False,
+                  "evaluated_in_train_mode": False, "mode_sensitive": False},
+        "dataset": {"class": "CIFAR10", "root": "/tmp/dataset-nctu", "train": False, "length": 500,
+                    "classes": ["airplane"], "files_dir": None, "default_loader": None,
+                    "subset": False, "split": "test"},
+        "transform": {"steps": [{"op": "ToTensor", "family": "v1"},
+                                {"op": "Normalize", "family": "v1", "mean": [0.5] * 3, "std": [0.5] * 3}],
+                      "unknown": [], "repr": "Compose(...)"},
+        "sample": {"keys": [0, 1], "preds": [3, 4]},
+    }
+    for key, value in over.items():
+        section, _, field = key.partition("__")
+        if field:
+            spec[section][field] = value
+        else:
+            spec[section] = value
+    return spec
+
+
+def _reason(fn: Any, *args: Any, **kw: Any) -> str:
+    with pytest.raises(_NotVerified) as info:
+        fn(*args, **kw)
+    return str(info.value)
+
+
+# ---------------------------------------------------------------- no kernel
+
+
+def test_validator_accepts_a_good_spec_and_names_the_bad_key() -> None:
+    ok = validate_spec(_spec())
+    assert [s["op"] for s in ok["steps"]] == ["ToTensor", "Normalize"]
+    assert "`model`" in _reason(validate_spec, _spec(model__capture="pickle"))
+    assert "`dataset`" in _reason(validate_spec, _spec(dataset__root="relative/path"))
+    assert "`sample`" in _reason(validate_spec, _spec(sample={"keys": [0], "preds": [1, 2]}))
+    assert "`version`" in _reason(validate_spec, _spec(version=2))
+    assert "malformed" in _reason(validate_spec, [1, 2])
+    # The kernel's own refusal comes back as the reason, one sentence.
+    assert _reason(validate_spec, {"version": 1, "error": "no model was evaluated on a test split"}) \
+        == "no model was evaluated on a test split."
+
+
+def test_unknown_or_odd_transform_steps_are_refused_with_a_reason() -> None:
+    unknown = _spec(transform={"steps": [], "unknown": ["Lambda()"], "repr": ""})
+    assert "cannot rebuild (Lambda())" in _reason(validate_spec, unknown)
+    assert "cannot rebuild" in _reason(_step, {"op": "RandomCrop", "family": "v1", "size": 32})
+    assert "Normalize" in _reason(_step, {"op": "Normalize", "family": "v1", "mean": [0.5], "std": [0.0]})
+    assert "Resize" in _reason(_step, {"op": "Resize", "family": "v1", "size": [32], "interpolation": "magic"})
+    assert "Resize" in _reason(_step, {"op": "Resize", "family": "v1", "size": 32, "evil": "x"})
+
+
+def _round_trip(transform: Any) -> Any:
+    class Holder:
+        target_transform = None
+
+    holder = Holder()
+    holder.transform = transform
+    described = rec_export._describe_transform(holder)
+    assert described["unknown"] == []
+    steps = validate_spec(_spec(transform=described))["steps"]
+    return steps, _eval_build_transform(steps)
+
+
+def test_transform_is_recorded_as_data_and_rebuilt_identically() -> None:
+    from torchvision import transforms as T
+    from torchvision.transforms import v2
+
+    img = Image.fromarray((torch.rand(40, 52, 3) * 255).to(torch.uint8).numpy())
+    originals = [
+        T.Compose([T.Resize((32, 32)), T.CenterCrop(28), T.ToTensor(),
+                   T.Normalize((0.59, 0.46, 0.34), (0.2, 0.14, 0.135))]),
+        T.Compose([T.Grayscale(1), T.Resize(30, interpolation=T.InterpolationMode.NEAREST),
+                   T.ToTensor(), T.Normalize((0.1307,), (0.3081,))]),
+        v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.25] * 3)]),
+    ]
+    for original in originals:
+        steps, rebuilt = _round_trip(original)
+        assert torch.equal(original(img), rebuilt(img)), transform_text(steps)
+    assert transform_text(_round_trip(originals[0])[0]).startswith("Resize(size=[32, 32]")
+
+
+def test_random_or_custom_test_transforms_are_unknown() -> None:
+    from torchvision import transforms as T
+
+    class Holder:
+        transform = T.Compose([T.RandomHorizontalFlip(), T.ToTensor(), T.Lambda(lambda x: x * 2)])
+        target_transform = None
+
+    unknown = rec_export._describe_transform(Holder())["unknown"]
+    assert len(unknown) == 2 and "RandomHorizontalFlip" in unknown[0] and "Lambda" in unknown[1]
+    Holder.transform = None
+    assert rec_export._describe_transform(Holder())["unknown"] == ["no step turns the image into a tensor"]
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_capture_refuses_a_model_it_cannot_reproduce(tmp_path: Path) -> None:
+    class Numpy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(12, 3)
+
+        def forward(self, x, *extra):  # *extra: not scriptable; numpy: neither traceable nor exportable
+            return torch.from_numpy(self.fc(x.flatten(1)).detach().numpy() * 2)
+
+    model = Numpy().eval()
+    x = torch.randn(8, 3, 2, 2)
+    with pytest.raises(rec_export._Refusal, match="could not be exported"):
+        rec_export._capture(model, x[:2], x, model(x), str(tmp_path / "model.pt"))
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_reasons_when_there_is_nothing_to_verify(tmp_path: Path) -> None:
+    limits, spec = SandboxLimits(), SandboxSpec()
+    probe = tmp_path / "probe"
+    (probe / "verify").mkdir(parents=True)
+    (tmp_path / "run.json").write_text(json.dumps({"status": "killed"}))
+    assert verify_run(run_dir=tmp_path, probe_dir=probe, spec=spec, limits=limits,
+                      dataset_hint="cifar10") == {"reason": "the run was killed, so the trained model could not be captured"}
+    (tmp_path / "run.json").write_text(json.dumps({"status": "error"}))
+    assert "not captured" in verify_run(run_dir=tmp_path, probe_dir=probe, spec=spec, limits=limits,
+                                        dataset_hint="cifar10")["reason"]
+    (probe / "verify" / "spec.json").write_text(json.dumps(_spec()))
+    assert "did not come out of the sandbox" in verify_run(
+        run_dir=tmp_path, probe_dir=probe, spec=spec, limits=limits, dataset_hint="cifar10")["reason"]
+    (probe / "verify" / "model.pt").symlink_to("/etc/passwd")
+    assert "not a regular file" in verify_run(
+        run_dir=tmp_path, probe_dir=probe, spec=spec, limits=limits, dataset_hint="cifar10")["reason"]
+
+
+def test_only_the_labs_read_only_data_is_used(tmp_path: Path) -> None:
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    mounts = {CIFAR_MOUNT: str(tmp_path / "cifar-10-batches-py")}
+    job = plan(validate_spec(_spec()), mounts=mounts, dataset_hint="cifar10")
+    assert (job["kind"], job["root"], job["split"]) == ("cifar10", "/tmp/dataset-nctu", "test")
+    copied = validate_spec(_spec(dataset__root="/tmp/work/mycifar"))
+    assert "not one of the lab's read-only dataset folders" in _reason(plan, copied, mounts=mounts,
+                                                                         dataset_hint="cifar10")
+    train = validate_spec(_spec(dataset__train=True))
+    assert "training split" in _reason(plan, train, mounts=mounts, dataset_hint="cifar10")
+
+
+def test_food11_imagefolder_maps_class_folders_onto_canonical_classes(tmp_path: Path) -> None:
+    food = tmp_path / "Food-11"
+    for split in ("training", "validation", "evaluation"):
+        (food / split).mkdir(parents=True)
+    mounts = {"/tmp/datasets-nctu/Food-11": str(food)}
+    names = ["Bread", "Dairy product", "Dessert", "Egg", "Fried food", "Meat", "Noodles-Pasta",
+             "Rice", "Seafood", "Soup", "Vegetable-Fruit"]
+    folder = validate_spec(_spec(dataset={
+        "class": "ImageFolder", "root": "/tmp/work/food/evaluation", "train": None, "length": 66,
+        "classes": sorted(names), "files_dir": "/tmp/datasets-nctu/Food-11/evaluation",
+        "default_loader": True, "subset": False, "split": "test"}))
+    job = plan(folder, mounts=mounts, dataset_hint="food11")
+    assert job["root"] == "/tmp/datasets-nctu/Food-11/evaluation" and job["split"] == "test"
+    assert [names[i] for i in job["mapping"]] == sorted(names)
+    digits = validate_spec(_spec(dataset=dict(folder["dataset"], classes=[f"{i:02d}" for i in range(11)])))
+    assert plan(digits, mounts=mounts, dataset_hint="food11")["mapping"] == list(range(11))
+    short = validate_spec(_spec(dataset=dict(folder["dataset"], classes=["00", "01"])))
+    assert "one to one" in _reason(plan, short, mounts=mounts, dataset_hint="food11")
+
+
+# ---------------------------------------------------------------- end to end (kernel + sandbox)
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    try:
+        sandbox.check_bwrap()
+    except Exception as exc:  # pragma: no cover - depends on the host
+        pytest.skip(f"bubblewrap unusable here: {exc}")
+    from grader.datasets import synth
+
+    data = tmp_path_factory.mktemp("verify-data")
+    synth(data, size="tiny", seed=0, names=["cifar10"])
+    for d in (data, *data.iterdir()):  # pytest and synth make 0700 folders
+        d.chmod(0o755)
+        for f in d.iterdir():
+            f.chmod(f.stat().st_mode | 0o444)
+    return data / "cifar-10-batches-py"
+
+
+def _run(tmp_path: Path, cifar: Path, *sources: str) -> tuple[Path, SandboxSpec, SandboxLimits, str]:
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s.strip("\n")) for s in sources])
+    nbformat.write(nb, sub / "lab.ipynb")
+    spec = SandboxSpec(mounts={CIFAR_MOUNT: str(cifar)})
+    limits = SandboxLimits(cell_timeout_s=120, wall_timeout_s=300)
+    startup = (f"import os as _o; _o.makedirs('{PROBE_DIR_TOKEN}/fig', exist_ok=True); del _o\n"
+               + bootstrap_source(events_path=f"{PROBE_DIR_TOKEN}/events.jsonl", figures_dir=f"{PROBE_DIR_TOKEN}/fig"))
+    out = tmp_path / "out"
+    result = run_notebook(sub / "lab.ipynb", submission_dir=sub, out_dir=out, spec=spec, limits=limits,
+                          startup_code=startup, teardown_code=teardown_source())
+    executed = nbformat.read(out / "executed.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    assert result.status in ("ok", "error"), result.reason
+    return out, spec, limits, text
+
+
+@pytest.mark.kernel
+def test_verified_accuracy_matches_the_honest_total_and_exposes_typed_per_class(tmp_path: Path,
+                                                                                 cifar: Path) -> None:
+    from grader.checks.base import CheckContext
+    from grader.checks.metrics import metrics_verified
+    from grader.parsers import parse_notebook
+
+    out, spec, limits, text = _run(tmp_path, cifar, cells.CIFAR_DATA, cells.LENET, cells.cifar_train(1),
+                                   cells.CIFAR_TEST, cells.FAKE_PER_CLASS)
+    verified = verify_run(run_dir=out, probe_dir=out / "probe", spec=spec, limits=limits, dataset_hint="cifar10")
+    assert "reason" not in verified, verified
+    printed = float(re.search(r"test images: ([\d.]+) %", text).group(1)) / 100
+    assert abs(verified["test_accuracy"] - printed) <= 0.005
+    assert len(verified["per_class_accuracy"]) == 10 and verified["test_images"] == 500
+    assert (verified["dataset"], verified["split"], verified["method"]) == ("cifar10", "test", "torchscript")
+    assert verified["sample_agreement"] == 1.0
+    # The teardown left no trace in the probe's record of the notebook.
+    events = [json.loads(line) for line in (out / "probe" / "events.jsonl").read_text().splitlines()]
+    assert sum(e["kind"] == "model" for e in events) == 1
+    assert sum(e["kind"] == "evaluation" for e in events) == 1
+
+    parsed = parse_notebook(nbformat.read(out / "executed.ipynb", as_version=4), dataset="cifar10")
+    ev = {"path": "lab.ipynb", "verified": verified,
+          "metrics": {"test_accuracy": parsed.test_accuracy, "per_class_accuracy": dict(parsed.per_class_accuracy)}}
+    ctx = CheckContext(student_id="s", part_id="1-1", dataset="cifar10", evidence=[ev])
+    outcome = metrics_verified(ctx, {})
+    assert outcome.status == "fail" and "mismatch" in outcome.flags
+    honest = dict(ev, metrics={"test_accuracy": parsed.test_accuracy, "per_class_accuracy": {}})
+    assert metrics_verified(CheckContext(student_id="s", part_id="1-1", dataset="cifar10",
+                                         evidence=[honest]), {}).status == "pass"
+
+
+@pytest.mark.kernel
+def test_a_model_that_cannot_be_exported_gives_a_reason(tmp_path: Path, cifar: Path) -> None:
+    model = r'''
+import torch.nn as nn
+
+class Odd(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x, *extra):
+        return torch.from_numpy(self.fc(x.flatten(1)).detach().numpy())
+
+net = Odd()
+with torch.no_grad():
+    correct = sum((net(x).argmax(1) == y).sum().item() for x, y in testloader)
+print('accuracy %.2f %%' % (100 * correct / len(testset)))
+'''
+    # The last cell raises: the teardown still runs.
+    out, spec, limits, _ = _run(tmp_path, cifar, cells.CIFAR_DATA, model, "raise ValueError('late')")
+    verified = verify_run(run_dir=out, probe_dir=out / "probe", spec=spec, limits=limits, dataset_hint="cifar10")
+    assert set(verified) == {"reason"}
+    assert verified["reason"].startswith("the model could not be exported (script: ")
+    assert "teardown took" in (out / "log.txt").read_text()

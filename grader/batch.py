@@ -15,7 +15,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -185,6 +185,8 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
     progress = Progress(total=len(candidates), skipped=len(candidates) - len(todo), started=time.monotonic(),
                         durations=[])
     workers = workers or default_workers(settings.gpus)
+    if not scheduler and not settings.cpu_threads:
+        settings = replace(settings, cpu_threads=max(1, (os.cpu_count() or 1) // workers))
     log(f"{len(candidates)} submission(s); {progress.skipped} already graded, {len(todo)} to grade "
         f"with {'Dask at ' + scheduler if scheduler else f'{workers} worker(s)'}")
     with _display(progress, workers, log) as tick:

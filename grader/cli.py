@@ -89,7 +89,7 @@ def cmd_reference_run(args: argparse.Namespace) -> int:
 
     data = parse_data_args(args.data, names=DATASETS)
     doc = run_reference(args.lab, data=data, device=args.device, epochs=args.epochs, seeds=args.seeds,
-                        only=args.part, log=_info)
+                        only=args.part, threads=args.threads, log=_info)
     out = args.out or Path(f"{doc['lab']}-expected.json")
     write_json_atomic(out, doc)
     for pid, part in doc["parts"].items():
@@ -150,6 +150,19 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- demo --------------------------------------------------------------------------------
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from grader.demo import run_demo
+
+    sandbox = args.sandbox
+    if sandbox == "bwrap":
+        from grader.sandbox import check_bwrap
+        check_bwrap()
+    run_demo(args.out, size=args.size, workers=args.workers, sandbox=sandbox, pdf=not args.no_pdf, log=_info)
+    return 0
+
+
 # -- rubric ------------------------------------------------------------------------------
 
 def cmd_rubric_validate(args: argparse.Namespace) -> int:
@@ -200,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--epochs", type=int, help="override every part's epoch count")
     r.add_argument("--seeds", type=int, default=1, help="train each part with seeds 0..K-1 (default 1)")
     r.add_argument("--part", action="append", default=[], metavar="ID", help="only this part (e.g. lab1-1)")
+    r.add_argument("--threads", type=int, help="CPU threads for torch (default 1 on the CPU: fastest for batch size 4)")
     r.add_argument("--out", type=Path, help="expected-metrics JSON to write (default ./<lab>-expected.json)")
     r.set_defaults(func=cmd_reference_run)
     g = sub.add_parser("grade", help="grade a batch of submissions",
@@ -230,6 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--workers", type=int, default=2)
     rs.add_argument("--no-pdf", action="store_true", help="write the HTML feedback only")
     rs.set_defaults(func=cmd_rescore)
+
+    d = sub.add_parser("demo", help="everything on generated data, offline (a few minutes)")
+    d.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for everything (default ./demo-out)")
+    d.add_argument("--size", choices=("tiny", "small"), default="small", help="stand-in dataset size")
+    d.add_argument("--workers", type=int, default=2)
+    d.add_argument("--sandbox", choices=("bwrap", "none"), default="bwrap")
+    d.add_argument("--no-pdf", action="store_true")
+    d.set_defaults(func=cmd_demo)
 
     from grader.student import add_student_commands
     add_student_commands(sub)

@@ -53,6 +53,8 @@ class GradeSettings:
     """GPU indices this worker may hand to a run."""
     submitted_at: Mapping[str, str] = field(default_factory=dict)
     """Student id -> ISO time from a `--submitted-at` CSV, overriding the archive's time."""
+    cpu_threads: int = 0
+    """CPU threads each run may use (0: all); the batch sets cores ÷ workers."""
 
 
 def settings_key(settings: GradeSettings, source_sha256: str) -> str:
@@ -115,7 +117,8 @@ def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settin
     # The probe writes into a folder the sandbox gives it; execute copies it to run_dir/probe.
     startup = bootstrap_source(events_path=f"{PROBE_DIR_TOKEN}/events.jsonl", figures_dir=f"{PROBE_DIR_TOKEN}/fig",
                                max_figures=limits.max_figures)
-    spec = SandboxSpec(mounts=sandbox_mounts(rubric, settings.data), gpus=settings.gpus, sandbox=settings.sandbox)
+    spec = SandboxSpec(mounts=sandbox_mounts(rubric, settings.data), gpus=settings.gpus, sandbox=settings.sandbox,
+                       cpu_threads=settings.cpu_threads)
     runner = run_script if path.suffix.lower() == ".py" else run_notebook
     result = runner(path, submission_dir=submission_dir, out_dir=run_dir, spec=spec, limits=limits,
                     startup_code=_with_probe_dir(startup), teardown_code=teardown_source())

@@ -266,9 +266,25 @@ def test_specific_containment_details(batch: dict[str, RunResult]) -> None:
     assert "alive" in _outputs(killer)[3]
 
 
+def _descendants(root: int) -> set[str]:
+    """Pids descended from `root`: other test sessions' sandboxes on the machine don't count."""
+    parent: dict[str, str] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        parent[pid] = stat.rsplit(")", 1)[1].split()[1]
+    found, frontier = set(), {str(root)}
+    while frontier:
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
 def test_no_sandbox_process_outlives_its_run(batch: dict[str, RunResult]) -> None:
     leftovers = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in _descendants(os.getpid()):
         try:
             uid = os.stat(f"/proc/{pid}").st_uid
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()

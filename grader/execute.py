@@ -355,7 +355,11 @@ class _Runner:
                 if not inside.startswith("/") and not (staged / inside).exists():
                     (staged / inside).parent.mkdir(parents=True, exist_ok=True)
                     (staged / inside).symlink_to(host)
-            return [*sandbox.rlimit_prefix(self.limits), *kernel], str(staged)
+            # A student's own machine (macOS has no prlimit): limits are best effort there.
+            prefix = sandbox.rlimit_prefix(self.limits) if shutil.which("prlimit") else []
+            if not prefix:
+                self.log.write("prlimit is not available: memory, process and file limits are not set")
+            return [*prefix, *kernel], str(staged)
         sandbox.check_mounts(self.spec.mounts, other_uid=self.uid is not None)
         kernel_dir = Path(conn_file).parent
         env = _sandbox_env(self.spec)

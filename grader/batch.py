@@ -47,7 +47,7 @@ class Progress:
     def line(self, workers: int) -> str:
         eta = self.eta_s(workers)
         return (f"{self.done + self.skipped}/{self.total} done ({self.skipped} already graded), "
-                f"{self.running} running, {self.failed} with problems"
+                f"{self.running} running, {self.failed} need a TA's look"
                 + (f", about {eta / 60:.1f} min left" if eta is not None else ""))
 
 

@@ -16,6 +16,8 @@ from grader.rubric import Item, Rubric
 from grader.score import CheckResult
 
 
+MANUAL_MESSAGE = "A TA grades this item by hand after reading your work."
+
 # Checks that read the submission's files or the whole submission, not one part's notebooks.
 FILE_CHECKS = {"report_sections", "files_present", "normalization", "custom"}
 
@@ -73,8 +75,10 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
             if item.check == "manual":
                 hint = run_check(item.hint.check, ctx, item.hint.params, rubric_dir=rubric.base_dir) \
                     if item.hint else None
-                msg = f"for the TA: {hint.status}: {hint.message}" if hint else ""
-                results[item.id] = CheckResult(item.id, "manual", 0.0, msg, hint.evidence if hint else ())
+                # The hint is for the TA only: it goes into the evidence pointers, not the message.
+                tip = (f"TA hint ({item.hint.check}): {hint.status}: {hint.message}",) if hint else ()
+                results[item.id] = CheckResult(item.id, "manual", 0.0, MANUAL_MESSAGE,
+                                               tip + tuple(hint.evidence if hint else ()))
                 continue
             out = run_check(item.check, ctx, item.params or {}, rubric_dir=rubric.base_dir or Path("."))
             flags.update(out.flags)

@@ -114,6 +114,8 @@ class ItemGrade(_JSON):
     """Whether a TA override set the points."""
     comment: str = ""
     """The TA's comment, if any."""
+    evidence: tuple[str, ...] = ()
+    """Where the check looked (cells, files); for a manual item, the TA's hint first."""
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,8 @@ def _item(item: Item, result: CheckResult | None, ovr: Override | None, flags: s
     elif status == "manual":
         flags.add("manual-pending")
     return ItemGrade(id=item.id, title=item.title, status=status, points=points, max=_r2(item.points),
-                     message=message, overridden=overridden, comment=ovr.comment if ovr else "")
+                     message=message, overridden=overridden, comment=ovr.comment if ovr else "",
+                     evidence=tuple(result.evidence) if result else ())
 
 
 def _status_from_points(points: float, max_: float, before: Status) -> Status:

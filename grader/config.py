@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -110,7 +111,8 @@ def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mappi
     settings = GradeSettings(rubric_path=kept_rubric.resolve(), out=out.resolve(), data=data,
                              reference_path=ref_path.resolve() if ref_path else None, dataset_stats=stats,
                              mode=mode, sandbox=sandbox, pdf=pdf, gpus=tuple(gpus),
-                             submitted_at=read_submitted_at(submitted_at))
+                             submitted_at=read_submitted_at(submitted_at),
+                             run_cache=os.environ.get("DLLAB_RUN_CACHE") or None)
     save(settings)
     return settings
 
@@ -133,7 +135,7 @@ def load(out: Path, *, rubric: Path | None = None, pdf: bool | None = None) -> G
                              reference_path=Path(doc["reference_path"]) if doc.get("reference_path") else None,
                              dataset_stats=doc["dataset_stats"], mode=doc["mode"], sandbox=doc["sandbox"],
                              pdf=doc["pdf"], gpus=tuple(doc.get("gpus", ())),
-                             submitted_at=doc.get("submitted_at", {}))
+                             submitted_at=doc.get("submitted_at", {}), run_cache=doc.get("run_cache"))
     if rubric is not None:
         settings = replace(settings, rubric_path=resolve_rubric(None, rubric).resolve())
     if pdf is not None:

@@ -9,9 +9,12 @@ skips them. All writes are atomic.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Mapping
@@ -55,6 +58,8 @@ class GradeSettings:
     """Student id -> ISO time from a `--submitted-at` CSV, overriding the archive's time."""
     cpu_threads: int = 0
     """CPU threads each run may use (0: all); the batch sets cores ÷ workers."""
+    run_cache: str | None = None
+    """Folder of finished runs keyed by content ($DLLAB_RUN_CACHE); None: OUT/cache."""
 
 
 def settings_key(settings: GradeSettings, source_sha256: str) -> str:
@@ -100,8 +105,76 @@ def _limits(rubric):
                          max_figures=lim.figures)
 
 
+CACHED_FILES = ("evidence.json", "executed.ipynb", "log.txt", "run.json")
+
+
+@functools.lru_cache(maxsize=16)
+def _dataset_digest(folder: str) -> str:
+    from grader.datasets import manifest_digest
+
+    return manifest_digest(Path(folder))
+
+
+def run_cache_key(path: Path, settings: GradeSettings, rubric) -> str:
+    """A run depends on the file's bytes, the datasets, the grader version, the limits and mode."""
+    blob = json.dumps({"file": hashlib.sha256(path.read_bytes()).hexdigest(), "v": __version__,
+                       "data": {k: _dataset_digest(v) for k, v in sorted(settings.data.items())},
+                       "limits": rubric.limits.model_dump(mode="json"), "mode": settings.mode,
+                       "sandbox": settings.sandbox, "mounts": {k: list(v.mount) for k, v in rubric.datasets.items()}},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _cache_dir(settings: GradeSettings) -> Path:
+    return Path(settings.run_cache) if settings.run_cache else settings.out / "cache"
+
+
+def _from_cache(key: str, rel: str, run_dir: Path, settings: GradeSettings) -> dict[str, Any] | None:
+    entry = _cache_dir(settings) / key
+    if not (entry / "evidence.json").is_file():
+        return None
+    shutil.copytree(entry, run_dir, dirs_exist_ok=True)
+    ev = json.loads((run_dir / "evidence.json").read_text())
+    ev["path"] = rel  # the same bytes may sit under another name
+    ev["cache"] = {"hit": True, "key": key}
+    return ev
+
+
+def _to_cache(key: str, run_dir: Path, ev: dict[str, Any], settings: GradeSettings) -> None:
+    """Copies a finished run into the cache: built in a temporary folder, then renamed."""
+    root = _cache_dir(settings)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    try:
+        for name in CACHED_FILES:
+            if (run_dir / name).is_file():
+                shutil.copyfile(run_dir / name, tmp / name)
+        if (run_dir / "figures").is_dir():
+            shutil.copytree(run_dir / "figures", tmp / "figures")
+        write_json_atomic(tmp / "evidence.json", ev)
+        os.replace(tmp, root / key)
+    except OSError:
+        pass  # another worker cached the same run first, or the disk is full: the cache is optional
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settings: GradeSettings,
             rubric) -> dict[str, Any]:
+    """Executes one notebook or script with the probe (or reuses a cached run of the same bytes)."""
+    key = run_cache_key(path, settings, rubric)
+    cached = _from_cache(key, rel, run_dir, settings)
+    if cached is not None:
+        return cached
+    ev = _execute(path, rel, submission_dir=submission_dir, run_dir=run_dir, settings=settings, rubric=rubric)
+    # A run stopped by a limit may have been starved by a busy machine: only finished runs are kept.
+    if ev.get("status") in ("ok", "error"):
+        _to_cache(key, run_dir, ev, settings)
+    return ev
+
+
+def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settings: GradeSettings,
+             rubric) -> dict[str, Any]:
     """Executes one notebook or script with the probe and returns its evidence."""
     from grader import collect
     from grader.evidence import figure_file

@@ -113,9 +113,7 @@ def test_rescore_with_an_edited_rubric_runs_no_notebook(graded: Path, tmp_path: 
     # move 2 points of LAB 1-1 from "ran without errors" to the weight histograms
     edited.write_text(text.replace("points: 18", "points: 20", 1).replace("params: {max_errors: 0}\n        points: 5",
                                                                             "params: {max_errors: 0}\n        points: 3"))
-    t0 = time.perf_counter()
     assert main(["rescore", str(graded), "--rubric", str(edited), "--no-pdf"]) == 0
-    assert time.perf_counter() - t0 < 60
     assert executed.stat().st_mtime_ns == before
     assert items(grade_of(graded, "0556001"))["lab1-1-weights"]["max"] == 20
 
@@ -128,6 +126,17 @@ def test_overrides_are_applied_and_kept(graded: Path, tmp_path: Path) -> None:
     assert main(["rescore", str(graded), "--no-pdf"]) == 0, "kept in OUT and applied again"
     it = items(grade_of(graded, "0556001"))["lab1-3-justification"]
     assert it["points"] == 3 and it["comment"] == "clear study in the report"
+
+
+def test_same_bytes_reuse_the_cached_run(graded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         data_root: Path) -> None:
+    subs = _samples(tmp_path / "subs", {"0556003"})
+    monkeypatch.setenv("DLLAB_RUN_CACHE", str(graded / "cache"))
+    assert _grade([str(subs), "--lab", "lab1", "--data", str(data_root), "--out", str(tmp_path / "out"),
+                   "--no-pdf"]) == 0
+    ev = json.loads((tmp_path / "out" / "runs" / "0556003" / "lab1-1.ipynb" / "evidence.json").read_text())
+    assert ev["cache"]["hit"] is True
+    assert grade_of(tmp_path / "out", "0556003")["total"] == grade_of(graded, "0556003")["total"]
 
 
 def test_kill_9_mid_batch_then_resume(data_root: Path, tmp_path: Path) -> None:

@@ -37,6 +37,8 @@ class Sample:
 
 def notebook(*sources: str, title: str) -> nbformat.NotebookNode:
     nb = new_notebook(cells=[new_markdown_cell(f"# {title}")] + [new_code_cell(s.strip("\n")) for s in sources])
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i}"  # nbformat's random ids would make every generated zip differ
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
 

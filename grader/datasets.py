@@ -331,6 +331,8 @@ def _staged(target: Path, *, overwrite: bool) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         yield tmp
+        # mkdtemp makes the folder 0700; datasets are read by the sandbox's own uid.
+        tmp.chmod(0o755)
         if target.exists():
             old = tmp.with_name(tmp.name + ".old")
             os.replace(target, old)

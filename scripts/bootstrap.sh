@@ -10,6 +10,8 @@ command -v bwrap >/dev/null 2>&1 || need_pkgs+=(bubblewrap)
 command -v pdftotext >/dev/null 2>&1 || need_pkgs+=(poppler-utils)
 dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need_pkgs+=(fonts-noto-cjk)
 dpkg -s libpango-1.0-0 >/dev/null 2>&1 || need_pkgs+=(libpango-1.0-0 libpangoft2-1.0-0)
+# weasyprint subsets fonts with harfbuzz when it can: much faster for the large CJK fonts.
+dpkg -s libharfbuzz-subset0 >/dev/null 2>&1 || need_pkgs+=(libharfbuzz-subset0)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "bootstrap: installing ${need_pkgs[*]}" >&2

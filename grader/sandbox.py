@@ -153,12 +153,28 @@ def allocate_uid(lock_dir: Path | None = None) -> Iterator[int]:
         except OSError:
             os.close(fd)
             continue
+        if _uid_has_processes(uid):
+            # The last run with this uid is still being torn down (a killed fork bomb takes a
+            # moment to reap); its processes would count against the next run's RLIMIT_NPROC.
+            os.close(fd)
+            continue
         try:
             yield uid
         finally:
             os.close(fd)
         return
     raise GraderError(f"no free sandbox uid in {lock_dir} (too many concurrent runs?)")
+
+
+def _uid_has_processes(uid: int) -> bool:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if os.stat(f"/proc/{pid}").st_uid == uid:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def rlimit_prefix(limits: SandboxLimits) -> list[str]:

@@ -115,12 +115,49 @@ def not_run(rel: str, reason: str) -> dict[str, Any]:
             "metrics": {}, "figures": [], "errors": [], "probe": None, "verified": {"reason": reason}}
 
 
-def from_saved(nb_path: Path, rel: str, *, run_dir: Path) -> dict[str, Any]:
-    """evidence.json from the outputs stored in a notebook, without running anything."""
+def output_digest(out: Mapping[str, Any]) -> str | None:
+    """A digest of what an output shows (text or image), ignoring counters and metadata."""
+    kind = out.get("output_type")
+    if kind == "stream":
+        body = str(out.get("text", ""))
+    elif kind in ("display_data", "execute_result"):
+        data = out.get("data") or {}
+        body = "".join(str(data.get(k, "")) for k in ("image/png", "text/plain", "text/html"))
+    else:
+        return None
+    body = body.strip()
+    return hashlib.sha256(body.encode()).hexdigest() if body else None
+
+
+def handout_digests(paths: list[Path]) -> frozenset[str]:
+    """Digests of every output stored in the handout notebooks (the TA's own training log)."""
+    found: set[str] = set()
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+                d = output_digest(out)
+                if d:
+                    found.add(d)
+    return frozenset(found)
+
+
+def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """evidence.json from the outputs stored in a notebook, without running anything.
+
+    Outputs identical to the handout's (the TA's own training log shipped with it) are
+    dropped first: they say what the TA's run did, not the student's.
+    """
     try:
         nb = nbformat.read(nb_path, as_version=4)
     except Exception as e:  # noqa: BLE001
         return not_run(rel, f"not a readable notebook: {e}")
+    copied = 0
+    for cell in nb.cells:
+        if cell.get("cell_type") == "code" and handout:
+            kept = [o for o in cell.get("outputs", []) if output_digest(o) not in handout]
+            copied += len(cell.get("outputs", [])) - len(kept)
+            cell["outputs"] = kept
     figures, errors = [], []
     fig_dir = run_dir / "figures"
     for index, cell in enumerate(nb.cells):
@@ -142,9 +179,10 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path) -> dict[str, Any]:
                 figures.append({"cell": cell.get("execution_count"), "kind": None, "subjects": [],
                                 "title": None, "png": f"figures/{name}"})
     metrics = _metrics(nb, None)
+    reason = (f"{copied} output(s) identical to the handout's were not credited" if copied else "")
     return {
         "schema": SCHEMA, "path": rel, "mode": "saved", "status": "error" if errors else "ok",
-        "reason": "", "dataset": metrics.get("dataset"), "metrics": metrics, "figures": figures,
+        "reason": reason, "handout_outputs_ignored": copied, "dataset": metrics.get("dataset"), "metrics": metrics, "figures": figures,
         "normalization": [], "datasets": [], "dataloaders": [], "models": [], "optimizers": [],
         "schedulers": [], "evaluations": [], "training": [], "errors": errors, "probe": None,
         "verified": {"reason": "saved mode: nothing was run"},

@@ -125,6 +125,13 @@ def run_cache_key(path: Path, settings: GradeSettings, rubric) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+@functools.lru_cache(maxsize=4)
+def _handout(paths: tuple[Path, ...]) -> frozenset[str]:
+    from grader.collect import handout_digests
+
+    return handout_digests(list(paths))
+
+
 def _cache_dir(settings: GradeSettings) -> Path:
     return Path(settings.run_cache) if settings.run_cache else settings.out / "cache"
 
@@ -185,7 +192,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     if settings.mode == "saved":
         if path.suffix.lower() != ".ipynb":
             return collect.not_run(rel, "saved mode: a script has no stored outputs to read")
-        return collect.from_saved(path, rel, run_dir=run_dir)
+        return collect.from_saved(path, rel, run_dir=run_dir, handout=_handout(tuple(rubric.handout_paths())))
     limits = _limits(rubric)
     # The probe writes into a folder the sandbox gives it; execute copies it to run_dir/probe.
     startup = bootstrap_source(events_path=f"{PROBE_DIR_TOKEN}/events.jsonl", figures_dir=f"{PROBE_DIR_TOKEN}/fig",

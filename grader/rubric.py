@@ -396,6 +396,9 @@ class Rubric(_Model):
     total: Points | None = None
     parts: Annotated[tuple[Part, ...], Field(min_length=1)]
     bonus: Bonus | None = None
+    handout: tuple[Text, ...] = ()
+    """Notebooks handed out with the TA's own outputs (paths next to the rubric): in saved
+    mode, an output identical to one of theirs is not credited to the student."""
 
     _source: str = PrivateAttr("<string>")
     _base_dir: Path | None = PrivateAttr(None)
@@ -430,6 +433,10 @@ class Rubric(_Model):
             if item.id == item_id:
                 return item
         raise KeyError(item_id)
+
+    def handout_paths(self) -> list[Path]:
+        """The handout notebooks, resolved next to the rubric."""
+        return [(self._base_dir or Path(".")) / name for name in self.handout]
 
     def custom_function(self, item: Item) -> tuple[Path, str]:
         """(file, function name) of a `custom` item; the file was checked to exist at load."""
@@ -650,6 +657,9 @@ def _cross_checks(r: Rubric, base_dir: Path | None) -> list[tuple[tuple[str | in
     def add(loc: tuple[str | int, ...], msg: str) -> None:
         found.append((loc, _dotted(loc), msg))
 
+    for i, name in enumerate(r.handout):
+        if base_dir is None or not (base_dir / name).is_file():
+            add(("handout", i), f"handout notebook `{name}` not found next to the rubric")
     part_ids = [p.id for p in r.parts]
     groups: list[tuple[tuple[str | int, ...], Any]] = [(("parts", i), p) for i, p in enumerate(r.parts)]
     if r.bonus:

@@ -1,0 +1,73 @@
+"""Evidence from stored outputs (`--mode saved`), on notebooks built in memory."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+from grader.collect import from_saved, handout_digests
+from grader.rubric import RubricError, load_rubric_text
+
+TUTORIAL_LOG = ("Accuracy of the network on the 10000 test images: 54 %\n"
+                + "".join(f"Accuracy of {c:>5s} : 50 %\n" for c in
+                          ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")))
+
+
+def _png() -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    plt.hist([1, 2, 2, 3])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def notebook(path: Path, *outputs: str, png: bool = False) -> Path:
+    cells = [new_code_cell("evaluate()", outputs=[new_output("stream", name="stdout", text=t)]) for t in outputs]
+    if png:
+        cells.append(new_code_cell("plt.hist(w)", outputs=[new_output("display_data", data={"image/png": _png()})]))
+    nbformat.write(new_notebook(cells=cells), path)
+    return path
+
+
+def test_saved_outputs_are_parsed_without_running(tmp_path: Path) -> None:
+    nb = notebook(tmp_path / "lab1-1.ipynb", "[1,  2000] loss: 2.189\n", TUTORIAL_LOG, png=True)
+    ev = from_saved(nb, "lab1-1.ipynb", run_dir=tmp_path / "run")
+    assert ev["mode"] == "saved" and ev["status"] == "ok"
+    assert ev["metrics"]["test_accuracy"] == pytest.approx(0.54)
+    assert len(ev["metrics"]["per_class_accuracy"]) == 10
+    # what only the probe can know stays unknown rather than guessed
+    assert ev["figures"][0]["kind"] is None and ev["figures"][0]["subjects"] == []
+    assert (tmp_path / "run" / ev["figures"][0]["png"]).is_file()
+    assert ev["optimizers"] == [] and ev["probe"] is None
+
+
+def test_outputs_copied_from_the_handout_are_not_credited(tmp_path: Path) -> None:
+    handout = notebook(tmp_path / "handout.ipynb", TUTORIAL_LOG)
+    digests = handout_digests([handout])
+    copied = notebook(tmp_path / "copied.ipynb", TUTORIAL_LOG)
+    ev = from_saved(copied, "copied.ipynb", run_dir=tmp_path / "r1", handout=digests)
+    assert ev["metrics"]["test_accuracy"] is None and ev["metrics"]["per_class_accuracy"] == {}
+    assert ev["handout_outputs_ignored"] == 1 and "handout" in ev["reason"]
+    own = notebook(tmp_path / "own.ipynb", TUTORIAL_LOG.replace("54 %", "61 %"))
+    ev = from_saved(own, "own.ipynb", run_dir=tmp_path / "r2", handout=digests)
+    assert ev["metrics"]["test_accuracy"] == pytest.approx(0.61)
+
+
+def test_rubric_handout_must_exist_next_to_it(tmp_path: Path) -> None:
+    text = ("lab: x\ntitle: t\nhandout: [missing.ipynb]\nparts:\n - id: a\n   title: b\n   points: 1\n"
+            "   items:\n    - {id: i, title: t, check: files_present, params: {patterns: ['*.ipynb']}, points: 1}\n")
+    with pytest.raises(RubricError, match="handout notebook `missing.ipynb` not found"):
+        load_rubric_text(text, name="r.yaml", base_dir=tmp_path)
+    notebook(tmp_path / "missing.ipynb", "x")
+    assert load_rubric_text(text, name="r.yaml", base_dir=tmp_path).handout_paths() == [tmp_path / "missing.ipynb"]

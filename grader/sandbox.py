@@ -264,18 +264,19 @@ def build_command(
         cmd += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     for name in ("passwd", "group", "hosts"):
         cmd += ["--ro-bind", str(run_dir / name), f"/etc/{name}"]
-    roots = python_roots()
-    for root in roots:
-        cmd += _traversable_parents(root, skip=("/",))
-        cmd += ["--ro-bind", str(root), str(root)]
-    for hidden in hidden_packages(roots):
-        cmd += ["--tmpfs", str(hidden)]
     cmd += ["--proc", "/proc", "--dev", "/dev"]
     cmd += ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
     cmd += gpu_args(gpus)
     cmd += ["--size", str(limits.max_work_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
     cmd += ["--perms", "1777", "--dir", WORK_DIR, "--perms", "0777", "--dir", CWD,
             "--perms", "0777", "--dir", HOME]
+    # After the private /tmp: a checkout (and its venv) under /tmp would be hidden by it.
+    roots = python_roots()
+    for root in roots:
+        cmd += _traversable_parents(root, skip=("/", "/tmp"))
+        cmd += ["--ro-bind", str(root), str(root)]
+    for hidden in hidden_packages(roots):
+        cmd += ["--tmpfs", str(hidden)]
     cmd += ["--ro-bind", str(submission), SUBMISSION_RO]
     cmd += _traversable_parents(kernel_dir, skip=("/", "/tmp"))
     cmd += ["--bind", str(kernel_dir), str(kernel_dir)]

@@ -34,10 +34,11 @@ CELLS = ["x = sum(i * i for i in range(10**5))", "print('Accuracy of the network
 
 def make_batch(folder: Path, n: int) -> list[Path]:
     folder.mkdir(parents=True)
-    nb = new_notebook(cells=[new_code_cell(c) for c in CELLS])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     paths = []
     for i in range(n):
+        # distinct bytes per student, or the run cache would execute only the first one
+        nb = new_notebook(cells=[new_code_cell(f"# student {i}\n" + CELLS[0])] + [new_code_cell(c) for c in CELLS[1:]])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         p = folder / f"dllab_{9000000 + i}.zip"
         with zipfile.ZipFile(p, "w") as zf:
             zf.writestr("lab1-1.ipynb", nbformat.writes(nb))
@@ -56,7 +57,7 @@ def nbconvert_all(zips: list[Path], work: Path) -> float:
     nbs = []
     for z in zips:
         d = work / z.stem
-        d.mkdir()
+        d.mkdir(parents=True)
         with zipfile.ZipFile(z) as zf:
             zf.extractall(d)
         nbs.append(d / "lab1-1.ipynb")

@@ -121,6 +121,9 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from grader.datasets import DATASETS
     from grader.rescore import finish
 
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        raise GraderError(f"{', '.join(missing)}: no such file or folder (give the submissions' zips or folder)")
     if args.sandbox == "none":
         from grader.sandbox import NONE_WARNING
         _info(NONE_WARNING)

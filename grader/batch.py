@@ -82,22 +82,23 @@ def _needs_attention(grade: dict) -> bool:
     return bool(set(grade.get("flags") or []) - {"late"})
 
 
-def run_local(todo: Sequence, settings: GradeSettings, *, workers: int, progress: Progress,
-              tick: Callable[[], None]) -> None:
+def _drain(items: Sequence, settings: GradeSettings, *, workers: int, progress: Progress,
+           tick: Callable[[], None], task: Callable[..., dict]) -> list:
+    """Grades `items` in a pool of `workers` processes. Returns the candidates that were in
+    flight when a worker process died (the pool is then rebuilt for the rest)."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("forkserver")
-    attempts: dict[str, int] = {}
-    queue = list(todo)
+    queue, suspects = list(items), []
     while queue:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
         futures: dict[Future, Any] = {}
+        broken = False
         try:
-            while queue or futures:
-                while queue and len(futures) < workers:
+            while (queue and not broken) or futures:
+                while queue and not broken and len(futures) < workers:
                     c = queue.pop(0)
-                    attempts[c.student_id] = attempts.get(c.student_id, 0) + 1
-                    fut = pool.submit(grade_submission, c, settings)
+                    fut = pool.submit(task, c, settings)
                     fut.started = time.monotonic()  # type: ignore[attr-defined]
                     futures[fut] = c
                 progress.running = len(futures)
@@ -108,7 +109,9 @@ def run_local(todo: Sequence, settings: GradeSettings, *, workers: int, progress
                     try:
                         grade = fut.result()
                     except BrokenProcessPool:
-                        raise
+                        suspects.append(c)
+                        broken = True
+                        continue
                     except GraderError:
                         raise
                     except Exception as e:  # noqa: BLE001 - a grader bug on one submission
@@ -116,19 +119,26 @@ def run_local(todo: Sequence, settings: GradeSettings, *, workers: int, progress
                     progress.done += 1
                     progress.durations.append(time.monotonic() - fut.started)  # type: ignore[attr-defined]
                     progress.failed += _needs_attention(grade)
-        except BrokenProcessPool:
-            # A worker process died (not a sandbox: those end as results). Every submission in
-            # flight is retried once in a fresh pool; the second death records an error grade.
-            for fut, c in futures.items():
-                if attempts[c.student_id] >= 2:
-                    crash_grade(c, settings, "the grader's worker process died twice on this submission")
-                    progress.done += 1
-                    progress.failed += 1
-                else:
-                    queue.append(c)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         progress.running = 0
+    return suspects
+
+
+def run_local(todo: Sequence, settings: GradeSettings, *, workers: int, progress: Progress,
+              tick: Callable[[], None], task: Callable[..., dict] = grade_submission) -> None:
+    """Grades `todo` in `workers` processes; `task(candidate, settings)` is grade_submission.
+
+    When a worker process dies (not a sandbox: those end as results), every submission that
+    was in flight is retried once on its own, so the one that kills its worker again is
+    recorded as an error grade and the others are graded normally.
+    """
+    suspects = _drain(todo, settings, workers=workers, progress=progress, tick=tick, task=task)
+    for c in suspects:
+        if _drain([c], settings, workers=1, progress=progress, tick=tick, task=task):
+            crash_grade(c, settings, "the grader's worker process died twice on this submission")
+            progress.done += 1
+            progress.failed += 1
 
 
 def run_dask(todo: Sequence, settings: GradeSettings, *, scheduler: str, progress: Progress,

@@ -1,0 +1,45 @@
+"""The local batch runner: a submission that kills its worker process is retried once."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader.batch import Progress, run_local
+from grader.pipeline import GradeSettings
+from grader.resources import resource_dir
+
+
+@dataclass(frozen=True)
+class FakeCandidate:
+    student_id: str
+
+
+def crashing_task(candidate: FakeCandidate, settings: GradeSettings) -> dict:
+    """Stands in for grade_submission: kills its own process for student `crash`."""
+    attempts = settings.out / f"{candidate.student_id}.attempts"
+    with open(attempts, "a") as f:
+        f.write("x")
+    if candidate.student_id == "crash":
+        os._exit(1)  # a crash of the worker process itself, not of a sandbox
+    grade = {"student_id": candidate.student_id, "total": 1.0, "max": 100, "flags": []}
+    (settings.out / "grades").mkdir(exist_ok=True)
+    (settings.out / "grades" / f"{candidate.student_id}.json").write_text(json.dumps(grade))
+    return grade
+
+
+def test_worker_crash_is_retried_once_then_recorded(tmp_path: Path) -> None:
+    settings = GradeSettings(rubric_path=resource_dir("rubrics") / "lab1.yaml", out=tmp_path)
+    todo = [FakeCandidate("a"), FakeCandidate("crash"), FakeCandidate("b")]
+    progress = Progress(total=3, durations=[])
+    run_local(todo, settings, workers=2, progress=progress, tick=lambda: None, task=crashing_task)
+    assert (tmp_path / "crash.attempts").read_text() == "xx", "tried exactly twice"
+    crashed = json.loads((tmp_path / "grades" / "crash.json").read_text())
+    assert "grader-crash" in crashed["flags"] and "died twice" in crashed["error"]
+    statuses = {i["status"] for p in crashed["parts"] for i in p["items"]}
+    assert statuses == {"error", "manual"} and crashed["total"] == 0
+    for sid in ("a", "b"):
+        assert json.loads((tmp_path / "grades" / f"{sid}.json").read_text())["total"] == 1.0
+    assert progress.done == 3

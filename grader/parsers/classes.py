@@ -13,11 +13,9 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
-FOOD11_CLASSES = ("Bread", "Dairy product", "Dessert", "Egg", "Fried food", "Meat",
-                  "Noodles/Pasta", "Rice", "Seafood", "Soup", "Vegetable/Fruit")
-MNIST_CLASSES = tuple("0123456789")
+from grader.datasets import CIFAR10_CLASSES, FOOD11_CLASSES, MNIST_CLASSES
+
+# Cats-vs-dogs is left out on purpose: its `cat`/`dog` overlap CIFAR-10's names.
 CLASS_SETS: dict[str, tuple[str, ...]] = {
     "cifar10": CIFAR10_CLASSES, "food11": FOOD11_CLASSES, "mnist": MNIST_CLASSES}
 

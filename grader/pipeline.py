@@ -273,13 +273,21 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     return grade
 
 
+@functools.lru_cache(maxsize=4)
+def _reference(path: Path | None) -> dict[str, Any] | None:
+    """The expected-metrics file, read once per worker process rather than twice per student.
+
+    Callers only read it."""
+    return json.loads(Path(path).read_text()) if path else None
+
+
 def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
                     settings: GradeSettings, overrides=()) -> dict[str, Any]:
     """checks + score over stored evidence: all that `rescore` repeats."""
     from grader.grading import run_checks
     from grader.score import score
 
-    reference = json.loads(Path(settings.reference_path).read_text()) if settings.reference_path else None
+    reference = _reference(settings.reference_path)
     files = [{"path": f.path, "kind": f.kind, "bytes": f.bytes} for f in sub.files]
     results, flags = run_checks(rubric, student_id=sub.student_id, evidence=evidence, files=files,
                                 work_dir=sub.work_dir, reference=reference, dataset_stats=settings.dataset_stats)
@@ -302,7 +310,7 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
 def _render(grade: dict, sub: Submission, evidence: list[dict], settings: GradeSettings) -> None:
     from grader.report import render_student
 
-    reference = json.loads(Path(settings.reference_path).read_text()) if settings.reference_path else None
+    reference = _reference(settings.reference_path)
     runs_root = settings.out / "runs" / sub.student_id
     enriched = [dict(ev, run_dir=str(runs_root / _safe_name(ev["path"]))) for ev in evidence]
     render_student(grade, evidence=enriched, reference=reference, dataset_stats=dict(settings.dataset_stats),

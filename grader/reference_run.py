@@ -146,7 +146,7 @@ def run_reference(lab: str, *, data: dict[str, Path], device: str = "auto", epoc
             runs.append(module.train(root=root, device=dev, seed=seed, epochs=epochs, **kwargs))
             log(f"{part.id} seed {seed}: {_headline(runs[-1])} ({time.perf_counter() - t0:.1f} s)")
         doc["parts"][part.id] = {
-            "title": part.title, "dataset": part.dataset, "hyp": _jsonable(module.hyp),
+            "title": part.title, "dataset": part.dataset, "hyp": dict(module.hyp),
             "epochs": epochs or module.hyp["epochs"], "summary": summarize(part, runs),
             "timing": _epoch_seconds(runs),
             "runs": [_strip(r, keep_layers=(i == 0)) for i, r in enumerate(runs)],
@@ -178,10 +178,3 @@ def _strip(run: dict, *, keep_layers: bool) -> dict:
     drop = {"classes"} | (set() if keep_layers else {"layers"})
     return {k: v for k, v in run.items() if k not in drop}
 
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj

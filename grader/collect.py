@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import nbformat
 
 from grader.evidence import read_events, summarize_events
-from grader.parsers import parse_notebook
+from grader.parsers import CLASS_SETS, parse_notebook
 
 SCHEMA = 1
 MAX_SOURCE_LINES = 40
@@ -37,20 +37,29 @@ def _exec_count(nb: nbformat.NotebookNode | None, index: int | None) -> int | No
     return nb.cells[index].get("execution_count")
 
 
-def _metrics(nb: nbformat.NotebookNode, dataset: str | None) -> dict[str, Any]:
+def _metrics(nb: nbformat.NotebookNode, dataset: str | None,
+             classes: list[str] | None = None) -> dict[str, Any]:
     try:
-        parsed = parse_notebook(nb, dataset=dataset)
+        parsed = parse_notebook(nb, dataset=dataset, classes=classes)
     except Exception as e:  # noqa: BLE001 - a parser bug must not lose the rest of the evidence
         return {"dataset": dataset, "test_accuracy": None, "test_loss": None, "per_class_accuracy": {},
                 "curves": {}, "parse_error": f"{type(e).__name__}: {e}"}
     curves: dict[str, list[list[float]]] = {}
     for p in parsed.curves:
         curves.setdefault(p.series, []).append([p.x, p.value])
-    mentions = [{"kind": m.kind, "value": m.value, "class": m.class_name, "cell": m.cell, "raw": m.raw}
-                for m in parsed.mentions][-200:]
+    mentions = [{"kind": m.kind, "split": m.split_hint, "value": m.value, "class": m.class_name,
+                 "cell": m.cell, "raw": m.raw} for m in parsed.mentions][-200:]
     return {"dataset": parsed.dataset_guess, "test_accuracy": parsed.test_accuracy,
             "test_loss": parsed.test_loss, "per_class_accuracy": dict(parsed.per_class_accuracy),
             "curves": curves, "mentions": mentions}
+
+
+def _classes_of(probe: Mapping[str, Any], dataset: str | None) -> list[str] | None:
+    """The class list a dataset object of that name reported about itself (ImageFolder's `classes`)."""
+    for d in probe.get("datasets") or []:
+        if d.get("dataset") == dataset and d.get("classes"):
+            return list(d["classes"])
+    return None
 
 
 def _trained_on(probe: Mapping[str, Any]) -> str | None:
@@ -87,8 +96,11 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
         events, warnings = read_events(events_path)
         probe = summarize_events(events, figures_dir=figures_dir)
     dataset = _trained_on(probe)
-    metrics = _metrics(nb, dataset) if nb is not None else {"dataset": dataset}
-    dataset = dataset or metrics.get("dataset")
+    metrics = _metrics(nb, dataset, _classes_of(probe, dataset)) if nb is not None else {"dataset": dataset}
+    # The parser may recognise a dataset the probe could only name by its class (an
+    # ImageFolder of Food-11 kept at a path without "food"): the known name is more useful.
+    if dataset not in CLASS_SETS and metrics.get("dataset") in CLASS_SETS:
+        dataset = metrics["dataset"]
     errors = [{"cell": _exec_count(nb, c.index), "index": c.index, "ename": c.ename or c.status,
                "evalue": c.evalue, "traceback": c.traceback, "source": _cell_source(nb, c.index)}
               for c in run.cells if c.status in ("error", "timeout")]

@@ -10,7 +10,6 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from grader.errors import GraderError
 from grader.parsers import (CIFAR10_CLASSES, CLASS_SETS, FOOD11_CLASSES, MNIST_CLASSES,
                             MetricMention, ParsedMetrics, canonical_class, parse_curves,
                             parse_html, parse_notebook, parse_text)
@@ -747,9 +746,54 @@ def test_explicit_dataset_wins_over_printed_names() -> None:
     assert r.test_accuracy == pytest.approx(0.54)
 
 
-def test_unknown_dataset_is_a_configuration_error() -> None:
-    with pytest.raises(GraderError, match="unknown dataset"):
-        parse_notebook(new_notebook(), dataset="imagenet")
+# --- datasets outside the known class sets (issue 12 J1) ----------------------------------
+
+CATSDOGS_LOG = ("Epoch 1 train loss 0.69 train acc 51.0%\n"
+                "Test accuracy: 71.5%\nTest loss: 0.561\n"
+                "Accuracy of cat : 70 %\nAccuracy of dog : 73 %\n")
+
+
+def _one_cell(text: str, source: str = "") -> nbformat.NotebookNode:
+    return new_notebook(cells=[new_code_cell(source, outputs=[stdout(text)])])
+
+
+def test_unknown_dataset_keeps_the_totals_with_no_class_list() -> None:
+    # An ImageFolder whose path names no known dataset: the probe calls it "imagefolder".
+    r = parse_notebook(_one_cell(CATSDOGS_LOG), dataset="imagefolder")
+    assert r.dataset_guess == "imagefolder"
+    assert r.test_accuracy == pytest.approx(0.715) and r.test_loss == pytest.approx(0.561)
+    assert r.per_class_accuracy == approx_dict({"cat": 0.70, "dog": 0.73})  # known names still read
+    for name in ("imagenet", "cifar100", "svhn", ""):
+        assert parse_notebook(_one_cell(CATSDOGS_LOG), dataset=name).test_accuracy == pytest.approx(0.715)
+
+
+def test_catsdogs_is_a_known_dataset_with_its_two_classes() -> None:
+    assert CLASS_SETS["catsdogs"] == ("cat", "dog")
+    r = parse_notebook(_one_cell(CATSDOGS_LOG), dataset="catsdogs")
+    assert r.dataset_guess == "catsdogs" and r.test_accuracy == pytest.approx(0.715)
+    assert r.per_class_accuracy == approx_dict({"cat": 0.70, "dog": 0.73})
+    # with no name given, cat and dog still vote for nothing but CIFAR-10 (they are its classes too)
+    assert parse_notebook(_one_cell(CATSDOGS_LOG)).test_accuracy == pytest.approx(0.715)
+
+
+def test_class_list_the_dataset_reported_is_used_for_an_unknown_name() -> None:
+    # ImageFolder's own `classes`: the folder names, in any spelling
+    r = parse_notebook(_one_cell(CATSDOGS_LOG), dataset="imagefolder", classes=["Cats", "Dogs"])
+    assert r.dataset_guess == "catsdogs"
+    food = parse_notebook(_one_cell("".join(f"class {i}: {50 + i}%\n" for i in range(11))
+                                    + "Test accuracy: 55%\n"),
+                          dataset="imagefolder", classes=[c.lower() for c in FOOD11_CLASSES])
+    assert food.dataset_guess == "food11" and food.per_class_accuracy["Noodles/Pasta"] == pytest.approx(0.56)
+    # numbered folders say nothing about which dataset it is: kept as they are
+    numbered = [f"{i:02d}" for i in range(11)]
+    r = parse_notebook(_one_cell("class 3: 40%\nTest accuracy: 55%\n"), dataset="imagefolder",
+                       classes=numbered)
+    assert r.dataset_guess == "imagefolder" and r.per_class_accuracy == {"03": pytest.approx(0.40)}
+    assert r.test_accuracy == pytest.approx(0.55)
+    # junk in place of a class list is ignored, never an error
+    for junk in ([], [1, 2], ["x" * 500], "catdog", None):
+        assert parse_notebook(_one_cell(CATSDOGS_LOG), dataset="imagefolder",
+                              classes=junk).test_accuracy == pytest.approx(0.715)  # type: ignore[arg-type]
 
 
 def test_empty_and_malformed_notebooks() -> None:

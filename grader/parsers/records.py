@@ -13,7 +13,9 @@ class MetricMention:
     """One metric a student printed, already converted to the grader's units."""
 
     kind: MentionKind
-    """'test_accuracy' / 'test_loss' are totals (see split_hint for the split); 'class_accuracy' is one class."""
+    """A total on the test split, or on an unnamed one ('test_accuracy', 'test_loss'), on the training
+    split ('train_accuracy', 'train_loss': progress lines, never a test metric) or the validation split
+    ('val_accuracy', 'val_loss'); 'class_accuracy' is one class (see split_hint for its split)."""
     value: float
     """Accuracies always as a fraction 0..1 (percent divided by 100, a/b counts divided); losses as printed."""
     class_name: str | None

@@ -110,8 +110,9 @@ def guess_dataset(nb: Any, mentions: Sequence[MetricMention]) -> str | None:
 
 def _final(mentions: Sequence[MetricMention], kind: str) -> float | None:
     """Last test-split mention, else last unlabelled one, else last validation one; never train."""
-    for wanted in ("test", None, "val"):
-        picked = [m for m in mentions if m.kind == kind and m.split_hint == wanted]
+    val_kind = kind.replace("test_", "val_")
+    for wanted_kind, wanted in ((kind, "test"), (kind, None), (val_kind, "val")):
+        picked = [m for m in mentions if m.kind == wanted_kind and m.split_hint == wanted]
         if picked:
             return picked[-1].value
     return None

@@ -62,6 +62,17 @@ def _classes_of(probe: Mapping[str, Any], dataset: str | None) -> list[str] | No
     return None
 
 
+def _truncated_cells(nb: nbformat.NotebookNode | None) -> list[dict[str, Any]]:
+    """Cells whose output was cut to its cap while running (execute marks them in metadata)."""
+    found = []
+    for index, cell in enumerate(nb.cells if nb is not None else []):
+        cut = (cell.get("metadata", {}).get("dllab") or {}).get("output_truncated")
+        if isinstance(cut, dict):
+            found.append({"cell": cell.get("execution_count"), "index": index,
+                          "omitted_chars": cut.get("omitted_chars"), "kept_chars": cut.get("kept_chars")})
+    return found
+
+
 def _trained_on(probe: Mapping[str, Any]) -> str | None:
     """The dataset the most training samples came from, else the one most datasets were built of."""
     counts: Counter[str] = Counter()
@@ -116,6 +127,7 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
         "errors": errors, "cells": {"total": len(run.cells),
                                     "by_status": dict(Counter(c.status for c in run.cells))},
         "figures_dropped": run.figures_dropped, "output_truncated": run.output_truncated,
+        "output_truncated_cells": _truncated_cells(nb),
         "probe": probe.get("probe"), "warnings": warnings[:50],
         "verified": {"reason": "the run was not verified"},
     }

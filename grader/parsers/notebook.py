@@ -20,11 +20,23 @@ _SOURCE_HINTS = (("food11", re.compile(r"food[-_ ]?11|food", re.IGNORECASE)),
                  ("mnist", re.compile(r"mnist", re.IGNORECASE)))
 
 
+def _head_tail(text: str) -> str:
+    """At most _MAX_OUTPUT characters: the start and the end of a longer text.
+
+    A cell that printed a flood before its results prints the results last, so the end
+    is kept as well as the start.
+    """
+    if len(text) <= _MAX_OUTPUT:
+        return text
+    half = _MAX_OUTPUT // 2
+    return text[:half] + "\n" + text[-half:]
+
+
 def _text(value: Any) -> str:
     """nbformat keeps multi-line strings either as str or as a list of lines."""
     if isinstance(value, list):
         value = "".join(v for v in value if isinstance(v, str))
-    return value[:_MAX_OUTPUT] if isinstance(value, str) else ""
+    return _head_tail(value) if isinstance(value, str) else ""
 
 
 def _outputs(nb: Any) -> Iterator[tuple[int, int, str, str]]:
@@ -48,12 +60,12 @@ def _outputs(nb: Any) -> Iterator[tuple[int, int, str, str]]:
                     pending[1].append(_text(out.get("text")))
                     continue
                 if pending:
-                    yield ci, oi, pending[0], "".join(pending[1])
+                    yield ci, oi, pending[0], _head_tail("".join(pending[1]))
                     oi += 1
                 pending = (name, [_text(out.get("text"))])
                 continue
             if pending:
-                yield ci, oi, pending[0], "".join(pending[1])
+                yield ci, oi, pending[0], _head_tail("".join(pending[1]))
                 oi += 1
                 pending = None
             if otype in ("execute_result", "display_data"):
@@ -67,7 +79,7 @@ def _outputs(nb: Any) -> Iterator[tuple[int, int, str, str]]:
                     yield ci, oi, "text/plain", plain
                 oi += 1
         if pending:
-            yield ci, oi, pending[0], "".join(pending[1])
+            yield ci, oi, pending[0], _head_tail("".join(pending[1]))
 
 
 def _read(items: Sequence[tuple[int, int, str, str]],

@@ -1,14 +1,15 @@
 """Assemble evidence.json for one notebook: what ran, what the probe saw, what was printed.
 
 Two modes. `execute`: the run's status and cells, the probe's events and the executed
-notebook's outputs. `saved`: only the outputs already stored in the notebook; what only the
-probe can know (which parameter a histogram shows, the optimizer actually stepped) is left
-unknown (`null` or empty with `"probe": null`), never guessed.
+notebook's outputs. `saved`: only the outputs already stored in the notebook. What only the
+probe can know (the optimizer actually stepped, the datasets built) is left unknown (`null`
+or empty with `"probe": null`), never guessed; which parameters a stored histogram shows is
+read from the notebook's code (`"attributed": "static"`), and a figure that cannot be read
+for sure is marked `"uncertain"` for a TA.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections import Counter
 from pathlib import Path
@@ -18,6 +19,8 @@ import nbformat
 
 from grader.evidence import read_events, summarize_events
 from grader.parsers import CLASS_SETS, parse_notebook
+from grader.parsers.plotcode import CellPlots, analyze_cells
+from grader.saved_images import decode_image, looks_like_histogram
 
 SCHEMA = 1
 MAX_SOURCE_LINES = 40
@@ -166,6 +169,76 @@ def handout_digests(paths: list[Path]) -> frozenset[str]:
     return frozenset(found)
 
 
+MAX_SAVED_FIGURES = 200
+
+
+def _saved_figures(nb: nbformat.NotebookNode, fig_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The images stored in a notebook, validated and written to `fig_dir`, with what they show.
+
+    Without the probe, a figure is attributed from the code of its cell and of the
+    functions that cell calls (`parsers.plotcode`), then from its pixels when the code
+    cannot tell (`saved_images.looks_like_histogram`). Subjects read from the code are
+    marked `"attributed": "static"`; a figure the grader cannot read for sure is marked
+    `"uncertain": true` so that a check leaves it to a TA instead of calling it missing.
+    A payload that is not a valid image is skipped with a warning, never a crash.
+    """
+    static = analyze_cells([(str(c.get("cell_type")), _source(c)) for c in nb.cells])
+    figures: list[dict[str, Any]] = []
+    problems: Counter[str] = Counter()
+    over = 0
+    for index, cell in enumerate(nb.cells):
+        outputs = cell.get("outputs") if cell.get("cell_type") == "code" else None
+        for out in outputs if isinstance(outputs, list) else []:
+            data = out.get("data") if isinstance(out, dict) and out.get("output_type") in (
+                "display_data", "execute_result") else None
+            mime = next((m for m in ("image/png", "image/jpeg") if isinstance(data, dict) and m in data), None)
+            if mime is None:
+                continue
+            if len(figures) >= MAX_SAVED_FIGURES:
+                over += 1
+                continue
+            png, problem = decode_image(data[mime], mime)
+            if png is None:
+                problems[f"cell {cell.get('execution_count') or index}: an image output was skipped: {problem}"] += 1
+                continue
+            name = f"saved-{hashlib.sha256(png).hexdigest()[:12]}.png"
+            fig_dir.mkdir(parents=True, exist_ok=True)
+            (fig_dir / name).write_bytes(png)
+            figures.append({"cell": cell.get("execution_count"), "index": index, "title": None,
+                            "png": f"figures/{name}", **_what_it_shows(static.get(index), png)})
+    warnings = [m if n == 1 else f"{m} ({n} times)" for m, n in problems.most_common(20)]
+    if over:
+        warnings.append(f"{over} image(s) over the limit of {MAX_SAVED_FIGURES} were not kept")
+    return figures, warnings
+
+
+def _source(cell: Mapping[str, Any]) -> str:
+    src = cell.get("source", "")
+    return "".join(s for s in src if isinstance(s, str)) if isinstance(src, list) else str(src)
+
+
+def _what_it_shows(plots: CellPlots | None, png: bytes) -> dict[str, Any]:
+    """kind, subjects and how sure the grader is, for one stored figure of a cell."""
+    code_hist = plots is not None and plots.hist > 0
+    sure = plots is not None and plots.certain
+    if code_hist and not plots.other:  # type: ignore[union-attr]
+        kind: str | None = "histogram"
+    else:
+        img = looks_like_histogram(png)
+        kind = "histogram" if img else ("other" if img is False else None)
+    if kind == "histogram":
+        return {"kind": kind, "subjects": sorted(plots.subjects) if code_hist else [],  # type: ignore[union-attr]
+                "attributed": "static" if code_hist else "image",
+                "uncertain": not (sure and code_hist)}
+    # Not a histogram, or the pixels cannot say: sure only when the code was read in full
+    # (an imported helper or unreadable code may have drawn a histogram the pixels miss).
+    if kind == "other":
+        uncertain = not sure
+    else:
+        uncertain = not (sure and not code_hist)
+    return {"kind": kind, "subjects": [], "attributed": None, "uncertain": uncertain}
+
+
 def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str] = frozenset()) -> dict[str, Any]:
     """evidence.json from the outputs stored in a notebook, without running anything.
 
@@ -176,32 +249,25 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
         nb = nbformat.read(nb_path, as_version=4)
     except Exception as e:  # noqa: BLE001
         return not_run(rel, f"not a readable notebook: {e}")
+    # Student-controlled JSON: anything that is not a cell or an output is left out.
+    nb.cells = [c if isinstance(c, dict) else nbformat.v4.new_raw_cell("") for c in nb.get("cells") or []]
     copied = 0
     for cell in nb.cells:
-        if cell.get("cell_type") == "code" and handout:
-            kept = [o for o in cell.get("outputs", []) if output_digest(o) not in handout]
-            copied += len(cell.get("outputs", [])) - len(kept)
+        if cell.get("cell_type") == "code":
+            outputs = [o for o in cell.get("outputs") or [] if isinstance(o, dict)] \
+                if isinstance(cell.get("outputs"), list) else []
+            kept = [o for o in outputs if output_digest(o) not in handout] if handout else outputs
+            copied += len(outputs) - len(kept)
             cell["outputs"] = kept
-    figures, errors = [], []
-    fig_dir = run_dir / "figures"
+    errors = []
     for index, cell in enumerate(nb.cells):
-        if cell.get("cell_type") != "code":
-            continue
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                errors.append({"cell": cell.get("execution_count"), "index": index, "ename": out.get("ename", ""),
+        outputs = cell.get("outputs") if cell.get("cell_type") == "code" else None
+        for out in outputs if isinstance(outputs, list) else []:
+            if isinstance(out, dict) and out.get("output_type") == "error":
+                errors.append({"cell": cell.get("execution_count"), "index": index, "ename": str(out.get("ename", ""))[:200],
                                "evalue": str(out.get("evalue", ""))[:500], "traceback": "",
                                "source": _cell_source(nb, index)})
-            png = (out.get("data") or {}).get("image/png") if out.get("output_type") in (
-                "display_data", "execute_result") else None
-            if png and len(figures) < 200:
-                data = base64.b64decode(png if isinstance(png, str) else "".join(png))
-                name = f"saved-{hashlib.sha256(data).hexdigest()[:12]}.png"
-                fig_dir.mkdir(parents=True, exist_ok=True)
-                (fig_dir / name).write_bytes(data)
-                # Without the probe the plot's data is unknown: kind and subjects are not guessed.
-                figures.append({"cell": cell.get("execution_count"), "kind": None, "subjects": [],
-                                "title": None, "png": f"figures/{name}"})
+    figures, warnings = _saved_figures(nb, run_dir / "figures")
     metrics = _metrics(nb, None)
     reason = (f"{copied} output(s) identical to the handout's were not credited" if copied else "")
     return {
@@ -209,5 +275,5 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
         "reason": reason, "handout_outputs_ignored": copied, "dataset": metrics.get("dataset"), "metrics": metrics, "figures": figures,
         "normalization": [], "datasets": [], "dataloaders": [], "models": [], "optimizers": [],
         "schedulers": [], "evaluations": [], "training": [], "errors": errors, "probe": None,
-        "verified": {"reason": "saved mode: nothing was run"},
+        "warnings": warnings, "verified": {"reason": "saved mode: nothing was run"},
     }

@@ -170,6 +170,8 @@ def handout_digests(paths: list[Path]) -> frozenset[str]:
 
 
 MAX_SAVED_FIGURES = 200
+MAX_PIXEL_CHECKS = 60
+"""Figures per notebook classified from their pixels (~0.1 s each); later ones stay unclassified."""
 
 
 def _saved_figures(nb: nbformat.NotebookNode, fig_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -186,6 +188,7 @@ def _saved_figures(nb: nbformat.NotebookNode, fig_dir: Path) -> tuple[list[dict[
     figures: list[dict[str, Any]] = []
     problems: Counter[str] = Counter()
     over = 0
+    pixel_checks = [MAX_PIXEL_CHECKS]
     for index, cell in enumerate(nb.cells):
         outputs = cell.get("outputs") if cell.get("cell_type") == "code" else None
         for out in outputs if isinstance(outputs, list) else []:
@@ -205,7 +208,7 @@ def _saved_figures(nb: nbformat.NotebookNode, fig_dir: Path) -> tuple[list[dict[
             fig_dir.mkdir(parents=True, exist_ok=True)
             (fig_dir / name).write_bytes(png)
             figures.append({"cell": cell.get("execution_count"), "index": index, "title": None,
-                            "png": f"figures/{name}", **_what_it_shows(static.get(index), png)})
+                            "png": f"figures/{name}", **_what_it_shows(static.get(index), png, pixel_checks)})
     warnings = [m if n == 1 else f"{m} ({n} times)" for m, n in problems.most_common(20)]
     if over:
         warnings.append(f"{over} image(s) over the limit of {MAX_SAVED_FIGURES} were not kept")
@@ -217,14 +220,18 @@ def _source(cell: Mapping[str, Any]) -> str:
     return "".join(s for s in src if isinstance(s, str)) if isinstance(src, list) else str(src)
 
 
-def _what_it_shows(plots: CellPlots | None, png: bytes) -> dict[str, Any]:
-    """kind, subjects and how sure the grader is, for one stored figure of a cell."""
+def _what_it_shows(plots: CellPlots | None, png: bytes, pixel_checks: list[int]) -> dict[str, Any]:
+    """kind, subjects and how sure the grader is, for one stored figure of a cell.
+
+    `pixel_checks` holds how many more figures may be classified from their pixels.
+    """
     code_hist = plots is not None and plots.hist > 0
     sure = plots is not None and plots.certain
     if code_hist and not plots.other:  # type: ignore[union-attr]
         kind: str | None = "histogram"
     else:
-        img = looks_like_histogram(png)
+        img = looks_like_histogram(png) if pixel_checks[0] > 0 else None
+        pixel_checks[0] -= 1
         kind = "histogram" if img else ("other" if img is False else None)
     if kind == "histogram":
         return {"kind": kind, "subjects": sorted(plots.subjects) if code_hist else [],  # type: ignore[union-attr]

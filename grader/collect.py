@@ -271,9 +271,9 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
         outputs = cell.get("outputs") if cell.get("cell_type") == "code" else None
         for out in outputs if isinstance(outputs, list) else []:
             if isinstance(out, dict) and out.get("output_type") == "error":
-                errors.append({"cell": cell.get("execution_count"), "index": index, "ename": str(out.get("ename", ""))[:200],
-                               "evalue": str(out.get("evalue", ""))[:500], "traceback": "",
-                               "source": _cell_source(nb, index)})
+                errors.append({"cell": cell.get("execution_count"), "index": index,
+                               "ename": str(out.get("ename", ""))[:200], "evalue": str(out.get("evalue", ""))[:500],
+                               "traceback": "", "source": _cell_source(nb, index)})
     figures, warnings = _saved_figures(nb, run_dir / "figures")
     metrics = _metrics(nb, None)
     reason = (f"{copied} output(s) identical to the handout's were not credited" if copied else "")

@@ -336,8 +336,9 @@ class _Walker:
                 return all_params(base.model)
             if isinstance(base, Seq):
                 return base.item
-            if isinstance(base, Tup) and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, int):
-                return base.items[node.slice.value] if -len(base.items) <= node.slice.value < len(base.items) else UNKNOWN
+            index = node.slice.value if isinstance(node.slice, ast.Constant) else None
+            if isinstance(base, Tup) and isinstance(index, int):
+                return base.items[index] if -len(base.items) <= index < len(base.items) else UNKNOWN
             if isinstance(base, DictData):
                 return union(base.values)
             return base  # a slice of parameters is the parameters, of images still images

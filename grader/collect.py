@@ -1,14 +1,15 @@
 """Assemble evidence.json for one notebook: what ran, what the probe saw, what was printed.
 
 Two modes. `execute`: the run's status and cells, the probe's events and the executed
-notebook's outputs. `saved`: only the outputs already stored in the notebook; what only the
-probe can know (which parameter a histogram shows, the optimizer actually stepped) is left
-unknown (`null` or empty with `"probe": null`), never guessed.
+notebook's outputs. `saved`: only the outputs already stored in the notebook. What only the
+probe can know (the optimizer actually stepped, the datasets built) is left unknown (`null`
+or empty with `"probe": null`), never guessed; which parameters a stored histogram shows is
+read from the notebook's code (`"attributed": "static"`), and a figure that cannot be read
+for sure is marked `"uncertain"` for a TA.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections import Counter
 from pathlib import Path
@@ -17,7 +18,9 @@ from typing import Any, Mapping
 import nbformat
 
 from grader.evidence import read_events, summarize_events
-from grader.parsers import parse_notebook
+from grader.parsers import CLASS_SETS, parse_notebook
+from grader.parsers.plotcode import CellPlots, analyze_cells
+from grader.saved_images import decode_image, looks_like_histogram
 
 SCHEMA = 1
 MAX_SOURCE_LINES = 40
@@ -37,20 +40,40 @@ def _exec_count(nb: nbformat.NotebookNode | None, index: int | None) -> int | No
     return nb.cells[index].get("execution_count")
 
 
-def _metrics(nb: nbformat.NotebookNode, dataset: str | None) -> dict[str, Any]:
+def _metrics(nb: nbformat.NotebookNode, dataset: str | None,
+             classes: list[str] | None = None) -> dict[str, Any]:
     try:
-        parsed = parse_notebook(nb, dataset=dataset)
+        parsed = parse_notebook(nb, dataset=dataset, classes=classes)
     except Exception as e:  # noqa: BLE001 - a parser bug must not lose the rest of the evidence
         return {"dataset": dataset, "test_accuracy": None, "test_loss": None, "per_class_accuracy": {},
                 "curves": {}, "parse_error": f"{type(e).__name__}: {e}"}
     curves: dict[str, list[list[float]]] = {}
     for p in parsed.curves:
         curves.setdefault(p.series, []).append([p.x, p.value])
-    mentions = [{"kind": m.kind, "value": m.value, "class": m.class_name, "cell": m.cell, "raw": m.raw}
-                for m in parsed.mentions][-200:]
+    mentions = [{"kind": m.kind, "split": m.split_hint, "value": m.value, "class": m.class_name,
+                 "cell": m.cell, "raw": m.raw} for m in parsed.mentions][-200:]
     return {"dataset": parsed.dataset_guess, "test_accuracy": parsed.test_accuracy,
             "test_loss": parsed.test_loss, "per_class_accuracy": dict(parsed.per_class_accuracy),
             "curves": curves, "mentions": mentions}
+
+
+def _classes_of(probe: Mapping[str, Any], dataset: str | None) -> list[str] | None:
+    """The class list a dataset object of that name reported about itself (ImageFolder's `classes`)."""
+    for d in probe.get("datasets") or []:
+        if d.get("dataset") == dataset and d.get("classes"):
+            return list(d["classes"])
+    return None
+
+
+def _truncated_cells(nb: nbformat.NotebookNode | None) -> list[dict[str, Any]]:
+    """Cells whose output was cut to its cap while running (execute marks them in metadata)."""
+    found = []
+    for index, cell in enumerate(nb.cells if nb is not None else []):
+        cut = (cell.get("metadata", {}).get("dllab") or {}).get("output_truncated")
+        if isinstance(cut, dict):
+            found.append({"cell": cell.get("execution_count"), "index": index,
+                          "omitted_chars": cut.get("omitted_chars"), "kept_chars": cut.get("kept_chars")})
+    return found
 
 
 def _trained_on(probe: Mapping[str, Any]) -> str | None:
@@ -87,8 +110,11 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
         events, warnings = read_events(events_path)
         probe = summarize_events(events, figures_dir=figures_dir)
     dataset = _trained_on(probe)
-    metrics = _metrics(nb, dataset) if nb is not None else {"dataset": dataset}
-    dataset = dataset or metrics.get("dataset")
+    metrics = _metrics(nb, dataset, _classes_of(probe, dataset)) if nb is not None else {"dataset": dataset}
+    # The parser may recognise a dataset the probe could only name by its class (an
+    # ImageFolder of Food-11 kept at a path without "food"): the known name is more useful.
+    if dataset not in CLASS_SETS and metrics.get("dataset") in CLASS_SETS:
+        dataset = metrics["dataset"]
     errors = [{"cell": _exec_count(nb, c.index), "index": c.index, "ename": c.ename or c.status,
                "evalue": c.evalue, "traceback": c.traceback, "source": _cell_source(nb, c.index)}
               for c in run.cells if c.status in ("error", "timeout")]
@@ -104,6 +130,7 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
         "errors": errors, "cells": {"total": len(run.cells),
                                     "by_status": dict(Counter(c.status for c in run.cells))},
         "figures_dropped": run.figures_dropped, "output_truncated": run.output_truncated,
+        "output_truncated_cells": _truncated_cells(nb),
         "probe": probe.get("probe"), "warnings": warnings[:50],
         "verified": {"reason": "the run was not verified"},
     }
@@ -142,6 +169,83 @@ def handout_digests(paths: list[Path]) -> frozenset[str]:
     return frozenset(found)
 
 
+MAX_SAVED_FIGURES = 200
+MAX_PIXEL_CHECKS = 60
+"""Figures per notebook classified from their pixels (~0.1 s each); later ones stay unclassified."""
+
+
+def _saved_figures(nb: nbformat.NotebookNode, fig_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The images stored in a notebook, validated and written to `fig_dir`, with what they show.
+
+    Without the probe, a figure is attributed from the code of its cell and of the
+    functions that cell calls (`parsers.plotcode`), then from its pixels when the code
+    cannot tell (`saved_images.looks_like_histogram`). Subjects read from the code are
+    marked `"attributed": "static"`; a figure the grader cannot read for sure is marked
+    `"uncertain": true` so that a check leaves it to a TA instead of calling it missing.
+    A payload that is not a valid image is skipped with a warning, never a crash.
+    """
+    static = analyze_cells([(str(c.get("cell_type")), _source(c)) for c in nb.cells])
+    figures: list[dict[str, Any]] = []
+    problems: Counter[str] = Counter()
+    over = 0
+    pixel_checks = [MAX_PIXEL_CHECKS]
+    for index, cell in enumerate(nb.cells):
+        outputs = cell.get("outputs") if cell.get("cell_type") == "code" else None
+        for out in outputs if isinstance(outputs, list) else []:
+            data = out.get("data") if isinstance(out, dict) and out.get("output_type") in (
+                "display_data", "execute_result") else None
+            mime = next((m for m in ("image/png", "image/jpeg") if isinstance(data, dict) and m in data), None)
+            if mime is None:
+                continue
+            if len(figures) >= MAX_SAVED_FIGURES:
+                over += 1
+                continue
+            png, problem = decode_image(data[mime], mime)
+            if png is None:
+                problems[f"cell {cell.get('execution_count') or index}: an image output was skipped: {problem}"] += 1
+                continue
+            name = f"saved-{hashlib.sha256(png).hexdigest()[:12]}.png"
+            fig_dir.mkdir(parents=True, exist_ok=True)
+            (fig_dir / name).write_bytes(png)
+            figures.append({"cell": cell.get("execution_count"), "index": index, "title": None,
+                            "png": f"figures/{name}", **_what_it_shows(static.get(index), png, pixel_checks)})
+    warnings = [m if n == 1 else f"{m} ({n} times)" for m, n in problems.most_common(20)]
+    if over:
+        warnings.append(f"{over} image(s) over the limit of {MAX_SAVED_FIGURES} were not kept")
+    return figures, warnings
+
+
+def _source(cell: Mapping[str, Any]) -> str:
+    src = cell.get("source", "")
+    return "".join(s for s in src if isinstance(s, str)) if isinstance(src, list) else str(src)
+
+
+def _what_it_shows(plots: CellPlots | None, png: bytes, pixel_checks: list[int]) -> dict[str, Any]:
+    """kind, subjects and how sure the grader is, for one stored figure of a cell.
+
+    `pixel_checks` holds how many more figures may be classified from their pixels.
+    """
+    code_hist = plots is not None and plots.hist > 0
+    sure = plots is not None and plots.certain
+    if code_hist and not plots.other:  # type: ignore[union-attr]
+        kind: str | None = "histogram"
+    else:
+        img = looks_like_histogram(png) if pixel_checks[0] > 0 else None
+        pixel_checks[0] -= 1
+        kind = "histogram" if img else ("other" if img is False else None)
+    if kind == "histogram":
+        return {"kind": kind, "subjects": sorted(plots.subjects) if code_hist else [],  # type: ignore[union-attr]
+                "attributed": "static" if code_hist else "image",
+                "uncertain": not (sure and code_hist)}
+    # Not a histogram, or the pixels cannot say: sure only when the code was read in full
+    # (an imported helper or unreadable code may have drawn a histogram the pixels miss).
+    if kind == "other":
+        uncertain = not sure
+    else:
+        uncertain = not (sure and not code_hist)
+    return {"kind": kind, "subjects": [], "attributed": None, "uncertain": uncertain}
+
+
 def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str] = frozenset()) -> dict[str, Any]:
     """evidence.json from the outputs stored in a notebook, without running anything.
 
@@ -152,32 +256,25 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
         nb = nbformat.read(nb_path, as_version=4)
     except Exception as e:  # noqa: BLE001
         return not_run(rel, f"not a readable notebook: {e}")
+    # Student-controlled JSON: anything that is not a cell or an output is left out.
+    nb.cells = [c if isinstance(c, dict) else nbformat.v4.new_raw_cell("") for c in nb.get("cells") or []]
     copied = 0
     for cell in nb.cells:
-        if cell.get("cell_type") == "code" and handout:
-            kept = [o for o in cell.get("outputs", []) if output_digest(o) not in handout]
-            copied += len(cell.get("outputs", [])) - len(kept)
+        if cell.get("cell_type") == "code":
+            outputs = [o for o in cell.get("outputs") or [] if isinstance(o, dict)] \
+                if isinstance(cell.get("outputs"), list) else []
+            kept = [o for o in outputs if output_digest(o) not in handout] if handout else outputs
+            copied += len(outputs) - len(kept)
             cell["outputs"] = kept
-    figures, errors = [], []
-    fig_dir = run_dir / "figures"
+    errors = []
     for index, cell in enumerate(nb.cells):
-        if cell.get("cell_type") != "code":
-            continue
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                errors.append({"cell": cell.get("execution_count"), "index": index, "ename": out.get("ename", ""),
-                               "evalue": str(out.get("evalue", ""))[:500], "traceback": "",
-                               "source": _cell_source(nb, index)})
-            png = (out.get("data") or {}).get("image/png") if out.get("output_type") in (
-                "display_data", "execute_result") else None
-            if png and len(figures) < 200:
-                data = base64.b64decode(png if isinstance(png, str) else "".join(png))
-                name = f"saved-{hashlib.sha256(data).hexdigest()[:12]}.png"
-                fig_dir.mkdir(parents=True, exist_ok=True)
-                (fig_dir / name).write_bytes(data)
-                # Without the probe the plot's data is unknown: kind and subjects are not guessed.
-                figures.append({"cell": cell.get("execution_count"), "kind": None, "subjects": [],
-                                "title": None, "png": f"figures/{name}"})
+        outputs = cell.get("outputs") if cell.get("cell_type") == "code" else None
+        for out in outputs if isinstance(outputs, list) else []:
+            if isinstance(out, dict) and out.get("output_type") == "error":
+                errors.append({"cell": cell.get("execution_count"), "index": index,
+                               "ename": str(out.get("ename", ""))[:200], "evalue": str(out.get("evalue", ""))[:500],
+                               "traceback": "", "source": _cell_source(nb, index)})
+    figures, warnings = _saved_figures(nb, run_dir / "figures")
     metrics = _metrics(nb, None)
     reason = (f"{copied} output(s) identical to the handout's were not credited" if copied else "")
     return {
@@ -185,5 +282,5 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
         "reason": reason, "handout_outputs_ignored": copied, "dataset": metrics.get("dataset"), "metrics": metrics, "figures": figures,
         "normalization": [], "datasets": [], "dataloaders": [], "models": [], "optimizers": [],
         "schedulers": [], "evaluations": [], "training": [], "errors": errors, "probe": None,
-        "verified": {"reason": "saved mode: nothing was run"},
+        "warnings": warnings, "verified": {"reason": "saved mode: nothing was run"},
     }

@@ -219,15 +219,21 @@ def figure_file(figures_dir: Path, name: str | None, *,
 # ---------------------------------------------------------------- summary
 
 
+# The course's one spelling of each dataset (grader.datasets.DATASETS, DESIGN.md), found in a
+# dataset's class name or root path; others get a stable lower-case name of their own.
+_DATASET_NEEDLES = (
+    (re.compile(r"food-?11"), "food11"), (re.compile(r"cifar-?100"), "cifar100"),
+    (re.compile(r"cifar"), "cifar10"), (re.compile(r"fashion-?mnist"), "fashion-mnist"),
+    (re.compile(r"mnist"), "mnist"),
+    (re.compile(r"cats?-?(?:vs|and|n)?-?dogs?|dogs?-?(?:vs|and|n)?-?cats?"), "catsdogs"),
+    (re.compile(r"fakedata"), "fakedata"))
+
+
 def dataset_name(cls: str | None, root: str | None) -> str | None:
-    """The course's name for a dataset: cifar10, food11, mnist, ... (else the class, lowered)."""
-    text = f"{cls or ''} {root or ''}".lower().replace("_", "-")
-    for needle, name in (("food-11", "food11"), ("food11", "food11"), ("cifar100", "cifar100"),
-                         ("cifar-100", "cifar100"), ("cifar", "cifar10"),
-                         ("fashionmnist", "fashion-mnist"), ("mnist", "mnist"),
-                         ("cats-vs-dogs", "cats-vs-dogs"), ("dogs-vs-cats", "cats-vs-dogs"),
-                         ("fakedata", "fakedata")):
-        if needle in text:
+    """The course's name for a dataset: cifar10, food11, mnist, catsdogs, ... (else the class, lowered)."""
+    text = f"{cls or ''} {root or ''}".lower().replace("_", "-").replace(" ", "-")[:1000]
+    for needle, name in _DATASET_NEEDLES:
+        if needle.search(text):
             return name
     return cls.lower() if cls else None
 
@@ -306,6 +312,7 @@ def summarize_events(events: list[dict[str, Any]], *,
             out["datasets"].append({"ref": ref, "class": e.get("class"), "root": e.get("root"),
                                     "length": e.get("length"),
                                     "num_classes": e.get("num_classes"),
+                                    "classes": [str(c)[:80] for c in e.get("classes") or []][:1000],
                                     "names": names.get(ref, []), **ds_info(ref)})
         elif kind == "dataloader":
             out["dataloaders"].append({"ref": ref, "batch_size": e.get("batch_size"),

@@ -43,7 +43,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
-from grader import sandbox
+from grader import capture, sandbox
 from grader.probe.startup import startup_source
 
 GiB = 1 << 30
@@ -618,7 +618,7 @@ class _CappedClient(NotebookClient):
     def __init__(self, nb: NotebookNode, *, runner: _Runner, **kw: Any) -> None:
         super().__init__(nb, **kw)
         self.runner = runner
-        self.cell_bytes: dict[int, int] = {}
+        self.caps: dict[int, capture.CellCap] = {}
         self.cell_dropped: dict[int, int] = {}
         self.cell_figs_dropped: dict[int, int] = {}
         self.timed_out: dict[int, int] = {}
@@ -640,23 +640,33 @@ class _CappedClient(NotebookClient):
         if out.output_type == "error":
             out.evalue = out.evalue[:4000]
             out.traceback = [t[:4000] for t in out.traceback[-40:]]
-        size = _output_size(out)
-        used = self.cell_bytes.get(cell_index, 0)
-        room = max(0, min(lim.max_output_bytes_per_cell - used, lim.max_output_bytes_total - r.total_bytes))
-        if size > room:
+        # Carriage returns collapsed and consecutive streams joined before anything is
+        # counted; then the cell keeps its head and its tail (see grader.capture).
+        cap = self.caps.get(cell_index)
+        if cap is None:
+            room = max(0, min(lim.max_output_bytes_per_cell, lim.max_output_bytes_total - r.total_bytes))
+            cap = self.caps[cell_index] = capture.CellCap(budget=room, base=r.total_bytes)
+        elif len(outs) != cap.seen + 1:
+            cap.resync(outs, out)  # a clear_output emptied the cell meanwhile
+        prev = outs[-2] if len(outs) >= 2 else None
+        if (out.output_type == "stream" and prev is not None and prev is not cap.marker
+                and prev.get("output_type") == "stream" and prev.get("name") == out.name):
+            before = len(prev.text)
+            prev.text = capture.join_stream(prev.text, out.text)
+            outs.pop()
+            out, delta = prev, len(prev.text) - before
+        else:
+            if out.output_type == "stream":
+                out.text = capture.collapse_cr(out.text)
+            delta = capture.output_size(out)
+
+        def on_cut() -> None:
             r.truncated = True
-            if out.output_type == "stream" and room > 0:
-                out.text = out.text[:room]
-                kept = room
-            elif out.output_type == "error":
-                kept = size  # always keep the error itself (already clipped above)
-            else:
-                outs.pop()
-                kept = 0
-            self.cell_dropped[cell_index] = self.cell_dropped.get(cell_index, 0) + size - kept
-            size = kept
-        self.cell_bytes[cell_index] = used + size
-        r.total_bytes += size
+            self.clear_display_id_mapping(cell_index)  # indices into the cut list are stale
+
+        cap.add(outs, out, delta, on_cut=on_cut)
+        r.total_bytes = cap.base + cap.kept
+        self.cell_dropped[cell_index] = cap.omitted
         return out
 
     def _update_display_id(self, display_id: str, msg: dict[str, Any]) -> None:
@@ -669,7 +679,10 @@ class _CappedClient(NotebookClient):
         idx = self.nb.cells.index(cell) if cell in self.nb.cells else -1
         notes = []
         if self.cell_dropped.get(idx):
-            notes.append(f"[output truncated by dllab: {self.cell_dropped[idx]} bytes omitted]")
+            # The marker is in the output itself; the metadata tells the grader which cell.
+            cap = self.caps[idx]
+            cell.metadata.setdefault("dllab", {})["output_truncated"] = {
+                "omitted_chars": cap.omitted, "kept_chars": cap.kept, "budget_chars": cap.budget}
         if self.cell_figs_dropped.get(idx):
             notes.append(f"[{self.cell_figs_dropped[idx]} figure(s) dropped by dllab: "
                          f"limit of {self.runner.limits.max_figures} figures per notebook]")
@@ -716,14 +729,6 @@ _FIGURE_TYPES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
 
 def _is_figure(out: NotebookNode) -> bool:
     return any(k in out.get("data", {}) for k in _FIGURE_TYPES)
-
-
-def _output_size(out: NotebookNode) -> int:
-    if out.output_type == "stream":
-        return len(out.text)
-    if out.output_type == "error":
-        return len(out.evalue) + sum(len(t) for t in out.traceback)
-    return sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in out.get("data", {}).values())
 
 
 # ------------------------------------------------------------------------ helpers

@@ -301,6 +301,8 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
         flags_in.add("sandbox-limit")
     if any(ev.get("status") == "error" for ev in evidence):
         flags_in.add("notebook-error")
+    if any(ev.get("output_truncated") for ev in evidence):
+        flags_in.add("output-truncated")  # the middle of a long output was not read
     when, source = _submitted_at(sub, settings)
     grade = score(rubric, results, student_id=sub.student_id, submitted_at=when, submitted_at_source=source,
                   overrides=overrides, flags_in=sorted(flags_in))

@@ -10,7 +10,6 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from grader.errors import GraderError
 from grader.parsers import (CIFAR10_CLASSES, CLASS_SETS, FOOD11_CLASSES, MNIST_CLASSES,
                             MetricMention, ParsedMetrics, canonical_class, parse_curves,
                             parse_html, parse_notebook, parse_text)
@@ -195,20 +194,20 @@ def test_class_sets_are_the_datasets_lists() -> None:
     ("Total test loss: 1.0345 | total test accuracy: 64.21%", "test_loss", 1.0345, "test"),
     ("Total test loss: 1.0345 | total test accuracy: 64.21%", "test_accuracy", 0.6421, "test"),
     ("Evaluation accuracy on Food-11: 0.7725", "test_accuracy", 0.7725, "test"),
-    ("Validation Accuracy: 58.0 %", "test_accuracy", 0.58, "val"),
-    ("val_acc: 0.58", "test_accuracy", 0.58, "val"),
-    ("Training accuracy: 99.1%", "test_accuracy", 0.991, "train"),
-    ("train acc 0.99", "test_accuracy", 0.99, "train"),
+    ("Validation Accuracy: 58.0 %", "val_accuracy", 0.58, "val"),
+    ("val_acc: 0.58", "val_accuracy", 0.58, "val"),
+    ("Training accuracy: 99.1%", "train_accuracy", 0.991, "train"),
+    ("train acc 0.99", "train_accuracy", 0.99, "train"),
     ("Finished Training. Accuracy: 55%", "test_accuracy", 0.55, None),
-    ("[1,  2000] loss: 2.189", "test_loss", 2.189, "train"),
-    ("Epoch 3/10, loss 1.02", "test_loss", 1.02, "train"),
+    ("[1,  2000] loss: 2.189", "train_loss", 2.189, "train"),
+    ("Epoch 3/10, loss 1.02", "train_loss", 1.02, "train"),
     ("Test loss: 1.2e-02", "test_loss", 0.012, "test"),
     ("accuracy_score: 0.55", "test_accuracy", 0.55, None),
     ("The accuracy of the model on 10000 test images is 54.12%", "test_accuracy", 0.5412, "test"),
     ("Total accuracy:  tensor(70.3600)", "test_accuracy", 0.7036, None),
-    ("Epoch: 1 \tTraining Loss: 1.234", "test_loss", 1.234, "train"),
-    ("Epoch: 1 \tValidation Loss: 1.100", "test_loss", 1.1, "val"),
-    ("Epoch [5/5], Loss: 0.4021, Accuracy: 85.43%", "test_accuracy", 0.8543, "train"),
+    ("Epoch: 1 \tTraining Loss: 1.234", "train_loss", 1.234, "train"),
+    ("Epoch: 1 \tValidation Loss: 1.100", "val_loss", 1.1, "val"),
+    ("Epoch [5/5], Loss: 0.4021, Accuracy: 85.43%", "train_accuracy", 0.8543, "train"),
 ])
 def test_total_metric_lines(line: str, kind: str, value: float, split: str | None) -> None:
     m = one(parse_text(line), kind)
@@ -220,17 +219,17 @@ def test_total_metric_lines(line: str, kind: str, value: float, split: str | Non
 def test_keras_like_line_splits_each_metric() -> None:
     got = parse_text("Epoch 3/10 - loss: 1.02 - acc: 0.61 - val_loss: 1.10 - val_acc: 0.58")
     assert [(m.kind, m.value, m.split_hint) for m in got] == [
-        ("test_loss", 1.02, "train"), ("test_accuracy", 0.61, "train"),
-        ("test_loss", 1.10, "val"), ("test_accuracy", 0.58, "val")]
+        ("train_loss", 1.02, "train"), ("train_accuracy", 0.61, "train"),
+        ("val_loss", 1.10, "val"), ("val_accuracy", 0.58, "val")]
 
 
 def test_metric_inherits_split_from_the_metric_before_it() -> None:
     got = parse_text("Train Loss: 1.0 | Acc: 0.6 | Val Loss: 1.2 Acc: 0.5")
     assert [(m.kind, m.split_hint) for m in got] == [
-        ("test_loss", "train"), ("test_accuracy", "train"), ("test_loss", "val"), ("test_accuracy", "val")]
+        ("train_loss", "train"), ("train_accuracy", "train"), ("val_loss", "val"), ("val_accuracy", "val")]
     got = parse_text("epoch 3 train loss 1.02 test acc 61.2%")
     assert [(m.kind, m.value, m.split_hint) for m in got] == [
-        ("test_loss", 1.02, "train"), ("test_accuracy", pytest.approx(0.612), "test")]
+        ("train_loss", 1.02, "train"), ("test_accuracy", pytest.approx(0.612), "test")]
 
 
 def test_pytorch_quickstart_test_error_block() -> None:
@@ -527,6 +526,56 @@ def test_training_log_followed_by_test_lines() -> None:
     assert {m.split_hint for m in got} == {"train", "val", "test"}
 
 
+# --- training progress lines are never test metrics (issue 12 I) ---------------------------
+
+@pytest.mark.parametrize(("line", "kinds"), [
+    # the issue's cases
+    ("7 epoch, training accuracy: 44.43%, loss = 0.0500", [("train_accuracy", 0.4443), ("train_loss", 0.05)]),
+    ("epoch 1 train loss 2.297", [("train_loss", 2.297)]),
+    # the tutorial, PyTorch's MNIST example, Keras, tqdm, and counters in odd places
+    ("[1,  2000] loss: 2.197", [("train_loss", 2.197)]),
+    ("Train Epoch: 1 [0/60000 (0%)]\tLoss: 2.300000", [("train_loss", 2.3)]),
+    ("1563/1563 [==============================] - 10s 6ms/step - loss: 0.3000 - accuracy: 0.9000",
+     [("train_loss", 0.3), ("train_accuracy", 0.9)]),
+    ("1563/1563 - 10s - loss: 0.3000 - accuracy: 0.9000", [("train_loss", 0.3), ("train_accuracy", 0.9)]),
+    ("loss: 0.3000 - accuracy: 0.9000 - val_loss: 0.5000 - val_accuracy: 0.8000",
+     [("train_loss", 0.3), ("train_accuracy", 0.9), ("val_loss", 0.5), ("val_accuracy", 0.8)]),
+    ("Epoch 3/10 train_acc=0.61 test_acc=0.55", [("train_accuracy", 0.61), ("test_accuracy", 0.55)]),
+    ("acc 0.9 test_acc 0.8", [("train_accuracy", 0.9), ("test_accuracy", 0.8)]),
+    ("epoch1 loss 2.3 acc 41%", [("train_loss", 2.3), ("train_accuracy", 0.41)]),
+    ("[3/10] loss: 1.2 acc: 45%", [("train_loss", 1.2), ("train_accuracy", 0.45)]),
+    ("global_step=100 loss=1.2", [("train_loss", 1.2)]),
+    ("Loss after epoch 3: 1.2", [("train_loss", 1.2)]),
+    ("100%|██████████| 12500/12500 [01:00<00:00, 200it/s, loss=1.23, acc=0.55]",
+     [("train_loss", 1.23), ("train_accuracy", 0.55)]),
+    # test lines stay test lines
+    ("Test set: Average loss: 0.0003, Accuracy: 9800/10000 (98%)", [("test_loss", 0.0003), ("test_accuracy", 0.98)]),
+    ("Accuracy after 10 epochs: 55%", [("test_accuracy", 0.55)]),
+    ("Epoch 5 | Train Loss: 0.5 | Test Acc: 70%", [("train_loss", 0.5), ("test_accuracy", 0.7)]),
+])
+def test_progress_lines_are_training_metrics(line: str, kinds: list[tuple[str, float]]) -> None:
+    got = parse_text(line)
+    assert [(m.kind, m.value) for m in got] == [(k, pytest.approx(v)) for k, v in kinds]
+    assert all(m.split_hint == m.kind.split("_")[0] or (m.kind.startswith("test") and m.split_hint in ("test", None))
+               for m in got)
+
+
+def test_notebook_of_training_lines_only_has_no_test_metrics_but_curves() -> None:
+    log = "".join(f"{e} epoch, training accuracy: {40 + e:.2f}%, loss = {0.1 / e:.4f}\n" for e in range(1, 8))
+    keras = "".join(f"Epoch {e}/3\n1563/1563 - 10s - loss: {1 / e:.4f} - accuracy: {0.5 + e / 10:.4f}\n"
+                    for e in range(1, 4))
+    for text in (log, "".join(f"epoch {e} train loss {2.3 - e / 10:.3f}\n" for e in range(1, 4)), keras):
+        r = parse_notebook(_one_cell(text))
+        assert r.test_accuracy is None and r.test_loss is None, text
+        assert r.curves and all(p.series.startswith("train_") for p in r.curves)
+        assert not [m for m in r.mentions if m.kind.startswith("test_")]
+    r = parse_notebook(_one_cell(log))
+    assert [p.x for p in r.curves if p.series == "train_acc"] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    # the same log followed by the test evaluation: the test lines are the test metrics
+    r = parse_notebook(_one_cell(log + "Test set: Average loss: 0.0312, Accuracy: 4812/10000 (48%)\n"))
+    assert r.test_accuracy == pytest.approx(0.4812) and r.test_loss == pytest.approx(0.0312)
+
+
 def test_carriage_return_progress_bar_keeps_the_last_state() -> None:
     bar = ("Epoch 1:  10%|#         | 78/782 [00:02<00:18, 39.1it/s, loss=2.30, acc=0.10]\r"
            "Epoch 1:  50%|#####     | 391/782 [00:10<00:10, 39.1it/s, loss=1.90, acc=0.30]\r"
@@ -534,7 +583,7 @@ def test_carriage_return_progress_bar_keeps_the_last_state() -> None:
            "Testing: 100%|##########| 157/157 [00:02<00:00, acc=0.52]\r\n")
     got = parse_text(bar)
     assert [(m.kind, m.value, m.split_hint) for m in got] == [
-        ("test_loss", 1.50, "train"), ("test_accuracy", 0.45, "train"), ("test_accuracy", 0.52, "test")]
+        ("train_loss", 1.50, "train"), ("train_accuracy", 0.45, "train"), ("test_accuracy", 0.52, "test")]
     curve = parse_curves(bar, cell=2)
     assert [(p.series, p.x, p.value, p.cell) for p in curve] == [
         ("train_loss", 1.0, 1.50, 2), ("train_acc", 1.0, 0.45, 2)]
@@ -747,9 +796,54 @@ def test_explicit_dataset_wins_over_printed_names() -> None:
     assert r.test_accuracy == pytest.approx(0.54)
 
 
-def test_unknown_dataset_is_a_configuration_error() -> None:
-    with pytest.raises(GraderError, match="unknown dataset"):
-        parse_notebook(new_notebook(), dataset="imagenet")
+# --- datasets outside the known class sets (issue 12 J1) ----------------------------------
+
+CATSDOGS_LOG = ("Epoch 1 train loss 0.69 train acc 51.0%\n"
+                "Test accuracy: 71.5%\nTest loss: 0.561\n"
+                "Accuracy of cat : 70 %\nAccuracy of dog : 73 %\n")
+
+
+def _one_cell(text: str, source: str = "") -> nbformat.NotebookNode:
+    return new_notebook(cells=[new_code_cell(source, outputs=[stdout(text)])])
+
+
+def test_unknown_dataset_keeps_the_totals_with_no_class_list() -> None:
+    # An ImageFolder whose path names no known dataset: the probe calls it "imagefolder".
+    r = parse_notebook(_one_cell(CATSDOGS_LOG), dataset="imagefolder")
+    assert r.dataset_guess == "imagefolder"
+    assert r.test_accuracy == pytest.approx(0.715) and r.test_loss == pytest.approx(0.561)
+    assert r.per_class_accuracy == approx_dict({"cat": 0.70, "dog": 0.73})  # known names still read
+    for name in ("imagenet", "cifar100", "svhn", ""):
+        assert parse_notebook(_one_cell(CATSDOGS_LOG), dataset=name).test_accuracy == pytest.approx(0.715)
+
+
+def test_catsdogs_is_a_known_dataset_with_its_two_classes() -> None:
+    assert CLASS_SETS["catsdogs"] == ("cat", "dog")
+    r = parse_notebook(_one_cell(CATSDOGS_LOG), dataset="catsdogs")
+    assert r.dataset_guess == "catsdogs" and r.test_accuracy == pytest.approx(0.715)
+    assert r.per_class_accuracy == approx_dict({"cat": 0.70, "dog": 0.73})
+    # with no name given, cat and dog still vote for nothing but CIFAR-10 (they are its classes too)
+    assert parse_notebook(_one_cell(CATSDOGS_LOG)).test_accuracy == pytest.approx(0.715)
+
+
+def test_class_list_the_dataset_reported_is_used_for_an_unknown_name() -> None:
+    # ImageFolder's own `classes`: the folder names, in any spelling
+    r = parse_notebook(_one_cell(CATSDOGS_LOG), dataset="imagefolder", classes=["Cats", "Dogs"])
+    assert r.dataset_guess == "catsdogs"
+    food = parse_notebook(_one_cell("".join(f"class {i}: {50 + i}%\n" for i in range(11))
+                                    + "Test accuracy: 55%\n"),
+                          dataset="imagefolder", classes=[c.lower() for c in FOOD11_CLASSES])
+    assert food.dataset_guess == "food11" and food.per_class_accuracy["Noodles/Pasta"] == pytest.approx(0.56)
+    # numbered folders say nothing about which dataset it is: kept as they are
+    numbered = [f"{i:02d}" for i in range(11)]
+    r = parse_notebook(_one_cell("class 3: 40%\nTest accuracy: 55%\n"), dataset="imagefolder",
+                       classes=numbered)
+    assert r.dataset_guess == "imagefolder" and r.per_class_accuracy == {"03": pytest.approx(0.40)}
+    assert r.test_accuracy == pytest.approx(0.55)
+    # junk in place of a class list is ignored, never an error
+    for junk in ([], [1, 2], ["x" * 500], "catdog", None):
+        assert parse_notebook(_one_cell(CATSDOGS_LOG), dataset="imagefolder",
+                              classes=junk).test_accuracy == pytest.approx(0.715)  # type: ignore[arg-type]
 
 
 def test_empty_and_malformed_notebooks() -> None:
@@ -779,7 +873,7 @@ def test_random_text_never_raises() -> None:
             text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300)))
         for classes in (None, CIFAR10_CLASSES, FOOD11_CLASSES, MNIST_CLASSES):
             for m in parse_text(text, classes=classes) + parse_html(text, classes=classes):
-                if m.kind != "test_loss":
+                if not m.kind.endswith("_loss"):
                     assert 0.0 <= m.value <= 1.0
                 assert len(m.raw) <= 200
         parse_curves(text)

@@ -13,11 +13,15 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
-from grader.datasets import CIFAR10_CLASSES, FOOD11_CLASSES, MNIST_CLASSES
+from grader.datasets import CATSDOGS_CLASSES, CIFAR10_CLASSES, FOOD11_CLASSES, MNIST_CLASSES
 
-# Cats-vs-dogs is left out on purpose: its `cat`/`dog` overlap CIFAR-10's names.
+# Keyed by the course's one spelling of each dataset (grader.datasets.DATASETS).
 CLASS_SETS: dict[str, tuple[str, ...]] = {
-    "cifar10": CIFAR10_CLASSES, "food11": FOOD11_CLASSES, "mnist": MNIST_CLASSES}
+    "cifar10": CIFAR10_CLASSES, "food11": FOOD11_CLASSES, "mnist": MNIST_CLASSES,
+    "catsdogs": CATSDOGS_CLASSES}
+# Sets whose names can vote when the dataset is guessed from printed names: MNIST's are
+# only digits, and cats-vs-dogs' `cat`/`dog` are CIFAR-10 classes too.
+_VOTING = ("cifar10", "food11")
 
 # Keyed by the normalized canonical name. Only spellings seen in real submissions or
 # handouts; a synonym that is also an ordinary English word ("one") would match prose.
@@ -165,7 +169,34 @@ def find_classes(line: str, classes: Sequence[str] | None) -> list[ClassSpan]:
 
 def known_set_of(name: str) -> str | None:
     """Which dataset a canonical class name belongs to, for guessing ('cifar10', ...)."""
-    for key, names in CLASS_SETS.items():
-        if key != "mnist" and name in names:
+    for key in _VOTING:
+        if name in CLASS_SETS[key]:
             return key
+    return None
+
+
+def dataset_of_classes(classes: Sequence[str]) -> str | None:
+    """The known dataset whose class list `classes` is, up to spelling, else None.
+
+    `classes` is what a dataset object reported about itself (an ImageFolder's folder
+    names: `['cats', 'dogs']`, `['Bread', 'Dairy product', ...]`). Every class must map to
+    a distinct class of the set and the counts must agree; a folder named by a number maps
+    only to that same number (MNIST's '7'), never to the class at that index, since
+    `00`..`10` say nothing about which dataset it is.
+    """
+    names = [c for c in classes if isinstance(c, str)]
+    if not names or len(names) != len(classes):
+        return None
+    for key, known in CLASS_SETS.items():
+        if len(known) != len(names):
+            continue
+        mapped = set()
+        for c in names:
+            canon = canonical_class(c, known)
+            if canon is None or (norm(c).isdigit() and canon != norm(c)):
+                break
+            mapped.add(canon)
+        else:
+            if len(mapped) == len(known):
+                return key
     return None

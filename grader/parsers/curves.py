@@ -12,8 +12,12 @@ from .text import EPOCH_HEADER, clean_lines, scan_metrics
 from .values import mask_line
 
 _BRACKET = re.compile(r"^\s*\[\s*(\d+)\s*,\s*(\d+)\s*\]")  # the tutorial's "[1,  2000] loss: 2.189"
-_EPOCH = re.compile(r"\b(?:epoch|ep)\b\s*[:#=\[(]?\s*(\d+)(?:\s*/\s*(\d+))?", re.IGNORECASE)
-_STEP = re.compile(r"\b(?:step|iter(?:ation)?s?|batch|it)\b\s*[:#=\[(]?\s*(\d+)(?:\s*/\s*(\d+))?",
+_EPOCH_OF = re.compile(r"^\s*\[\s*(\d+)\s*/\s*\d+\s*\]")  # "[3/10] loss: 1.2"
+# "Epoch 3", "epoch3", "ep: 3", and "7 epoch, training accuracy: ..." (the number first).
+_EPOCH = re.compile(r"(?<![A-Za-z])(?:epoch|ep)[\s_]*[:#=\[(]?\s*(\d+)(?:\s*/\s*(\d+))?(?![\d.])"
+                    r"|(?<!after )(?<!in )(?<!for )(?<!of )\b(\d+)\s*(?:st|nd|rd|th)?\s*epoch\b(?!s)",
+                    re.IGNORECASE)
+_STEP = re.compile(r"(?<![A-Za-z])(?:step|iter(?:ation)?s?|batch|it)[\s_]*[:#=\[(]?\s*(\d+)(?:\s*/\s*(\d+))?",
                    re.IGNORECASE)
 
 
@@ -50,7 +54,7 @@ def parse_curves(text: str, *, cell: int | None = None) -> list[CurvePoint]:
                 continue
             header = EPOCH_HEADER.match(line)
             if header:
-                pending_epoch = int(_EPOCH.search(line).group(1))  # type: ignore[union-attr]
+                pending_epoch = _epoch_number(_EPOCH.search(line))
                 continue
             masked = mask_line(line)
             if find_classes(line, None):
@@ -64,10 +68,10 @@ def parse_curves(text: str, *, cell: int | None = None) -> list[CurvePoint]:
             if b:
                 epoch, step = int(b.group(1)), int(b.group(2))
             else:
-                e = _EPOCH.search(masked)
+                e = _EPOCH.search(masked) or _EPOCH_OF.match(masked)
                 s = _STEP.search(masked)
                 if e:
-                    epoch = int(e.group(1))
+                    epoch = _epoch_number(e)
                 elif pending_epoch is not None:
                     epoch = pending_epoch
                 if s:
@@ -83,6 +87,14 @@ def parse_curves(text: str, *, cell: int | None = None) -> list[CurvePoint]:
         except Exception:  # noqa: BLE001 - one hostile line must not cost the rest of the evidence
             continue
     return _place(raws, cell)
+
+
+def _epoch_number(m: re.Match[str] | None) -> int | None:
+    """The epoch of an `_EPOCH` or `_EPOCH_OF` match (its first non-empty number group)."""
+    if m is None:
+        return None
+    got = next((g for i, g in enumerate(m.groups()) if g is not None and i != 1), None)
+    return int(got) if got is not None else None
 
 
 def _place(raws: list[_Raw], cell: int | None) -> list[CurvePoint]:

@@ -7,8 +7,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ..errors import GraderError
-from .classes import CLASS_SETS, find_classes, known_set_of
+from .classes import CLASS_SETS, dataset_of_classes, find_classes, known_set_of
 from .curves import parse_curves
 from .html import parse_html
 from .records import CurvePoint, MetricMention, ParsedMetrics
@@ -21,11 +20,23 @@ _SOURCE_HINTS = (("food11", re.compile(r"food[-_ ]?11|food", re.IGNORECASE)),
                  ("mnist", re.compile(r"mnist", re.IGNORECASE)))
 
 
+def _head_tail(text: str) -> str:
+    """At most _MAX_OUTPUT characters: the start and the end of a longer text.
+
+    A cell that printed a flood before its results prints the results last, so the end
+    is kept as well as the start.
+    """
+    if len(text) <= _MAX_OUTPUT:
+        return text
+    half = _MAX_OUTPUT // 2
+    return text[:half] + "\n" + text[-half:]
+
+
 def _text(value: Any) -> str:
     """nbformat keeps multi-line strings either as str or as a list of lines."""
     if isinstance(value, list):
         value = "".join(v for v in value if isinstance(v, str))
-    return value[:_MAX_OUTPUT] if isinstance(value, str) else ""
+    return _head_tail(value) if isinstance(value, str) else ""
 
 
 def _outputs(nb: Any) -> Iterator[tuple[int, int, str, str]]:
@@ -49,12 +60,12 @@ def _outputs(nb: Any) -> Iterator[tuple[int, int, str, str]]:
                     pending[1].append(_text(out.get("text")))
                     continue
                 if pending:
-                    yield ci, oi, pending[0], "".join(pending[1])
+                    yield ci, oi, pending[0], _head_tail("".join(pending[1]))
                     oi += 1
                 pending = (name, [_text(out.get("text"))])
                 continue
             if pending:
-                yield ci, oi, pending[0], "".join(pending[1])
+                yield ci, oi, pending[0], _head_tail("".join(pending[1]))
                 oi += 1
                 pending = None
             if otype in ("execute_result", "display_data"):
@@ -68,7 +79,7 @@ def _outputs(nb: Any) -> Iterator[tuple[int, int, str, str]]:
                     yield ci, oi, "text/plain", plain
                 oi += 1
         if pending:
-            yield ci, oi, pending[0], "".join(pending[1])
+            yield ci, oi, pending[0], _head_tail("".join(pending[1]))
 
 
 def _read(items: Sequence[tuple[int, int, str, str]],
@@ -111,8 +122,9 @@ def guess_dataset(nb: Any, mentions: Sequence[MetricMention]) -> str | None:
 
 def _final(mentions: Sequence[MetricMention], kind: str) -> float | None:
     """Last test-split mention, else last unlabelled one, else last validation one; never train."""
-    for wanted in ("test", None, "val"):
-        picked = [m for m in mentions if m.kind == kind and m.split_hint == wanted]
+    val_kind = kind.replace("test_", "val_")
+    for wanted_kind, wanted in ((kind, "test"), (kind, None), (val_kind, "val")):
+        picked = [m for m in mentions if m.kind == wanted_kind and m.split_hint == wanted]
         if picked:
             return picked[-1].value
     return None
@@ -145,20 +157,46 @@ def _per_class(found: Sequence[tuple[int, int, MetricMention]],
     return dict([b for b in blocks if len(b) == best][-1])
 
 
-def parse_notebook(nb: Mapping[str, Any], *, dataset: str | None = None) -> ParsedMetrics:
+_MAX_CLASSES = 1000  # an ImageNet-sized class list; more is not a class list
+
+
+def class_list(dataset: str | None, classes: Sequence[str] | None = None) -> tuple[str | None, tuple[str, ...] | None]:
+    """(dataset name, class list) to read a notebook with.
+
+    A known dataset name gives its class list. Otherwise the classes the dataset object
+    reported (`classes`, e.g. an ImageFolder's folder names) are used: as a known
+    dataset's list when they are one up to spelling, else as they are. An unknown name
+    with no usable classes gives no class list, never an error: the totals do not depend on it.
+    """
+    if dataset in CLASS_SETS:
+        return dataset, CLASS_SETS[dataset]  # type: ignore[index]
+    if isinstance(classes, (list, tuple)) and 0 < len(classes) <= _MAX_CLASSES \
+            and all(isinstance(c, str) and 0 < len(c) <= 80 for c in classes):
+        known = dataset_of_classes(classes)
+        if known is not None:
+            return known, CLASS_SETS[known]
+        return dataset, tuple(classes)
+    return dataset, None
+
+
+def parse_notebook(nb: Mapping[str, Any], *, dataset: str | None = None,
+                   classes: Sequence[str] | None = None) -> ParsedMetrics:
     """The metrics a notebook's outputs report, with every mention and curve point found.
 
-    `dataset` ('cifar10', 'food11', 'mnist') fixes the class list; None guesses it from the
-    class names printed (then from the code). A malformed notebook yields empty metrics.
+    `dataset` ('cifar10', 'food11', 'mnist', 'catsdogs') fixes the class list; `classes`
+    (what the run's dataset object reported) serves when the name is not a known one (see
+    `class_list`). With neither, the dataset is guessed from the class names printed (then
+    from the code). A name outside the known ones is kept and read with no class list
+    (per-class accuracy keyed by the known names or indices printed). A malformed
+    notebook yields empty metrics; nothing here raises on a student's notebook.
     """
-    if dataset is not None and dataset not in CLASS_SETS:
-        raise GraderError(f"unknown dataset {dataset!r}; expected one of {', '.join(CLASS_SETS)}")
     items = list(_outputs(nb)) if isinstance(nb, dict) else []
-    if dataset is None:
+    dataset, classes = class_list(dataset, classes)
+    if dataset is None and classes is None:
         # Only outputs that name a class can vote; skipping the rest keeps long logs cheap.
         named = [it for it in items if find_classes(it[3], None)]
         dataset = guess_dataset(nb if isinstance(nb, dict) else {}, [m for _, _, m in _read(named, None)])
-    classes = CLASS_SETS.get(dataset) if dataset else None
+        classes = CLASS_SETS.get(dataset) if dataset else None
     found = _read(items, classes)
     mentions = tuple(m for _, _, m in found)
     curves: list[CurvePoint] = []

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-MentionKind = Literal["test_accuracy", "test_loss", "class_accuracy"]
+MentionKind = Literal["test_accuracy", "test_loss", "train_accuracy", "train_loss", "val_accuracy",
+                      "val_loss", "class_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -13,7 +14,9 @@ class MetricMention:
     """One metric a student printed, already converted to the grader's units."""
 
     kind: MentionKind
-    """'test_accuracy' / 'test_loss' are totals (see split_hint for the split); 'class_accuracy' is one class."""
+    """A total on the test split, or on an unnamed one ('test_accuracy', 'test_loss'), on the training
+    split ('train_accuracy', 'train_loss': progress lines, never a test metric) or the validation split
+    ('val_accuracy', 'val_loss'); 'class_accuracy' is one class (see split_hint for its split)."""
     value: float
     """Accuracies always as a fraction 0..1 (percent divided by 100, a/b counts divided); losses as printed."""
     class_name: str | None
@@ -53,7 +56,8 @@ class ParsedMetrics:
     per_class_accuracy: dict[str, float] = field(default_factory=dict)
     """Canonical class -> accuracy fraction, from the last complete (else largest) block."""
     dataset_guess: str | None = None
-    """'cifar10', 'food11' or 'mnist' as given or guessed from the class names seen."""
+    """'cifar10', 'food11', 'mnist', 'catsdogs' as given, recognised from the dataset's own class
+    list or guessed from the class names seen; another name as given (read with no known class list)."""
     mentions: tuple[MetricMention, ...] = ()
     """Every mention found, in notebook order."""
     curves: tuple[CurvePoint, ...] = ()

@@ -26,9 +26,19 @@ _CLASS_FILL_BAD = re.compile(r"loss|precision|f1|support|prob|score|confidence|i
                              r"count|total|wrong|lr|[\[;]", re.IGNORECASE)
 # Lines about one prediction ('Predicted: cat 0.92'), not about accuracy.
 _PREDICTION_LINE = re.compile(r"predict|probab|confidence|ground ?truth|softmax|logit", re.IGNORECASE)
+# What marks a line as a training progress line (its unlabelled numbers are training ones):
+# a counter ("Epoch 3", "epoch3", "global_step=100", "7 epoch,"), the tutorial's "[1, 2000]",
+# "[3/10]" or Keras' "1563/1563 [===" / "1563/1563 - 10s" at the start, a Keras or tqdm bar
+# or rate ("6ms/step", "100%|████", "12.5it/s").
+_COUNTER_WORD = r"(?<![A-Za-z])(?:epoch|ep|iter(?:ation)?s?|step|batch)"
 PROGRESS_RX = re.compile(
-    r"(?:\bepoch\b|\bep\b|\biter(?:ation)?s?\b|\bstep\b|\bbatch\b)\s*[:#=\[(]?\s*\d+|^\s*\[\s*\d+\s*,\s*\d+\s*\]"
-    r"|\d+ms/step|\d+(?:\.\d+)?(?:it/s|s/it)", re.IGNORECASE)
+    _COUNTER_WORD + r"[\s_]*[:#=\[(]?\s*\d+"
+    r"|(?<!after )(?<!in )(?<!for )(?<!of )\b\d+\s*(?:st|nd|rd|th)?\s*epoch\b(?!s)"
+    r"|^\s*\[\s*\d+\s*[,/]\s*\d+\s*\]|^\s*\d+\s*/\s*\d+\s+(?:\[|-\s)"
+    r"|\d+ms/step|\d+(?:\.\d+)?(?:it/s|s/it)|\d%\|[█▉▊▋▌▍▎▏#\s]*\||\[=+[>.]*\]", re.IGNORECASE)
+# "Loss after epoch 3: 1.2": the number right after a counter word is the counter.
+_COUNTER_BEFORE = re.compile(_COUNTER_WORD + r"s?[\s_]*[:#=\[(]?\s*$", re.IGNORECASE)
+_COUNTER_NUMBER = re.compile(r"\d+(?:\s*/\s*\d+)?\s*[\])]?")
 EPOCH_HEADER = re.compile(r"^\s*epoch\s*\d+\s*/\s*\d+\s*$", re.IGNORECASE)
 _LINE_START_SPLIT = re.compile(r"^[\W_]*" + SPLIT_RX.pattern, re.IGNORECASE)
 _SUFFIX_SPLIT = re.compile(r"\s*\(?\s*(?:on|for|in|of)?\s*(?:the\s+)?" + SPLIT_RX.pattern, re.IGNORECASE)
@@ -79,13 +89,22 @@ def scan_metrics(line: str, masked: str, spans: Sequence[ClassSpan] = (),
     for i, t in enumerate(toks):
         stop = toks[i + 1].start if i + 1 < len(toks) else len(masked)
         m = _FILL_VALUE.match(masked, t.end, stop)
+        for _ in range(3):
+            # A count is not the value: "Loss after epoch 3: 1.2", "loss over 100 batches: 2.3".
+            if m and _COUNTER_BEFORE.search(m.group("fill")):
+                counter = _COUNTER_NUMBER.match(masked, m.start("num"))
+                m = _FILL_VALUE.match(masked, counter.end() if counter else m.end(), stop)
+            elif m and (unit := NOT_A_METRIC_AFTER.match(masked, m.end())):
+                m = _FILL_VALUE.match(masked, unit.end(), stop)
+            else:
+                break
         if not m:
             continue
         vs, ve = m.start("num"), m.end()
-        fill = m.group("fill")
+        fill = masked[t.end:vs]
         if "[" in fill or any(t.end <= s.start < vs for s in spans) or any(a < ve and vs < b for a, b in claimed):
             continue
-        if NOT_A_METRIC_AFTER.match(masked, ve):
+        if NOT_A_METRIC_AFTER.match(masked, ve) or len(fill) > 60:
             continue
         reading = read_value(m, line)
         if reading is None:
@@ -95,13 +114,26 @@ def scan_metrics(line: str, masked: str, spans: Sequence[ClassSpan] = (),
         back = masked[max(prev_end, t.start - 30):t.start]
         back = re.split(r"[.!?;]\s", back)[-1]
         suffix = _SUFFIX_SPLIT.match(masked, ve, min(len(masked), ve + 40))
+        if suffix and i + 1 < len(toks) and suffix.start(1) >= toks[i + 1].start:
+            suffix = None  # "acc 0.9 test_acc 0.8": the split word belongs to the next metric
         split = (t.split or first_split(fill) or last_split(back)
                  or (split_of(suffix.group(1)) if suffix else None)
                  or (None if _BEST.search(back) else
                      (prev_split if t.start - prev_end <= 20 else None) or line_split))
         out.append(Scanned(t, reading, vs, ve, split))
         prev_end, prev_split = ve, split
-    return out
+    return _keras_convention(out)
+
+
+def _keras_convention(found: list[Scanned]) -> list[Scanned]:
+    """'loss: 0.3 - accuracy: 0.9 - val_loss: 0.5': a bare metric printed before the same
+    metric with a split prefix is the training one (Keras' and most loggers' convention)."""
+    prefixed = {(sc.token.kind, sc.start) for sc in found if sc.token.split in ("val", "test")}
+    if not prefixed:
+        return found
+    return [Scanned(sc.token, sc.reading, sc.start, sc.end, "train")
+            if sc.split is None and any(k == sc.token.kind and start > sc.start for k, start in prefixed)
+            else sc for sc in found]
 
 
 @dataclass(frozen=True)
@@ -109,7 +141,7 @@ class Hit:
     """A mention before its unit is settled (see `settle`)."""
 
     kind: str
-    """'test_accuracy', 'test_loss' or 'class_accuracy'."""
+    """'test_accuracy' or 'test_loss' for a total (`settle` renames it by its split), or 'class_accuracy'."""
     reading: Reading
     class_name: str | None
     raw: str
@@ -297,6 +329,12 @@ def _free_line(line: str, masked: str, spans: list[ClassSpan], classes: Sequence
     return hits
 
 
+# A total on the training or validation split is named as such: only test-split (or
+# unlabelled) totals are test metrics.
+_TOTAL_KIND = {("test_accuracy", "train"): "train_accuracy", ("test_loss", "train"): "train_loss",
+               ("test_accuracy", "val"): "val_accuracy", ("test_loss", "val"): "val_loss"}
+
+
 def settle(hits: Sequence[Hit], *, cell: int | None, source: str) -> list[MetricMention]:
     """Convert readings to the grader's units; drop what cannot be an accuracy or a loss.
 
@@ -316,7 +354,8 @@ def settle(hits: Sequence[Hit], *, cell: int | None, source: str) -> list[Metric
             v = h.reading.accuracy(True if h.kind == "class_accuracy" and h.run in pct_runs else None)
         if v is None:
             continue
-        out.append(MetricMention(h.kind, v, h.class_name, h.raw, cell, source, h.split))  # type: ignore[arg-type]
+        kind = _TOTAL_KIND.get((h.kind, h.split), h.kind)
+        out.append(MetricMention(kind, v, h.class_name, h.raw, cell, source, h.split))  # type: ignore[arg-type]
     return out
 
 

@@ -20,8 +20,8 @@ MAX_FIGURE_PIXELS = 40_000_000
 def figures_view(ev: Mapping) -> dict[str, Any]:
     figures = [f for f in ev.get("figures") or [] if isinstance(f, Mapping)]
 
-    def is_hist(f: Mapping) -> bool:
-        return f.get("kind") == "histogram" or "histogram" in (f.get("axes_kinds") or [])
+    def is_hist(f: Mapping) -> bool:  # uncertain: a saved figure the grader could not read for sure
+        return f.get("kind") == "histogram" or "histogram" in (f.get("axes_kinds") or []) or bool(f.get("uncertain"))
 
     hist = [f for f in figures if is_hist(f)]
     thumbs, unreadable = [], 0

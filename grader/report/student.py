@@ -30,6 +30,7 @@ FLAG_TEXT = {
     "manual-pending": "some items wait for a TA",
     "sandbox-limit": "a notebook hit a time or memory limit",
     "notebook-error": "a notebook stopped with an error",
+    "output-truncated": "a cell printed more than the grader keeps; the middle of its output was left out",
     "bad-name": "the zip is not named dllab_<student id>.zip",
     "duplicate": "more than one submission was found",
     "override-applied": "a TA adjusted points",

@@ -62,11 +62,16 @@ def summary_context(grades: Sequence[Mapping], *, runs: Mapping[str, Sequence[Ma
     }
 
 
+MAX_CUT_CELLS = 5
+
+
 def attention_reasons(grade: Mapping, evidence: Sequence[Mapping]) -> list[str]:
     """Why a TA should open this student's report; empty when nothing needs a look.
     Manual items carry the check's hint for the TA (the first evidence entry)."""
     # Late work is plain arithmetic; the other flags below are spelled out in detail.
     detailed = {"late", "manual-pending"} | ({"notebook-error", "sandbox-limit"} if evidence else set())
+    if any(ev.get("output_truncated_cells") for ev in evidence):
+        detailed.add("output-truncated")
     reasons = [clean(f, 60) for f in grade.get("flags") or [] if f not in detailed]
     if grade.get("error"):
         reasons.append("grader error: " + clean(grade.get("error"), 200))
@@ -75,6 +80,11 @@ def attention_reasons(grade: Mapping, evidence: Sequence[Mapping]) -> list[str]:
         if status != "ok":
             why = clean(ev.get("reason"), 120)
             reasons.append(f"{clean(ev.get('path'), 80)}: {status}" + (f" ({why})" if why else ""))
+        for cut in (ev.get("output_truncated_cells") or [])[:MAX_CUT_CELLS]:
+            if isinstance(cut, Mapping):  # output-truncated, said precisely
+                reasons.append(f"{clean(ev.get('path'), 80)}: output of cell {clean(cut.get('cell'), 10)} "
+                               f"truncated ({clean(cut.get('omitted_chars'), 12)} characters left out of its "
+                               f"middle; its start and end were read)")
     if not evidence:
         reasons.append("no notebook or script ran")
     for part in _parts(grade):

@@ -1,0 +1,282 @@
+"""Output caps while a cell runs: carriage returns collapsed first, then head and tail kept.
+
+The logic is tested on the client's own `output` hook with kernel messages built in memory;
+the kernel tests run the issue's cells in the real sandbox and parse the executed notebook.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+import types
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+from grader.capture import collapse_cr, join_stream
+from grader.execute import SandboxLimits, _CappedClient
+from grader.parsers import CIFAR10_CLASSES, parse_notebook
+
+NAMES = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+RESULTS = ("Test loss: 1.2345\nAccuracy of the network on the 10000 test images: 55 %\n"
+           + "".join(f"Accuracy of {n:>5s} : {40 + i} %\n" for i, n in enumerate(NAMES)))
+PER_CLASS = {c: pytest.approx((40 + i) / 100) for i, c in enumerate(CIFAR10_CLASSES)}
+_NBCLIENT_CR = re.compile(r".*\r(?=[^\n])")  # nbclient's and nbconvert's own rule
+
+
+# --- carriage returns ---------------------------------------------------------------------
+
+def test_collapse_matches_jupyters_rule() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        text = "".join(rng.choice(["a", "bc", "\r", "\n", "\r\n", " 10%", "\r\r"]) for _ in range(rng.randint(0, 30)))
+        assert collapse_cr(text) == _NBCLIENT_CR.sub("", text), repr(text)
+
+
+def test_streams_joined_in_pieces_collapse_like_one_stream() -> None:
+    rng = random.Random(3)
+    for _ in range(500):
+        text = "".join(rng.choice(["ab", "\r", "\n", "\r\n", "x"]) for _ in range(rng.randint(0, 40)))
+        cuts = sorted(rng.sample(range(len(text) + 1), min(3, len(text) + 1)))
+        joined = ""
+        for a, b in zip([0, *cuts], [*cuts, len(text)]):
+            joined = join_stream(joined, text[a:b])
+        assert joined == collapse_cr(text), repr(text)
+
+
+def test_collapse_is_linear_on_a_long_line() -> None:
+    start = time.perf_counter()
+    assert collapse_cr("x" * 2_000_000 + "\r") == "x" * 2_000_000 + "\r"  # the regex takes minutes here
+    assert collapse_cr("\r".join(["y" * 100] * 20000) + "\n") == "y" * 100 + "\n"
+    assert time.perf_counter() - start < 2
+
+
+# --- the client's output hook, fed kernel messages -----------------------------------------
+
+class _Cell:
+    """One cell fed stream messages through `_CappedClient.output`, as nbclient does."""
+
+    def __init__(self, per_cell: int = 1 << 20, total: int = 32 << 20) -> None:
+        limits = SandboxLimits(max_output_bytes_per_cell=per_cell, max_output_bytes_total=total)
+        self.runner = types.SimpleNamespace(limits=limits, figures_kept=0, figures_dropped=0, total_bytes=0,
+                                            truncated=False)
+        self.nb = new_notebook(cells=[new_code_cell("train()")])
+        self.client = _CappedClient(self.nb, runner=self.runner)
+        self.client.reset_execution_trackers()
+        self.client.clear_before_next_output = False
+        self.outs = self.nb.cells[0].outputs
+
+    def send(self, msg_type: str, **content: object) -> None:
+        msg = {"msg_type": msg_type, "header": {"msg_type": msg_type}, "parent_header": {"msg_id": "m"},
+               "content": content}
+        if msg_type == "clear_output":
+            self.client.clear_output(self.outs, msg, 0)
+        else:
+            self.client.output(self.outs, msg, None, 0)
+
+    def stream(self, text: str, name: str = "stdout") -> None:
+        self.send("stream", name=name, text=text)
+
+    def done(self) -> nbformat.NotebookNode:
+        self.client.add_markers(self.nb.cells[0])
+        return self.nb
+
+    def text(self) -> str:
+        return "".join(o.get("text", "") for o in self.outs)
+
+
+def _bars(epochs: int = 3, updates: int = 9500) -> list[str]:
+    """tqdm-like redraws, about 100 characters each, a few per message (as tqdm flushes them)."""
+    msgs = []
+    for e in range(1, epochs + 1):
+        batch = ""
+        for i in range(updates):
+            batch += (f"\rEpoch {e}: {100 * i / updates:5.1f}%|{'#' * (10 * i // updates):10s}| {i}/{updates} "
+                      f"[00:{i % 60:02d}<00:59, 1234.56it/s, loss={2.3 - i / updates:.4f}, acc={i / updates:.3f}]")
+            if len(batch) > 2000:
+                msgs.append(batch)
+                batch = ""
+        msgs.append(batch + "\n")
+    return msgs
+
+
+def test_redrawn_progress_bars_cost_only_what_is_on_screen() -> None:
+    cell = _Cell()
+    sent = 0
+    for i, m in enumerate(_bars()):
+        cell.stream(m, name="stderr")
+        sent += len(m)
+        if m.endswith("\n"):
+            cell.stream(f"epoch {i} train loss 1.5\n")
+    cell.stream(RESULTS)
+    nb = cell.done()
+    assert sent > 2_500_000  # the issue's 2.5 MB of bars
+    assert not cell.runner.truncated and "dllab" not in nb.cells[0].metadata
+    assert len(cell.text()) < 2000 and "[output truncated" not in cell.text()
+    r = parse_notebook(nb)
+    assert r.test_accuracy == pytest.approx(0.55) and r.test_loss == pytest.approx(1.2345)
+    assert r.per_class_accuracy == PER_CLASS
+    # each bar's last state and each epoch line are training-curve points, nothing else
+    assert {p.series for p in r.curves} == {"train_loss", "train_acc"}
+    assert [p.value for p in r.curves if p.series == "train_loss"].count(1.5) == 3
+
+
+def test_distinct_lines_over_the_cap_keep_head_and_tail_with_a_marker() -> None:
+    cell = _Cell()
+    lines = [f"batch {i:7d} grad norm {i * 7919 % 100003:6d} .........................\n" for i in range(50000)]
+    for k in range(0, len(lines), 500):
+        cell.stream("".join(lines[k:k + 500]))
+    cell.stream(RESULTS)
+    nb = cell.done()
+    text = cell.text()
+    assert cell.runner.truncated and len(text) <= (1 << 20) + 500
+    assert text.startswith(lines[0]) and text.endswith(RESULTS)
+    marker = [o for o in cell.outs if "[output truncated by dllab:" in o.get("text", "")]
+    assert len(marker) == 1 and marker[0] is not cell.outs[0] and marker[0] is not cell.outs[-1]
+    cut = nb.cells[0].metadata["dllab"]["output_truncated"]
+    assert cut["omitted_chars"] == len("".join(lines)) + len(RESULTS) - cut["kept_chars"]
+    assert f"{cut['omitted_chars']} characters omitted" in marker[0]["text"]
+    # the tail starts on a whole line
+    tail = cell.outs[cell.outs.index(marker[0]) + 1]["text"]
+    assert tail.startswith("batch ")
+    r = parse_notebook(nb)
+    assert r.test_accuracy == pytest.approx(0.55) and r.per_class_accuracy == PER_CLASS
+
+
+def test_error_after_a_flood_is_kept_and_the_notebook_total_is_shared() -> None:
+    cell = _Cell(per_cell=64 * 1024, total=100 * 1024)
+    cell.stream("x" * 1000 + "\n")
+    for _ in range(50):
+        cell.stream(("y" * 99 + "\n") * 100)
+    cell.send("error", ename="RuntimeError", evalue="CUDA out of memory", traceback=["Traceback", "boom"])
+    cell.done()
+    assert cell.outs[-1]["output_type"] == "error" and cell.outs[0]["text"].startswith("x" * 1000)
+    assert cell.runner.total_bytes <= 64 * 1024 + 100
+    # the next cell gets what is left of the notebook's total, not a fresh 64 KiB
+    assert cell.client.caps[0].budget == 64 * 1024
+    other: list = []
+    cell.client.output(other, {"msg_type": "stream", "header": {"msg_type": "stream"},
+                               "parent_header": {"msg_id": "m"}, "content": {"name": "stdout", "text": "z" * 90_000}},
+                       None, 1)
+    assert cell.client.caps[1].budget == 100 * 1024 - cell.client.caps[0].kept
+
+
+def test_clear_output_starts_the_cell_over() -> None:
+    # Live progress drawn with IPython's clear_output(wait=True), then the results.
+    cell = _Cell(per_cell=64 * 1024)
+    for i in range(300):
+        cell.send("clear_output", wait=True)
+        cell.stream(f"step {i}\n" + "." * 1000 + "\n")
+    cell.stream(RESULTS)
+    nb = cell.done()
+    assert not cell.runner.truncated
+    assert cell.text().startswith("step 299\n") and cell.text().endswith(RESULTS)
+    assert parse_notebook(nb).test_accuracy == pytest.approx(0.55)
+
+
+def test_saved_notebook_with_a_flood_in_one_output_still_reads_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    from grader.parsers import notebook
+
+    # The parser reads at most _MAX_OUTPUT characters of an output (5 M): a smaller cap here
+    # keeps the test fast; the rule is the same.
+    monkeypatch.setattr(notebook, "_MAX_OUTPUT", 100_000)
+    flood = "".join(f"debug line {i} ...........................\n" for i in range(20_000))  # ~0.9 MB
+    nb = new_notebook(cells=[new_code_cell("train()", outputs=[new_output("stream", name="stdout",
+                                                                           text=flood + RESULTS)])])
+    r = parse_notebook(nb)
+    assert r.test_accuracy == pytest.approx(0.55) and r.per_class_accuracy == PER_CLASS
+
+
+# --- the real thing -------------------------------------------------------------------------
+
+PROGRESS_CELL = r'''
+import sys
+names = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+sent = 0
+for e in range(1, 4):
+    batch = ""
+    for i in range(9500):
+        batch += ("\rEpoch %d: %5.1f%%|%-10s| %d/9500 [00:%02d<00:59, 1234.56it/s, loss=%.4f, acc=%.3f]"
+                  % (e, 100 * i / 9500, "#" * (10 * i // 9500), i, i % 60, 2.3 - i / 9500, i / 9500))
+        if len(batch) > 2000:  # many small stream messages, as tqdm flushes them
+            sys.stderr.write(batch); sys.stderr.flush(); sent += len(batch); batch = ""
+    sys.stderr.write(batch + "\n"); sys.stderr.flush(); sent += len(batch)
+    print("epoch %d train loss %.3f" % (e, 2.0 - e / 10))
+print("Test loss: 1.2345")
+print("Accuracy of the network on the 10000 test images: 55 %")
+for i, n in enumerate(names):
+    print("Accuracy of %5s : %d %%" % (n, 40 + i))
+assert sent > 2_500_000
+'''
+
+FLOOD_CELL = r'''
+for i in range(50000):  # 3 MB of distinct lines
+    print("batch %7d grad norm %6d ..........................." % (i, i * 7919 % 100003))
+print("Test loss: 0.9876")
+print("Accuracy of the network on the 10000 test images: 61 %")
+'''
+
+
+@pytest.mark.kernel
+def test_real_kernel_progress_bars_and_a_flood(tmp_path: Path) -> None:
+    from grader import sandbox
+    from grader.collect import from_run
+    from grader.execute import SandboxSpec, run_notebook
+
+    try:
+        sandbox.check_bwrap()
+    except Exception as exc:  # pragma: no cover - depends on the host
+        pytest.skip(f"bubblewrap unusable here: {exc}")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    path = sub / "lab1-1.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(PROGRESS_CELL), new_code_cell(FLOOD_CELL)]), path)
+    limits = SandboxLimits(cell_timeout_s=120, wall_timeout_s=300)  # the default 1 MiB per cell
+    result = run_notebook(path, submission_dir=sub, out_dir=tmp_path / "out", spec=SandboxSpec(), limits=limits)
+    assert result.status == "ok", result.reason
+    nb = nbformat.read(result.executed_notebook_path, as_version=4)
+    progress, flood = nb.cells
+    # the bars collapsed to what a terminal shows: nothing cut, every result read
+    assert "dllab" not in progress.metadata
+    r = parse_notebook(new_notebook(cells=[progress]))
+    assert r.test_accuracy == pytest.approx(0.55) and r.test_loss == pytest.approx(1.2345)
+    assert r.per_class_accuracy == PER_CLASS
+    # the distinct lines: head and tail kept, the cut said in the notebook and in the evidence
+    text = "".join(o.get("text", "") for o in flood.outputs)
+    assert text.startswith("batch       0 ") and text.rstrip().endswith("images: 61 %")
+    assert "[output truncated by dllab:" in text and len(text) < (1 << 20) + 1000
+    r = parse_notebook(new_notebook(cells=[flood]))
+    assert r.test_accuracy == pytest.approx(0.61) and r.test_loss == pytest.approx(0.9876)
+    assert result.output_truncated
+    ev = from_run(result, run_dir=tmp_path / "out", events_path=None, figures_dir=None)
+    assert ev["output_truncated"] and [c["index"] for c in ev["output_truncated_cells"]] == [1]
+    assert ev["output_truncated_cells"][0]["omitted_chars"] > 1_500_000
+    assert ev["metrics"]["test_accuracy"] == pytest.approx(0.61)
+    assert ev["metrics"]["per_class_accuracy"] == PER_CLASS
+
+
+def test_truncated_output_flags_the_grade_and_names_the_cell_for_the_ta() -> None:
+    from grader.model import Submission
+    from grader.pipeline import GradeSettings, grade_from_runs
+    from grader.report.summary import attention_reasons
+    from grader.resources import resource_dir
+    from grader.rubric import load_rubric
+
+    rubric = load_rubric(resource_dir("rubrics") / "lab1.yaml")
+    sub = Submission(student_id="0556001", source="dllab_0556001.zip", source_sha256=None, submitted_at=None,
+                     submitted_at_source="unknown", work_dir="/nonexistent", files=(), problems=())
+    settings = GradeSettings(rubric_path=Path("unused.yaml"), out=Path("/nonexistent"))
+    ev = {"path": "lab1-1.ipynb", "mode": "execute", "status": "ok", "metrics": {"test_accuracy": 0.55},
+          "figures": [], "output_truncated": True,
+          "output_truncated_cells": [{"cell": 3, "index": 4, "omitted_chars": 1_500_000, "kept_chars": 1_048_000}]}
+    grade = grade_from_runs(rubric, sub, [ev], settings=settings)
+    assert "output-truncated" in grade["flags"]
+    reasons = attention_reasons(grade, [ev])
+    assert any("cell 3 truncated (1500000 characters" in r for r in reasons)
+    assert "output-truncated" not in reasons  # said precisely instead
+    clean = grade_from_runs(rubric, sub, [dict(ev, output_truncated=False, output_truncated_cells=[])],
+                            settings=settings)
+    assert "output-truncated" not in clean["flags"]

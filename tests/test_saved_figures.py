@@ -1,0 +1,273 @@
+"""Saved mode's figures: every stored image validated (issue 12 J2), every histogram attributed
+from the notebook's code and pixels, and the uncertain ones left to a TA (issue 12 H)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+from grader.checks import run_check
+from grader.checks.base import CheckContext
+from grader.collect import from_saved
+from grader.parsers.plotcode import analyze_cells
+from grader.saved_images import decode_image, looks_like_histogram
+
+LAYERS = {"layers": ["conv1", "conv2", "fc1", "fc2", "fc3"], "require_bias": True}
+TEST_LOG = "Test loss: 1.2345\nAccuracy of the network on the 10000 test images: 55 %\n"
+
+MODEL = '''
+import torch.nn as nn
+import torch.nn.functional as F
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 5)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        return self.fc3(self.fc2(self.fc1(x)))
+
+net = Net().to(device)
+'''
+
+
+def _figure(kind: str = "hist", fmt: str = "png") -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    fig = plt.figure()
+    if kind == "hist":
+        plt.hist(rng.normal(size=2000), bins=50)
+    elif kind == "panels":
+        for i in range(10):
+            fig.add_subplot(2, 5, i + 1).hist(rng.normal(size=300 * (i + 1)), bins=40)
+    elif kind == "line":
+        plt.plot(np.exp(-np.arange(30) / 8) + rng.normal(scale=0.02, size=30))
+    else:
+        plt.imshow(rng.random((16, 16, 3)))
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _image(b64: str, mime: str = "image/png") -> nbformat.NotebookNode:
+    return new_output("display_data", data={mime: b64, "text/plain": "<Figure size 640x480 with 1 Axes>"})
+
+
+def _saved(tmp_path: Path, *cells: tuple[str, list]) -> dict:
+    nb = new_notebook(cells=[new_code_cell(src, outputs=outs, execution_count=i + 1)
+                             for i, (src, outs) in enumerate(cells)])
+    path = tmp_path / "lab1-1.ipynb"
+    nbformat.write(nb, path)
+    return from_saved(path, "lab1-1.ipynb", run_dir=tmp_path / "run")
+
+
+def _check(ev: dict, params: dict = LAYERS):
+    ctx = CheckContext(student_id="0556001", part_id="lab1-1", dataset="cifar10", evidence=[ev], all_evidence=[ev])
+    return run_check("weight_histograms", ctx, params)
+
+
+# --- J2: a bad image payload is a warning, never a crash ------------------------------------
+
+def test_corrupt_base64_png_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    good = _figure()
+    ev = _saved(tmp_path, (MODEL, []), ("evaluate()", [new_output("stream", name="stdout", text=TEST_LOG)]),
+                ("plt.hist(net.conv1.weight.detach().numpy().flatten())", [_image(good[:-7] + "!!*@")]),
+                ("plt.hist(net.conv2.weight.detach().numpy().flatten())", [_image(good)]))
+    assert ev["status"] == "ok" and ev["metrics"]["test_accuracy"] == pytest.approx(0.55)
+    assert len(ev["figures"]) == 1 and ev["figures"][0]["subjects"] == ["conv2.weight"]
+    assert ev["warnings"] == ["cell 3: an image output was skipped: the image data is not valid base64"]
+
+
+@pytest.mark.parametrize(("payload", "mime", "why"), [
+    (base64.b64encode(b"GIF89a" + b"\0" * 50).decode(), "image/png", "is not a PNG image"),
+    (base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 20).decode(), "image/png", "cannot be decoded"),
+    ("A" * 12_000_000, "image/png", "larger than 8 MiB"),
+    (["iVBORw0KGgo", 7], "image/png", "not text"),
+    ({"nested": "dict"}, "image/png", "not text"),
+    (base64.b64encode(b"\x89PNG not a jpeg").decode(), "image/jpeg", "is not a JPEG image"),
+])
+def test_every_kind_of_bad_payload_is_refused(payload: object, mime: str, why: str) -> None:
+    png, problem = decode_image(payload, mime)
+    assert png is None and problem is not None and why in problem
+
+
+def test_truncated_png_and_a_huge_one_do_not_stop_the_grade(tmp_path: Path) -> None:
+    good = base64.b64decode(_figure())
+    cut = base64.b64encode(good[: len(good) // 2]).decode()
+    from PIL import Image
+
+    bomb = io.BytesIO()
+    Image.new("1", (20_000, 20_000)).save(bomb, format="PNG")  # 400 M pixels, a small file
+    ev = _saved(tmp_path, ("plt.plot(losses)\nplt.show()", [
+        _image(cut), _image(base64.b64encode(bomb.getvalue()).decode()), _image(_figure("line"))]))
+    assert [f["kind"] for f in ev["figures"]] == ["other"]
+    assert any("cannot be decoded" in w for w in ev["warnings"])
+    assert any("over the limit" in w for w in ev["warnings"])
+
+
+def test_jpeg_figures_are_kept_as_png(tmp_path: Path) -> None:
+    ev = _saved(tmp_path, (MODEL, []), ("plt.hist(net.fc1.weight.detach().numpy().ravel())",
+                                        [_image(_figure(fmt="jpeg"), "image/jpeg")]))
+    (fig,) = ev["figures"]
+    assert fig["subjects"] == ["fc1.weight"]
+    assert (tmp_path / "run" / fig["png"]).read_bytes().startswith(b"\x89PNG")
+
+
+# --- H: histograms attributed from the code, then the pixels, else a TA ----------------------
+
+HELPER = '''
+def plot_weights(model, epoch):
+    plt.figure()
+    plt.hist(model.conv1.weight.detach().cpu().numpy().flatten(), bins=50)
+    plt.title("conv1 after epoch %d" % epoch)
+    plt.show()
+'''
+TRAIN_WITH_HELPER = '''
+for epoch in range(3):
+    for inputs, labels in trainloader:
+        optimizer.zero_grad()
+        loss = criterion(net(inputs), labels)
+        loss.backward()
+        optimizer.step()
+    print('epoch %d loss %.3f' % (epoch + 1, loss.item()))
+    plot_weights(net, epoch)
+'''
+
+
+def test_helper_function_called_every_epoch_is_attributed(tmp_path: Path) -> None:
+    # the issue's miss: plt.hist(net.conv1.weight...) drawn by a helper defined in an earlier cell
+    ev = _saved(tmp_path, (MODEL, []), (HELPER, []), (TRAIN_WITH_HELPER, [_image(_figure())] * 3))
+    assert {(f["kind"], tuple(f["subjects"]), f["attributed"], f["uncertain"]) for f in ev["figures"]} == {
+        ("histogram", ("conv1.weight",), "static", False)}
+    out = _check(ev, {"layers": ["conv1"]})
+    assert out.status == "pass" and "read from the notebook's code" in out.message
+    out = _check(ev)  # the rubric's five layers with biases: only conv1.weight was drawn
+    assert out.status == "partial" and out.fraction == pytest.approx(0.1) and "fc3.bias" in out.message
+
+
+@pytest.mark.parametrize("code", [
+    "for name, p in net.named_parameters():\n    plt.figure()\n    plt.hist(p.data.cpu().numpy().ravel())\n"
+    "    plt.title(name)\n    plt.show()",
+    "fig, axes = plt.subplots(2, 5)\nfor ax, (name, param) in zip(axes.flat, net.named_parameters()):\n"
+    "    ax.hist(param.detach().cpu().numpy().flatten(), bins=50)\n    ax.set_title(name)",
+    "for layer in [net.conv1, net.conv2, net.fc1, net.fc2, net.fc3]:\n"
+    "    for w in (layer.weight, layer.bias):\n        sns.histplot(w.detach().numpy().flatten())\n",
+    "for k, v in net.state_dict().items():\n    plt.hist(v.cpu().numpy().flatten(), alpha=0.4, label=k)",
+])
+def test_every_parameter_looped_over_is_attributed(tmp_path: Path, code: str) -> None:
+    ev = _saved(tmp_path, (MODEL, []), (code, [_image(_figure("panels"))]))
+    (fig,) = ev["figures"]
+    assert fig["kind"] == "histogram" and fig["attributed"] == "static" and not fig["uncertain"]
+    assert len(fig["subjects"]) == 10
+    assert _check(ev).status == "pass"
+
+
+def test_a_name_filter_narrows_the_loop(tmp_path: Path) -> None:
+    code = ("for name, p in net.named_parameters():\n    if 'bias' in name:\n        continue\n"
+            "    plt.hist(p.detach().numpy().flatten())")
+    ev = _saved(tmp_path, (MODEL, []), (code, [_image(_figure())]))
+    assert ev["figures"][0]["subjects"] == ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight",
+                                            "fc3.weight"]
+    out = _check(ev)
+    assert out.status == "partial" and out.fraction == pytest.approx(0.5) and "conv1.bias" in out.message
+
+
+@pytest.mark.parametrize(("code", "image"), [
+    # an imported helper draws the figure: the code cannot say which layer
+    ("from utils import show_weights\nshow_weights(net)", "hist"),
+    # data of unknown origin
+    ("plt.hist(w, bins=50)", "hist"),
+    # code that does not parse (a stray IPython construct), with a histogram-looking image
+    ("for p in net.parameters()\n    plt.hist(p)", "hist"),
+    # code that does not parse, with a figure the pixels cannot call a histogram
+    ("for p in net.parameters()\n    plt.hist(p, histtype='step')", "line"),
+    # a model whose class the notebook does not define: its parameter names are unknown
+    ("net = torchvision.models.resnet18(num_classes=10)\nfor p in net.parameters():\n    plt.hist(p.detach())",
+     "panels"),
+])
+def test_ambiguous_figures_go_to_a_ta_never_to_not_found(tmp_path: Path, code: str, image: str) -> None:
+    ev = _saved(tmp_path, (MODEL, []), (code, [_image(_figure(image))]))
+    (fig,) = ev["figures"]
+    assert fig["uncertain"] is True
+    out = _check(ev)
+    assert out.status == "manual" and "a TA will look at lab1-1.ipynb#cell 2" in out.message
+    assert "lab1-1.ipynb#cell 2" in out.evidence
+
+
+def test_histograms_of_inputs_still_fail_and_other_plots_are_not_histograms(tmp_path: Path) -> None:
+    inputs = ("images, labels = next(iter(testloader))\nfor c in range(3):\n"
+              "    plt.hist(images[:, c].numpy().flatten(), bins=50)\n    plt.show()")
+    curves = "plt.plot(losses)\nplt.title('training loss')\nplt.show()"
+    ev = _saved(tmp_path, (MODEL, []), ("testloader = torch.utils.data.DataLoader(testset, batch_size=4)", []),
+                (inputs, [_image(_figure())] * 3), (curves, [_image(_figure("line"))]))
+    assert [(f["kind"], f["uncertain"]) for f in ev["figures"]] == [("histogram", False)] * 3 + [("other", False)]
+    out = _check(ev)
+    assert out.status == "fail" and "not any layer's parameters" in out.message
+
+
+def test_pixels_decide_when_the_cell_draws_both_kinds(tmp_path: Path) -> None:
+    code = ("plt.plot(losses)\nplt.show()\nplt.hist(net.fc3.weight.detach().numpy().flatten())\nplt.show()")
+    ev = _saved(tmp_path, (MODEL, []), (code, [_image(_figure("line")), _image(_figure())]))
+    assert [(f["kind"], f["subjects"]) for f in ev["figures"]] == [("other", []), ("histogram", ["fc3.weight"])]
+
+
+def test_image_heuristic_tells_bars_from_lines_and_pictures() -> None:
+    for kind, expected in (("hist", True), ("panels", True), ("line", False), ("image", False)):
+        assert looks_like_histogram(base64.b64decode(_figure(kind))) is expected, kind
+    assert looks_like_histogram(b"not a png") is None
+
+
+def test_static_analysis_is_bounded_on_hostile_code() -> None:
+    deep = "x = " + "(" * 5000 + "1" + ")" * 5000
+    loop = "def f(m):\n    f(m)\n    plt.hist(m.conv1.weight)\nf(net)"
+    got = analyze_cells([("code", MODEL), ("code", deep), ("code", loop), ("markdown", "# plt.hist(x)")])
+    assert not got[1].readable and got[2].subjects == {"conv1.weight"} and 3 not in got
+
+
+# --- the clean sample, executed, then graded in saved mode ----------------------------------
+
+@pytest.mark.kernel
+def test_clean_sample_executed_then_graded_in_saved_mode_earns_the_histograms(
+        tmp_path: Path, tiny_datasets: Path) -> None:
+    from grader import sandbox
+    from grader.demo import _world_readable
+    from grader.execute import SandboxLimits, SandboxSpec, run_notebook
+    from grader.samples import lab1_1
+
+    try:
+        sandbox.check_bwrap()
+    except Exception as exc:  # pragma: no cover - depends on the host
+        pytest.skip(f"bubblewrap unusable here: {exc}")
+    _world_readable(tiny_datasets)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    path = sub / "lab1-1.ipynb"
+    nbformat.write(lab1_1(epochs=1), path)
+    spec = SandboxSpec(mounts={"/tmp/datasets-nctu": str(tiny_datasets), "/tmp/dataset-nctu": str(tiny_datasets),
+                               "data": str(tiny_datasets)})
+    result = run_notebook(path, submission_dir=sub, out_dir=tmp_path / "run",
+                          spec=spec, limits=SandboxLimits(cell_timeout_s=300, wall_timeout_s=600))
+    assert result.status == "ok", result.reason
+    ev = from_saved(Path(result.executed_notebook_path), "lab1-1.ipynb", run_dir=tmp_path / "saved")
+    hists = [f for f in ev["figures"] if f["kind"] == "histogram"]
+    assert len(hists) == 1 and hists[0]["attributed"] == "static" and not hists[0]["uncertain"]
+    out = _check(ev)
+    assert out.status == "pass" and out.fraction == 1.0, out.message
+    assert ev["metrics"]["test_accuracy"] is not None and len(ev["metrics"]["per_class_accuracy"]) == 10

@@ -18,6 +18,7 @@ import nbformat
 
 from grader.evidence import read_events, summarize_events
 from grader.parsers import parse_notebook
+from grader.sections import add_sections
 
 SCHEMA = 1
 MAX_SOURCE_LINES = 40
@@ -93,7 +94,7 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
                "evalue": c.evalue, "traceback": c.traceback, "source": _cell_source(nb, c.index)}
               for c in run.cells if c.status in ("error", "timeout")]
     figures = [dict(f, png=(f"figures/{f['png']}" if f.get("png") else None)) for f in probe.get("figures", [])]
-    return {
+    ev = {
         "schema": SCHEMA, "path": run.path, "mode": "execute", "status": run.status, "reason": run.reason,
         "duration_s": round(run.duration_s, 3), "startup_s": round(run.startup_s, 3),
         "dataset": dataset, "metrics": metrics, "figures": figures,
@@ -107,6 +108,9 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
         "probe": probe.get("probe"), "warnings": warnings[:50],
         "verified": {"reason": "the run was not verified"},
     }
+    if nb is not None:
+        add_sections(ev, nb, parse=_metrics, cell_status={c.index: (c.status, c.ename) for c in run.cells})
+    return ev
 
 
 def not_run(rel: str, reason: str) -> dict[str, Any]:
@@ -180,10 +184,12 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
                                 "title": None, "png": f"figures/{name}"})
     metrics = _metrics(nb, None)
     reason = (f"{copied} output(s) identical to the handout's were not credited" if copied else "")
-    return {
+    ev = {
         "schema": SCHEMA, "path": rel, "mode": "saved", "status": "error" if errors else "ok",
         "reason": reason, "handout_outputs_ignored": copied, "dataset": metrics.get("dataset"), "metrics": metrics, "figures": figures,
         "normalization": [], "datasets": [], "dataloaders": [], "models": [], "optimizers": [],
         "schedulers": [], "evaluations": [], "training": [], "errors": errors, "probe": None,
         "verified": {"reason": "saved mode: nothing was run"},
     }
+    add_sections(ev, nb, parse=_metrics, cell_status={e["index"]: ("error", e["ename"]) for e in errors})
+    return ev

@@ -167,9 +167,9 @@ def _note(sub: ast.AST, st: _Stmt) -> None:
     if isinstance(sub, ast.Name):
         if isinstance(sub.ctx, ast.Load):
             st.reads.append(sub.id)
+            st.words.append(sub.id)  # a name only bound here (`food_net = Net(11)`) reads no data
         else:
             st.binds.append(sub.id)
-        st.words.append(sub.id)
     elif isinstance(sub, (ast.Import, ast.ImportFrom)):
         st.binds += [(a.asname or a.name).split(".")[0] for a in sub.names if a.name != "*"]
     elif isinstance(sub, ast.Attribute):

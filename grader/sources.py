@@ -36,8 +36,9 @@ RULE = ("One notebook is graded per part: of the notebooks whose name matches th
         "`old`, `backup`), then the most complete run wins (something shown for the part, then no errors, "
         "then fewer errors, then more points). A notebook holding several parts is graded part by part, "
         "each on its own cells.")
-# Checks that read files or every notebook: they say nothing about which candidate is complete.
-_WHOLE_SUBMISSION = {"report_sections", "files_present", "normalization", "custom", "manual"}
+# Checks that say nothing about how much of the part a candidate shows: those reading files
+# or every notebook, and the run's own status (rule step 3 weighs that first, on its own).
+_NOT_SCORED = {"report_sections", "files_present", "normalization", "custom", "manual", "ran_without_errors"}
 _MARKS = re.compile(r"(?<![a-z0-9])(copy|checkpoint|draft|old|backup|bak|tmp|temp|scratch|untitled|unused)"
                     r"(?![a-z])|\(\d+\)|副本|複製|复制|舊|旧|備份|备份|草稿", re.IGNORECASE)
 _STATUS_RANK = {"ok": 0, "error": 1, "timeout": 2, "killed": 2, "not-run": 3}
@@ -149,18 +150,18 @@ def section_ids(ev: Mapping[str, Any], spec: Any, specs: Sequence[Any]) -> tuple
                 groups[-1] = (g_owner or owner, ids, position[s["id"]])
                 continue
         groups.append((owner, [s["id"]], position[s["id"]]))
-    if len(groups) == 1:
-        return tuple(groups[0][1])
     mine = tuple(spec.patterns)
     owned = [ids for owner, ids, _ in groups if owner == mine]
-    if owned:
-        return tuple(owned[0])
-    # no heading names this part: the parts on this dataset take the unnamed groups in order
-    slots = list(dict.fromkeys(tuple(sp.patterns) for sp in same
-                               if not any(owner == tuple(sp.patterns) for owner, _, _ in groups)))
-    free = [ids for owner, ids, _ in groups if owner is None] or [groups[-1][1]]
-    k = slots.index(mine) if mine in slots else len(free) - 1
-    return tuple(free[min(k, len(free) - 1)])
+    if len(groups) == 1:
+        ids = groups[0][1]
+    elif owned:
+        ids = owned[0]
+    else:  # no heading names this part: the parts on this dataset take the unnamed groups in order
+        slots = list(dict.fromkeys(tuple(sp.patterns) for sp in same
+                                   if not any(owner == tuple(sp.patterns) for owner, _, _ in groups)))
+        free = [ids for owner, ids, _ in groups if owner is None] or [groups[-1][1]]
+        ids = free[min(slots.index(mine) if mine in slots else len(free) - 1, len(free) - 1)]
+    return () if len(ids) == len(sections) else tuple(ids)  # all of it: the whole notebook
 
 
 # ---------------------------------------------------------------- candidates and the choice
@@ -204,7 +205,7 @@ def _why_not(lost: Candidate, won: Candidate, max_points: float) -> str:
     """Why `lost` was not graded, from the first rule step that tells them apart."""
     a, b = f"`{won.path}`", f"`{lost.path}`"
     if bool(lost.marks) != bool(won.marks):
-        text = f"its name marks it as a copy ({', '.join(lost.marks)}) and {a} has a plain name"
+        text = f"its name marks it as a copy ({', '.join(f'`{m}`' for m in lost.marks)}) and {a} has a plain name"
     elif lost.pattern != won.pattern:
         text = f"{a}'s name matches the part's name patterns more closely"
     elif (lost.score <= 0) != (won.score <= 0):
@@ -212,13 +213,15 @@ def _why_not(lost: Candidate, won: Candidate, max_points: float) -> str:
     elif lost.key()[3:5] != won.key()[3:5]:
         text = f"{a} {_state(won)} and {b} {_state(lost)}"
     elif lost.score != won.score:
-        text = f"{a} shows more of this part ({won.score:g} vs {lost.score:g} of {max_points:g} points)"
+        text = f"{a} shows more of this part (results worth {won.score:g} vs {lost.score:g} of {max_points:g} points)"
     else:
         text = f"both are equally complete and {a} comes first by name"
     note = ""
     if lost.key()[2:6] < won.key()[2:6]:  # it lost on its name but is the more complete run
-        note = (f" Note: {b} {_state(lost)} and would earn {lost.score:g} of {max_points:g} points against "
-                f"{won.score:g}; if it is the one you meant to hand in, ask the TA to grade it instead.")
+        note = (f" Note: {b} {_state(lost)} and its results would earn {lost.score:g} of {max_points:g} points "
+                f"against {won.score:g}; if it is the one you meant to hand in, ask the TA to grade it instead.")
+    elif _state(lost) != "ran without errors" and b not in text:
+        note = f" It {_state(lost)}; that does not count against this part."
     return f"{b} was not graded: {text}.{note}"
 
 
@@ -230,7 +233,7 @@ def choose(part_id: str, title: str, spec: Any, specs: Sequence[Any], items: Seq
     found = _candidates(spec, specs, evidence)
     if not found:
         return Source(part_id, title, None, "")
-    auto = [it for it in items if it.check not in _WHOLE_SUBMISSION]
+    auto = [it for it in items if it.check not in _NOT_SCORED]
     max_points = float(sum(it.points for it in auto))
     scored = []
     for c in found:
@@ -246,8 +249,9 @@ def choose(part_id: str, title: str, spec: Any, specs: Sequence[Any], items: Seq
         else f"it trains on {spec.dataset}"
     if won.sections:
         sec = won.view.get("section") or {}
-        how += f" (cells {sec.get('span', ['?', '?'])[0]}–{sec.get('span', ['?', '?'])[1]}, the section on " \
-               f"{sec.get('dataset')}" + (f" under “{sec['title']}”" if sec.get("title") else "") + ")"
+        first, last = sec.get("span") or (-1, -1)
+        how += f" (its cells {first + 1}–{last + 1}, the section on {sec.get('dataset')}" \
+               + (f" under “{sec['title']}”" if sec.get("title") else "") + ")"
     why = f"`{won.path}` is graded for this part: {how}" + (
         f"; it was preferred over {len(rest)} other candidate(s)." if rest else ".")
     return Source(part_id, title, won, why, tuple((c, _why_not(c, won, max_points)) for c in rest))

@@ -90,6 +90,12 @@ def student_context(grade: Mapping, *, evidence: Sequence[Mapping], reference: M
     }
 
 
+def _cells(span: object) -> str:
+    """`cells 8–14`: a section's first and last cell, counted from 1 as they appear in the notebook."""
+    ends = [num(x) for x in span] if isinstance(span, list) and len(span) == 2 else []
+    return f"cells {int(ends[0]) + 1}–{int(ends[1]) + 1}" if len(ends) == 2 and None not in ends else ""
+
+
 def _sources(sources: object) -> list[dict[str, Any]]:
     """Which notebook (and cells) each part was graded on, and the candidates left out."""
     rows = []
@@ -98,7 +104,7 @@ def _sources(sources: object) -> list[dict[str, Any]]:
             continue
         span = s.get("span") if isinstance(s.get("span"), list) and len(s["span"]) == 2 else None
         rows.append({"part": clean(s.get("title") or pid, 200), "notebook": clean(s.get("notebook"), 200),
-                     "cells": f"cells {num(span[0])}–{num(span[1])}" if span else "",
+                     "cells": _cells(span),
                      "section": clean(s.get("section_title"), 200), "why": clean(s.get("why"), 600),
                      "ignored": [clean(ig.get("reason"), 800) for ig in s.get("ignored") or []
                                  if isinstance(ig, Mapping)][:MAX_ROWS]})
@@ -143,8 +149,7 @@ def notebook_view(ev: Mapping, ref_parts: Mapping, stats: Mapping) -> dict[str, 
     span = section.get("span") if isinstance(section.get("span"), list) else []
     return {
         "path": clean(ev.get("path"), 200), "mode": clean(ev.get("mode"), 20),
-        "section": {"title": clean(section.get("title"), 200), "first": num(span[0]) if span else None,
-                    "last": num(span[-1]) if span else None} if section else None,
+        "section": {"title": clean(section.get("title"), 200), "cells": _cells(span)} if section else None,
         "graded_for": [clean(t, 200) for t in ev.get("graded_for") or []][:MAX_ROWS],
         "not_graded": [clean(r, 600) for r in ev.get("not_graded") or []][:MAX_ROWS],
         "status": status_of(ev.get("status"), RUN_STATUSES, "not-run"),

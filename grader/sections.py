@@ -222,6 +222,10 @@ def split(nb: Mapping[str, Any], ev: Mapping[str, Any], *, parse: Parse,
     facts = read_cells(cells)
     probed = ev.get("mode") == "execute" and ev.get("probe") is not None
     labels = probe_labels(ev) if probed else static_labels(facts)
+    from_probe = set(labels) if probed else set()
+    if probed:  # a dataset the probe never saw trained (its cells crashed first) still has a section
+        seen = {ds for ds, _ in labels.values()}
+        labels.update({i: lab for i, lab in static_labels(facts).items() if lab[0] not in seen and i not in labels})
     sections = _group(facts, labels)
     if len(sections) < 2:
         return []
@@ -241,7 +245,7 @@ def split(nb: Mapping[str, Any], ev: Mapping[str, Any], *, parse: Parse,
         out.append({"id": f"s{k + 1}", "dataset": dataset, "cells": mine, "span": [mine[0], mine[-1]],
                     "counts": sorted(n for i in mine if isinstance(n := counts.get(i), int)),
                     "trained": s.labeled, "models": sorted({n for n, _ in s.models}),
-                    "title": title, "headings": headings, "basis": "probe" if probed else "code",
+                    "title": title, "headings": headings, "basis": "probe" if from_probe & set(s.labeled) else "code",
                     "status": status, "reason": reason, "metrics": metrics})
     return out
 

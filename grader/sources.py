@@ -218,8 +218,10 @@ def _why_not(lost: Candidate, won: Candidate, max_points: float) -> str:
         text = f"both are equally complete and {a} comes first by name"
     note = ""
     if lost.key()[2:6] < won.key()[2:6]:  # it lost on its name but is the more complete run
-        note = (f" Note: {b} {_state(lost)} and its results would earn {lost.score:g} of {max_points:g} points "
-                f"against {won.score:g}; if it is the one you meant to hand in, ask the TA to grade it instead.")
+        results = (f" and its results would earn {lost.score:g} of {max_points:g} points against {won.score:g}"
+                   if lost.score != won.score else "")
+        note = (f" Note: {b} {_state(lost)}{results}; if it is the one you meant to hand in, ask the TA to "
+                f"grade it instead.")
     elif _state(lost) != "ran without errors" and b not in text:
         note = f" It {_state(lost)}; that does not count against this part."
     return f"{b} was not graded: {text}.{note}"
@@ -293,13 +295,16 @@ def report_evidence(evidence: Sequence[Mapping[str, Any]], sources: Mapping[str,
     for ev in evidence:
         path = ev.get("path")
         uses = [(pid, s) for pid, s in sources.items() if isinstance(s, Mapping) and s.get("notebook") == path]
-        left = [ig["reason"] for s in sources.values() if isinstance(s, Mapping)
-                for ig in s.get("ignored") or [] if ig.get("notebook") == path]
+        left: dict[str, list[str]] = {}  # reason -> the parts it was given for
+        for pid, s in sources.items():
+            for ig in (s.get("ignored") or []) if isinstance(s, Mapping) else []:
+                if ig.get("notebook") == path:
+                    left.setdefault(str(ig.get("reason")), []).append(str(s.get("title") or pid))
         by_sections: dict[tuple[str, ...], list[tuple[str, Mapping[str, Any]]]] = {}
         for pid, s in uses:
             by_sections.setdefault(tuple(s.get("sections") or ()), []).append((pid, s))
         if not by_sections:
-            out.append(dict(ev, not_graded=left) if left else dict(ev))
+            out.append(dict(ev, not_graded=[f"For {' and '.join(parts)}: {reason}" for reason, parts in left.items()]))
             continue
         for ids, parts in by_sections.items():
             shown = dict(view(ev, ids)) if ids else dict(ev)

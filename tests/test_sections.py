@@ -288,3 +288,16 @@ def test_a_splitting_fault_costs_the_split_not_the_evidence() -> None:
 
     add_sections(ev, lab1_all(), parse=broken, cell_status={})
     assert ev["sections"] == [] and "parser bug" in ev["warnings"][0] and ev["figures"]
+
+
+def test_a_part_whose_training_crashed_still_has_its_section() -> None:
+    # The probe saw LAB 1-1 and LAB 1-3 train; LAB 1-2's training cell raised before any batch.
+    nb = lab1_all()
+    food_train = index_of(nb, "for inputs, labels in trainloader:\n        optimizer")
+    status = {i: ("ok", "") for i, c in enumerate(nb.cells) if c.cell_type == "code"}
+    status[food_train] = ("error", "RuntimeError")
+    ev = execute_ev(nb, [("train", "print every 100", "cifar10", 5000), ("train", "results = {}", "cifar10", 15000)],
+                    cell_status=status, status="error")
+    assert [(s["dataset"], s["status"], s["basis"]) for s in ev["sections"]] == [
+        ("cifar10", "ok", "probe"), ("food11", "error", "code"), ("cifar10", "ok", "probe")]
+    assert food_train in ev["sections"][1]["cells"]

@@ -242,3 +242,22 @@ def test_a_single_dataset_notebook_is_graded_whole_as_before() -> None:
     items, sources = grade(ev)
     assert sources["lab1-1"]["sections"] == [] and sources["lab1-3"]["notebook"] == "lab1-1.ipynb"
     assert items["lab1-1-test-metrics"].status == "pass"
+
+
+def test_a_copy_of_the_whole_lab_notebook_is_ignored_for_every_part() -> None:
+    ev = whole_lab()
+    copy = dict(whole_lab(), path="Copy of DL_LAB1_0556001.ipynb", status="error",
+                errors=[{"cell": 1, "index": 1, "ename": "FileNotFoundError"}])
+    items, sources = grade(copy, ev)
+    assert {s["notebook"] for s in sources.values()} == {"DL_LAB1_0556001.ipynb"}
+    assert all(s["ignored"][0]["notebook"] == "Copy of DL_LAB1_0556001.ipynb" for s in sources.values())
+    assert "ignored-notebook" in items["_flags"]
+
+
+def test_a_notebook_named_for_the_part_beats_the_whole_lab_notebook() -> None:
+    food = {"path": "lab1-2.ipynb", "status": "ok", "dataset": "food11", "errors": [], "sections": [],
+            "metrics": {"dataset": "food11", "test_accuracy": 0.31, "test_loss": 1.9}}
+    items, sources = grade(whole_lab(), food)
+    assert sources["lab1-2"]["notebook"] == "lab1-2.ipynb" and "31.0 %" in items["lab1-2-test-metrics"].message
+    assert sources["lab1-1"]["sections"] == ["s1"]  # the whole-lab notebook still serves the others
+    assert "ignored-notebook" not in items["_flags"]

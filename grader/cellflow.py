@@ -33,6 +33,12 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ASSIGN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\s*,\s*[A-Za-z_][A-Za-z0-9_]*)*)\s*=(?!=)", re.MULTILINE)
 _STRING = re.compile(r"""(['"])((?:\\.|(?!\1).){1,400})\1""")
 KNOWN_DATASETS = ("cifar10", "cifar100", "food11", "mnist", "fashion-mnist", "cats-vs-dogs")
+# Text that describes rather than reads data: what is printed, plotted or saved. A Food-11
+# notebook copied from the CIFAR-10 tutorial still prints "cifar" and saves `cifar_net.pth`.
+_DESCRIBING = {"print", "title", "set_title", "suptitle", "xlabel", "ylabel", "set_xlabel", "set_ylabel",
+               "legend", "text", "annotate", "savefig", "save", "format", "write", "display", "Markdown",
+               "HTML", "info", "warning", "warn", "set_description", "set_postfix"}
+_OUTPUT_FILE = re.compile(r"\.(pth|pt|ckpt|h5|pkl|pickle|pdf|svg|csv|txt|json|npy|npz|log)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -144,15 +150,38 @@ def _read_stmt(node: ast.stmt) -> _Stmt:
     else:
         roots = [node]
     for root in roots:
+        quiet = _describing(root)
         for sub in ast.walk(root):
-            _note(sub, st)
+            _note(sub, st, quiet)
     for root in deferred:  # keywords in a function body still say which dataset it is about
+        quiet = _describing(root)
         for sub in ast.walk(root):
-            if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+            if isinstance(sub, ast.Constant) and isinstance(sub.value, str) and id(sub) not in quiet:
                 st.words.append(sub.value[:400])
             elif (model := _model_call(sub)) is not None:
                 st.models.append(model)
     return st
+
+
+def _describing(root: ast.AST) -> set[int]:
+    """ids of the string constants under `root` that describe (printed, plotted, saved, a
+    `label=`) or name an output file: they say nothing about the data a cell reads."""
+    quiet: set[int] = set()
+    for sub in ast.walk(root):
+        if isinstance(sub, ast.Constant) and isinstance(sub.value, str) and _OUTPUT_FILE.search(sub.value.strip()):
+            quiet.add(id(sub))
+        if not isinstance(sub, ast.Call):
+            continue
+        name = sub.func.id if isinstance(sub.func, ast.Name) else \
+            sub.func.attr if isinstance(sub.func, ast.Attribute) else ""
+        parts: list[ast.AST] = [k.value for k in sub.keywords if k.arg == "label"]
+        if name in _DESCRIBING:
+            parts += [*sub.args, *(k.value for k in sub.keywords)]
+            if isinstance(sub.func, ast.Attribute):
+                parts.append(sub.func.value)  # "...".format(...)
+        for part in parts:
+            quiet.update(id(n) for n in ast.walk(part) if isinstance(n, ast.Constant))
+    return quiet
 
 
 def _model_call(sub: ast.AST) -> str | None:
@@ -163,7 +192,7 @@ def _model_call(sub: ast.AST) -> str | None:
     return None
 
 
-def _note(sub: ast.AST, st: _Stmt) -> None:
+def _note(sub: ast.AST, st: _Stmt, quiet: set[int] | frozenset[int] = frozenset()) -> None:
     if isinstance(sub, ast.Name):
         if isinstance(sub.ctx, ast.Load):
             st.reads.append(sub.id)
@@ -175,7 +204,8 @@ def _note(sub: ast.AST, st: _Stmt) -> None:
     elif isinstance(sub, ast.Attribute):
         st.words.append(sub.attr)
     elif isinstance(sub, ast.Constant) and isinstance(sub.value, str):
-        st.words.append(sub.value[:400])
+        if id(sub) not in quiet:
+            st.words.append(sub.value[:400])
     elif isinstance(sub, ast.Call):
         if isinstance(sub.func, ast.Name):
             st.calls.append(sub.func.id)
@@ -200,8 +230,9 @@ def _header(exprs: Iterable[ast.AST | None], targets: Iterable[ast.AST | None] =
     """The part of a compound statement that runs before its body: `for x in loader:`."""
     st = _Stmt()
     for expr in exprs:
+        quiet = _describing(expr) if expr is not None else set()
         for sub in ast.walk(expr) if expr is not None else ():
-            _note(sub, st)
+            _note(sub, st, quiet)
     for target in targets:
         st.binds += _targets(target) if target is not None else []
     return st

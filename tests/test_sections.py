@@ -301,3 +301,20 @@ def test_a_part_whose_training_crashed_still_has_its_section() -> None:
     assert [(s["dataset"], s["status"], s["basis"]) for s in ev["sections"]] == [
         ("cifar10", "ok", "probe"), ("food11", "error", "code"), ("cifar10", "ok", "probe")]
     assert food_train in ev["sections"][1]["cells"]
+
+
+def test_what_a_cell_prints_plots_or_saves_names_no_dataset() -> None:
+    # A Food-11 notebook built from the CIFAR-10 tutorial keeps its words and file names.
+    facts = read_cells([
+        new_code_cell("print('Finished CIFAR-10 training')\nplt.title('cifar10 loss', label='cifar')"),
+        new_code_cell("torch.save(net.state_dict(), './cifar_net.pth')"),
+        new_code_cell("print('{} on cifar'.format(acc))\nroot = '/data/cifar-10-batches-py'"),
+    ])
+    assert [f.datasets for f in facts] == [frozenset(), frozenset(), {"cifar10"}]
+
+
+def test_a_food_notebook_copied_from_the_cifar_tutorial_is_one_section() -> None:
+    nb = lab1_2(epochs=1)
+    nb.cells.append(new_code_cell("PATH = './cifar_net.pth'\ntorch.save(net.state_dict(), PATH)\n"
+                                  "print('Finished CIFAR training of', net)"))
+    assert saved_ev(executed(nb, {"Test accuracy: %.2f": FOOD_TEST_OUT}))["sections"] == []

@@ -296,7 +296,8 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     sources = choose_sources(rubric, **common)
     results, flags = run_checks(rubric, **common, sources=sources)
     # A candidate notebook graded for no part (a broken `Copy of ...`) raises no run flags.
-    evidence = [ev for ev in evidence if ev.get("path") not in set(ignored_paths(sources))]
+    ignored = set(ignored_paths(sources))
+    evidence = [ev for ev in evidence if ev.get("path") not in ignored]
     flags_in = set(flags)
     codes = {p.code for p in sub.problems}
     if codes & {"bad-name", "no-student-id"}:
@@ -317,10 +318,9 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
 
 def _render(grade: dict, sub: Submission, evidence: list[dict], settings: GradeSettings) -> None:
     from grader.report import render_student
-
-    reference = _reference(settings.reference_path)
     from grader.sources import report_evidence
 
+    reference = _reference(settings.reference_path)
     runs_root = settings.out / "runs" / sub.student_id
     enriched = [dict(ev, run_dir=str(runs_root / _safe_name(ev["path"])))
                 for ev in report_evidence(evidence, grade.get("sources") or {})]

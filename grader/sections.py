@@ -357,5 +357,5 @@ def view(ev: Mapping[str, Any], ids: Sequence[str]) -> Mapping[str, Any]:
         reason="; ".join(dict.fromkeys(s["reason"] for s in chosen if s.get("reason"))),
         verified=_verified(ev, counts, dataset),
         section={"ids": [s["id"] for s in chosen], "title": chosen[0].get("title"), "dataset": dataset,
-                 "span": [min(s["span"][0] for s in chosen), max(s["span"][1] for s in chosen)]})
+                 "span": [min(cells), max(cells)] if cells else None})
     return out

@@ -131,7 +131,7 @@ def _owner(section: Mapping[str, Any], specs: Sequence[Any]) -> tuple[str, ...] 
 def section_ids(ev: Mapping[str, Any], spec: Any, specs: Sequence[Any]) -> tuple[str, ...] | None:
     """The sections of `ev` that serve a part with notebook `spec`: () for the whole notebook,
     None when the notebook has sections but none on the part's dataset."""
-    sections = [s for s in ev.get("sections") or [] if isinstance(s, Mapping)]
+    sections = [s for s in ev.get("sections") or [] if isinstance(s, Mapping) and isinstance(s.get("id"), str)]
     if len(sections) < 2 or spec is None or not spec.dataset:
         return ()
     on = [s for s in sections if _on(s, spec.dataset)]

@@ -205,11 +205,12 @@ def test_dask_cluster_on_loopback(data_root: Path, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def sectioned(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A whole lab in one notebook (LAB 1-1, 1-2, 1-3 in sequence), and a broken `Copy of`
-    draft beside a good LAB 1-1 notebook, graded in one batch in the real sandbox."""
+    """A whole lab in one notebook (LAB 1-1, 1-2, 1-3 in sequence), one that sets both datasets
+    up first and then trains and tests them in turn, and a broken `Copy of` draft beside a
+    good LAB 1-1 notebook, graded in one batch in the real sandbox."""
     from grader.rubric import builtin_rubric, load_rubric
     from grader.samples import Sample, cells, lab1_1, lab1_2, lab1_3, notebook
-    from test_sections import combined
+    from test_sections import combined, defined_first
 
     mtime = load_rubric(builtin_rubric("lab1")).deadline.timestamp() - 3600
     subs = tmp_path_factory.mktemp("subs-sections")
@@ -219,6 +220,8 @@ def sectioned(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     draft = notebook(cells.CIFAR_DATA, cells.CRASH, title="LAB 1-1 (draft)")
     write_archive(Sample("0556102", "dllab_0556102.zip", "a broken Copy of beside the notebook",
                          {"lab1-1.ipynb": lab1_1(epochs=1), "Copy of lab1-1.ipynb": draft}), subs, mtime=mtime)
+    write_archive(Sample("0556103", "dllab_0556103.zip", "both datasets set up first, trained in turn",
+                         {"DL_LAB1_0556103.ipynb": defined_first()}), subs, mtime=mtime)
     out = tmp_path_factory.mktemp("out-sections")
     assert _grade([str(subs), "--lab", "lab1", "--data", str(data_root), "--out", str(out), "--workers", "2",
                    "--no-pdf"]) == 0
@@ -283,6 +286,20 @@ def test_whole_lab_in_saved_mode_reads_the_same_sections(sectioned: Path, tmp_pa
         assert b["metrics"]["per_class_accuracy"] == a["metrics"]["per_class_accuracy"]
     it = items(grade_of(out, "0556101"))
     assert it["lab1-2-test-metrics"]["status"] == "pass" and it["lab1-1-per-class"]["status"] == "pass"
+
+
+def test_interleaved_datasets_are_split_and_the_verified_model_credited_to_its_part(sectioned: Path) -> None:
+    ev = json.loads((sectioned / "runs" / "0556103" / "DL_LAB1_0556103.ipynb" / "evidence.json").read_text())
+    assert [(s["dataset"], s["basis"]) for s in ev["sections"]] == [("cifar10", "probe"), ("food11", "probe")]
+    cifar, food = (set(s["cells"]) for s in ev["sections"])
+    assert cifar & food  # the cell defining both models is in both
+    g = grade_of(sectioned, "0556103")
+    it = items(g)
+    for item in ("lab1-1-test-metrics", "lab1-1-per-class", "lab1-1-weights", "lab1-2-test-metrics", "lab1-2-model"):
+        assert it[item]["status"] == "pass", (item, it[item]["message"])
+    # CIFAR-10's model was tested last, so it is the one re-evaluated: LAB 1-1's check uses it
+    assert ev["verified"]["dataset"] == "cifar10" and it["lab1-1-verified"]["status"] == "pass"
+    assert it["lab1-2-verified"]["status"] == "manual" and "another section" in it["lab1-2-verified"]["message"]
 
 
 def test_broken_copy_beside_the_notebook_is_not_graded(sectioned: Path) -> None:

@@ -140,12 +140,13 @@ def test_second_cifar_experiment_after_a_heading_is_its_own_section() -> None:
     assert secs[1]["span"][0] == index_of(nb, "# LAB 1-3")
 
 
-def test_everything_defined_first_then_trained_and_tested_in_turn() -> None:
+def defined_first() -> nbformat.NotebookNode:
+    """Both datasets and both models set up first, then trained and tested in turn."""
     food_data = cells.FOOD_DATA.replace("trainset", "food_trainset").replace("testset", "food_testset") \
         .replace("trainloader", "food_trainloader").replace("testloader", "food_testloader") \
         .replace("classes = [", "food_classes = [")
     train = cells.cifar_train(1)
-    nb = executed(notebook(
+    return notebook(
         cells.CIFAR_DATA, cells.FOOD_RESTRUCTURE, cells.FOOD_OWN_STATS, food_data,
         cells.LENET.replace("net = Net()", "net = Net()\nfood_net = Net(num_classes=11)"),
         train,
@@ -153,9 +154,12 @@ def test_everything_defined_first_then_trained_and_tested_in_turn() -> None:
         cells.CIFAR_TEST,
         cells.FOOD_TEST.replace("net(", "food_net(").replace("testloader", "food_testloader")
         .replace("classes[i]", "food_classes[i]"),
-        cells.CIFAR_PER_CLASS, cells.WEIGHT_HISTS, title="LAB 1: everything"),
-        {"Accuracy of the network": CIFAR_TEST_OUT, "Test accuracy: %.2f": FOOD_TEST_OUT,
-         "class_correct[label]": CIFAR_CLASS_OUT})
+        cells.CIFAR_PER_CLASS, cells.WEIGHT_HISTS, title="LAB 1: everything")
+
+
+def test_everything_defined_first_then_trained_and_tested_in_turn() -> None:
+    nb = executed(defined_first(), {"Accuracy of the network": CIFAR_TEST_OUT, "Test accuracy: %.2f": FOOD_TEST_OUT,
+                                    "class_correct[label]": CIFAR_CLASS_OUT})
     secs = saved_ev(nb)["sections"]
     assert [s["dataset"] for s in secs] == ["cifar10", "food11"]
     cifar, food = (set(s["cells"]) for s in secs)

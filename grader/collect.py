@@ -21,6 +21,7 @@ from grader.evidence import read_events, summarize_events
 from grader.parsers import CLASS_SETS, parse_notebook
 from grader.parsers.plotcode import CellPlots, analyze_cells
 from grader.saved_images import decode_image, looks_like_histogram
+from grader.sections import add_sections
 
 SCHEMA = 1
 MAX_SOURCE_LINES = 40
@@ -119,7 +120,7 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
                "evalue": c.evalue, "traceback": c.traceback, "source": _cell_source(nb, c.index)}
               for c in run.cells if c.status in ("error", "timeout")]
     figures = [dict(f, png=(f"figures/{f['png']}" if f.get("png") else None)) for f in probe.get("figures", [])]
-    return {
+    ev = {
         "schema": SCHEMA, "path": run.path, "mode": "execute", "status": run.status, "reason": run.reason,
         "duration_s": round(run.duration_s, 3), "startup_s": round(run.startup_s, 3),
         "dataset": dataset, "metrics": metrics, "figures": figures,
@@ -134,6 +135,9 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
         "probe": probe.get("probe"), "warnings": warnings[:50],
         "verified": {"reason": "the run was not verified"},
     }
+    if nb is not None:
+        add_sections(ev, nb, parse=_metrics, cell_status={c.index: (c.status, c.ename) for c in run.cells})
+    return ev
 
 
 def not_run(rel: str, reason: str) -> dict[str, Any]:
@@ -277,10 +281,12 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
     figures, warnings = _saved_figures(nb, run_dir / "figures")
     metrics = _metrics(nb, None)
     reason = (f"{copied} output(s) identical to the handout's were not credited" if copied else "")
-    return {
+    ev = {
         "schema": SCHEMA, "path": rel, "mode": "saved", "status": "error" if errors else "ok",
         "reason": reason, "handout_outputs_ignored": copied, "dataset": metrics.get("dataset"), "metrics": metrics, "figures": figures,
         "normalization": [], "datasets": [], "dataloaders": [], "models": [], "optimizers": [],
         "schedulers": [], "evaluations": [], "training": [], "errors": errors, "probe": None,
         "warnings": warnings, "verified": {"reason": "saved mode: nothing was run"},
     }
+    add_sections(ev, nb, parse=_metrics, cell_status={e["index"]: ("error", e["ename"]) for e in errors})
+    return ev

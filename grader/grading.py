@@ -1,19 +1,23 @@
 """The checks stage: which notebook serves which part, then every rubric item's check.
 
+Each part is graded on exactly one notebook, or on its section of a notebook that holds
+several parts (`grader.sources` says which and why, `grader.sections` cuts the evidence);
+every check then reads that one view, unchanged.
+
 Pure: from evidence dicts (as in evidence.json), the submission and the reference to
 `CheckResult`s; it never executes anything, so `dllab rescore` can call it over stored runs.
 """
 
 from __future__ import annotations
 
-import fnmatch
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Mapping, Sequence
 
 from grader.checks import run_check
 from grader.checks.base import CheckContext
 from grader.rubric import Item, Rubric
 from grader.score import CheckResult
+from grader.sources import Source, choose, ignored_paths, settle
 
 
 MANUAL_MESSAGE = "A TA grades this item by hand after reading your work."
@@ -22,31 +26,11 @@ MANUAL_MESSAGE = "A TA grades this item by hand after reading your work."
 FILE_CHECKS = {"report_sections", "files_present", "normalization", "custom"}
 
 
-def _name(ev: Mapping) -> str:
-    return PurePosixPath(str(ev.get("path", ""))).name.lower()
-
-
-def notebooks_for(spec, evidence: Sequence[Mapping]) -> list[Mapping]:
-    """The notebooks a part is graded on: by file name first, else by the dataset trained on.
-
-    A part with no `notebook:` spec sees every notebook. One notebook may serve several parts.
-    """
-    if spec is None:
-        return list(evidence)
-    by_name = [ev for ev in evidence if any(fnmatch.fnmatch(_name(ev), p.lower()) for p in spec.patterns)]
-    if by_name:
-        return by_name
-    if spec.dataset:
-        return [ev for ev in evidence if ev.get("dataset") == spec.dataset
-                or (ev.get("metrics") or {}).get("dataset") == spec.dataset]
-    return []
-
-
 def _groups(rubric: Rubric):
     for part in rubric.parts:
-        yield part.id, part.notebook, part.items
+        yield part.id, part.notebook, part.items, part.title
     if rubric.bonus:
-        yield "bonus", rubric.bonus.notebook, rubric.bonus.items
+        yield "bonus", rubric.bonus.notebook, rubric.bonus.items, rubric.bonus.title
 
 
 def _message(item: Item, status: str, detail: str) -> str:
@@ -56,22 +40,59 @@ def _message(item: Item, status: str, detail: str) -> str:
     return f"{lead} {detail}".strip() if lead and detail else (lead or detail)
 
 
+def choose_sources(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], files: Sequence[Mapping],
+                   work_dir: str | None, reference: Mapping | None,
+                   dataset_stats: Mapping[str, Mapping]) -> list[Source]:
+    """For every part (and the bonus), the one notebook or section it is graded on and the
+    candidates that were not (the rule is `grader.sources.RULE`)."""
+    specs = [spec for _, spec, _, _ in _groups(rubric) if spec is not None]
+    out = []
+    for part_id, spec, items, title in _groups(rubric):
+        if spec is None:
+            continue
+
+        def context(item: Item, ev: Mapping, part_id: str = part_id, spec=spec) -> CheckContext:
+            return _context(item, part_id, spec, (ev,), student_id=student_id, evidence=evidence, files=files,
+                            work_dir=work_dir, reference=reference, dataset_stats=dataset_stats)
+        out.append(choose(part_id, title, spec, specs, items, evidence, context=context))
+    return settle(out)
+
+
+def _context(item: Item, part_id: str, spec, serving: Sequence[Mapping], *, student_id: str,
+             evidence: Sequence[Mapping], files: Sequence[Mapping], work_dir: str | None,
+             reference: Mapping | None, dataset_stats: Mapping[str, Mapping]) -> CheckContext:
+    ref_part = (item.params or {}).get("reference_part", part_id)
+    return CheckContext(student_id=student_id, part_id=part_id,
+                        dataset=(item.params or {}).get("dataset") or (spec.dataset if spec else None),
+                        evidence=tuple(serving), all_evidence=tuple(evidence), files=tuple(files),
+                        work_dir=work_dir, reference=((reference or {}).get("parts") or {}).get(ref_part),
+                        dataset_stats=dataset_stats)
+
+
 def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], files: Sequence[Mapping],
                work_dir: str | None, reference: Mapping | None,
-               dataset_stats: Mapping[str, Mapping]) -> tuple[dict[str, CheckResult], list[str]]:
-    """Every item's result, and the flags the checks raised (e.g. `mismatch`)."""
+               dataset_stats: Mapping[str, Mapping],
+               sources: Sequence[Source] | None = None) -> tuple[dict[str, CheckResult], list[str]]:
+    """Every item's result, and the flags the checks raised (e.g. `mismatch`).
+
+    Each part's items read one notebook (or one section of one), from `sources` (computed
+    here with `choose_sources` when not given); `ignored-notebook` is raised when a candidate
+    notebook was graded for no part."""
+    common = dict(student_id=student_id, evidence=evidence, files=files, work_dir=work_dir,
+                  reference=reference, dataset_stats=dataset_stats)
+    if sources is None:
+        sources = choose_sources(rubric, **common)  # type: ignore[arg-type]
+    by_part = {s.part_id: s for s in sources}
     results: dict[str, CheckResult] = {}
-    flags: set[str] = set()
-    ref_parts = (reference or {}).get("parts") or {}
-    for part_id, spec, items in _groups(rubric):
-        serving = notebooks_for(spec, evidence)
+    flags: set[str] = {"ignored-notebook"} if ignored_paths(sources) else set()
+    for part_id, spec, items, _ in _groups(rubric):
+        source = by_part.get(part_id)
+        if spec is None:
+            serving: list[Mapping] = list(evidence)
+        else:
+            serving = [source.chosen.view] if source and source.chosen else []
         for item in items:
-            ref_part = (item.params or {}).get("reference_part", part_id)
-            ctx = CheckContext(student_id=student_id, part_id=part_id,
-                               dataset=(item.params or {}).get("dataset") or (spec.dataset if spec else None),
-                               evidence=tuple(serving), all_evidence=tuple(evidence), files=tuple(files),
-                               work_dir=work_dir, reference=ref_parts.get(ref_part),
-                               dataset_stats=dataset_stats)
+            ctx = _context(item, part_id, spec, serving, **common)  # type: ignore[arg-type]
             if item.check == "manual":
                 hint = run_check(item.hint.check, ctx, item.hint.params, rubric_dir=rubric.base_dir) \
                     if item.hint else None

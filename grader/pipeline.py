@@ -187,6 +187,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     from grader.evidence import figure_file
     from grader.execute import PROBE_DIR_TOKEN, SandboxSpec, run_notebook, run_script
     from grader.probe.recorder import bootstrap_source
+    from grader.sections import verification_hint
     from grader.verify import teardown_source, verify_run
 
     if settings.mode == "saved":
@@ -207,7 +208,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
                           figures_dir=probe_dir / "fig")
     # The trained model, evaluated again in a fresh sandbox the student's code never ran in.
     ev["verified"] = verify_run(run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
-                                dataset_hint=ev.get("dataset"))
+                                dataset_hint=verification_hint(ev))
     shutil.rmtree(probe_dir / "verify", ignore_errors=True)  # model.pt can be tens of MB
     figures = run_dir / "figures"
     for fig in ev["figures"]:
@@ -284,13 +285,19 @@ def _reference(path: Path | None) -> dict[str, Any] | None:
 def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
                     settings: GradeSettings, overrides=()) -> dict[str, Any]:
     """checks + score over stored evidence: all that `rescore` repeats."""
-    from grader.grading import run_checks
+    from grader.grading import choose_sources, run_checks
     from grader.score import score
+    from grader.sources import ignored_paths, to_json
 
     reference = _reference(settings.reference_path)
     files = [{"path": f.path, "kind": f.kind, "bytes": f.bytes} for f in sub.files]
-    results, flags = run_checks(rubric, student_id=sub.student_id, evidence=evidence, files=files,
-                                work_dir=sub.work_dir, reference=reference, dataset_stats=settings.dataset_stats)
+    common = dict(student_id=sub.student_id, evidence=evidence, files=files, work_dir=sub.work_dir,
+                  reference=reference, dataset_stats=settings.dataset_stats)
+    sources = choose_sources(rubric, **common)
+    results, flags = run_checks(rubric, **common, sources=sources)
+    # A candidate notebook graded for no part (a broken `Copy of ...`) raises no run flags.
+    ignored = set(ignored_paths(sources))
+    evidence = [ev for ev in evidence if ev.get("path") not in ignored]
     flags_in = set(flags)
     codes = {p.code for p in sub.problems}
     if codes & {"bad-name", "no-student-id"}:
@@ -306,15 +313,19 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     when, source = _submitted_at(sub, settings)
     grade = score(rubric, results, student_id=sub.student_id, submitted_at=when, submitted_at_source=source,
                   overrides=overrides, flags_in=sorted(flags_in))
-    return json.loads(grade.to_json())
+    out = json.loads(grade.to_json())
+    out["sources"] = to_json(sources)  # which notebook (and cells) each part was graded on, and what was not
+    return out
 
 
 def _render(grade: dict, sub: Submission, evidence: list[dict], settings: GradeSettings) -> None:
     from grader.report import render_student
+    from grader.sources import report_evidence
 
     reference = _reference(settings.reference_path)
     runs_root = settings.out / "runs" / sub.student_id
-    enriched = [dict(ev, run_dir=str(runs_root / _safe_name(ev["path"]))) for ev in evidence]
+    enriched = [dict(ev, run_dir=str(runs_root / _safe_name(ev["path"])))
+                for ev in report_evidence(evidence, grade.get("sources") or {})]
     render_student(grade, evidence=enriched, reference=reference, dataset_stats=dict(settings.dataset_stats),
                    problems=[record_to_json(p) for p in sub.problems], out_dir=settings.out,
                    name=sub.student_name, pdf=settings.pdf)

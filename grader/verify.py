@@ -99,6 +99,7 @@ def verify_run(*, run_dir: Path, probe_dir: Path, spec: SandboxSpec, limits: San
     alone does not (an ImageFolder). Never raises for anything the submission did.
     """
     started = time.monotonic()
+    job_spec: dict[str, Any] = {}
     try:
         _check_run(run_dir)
         job_spec = read_spec(probe_dir / "verify" / "spec.json")
@@ -109,7 +110,8 @@ def verify_run(*, run_dir: Path, probe_dir: Path, spec: SandboxSpec, limits: San
                            timeout_s=min(timeout_s, limits.wall_timeout_s))
         return _block(job_spec, job, counts, seconds=time.monotonic() - started)
     except _NotVerified as exc:
-        return {"reason": str(exc)}
+        # the cell says which model the reason is about, once the capture is known
+        return {"reason": str(exc), **({"cell": job_spec["cell"]} if job_spec.get("cell") is not None else {})}
     except Exception as exc:  # noqa: BLE001 - one notebook's verification must not stop a batch
         return {"reason": f"the grader's verification failed ({type(exc).__name__}: {str(exc)[:200]}); "
                           f"please report this"}
@@ -190,7 +192,10 @@ def validate_spec(data: Any) -> dict[str, Any]:
           and isinstance(sample.get("preds"), list) and len(sample["keys"]) == len(sample["preds"]) <= 256
           and all(isinstance(k, int) and not isinstance(k, bool) or _str(k) for k in sample["keys"])
           and all(_int(p) for p in sample["preds"]), "sample")
-    return {"model": model, "dataset": ds, "steps": steps, "sample": sample}
+    evaluation = data.get("evaluation") if isinstance(data.get("evaluation"), dict) else {}
+    cell = evaluation.get("cell")
+    return {"model": model, "dataset": ds, "steps": steps, "sample": sample,
+            "cell": cell if _int(cell) else None}
 
 
 def _need(ok: bool, key: str) -> None:
@@ -617,7 +622,10 @@ def _block(job_spec: Mapping[str, Any], job: Mapping[str, Any], counts: Mapping[
         "capture": job_spec["model"]["capture"], "transform": transform_text(job["steps"]),
         "dataset": job["kind"], "split": job["split"],
         "sample_agreement": round(same / compared, 4) if compared else None,
-        "seconds": round(seconds, 2)}
+        "seconds": round(seconds, 2),
+        # In[n] of the evaluation whose model this is: a notebook of several sections credits
+        # the verification only to the section holding that cell (grader/sections.py).
+        "cell": job_spec.get("cell")}
     notes = [job["note"]] if job.get("note") else []
     model = job_spec["model"]
     if model.get("evaluated_in_train_mode") is True and model.get("mode_sensitive") is True:

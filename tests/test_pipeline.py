@@ -198,3 +198,118 @@ def test_dask_cluster_on_loopback(data_root: Path, tmp_path: Path) -> None:
             p.terminate()
         for p in procs:
             p.wait(timeout=20)
+
+
+# ---------------------------------------------------------------- one notebook per part (issue 12 G, O)
+
+
+@pytest.fixture(scope="module")
+def sectioned(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A whole lab in one notebook (LAB 1-1, 1-2, 1-3 in sequence), one that sets both datasets
+    up first and then trains and tests them in turn, and a broken `Copy of` draft beside a
+    good LAB 1-1 notebook, graded in one batch in the real sandbox."""
+    from grader.rubric import builtin_rubric, load_rubric
+    from grader.samples import Sample, cells, lab1_1, lab1_2, lab1_3, notebook
+    from test_sections import combined, defined_first
+
+    mtime = load_rubric(builtin_rubric("lab1")).deadline.timestamp() - 3600
+    subs = tmp_path_factory.mktemp("subs-sections")
+    whole = combined(lab1_1(epochs=1), lab1_2(epochs=1), lab1_3(epochs=1))
+    write_archive(Sample("0556101", "dllab_0556101.zip", "the whole lab in one notebook",
+                         {"DL_LAB1_0556101.ipynb": whole}), subs, mtime=mtime)
+    draft = notebook(cells.CIFAR_DATA, cells.CRASH, title="LAB 1-1 (draft)")
+    write_archive(Sample("0556102", "dllab_0556102.zip", "a broken Copy of beside the notebook",
+                         {"lab1-1.ipynb": lab1_1(epochs=1), "Copy of lab1-1.ipynb": draft}), subs, mtime=mtime)
+    write_archive(Sample("0556103", "dllab_0556103.zip", "both datasets set up first, trained in turn",
+                         {"DL_LAB1_0556103.ipynb": defined_first()}), subs, mtime=mtime)
+    out = tmp_path_factory.mktemp("out-sections")
+    assert _grade([str(subs), "--lab", "lab1", "--data", str(data_root), "--out", str(out), "--workers", "2",
+                   "--no-pdf"]) == 0
+    return out
+
+
+def _printed(nb, needle: str) -> str:
+    cell = next(c for c in nb.cells if c.cell_type == "code" and needle in c.source)
+    return "".join(str(o.get("text", "")) for o in cell.outputs)
+
+
+def test_whole_lab_in_one_notebook_is_graded_part_by_part(sectioned: Path) -> None:
+    import re
+
+    import nbformat
+
+    from grader.datasets import CIFAR10_CLASSES, FOOD11_CLASSES
+
+    run = sectioned / "runs" / "0556101" / "DL_LAB1_0556101.ipynb"
+    ev = json.loads((run / "evidence.json").read_text())
+    assert [(s["dataset"], s["basis"], s["status"]) for s in ev["sections"]] == [
+        ("cifar10", "probe", "ok"), ("food11", "probe", "ok"), ("cifar10", "probe", "ok")]
+    g = grade_of(sectioned, "0556101")
+    it = items(g)
+    for item in ("lab1-2-test-metrics", "lab1-2-model", "lab1-2-ran", "lab1-1-test-metrics", "lab1-1-per-class",
+                 "lab1-1-weights", "lab1-1-ran", "lab1-3-experiments"):
+        assert it[item]["status"] == "pass", (item, it[item]["message"])
+    assert {p: s["sections"] for p, s in g["sources"].items()} == {
+        "lab1-1": ["s1"], "lab1-2": ["s2"], "lab1-3": ["s3"], "bonus": ["s2"]}
+    # LAB 1-1's numbers are the ones its own cells printed, with CIFAR-10's classes only
+    nb = nbformat.read(run / "executed.ipynb", as_version=4)
+    acc = float(re.search(r"test images: ([\d.]+) %", _printed(nb, "Accuracy of the network")).group(1))
+    one, food = ev["sections"][0]["metrics"], ev["sections"][1]["metrics"]
+    assert one["test_accuracy"] == pytest.approx(acc / 100) and f"{acc:.1f} %" in it["lab1-1-test-metrics"]["message"]
+    assert set(one["per_class_accuracy"]) == set(CIFAR10_CLASSES)
+    assert set(food["per_class_accuracy"]) == set(FOOD11_CLASSES)
+    # one model per notebook is re-evaluated: LAB 1-3's, the last tested; no other part is credited with it
+    assert ev["verified"].get("cell") in ev["sections"][2]["counts"]
+    for item in ("lab1-1-verified", "lab1-2-verified"):
+        assert it[item]["status"] == "manual" and "another section" in it[item]["message"]
+    assert "mismatch" not in g["flags"]
+    html = (sectioned / "feedback" / "0556101.html").read_text()
+    assert "Which notebook was graded for each part" in html and "LAB 1-2: Food-11" in html
+
+
+def test_whole_lab_in_saved_mode_reads_the_same_sections(sectioned: Path, tmp_path: Path, data_root: Path) -> None:
+    import nbformat
+
+    from grader.samples import Sample
+
+    run = sectioned / "runs" / "0556101" / "DL_LAB1_0556101.ipynb"
+    nb = nbformat.read(run / "executed.ipynb", as_version=4)
+    write_archive(Sample("0556101", "dllab_0556101.zip", "saved", {"DL_LAB1_0556101.ipynb": nb}), tmp_path / "subs")
+    out = tmp_path / "out"
+    assert _grade([str(tmp_path / "subs"), "--lab", "lab1", "--data", str(data_root), "--out", str(out),
+                   "--mode", "saved", "--no-pdf"]) == 0
+    executed = json.loads((run / "evidence.json").read_text())["sections"]
+    saved = json.loads((out / "runs" / "0556101" / "DL_LAB1_0556101.ipynb" / "evidence.json").read_text())["sections"]
+    assert [(s["dataset"], s["basis"]) for s in saved] == [("cifar10", "code"), ("food11", "code"), ("cifar10", "code")]
+    for a, b in zip(executed, saved):
+        assert b["metrics"]["test_accuracy"] == a["metrics"]["test_accuracy"]
+        assert b["metrics"]["per_class_accuracy"] == a["metrics"]["per_class_accuracy"]
+    it = items(grade_of(out, "0556101"))
+    assert it["lab1-2-test-metrics"]["status"] == "pass" and it["lab1-1-per-class"]["status"] == "pass"
+
+
+def test_interleaved_datasets_are_split_and_the_verified_model_credited_to_its_part(sectioned: Path) -> None:
+    ev = json.loads((sectioned / "runs" / "0556103" / "DL_LAB1_0556103.ipynb" / "evidence.json").read_text())
+    assert [(s["dataset"], s["basis"]) for s in ev["sections"]] == [("cifar10", "probe"), ("food11", "probe")]
+    cifar, food = (set(s["cells"]) for s in ev["sections"])
+    assert cifar & food  # the cell defining both models is in both
+    g = grade_of(sectioned, "0556103")
+    it = items(g)
+    for item in ("lab1-1-test-metrics", "lab1-1-per-class", "lab1-1-weights", "lab1-2-test-metrics", "lab1-2-model"):
+        assert it[item]["status"] == "pass", (item, it[item]["message"])
+    # CIFAR-10's model was tested last, so it is the one re-evaluated: LAB 1-1's check uses it
+    assert ev["verified"]["dataset"] == "cifar10" and it["lab1-1-verified"]["status"] == "pass"
+    assert it["lab1-2-verified"]["status"] == "manual" and "another section" in it["lab1-2-verified"]["message"]
+
+
+def test_broken_copy_beside_the_notebook_is_not_graded(sectioned: Path) -> None:
+    g = grade_of(sectioned, "0556102")
+    it = items(g)
+    assert it["lab1-1-ran"]["status"] == "pass" and it["lab1-1-test-metrics"]["status"] == "pass"
+    assert "ignored-notebook" in g["flags"] and "notebook-error" not in g["flags"]
+    src = g["sources"]["lab1-1"]
+    assert src["notebook"] == "lab1-1.ipynb" and src["ignored"][0]["notebook"] == "Copy of lab1-1.ipynb"
+    # the ignored run stays on disk for the TA
+    ev = json.loads((sectioned / "runs" / "0556102" / "Copy_of_lab1-1.ipynb" / "evidence.json").read_text())
+    assert ev["status"] == "error" and ev["errors"][0]["ename"] == "NameError"
+    assert "was not graded" in (sectioned / "feedback" / "0556102.html").read_text()

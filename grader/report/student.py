@@ -12,6 +12,7 @@ from grader.fsutil import write_bytes_atomic, write_text_atomic
 from grader.report import charts
 from grader.report.figures import figures_view
 from grader.report.pdf import html_to_pdf, stylesheet_text
+from grader.sources import RULE
 from grader.report.text import (
     RUN_STATUSES, clean, clip_lines, num, render_template, safe_student_id, status_of,
 )
@@ -35,6 +36,7 @@ FLAG_TEXT = {
     "duplicate": "more than one submission was found",
     "override-applied": "a TA adjusted points",
     "grader-crash": "the grader failed on this submission; a TA will look at it",
+    "ignored-notebook": "a notebook that could serve a part was not graded (see which notebook was graded)",
 }
 
 
@@ -83,8 +85,31 @@ def student_context(grade: Mapping, *, evidence: Sequence[Mapping], reference: M
                       "path": clean(p.get("path"), 300)} for p in problems[:20] if isinstance(p, Mapping)],
         "notebooks": [notebook_view(ev, ref_parts or {}, dataset_stats or {})
                       for ev in evidence[:MAX_NOTEBOOKS] if isinstance(ev, Mapping)],
+        "sources": _sources(grade.get("sources")),
+        "source_rule": RULE,
         "provenance": _provenance((reference or {}).get("provenance")),
     }
+
+
+def _cells(span: object) -> str:
+    """`cells 8–14`: a section's first and last cell, counted from 1 as they appear in the notebook."""
+    ends = [num(x) for x in span] if isinstance(span, list) and len(span) == 2 else []
+    return f"cells {int(ends[0]) + 1}–{int(ends[1]) + 1}" if len(ends) == 2 and None not in ends else ""
+
+
+def _sources(sources: object) -> list[dict[str, Any]]:
+    """Which notebook (and cells) each part was graded on, and the candidates left out."""
+    rows = []
+    for pid, s in (sources.items() if isinstance(sources, Mapping) else ()):
+        if not isinstance(s, Mapping):
+            continue
+        span = s.get("span") if isinstance(s.get("span"), list) and len(s["span"]) == 2 else None
+        rows.append({"part": clean(s.get("title") or pid, 200), "notebook": clean(s.get("notebook"), 200),
+                     "cells": _cells(span),
+                     "section": clean(s.get("section_title"), 200), "why": clean(s.get("why"), 600),
+                     "ignored": [clean(ig.get("reason"), 800) for ig in s.get("ignored") or []
+                                 if isinstance(ig, Mapping)][:MAX_ROWS]})
+    return rows
 
 
 def part_view(part: Mapping) -> dict[str, Any]:
@@ -121,8 +146,13 @@ def notebook_view(ev: Mapping, ref_parts: Mapping, stats: Mapping) -> dict[str, 
         measured = summary
     verified = ev.get("verified") if isinstance(ev.get("verified"), Mapping) else {}
     optimizers = [o for o in ev.get("optimizers") or [] if isinstance(o, Mapping)]
+    section = ev.get("section") if isinstance(ev.get("section"), Mapping) else {}
+    span = section.get("span") if isinstance(section.get("span"), list) else []
     return {
         "path": clean(ev.get("path"), 200), "mode": clean(ev.get("mode"), 20),
+        "section": {"title": clean(section.get("title"), 200), "cells": _cells(span)} if section else None,
+        "graded_for": [clean(t, 200) for t in ev.get("graded_for") or []][:MAX_ROWS],
+        "not_graded": [clean(r, 600) for r in ev.get("not_graded") or []][:MAX_ROWS],
         "status": status_of(ev.get("status"), RUN_STATUSES, "not-run"),
         "reason": clean(ev.get("reason"), 500), "duration_s": num(ev.get("duration_s")),
         "dataset": clean(dataset, 40),

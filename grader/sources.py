@@ -1,0 +1,315 @@
+"""Which notebook (and which section of it) each rubric part is graded on: exactly one.
+
+The rule, stated once (`RULE`, shown in the feedback and in the rubric's comments):
+
+1. Candidates are the notebooks whose file name matches one of the part's `patterns`; when
+   none does, the notebooks that train on the part's `dataset`. `.ipynb_checkpoints/`
+   copies are never candidates (intake already drops them as junk).
+2. Names first: a plain name beats one marked as a copy (`Copy of`, `(1)`, `-checkpoint`,
+   `copy`, `draft`, `old`, `backup`, ...), and a name matching an earlier pattern beats one
+   matching a later pattern. The student's own name for the file says which one they meant;
+   a marked copy is a leftover far more often than the final version.
+3. Among equal names, the most complete run: one that shows something for the part's items,
+   then one that ran without errors, then fewer errors, then more of the part's points.
+4. The part is graded on the chosen one alone; every other candidate is listed, with why,
+   for the TA and the student (and a complete run that lost on its name is said to be one).
+
+A notebook holding several sections (`grader.sections`) serves each part with the section
+on the part's dataset; when it has several sections on that dataset, the one whose heading
+matches the part's patterns (`# LAB 1-3`), else the parts on that dataset take them in order.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, Callable, Mapping, Sequence
+
+from grader.checks import run_check
+from grader.checks.base import CheckContext
+from grader.sections import view
+
+RULE = ("One notebook is graded per part: of the notebooks whose name matches the part (else those "
+        "that train on its dataset), a plain name beats a copy (`Copy of`, `(1)`, `-checkpoint`, `draft`, "
+        "`old`, `backup`), then the most complete run wins (something shown for the part, then no errors, "
+        "then fewer errors, then more points). A notebook holding several parts is graded part by part, "
+        "each on its own cells.")
+# Checks that say nothing about how much of the part a candidate shows: those reading files
+# or every notebook, and the run's own status (rule step 3 weighs that first, on its own).
+_NOT_SCORED = {"report_sections", "files_present", "normalization", "custom", "manual", "ran_without_errors"}
+_MARKS = re.compile(r"(?<![a-z0-9])(copy|checkpoint|draft|old|backup|bak|tmp|temp|scratch|untitled|unused)"
+                    r"(?![a-z])|\(\d+\)|副本|複製|复制|舊|旧|備份|备份|草稿", re.IGNORECASE)
+_STATUS_RANK = {"ok": 0, "error": 1, "timeout": 2, "killed": 2, "not-run": 3}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One notebook (or some of its sections) that could serve a part."""
+
+    ev: Mapping[str, Any]
+    """The notebook's whole evidence."""
+    view: Mapping[str, Any]
+    """What the part's checks read: the evidence cut to `sections` (or the whole of it)."""
+    sections: tuple[str, ...]
+    """Section ids the view is made of; empty for the whole notebook."""
+    pattern: int
+    """Index of the first of the part's patterns the name matches; len(patterns) when chosen by dataset."""
+    marks: tuple[str, ...]
+    """Copy markers in the path (`copy`, `(1)`, ...)."""
+    score: float = 0.0
+    """Points the part's notebook checks give this candidate alone."""
+
+    @property
+    def path(self) -> str:
+        return str(self.ev.get("path", "?"))
+
+    def key(self) -> tuple:
+        """Sort key: smaller is better (rule steps 2 and 3)."""
+        errors = len(self.view.get("errors") or [])
+        return (bool(self.marks), self.pattern, self.score <= 0,
+                _STATUS_RANK.get(str(self.view.get("status")), 3), errors, -self.score, self.path)
+
+
+@dataclass(frozen=True)
+class Source:
+    """The notebook a part is graded on, and the candidates that were not."""
+
+    part_id: str
+    title: str
+    chosen: Candidate | None
+    why: str
+    """One sentence: why this one (empty when there was only one candidate)."""
+    ignored: tuple[tuple[Candidate, str], ...] = ()
+    """Every other candidate, with one or two sentences on why it was not graded."""
+
+
+def is_checkpoint(path: str) -> bool:
+    return ".ipynb_checkpoints" in PurePosixPath(path).parts
+
+
+def marks(path: str) -> tuple[str, ...]:
+    """Copy markers in a path: `Copy of lab1-1.ipynb` -> ('copy',)."""
+    return tuple(dict.fromkeys(m.group(0).lower() for m in _MARKS.finditer(path)))
+
+
+def _norm_title(text: str) -> str:
+    """`Lab 1.2 – Food` -> `lab 1-2 - food`: headings write part numbers in many ways."""
+    return re.sub(r"(\d)\s*[._\u2013\u2014-]\s*(?=\d)", r"\1-", text.lower())
+
+
+def _match(name: str, patterns: Sequence[str]) -> int | None:
+    return next((k for k, p in enumerate(patterns) if fnmatch.fnmatch(name, p.lower())), None)
+
+
+# ---------------------------------------------------------------- sections of one notebook
+
+
+def _on(section: Mapping[str, Any], dataset: str) -> bool:
+    return section.get("dataset") == dataset or (section.get("metrics") or {}).get("dataset") == dataset
+
+
+def _owner(section: Mapping[str, Any], specs: Sequence[Any]) -> tuple[str, ...] | None:
+    """The patterns of the part whose patterns the section's headings match best, if one does."""
+    best: tuple[int, tuple[str, ...]] | None = None
+    tied = False
+    for title in [section.get("title"), *(section.get("headings") or [])]:
+        if not title:
+            continue
+        for spec in specs:
+            k = _match(_norm_title(str(title)), spec.patterns)
+            if k is not None and (best is None or k < best[0]):
+                best, tied = (k, tuple(spec.patterns)), False
+            elif k is not None and best is not None and k == best[0] and tuple(spec.patterns) != best[1]:
+                tied = True
+        if best is not None:
+            break  # the most prominent heading that matches anything decides
+    return None if best is None or tied else best[1]
+
+
+def section_ids(ev: Mapping[str, Any], spec: Any, specs: Sequence[Any]) -> tuple[str, ...] | None:
+    """The sections of `ev` that serve a part with notebook `spec`: () for the whole notebook,
+    None when the notebook has sections but none on the part's dataset."""
+    sections = [s for s in ev.get("sections") or [] if isinstance(s, Mapping) and isinstance(s.get("id"), str)]
+    if len(sections) < 2 or spec is None or not spec.dataset:
+        return ()
+    on = [s for s in sections if _on(s, spec.dataset)]
+    if not on:
+        return None
+    same = [sp for sp in specs if sp.dataset == spec.dataset]
+    groups: list[tuple[tuple[str, ...] | None, list[str], int]] = []  # (owner, ids, last position)
+    position = {s["id"]: k for k, s in enumerate(sections)}
+    for s in on:
+        owner = _owner(s, same)
+        if groups:
+            g_owner, ids, last = groups[-1]
+            contiguous = position[s["id"]] == last + 1
+            if (owner is None and contiguous) or (owner is not None and owner == g_owner):
+                ids.append(s["id"])
+                groups[-1] = (g_owner or owner, ids, position[s["id"]])
+                continue
+        groups.append((owner, [s["id"]], position[s["id"]]))
+    mine = tuple(spec.patterns)
+    owned = [ids for owner, ids, _ in groups if owner == mine]
+    if len(groups) == 1:
+        ids = groups[0][1]
+    elif owned:
+        ids = owned[0]
+    else:  # no heading names this part: the parts on this dataset take the unnamed groups in order
+        slots = list(dict.fromkeys(tuple(sp.patterns) for sp in same
+                                   if not any(owner == tuple(sp.patterns) for owner, _, _ in groups)))
+        free = [ids for owner, ids, _ in groups if owner is None] or [groups[-1][1]]
+        ids = free[min(slots.index(mine) if mine in slots else len(free) - 1, len(free) - 1)]
+    return () if len(ids) == len(sections) else tuple(ids)  # all of it: the whole notebook
+
+
+# ---------------------------------------------------------------- candidates and the choice
+
+
+def _candidates(spec: Any, specs: Sequence[Any], evidence: Sequence[Mapping[str, Any]]) -> list[Candidate]:
+    usable = [ev for ev in evidence if not is_checkpoint(str(ev.get("path", "")))]
+    named = [(ev, k) for ev in usable
+             if (k := _match(PurePosixPath(str(ev.get("path", ""))).name.lower(), spec.patterns)) is not None]
+    found: list[Candidate] = []
+    for ev, k in named:
+        ids = section_ids(ev, spec, specs)
+        found.append(Candidate(ev, view(ev, ids) if ids else ev, ids or (), k, marks(str(ev.get("path", "")))))
+    if found or not spec.dataset:
+        return found
+    for ev in usable:
+        ids = section_ids(ev, spec, specs)
+        if ids is None:
+            continue
+        if not ids and spec.dataset not in (ev.get("dataset"), (ev.get("metrics") or {}).get("dataset")):
+            continue
+        found.append(Candidate(ev, view(ev, ids) if ids else ev, ids, len(spec.patterns),
+                               marks(str(ev.get("path", "")))))
+    return found
+
+
+def _state(c: Candidate) -> str:
+    v = c.view
+    status = str(v.get("status"))
+    errors = v.get("errors") or []
+    if status == "ok" and not errors:
+        return "ran without errors"
+    if errors:
+        e = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return f"stopped with {e.get('ename') or 'an error'} in cell {e.get('cell') or e.get('index')}{more}"
+    return {"timeout": "ran out of time", "killed": "was stopped by the grader"}.get(status, "did not run")
+
+
+def _why_not(lost: Candidate, won: Candidate, max_points: float) -> str:
+    """Why `lost` was not graded, from the first rule step that tells them apart."""
+    a, b = f"`{won.path}`", f"`{lost.path}`"
+    if bool(lost.marks) != bool(won.marks):
+        text = f"its name marks it as a copy ({', '.join(f'`{m}`' for m in lost.marks)}) and {a} has a plain name"
+    elif lost.pattern != won.pattern:
+        text = f"{a}'s name matches the part's name patterns more closely"
+    elif (lost.score <= 0) != (won.score <= 0):
+        text = f"it shows nothing for this part's items and {a} does"
+    elif lost.key()[3:5] != won.key()[3:5]:
+        text = f"{a} {_state(won)} and {b} {_state(lost)}"
+    elif lost.score != won.score:
+        text = f"{a} shows more of this part (results worth {won.score:g} vs {lost.score:g} of {max_points:g} points)"
+    else:
+        text = f"both are equally complete and {a} comes first by name"
+    note = ""
+    if lost.key()[2:6] < won.key()[2:6]:  # it lost on its name but is the more complete run
+        results = (f" and its results would earn {lost.score:g} of {max_points:g} points against {won.score:g}"
+                   if lost.score != won.score else "")
+        note = (f" Note: {b} {_state(lost)}{results}; if it is the one you meant to hand in, ask the TA to "
+                f"grade it instead.")
+    elif _state(lost) != "ran without errors" and b not in text:
+        note = f" It {_state(lost)}; that does not count against this part."
+    return f"{b} was not graded: {text}.{note}"
+
+
+def choose(part_id: str, title: str, spec: Any, specs: Sequence[Any], items: Sequence[Any],
+           evidence: Sequence[Mapping[str, Any]], *,
+           context: Callable[[Any, Mapping[str, Any]], CheckContext]) -> Source:
+    """The one candidate a part is graded on. `context(item, view)` is the CheckContext the
+    item's check would get with `view` as the part's only notebook (to score candidates)."""
+    found = _candidates(spec, specs, evidence)
+    if not found:
+        return Source(part_id, title, None, "")
+    auto = [it for it in items if it.check not in _NOT_SCORED]
+    max_points = float(sum(it.points for it in auto))
+    scored = []
+    for c in found:
+        score = 0.0
+        for it in auto if len(found) > 1 else ():  # a lone candidate needs no score
+            out = run_check(it.check, context(it, c.view), it.params or {})
+            if out.status in ("pass", "partial"):
+                score += it.points * min(max(float(out.fraction), 0.0), 1.0)
+        scored.append(Candidate(c.ev, c.view, c.sections, c.pattern, c.marks, round(score, 2)))
+    scored.sort(key=Candidate.key)
+    won, rest = scored[0], scored[1:]
+    how = f"its name matches `{spec.patterns[won.pattern]}`" if won.pattern < len(spec.patterns) \
+        else f"it trains on {spec.dataset}"
+    if won.sections:
+        sec = won.view.get("section") or {}
+        first, last = sec.get("span") or (-1, -1)
+        how += f" (its cells {first + 1}–{last + 1}, the section on {sec.get('dataset')}" \
+               + (f" under “{sec['title']}”" if sec.get("title") else "") + ")"
+    why = f"`{won.path}` is graded for this part: {how}" + (
+        f"; it was preferred over {len(rest)} other candidate(s)." if rest else ".")
+    return Source(part_id, title, won, why, tuple((c, _why_not(c, won, max_points)) for c in rest))
+
+
+def settle(sources: Sequence[Source]) -> list[Source]:
+    """Drops from each part's ignored list the notebooks another part is graded on: only a
+    notebook graded for no part at all was really left out."""
+    graded = {s.chosen.path for s in sources if s.chosen}
+    return [Source(s.part_id, s.title, s.chosen, s.why, tuple((c, r) for c, r in s.ignored if c.path not in graded))
+            for s in sources]
+
+
+def to_json(sources: Sequence[Source]) -> dict[str, Any]:
+    """The grade's `sources` entry: part id -> where it was graded, and what was not."""
+    out: dict[str, Any] = {}
+    for s in sources:
+        c = s.chosen
+        sec = (c.view.get("section") or {}) if c else {}
+        out[s.part_id] = {
+            "title": s.title, "notebook": c.path if c else None, "sections": list(c.sections) if c else [],
+            "span": sec.get("span"), "section_title": sec.get("title"), "dataset": sec.get("dataset"),
+            "why": s.why, "ignored": [{"notebook": ig.path, "sections": list(ig.sections), "reason": reason}
+                                      for ig, reason in s.ignored]}
+    return out
+
+
+def ignored_paths(sources: Sequence[Source]) -> list[str]:
+    """Notebooks that were a candidate for some part and are graded for none."""
+    graded = {s.chosen.path for s in sources if s.chosen}
+    return sorted({ig.path for s in sources for ig, _ in s.ignored} - graded)
+
+
+def report_evidence(evidence: Sequence[Mapping[str, Any]], sources: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The notebooks as the feedback shows them: a notebook graded part by part appears once
+    per section it was graded on (cut to that section), each says which part(s) it was graded
+    for, and a notebook graded for no part says why it was left out."""
+    out: list[dict[str, Any]] = []
+    for ev in evidence:
+        path = ev.get("path")
+        uses = [(pid, s) for pid, s in sources.items() if isinstance(s, Mapping) and s.get("notebook") == path]
+        left: dict[str, list[str]] = {}  # reason -> the parts it was given for
+        for pid, s in sources.items():
+            for ig in (s.get("ignored") or []) if isinstance(s, Mapping) else []:
+                if ig.get("notebook") == path:
+                    left.setdefault(str(ig.get("reason")), []).append(str(s.get("title") or pid))
+        by_sections: dict[tuple[str, ...], list[tuple[str, Mapping[str, Any]]]] = {}
+        for pid, s in uses:
+            by_sections.setdefault(tuple(s.get("sections") or ()), []).append((pid, s))
+        if not by_sections:
+            out.append(dict(ev, not_graded=[f"For {' and '.join(parts)}: {reason}" for reason, parts in left.items()]))
+            continue
+        for ids, parts in by_sections.items():
+            shown = dict(view(ev, ids)) if ids else dict(ev)
+            shown["graded_for"] = [str(s.get("title") or pid) for pid, s in parts]
+            if ids:  # compared with the reference of the part this section is
+                shown["part"] = next((pid for pid, _ in parts if pid != "bonus"), parts[0][0])
+            out.append(shown)
+    return out

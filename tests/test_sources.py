@@ -1,0 +1,263 @@
+"""Which notebook each part is graded on (one per part, by a stated rule) and a notebook that
+holds the whole lab graded part by part, on in-memory evidence with the LAB01 rubric."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbformat.v4 import new_markdown_cell
+
+from grader.collect import _metrics
+from grader.datasets import CIFAR10_CLASSES
+from grader.grading import choose_sources, run_checks
+from grader.model import Submission, SubmittedFile
+from grader.pipeline import GradeSettings, grade_from_runs
+from grader.rubric import builtin_rubric, load_rubric
+from grader.samples import lab1_1, lab1_2, lab1_3
+from grader.sources import RULE, marks, to_json
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_sections import CIFAR_CLASS_OUT, CIFAR_TEST_OUT, FOOD_TEST_OUT, LR_OUT, combined, executed, saved_ev  # noqa: E402
+
+RUBRIC = load_rubric(builtin_rubric("lab1"))
+LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
+
+
+def complete(path: str, acc: float = 0.55) -> dict[str, Any]:
+    """Evidence of a LAB 1-1 notebook that did everything."""
+    hists = [{"cell": 7, "index": 8, "kind": "histogram", "subjects": [f"net.{l}.{k}" for l in LAYERS
+                                                                        for k in ("weight", "bias")]}]
+    return {"path": path, "mode": "execute", "status": "ok", "reason": "", "dataset": "cifar10",
+            "metrics": {"dataset": "cifar10", "test_accuracy": acc, "test_loss": 1.3,
+                        "per_class_accuracy": {c: acc for c in CIFAR10_CLASSES}},
+            "figures": hists, "errors": [], "models": [{"class": "Net", "num_outputs": 10, "cell": 2}],
+            "optimizers": [{"type": "SGD", "lr": 0.001, "steps": 100}], "schedulers": [], "normalization": [],
+            "verified": {"test_accuracy": acc, "per_class_accuracy": {c: acc for c in CIFAR10_CLASSES}}}
+
+
+def broken(path: str, status: str = "error") -> dict[str, Any]:
+    """A draft that stopped early: an error in cell 3 and nothing to show."""
+    return {"path": path, "mode": "execute", "status": status, "reason": "", "dataset": "cifar10",
+            "metrics": {"dataset": "cifar10"}, "figures": [], "models": [], "optimizers": [], "schedulers": [],
+            "normalization": [], "errors": [{"cell": 3, "index": 3, "ename": "NameError",
+                                             "evalue": "name 'dataiter' is not defined"}],
+            "verified": {"reason": "no model was evaluated"}}
+
+
+def grade(*evidence: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(items by id, sources by part) of a grade over this evidence."""
+    results, flags = run_checks(RUBRIC, student_id="0556001", evidence=evidence, files=[], work_dir=None,
+                                reference=None, dataset_stats={})
+    sources = to_json(choose_sources(RUBRIC, student_id="0556001", evidence=evidence, files=[], work_dir=None,
+                                     reference=None, dataset_stats={}))
+    return {k: r for k, r in results.items()} | {"_flags": flags}, sources
+
+
+# ---------------------------------------------------------------- G: one notebook per part
+
+
+def test_names_marked_as_copies() -> None:
+    assert marks("Copy of lab1-1.ipynb") == ("copy",)
+    assert marks("lab1-1 (1).ipynb") == ("(1)",)
+    assert marks("lab1-1-checkpoint.ipynb") == ("checkpoint",)
+    assert marks("old/lab1-1.ipynb") == ("old",) and marks("lab1-1_backup.ipynb") == ("backup",)
+    assert marks("lab1-1 - 副本.ipynb") == ("副本",)
+    assert marks("lab1-1.ipynb") == () and marks("bold_cifar.ipynb") == () and marks("lab1-1_final.ipynb") == ()
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_a_broken_copy_of_beside_the_notebook_is_not_graded(order: int) -> None:
+    items, sources = grade(*[complete("lab1-1.ipynb"), broken("Copy of lab1-1.ipynb")][::order])
+    assert items["lab1-1-ran"].status == "pass"  # the draft's error is not mixed in
+    assert items["lab1-1-test-metrics"].status == "pass" and items["lab1-1-weights"].status == "pass"
+    src = sources["lab1-1"]
+    assert src["notebook"] == "lab1-1.ipynb"
+    [ig] = src["ignored"]
+    assert ig["notebook"] == "Copy of lab1-1.ipynb"
+    assert "marks it as a copy (`copy`)" in ig["reason"] and "Note" not in ig["reason"]
+    assert "It stopped with NameError in cell 3; that does not count against this part." in ig["reason"]
+    assert "ignored-notebook" in items["_flags"]
+
+
+def test_an_ignored_draft_raises_no_run_flag(tmp_path: Path) -> None:
+    sub = Submission(student_id="0556001", source="x.zip", source_sha256=None, submitted_at=None,
+                     submitted_at_source="unknown", work_dir=str(tmp_path),
+                     files=(SubmittedFile("lab1-1.ipynb", "notebook", 1, "0" * 64),
+                            SubmittedFile("Copy of lab1-1.ipynb", "notebook", 1, "0" * 64)), problems=())
+    g = grade_from_runs(RUBRIC, sub, [complete("lab1-1.ipynb"), broken("Copy of lab1-1.ipynb", "killed")],
+                        settings=GradeSettings(rubric_path=builtin_rubric("lab1"), out=tmp_path))
+    assert "ignored-notebook" in g["flags"]
+    assert "notebook-error" not in g["flags"] and "sandbox-limit" not in g["flags"]
+    assert g["sources"]["lab1-1"]["ignored"][0]["notebook"] == "Copy of lab1-1.ipynb"
+
+
+def test_a_newer_browser_duplicate_loses_to_the_plain_name() -> None:
+    # `lab1-1 (1).ipynb` is what a browser names a second download; the rule does not trust
+    # its (student-set) time: the plain name is graded and the TA is told about the other.
+    items, sources = grade(complete("lab1-1.ipynb", acc=0.50), complete("lab1-1 (1).ipynb", acc=0.60))
+    assert sources["lab1-1"]["notebook"] == "lab1-1.ipynb"
+    assert "50.0 %" in items["lab1-1-test-metrics"].message
+    [ig] = sources["lab1-1"]["ignored"]
+    assert "(1)" in ig["reason"] and "Note" not in ig["reason"]  # equally complete: nothing to point out
+
+
+def test_when_the_plain_name_is_the_broken_one_it_is_graded_and_the_complete_copy_is_pointed_out() -> None:
+    items, sources = grade(broken("lab1-1.ipynb"), complete("lab1-1 - Copy.ipynb"))
+    assert sources["lab1-1"]["notebook"] == "lab1-1.ipynb"
+    assert items["lab1-1-ran"].status == "partial" and items["lab1-1-test-metrics"].status == "fail"
+    [ig] = sources["lab1-1"]["ignored"]
+    assert "Note: `lab1-1 - Copy.ipynb` ran without errors and its results would earn 55 of 55 points against 0" \
+        in ig["reason"]
+    assert "ask the TA" in ig["reason"] and "ignored-notebook" in items["_flags"]
+
+
+def test_among_equal_names_the_run_without_errors_wins() -> None:
+    # both show their results; the first stopped with an error after printing them
+    items, sources = grade(dict(broken("part1/lab1-1.ipynb"), metrics=complete("x")["metrics"]),
+                           complete("lab1-1-v2.ipynb"))
+    assert sources["lab1-1"]["notebook"] == "lab1-1-v2.ipynb"
+    [ig] = sources["lab1-1"]["ignored"]
+    assert "`lab1-1-v2.ipynb` ran without errors and `part1/lab1-1.ipynb` stopped with NameError in cell 3" \
+        in ig["reason"]
+    assert items["lab1-1-ran"].status == "pass"
+
+
+def test_a_stub_that_ran_clean_loses_to_a_run_that_shows_the_work() -> None:
+    stub = dict(broken("lab1-1.ipynb"), status="ok", errors=[])
+    work = dict(complete("lab1-1-final.ipynb"), status="error",
+                errors=[{"cell": 12, "index": 14, "ename": "KeyboardInterrupt", "evalue": ""}])
+    _, sources = grade(stub, work, study("lab1-3.ipynb"))
+    assert sources["lab1-1"]["notebook"] == "lab1-1-final.ipynb"
+    assert "shows nothing for this part's items" in sources["lab1-1"]["ignored"][0]["reason"]
+
+
+def test_checkpoint_copies_are_never_candidates() -> None:
+    items, sources = grade(complete(".ipynb_checkpoints/lab1-1-checkpoint.ipynb"))
+    assert sources["lab1-1"]["notebook"] is None and items["lab1-1-test-metrics"].status == "fail"
+    assert "ignored-notebook" not in items["_flags"]
+
+
+def test_intake_drops_checkpoint_folders(tmp_path: Path) -> None:
+    from grader.intake import intake
+    from intake_fixtures import notebook_bytes, write_zip
+
+    write_zip(tmp_path / "in" / "dllab_0556001.zip", [("lab1-1.ipynb", notebook_bytes()),
+                                                      (".ipynb_checkpoints/lab1-1-checkpoint.ipynb", notebook_bytes())])
+    [sub] = intake([tmp_path / "in"], tmp_path / "work")
+    assert [f.path for f in sub.notebooks] == ["lab1-1.ipynb"] and sub.junk_skipped == 1
+
+
+def study(path: str) -> dict[str, Any]:
+    """A learning-rate study: two rates trained, compared in a line chart."""
+    return dict(broken(path), status="ok", errors=[],
+                optimizers=[{"type": "SGD", "lr": lr, "steps": 50} for lr in (0.1, 0.01)],
+                figures=[{"cell": 4, "index": 4, "kind": "line", "subjects": []}])
+
+
+def test_unnamed_notebooks_are_chosen_by_what_they_show_for_each_part() -> None:
+    items, sources = grade(complete("train.ipynb"), study("experiments.ipynb"))
+    assert sources["lab1-1"]["notebook"] == "train.ipynb"
+    assert sources["lab1-3"]["notebook"] == "experiments.ipynb"
+    # each is graded for some part, so neither was left out
+    assert sources["lab1-1"]["ignored"] == [] and "ignored-notebook" not in items["_flags"]
+    assert items["lab1-3-experiments"].status == "pass"
+
+
+def test_the_rule_is_stated_in_the_rubric_and_the_feedback() -> None:
+    text = builtin_rubric("lab1").read_text()
+    assert "Copy of" in text and "most complete run" in text
+    assert "`Copy of`" in RULE and "most complete run" in RULE
+
+
+# ---------------------------------------------------------------- O: one notebook, every part
+
+
+def whole_lab(**titles: str) -> dict[str, Any]:
+    nb = combined(lab1_1(epochs=1), lab1_2(epochs=1), lab1_3(epochs=1))
+    for old, new in titles.items():
+        k = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and old in c.source)
+        nb.cells[k] = new_markdown_cell(new)
+    nb = executed(nb, {"Accuracy of the network": CIFAR_TEST_OUT, "class_correct[label]": CIFAR_CLASS_OUT,
+                       "Test accuracy: %.2f": FOOD_TEST_OUT, "results[lr] = accs": LR_OUT})
+    ev = saved_ev(nb)
+    ev["path"] = "DL_LAB1_0556001.ipynb"
+    ev["_nb"] = nbformat.writes(nb)
+    return ev
+
+
+def test_one_notebook_for_the_whole_lab_serves_every_part_on_its_own_lines() -> None:
+    ev = whole_lab()
+    items, sources = grade(ev)
+    assert {p: s["sections"] for p, s in sources.items()} == {
+        "lab1-1": ["s1"], "lab1-2": ["s2"], "lab1-3": ["s3"], "bonus": ["s2"]}
+    assert items["lab1-2-test-metrics"].status == "pass" and "23.0 %" in items["lab1-2-test-metrics"].message
+    assert items["lab1-2-accuracy"].status == "pass"
+    assert "41.0 %" in items["lab1-1-test-metrics"].message
+    assert items["lab1-1-per-class"].status == "pass"
+    assert sources["lab1-2"]["section_title"] == "LAB 1-2: Food-11" and sources["lab1-2"]["span"] == ev["sections"][1]["span"]
+    # read as a whole with one class list, the notebook mixes the parts (the old fault)
+    whole = _metrics(nbformat.read(io.StringIO(ev["_nb"]), as_version=4), None)
+    assert whole["dataset"] == "food11" and whole["test_accuracy"] != pytest.approx(0.41)
+
+
+def test_only_the_section_whose_model_was_verified_is_credited_with_it() -> None:
+    ev = whole_lab()
+    lr_cell = max(ev["sections"][2]["counts"])
+    ev["verified"] = {"test_accuracy": 0.18, "per_class_accuracy": {c: 0.18 for c in CIFAR10_CLASSES},
+                      "dataset": "cifar10", "model": "Net", "cell": lr_cell}
+    items, _ = grade(ev)
+    for item in ("lab1-1-verified", "lab1-2-verified"):
+        assert items[item].status == "manual" and "another section" in items[item].message
+    assert "mismatch" not in items["_flags"]
+    # the same verification on LAB 1-1's own evaluation is checked against LAB 1-1's numbers
+    ev["verified"]["cell"] = ev["sections"][0]["counts"][-2]
+    items, _ = grade(ev)
+    assert items["lab1-1-verified"].status == "fail" and "41.0 %" in items["lab1-1-verified"].message
+
+
+def test_parts_take_untitled_sections_in_order() -> None:
+    ev = whole_lab(**{"LAB 1-1": "# Part A", "LAB 1-2": "# Part B", "LAB 1-3": "# Part C"})
+    _, sources = grade(ev)
+    assert [sources[p]["sections"] for p in ("lab1-1", "lab1-2", "lab1-3")] == [["s1"], ["s2"], ["s3"]]
+
+
+def test_a_heading_naming_the_part_beats_the_order() -> None:
+    # LAB 1-3 written first, LAB 1-1 after it, both on CIFAR-10
+    nb = combined(lab1_3(epochs=1), lab1_1(epochs=1))
+    nb = executed(nb, {"results[lr] = accs": LR_OUT, "Accuracy of the network": CIFAR_TEST_OUT})
+    items, sources = grade(dict(saved_ev(nb), path="DL_LAB1_0556001.ipynb"))
+    assert sources["lab1-1"]["section_title"] == "LAB 1-1: CIFAR-10 CNN"
+    assert sources["lab1-3"]["section_title"] == "LAB 1-3: learning rate and decay"
+    assert "41.0 %" in items["lab1-1-test-metrics"].message
+
+
+def test_a_single_dataset_notebook_is_graded_whole_as_before() -> None:
+    ev = complete("lab1-1.ipynb")
+    ev["sections"] = []
+    items, sources = grade(ev)
+    assert sources["lab1-1"]["sections"] == [] and sources["lab1-3"]["notebook"] == "lab1-1.ipynb"
+    assert items["lab1-1-test-metrics"].status == "pass"
+
+
+def test_a_copy_of_the_whole_lab_notebook_is_ignored_for_every_part() -> None:
+    ev = whole_lab()
+    copy = dict(whole_lab(), path="Copy of DL_LAB1_0556001.ipynb", status="error",
+                errors=[{"cell": 1, "index": 1, "ename": "FileNotFoundError"}])
+    items, sources = grade(copy, ev)
+    assert {s["notebook"] for s in sources.values()} == {"DL_LAB1_0556001.ipynb"}
+    assert all(s["ignored"][0]["notebook"] == "Copy of DL_LAB1_0556001.ipynb" for s in sources.values())
+    assert "ignored-notebook" in items["_flags"]
+
+
+def test_a_notebook_named_for_the_part_beats_the_whole_lab_notebook() -> None:
+    food = {"path": "lab1-2.ipynb", "status": "ok", "dataset": "food11", "errors": [], "sections": [],
+            "metrics": {"dataset": "food11", "test_accuracy": 0.31, "test_loss": 1.9}}
+    items, sources = grade(whole_lab(), food)
+    assert sources["lab1-2"]["notebook"] == "lab1-2.ipynb" and "31.0 %" in items["lab1-2-test-metrics"].message
+    assert sources["lab1-1"]["sections"] == ["s1"]  # the whole-lab notebook still serves the others
+    assert "ignored-notebook" not in items["_flags"]

@@ -323,6 +323,20 @@ def test_schedulers_count_their_steps_and_unstepped_ones_show_zero(training_run:
     assert scheds["plateau"]["params"]["factor"] == 0.5 and scheds["plateau"]["optimizer"] == "SGD"
 
 
+def test_training_passes_carry_their_dataset_size_and_model(training_run: Run) -> None:
+    """What the budget of an evaluated model is computed from (grader.checks.training)."""
+    from grader.checks.training import training_budget
+
+    training = training_run.summary["training"]
+    assert [t["dataset_length"] for t in training] == [8, 8, 8]  # the random_split part, not all 12
+    [model] = training_run.summary["models"]
+    assert {t["model_ref"] for t in training} == {model["ref"]}
+    ev = {"mode": "execute", "status": "ok", "probe": training_run.summary["probe"], **training_run.summary}
+    budget = training_budget(ev)
+    assert budget is not None and (budget.epochs, budget.batches, budget.batch_size) == (3.0, 6, 4)
+    assert budget.steps == 6 + 3  # the later `sgd` steps the same parameters
+
+
 _LOADING = """
 import os
 import torch, torch.nn as nn

@@ -102,7 +102,7 @@ def test_test_metrics_do_not_count_a_nan_or_an_impossible_accuracy() -> None:
     out = run_check("test_metrics", ctx(diverged), {})
     assert out.status == "partial" and out.fraction == 0.5 and "nan" in out.message and "diverged" in out.message
     out = run_check("test_metrics", ctx(ev(metrics={"test_accuracy": 54.0, "test_loss": 1.2})), {})
-    assert out.status == "partial" and "54.0" in out.message
+    assert out.status == "partial" and "5400.0 %, which is not possible" in out.message
     out = run_check("test_metrics", ctx(ev(metrics={}, output_truncated=True)), {})
     assert out.status == "manual" and "cut" in out.message
 
@@ -215,6 +215,22 @@ def test_trained_models_are_never_called_untrained() -> None:
     # untrained but far above chance (cannot be an untrained net): no conclusion
     odd = _never_trained(metrics=printed(0.6), verified=verified(0.6))
     assert run_check("test_metrics", ctx(odd), {}).status == "pass"
+
+
+def test_the_rubrics_generic_feedback_does_not_contradict_the_reason() -> None:
+    """'No test loss or accuracy was reported' would be false for an untrained model's printed numbers."""
+    from grader.grading import run_checks
+    from grader.rubric import builtin_rubric, load_rubric
+
+    rubric = load_rubric(builtin_rubric("lab1"))
+    nothing_printed = ev(verified=verified(0.54), metrics={}, training=[session(3, 2000, 500)], optimizers=[sgd(500)])
+    for evidence, item, start in ((_never_trained(), "lab1-1-test-metrics", "the model was evaluated without training"),
+                                  (_never_trained(), "lab1-1-verified", "the model was evaluated without training"),
+                                  (nothing_printed, "lab1-1-verified", "no test accuracy was printed to compare")):
+        results, flags = run_checks(rubric, student_id="s", evidence=[evidence], files=[], work_dir=None,
+                                    reference=None, dataset_stats={})
+        assert results[item].status == "fail" and results[item].message.startswith(start), results[item].message
+        assert "mismatch" not in flags
 
 
 # ---------------------------------------------------------------- L: accuracy at the student's budget

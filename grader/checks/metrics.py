@@ -49,7 +49,7 @@ def _untrained(ctx: CheckContext, dataset: str | None) -> Outcome | None:
     verdict = untrained_outcome(ctx.evidence, dataset=dataset)
     if verdict is None:
         return None
-    return Outcome(verdict.status, 0.0, verdict.message, (verdict.pointer,))
+    return Outcome(verdict.status, 0.0, verdict.message, (verdict.pointer,), own_words=True)
 
 
 def per_class_accuracy(ctx: CheckContext, params: Mapping) -> Outcome:
@@ -119,9 +119,11 @@ def test_metrics(ctx: CheckContext, params: Mapping) -> Outcome:
     if (lost := _lost(ctx, " and ".join(f"the total test {k}" for k in missing))) is not None and not odd:
         return lost
     fix = " and ".join(f"the total test {k}" for k in missing)
-    strange = "; ".join(f"the test {k} was printed as {v!r}, not a number" for k, v in odd.items()
-                        if k in missing)
-    why = (f" ({strange}: training probably diverged; lower the learning rate)" if strange else "")
+    nan = [f"the test {k} was printed as {v!r}, not a number" for k, v in odd.items() if not finite(v)]
+    impossible = [f"the test {k} was read as {fmt_pct(float(v)) if k == 'accuracy' else v}, which is not possible"
+                  for k, v in odd.items() if finite(v)]
+    why = "".join(f" ({t})" for t in ["; ".join(nan) + ": training probably diverged; lower the learning rate"
+                                      if nan else "", "; ".join(impossible)] if t)
     if shown:
         return Outcome("partial", len(shown) / len(want), f"{', '.join(parts)} shown, but not {fix}{why}: "
                                                           f"print it after evaluating on the whole test split.", pointers)
@@ -219,7 +221,7 @@ def _nothing_printed(ctx: CheckContext, measured: float | None) -> Outcome:
     what = (f"the printed test accuracy is {odd!r}, not a number, so there is nothing" if odd is not None
             else "no test accuracy was printed")
     return Outcome("fail", 0.0, f"{what} to compare with {vs}: print the total test accuracy your code "
-                                f"computes.", tuple(where(e) for e in ctx.evidence))
+                                f"computes.", tuple(where(e) for e in ctx.evidence), own_words=True)
 
 
 def metrics_verified(ctx: CheckContext, params: Mapping) -> Outcome:

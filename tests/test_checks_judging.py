@@ -107,6 +107,20 @@ def test_test_metrics_do_not_count_a_nan_or_an_impossible_accuracy() -> None:
     assert out.status == "manual" and "cut" in out.message
 
 
+def test_test_metrics_of_one_batch_are_not_the_whole_test_split() -> None:
+    """The rubric asks for the total over all test images; the probe counts what was evaluated."""
+    trained = dict(metrics=printed(0.5), optimizers=[sgd(500)], training=[session(3, 2000, 500)])
+    batch = session(5, 4, 1, split="test", length=500)
+    out = run_check("test_metrics", ctx(ev(evaluations=[batch], **trained)), {})
+    assert out.status == "partial" and out.fraction == 0.5 and "4 of the 500 test images" in out.message
+    whole = session(6, 500, 125, split="test", length=500)
+    assert run_check("test_metrics", ctx(ev(evaluations=[batch, whole], **trained)), {}).status == "pass"
+    # an older record without the split's size, or saved mode: the grader cannot tell
+    old = dict(batch, dataset_length=None)
+    assert run_check("test_metrics", ctx(ev(evaluations=[old], **trained)), {}).status == "pass"
+    assert run_check("test_metrics", ctx(saved(metrics=printed(0.5))), {}).status == "pass"
+
+
 def test_per_class_does_not_count_non_numbers_and_a_cut_output_goes_to_the_ta() -> None:
     values = {c: 0.5 for c in CIFAR[:8]} | {CIFAR[8]: math.nan, CIFAR[9]: math.inf}
     out = run_check("per_class_accuracy", ctx(ev(metrics={"per_class_accuracy": values})), {})

@@ -12,7 +12,8 @@ from typing import Mapping
 
 from grader.checks.base import CLASSES, CheckContext, Outcome, fmt_pct, where
 from grader.checks.budget import reference_target, scaled_floor
-from grader.checks.training import CHANCE_TOLERANCE, chance_level, finite, training_budget, untrained_outcome
+from grader.checks.training import (CHANCE_TOLERANCE, chance_level, finite, test_coverage, training_budget,
+                                    untrained_outcome)
 
 
 def _metrics(ev: Mapping) -> Mapping:
@@ -115,6 +116,12 @@ def test_metrics(ctx: CheckContext, params: Mapping) -> Outcome:
     if "loss" in shown:
         parts.append(f"test loss {shown['loss'][0]:.4g}")
     if not missing:
+        partial_split = _partial_split(ctx)
+        if partial_split is not None:
+            ev, (images, size) = partial_split
+            return Outcome("partial", 0.5, f"{' and '.join(parts)} shown, but the model was evaluated on at most "
+                                           f"{images:,} of the {size:,} test images: evaluate on the whole test "
+                                           f"split.", (where(ev),))
         return Outcome("pass", 1.0, f"{' and '.join(parts)} shown.", pointers)
     if (lost := _lost(ctx, " and ".join(f"the total test {k}" for k in missing))) is not None and not odd:
         return lost
@@ -129,6 +136,18 @@ def test_metrics(ctx: CheckContext, params: Mapping) -> Outcome:
                                                           f"print it after evaluating on the whole test split.", pointers)
     return Outcome("fail", 0.0, f"no total test loss or accuracy was found{why}: evaluate on the whole test "
                                 "split and print both.")
+
+
+def _partial_split(ctx: CheckContext) -> tuple[Mapping, tuple[int, int]] | None:
+    """A notebook whose every test evaluation covered under 90 % of the test split (a batch, a
+    subset), while no other notebook of the part evaluated the whole split."""
+    found = []
+    for ev in ctx.evidence:
+        coverage = test_coverage(ev)
+        if coverage is None or coverage[0] >= 0.9 * coverage[1]:
+            return None
+        found.append((ev, coverage))
+    return found[0] if found else None
 
 
 def _accuracy(ctx: CheckContext) -> tuple[float | None, str, Mapping | None]:

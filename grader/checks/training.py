@@ -145,6 +145,22 @@ def _split_size(ev: Mapping, sessions: Sequence[Mapping], largest: int) -> int:
     return min(fits) if fits else largest
 
 
+def test_coverage(ev: Mapping) -> tuple[int, int] | None:
+    """(most test images one model was evaluated on in one cell, the test split's size), or None
+    when the probe cannot tell (saved mode, no recorded test pass, an older record)."""
+    if not probe_complete(ev):
+        return None
+    seen: Counter = Counter()
+    sizes = []
+    for e in _test_evaluations(ev):
+        if isinstance(e.get("dataset_length"), int) and e["dataset_length"] > 0:
+            seen[(_key(e), e.get("cell"))] += int(e.get("samples") or 0)
+            sizes.append(int(e["dataset_length"]))
+    if not sizes:
+        return None
+    return max(seen.values()), max(sizes)
+
+
 @dataclass(frozen=True)
 class Untrained:
     """Why a model's metrics do not count as a trained model's."""

@@ -189,6 +189,14 @@ def test_an_untrained_model_earns_no_metric_item(kind: str) -> None:
     assert "mismatch" not in out.flags
 
 
+def test_a_notebook_with_no_training_code_is_untrained_too() -> None:
+    """No cell raised: the notebook simply never trains (the optimizer is made, never stepped)."""
+    e = _never_trained(errors=[], status="ok", optimizers=[sgd(0)], metrics=printed(0.12), verified=verified(0.12))
+    out = run_check("per_class_accuracy", ctx(e), {})
+    assert out.status == "fail" and "no optimizer step ran;" in out.message
+    assert "Train the model before evaluating it." in out.message
+
+
 def test_saved_mode_cannot_tell_so_nothing_is_failed_on_a_guess() -> None:
     e = saved(metrics=printed(0.1), errors=[{"cell": 4, "ename": "NameError", "evalue": "x"}])
     assert run_check("test_metrics", ctx(e), {}).status == "pass"
@@ -214,6 +222,13 @@ def test_evaluated_before_training_is_the_untrained_models_numbers() -> None:
         out = run_check(kind, ctx(e), {})
         assert out.status == "fail" and "before training started in cell 6" in out.message, kind
         assert "mismatch" not in out.flags
+    # the accuracy item judges the model itself: measured after training, it is the trained one
+    ref = {"epochs": 1, "summary": {"test_accuracy": {"mean": 0.5, "std": 0.01}}}
+    out = run_check("accuracy_vs_reference", ctx(e, reference=ref), {"floor": 0.2, "band": "reference"})
+    assert out.status == "pass" and "52.0 %" in out.message
+    unmeasured = dict(e, verified={"reason": "the model could not be captured"})
+    out = run_check("accuracy_vs_reference", ctx(unmeasured, reference=ref), {"floor": 0.2, "band": "reference"})
+    assert out.status == "fail" and "before training" in out.message
     # evaluated again after training: the trained model's numbers count
     after = dict(e, evaluations=e["evaluations"] + [session(7, 500, 125, split="test")])
     assert run_check("test_metrics", ctx(after), {}).status == "pass"

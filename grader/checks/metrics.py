@@ -46,9 +46,14 @@ def _lost(ctx: CheckContext, what: str) -> Outcome | None:
                                   f"part of its output was cut, so a TA checks the full output.", (where(ev),))
 
 
-def _untrained(ctx: CheckContext, dataset: str | None) -> Outcome | None:
+def _untrained(ctx: CheckContext, dataset: str | None, *, measured_counts: bool = False) -> Outcome | None:
+    """The outcome for a part whose metrics are an untrained model's; `measured_counts`: an
+    independent measurement of the final (trained) model stands even when the printed numbers
+    were taken before training."""
     verdict = untrained_outcome(ctx.evidence, dataset=dataset)
     if verdict is None:
+        return None
+    if measured_counts and verdict.kind == "before" and _accuracy(ctx)[1] == "verified":
         return None
     return Outcome(verdict.status, 0.0, verdict.message, (verdict.pointer,), own_words=True)
 
@@ -173,7 +178,7 @@ def accuracy_vs_reference(ctx: CheckContext, params: Mapping) -> Outcome:
     if (miss := _not_found(ctx)) is not None:
         return miss
     dataset = params.get("dataset") or ctx.dataset
-    if (gate := _untrained(ctx, dataset)) is not None:
+    if (gate := _untrained(ctx, dataset, measured_counts=True)) is not None:
         return gate
     acc, source, ev = _accuracy(ctx)
     if acc is None:

@@ -167,6 +167,8 @@ class Untrained:
 
     status: Literal["fail", "manual"]
     """fail: the probe shows the model was not trained; manual: weights were loaded, a TA decides."""
+    kind: Literal["never", "loaded", "before"]
+    """never trained; loaded from a file, not trained here; evaluated only before training."""
     message: str
     """One or two sentences for the student."""
     pointer: str
@@ -195,25 +197,28 @@ def untrained(ev: Mapping, *, dataset: str | None, accuracy: float | None,
         loads = ev.get("weights_loaded") or []
         if loads:
             first = loads[0]
-            return Untrained("manual", f"no training ran in this notebook and the weights were loaded from "
-                                       f"a file ({first.get('source')}, cell {first.get('cell')}); the model "
-                                       f"scores {fmt_pct(accuracy)} and {cut}, so a TA checks the checkpoint "
-                                       f"and how it was evaluated.", where(ev, first.get("cell")))
+            return Untrained("manual", "loaded",
+                             f"no training ran in this notebook and the weights were loaded from a file "
+                             f"({first.get('source')}, cell {first.get('cell')}); the model scores "
+                             f"{fmt_pct(accuracy)} and {cut}, so a TA checks the checkpoint and how it "
+                             f"was evaluated.", where(ev, first.get("cell")))
         errors = ev.get("errors") or []
         why = (f" (cell {errors[0].get('cell')} raised {errors[0].get('ename')}: "
                f"{str(errors[0].get('evalue') or '')[:100]})" if errors else "")
-        return Untrained("fail", f"the model was evaluated without training: no optimizer step ran{why}; "
-                                 f"its test accuracy {fmt_pct(accuracy)} is what an untrained model gets "
-                                 f"({cut}). Fix the error and run the notebook again from the top.",
+        fix = "Fix the error and run the notebook again from the top." if errors else \
+            "Train the model before evaluating it."
+        return Untrained("fail", "never",
+                         f"the model was evaluated without training: no optimizer step ran{why}; its test "
+                         f"accuracy {fmt_pct(accuracy)} is what an untrained model gets ({cut}). {fix}",
                          where(ev, errors[0].get("cell") if errors else None))
     train_cells = [t["cell"] for t in _sessions(ev) if isinstance(t.get("cell"), int) and t.get("batches")]
     test_cells = [e["cell"] for e in _test_evaluations(ev) if isinstance(e.get("cell"), int)]
     if (_steps(ev) > 0 and train_cells and test_cells and max(test_cells) < min(train_cells)
             and finite(printed) and printed <= near):
-        return Untrained("fail", f"your printed test accuracy {fmt_pct(printed)} was measured in cell "
-                                 f"{max(test_cells)}, before training started in cell {min(train_cells)}, so it "
-                                 f"is the untrained model's ({cut}): evaluate after training.",
-                         where(ev, max(test_cells)))
+        return Untrained("fail", "before",
+                         f"your printed test accuracy {fmt_pct(printed)} was measured in cell {max(test_cells)}, "
+                         f"before training started in cell {min(train_cells)}, so it is the untrained model's "
+                         f"({cut}): evaluate after training.", where(ev, max(test_cells)))
     return None
 
 

@@ -128,6 +128,7 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
         "dataloaders": probe.get("dataloaders", []), "models": _models(probe),
         "optimizers": probe.get("optimizers", []), "schedulers": probe.get("schedulers", []),
         "evaluations": probe.get("evaluations", []), "training": probe.get("training", []),
+        "weights_loaded": probe.get("weights_loaded", []),
         "errors": errors, "cells": {"total": len(run.cells),
                                     "by_status": dict(Counter(c.status for c in run.cells))},
         "figures_dropped": run.figures_dropped, "output_truncated": run.output_truncated,

@@ -76,6 +76,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "evaluation": _SESSION,
     "training": _SESSION,
     "bind": {"ref": "int", "names": ("list", "str")},
+    "weights-loaded": {"model": _INT, "source": "str"},
 }
 _COMMON = {"id": "int", "t": "num", "cell": _INT, "kind": "str"}
 
@@ -288,7 +289,7 @@ def summarize_events(events: list[dict[str, Any]], *,
 
     out: dict[str, Any] = {key: [] for key in (
         "figures", "normalization", "datasets", "dataloaders", "models", "optimizers",
-        "schedulers", "evaluations", "training")}
+        "schedulers", "evaluations", "training", "weights_loaded")}
     applied: set[int] = set()
     for e in events:
         kind, ref = e["kind"], e["id"]
@@ -344,13 +345,17 @@ def summarize_events(events: list[dict[str, Any]], *,
             entry = {"cell": e.get("cell"), **model_name(e.get("model")),
                      **loader_info(e.get("loader")), "samples": e.get("samples"),
                      "batches": e.get("batches"), "grad_enabled": e.get("grad_enabled"),
-                     "training_mode": e.get("training")}
+                     "training_mode": e.get("training"), "model_ref": e.get("model"),
+                     "dataset_length": (of(e.get("dataset"), "dataset") or {}).get("length")}
             if kind == "training":
                 out["training"].append(entry)
             # a pass over test data in train mode with grad (no eval(), no no_grad()) is
             # still the student's evaluation; its flags say how it was run
             if kind == "evaluation" or entry["split"] in ("test", "val"):
                 out["evaluations"].append(entry)
+        elif kind == "weights-loaded":
+            out["weights_loaded"].append({"cell": e.get("cell"), "source": e.get("source"),
+                                          **model_name(e.get("model"))})
     for e in events:
         if e["kind"] == "normalize" and e["id"] not in applied:
             out["normalization"].append({"mean": e.get("mean"), "std": e.get("std"),

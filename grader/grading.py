@@ -106,7 +106,7 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
             fraction = min(max(float(out.fraction), 0.0), 1.0)
             # With no notebook for the part, the rubric's generic feedback ("the notebook
             # stopped with an error") would mislead; the check's own sentence says what is missing.
-            message = out.message if not serving and item.check not in FILE_CHECKS \
+            message = out.message if (not serving and item.check not in FILE_CHECKS) or out.own_words \
                 else _message(item, out.status, out.message)
             results[item.id] = CheckResult(item.id, out.status, fraction, message, tuple(out.evidence))
     return results, sorted(flags)

@@ -151,15 +151,20 @@ def fit(model: nn.Module, train: DeviceData, *, epochs: int, batch_size: int,
         make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
         make_scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
         generator: torch.Generator, amp: bool,
-        on_epoch: Callable[[int, float], float | None] | None = None) -> dict:
+        on_epoch: Callable[[int, float], float | None] | None = None,
+        test_accuracy: Callable[[], float] | None = None) -> dict:
     """Trains for `epochs`; returns the per-epoch loss, lr in effect, and seconds per epoch.
 
     `on_epoch(epoch, train_loss)` may return a validation metric, which a ReduceLROnPlateau
-    scheduler then steps on.
+    scheduler then steps on. `test_accuracy()`, when given, is recorded before training and
+    after every epoch (`history["test_accuracy"]`, fractions, index = epochs trained): the
+    curve a student's shorter run is compared against. It is not timed with the epoch.
     """
     optimizer = make_optimizer(model)
     scheduler = make_scheduler(optimizer) if make_scheduler else None
     history = {"train_loss": [], "lr": [], "val_metric": [], "wall_s": [], "cpu_s": []}
+    if test_accuracy is not None:
+        history["test_accuracy"] = [test_accuracy()]
     for epoch in range(epochs):
         history["lr"].append(optimizer.param_groups[0]["lr"])
         wall, cpu = time.perf_counter(), time.process_time()
@@ -173,6 +178,8 @@ def fit(model: nn.Module, train: DeviceData, *, epochs: int, batch_size: int,
         history["train_loss"].append(loss)
         metric = on_epoch(epoch, loss) if on_epoch else None
         history["val_metric"].append(metric)
+        if test_accuracy is not None:
+            history["test_accuracy"].append(test_accuracy())
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(metric if metric is not None else loss)
         elif scheduler is not None:

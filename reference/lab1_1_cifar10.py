@@ -4,7 +4,9 @@ Model: conv 3→6 5x5, maxpool 2, conv 6→16 5x5, maxpool 2, fc 400→120→84�
 CIFAR-10 tutorial net the handout's example notebook uses). Optimizer: SGD lr 0.001,
 momentum 0.9, batch size 4, inputs ToTensor() then Normalize((0.5,)*3, (0.5,)*3), as in that
 notebook. Reports what the lab asks students to show: test loss and accuracy over the whole
-test split, accuracy for each of the 10 classes, and the weight/bias distribution of every layer.
+test split, accuracy for each of the 10 classes, and the weight/bias distribution of every layer;
+also the test accuracy before training and after every epoch (`history["test_accuracy"]`), which
+a student's shorter run is compared with at the same number of epochs.
 
 Evidence: `dllab reference run lab1` writes these numbers with their provenance (device,
 torch version, seeds, epochs, dataset manifest digest, seconds per epoch) and mean ± std over
@@ -48,7 +50,8 @@ def train(*, root: Path, device: torch.device, seed: int, epochs: int | None = N
     history = fit(
         model, train_data, epochs=epochs or hyp["epochs"], batch_size=hyp["batch_size"],
         make_optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=hyp["lr"], momentum=hyp["momentum"]),
-        generator=generator, amp=hyp["amp"])
+        generator=generator, amp=hyp["amp"],
+        test_accuracy=lambda: evaluate(model, test_data, classes)["test_accuracy"])
     metrics = evaluate(model, test_data, classes)
     return {**metrics, "classes": classes, "train_images": len(train_data), "history": history,
             "layers": layer_stats(model), "normalization": {"mean": list(hyp["mean"]), "std": list(hyp["std"])}}

@@ -5,7 +5,8 @@ it into one folder per class so torchvision's ImageFolder reads it, then resizes
 the handout CNN fits unchanged except for its 11-way last layer. Inputs are normalized with
 Food-11's own training-split mean and std (the bonus item), computed here, not typed in.
 Reports test loss, accuracy and per-class accuracy on the `evaluation` split, validation
-accuracy, the model used and the mean/std applied.
+accuracy, the model used and the mean/std applied, and the test accuracy before training and
+after every epoch (`history["test_accuracy"]`), which a student's shorter run is compared with.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def train(*, root: Path, device: torch.device, seed: int, epochs: int | None = N
     history = fit(
         model, data["training"], epochs=epochs or hyp["epochs"], batch_size=hyp["batch_size"],
         make_optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=hyp["lr"], momentum=hyp["momentum"]),
-        generator=generator, amp=hyp["amp"], on_epoch=validate)
+        generator=generator, amp=hyp["amp"], on_epoch=validate,
+        test_accuracy=lambda: evaluate(model, data["evaluation"], classes)["test_accuracy"])
     metrics = evaluate(model, data["evaluation"], classes)
     return {**metrics, "classes": classes, "train_images": len(data["training"]),
             "validation_accuracy": history["val_metric"][-1], "history": history,

@@ -323,6 +323,60 @@ def test_schedulers_count_their_steps_and_unstepped_ones_show_zero(training_run:
     assert scheds["plateau"]["params"]["factor"] == 0.5 and scheds["plateau"]["optimizer"] == "SGD"
 
 
+def test_training_passes_carry_their_dataset_size_and_model(training_run: Run) -> None:
+    """What the budget of an evaluated model is computed from (grader.checks.training)."""
+    from grader.checks.training import training_budget
+
+    training = training_run.summary["training"]
+    assert [t["dataset_length"] for t in training] == [8, 8, 8]  # the random_split part, not all 12
+    [model] = training_run.summary["models"]
+    assert {t["model_ref"] for t in training} == {model["ref"]}
+    ev = {"mode": "execute", "status": "ok", "probe": training_run.summary["probe"], **training_run.summary}
+    budget = training_budget(ev)
+    assert budget is not None and (budget.epochs, budget.batches, budget.batch_size) == (3.0, 6, 4)
+    assert budget.steps == 6 + 3  # the later `sgd` steps the same parameters
+
+
+_LOADING = """
+import os
+import torch, torch.nn as nn
+torch.manual_seed(0)
+out = sys.argv[1]
+trained = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+torch.save(trained.state_dict(), out + "/weights.pt")
+torch.save(trained, out + "/whole.pt")
+
+fresh = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+result = fresh.load_state_dict(torch.load(out + "/weights.pt"))
+assert not result.missing_keys  # the original's return value comes back
+whole = torch.load(out + "/whole.pt", weights_only=False)
+assert isinstance(whole, nn.Module)
+
+wrong = nn.Sequential(nn.Linear(5, 2))
+try:
+    wrong.load_state_dict(torch.load(out + "/weights.pt"))
+except RuntimeError as exc:  # the student's own error, untouched; nothing was loaded
+    assert "Missing key" in str(exc) or "Unexpected key" in str(exc)
+else:
+    raise AssertionError("a mismatched state dict loaded")
+try:
+    torch.load(out + "/missing.pt")
+except FileNotFoundError:
+    pass
+with torch.no_grad():
+    fresh(torch.randn(2, 3, 2, 2))
+"""
+
+
+def test_loaded_weights_are_recorded_only_when_the_load_succeeds(tmp_path: Path) -> None:
+    run = _run_script(tmp_path, _LOADING)
+    loads = [(w["source"], w["model"], w["model_class"]) for w in run.summary["weights_loaded"]]
+    assert loads == [("load_state_dict", "fresh", "Sequential"), ("torch.load", "whole", "Sequential")]
+    assert run.summary["probe"]["errors"] == 0
+    # the loaded model is the one later run forward: one model record, not two
+    assert [m["names"] for m in run.summary["models"]].count(["fresh"]) == 1
+
+
 # ---------------------------------------------------------------- hostile namespaces, caps
 
 _RESET = """

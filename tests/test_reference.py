@@ -67,6 +67,53 @@ def test_lab1_2_normalizes_with_food11_own_statistics(lab1_doc: dict, tiny_datas
     assert part["summary"]["test_accuracy"]["mean"] > 2 / 11
 
 
+@pytest.mark.parametrize("part_id", ["lab1-1", "lab1-2"])
+def test_test_accuracy_is_recorded_after_every_epoch(lab1_doc: dict, part_id: str) -> None:
+    import math
+
+    part = lab1_doc["parts"][part_id]
+    epochs, batch = part["epochs"], part["hyp"]["batch_size"]
+    curve = part["summary"]["curve"]
+    assert [p["epoch"] for p in curve] == list(range(epochs + 1)), "from the untrained net to the last epoch"
+    assert all(p["test_accuracy"]["n"] == 2 for p in curve), "mean ± std over both seeds"
+    # the last point is the final evaluation itself, not a second estimate of it
+    assert curve[-1]["test_accuracy"]["mean"] == pytest.approx(part["summary"]["test_accuracy"]["mean"], abs=1e-12)
+    assert curve[0]["test_accuracy"]["mean"] < curve[-1]["test_accuracy"]["mean"]
+    images = part["runs"][0]["train_images"]
+    assert curve[1]["samples"] == images and curve[1]["batches"] == math.ceil(images / batch)
+    assert len(part["runs"][0]["history"]["test_accuracy"]) == epochs + 1
+
+
+def test_a_short_run_is_compared_at_its_budget_and_old_files_still_read(lab1_doc: dict) -> None:
+    """The accuracy check on a real expected-metrics part, with and without its curve."""
+    from grader.checks import run_check
+    from grader.checks.base import CheckContext
+
+    part = lab1_doc["parts"]["lab1-2"]
+    images = part["runs"][0]["train_images"]
+    # the first epoch at which the reference has left chance (1/11) behind
+    epoch, reached = next((p["epoch"], p["test_accuracy"]["mean"]) for p in part["summary"]["curve"]
+                          if p["test_accuracy"]["mean"] >= 1 / 11 + 0.07)
+    short = {"path": "lab1-2.ipynb", "mode": "execute", "status": "ok",
+             "probe": {"started": True, "limit_hit": False}, "optimizers": [{"steps": 100, "model": "net"}],
+             "metrics": {"test_accuracy": reached},
+             "training": [{"cell": 5, "model": "net", "split": "train", "dataset": "food11",
+                           "samples": images, "batches": images // 8, "dataset_length": images}] * epoch}
+
+    def check(reference: dict):
+        ctx = CheckContext(student_id="s", part_id="lab1-2", dataset="food11", evidence=(short,),
+                           reference=reference)
+        return run_check("accuracy_vs_reference", ctx, {"floor": 0.2, "band": "reference"})
+
+    out = check(part)
+    assert out.status == "pass" and f"{epoch} epoch" in out.message, out.message
+    old = json.loads(json.dumps(part))
+    del old["summary"]["curve"]
+    out = check(old)
+    if out.status != "pass":  # at or above the final band it passes either way
+        assert out.status == "manual" and "no per-epoch curve" in out.message
+
+
 def test_lab1_3_study_compares_rates_and_schedules(tiny_datasets: Path) -> None:
     doc = run_reference("lab1", data={"cifar10": tiny_datasets}, device="cpu", epochs=1, only=["lab1-3"])
     summary = doc["parts"]["lab1-3"]["summary"]
@@ -74,6 +121,9 @@ def test_lab1_3_study_compares_rates_and_schedules(tiny_datasets: Path) -> None:
     assert schedules == {"constant", "step", "exponential", "cosine", "plateau"}
     assert len({c["lr"] for c in summary["configs"]}) >= 3
     assert summary["best"] in {c["name"] for c in summary["configs"]}
+    for config in summary["configs"]:
+        assert [p["epoch"] for p in config["curve"]] == [1]
+        assert config["curve"][0]["test_accuracy"]["mean"] == pytest.approx(config["test_accuracy"]["mean"])
 
 
 def test_same_seed_gives_same_numbers(tiny_datasets: Path) -> None:

@@ -40,6 +40,9 @@ class Outcome:
     """Pointers into the evidence, e.g. `lab1-1.ipynb#cell 7`."""
     flags: tuple[str, ...] = ()
     """Flags for the TA raised by this item (e.g. `mismatch`)."""
+    own_words: bool = False
+    """The message stands alone: the rubric's generic feedback for this status would say the
+    wrong thing ("no test accuracy was reported" for an untrained model's printed one)."""
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,19 @@
-"""Checks on the numbers a notebook reports: test metrics, per-class accuracy, verification."""
+"""Checks on the numbers a notebook reports: test metrics, per-class accuracy, verification.
+
+None of them passes on the absence of evidence: a number that is not a number (nan) is not
+shown, a comparison with nothing printed is not an agreement, and the metrics of a model the
+probe saw evaluated untrained are not a trained model's (grader.checks.training). Where the
+grader itself lost the output (`output_truncated`) or cannot tell, the item goes to a TA.
+"""
 
 from __future__ import annotations
 
 from typing import Mapping
 
 from grader.checks.base import CLASSES, CheckContext, Outcome, fmt_pct, where
+from grader.checks.budget import reference_target, scaled_floor
+from grader.checks.training import (CHANCE_TOLERANCE, chance_level, finite, test_coverage, training_budget,
+                                    untrained_outcome)
 
 
 def _metrics(ev: Mapping) -> Mapping:
@@ -18,41 +27,92 @@ def _not_found(ctx: CheckContext) -> Outcome | None:
     return None
 
 
+def _fraction(x: object) -> bool:
+    """An accuracy as printed: a finite fraction 0..1."""
+    return finite(x) and 0.0 <= float(x) <= 1.0  # type: ignore[arg-type]
+
+
+def _truncated(ctx: CheckContext) -> Mapping | None:
+    """A notebook of the part whose printed output the grader cut (its end may be lost)."""
+    return next((ev for ev in ctx.evidence if ev.get("output_truncated")), None)
+
+
+def _lost(ctx: CheckContext, what: str) -> Outcome | None:
+    """`manual` when `what` may be missing only because the grader cut the output."""
+    ev = _truncated(ctx)
+    if ev is None:
+        return None
+    return Outcome("manual", 0.0, f"{what} was not found, but {where(ev)} printed more than the grader keeps and "
+                                  f"part of its output was cut, so a TA checks the full output.", (where(ev),))
+
+
+def _untrained(ctx: CheckContext, dataset: str | None, *, measured_counts: bool = False) -> Outcome | None:
+    """The outcome for a part whose metrics are an untrained model's; `measured_counts`: an
+    independent measurement of the final (trained) model stands even when the printed numbers
+    were taken before training."""
+    verdict = untrained_outcome(ctx.evidence, dataset=dataset)
+    if verdict is None:
+        return None
+    if measured_counts and verdict.kind == "before" and _accuracy(ctx)[1] == "verified":
+        return None
+    return Outcome(verdict.status, 0.0, verdict.message, (verdict.pointer,), own_words=True)
+
+
 def per_class_accuracy(ctx: CheckContext, params: Mapping) -> Outcome:
     """Accuracy shown for every class of the dataset."""
     if (miss := _not_found(ctx)) is not None:
         return miss
     dataset = params.get("dataset") or ctx.dataset or "cifar10"
+    if dataset not in CLASSES:
+        return Outcome("error", 0.0, f"the grader has no class list for {dataset!r}; a TA should set the "
+                                     f"item's `dataset` to one of {', '.join(CLASSES)}.")
+    if (gate := _untrained(ctx, dataset)) is not None:
+        return gate
     classes = CLASSES[dataset]
-    best_ev, best = None, {}
+    best_ev, best, not_numbers = None, {}, []
     for ev in ctx.evidence:
-        found = {c: v for c, v in (_metrics(ev).get("per_class_accuracy") or {}).items() if c in classes}
+        printed = {c: v for c, v in (_metrics(ev).get("per_class_accuracy") or {}).items() if c in classes}
+        found = {c: v for c, v in printed.items() if _fraction(v)}
         if len(found) > len(best):
             best_ev, best = ev, found
+            not_numbers = [c for c, v in printed.items() if not _fraction(v)]
     missing = [c for c in classes if c not in best]
     need = float(params.get("min_fraction", 1.0))
     share = len(best) / len(classes)
     if not best:
-        return Outcome("fail", 0.0, f"no accuracy for each class was found: print the test accuracy of every "
-                                    f"one of the {len(classes)} {dataset} classes (e.g. `Accuracy of plane : 54 %`).")
+        return _lost(ctx, "the accuracy of each class") or Outcome(
+            "fail", 0.0, f"no accuracy for each class was found: print the test accuracy of every one of the "
+                         f"{len(classes)} {dataset} classes (e.g. `Accuracy of plane : 54 %`).")
     pointer = (where(best_ev),) if best_ev else ()
     if share >= need and not missing:
         return Outcome("pass", 1.0, f"accuracy shown for all {len(classes)} classes.", pointer)
+    if (lost := _lost(ctx, f"the accuracy of {len(missing)} of {len(classes)} classes")) is not None:
+        return lost
+    bad = f" ({', '.join(not_numbers)}: not a number)" if not_numbers else ""
     return Outcome("partial", share, f"accuracy shown for {len(best)} of {len(classes)} classes; missing: "
-                                     f"{', '.join(missing)}.", pointer)
+                                     f"{', '.join(missing)}{bad}.", pointer)
 
 
 def test_metrics(ctx: CheckContext, params: Mapping) -> Outcome:
-    """Total test loss and accuracy shown."""
+    """Total test loss and accuracy shown (finite numbers: a nan is not a result)."""
     if (miss := _not_found(ctx)) is not None:
         return miss
+    if (gate := _untrained(ctx, params.get("dataset") or ctx.dataset)) is not None:
+        return gate
     want = tuple(params.get("require", ("accuracy", "loss")))
     shown: dict[str, tuple[float, Mapping]] = {}
+    odd: dict[str, object] = {}
+    valid = {"accuracy": _fraction, "loss": lambda v: finite(v) and v >= 0}
     for ev in ctx.evidence:
         m = _metrics(ev)
         for key in want:
-            if m.get(f"test_{key}") is not None:
-                shown[key] = (m[f"test_{key}"], ev)
+            value = m.get(f"test_{key}")
+            if value is None:
+                continue
+            if valid[key](value):
+                shown[key] = (float(value), ev)
+            else:
+                odd[key] = value
     missing = [k for k in want if k not in shown]
     pointers = tuple(sorted({where(ev) for _, ev in shown.values()}))
     parts = []
@@ -61,94 +121,192 @@ def test_metrics(ctx: CheckContext, params: Mapping) -> Outcome:
     if "loss" in shown:
         parts.append(f"test loss {shown['loss'][0]:.4g}")
     if not missing:
+        partial_split = _partial_split(ctx)
+        if partial_split is not None:
+            ev, (images, size) = partial_split
+            return Outcome("partial", 0.5, f"{' and '.join(parts)} shown, but the model was evaluated on at most "
+                                           f"{images:,} of the {size:,} test images: evaluate on the whole test "
+                                           f"split.", (where(ev),))
         return Outcome("pass", 1.0, f"{' and '.join(parts)} shown.", pointers)
+    if (lost := _lost(ctx, " and ".join(f"the total test {k}" for k in missing))) is not None and not odd:
+        return lost
     fix = " and ".join(f"the total test {k}" for k in missing)
+    nan = [f"the test {k} was printed as {v!r}, not a number" for k, v in odd.items() if not finite(v)]
+    impossible = [f"the test {k} was read as {fmt_pct(float(v)) if k == 'accuracy' else v}, which is not possible"
+                  for k, v in odd.items() if finite(v)]
+    why = "".join(f" ({t})" for t in ["; ".join(nan) + ": training probably diverged; lower the learning rate"
+                                      if nan else "", "; ".join(impossible)] if t)
     if shown:
-        return Outcome("partial", len(shown) / len(want), f"{', '.join(parts)} shown, but not {fix}: "
+        return Outcome("partial", len(shown) / len(want), f"{', '.join(parts)} shown, but not {fix}{why}: "
                                                           f"print it after evaluating on the whole test split.", pointers)
-    return Outcome("fail", 0.0, "no total test loss or accuracy was found: evaluate on the whole test split "
-                                "and print both.")
+    return Outcome("fail", 0.0, f"no total test loss or accuracy was found{why}: evaluate on the whole test "
+                                "split and print both.")
+
+
+def _partial_split(ctx: CheckContext) -> tuple[Mapping, tuple[int, int]] | None:
+    """A notebook whose every test evaluation covered under 90 % of the test split (a batch, a
+    subset), while no other notebook of the part evaluated the whole split."""
+    found = []
+    for ev in ctx.evidence:
+        coverage = test_coverage(ev)
+        if coverage is None or coverage[0] >= 0.9 * coverage[1]:
+            return None
+        found.append((ev, coverage))
+    return found[0] if found else None
 
 
 def _accuracy(ctx: CheckContext) -> tuple[float | None, str, Mapping | None]:
-    """The verified accuracy when there is one, else the printed one."""
+    """The verified accuracy when there is one, else the printed one (finite fractions only)."""
     for ev in ctx.evidence:
         v = ev.get("verified") or {}
-        if v.get("test_accuracy") is not None:
+        if _fraction(v.get("test_accuracy")):
             return float(v["test_accuracy"]), "verified", ev
     for ev in ctx.evidence:
-        if _metrics(ev).get("test_accuracy") is not None:
+        if _fraction(_metrics(ev).get("test_accuracy")):
             return float(_metrics(ev)["test_accuracy"]), "printed", ev
     return None, "", None
 
 
 def accuracy_vs_reference(ctx: CheckContext, params: Mapping) -> Outcome:
-    """Test accuracy against an absolute floor and the reference's seed band."""
+    """Test accuracy against the reference at the student's own training budget.
+
+    With a reference: full points from the reference's mean minus its seed band at the epochs
+    the student trained (grader.checks.budget), partial down to the rubric's floor scaled to
+    that budget. Without one, or when the budget is unknown, an accuracy that does not clear
+    the bar goes to a TA with the numbers instead of failing on a guess.
+    """
     if (miss := _not_found(ctx)) is not None:
         return miss
+    dataset = params.get("dataset") or ctx.dataset
+    if (gate := _untrained(ctx, dataset, measured_counts=True)) is not None:
+        return gate
     acc, source, ev = _accuracy(ctx)
     if acc is None:
-        return Outcome("fail", 0.0, "no test accuracy was found to compare with the reference.")
-    floor = float(params.get("floor", 0.0))
-    ref = ((ctx.reference or {}).get("summary") or {}).get("test_accuracy")
-    band = params.get("band", "reference")
-    if ref:
-        # "reference": the reference's seed spread (2 std), never narrower than 5 points,
-        # since a reference trained with few seeds understates its own spread.
-        width = max(2 * ref["std"], 0.05) if band == "reference" else float(band)
-        low = ref["mean"] - width
-        target = f"the reference's {fmt_pct(ref['mean'])} (full points from {fmt_pct(low)})"
-    else:
-        low, target = floor, f"the floor of {fmt_pct(floor)} (no reference result was available)"
+        return _lost(ctx, "a test accuracy") or Outcome("fail", 0.0, "no test accuracy was found to compare "
+                                                                      "with the reference.")
     pointer = (where(ev),) if ev else ()
-    if acc >= max(low, floor):
-        return Outcome("pass", 1.0, f"{source} test accuracy {fmt_pct(acc)} meets {target}.", pointer)
-    if acc > floor:
-        fraction = round((acc - floor) / (low - floor), 4)  # linear between the floor and the band
+    floor = float(params.get("floor", 0.0))
+    chance = chance_level(dataset)
+    budget = training_budget(ev) if ev else None
+    yours = f"{source} test accuracy {fmt_pct(acc)}"
+    target = reference_target(ctx.reference, budget)
+    if target is None:
+        if acc >= floor:
+            return Outcome("pass", 1.0, f"{yours} meets the floor of {fmt_pct(floor)} (no reference result was "
+                                        f"available).", pointer)
+        trained = f"you trained {budget.text()}; " if budget else ""
+        odds = f"chance is {fmt_pct(chance)}; " if chance is not None else ""
+        return Outcome("manual", 0.0, f"{yours} is below the rubric's floor of {fmt_pct(floor)} ({odds}{trained}"
+                                      f"no reference result was available to tell a short run from a poor "
+                                      f"one), so a TA decides.", pointer)
+    # "reference": the reference's seed spread (2 std), never narrower than 5 points,
+    # since a reference trained with few seeds understates its own spread.
+    band = params.get("band", "reference")
+    width = max(2 * target.std, 0.05) if band == "reference" else float(band)
+    low = target.mean - width
+    floor_here = scaled_floor(floor, chance=chance, target=target)
+    full = f"{target.text}; full points from {fmt_pct(low)}"
+    if target.matched and chance is not None and target.mean - chance < CHANCE_TOLERANCE and acc < floor:
+        # The reference has not learned yet at this budget: matching it proves nothing.
+        return Outcome("manual", 0.0, f"{target.text}, still near chance ({fmt_pct(chance)}): a run this "
+                                      f"short cannot be judged against it; you reached {fmt_pct(acc)} "
+                                      f"({source}), below the rubric's floor of {fmt_pct(floor)}, and a TA "
+                                      f"decides.", pointer)
+    if acc >= max(low, floor_here):
+        return Outcome("pass", 1.0, f"{target.text}; you reached {fmt_pct(acc)} ({source}).", pointer)
+    if not target.matched:
+        return Outcome("manual", 0.0, f"{yours} is below {full}, but the grader could not compare it at your "
+                                      f"own training budget, so a TA decides.", pointer)
+    if acc > floor_here:
+        fraction = round((acc - floor_here) / (low - floor_here), 4)  # linear between the floor and the band
         return Outcome("partial", fraction,
-                       f"{source} test accuracy {fmt_pct(acc)} is below {target}: train longer or check "
-                       f"the learning rate and normalization.", pointer)
-    return Outcome("fail", 0.0, f"{source} test accuracy {fmt_pct(acc)} is at or below the floor of "
-                                f"{fmt_pct(floor)}.", pointer)
+                       f"{full}; you reached {fmt_pct(acc)} ({source}): train longer or check the learning "
+                       f"rate and normalization.", pointer)
+    scaled = f" (the rubric's {fmt_pct(floor)}, scaled to your training budget)" if floor_here < floor else ""
+    return Outcome("fail", 0.0, f"{target.text}; you reached {fmt_pct(acc)} ({source}), at or below the floor "
+                                f"of {fmt_pct(floor_here)}{scaled}.", pointer)
+
+
+def _printed_any(ev: Mapping) -> bool:
+    m = _metrics(ev)
+    return _fraction(m.get("test_accuracy")) or any(_fraction(v) for v in (m.get("per_class_accuracy") or {}).values())
+
+
+def _nothing_printed(ctx: CheckContext, measured: float | None) -> Outcome:
+    """No printed accuracy to compare: the grader's loss (truncated output) or the student's."""
+    vs = f"the measured {fmt_pct(measured)}" if measured is not None else "an independent evaluation"
+    ev = _truncated(ctx)
+    if ev is not None:
+        return Outcome("manual", 0.0, f"no printed test accuracy was found to compare with {vs}, but "
+                                      f"{where(ev)} printed more than the grader keeps and part of its output was "
+                                      f"cut, so a TA compares them.", (where(ev),))
+    odd = next((m["test_accuracy"] for m in map(_metrics, ctx.evidence) if m.get("test_accuracy") is not None),
+               None)
+    what = (f"the printed test accuracy is {odd!r}, not a number, so there is nothing" if odd is not None
+            else "no test accuracy was printed")
+    return Outcome("fail", 0.0, f"{what} to compare with {vs}: print the total test accuracy your code "
+                                f"computes.", tuple(where(e) for e in ctx.evidence), own_words=True)
 
 
 def metrics_verified(ctx: CheckContext, params: Mapping) -> Outcome:
-    """Printed metrics agree with an independent evaluation of the trained model."""
+    """Printed metrics agree with an independent evaluation of the trained model.
+
+    Passes only when at least one printed number (the total or a class) was compared and
+    every compared number agrees.
+    """
     if (miss := _not_found(ctx)) is not None:
         return miss
+    if (gate := _untrained(ctx, ctx.dataset)) is not None:
+        return gate
     tol = float(params.get("tolerance", 0.02))
     checked, reasons = [], []
     for ev in ctx.evidence:
         v = ev.get("verified") or {}
-        if v.get("test_accuracy") is None:
+        if not _fraction(v.get("test_accuracy")):
             reasons.append(f"{where(ev)}: {v.get('reason', 'no independent evaluation was made')}")
             continue
         printed = _metrics(ev)
-        diffs = []
-        if printed.get("test_accuracy") is not None and abs(printed["test_accuracy"] - v["test_accuracy"]) > tol:
-            diffs.append(f"test accuracy printed {fmt_pct(printed['test_accuracy'])}, "
-                         f"measured {fmt_pct(v['test_accuracy'])}")
+        diffs, compared = [], 0
+        if _fraction(printed.get("test_accuracy")):
+            compared += 1
+            if abs(printed["test_accuracy"] - v["test_accuracy"]) > tol:
+                diffs.append(f"test accuracy printed {fmt_pct(printed['test_accuracy'])}, "
+                             f"measured {fmt_pct(v['test_accuracy'])}")
         for cls, val in (printed.get("per_class_accuracy") or {}).items():
             got = (v.get("per_class_accuracy") or {}).get(cls)
-            if got is not None and abs(val - got) > max(tol, 0.05):
-                diffs.append(f"{cls} printed {fmt_pct(val)}, measured {fmt_pct(got)}")
-        checked.append((ev, diffs))
+            if _fraction(val) and _fraction(got):
+                compared += 1
+                if abs(val - got) > max(tol, 0.05):
+                    diffs.append(f"{cls} printed {fmt_pct(val)}, measured {fmt_pct(got)}")
+        checked.append((ev, diffs, compared))
+    printed_any = any(_printed_any(ev) for ev in ctx.evidence)
     if not checked:
+        if not printed_any:
+            return _nothing_printed(ctx, None)
         inconsistent = _inconsistent(ctx, tol=float(params.get("consistency_tolerance", 0.1)))
         if inconsistent:
             ev, msg = inconsistent
             return Outcome("fail", 0.0, msg + " Print what your code computes.", (where(ev),), flags=("mismatch",))
         return Outcome("manual", 0.0, "the printed metrics could not be verified independently ("
                        + "; ".join(reasons) + "); a TA will compare them by hand.")
-    bad = [(ev, d) for ev, d in checked if d]
+    bad = [(ev, d) for ev, d, _ in checked if d]
     if bad:
         ev, diffs = bad[0]
         more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
         return Outcome("fail", 0.0, f"printed numbers disagree with the model's measured ones: "
                        f"{'; '.join(diffs[:3])}{more}. Print what your code computes.",
                        (where(ev),), flags=("mismatch",))
-    return Outcome("pass", 1.0, "printed metrics match an independent evaluation of the trained model.",
-                   tuple(where(ev) for ev, _ in checked))
+    n = sum(c for _, _, c in checked)
+    measured = float(checked[0][0]["verified"]["test_accuracy"])
+    if n == 0:
+        if printed_any:
+            return Outcome("manual", 0.0, f"numbers were printed, but none could be matched with the independent "
+                                          f"evaluation (measured {fmt_pct(measured)}): the class names may "
+                                          f"differ; a TA compares them.", tuple(where(ev) for ev, _, _ in checked))
+        return _nothing_printed(ctx, measured)
+    return Outcome("pass", 1.0, f"{n} printed number{'s' if n > 1 else ''} (measured test accuracy "
+                                f"{fmt_pct(measured)}) match an independent evaluation of the trained model.",
+                   tuple(where(ev) for ev, _, _ in checked))
 
 
 # Test splits whose classes are equally sized: there, the mean of the per-class accuracies
@@ -159,10 +317,10 @@ BALANCED_TEST = {"cifar10", "mnist"}
 def _inconsistent(ctx: CheckContext, *, tol: float) -> tuple[Mapping, str] | None:
     for ev in ctx.evidence:
         m = _metrics(ev)
-        per_class = m.get("per_class_accuracy") or {}
+        per_class = {c: v for c, v in (m.get("per_class_accuracy") or {}).items() if _fraction(v)}
         total = m.get("test_accuracy")
         dataset = m.get("dataset") or ctx.dataset
-        if dataset in BALANCED_TEST and total is not None and len(per_class) == len(CLASSES[dataset]):
+        if dataset in BALANCED_TEST and _fraction(total) and len(per_class) == len(CLASSES[dataset]):
             mean = sum(per_class.values()) / len(per_class)
             if abs(mean - total) > tol:
                 return ev, (f"the per-class accuracies average {fmt_pct(mean)} but the total test accuracy is "

@@ -7,16 +7,44 @@ from typing import Mapping
 from grader.checks.base import CLASSES, KNOWN_NAMES, KNOWN_STATS, CheckContext, Outcome, where
 
 
+def _saw_nothing(evidence) -> bool:
+    """Every notebook's probe record is missing (saved mode, or the probe never started):
+    an empty list there means "not seen", not "not done"."""
+    return all(not isinstance(ev.get("probe"), Mapping) or not ev["probe"].get("started", True)
+               for ev in evidence) and any("probe" in ev for ev in evidence)
+
+
+def _outputs_wanted(ctx: CheckContext, params: Mapping, dataset: str | None) -> int | None:
+    """The class count the model's last layer must have: the rubric's, else the dataset's,
+    else what the probe saw the training dataset declare."""
+    if params.get("num_outputs"):
+        return int(params["num_outputs"])
+    if dataset in CLASSES:
+        return len(CLASSES[dataset])
+    counts = {d.get("num_classes") for ev in ctx.evidence for d in ev.get("datasets") or []
+              if isinstance(d.get("num_classes"), int) and d.get("split") not in ("test", "val")}
+    return counts.pop() if len(counts) == 1 else None
+
+
 def model_architecture(ctx: CheckContext, params: Mapping) -> Outcome:
     """The model is shown and fits the dataset (its output size equals the class count)."""
     if not ctx.evidence:
         return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found, so no model either.")
     dataset = params.get("dataset") or ctx.dataset
-    want = int(params.get("num_outputs") or (len(CLASSES[dataset]) if dataset in CLASSES else 0))
+    want = _outputs_wanted(ctx, params, dataset)
     models = [(ev, m) for ev in ctx.evidence for m in ev.get("models") or []]
     if not models:
+        if _saw_nothing(ctx.evidence):
+            return Outcome("manual", 0.0, "the grader did not see the notebook's code run (saved mode, or its "
+                                          "recorder did not start), so it cannot see the model; a TA checks it.",
+                           tuple(where(ev) for ev in ctx.evidence))
         return Outcome("fail", 0.0, "no trained model was recorded: define an nn.Module and train it in the notebook.")
-    fits = [(ev, m) for ev, m in models if not want or m.get("num_outputs") == want]
+    if want is None:
+        ev, m = models[-1]
+        return Outcome("manual", 0.0, f"model {m.get('class', '?')} with {m.get('num_outputs')} outputs was "
+                                      f"recorded, but the grader does not know {dataset or 'the dataset'}'s class "
+                                      f"count; a TA checks that it fits.", (where(ev, m.get("cell")),))
+    fits = [(ev, m) for ev, m in models if m.get("num_outputs") == want]
     if fits:
         ev, m = fits[-1]
         params_n = m.get("parameters")
@@ -24,6 +52,12 @@ def model_architecture(ctx: CheckContext, params: Mapping) -> Outcome:
         return Outcome("pass", 1.0, f"model {m.get('class', '?')} with {m.get('num_outputs')} outputs{size}.",
                        (where(ev, m.get("cell")),))
     ev, m = models[-1]
+    if not isinstance(m.get("num_outputs"), int):
+        # No nn.Linear at the end (a conv head, a LazyLinear, a functional layer): the
+        # recorder cannot read the output size, which says nothing about the model.
+        return Outcome("manual", 0.0, f"model {m.get('class', '?')} was recorded, but the grader could not read "
+                                      f"its output size (no final nn.Linear); a TA checks it has {want} outputs.",
+                       (where(ev, m.get("cell")),))
     return Outcome("partial", 0.5, f"model {m.get('class', '?')} has {m.get('num_outputs')} outputs but "
                                    f"{dataset} has {want} classes: change the last layer to {want} outputs.",
                    (where(ev, m.get("cell")),))
@@ -42,20 +76,31 @@ def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
         return Outcome("error", 0.0, f"the grader has no statistics for {dataset}; the TA should run "
                                      f"`dllab data stats {dataset} DIR`.")
     used = [(ev, n) for ev in ctx.all_evidence for n in ev.get("normalization") or []
-            if n.get("dataset") in (dataset, None)]
+            if n.get("dataset") in (dataset, None) and n.get("mean") and n.get("std")]
     if not used:
+        if _saw_nothing(ctx.all_evidence):
+            return Outcome("manual", 0.0, f"the grader did not see the notebook's code run (saved mode, or its "
+                                          f"recorder did not start), so it cannot tell how {dataset} was "
+                                          f"normalized; a TA checks it.", tuple(where(ev) for ev in ctx.all_evidence))
         return Outcome("fail", 0.0, f"no transforms.Normalize was applied to {dataset}: compute the training "
                                     f"split's mean and std and normalize with them.")
     mean, std = stats["mean"], stats["std"]
     reject = set(params.get("reject", ("imagenet", "cifar10", "half")))
     rejected = {KNOWN_NAMES[r] for r in reject | ({"cifar10-alt"} if "cifar10" in reject else set())}
-    for ev, n in used:
-        known = _known(n)
-        if known in rejected:
-            continue  # copied constants earn nothing, even when they happen to be close
-        if _close(n.get("mean", ()), mean, tol) and _close(n.get("std", ()), std, tol):
+    own = [(ev, n) for ev, n in used if _known(n) not in rejected  # copied constants earn nothing,
+           and _close(n["mean"], mean, tol) and _close(n["std"], std, tol)]  # even when close
+    for ev, n in own:
+        if n.get("applied", True):
             return Outcome("pass", 1.0, f"normalized with {dataset}'s own mean and std "
                                         f"({_vec(n['mean'])}, {_vec(n['std'])}).", (where(ev, n.get("cell")),))
+    if own:
+        # A Normalize built with the right numbers but not seen in any dataset's transform:
+        # applied by hand in the loop (which the recorder does not see), or never used.
+        ev, n = own[0]
+        return Outcome("manual", 0.0, f"a Normalize with {dataset}'s own mean and std ({_vec(n['mean'])}, "
+                                      f"{_vec(n['std'])}) was created, but the grader did not see it in any "
+                                      f"dataset's transform; a TA checks that it was applied.",
+                       (where(ev, n.get("cell")),))
     ev, n = used[-1]
     known = _known(n)
     what = f"{known} statistics" if known else f"mean {_vec(n.get('mean', ()))}, std {_vec(n.get('std', ()))}"
@@ -80,6 +125,9 @@ def ran_without_errors(ctx: CheckContext, params: Mapping) -> Outcome:
     problems = []
     for ev in ctx.evidence:
         status = ev.get("status", "not-run")
+        if status == "ok" and (ev.get("cells") or {}).get("total") == 0:
+            problems.append((ev, f"{where(ev)} has no code cells, so nothing ran", 0.0))
+            continue
         errors = ev.get("errors") or []
         if status in ("timeout", "killed"):
             problems.append((ev, f"{where(ev)} was stopped ({status}: {ev.get('reason', 'a limit was hit')})", 0.0))

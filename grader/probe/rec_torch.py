@@ -150,6 +150,11 @@ def patch():
         if register is not None and not _hook_registered(
                 getattr(om, "_global_optimizer_post_hooks", None), _optimizer_step):
             register(_optimizer_step)
+    if getattr(mm, "Module", None) is not None:
+        wrap(mm.Module, "load_state_dict", _make_load_state_dict)
+    torch = m.get("torch")
+    if callable(getattr(torch, "load", None)):
+        wrap(torch, "load", _make_torch_load)
     sm = m.get("torch.optim.lr_scheduler")
     base = getattr(sm, "LRScheduler", None)
     if base is not None:
@@ -275,6 +280,47 @@ def _flush_sessions():
     _sessions.clear()
     for s in sessions:
         _core.emit(s.pop("mode"), s)
+
+
+# ---------------------------------------------------------------- weights loaded from a file
+# A model whose weights were loaded (a checkpoint, pretrained weights) may be evaluated
+# without a single optimizer step in the notebook and still be trained: the checks must
+# not call it untrained, so every successful load is recorded.
+
+_MAX_LOADS = 100
+_loads = [0]
+
+
+def _make_load_state_dict(orig):
+    def load_state_dict(self, *args, **kwargs):
+        out = orig(self, *args, **kwargs)
+        _core.guarded("weights-loaded", _note_load, self, "load_state_dict")
+        return out
+    return load_state_dict
+
+
+def _make_torch_load(orig):
+    def load(*args, **kwargs):
+        out = orig(*args, **kwargs)
+        mm = sys.modules.get("torch.nn.modules.module")
+        if isinstance(out, getattr(mm, "Module", ())):  # a whole pickled model
+            _core.guarded("weights-loaded", _note_load, out, "torch.load")
+        return out
+    return load
+
+
+def _note_load(module, source):
+    if _loads[0] >= _MAX_LOADS:
+        return
+    _loads[0] += 1
+    entry = _mods.get(id(module))
+    if entry is not None and entry[0]() is module:
+        rec = entry[1]  # None: a submodule of a recorded model
+    elif next(module.parameters(), None) is not None:
+        rec = _record_model(module, source)
+    else:
+        rec = None
+    _core.emit("weights-loaded", {"model": rec.ref if rec is not None else None, "source": source})
 
 
 # ---------------------------------------------------------------- optimizers and schedulers

@@ -124,10 +124,10 @@ def test_junk_is_skipped_and_counted(area: Area) -> None:
 
 def test_invalid_notebooks_are_problems_not_crashes(area: Area) -> None:
     sub = run_one(area, fx.invalid_notebook)
-    assert codes(sub) == ["bad-notebook", "bad-notebook"]
+    assert codes(sub) == ["unreadable-notebook", "unreadable-notebook"]
     by_path = {p.path: p.message for p in sub.problems}
-    assert "not valid JSON" in by_path["lab1.ipynb"]
-    assert "notebook format" in by_path["lab2.ipynb"]
+    assert "not valid JSON" in by_path["lab1.ipynb"] and "cut off" in by_path["lab1.ipynb"]
+    assert "no list of `cells`" in by_path["lab2.ipynb"]
     assert all(f.note for f in sub.notebooks)
 
 

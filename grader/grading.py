@@ -56,15 +56,35 @@ def _message(item: Item, status: str, detail: str) -> str:
     return f"{lead} {detail}".strip() if lead and detail else (lead or detail)
 
 
+def _unreadable_message(part_id: str, spec, unreadable: Sequence[Mapping]) -> str | None:
+    """For a part no readable notebook serves: the notebooks found but unreadable that may hold it."""
+    named = notebooks_for(spec, unreadable) if spec is not None and spec.patterns else list(unreadable)
+    candidates = named or list(unreadable)
+    if not candidates:
+        return None
+    which = "; ".join(f"`{u.get('path')}` ({u.get('reason')})" for u in candidates[:3])
+    lead = "was found but could not be read as a notebook" if len(candidates) == 1 else \
+        "were found but could not be read as notebooks"
+    if named:
+        return f"{which} {lead}, so nothing for {part_id} could be graded."
+    return f"no readable notebook for {part_id} was found; {which} {lead} and may hold it."
+
+
 def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], files: Sequence[Mapping],
                work_dir: str | None, reference: Mapping | None,
-               dataset_stats: Mapping[str, Mapping]) -> tuple[dict[str, CheckResult], list[str]]:
-    """Every item's result, and the flags the checks raised (e.g. `mismatch`)."""
+               dataset_stats: Mapping[str, Mapping],
+               unreadable: Sequence[Mapping] = ()) -> tuple[dict[str, CheckResult], list[str]]:
+    """Every item's result, and the flags the checks raised (e.g. `mismatch`).
+
+    `unreadable` lists notebooks intake found but could not read (`{"path", "reason"}`): a part
+    they would serve says "found but unreadable", naming the file and why, not "not found".
+    """
     results: dict[str, CheckResult] = {}
     flags: set[str] = set()
     ref_parts = (reference or {}).get("parts") or {}
     for part_id, spec, items in _groups(rubric):
         serving = notebooks_for(spec, evidence)
+        unread = None if serving else _unreadable_message(part_id, spec, unreadable)
         for item in items:
             ref_part = (item.params or {}).get("reference_part", part_id)
             ctx = CheckContext(student_id=student_id, part_id=part_id,
@@ -87,5 +107,7 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
             # stopped with an error") would mislead; the check's own sentence says what is missing.
             message = out.message if not serving and item.check not in FILE_CHECKS \
                 else _message(item, out.status, out.message)
+            if unread and item.check not in FILE_CHECKS:
+                message = unread
             results[item.id] = CheckResult(item.id, out.status, fraction, message, tuple(out.evidence))
     return results, sorted(flags)

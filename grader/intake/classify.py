@@ -97,7 +97,7 @@ def _read(full: Path, rel: str, *, renamed: bool, note: str | None) -> tuple[Fil
         found.append(problem("notebook-renamed", rel, name=rel.rsplit("/", 1)[-1]))
         note = "a notebook saved under another name"
     if read.repairs:
-        detail = "; ".join(read.repairs[:4]) + (f"; and {len(read.repairs) - 4} more" if len(read.repairs) > 4 else "")
+        detail = "; ".join(read.repairs[:6]) + (f"; and {len(read.repairs) - 6} more" if len(read.repairs) > 6 else "")
         found.append(problem("notebook-repaired", rel, detail=detail))
         note = f"repaired for grading: {detail}"
     return "notebook", note, found

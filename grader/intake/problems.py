@@ -118,7 +118,7 @@ def problem(code: str, path: str | None = None, **fields: object) -> Problem:
     Names and details come from hostile archives: in the message they are shown printable
     and short; `Problem.path` keeps the exact name.
     """
-    shown = {k: printable(v, 400 if k == "detail" else 120) if isinstance(v, str) else v for k, v in fields.items()}
+    shown = {k: printable(v, 600 if k == "detail" else 120) if isinstance(v, str) else v for k, v in fields.items()}
     message = MESSAGES[code].format_map(_Blank(shown, path=printable(path or "")))
     return Problem(code=code, message=message, path=path)
 

@@ -57,17 +57,16 @@ def _message(item: Item, status: str, detail: str) -> str:
 
 
 def _unreadable_message(part_id: str, spec, unreadable: Sequence[Mapping]) -> str | None:
-    """For a part no readable notebook serves: the notebooks found but unreadable that may hold it."""
-    named = notebooks_for(spec, unreadable) if spec is not None and spec.patterns else list(unreadable)
+    """For a part no readable notebook serves: the files found but unreadable that may hold it."""
+    named = notebooks_for(spec, unreadable) if spec is not None else list(unreadable)
     candidates = named or list(unreadable)
     if not candidates:
         return None
-    which = "; ".join(f"`{u.get('path')}` ({u.get('reason')})" for u in candidates[:3])
-    lead = "was found but could not be read as a notebook" if len(candidates) == 1 else \
-        "were found but could not be read as notebooks"
+    which = "; ".join(f"`{u.get('path')}` {u.get('what') or 'was found but could not be read as a notebook'} "
+                      f"({u.get('reason')})" for u in candidates[:3])
     if named:
-        return f"{which} {lead}, so nothing for {part_id} could be graded."
-    return f"no readable notebook for {part_id} was found; {which} {lead} and may hold it."
+        return f"{which}, so nothing for {part_id} could be graded."
+    return f"no readable notebook for {part_id} was found: {which}."
 
 
 def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], files: Sequence[Mapping],
@@ -76,8 +75,9 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
                unreadable: Sequence[Mapping] = ()) -> tuple[dict[str, CheckResult], list[str]]:
     """Every item's result, and the flags the checks raised (e.g. `mismatch`).
 
-    `unreadable` lists notebooks intake found but could not read (`{"path", "reason"}`): a part
-    they would serve says "found but unreadable", naming the file and why, not "not found".
+    `unreadable` lists files intake found but could not read (`{"path", "reason"}`, and `what`
+    for other than a notebook, e.g. "could not be opened" for a zip): a part they would serve
+    says "found but unreadable", naming the file and why, not "not found".
     """
     results: dict[str, CheckResult] = {}
     flags: set[str] = set()

@@ -120,8 +120,9 @@ def policy_text(policy: LatePolicy) -> str:
 
 def class_view(deadline: dt.datetime | None, policy: LatePolicy, grades: Sequence[Mapping[str, Any]], *,
                now: dt.datetime, where: str = "the rubric") -> dict[str, Any]:
-    """The class summary's view of lateness: the deadline in use, its policy, where the times
-    came from, and `batch_warnings` over the grades (a crashed grade's time is not counted)."""
+    """The class summary's view of lateness: the deadline in use and `where` it is set, its policy,
+    where the times came from, and `batch_warnings` over the grades (a crashed grade's time is not
+    counted)."""
     if deadline is None:
         return {"deadline": "none", "where": where, "policy": "no deadline set: lateness is not applied",
                 "sources": [], "warnings": []}
@@ -137,4 +138,4 @@ def class_view(deadline: dt.datetime | None, policy: LatePolicy, grades: Sequenc
         times.append(When(at if at is None or at.tzinfo else None,
                           str(g.get("submitted_at_source") or late.get("source") or "unknown")))
     return {"deadline": fmt_deadline(deadline), "where": where, "policy": policy_text(policy),
-            "sources": sources(times), "warnings": batch_warnings(deadline, policy, times, now=now, where=where)}
+            "sources": sources(times), "warnings": batch_warnings(deadline, policy, times, now=now)}

@@ -193,7 +193,8 @@ def _parse(text: str, repairs: list[str]) -> Any:
             repairs.append(f"{len(rest)} NUL byte(s) after the end of the notebook were ignored")
         return doc
     where = f"line {first.lineno}, column {first.colno}"
-    if _unclosed(body):
+    at_end = first.pos >= len(text.rstrip()) - 1 or first.msg.startswith("Unterminated string")
+    if at_end and _unclosed(body):
         lines = body.count("\n") + 1
         raise UnreadableNotebook(f"it is not valid JSON: the file stops (at line {lines}) before the notebook "
                                  f"ends, so it was probably cut off while saving or uploading")

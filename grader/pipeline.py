@@ -293,7 +293,7 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     """checks + score over stored evidence: all that `rescore` repeats."""
     from grader.grading import run_checks
     from grader.intake.classify import unreadable_notebooks
-    from grader.intake.problems import flag_of
+    from grader.intake.problems import flag_of, unopened
     from grader.lateness import is_future
     from grader.score import score
 
@@ -301,7 +301,7 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     files = [{"path": f.path, "kind": f.kind, "bytes": f.bytes} for f in sub.files]
     results, flags = run_checks(rubric, student_id=sub.student_id, evidence=evidence, files=files,
                                 work_dir=sub.work_dir, reference=reference, dataset_stats=settings.dataset_stats,
-                                unreadable=unreadable_notebooks(sub.files, sub.problems))
+                                unreadable=unreadable_notebooks(sub.files, sub.problems) + unopened(sub.problems))
     flags_in = set(flags)
     flags_in.update(flag_of(p.code) for p in sub.problems)  # every intake problem is visible to the TA
     if any(ev.get("status") in ("timeout", "killed") for ev in evidence):

@@ -96,4 +96,4 @@ def _lateness(out: Path, grades: Sequence[dict[str, Any]]) -> dict[str, Any] | N
         return None
     rubric = load_rubric(path)
     return class_view(rubric.deadline, rubric.late, grades, now=dt.datetime.now(dt.timezone.utc),
-                      where=f"the rubric ({path.name} in the output folder)")
+                      where=f"the rubric kept in the output folder ({path.name})")

@@ -89,7 +89,8 @@ def test_unreadable_notebook_items_say_found_but_unreadable(tmp_path: Path) -> N
         assert "no notebook for" not in msg and "not found" not in msg, msg
     # No notebook is named for LAB 1-2: the unreadable ones are named as what may hold it.
     msg = it["lab1-2-test-metrics"]["message"]
-    assert msg.startswith("no readable notebook for lab1-2 was found;") and "`notes.ipynb`" in msg, msg
+    assert msg.startswith("no readable notebook for lab1-2 was found: ") and "`notes.ipynb`" in msg, msg
+    assert "not valid JSON: Expecting property name" in msg, "a broken file is not called cut off"
     assert not (tmp_path / "out" / "runs" / "0556064" / "lab1-1.ipynb" / "evidence.json").exists()
     row = csv_rows(tmp_path / "out" / "grades.csv")["0556064"]
     assert "unreadable-notebook" in row["flags"].split(";") and "cut off" in row["problems"]
@@ -141,3 +142,16 @@ def test_a_fatal_archive_does_not_pile_on_no_notebook(bad_batch) -> None:
     for sid in ("0556017", "0556019", "0556020", "0556018", "0556053"):
         assert "no-notebook" not in grades[sid]["flags"], sid
     assert "no-notebook" in grades["0556022"]["flags"], "the only notebook was damaged: nothing else to grade"
+
+
+@pytest.mark.parametrize(("sid", "words"), [
+    ("0556017", "`dllab_0556017.zip` could not be opened (it is password-protected)"),
+    ("0556019", "`dllab_0556019.zip` could not be opened (it is cut off)"),
+    ("0556053", "`dllab_0556053.rar` could not be opened (it is not a zip archive)"),
+    ("0556052", "`dllab_0556052.zip` could not be opened (it is password-protected)"),
+    ("0556022", "`lab1.ipynb` could not be extracted (it is damaged inside the zip)"),
+])
+def test_items_name_what_could_not_be_opened_not_not_found(bad_batch, sid: str, words: str) -> None:
+    _, grades = bad_batch
+    msg = items(grades[sid])["lab1-1-test-metrics"]["message"]
+    assert msg.startswith("no readable notebook for lab1-1 was found: ") and words in msg, msg

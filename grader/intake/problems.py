@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from grader.model import Problem
 
 # Fields in braces are filled by `problem(code, **fields)`. Write to the student, say what
@@ -100,6 +102,33 @@ FLAG_TEXT: dict[str, str] = {
     "no-notebook": "no notebook or script was found",
     "no-report": "no report was found",
 }
+
+
+# Problems that keep an archive, or a notebook inside it, from being read, and why as a clause:
+# "`x.zip` could not be opened (it is password-protected)".
+_UNOPENED: dict[str, str] = {
+    "encrypted": "it is password-protected", "corrupt": "it is damaged", "truncated": "it is cut off",
+    "empty": "it contains no files", "unsupported-format": "it is not a zip archive",
+    "member-corrupt": "it is damaged inside the zip", "file-too-large": "it is larger than the size limit",
+    "suspicious-compression": "it expands suspiciously much, like a zip bomb",
+    "archive-too-large": "the submission is over the size limit", "too-many-files": "the submission has too many files",
+}
+_WHOLE_ARCHIVE = ("corrupt", "truncated", "empty", "unsupported-format")
+
+
+def unopened(problems: Sequence[Problem]) -> list[dict[str, str]]:
+    """`{"path", "what", "reason"}` for each archive, or notebook/script/zip inside one, that could not
+    be unpacked: the checks name it for a part that has no notebook, instead of "not found"."""
+    out = []
+    for p in problems:
+        path = p.path or "the submission"
+        low = path.lower()
+        if p.code not in _UNOPENED or not (p.code in _WHOLE_ARCHIVE or low.endswith((".ipynb", ".py", ".zip"))):
+            continue
+        archive = p.code in _WHOLE_ARCHIVE or low.endswith(".zip")
+        out.append({"path": path, "what": "could not be opened" if archive else "could not be extracted",
+                    "reason": _UNOPENED[p.code]})
+    return out
 
 
 def flag_of(code: str) -> str:

@@ -66,7 +66,7 @@ class ReadNotebook:
     nb: NotebookNode
     """The notebook in nbformat 4 (4.5 when its cells have ids)."""
     repairs: tuple[str, ...]
-    """Short phrases, one per kind of repair ("a UTF-8 byte-order mark was removed"); empty if none."""
+    """Short phrases, one per kind of repair ("a UTF-8 byte-order mark at its start was ignored")."""
 
 
 def read_notebook(path: Path | str) -> ReadNotebook:
@@ -172,12 +172,12 @@ def _parse(text: str, repairs: list[str]) -> Any:
         repairs.append("a byte-order mark at its start was ignored")
     if not text.strip():
         raise UnreadableNotebook("the file is empty")
-    if re.search(r"^<<<<<<< ", text, re.MULTILINE) and re.search(r"^>>>>>>> ", text, re.MULTILINE):
-        raise UnreadableNotebook("it holds unresolved git merge-conflict markers (<<<<<<< ... >>>>>>>)")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         first = exc
+    if re.search(r"^<<<<<<< ", text, re.MULTILINE) and re.search(r"^>>>>>>> ", text, re.MULTILINE):
+        raise UnreadableNotebook("it holds unresolved git merge-conflict markers (<<<<<<< ... >>>>>>>)")
     body = text.lstrip()
     for strict in (True, False):
         try:
@@ -190,7 +190,7 @@ def _parse(text: str, repairs: list[str]) -> Any:
         if not strict:
             repairs.append("raw control characters (tabs, line breaks) inside its strings were accepted")
         if rest.strip(" \t\r\n"):
-            repairs.append(f"{len(rest)} NUL byte(s) after the end of the notebook were ignored")
+            repairs.append(f"{rest.count(chr(0))} NUL byte(s) after the end of the notebook were ignored")
         return doc
     where = f"line {first.lineno}, column {first.colno}"
     at_end = first.pos >= len(text.rstrip()) - 1 or first.msg.startswith("Unterminated string")
@@ -229,6 +229,9 @@ def _to_v4(doc: Any, repairs: list[str]) -> dict[str, Any]:
         raise UnreadableNotebook(f"its JSON is {type(doc).__name__ if doc is not None else 'null'}, "
                                  f"not a notebook")
     major = doc.get("nbformat")
+    if isinstance(major, str) and major.strip().isdigit():
+        repairs.append(f"its `nbformat` was the text {major!r}, read as the number")
+        major = doc["nbformat"] = int(major)
     if "worksheets" in doc or (isinstance(major, int) and not isinstance(major, bool) and major < 4):
         try:
             with warnings.catch_warnings():
@@ -264,7 +267,7 @@ def _normalize_v4(doc: dict[str, Any], repairs: list[str]) -> None:
     minor = doc.get("nbformat_minor")
     has_ids = any(isinstance(c, dict) and "id" in c for c in doc["cells"])
     if not isinstance(minor, int) or isinstance(minor, bool) or minor < 0:
-        repairs.append("the missing `nbformat_minor` was added")
+        repairs.append("a missing or invalid `nbformat_minor` was replaced")
         minor = 5 if has_ids else 4
     elif minor < 5 and has_ids:
         repairs.append(f"its cells have ids, which format 4.{minor} does not allow, so it was read as format 4.5")

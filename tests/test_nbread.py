@@ -193,7 +193,7 @@ def test_missing_nbformat_and_unknown_keys() -> None:
     assert_intact(read.nb)
     assert len(read.nb.cells) == 2 and "attachments" not in read.nb.cells[1]
     assert set(read.repairs) == {
-        "unknown top-level key(s) saved_by were ignored", "the missing `nbformat_minor` was added",
+        "unknown top-level key(s) saved_by were ignored", "a missing or invalid `nbformat_minor` was replaced",
         "it did not say which notebook format it uses and was read as format 4",
         "cells that were not objects were dropped", "keys a code cell may not have (attachments) were ignored"}
 
@@ -256,3 +256,11 @@ def test_notebook_json_is_recognized_in_jupyter_and_colab_key_order(tmp_path: Pa
     report = tmp_path / "report.txt"
     report.write_text("The cells of my notebook use nbformat 4.")
     assert not looks_like_notebook(data) and not looks_like_notebook(report)
+
+
+def test_version_numbers_written_as_text() -> None:
+    doc = clean_doc()
+    doc["nbformat"], doc["nbformat_minor"] = "4", "5"
+    read = reads_notebook(as_bytes(doc))
+    assert_intact(read.nb)
+    assert read.nb.nbformat_minor == 5 and len(read.repairs) == 2

@@ -16,6 +16,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -191,6 +192,8 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
     if not candidates:
         raise GraderError(f"no submissions found under {', '.join(map(str, paths))} "
                           f"(expected files named like {rubric.submission.pattern.format(student_id='0556001')})")
+    for warning in lateness_warnings(candidates, rubric, settings):
+        log(f"warning: {warning}")
     todo = [c for c in candidates if not is_done(c, settings)]
     progress = Progress(total=len(candidates), skipped=len(candidates) - len(todo), started=time.monotonic(),
                         durations=[])
@@ -207,6 +210,18 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
     ids = {c.student_id for c in candidates}
     return [json.loads(p.read_text()) for p in sorted((settings.out / "grades").glob("*.json"))
             if p.stem in ids]
+
+
+def lateness_warnings(candidates: Sequence, rubric, settings: GradeSettings, *,
+                      now: datetime | None = None) -> list[str]:
+    """What looks wrong with the batch's submission times against the rubric's deadline, before
+    anything is graded (a deadline from another term, copy times, clocks in the future)."""
+    from grader.lateness import When, batch_warnings
+    from grader.pipeline import submission_time
+
+    times = [When(*submission_time(c.student_id, c.submitted_at, c.submitted_at_source, settings))
+             for c in candidates]
+    return batch_warnings(rubric.deadline, rubric.late, times, now=now or datetime.now(timezone.utc))
 
 
 class _display:

@@ -257,8 +257,10 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
     Outputs identical to the handout's (the TA's own training log shipped with it) are
     dropped first: they say what the TA's run did, not the student's.
     """
+    from grader.nbread import read_notebook
+
     try:
-        nb = nbformat.read(nb_path, as_version=4)
+        nb = read_notebook(nb_path).nb  # lenient, as intake: repairs are reported there
     except Exception as e:  # noqa: BLE001
         return not_run(rel, f"not a readable notebook: {e}")
     # Student-controlled JSON: anything that is not a cell or an output is left out.

@@ -192,10 +192,12 @@ def run_notebook(nb_path: Path, *, submission_dir: Path, out_dir: Path, spec: Sa
     its own timeout of TEARDOWN_TIMEOUT_S, and is not recorded either; its failure changes
     nothing in the result. Both may contain PROBE_DIR_TOKEN.
     """
+    from grader.nbread import read_notebook
+
     started = time.time()
     rel = _relative(nb_path, submission_dir)
     try:
-        nb = nbformat.read(nb_path, as_version=4)
+        nb = read_notebook(nb_path).nb  # lenient: what Jupyter would open runs (repairs are intake's warning)
     except Exception as exc:  # a corrupt notebook is the student's problem, not ours
         return _write_unrunnable(rel, out_dir, started, f"not a readable notebook: {exc}")
     return _run(nb, rel, submission_dir=submission_dir, out_dir=out_dir, spec=spec,

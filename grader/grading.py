@@ -17,7 +17,7 @@ from grader.checks import run_check
 from grader.checks.base import CheckContext
 from grader.rubric import Item, Rubric
 from grader.score import CheckResult
-from grader.sources import Source, choose, ignored_paths, settle
+from grader.sources import Source, choose, ignored_paths, named_for, settle
 
 
 MANUAL_MESSAGE = "A TA grades this item by hand after reading your work."
@@ -69,15 +69,35 @@ def _context(item: Item, part_id: str, spec, serving: Sequence[Mapping], *, stud
                         dataset_stats=dataset_stats)
 
 
+def _unreadable_message(part_id: str, spec, unreadable: Sequence[Mapping]) -> str | None:
+    """For a part no readable notebook serves: the files found but unreadable that may hold it
+    (those named like the part first, else any)."""
+    if not unreadable:
+        return None
+    named = [u for u in unreadable if spec is None or named_for(str(u.get("path", "")), spec)]
+    candidates = named or list(unreadable)
+    which = "; ".join(f"`{u.get('path')}` {u.get('what') or 'was found but could not be read as a notebook'} "
+                      f"({u.get('reason')})" for u in candidates[:3])
+    if named:
+        return f"{which}, so nothing for {part_id} could be graded."
+    return f"no readable notebook for {part_id} was found: {which}."
+
+
 def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], files: Sequence[Mapping],
                work_dir: str | None, reference: Mapping | None,
                dataset_stats: Mapping[str, Mapping],
-               sources: Sequence[Source] | None = None) -> tuple[dict[str, CheckResult], list[str]]:
+               sources: Sequence[Source] | None = None,
+               unreadable: Sequence[Mapping] = ()) -> tuple[dict[str, CheckResult], list[str]]:
     """Every item's result, and the flags the checks raised (e.g. `mismatch`).
 
     Each part's items read one notebook (or one section of one), from `sources` (computed
     here with `choose_sources` when not given); `ignored-notebook` is raised when a candidate
-    notebook was graded for no part."""
+    notebook was graded for no part.
+
+    `unreadable` lists files intake found but could not read (`{"path", "reason"}`, and `what`
+    for other than a notebook, e.g. "could not be opened" for a zip): a part they would serve
+    says "found but unreadable", naming the file and why, not "not found".
+    """
     common = dict(student_id=student_id, evidence=evidence, files=files, work_dir=work_dir,
                   reference=reference, dataset_stats=dataset_stats)
     if sources is None:
@@ -91,6 +111,7 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
             serving: list[Mapping] = list(evidence)
         else:
             serving = [source.chosen.view] if source and source.chosen else []
+        unread = None if serving else _unreadable_message(part_id, spec, unreadable)
         for item in items:
             ctx = _context(item, part_id, spec, serving, **common)  # type: ignore[arg-type]
             if item.check == "manual":
@@ -108,5 +129,7 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
             # stopped with an error") would mislead; the check's own sentence says what is missing.
             message = out.message if (not serving and item.check not in FILE_CHECKS) or out.own_words \
                 else _message(item, out.status, out.message)
+            if unread and item.check not in FILE_CHECKS:
+                message = unread
             results[item.id] = CheckResult(item.id, out.status, fraction, message, tuple(out.evidence))
     return results, sorted(flags)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.errors import GraderError
-from grader.intake.classify import kind_of, notebook_error
+from grader.intake.classify import kind_of
 from grader.intake.naming import ARCHIVE_EXTS, NamePattern
 from grader.intake.problems import human_bytes
 from grader.model import Submission
@@ -235,10 +235,16 @@ def _warnings(root: Path, members: list[str]) -> list[str]:
 
 def notebook_warnings(path: Path, rel: str) -> list[str]:
     """What a student should fix in a notebook before handing it in."""
-    error = notebook_error(path)
-    if error is not None:
+    from grader.nbread import UnreadableNotebook, read_notebook
+
+    try:
+        read = read_notebook(path)
+    except (UnreadableNotebook, OSError) as error:
         return [f"{rel} is not a valid notebook ({error}): open it in Jupyter, save it, and pack again."]
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    if read.repairs:
+        return [f"{rel} does not quite follow the notebook format ({'; '.join(read.repairs[:3])}): the grader "
+                f"repairs this, but open it in Jupyter, save it, and pack again to be safe."]
+    doc = read.nb
     code = [c for c in doc.get("cells", []) if c.get("cell_type") == "code" and "".join(c.get("source", "")).strip()]
     if code and not any(c.get("outputs") for c in code):
         return [f"{rel} has no outputs: run all cells (Kernel > Restart & Run All) and save before packing; "

@@ -191,7 +191,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     from grader.verify import teardown_source, verify_run
 
     if settings.mode == "saved":
-        if path.suffix.lower() != ".ipynb":
+        if path.suffix.lower() == ".py":  # a notebook may be named `lab1.ipynb.json`: intake knows
             return collect.not_run(rel, "saved mode: a script has no stored outputs to read")
         return collect.from_saved(path, rel, run_dir=run_dir, handout=_handout(tuple(rubric.handout_paths())))
     limits = _limits(rubric)
@@ -229,19 +229,26 @@ def _with_probe_dir(startup: str) -> str:
 
 
 def _submitted_at(sub: Submission, settings: GradeSettings) -> tuple[dt.datetime | None, str]:
-    if sub.student_id in settings.submitted_at:
-        return dt.datetime.fromisoformat(settings.submitted_at[sub.student_id]), "submitted-at-csv"
-    if sub.submitted_at:
-        when = dt.datetime.fromisoformat(sub.submitted_at)
+    return submission_time(sub.student_id, sub.submitted_at, sub.submitted_at_source, settings)
+
+
+def submission_time(student_id: str | None, submitted_at: str | None, source: str,
+                    settings: GradeSettings) -> tuple[dt.datetime | None, str]:
+    """The time lateness is judged on and where it came from: the --submitted-at CSV first."""
+    if student_id in settings.submitted_at:
+        return dt.datetime.fromisoformat(settings.submitted_at[student_id]), "submitted-at-csv"
+    if submitted_at:
+        when = dt.datetime.fromisoformat(submitted_at)
         if when.tzinfo is None:
             when = when.astimezone()  # the grader machine's local time, as the LMS download is
-        return when, sub.submitted_at_source
+        return when, source
     return None, "unknown"
 
 
 def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     """Grades one discovered submission; returns its Grade as JSON data."""
     from grader.intake import unpack
+    from grader.intake.problems import UNREADABLE_CODES
     from grader.rubric import load_rubric
     from grader.score import load_overrides
 
@@ -257,7 +264,7 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
 
     evidence: list[dict[str, Any]] = []
     for f in [*sub.notebooks, *sub.scripts]:
-        if any(p.code == "bad-notebook" and p.path == f.path for p in sub.problems):
+        if any(p.code in UNREADABLE_CODES and p.path == f.path for p in sub.problems):
             continue
         run_dir = runs_root / _safe_name(f.path)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -286,6 +293,9 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
                     settings: GradeSettings, overrides=()) -> dict[str, Any]:
     """checks + score over stored evidence: all that `rescore` repeats."""
     from grader.grading import choose_sources, run_checks
+    from grader.intake.classify import unreadable_notebooks
+    from grader.intake.problems import flag_of, unopened
+    from grader.lateness import is_future
     from grader.score import score
     from grader.sources import ignored_paths, to_json
 
@@ -294,28 +304,34 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     common = dict(student_id=sub.student_id, evidence=evidence, files=files, work_dir=sub.work_dir,
                   reference=reference, dataset_stats=settings.dataset_stats)
     sources = choose_sources(rubric, **common)
-    results, flags = run_checks(rubric, **common, sources=sources)
+    results, flags = run_checks(rubric, **common, sources=sources,
+                                unreadable=unreadable_notebooks(sub.files, sub.problems) + unopened(sub.problems))
     # A candidate notebook graded for no part (a broken `Copy of ...`) raises no run flags.
     ignored = set(ignored_paths(sources))
     evidence = [ev for ev in evidence if ev.get("path") not in ignored]
     flags_in = set(flags)
-    codes = {p.code for p in sub.problems}
-    if codes & {"bad-name", "no-student-id"}:
-        flags_in.add("bad-name")
-    if "duplicate" in codes:
-        flags_in.add("duplicate")
+    flags_in.update(flag_of(p.code) for p in sub.problems)  # every intake problem is visible to the TA
     if any(ev.get("status") in ("timeout", "killed") for ev in evidence):
         flags_in.add("sandbox-limit")
     if any(ev.get("status") == "error" for ev in evidence):
         flags_in.add("notebook-error")
     if any(ev.get("output_truncated") for ev in evidence):
         flags_in.add("output-truncated")  # the middle of a long output was not read
-    when, source = _submitted_at(sub, settings)
+    recorded, recorded_source = _submitted_at(sub, settings)
+    when, source = recorded, recorded_source
+    if recorded is not None and is_future(recorded, dt.datetime.now(dt.timezone.utc)):
+        when, source = None, f"{source}, in the future: not used"  # a wrong clock, not an early student
+        flags_in.add("time-in-future")
     grade = score(rubric, results, student_id=sub.student_id, submitted_at=when, submitted_at_source=source,
                   overrides=overrides, flags_in=sorted(flags_in))
-    out = json.loads(grade.to_json())
-    out["sources"] = to_json(sources)  # which notebook (and cells) each part was graded on, and what was not
-    return out
+    doc = json.loads(grade.to_json())
+    doc["submitted_at"] = recorded.isoformat() if recorded else None  # the class summary checks the deadline
+    doc["submitted_at_source"] = recorded_source
+    # What each intake flag stands for, in the student's words, for the TA's views.
+    doc["problems"] = [{"flag": flag_of(p.code), "code": p.code, "message": p.message, "path": p.path}
+                       for p in sub.problems]
+    doc["sources"] = to_json(sources)  # which notebook (and cells) each part was graded on, and what was not
+    return doc
 
 
 def _render(grade: dict, sub: Submission, evidence: list[dict], settings: GradeSettings) -> None:

@@ -81,4 +81,19 @@ def finish(out: Path, grades: Sequence[dict[str, Any]], *, pdf: bool) -> None:
 
     runs = {g["student_id"]: stored_evidence(out, g["student_id"]) for g in grades}
     write_gradebook(list(grades), out_dir=out)
-    render_summary(list(grades), runs=runs, out_dir=out, pdf=pdf)
+    render_summary(list(grades), runs=runs, out_dir=out, pdf=pdf, lateness=_lateness(out, grades))
+
+
+def _lateness(out: Path, grades: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The deadline in use and what the batch's times say about it, for the class summary."""
+    import datetime as dt
+
+    from grader.lateness import class_view
+    from grader.rubric import load_rubric
+
+    path = out / "rubric.yaml"
+    if not path.is_file():
+        return None
+    rubric = load_rubric(path)
+    return class_view(rubric.deadline, rubric.late, grades, now=dt.datetime.now(dt.timezone.utc),
+                      where=f"the rubric kept in the output folder ({path.name})")

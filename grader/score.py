@@ -191,6 +191,8 @@ def score(rubric: Rubric, results: Mapping[str, CheckResult], *, student_id: str
                         earned=earned, source=submitted_at_source)
     if late.days_late:
         flags.add("late")
+    if late.days_late > rubric.late.max_days:
+        flags.add("past-max-days")  # the whole lab lost or capped: worth a TA's look, unlike a day late
     if rubric.deadline is not None and submitted_at is None:
         flags.add("time-unknown")
     return Grade(student_id=student_id, lab=rubric.lab, total=_r2(max(0.0, earned - late.penalty_points)),

@@ -103,6 +103,11 @@ def _match(name: str, patterns: Sequence[str]) -> int | None:
     return next((k for k, p in enumerate(patterns) if fnmatch.fnmatch(name, p.lower())), None)
 
 
+def named_for(path: str, spec: Any) -> bool:
+    """Whether the file at `path` is named like the part `spec` describes (its patterns)."""
+    return _match(path.rsplit("/", 1)[-1].lower(), spec.patterns) is not None
+
+
 # ---------------------------------------------------------------- sections of one notebook
 
 

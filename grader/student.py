@@ -45,7 +45,9 @@ FIXES: dict[str, str] = {
     "no-report": "write the report (Problems & solutions, Experiment setup, Results, Analysis), "
                  "put it in the zip as report.pdf, .docx or .md",
     "no-notebook": "put your .ipynb notebooks in the zip (`" + _PACK + "` finds them)",
-    "bad-notebook": "open the notebook in Jupyter, run all cells, save, and zip again",
+    "unreadable-notebook": "open the notebook in Jupyter, run all cells, save, and zip again",
+    "notebook-repaired": "open the notebook in Jupyter, save it, and zip again",
+    "notebook-renamed": "rename the notebook to end in .ipynb",
     "file-too-large": "leave large files (weights, datasets) out: `" + _PACK + "` does",
     "archive-too-large": "leave weights and datasets out: `" + _PACK + "` does",
     "too-many-files": "leave datasets and caches out: `" + _PACK + "` does",

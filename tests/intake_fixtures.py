@@ -339,3 +339,84 @@ def moodle_bundle(folder: Path, students: dict[str, tuple[str, str]], *, uploade
             info = zipfile.ZipInfo(f"{person}_{participant}_assignsubmission_file_/dllab_{sid}.zip", uploaded)
             zf.writestr(info, inner.getvalue())
     return path
+
+
+# --------------------------------------------------------------------------- notebooks Jupyter opens, and ones it cannot
+
+
+def _nb_doc(outputs: str = "", *, title: str = "# LAB 1-1 \u2013 it\u2019s my CNN") -> dict:
+    """A notebook as JSON data, with one stored stdout output when `outputs` is given."""
+    import json
+
+    from nbformat.v4 import new_output
+
+    cell = new_code_cell("evaluate()", execution_count=1,
+                         outputs=[new_output("stream", name="stdout", text=outputs)] if outputs else [])
+    doc = json.loads(nbformat.writes(new_notebook(cells=[new_markdown_cell(title), cell])))
+    for i, c in enumerate(doc["cells"]):
+        c["id"] = f"c{i}"
+    return doc
+
+
+def _dump(doc: dict) -> bytes:
+    import json
+
+    return json.dumps(doc, indent=1, ensure_ascii=False).encode("utf-8")
+
+
+def bom_and_44_ids(outputs: str = "") -> bytes:
+    """nbformat 4.4 that still has cell ids, saved with a UTF-8 byte-order mark (VS Code on Windows)."""
+    doc = _nb_doc(outputs)
+    doc["nbformat_minor"] = 4
+    return b"\xef\xbb\xbf" + _dump(doc)
+
+
+def cp1252_byte_no_metadata(outputs: str = "") -> bytes:
+    """A hand-edited notebook: no top-level metadata, one Windows-1252 apostrophe in the markdown."""
+    doc = _nb_doc(outputs)
+    del doc["metadata"]
+    return _dump(doc).replace("\u2019".encode(), b"\x92")
+
+
+def code_cells_without_outputs() -> bytes:
+    """Written by a script, not Jupyter: code cells lack `outputs` and `execution_count`."""
+    doc = _nb_doc()
+    for c in doc["cells"]:
+        c.pop("outputs", None)
+        c.pop("execution_count", None)
+    return _dump(doc)
+
+
+def clean_notebook(outputs: str = "") -> bytes:
+    return _dump(_nb_doc(outputs))
+
+
+def repaired_notebooks(folder: Path, student_id: str = "0556050") -> Path:
+    return write_zip(folder / f"dllab_{student_id}.zip", [
+        ("lab1-1.ipynb", bom_and_44_ids()), ("lab1-2.ipynb", cp1252_byte_no_metadata()),
+        ("lab1-3.ipynb", code_cells_without_outputs()), ("report.pdf", PDF)])
+
+
+def renamed_notebooks(folder: Path, student_id: str = "0556051") -> Path:
+    """Notebooks under other names, an unreadable one named as a notebook, and files that are not notebooks."""
+    cut = clean_notebook()
+    return write_zip(folder / f"dllab_{student_id}.zip", [
+        ("lab1-1.ipynb.json", clean_notebook()), ("lab1-2", bom_and_44_ids()),
+        ("lab1-3.ipynb.txt", cut[: len(cut) // 2]), ("lab1.ipynb.pdf", PDF),
+        ("results.json", b'{"metadata": {"seed": 1}, "accuracy": 0.7}'), ("report.md", b"# Report\n")])
+
+
+def nested_encrypted(folder: Path, student_id: str = "0556052") -> Path:
+    """A readable zip whose only content is a password-protected inner zip."""
+    inner_dir = folder / "_inner"
+    inner = encrypted(inner_dir, student_id).read_bytes()
+    for p in inner_dir.iterdir():
+        p.unlink()
+    inner_dir.rmdir()
+    return write_zip(folder / f"dllab_{student_id}.zip", [(f"dllab_{student_id}.zip", inner)])
+
+
+def lone_rar(folder: Path, student_id: str = "0556053") -> Path:
+    path = folder / f"dllab_{student_id}.rar"
+    path.write_bytes(b"Rar!\x1a\x07\x01\x00" + b"\x00" * 64)
+    return path

@@ -124,10 +124,10 @@ def test_junk_is_skipped_and_counted(area: Area) -> None:
 
 def test_invalid_notebooks_are_problems_not_crashes(area: Area) -> None:
     sub = run_one(area, fx.invalid_notebook)
-    assert codes(sub) == ["bad-notebook", "bad-notebook"]
+    assert codes(sub) == ["unreadable-notebook", "unreadable-notebook"]
     by_path = {p.path: p.message for p in sub.problems}
-    assert "not valid JSON" in by_path["lab1.ipynb"]
-    assert "notebook format" in by_path["lab2.ipynb"]
+    assert "not valid JSON" in by_path["lab1.ipynb"] and "cut off" in by_path["lab1.ipynb"]
+    assert "no list of `cells`" in by_path["lab2.ipynb"]
     assert all(f.note for f in sub.notebooks)
 
 
@@ -511,3 +511,53 @@ def test_loose_files_uploaded_to_moodle(area: Area) -> None:
     (sub,) = intake([area.incoming], area.work)
     assert (sub.student_id, codes(sub), sub.lms_participant_id) == ("0556070", ["not-an-archive"], "345678")
     assert paths(sub) == {"dllab_0556070.ipynb", "report.pdf"}
+
+
+# --------------------------------------------------------------------------- notebooks Jupyter opens (issue 12 A)
+
+
+def test_notebooks_jupyter_opens_are_repaired_not_refused(area: Area) -> None:
+    sub = run_one(area, fx.repaired_notebooks)
+    assert codes(sub) == ["notebook-repaired"] * 3
+    assert [f.path for f in sub.notebooks] == ["lab1-1.ipynb", "lab1-2.ipynb", "lab1-3.ipynb"]
+    by_path = {p.path: p.message for p in sub.problems}
+    assert "byte-order mark" in by_path["lab1-1.ipynb"] and "format 4.4" in by_path["lab1-1.ipynb"]
+    assert "0x92" in by_path["lab1-2.ipynb"] and "`metadata`" in by_path["lab1-2.ipynb"]
+    assert "`outputs`" in by_path["lab1-3.ipynb"]
+    assert all("Your file is unchanged" in m for m in by_path.values())
+    # The work folder keeps the student's bytes; repairs happen where the notebook is read.
+    work = Path(sub.work_dir)
+    assert (work / "lab1-1.ipynb").read_bytes() == fx.bom_and_44_ids()
+    assert (work / "lab1-2.ipynb").read_bytes() == fx.cp1252_byte_no_metadata()
+
+
+def test_notebooks_under_other_names_are_found_by_content(area: Area) -> None:
+    sub = run_one(area, fx.renamed_notebooks)
+    kinds = {f.path: f.kind for f in sub.files}
+    assert kinds == {"lab1-1.ipynb.json": "notebook", "lab1-2": "notebook", "lab1-3.ipynb.txt": "notebook",
+                     "lab1.ipynb.pdf": "report", "results.json": "data", "report.md": "report"}
+    found = sorted((p.code, p.path) for p in sub.problems)
+    assert found == [("notebook-renamed", "lab1-1.ipynb.json"), ("notebook-renamed", "lab1-2"),
+                     ("notebook-repaired", "lab1-2"), ("unreadable-notebook", "lab1-3.ipynb.txt")]
+    unreadable = next(p for p in sub.problems if p.code == "unreadable-notebook")
+    assert "`lab1-3.ipynb.txt` was found but could not be read" in unreadable.message
+    assert "cut off" in unreadable.message
+
+
+def test_unreadable_notebooks_are_listed_with_their_reason(area: Area) -> None:
+    from grader.intake.classify import unreadable_notebooks
+
+    sub = run_one(area, fx.invalid_notebook)
+    listed = unreadable_notebooks(sub.files, sub.problems)
+    assert [u["path"] for u in listed] == ["lab1.ipynb", "lab2.ipynb"]
+    assert "cut off" in listed[0]["reason"] and "no list of `cells`" in listed[1]["reason"]
+
+
+def test_every_problem_code_has_a_flag_the_ta_can_read() -> None:
+    from grader.intake.problems import FLAGS
+    from grader.report.student import FLAG_TEXT
+
+    assert set(MESSAGES) <= set(FLAGS), "a new problem code needs its flag"
+    for code, flag in FLAGS.items():
+        assert flag == flag.lower() and " " not in flag, flag
+        assert FLAG_TEXT.get(flag), f"flag {flag} (from {code}) is not explained"

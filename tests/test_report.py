@@ -302,7 +302,8 @@ def test_summary_lists_everyone_and_who_needs_a_look(rendered: tuple[Path, dict]
 def test_grades_csv_one_row_per_student_with_part_columns(rendered: tuple[Path, dict]) -> None:
     out, students = rendered
     rows = list(csv.DictReader(io.StringIO((out / "grades.csv").read_text())))
-    assert list(rows[0]) == ["student_id", "total", "max", "lab1-1", "lab1-2", "lab1-3", "bonus", "late_penalty", "flags"]
+    assert list(rows[0]) == ["student_id", "total", "max", "lab1-1", "lab1-2", "lab1-3", "bonus", "late_penalty", "flags",
+                            "problems"]  # problems: what went wrong at intake (issue 12 K)
     assert [r["student_id"] for r in rows] == sorted(students)
     good = rows[0]
     assert (good["total"], good["max"], good["lab1-1"], good["bonus"]) == ("61", "56", "39", "5")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from grader.model import Problem
 
 # Fields in braces are filled by `problem(code, **fields)`. Write to the student, say what
@@ -46,11 +48,92 @@ MESSAGES: dict[str, str] = {
     "nested-too-deep": "`{path}` is an archive inside an archive inside the zip; only one level "
     "of nested zip is opened, so its contents were not graded.",
     # contents
-    "bad-notebook": "`{path}` is not a valid Jupyter notebook ({detail}); "
-    "open it in Jupyter, save it again and re-submit.",
+    "unreadable-notebook": "`{path}` was found but could not be read as a Jupyter notebook: {detail}. "
+    "It was not run and nothing in it was graded; open it in Jupyter, save it again and re-submit.",
+    "notebook-repaired": "`{path}` does not quite follow the notebook format ({detail}); the grader repaired "
+    "its own copy and graded that. Your file is unchanged; saving it again in Jupyter avoids this.",
+    "notebook-renamed": "`{path}` is a Jupyter notebook saved under another name; it was graded as a notebook. "
+    "Keep notebooks named `*.ipynb`.",
     "no-notebook": "No notebook (.ipynb) or Python script (.py) was found in the submission.",
     "no-report": "No report (pdf, docx, md, txt or html) was found in the submission.",
 }
+
+
+# Problems that mean a notebook was found but could not be read (`bad-notebook`: older grades).
+UNREADABLE_CODES = frozenset({"unreadable-notebook", "bad-notebook"})
+
+# Every problem code -> the flag it puts on the grade, so the TA's views (grades.csv, the class
+# summary, the Moodle export) show what went wrong at intake, not only 0 points.
+FLAGS: dict[str, str] = {
+    "bad-name": "bad-name", "no-student-id": "no-student-id", "duplicate": "duplicate",
+    "extra-file": "extra-file", "not-an-archive": "not-an-archive",
+    "unsupported-format": "unsupported-format", "corrupt": "corrupt-archive", "truncated": "truncated-archive",
+    "empty": "empty-submission", "encrypted": "encrypted",
+    "unsafe-path": "refused-member", "link": "refused-member", "special-file": "refused-member",
+    "bad-filename": "refused-member", "duplicate-member": "duplicate-member", "member-corrupt": "corrupt-member",
+    "file-too-large": "file-too-large", "archive-too-large": "archive-too-large", "too-many-files": "too-many-files",
+    "suspicious-compression": "zip-bomb", "nested-too-deep": "nested-too-deep",
+    "unreadable-notebook": "unreadable-notebook", "bad-notebook": "unreadable-notebook",
+    "notebook-repaired": "notebook-repaired", "notebook-renamed": "notebook-renamed",
+    "no-notebook": "no-notebook", "no-report": "no-report",
+}
+
+# What each intake flag means, in a few words (the feedback PDF and the class summary show it).
+FLAG_TEXT: dict[str, str] = {
+    "no-student-id": "no student id could be read from the file name",
+    "extra-file": "a file was uploaded next to the zip, not inside it",
+    "not-an-archive": "files were handed in without a zip",
+    "unsupported-format": "the archive is not a zip and could not be opened",
+    "corrupt-archive": "the zip is damaged and could not be opened",
+    "truncated-archive": "the zip is cut off (an incomplete upload)",
+    "empty-submission": "the submission contains no files",
+    "encrypted": "the zip (or a file in it) is password-protected",
+    "refused-member": "a file in the zip was refused (a link, a device, or a path outside the folder)",
+    "duplicate-member": "a file appears twice in the zip",
+    "corrupt-member": "a file in the zip is damaged",
+    "file-too-large": "a file is over the size limit and was not unpacked",
+    "archive-too-large": "the submission unpacks to more than the size limit",
+    "too-many-files": "the submission has more files than the limit",
+    "zip-bomb": "a file expands suspiciously much (a zip bomb) and was not unpacked",
+    "nested-too-deep": "a zip inside a zip inside the submission was not opened",
+    "unreadable-notebook": "a notebook was found but could not be read",
+    "notebook-repaired": "a notebook was repaired to be read (graded as repaired)",
+    "notebook-renamed": "a notebook was saved under another name",
+    "no-notebook": "no notebook or script was found",
+    "no-report": "no report was found",
+}
+
+
+# Problems that keep an archive, or a notebook inside it, from being read, and why as a clause:
+# "`x.zip` could not be opened (it is password-protected)".
+_UNOPENED: dict[str, str] = {
+    "encrypted": "it is password-protected", "corrupt": "it is damaged", "truncated": "it is cut off",
+    "empty": "it contains no files", "unsupported-format": "it is not a zip archive",
+    "member-corrupt": "it is damaged inside the zip", "file-too-large": "it is larger than the size limit",
+    "suspicious-compression": "it expands suspiciously much, like a zip bomb",
+    "archive-too-large": "the submission is over the size limit", "too-many-files": "the submission has too many files",
+}
+_WHOLE_ARCHIVE = ("corrupt", "truncated", "empty", "unsupported-format")
+
+
+def unopened(problems: Sequence[Problem]) -> list[dict[str, str]]:
+    """`{"path", "what", "reason"}` for each archive, or notebook/script/zip inside one, that could not
+    be unpacked: the checks name it for a part that has no notebook, instead of "not found"."""
+    out = []
+    for p in problems:
+        path = p.path or "the submission"
+        low = path.lower()
+        if p.code not in _UNOPENED or not (p.code in _WHOLE_ARCHIVE or low.endswith((".ipynb", ".py", ".zip"))):
+            continue
+        archive = p.code in _WHOLE_ARCHIVE or low.endswith(".zip")
+        out.append({"path": path, "what": "could not be opened" if archive else "could not be extracted",
+                    "reason": _UNOPENED[p.code]})
+    return out
+
+
+def flag_of(code: str) -> str:
+    """The grade flag for an intake problem code (the code itself for one not listed)."""
+    return FLAGS.get(code, code)
 
 
 class _Blank(dict):
@@ -64,7 +147,7 @@ def problem(code: str, path: str | None = None, **fields: object) -> Problem:
     Names and details come from hostile archives: in the message they are shown printable
     and short; `Problem.path` keeps the exact name.
     """
-    shown = {k: printable(v) if isinstance(v, str) else v for k, v in fields.items()}
+    shown = {k: printable(v, 600 if k == "detail" else 120) if isinstance(v, str) else v for k, v in fields.items()}
     message = MESSAGES[code].format_map(_Blank(shown, path=printable(path or "")))
     return Problem(code=code, message=message, path=path)
 

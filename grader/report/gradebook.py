@@ -28,12 +28,16 @@ from grader.fsutil import write_text_atomic
 from grader.report.text import clean, fmt_points, num
 
 MOODLE_COLUMNS = ("ID number", "Grade", "Feedback", "Feedback file")
+# Intake problems that cost points, told in Moodle's one-line feedback; the PDF has them all.
+_TELL = frozenset({"unsupported-format", "corrupt-archive", "truncated-archive", "empty-submission", "encrypted",
+                   "refused-member", "corrupt-member", "file-too-large", "archive-too-large", "too-many-files",
+                   "zip-bomb", "nested-too-deep", "unreadable-notebook", "no-notebook"})
 
 
 def write_gradebook(grades: list[dict], *, out_dir: Path) -> list[Path]:
     """Writes `grades.csv` (student_id, total, max, one column per part id, bonus,
-    late_penalty, flags: one row per student, sorted by id) and `moodle_grades.csv`;
-    returns both paths."""
+    late_penalty, flags, problems: one row per student, sorted by id) and `moodle_grades.csv`;
+    returns both paths. `problems` holds what went wrong at intake, `flag: message` each."""
     out_dir = Path(out_dir)
     by_id: dict[str, Mapping] = {}
     for g in grades:
@@ -41,7 +45,7 @@ def write_gradebook(grades: list[dict], *, out_dir: Path) -> list[Path]:
             by_id[str(g.get("student_id"))] = g  # the last grade of a student wins
     ordered = [by_id[k] for k in sorted(by_id)]
     part_ids = _part_ids(ordered)
-    table = [["student_id", "total", "max", *part_ids, "bonus", "late_penalty", "flags"]]
+    table = [["student_id", "total", "max", *part_ids, "bonus", "late_penalty", "flags", "problems"]]
     moodle = [list(MOODLE_COLUMNS)]
     for g in ordered:
         points = {p.get("id"): p.get("points") for p in g.get("parts") or [] if isinstance(p, Mapping)}
@@ -50,7 +54,8 @@ def write_gradebook(grades: list[dict], *, out_dir: Path) -> list[Path]:
         table.append([str(g.get("student_id")), _n(g.get("total")), _n(g.get("max")),
                       *[_n(points.get(pid)) for pid in part_ids],
                       _n(bonus.get("points")) if bonus else "", _n(late.get("penalty_points") or 0),
-                      _cell(";".join(str(f) for f in g.get("flags") or []))])
+                      _cell(";".join(str(f) for f in g.get("flags") or [])),
+                      _cell(" | ".join(f"{p.get('flag')}: {clean(p.get('message'), 400)}" for p in _problems(g)))])
         moodle.append([str(g.get("student_id")), "" if g.get("error") else _n(g.get("total")),
                        _cell(moodle_feedback(g)), f"feedback/{g.get('student_id')}.pdf"])
     paths = [out_dir / "grades.csv", out_dir / "moodle_grades.csv"]
@@ -74,11 +79,19 @@ def moodle_feedback(g: Mapping) -> str:
     if num(late.get("penalty_points")):
         bits.append(f"late {late.get('days_late')} day(s) -{fmt_points(late.get('penalty_points'))}")
     text = f"Total {fmt_points(g.get('total'))}/{fmt_points(g.get('max'))} ({'; '.join(bits)})."
+    # The student's own words for what went wrong at intake (an encrypted zip explains the 0).
+    told = [clean(p.get("message"), 300) for p in _problems(g) if p.get("flag") in _TELL][:3]
+    if told:
+        text += " " + " ".join(told)
     pending = sum(1 for p in _all_parts(g) for it in p.get("items") or []
                   if isinstance(it, Mapping) and it.get("status") == "manual" and not it.get("overridden"))
     if pending:
         text += f" Provisional: {pending} item(s) wait for a TA."
     return clean(text + " Details in your feedback PDF.", 1000)
+
+
+def _problems(g: Mapping) -> list[Mapping]:
+    return [p for p in g.get("problems") or [] if isinstance(p, Mapping)]
 
 
 def _all_parts(g: Mapping) -> list[Mapping]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.fsutil import write_bytes_atomic, write_text_atomic
+from grader.intake.problems import FLAG_TEXT as INTAKE_FLAG_TEXT
 from grader.report import charts
 from grader.report.figures import figures_view
 from grader.report.pdf import html_to_pdf, stylesheet_text
@@ -37,6 +38,10 @@ FLAG_TEXT = {
     "override-applied": "a TA adjusted points",
     "grader-crash": "the grader failed on this submission; a TA will look at it",
     "ignored-notebook": "a notebook that could serve a part was not graded (see which notebook was graded)",
+    "time-unknown": "the submission time is unknown, so no late penalty was applied",
+    "time-in-future": "the submission time is later than the grading time (a wrong clock), so it was not used",
+    "past-max-days": "submitted later than late work is accepted",
+    **INTAKE_FLAG_TEXT,
 }
 
 

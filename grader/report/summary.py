@@ -16,10 +16,12 @@ from grader.report.text import RUN_STATUSES, STATUSES, clean, num, render_templa
 _LINKABLE = re.compile(r"^\w[\w.-]{0,99}$")
 
 
-def render_summary(grades: list[dict], *, runs: dict[str, list[dict]], out_dir: Path, pdf: bool = True) -> Path:
+def render_summary(grades: list[dict], *, runs: dict[str, list[dict]], out_dir: Path, pdf: bool = True,
+                   lateness: Mapping[str, Any] | None = None) -> Path:
     """Writes `out_dir/summary.html` and, with `pdf`, `summary.pdf` (returned; else the HTML).
-    Student ids link to `feedback/<id>.pdf` (and `.html`), relative to `out_dir`."""
-    context = summary_context(grades, runs=runs, pdf=pdf)
+    Student ids link to `feedback/<id>.pdf` (and `.html`), relative to `out_dir`. `lateness`
+    is `lateness.class_view(...)`: the deadline in use, where the times came from, warnings."""
+    context = summary_context(grades, runs=runs, pdf=pdf, lateness=lateness)
     out_dir = Path(out_dir)
     html_path = out_dir / "summary.html"
     write_text_atomic(html_path, render_template("summary.html.j2", context, inline_css=stylesheet_text()))
@@ -29,7 +31,8 @@ def render_summary(grades: list[dict], *, runs: dict[str, list[dict]], out_dir: 
     return out_dir / "summary.pdf"
 
 
-def summary_context(grades: Sequence[Mapping], *, runs: Mapping[str, Sequence[Mapping]], pdf: bool) -> dict[str, Any]:
+def summary_context(grades: Sequence[Mapping], *, runs: Mapping[str, Sequence[Mapping]], pdf: bool,
+                    lateness: Mapping[str, Any] | None = None) -> dict[str, Any]:
     grades = sorted((g for g in grades if isinstance(g, Mapping)), key=lambda g: str(g.get("student_id")))
     part_cols = _part_columns(grades)
     totals = [t for t in (num(g.get("total")) for g in grades) if t is not None]
@@ -59,6 +62,8 @@ def summary_context(grades: Sequence[Mapping], *, runs: Mapping[str, Sequence[Ma
         "runtime": _runtime(runs),
         "students": students,
         "attention": attention,
+        "flag_legend": _flag_legend(grades),
+        "lateness": _lateness(lateness),
     }
 
 
@@ -72,7 +77,11 @@ def attention_reasons(grade: Mapping, evidence: Sequence[Mapping]) -> list[str]:
     detailed = {"late", "manual-pending"} | ({"notebook-error", "sandbox-limit"} if evidence else set())
     if any(ev.get("output_truncated_cells") for ev in evidence):
         detailed.add("output-truncated")
+    problems = [p for p in grade.get("problems") or [] if isinstance(p, Mapping)]
+    detailed |= {p.get("flag") for p in problems}
     reasons = [clean(f, 60) for f in grade.get("flags") or [] if f not in detailed]
+    # What went wrong at intake, in its own words: an encrypted zip is not "no notebook ran".
+    reasons += [f"{clean(p.get('flag'), 40)}: {clean(p.get('message'), 300)}" for p in problems[:8]]
     if grade.get("error"):
         reasons.append("grader error: " + clean(grade.get("error"), 200))
     for ev in evidence:
@@ -98,6 +107,23 @@ def attention_reasons(grade: Mapping, evidence: Sequence[Mapping]) -> list[str]:
             elif it.get("status") == "error":
                 reasons.append(f"{clean(it.get('id'), 60)}: check error: {clean(it.get('message'), 160)}")
     return reasons
+
+
+def _flag_legend(grades: Sequence[Mapping]) -> list[dict[str, str]]:
+    """What each flag present in this class means, for the TA reading the table."""
+    from grader.report.student import FLAG_TEXT
+
+    seen = sorted({str(f) for g in grades for f in g.get("flags") or []})
+    return [{"flag": clean(f, 40), "text": FLAG_TEXT.get(f, "")} for f in seen]
+
+
+def _lateness(view: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not view:
+        return None
+    return {"deadline": clean(view.get("deadline"), 60), "where": clean(view.get("where"), 120),
+            "policy": clean(view.get("policy"), 300),
+            "sources": [{"text": clean(t, 120), "count": num(n)} for t, n in view.get("sources") or []],
+            "warnings": [clean(w, 600) for w in view.get("warnings") or []]}
 
 
 def _parts(grade: Mapping) -> list[Mapping]:

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import nbformat
@@ -43,8 +43,9 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
-from grader import sandbox
-from grader.probe.startup import startup_source
+from grader import diagnose, sandbox
+from grader.probe.startup import GUI_BACKENDS, startup_source
+from grader.watchdog import Watchdog
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -65,6 +66,9 @@ class SandboxLimits:
     """Largest file any sandboxed process may write (RLIMIT_FSIZE)."""
     max_work_bytes: int = 4 * GiB
     """Size of the private /tmp (tmpfs, so RAM) holding /tmp/work and the submission copy."""
+    max_shm_bytes: int = 2 * GiB
+    """Size of the private /dev/shm (tmpfs, so RAM): multiprocessing semaphores and the
+    batches DataLoader workers hand to the kernel (a few batches per worker)."""
     max_open_files: int = 4096
     """Open file descriptors per process (RLIMIT_NOFILE)."""
     cell_timeout_s: float = 1800.0
@@ -132,6 +136,13 @@ class RunResult:
     figures_kept: int
     figures_dropped: int
     output_truncated: bool
+    stop: dict[str, Any] | None = None
+    """How the run stopped before its last cell, if it did: `kind` (exit, crash, limit; see
+    grader.diagnose), `cell` (index), `label` ("cell 3", as the student numbers it), `reason`."""
+    environment: tuple[dict[str, Any], ...] = ()
+    """What the grading machine lacked (a package, a GPU), as grader.diagnose.Problem dicts."""
+    peak_processes: int = 0
+    """The most processes and threads the sandbox held at once (sampled every 0.5 s)."""
 
 
 # In `startup_code`, replaced by the sandbox path of a writable folder whose contents (regular
@@ -140,6 +151,15 @@ PROBE_DIR_TOKEN = "@@DLLAB_PROBE_DIR@@"
 HARVEST_MAX_BYTES = 64 * MiB
 TEARDOWN_TIMEOUT_S = 300.0
 """`teardown_code` gets this long, on its own clock: the notebook's wall time does not apply."""
+KILL_GRACE_S = 10.0
+"""After a kill or the kernel's death, how long the cell being awaited gets to wind down."""
+SHUTDOWN_TIMEOUT_S = 15.0
+"""nbclient's kernel shutdown; the sandbox is killed and reaped afterwards in any case."""
+REAP_TIMEOUT_S = 10.0
+"""Waiting for the killed sandbox (bwrap) and every process in its PID namespace to go."""
+ABANDON_GRACE_S = 60.0
+"""Past its whole budget the run is killed; if its driver still has not returned this long
+after, the run's result is written without it (its thread is left behind, blocked)."""
 HARVEST_MAX_FILES = 2000
 
 
@@ -267,7 +287,7 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
                 uid = stack.enter_context(sandbox.allocate_uid())
             runner = _Runner(nb, rel, run_dir=run_dir, submission_dir=submission_dir,
                              spec=spec, limits=limits, uid=uid, log=log, started=started)
-            status, reason = _run_sync(runner.run(startup_code, teardown_code))
+            status, reason = _run_bounded(runner, startup_code, teardown_code)
         _harvest(run_dir / "k" / "probe", out_dir / "probe")
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -275,6 +295,13 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
     runner.records += [CellRecord(i, "not-run", 0.0) for i, c in enumerate(nb.cells)
                        if c.cell_type == "code" and c.source.strip() and i not in done]
     runner.records.sort(key=lambda r: r.index)
+    environment = tuple(dataclasses.asdict(p) for p in diagnose.environment_problems(
+        [dataclasses.asdict(r) for r in runner.records if r.status == "error"], nb.cells,
+        submitted_modules=_submitted_modules(submission_dir), has_gpu=bool(spec.gpus)))
+    first_error = next((r for r in runner.records if r.status == "error"), None)
+    if status == "error" and environment and first_error is not None \
+            and environment[0]["cell"] == first_error.index:
+        reason = environment[0]["message"]  # the cause the TA can act on, not its symptom
     caps = []
     if runner.truncated:
         caps.append(f"outputs truncated to {limits.max_output_bytes_per_cell} bytes per cell")
@@ -284,6 +311,8 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
         reason = "; ".join([reason, *caps] if reason else caps)
     if spec.sandbox == "none":
         log.write(sandbox.NONE_WARNING)
+    for note in _backend_notes(nb):
+        log.write(note)
     executed = out_dir / "executed.ipynb"
     nbformat.write(nb, executed)
     result = RunResult(
@@ -291,7 +320,8 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
         duration_s=round(time.time() - started, 3), startup_s=round(runner.startup_s, 3),
         executed_notebook_path=str(executed), log_path=str(log.path),
         figures_kept=runner.figures_kept, figures_dropped=runner.figures_dropped,
-        output_truncated=runner.truncated)
+        output_truncated=runner.truncated, stop=runner.stop, environment=environment,
+        peak_processes=runner.peak_processes)
     log.write(f"run finished: {status} {reason}".rstrip())
     log.close()
     (out_dir / "run.json").write_text(json.dumps(dataclasses.asdict(result), indent=1))
@@ -299,7 +329,13 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
 
 
 class _Runner:
-    """Starts the sandboxed kernel and drives it cell by cell; holds the run's state."""
+    """Starts the sandboxed kernel and drives it cell by cell; holds the run's state.
+
+    Three threads touch a run: the event loop (nbclient, in `_run_bounded`'s thread), the
+    watchdog (limits and liveness, from outside) and the log drain. Every kill goes through
+    `kill`, which also wakes the event loop: whatever it was awaiting is cancelled at once,
+    so a kill always ends in a result, and every wait after it is bounded.
+    """
 
     def __init__(self, nb: NotebookNode, rel: str, *, run_dir: Path, submission_dir: Path,
                  spec: SandboxSpec, limits: SandboxLimits, uid: int | None, log: _Log,
@@ -314,33 +350,69 @@ class _Runner:
         self.truncated = False
         self.kill_status: tuple[RunStatus, str] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        self.stop: dict[str, Any] | None = None
+        self.outcome: tuple[RunStatus, str] | None = None
+        self.phase = "start"
+        """start, cells, teardown or done: the wall time applies to the first two only."""
+        self.peak_processes = 0
         self._lock = threading.Lock()
-        self._pidns: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._watchdog: Watchdog | None = None
+        self._drain: threading.Thread | None = None
+        self._numbers = diagnose.cell_numbers(nb.cells)
 
-    # -- kill paths shared by the watchdog thread and the event loop
+    # -- kill paths shared by the watchdog thread, the event loop and `_run_bounded`
 
     def kill(self, status: RunStatus, reason: str) -> None:
+        """Kill the sandbox for a limit (`reason` names it) and wake the event loop."""
         with self._lock:
             if self.kill_status is None:
                 self.kill_status = (status, reason)
                 self.log.write(f"killing the sandbox: {reason}")
             if self.proc is not None:
                 sandbox.kill_group(self.proc.pid)
+        self.wake()
 
-    def check_processes(self) -> bool:
-        """Kill the run if its processes have reached the limit (a fork bomb spinning at the
-        limit may keep the kernel from ever answering); True when it did."""
-        if self.proc is None or self.spec.sandbox == "none":
-            return False
-        if self._pidns is None:
-            self._pidns = sandbox.pid_namespace(self.proc.pid)
-        if self._pidns and sandbox.count_tasks(self._pidns) >= self.limits.max_processes - 2:
-            self.kill("killed", f"process limit reached ({self.limits.max_processes} processes)")
-            return True
-        return False
+    def wake(self) -> None:
+        """Make the event loop stop awaiting the kernel (thread-safe)."""
+        loop, event = self._loop, self._wake
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
+                loop.call_soon_threadsafe(event.set)
+
+    def _on_gone(self) -> None:
+        # The kernel's process ended on its own (exit, crash): nbclient would notice within a
+        # second, except after interrupting a timed-out cell, when it waits another timeout.
+        if self.phase != "done":
+            self.log.write(f"the sandbox exited (status {self.proc.returncode if self.proc else '?'})")
+            self.wake()
+
+    def _wall_deadline(self) -> float | None:
+        if self.phase not in ("start", "cells"):
+            return None
+        return time.monotonic() + self._deadline_left()
 
     def _deadline_left(self) -> float:
         return self.started + self.limits.wall_timeout_s - time.time()
+
+    def reap(self) -> None:
+        """Kill the sandbox and wait, bounded, until it and everything in its PID namespace
+        is gone (reaped, so no zombie is left); what is still there is logged."""
+        if self.proc is None:
+            return
+        sandbox.kill_group(self.proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=REAP_TIMEOUT_S)
+        if self.proc.returncode is None:
+            self.log.write(f"the sandbox (pid {self.proc.pid}) did not exit within {REAP_TIMEOUT_S:g} s of SIGKILL")
+        pidns = self._watchdog.pidns if self._watchdog is not None else None
+        if pidns is not None:
+            left = sandbox.kill_namespace(pidns, timeout_s=REAP_TIMEOUT_S)
+            if left:
+                self.log.write(f"{len(left)} sandbox processes were still alive after the run: {left[:20]}")
+        if self._drain is not None:
+            self._drain.join(timeout=5)
 
     # -- the command
 
@@ -350,6 +422,10 @@ class _Runner:
                   "--HistoryManager.hist_file=:memory:"]
         staged = self.run_dir / "submission"
         sandbox.stage_submission(self.submission_dir, staged)
+        # Jupyter starts a kernel in its notebook's folder: imports of the student's own
+        # modules next to it, and relative data paths, resolve from there.
+        workdir = str(PurePosixPath(self.rel).parent)
+        workdir = "" if workdir == "." else workdir
         if self.spec.sandbox == "none":
             for inside, host in self.spec.mounts.items():
                 if not inside.startswith("/") and not (staged / inside).exists():
@@ -359,14 +435,14 @@ class _Runner:
             prefix = sandbox.rlimit_prefix(self.limits) if shutil.which("prlimit") else []
             if not prefix:
                 self.log.write("prlimit is not available: memory, process and file limits are not set")
-            return [*prefix, *kernel], str(staged)
+            return [*prefix, *kernel], str(staged / workdir)
         sandbox.check_mounts(self.spec.mounts, other_uid=self.uid is not None)
         kernel_dir = Path(conn_file).parent
         env = _sandbox_env(self.spec)
         cmd = sandbox.build_command(
             kernel, run_dir=self.run_dir, kernel_dir=kernel_dir, submission=staged,
             mounts=self.spec.mounts, limits=self.limits, env=env, uid=self.uid,
-            gpus=self.spec.gpus, bwrap=sandbox.bwrap_path() or "bwrap")
+            gpus=self.spec.gpus, bwrap=sandbox.bwrap_path() or "bwrap", workdir=workdir)
         return cmd, str(self.run_dir)
 
     async def run(self, startup_code: str | None,
@@ -405,50 +481,85 @@ class _Runner:
                                record_timing=True, interrupt_on_timeout=True,
                                startup_timeout=int(self.limits.startup_timeout_s),
                                shutdown_kernel="immediate", iopub_timeout=10)
-        watchdog = threading.Timer(max(self._deadline_left(), 0.0), self.kill,
-                                   ("timeout", f"the notebook ran past its wall time of "
-                                    f"{self.limits.wall_timeout_s:g} s"))
-        watchdog.daemon = True
-        watchdog.start()
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        self._watchdog = Watchdog(
+            process=lambda: self.proc, deadline=self._wall_deadline,
+            max_tasks=self.limits.max_processes if self.spec.sandbox == "bwrap" else 0,
+            wall_timeout_s=self.limits.wall_timeout_s, on_limit=self.kill, on_gone=self._on_gone)
+        self._watchdog.start()
+        drive = asyncio.ensure_future(self._drive(client, km, cwd, startup_code, teardown_code))
+        woken = asyncio.ensure_future(self._wake.wait())
+        outcome: tuple[RunStatus, str] | None = None
         try:
-            try:
-                await client.async_start_new_kernel(stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                    cwd=cwd)
-                self.proc = km.provisioner.process  # type: ignore[union-attr]
-                if self.kill_status is not None:  # the watchdog fired during the launch
-                    self.kill(*self.kill_status)
-                threading.Thread(target=self.log.drain, args=(self.proc.stdout,), daemon=True).start()
-                await client.async_start_new_kernel_client()
-            except Exception as exc:
-                if self.kill_status is not None:
-                    return self.kill_status
-                return "not-run", f"the kernel did not start: {_one_line(exc)}"
-            try:
-                await self._startup(client, startup_code)
-            except Exception as exc:
-                return self.kill_status or ("not-run", f"the startup code failed: {_one_line(exc)}")
-            self.startup_s = time.time() - self.started
-            outcome = await self._cells(client)
-            if teardown_code and self.kill_status is None and outcome[0] != "killed":
-                watchdog.cancel()  # the teardown has its own clock, not the notebook's
-                await self._teardown(client, teardown_code)
-            return outcome
+            await asyncio.wait({drive, woken}, return_when=asyncio.FIRST_COMPLETED)
+            if not drive.done():  # a kill or the kernel's death: stop awaiting the kernel
+                drive.cancel()
+                await asyncio.wait({drive}, timeout=KILL_GRACE_S)
+            if drive.done() and not drive.cancelled():
+                if drive.exception() is not None:
+                    self.log.write(f"the run's driver failed: {_one_line(drive.exception())}")  # type: ignore[arg-type]
+                else:
+                    outcome = drive.result()
         finally:
-            watchdog.cancel()
-            with contextlib.suppress(Exception):
-                await client._async_cleanup_kernel()
-            if self.proc is not None:
-                sandbox.kill_group(self.proc.pid)
-                with contextlib.suppress(Exception):
-                    self.proc.wait(timeout=10)
-            km.client_context.destroy(linger=0)
+            woken.cancel()
+            self.phase = "done"
+            self._watchdog.stop()
+            self.peak_processes = self._watchdog.peak_tasks
+            await self._shutdown(client, km)
+        outcome = outcome or self.outcome
+        if self.kill_status is not None and (outcome is None or outcome[0] not in ("killed", "timeout")):
+            # Killed before any cell result, or after the cells (in the teardown): the limit
+            # stands, since the student's processes reached it.
+            outcome = self._killed_after() if self.records else self.kill_status
+        return outcome or self._lost_kernel()
+
+    async def _drive(self, client: _CappedClient, km: _SandboxKernelManager, cwd: str,
+                     startup_code: str | None, teardown_code: str | None) -> tuple[RunStatus, str]:
+        try:
+            await client.async_start_new_kernel(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd)
+            self.proc = km.provisioner.process  # type: ignore[union-attr]
+            if self.kill_status is not None:  # the watchdog fired during the launch
+                self.kill(*self.kill_status)
+            self._drain = threading.Thread(target=self.log.drain, args=(self.proc.stdout,),
+                                           name="dllab-log", daemon=True)
+            self._drain.start()
+            await client.async_start_new_kernel_client()
+        except Exception as exc:
+            return self.kill_status or ("not-run", f"the kernel did not start: {_one_line(exc)}")
+        try:
+            await self._startup(client, startup_code)
+        except Exception as exc:
+            return self.kill_status or ("not-run", f"the startup code failed: {_one_line(exc)}")
+        self.startup_s = time.time() - self.started
+        self.phase = "cells"
+        self.outcome = await self._cells(client)
+        if teardown_code and self.kill_status is None and self.outcome[0] != "killed" \
+                and self.proc.poll() is None:
+            self.phase = "teardown"  # its own clock, not the notebook's wall time
+            await self._teardown(client, teardown_code)
+        return self.outcome
+
+    async def _shutdown(self, client: _CappedClient, km: _SandboxKernelManager) -> None:
+        """Shut the kernel down, then kill and reap the sandbox, every step bounded."""
+        try:
+            await asyncio.wait_for(client._async_cleanup_kernel(), SHUTDOWN_TIMEOUT_S)
+        except (Exception, asyncio.CancelledError) as exc:  # the sandbox is killed below anyway
+            self.log.write(f"kernel shutdown did not finish: {_one_line(exc)}")
+        self.reap()
+        km.client_context.destroy(linger=0)
+
+    def _lost_kernel(self) -> tuple[RunStatus, str]:
+        """The outcome when the driver was cancelled before any cell result (kernel start)."""
+        code = self.proc.poll() if self.proc is not None else None
+        return "not-run", (f"the kernel did not start: the sandbox exited with status {code} (see log.txt)"
+                           if code is not None else "the kernel did not start in time")
 
     async def _startup(self, client: _CappedClient, startup_code: str | None) -> None:
         cifar = [inside if inside.startswith("/") else f"{sandbox.CWD}/{inside}"
                  for inside, host in self.spec.mounts.items() if _is_cifar(Path(host))]
         if self.spec.sandbox == "none":
             cifar = [host for host in self.spec.mounts.values() if _is_cifar(Path(host))]
-        codes = [startup_source(argv0=self.rel, cifar_roots=cifar)]
+        codes = [startup_source(argv0=PurePosixPath(self.rel).name, cifar_roots=cifar)]
         if startup_code:
             codes.append(startup_code)
         for code in codes:
@@ -475,6 +586,29 @@ class _Runner:
                            f"{reply['content'].get('evalue')}")
         self.log.write(f"teardown took {time.monotonic() - t0:.1f} s")
 
+    # -- the cells
+
+    def _label(self, index: int) -> str:
+        return diagnose.cell_label(self.nb.cells, index)
+
+    def _after(self, index: int) -> int:
+        """Code cells after `index` that will not run."""
+        return sum(1 for i in self._numbers if i > index)
+
+    def _stopped(self, kind: str, index: int, what: str) -> str:
+        """Record that the run stopped at cell `index`; returns the reason for the TA."""
+        label = self._label(index)
+        n = self._after(index)
+        rest = f"; the {n} cell{'s' if n != 1 else ''} after it did not run" if n else ""
+        if kind == "exit":
+            reason = f"{label} {what}{rest}"
+        elif kind == "crash":
+            reason = f"the kernel {what} during {label}{rest}"
+        else:
+            reason = f"{label} was stopped: {what}{rest}"
+        self.stop = {"kind": kind, "cell": index, "label": label, "reason": reason}
+        return reason
+
     async def _cells(self, client: _CappedClient) -> tuple[RunStatus, str]:
         status: RunStatus = "ok"
         reason = ""
@@ -490,52 +624,98 @@ class _Runner:
             try:
                 await client.async_execute_cell(cell, index)
             except (DeadKernelError, asyncio.CancelledError, RuntimeError):
-                stopped = self.kill_status or ("killed", self._death_reason(index))
-                self.kill(*stopped)
-                cell_status: CellStatus = "timeout" if index in client.timed_out else "error"
-                self.records.append(CellRecord(index, cell_status, round(time.monotonic() - t0, 3),
-                                               "DeadKernelError", stopped[1]))
+                stopped = self._kernel_gone(client, cell, index, time.monotonic() - t0)
                 continue
             finally:
                 client.add_markers(cell)
             record = client.record(cell, index, time.monotonic() - t0)
-            self.records.append(record)
             limit = _limit_from_error(record, self.limits)
-            if self.check_processes():
-                stopped = self.kill_status
-            elif "iopub.status.idle" not in cell.metadata.get("execution", {}):
+            ending = diagnose.exit_request(client.replies.get(index, {}))
+            if "iopub.status.idle" not in cell.metadata.get("execution", {}):
                 # The reply came but the output stream never finished: the kernel sent a
                 # message over MAXMSGSIZE and ZeroMQ dropped the connection.
                 self.truncated = True
-                stopped = ("killed", f"cell {index} sent an output message over "
-                                     f"{_max_message(self.limits) // MiB} MiB; later output cannot be recorded")
+                why = self._stopped("limit", index, f"an output message over "
+                                    f"{_max_message(self.limits) // MiB} MiB was sent; later output "
+                                    f"cannot be recorded")
+                stopped = ("killed", why)
                 self.kill(*stopped)
             elif limit is not None:
-                stopped = ("killed", f"cell {index}: {limit}")
+                stopped = ("killed", self._stopped("limit", index, limit))
                 self.kill(*stopped)
+            elif ending is not None and (not ending.clean or self._after(index)):
+                # The code asked to stop here: the cells after it are not run, as they would
+                # not be in Jupyter's "Run All" or `python script.py`; the kernel lives on, so
+                # the teardown still captures what was trained.
+                why = self._stopped("exit", index, ending.what)
+                record = dataclasses.replace(record, status="error", ename="SystemExit", evalue=why)
+                stopped = ("error", why)
+            elif ending is not None:  # a clean exit in the last cell: a normal end
+                self.log.write(f"{self._label(index)} {ending.what} as its last cell")
+                record = dataclasses.replace(record, status="ok", ename="", evalue="", traceback="")
             elif record.status == "timeout" and status != "timeout":
-                status, reason = "timeout", (f"cell {index} ran past the cell time limit of "
-                                             f"{self.limits.cell_timeout_s:g} s and was interrupted")
+                status, reason = "timeout", (f"{self._label(index)} ran past the cell time limit of "
+                                             f"{self.limits.cell_timeout_s:g} s (rubric limits.cell_timeout) "
+                                             f"and was interrupted")
             elif record.status == "error" and status == "ok":
-                status, reason = "error", f"cell {index} raised {record.ename}: {record.evalue}"[:300]
-        if self.kill_status is not None:
-            return self.kill_status
-        return stopped or (status, reason)
+                status, reason = "error", f"{self._label(index)} raised {record.ename}: {record.evalue}"[:300]
+            self.records.append(record)
+        if stopped is not None:
+            return stopped
+        if self.kill_status is not None:  # killed between two cells
+            return self._killed_after()
+        return status, reason
 
-    def _death_reason(self, index: int) -> str:
-        code = None
-        if self.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                code = self.proc.wait(timeout=5)
-        how = ""
-        if code is not None:
-            # bwrap exits with 128 + N when the kernel was killed by signal N.
-            signum = -code if code < 0 else code - 128 if code > 128 else 0
-            try:
-                how = f" (killed by {signal.Signals(signum).name})"
-            except ValueError:
-                how = f" (exit status {code})"
-        return f"the kernel died during cell {index}{how}"
+    def _killed_after(self) -> tuple[RunStatus, str]:
+        """The outcome of a kill that came when no cell was running (between two cells, in
+        the teardown): the stop is placed after the last cell that ran."""
+        assert self.kill_status is not None
+        status, what = self.kill_status
+        last = max((r.index for r in self.records if r.status != "not-run"), default=None)
+        if last is None:
+            return status, what
+        label = self._label(last)
+        n = self._after(last)
+        rest = f"; the {n} cell{'s' if n != 1 else ''} after it did not run" if n else ""
+        reason = f"stopped after {label}: {what}{rest}"
+        self.stop = {"kind": "limit", "cell": last, "label": label, "reason": reason}
+        return status, reason
+
+    def _kernel_gone(self, client: _CappedClient, cell: NotebookNode, index: int,
+                     duration: float) -> tuple[RunStatus, str]:
+        """The kernel died or was killed while `cell` was awaited: record which cell ended it."""
+        execution = cell.metadata.get("execution", {})
+        started = "iopub.status.busy" in execution or "iopub.execute_input" in execution
+        previous = next((r for r in reversed(self.records) if r.status != "not-run"), None)
+        at = index
+        if not started and previous is not None and self.kill_status is None:
+            # It died before this cell began: what ended it ran in the previous cell (e.g. a
+            # thread it started, or exit() in an ipykernel that stops after replying).
+            at = previous.index
+            self.records.remove(previous)
+            self.records.append(CellRecord(index, "not-run", 0.0))
+            duration = previous.duration_s
+        elif cell.get("execution_count") is None:
+            cell.execution_count = self._numbers.get(index)  # it ran: show the number it had
+        timed_out = at in client.timed_out
+        if self.kill_status is not None:
+            status, what = self.kill_status
+            ending = diagnose.Ending("limit", what, "SandboxLimit")
+        else:
+            code = None
+            if self.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    code = self.proc.wait(timeout=5)
+            ending = diagnose.process_ending(code)
+            if ending.clean and not self._after(at):  # os._exit(0) as the very last thing
+                self.log.write(f"{self._label(at)} {ending.what} as its last cell")
+                self.records.append(CellRecord(at, "ok", round(duration, 3)))
+                return "ok", ""
+            status = "error" if ending.kind == "exit" else "killed"
+        why = self._stopped(ending.kind, at, ending.what)
+        self.records.append(CellRecord(at, "timeout" if timed_out else "error", round(duration, 3),
+                                       ending.ename, why))
+        return status, why
 
 
 def _max_message(limits: SandboxLimits) -> int:
@@ -556,6 +736,9 @@ def _sandbox_env(spec: SandboxSpec) -> dict[str, str]:
         "MPLCONFIGDIR": f"{sandbox.HOME}/.config/matplotlib",
         "XDG_CACHE_HOME": f"{sandbox.HOME}/.cache", "TORCH_HOME": f"{sandbox.HOME}/.cache/torch",
         "PYTHONDONTWRITEBYTECODE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        # No network: `!pip install x` fails at once with "no matching distribution" instead
+        # of retrying a dead connection, and an installed package is "already satisfied".
+        "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
         # glibc's per-thread arenas inflate private memory and so RLIMIT_DATA use.
         "MALLOC_ARENA_MAX": "4",
         "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in spec.gpus),
@@ -570,20 +753,34 @@ _MEMORY_WORDS = ("can't allocate memory", "cannot allocate memory", "out of memo
 
 
 def _limit_from_error(record: CellRecord, limits: SandboxLimits) -> str | None:
-    """The limit a cell's error shows it hit, if any (the run is then ended)."""
+    """The limit a cell's error shows it hit, if any (the run is then ended), naming the
+    rubric key that sets it."""
     if record.status != "error":
         return None
     text = f"{record.ename}: {record.evalue}".lower()
     if record.ename == "MemoryError" or any(w in text for w in _MEMORY_WORDS):
-        return f"memory limit reached ({limits.memory_bytes / GiB:.3g} GiB per process)"
-    if f"[errno {errno.ENOSPC}]" in text or "no space left on device" in text:
-        return f"work folder quota reached ({limits.max_work_bytes / MiB:.0f} MiB in /tmp)"
+        return f"the memory limit of {limits.memory_bytes / GiB:.3g} GiB per process (rubric limits.memory) was reached"
+    full = f"[errno {errno.ENOSPC}]" in text or "no space left on device" in text
+    # A write to /dev/shm names no path in its error: the failing line of code does.
+    shm = any(w in text for w in _SHM_WORDS) or "/dev/shm" in record.traceback[-1500:].lower()
+    if shm and (full or "bus error" in text or "shared memory" in text):
+        # DataLoader workers hand their batches over in /dev/shm: a full one surfaces as
+        # ENOSPC on a torch_* file there, or as a worker killed by SIGBUS.
+        return (f"the shared memory limit (/dev/shm, {limits.max_shm_bytes / MiB:.0f} MiB, rubric "
+                f"limits.shared_memory) was reached by DataLoader workers or multiprocessing")
+    if full:
+        return (f"the work folder quota of {limits.max_work_bytes / MiB:.0f} MiB in /tmp "
+                f"(rubric limits.work_disk) was reached")
     if f"[errno {errno.EFBIG}]" in text or "file too large" in text:
-        return f"file size limit reached ({limits.max_file_bytes / MiB:.0f} MiB)"
+        return f"the file size limit of {limits.max_file_bytes / MiB:.0f} MiB (rubric limits.file_size) was reached"
     if (f"[errno {errno.EAGAIN}]" in text and "fork" in record.traceback.lower()) \
             or "can't start new thread" in text:
-        return f"process limit reached ({limits.max_processes} processes)"
+        return (f"the process limit of {limits.max_processes} processes and threads "
+                f"(rubric limits.processes) was reached")
     return None
+
+
+_SHM_WORDS = ("/dev/shm", "</torch_", "shared memory", "(shm)")
 
 
 # ------------------------------------------------------------- kernel manager, client
@@ -696,21 +893,29 @@ class _CappedClient(NotebookClient):
         src = reply if reply.get("status") == "error" else err
         tb = _ANSI.sub("", "\n".join(str(t)[:4000] for t in list(src.get("traceback", []))[-40:]))
         return CellRecord(index, status, round(duration, 3), str(src.get("ename", ""))[:200],
-                          _ANSI.sub("", str(src.get("evalue", "")))[:1000], tb[-3000:])
+                          _clip(_ANSI.sub("", str(src.get("evalue", ""))), 1000), tb[-3000:])
 
     async def _async_handle_timeout(self, timeout: int, cell: NotebookNode | None = None) -> None | dict[str, Any]:
         idx = self.nb.cells.index(cell) if cell is not None and cell in self.nb.cells else -1
         self.timed_out[idx] = self.timed_out.get(idx, 0) + 1
-        if self.runner.check_processes():
-            return None
         if self.timed_out[idx] > 1:  # the interrupt did not stop it within another timeout
-            self.runner.kill("timeout", f"cell {idx} ran past the cell time limit of "
-                                        f"{self.runner.limits.cell_timeout_s:g} s and ignored the interrupt")
+            self.runner.kill("timeout", f"the cell time limit of {self.runner.limits.cell_timeout_s:g} s "
+                                        f"(rubric limits.cell_timeout) was reached and the cell ignored the "
+                                        f"interrupt")
             return None
         return await super()._async_handle_timeout(timeout, cell)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def _clip(text: str, limit: int) -> str:
+    """At most `limit` characters, keeping the head and the tail: an error re-raised from a
+    DataLoader worker carries the worker's traceback, whose cause is at its end."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 3) // 2
+    return f"{text[:half]} … {text[-half:]}"
 _FIGURE_TYPES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
 
 
@@ -804,23 +1009,66 @@ def _write_unrunnable(rel: str, out_dir: Path, started: float, reason: str) -> R
     return result
 
 
-def _run_sync(coro: Any) -> Any:
-    """asyncio.run, also from a thread whose loop is already running (Jupyter, dask)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
+def _run_bounded(runner: _Runner, startup_code: str | None,
+                 teardown_code: str | None) -> tuple[RunStatus, str]:
+    """Run `runner.run` on an event loop of its own thread and wait for it, bounded.
+
+    A thread also when the caller has a loop running (Jupyter, dask). The wait is the run's
+    whole budget (kernel start, wall time, teardown, shutdown); past it the sandbox is
+    killed, and if the driver still does not return (a library call blocked for good), the
+    result is built without it, so a worker never waits forever on one student.
+    """
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(coro)
+            box["value"] = asyncio.run(runner.run(startup_code, teardown_code))
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
 
-    t = threading.Thread(target=target)
+    budget = (runner.limits.startup_timeout_s + runner.limits.wall_timeout_s + TEARDOWN_TIMEOUT_S
+              + KILL_GRACE_S + SHUTDOWN_TIMEOUT_S + 2 * REAP_TIMEOUT_S)
+    t = threading.Thread(target=target, name="dllab-run", daemon=True)
     t.start()
-    t.join()
+    t.join(budget)
+    if t.is_alive():
+        runner.kill("timeout", f"the run went past its whole time budget of {budget:g} s")
+        t.join(ABANDON_GRACE_S)
+    if t.is_alive():
+        runner.log.write("the run's driver did not return after the sandbox was killed; it was abandoned")
+        runner.reap()
+        assert runner.kill_status is not None
+        return runner.kill_status
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+_BACKEND = re.compile(r"^\s*%matplotlib(?:\s+(?P<magic>[\w:/.]+))?\s*$"
+                      r"|matplotlib\.use\(\s*['\"](?P<use>[^'\"]+)['\"]", re.MULTILINE)
+
+
+def _backend_notes(nb: NotebookNode) -> list[str]:
+    """Log lines for the interactive matplotlib backends the startup code mapped to inline."""
+    notes = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for m in _BACKEND.finditer(cell.source):
+            name = m.group("magic") or m.group("use") or ""
+            if not name.startswith("-") and (name.lower() in GUI_BACKENDS or name.startswith("module://ipympl")
+                                             or (not name and m.group(0).lstrip().startswith("%"))):
+                asked = f"%matplotlib {name}".strip() if m.group(0).lstrip().startswith("%") else f"matplotlib.use({name!r})"
+                notes.append(f"{diagnose.cell_label(nb.cells, index)} asks for {asked}, an interactive backend "
+                             f"the grader has no display for: its figures were shown inline instead")
+    return notes
+
+
+def _submitted_modules(root: Path) -> list[str]:
+    """Module names the submission's own files provide (a .py file's stem, a package folder)."""
+    names: set[str] = set()
+    for path in root.rglob("*.py"):
+        names.add(path.stem)
+        if path.name == "__init__.py":
+            names.add(path.parent.name)
+    return sorted(names)

@@ -34,6 +34,10 @@ FLAG_TEXT = {
     "duplicate": "more than one submission was found",
     "override-applied": "a TA adjusted points",
     "grader-crash": "the grader failed on this submission; a TA will look at it",
+    "kernel-exit": "a notebook ended itself (exit(), sys.exit(), os._exit()) before its last cell",
+    "kernel-crash": "a notebook's kernel crashed (for example a segmentation fault)",
+    "missing-package": "a module your code imports is not installed on the grader; a TA will look at it",
+    "needs-gpu": "your code needs a GPU the grader did not have; a TA will grade it again on one",
 }
 
 

@@ -559,7 +559,11 @@ class _Runner:
                  for inside, host in self.spec.mounts.items() if _is_cifar(Path(host))]
         if self.spec.sandbox == "none":
             cifar = [host for host in self.spec.mounts.values() if _is_cifar(Path(host))]
-        codes = [startup_source(argv0=PurePosixPath(self.rel).name, cifar_roots=cifar)]
+        script = None
+        if self.rel.lower().endswith(".py"):
+            base = str(self.run_dir / "submission") if self.spec.sandbox == "none" else sandbox.CWD
+            script = f"{base}/{self.rel}"
+        codes = [startup_source(argv0=PurePosixPath(self.rel).name, cifar_roots=cifar, script_path=script)]
         if startup_code:
             codes.append(startup_code)
         for code in codes:
@@ -621,10 +625,14 @@ class _Runner:
                 continue
             client.timeout = max(1, int(min(self.limits.cell_timeout_s, self._deadline_left())))
             t0 = time.monotonic()
+            # Whether the kernel was still there when this cell was sent: if not, what ended
+            # it ran in the previous cell (a thread it started, an older ipykernel's exit()).
+            # The kernel's own "busy" message cannot tell: os._exit() loses it.
+            alive = self.proc is None or self.proc.poll() is None
             try:
                 await client.async_execute_cell(cell, index)
             except (DeadKernelError, asyncio.CancelledError, RuntimeError):
-                stopped = self._kernel_gone(client, cell, index, time.monotonic() - t0)
+                stopped = self._kernel_gone(client, cell, index, time.monotonic() - t0, sent=alive)
                 continue
             finally:
                 client.add_markers(cell)
@@ -682,15 +690,12 @@ class _Runner:
         return status, reason
 
     def _kernel_gone(self, client: _CappedClient, cell: NotebookNode, index: int,
-                     duration: float) -> tuple[RunStatus, str]:
-        """The kernel died or was killed while `cell` was awaited: record which cell ended it."""
-        execution = cell.metadata.get("execution", {})
-        started = "iopub.status.busy" in execution or "iopub.execute_input" in execution
+                     duration: float, *, sent: bool) -> tuple[RunStatus, str]:
+        """The kernel died or was killed while `cell` was awaited: record which cell ended it.
+        `sent`: the kernel was alive when this cell was sent to it."""
         previous = next((r for r in reversed(self.records) if r.status != "not-run"), None)
         at = index
-        if not started and previous is not None and self.kill_status is None:
-            # It died before this cell began: what ended it ran in the previous cell (e.g. a
-            # thread it started, or exit() in an ipykernel that stops after replying).
+        if not sent and previous is not None and self.kill_status is None:
             at = previous.index
             self.records.remove(previous)
             self.records.append(CellRecord(index, "not-run", 0.0))

@@ -135,13 +135,17 @@ del register_cifar10_checksums, __dllab_root
 '''
 
 
-def startup_source(*, argv0: str, cifar_roots: Sequence[str] = ()) -> str:
+def startup_source(*, argv0: str, cifar_roots: Sequence[str] = (), script_path: str | None = None) -> str:
     """Source to run first in the kernel.
 
     `argv0` becomes `sys.argv[0]` (the only element); `cifar_roots` are the sandbox paths of
-    mounted CIFAR-10 stand-ins whose manifest checksums torchvision must accept.
+    mounted CIFAR-10 stand-ins whose manifest checksums torchvision must accept;
+    `script_path`, for a `.py` run as cells, becomes `__file__`, as `python script.py` sets it
+    (`os.path.dirname(__file__)` is a common way to find files next to the script).
     """
     source = _TEMPLATE.format(argv0=argv0, flush_bytes=1 << 20, gui=sorted(GUI_BACKENDS))
+    if script_path is not None:
+        source += f"__file__ = {script_path!r}\n"
     if cifar_roots:
         from grader.datasets import register_cifar10_checksums
 

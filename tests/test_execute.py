@@ -545,7 +545,7 @@ def test_a_clean_exit_as_the_last_cell_is_a_normal_end(issue12: dict[str, RunRes
 ])
 def test_a_crash_is_not_a_limit(issue12: dict[str, RunResult], name: str, signal_name: str, label: str) -> None:
     r = issue12[name]
-    assert r.status == "killed" and signal_name in r.reason and r.reason.startswith(f"the kernel crashed with")
+    assert r.status == "killed" and signal_name in r.reason and r.reason.startswith("the kernel crashed with")
     assert f"during {label}" in r.reason
     assert r.stop is not None and r.stop["kind"] == "crash"
     assert _flags(r) == {"kernel-crash"}

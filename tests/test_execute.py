@@ -417,7 +417,8 @@ ISSUE_CASES: dict[str, tuple[str, ...]] = {
     "self_sigkill": ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "print('never')"),
     # F
     "packages": ("import tqdm, pandas, seaborn, sklearn, torchsummary\n"
-                 "from tqdm import tqdm\nprint('packages', sum(1 for _ in tqdm(range(3))))",
+                 "from tqdm import tqdm\nfrom tqdm.notebook import tqdm as tqdm_nb\n"
+                 "print('packages', sum(1 for _ in tqdm(range(3))) + sum(1 for _ in tqdm_nb(range(2))))",
                  "%matplotlib widget\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()",
                  "%matplotlib notebook\nplt.figure()\nplt.hist([1, 2, 2, 3])\nplt.show()"),
     "cuda": ("import torch\nnet = torch.nn.Linear(2, 2).cuda()", "x = torch.ones(1, 2, device='cuda')",
@@ -569,7 +570,7 @@ def test_the_kernel_starts_in_the_notebooks_folder_with_every_file(issue12: dict
 def test_common_packages_and_interactive_backends_just_work(issue12: dict[str, RunResult]) -> None:
     r = issue12["packages"]
     assert r.status == "ok", r.reason
-    assert "packages 3" in "".join(_outputs(r))
+    assert "packages 5" in "".join(_outputs(r))
     nb = nbformat.read(r.executed_notebook_path, as_version=4)
     for cell in nb.cells[2:4]:  # %matplotlib widget / notebook: inline PNGs, as graded
         assert any("image/png" in o.get("data", {}) for o in cell.outputs), cell.source

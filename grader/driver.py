@@ -46,7 +46,7 @@ from grader.execute import (
     _SandboxKernelManager,
 )
 from grader.probe.startup import startup_source
-from grader.watchdog import Watchdog
+from grader.watchdog import Watchdog, wall_time_reason
 
 KILL_GRACE_S = 10.0
 """After a kill or the kernel's death, how long the cell being awaited gets to wind down."""
@@ -258,10 +258,12 @@ class Runner:
             self._drain.start()
             await client.async_start_new_kernel_client()
         except Exception as exc:
+            self._wall_time_up()
             return self.kill_status or ("not-run", f"the kernel did not start: {_one_line(exc)}")
         try:
             await self._startup(client, startup_code)
         except Exception as exc:
+            self._wall_time_up()
             return self.kill_status or ("not-run", f"the startup code failed: {_one_line(exc)}")
         self.startup_s = time.time() - self.started
         self.phase = "cells"
@@ -280,6 +282,12 @@ class Runner:
             self.log.write(f"kernel shutdown did not finish: {_one_line(exc)}")
         self.reap()
         km.client_context.destroy(linger=0)
+
+    def _wall_time_up(self) -> None:
+        """Kill for the wall time if it is over: a wait bounded by the deadline (the startup
+        code's) may fail a moment before the watchdog's next sample sees it."""
+        if self._deadline_left() <= 0.5:
+            self.kill("timeout", wall_time_reason(self.limits.wall_timeout_s))
 
     def _lost_kernel(self) -> tuple[RunStatus, str]:
         """The outcome when the driver was cancelled before any cell result (kernel start)."""
@@ -365,6 +373,7 @@ class Runner:
             try:
                 await client.async_execute_cell(cell, index)
             except (DeadKernelError, asyncio.CancelledError, RuntimeError):
+                # None: a clean os._exit(0) in the last cell, and no cell is left to run
                 stopped = self._kernel_gone(client, cell, index, time.monotonic() - t0, sent=alive)
                 continue
             finally:
@@ -423,9 +432,10 @@ class Runner:
         return status, reason
 
     def _kernel_gone(self, client: _CappedClient, cell: NotebookNode, index: int,
-                     duration: float, *, sent: bool) -> tuple[RunStatus, str]:
+                     duration: float, *, sent: bool) -> tuple[RunStatus, str] | None:
         """The kernel died or was killed while `cell` was awaited: record which cell ended it.
-        `sent`: the kernel was alive when this cell was sent to it."""
+        `sent`: the kernel was alive when this cell was sent to it. None when that was a
+        clean exit in the last cell: the run ended normally."""
         previous = next((r for r in reversed(self.records) if r.status != "not-run"), None)
         at = index
         if not sent and previous is not None and self.kill_status is None:
@@ -448,7 +458,7 @@ class Runner:
             if ending.clean and not self._after(at):  # os._exit(0) as the very last thing
                 self.log.write(f"{self._label(at)} {ending.what} as its last cell")
                 self.records.append(CellRecord(at, "ok", round(duration, 3)))
-                return "ok", ""
+                return None
             status = "error" if ending.kind == "exit" else "killed"
         why = self._stopped(ending.kind, at, ending.what)
         self.records.append(CellRecord(at, "timeout" if timed_out else "error", round(duration, 3),

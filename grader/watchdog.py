@@ -28,6 +28,11 @@ SAMPLES_AT_CAP = 2
 stays there, a program that only touched it once got an error it can handle."""
 
 
+def wall_time_reason(wall_timeout_s: float) -> str:
+    """The reason of a run stopped at its wall time (`wall_timeout_s` seconds)."""
+    return f"the notebook ran past its wall time of {wall_timeout_s:g} s (rubric limits.wall_timeout)"
+
+
 class Watchdog(threading.Thread):
     """Calls `on_limit(status, reason)` when the run reaches its process cap or its deadline,
     and `on_gone()` when the sandbox process has exited; stops at `stop()`.
@@ -59,8 +64,7 @@ class Watchdog(threading.Thread):
         while not self._stop_event.wait(self.interval_s):
             deadline = self._deadline()
             if deadline is not None and time.monotonic() > deadline:
-                self.on_limit("timeout", f"the notebook ran past its wall time of {self.wall_timeout_s:g} s "
-                                         f"(rubric limits.wall_timeout)")
+                self.on_limit("timeout", wall_time_reason(self.wall_timeout_s))
                 return
             proc = self._process()
             if proc is None:

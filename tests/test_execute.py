@@ -412,6 +412,7 @@ ISSUE_CASES: dict[str, tuple[str, ...]] = {
     "sys_exit_fail": ("import sys", "sys.exit(2)", "print('never')"),
     "quit_last": ("print('start')", "quit()"),
     "raise_system_exit_last": ("print('start')", "raise SystemExit"),
+    "os_exit_last_after_a_bug": ("raise ValueError('a bug')", "import os\nos._exit(0)"),
     "segfault": ("print('start')", "import ctypes\nctypes.string_at(0)", "print('never')"),
     "abort": ("print('start')", "import os\nos.abort()", "print('never')"),
     "self_sigkill": ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "print('never')"),
@@ -537,6 +538,13 @@ def test_a_clean_exit_as_the_last_cell_is_a_normal_end(issue12: dict[str, RunRes
     assert (r.status, r.reason, r.stop) == ("ok", "", None)
     assert [c.status for c in r.cells] == ["ok", "ok"]
     assert _flags(r) == set()
+
+
+def test_a_clean_os_exit_at_the_end_keeps_the_earlier_error(issue12: dict[str, RunResult]) -> None:
+    r = issue12["os_exit_last_after_a_bug"]
+    assert r.status == "error" and r.reason.startswith("cell 1 raised ValueError"), r.reason
+    assert r.stop is None and _statuses(r) == ["error", "ok"]
+    assert _flags(r) == {"notebook-error"}
 
 
 @pytest.mark.parametrize(("name", "signal_name", "label"), [

@@ -61,7 +61,10 @@ def is_done(candidate, settings: GradeSettings) -> bool:
         return False
     try:
         key = json.loads(marker.read_text())["key"]
-    except (ValueError, KeyError, OSError):
+        # Graded without the GPU its code needs: the TA's rerun with --gpus grades it again.
+        if settings.gpus and "needs-gpu" in (json.loads(grade.read_text()).get("flags") or []):
+            return False
+    except (ValueError, KeyError, OSError, AttributeError):
         return False
     return key == settings_key(settings, source_digest(candidate))
 

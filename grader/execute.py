@@ -6,17 +6,19 @@ sandbox (the sandbox has no usable network). Keeping the driver outside means st
 can neither kill it, nor ptrace it, nor write into the results: everything that comes out of
 the sandbox is a kernel message, which is size-capped as it arrives (outputs per cell and in
 total, figures, and the largest message ZeroMQ will accept), and nothing is unpickled.
+The driving itself (kernel start, cells, kills, shutdown) is grader/driver.py.
 
 Statuses. A cell is `ok`, `error` (it raised; later cells still run), `timeout` (it ran past
 the per-cell limit and was interrupted; later cells still run) or `not-run`. The run is `ok`,
-`error` (some cell raised), `timeout` (a cell timed out, or the whole-notebook wall time ran
-out and everything was killed), `killed` (a limit was hit or the kernel died; the whole
-process tree was killed and later cells were not run) or `not-run` (nothing could start).
+`error` (some cell raised, or the code ended its own kernel early: `exit()`, `sys.exit()`,
+`os._exit()`), `timeout` (a cell timed out, or the whole-notebook wall time ran out and
+everything was killed), `killed` (a limit was hit or the kernel crashed; the whole process
+tree was killed and later cells were not run) or `not-run` (nothing could start).
+`RunResult.stop` says which cell stopped a run early and how (grader/diagnose.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import errno
@@ -24,15 +26,13 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import nbformat
 import zmq
@@ -40,11 +40,13 @@ import zmq.asyncio
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
-from grader import capture, sandbox
-from grader.probe.startup import startup_source
+from grader import capture, diagnose, sandbox
+from grader.probe.startup import GUI_BACKENDS
+
+if TYPE_CHECKING:
+    from grader.driver import Runner
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -65,6 +67,9 @@ class SandboxLimits:
     """Largest file any sandboxed process may write (RLIMIT_FSIZE)."""
     max_work_bytes: int = 4 * GiB
     """Size of the private /tmp (tmpfs, so RAM) holding /tmp/work and the submission copy."""
+    max_shm_bytes: int = 2 * GiB
+    """Size of the private /dev/shm (tmpfs, so RAM): multiprocessing semaphores and the
+    batches DataLoader workers hand to the kernel (a few batches per worker)."""
     max_open_files: int = 4096
     """Open file descriptors per process (RLIMIT_NOFILE)."""
     cell_timeout_s: float = 1800.0
@@ -132,6 +137,13 @@ class RunResult:
     figures_kept: int
     figures_dropped: int
     output_truncated: bool
+    stop: dict[str, Any] | None = None
+    """How the run stopped before its last cell, if it did: `kind` (exit, crash, limit; see
+    grader.diagnose), `cell` (index), `label` ("cell 3", as the student numbers it), `reason`."""
+    environment: tuple[dict[str, Any], ...] = ()
+    """What the grading machine lacked (a package, a GPU), as grader.diagnose.Problem dicts."""
+    peak_processes: int = 0
+    """The most processes and threads the sandbox held at once (sampled every 0.5 s)."""
 
 
 # In `startup_code`, replaced by the sandbox path of a writable folder whose contents (regular
@@ -257,6 +269,8 @@ def script_to_notebook(text: str) -> NotebookNode:
 def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spec: SandboxSpec,
          limits: SandboxLimits, startup_code: str | None, started: float,
          teardown_code: str | None = None) -> RunResult:
+    from grader.driver import Runner, run_bounded  # it imports this module's pieces
+
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear_outputs(nb)
     log = _Log(out_dir / "log.txt")
@@ -267,9 +281,9 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
             uid = None
             if spec.sandbox == "bwrap" and sandbox.is_root():
                 uid = stack.enter_context(sandbox.allocate_uid())
-            runner = _Runner(nb, rel, run_dir=run_dir, submission_dir=submission_dir,
-                             spec=spec, limits=limits, uid=uid, log=log, started=started)
-            status, reason = _run_sync(runner.run(startup_code, teardown_code))
+            runner = Runner(nb, rel, run_dir=run_dir, submission_dir=submission_dir,
+                            spec=spec, limits=limits, uid=uid, log=log, started=started)
+            status, reason = run_bounded(runner, startup_code, teardown_code)
         _harvest(run_dir / "k" / "probe", out_dir / "probe")
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -277,6 +291,13 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
     runner.records += [CellRecord(i, "not-run", 0.0) for i, c in enumerate(nb.cells)
                        if c.cell_type == "code" and c.source.strip() and i not in done]
     runner.records.sort(key=lambda r: r.index)
+    environment = tuple(dataclasses.asdict(p) for p in diagnose.environment_problems(
+        [dataclasses.asdict(r) for r in runner.records if r.status == "error"], nb.cells,
+        submitted_modules=_submitted_modules(submission_dir), has_gpu=bool(spec.gpus)))
+    first_error = next((r for r in runner.records if r.status == "error"), None)
+    if status == "error" and environment and first_error is not None \
+            and environment[0]["cell"] == first_error.index:
+        reason = environment[0]["message"]  # the cause the TA can act on, not its symptom
     caps = []
     if runner.truncated:
         caps.append(f"outputs truncated to {limits.max_output_bytes_per_cell} bytes per cell")
@@ -286,6 +307,8 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
         reason = "; ".join([reason, *caps] if reason else caps)
     if spec.sandbox == "none":
         log.write(sandbox.NONE_WARNING)
+    for note in _backend_notes(nb):
+        log.write(note)
     executed = out_dir / "executed.ipynb"
     nbformat.write(nb, executed)
     result = RunResult(
@@ -293,251 +316,12 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
         duration_s=round(time.time() - started, 3), startup_s=round(runner.startup_s, 3),
         executed_notebook_path=str(executed), log_path=str(log.path),
         figures_kept=runner.figures_kept, figures_dropped=runner.figures_dropped,
-        output_truncated=runner.truncated)
+        output_truncated=runner.truncated, stop=runner.stop, environment=environment,
+        peak_processes=runner.peak_processes)
     log.write(f"run finished: {status} {reason}".rstrip())
     log.close()
     (out_dir / "run.json").write_text(json.dumps(dataclasses.asdict(result), indent=1))
     return result
-
-
-class _Runner:
-    """Starts the sandboxed kernel and drives it cell by cell; holds the run's state."""
-
-    def __init__(self, nb: NotebookNode, rel: str, *, run_dir: Path, submission_dir: Path,
-                 spec: SandboxSpec, limits: SandboxLimits, uid: int | None, log: _Log,
-                 started: float) -> None:
-        self.nb, self.rel, self.run_dir, self.spec, self.limits = nb, rel, run_dir, spec, limits
-        self.uid, self.log, self.started = uid, log, started
-        self.submission_dir = submission_dir
-        self.records: list[CellRecord] = []
-        self.startup_s = 0.0
-        self.figures_kept = self.figures_dropped = 0
-        self.total_bytes = 0
-        self.truncated = False
-        self.kill_status: tuple[RunStatus, str] | None = None
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()
-        self._pidns: str | None = None
-
-    # -- kill paths shared by the watchdog thread and the event loop
-
-    def kill(self, status: RunStatus, reason: str) -> None:
-        with self._lock:
-            if self.kill_status is None:
-                self.kill_status = (status, reason)
-                self.log.write(f"killing the sandbox: {reason}")
-            if self.proc is not None:
-                sandbox.kill_group(self.proc.pid)
-
-    def check_processes(self) -> bool:
-        """Kill the run if its processes have reached the limit (a fork bomb spinning at the
-        limit may keep the kernel from ever answering); True when it did."""
-        if self.proc is None or self.spec.sandbox == "none":
-            return False
-        if self._pidns is None:
-            self._pidns = sandbox.pid_namespace(self.proc.pid)
-        if self._pidns and sandbox.count_tasks(self._pidns) >= self.limits.max_processes - 2:
-            self.kill("killed", f"process limit reached ({self.limits.max_processes} processes)")
-            return True
-        return False
-
-    def _deadline_left(self) -> float:
-        return self.started + self.limits.wall_timeout_s - time.time()
-
-    # -- the command
-
-    def _command(self, conn_file: str) -> tuple[list[str], str]:
-        """The launch command and the host folder it starts in."""
-        kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", conn_file,
-                  "--HistoryManager.hist_file=:memory:"]
-        staged = self.run_dir / "submission"
-        sandbox.stage_submission(self.submission_dir, staged)
-        if self.spec.sandbox == "none":
-            for inside, host in self.spec.mounts.items():
-                if not inside.startswith("/") and not (staged / inside).exists():
-                    (staged / inside).parent.mkdir(parents=True, exist_ok=True)
-                    (staged / inside).symlink_to(host)
-            # A student's own machine (macOS has no prlimit): limits are best effort there.
-            prefix = sandbox.rlimit_prefix(self.limits) if shutil.which("prlimit") else []
-            if not prefix:
-                self.log.write("prlimit is not available: memory, process and file limits are not set")
-            return [*prefix, *kernel], str(staged)
-        sandbox.check_mounts(self.spec.mounts, other_uid=self.uid is not None)
-        kernel_dir = Path(conn_file).parent
-        env = _sandbox_env(self.spec)
-        cmd = sandbox.build_command(
-            kernel, run_dir=self.run_dir, kernel_dir=kernel_dir, submission=staged,
-            mounts=self.spec.mounts, limits=self.limits, env=env, uid=self.uid,
-            gpus=self.spec.gpus, bwrap=sandbox.bwrap_path() or "bwrap")
-        return cmd, str(self.run_dir)
-
-    async def run(self, startup_code: str | None,
-                  teardown_code: str | None = None) -> tuple[RunStatus, str]:
-        kernel_dir = self.run_dir / "k"
-        kernel_dir.mkdir(mode=0o700)
-        if self.uid is not None:
-            os.chown(kernel_dir, self.uid, self.uid)
-        # The one folder the sandbox writes that the grader reads afterwards (the probe's
-        # events and figures); `_harvest` copies it out with caps, then it is deleted.
-        probe_dir = kernel_dir / "probe"
-        probe_dir.mkdir(mode=0o700)
-        if self.uid is not None:
-            os.chown(probe_dir, self.uid, self.uid)
-        if startup_code:
-            startup_code = startup_code.replace(PROBE_DIR_TOKEN, str(probe_dir))
-        if teardown_code:
-            teardown_code = teardown_code.replace(PROBE_DIR_TOKEN, str(probe_dir))
-        conn_file = str(kernel_dir / "kernel.json")
-        try:
-            cmd, cwd = self._command(conn_file)
-        except OSError as exc:  # e.g. a file in the submission that cannot be copied
-            return "not-run", f"could not stage the submission: {_one_line(exc)}"
-        self.log.write("command: " + " ".join(cmd))
-        km = _SandboxKernelManager(transport="ipc", ip=str(kernel_dir / "s"),
-                                   connection_file=conn_file)
-        km.launch_cmd = cmd
-        km.kernel_dir_owner = self.uid
-        # The biggest single message the driver accepts from the kernel: ZeroMQ drops a
-        # bigger one with its connection instead of filling the grader's memory (the run is
-        # then ended, see _cells; the kernel's own stdout flushes every MiB, see startup).
-        km.client_context = zmq.asyncio.Context()
-        km.client_context.setsockopt(zmq.MAXMSGSIZE, _max_message(self.limits))
-        client = _CappedClient(self.nb, km=km, runner=self, kernel_name="python3",
-                               timeout=int(self.limits.cell_timeout_s), allow_errors=True,
-                               record_timing=True, interrupt_on_timeout=True,
-                               startup_timeout=int(self.limits.startup_timeout_s),
-                               shutdown_kernel="immediate", iopub_timeout=10)
-        watchdog = threading.Timer(max(self._deadline_left(), 0.0), self.kill,
-                                   ("timeout", f"the notebook ran past its wall time of "
-                                    f"{self.limits.wall_timeout_s:g} s"))
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            try:
-                await client.async_start_new_kernel(stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                    cwd=cwd)
-                self.proc = km.provisioner.process  # type: ignore[union-attr]
-                if self.kill_status is not None:  # the watchdog fired during the launch
-                    self.kill(*self.kill_status)
-                threading.Thread(target=self.log.drain, args=(self.proc.stdout,), daemon=True).start()
-                await client.async_start_new_kernel_client()
-            except Exception as exc:
-                if self.kill_status is not None:
-                    return self.kill_status
-                return "not-run", f"the kernel did not start: {_one_line(exc)}"
-            try:
-                await self._startup(client, startup_code)
-            except Exception as exc:
-                return self.kill_status or ("not-run", f"the startup code failed: {_one_line(exc)}")
-            self.startup_s = time.time() - self.started
-            outcome = await self._cells(client)
-            if teardown_code and self.kill_status is None and outcome[0] != "killed":
-                watchdog.cancel()  # the teardown has its own clock, not the notebook's
-                await self._teardown(client, teardown_code)
-            return outcome
-        finally:
-            watchdog.cancel()
-            with contextlib.suppress(Exception):
-                await client._async_cleanup_kernel()
-            if self.proc is not None:
-                sandbox.kill_group(self.proc.pid)
-                with contextlib.suppress(Exception):
-                    self.proc.wait(timeout=10)
-            km.client_context.destroy(linger=0)
-
-    async def _startup(self, client: _CappedClient, startup_code: str | None) -> None:
-        cifar = [inside if inside.startswith("/") else f"{sandbox.CWD}/{inside}"
-                 for inside, host in self.spec.mounts.items() if _is_cifar(Path(host))]
-        if self.spec.sandbox == "none":
-            cifar = [host for host in self.spec.mounts.values() if _is_cifar(Path(host))]
-        codes = [startup_source(argv0=self.rel, cifar_roots=cifar)]
-        if startup_code:
-            codes.append(startup_code)
-        for code in codes:
-            reply = await client.kc.execute_interactive(
-                code, store_history=False,
-                timeout=max(1.0, min(self.limits.startup_timeout_s, self._deadline_left())),
-                output_hook=self.log.kernel_output, allow_stdin=False)
-            if reply["content"].get("status") != "ok":
-                self.log.write(f"startup code failed: {reply['content'].get('ename')}: "
-                               f"{reply['content'].get('evalue')}")
-
-    async def _teardown(self, client: _CappedClient, code: str) -> None:
-        """Run the teardown code; whatever happens to it is only logged."""
-        t0 = time.monotonic()
-        try:
-            reply = await client.kc.execute_interactive(
-                code, store_history=False, timeout=TEARDOWN_TIMEOUT_S,
-                output_hook=self.log.kernel_output, allow_stdin=False)
-        except Exception as exc:  # a timeout, a dead kernel: the run's result stands
-            self.log.write(f"teardown code did not finish: {_one_line(exc)}")
-            return
-        if reply["content"].get("status") != "ok":
-            self.log.write(f"teardown code failed: {reply['content'].get('ename')}: "
-                           f"{reply['content'].get('evalue')}")
-        self.log.write(f"teardown took {time.monotonic() - t0:.1f} s")
-
-    async def _cells(self, client: _CappedClient) -> tuple[RunStatus, str]:
-        status: RunStatus = "ok"
-        reason = ""
-        stopped: tuple[RunStatus, str] | None = None
-        for index, cell in enumerate(self.nb.cells):
-            if cell.cell_type != "code" or not cell.source.strip():
-                continue
-            if stopped is not None or self.kill_status is not None:
-                self.records.append(CellRecord(index, "not-run", 0.0))
-                continue
-            client.timeout = max(1, int(min(self.limits.cell_timeout_s, self._deadline_left())))
-            t0 = time.monotonic()
-            try:
-                await client.async_execute_cell(cell, index)
-            except (DeadKernelError, asyncio.CancelledError, RuntimeError):
-                stopped = self.kill_status or ("killed", self._death_reason(index))
-                self.kill(*stopped)
-                cell_status: CellStatus = "timeout" if index in client.timed_out else "error"
-                self.records.append(CellRecord(index, cell_status, round(time.monotonic() - t0, 3),
-                                               "DeadKernelError", stopped[1]))
-                continue
-            finally:
-                client.add_markers(cell)
-            record = client.record(cell, index, time.monotonic() - t0)
-            self.records.append(record)
-            limit = _limit_from_error(record, self.limits)
-            if self.check_processes():
-                stopped = self.kill_status
-            elif "iopub.status.idle" not in cell.metadata.get("execution", {}):
-                # The reply came but the output stream never finished: the kernel sent a
-                # message over MAXMSGSIZE and ZeroMQ dropped the connection.
-                self.truncated = True
-                stopped = ("killed", f"cell {index} sent an output message over "
-                                     f"{_max_message(self.limits) // MiB} MiB; later output cannot be recorded")
-                self.kill(*stopped)
-            elif limit is not None:
-                stopped = ("killed", f"cell {index}: {limit}")
-                self.kill(*stopped)
-            elif record.status == "timeout" and status != "timeout":
-                status, reason = "timeout", (f"cell {index} ran past the cell time limit of "
-                                             f"{self.limits.cell_timeout_s:g} s and was interrupted")
-            elif record.status == "error" and status == "ok":
-                status, reason = "error", f"cell {index} raised {record.ename}: {record.evalue}"[:300]
-        if self.kill_status is not None:
-            return self.kill_status
-        return stopped or (status, reason)
-
-    def _death_reason(self, index: int) -> str:
-        code = None
-        if self.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                code = self.proc.wait(timeout=5)
-        how = ""
-        if code is not None:
-            # bwrap exits with 128 + N when the kernel was killed by signal N.
-            signum = -code if code < 0 else code - 128 if code > 128 else 0
-            try:
-                how = f" (killed by {signal.Signals(signum).name})"
-            except ValueError:
-                how = f" (exit status {code})"
-        return f"the kernel died during cell {index}{how}"
 
 
 def _max_message(limits: SandboxLimits) -> int:
@@ -558,6 +342,9 @@ def _sandbox_env(spec: SandboxSpec) -> dict[str, str]:
         "MPLCONFIGDIR": f"{sandbox.HOME}/.config/matplotlib",
         "XDG_CACHE_HOME": f"{sandbox.HOME}/.cache", "TORCH_HOME": f"{sandbox.HOME}/.cache/torch",
         "PYTHONDONTWRITEBYTECODE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        # No network: `!pip install x` fails at once with "no matching distribution" instead
+        # of retrying a dead connection, and an installed package is "already satisfied".
+        "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
         # glibc's per-thread arenas inflate private memory and so RLIMIT_DATA use.
         "MALLOC_ARENA_MAX": "4",
         "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in spec.gpus),
@@ -572,20 +359,34 @@ _MEMORY_WORDS = ("can't allocate memory", "cannot allocate memory", "out of memo
 
 
 def _limit_from_error(record: CellRecord, limits: SandboxLimits) -> str | None:
-    """The limit a cell's error shows it hit, if any (the run is then ended)."""
+    """The limit a cell's error shows it hit, if any (the run is then ended), naming the
+    rubric key that sets it."""
     if record.status != "error":
         return None
     text = f"{record.ename}: {record.evalue}".lower()
     if record.ename == "MemoryError" or any(w in text for w in _MEMORY_WORDS):
-        return f"memory limit reached ({limits.memory_bytes / GiB:.3g} GiB per process)"
-    if f"[errno {errno.ENOSPC}]" in text or "no space left on device" in text:
-        return f"work folder quota reached ({limits.max_work_bytes / MiB:.0f} MiB in /tmp)"
+        return f"the memory limit of {limits.memory_bytes / GiB:.3g} GiB per process (rubric limits.memory) was reached"
+    full = f"[errno {errno.ENOSPC}]" in text or "no space left on device" in text
+    # A write to /dev/shm names no path in its error: the failing line of code does.
+    shm = any(w in text for w in _SHM_WORDS) or "/dev/shm" in record.traceback[-1500:].lower()
+    if shm and (full or "bus error" in text or "shared memory" in text):
+        # DataLoader workers hand their batches over in /dev/shm: a full one surfaces as
+        # ENOSPC on a torch_* file there, or as a worker killed by SIGBUS.
+        return (f"the shared memory limit (/dev/shm, {limits.max_shm_bytes / MiB:.0f} MiB, rubric "
+                f"limits.shared_memory) was reached by DataLoader workers or multiprocessing")
+    if full:
+        return (f"the work folder quota of {limits.max_work_bytes / MiB:.0f} MiB in /tmp "
+                f"(rubric limits.work_disk) was reached")
     if f"[errno {errno.EFBIG}]" in text or "file too large" in text:
-        return f"file size limit reached ({limits.max_file_bytes / MiB:.0f} MiB)"
+        return f"the file size limit of {limits.max_file_bytes / MiB:.0f} MiB (rubric limits.file_size) was reached"
     if (f"[errno {errno.EAGAIN}]" in text and "fork" in record.traceback.lower()) \
             or "can't start new thread" in text:
-        return f"process limit reached ({limits.max_processes} processes)"
+        return (f"the process limit of {limits.max_processes} processes and threads "
+                f"(rubric limits.processes) was reached")
     return None
+
+
+_SHM_WORDS = ("/dev/shm", "</torch_", "shared memory", "(shm)")
 
 
 # ------------------------------------------------------------- kernel manager, client
@@ -617,7 +418,7 @@ class _SandboxKernelManager(AsyncKernelManager):
 class _CappedClient(NotebookClient):
     """nbclient with outputs, figures and timeouts handled the grader's way."""
 
-    def __init__(self, nb: NotebookNode, *, runner: _Runner, **kw: Any) -> None:
+    def __init__(self, nb: NotebookNode, *, runner: Runner, **kw: Any) -> None:
         super().__init__(nb, **kw)
         self.runner = runner
         self.caps: dict[int, capture.CellCap] = {}
@@ -711,21 +512,29 @@ class _CappedClient(NotebookClient):
         src = reply if reply.get("status") == "error" else err
         tb = _ANSI.sub("", "\n".join(str(t)[:4000] for t in list(src.get("traceback", []))[-40:]))
         return CellRecord(index, status, round(duration, 3), str(src.get("ename", ""))[:200],
-                          _ANSI.sub("", str(src.get("evalue", "")))[:1000], tb[-3000:])
+                          _clip(_ANSI.sub("", str(src.get("evalue", ""))), 1000), tb[-3000:])
 
     async def _async_handle_timeout(self, timeout: int, cell: NotebookNode | None = None) -> None | dict[str, Any]:
         idx = self.nb.cells.index(cell) if cell is not None and cell in self.nb.cells else -1
         self.timed_out[idx] = self.timed_out.get(idx, 0) + 1
-        if self.runner.check_processes():
-            return None
         if self.timed_out[idx] > 1:  # the interrupt did not stop it within another timeout
-            self.runner.kill("timeout", f"cell {idx} ran past the cell time limit of "
-                                        f"{self.runner.limits.cell_timeout_s:g} s and ignored the interrupt")
+            self.runner.kill("timeout", f"the cell time limit of {self.runner.limits.cell_timeout_s:g} s "
+                                        f"(rubric limits.cell_timeout) was reached and the cell ignored the "
+                                        f"interrupt")
             return None
         return await super()._async_handle_timeout(timeout, cell)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def _clip(text: str, limit: int) -> str:
+    """At most `limit` characters, keeping the head and the tail: an error re-raised from a
+    DataLoader worker carries the worker's traceback, whose cause is at its end."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 3) // 2
+    return f"{text[:half]} … {text[-half:]}"
 _FIGURE_TYPES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
 
 
@@ -811,23 +620,31 @@ def _write_unrunnable(rel: str, out_dir: Path, started: float, reason: str) -> R
     return result
 
 
-def _run_sync(coro: Any) -> Any:
-    """asyncio.run, also from a thread whose loop is already running (Jupyter, dask)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
+_BACKEND = re.compile(r"^\s*%matplotlib(?:\s+(?P<magic>[\w:/.]+))?\s*$"
+                      r"|matplotlib\.use\(\s*['\"](?P<use>[^'\"]+)['\"]", re.MULTILINE)
 
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
 
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+def _backend_notes(nb: NotebookNode) -> list[str]:
+    """Log lines for the interactive matplotlib backends the startup code mapped to inline."""
+    notes = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for m in _BACKEND.finditer(cell.source):
+            name = m.group("magic") or m.group("use") or ""
+            if not name.startswith("-") and (name.lower() in GUI_BACKENDS or name.startswith("module://ipympl")
+                                             or (not name and m.group(0).lstrip().startswith("%"))):
+                asked = f"%matplotlib {name}".strip() if m.group(0).lstrip().startswith("%") else f"matplotlib.use({name!r})"
+                notes.append(f"{diagnose.cell_label(nb.cells, index)} asks for {asked}, an interactive backend "
+                             f"the grader has no display for: its figures were shown inline instead")
+    return notes
+
+
+def _submitted_modules(root: Path) -> list[str]:
+    """Module names the submission's own files provide (a .py file's stem, a package folder)."""
+    names: set[str] = set()
+    for path in root.rglob("*.py"):
+        names.add(path.stem)
+        if path.name == "__init__.py":
+            names.add(path.parent.name)
+    return sorted(names)

@@ -100,7 +100,8 @@ def _limits(rubric):
 
     lim = rubric.limits
     return SandboxLimits(memory_bytes=lim.memory, max_processes=lim.processes, max_file_bytes=lim.file_size,
-                         max_work_bytes=lim.work_disk, cell_timeout_s=lim.cell_timeout,
+                         max_work_bytes=lim.work_disk, max_shm_bytes=lim.shared_memory,
+                         cell_timeout_s=lim.cell_timeout,
                          wall_timeout_s=lim.wall_timeout, max_output_bytes_per_cell=lim.output_per_cell,
                          max_figures=lim.figures)
 
@@ -120,6 +121,8 @@ def run_cache_key(path: Path, settings: GradeSettings, rubric) -> str:
     blob = json.dumps({"file": hashlib.sha256(path.read_bytes()).hexdigest(), "v": __version__,
                        "data": {k: _dataset_digest(v) for k, v in sorted(settings.data.items())},
                        "limits": rubric.limits.model_dump(mode="json"), "mode": settings.mode,
+                       # a run without a GPU (a `needs-gpu` failure) must not answer for one with
+                       "gpu": bool(settings.gpus),
                        "sandbox": settings.sandbox, "mounts": {k: list(v.mount) for k, v in rubric.datasets.items()}},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
@@ -206,6 +209,9 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     probe_dir = run_dir / "probe"
     ev = collect.from_run(result, run_dir=run_dir, events_path=probe_dir / "events.jsonl",
                           figures_dir=probe_dir / "fig")
+    # How the run stopped and what the machine lacked: the grade's flags (grader.diagnose).
+    ev["stop"] = result.stop
+    ev["environment"] = list(result.environment)
     # The trained model, evaluated again in a fresh sandbox the student's code never ran in.
     ev["verified"] = verify_run(run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
                                 dataset_hint=verification_hint(ev))
@@ -247,6 +253,7 @@ def submission_time(student_id: str | None, submitted_at: str | None, source: st
 
 def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     """Grades one discovered submission; returns its Grade as JSON data."""
+    from grader.entrypoints import plan_runs
     from grader.intake import unpack
     from grader.intake.problems import UNREADABLE_CODES
     from grader.rubric import load_rubric
@@ -263,12 +270,16 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     write_json_atomic(runs_root / "submission.json", record_to_json(sub))
 
     evidence: list[dict[str, Any]] = []
-    for f in [*sub.notebooks, *sub.scripts]:
-        if any(p.code in UNREADABLE_CODES and p.path == f.path for p in sub.problems):
-            continue
-        run_dir = runs_root / _safe_name(f.path)
+    bad = {p.path for p in sub.problems if p.code in UNREADABLE_CODES}
+    # Each notebook runs; a .py runs only when it is a program, not a module another file
+    # imports (grader/entrypoints.py); plan.json says why each other .py did not run.
+    plan = plan_runs(Path(sub.work_dir), [f.path for f in sub.notebooks if f.path not in bad],
+                     [f.path for f in sub.scripts if f.path not in bad])
+    write_json_atomic(runs_root / "plan.json", plan.to_json())
+    for rel in plan.run:
+        run_dir = runs_root / _safe_name(rel)
         run_dir.mkdir(parents=True, exist_ok=True)
-        ev = run_one(Path(sub.work_dir) / f.path, f.path, submission_dir=Path(sub.work_dir), run_dir=run_dir,
+        ev = run_one(Path(sub.work_dir) / rel, rel, submission_dir=Path(sub.work_dir), run_dir=run_dir,
                      settings=settings, rubric=rubric)
         write_json_atomic(run_dir / "evidence.json", ev)
         evidence.append(ev)
@@ -292,6 +303,7 @@ def _reference(path: Path | None) -> dict[str, Any] | None:
 def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
                     settings: GradeSettings, overrides=()) -> dict[str, Any]:
     """checks + score over stored evidence: all that `rescore` repeats."""
+    from grader.diagnose import run_flags
     from grader.grading import choose_sources, run_checks
     from grader.intake.classify import unreadable_notebooks
     from grader.intake.problems import flag_of, unopened
@@ -311,10 +323,8 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     evidence = [ev for ev in evidence if ev.get("path") not in ignored]
     flags_in = set(flags)
     flags_in.update(flag_of(p.code) for p in sub.problems)  # every intake problem is visible to the TA
-    if any(ev.get("status") in ("timeout", "killed") for ev in evidence):
-        flags_in.add("sandbox-limit")
-    if any(ev.get("status") == "error" for ev in evidence):
-        flags_in.add("notebook-error")
+    for ev in evidence:
+        flags_in |= run_flags(ev)  # how each run stopped, what the grader's machine lacked
     if any(ev.get("output_truncated") for ev in evidence):
         flags_in.add("output-truncated")  # the middle of a long output was not read
     recorded, recorded_source = _submitted_at(sub, settings)

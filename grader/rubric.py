@@ -377,6 +377,8 @@ class Limits(_Model):
     processes: Annotated[int, Field(strict=True, ge=1)] = 256
     file_size: Size = 1024**3
     work_disk: Size = 4 * 1024**3
+    shared_memory: Size = 2 * 1024**3
+    """/dev/shm, where DataLoader workers pass batches; RAM like `work_disk`, counted apart."""
     cell_timeout: Duration = 1800.0
     wall_timeout: Duration = 7200.0
     output_per_cell: Size = 1024**2

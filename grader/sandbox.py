@@ -5,8 +5,12 @@ What the sandboxed process sees (everything else of the host is absent):
 * `/usr` (and the `/bin`, `/lib*` links), a few files of `/etc`, and the Python installation
   (the venv and the interpreter it was made from), all read-only;
 * a private `/tmp`: a tmpfs whose size is the work-folder quota, holding `/tmp/work`
-  (writable) with the working copy of the submission at `/tmp/work/submission` (the cwd),
-  and `/tmp/home` ($HOME);
+  (writable) with the working copy of the whole submission at `/tmp/work/submission`, and
+  `/tmp/home` ($HOME); the process starts in the folder of the notebook or script it runs,
+  inside that copy, as Jupyter and `python path/to/script.py` from its folder do;
+* a private `/dev/shm`: a tmpfs of its own size limit (`SandboxLimits.max_shm_bytes`, the
+  rubric's `limits.shared_memory`), writable, where multiprocessing's semaphores and
+  DataLoader workers' batches live;
 * the lab's datasets, read-only, at the paths the handouts name (relative paths are taken
   inside the working copy, e.g. `data` for code that calls `download=True`);
 * the kernel's connection file and ZeroMQ `ipc` sockets, in a folder of its own;
@@ -228,6 +232,7 @@ def build_command(
     uid: int | None,
     gpus: Sequence[int] = (),
     bwrap: str = "bwrap",
+    workdir: str = "",
 ) -> list[str]:
     """The full command line: prlimit, bwrap and the mounts, then (as root) setpriv, then `inner`.
 
@@ -236,7 +241,8 @@ def build_command(
     `submission` is the staged copy, mounted read-only and copied to `CWD` by the sandbox
     user before `inner` starts. `uid` is the host uid to drop to (root mode) or None to
     use a user namespace. `mounts` maps sandbox paths (absolute, or relative to `CWD`) to
-    host folders, all read-only.
+    host folders, all read-only. `workdir` is the folder, relative to the submission, that
+    `inner` starts in (the notebook's own folder); empty for the submission's root.
     """
     sandbox_uid = uid if uid is not None else USERNS_UID
     passwd, group = passwd_text(sandbox_uid)
@@ -265,6 +271,10 @@ def build_command(
     for name in ("passwd", "group", "hosts"):
         cmd += ["--ro-bind", str(run_dir / name), f"/etc/{name}"]
     cmd += ["--proc", "/proc", "--dev", "/dev"]
+    # bwrap's /dev/shm is a root-owned folder on the /dev tmpfs, so multiprocessing.SemLock
+    # (DataLoader(num_workers=N), Pool, Queue) fails with PermissionError: each run gets a
+    # writable tmpfs of its own, size-capped like /tmp.
+    cmd += ["--size", str(limits.max_shm_bytes), "--perms", "1777", "--tmpfs", "/dev/shm"]
     cmd += ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
     cmd += gpu_args(gpus)
     cmd += ["--size", str(limits.max_work_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
@@ -277,6 +287,9 @@ def build_command(
         cmd += ["--ro-bind", str(root), str(root)]
     for hidden in hidden_packages(roots):
         cmd += ["--tmpfs", str(hidden)]
+    # The mount point's parent is made by bwrap as root, mode 0700: the sandbox uid could
+    # not read the submission to copy it, and the kernel would start in an empty folder.
+    cmd += _traversable_parents(Path(SUBMISSION_RO), skip=("/", "/tmp"))
     cmd += ["--ro-bind", str(submission), SUBMISSION_RO]
     cmd += _traversable_parents(kernel_dir, skip=("/", "/tmp"))
     cmd += ["--bind", str(kernel_dir), str(kernel_dir)]
@@ -290,9 +303,14 @@ def build_command(
                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
     # The copy runs as the sandbox user, inside the size-capped /tmp, so it counts against
     # the quota and cannot write anywhere else. A file that cannot be copied (e.g. a
-    # `data` folder shadowed by a dataset mount) is skipped rather than fatal.
-    copy = f"cp -R {SUBMISSION_RO}/. {CWD}/ 2>/dev/null; exec \"$@\""
-    return cmd + ["/bin/sh", "-c", copy, "sh", *inner]
+    # `data` folder shadowed by a dataset mount) is skipped rather than fatal; cp's
+    # complaint goes to the run's log. The working folder is passed as an argument, never
+    # spliced into the script: student folder names may hold quotes or `$`.
+    start = os.path.normpath(f"{CWD}/{workdir}") if workdir else CWD
+    if not (start == CWD or start.startswith(CWD + "/")):
+        raise GraderError(f"working folder {workdir!r} is outside the submission")
+    copy = f"cp -R {SUBMISSION_RO}/. {CWD}/; cd \"$1\" || exit 111; shift; exec \"$@\""
+    return cmd + ["/bin/sh", "-c", copy, "sh", start, *inner]
 
 
 def check_mounts(mounts: Mapping[str, str], *, other_uid: bool) -> None:
@@ -362,3 +380,37 @@ def kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)
+
+
+def namespace_pids(namespace: str) -> list[int]:
+    """Every process whose PID namespace is `namespace` (as `pid_namespace` gives it)."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.readlink(f"/proc/{name}/ns/pid") == namespace:
+                    pids.append(int(name))
+            except OSError:
+                continue
+    return pids
+
+
+def kill_namespace(namespace: str, *, timeout_s: float = 10.0) -> list[int]:
+    """SIGKILL every process left in a sandbox's PID namespace until none is left or
+    `timeout_s` seconds have passed; returns the pids still there (normally none).
+
+    Killing bwrap normally takes the whole namespace down with it (its init dies and the
+    kernel kills the rest); this is the check that it did, and the cleanup when it did not.
+    Processes are found by namespace, so nothing outside this one sandbox is touched.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = namespace_pids(namespace)
+        if not left or time.monotonic() > deadline:
+            return left
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)

@@ -507,7 +507,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
             print(f"  - {x.path} ({size}): {x.reason}")
     for w in plan.warnings:
         print(f"warning: {w}")
-    shown = {"no-report", "no-notebook", "bad-notebook"}  # already warned about above
+    shown = {"no-report", "no-notebook", "bad-notebook", "unreadable-notebook"}  # already warned about above
     intake = [p for p in res.submission.problems if p.code not in shown]
     for p in intake:
         print(f"intake problem: {p.message}")

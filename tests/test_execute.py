@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import json
 import os
+import re
 import sys
 import socket
 import threading
@@ -236,7 +237,7 @@ def test_every_way_out_is_blocked(batch: dict[str, RunResult]) -> None:
     ("big_output", "ok", "truncated", ["ok", "ok"]),
     ("many_figures", "ok", "990 figures dropped", ["ok", "ok"]),
     ("kill_parent", "error", "", None),
-    ("os_exit", "killed", "exit status 1", ["error", "not-run"]),
+    ("os_exit", "error", "exit status 1", ["error", "not-run"]),  # an exit, not a kill (issue 12 D)
     ("segfault", "killed", "SIGSEGV", ["error", "not-run"]),
     ("disk_fill", "killed", "work folder quota", ["error", "not-run"]),
     ("big_file", "killed", "file size limit", ["error", "not-run"]),
@@ -361,3 +362,379 @@ def test_unreadable_notebook_is_a_result(tmp_path: Path) -> None:
 
 def test_script_to_notebook_is_importable_without_kernel() -> None:
     assert len(script_to_notebook("print(1)\n").cells) == 1
+
+
+# ============================================================================ issue 12
+# B: DataLoader workers and /dev/shm; D: which cell ended the kernel, and how; E: the
+# working folder; F: the grading environment; M: fork bombs stopped when they reach the cap.
+# One notebook per case, each with a markdown cell first so a cell's list index differs from
+# the number the student sees (the named bug of D reported "cell 6" for In [3]).
+
+ISSUE_LIMITS = dataclasses.replace(LIMITS, max_processes=64, cell_timeout_s=60, wall_timeout_s=240,
+                                   max_shm_bytes=64 * MiB)
+_TRAIN = """import torch, torchvision, torchvision.transforms as T
+transform = T.Compose([T.ToTensor(), T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+trainset = torchvision.datasets.CIFAR10(root='/tmp/dataset-nctu', train=True, download=False, transform=transform)
+loader = torch.utils.data.DataLoader(trainset, batch_size=4, shuffle=True, num_workers={workers}, pin_memory=True)
+net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+opt = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
+seen = 0
+for i, (x, y) in enumerate(loader):
+    opt.zero_grad()
+    loss = torch.nn.functional.cross_entropy(net(x), y)
+    loss.backward()
+    opt.step()
+    seen += len(y)
+    if i == 49:
+        break
+print('trained', seen, 'workers', loader.num_workers, 'loss', float(loss) > 0)"""
+_BOMB_TRY = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+# The threads wait before forking, so the cap is reached while a later, innocent cell runs:
+# only a check from outside the cells can catch it then.
+_BOMB_THREADS = ("import os, threading, time\ndef bomb():\n    time.sleep(2)\n    while True:\n        try:\n"
+                 "            os.fork()\n        except OSError:\n            pass\nfor _ in range(4):\n"
+                 "    threading.Thread(target=bomb, daemon=True).start()")
+
+ISSUE_CASES: dict[str, tuple[str, ...]] = {
+    # B
+    "dataloader_2": (_TRAIN.format(workers=2),),
+    "dataloader_4": (_TRAIN.format(workers=4),),
+    "multiprocessing": ("import multiprocessing as mp\nq = mp.Queue()\nlock = mp.Lock()\n"
+                        "with mp.Pool(3) as pool:\n    total = sum(pool.map(abs, range(-50, 50)))\n"
+                        "q.put(total)\nprint('pool', q.get(timeout=10))",),
+    "shm_full": ("import torch\nclass Big(torch.utils.data.Dataset):\n    def __len__(self):\n        return 32\n"
+                 "    def __getitem__(self, i):\n        return torch.zeros(32 << 20, dtype=torch.uint8)\n"
+                 "for batch in torch.utils.data.DataLoader(Big(), batch_size=2, num_workers=2):\n    pass",
+                 "print('never')"),
+    # D
+    "exit_call": ("print('start')", "x = 1", "exit()", "print('never')"),
+    "os_exit_0": ("print('start')", "import os\nos._exit(0)", "print('never')"),
+    "sys_exit_fail": ("import sys", "sys.exit(2)", "print('never')"),
+    "quit_last": ("print('start')", "quit()"),
+    "raise_system_exit_last": ("print('start')", "raise SystemExit"),
+    "os_exit_last_after_a_bug": ("raise ValueError('a bug')", "import os\nos._exit(0)"),
+    "segfault": ("print('start')", "import ctypes\nctypes.string_at(0)", "print('never')"),
+    "abort": ("print('start')", "import os\nos.abort()", "print('never')"),
+    "self_sigkill": ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "print('never')"),
+    # F
+    "packages": ("import tqdm, pandas, seaborn, sklearn, torchsummary\n"
+                 "from tqdm import tqdm\nfrom tqdm.notebook import tqdm as tqdm_nb\n"
+                 "print('packages', sum(1 for _ in tqdm(range(3))) + sum(1 for _ in tqdm_nb(range(2))))",
+                 "%matplotlib widget\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()",
+                 "%matplotlib notebook\nplt.figure()\nplt.hist([1, 2, 2, 3])\nplt.show()"),
+    "cuda": ("import torch\nnet = torch.nn.Linear(2, 2).cuda()", "x = torch.ones(1, 2, device='cuda')",
+             "print('cpu is fine')"),
+    "pip": ("!pip install dllab-no-such-package", "import dllab_no_such_package", "print('after')"),
+    # M
+    "bomb_try": ("print('start')", _BOMB_TRY, "print('never')"),
+    "bomb_threads": ("print('start')", _BOMB_THREADS, "import time\ntime.sleep(30)", "print('never')"),
+    # nbclient, once it has interrupted a cell, waits a whole further timeout without checking
+    # the kernel: a bomb started by the interrupt must still be stopped at once.
+    "bomb_after_interrupt": ("print('start')", "import os, time\ntry:\n    time.sleep(120)\n"
+                             "except KeyboardInterrupt:\n" + "\n".join("    " + line for line in _BOMB_TRY.splitlines()[1:]),
+                             "print('never')"),
+}
+SHORT_TIMEOUT = {"bomb_after_interrupt": 10.0}
+
+
+def _issue_notebook(path: Path, cells: tuple[str, ...]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# LAB 1-1"),
+                                         *(nbformat.v4.new_code_cell(c) for c in cells)])
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def issue12(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunResult]:
+    _skip_without_bwrap()
+    from grader.datasets import synth
+
+    root = tmp_path_factory.mktemp("issue12")
+    data = root / "datasets"
+    synth(data, size="tiny", seed=0, names=["cifar10"])
+    for d in (data, *data.iterdir()):
+        d.chmod(0o755)
+    spec = SandboxSpec(mounts={"/tmp/dataset-nctu": str(data)})
+    results: dict[str, RunResult] = {}
+    for name, cells in ISSUE_CASES.items():
+        nb = _issue_notebook(root / "subs" / name / "lab1-1.ipynb", cells)
+        limits = dataclasses.replace(ISSUE_LIMITS, cell_timeout_s=SHORT_TIMEOUT.get(name, ISSUE_LIMITS.cell_timeout_s))
+        results[name] = run_notebook(nb, submission_dir=nb.parent, out_dir=root / "out" / name,
+                                     spec=spec, limits=limits)
+    # E: a notebook and a script in folders of their own, beside the modules they import
+    sub = root / "subs" / "nested"
+    _issue_notebook(sub / "part1" / "lab1-1.ipynb", (
+        "import os, sys\nprint('cwd', os.getcwd())",
+        "import mynet\nprint('net', mynet.Net().k)",
+        "print(open('notes.txt').read(), sorted(os.listdir('..')))"))
+    (sub / "part1" / "mynet.py").write_text("class Net:\n    k = 42\n")
+    (sub / "part1" / "notes.txt").write_text("next to the notebook")
+    (sub / "report.pdf").write_bytes(b"%PDF-1.4\n")
+    (sub / "scripts").mkdir()
+    (sub / "scripts" / "helper.py").write_text("VALUE = 'helper'\n")
+    (sub / "scripts" / "train.py").write_text("import os, helper\nprint('script', os.getcwd(), helper.VALUE)\n"
+                                              "print('file', os.path.dirname(os.path.abspath(__file__)))\n")
+    results["nested"] = run_notebook(sub / "part1" / "lab1-1.ipynb", submission_dir=sub,
+                                     out_dir=root / "out" / "nested", spec=spec, limits=ISSUE_LIMITS)
+    results["nested_script"] = run_script(sub / "scripts" / "train.py", submission_dir=sub,
+                                          out_dir=root / "out" / "nested_script", spec=spec, limits=ISSUE_LIMITS)
+    return results
+
+
+def _flags(r: RunResult) -> set[str]:
+    """The grade flags the pipeline would set for this run alone."""
+    from grader import collect
+    from grader.diagnose import run_flags
+
+    ev = collect.from_run(r, run_dir=Path(r.log_path).parent, events_path=None, figures_dir=None)
+    ev["stop"], ev["environment"] = r.stop, list(r.environment)
+    return run_flags(ev)
+
+
+@pytest.mark.parametrize("name", ["dataloader_2", "dataloader_4"])
+def test_dataloader_workers_train_on_the_cifar10_stand_in(issue12: dict[str, RunResult], name: str) -> None:
+    r = issue12[name]
+    assert r.status == "ok", r.reason
+    workers = name.split("_")[1]
+    assert f"trained 200 workers {workers} loss True" in "".join(_outputs(r))
+    assert r.peak_processes > int(workers)  # the workers ran, and counted against the cap
+
+
+def test_multiprocessing_semaphores_pools_and_queues_work(issue12: dict[str, RunResult]) -> None:
+    r = issue12["multiprocessing"]
+    assert r.status == "ok", r.reason
+    assert "pool 2500" in "".join(_outputs(r))
+
+
+def test_a_full_dev_shm_is_its_own_limit(issue12: dict[str, RunResult]) -> None:
+    r = issue12["shm_full"]
+    assert r.status == "killed" and "shared memory limit" in r.reason and "limits.shared_memory" in r.reason
+    assert r.stop is not None and (r.stop["kind"], r.stop["label"]) == ("limit", "cell 1")
+    assert _flags(r) == {"sandbox-limit"}
+
+
+@pytest.mark.parametrize(("name", "label", "words"), [
+    ("exit_call", "cell 3", "called exit()"),
+    ("os_exit_0", "cell 2", "exit status 0"),
+    ("sys_exit_fail", "cell 2", "status 2"),
+])
+def test_an_exit_names_the_cell_that_called_it(issue12: dict[str, RunResult], name: str, label: str,
+                                               words: str) -> None:
+    r = issue12[name]
+    assert r.status == "error", (r.status, r.reason)
+    assert r.reason.startswith(f"{label} ") and words in r.reason and "did not run" in r.reason
+    assert r.stop is not None and r.stop["kind"] == "exit" and r.stop["label"] == label
+    index = r.stop["cell"]
+    assert [c.status for c in r.cells if c.index > index] == ["not-run"]
+    assert next(c for c in r.cells if c.index == index).ename == "SystemExit"
+    assert _flags(r) == {"kernel-exit"}, "not sandbox-limit, not notebook-error"
+    assert "time or memory" not in r.reason
+
+
+@pytest.mark.parametrize("name", ["quit_last", "raise_system_exit_last"])
+def test_a_clean_exit_as_the_last_cell_is_a_normal_end(issue12: dict[str, RunResult], name: str) -> None:
+    r = issue12[name]
+    assert (r.status, r.reason, r.stop) == ("ok", "", None)
+    assert [c.status for c in r.cells] == ["ok", "ok"]
+    assert _flags(r) == set()
+
+
+def test_a_clean_os_exit_at_the_end_keeps_the_earlier_error(issue12: dict[str, RunResult]) -> None:
+    r = issue12["os_exit_last_after_a_bug"]
+    assert r.status == "error" and r.reason.startswith("cell 1 raised ValueError"), r.reason
+    assert r.stop is None and _statuses(r) == ["error", "ok"]
+    assert _flags(r) == {"notebook-error"}
+
+
+@pytest.mark.parametrize(("name", "signal_name", "label"), [
+    ("segfault", "SIGSEGV", "cell 2"),
+    ("abort", "SIGABRT", "cell 2"),
+    ("self_sigkill", "SIGKILL", "cell 1"),
+])
+def test_a_crash_is_not_a_limit(issue12: dict[str, RunResult], name: str, signal_name: str, label: str) -> None:
+    r = issue12[name]
+    assert r.status == "killed" and signal_name in r.reason and r.reason.startswith("the kernel crashed with")
+    assert f"during {label}" in r.reason
+    assert r.stop is not None and r.stop["kind"] == "crash"
+    assert _flags(r) == {"kernel-crash"}
+    if signal_name == "SIGKILL":
+        assert "out-of-memory killer" in r.reason
+
+
+def test_the_kernel_starts_in_the_notebooks_folder_with_every_file(issue12: dict[str, RunResult]) -> None:
+    r = issue12["nested"]
+    assert r.status == "ok", r.reason
+    out = _outputs(r)
+    assert f"cwd {sandbox.CWD}/part1" in out[1]
+    assert "net 42" in out[2]
+    assert "next to the notebook" in out[3] and "'report.pdf'" in out[3] and "'scripts'" in out[3]
+    script = issue12["nested_script"]
+    assert script.status == "ok", script.reason
+    assert f"script {sandbox.CWD}/scripts helper" in "".join(_outputs(script))
+    assert f"file {sandbox.CWD}/scripts" in "".join(_outputs(script))  # __file__, as `python train.py` sets it
+
+
+def test_common_packages_and_interactive_backends_just_work(issue12: dict[str, RunResult]) -> None:
+    r = issue12["packages"]
+    assert r.status == "ok", r.reason
+    assert "packages 5" in "".join(_outputs(r))
+    nb = nbformat.read(r.executed_notebook_path, as_version=4)
+    for cell in nb.cells[2:4]:  # %matplotlib widget / notebook: inline PNGs, as graded
+        assert any("image/png" in o.get("data", {}) for o in cell.outputs), cell.source
+    log = Path(r.log_path).read_text()
+    assert "cell 2 asks for %matplotlib widget" in log and "cell 3 asks for %matplotlib notebook" in log
+
+
+def test_cuda_on_a_cpu_grader_is_flagged_needs_gpu(issue12: dict[str, RunResult]) -> None:
+    r = issue12["cuda"]
+    assert r.status == "error"
+    assert [p["code"] for p in r.environment] == ["needs-gpu"] and r.environment[0]["label"] == "cell 1"
+    assert r.reason.startswith("cell 1 uses CUDA") and "--gpus" in r.reason
+    assert _flags(r) == {"needs-gpu"}
+
+
+def test_pip_install_fails_fast_and_the_import_names_the_missing_package(issue12: dict[str, RunResult]) -> None:
+    r = issue12["pip"]
+    assert r.cells[0].status == "ok" and r.cells[0].duration_s < 30  # no retries against a dead network
+    assert "No matching distribution" in _outputs(r)[1]
+    (problem,) = r.environment
+    assert (problem["code"], problem["subject"], problem["label"]) == ("missing-package", "dllab_no_such_package",
+                                                                       "cell 2")
+    assert "no network" in problem["message"] and r.reason == problem["message"]
+    assert _flags(r) == {"missing-package"}
+    assert "after" in _outputs(r)[3]
+
+
+@pytest.mark.parametrize(("name", "label"), [("bomb_try", "cell 2"), ("bomb_threads", "cell 3")])
+def test_a_fork_bomb_is_killed_when_it_reaches_the_cap(issue12: dict[str, RunResult], name: str,
+                                                       label: str | None) -> None:
+    r = issue12[name]
+    assert r.status == "killed" and "process limit of 64" in r.reason, r.reason
+    assert r.stop is not None and r.stop["kind"] == "limit"
+    if label:
+        assert r.stop["label"] == label
+    # The cell timeout is 60 s: a kill after a few seconds came from the watchdog.
+    assert r.duration_s - r.startup_s < 30, (r.duration_s, r.startup_s)
+    assert r.peak_processes >= ISSUE_LIMITS.max_processes - 2
+    assert _statuses(r)[-1] == "not-run"
+    assert _flags(r) == {"sandbox-limit"}
+
+
+def test_a_kill_after_a_cell_timeout_ends_the_run_at_once(issue12: dict[str, RunResult]) -> None:
+    r = issue12["bomb_after_interrupt"]
+    assert r.status == "killed" and "process limit of 64" in r.reason, r.reason
+    assert r.stop is not None and r.stop["label"] == "cell 2"
+    # interrupted at 10 s, then the cap within a few seconds; not a further 10 s timeout or two
+    assert r.duration_s - r.startup_s < 19, (r.duration_s, r.startup_s)
+
+
+def test_no_issue12_sandbox_process_outlives_its_run(issue12: dict[str, RunResult]) -> None:
+    uids = {int(m) for r in issue12.values()
+            for m in re.findall(r"--reuid=(\d+)", Path(r.log_path).read_text())}
+    left = [pid for pid in filter(str.isdigit, os.listdir("/proc")) if _uid_of(pid) in uids]
+    assert left == []
+
+
+def _uid_of(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def test_fork_bombs_beside_an_honest_submission_in_one_batch(tiny_datasets: Path, tmp_path: Path) -> None:
+    """M, as the TA met it: `dllab grade` with two workers over a fork bomb, a threaded fork
+    bomb and an honest notebook. Every student gets a grade, each bomb is killed within
+    seconds of reaching the cap (not at the cell timeout), the command exits, and no sandbox
+    process is left behind."""
+    import subprocess
+    import time
+    import zipfile
+
+    from grader.demo import _world_readable
+    from grader.resources import resource_dir
+
+    _skip_without_bwrap()
+    _world_readable(tiny_datasets)
+    rubric = tmp_path / "lab1.yaml"
+    text = (resource_dir("rubrics") / "lab1.yaml").read_text()
+    assert "processes: 256" in text and "cell_timeout: 30m" in text
+    rubric.write_text(text.replace("processes: 256", "processes: 64").replace("cell_timeout: 30m", "cell_timeout: 60s"))
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    notebooks = {
+        "0556101": ("import torchvision\nd = torchvision.datasets.CIFAR10('/tmp/dataset-nctu', train=False)\n"
+                    "print('test images', len(d))", "print('Accuracy of the network on the 10000 test images: 10 %')"),
+        "0556102": ("print('start')", "import os\nwhile True: os.fork()", "print('never')"),
+        "0556103": ("print('start')", _BOMB_THREADS, "import time\ntime.sleep(50)", "print('never')"),
+    }
+    for sid, cells in notebooks.items():
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# LAB 1-1"),
+                                             *(nbformat.v4.new_code_cell(c) for c in cells)])
+        with zipfile.ZipFile(subs / f"dllab_{sid}.zip", "w") as zf:
+            zf.writestr("lab1-1.ipynb", nbformat.writes(nb))
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "grader.cli", "grade", str(subs), "--rubric", str(rubric),
+                           "--data", str(tiny_datasets), "--out", str(out), "--workers", "2", "--no-pdf"],
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    elapsed = time.monotonic() - t0
+    assert done.returncode == 0, done.stderr[-3000:]
+    grades = {sid: json.loads((out / "grades" / f"{sid}.json").read_text()) for sid in notebooks}
+    assert "sandbox-limit" not in grades["0556101"]["flags"]
+    honest = json.loads((out / "runs" / "0556101" / "lab1-1.ipynb" / "evidence.json").read_text())
+    assert honest["status"] == "ok", honest["reason"]
+    for sid, label in (("0556102", "cell 2"), ("0556103", "cell 3")):
+        assert "sandbox-limit" in grades[sid]["flags"], grades[sid]["flags"]
+        ev = json.loads((out / "runs" / sid / "lab1-1.ipynb" / "evidence.json").read_text())
+        assert ev["status"] == "killed" and "process limit of 64" in ev["reason"], ev["reason"]
+        assert ev["duration_s"] - ev["startup_s"] < 30, "killed by the watchdog, not at the 60 s cell timeout"
+        if label:
+            assert ev["stop"]["label"] == label
+    assert elapsed < 600
+    uids = {int(m) for log in out.glob("runs/*/*/log.txt") for m in re.findall(r"--reuid=(\d+)", log.read_text())}
+    assert uids  # a worker reuses its uid from one run to the next
+    left = [pid for pid in filter(str.isdigit, os.listdir("/proc")) if _uid_of(pid) in uids]
+    assert left == []
+
+
+def test_a_nested_submission_through_the_pipeline(tiny_datasets: Path, tmp_path: Path) -> None:
+    """E and F through `dllab grade`: the notebook in part1/ imports its module next to it,
+    uses tqdm and `%matplotlib widget`; the module and utils.py are not run as scripts (and
+    plan.json says why), a real script is; the probe still sees the histogram."""
+    import zipfile
+
+    from grader.cli import main
+    from grader.demo import _world_readable
+
+    _skip_without_bwrap()
+    _world_readable(tiny_datasets)
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# LAB 1-1"),
+        nbformat.v4.new_code_cell("%matplotlib widget\nimport matplotlib.pyplot as plt\nfrom tqdm import tqdm\n"
+                                  "import mynet\nnet = mynet.Net()"),
+        nbformat.v4.new_code_cell("for _ in tqdm(range(2)):\n    pass\n"
+                                  "plt.hist(net.conv1.weight.detach().flatten().numpy(), bins=20)\n"
+                                  "plt.title('conv1 weights')\nplt.show()")])
+    with zipfile.ZipFile(tmp_path / "dllab_0556201.zip", "w") as zf:
+        zf.writestr("part1/lab1-1.ipynb", nbformat.writes(nb))
+        zf.writestr("part1/mynet.py", "import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n"
+                                      "        super().__init__()\n        self.conv1 = torch.nn.Conv2d(3, 6, 5)\n")
+        zf.writestr("utils.py", "def accuracy(a, b):\n    return (a == b).float().mean()\nprint('helper')\n")
+        zf.writestr("extra.py", "print('an extra experiment')\n")
+    out = tmp_path / "out"
+    assert main(["grade", str(tmp_path), "--lab", "lab1", "--data", str(tiny_datasets), "--out", str(out),
+                 "--workers", "1", "--no-pdf"]) == 0
+    runs = out / "runs" / "0556201"
+    plan = json.loads((runs / "plan.json").read_text())
+    assert plan["run"] == ["part1/lab1-1.ipynb", "extra.py"]
+    why = {p["path"]: p["reason"] for p in plan["not_run"]}
+    assert set(why) == {"part1/mynet.py", "utils.py"} and "imported by part1/lab1-1.ipynb" in why["part1/mynet.py"]
+    ev = json.loads((runs / "part1__lab1-1.ipynb" / "evidence.json").read_text())
+    assert ev["status"] == "ok", ev["reason"]
+    hist = [f for f in ev["figures"] if f["kind"] == "histogram"]
+    assert hist and any("conv1.weight" in s for f in hist for s in f.get("subjects") or []), ev["figures"]
+    grade = json.loads((out / "grades" / "0556201.json").read_text())
+    assert not {"notebook-error", "missing-package", "sandbox-limit"} & set(grade["flags"])

@@ -48,9 +48,18 @@ def test_command_isolates_network_pids_and_environment(tmp_path: Path) -> None:
         assert flag in cmd
     assert "--share-net" not in cmd
     assert cmd[0].endswith("prlimit") and "--nproc=64" in cmd and f"--data={1 << 30}" in cmd
-    i = cmd.index("--tmpfs", cmd.index("--size"))
-    assert cmd[cmd.index("--size") + 1] == str(32 * MiB) and cmd[i + 1] == "/tmp"
+    assert _tmpfs_sizes(cmd)["/tmp"] == 32 * MiB
     assert cmd[cmd.index("--chdir") + 1] == sandbox.CWD
+
+
+def _tmpfs_sizes(cmd: list[str]) -> dict[str, int]:
+    """tmpfs mount point -> its `--size` (bwrap: `--size N --perms M --tmpfs DEST`)."""
+    sizes = {}
+    for i, a in enumerate(cmd):
+        if a == "--tmpfs" and "--size" in cmd[max(0, i - 4):i]:
+            j = cmd.index("--size", max(0, i - 4))
+            sizes[cmd[i + 1]] = int(cmd[j + 1])
+    return sizes
 
 
 def test_command_mounts_only_what_students_may_see(tmp_path: Path) -> None:
@@ -234,3 +243,130 @@ def test_figures_over_the_limit_are_dropped_and_counted() -> None:
     assert (runner.figures_kept, runner.figures_dropped, len(cell.outputs)) == (2, 3, 2)
     client.add_markers(cell)
     assert "3 figure(s) dropped by dllab" in cell.outputs[-1].text
+
+
+# ------------------------------------------------ issue 12: B (/dev/shm), E (working folder)
+
+
+def test_each_run_gets_a_private_size_capped_writable_dev_shm(tmp_path: Path) -> None:
+    cmd = _command(tmp_path, uid=1_990_001)
+    assert _tmpfs_sizes(cmd)["/dev/shm"] == LIMITS.max_shm_bytes
+    i = cmd.index("/dev/shm")
+    assert cmd[i - 3:i] == ["--perms", "1777", "--tmpfs"]
+    assert i > cmd.index("--dev"), "mounted over bwrap's own /dev, not hidden by it"
+
+
+def test_the_submission_mount_is_reachable_by_the_sandbox_uid(tmp_path: Path) -> None:
+    """As root, bwrap made /tmp/.dllab mode 0700: the copy found nothing to copy."""
+    cmd = _command(tmp_path, uid=1_990_001)
+    dirs = [cmd[i + 3] for i, a in enumerate(cmd) if a == "--perms" and cmd[i + 1] == "0755" and cmd[i + 2] == "--dir"]
+    assert str(Path(sandbox.SUBMISSION_RO).parent) in dirs
+    assert cmd.index(str(Path(sandbox.SUBMISSION_RO).parent)) < cmd.index(sandbox.SUBMISSION_RO)
+
+
+def test_the_kernel_starts_in_its_notebooks_folder(tmp_path: Path) -> None:
+    (tmp_path / "k").mkdir()
+    (tmp_path / "sub").mkdir()
+    odd = "part 1/it's $HOME"
+    cmd = sandbox.build_command(["python", "-m", "ipykernel_launcher"], run_dir=tmp_path, kernel_dir=tmp_path / "k",
+                                submission=tmp_path / "sub", mounts={}, limits=LIMITS, env={}, uid=None,
+                                workdir=odd)
+    script_at = cmd.index("-c") + 1
+    assert odd not in cmd[script_at], "the folder name is an argument, never spliced into the shell script"
+    assert cmd[script_at + 1:script_at + 3] == ["sh", f"{sandbox.CWD}/{odd}"]
+    assert cmd[-3:] == ["python", "-m", "ipykernel_launcher"]
+    done = subprocess.run(["/bin/sh", "-c", cmd[script_at].replace(sandbox.SUBMISSION_RO, str(tmp_path / "sub"))
+                           .replace(f"{sandbox.CWD}/;", f"{tmp_path / 'copy'}/;"), "sh", str(tmp_path),
+                           "pwd"], capture_output=True, text=True)
+    assert done.stdout.strip() == str(tmp_path)  # cd "$1"; shift; exec "$@"
+    with pytest.raises(GraderError, match="outside the submission"):
+        sandbox.build_command(["x"], run_dir=tmp_path, kernel_dir=tmp_path / "k", submission=tmp_path / "sub",
+                              mounts={}, limits=LIMITS, env={}, uid=None, workdir="../../etc")
+
+
+@pytest.mark.parametrize(("ename", "evalue", "tb", "words"), [
+    ("RuntimeError", "Caught RuntimeError in DataLoader worker process 0. " + "x" * 2000
+     + "RuntimeError: unable to allocate shared memory(shm) for file </torch_17_39_0>: No space left on device (28)",
+     "", "shared memory limit"),
+    ("RuntimeError", "DataLoader worker (pid 4567) is killed by signal: Bus error. It is possible that dataloader's "
+     "workers are out of shared memory. Please try to raise your shared memory limit.", "", "shared memory limit"),
+    ("OSError", "[Errno 28] No space left on device", "----> 1 open('/dev/shm/big', 'wb').write(b'x' * N)",
+     "shared memory limit"),
+    ("OSError", "[Errno 28] No space left on device", "----> 1 open('/tmp/work/torch_model.pt', 'wb')",
+     "work folder quota"),
+])
+def test_shared_memory_limit_is_told_apart_from_the_work_quota(ename: str, evalue: str, tb: str, words: str) -> None:
+    from grader.execute import _clip
+
+    record = CellRecord(0, "error", 1.0, ename, _clip(evalue, 1000), tb)
+    found = _limit_from_error(record, LIMITS)
+    assert found is not None and words in found and "rubric limits." in found
+
+
+def test_interactive_backends_are_noted_in_the_log() -> None:
+    from grader.execute import _backend_notes
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("x"),
+                                         nbformat.v4.new_code_cell("%matplotlib widget\nimport numpy"),
+                                         nbformat.v4.new_code_cell("%matplotlib inline"),
+                                         nbformat.v4.new_code_cell("import matplotlib\nmatplotlib.use('TkAgg')"),
+                                         nbformat.v4.new_code_cell("matplotlib.use('Agg')\n%matplotlib")])
+    notes = _backend_notes(nb)
+    assert len(notes) == 3
+    assert notes[0].startswith("cell 1 asks for %matplotlib widget") and "inline" in notes[0]
+    assert "matplotlib.use('TkAgg')" in notes[1] and notes[2].startswith("cell 4 asks for %matplotlib,")
+
+
+# ----------------------------------------------------- issue 12: M (the watchdog)
+
+
+class _FakeProc:
+    def __init__(self) -> None:
+        self.pid = 4242
+        self.code: int | None = None
+
+    def poll(self) -> int | None:
+        return self.code
+
+
+def _watch(monkeypatch: pytest.MonkeyPatch, tasks: list[int], *, deadline: float | None = None):
+    import time as _time
+
+    from grader import watchdog
+
+    counts = iter(tasks)
+    monkeypatch.setattr(watchdog.sandbox, "pid_namespace", lambda pid: "pid:[1]")
+    monkeypatch.setattr(watchdog.sandbox, "count_tasks", lambda ns: next(counts, tasks[-1]))
+    events: list[tuple[float, str, str]] = []
+    proc = _FakeProc()
+    t0 = _time.monotonic()
+    dog = watchdog.Watchdog(process=lambda: proc, deadline=lambda: deadline, max_tasks=64, wall_timeout_s=9,
+                            on_limit=lambda s, r: events.append((_time.monotonic() - t0, s, r)),
+                            on_gone=lambda: events.append((_time.monotonic() - t0, "gone", "")),
+                            interval_s=0.02)
+    return dog, proc, events
+
+
+def test_watchdog_kills_at_the_process_cap_within_two_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    dog, _, events = _watch(monkeypatch, [10, 30, 63, 20, 62, 63, 64])
+    dog.start()
+    dog.join(5)
+    assert not dog.is_alive()
+    assert [(s, "limits.processes" in r) for _, s, r in events] == [("killed", True)]
+    assert dog.peak_tasks == 63  # a lone sample at the cap (63, then 20) was not enough
+
+
+def test_watchdog_reports_a_gone_sandbox_and_the_wall_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as _time
+
+    dog, proc, events = _watch(monkeypatch, [5])
+    dog.start()
+    proc.code = 139
+    _time.sleep(0.2)
+    dog.stop()
+    dog.join(5)
+    assert [s for _, s, _ in events] == ["gone"]  # once, however long it keeps watching
+    late, _, events = _watch(monkeypatch, [5], deadline=_time.monotonic() - 1)
+    late.start()
+    late.join(5)
+    assert [(s, "limits.wall_timeout" in r) for _, s, r in events] == [("timeout", True)]

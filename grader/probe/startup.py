@@ -1,10 +1,12 @@
 """Code run in the student's kernel before the first student cell (not recorded as a cell).
 
 `startup_source` returns Python source text: nothing from the grader is importable inside
-the sandbox. For now it sets `sys.argv` (so `argparse` sees no arguments) and registers the
-checksums of a CIFAR-10 stand-in so torchvision's own loader accepts it, by running the
-source of `grader.datasets.register_cifar10_checksums` (written to be self-contained for
-exactly this). A later issue adds the evidence probe.
+the sandbox. It sets `sys.argv` (so `argparse` sees no arguments), keeps output messages
+small, maps interactive matplotlib backends (`%matplotlib widget`, `notebook`, `qt`,
+`matplotlib.use('TkAgg')`) to the inline one, and registers the checksums of a CIFAR-10
+stand-in so torchvision's own loader accepts it, by running the source of
+`grader.datasets.register_cifar10_checksums` (written to be self-contained for exactly this).
+The evidence probe (grader/probe/recorder.py) runs after it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,83 @@ def __dllab_flush_often():
 
 __dllab_flush_often()
 del __dllab_flush_often
+
+
+def __dllab_inline_figures():
+    # Interactive matplotlib backends need a browser widget (ipympl, nbagg) or a display (Qt,
+    # Tk) that the grader has not: `%matplotlib widget` fails, `notebook` draws no PNG, and
+    # `matplotlib.use('TkAgg')` raises. Figures are graded from inline PNGs, so those
+    # requests get the inline backend; non-interactive ones (agg, pdf, svg) are kept. Nothing
+    # is printed into the student's cells: the host logs the mapping (execute._backend_notes).
+    import functools
+    import sys
+
+    ip = get_ipython()
+    inline = "module://matplotlib_inline.backend_inline"
+    gui = {gui!r}
+
+    def interactive(name):
+        return name.lower() in gui or name.startswith("module://ipympl")
+
+    try:
+        # IPython registers %matplotlib lazily: the entry would resolve to this wrapper.
+        from IPython.core.magics.pylab import PylabMagics
+        original = PylabMagics(shell=ip).matplotlib
+    except Exception:
+        original = None
+    if original is not None:
+        def matplotlib(line=""):
+            words = line.split()
+            if any(w in ("-l", "--list") for w in words):
+                return original(line)
+            names = [i for i, w in enumerate(words) if not w.startswith("-")]
+            if not names:  # a bare %matplotlib picks a GUI backend
+                words.append("inline")
+            elif interactive(words[names[0]]):
+                words[names[0]] = "inline"
+            return original(" ".join(words))
+        matplotlib.__doc__ = getattr(original, "__doc__", None)
+        ip.register_magic_function(matplotlib, "line", "matplotlib")
+
+    def patch_use():
+        mpl = sys.modules.get("matplotlib")
+        use = getattr(mpl, "use", None)
+        if use is None or getattr(use, "_dllab_inline", False):
+            return
+
+        @functools.wraps(use)
+        def use_inline(backend, *args, **kwargs):
+            if isinstance(backend, str) and interactive(backend):
+                backend = inline
+            return use(backend, *args, **kwargs)
+        use_inline._dllab_inline = True
+        mpl.use = use_inline
+
+    def before_cell(info=None):
+        try:
+            # A cell that names matplotlib may call matplotlib.use() right after importing
+            # it: import it first (the probe's import hook still sees it) to patch `use`.
+            if "matplotlib" not in sys.modules and "matplotlib" in str(getattr(info, "raw_cell", "")):
+                import matplotlib  # noqa: F401
+            patch_use()
+        except Exception as exc:  # never the student's problem
+            print("dllab startup: matplotlib backend patch failed:", repr(exc), file=sys.__stderr__)
+
+    ip.events.register("pre_run_cell", before_cell)
+
+
+__dllab_inline_figures()
+del __dllab_inline_figures
 '''
+
+GUI_BACKENDS = (
+    # %matplotlib GUI loop names
+    "qt", "qt4", "qt5", "qt6", "tk", "gtk", "gtk3", "gtk4", "wx", "osx", "auto",
+    # backends that need a display or a browser widget (matplotlib's interactive ones)
+    "widget", "ipympl", "notebook", "nbagg", "webagg", "macosx", "qtagg", "qtcairo", "qt5agg",
+    "qt5cairo", "tkagg", "tkcairo", "gtk3agg", "gtk3cairo", "gtk4agg", "gtk4cairo", "wxagg", "wxcairo",
+)
+"""Lower-case names mapped to the inline backend in the kernel."""
 
 _CIFAR_TEMPLATE = '''\
 {function_source}
@@ -57,13 +135,17 @@ del register_cifar10_checksums, __dllab_root
 '''
 
 
-def startup_source(*, argv0: str, cifar_roots: Sequence[str] = ()) -> str:
+def startup_source(*, argv0: str, cifar_roots: Sequence[str] = (), script_path: str | None = None) -> str:
     """Source to run first in the kernel.
 
     `argv0` becomes `sys.argv[0]` (the only element); `cifar_roots` are the sandbox paths of
-    mounted CIFAR-10 stand-ins whose manifest checksums torchvision must accept.
+    mounted CIFAR-10 stand-ins whose manifest checksums torchvision must accept;
+    `script_path`, for a `.py` run as cells, becomes `__file__`, as `python script.py` sets it
+    (`os.path.dirname(__file__)` is a common way to find files next to the script).
     """
-    source = _TEMPLATE.format(argv0=argv0, flush_bytes=1 << 20)
+    source = _TEMPLATE.format(argv0=argv0, flush_bytes=1 << 20, gui=sorted(GUI_BACKENDS))
+    if script_path is not None:
+        source += f"__file__ = {script_path!r}\n"
     if cifar_roots:
         from grader.datasets import register_cifar10_checksums
 

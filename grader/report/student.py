@@ -41,6 +41,10 @@ FLAG_TEXT = {
     "time-unknown": "the submission time is unknown, so no late penalty was applied",
     "time-in-future": "the submission time is later than the grading time (a wrong clock), so it was not used",
     "past-max-days": "submitted later than late work is accepted",
+    "kernel-exit": "a notebook ended itself (exit(), sys.exit(), os._exit()) before its last cell",
+    "kernel-crash": "a notebook's kernel crashed (for example a segmentation fault)",
+    "missing-package": "a module your code imports is not installed on the grader; a TA will look at it",
+    "needs-gpu": "your code needs a GPU the grader did not have; a TA will grade it again on one",
     **INTAKE_FLAG_TEXT,
 }
 

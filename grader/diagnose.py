@@ -1,0 +1,271 @@
+"""Why a run went wrong, in words a TA can act on: how the kernel ended (an exit the
+student's code asked for, a crash, a limit) and what the grading machine lacked (a package,
+a GPU, the network).
+
+Pure functions over cell records, execute replies, exit statuses and notebook sources: no
+kernel and no I/O, so each rule is tested on in-memory data (tests/test_diagnose.py).
+`execute` uses them while a run is going on, `pipeline` to set the grade's flags.
+
+Flags (codes on the Grade) and what the TA can do about each:
+
+* `kernel-exit`: the code ended its own kernel (`exit()`, `quit()`, `sys.exit()`, `raise
+  SystemExit`, `os._exit()`) before its last cell, or with a failure status; the cells after
+  it did not run. Nothing the grader can change: remove the call and grade again if it was
+  left in by mistake.
+* `kernel-crash`: the kernel was killed by a signal the grader did not send (a segmentation
+  fault in a C extension, `os.abort()`, the machine's out-of-memory killer).
+* `sandbox-limit`: a limit of the rubric's `limits:` stopped a cell or the run (time, memory,
+  processes, disk, shared memory, output); the message names the limit and its rubric key.
+* `missing-package`: an import failed because the module is not installed on the grader
+  (nor a file of the submission); install it into the grader's environment and grade again.
+* `needs-gpu`: the code uses CUDA unconditionally and the run had no GPU; grade the
+  student again on a GPU machine with `--gpus`.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+StopKind = Literal["exit", "crash", "limit"]
+
+STOP_FLAGS: dict[str, str] = {"exit": "kernel-exit", "crash": "kernel-crash", "limit": "sandbox-limit"}
+"""The grade flag for each way a run can stop early."""
+
+ENVIRONMENT_FLAGS = ("missing-package", "needs-gpu")
+
+FLAG_HELP: dict[str, str] = {
+    "kernel-exit": "the code ended its own kernel (exit(), sys.exit(), os._exit()) before its last "
+                   "cell or with a failure status; the cells after it did not run",
+    "kernel-crash": "the kernel crashed (a signal the grader did not send: segmentation fault, "
+                    "os.abort(), the machine's out-of-memory killer)",
+    "missing-package": "a module the code imports is not installed on the grader; install it and "
+                       "grade again",
+    "needs-gpu": "the code needs a CUDA GPU and the run had none; grade again on a GPU machine with --gpus",
+}
+"""One line per flag this module raises, for the TA's views."""
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a run stopped before its last cell, or how its kernel ended."""
+
+    kind: StopKind
+    what: str
+    """What happened, to follow "cell 3 ...": "called exit()", "crashed with SIGSEGV (...)"."""
+    ename: str
+    """The name recorded as the cell's error: "SystemExit", the signal's name, "SandboxLimit"."""
+    code: int | None = None
+    """The exit status for an exit; None otherwise."""
+
+    @property
+    def clean(self) -> bool:
+        """An exit with status 0: the code meant to stop there."""
+        return self.kind == "exit" and self.code == 0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something the grading machine lacked, found from a failing cell."""
+
+    code: str
+    """`missing-package` or `needs-gpu`."""
+    cell: int
+    """The cell's index in the notebook (markdown cells count)."""
+    label: str
+    """The cell as the student sees it: "cell 3" (its execution count)."""
+    subject: str
+    """The missing module, or "CUDA"."""
+    message: str
+    """One or two sentences for the TA."""
+
+
+# --------------------------------------------------------------------- cell names
+
+
+def cell_numbers(cells: Sequence[Mapping[str, Any]]) -> dict[int, int]:
+    """Index in the notebook -> the number the student sees in `In [n]` when the notebook is
+    run top to bottom: each non-empty code cell counts once (markdown and empty cells don't)."""
+    numbers: dict[int, int] = {}
+    n = 0
+    for i, cell in enumerate(cells):
+        if cell.get("cell_type") == "code" and str(cell.get("source", "")).strip():
+            n += 1
+            numbers[i] = n
+    return numbers
+
+
+def cell_label(cells: Sequence[Mapping[str, Any]], index: int) -> str:
+    """"cell 3": the execution count a cell had (or would have had), as the feedback names
+    failing cells; "cell #7" (its position) only for a cell that is not a code cell."""
+    count = cells[index].get("execution_count") if 0 <= index < len(cells) else None
+    if isinstance(count, int) and count > 0:
+        return f"cell {count}"
+    number = cell_numbers(cells).get(index)
+    return f"cell {number}" if number is not None else f"cell #{index + 1}"
+
+
+# ------------------------------------------------------------ exits and crashes
+
+
+def exit_request(reply: Mapping[str, Any]) -> Ending | None:
+    """The exit a cell asked for while its kernel kept running, from its execute_reply content.
+
+    `exit()`/`quit()` reach ipykernel as an `ask_exit` payload (ipykernel 7 keeps running,
+    older ones stop 0.1 s after replying); `sys.exit(n)`/`raise SystemExit(n)` are caught by
+    IPython and come back as an error named SystemExit whose value is the status.
+    """
+    for item in reply.get("payload") or ():
+        if isinstance(item, Mapping) and item.get("source") == "ask_exit" and not item.get("keepkernel"):
+            return Ending("exit", "called exit() (or quit())", "SystemExit", 0)
+    if reply.get("status") == "error" and reply.get("ename") == "SystemExit":
+        value = str(reply.get("evalue", "")).strip()
+        if value in ("", "None", "0"):
+            return Ending("exit", f"called sys.exit({'' if value == 'None' else value})", "SystemExit", 0)
+        code = int(value) if re.fullmatch(r"-?\d+", value) else 1
+        return Ending("exit", f"called sys.exit({value if code != 1 or value == '1' else repr(value)}), "
+                              f"a failure exit with status {code}", "SystemExit", code)
+    return None
+
+
+_SIGNAL_WORDS = {
+    "SIGSEGV": "a segmentation fault, usually from ctypes or a C extension",
+    "SIGBUS": "a bus error: a C extension, or shared memory (/dev/shm) that ran out",
+    "SIGILL": "an illegal instruction: a library built for another processor",
+    "SIGFPE": "an arithmetic fault in C code",
+    "SIGABRT": "an abort: os.abort() or a failed check inside C code",
+    "SIGKILL": "killed from outside the grader's own limits, most likely by the machine's "
+               "out-of-memory killer: the machine ran short of memory (fewer --workers may help)",
+}
+
+
+def process_ending(returncode: int | None) -> Ending:
+    """How the kernel ended, from the sandbox's exit status (bwrap exits with 128 + N when
+    the process it runs was killed by signal N, as a shell does; Popen gives -N)."""
+    if returncode is None:
+        return Ending("crash", "stopped answering (its exit status could not be read)", "KernelDied")
+    signum = -returncode if returncode < 0 else returncode - 128 if 128 < returncode <= 128 + 64 else 0
+    if signum:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        words = _SIGNAL_WORDS.get(name)
+        return Ending("crash", f"crashed with {name}" + (f" ({words})" if words else ""), name)
+    if returncode == 0:
+        return Ending("exit", "ended the kernel with exit status 0 (os._exit(0) or exit() in an "
+                              "older ipykernel)", "SystemExit", 0)
+    return Ending("exit", f"ended the kernel with exit status {returncode} (os._exit({returncode}) "
+                          f"or a library that exits the process)", "SystemExit", returncode)
+
+
+# ------------------------------------------------------ what the machine lacked
+
+_NO_MODULE = re.compile(r"No module named '([^']+)'")
+_CUDA_WORDS = (
+    "torch not compiled with cuda enabled", "found no nvidia driver", "no cuda gpus are available",
+    "no cuda-capable device is detected", "cuda driver initialization failed",
+    "attempting to deserialize object on a cuda device", "cuda is not available",
+    "the nvidia driver on your system is too old", "cudagetdevicecount",
+)
+_PIP = re.compile(r"^\s*(?:!|%)\s*(?:\{[^}]*\}\s+-m\s+|python3?\s+-m\s+)?(?:pip3?|conda|mamba)\s+install\s+(.+)$",
+                  re.MULTILINE)
+_PIP_CALL = re.compile(r"\bpip3?['\"]?\s*,\s*['\"]install['\"]|-m\s+pip\s+install|\bpip3?\s+install\b")
+
+
+def pip_installs(sources: Sequence[str]) -> dict[str, int]:
+    """Packages a notebook tries to install (`!pip install x`, `%pip install x`, `%conda
+    install x`, `!{sys.executable} -m pip install x`) -> the index of the first cell doing so."""
+    found: dict[str, int] = {}
+    for i, src in enumerate(sources):
+        for m in _PIP.finditer(src):
+            for word in m.group(1).split():
+                if word.startswith("-") or "=" in word and word.startswith("--"):
+                    continue
+                name = re.split(r"[<>=!~\[;@ ]", word, maxsplit=1)[0].strip("'\"").lower()
+                if name and name not in found:
+                    found[name] = i
+    return found
+
+
+def _import_name(package: str) -> str:
+    """A pip distribution name as the module it installs, for the common mismatches."""
+    known = {"scikit-learn": "sklearn", "opencv-python": "cv2", "opencv-python-headless": "cv2",
+             "pillow": "PIL", "pyyaml": "yaml", "python-docx": "docx", "beautifulsoup4": "bs4"}
+    return known.get(package, package.replace("-", "_"))
+
+
+def environment_problems(errors: Sequence[Mapping[str, Any]], cells: Sequence[Mapping[str, Any]], *,
+                         submitted_modules: Sequence[str] = (), has_gpu: bool = False) -> list[Problem]:
+    """Failing cells whose cause is the grading machine, not the student's code.
+
+    `errors` are the failing cells (`index`, `ename`, `evalue`); `cells` the notebook's
+    cells; `submitted_modules` the module names the submission's own .py files provide (a
+    missing one of those is the student's mistake, not the grader's); `has_gpu` whether the
+    run was given a GPU. One problem per module or per GPU need, at its first cell.
+    """
+    sources = [str(c.get("source", "")) if c.get("cell_type") == "code" else "" for c in cells]
+    pips = {_import_name(p): (p, i) for p, i in pip_installs(sources).items()}
+    own = {m.split(".")[0] for m in submitted_modules}
+    out: list[Problem] = []
+    seen: set[str] = set()
+    for err in errors:
+        index = err.get("index")
+        if not isinstance(index, int):
+            continue
+        ename, evalue = str(err.get("ename", "")), str(err.get("evalue", ""))
+        label = cell_label(cells, index)
+        m = _NO_MODULE.search(evalue) if ename in ("ModuleNotFoundError", "ImportError") else None
+        if m:
+            module = m.group(1).split(".")[0]
+            if module in own or module in seen:
+                continue
+            seen.add(module)
+            msg = (f"{label} imports {module}, which is not installed on the grading machine: install it "
+                   f"into the grader's environment (pip install {module}) and grade this student again")
+            if module in pips:
+                package, at = pips[module]
+                msg += (f"; the notebook runs `pip install {package}` in {cell_label(cells, at)}, which cannot "
+                        f"work in the sandbox (no network)")
+            out.append(Problem("missing-package", index, label, module, msg + "."))
+            continue
+        text = f"{ename}: {evalue}".lower()
+        if not has_gpu and "cuda" not in seen and any(w in text for w in _CUDA_WORDS):
+            seen.add("cuda")
+            out.append(Problem(
+                "needs-gpu", index, label, "CUDA",
+                f"{label} uses CUDA (.cuda(), device='cuda' or a GPU checkpoint) and this run had no GPU: "
+                f"grade this student again on a machine with a GPU (dllab grade ... --gpus 0); the "
+                f"cells that depend on it failed for that reason, not for the student's code."))
+    return out
+
+
+def run_flags(ev: Mapping[str, Any]) -> set[str]:
+    """The grade flags one evidence record (evidence.json) calls for.
+
+    Evidence written before these fields existed falls back to the status alone.
+    """
+    flags: set[str] = set()
+    status = ev.get("status")
+    stop = ev.get("stop") if isinstance(ev.get("stop"), Mapping) else None
+    if stop and stop.get("kind") in STOP_FLAGS:
+        flags.add(STOP_FLAGS[stop["kind"]])
+    elif status == "killed":
+        flags.add("sandbox-limit")
+    if status == "timeout":
+        flags.add("sandbox-limit")
+    problems = [p for p in ev.get("environment") or () if isinstance(p, Mapping)]
+    flags.update(str(p["code"]) for p in problems if p.get("code") in ENVIRONMENT_FLAGS)
+    errors = [e for e in ev.get("errors") or () if isinstance(e, Mapping)]
+    explained = {p.get("cell") for p in problems}
+    if stop and stop.get("kind") == "exit":
+        explained.add(stop.get("cell"))
+    # A failing cell the environment explains, and the cascade after it, are not the
+    # student's bug; an unexplained failure before it is.
+    first = next((e for e in errors if e.get("ename") not in ("timeout",)), None)
+    if status == "error" and (first is None and not stop or first is not None and first.get("index") not in explained):
+        flags.add("notebook-error")
+    return flags

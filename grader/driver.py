@@ -1,0 +1,501 @@
+"""Drives one sandboxed kernel: starts it, runs the cells, and stops it whatever happens.
+
+`execute.run_notebook`/`run_script` prepare a run and write its result; this module is the
+part that talks to the kernel (nbclient, in the grader's process) while a watchdog thread
+watches the sandbox from outside (grader/watchdog.py). Its one promise: every run ends in a
+result, in bounded time, with no process of its sandbox left behind. A limit, the kernel's
+death or its own exit stops the run at once (the cell being awaited is cancelled), and every
+later wait (shutdown, reaping, the driver's own thread) has a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from nbclient.exceptions import DeadKernelError
+from nbformat import NotebookNode
+
+from grader import diagnose, sandbox
+from grader.execute import (
+    PROBE_DIR_TOKEN,
+    TEARDOWN_TIMEOUT_S,
+    CellRecord,
+    MiB,
+    RunStatus,
+    SandboxLimits,
+    SandboxSpec,
+    _CappedClient,
+    _is_cifar,
+    _limit_from_error,
+    _Log,
+    _max_message,
+    _one_line,
+    _sandbox_env,
+    _SandboxKernelManager,
+)
+from grader.probe.startup import startup_source
+from grader.watchdog import Watchdog, wall_time_reason
+
+KILL_GRACE_S = 10.0
+"""After a kill or the kernel's death, how long the cell being awaited gets to wind down."""
+SHUTDOWN_TIMEOUT_S = 15.0
+"""nbclient's kernel shutdown; the sandbox is killed and reaped afterwards in any case."""
+REAP_TIMEOUT_S = 10.0
+"""Waiting for the killed sandbox (bwrap) and every process in its PID namespace to go."""
+ABANDON_GRACE_S = 60.0
+"""Past its whole budget the run is killed; if its driver still has not returned this long
+after, the run's result is written without it (its thread is left behind, blocked)."""
+
+
+class Runner:
+    """Starts the sandboxed kernel and drives it cell by cell; holds the run's state.
+
+    Three threads touch a run: the event loop (nbclient, in `run_bounded`'s thread), the
+    watchdog (limits and liveness, from outside) and the log drain. Every kill goes through
+    `kill`, which also wakes the event loop: whatever it was awaiting is cancelled at once,
+    so a kill always ends in a result, and every wait after it is bounded.
+    """
+
+    def __init__(self, nb: NotebookNode, rel: str, *, run_dir: Path, submission_dir: Path,
+                 spec: SandboxSpec, limits: SandboxLimits, uid: int | None, log: _Log,
+                 started: float) -> None:
+        self.nb, self.rel, self.run_dir, self.spec, self.limits = nb, rel, run_dir, spec, limits
+        self.uid, self.log, self.started = uid, log, started
+        self.submission_dir = submission_dir
+        self.records: list[CellRecord] = []
+        self.startup_s = 0.0
+        self.figures_kept = self.figures_dropped = 0
+        self.total_bytes = 0
+        self.truncated = False
+        self.kill_status: tuple[RunStatus, str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stop: dict[str, Any] | None = None
+        self.outcome: tuple[RunStatus, str] | None = None
+        self.phase = "start"
+        """start, cells, teardown or done: the wall time applies to the first two only."""
+        self.peak_processes = 0
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._watchdog: Watchdog | None = None
+        self._drain: threading.Thread | None = None
+        self._numbers = diagnose.cell_numbers(nb.cells)
+
+    # -- kill paths shared by the watchdog thread, the event loop and `run_bounded`
+
+    def kill(self, status: RunStatus, reason: str) -> None:
+        """Kill the sandbox for a limit (`reason` names it) and wake the event loop."""
+        with self._lock:
+            if self.kill_status is None:
+                self.kill_status = (status, reason)
+                self.log.write(f"killing the sandbox: {reason}")
+            if self.proc is not None:
+                sandbox.kill_group(self.proc.pid)
+        self.wake()
+
+    def wake(self) -> None:
+        """Make the event loop stop awaiting the kernel (thread-safe)."""
+        loop, event = self._loop, self._wake
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
+                loop.call_soon_threadsafe(event.set)
+
+    def _on_gone(self) -> None:
+        # The kernel's process ended on its own (exit, crash): nbclient would notice within a
+        # second, except after interrupting a timed-out cell, when it waits another timeout.
+        if self.phase != "done":
+            self.log.write(f"the sandbox exited (status {self.proc.returncode if self.proc else '?'})")
+            self.wake()
+
+    def _wall_deadline(self) -> float | None:
+        if self.phase not in ("start", "cells"):
+            return None
+        return time.monotonic() + self._deadline_left()
+
+    def _deadline_left(self) -> float:
+        return self.started + self.limits.wall_timeout_s - time.time()
+
+    def reap(self) -> None:
+        """Kill the sandbox and wait, bounded, until it and everything in its PID namespace
+        is gone (reaped, so no zombie is left); what is still there is logged."""
+        if self.proc is None:
+            return
+        sandbox.kill_group(self.proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=REAP_TIMEOUT_S)
+        if self.proc.returncode is None:
+            self.log.write(f"the sandbox (pid {self.proc.pid}) did not exit within {REAP_TIMEOUT_S:g} s of SIGKILL")
+        pidns = self._watchdog.pidns if self._watchdog is not None else None
+        if pidns is not None:
+            left = sandbox.kill_namespace(pidns, timeout_s=REAP_TIMEOUT_S)
+            if left:
+                self.log.write(f"{len(left)} sandbox processes were still alive after the run: {left[:20]}")
+        if self._drain is not None:
+            self._drain.join(timeout=5)
+
+    # -- the command
+
+    def _command(self, conn_file: str) -> tuple[list[str], str]:
+        """The launch command and the host folder it starts in."""
+        kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", conn_file,
+                  "--HistoryManager.hist_file=:memory:"]
+        staged = self.run_dir / "submission"
+        sandbox.stage_submission(self.submission_dir, staged)
+        # Jupyter starts a kernel in its notebook's folder: imports of the student's own
+        # modules next to it, and relative data paths, resolve from there.
+        workdir = str(PurePosixPath(self.rel).parent)
+        workdir = "" if workdir == "." else workdir
+        if self.spec.sandbox == "none":
+            for inside, host in self.spec.mounts.items():
+                if not inside.startswith("/") and not (staged / inside).exists():
+                    (staged / inside).parent.mkdir(parents=True, exist_ok=True)
+                    (staged / inside).symlink_to(host)
+            # A student's own machine (macOS has no prlimit): limits are best effort there.
+            prefix = sandbox.rlimit_prefix(self.limits) if shutil.which("prlimit") else []
+            if not prefix:
+                self.log.write("prlimit is not available: memory, process and file limits are not set")
+            return [*prefix, *kernel], str(staged / workdir)
+        sandbox.check_mounts(self.spec.mounts, other_uid=self.uid is not None)
+        kernel_dir = Path(conn_file).parent
+        env = _sandbox_env(self.spec)
+        cmd = sandbox.build_command(
+            kernel, run_dir=self.run_dir, kernel_dir=kernel_dir, submission=staged,
+            mounts=self.spec.mounts, limits=self.limits, env=env, uid=self.uid,
+            gpus=self.spec.gpus, bwrap=sandbox.bwrap_path() or "bwrap", workdir=workdir)
+        return cmd, str(self.run_dir)
+
+    async def run(self, startup_code: str | None,
+                  teardown_code: str | None = None) -> tuple[RunStatus, str]:
+        kernel_dir = self.run_dir / "k"
+        kernel_dir.mkdir(mode=0o700)
+        if self.uid is not None:
+            os.chown(kernel_dir, self.uid, self.uid)
+        # The one folder the sandbox writes that the grader reads afterwards (the probe's
+        # events and figures); `_harvest` copies it out with caps, then it is deleted.
+        probe_dir = kernel_dir / "probe"
+        probe_dir.mkdir(mode=0o700)
+        if self.uid is not None:
+            os.chown(probe_dir, self.uid, self.uid)
+        if startup_code:
+            startup_code = startup_code.replace(PROBE_DIR_TOKEN, str(probe_dir))
+        if teardown_code:
+            teardown_code = teardown_code.replace(PROBE_DIR_TOKEN, str(probe_dir))
+        conn_file = str(kernel_dir / "kernel.json")
+        try:
+            cmd, cwd = self._command(conn_file)
+        except OSError as exc:  # e.g. a file in the submission that cannot be copied
+            return "not-run", f"could not stage the submission: {_one_line(exc)}"
+        self.log.write("command: " + " ".join(cmd))
+        km = _SandboxKernelManager(transport="ipc", ip=str(kernel_dir / "s"),
+                                   connection_file=conn_file)
+        km.launch_cmd = cmd
+        km.kernel_dir_owner = self.uid
+        # The biggest single message the driver accepts from the kernel: ZeroMQ drops a
+        # bigger one with its connection instead of filling the grader's memory (the run is
+        # then ended, see _cells; the kernel's own stdout flushes every MiB, see startup).
+        km.client_context = zmq.asyncio.Context()
+        km.client_context.setsockopt(zmq.MAXMSGSIZE, _max_message(self.limits))
+        client = _CappedClient(self.nb, km=km, runner=self, kernel_name="python3",
+                               timeout=int(self.limits.cell_timeout_s), allow_errors=True,
+                               record_timing=True, interrupt_on_timeout=True,
+                               startup_timeout=int(self.limits.startup_timeout_s),
+                               shutdown_kernel="immediate", iopub_timeout=10)
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        self._watchdog = Watchdog(
+            process=lambda: self.proc, deadline=self._wall_deadline,
+            max_tasks=self.limits.max_processes if self.spec.sandbox == "bwrap" else 0,
+            wall_timeout_s=self.limits.wall_timeout_s, on_limit=self.kill, on_gone=self._on_gone)
+        self._watchdog.start()
+        drive = asyncio.ensure_future(self._drive(client, km, cwd, startup_code, teardown_code))
+        woken = asyncio.ensure_future(self._wake.wait())
+        outcome: tuple[RunStatus, str] | None = None
+        failure: BaseException | None = None
+        try:
+            await asyncio.wait({drive, woken}, return_when=asyncio.FIRST_COMPLETED)
+            if not drive.done():  # a kill or the kernel's death: stop awaiting the kernel
+                drive.cancel()
+                await asyncio.wait({drive}, timeout=KILL_GRACE_S)
+            if drive.done() and not drive.cancelled():
+                failure = drive.exception()
+                outcome = None if failure is not None else drive.result()
+        finally:
+            woken.cancel()
+            self.phase = "done"
+            self._watchdog.stop()
+            self.peak_processes = self._watchdog.peak_tasks
+            await self._shutdown(client, km)
+        if failure is not None:  # a grader bug, not the student's: the batch records it as such
+            self.log.write(f"the run's driver failed: {_one_line(failure)}")
+            raise failure
+        outcome = outcome or self.outcome
+        if self.kill_status is not None and (outcome is None or outcome[0] not in ("killed", "timeout")):
+            # Killed before any cell result, or after the cells (in the teardown): the limit
+            # stands, since the student's processes reached it.
+            outcome = self._killed_after() if self.records else self.kill_status
+        return outcome or self._lost_kernel()
+
+    async def _drive(self, client: _CappedClient, km: _SandboxKernelManager, cwd: str,
+                     startup_code: str | None, teardown_code: str | None) -> tuple[RunStatus, str]:
+        try:
+            await client.async_start_new_kernel(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd)
+            self.proc = km.provisioner.process  # type: ignore[union-attr]
+            if self.kill_status is not None:  # the watchdog fired during the launch
+                self.kill(*self.kill_status)
+            self._drain = threading.Thread(target=self.log.drain, args=(self.proc.stdout,),
+                                           name="dllab-log", daemon=True)
+            self._drain.start()
+            await client.async_start_new_kernel_client()
+        except Exception as exc:
+            self._wall_time_up()
+            return self.kill_status or ("not-run", f"the kernel did not start: {_one_line(exc)}")
+        try:
+            await self._startup(client, startup_code)
+        except Exception as exc:
+            self._wall_time_up()
+            return self.kill_status or ("not-run", f"the startup code failed: {_one_line(exc)}")
+        self.startup_s = time.time() - self.started
+        self.phase = "cells"
+        self.outcome = await self._cells(client)
+        if teardown_code and self.kill_status is None and self.outcome[0] != "killed" \
+                and self.proc.poll() is None:
+            self.phase = "teardown"  # its own clock, not the notebook's wall time
+            await self._teardown(client, teardown_code)
+        return self.outcome
+
+    async def _shutdown(self, client: _CappedClient, km: _SandboxKernelManager) -> None:
+        """Shut the kernel down, then kill and reap the sandbox, every step bounded."""
+        try:
+            await asyncio.wait_for(client._async_cleanup_kernel(), SHUTDOWN_TIMEOUT_S)
+        except (Exception, asyncio.CancelledError) as exc:  # the sandbox is killed below anyway
+            self.log.write(f"kernel shutdown did not finish: {_one_line(exc)}")
+        self.reap()
+        km.client_context.destroy(linger=0)
+
+    def _wall_time_up(self) -> None:
+        """Kill for the wall time if it is over: a wait bounded by the deadline (the startup
+        code's) may fail a moment before the watchdog's next sample sees it."""
+        if self._deadline_left() <= 0.5:
+            self.kill("timeout", wall_time_reason(self.limits.wall_timeout_s))
+
+    def _lost_kernel(self) -> tuple[RunStatus, str]:
+        """The outcome when the driver was cancelled before any cell result (kernel start)."""
+        code = self.proc.poll() if self.proc is not None else None
+        return "not-run", (f"the kernel did not start: the sandbox exited with status {code} (see log.txt)"
+                           if code is not None else "the kernel did not start in time")
+
+    async def _startup(self, client: _CappedClient, startup_code: str | None) -> None:
+        cifar = [inside if inside.startswith("/") else f"{sandbox.CWD}/{inside}"
+                 for inside, host in self.spec.mounts.items() if _is_cifar(Path(host))]
+        if self.spec.sandbox == "none":
+            cifar = [host for host in self.spec.mounts.values() if _is_cifar(Path(host))]
+        script = None
+        if self.rel.lower().endswith(".py"):
+            base = str(self.run_dir / "submission") if self.spec.sandbox == "none" else sandbox.CWD
+            script = f"{base}/{self.rel}"
+        codes = [startup_source(argv0=PurePosixPath(self.rel).name, cifar_roots=cifar, script_path=script)]
+        if startup_code:
+            codes.append(startup_code)
+        for code in codes:
+            reply = await client.kc.execute_interactive(
+                code, store_history=False,
+                timeout=max(1.0, min(self.limits.startup_timeout_s, self._deadline_left())),
+                output_hook=self.log.kernel_output, allow_stdin=False)
+            if reply["content"].get("status") != "ok":
+                self.log.write(f"startup code failed: {reply['content'].get('ename')}: "
+                               f"{reply['content'].get('evalue')}")
+
+    async def _teardown(self, client: _CappedClient, code: str) -> None:
+        """Run the teardown code; whatever happens to it is only logged."""
+        t0 = time.monotonic()
+        try:
+            reply = await client.kc.execute_interactive(
+                code, store_history=False, timeout=TEARDOWN_TIMEOUT_S,
+                output_hook=self.log.kernel_output, allow_stdin=False)
+        except Exception as exc:  # a timeout, a dead kernel: the run's result stands
+            self.log.write(f"teardown code did not finish: {_one_line(exc)}")
+            return
+        if reply["content"].get("status") != "ok":
+            self.log.write(f"teardown code failed: {reply['content'].get('ename')}: "
+                           f"{reply['content'].get('evalue')}")
+        self.log.write(f"teardown took {time.monotonic() - t0:.1f} s")
+
+    # -- the cells
+
+    def _label(self, index: int) -> str:
+        return diagnose.cell_label(self.nb.cells, index)
+
+    def _after(self, index: int) -> int:
+        """Code cells after `index` that will not run."""
+        return sum(1 for i in self._numbers if i > index)
+
+    def _stopped(self, kind: str, index: int, what: str) -> str:
+        """Record that the run stopped at cell `index`; returns the reason for the TA."""
+        label = self._label(index)
+        n = self._after(index)
+        rest = f"; the {n} cell{'s' if n != 1 else ''} after it did not run" if n else ""
+        if kind == "exit":
+            reason = f"{label} {what}{rest}"
+        elif kind == "crash":
+            reason = f"the kernel {what} during {label}{rest}"
+        else:
+            reason = f"{label} was stopped: {what}{rest}"
+        self.stop = {"kind": kind, "cell": index, "label": label, "reason": reason}
+        return reason
+
+    async def _cells(self, client: _CappedClient) -> tuple[RunStatus, str]:
+        status: RunStatus = "ok"
+        reason = ""
+        stopped: tuple[RunStatus, str] | None = None
+        for index, cell in enumerate(self.nb.cells):
+            if cell.cell_type != "code" or not cell.source.strip():
+                continue
+            if stopped is not None or self.kill_status is not None:
+                self.records.append(CellRecord(index, "not-run", 0.0))
+                continue
+            client.timeout = max(1, int(min(self.limits.cell_timeout_s, self._deadline_left())))
+            t0 = time.monotonic()
+            # Whether the kernel was still there when this cell was sent: if not, what ended
+            # it ran in the previous cell (a thread it started, an older ipykernel's exit()).
+            # The kernel's own "busy" message cannot tell: os._exit() loses it.
+            alive = self.proc is None or self.proc.poll() is None
+            try:
+                await client.async_execute_cell(cell, index)
+            except (DeadKernelError, asyncio.CancelledError, RuntimeError):
+                # None: a clean os._exit(0) in the last cell, and no cell is left to run
+                stopped = self._kernel_gone(client, cell, index, time.monotonic() - t0, sent=alive)
+                continue
+            finally:
+                client.add_markers(cell)
+            record = client.record(cell, index, time.monotonic() - t0)
+            limit = _limit_from_error(record, self.limits)
+            ending = diagnose.exit_request(client.replies.get(index, {}))
+            if "iopub.status.idle" not in cell.metadata.get("execution", {}):
+                # The reply came but the output stream never finished: the kernel sent a
+                # message over MAXMSGSIZE and ZeroMQ dropped the connection.
+                self.truncated = True
+                why = self._stopped("limit", index, f"an output message over "
+                                    f"{_max_message(self.limits) // MiB} MiB was sent; later output "
+                                    f"cannot be recorded")
+                stopped = ("killed", why)
+                self.kill(*stopped)
+            elif limit is not None:
+                stopped = ("killed", self._stopped("limit", index, limit))
+                self.kill(*stopped)
+            elif ending is not None and (not ending.clean or self._after(index)):
+                # The code asked to stop here: the cells after it are not run, as they would
+                # not be in Jupyter's "Run All" or `python script.py`; the kernel lives on, so
+                # the teardown still captures what was trained.
+                why = self._stopped("exit", index, ending.what)
+                record = dataclasses.replace(record, status="error", ename="SystemExit", evalue=why)
+                stopped = ("error", why)
+            elif ending is not None:  # a clean exit in the last cell: a normal end
+                self.log.write(f"{self._label(index)} {ending.what} as its last cell")
+                record = dataclasses.replace(record, status="ok", ename="", evalue="", traceback="")
+            elif record.status == "timeout" and status != "timeout":
+                status, reason = "timeout", (f"{self._label(index)} ran past the cell time limit of "
+                                             f"{self.limits.cell_timeout_s:g} s (rubric limits.cell_timeout) "
+                                             f"and was interrupted")
+            elif record.status == "error" and status == "ok":
+                status, reason = "error", f"{self._label(index)} raised {record.ename}: {record.evalue}"[:300]
+            self.records.append(record)
+        if stopped is not None:
+            return stopped
+        if self.kill_status is not None:  # killed between two cells
+            return self._killed_after()
+        return status, reason
+
+    def _killed_after(self) -> tuple[RunStatus, str]:
+        """The outcome of a kill that came when no cell was running (between two cells, in
+        the teardown): the stop is placed after the last cell that ran."""
+        assert self.kill_status is not None
+        status, what = self.kill_status
+        last = max((r.index for r in self.records if r.status != "not-run"), default=None)
+        if last is None:
+            return status, what
+        label = self._label(last)
+        n = self._after(last)
+        rest = f"; the {n} cell{'s' if n != 1 else ''} after it did not run" if n else ""
+        reason = f"stopped after {label}: {what}{rest}"
+        self.stop = {"kind": "limit", "cell": last, "label": label, "reason": reason}
+        return status, reason
+
+    def _kernel_gone(self, client: _CappedClient, cell: NotebookNode, index: int,
+                     duration: float, *, sent: bool) -> tuple[RunStatus, str] | None:
+        """The kernel died or was killed while `cell` was awaited: record which cell ended it.
+        `sent`: the kernel was alive when this cell was sent to it. None when that was a
+        clean exit in the last cell: the run ended normally."""
+        previous = next((r for r in reversed(self.records) if r.status != "not-run"), None)
+        at = index
+        if not sent and previous is not None and self.kill_status is None:
+            at = previous.index
+            self.records.remove(previous)
+            self.records.append(CellRecord(index, "not-run", 0.0))
+            duration = previous.duration_s
+        elif cell.get("execution_count") is None:
+            cell.execution_count = self._numbers.get(index)  # it ran: show the number it had
+        timed_out = at in client.timed_out
+        if self.kill_status is not None:
+            status, what = self.kill_status
+            ending = diagnose.Ending("limit", what, "SandboxLimit")
+        else:
+            code = None
+            if self.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    code = self.proc.wait(timeout=5)
+            ending = diagnose.process_ending(code)
+            if ending.clean and not self._after(at):  # os._exit(0) as the very last thing
+                self.log.write(f"{self._label(at)} {ending.what} as its last cell")
+                self.records.append(CellRecord(at, "ok", round(duration, 3)))
+                return None
+            status = "error" if ending.kind == "exit" else "killed"
+        why = self._stopped(ending.kind, at, ending.what)
+        self.records.append(CellRecord(at, "timeout" if timed_out else "error", round(duration, 3),
+                                       ending.ename, why))
+        return status, why
+
+
+def run_bounded(runner: Runner, startup_code: str | None,
+                teardown_code: str | None) -> tuple[RunStatus, str]:
+    """Run `runner.run` on an event loop of its own thread and wait for it, bounded.
+
+    A thread also when the caller has a loop running (Jupyter, dask). The wait is the run's
+    whole budget (kernel start, wall time, teardown, shutdown); past it the sandbox is
+    killed, and if the driver still does not return (a library call blocked for good), the
+    result is built without it, so a worker never waits forever on one student.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(runner.run(startup_code, teardown_code))
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    budget = (runner.limits.startup_timeout_s + runner.limits.wall_timeout_s + TEARDOWN_TIMEOUT_S
+              + KILL_GRACE_S + SHUTDOWN_TIMEOUT_S + 2 * REAP_TIMEOUT_S)
+    t = threading.Thread(target=target, name="dllab-run", daemon=True)
+    t.start()
+    t.join(budget)
+    if t.is_alive():
+        runner.kill("timeout", f"the run went past its whole time budget of {budget:g} s")
+        t.join(ABANDON_GRACE_S)
+    if t.is_alive():
+        runner.log.write("the run's driver did not return after the sandbox was killed; it was abandoned")
+        runner.reap()
+        assert runner.kill_status is not None
+        return runner.kill_status
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

@@ -1,0 +1,90 @@
+"""A thread that watches one sandboxed run from outside: its process count, its wall time
+and whether its sandbox is still alive, every WATCH_INTERVAL_S seconds.
+
+Why a thread: the limits must be acted on when they are reached, whatever the kernel and
+the event loop driving it are doing. A fork bomb that sits at RLIMIT_NPROC keeps every
+process spinning and may never let the kernel answer, and nbclient, after interrupting a
+cell that timed out, waits a whole further cell timeout without checking that the kernel
+is alive. Checking only at the end of a cell therefore stopped such a run after one or two
+cell timeouts (an hour with the lab's rubric) instead of a second.
+
+Only the standard library and `sandbox` are used, like sandbox.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from grader import sandbox
+
+WATCH_INTERVAL_S = 0.5
+"""How often the process count, the deadline and the sandbox's liveness are sampled."""
+PROCESS_SLACK = 2
+"""The cap counts at most this many fewer tasks than RLIMIT_NPROC: bwrap's init is root's."""
+SAMPLES_AT_CAP = 2
+"""Consecutive samples at the cap before the run is killed (about a second): a fork bomb
+stays there, a program that only touched it once got an error it can handle."""
+
+
+def wall_time_reason(wall_timeout_s: float) -> str:
+    """The reason of a run stopped at its wall time (`wall_timeout_s` seconds)."""
+    return f"the notebook ran past its wall time of {wall_timeout_s:g} s (rubric limits.wall_timeout)"
+
+
+class Watchdog(threading.Thread):
+    """Calls `on_limit(status, reason)` when the run reaches its process cap or its deadline,
+    and `on_gone()` when the sandbox process has exited; stops at `stop()`.
+
+    `process` returns the sandbox's Popen (None until it is started); `deadline` returns the
+    monotonic time after which the run is over its wall time, or None while no wall time
+    applies (the teardown has its own clock); `max_tasks` is RLIMIT_NPROC, or 0 when the
+    count cannot be taken (`--sandbox none`: no PID namespace of its own).
+    """
+
+    def __init__(self, *, process: Callable[[], object | None], deadline: Callable[[], float | None],
+                 max_tasks: int, wall_timeout_s: float, on_limit: Callable[[str, str], None],
+                 on_gone: Callable[[], None], interval_s: float = WATCH_INTERVAL_S) -> None:
+        super().__init__(name="dllab-watchdog", daemon=True)
+        self._process, self._deadline, self.max_tasks = process, deadline, max_tasks
+        self.wall_timeout_s, self.on_limit, self.on_gone = wall_timeout_s, on_limit, on_gone
+        self.interval_s = interval_s
+        self._stop_event = threading.Event()
+        self.pidns: str | None = None
+        self.peak_tasks = 0
+        """The most processes and threads seen at once in the sandbox."""
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        at_cap = 0
+        gone_reported = False
+        while not self._stop_event.wait(self.interval_s):
+            deadline = self._deadline()
+            if deadline is not None and time.monotonic() > deadline:
+                self.on_limit("timeout", wall_time_reason(self.wall_timeout_s))
+                return
+            proc = self._process()
+            if proc is None:
+                continue
+            if proc.poll() is not None:  # type: ignore[attr-defined]
+                if not gone_reported:
+                    gone_reported = True
+                    self.on_gone()
+                continue
+            if self.max_tasks <= 0:
+                continue
+            if self.pidns is None:
+                self.pidns = sandbox.pid_namespace(proc.pid)  # type: ignore[attr-defined]
+                if self.pidns is None:
+                    continue
+            tasks = sandbox.count_tasks(self.pidns)
+            self.peak_tasks = max(self.peak_tasks, tasks)
+            at_cap = at_cap + 1 if tasks >= self.max_tasks - PROCESS_SLACK else 0
+            if at_cap >= SAMPLES_AT_CAP:
+                self.on_limit("killed", f"the process limit of {self.max_tasks} processes and threads "
+                                        f"(rubric limits.processes) was reached (a fork bomb, or too many "
+                                        f"DataLoader workers or threads)")
+                return

@@ -1,0 +1,159 @@
+"""How a run ended and what the grader lacked, from in-memory replies, statuses and notebooks."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from grader.diagnose import (
+    cell_label,
+    environment_problems,
+    exit_request,
+    pip_installs,
+    process_ending,
+    run_flags,
+)
+
+
+def _cells(*sources: str, markdown_first: bool = True) -> list:
+    cells = [nbformat.v4.new_markdown_cell("# Lab")] if markdown_first else []
+    return cells + [nbformat.v4.new_code_cell(s) for s in sources]
+
+
+# ---------------------------------------------------------------- cell names
+
+
+def test_cell_label_is_the_number_the_student_sees_not_the_list_index() -> None:
+    cells = _cells("import os", "", "exit()")
+    cells.insert(2, nbformat.v4.new_markdown_cell("text"))
+    # index 4 is the 3rd code cell, but the empty one is never run: In [2]
+    assert cell_label(cells, 4) == "cell 2"
+    cells[4].execution_count = 7  # what the kernel really showed wins
+    assert cell_label(cells, 4) == "cell 7"
+    assert cell_label(cells, 0) == "cell #1"  # a markdown cell has no In [n]
+
+
+# ------------------------------------------------------------ exits and crashes
+
+
+@pytest.mark.parametrize(("reply", "code", "words"), [
+    ({"status": "ok", "payload": [{"source": "ask_exit", "keepkernel": False}]}, 0, "exit()"),
+    ({"status": "error", "ename": "SystemExit", "evalue": ""}, 0, "sys.exit()"),
+    ({"status": "error", "ename": "SystemExit", "evalue": "0"}, 0, "sys.exit(0)"),
+    ({"status": "error", "ename": "SystemExit", "evalue": "None"}, 0, "sys.exit()"),
+    ({"status": "error", "ename": "SystemExit", "evalue": "3"}, 3, "status 3"),
+    ({"status": "error", "ename": "SystemExit", "evalue": "usage: train.py"}, 1, "status 1"),
+])
+def test_exit_requests_the_kernel_survives(reply: dict, code: int, words: str) -> None:
+    ending = exit_request(reply)
+    assert ending is not None and ending.kind == "exit" and ending.code == code
+    assert ending.clean == (code == 0) and words in ending.what
+
+
+@pytest.mark.parametrize("reply", [
+    {"status": "ok", "payload": [{"source": "ask_exit", "keepkernel": True}]},  # exit(keep_kernel=True)
+    {"status": "ok", "payload": [{"source": "page", "data": {}}]},
+    {"status": "error", "ename": "ValueError", "evalue": "0"},
+    {},
+])
+def test_other_replies_are_not_exits(reply: dict) -> None:
+    assert exit_request(reply) is None
+
+
+@pytest.mark.parametrize(("returncode", "kind", "ename", "words"), [
+    (0, "exit", "SystemExit", "os._exit(0)"),
+    (3, "exit", "SystemExit", "exit status 3"),
+    (139, "crash", "SIGSEGV", "segmentation fault"),   # bwrap: 128 + 11
+    (-11, "crash", "SIGSEGV", "segmentation fault"),   # Popen: -11
+    (134, "crash", "SIGABRT", "os.abort()"),
+    (137, "crash", "SIGKILL", "out-of-memory killer"),
+    (135, "crash", "SIGBUS", "/dev/shm"),
+    (None, "crash", "KernelDied", "stopped answering"),
+])
+def test_process_endings(returncode: int | None, kind: str, ename: str, words: str) -> None:
+    ending = process_ending(returncode)
+    assert (ending.kind, ending.ename) == (kind, ename)
+    assert words in ending.what
+    assert ending.clean == (returncode == 0)
+
+
+# ------------------------------------------------------ what the machine lacked
+
+
+def _err(index: int, ename: str, evalue: str) -> dict:
+    return {"index": index, "ename": ename, "evalue": evalue}
+
+
+def test_missing_tqdm_is_a_missing_package_naming_the_module() -> None:
+    cells = _cells("from tqdm import tqdm", "for i in tqdm(range(3)): pass")
+    found = environment_problems([_err(1, "ModuleNotFoundError", "No module named 'tqdm'"),
+                                  _err(2, "NameError", "name 'tqdm' is not defined")], cells)
+    assert [(p.code, p.subject, p.cell, p.label) for p in found] == [("missing-package", "tqdm", 1, "cell 1")]
+    assert "pip install tqdm" in found[0].message and "grade this student again" in found[0].message
+
+
+def test_submodule_and_pip_install_in_the_notebook() -> None:
+    cells = _cells("!pip install -q scikit-learn==1.2 wandb", "from sklearn.metrics import f1_score",
+                   "import wandb.sdk")
+    found = environment_problems([_err(2, "ModuleNotFoundError", "No module named 'sklearn'"),
+                                  _err(3, "ModuleNotFoundError", "No module named 'wandb.sdk'")], cells)
+    assert [p.subject for p in found] == ["sklearn", "wandb"]
+    assert all("no network" in p.message and "cell 1" in p.message for p in found)
+    assert "pip install scikit-learn" in found[0].message
+
+
+def test_a_module_the_student_forgot_to_submit_is_not_the_graders_fault() -> None:
+    cells = _cells("import mynet")
+    err = [_err(1, "ModuleNotFoundError", "No module named 'mynet'")]
+    assert environment_problems(err, cells, submitted_modules=["mynet"]) == []
+    assert [p.code for p in environment_problems(err, cells)] == ["missing-package"]
+
+
+@pytest.mark.parametrize(("ename", "evalue"), [
+    ("RuntimeError", "Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU"),
+    ("AssertionError", "Torch not compiled with CUDA enabled"),
+    ("RuntimeError", "No CUDA GPUs are available"),
+    ("RuntimeError", "Attempting to deserialize object on a CUDA device but torch.cuda.is_available() is False."),
+])
+def test_cuda_on_a_cpu_grader_needs_a_gpu(ename: str, evalue: str) -> None:
+    cells = _cells("net = Net().cuda()", "x = x.to('cuda')")
+    errs = [_err(1, ename, evalue), _err(2, ename, evalue)]
+    found = environment_problems(errs, cells)
+    assert [(p.code, p.cell) for p in found] == [("needs-gpu", 1)]  # once, at the first cell
+    assert "--gpus" in found[0].message
+    assert environment_problems(errs, cells, has_gpu=True) == []  # with a GPU it is the code's bug
+
+
+def test_pip_installs_forms() -> None:
+    found = pip_installs(["!pip install tqdm", "%pip install --upgrade seaborn>=0.12",
+                          "!{sys.executable} -m pip install torchsummary", "%conda install -y pandas",
+                          "print('pip install x')"])
+    assert found == {"tqdm": 0, "seaborn": 1, "torchsummary": 2, "pandas": 3}
+
+
+# ------------------------------------------------------------------ the flags
+
+
+def test_flags_per_ending() -> None:
+    exit_ev = {"status": "error", "stop": {"kind": "exit", "cell": 3},
+               "errors": [{"index": 3, "ename": "SystemExit"}]}
+    assert run_flags(exit_ev) == {"kernel-exit"}
+    assert run_flags({"status": "killed", "stop": {"kind": "crash", "cell": 2},
+                      "errors": [{"index": 2, "ename": "SIGSEGV"}]}) == {"kernel-crash"}
+    assert run_flags({"status": "killed", "stop": {"kind": "limit", "cell": 2}}) == {"sandbox-limit"}
+    assert run_flags({"status": "killed"}) == {"sandbox-limit"}  # evidence from before `stop`
+    assert run_flags({"status": "timeout", "errors": [{"index": 1, "ename": "timeout"}]}) == {"sandbox-limit"}
+    assert run_flags({"status": "error", "errors": [{"index": 1, "ename": "ValueError"}]}) == {"notebook-error"}
+    assert run_flags({"status": "ok"}) == set()
+
+
+def test_an_explained_failure_is_not_also_a_notebook_error() -> None:
+    env = [{"code": "missing-package", "cell": 1}]
+    cascade = [{"index": 1, "ename": "ModuleNotFoundError"}, {"index": 2, "ename": "NameError"}]
+    assert run_flags({"status": "error", "errors": cascade, "environment": env}) == {"missing-package"}
+    earlier = [{"index": 0, "ename": "ValueError"}, *cascade]
+    assert run_flags({"status": "error", "errors": earlier, "environment": env}) == {"missing-package",
+                                                                                     "notebook-error"}
+    gpu = [{"code": "needs-gpu", "cell": 2}]
+    assert run_flags({"status": "error", "errors": [{"index": 2, "ename": "RuntimeError"}],
+                      "environment": gpu}) == {"needs-gpu"}

@@ -116,9 +116,31 @@ def _dataset_digest(folder: str) -> str:
     return manifest_digest(Path(folder))
 
 
-def run_cache_key(path: Path, settings: GradeSettings, rubric) -> str:
-    """A run depends on the file's bytes, the datasets, the grader version, the limits and mode."""
-    blob = json.dumps({"file": hashlib.sha256(path.read_bytes()).hexdigest(), "v": __version__,
+@functools.lru_cache(maxsize=1)
+def grader_digest() -> str:
+    """A digest of the grader's own code: a run recorded by other code (another probe, other
+    evidence fields) must not answer for this one, whatever `__version__` says."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def inputs_digest(sub: Submission) -> str:
+    """What a run of any of the submission's files can read of it: every file's path and bytes
+    (a notebook imports its own `model.py`, reads its own CSV)."""
+    listing = "".join(f"{f.path}\0{f.sha256}\n" for f in sub.files)
+    return hashlib.sha256(listing.encode()).hexdigest()[:24]
+
+
+def run_cache_key(path: Path, rel: str, settings: GradeSettings, rubric, *, inputs: str) -> str:
+    """A run depends on the file (its bytes and its place in the submission: the kernel starts
+    in its folder), every other file of the submission (`inputs`, see `inputs_digest`), the
+    datasets, the grader's code, the limits and the mode."""
+    blob = json.dumps({"file": hashlib.sha256(path.read_bytes()).hexdigest(), "rel": rel, "inputs": inputs,
+                       "v": __version__, "code": grader_digest(),
                        "data": {k: _dataset_digest(v) for k, v in sorted(settings.data.items())},
                        "limits": rubric.limits.model_dump(mode="json"), "mode": settings.mode,
                        # a run without a GPU (a `needs-gpu` failure) must not answer for one with
@@ -170,9 +192,10 @@ def _to_cache(key: str, run_dir: Path, ev: dict[str, Any], settings: GradeSettin
 
 
 def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settings: GradeSettings,
-            rubric) -> dict[str, Any]:
-    """Executes one notebook or script with the probe (or reuses a cached run of the same bytes)."""
-    key = run_cache_key(path, settings, rubric)
+            rubric, inputs: str) -> dict[str, Any]:
+    """Executes one notebook or script with the probe, or reuses a cached run of the same file
+    beside the same other files (`inputs`, see `inputs_digest`)."""
+    key = run_cache_key(path, rel, settings, rubric, inputs=inputs)
     cached = _from_cache(key, rel, run_dir, settings)
     if cached is not None:
         return cached
@@ -276,11 +299,12 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     plan = plan_runs(Path(sub.work_dir), [f.path for f in sub.notebooks if f.path not in bad],
                      [f.path for f in sub.scripts if f.path not in bad])
     write_json_atomic(runs_root / "plan.json", plan.to_json())
+    inputs = inputs_digest(sub)
     for rel in plan.run:
         run_dir = runs_root / _safe_name(rel)
         run_dir.mkdir(parents=True, exist_ok=True)
         ev = run_one(Path(sub.work_dir) / rel, rel, submission_dir=Path(sub.work_dir), run_dir=run_dir,
-                     settings=settings, rubric=rubric)
+                     settings=settings, rubric=rubric, inputs=inputs)
         write_json_atomic(run_dir / "evidence.json", ev)
         evidence.append(ev)
     kept = kept_overrides(out)

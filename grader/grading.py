@@ -37,7 +37,10 @@ def _message(item: Item, status: str, detail: str) -> str:
     """The rubric's feedback for the outcome, then what the check found."""
     fb = item.feedback
     lead = {"pass": fb.pass_, "partial": fb.partial or fb.fail, "fail": fb.fail}.get(status, "")
-    return f"{lead} {detail}".strip() if lead and detail else (lead or detail)
+    if lead and detail:
+        # The check's sentence follows the rubric's: it starts a sentence of its own.
+        return f"{lead} {detail[:1].upper()}{detail[1:]}".strip()
+    return lead or detail
 
 
 def choose_sources(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], files: Sequence[Mapping],

@@ -38,8 +38,12 @@ def _message(item: Item, status: str, detail: str) -> str:
     fb = item.feedback
     lead = {"pass": fb.pass_, "partial": fb.partial or fb.fail, "fail": fb.fail}.get(status, "")
     if lead and detail:
-        # The check's sentence follows the rubric's: it starts a sentence of its own.
-        return f"{lead} {detail[:1].upper()}{detail[1:]}".strip()
+        # The check's sentence follows the rubric's: it starts a sentence of its own, unless
+        # it starts with a name that must keep its spelling (`lab1-1.ipynb#cell 3`, `conv1`).
+        first = detail.split(" ", 1)[0]
+        if first.isalpha() and first.islower():
+            detail = detail[:1].upper() + detail[1:]
+        return f"{lead} {detail}".strip()
     return lead or detail
 
 

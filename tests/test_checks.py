@@ -161,3 +161,13 @@ def test_copied_constants_rejected_even_when_close() -> None:
                      dataset_stats=stats)
     assert run_check("normalization", c, {"dataset": "food11", "tolerance": 0.02}).status == "fail"
     assert run_check("normalization", c, {"dataset": "food11", "tolerance": 0.02, "reject": ["half"]}).status == "pass"
+
+
+def test_check_sentence_after_the_rubric_lead_is_capitalised_but_names_keep_their_spelling() -> None:
+    from grader.grading import _message
+    from grader.rubric import builtin_rubric, load_rubric
+
+    item = next(i for p in load_rubric(builtin_rubric("lab1")).parts for i in p.items if i.id == "lab1-1-ran")
+    assert _message(item, "fail", "after 5 epochs it stopped.").endswith(" After 5 epochs it stopped.")
+    assert _message(item, "fail", "lab1-1.ipynb#cell 3 raised ValueError.").endswith(" lab1-1.ipynb#cell 3 raised ValueError.")
+    assert _message(item, "fail", "conv1.weight is missing.").endswith(" conv1.weight is missing.")

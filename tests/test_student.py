@@ -264,7 +264,7 @@ def test_check_quick_on_a_defective_submission(tmp_path: Path, quick_cache: Path
     printed = capsys.readouterr().out
     assert student.QUICK_NOTICE in printed
     assert "No report (pdf, docx, md, txt or html) was found" in printed
-    assert "✗ fail" in printed and "no accuracy for each class was found" in printed
+    assert "✗ fail" in printed and "No accuracy for each class was found" in printed
     assert "not judged" in printed  # the accuracy item, on stand-in data
     grade = json.loads((out / "grades" / "0556002.json").read_text())
     assert grade["late"]["days_late"] == 0  # a self-check is never late

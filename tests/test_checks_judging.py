@@ -246,6 +246,80 @@ def test_trained_models_are_never_called_untrained() -> None:
     assert run_check("test_metrics", ctx(odd), {}).status == "pass"
 
 
+def _other_model_tested(**kw) -> dict:
+    """0000223 of issue 12's tester: `net2 = Net()` is trained in cell 3, the test cells evaluate
+    the untrained `net` (another probe ref); the independent evaluation measures that net."""
+    base = dict(metrics=printed(0.096), verified=verified(0.096),
+                optimizers=[dict(sgd(250), model="net2", model_ref=14, model_refs=[14])],
+                models=[{"ref": 14, "names": ["net2"], "cell": 3, "via": "forward", "shares": []},
+                        {"ref": 19, "names": ["net"], "cell": 4, "via": "forward", "shares": []}],
+                training=[session(3, 1000, 250, model="net2", ref=14)],
+                evaluations=[session(4, 500, 125, split="test", ref=19), session(5, 500, 125, split="test", ref=19)])
+    base.update(kw)
+    return ev(**base)
+
+
+@pytest.mark.parametrize("kind", ["test_metrics", "per_class_accuracy", "metrics_verified", "accuracy_vs_reference"])
+def test_the_evaluated_model_is_not_the_trained_one(kind: str) -> None:
+    ref = {"epochs": 1, "summary": {"test_accuracy": {"mean": 0.5, "std": 0.01}}}
+    out = run_check(kind, ctx(_other_model_tested(), reference=ref), {"floor": 0.2, "band": "reference"})
+    assert out.status == "fail" and out.fraction == 0, out.message
+    assert out.message.startswith("the model evaluated on the test split (`net`, cell 4) was never trained: "
+                                  "training ran on `net2` (cell 3), a different model"), out.message
+    assert "9.6 %" in out.message and "mismatch" not in out.flags
+
+
+def test_a_model_made_again_after_training_is_untrained_unless_it_was_loaded() -> None:
+    """`net = Net()` run again after training (the same name, a new object): its numbers are an
+    untrained model's; re-created and then loaded from the checkpoint saved after training, it is
+    the trained model."""
+    again = _other_model_tested(optimizers=[dict(sgd(250), model_ref=14, model_refs=[14])],
+                                training=[session(3, 1000, 250, ref=14)],
+                                models=[{"ref": 14, "names": [], "via": "forward", "shares": []},
+                                        {"ref": 19, "names": ["net"], "via": "forward", "shares": []}])
+    out = run_check("test_metrics", ctx(again), {})
+    assert out.status == "fail" and "training ran on an earlier `net` (cell 3)" in out.message
+    checkpoint = dict(again, weights_loaded=[{"cell": 4, "source": "load_state_dict", "model": "net",
+                                              "model_ref": 19}], metrics=printed(0.55), verified=verified(0.55))
+    assert run_check("test_metrics", ctx(checkpoint), {}).status == "pass"
+    # loaded from a checkpoint, yet at chance (a file saved before training): the load stands, no guess
+    assert run_check("test_metrics", ctx(dict(checkpoint, metrics=printed(0.1), verified=verified(0.1))),
+                     {}).status == "pass"
+
+
+def test_models_holding_the_trained_weights_are_trained() -> None:
+    """A copy (copy.deepcopy), a wrapper or a net sharing the trained layers, the net inside a
+    trained wrapper: no optimizer stepped them by their own ref, but their weights are trained."""
+    base = _other_model_tested(metrics=printed(0.1), verified=verified(0.1))
+    net2, net = base["models"]
+    cases = {
+        "copy.deepcopy": [net2, dict(net, via="copy")],
+        "shares net2's parameters": [net2, dict(net, shares=[14])],
+        "inside the trained wrapper": [dict(net2, shares=[19]), net],
+        "through a chain": [net2, {"ref": 30, "names": ["body"], "via": "forward", "shares": [14]},
+                            dict(net, shares=[30])],
+    }
+    for why, models in cases.items():
+        out = run_check("per_class_accuracy", ctx(dict(base, models=models)), {})
+        assert out.status == "pass", (why, out.message)
+    # an older record (no optimizer-to-model links, no sharing): nothing is concluded from it
+    old = dict(base, optimizers=[sgd(250)], models=[{k: v for k, v in m.items() if k != "shares"}
+                                                     for m in base["models"]])
+    assert run_check("test_metrics", ctx(old), {}).status == "pass"
+    assert run_check("test_metrics", ctx(dict(base, optimizers=[dict(sgd(250), model_refs=[])])), {}).status == "pass"
+    # the trained net2 evaluated as well: no conclusion on a part with a trained model's numbers
+    both = dict(base, evaluations=base["evaluations"] + [session(6, 500, 125, split="test", ref=14)])
+    assert run_check("test_metrics", ctx(both), {}).status == "pass"
+
+
+def test_a_loop_that_left_the_model_in_eval_mode_still_trained_it() -> None:
+    """A baseline `evaluate(net)` called net.eval(); the hand-written update loop after it never
+    calls net.train(): its passes are recorded in eval mode, with gradients, on the training split."""
+    fed = dict(session(4, 2000, 500), grad_enabled=True, training_mode=False)
+    e = _never_trained(errors=[], status="ok", evaluations=[fed, session(5, 500, 125, split="test")])
+    assert run_check("test_metrics", ctx(e), {}).status == "pass"
+
+
 def test_the_rubrics_generic_feedback_does_not_contradict_the_reason() -> None:
     """'No test loss or accuracy was reported' would be false for an untrained model's printed numbers."""
     from grader.grading import run_checks

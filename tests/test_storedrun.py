@@ -69,13 +69,34 @@ def test_the_training_cells_stored_error_sends_the_chance_numbers_to_a_ta(tmp_pa
 
 
 def test_a_training_cell_never_run_while_the_test_cell_was(tmp_path: Path) -> None:
-    """0000605: the training cell has no output and no In[ ] number; the test cells ran."""
+    """0000605: the training cell (4th, after the title) has no output and no In[ ] number; the test cells ran."""
     nb = _stored(cells.cifar_train(1), train_count=None, train_outputs=[])
     _, results = _grade(nb, tmp_path)
     for item in METRIC_ITEMS:
         assert results[item].status == "manual", (item, results[item].message)
         assert "was never run: it has no output and no In[ ] number, while the test cell In[5] was" \
             in results[item].message
+    # nor is it "ran from top to bottom without errors"
+    ran = results["lab1-1-ran"]
+    assert ran.status == "manual" and "the training cell (cell 4 of the notebook) never ran" in ran.message, ran.message
+
+
+def test_a_cell_that_does_not_train_left_unrun_is_no_reason_for_a_ta() -> None:
+    """An optional cell (a `!pip install`, a sample-image preview) skipped by the student: the
+    run from the top still holds as far as training goes."""
+    from grader.checks import run_check
+    from grader.checks.base import CheckContext
+
+    cells_ = [{"index": 1, "cell": 1, "outputs": 1, "error": None, "trains": False},
+              {"index": 2, "cell": None, "outputs": 0, "error": None, "trains": False},
+              {"index": 3, "cell": 2, "outputs": 1, "error": None, "trains": True},
+              {"index": 4, "cell": None, "outputs": 0, "error": None, "trains": True}]  # the last: nothing after it
+    ev = {"path": "lab1-1.ipynb", "mode": "saved", "status": "ok", "errors": [], "cells": {"total": 4},
+          "stored_cells": cells_}
+    ctx = CheckContext(student_id="s", part_id="lab1-1", dataset="cifar10", evidence=(ev,))
+    assert run_check("ran_without_errors", ctx, {}).status == "pass"
+    cells_[3]["index"], cells_[2]["index"] = 3, 4  # the unrun training cell now before one that ran
+    assert run_check("ran_without_errors", ctx, {}).status == "manual"
 
 
 def test_training_run_only_after_the_test_cell(tmp_path: Path) -> None:
@@ -100,6 +121,8 @@ def test_an_honest_stored_run_keeps_its_points(tmp_path: Path, case: str) -> Non
     _, results = _grade(nb, tmp_path)
     for item in ("lab1-1-test-metrics", "lab1-1-per-class"):
         assert results[item].status == "pass", (case, item, results[item].message)
+    expect_ran = "partial" if case == "well above chance" else "pass"  # its stored error costs half
+    assert results["lab1-1-ran"].status == expect_ran, (case, results["lab1-1-ran"].message)
 
 
 def test_which_cells_train_is_read_from_the_code_and_the_functions_it_calls() -> None:

@@ -22,6 +22,7 @@ from grader.parsers import CLASS_SETS, parse_notebook
 from grader.parsers.plotcode import CellPlots, analyze_cells
 from grader.saved_images import decode_image, looks_like_histogram
 from grader.sections import add_sections
+from grader.storedrun import stored_cells
 
 SCHEMA = 1
 MAX_SOURCE_LINES = 40
@@ -92,7 +93,8 @@ def _trained_on(probe: Mapping[str, Any]) -> str | None:
 
 def _models(probe: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"class": m.get("class"), "num_outputs": m.get("last_linear_out"), "parameters": m.get("params"),
-             "names": m.get("names", []), "cell": m.get("cell"), "layers": m.get("layers", [])}
+             "names": m.get("names", []), "cell": m.get("cell"), "layers": m.get("layers", []),
+             "ref": m.get("ref"), "via": m.get("via"), "shares": m.get("shares", [])}
             for m in probe.get("models") or []]
 
 
@@ -290,6 +292,7 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
         "normalization": [], "datasets": [], "dataloaders": [], "models": [], "optimizers": [],
         "schedulers": [], "evaluations": [], "training": [], "errors": errors, "probe": None,
         "warnings": warnings, "verified": {"reason": "saved mode: nothing was run"},
+        "stored_cells": stored_cells(nb.cells),
     }
     add_sections(ev, nb, parse=_metrics, cell_status={e["index"]: ("error", e["ename"]) for e in errors})
     return ev

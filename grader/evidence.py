@@ -64,12 +64,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                    "num_workers": _INT, "drop_last": _BOOL},
     "model": {"class": "str", "module": "str", "repr": _STR, "params": "int",
               "trainable": "int", "last_linear_out": _INT, "layers": ("list", ("list", "str")),
-              "via": "str"},
+              "via": "str", "shares": ("list", "int")},
     "optimizer": {"type": "str", "module": "str", "lr": _VALUE, "momentum": _VALUE,
                   "weight_decay": _VALUE, "betas": _NUMS, "nesterov": _VALUE,
                   "defaults": ("map", _VALUE), "param_groups": "int", "n_params": "int"},
     "optimizer-state": {"ref": _INT, "steps": "int", "lr_changes": ("list", ("list", _VALUE)),
-                        "n_changes": "int", "model": _INT},
+                        "n_changes": "int", "model": _INT, "models": ("list", "int")},
     "scheduler": {"type": "str", "module": "str", "optimizer": _INT,
                   "params": ("map", _VALUE)},
     "scheduler-state": {"ref": _INT, "steps": "int", "last_lr": _NUMS},
@@ -323,7 +323,8 @@ def summarize_events(events: list[dict[str, Any]], *,
             out["models"].append({"ref": ref, "class": e.get("class"), "params": e.get("params"),
                                   "last_linear_out": e.get("last_linear_out"),
                                   "layers": e.get("layers", []), "names": names.get(ref, []),
-                                  "cell": e.get("cell")})
+                                  "cell": e.get("cell"), "via": e.get("via"),
+                                  "shares": e.get("shares", [])})
         elif kind == "optimizer":
             s = state.get(ref, {})
             out["optimizers"].append({
@@ -332,6 +333,9 @@ def summarize_events(events: list[dict[str, Any]], *,
                 "steps": s.get("steps", 0),
                 "lr_changes": [c[:2] for c in s.get("lr_changes", []) if len(c) >= 2],
                 "n_changes": s.get("n_changes", 0), **model_name(s.get("model")),
+                # every model holding a parameter it stepped (probe refs): which model was trained
+                "model_ref": s.get("model"),
+                "model_refs": s.get("models", [s["model"]] if s.get("model") is not None else []),
                 "names": names.get(ref, []), "cell": e.get("cell"), "ref": ref})
         elif kind == "scheduler":
             s = state.get(ref, {})
@@ -355,7 +359,7 @@ def summarize_events(events: list[dict[str, Any]], *,
                 out["evaluations"].append(entry)
         elif kind == "weights-loaded":
             out["weights_loaded"].append({"cell": e.get("cell"), "source": e.get("source"),
-                                          **model_name(e.get("model"))})
+                                          **model_name(e.get("model")), "model_ref": e.get("model")})
     for e in events:
         if e["kind"] == "normalize" and e["id"] not in applied:
             out["normalization"].append({"mean": e.get("mean"), "std": e.get("std"),

@@ -34,7 +34,8 @@ from grader.cellflow import CellFacts, model_names, read_cells
 from grader.parsers.classes import CLASS_SETS
 
 # evidence.json lists whose entries carry the cell they happened in.
-CELL_KEYS = ("figures", "normalization", "models", "optimizers", "schedulers", "evaluations", "training")
+CELL_KEYS = ("figures", "normalization", "models", "optimizers", "schedulers", "evaluations", "training",
+             "stored_cells")
 RUN_STOPPED = ("killed", "timeout")
 
 Parse = Callable[[Mapping[str, Any], "str | None"], dict]

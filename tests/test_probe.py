@@ -368,13 +368,84 @@ with torch.no_grad():
 """
 
 
-def test_loaded_weights_are_recorded_only_when_the_load_succeeds(tmp_path: Path) -> None:
-    run = _run_script(tmp_path, _LOADING)
+@pytest.fixture(scope="module")
+def loading_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    # one interpreter for both scenarios on where a model's weights came from
+    return _run_script(tmp_path_factory.mktemp("loading"), _LOADING + _WHICH_MODEL)
+
+
+def test_loaded_weights_are_recorded_only_when_the_load_succeeds(loading_run: Run) -> None:
+    run = loading_run
     loads = [(w["source"], w["model"], w["model_class"]) for w in run.summary["weights_loaded"]]
-    assert loads == [("load_state_dict", "fresh", "Sequential"), ("torch.load", "whole", "Sequential")]
+    assert loads[:2] == [("load_state_dict", "fresh", "Sequential"), ("torch.load", "whole", "Sequential")]
+    assert loads[2:] == [("load_state_dict", "loaded", "Sequential")]  # _WHICH_MODEL's
     assert run.summary["probe"]["errors"] == 0
     # the loaded model is the one later run forward: one model record, not two
     assert [m["names"] for m in run.summary["models"]].count(["fresh"]) == 1
+
+
+_WHICH_MODEL = """
+import copy
+import torch, torch.nn as nn, torchvision, torchvision.transforms as T
+torch.manual_seed(0)
+trainset = torchvision.datasets.FakeData(48, (3, 4, 4), 3, transform=T.ToTensor())
+testset = torchvision.datasets.FakeData(12, (3, 4, 4), 3, transform=T.ToTensor())
+trainloader = torch.utils.data.DataLoader(trainset, batch_size=4)
+testloader = torch.utils.data.DataLoader(testset, batch_size=4)
+
+def Net():
+    return nn.Sequential(nn.Flatten(), nn.Linear(48, 3))
+
+def fit(model):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for x, y in trainloader:  # 12 batches
+        opt.zero_grad(); nn.functional.cross_entropy(model(x), y).backward(); opt.step()
+
+def test(model):
+    with torch.no_grad():
+        for x, y in testloader:
+            model(x)
+
+net, net2 = Net(), Net()
+fit(net2)
+test(net)                                   # never trained: another model than net2
+best = copy.deepcopy(net2); test(best)      # a copy of the trained one
+loaded = Net(); loaded.load_state_dict(net2.state_dict()); test(loaded)
+tied = Net(); tied[1] = net2[1]; test(tied)  # holds net2's layer: shares its parameters
+inner = Net(); test(inner)                  # tested first, then trained inside a wrapper
+outer = nn.Sequential(inner, nn.Identity()); fit(outer)
+"""
+
+
+def test_the_probe_records_which_model_was_trained_and_where_weights_came_from(loading_run: Run) -> None:
+    """What grader.checks.training tells a trained model from an untrained one by (issue 12 J3)."""
+    from grader.checks.training import trained_models, untrained
+
+    run = loading_run
+    assert run.summary["probe"]["errors"] == 0
+    ref = {m["names"][0]: m["ref"] for m in run.summary["models"] if m["names"]}
+    models = {m["ref"]: m for m in run.summary["models"]}
+    assert models[ref["best"]]["via"] == "copy" and models[ref["loaded"]]["via"] == "load_state_dict"
+    assert models[ref["net"]]["via"] == "forward" and models[ref["net"]]["shares"] == []
+    assert models[ref["tied"]]["shares"] == [ref["net2"]] and models[ref["outer"]]["shares"] == [ref["inner"]]
+    stepped = [o for o in run.summary["optimizers"] if o["steps"]]
+    assert [o["model_refs"] for o in stepped] == [[ref["net2"]], [ref["inner"], ref["outer"]]]
+    assert [w["model_ref"] for w in run.summary["weights_loaded"]][-1] == ref["loaded"]
+    ev = {"mode": "execute", "status": "ok", "errors": [], **run.summary,
+          "models": [{**m, "cell": None} for m in run.summary["models"]]}
+    assert trained_models(ev) == {ref["net2"], ref["tied"], ref["inner"], ref["outer"]}
+    tested = {name: [e for e in ev["evaluations"] if e["model_ref"] == ref[name] and e["split"] == "test"]
+              for name in ("net", "best", "loaded", "tied", "inner")}
+    assert all(len(t) == 1 for t in tested.values()), tested
+
+    def verdict(name: str):
+        return untrained(dict(ev, evaluations=tested[name]), dataset="cifar10", accuracy=0.1, printed=0.1)
+
+    found = verdict("net")
+    assert found is not None and (found.status, found.kind) == ("fail", "other")
+    assert "`net`" in found.message and "`net2`" in found.message
+    for name in ("best", "loaded", "tied", "inner"):
+        assert verdict(name) is None, name
 
 
 # ---------------------------------------------------------------- hostile namespaces, caps

@@ -8,6 +8,7 @@ grader itself lost the output (`output_truncated`) or cannot tell, the item goes
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 from grader.checks.base import CLASSES, CheckContext, Outcome, fmt_pct, where
@@ -172,8 +173,9 @@ def accuracy_vs_reference(ctx: CheckContext, params: Mapping) -> Outcome:
 
     With a reference: full points from the reference's mean minus its seed band at the epochs
     the student trained (grader.checks.budget), partial down to the rubric's floor scaled to
-    that budget. Without one, or when the budget is unknown, an accuracy that does not clear
-    the bar goes to a TA with the numbers instead of failing on a guess.
+    that budget, which never rises above that band (`_bars`). Without a reference, or when the
+    budget is unknown, an accuracy that does not clear the bar goes to a TA with the numbers
+    instead of failing on a guess. Every message names the bars that were applied.
     """
     if (miss := _not_found(ctx)) is not None:
         return miss
@@ -203,28 +205,61 @@ def accuracy_vs_reference(ctx: CheckContext, params: Mapping) -> Outcome:
     # since a reference trained with few seeds understates its own spread.
     band = params.get("band", "reference")
     width = max(2 * target.std, 0.05) if band == "reference" else float(band)
-    low = target.mean - width
-    floor_here = scaled_floor(floor, chance=chance, target=target)
-    full = f"{target.text}; full points from {fmt_pct(low)}"
-    if target.matched and chance is not None and target.mean - chance < CHANCE_TOLERANCE and acc < floor:
-        # The reference has not learned yet at this budget: matching it proves nothing.
+    bars = _bars(target.mean - width, scaled_floor(floor, chance=chance, target=target), floor=floor)
+    got = f"you reached {fmt_pct(acc)} ({source})"
+    near = chance is not None and acc <= chance + CHANCE_TOLERANCE
+    if target.matched and chance is not None and target.mean - chance < CHANCE_TOLERANCE and acc < floor and near:
+        # The reference has not learned yet at this budget, and neither has this run: matching
+        # it proves nothing.
         return Outcome("manual", 0.0, f"{target.text}, still near chance ({fmt_pct(chance)}): a run this "
-                                      f"short cannot be judged against it; you reached {fmt_pct(acc)} "
-                                      f"({source}), below the rubric's floor of {fmt_pct(floor)}, and a TA "
-                                      f"decides.", pointer)
-    if acc >= max(low, floor_here):
-        return Outcome("pass", 1.0, f"{target.text}; you reached {fmt_pct(acc)} ({source}).", pointer)
+                                      f"short cannot be judged against it; {got}, below the rubric's floor of "
+                                      f"{fmt_pct(floor)}, and a TA decides.", pointer)
+    if acc >= bars.full and near:
+        # Within the reference's band only because that band reaches down to chance (few seeds,
+        # one of them barely trained): no full points for a chance-level result, no fail either.
+        return Outcome("manual", 0.0, f"{target.text}; {got}, within its band (full points from "
+                                      f"{fmt_pct(bars.full)}) but near chance ({fmt_pct(chance)} for "
+                                      f"{len(CLASSES[dataset or ''])} classes): the reference's own spread is too "
+                                      f"wide to tell a trained run from an untrained one, so a TA decides.", pointer)
+    if acc >= bars.full:
+        return Outcome("pass", 1.0, f"{target.text}; {got}, full points from {fmt_pct(bars.full)}.", pointer)
     if not target.matched:
-        return Outcome("manual", 0.0, f"{yours} is below {full}, but the grader could not compare it at your "
-                                      f"own training budget, so a TA decides.", pointer)
-    if acc > floor_here:
-        fraction = round((acc - floor_here) / (low - floor_here), 4)  # linear between the floor and the band
+        return Outcome("manual", 0.0, f"{target.text}; {got}, below the full-points bar of {fmt_pct(bars.full)}, "
+                                      f"but the grader could not compare it at your own training budget, so a TA "
+                                      f"decides.", pointer)
+    if acc > bars.zero:
+        fraction = round((acc - bars.zero) / (bars.full - bars.zero), 4)  # linear between the two bars
         return Outcome("partial", fraction,
-                       f"{full}; you reached {fmt_pct(acc)} ({source}): train longer or check the learning "
-                       f"rate and normalization.", pointer)
-    scaled = f" (the rubric's {fmt_pct(floor)}, scaled to your training budget)" if floor_here < floor else ""
-    return Outcome("fail", 0.0, f"{target.text}; you reached {fmt_pct(acc)} ({source}), at or below the floor "
-                                f"of {fmt_pct(floor_here)}{scaled}.", pointer)
+                       f"{target.text}; full points from {fmt_pct(bars.full)}, none at or below "
+                       f"{fmt_pct(bars.zero)}{bars.why_zero}; {got}: train longer or check the learning rate and "
+                       f"normalization.", pointer)
+    return Outcome("fail", 0.0, f"{target.text}; {got}, at or below the bar of {fmt_pct(bars.zero)}{bars.why_zero}.",
+                   pointer)
+
+
+@dataclass(frozen=True)
+class _Bars:
+    """The accuracies (fractions 0..1) an accuracy item applies, and why, for its message."""
+
+    full: float
+    """Full points from here: the reference's lower band at the compared budget."""
+    zero: float
+    """No points at or below here: the rubric's floor scaled to the budget, never above `full`."""
+    why_zero: str
+    """Where `zero` comes from, for the message: ` (the rubric's floor)`."""
+
+
+def _bars(low: float, floor_here: float, *, floor: float) -> _Bars:
+    """Full points from the reference's own lower band `low`; none at or below the rubric's
+    floor as scaled to the budget (`floor_here`), unless that floor is above the band: the
+    rubric's floor is never stricter than the reference itself, so a student within the
+    reference's seed spread is never failed (issue 12 L)."""
+    if floor_here > low:
+        return _Bars(low, low, f" (the reference's own lower band; the rubric's floor of {fmt_pct(floor)} is above "
+                               f"it at this budget, so it was not applied)")
+    scaled = f" (the rubric's {fmt_pct(floor)}, scaled to your training budget)" if floor_here < floor else \
+        " (the rubric's floor)"
+    return _Bars(low, floor_here, scaled)
 
 
 def _printed_any(ev: Mapping) -> bool:

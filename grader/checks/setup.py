@@ -137,6 +137,11 @@ def ran_without_errors(ctx: CheckContext, params: Mapping) -> Outcome:
                                  + (f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""), 0.5))
         elif status == "not-run":
             problems.append((ev, f"{where(ev)} was not run", 0.0))
+    skipped = [(ev, text) for ev in ctx.evidence if (text := _skipped_training(ev))]
+    if not problems and skipped:
+        return Outcome("manual", 0.0, "; ".join(text for _, text in skipped) + ": the stored outputs are not one "
+                                      "run from the top, and the grader ran nothing (saved mode), so a TA checks.",
+                       tuple(where(ev) for ev, _ in skipped))
     if not problems:
         return Outcome("pass", 1.0, "ran from top to bottom without errors.")
     fraction = min(p[2] for p in problems)
@@ -147,3 +152,20 @@ def ran_without_errors(ctx: CheckContext, params: Mapping) -> Outcome:
 def manual(ctx: CheckContext, params: Mapping) -> Outcome:
     """Graded by a TA; the rubric's hint (if any) is shown to them alongside."""
     return Outcome("manual", 0.0, params.get("message") or "graded by a TA.")
+
+
+def _skipped_training(ev: Mapping) -> str | None:
+    """Saved mode: a cell whose code trains was never run (no In[ ] number, no output) although
+    a later cell was; the stored notebook then never ran as a whole (grader.storedrun)."""
+    if ev.get("mode") != "saved":
+        return None
+    cells = [c for c in ev.get("stored_cells") or [] if isinstance(c, Mapping) and isinstance(c.get("index"), int)]
+    last_run = max((c["index"] for c in cells if isinstance(c.get("cell"), int)), default=-1)
+    skipped = [c["index"] + 1 for c in cells if c.get("trains") and c.get("cell") is None and not c.get("outputs")
+               and c["index"] < last_run]
+    if not skipped:
+        return None
+    which = ", ".join(str(i) for i in skipped)
+    return f"in {where(ev)} the training cell{'s' if len(skipped) > 1 else ''} (cell {which} of the notebook) " \
+           f"never ran, while later cells did"
+

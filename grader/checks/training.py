@@ -1,11 +1,14 @@
 """What the probe saw of training: was the evaluated model trained, and for how long.
 
 The checks on printed metrics use this to refuse points for a model that was evaluated
-untrained (training never ran because an earlier cell failed, or ran only after the
-evaluation), and to compare an accuracy with the reference at the same training budget.
-Only the probe can tell: in saved mode (`probe` null), or when its record is incomplete
-(a limit hit, a run killed in the middle of a cell before its counts were written),
-nothing here concludes anything, so no student is failed on a guess.
+untrained (training never ran because an earlier cell failed, ran only after the
+evaluation, or ran on another model than the one evaluated), and to compare an accuracy
+with the reference at the same training budget. Only the probe can fail a model as
+untrained; when its record is incomplete (a limit hit, a run killed in the middle of a cell
+before its counts were written) nothing here concludes anything. In saved mode the stored
+notebook can still show that training did not run before the evaluation (its stored output
+is an error, it was never run, or it ran after): then a TA looks (`manual`), never a fail on
+a guess.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence
 
 from grader.checks.base import CLASSES, fmt_pct, where
+from grader.checks.stored import stored_untrained
 
 CHANCE_TOLERANCE = 0.07
 """How far above chance (1/classes, as a fraction) an accuracy still counts as "near chance".
@@ -57,6 +61,14 @@ def probe_complete(ev: Mapping) -> bool:
 def _sessions(ev: Mapping) -> list[Mapping]:
     """Training passes over training data (a pass over test data in train mode is an evaluation)."""
     return [t for t in ev.get("training") or [] if t.get("split") not in HELD_OUT]
+
+
+def _fed(ev: Mapping) -> list[Mapping]:
+    """Passes over training data with gradients on: training-mode ones, and those of a loop that
+    left the model in eval mode (a baseline `evaluate(net)` called `net.eval()` first)."""
+    return [*_sessions(ev), *(e for e in ev.get("evaluations") or []
+                              if e.get("grad_enabled") and e.get("split") not in HELD_OUT
+                              and e.get("training_mode") is False)]
 
 
 def _key(entry: Mapping) -> tuple:
@@ -166,9 +178,12 @@ class Untrained:
     """Why a model's metrics do not count as a trained model's."""
 
     status: Literal["fail", "manual"]
-    """fail: the probe shows the model was not trained; manual: weights were loaded, a TA decides."""
-    kind: Literal["never", "loaded", "before"]
-    """never trained; loaded from a file, not trained here; evaluated only before training."""
+    """fail: the probe shows the model was not trained; manual: weights were loaded, or the stored
+    notebook (saved mode) suggests it, and a TA decides."""
+    kind: Literal["never", "loaded", "before", "other", "stored"]
+    """never trained; loaded from a file, not trained here; evaluated only before training;
+    another model than the trained one was evaluated; saved mode: the stored notebook shows the
+    training cell failed, never ran, or ran after the evaluation."""
     message: str
     """One or two sentences for the student."""
     pointer: str
@@ -184,15 +199,23 @@ def untrained(ev: Mapping, *, dataset: str | None, accuracy: float | None,
     - no optimizer step and no training loop ran at all: fail, naming the cell that raised;
     - the same, but weights were loaded from a file: manual (a checkpoint trained elsewhere is
       allowed; one at chance may be a preprocessing mismatch, so a TA looks);
+    - training ran on one model, but every test evaluation was of another that neither shares
+      its parameters nor received weights (a copy, a load): fail (`net2` trained, `net` tested);
     - training ran, but every test evaluation happened in cells before it, and the printed
       accuracy is at chance: fail (the numbers are the untrained model's).
+    In saved mode, from the stored notebook (grader.checks.stored): manual at most.
     """
     chance = chance_level(dataset)
-    if chance is None or not probe_complete(ev):
+    if chance is None:
         return None
     near = chance + tolerance
     cut = f"chance level for {len(CLASSES[dataset or ''])} classes is {fmt_pct(chance)}"
-    fed = sum(int(t.get("batches") or 0) for t in _sessions(ev))
+    if ev.get("mode") == "saved":
+        found = stored_untrained(ev, printed=printed, near=near, chance_text=cut)
+        return Untrained("manual", "stored", found[0], found[1]) if found else None
+    if not probe_complete(ev):
+        return None
+    fed = sum(int(t.get("batches") or 0) for t in _fed(ev))
     if _steps(ev) == 0 and fed < MIN_TRAIN_BATCHES and finite(accuracy) and accuracy <= near:
         loads = ev.get("weights_loaded") or []
         if loads:
@@ -211,6 +234,10 @@ def untrained(ev: Mapping, *, dataset: str | None, accuracy: float | None,
                          f"the model was evaluated without training: no optimizer step ran{why}; its test "
                          f"accuracy {fmt_pct(accuracy)} is what an untrained model gets ({cut}). {fix}",
                          where(ev, errors[0].get("cell") if errors else None))
+    other = _other_model(ev)
+    if other is not None and finite(accuracy) and accuracy <= near:
+        return Untrained("fail", "other", f"{other[0]}; its test accuracy {fmt_pct(accuracy)} is what an untrained "
+                                          f"model gets ({cut}). Evaluate the model you trained.", other[1])
     train_cells = [t["cell"] for t in _sessions(ev) if isinstance(t.get("cell"), int) and t.get("batches")]
     test_cells = [e["cell"] for e in _test_evaluations(ev) if isinstance(e.get("cell"), int)]
     if (_steps(ev) > 0 and train_cells and test_cells and max(test_cells) < min(train_cells)
@@ -220,6 +247,75 @@ def untrained(ev: Mapping, *, dataset: str | None, accuracy: float | None,
                          f"before training started in cell {min(train_cells)}, so it is the untrained model's "
                          f"({cut}): evaluate after training.", where(ev, max(test_cells)))
     return None
+
+
+def trained_models(ev: Mapping) -> set[int] | None:
+    """Probe refs of the models this run trained, and of every model sharing their parameters
+    (a wrapper around a trained net, the net inside a trained wrapper); None when the record
+    cannot say which model was trained (an older probe, an optimizer linked to no model).
+
+    Trained: stepped by an optimizer, or fed MIN_TRAIN_BATCHES batches of training data with
+    gradients on (a hand-written update loop; a loop that left the model in eval mode)."""
+    trained: set[int] = set()
+    for o in ev.get("optimizers") or []:
+        if int(o.get("steps") or 0) <= 0:
+            continue
+        linked = [r for r in o.get("model_refs") or [] if isinstance(r, int)]
+        if not linked:  # an older record ("model_refs" absent) or a step on no recorded model
+            return None
+        trained.update(linked)
+    fed: Counter = Counter()
+    for t in _fed(ev):
+        if not isinstance(t.get("model_ref"), int):
+            return None
+        fed[t["model_ref"]] += int(t.get("batches") or 0)
+    trained.update(r for r, n in fed.items() if n >= MIN_TRAIN_BATCHES)
+    models = [m for m in ev.get("models") or [] if isinstance(m.get("ref"), int)]
+    if any("shares" not in m for m in models):
+        return None  # an older record: which models share parameters is unknown
+    pairs = [(m["ref"], s) for m in models for s in m.get("shares") or [] if isinstance(s, int)]
+    grew = True
+    while grew:
+        grew = False
+        for a, b in pairs:
+            if (a in trained) != (b in trained):
+                trained.update((a, b))
+                grew = True
+    return trained
+
+
+def _restored(ev: Mapping) -> set[int]:
+    """Refs of models whose weights came from a file or a copy (load_state_dict, torch.load,
+    copy.deepcopy): trained elsewhere as far as the grader can tell."""
+    refs = {w.get("model_ref") for w in ev.get("weights_loaded") or []}
+    refs |= {m.get("ref") for m in ev.get("models") or [] if m.get("via") not in (None, "forward")}
+    return {r for r in refs if isinstance(r, int)}
+
+
+def _other_model(ev: Mapping) -> tuple[str, str] | None:
+    """(what happened, pointer) when training ran but every test evaluation was of a model that
+    was neither trained nor given trained weights (`net2` trained, `net` evaluated; `net`
+    created again after training)."""
+    tested = _test_evaluations(ev)
+    if not tested or not all(isinstance(e.get("model_ref"), int) for e in tested):
+        return None
+    trained = trained_models(ev)
+    if not trained or {e["model_ref"] for e in tested} & (trained | _restored(ev)):
+        return None
+    first = tested[0]
+    name = first.get("model") or first.get("model_class") or "model"
+    runs = [t for t in [*(ev.get("training") or []), *(ev.get("optimizers") or [])]
+            if t.get("model_ref") in trained and t.get("model")]
+    trained_name = runs[0]["model"] if runs else None
+    at = f" (cell {runs[0].get('cell')})" if runs and runs[0].get("cell") is not None else ""
+    if trained_name == name:
+        how = f"training ran on an earlier `{name}`{at}, and the `{name}` evaluated is a new model made after it"
+    elif trained_name:
+        how = f"training ran on `{trained_name}`{at}, a different model"
+    else:
+        how = "training ran on a different model"
+    return (f"the model evaluated on the test split (`{name}`, cell {first.get('cell')}) was never trained: "
+            f"{how}, and no trained weights were copied or loaded into it", where(ev, first.get("cell")))
 
 
 def untrained_outcome(evidence: Sequence[Mapping], *, dataset: str | None,

@@ -26,6 +26,7 @@ _aggregates = []  # optimizer and scheduler _Recs, kept after their objects are 
 _initializing = set()  # ids of objects inside a wrapped __init__
 _stepping = set()  # ids of schedulers inside a wrapped step
 _sessions = {}  # (model ref, loader pass, mode) -> evaluation/training counts
+_restored = {}  # id(module) -> (weakref, True): modules rebuilt by copy.deepcopy or unpickling
 active = {"loader": None, "serial": 0}  # the DataLoader iterated most recently (rec_data)
 _MAX_CHANGES = 1000
 _NAMED = ("dataset", "dataloader", "model", "optimizer", "scheduler")
@@ -152,6 +153,7 @@ def patch():
             register(_optimizer_step)
     if getattr(mm, "Module", None) is not None:
         wrap(mm.Module, "load_state_dict", _make_load_state_dict)
+        wrap(mm.Module, "__setstate__", _make_setstate)
     torch = m.get("torch")
     if callable(getattr(torch, "load", None)):
         wrap(torch, "load", _make_torch_load)
@@ -247,12 +249,31 @@ def _record_model(m, via):
         text = repr(m)[:4000]
     except Exception:  # noqa: BLE001 - a student __repr__ that raises
         text = None
+    if via == "forward" and lookup(m, _restored) is not None:
+        via = "copy"  # copy.deepcopy(trained) or an unpickled model: its weights came from elsewhere
     rec = new(m, "model", {"class": type(m).__name__, "module": type(m).__module__,
                             "repr": text, "params": n_params, "trainable": trainable,
-                            "last_linear_out": last_linear, "layers": layers, "via": via})
+                            "last_linear_out": last_linear, "layers": layers, "via": via,
+                            "shares": _sharing(m)})
     remember(_mods, m, rec)
     generation += 1
     return rec
+
+
+def _sharing(m, cap=50):
+    """Refs of models recorded earlier that hold some of `m`'s parameters: a wrapper around a
+    trained net (`nn.Sequential(net, nn.Softmax(1))`) is that net, trained, not a new model."""
+    mine = {id(p) for p in m.parameters()}
+    found = []
+    for wr, rec in list(_mods.values()):
+        other = wr()
+        if rec is None or other is None or other is m or rec.ref is None:
+            continue
+        if any(id(p) in mine for p in other.parameters()):
+            found.append(rec.ref)
+            if len(found) >= cap:
+                break
+    return found
 
 
 def _note_forward(rec, module, args):
@@ -309,6 +330,17 @@ def _make_torch_load(orig):
     return load
 
 
+def _make_setstate(orig):
+    # copy.deepcopy and pickle rebuild a module through __setstate__: the copy of a trained
+    # model is trained though no optimizer ever stepped it. Only marked here (weakly); the
+    # model record made at its first forward says `via: copy`.
+    def __setstate__(self, state):
+        out = orig(self, state)
+        _core.guarded("restored", remember, _restored, self, True)
+        return out
+    return __setstate__
+
+
 def _note_load(module, source):
     if _loads[0] >= _MAX_LOADS:
         return
@@ -357,7 +389,7 @@ def _record_optimizer(opt):
         "betas": floats(d.get("betas")), "nesterov": defaults.get("nesterov"),
         "defaults": defaults, "param_groups": len(groups),
         "n_params": sum(len(g.get("params", ())) for g in groups)},
-        last_lr=None, changes=[], n_changes=0, model=None, lr_now=None, linked=False)
+        last_lr=None, changes=[], n_changes=0, model=None, models=[], lr_now=None, linked=False)
     _aggregates.append(rec)
     generation += 1
     return rec
@@ -385,18 +417,24 @@ def _optimizer_step(opt, args, kwargs):
                 rec.changes[-1] = point  # keep the first ones and the latest
         if not rec.linked:
             rec.linked = True
-            rec.model = _owner(groups)
+            rec.models = _owners(groups)
+            rec.model = rec.models[0] if rec.models else None
     except Exception as exc:  # noqa: BLE001
         _core.probe_error("optimizer-step", exc)
 
 
-def _owner(groups):
+def _owners(groups, cap=50):
+    """Refs of every recorded model holding a parameter this optimizer steps (a net and the
+    wrappers around it; two models trained by one optimizer)."""
     ids = {id(p) for g in groups for p in g.get("params", ())}
+    found = []
     for wr, rec in list(_mods.values()):
         m = wr()
         if rec is not None and m is not None and any(id(p) in ids for p in m.parameters()):
-            return rec.ref
-    return None
+            found.append(rec.ref)
+            if len(found) >= cap:
+                break
+    return found
 
 
 def _record_scheduler(s):
@@ -443,7 +481,7 @@ def flush(reason):
         if rec.kind == "optimizer":
             _core.emit("optimizer-state", {
                 "ref": rec.ref, "steps": rec.steps, "lr_changes": rec.changes,
-                "n_changes": rec.n_changes, "model": rec.model})
+                "n_changes": rec.n_changes, "model": rec.model, "models": rec.models})
         else:
             _core.emit("scheduler-state", {"ref": rec.ref, "steps": rec.steps,
                                            "last_lr": rec.last_lr})

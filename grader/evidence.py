@@ -276,7 +276,7 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
         e = of(ref, "dataloader")
         if e is None:
             return {"loader": None, "dataset": None, "split": None}
-        info = ds_info(e.get("dataset"))
+        info = dict(ds_info(e.get("dataset")))  # a copy: ds_info's answers are shared
         if info["split"] is None:
             info["split"] = _split_hint(names.get(e["id"], ()))
         return {"loader": names.get(e["id"]), **info}

@@ -224,3 +224,19 @@ def test_a_dataset_shared_by_two_loaders_gets_each_loaders_split() -> None:
     summary = summarize_events(events, mounts=MOUNTS)
     assert [(d["dataset"], d["split"]) for d in summary["dataloaders"]] == [("food11", "train"), ("food11", "test")]
     assert summary["datasets"][0]["split"] is None
+
+
+def test_a_runs_mounts_name_each_registered_folder_with_absolute_sandbox_paths() -> None:
+    from grader.pipeline import dataset_mounts, sandbox_mounts
+    from grader.rubric import load_rubric
+    from grader.sandbox import CWD
+
+    rubric = load_rubric(Path(__file__).resolve().parents[1] / "rubrics" / "lab1.yaml")
+    data = {"cifar10": "/srv/d/cifar-10-batches-py", "food11": "/srv/d/Food-11"}
+    mounts = dataset_mounts(rubric, data)
+    assert {(m.name, m.inside) for m in mounts if m.name == "food11"} == {
+        ("food11", FOOD), ("food11", f"{CWD}/data/Food-11")}
+    assert all(m.inside.startswith("/") and m.host == data[m.name] for m in mounts)
+    # the sandbox's own table is the same list (relative `data/...` stays relative there)
+    assert sandbox_mounts(rubric, data) == {
+        (m.inside if not m.inside.startswith(CWD + "/") else m.inside[len(CWD) + 1:]): m.host for m in mounts}

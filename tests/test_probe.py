@@ -397,6 +397,7 @@ model.eval()
 with torch.no_grad():
     for x, y in testloader:
         model(x)
+print("export:", sys.modules["_dllab_probe"].export_for_verification(str(base / "verify")))
 """
 
 
@@ -418,6 +419,16 @@ def test_datasets_are_named_by_the_files_they_read(tmp_path: Path) -> None:
     # without the mounts (a run outside the sandbox) the links, resolved, still lead to Food-11
     bare = {d["class"]: d["dataset"] for d in summarize_events(run.events)["datasets"]}
     assert bare["ImageFolder"] == "food11" and bare["Wrapped"] == "food11"
+    # the model evaluated on the notebook's own class is exported for verification with the
+    # labels that class gave each sampled file: the verifier re-reads Food-11's evaluation split
+    from grader.verify import plan, validate_spec
+
+    spec = validate_spec(json.loads((tmp_path / "verify" / "spec.json").read_text()))
+    assert (spec["dataset"]["class"], spec["dataset"]["custom"]) == ("FoodDataset", True)
+    keys, labels = spec["sample"]["keys"], spec["sample"]["labels"]
+    assert sorted(keys) == sorted(f"{c}_0.jpg" for c in range(11)) and labels == [int(k.split("_")[0]) for k in keys]
+    job = plan(spec, mounts={mount.inside: mount.host}, dataset_hint="food11")
+    assert (job["kind"], job["split"], job["mapping"]) == ("food11", "test", list(range(11)))
 
 
 _LOADING = """

@@ -142,16 +142,16 @@ def _notebook() -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     sources = [
         "src = '/tmp/datasets-nctu/Food-11'\ndst = '/tmp/work/d0556001'",
-        "trainset = torchvision.datasets.ImageFolder(dst + '/training', transform=transform)\n"
-        "testset = torchvision.datasets.ImageFolder(dst + '/evaluation', transform=transform)\n"
-        "testloader = torch.utils.data.DataLoader(testset, batch_size=16)",
+        ("trainset = torchvision.datasets.ImageFolder(dst + '/training', transform=transform)\n"
+         "testset = torchvision.datasets.ImageFolder(dst + '/evaluation', transform=transform)\n"
+         "testloader = torch.utils.data.DataLoader(testset, batch_size=16)"),
         "net = Net(num_classes=11)\ncriterion = nn.CrossEntropyLoss()",
-        "valset = torchvision.datasets.ImageFolder(dst + '/validation', transform=transform)\n"
-        "trainloader = torch.utils.data.DataLoader(ConcatDataset([trainset, valset]), batch_size=16)",
-        "optimizer = optim.SGD(net.parameters(), lr=0.01)\nfor epoch in range(2):\n"
-        "    for x, y in trainloader:\n        optimizer.zero_grad(); criterion(net(x), y).backward(); optimizer.step()",
-        "net.eval()\nwith torch.no_grad():\n    for x, y in testloader:\n        net(x)\n"
-        "print('Test loss: 2.29, Test accuracy: 18.2 %')",
+        ("valset = torchvision.datasets.ImageFolder(dst + '/validation', transform=transform)\n"
+         "trainloader = torch.utils.data.DataLoader(ConcatDataset([trainset, valset]), batch_size=16)"),
+        ("optimizer = optim.SGD(net.parameters(), lr=0.01)\nfor epoch in range(2):\n"
+         "    for x, y in trainloader:\n        optimizer.zero_grad(); criterion(net(x), y).backward(); optimizer.step()"),
+        ("net.eval()\nwith torch.no_grad():\n    for x, y in testloader:\n        net(x)\n"
+         "print('Test loss: 2.29, Test accuracy: 18.2 %')"),
     ]
     for n, src in enumerate(sources, start=1):
         nb.cells.append(new_code_cell(src, execution_count=n))
@@ -205,6 +205,8 @@ def test_without_the_mounts_a_class_named_dataset_splits_the_notebook(tmp_path: 
         e.pop("files", None)
     ev = _evidence(events, tmp_path, mounts=())
     assert {d["dataset"] for d in ev["datasets"]} == {"imagefolder"}
+    # Food-11's section is the copying cell alone; the model, training and test are elsewhere
+    assert [(x["dataset"], x["cells"]) for x in ev["sections"]] == [("food11", [0]), ("imagefolder", [1, 2, 3, 4, 5])]
     context = CheckContext(student_id="0556001", part_id="lab1-2", dataset="food11", evidence=(ev,),
                            all_evidence=(ev,), dataset_stats={"food11": {"mean": [0.59, 0.49, 0.31],
                                                                          "std": [0.24, 0.18, 0.13]}})

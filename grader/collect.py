@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import nbformat
 
-from grader.evidence import read_events, summarize_events
+from grader.evidence import DataMount, read_events, summarize_events
 from grader.parsers import CLASS_SETS, parse_notebook
 from grader.parsers.plotcode import CellPlots, analyze_cells
 from grader.saved_images import decode_image, looks_like_histogram
@@ -98,8 +98,10 @@ def _models(probe: Mapping[str, Any]) -> list[dict[str, Any]]:
             for m in probe.get("models") or []]
 
 
-def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: Path | None) -> dict[str, Any]:
-    """evidence.json of an executed notebook (`run` is an execute.RunResult)."""
+def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: Path | None,
+             mounts: Sequence[DataMount] = ()) -> dict[str, Any]:
+    """evidence.json of an executed notebook (`run` is an execute.RunResult); `mounts` are the
+    registered datasets the run could read, by which its datasets are named."""
     nb = None
     executed = Path(run.executed_notebook_path) if run.executed_notebook_path else None
     if executed and executed.is_file():
@@ -111,7 +113,7 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
     warnings: list[str] = []
     if events_path is not None and events_path.is_file():
         events, warnings = read_events(events_path)
-        probe = summarize_events(events, figures_dir=figures_dir)
+        probe = summarize_events(events, figures_dir=figures_dir, mounts=mounts)
     dataset = _trained_on(probe)
     metrics = _metrics(nb, dataset, _classes_of(probe, dataset)) if nb is not None else {"dataset": dataset}
     # The parser may recognise a dataset the probe could only name by its class (an

@@ -58,6 +58,9 @@ _FOOD11_REAL = ((994, 362, 368), (429, 144, 148), (1500, 500, 500), (986, 327, 3
                 (709, 232, 231))
 _FOOD11_SPLITS = ("training", "validation", "evaluation")
 _FOOD_RE = re.compile(r"^(\d+)_\d+\.jpg$")
+# How each dataset names its image files, wherever a student copies or links them:
+# Food-11 `<class>_<n>.jpg`, Kaggle's cats-vs-dogs `cat.<n>.jpg` (CIFAR-10 and MNIST have none).
+FILE_NAMES = {"food11": _FOOD_RE, "catsdogs": re.compile(r"^(?:cat|dog)\.\d+\.jpg$")}
 # JPEG sides vary like the real photos'; "full" stays under the real ~512 px so that
 # 16k + 37k images take minutes, not an hour.
 _JPEG_SIDES = {"tiny": (48, 96), "small": (96, 160), "full": (128, 384)}

@@ -15,9 +15,12 @@ import os
 import re
 import stat
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+# dataset_name is re-exported: cellflow names the datasets a cell's code mentions with it
+from grader.dataset_id import DataMount, dataset_name, identify  # noqa: F401
 
 MAX_EVENTS_BYTES = 20 * 2**20
 MAX_EVENTS = 20000
@@ -57,7 +60,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "normalize": {"mean": _NUMS, "std": _NUMS, "cls": "str"},
     "dataset": {"class": "str", "module": "str", "via": "str", "root": _STR, "train": _BOOL,
                 "split": _STR, "length": _INT, "num_classes": _INT,
-                "classes": ("list", "str"), "parent": _INT, "transform": _STR},
+                "classes": ("list", "str"), "parent": _INT, "transform": _STR,
+                "children": ("list", "int"), "files": ("list", "str"), "md5": ("list", "str"),
+                "dirs": ("list", "str")},
     "normalization": {"normalize": _INT, "dataset": _INT, "mean": _NUMS, "std": _NUMS,
                       "split": _STR},
     "dataloader": {"dataset": _INT, "batch_size": _INT, "shuffle": _BOOL, "sampler": _STR,
@@ -220,25 +225,6 @@ def figure_file(figures_dir: Path, name: str | None, *,
 # ---------------------------------------------------------------- summary
 
 
-# The course's one spelling of each dataset (grader.datasets.DATASETS, DESIGN.md), found in a
-# dataset's class name or root path; others get a stable lower-case name of their own.
-_DATASET_NEEDLES = (
-    (re.compile(r"food-?11"), "food11"), (re.compile(r"cifar-?100"), "cifar100"),
-    (re.compile(r"cifar"), "cifar10"), (re.compile(r"fashion-?mnist"), "fashion-mnist"),
-    (re.compile(r"mnist"), "mnist"),
-    (re.compile(r"cats?-?(?:vs|and|n)?-?dogs?|dogs?-?(?:vs|and|n)?-?cats?"), "catsdogs"),
-    (re.compile(r"fakedata"), "fakedata"))
-
-
-def dataset_name(cls: str | None, root: str | None) -> str | None:
-    """The course's name for a dataset: cifar10, food11, mnist, catsdogs, ... (else the class, lowered)."""
-    text = f"{cls or ''} {root or ''}".lower().replace("_", "-").replace(" ", "-")[:1000]
-    for needle, name in _DATASET_NEEDLES:
-        if needle.search(text):
-            return name
-    return cls.lower() if cls else None
-
-
 def _split_hint(names: Iterable[str]) -> str | None:
     for name in names:
         low = name.lower()
@@ -248,9 +234,12 @@ def _split_hint(names: Iterable[str]) -> str | None:
     return None
 
 
-def summarize_events(events: list[dict[str, Any]], *,
-                     figures_dir: Path | None = None) -> dict[str, Any]:
-    """The evidence.json fields the probe supports, from validated events."""
+def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None = None,
+                     mounts: Sequence[DataMount] = ()) -> dict[str, Any]:
+    """The evidence.json fields the probe supports, from validated events.
+
+    Every dataset is named by what it reads (`grader.dataset_id.identify`, given the run's
+    dataset `mounts`), and every loader, pass and Normalize that used it carries that name."""
     by_id = {e["id"]: e for e in events}
     names: dict[int, list[str]] = {}
     state: dict[int, dict[str, Any]] = {}
@@ -264,21 +253,30 @@ def summarize_events(events: list[dict[str, Any]], *,
         e = by_id.get(ref) if isinstance(ref, int) else None
         return e if e is not None and e["kind"] == kind else None
 
+    known: dict[int, dict[str, Any]] = {}
+
     def ds_info(ref: Any, depth: int = 0) -> dict[str, Any]:
         e = of(ref, "dataset")
         if e is None:
             return {"dataset": None, "split": None}
+        if e["id"] in known:
+            return known[e["id"]]
+        known[e["id"]] = {"dataset": None, "split": None}  # a cycle of wrappers ends here
         parent = ds_info(e.get("parent"), depth + 1) if e.get("parent") and depth < 4 else {}
+        kids = [ds_info(c, depth + 1) for c in (e.get("children") or [])[:16]] if depth < 4 else []
+        kid_splits = {k.get("split") for k in kids}
         split = (e.get("split") or _split_hint(names.get(e["id"], ()))
-                 or parent.get("split"))
-        name = parent.get("dataset") or dataset_name(e.get("class"), e.get("root"))
-        return {"dataset": name, "split": split}
+                 or parent.get("split") or (kid_splits.pop() if len(kid_splits) == 1 else None))
+        name = identify(e, related=[parent.get("dataset"), *(k.get("dataset") for k in kids)],
+                        mounts=mounts)
+        known[e["id"]] = {"dataset": name, "split": split}
+        return known[e["id"]]
 
     def loader_info(ref: Any) -> dict[str, Any]:
         e = of(ref, "dataloader")
         if e is None:
             return {"loader": None, "dataset": None, "split": None}
-        info = ds_info(e.get("dataset"))
+        info = dict(ds_info(e.get("dataset")))  # a copy: ds_info's answers are shared
         if info["split"] is None:
             info["split"] = _split_hint(names.get(e["id"], ()))
         return {"loader": names.get(e["id"]), **info}
@@ -311,6 +309,7 @@ def summarize_events(events: list[dict[str, Any]], *,
                                          "cell": e.get("cell")})
         elif kind == "dataset":
             out["datasets"].append({"ref": ref, "class": e.get("class"), "root": e.get("root"),
+                                    "files": e.get("files", [])[:3],
                                     "length": e.get("length"),
                                     "num_classes": e.get("num_classes"),
                                     "classes": [str(c)[:80] for c in e.get("classes") or []][:1000],

@@ -17,11 +17,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from grader import __version__
 from grader.fsutil import write_json_atomic
 from grader.model import Submission, record_to_json
+
+if TYPE_CHECKING:
+    from grader.dataset_id import DataMount
 
 Mode = Literal["execute", "saved"]
 # A TA's overrides file, once given to `rescore`, is kept in OUT and applied on every grading.
@@ -83,7 +86,29 @@ def sandbox_mounts(rubric, data: Mapping[str, str]) -> dict[str, str]:
     `cifar-10-batches-py`), and `data/` in the working copy is such a root too, for code
     that calls `download=True`.
     """
-    mounts: dict[str, str] = {}
+    return {m.inside if m.relative is None else m.relative: m.host for m in _mounts(rubric, data)}
+
+
+def dataset_mounts(rubric, data: Mapping[str, str]) -> tuple[DataMount, ...]:
+    """The registered datasets a run can read, with their absolute sandbox paths: what the
+    evidence names a dataset by (grader.dataset_id)."""
+    from grader.dataset_id import DataMount
+
+    return tuple(DataMount(name=m.name, inside=m.inside, host=m.host) for m in _mounts(rubric, data))
+
+
+@dataclass(frozen=True)
+class _Mount:
+    name: str
+    inside: str
+    relative: str | None
+    host: str
+
+
+def _mounts(rubric, data: Mapping[str, str]) -> list[_Mount]:
+    from grader.sandbox import CWD
+
+    out = []
     for name, ds in rubric.datasets.items():
         host = data.get(name)
         if host is None:
@@ -91,8 +116,10 @@ def sandbox_mounts(rubric, data: Mapping[str, str]) -> dict[str, str]:
         own = Path(host).name
         for inside in (*ds.mount, "data"):
             target = inside if PurePosixPath(inside).name == own else f"{inside.rstrip('/')}/{own}"
-            mounts[target] = str(host)
-    return mounts
+            relative = None if target.startswith("/") else target
+            out.append(_Mount(name, target if relative is None else os.path.normpath(f"{CWD}/{target}"),
+                              relative, str(host)))
+    return out
 
 
 def _limits(rubric):
@@ -231,7 +258,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
                     startup_code=_with_probe_dir(startup), teardown_code=teardown_source())
     probe_dir = run_dir / "probe"
     ev = collect.from_run(result, run_dir=run_dir, events_path=probe_dir / "events.jsonl",
-                          figures_dir=probe_dir / "fig")
+                          figures_dir=probe_dir / "fig", mounts=dataset_mounts(rubric, settings.data))
     # How the run stopped and what the machine lacked: the grade's flags (grader.diagnose).
     ev["stop"] = result.stop
     ev["environment"] = list(result.environment)

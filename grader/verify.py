@@ -40,9 +40,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
 from grader import sandbox
+from grader.dataset_id import class_index
+from grader.datasets import FILE_NAMES
 from grader.errors import GraderError
 from grader.execute import PROBE_DIR_TOKEN, SandboxLimits, SandboxSpec
-from grader.parsers.classes import CLASS_SETS, canonical_class
+from grader.parsers.classes import CLASS_SETS
 
 VERIFY_TIMEOUT_S = 600.0
 """The evaluator's wall time (sandbox start, loading, the whole test split)."""
@@ -180,7 +182,8 @@ def validate_spec(data: Any) -> dict[str, Any]:
           and all(_str(c) for c in ds["classes"])
           and ds.get("split") in (None, "train", "val", "test")
           and ds.get("default_loader") in (None, True, False)
-          and isinstance(ds.get("subset", False), bool), "dataset")
+          and isinstance(ds.get("subset", False), bool)
+          and isinstance(ds.get("custom", False), bool), "dataset")
     _need(isinstance(tr, dict) and isinstance(tr.get("steps"), list) and len(tr["steps"]) <= 50
           and isinstance(tr.get("unknown"), list) and all(isinstance(u, str) for u in tr["unknown"])
           and isinstance(tr.get("repr", ""), str), "transform")
@@ -191,7 +194,10 @@ def validate_spec(data: Any) -> dict[str, Any]:
     _need(isinstance(sample, dict) and isinstance(sample.get("keys"), list)
           and isinstance(sample.get("preds"), list) and len(sample["keys"]) == len(sample["preds"]) <= 256
           and all(isinstance(k, int) and not isinstance(k, bool) or _str(k) for k in sample["keys"])
-          and all(_int(p) for p in sample["preds"]), "sample")
+          and all(_int(p) for p in sample["preds"])
+          and (sample.get("labels") is None or isinstance(sample["labels"], list)
+               and len(sample["labels"]) == len(sample["keys"])
+               and all(y is None or _int(y) for y in sample["labels"])), "sample")
     evaluation = data.get("evaluation") if isinstance(data.get("evaluation"), dict) else {}
     cell = evaluation.get("cell")
     return {"model": model, "dataset": ds, "steps": steps, "sample": sample,
@@ -312,25 +318,36 @@ def plan(job_spec: Mapping[str, Any], *, mounts: Mapping[str, str], dataset_hint
                                f"read-only dataset folders")
         root = str(host.parent) if host_paths else ds["root"]
         job.update(kind=name, root=root, split="test", mapping=list(range(len(CLASS_SETS[name]))))
-    elif cls == "ImageFolder" and dataset_hint in (None, "food11"):
-        job.update(_food11(ds, mounts, host_paths=host_paths))
+    elif (cls == "ImageFolder" or ds.get("custom")) and dataset_hint in (None, "food11"):
+        job.update(_food11(ds, mounts, host_paths=host_paths, sample=job_spec["sample"]))
+    elif ds.get("custom"):
+        raise _NotVerified(f"the test data is read by the notebook's own {cls} class"
+                           + (f" from {ds['files_dir']}" if ds.get("files_dir") else "")
+                           + (f" ({dataset_hint})" if dataset_hint else "")
+                           + "; the grader rebuilds only CIFAR-10, MNIST and Food-11 test splits")
     else:
-        raise _NotVerified(f"the test data is a {cls}"
-                           + (f" (the lab uses {dataset_hint})" if dataset_hint else "")
-                           + ", which the grader cannot rebuild for an independent evaluation")
+        article = "an" if cls[:1].upper() in "AEIOU" else "a"
+        raise _NotVerified(f"the test data is {article} {cls}"
+                           + (f" of {dataset_hint}" if dataset_hint else "")
+                           + "; the grader rebuilds only CIFAR-10, MNIST and Food-11 test splits")
     if ds.get("subset"):
         job["note"] = "the notebook evaluated a subset; the whole test split was used"
     return job
 
 
-def _food11(ds: Mapping[str, Any], mounts: Mapping[str, str], *, host_paths: bool) -> dict[str, Any]:
+def _food11(ds: Mapping[str, Any], mounts: Mapping[str, str], *, host_paths: bool,
+            sample: Mapping[str, Any]) -> dict[str, Any]:
+    """The job for Food-11's evaluation (or validation) split, read from its read-only mount,
+    for an ImageFolder or a notebook's own dataset class over its image files."""
+    custom = bool(ds.get("custom"))
     if ds.get("default_loader") is False:
         raise _NotVerified("the test ImageFolder uses its own image loader, which the grader cannot rebuild")
     split = next((_TEST_DIRS[PurePosixPath(p).name.lower()] for p in (ds.get("files_dir"), ds.get("root"))
                   if p and PurePosixPath(p).name.lower() in _TEST_DIRS), None)
     if split is None:
-        raise _NotVerified(f"the evaluated ImageFolder ({ds.get('root')}) is not Food-11's "
-                           f"evaluation or validation split")
+        what = f"the notebook's own {ds['class']} class" if custom else "the evaluated ImageFolder"
+        where = ds.get("files_dir") or ds.get("root") or "several folders"
+        raise _NotVerified(f"{what} reads {where}, which is not Food-11's evaluation or validation split")
     food = [(inside, host) for inside, host in mounts.items() if (Path(host) / split).is_dir()
             and (Path(host) / "training").is_dir()]
     if ds.get("files_dir"):  # prefer the mount the images really came from
@@ -340,19 +357,46 @@ def _food11(ds: Mapping[str, Any], mounts: Mapping[str, str], *, host_paths: boo
     inside, host = food[0]
     target = inside if inside.startswith("/") else os.path.normpath(f"{sandbox.CWD}/{inside}")
     classes = CLASS_SETS["food11"]
-    mapping = []
-    for name in ds["classes"]:
-        if name.isdigit() and int(name) < len(classes):
-            mapping.append(int(name))
-        elif (canon := canonical_class(name, classes)) is not None:
-            mapping.append(classes.index(canon))
-        else:
-            raise _NotVerified(f"the ImageFolder class {name!r} is not a Food-11 class")
+    if custom:  # its labels are whatever its __getitem__ returns: read them, not its names
+        mapping = _label_mapping(sample, ds["class"], len(classes))
+    else:
+        mapping = []
+        for name in ds["classes"]:
+            index = class_index(name, classes)
+            if index is None:
+                raise _NotVerified(f"the test dataset's class {name!r} is not a Food-11 class")
+            mapping.append(index)
     if len(mapping) != len(classes) or sorted(mapping) != list(range(len(classes))):
-        raise _NotVerified(f"the ImageFolder has {len(mapping)} classes that do not map one to one "
+        raise _NotVerified(f"the test dataset has {len(mapping)} classes that do not map one to one "
                            f"onto Food-11's {len(classes)}")
-    return {"kind": "food11", "root": str(Path(host) / split) if host_paths else f"{target}/{split}",
-            "split": "test" if split == "evaluation" else "val", "mapping": mapping}
+    job = {"kind": "food11", "root": str(Path(host) / split) if host_paths else f"{target}/{split}",
+           "split": "test" if split == "evaluation" else "val", "mapping": mapping}
+    if custom:  # nothing but the cross-check shows that its images were read as the evaluator reads them
+        job["require_sample"] = True
+    return job
+
+
+def _label_mapping(sample: Mapping[str, Any], cls: str, n_classes: int) -> list[int]:
+    """Model output -> Food-11 class, from the labels a notebook's own dataset gave the sampled
+    files (`<class>_<n>.jpg`): the identity when every label is its file's class, else the
+    one-to-one map the labels show for all classes."""
+    pairs: dict[int, int] = {}
+    for key, label in zip(sample["keys"], sample.get("labels") or []):
+        m = FILE_NAMES["food11"].match(key) if isinstance(key, str) else None
+        if m is None or label is None:
+            continue
+        if pairs.setdefault(label, int(m.group(1))) != int(m.group(1)):
+            raise _NotVerified(f"the notebook's own {cls} class gives label {label} to images of two "
+                               f"Food-11 classes, so its labels cannot be matched with Food-11's")
+    if not pairs:
+        raise _NotVerified(f"the labels of the notebook's own {cls} class could not be matched with "
+                           f"Food-11's file names")
+    if all(label == c for label, c in pairs.items()):
+        return list(range(n_classes))
+    if sorted(pairs) == list(range(n_classes)) and sorted(pairs.values()) == list(range(n_classes)):
+        return [pairs[label] for label in range(n_classes)]
+    raise _NotVerified(f"the notebook's own {cls} class numbers Food-11's classes differently, and the "
+                       f"sampled test images do not show the label of every class")
 
 
 # ---------------------------------------------------------------- the evaluator (runs sandboxed)
@@ -609,6 +653,9 @@ def _check_counts(result: Mapping[str, Any], n_classes: int) -> dict[str, Any]:
 def _block(job_spec: Mapping[str, Any], job: Mapping[str, Any], counts: Mapping[str, Any], *,
            seconds: float) -> dict[str, Any]:
     compared, same = counts["compared"], counts["same"]
+    if job.get("require_sample") and not compared:
+        raise _NotVerified("none of the sampled test images could be found again, so the grader cannot "
+                           "tell that it read them as the notebook's own dataset class does")
     if compared and same < MIN_AGREEMENT * compared:
         raise _NotVerified(f"the captured model predicted differently from the notebook's own model on "
                            f"{compared - same} of {compared} sampled test images, so its capture or the "

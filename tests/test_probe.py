@@ -337,6 +337,100 @@ def test_training_passes_carry_their_dataset_size_and_model(training_run: Run) -
     assert budget.steps == 6 + 3  # the later `sgd` steps the same parameters
 
 
+# How students read Food-11 besides ImageFolder over the mount (finding #4 of tester 2): each
+# dataset must be named food11 by the files it reads, whatever its class or path says.
+_OWN_DATASETS = """
+import glob, os
+from pathlib import Path
+import torch, torch.nn as nn, torchvision, torchvision.transforms as T
+from PIL import Image
+torch.manual_seed(0)
+base = Path(sys.argv[1])
+src = base / "mnt" / "Food-11"  # the registered dataset's folder
+for split in ("training", "validation", "evaluation"):
+    (src / split).mkdir(parents=True)
+    for c in range(11):
+        Image.new("RGB", (8, 8), (20 * c, 40, 99)).save(src / split / f"{c}_0.jpg")
+tf = T.Compose([T.ToTensor(), T.Normalize([0.5] * 3, [0.25] * 3)])
+
+class FoodDataset(torch.utils.data.Dataset):  # globs the mount; no root, no classes
+    def __init__(self, root, split, transform=None):
+        self.files = sorted(glob.glob(os.path.join(root, split, "*.jpg")))
+        self.labels = [int(os.path.basename(f).split("_")[0]) for f in self.files]
+        self.transform = transform
+    def __len__(self):
+        return len(self.files)
+    def __getitem__(self, i):
+        return self.transform(Image.open(self.files[i]).convert("RGB")), self.labels[i]
+
+own_test = FoodDataset(str(src), "evaluation", tf)
+
+dst = base / "work" / "data_0556001"  # a linked copy, class folders numbered: nothing says food
+for split in ("training", "validation"):
+    for f in (src / split).glob("*.jpg"):
+        (dst / split / ("%02d" % int(f.name.split("_")[0]))).mkdir(parents=True, exist_ok=True)
+        (dst / split / ("%02d" % int(f.name.split("_")[0])) / f.name).symlink_to(f)
+linked = torchvision.datasets.ImageFolder(str(dst / "training"), transform=tf)
+linked_val = torchvision.datasets.ImageFolder(str(dst / "validation"), transform=tf)
+both = torch.utils.data.ConcatDataset([linked, linked_val])
+
+class Wrapped(torch.utils.data.Dataset):  # a wrapper holding a Subset of the copy, not `.dataset`
+    def __init__(self, inner):
+        self.inner = inner
+    def __len__(self):
+        return len(self.inner)
+    def __getitem__(self, i):
+        return self.inner[i]
+
+wrapped = Wrapped(torch.utils.data.Subset(linked, list(range(5))))
+trainloader = torch.utils.data.DataLoader(both, batch_size=11, shuffle=True)
+extraloader = torch.utils.data.DataLoader(wrapped, batch_size=5)
+testloader = torch.utils.data.DataLoader(own_test, batch_size=11)
+model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 11))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for loader in (trainloader, extraloader):
+    for x, y in loader:
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+model.eval()
+with torch.no_grad():
+    for x, y in testloader:
+        model(x)
+print("export:", sys.modules["_dllab_probe"].export_for_verification(str(base / "verify")))
+"""
+
+
+def test_datasets_are_named_by_the_files_they_read(tmp_path: Path) -> None:
+    from grader.dataset_id import DataMount
+
+    run = _run_script(tmp_path, _OWN_DATASETS)
+    mount = DataMount("food11", str(tmp_path / "mnt" / "Food-11"), str(tmp_path / "mnt" / "Food-11"))
+    summary = summarize_events(run.events, mounts=(mount,))
+    named = sorted((d["class"], d["dataset"], d["split"]) for d in summary["datasets"])
+    assert named == [("ConcatDataset", "food11", None), ("FoodDataset", "food11", "test"),
+                     ("ImageFolder", "food11", "train"), ("ImageFolder", "food11", "val"),
+                     ("Subset", "food11", "train"), ("Wrapped", "food11", "train")], named
+    [own] = [d for d in summary["datasets"] if d["class"] == "FoodDataset"]
+    assert all(f.startswith(mount.inside + "/evaluation/") for f in own["files"])
+    assert {(t["dataset"], t["split"]) for t in summary["training"]} == {("food11", "train")}
+    assert [(e["dataset"], e["split"], e["samples"]) for e in summary["evaluations"]] == [("food11", "test", 11)]
+    assert {n["dataset"] for n in summary["normalization"]} == {"food11"}
+    # without the mounts (a run outside the sandbox) the links, resolved, still lead to Food-11
+    bare = {d["class"]: d["dataset"] for d in summarize_events(run.events)["datasets"]}
+    assert bare["ImageFolder"] == "food11" and bare["Wrapped"] == "food11"
+    # the model evaluated on the notebook's own class is exported for verification with the
+    # labels that class gave each sampled file: the verifier re-reads Food-11's evaluation split
+    from grader.verify import plan, validate_spec
+
+    spec = validate_spec(json.loads((tmp_path / "verify" / "spec.json").read_text()))
+    assert (spec["dataset"]["class"], spec["dataset"]["custom"]) == ("FoodDataset", True)
+    keys, labels = spec["sample"]["keys"], spec["sample"]["labels"]
+    assert sorted(keys) == sorted(f"{c}_0.jpg" for c in range(11)) and labels == [int(k.split("_")[0]) for k in keys]
+    job = plan(spec, mounts={mount.inside: mount.host}, dataset_hint="food11")
+    assert (job["kind"], job["split"], job["mapping"]) == ("food11", "test", list(range(11)))
+
+
 _LOADING = """
 import os
 import torch, torch.nn as nn

@@ -23,7 +23,7 @@ from grader.execute import PROBE_DIR_TOKEN, SandboxLimits, SandboxSpec, run_note
 from grader.probe import rec_export
 from grader.probe.recorder import bootstrap_source
 from grader.samples import cells
-from grader.verify import (_eval_build_transform, _step, plan, teardown_source, transform_text,
+from grader.verify import (_block, _eval_build_transform, _step, plan, teardown_source, transform_text,
                            validate_spec, verify_run, _NotVerified)
 
 CIFAR_MOUNT = "/tmp/dataset-nctu/cifar-10-batches-py"
@@ -191,6 +191,47 @@ def test_food11_imagefolder_maps_class_folders_onto_canonical_classes(tmp_path: 
     assert plan(digits, mounts=mounts, dataset_hint="food11")["mapping"] == list(range(11))
     short = validate_spec(_spec(dataset=dict(folder["dataset"], classes=["00", "01"])))
     assert "one to one" in _reason(plan, short, mounts=mounts, dataset_hint="food11")
+
+
+def _own_food(tmp_path: Path, keys: list, labels: list) -> tuple[dict, dict[str, str]]:
+    food = tmp_path / "Food-11"
+    for split in ("training", "validation", "evaluation"):
+        (food / split).mkdir(parents=True)
+    spec = validate_spec(_spec(
+        dataset={"class": "FoodDataset", "root": None, "train": None, "length": 66, "classes": [],
+                 "files_dir": "/tmp/datasets-nctu/Food-11/evaluation", "default_loader": None,
+                 "subset": False, "split": "test", "custom": True},
+        sample={"keys": keys, "preds": [0] * len(keys), "labels": labels}))
+    return spec, {"/tmp/datasets-nctu/Food-11": str(food)}
+
+
+def test_a_notebooks_own_food11_dataset_class_is_verified_by_its_labels(tmp_path: Path) -> None:
+    # 0000311: FoodDataset(Dataset) globbing Food-11/evaluation/*.jpg, label = the file's prefix
+    keys = [f"{c}_{k}.jpg" for c in range(11) for k in (0, 3)]
+    spec, mounts = _own_food(tmp_path, keys, [int(k.split("_")[0]) for k in keys])
+    job = plan(spec, mounts=mounts, dataset_hint="food11")
+    assert (job["kind"], job["root"], job["split"]) == ("food11", "/tmp/datasets-nctu/Food-11/evaluation", "test")
+    assert job["mapping"] == list(range(11)) and job["require_sample"] is True
+    counts = {"compared": 0, "same": 0, "n": 66, "per_class": [[1, 6]] * 11}
+    assert "found again" in _reason(_block, spec, job, counts, seconds=1.0)  # nothing cross-checked
+    assert _block(spec, job, dict(counts, compared=22, same=22), seconds=1.0)["dataset"] == "food11"
+    # its own numbering (label 10 - class): read from the labels it gave the sampled files
+    spec, _ = _own_food(tmp_path / "b", keys, [10 - int(k.split("_")[0]) for k in keys])
+    assert plan(spec, mounts=mounts, dataset_hint="food11")["mapping"] == [10 - c for c in range(11)]
+    # two classes under one label, or labels for a few classes only: no guessing
+    spec, _ = _own_food(tmp_path / "c", keys, [0] * len(keys))
+    assert "two Food-11 classes" in _reason(plan, spec, mounts=mounts, dataset_hint="food11")
+    spec, _ = _own_food(tmp_path / "d", ["3_0.jpg", "4_0.jpg"], [4, 3])
+    assert "every class" in _reason(plan, spec, mounts=mounts, dataset_hint="food11")
+    # over another lab's data the reason names the class and what the grader rebuilds
+    spec, _ = _own_food(tmp_path / "e", keys, [0] * len(keys))
+    assert "notebook's own FoodDataset class" in _reason(plan, spec, mounts=mounts, dataset_hint="catsdogs")
+
+
+def test_an_unrebuildable_test_set_is_named_with_its_dataset(tmp_path: Path) -> None:
+    spec = validate_spec(_spec(dataset__class="ImageFolder", dataset__root="/work/data/pets"))
+    reason = _reason(plan, spec, mounts={}, dataset_hint="catsdogs")
+    assert reason.startswith("the test data is an ImageFolder of catsdogs") and "Food-11" in reason
 
 
 # ---------------------------------------------------------------- end to end (kernel + sandbox)

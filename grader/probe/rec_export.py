@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import numbers
 import os
 import re
 import sys
@@ -154,7 +155,7 @@ def _live_objects():
 
 def _choose(events, objs):
     """(model, dataset, evaluation event or None), the best candidates still alive."""
-    evals = [e for e in events if e.get("kind") == "evaluation" and e.get("split") == "test"
+    evals = [e for e in events if e.get("kind") == "evaluation" and _split_of(e, objs) == "test"
              and objs.get(e.get("model")) is not None]
 
     def whole(e):  # a pass over most of its dataset, not a peek at one batch
@@ -175,32 +176,70 @@ def _choose(events, objs):
     return objs[trained[-1]["model"]], _test_dataset(objs), None
 
 
+def _split_of(e, objs):
+    """An evaluation's split: as recorded, else from the names its loader or dataset is bound
+    to (`testloader`), as the host reads them."""
+    if e.get("split"):
+        return e["split"]
+    for ref in (e.get("loader"), e.get("dataset")):
+        split = _name_split(objs.get(ref))
+        if split:
+            return split
+    return None
+
+
+def _name_split(obj):
+    if obj is None:
+        return None
+    names = [n.lower() for n in _core.names_for(obj)]
+    for needle in ("test", "val", "train"):  # the order of grader.evidence._split_hint
+        if any(needle in n for n in names):
+            return needle
+    return None
+
+
 def _test_dataset(objs):
     t = sys.modules[_core.PROBE_NAME + "_torch"]
     best = None
     for wr, rec in list(t._by_id.values()):
         obj = wr()
-        if obj is not None and rec.kind == "dataset" and getattr(rec, "split", None) == "test":
-            if best is None or rec.ref > best[0]:
-                best = (rec.ref, obj)
+        if obj is None or rec.kind != "dataset":
+            continue
+        split = getattr(rec, "split", None) or _name_split(obj)
+        if split == "test" and (best is None or rec.ref > best[0]):
+            best = (rec.ref, obj)
     if best is None:
         raise _Refusal("no model was evaluated on a test split, and no test split was loaded")
     return best[1]
 
 
+def _files_of(ds):
+    """(the list of files a student's own dataset reads, entry -> path), one file per item, or None."""
+    data = sys.modules.get(_core.PROBE_NAME + "_data")
+    found = data.file_list(ds, getattr(ds, "root", None)) if data is not None else None
+    try:
+        if found is None or len(found[1]) != len(ds):
+            return None
+    except Exception:  # noqa: BLE001 - an unsized dataset
+        return None
+    return found[1], found[2]
+
+
 def _base_dataset(ds):
-    """The torchvision dataset under Subsets and wrappers (`.dataset`), and whether it was wrapped."""
+    """The dataset under Subsets and wrappers (`.dataset`) that reads the data: a torchvision
+    dataset, or a student's own class holding one file per item; and whether it was wrapped."""
     wrapped = False
+    first = type(ds).__name__
     for _ in range(6):
         cls = type(ds)
-        if cls.__module__.startswith("torchvision.datasets"):
+        if cls.__module__.startswith("torchvision.datasets") or _files_of(ds) is not None:
             return ds, wrapped
         inner = getattr(ds, "dataset", None)
         if inner is None or inner is ds:
             break
         ds, wrapped = inner, True
-    raise _Refusal("the test data is a " + type(ds).__name__ + ", not a torchvision dataset the "
-                   "grader can rebuild")
+    raise _Refusal("the test data is a " + first + " (a class of the notebook's own that holds no "
+                   "list of image files, one per item), which the grader cannot rebuild")
 
 
 # ---------------------------------------------------------------- describing the dataset
@@ -211,21 +250,37 @@ def _describe_dataset(ds):
     root = getattr(ds, "root", None)
     root = os.path.abspath(os.fspath(root)) if isinstance(root, (str, os.PathLike)) else None
     classes = getattr(ds, "classes", None)
+    custom = not type(ds).__module__.startswith("torchvision.datasets")
     out = {"class": cls, "root": root, "train": getattr(ds, "train", None)
            if isinstance(getattr(ds, "train", None), bool) else None,
            "length": len(ds), "classes": [str(c)[:64] for c in classes[:200]]
            if isinstance(classes, (list, tuple)) else [],
-           "files_dir": None, "default_loader": None}
+           "files_dir": None, "default_loader": None, "custom": custom}
     if cls in ("ImageFolder", "DatasetFolder"):
         loader = getattr(ds, "loader", None)
         folder_mod = sys.modules.get("torchvision.datasets.folder")
         out["default_loader"] = loader is getattr(folder_mod, "default_loader", object())
         dirs = {os.path.dirname(os.path.realpath(path)) for path, _ in list(ds.samples)[:100000]}
         out["files_dir"] = dirs.pop() if len(dirs) == 1 else None
+    elif custom:
+        seq, resolve = _files_of(ds)
+        dirs = {os.path.dirname(os.path.realpath(resolve(e))) for e in list(seq)[:100000]}
+        out["files_dir"] = dirs.pop() if len(dirs) == 1 else None
     return out
 
 
-def _sample_key(ds, i):
+def _sample_indices(ds, n):
+    """Which items the host's cross-check compares: the first `n`, or for a student's own
+    dataset `n` spread over all of it, so that its labels are seen for every class."""
+    total = len(ds)
+    if type(ds).__module__.startswith("torchvision.datasets") or total <= n:
+        return list(range(n))
+    return sorted({k * total // n for k in range(n)})
+
+
+def _sample_key(ds, i, files):
+    if files is not None:  # a student's own dataset: (its list of files, entry -> path)
+        return os.path.basename(files[1](files[0][i]))
     samples = getattr(ds, "samples", None)
     if isinstance(samples, list):
         return os.path.basename(samples[i][0])
@@ -389,9 +444,12 @@ def _export(folder):
     n = min(SAMPLE_SIZE, len(base))
     if n == 0:
         raise _Refusal("the test split is empty")
+    picks = _sample_indices(base, n)
+    files = _files_of(base) if dataset["custom"] else None
     dup, undo = _cpu_copy(model)
     try:
-        xs = [base[i][0] for i in range(n)]
+        items = [base[i] for i in picks]
+        xs = [item[0] for item in items]
         if not all(isinstance(x, torch.Tensor) for x in xs):
             raise _Refusal("the test dataset does not give tensors (no ToTensor in its transform?)")
         batch = torch.stack(xs).to(torch.device("cpu"))
@@ -422,10 +480,21 @@ def _export(folder):
                   "mode_sensitive": any(_MODE_LAYERS.search(type(m).__name__) is not None
                                         for m in model.modules())},
         "dataset": dataset, "transform": transform,
-        "sample": {"keys": [_sample_key(base, i) for i in range(n)], "preds": preds},
+        "sample": {"keys": [_sample_key(base, i, files) for i in picks], "preds": preds,
+                   "labels": [_label(item) for item in items]},
         "evaluation": {"samples": ev.get("samples") if ev else None,
                        "cell": ev.get("cell") if ev else None},
     }
+
+
+def _label(item):
+    """The label the dataset gave an item, as an int (None when it is not one)."""
+    try:
+        y = item[1]
+        y = y.item() if hasattr(y, "item") else y
+        return int(y) if isinstance(y, numbers.Integral) and not isinstance(y, bool) else None
+    except Exception:  # noqa: BLE001 - an item without a label
+        return None
 
 
 def _t_rec(obj):

@@ -142,7 +142,8 @@ def test_same_bytes_reuse_the_cached_run(graded: Path, tmp_path: Path, monkeypat
 
 
 def test_kill_9_mid_batch_then_resume(data_root: Path, tmp_path: Path) -> None:
-    subs = _samples(tmp_path / "subs", {"0556001", "0556002", "0556004", "0556005"})
+    # Four notebooks without the learning-rate study (the slowest part): 2 + 1 + 1.
+    subs = _samples(tmp_path / "subs", {"0556002", "0556005", "0556006"})
     out = tmp_path / "out"
     cmd = [*DLLAB, "grade", str(subs), "--lab", "lab1", "--data", str(data_root), "--out", str(out),
            "--workers", "2", "--no-pdf"]
@@ -153,12 +154,12 @@ def test_kill_9_mid_batch_then_resume(data_root: Path, tmp_path: Path) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     first = {p.stem: p.stat().st_mtime_ns for p in (out / "grades").glob("*.json")}
-    assert 1 <= len(first) < 4
+    assert 1 <= len(first) < 3
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert f"{len(first)} already graded" in done.stderr
     after = {p.stem: p.stat().st_mtime_ns for p in (out / "grades").glob("*.json")}
-    assert set(after) == {"0556001", "0556002", "0556004", "0556005"}
+    assert set(after) == {"0556002", "0556005", "0556006"}
     assert all(after[s] == first[s] for s in first), "finished students are not graded again"
     leftovers = [p for p in out.rglob("*.tmp")]
     assert not leftovers

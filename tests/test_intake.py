@@ -577,6 +577,20 @@ def test_moodle_download_all_zip(area: Area) -> None:
         assert (area.work / "_lms") in Path(sub.source).parents
 
 
+def test_moodle_download_all_zip_inside_the_folder_given(area: Area) -> None:
+    """The TA saves the download-all zip among other zips and gives the folder: the bundle is
+    expanded (not read as one student's zip), and a student's own `dllab_<id>.zip` is never
+    taken for a bundle, whatever folders it holds."""
+    fx.moodle_bundle(area.incoming, {"0556001": ("陳偉", "111")}, uploaded=(2024, 10, 3, 23, 59, 30))
+    fx.write_zip(area.incoming / "dllab_0556002.zip", [
+        ("Lin Mei_222_assignsubmission_file_/lab1-1.ipynb", fx.notebook_bytes()), ("report.pdf", fx.PDF)])
+    subs = intake([area.incoming], area.work)
+    assert [(s.student_id, s.submitted_at_source) for s in subs] == [("0556001", "lms-archive-entry"),
+                                                                     ("0556002", "file-mtime")]
+    again = intake([area.incoming], area.root / "work2")
+    assert [s.student_id for s in again] == ["0556001", "0556002"]
+
+
 def test_damaged_archives_never_crash(area: Area) -> None:
     """Flip bytes all over a good zip: every result is a Submission, never an exception."""
     import random

@@ -64,8 +64,8 @@ def intake(
     work_root = Path(work_root)
     work_root.mkdir(parents=True, exist_ok=True)
     work_root = work_root.resolve()  # discover compares real paths
-    paths, bundles = expand_bundles(paths, work_root, limits)
-    candidates = discover(paths, pattern=pattern, exclude=[work_root])
+    paths, bundles, zips = expand_bundles(paths, work_root, limits, pattern=pattern)
+    candidates = discover(paths, pattern=pattern, exclude=[work_root, *zips])
     candidates = mark_lms_times(candidates, bundles)
     return [unpack(c, work_root, limits=limits) for c in candidates]
 

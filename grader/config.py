@@ -181,8 +181,16 @@ def load(out: Path, *, rubric: Path | None = None, pdf: bool | None = None) -> G
     if not path.is_file():
         raise GraderError(f"{out} is not a graded folder (no settings.json): run dllab grade first")
     doc = json.loads(path.read_text())
-    settings = GradeSettings(rubric_path=Path(doc["rubric_path"]), out=out.resolve(), data=doc["data"],
-                             reference_path=Path(doc["reference_path"]) if doc.get("reference_path") else None,
+    # The rubric kept in OUT, not the absolute path written when grading: a copied or moved
+    # OUT folder must not read (or rescore with) the original folder's rubric.
+    kept = out / "rubric.yaml"
+    rubric_path = kept.resolve() if kept.is_file() else Path(doc["rubric_path"])
+    reference = Path(doc["reference_path"]) if doc.get("reference_path") else None
+    if reference is not None and doc.get("out") and reference.parent == Path(doc["out"]) \
+            and (out / reference.name).is_file():
+        reference = (out / reference.name).resolve()  # the reference kept in OUT moves with it
+    settings = GradeSettings(rubric_path=rubric_path, out=out.resolve(), data=doc["data"],
+                             reference_path=reference,
                              dataset_stats=doc["dataset_stats"], mode=doc["mode"], sandbox=doc["sandbox"],
                              pdf=doc["pdf"], gpus=tuple(doc.get("gpus", ())),
                              submitted_at=doc.get("submitted_at", {}), run_cache=doc.get("run_cache"))

@@ -108,6 +108,7 @@ def test_grades_flag_future_unknown_and_past_max_days(tmp_path: Path) -> None:
     future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)).isoformat()
     g = grade_from_runs(rubric, _submission("0556070", future), [], settings=s)
     assert "time-in-future" in g["flags"] and g["late"]["days_late"] == 0 and g["late"]["penalty_points"] == 0
+    assert "time-unknown" not in g["flags"], "the time is known to be wrong, not unknown (tester 1's 12)"
     assert "in the future: not used" in g["late"]["source"] and g["submitted_at"] == future
     g = grade_from_runs(rubric, _submission("0556071", None), [], settings=s)
     assert "time-unknown" in g["flags"] and g["submitted_at"] is None
@@ -244,3 +245,40 @@ def test_an_lms_download_all_zip_is_graded_as_its_students(tmp_path: Path, capsy
     assert "2 already graded, 0 to grade" in capsys.readouterr().err and again == grades
     direct = _grade_cli(next(inc.glob("*.zip")), tmp_path / "out2")
     assert sorted(direct) == ["0556001", "0556002"]
+
+
+def test_two_archives_copied_together_are_said_to_be_copy_times() -> None:
+    """Tester 1's 12 (sN3): two freshly copied zips were each charged 2 days late, no warning."""
+    deadline = NOW - dt.timedelta(days=2)
+    two = [When(NOW - dt.timedelta(seconds=s), "file-mtime") for s in (0, 0.004)]
+    [msg] = batch_warnings(deadline, POLICY, two, now=NOW)
+    assert msg.startswith("all 2 archive times lie within 0 s of each other") and "copied" in msg
+    apart = [When(NOW - dt.timedelta(hours=h), "file-mtime") for h in (1, 30)]
+    assert batch_warnings(deadline, POLICY, apart, now=NOW) == []
+    assert batch_warnings(deadline, POLICY, two[:1], now=NOW) == [], "one time alone cannot tell"
+
+
+def test_rescore_with_a_new_rubric_on_a_copied_folder_uses_the_new_rubric(tmp_path: Path) -> None:
+    """Tester 1's 12 (oN6r): settings.json held the original folder's absolute rubric path, so
+    `rescore COPY --rubric new.yaml` scored with the original's rubric while the summary showed
+    the new deadline. The copy's grades follow the new rubric; the original is left alone."""
+    import json
+    import shutil
+
+    from grader.cli import main
+
+    inc, first = tmp_path / "in", tmp_path / "out"
+    fx.good_zip(inc, "0556001", mtime=dt.datetime(2018, 10, 2, 12, tzinfo=dt.timezone.utc).timestamp())
+    assert _grade_cli(inc, first)["0556001"]["late"]["days_late"] == 2
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    text = Path(builtin_rubric("lab1")).read_text(encoding="utf-8")
+    new = tmp_path / "new.yaml"
+    new.write_text(text.replace("deadline: 2018-09-30T23:59:00+08:00", "deadline: 2018-10-05T23:59:00+08:00"),
+                   encoding="utf-8")
+    assert main(["rescore", str(copy), "--rubric", str(new), "--no-pdf", "--workers", "1"]) == 0
+    assert json.loads((copy / "grades" / "0556001.json").read_text())["late"]["days_late"] == 0
+    assert main(["rescore", str(copy), "--no-pdf", "--workers", "1"]) == 0  # and it stays the copy's rubric
+    assert json.loads((copy / "grades" / "0556001.json").read_text())["late"]["days_late"] == 0
+    assert "2018-10-05" in (copy / "rubric.yaml").read_text() and "2018-10-05" not in (first / "rubric.yaml").read_text()
+    assert json.loads((first / "grades" / "0556001.json").read_text())["late"]["days_late"] == 2

@@ -577,6 +577,19 @@ def test_moodle_download_all_zip(area: Area) -> None:
         assert (area.work / "_lms") in Path(sub.source).parents
 
 
+@pytest.mark.parametrize(("data", "what", "fix"), [
+    (b'<!DOCTYPE html>\n<html><head><meta name="generator" content="nbconvert"></head>'
+     b'<body class="jp-Notebook"></body></html>', "an HTML export of a notebook", "hand in the .ipynb file itself"),
+    (b"%PDF-1.5\n...", "it is a PDF", "hand in the .ipynb file itself"),
+    (b'{"cells": [', "not valid JSON", "open it in Jupyter, save it again"),
+])
+def test_an_export_named_ipynb_says_what_it_is_and_what_to_hand_in(area: Area, data: bytes, what: str, fix: str) -> None:
+    """Tester 1's 13: an HTML export named `.ipynb` was only "not valid JSON: Expecting value"."""
+    sub = run_one(area, lambda f: fx.write_zip(f / "dllab_0556001.zip", [("lab1-1.ipynb", data), ("report.pdf", fx.PDF)]))
+    [p] = sub.problems
+    assert p.code == "unreadable-notebook" and what in p.message and fix in p.message, p.message
+
+
 def test_moodle_download_all_zip_inside_the_folder_given(area: Area) -> None:
     """The TA saves the download-all zip among other zips and gives the folder: the bundle is
     expanded (not read as one student's zip), and a student's own `dllab_<id>.zip` is never

@@ -53,7 +53,7 @@ MESSAGES: dict[str, str] = {
     "of nested zip is opened, so its contents were not graded.",
     # contents
     "unreadable-notebook": "`{path}` was found but could not be read as a Jupyter notebook: {detail}. "
-    "It was not run and nothing in it was graded; open it in Jupyter, save it again and re-submit.",
+    "It was not run and nothing in it was graded; {fix}.",
     "notebook-repaired": "`{path}` does not quite follow the notebook format ({detail}); the grader repaired "
     "its own copy and graded that. Your file is unchanged; saving it again in Jupyter avoids this.",
     "notebook-renamed": "`{path}` is a Jupyter notebook saved under another name; it was graded as a notebook. "
@@ -155,6 +155,14 @@ def flag_of(code: str) -> str:
 class _Blank(dict):
     def __missing__(self, key: str) -> str:
         return "?"
+
+
+def unreadable_fix(reason: str) -> str:
+    """What to do about a notebook that could not be read: an export (HTML, PDF, .py) handed in
+    under the notebook's name needs the .ipynb itself, not another save."""
+    if "not the .ipynb itself" in reason or "not a notebook" in reason:
+        return "hand in the .ipynb file itself (the one Jupyter opens and saves), not an export of it"
+    return "open it in Jupyter, save it again and re-submit"
 
 
 def problem(code: str, path: str | None = None, **fields: object) -> Problem:

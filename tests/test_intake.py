@@ -578,8 +578,8 @@ def test_moodle_download_all_zip(area: Area) -> None:
 
 
 @pytest.mark.parametrize(("data", "what", "fix"), [
-    (b'<!DOCTYPE html>\n<html><head><meta name="generator" content="nbconvert"></head>'
-     b'<body class="jp-Notebook"></body></html>', "an HTML export of a notebook", "hand in the .ipynb file itself"),
+    ((b'<!DOCTYPE html>\n<html><head><meta name="generator" content="nbconvert"></head>'
+      b'<body class="jp-Notebook"></body></html>'), "an HTML export of a notebook", "hand in the .ipynb file itself"),
     (b"%PDF-1.5\n...", "it is a PDF", "hand in the .ipynb file itself"),
     (b'{"cells": [', "not valid JSON", "open it in Jupyter, save it again"),
 ])

@@ -207,8 +207,8 @@ def test_missing_nbformat_and_unknown_keys() -> None:
     (b"{ not a notebook", "not valid JSON: Expecting property name enclosed in double quotes at line 1, column 3"),
     # exports handed in under the notebook's name say what they are (issue 12, tester 1's 13)
     (b"%PDF-1.4 not a notebook", "it is a PDF (a notebook printed or exported as PDF), not the .ipynb itself"),
-    (b'<!DOCTYPE html>\n<html>\n<head><meta name="generator" content="nbconvert"></head>'
-     b'<body class="jp-Notebook"></body></html>',
+    ((b'<!DOCTYPE html>\n<html>\n<head><meta name="generator" content="nbconvert"></head>'
+      b'<body class="jp-Notebook"></body></html>'),
      "it is an HTML export of a notebook (File > Download as HTML), not the .ipynb itself"),
     (b"\xef\xbb\xbf  <html><body>Jupyter Notebook</body></html>", "HTML export of a notebook"),
     (b"<html><body>my homepage</body></html>", "it is an HTML page, not a notebook"),

@@ -158,7 +158,7 @@ def test_a_candidate_graded_for_another_part_is_not_counted_as_passed_over() -> 
     a = Source("lab1-1", "LAB 1-1", v2, basis + "; it was preferred over 2 other candidate(s).",
                ((v1, "v1 lost"), (old, "old lost")), basis)
     b = Source("lab1-3", "LAB 1-3", v1, "`lab1-1_v1.ipynb` is graded for this part.", (), "")
-    one, three = settle([a, b])
+    one, _ = settle([a, b])
     assert [c.path for c, _ in one.ignored] == ["old/lab1-1.ipynb"]
     assert one.why == basis + "; it was preferred over 1 other candidate(s) (`lab1-1_v1.ipynb` is graded for LAB 1-3)."
     [alone] = settle([Source("lab1-1", "LAB 1-1", v2, a.why, ((v1, "v1 lost"),), basis), b])[:1]

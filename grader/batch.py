@@ -227,7 +227,7 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
         log(f"{len(restamp)} already graded student(s) have a new submission time (--submitted-at): "
             f"their lateness is scored again from the stored runs ({', '.join(restamp[:5])}"
             f"{', ...' if len(restamp) > 5 else ''})")
-        rescore_students(restamp, settings, workers=1)
+        rescore_students(restamp, settings, workers=workers)
     with _display(progress, workers, log) as tick:
         if todo and scheduler:
             run_dask(todo, settings, scheduler=scheduler, progress=progress, tick=tick)

@@ -187,17 +187,33 @@ def default_workers(gpus: Sequence[int]) -> int:
 def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int | None = None,
                 scheduler: str | None = None, log: Log = lambda s: None) -> list[dict[str, Any]]:
     """Grades every submission under `paths` not already graded; returns all grades in OUT."""
-    from grader.intake import discover
+    from grader.intake import IntakeLimits, discover, expand_bundles, mark_lms_times
     from grader.rubric import load_rubric
 
     rubric = load_rubric(settings.rubric_path)
-    candidates = discover(paths, pattern=rubric.submission.pattern, exclude=[settings.out])
+    pattern = rubric.submission.pattern
+    # An LMS "download all" zip is a folder of the class's submissions, not one student's zip.
+    paths, folders, bundles = expand_bundles(paths, settings.out / "work", IntakeLimits(), pattern=pattern)
+    for bundle in bundles:
+        log(f"{bundle.name} is the LMS's download of all submissions: graded as the folders inside it")
+    candidates = discover(paths, pattern=pattern, exclude=[settings.out, *bundles])
+    candidates = mark_lms_times(candidates, folders)
     if not candidates:
         raise GraderError(f"no submissions found under {', '.join(map(str, paths))} "
                           f"(expected files named like {rubric.submission.pattern.format(student_id='0556001')})")
+    if settings.submitted_at:
+        from grader import config
+
+        times, warnings = config.match_submitted_at(settings.submitted_at, [c.student_id for c in candidates])
+        for warning in warnings:
+            log(f"warning: {warning}")
+        if times != dict(settings.submitted_at):
+            settings = replace(settings, submitted_at=times)
+            config.save(settings)  # `rescore` must use the same matched times
     for warning in lateness_warnings(candidates, rubric, settings):
         log(f"warning: {warning}")
     todo = [c for c in candidates if not is_done(c, settings)]
+    restamp = stale_times([c.student_id for c in candidates if c not in todo], settings)
     progress = Progress(total=len(candidates), skipped=len(candidates) - len(todo), started=time.monotonic(),
                         durations=[])
     workers = workers or default_workers(settings.gpus)
@@ -205,6 +221,13 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
         settings = replace(settings, cpu_threads=max(1, (os.cpu_count() or 1) // workers))
     log(f"{len(candidates)} submission(s); {progress.skipped} already graded, {len(todo)} to grade "
         f"with {'Dask at ' + scheduler if scheduler else f'{workers} worker(s)'}")
+    if restamp:
+        from grader.rescore import rescore_students
+
+        log(f"{len(restamp)} already graded student(s) have a new submission time (--submitted-at): "
+            f"their lateness is scored again from the stored runs ({', '.join(restamp[:5])}"
+            f"{', ...' if len(restamp) > 5 else ''})")
+        rescore_students(restamp, settings, workers=workers)
     with _display(progress, workers, log) as tick:
         if todo and scheduler:
             run_dask(todo, settings, scheduler=scheduler, progress=progress, tick=tick)
@@ -213,6 +236,37 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
     ids = {c.student_id for c in candidates}
     return [json.loads(p.read_text()) for p in sorted((settings.out / "grades").glob("*.json"))
             if p.stem in ids]
+
+
+def stale_times(student_ids: Sequence[str], settings: GradeSettings) -> list[str]:
+    """The graded students whose grade was scored with another submission time than `settings`
+    now give them (a --submitted-at CSV given, changed or dropped since): their runs stand, only
+    lateness must be scored again."""
+    from grader.model import Submission, record_from_json
+    from grader.pipeline import submission_time
+
+    stale = []
+    for sid in student_ids:
+        try:
+            grade = json.loads((settings.out / "grades" / f"{sid}.json").read_text())
+            sub = record_from_json(Submission, json.loads(
+                (settings.out / "runs" / sid / "submission.json").read_text()))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue  # not a finished grade: is_done already sent it to be graded
+        when, source = submission_time(sid, sub.submitted_at, sub.submitted_at_source, settings)
+        was = grade.get("submitted_at")
+        try:
+            was_when = datetime.fromisoformat(was) if was else None
+        except ValueError:
+            was_when = None
+        if source != grade.get("submitted_at_source") or (when is None) != (was_when is None) or (
+                when is not None and was_when is not None and _instant(when) != _instant(was_when)):
+            stale.append(sid)
+    return stale
+
+
+def _instant(when: datetime) -> float:
+    return (when if when.tzinfo else when.astimezone()).timestamp()
 
 
 def lateness_warnings(candidates: Sequence, rubric, settings: GradeSettings, *,

@@ -77,6 +77,48 @@ def read_submitted_at(path: Path | None) -> dict[str, str]:
     return out
 
 
+def match_submitted_at(times: Mapping[str, str], student_ids: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """--submitted-at rows keyed by the batch's own student ids, and warnings for the TA.
+
+    A spreadsheet drops leading zeros (`110001` for `0110001`): such a row is matched to the one
+    student whose id is the same number. A row that matches nobody, and a student with no row
+    (graded on the archive's time instead), are each reported rather than silently ignored.
+    """
+    ids = set(student_ids)
+    by_number: dict[str, list[str]] = {}
+    for sid in ids:
+        by_number.setdefault(sid.lstrip("0"), []).append(sid)
+    out: dict[str, str] = {}
+    fixed: list[str] = []
+    unmatched: list[str] = []
+    for row_id, when in times.items():
+        same = by_number.get(row_id.lstrip("0"), [])
+        if row_id in ids:
+            out[row_id] = when
+        elif len(same) == 1 and same[0] not in times:
+            out[same[0]] = when
+            fixed.append(f"{row_id} -> {same[0]}")
+        else:
+            unmatched.append(row_id)
+            out[row_id] = when  # kept: a student added to the batch later may have this id
+    warnings = []
+    if fixed:
+        warnings.append(f"{len(fixed)} --submitted-at row(s) name a student without the id's leading zeros "
+                        f"(a spreadsheet drops them) and were matched by number: {_few(fixed)}")
+    if unmatched:
+        warnings.append(f"{len(unmatched)} --submitted-at row(s) match no submission in this batch, so their "
+                        f"times are not used: {_few(unmatched)}; check the student_id column")
+    missing = sorted(ids - set(out))
+    if times and missing:
+        warnings.append(f"{len(missing)} submission(s) have no row in --submitted-at, so their archives' own "
+                        f"times are used for lateness: {_few(missing)}")
+    return out, warnings
+
+
+def _few(items: Sequence[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
 def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mapping[str, Path],
             reference: Path | None, mode: str, sandbox: str, pdf: bool, gpus: Sequence[int] = (),
             submitted_at: Path | None = None, log: Log = lambda s: None) -> GradeSettings:
@@ -104,6 +146,14 @@ def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mappi
         raise GraderError(f"reference file {ref_path} does not exist (make one with dllab reference run)")
     if ref_path is None:
         log("no reference metrics given (--reference FILE): accuracy items use the rubric's floors only")
+    times = read_submitted_at(submitted_at)
+    if submitted_at is None and (out / "settings.json").is_file():
+        # Given once, the LMS's times stay (like overrides): a plain rerun to resume must not
+        # silently switch the graded students back to file times.
+        times = json.loads((out / "settings.json").read_text()).get("submitted_at") or {}
+        if times:
+            log(f"the --submitted-at times given before ({len(times)} student(s)) are kept for this folder; "
+                f"pass --submitted-at again to replace them")
     stats = dataset_stats(list(data), data, out=out, log=log) if data else {}
     kept_rubric = out / "rubric.yaml"
     if rubric_path.resolve() != kept_rubric.resolve():
@@ -111,7 +161,7 @@ def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mappi
     settings = GradeSettings(rubric_path=kept_rubric.resolve(), out=out.resolve(), data=data,
                              reference_path=ref_path.resolve() if ref_path else None, dataset_stats=stats,
                              mode=mode, sandbox=sandbox, pdf=pdf, gpus=tuple(gpus),
-                             submitted_at=read_submitted_at(submitted_at),
+                             submitted_at=times,
                              run_cache=os.environ.get("DLLAB_RUN_CACHE") or None)
     save(settings)
     return settings
@@ -131,8 +181,16 @@ def load(out: Path, *, rubric: Path | None = None, pdf: bool | None = None) -> G
     if not path.is_file():
         raise GraderError(f"{out} is not a graded folder (no settings.json): run dllab grade first")
     doc = json.loads(path.read_text())
-    settings = GradeSettings(rubric_path=Path(doc["rubric_path"]), out=out.resolve(), data=doc["data"],
-                             reference_path=Path(doc["reference_path"]) if doc.get("reference_path") else None,
+    # The rubric kept in OUT, not the absolute path written when grading: a copied or moved
+    # OUT folder must not read (or rescore with) the original folder's rubric.
+    kept = out / "rubric.yaml"
+    rubric_path = kept.resolve() if kept.is_file() else Path(doc["rubric_path"])
+    reference = Path(doc["reference_path"]) if doc.get("reference_path") else None
+    if reference is not None and doc.get("out") and reference.parent == Path(doc["out"]) \
+            and (out / reference.name).is_file():
+        reference = (out / reference.name).resolve()  # the reference kept in OUT moves with it
+    settings = GradeSettings(rubric_path=rubric_path, out=out.resolve(), data=doc["data"],
+                             reference_path=reference,
                              dataset_stats=doc["dataset_stats"], mode=doc["mode"], sandbox=doc["sandbox"],
                              pdf=doc["pdf"], gpus=tuple(doc.get("gpus", ())),
                              submitted_at=doc.get("submitted_at", {}), run_cache=doc.get("run_cache"))

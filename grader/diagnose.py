@@ -86,6 +86,26 @@ class Problem:
 # --------------------------------------------------------------------- cell names
 
 
+# What an exception raised with no message means, when its name alone does not say.
+_NO_MESSAGE = {
+    "KeyboardInterrupt": "the cell was interrupted before it finished (a Stop/Interrupt, or the code "
+                         "raised KeyboardInterrupt itself)",
+    "StopIteration": "an iterator ran out of items",
+    "AssertionError": "an `assert` failed",
+}
+
+
+def error_text(ename: object, evalue: object, limit: int = 120) -> str:
+    """`ZeroDivisionError: division by zero`; for an exception with no message, what it
+    means instead of a bare colon (`KeyboardInterrupt (the cell was interrupted ...)`)."""
+    name = str(ename or "an error")
+    value = str(evalue or "").strip()
+    if value:
+        return f"{name}: {value[:limit]}"
+    why = _NO_MESSAGE.get(name)
+    return f"{name} ({why})" if why else f"{name} (with no message)"
+
+
 def cell_numbers(cells: Sequence[Mapping[str, Any]]) -> dict[int, int]:
     """Index in the notebook -> the number the student sees in `In [n]` when the notebook is
     run top to bottom: each non-empty code cell counts once (markdown and empty cells don't)."""

@@ -408,7 +408,7 @@ class Runner:
                                              f"{self.limits.cell_timeout_s:g} s (rubric limits.cell_timeout) "
                                              f"and was interrupted")
             elif record.status == "error" and status == "ok":
-                status, reason = "error", f"{self._label(index)} raised {record.ename}: {record.evalue}"[:300]
+                status, reason = "error", f"{self._label(index)} raised {diagnose.error_text(record.ename, record.evalue, 250)}"[:300]
             self.records.append(record)
         if stopped is not None:
             return stopped

@@ -17,7 +17,7 @@ from grader.checks import run_check
 from grader.checks.base import CheckContext
 from grader.rubric import Item, Rubric
 from grader.score import CheckResult
-from grader.sources import Source, choose, ignored_paths, named_for, settle
+from grader.sources import Source, better_ignored, choose, ignored_paths, named_for, settle
 
 
 MANUAL_MESSAGE = "A TA grades this item by hand after reading your work."
@@ -112,6 +112,8 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
     by_part = {s.part_id: s for s in sources}
     results: dict[str, CheckResult] = {}
     flags: set[str] = {"ignored-notebook"} if ignored_paths(sources) else set()
+    if better_ignored(sources):
+        flags.add("better-copy-ignored")
     for part_id, spec, items, _ in _groups(rubric):
         source = by_part.get(part_id)
         if spec is None:

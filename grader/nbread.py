@@ -176,6 +176,9 @@ def _parse(text: str, repairs: list[str]) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         first = exc
+    other = _other_format(text)
+    if other:
+        raise UnreadableNotebook(other)
     if re.search(r"^<<<<<<< ", text, re.MULTILINE) and re.search(r"^>>>>>>> ", text, re.MULTILINE):
         raise UnreadableNotebook("it holds unresolved git merge-conflict markers (<<<<<<< ... >>>>>>>)")
     body = text.lstrip()
@@ -199,6 +202,28 @@ def _parse(text: str, repairs: list[str]) -> Any:
         raise UnreadableNotebook(f"it is not valid JSON: the file stops (at line {lines}) before the notebook "
                                  f"ends, so it was probably cut off while saving or uploading")
     raise UnreadableNotebook(f"it is not valid JSON: {first.msg} at {where}")
+
+
+_PYTHON_START = re.compile(r"(#|import\s|from\s+[\w.]+\s+import\s|def\s|class\s|print\()")
+
+
+def _other_format(text: str) -> str | None:
+    """What a file that is not JSON really is, when it is something students often hand in
+    under a notebook's name (an export of it), in the words of the menu that made it."""
+    head = text.lstrip()[:4096]
+    low = head.lower()
+    if low.startswith(("<!doctype html", "<html")) or (low.startswith("<") and "<html" in low):
+        body = text[:200_000].lower()
+        if any(mark in body for mark in ("jp-notebook", "jupyter", "ipynb", "nbconvert", "colab")):
+            return "it is an HTML export of a notebook (File > Download as HTML), not the .ipynb itself"
+        return "it is an HTML page, not a notebook"
+    if head.startswith("%PDF-"):
+        return "it is a PDF (a notebook printed or exported as PDF), not the .ipynb itself"
+    if head.startswith("PK\x03\x04"):
+        return "it is a zip archive, not a notebook"
+    if _PYTHON_START.match(head) and re.search(r"^(import|from)\s|^def\s|^print\(", head, re.MULTILINE):
+        return "it is Python source code (as File > Download as .py writes it), not a notebook"
+    return None
 
 
 def _unclosed(text: str) -> bool:

@@ -360,7 +360,7 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     from grader.intake.problems import flag_of, unopened
     from grader.lateness import is_future
     from grader.score import score
-    from grader.sources import ignored_paths, to_json
+    from grader.sources import better_ignored, ignored_paths, to_json
 
     reference = _reference(settings.reference_path)
     files = [{"path": f.path, "kind": f.kind, "bytes": f.bytes} for f in sub.files]
@@ -391,6 +391,9 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     # What each intake flag stands for, in the student's words, for the TA's views.
     doc["problems"] = [{"flag": flag_of(p.code), "code": p.code, "message": p.message, "path": p.path}
                        for p in sub.problems]
+    # A more complete copy left ungraded by the naming rule costs points: said where the TA looks.
+    doc["problems"] += [{"flag": "better-copy-ignored", "code": "better-copy-ignored", "message": reason,
+                         "path": path} for path, reason in better_ignored(sources)]
     doc["sources"] = to_json(sources)  # which notebook (and cells) each part was graded on, and what was not
     return doc
 

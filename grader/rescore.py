@@ -65,14 +65,20 @@ def rescore(out: Path, *, rubric: Path | None = None, overrides: Path | None = N
         raise GraderError(f"{out} holds no graded runs to rescore")
     log(f"rescoring {len(students)} student(s) with {settings.rubric_path.name}"
         + (f" and overrides from {kept.name}" if kept else ""))
+    grades = rescore_students(students, settings, workers=workers)
+    finish(out, grades, pdf=settings.pdf)
+    return grades
+
+
+def rescore_students(students: Sequence[str], settings: GradeSettings, *, workers: int = 1) -> list[dict[str, Any]]:
+    """New grades (and feedback) for these students from their stored runs, with the overrides
+    kept in OUT; nothing is executed."""
+    kept = kept_overrides(settings.out)
     kept_s = str(kept) if kept else None
     if workers > 1 and len(students) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            grades = list(pool.map(_one, students, [settings] * len(students), [kept_s] * len(students)))
-    else:
-        grades = [_one(s, settings, kept_s) for s in students]
-    finish(out, grades, pdf=settings.pdf)
-    return grades
+            return list(pool.map(_one, students, [settings] * len(students), [kept_s] * len(students)))
+    return [_one(s, settings, kept_s) for s in students]
 
 
 def finish(out: Path, grades: Sequence[dict[str, Any]], *, pdf: bool) -> None:

@@ -193,8 +193,8 @@ def score(rubric: Rubric, results: Mapping[str, CheckResult], *, student_id: str
         flags.add("late")
     if late.days_late > rubric.late.max_days:
         flags.add("past-max-days")  # the whole lab lost or capped: worth a TA's look, unlike a day late
-    if rubric.deadline is not None and submitted_at is None:
-        flags.add("time-unknown")
+    if rubric.deadline is not None and submitted_at is None and "time-in-future" not in flags:
+        flags.add("time-unknown")  # a time in the future is known to be wrong, and says so itself
     return Grade(student_id=student_id, lab=rubric.lab, total=_r2(max(0.0, earned - late.penalty_points)),
                  max=_r2(rubric.max_points), parts=parts, bonus=bonus, late=late, flags=tuple(sorted(flags)))
 

@@ -83,6 +83,8 @@ class Source:
     """One sentence: why this one (empty when there was only one candidate)."""
     ignored: tuple[tuple[Candidate, str], ...] = ()
     """Every other candidate, with one or two sentences on why it was not graded."""
+    basis: str = ""
+    """`why` without what it was preferred over (`settle` words that once the parts are known)."""
 
 
 def is_checkpoint(path: str) -> bool:
@@ -259,17 +261,48 @@ def choose(part_id: str, title: str, spec: Any, specs: Sequence[Any], items: Seq
         first, last = sec.get("span") or (-1, -1)
         how += f" (its cells {first + 1}–{last + 1}, the section on {sec.get('dataset')}" \
                + (f" under “{sec['title']}”" if sec.get("title") else "") + ")"
-    why = f"`{won.path}` is graded for this part: {how}" + (
-        f"; it was preferred over {len(rest)} other candidate(s)." if rest else ".")
-    return Source(part_id, title, won, why, tuple((c, _why_not(c, won, max_points)) for c in rest))
+    basis = f"`{won.path}` is graded for this part: {how}"
+    why = basis + (f"; it was preferred over {len(rest)} other candidate(s)." if rest else ".")
+    return Source(part_id, title, won, why, tuple((c, _why_not(c, won, max_points)) for c in rest), basis)
 
 
 def settle(sources: Sequence[Source]) -> list[Source]:
     """Drops from each part's ignored list the notebooks another part is graded on: only a
-    notebook graded for no part at all was really left out."""
+    notebook graded for no part at all was really left out. `why` then counts only those, and
+    names the part each other candidate serves (`_v1` preferred for LAB 1-1 but graded for
+    LAB 1-3 is not "preferred over 1 other" with nothing ignored)."""
+    serves: dict[str, list[str]] = {}
+    for s in sources:
+        if s.chosen:
+            serves.setdefault(s.chosen.path, []).append(s.title or s.part_id)
+    out = []
+    for s in sources:
+        kept = tuple((c, r) for c, r in s.ignored if c.path not in serves)
+        why = s.why
+        if s.basis and len(kept) != len(s.ignored):
+            elsewhere = [f"`{c.path}` is graded for {' and '.join(serves[c.path])}"
+                         for c, _ in s.ignored if c.path in serves]
+            why = s.basis + (f"; it was preferred over {len(kept)} other candidate(s)" if kept else "") \
+                + f" ({'; '.join(elsewhere)})."
+        out.append(Source(s.part_id, s.title, s.chosen, why, kept, s.basis))
+    return out
+
+
+def better_ignored(sources: Sequence[Source]) -> list[tuple[str, str]]:
+    """(path, reason) of each notebook graded for no part although it is the more complete run
+    (it lost on its name alone: `lab1-1 (1).ipynb` beside a broken `lab1-1.ipynb`), once per
+    notebook, with the reason of the part where it would earn most. Its points are lost unless a
+    TA acts, so this must reach the TA's tables and the student, not only the feedback PDF."""
     graded = {s.chosen.path for s in sources if s.chosen}
-    return [Source(s.part_id, s.title, s.chosen, s.why, tuple((c, r) for c, r in s.ignored if c.path not in graded))
-            for s in sources]
+    best: dict[str, tuple[float, str]] = {}
+    for s in sources:
+        for c, reason in s.ignored:
+            if s.chosen is None or c.path in graded or not c.key()[2:6] < s.chosen.key()[2:6]:
+                continue
+            gain = c.score - s.chosen.score
+            if c.path not in best or gain > best[c.path][0]:
+                best[c.path] = (gain, reason)
+    return [(path, reason) for path, (_, reason) in sorted(best.items())]
 
 
 def to_json(sources: Sequence[Source]) -> dict[str, Any]:

@@ -48,6 +48,8 @@ FIXES: dict[str, str] = {
     "unreadable-notebook": "open the notebook in Jupyter, run all cells, save, and zip again",
     "notebook-repaired": "open the notebook in Jupyter, save it, and zip again",
     "notebook-renamed": "rename the notebook to end in .ipynb",
+    "renamed-member": "give the file a short name with no spaces or dots at its end",
+    "garbled-name": "zip with a tool that writes UTF-8 names: `" + _PACK + "` does",
     "file-too-large": "leave large files (weights, datasets) out: `" + _PACK + "` does",
     "archive-too-large": "leave weights and datasets out: `" + _PACK + "` does",
     "too-many-files": "leave datasets and caches out: `" + _PACK + "` does",
@@ -373,6 +375,8 @@ def show(result: SelfCheck, *, lab: str, strict: bool, console=None) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from grader.diagnose import error_text
+
     console = console or Console(width=None if sys.stdout.isatty() else 120, soft_wrap=True)
     g, deadline = result.grade, result.deadline
     what = f"{result.source} (packed as {Path(result.submission['source']).name})" if result.packed \
@@ -394,7 +398,7 @@ def show(result: SelfCheck, *, lab: str, strict: bool, console=None) -> None:
         errs = ev.get("errors") or []
         if errs:
             e = errs[0]
-            line += (f"; cell {e.get('cell')} raised {e.get('ename')}: {str(e.get('evalue', ''))[:120]} "
+            line += (f"; cell {e.get('cell')} raised {error_text(e.get('ename'), e.get('evalue'))} "
                      f"→ fix that cell, restart the kernel and run all cells")
         console.print(Text(line))
     if not result.evidence:

@@ -138,6 +138,8 @@ def test_errors_and_limits_in_run_status() -> None:
     assert out.status == "partial" and "cell 7" in out.message and "NameError" in out.message
     out = run_check("ran_without_errors", ctx(ev(status="killed", reason="memory limit 2 GiB")), {})
     assert out.status == "fail" and "memory" in out.message
+    out = run_check("ran_without_errors", ctx(ev(errors=[{"cell": 3, "ename": "KeyboardInterrupt", "evalue": ""}])), {})
+    assert "KeyboardInterrupt (the cell was interrupted" in out.message and "KeyboardInterrupt: " not in out.message
 
 
 def test_a_check_that_raises_becomes_an_error_outcome(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 from grader.diagnose import (
     cell_label,
     environment_problems,
+    error_text,
     exit_request,
     pip_installs,
     process_ending,
@@ -157,3 +158,22 @@ def test_an_explained_failure_is_not_also_a_notebook_error() -> None:
     gpu = [{"code": "needs-gpu", "cell": 2}]
     assert run_flags({"status": "error", "errors": [{"index": 2, "ename": "RuntimeError"}],
                       "environment": gpu}) == {"needs-gpu"}
+
+
+# ---------------------------------------------------------------- error wording
+
+
+@pytest.mark.parametrize(("ename", "evalue", "words"), [
+    ("KeyboardInterrupt", "", "KeyboardInterrupt (the cell was interrupted before it finished"),  # tester 1's 13
+    ("StopIteration", None, "StopIteration (an iterator ran out of items)"),
+    ("AssertionError", "  ", "AssertionError (an `assert` failed)"),
+    ("MyError", "", "MyError (with no message)"),
+    ("ZeroDivisionError", "division by zero", "ZeroDivisionError: division by zero"),
+])
+def test_an_error_with_no_message_is_worded_not_left_as_a_bare_colon(ename, evalue, words: str) -> None:
+    text = error_text(ename, evalue)
+    assert text.startswith(words) and not text.rstrip(" .").endswith(":")
+
+
+def test_error_text_cuts_long_messages() -> None:
+    assert error_text("ValueError", "x" * 500, 50) == "ValueError: " + "x" * 50

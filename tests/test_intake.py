@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import time
 from datetime import datetime
 from pathlib import Path
@@ -153,11 +154,73 @@ def test_zip_slip_is_refused(area: Area) -> None:
     assert not list(area.root.rglob("evil_*"))
 
 
-def test_absolute_paths_are_refused(area: Area) -> None:
+def test_absolute_paths_are_kept_inside_the_work_folder(area: Area) -> None:
+    """An absolute name (POSIX or with a drive letter) is made relative, as unzip does: written
+    inside the student's work folder, never at the absolute place (issue 12 K; was: refused)."""
     target = area.root / "abs_evil.txt"
     sub = run_one(area, fx.absolute_path, target)
-    assert codes(sub) == ["unsafe-path", "unsafe-path"]
+    assert codes(sub) == []
     assert not target.exists()
+    assert {target.relative_to("/").as_posix(), "Windows/evil.txt"} <= paths(sub)
+
+
+def test_windows_absolute_path_is_graded_in_its_own_folder(area: Area) -> None:
+    """`C:\\Users\\stu\\Desktop\\lab1\\lab1-1.ipynb` (tester 1's 0460002): the drive goes, the
+    folders above the student's lab folder are stripped like any common leading folder, and the
+    notebook keeps its module beside it."""
+    fx.write_zip(area.incoming / "dllab_0460002.zip", [
+        ("C:\\Users\\stu\\Desktop\\lab1\\lab1-1.ipynb", fx.notebook_bytes()),
+        ("C:\\Users\\stu\\Desktop\\lab1\\mynet.py", b"class Net: pass\n")])
+    (sub,) = intake([area.incoming], area.work)
+    assert paths(sub) == {"lab1/lab1-1.ipynb", "lab1/mynet.py"}
+    assert sub.stripped_prefix == "Users/stu/Desktop"
+    assert "unsafe-path" not in codes(sub) and "no-notebook" not in codes(sub)
+    _check_work_dir(sub)
+
+
+@pytest.mark.parametrize("name", ["C:..\\..\\evil.ipynb", "D:\\lab\\..\\..\\evil.ipynb", "//server/../evil.ipynb"])
+def test_zip_slip_behind_a_drive_or_root_is_still_refused(area: Area, name: str) -> None:
+    sub = run_one(area, lambda folder: fx.write_zip(folder / "dllab_0556001.zip", fx.good_members() + [
+        (name, b"pwned")]))
+    assert codes(sub) == ["unsafe-path"]
+    assert not list(area.root.rglob("evil*"))
+
+
+def test_a_name_too_long_for_the_disk_is_shortened_not_dropped(area: Area) -> None:
+    """Tester 1's 0470004: a 300-character notebook name was refused (ENAMETOOLONG), then the
+    lab was "not found"; it is extracted under a shortened name that keeps `.ipynb`, and two long
+    names sharing their first 200 bytes stay two files."""
+    long1, long2 = "lab1-1 " + "x" * 300 + ".ipynb", "lab1-1 " + "x" * 300 + "y.ipynb"
+    folder = "資料夾" * 30  # a long folder name in UTF-8 (3 bytes a character)
+    sub = run_one(area, lambda f: fx.write_zip(f / "dllab_0556001.zip", [
+        (long1, fx.notebook_bytes()), (long2, fx.notebook_bytes()), (f"{folder}/report.pdf", fx.PDF)]))
+    assert codes(sub) == ["renamed-member"] * 3
+    notebooks = [f.path for f in sub.files if f.kind == "notebook"]
+    assert len(notebooks) == 2 and all(n.startswith("lab1-1 xxx") and n.endswith(".ipynb") for n in notebooks)
+    assert all(len(part.encode()) <= 200 for f in sub.files for part in f.path.split("/"))
+    assert "shortened" in sub.problems[0].message and "no-notebook" not in codes(sub)
+
+
+@pytest.mark.parametrize(("name", "kept"), [
+    ("lab1-1 .ipynb ", "lab1-1 .ipynb"),  # tester 1's 0470003
+    ("lab1-1.ipynb.", "lab1-1.ipynb"),
+    ("part1 /lab1-1.ipynb", "part1/lab1-1.ipynb"),
+])
+def test_trailing_spaces_and_dots_that_hide_an_extension_are_removed(area: Area, name: str, kept: str) -> None:
+    sub = run_one(area, lambda f: fx.write_zip(f / "dllab_0556001.zip", [(name, fx.notebook_bytes()),
+                                                                        ("report.pdf", fx.PDF)]))
+    assert {f.path: f.kind for f in sub.files}[kept] == "notebook"
+    assert codes(sub) == ["renamed-member"] and "no-notebook" not in codes(sub)
+    assert f"graded as `{kept.rsplit('/', 1)[-1]}`" in sub.problems[0].message
+
+
+def test_an_unpacked_folder_with_a_trailing_space_name_is_graded_too(area: Area) -> None:
+    root = area.incoming / "dllab_0556001"
+    root.mkdir()
+    (root / "lab1-1.ipynb ").write_bytes(fx.notebook_bytes())
+    (sub,) = intake([root], area.work)
+    assert {f.path: f.kind for f in sub.files} == {"lab1-1.ipynb": "notebook"}
+    assert "renamed-member" in codes(sub)
 
 
 def test_symlinks_are_refused_and_nothing_goes_through_them(area: Area) -> None:
@@ -237,9 +300,33 @@ def test_broken_archives_get_one_clear_problem(area: Area, make, code: str, word
 
 
 def test_crc_error_in_one_member(area: Area) -> None:
+    """The notebook was there but damaged: that is said, and "no notebook was found" is not
+    (issue 12 K; was: member-corrupt and no-notebook)."""
     sub = run_one(area, fx.crc_error)
-    assert codes(sub) == ["member-corrupt", "no-notebook"]
+    assert codes(sub) == ["member-corrupt"]
     assert paths(sub) == {"report.pdf"}
+
+
+def test_one_encrypted_notebook_beside_a_clean_report(area: Area) -> None:
+    """Tester 1's 0400017: the locked member is named (not the first locked file whatever it
+    is), and no `no-notebook` piles on."""
+    fx.write_zip(area.incoming / "dllab_0556001.zip", [("notes.txt", b"x"), ("lab1-1.ipynb", fx.notebook_bytes()),
+                                                      ("lab1-2.ipynb", fx.notebook_bytes()), ("report.pdf", fx.PDF)])
+    path = area.incoming / "dllab_0556001.zip"
+    data = bytearray(path.read_bytes())
+    for name in (b"notes.txt", b"lab1-1.ipynb", b"lab1-2.ipynb"):
+        fx._patch_member(data, name, local=(6, struct.pack("<H", 1)), central=(8, struct.pack("<H", 1)))
+    path.write_bytes(bytes(data))
+    (sub,) = intake([area.incoming], area.work)
+    assert codes(sub) == ["encrypted", "encrypted"]
+    assert {p.path for p in sub.problems} == {"lab1-1.ipynb", "lab1-2.ipynb"}
+    assert paths(sub) == {"report.pdf"}
+
+
+def test_a_refused_notebook_is_not_no_notebook(area: Area) -> None:
+    sub = run_one(area, lambda f: fx.write_zip(f / "dllab_0556001.zip", [("../lab1-1.ipynb", fx.notebook_bytes()),
+                                                                        ("report.pdf", fx.PDF)]))
+    assert codes(sub) == ["unsafe-path"]
 
 
 # --------------------------------------------------------------------------- names inside archives
@@ -259,6 +346,33 @@ def test_gbk_names_are_readable(area: Area) -> None:
 def test_cp437_and_unflagged_utf8_names_are_readable(area: Area) -> None:
     sub = run_one(area, fx.cp437_names)
     assert paths(sub) == {"Résumé.txt", "München.ipynb", "模型.py"}
+
+
+@pytest.mark.parametrize(("name", "encoding"), [("作業1-1.ipynb", "cp950"), ("報告.md", "cp950"),
+                                              ("实验报告.pdf", "gbk"), ("程式碼/實驗一.ipynb", "cp950")])
+def test_names_garbled_once_and_stored_as_utf8_are_read_again(area: Area, name: str, encoding: str) -> None:
+    """Tester 1's 0400010: Big5 bytes read as CP437 and written back with the UTF-8 flag
+    (`º@╖~1-1.ipynb`) are turned back into their bytes and read as Chinese."""
+    garbled = name.encode(encoding).decode("cp437")
+    sub = run_one(area, lambda f: fx.write_zip(f / "dllab_0556001.zip", [(garbled, fx.notebook_bytes() if name.endswith(".ipynb") else b"x"),
+                                                                        ("lab1.ipynb", fx.notebook_bytes()),
+                                                                        ("report.pdf", fx.PDF)]))
+    assert name in paths(sub) and codes(sub) == []
+
+
+@pytest.mark.parametrize("name", ["▓▓▓.ipynb", "lab1-1 ▒.ipynb"])
+def test_a_name_that_stays_garbled_is_flagged_not_passed_off(area: Area, name: str) -> None:
+    sub = run_one(area, lambda f: fx.write_zip(f / "dllab_0556001.zip", [(name, fx.notebook_bytes()),
+                                                                        ("report.pdf", fx.PDF)]))
+    assert codes(sub) == ["garbled-name"] and name in paths(sub)
+    assert "code page" in sub.problems[0].message
+
+
+@pytest.mark.parametrize("name", ["Übung München.ipynb", "café – final.ipynb", "α=0.01.ipynb", "深度學習.ipynb"])
+def test_real_utf8_names_are_left_alone(area: Area, name: str) -> None:
+    sub = run_one(area, lambda f: fx.write_zip(f / "dllab_0556001.zip", [(name, fx.notebook_bytes()),
+                                                                        ("report.pdf", fx.PDF)]))
+    assert name in paths(sub) and codes(sub) == []
 
 
 @pytest.mark.parametrize("text", ["報告", "程式碼.py", "深度學習_作業一.ipynb", "陳偉_報告.pdf", "資料"])
@@ -429,7 +543,7 @@ def test_mixed_folder_in_one_pass(area: Area) -> None:
         "0556004": ["bad-name", "unsupported-format"],
         "0556005": [],
         "0556010": ["unsafe-path"] * 3,
-        "0556011": ["unsafe-path"] * 2,
+        "0556011": [],
         "0556012": ["link", "link"],
         "0556013": ["special-file", "special-file"],
         "0556014": ["suspicious-compression"],
@@ -461,6 +575,33 @@ def test_moodle_download_all_zip(area: Area) -> None:
         assert sub.submitted_at_source == "lms-archive-entry"
         assert datetime.fromisoformat(sub.submitted_at).timestamp() == local
         assert (area.work / "_lms") in Path(sub.source).parents
+
+
+@pytest.mark.parametrize(("data", "what", "fix"), [
+    ((b'<!DOCTYPE html>\n<html><head><meta name="generator" content="nbconvert"></head>'
+      b'<body class="jp-Notebook"></body></html>'), "an HTML export of a notebook", "hand in the .ipynb file itself"),
+    (b"%PDF-1.5\n...", "it is a PDF", "hand in the .ipynb file itself"),
+    (b'{"cells": [', "not valid JSON", "open it in Jupyter, save it again"),
+])
+def test_an_export_named_ipynb_says_what_it_is_and_what_to_hand_in(area: Area, data: bytes, what: str, fix: str) -> None:
+    """Tester 1's 13: an HTML export named `.ipynb` was only "not valid JSON: Expecting value"."""
+    sub = run_one(area, lambda f: fx.write_zip(f / "dllab_0556001.zip", [("lab1-1.ipynb", data), ("report.pdf", fx.PDF)]))
+    [p] = sub.problems
+    assert p.code == "unreadable-notebook" and what in p.message and fix in p.message, p.message
+
+
+def test_moodle_download_all_zip_inside_the_folder_given(area: Area) -> None:
+    """The TA saves the download-all zip among other zips and gives the folder: the bundle is
+    expanded (not read as one student's zip), and a student's own `dllab_<id>.zip` is never
+    taken for a bundle, whatever folders it holds."""
+    fx.moodle_bundle(area.incoming, {"0556001": ("陳偉", "111")}, uploaded=(2024, 10, 3, 23, 59, 30))
+    fx.write_zip(area.incoming / "dllab_0556002.zip", [
+        ("Lin Mei_222_assignsubmission_file_/lab1-1.ipynb", fx.notebook_bytes()), ("report.pdf", fx.PDF)])
+    subs = intake([area.incoming], area.work)
+    assert [(s.student_id, s.submitted_at_source) for s in subs] == [("0556001", "lms-archive-entry"),
+                                                                     ("0556002", "file-mtime")]
+    again = intake([area.incoming], area.root / "work2")
+    assert [s.student_id for s in again] == ["0556001", "0556002"]
 
 
 def test_damaged_archives_never_crash(area: Area) -> None:

@@ -141,7 +141,37 @@ def test_a_fatal_archive_does_not_pile_on_no_notebook(bad_batch) -> None:
     _, grades = bad_batch
     for sid in ("0556017", "0556019", "0556020", "0556018", "0556053"):
         assert "no-notebook" not in grades[sid]["flags"], sid
-    assert "no-notebook" in grades["0556022"]["flags"], "the only notebook was damaged: nothing else to grade"
+    # The only notebook was damaged: it was found, so "no notebook was found" would be false
+    # (issue 12, tester 1's 9; was: no-notebook as well).
+    assert "no-notebook" not in grades["0556022"]["flags"] and "corrupt-member" in grades["0556022"]["flags"]
+
+
+def test_a_notebook_found_but_not_unpacked_is_never_not_found(tmp_path: Path) -> None:
+    """Tester 1's 0400017 (one encrypted notebook beside a clean report), a refused `../` notebook
+    and a Windows absolute path: the items and Moodle say what happened to the notebook, and no
+    `no-notebook` is raised; the Windows one is simply graded."""
+    import struct
+
+    inc = tmp_path / "in"
+    nb = fx.clean_notebook(LOG)
+    locked = fx.write_zip(inc / "dllab_0556081.zip", [("lab1-1.ipynb", nb), ("report.pdf", fx.PDF)])
+    data = bytearray(locked.read_bytes())
+    fx._patch_member(data, b"lab1-1.ipynb", local=(6, struct.pack("<H", 1)), central=(8, struct.pack("<H", 1)))
+    locked.write_bytes(bytes(data))
+    fx.write_zip(inc / "dllab_0556082.zip", [("../lab1-1.ipynb", nb), ("report.pdf", fx.PDF)])
+    fx.write_zip(inc / "dllab_0556083.zip", [("C:\\Users\\stu\\Desktop\\lab1\\lab1-1.ipynb", nb),
+                                             ("C:\\Users\\stu\\Desktop\\lab1\\report.pdf", fx.PDF)])
+    grades = grade_all(inc, tmp_path / "out")
+    moodle = csv_rows(tmp_path / "out" / "moodle_grades.csv")
+    for sid, words in (("0556081", "`lab1-1.ipynb` could not be extracted (it is password-protected)"),
+                       ("0556082", "`../lab1-1.ipynb` was refused (its path points outside the submission folder)")):
+        g = grades[sid]
+        assert "no-notebook" not in g["flags"], sid
+        msg = items(g)["lab1-1-test-metrics"]["message"]
+        assert words in msg and "so nothing for lab1-1 could be graded" in msg, msg
+        assert "No notebook" not in moodle[sid]["Feedback"], moodle[sid]["Feedback"]
+    assert not {"refused-member", "no-notebook"} & set(grades["0556083"]["flags"])
+    assert items(grades["0556083"])["lab1-1-test-metrics"]["status"] == "pass"
 
 
 @pytest.mark.parametrize(("sid", "words"), [

@@ -108,6 +108,7 @@ def test_grades_flag_future_unknown_and_past_max_days(tmp_path: Path) -> None:
     future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)).isoformat()
     g = grade_from_runs(rubric, _submission("0556070", future), [], settings=s)
     assert "time-in-future" in g["flags"] and g["late"]["days_late"] == 0 and g["late"]["penalty_points"] == 0
+    assert "time-unknown" not in g["flags"], "the time is known to be wrong, not unknown (tester 1's 12)"
     assert "in the future: not used" in g["late"]["source"] and g["submitted_at"] == future
     g = grade_from_runs(rubric, _submission("0556071", None), [], settings=s)
     assert "time-unknown" in g["flags"] and g["submitted_at"] is None
@@ -149,3 +150,137 @@ def test_grade_command_says_it_before_grading(tmp_path: Path, capsys, monkeypatc
     assert code == 0 and len(before_grading) == 1
     assert "warning: every submission is about" in before_grading[0]
     assert "years past the deadline in the rubric (2018-09-30 23:59 +08:00)" in before_grading[0]
+
+
+# --------------------------------------------------------------------------- the warning's advice works (tester 1's 4, 5)
+
+
+def _grade_cli(inc: Path, out: Path, *extra: str) -> dict[str, dict]:
+    import json
+
+    from grader.cli import main
+
+    assert main(["grade", str(inc), "--lab", "lab1", "--mode", "saved", "--out", str(out), "--no-pdf",
+                 "--workers", "1", *extra]) == 0
+    return {p.stem: json.loads(p.read_text()) for p in (out / "grades").glob("*.json")}
+
+
+def _csv(path: Path, rows: dict[str, str]) -> Path:
+    path.write_text("student_id,submitted_at\n" + "".join(f"{k},{v}\n" for k, v in rows.items()))
+    return path
+
+
+def test_submitted_at_given_to_an_already_graded_folder_is_applied(tmp_path: Path, capsys) -> None:
+    """Tester 1's 4a: `grade --submitted-at` after a first grade printed "2 already graded, 0 to
+    grade" and kept the file-time lateness. The stored runs are scored again with the CSV's
+    times (nothing is run again), a plain rerun keeps them, and a new CSV replaces them."""
+    inc, out = tmp_path / "in", tmp_path / "out"
+    for sid in ("0556001", "0556002"):
+        fx.good_zip(inc, sid, mtime=NOW.timestamp())  # copied today: years after the 2018 deadline
+    first = _grade_cli(inc, out)
+    assert all("late" in g["flags"] for g in first.values())
+    runs_before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/evidence.json")}
+    on_time = _csv(tmp_path / "lms.csv", {"0556001": "2018-09-29T12:00:00+08:00", "0556002": "2018-10-01T12:00:00+08:00"})
+    capsys.readouterr()
+    second = _grade_cli(inc, out, "--submitted-at", str(on_time))
+    err = capsys.readouterr().err
+    assert "2 already graded student(s) have a new submission time" in err
+    assert "late" not in second["0556001"]["flags"] and second["0556001"]["submitted_at_source"] == "submitted-at-csv"
+    assert second["0556002"]["late"]["days_late"] == 1 and "late" in second["0556002"]["flags"]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/evidence.json")} == runs_before, "nothing ran again"
+    import csv
+
+    row = next(r for r in csv.DictReader((out / "grades.csv").open()) if r["student_id"] == "0556001")
+    assert "late" not in row["flags"].split(";") and row["late_penalty"] == "0", row
+    third = _grade_cli(inc, out)  # resuming without the CSV keeps its times
+    assert "the --submitted-at times given before (2 student(s)) are kept" in capsys.readouterr().err
+    assert third["0556001"]["submitted_at_source"] == "submitted-at-csv"
+    late = _csv(tmp_path / "late.csv", {"0556001": "2018-10-02T12:00:00+08:00", "0556002": "2018-10-01T12:00:00+08:00"})
+    fourth = _grade_cli(inc, out, "--submitted-at", str(late))
+    assert fourth["0556001"]["late"]["days_late"] == 2 and fourth["0556002"] == third["0556002"]
+
+
+def test_submitted_at_rows_are_matched_ignoring_leading_zeros_and_the_rest_reported() -> None:
+    """Tester 1's 5: Excel wrote 110001 for 0110001; such rows match by number, a row naming
+    nobody and a student without a row are both said."""
+    from grader.config import match_submitted_at
+
+    times = {"110001": "2026-11-20T10:00:00+08:00", "0110002": "2026-11-20T11:00:00+08:00",
+             "999999": "2026-11-20T12:00:00+08:00"}
+    out, warnings = match_submitted_at(times, ["0110001", "0110002", "0110003"])
+    assert out["0110001"] == times["110001"] and out["0110002"] == times["0110002"] and "110001" not in out
+    assert any("110001 -> 0110001" in w and "leading zeros" in w for w in warnings)
+    assert any(w.startswith("1 --submitted-at row(s) match no submission") and "999999" in w for w in warnings)
+    assert any(w.startswith("1 submission(s) have no row in --submitted-at") and "0110003" in w for w in warnings)
+    # ambiguous by number (00123 and 0123 both in the batch): not guessed
+    out, warnings = match_submitted_at({"123": "2026-11-20T10:00:00+08:00"}, ["00123", "0123"])
+    assert "00123" not in out and "0123" not in out and any("match no submission" in w for w in warnings)
+    assert match_submitted_at({"0123": "2026-11-20T10:00:00+08:00"}, ["0123"]) == (
+        {"0123": "2026-11-20T10:00:00+08:00"}, [])
+
+
+def test_submitted_at_without_leading_zeros_reaches_the_grade(tmp_path: Path, capsys) -> None:
+    inc, out = tmp_path / "in", tmp_path / "out"
+    fx.good_zip(inc, "0110001", mtime=NOW.timestamp())
+    fx.good_zip(inc, "0110002", mtime=NOW.timestamp())
+    csv_path = _csv(tmp_path / "n1.csv", {"110001": "2018-09-29T12:00:00+08:00", "110002": "2018-09-29T12:00:00+08:00",
+                                          "110009": "2018-09-29T12:00:00+08:00"})
+    grades = _grade_cli(inc, out, "--submitted-at", str(csv_path))
+    err = capsys.readouterr().err
+    assert "match no submission in this batch" in err and "110009" in err and "matched by number" in err
+    assert all(g["submitted_at_source"] == "submitted-at-csv" and "late" not in g["flags"] for g in grades.values())
+
+
+def test_an_lms_download_all_zip_is_graded_as_its_students(tmp_path: Path, capsys) -> None:
+    """Tester 1's 4b: the download-all zip, given itself or in the folder given, is the class's
+    submissions (with Moodle's upload times), not one `unknown-...` student; a rerun reuses the
+    extraction and grades nothing again."""
+    inc = tmp_path / "in"
+    inc.mkdir()
+    fx.moodle_bundle(inc, {"0556001": ("陳偉", "111"), "0556002": ("Lin Mei", "222")},
+                     uploaded=(2018, 9, 29, 12, 0, 0))
+    grades = _grade_cli(inc, tmp_path / "out")
+    assert sorted(grades) == ["0556001", "0556002"]
+    assert all(g["submitted_at_source"] == "lms-archive-entry" and "late" not in g["flags"] for g in grades.values())
+    assert "download of all submissions" in capsys.readouterr().err
+    again = _grade_cli(inc, tmp_path / "out")
+    assert "2 already graded, 0 to grade" in capsys.readouterr().err and again == grades
+    direct = _grade_cli(next(inc.glob("*.zip")), tmp_path / "out2")
+    assert sorted(direct) == ["0556001", "0556002"]
+
+
+def test_two_archives_copied_together_are_said_to_be_copy_times() -> None:
+    """Tester 1's 12 (sN3): two freshly copied zips were each charged 2 days late, no warning."""
+    deadline = NOW - dt.timedelta(days=2)
+    two = [When(NOW - dt.timedelta(seconds=s), "file-mtime") for s in (0, 0.004)]
+    [msg] = batch_warnings(deadline, POLICY, two, now=NOW)
+    assert msg.startswith("all 2 archive times lie within 0 s of each other") and "copied" in msg
+    apart = [When(NOW - dt.timedelta(hours=h), "file-mtime") for h in (1, 30)]
+    assert batch_warnings(deadline, POLICY, apart, now=NOW) == []
+    assert batch_warnings(deadline, POLICY, two[:1], now=NOW) == [], "one time alone cannot tell"
+
+
+def test_rescore_with_a_new_rubric_on_a_copied_folder_uses_the_new_rubric(tmp_path: Path) -> None:
+    """Tester 1's 12 (oN6r): settings.json held the original folder's absolute rubric path, so
+    `rescore COPY --rubric new.yaml` scored with the original's rubric while the summary showed
+    the new deadline. The copy's grades follow the new rubric; the original is left alone."""
+    import json
+    import shutil
+
+    from grader.cli import main
+
+    inc, first = tmp_path / "in", tmp_path / "out"
+    fx.good_zip(inc, "0556001", mtime=dt.datetime(2018, 10, 2, 12, tzinfo=dt.timezone.utc).timestamp())
+    assert _grade_cli(inc, first)["0556001"]["late"]["days_late"] == 2
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    text = Path(builtin_rubric("lab1")).read_text(encoding="utf-8")
+    new = tmp_path / "new.yaml"
+    new.write_text(text.replace("deadline: 2018-09-30T23:59:00+08:00", "deadline: 2018-10-05T23:59:00+08:00"),
+                   encoding="utf-8")
+    assert main(["rescore", str(copy), "--rubric", str(new), "--no-pdf", "--workers", "1"]) == 0
+    assert json.loads((copy / "grades" / "0556001.json").read_text())["late"]["days_late"] == 0
+    assert main(["rescore", str(copy), "--no-pdf", "--workers", "1"]) == 0  # and it stays the copy's rubric
+    assert json.loads((copy / "grades" / "0556001.json").read_text())["late"]["days_late"] == 0
+    assert "2018-10-05" in (copy / "rubric.yaml").read_text() and "2018-10-05" not in (first / "rubric.yaml").read_text()
+    assert json.loads((first / "grades" / "0556001.json").read_text())["late"]["days_late"] == 2

@@ -204,7 +204,17 @@ def test_missing_nbformat_and_unknown_keys() -> None:
 @pytest.mark.parametrize(("data", "words"), [
     (b"", "the file is empty"),
     (b"   \n", "the file is empty"),
-    (b"%PDF-1.4 not a notebook", "not valid JSON: Expecting value at line 1, column 1"),
+    (b"{ not a notebook", "not valid JSON: Expecting property name enclosed in double quotes at line 1, column 3"),
+    # exports handed in under the notebook's name say what they are (issue 12, tester 1's 13)
+    (b"%PDF-1.4 not a notebook", "it is a PDF (a notebook printed or exported as PDF), not the .ipynb itself"),
+    ((b'<!DOCTYPE html>\n<html>\n<head><meta name="generator" content="nbconvert"></head>'
+      b'<body class="jp-Notebook"></body></html>'),
+     "it is an HTML export of a notebook (File > Download as HTML), not the .ipynb itself"),
+    (b"\xef\xbb\xbf  <html><body>Jupyter Notebook</body></html>", "HTML export of a notebook"),
+    (b"<html><body>my homepage</body></html>", "it is an HTML page, not a notebook"),
+    (b"#!/usr/bin/env python\n# coding: utf-8\n\n# In[1]:\n\n\nimport torch\n", "it is Python source code"),
+    (b"PK\x03\x04\x14\x00\x00\x00", "it is a zip archive, not a notebook"),
+    (b"# My notes\n\nNo code here", "not valid JSON: Expecting value at line 1, column 1"),
     (b"[1, 2, 3]", "its JSON is list, not a notebook"),
     (b'{"name": "config", "value": 3}', "not a notebook (no `cells` and no `nbformat`)"),
     (b'{"nbformat": 5, "nbformat_minor": 0, "cells": [], "metadata": {}}', "format 5"),

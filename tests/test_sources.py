@@ -114,6 +114,56 @@ def test_when_the_plain_name_is_the_broken_one_it_is_graded_and_the_complete_cop
     assert "Note: `lab1-1 - Copy.ipynb` ran without errors and its results would earn 55 of 55 points against 0" \
         in ig["reason"]
     assert "ask the TA" in ig["reason"] and "ignored-notebook" in items["_flags"]
+    assert "better-copy-ignored" in items["_flags"]
+
+
+@pytest.mark.parametrize("copy", ["lab1-1 (1).ipynb", "lab1-1-Copy1.ipynb", "Copy of lab1-1.ipynb"])
+def test_a_complete_copy_losing_to_a_broken_plain_name_reaches_grades_csv_and_moodle(tmp_path: Path, copy: str) -> None:
+    """Tester 1's 8 (0800001, 0800005): 2.5/100 by the rule, but grades.csv, the class summary
+    and Moodle showed only `ignored-notebook`, as for a harmless draft; the lost points are said."""
+    from grader.report.gradebook import moodle_feedback, write_gradebook
+    from grader.report.summary import attention_reasons
+
+    sub = Submission(student_id="0556001", source="x.zip", source_sha256=None, submitted_at=None,
+                     submitted_at_source="unknown", work_dir=str(tmp_path),
+                     files=(SubmittedFile("lab1-1.ipynb", "notebook", 1, "0" * 64),
+                            SubmittedFile(copy, "notebook", 1, "0" * 64)), problems=())
+    g = grade_from_runs(RUBRIC, sub, [broken("lab1-1.ipynb"), complete(copy)],
+                        settings=GradeSettings(rubric_path=builtin_rubric("lab1"), out=tmp_path))
+    assert {"better-copy-ignored", "ignored-notebook"} <= set(g["flags"])
+    [p] = [p for p in g["problems"] if p["flag"] == "better-copy-ignored"]
+    assert p["path"] == copy and "would earn 55 of 55 points against 0" in p["message"]
+    write_gradebook([g], out_dir=tmp_path)
+    row = (tmp_path / "grades.csv").read_text(encoding="utf-8").splitlines()[1]
+    assert "better-copy-ignored: `" + copy in row and "ask the TA to grade it instead" in row
+    assert "would earn 55 of 55 points" in moodle_feedback(g)
+    assert any(r.startswith("better-copy-ignored: ") for r in attention_reasons(g, []))
+
+
+def test_a_copy_no_better_than_the_graded_one_raises_no_better_copy_flag(tmp_path: Path) -> None:
+    for evidence in ([complete("lab1-1.ipynb"), broken("lab1-1 (1).ipynb")],
+                     [complete("lab1-1.ipynb", acc=0.50), complete("lab1-1 (1).ipynb", acc=0.60)]):
+        items, _ = grade(*evidence)
+        assert "ignored-notebook" in items["_flags"] and "better-copy-ignored" not in items["_flags"]
+
+
+def test_a_candidate_graded_for_another_part_is_not_counted_as_passed_over() -> None:
+    """Tester 1's 8 (0800010): `_v2` graded for LAB 1-1 "preferred over 1 other candidate(s)"
+    while `ignored` was empty, `_v1` being graded for LAB 1-3: the sentence now says so."""
+    from grader.sources import Candidate, Source, settle
+
+    v1, v2, old = (Candidate(complete(p), complete(p), (), 0, ()) for p in
+                   ("lab1-1_v1.ipynb", "lab1-1_v2.ipynb", "old/lab1-1.ipynb"))
+    basis = "`lab1-1_v2.ipynb` is graded for this part: its name matches `*1-1*`"
+    a = Source("lab1-1", "LAB 1-1", v2, basis + "; it was preferred over 2 other candidate(s).",
+               ((v1, "v1 lost"), (old, "old lost")), basis)
+    b = Source("lab1-3", "LAB 1-3", v1, "`lab1-1_v1.ipynb` is graded for this part.", (), "")
+    one, _ = settle([a, b])
+    assert [c.path for c, _ in one.ignored] == ["old/lab1-1.ipynb"]
+    assert one.why == basis + "; it was preferred over 1 other candidate(s) (`lab1-1_v1.ipynb` is graded for LAB 1-3)."
+    [alone] = settle([Source("lab1-1", "LAB 1-1", v2, a.why, ((v1, "v1 lost"),), basis), b])[:1]
+    assert alone.ignored == () and alone.why == basis + " (`lab1-1_v1.ipynb` is graded for LAB 1-3)."
+    assert "preferred over" not in alone.why
 
 
 def test_among_equal_names_the_run_without_errors_wins() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from grader.checks.base import CLASSES, KNOWN_NAMES, KNOWN_STATS, CheckContext, Outcome, where
+from grader.diagnose import error_text
 
 
 def _saw_nothing(evidence) -> bool:
@@ -133,7 +134,7 @@ def ran_without_errors(ctx: CheckContext, params: Mapping) -> Outcome:
             problems.append((ev, f"{where(ev)} was stopped ({status}: {ev.get('reason', 'a limit was hit')})", 0.0))
         elif len(errors) > int(params.get("max_errors", 0)):
             e = errors[0]
-            problems.append((ev, f"{where(ev, e.get('cell'))} raised {e.get('ename')}: {e.get('evalue', '')[:120]}"
+            problems.append((ev, f"{where(ev, e.get('cell'))} raised {error_text(e.get('ename'), e.get('evalue'))}"
                                  + (f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""), 0.5))
         elif status == "not-run":
             problems.append((ev, f"{where(ev)} was not run", 0.0))

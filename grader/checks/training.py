@@ -20,6 +20,7 @@ from typing import Literal, Mapping, Sequence
 
 from grader.checks.base import CLASSES, fmt_pct, where
 from grader.checks.stored import stored_untrained
+from grader.diagnose import error_text
 
 CHANCE_TOLERANCE = 0.07
 """How far above chance (1/classes, as a fraction) an accuracy still counts as "near chance".
@@ -226,8 +227,8 @@ def untrained(ev: Mapping, *, dataset: str | None, accuracy: float | None,
                              f"{fmt_pct(accuracy)} and {cut}, so a TA checks the checkpoint and how it "
                              f"was evaluated.", where(ev, first.get("cell")))
         errors = ev.get("errors") or []
-        why = (f" (cell {errors[0].get('cell')} raised {errors[0].get('ename')}: "
-               f"{str(errors[0].get('evalue') or '')[:100]})" if errors else "")
+        why = (f" (cell {errors[0].get('cell')} raised "
+               f"{error_text(errors[0].get('ename'), errors[0].get('evalue'), 100)})" if errors else "")
         fix = "Fix the error and run the notebook again from the top." if errors else \
             "Train the model before evaluating it."
         return Untrained("fail", "never",

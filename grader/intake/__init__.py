@@ -32,7 +32,7 @@ from grader.intake.extract import (
 )
 from grader.intake.lms import expand_bundles, mark_lms_times
 from grader.intake.naming import DEFAULT_PATTERN, archive_ext
-from grader.intake.problems import MESSAGES, problem
+from grader.intake.problems import MESSAGES, code_unopened, problem
 from grader.model import Problem, Submission
 
 __all__ = ["Candidate", "IntakeLimits", "MESSAGES", "discover", "intake", "source_digest", "unpack"]
@@ -64,8 +64,8 @@ def intake(
     work_root = Path(work_root)
     work_root.mkdir(parents=True, exist_ok=True)
     work_root = work_root.resolve()  # discover compares real paths
-    paths, bundles = expand_bundles(paths, work_root, limits)
-    candidates = discover(paths, pattern=pattern, exclude=[work_root])
+    paths, bundles, zips = expand_bundles(paths, work_root, limits, pattern=pattern)
+    candidates = discover(paths, pattern=pattern, exclude=[work_root, *zips])
     candidates = mark_lms_times(candidates, bundles)
     return [unpack(c, work_root, limits=limits) for c in candidates]
 
@@ -103,7 +103,7 @@ def unpack(candidate: Candidate, work_root: Path | str, *, limits: IntakeLimits 
     files, file_problems = classify(dest, written, notes)
     problems += file_problems
     if readable:
-        if not any(f.kind in _CONTENT_KINDS for f in files):
+        if not any(f.kind in _CONTENT_KINDS for f in files) and not code_unopened(problems):
             problems.append(problem("no-notebook"))
         if not any(f.kind == "report" for f in files):
             problems.append(problem("no-report"))

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from grader.intake.problems import UNREADABLE_CODES, problem
+from grader.intake.problems import UNREADABLE_CODES, problem, unreadable_fix
 from grader.model import FileKind, Problem, SubmittedFile
 from grader.nbread import UnreadableNotebook, looks_like_notebook, read_notebook
 
@@ -88,10 +88,12 @@ def _read(full: Path, rel: str, *, renamed: bool, note: str | None) -> tuple[Fil
     try:
         read = read_notebook(full)
     except UnreadableNotebook as exc:
-        return "notebook", UNREADABLE_NOTE + exc.reason, [problem("unreadable-notebook", rel, detail=exc.reason)]
+        return "notebook", UNREADABLE_NOTE + exc.reason, [problem("unreadable-notebook", rel, detail=exc.reason,
+                                                                            fix=unreadable_fix(exc.reason))]
     except OSError as exc:
         reason = f"the file could not be read ({exc.strerror or exc})"
-        return "notebook", UNREADABLE_NOTE + reason, [problem("unreadable-notebook", rel, detail=reason)]
+        return "notebook", UNREADABLE_NOTE + reason, [problem("unreadable-notebook", rel, detail=reason,
+                                                                            fix=unreadable_fix(reason))]
     found: list[Problem] = []
     if renamed:
         found.append(problem("notebook-renamed", rel, name=rel.rsplit("/", 1)[-1]))

@@ -1,8 +1,10 @@
 """Safe extraction: every member is checked before a byte is written, and counted while written.
 
-Nothing is ever written outside the destination folder: absolute paths, drive letters, `..`,
-links and device entries are refused; files are created with O_EXCL|O_NOFOLLOW (so an
-existing path is never followed or overwritten) and without exec bits. Sizes are capped by
+Nothing is ever written outside the destination folder: `..`, links and device entries are
+refused; an absolute name (`C:\\Users\\stu\\lab1\\x.ipynb`, `/home/stu/x.ipynb`) is kept relative,
+as unzip and 7-Zip do; files are created with O_EXCL|O_NOFOLLOW (so an existing path is never
+followed or overwritten) and without exec bits. A name the disk cannot hold as it is (over-long,
+or ending in spaces that make `lab1-1.ipynb ` not a notebook) is changed, and the change reported. Sizes are capped by
 `IntakeLimits`, on the declared sizes first and again on the bytes actually produced, so a
 header that lies cannot get past the caps. The original archive is only ever opened for
 reading.
@@ -10,6 +12,7 @@ reading.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from grader.errors import GraderError
-from grader.intake.names import member_name
+from grader.intake.names import looks_garbled, member_name
 from grader.intake.problems import human_bytes, problem
 from grader.model import Problem
 
@@ -30,7 +33,13 @@ _CHUNK = 1 * MiB
 _ENCRYPTED_FLAG = 0x1
 _JUNK_DIRS = {"__macosx", ".ipynb_checkpoints", "__pycache__", ".git", ".svn"}
 _JUNK_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
-_DRIVE = re.compile(r"^[A-Za-z]:")
+# `C:` or `C:/` at the start of a Windows absolute name, then any leading separators (`//server/`).
+_ROOT = re.compile(r"^(?:[A-Za-z]:)?/*")
+# Longest file name kept as it is, in UTF-8 bytes: most Linux file systems allow 255 (NAME_MAX),
+# encrypted home folders fewer; a shortened name keeps its extension and a digest of the original.
+_NAME_MAX_BYTES = 200
+# Members whose loss costs a part: a notebook, a script, or a zip that may hold them.
+CODE_EXTS = (".ipynb", ".py", ".zip")
 # Extract what gets graded first, so a submission over the size budget loses its data, not its code.
 _PRIORITY = {".ipynb": 0, ".py": 0, ".pdf": 1, ".docx": 1, ".md": 1, ".txt": 1, ".html": 1, ".zip": 2}
 
@@ -111,13 +120,56 @@ def is_junk(parts: Iterable[str]) -> bool:
 
 def safe_parts(name: str) -> tuple[str, ...] | None:
     """Path components of an archive name, or None when it would escape the folder."""
-    norm = name.replace("\\", "/")  # Windows tools sometimes write backslashes
-    if norm.startswith("/") or _DRIVE.match(norm):
-        return None
-    parts = tuple(p for p in norm.split("/") if p not in ("", "."))
-    if ".." in parts:
-        return None
-    return parts
+    return member_path(name)[0]
+
+
+def member_path(name: str) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """Where an archive name is extracted to, and what had to change in it for the TA.
+
+    None when it would escape the folder (`..`: zip slip). A drive letter and leading
+    separators are dropped (the name stays relative to the submission, as unzip does: a
+    student's `C:\\Users\\stu\\Desktop\\lab1\\lab1-1.ipynb` is their lab1 folder, not an attack,
+    and the folders above it are removed with the other common leading folders). Each component
+    then loses trailing spaces and dots (which Windows cannot even create, and which hide an
+    extension: `lab1-1.ipynb `), and one longer than the disk allows is shortened; those two
+    changes are returned, one phrase each, for a `renamed-member` problem.
+    """
+    norm = _ROOT.sub("", name.replace("\\", "/"))  # Windows tools sometimes write backslashes
+    raw = [p for p in norm.split("/") if p not in ("", ".")]
+    if ".." in raw:
+        return None, ()
+    return clean_parts(tuple(raw))
+
+
+def clean_parts(parts: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`parts` with trailing spaces and dots removed and over-long names shortened (see
+    `member_path`), and a phrase per change."""
+    out: list[str] = []
+    changes: list[str] = []
+    for part in parts:
+        trimmed = part.rstrip(" .\t")
+        if trimmed != part and trimmed not in ("", ".", ".."):
+            changes.append("its name ends in a space or a dot, which hides its extension, so those were removed")
+            part = trimmed
+        if len(part.encode("utf-8", "surrogateescape")) > _NAME_MAX_BYTES:
+            part = _shorten(part)
+            changes.append(f"its name is longer than the {_NAME_MAX_BYTES} bytes the grader keeps, so it was "
+                           f"shortened, keeping its extension")
+        out.append(part)
+    return tuple(out), tuple(changes)
+
+
+def _shorten(part: str) -> str:
+    """`<first bytes of the stem>~<digest><extension>`, at most `_NAME_MAX_BYTES` bytes, distinct
+    for distinct originals."""
+    stem, dot, ext = part.rpartition(".")
+    if not dot or not stem or len(ext) > 16:
+        stem, ext = part, ""
+    ext = f".{ext}" if ext else ""
+    tag = "~" + hashlib.sha256(part.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    room = _NAME_MAX_BYTES - len(tag.encode()) - len(ext.encode("utf-8", "surrogateescape"))
+    head = stem.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore").rstrip(" .")
+    return head + tag + ext
 
 
 def scan_zip(path: Path, label: str, *, prefix: str = "") -> tuple[zipfile.ZipFile | None, Scan]:
@@ -147,7 +199,7 @@ def scan_zip(path: Path, label: str, *, prefix: str = "") -> tuple[zipfile.ZipFi
         name = member_name(info)
         shown = prefix + name.replace("\\", "/")
         ftype = stat.S_IFMT(info.external_attr >> 16)
-        parts = safe_parts(name)
+        parts, changes = member_path(name)
         if parts is not None and parts and is_junk(parts):
             scan.junk += 1
         elif "\x00" in name:
@@ -165,11 +217,19 @@ def scan_zip(path: Path, label: str, *, prefix: str = "") -> tuple[zipfile.ZipFi
         else:
             is_dir = info.is_dir() or name.endswith("\\") or ftype == stat.S_IFDIR
             opener = None if is_dir else (lambda info=info: zf.open(info))
+            if opener is not None and looks_garbled(name):
+                scan.problems.append(problem("garbled-name", shown))
+            if changes and opener is not None:
+                scan.problems.append(problem("renamed-member", shown, detail="; ".join(changes), name=parts[-1]))
             scan.entries.append(Entry(parts, name.replace("\\", "/"), info.file_size, info.compress_size,
                                       opener, _zip_mtime(info)))
     files = [e for e in scan.entries if e.opener is not None]
-    if encrypted:
-        scan.problems.append(problem("encrypted", encrypted[0] if files else label))
+    if encrypted and not files:
+        scan.problems.append(problem("encrypted", label))  # the whole archive: nothing to read
+    elif encrypted:
+        # Each locked notebook, script or zip by name, so the part it serves says so (not "not found").
+        code = [e for e in encrypted if e.lower().endswith(CODE_EXTS)]
+        scan.problems += [problem("encrypted", e) for e in code or encrypted[:1]]
     if not infos or (not files and not scan.problems):
         scan.problems.append(problem("empty", label, name=label))
     scan.fatal = not files
@@ -190,7 +250,7 @@ def scan_folder(root: Path) -> Scan:
                 scan.problems.append(problem("link", "/".join((*rel, d))))
             else:
                 keep.append(d)
-                scan.entries.append(Entry((*rel, d), "/".join((*rel, d)), 0, None, None))
+                scan.entries.append(Entry(clean_parts((*rel, d))[0], "/".join((*rel, d)), 0, None, None))
         dirnames[:] = keep
         for f in sorted(filenames):
             scan.entries.extend(_folder_file(scan, Path(dirpath, f), (*rel, f)))
@@ -220,7 +280,10 @@ def _folder_file(scan: Scan, path: Path, parts: tuple[str, ...]) -> list[Entry]:
     if st.st_nlink > 1:  # a hard link may point at anything on the TA's disk
         scan.problems.append(problem("link", label))
         return []
-    return [Entry(parts, label, st.st_size, None, lambda: open(path, "rb"))]
+    clean, changes = clean_parts(parts)
+    if changes:
+        scan.problems.append(problem("renamed-member", label, detail="; ".join(changes), name=clean[-1]))
+    return [Entry(clean, label, st.st_size, None, lambda: open(path, "rb"))]
 
 
 def strip_single_folder(entries: list[Entry]) -> tuple[list[Entry], str | None]:

@@ -7,6 +7,7 @@ and the submissions found inside say `submitted_at_source="lms-archive-entry"`.
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 from collections.abc import Sequence
 from dataclasses import replace
@@ -16,10 +17,13 @@ from grader.errors import GraderError
 from grader.intake.discover import Candidate
 from grader.intake.extract import Budget, IntakeLimits, safe_parts, scan_zip, write_entries
 from grader.intake.names import member_name
-from grader.intake.naming import moodle_folder
+from grader.intake.classify import sha256_file
+from grader.intake.naming import DEFAULT_PATTERN, NamePattern, moodle_folder
 
 # A bundle holds a whole class: its caps are a class's worth of single-submission caps.
 _CLASS_SIZE = 300
+# Written last into an extracted bundle's folder: the extraction finished and can be reused.
+_COMPLETE = ".dllab-complete"
 
 
 def is_moodle_bundle(path: Path) -> bool:
@@ -32,38 +36,63 @@ def is_moodle_bundle(path: Path) -> bool:
     return any(moodle_folder(t) for t in tops)
 
 
-def expand_bundles(paths: Sequence[Path | str], work_root: Path, limits: IntakeLimits) -> tuple[list[Path], list[Path]]:
-    """`paths` with each Moodle bundle replaced by the folder it was extracted into, and those folders."""
-    out: list[Path] = []
-    folders: list[Path] = []
+def find_bundles(paths: Sequence[Path | str], *, pattern: str = DEFAULT_PATTERN) -> list[Path]:
+    """The Moodle bundles among `paths` and directly inside the folders given (where a TA saves
+    the download), but never a student's own `dllab_<id>.zip`, whatever it holds."""
+    names = NamePattern(pattern)
+    found: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if not (path.is_file() and is_moodle_bundle(path)):
-            out.append(path)
+        if path.is_file():
+            children = [path]
+        elif path.is_dir():
+            children = sorted(c for c in path.iterdir() if c.is_file() and c.suffix.lower() == ".zip"
+                              and names.read(c.name).student_id is None)
+        else:
             continue
-        dest = work_root / "_lms" / path.stem
-        n = 1
-        while dest.exists():
-            n += 1
-            dest = work_root / "_lms" / f"{path.stem}-{n}"
-        dest.mkdir(parents=True)
-        class_limits = replace(
-            limits,
-            max_total_bytes=limits.max_total_bytes * _CLASS_SIZE,
-            max_files=limits.max_files * _CLASS_SIZE,
-        )
-        budget = Budget(class_limits)
-        zf, scan = scan_zip(path, path.name)
-        if zf is None:
-            raise GraderError(f"{path}: the LMS download could not be read ({scan.problems[0].message})")
-        with zf:
-            _, problems = write_entries(scan.entries, dest, budget)
-        problems += budget.problems() + scan.problems
-        if problems:
-            raise GraderError(f"{path}: the LMS download could not be unpacked completely: {problems[0].message}")
+        found += [c for c in children if is_moodle_bundle(c)]
+    return list(dict.fromkeys(found))
+
+
+def expand_bundles(paths: Sequence[Path | str], work_root: Path, limits: IntakeLimits, *,
+                   pattern: str = DEFAULT_PATTERN) -> tuple[list[Path], list[Path], list[Path]]:
+    """What to discover: `paths` plus the folder each Moodle bundle was extracted into; those
+    folders; and the bundle zips themselves, which discovery must skip (a bundle read as one
+    student's zip would merge the whole class into one bogus grade).
+
+    A bundle is extracted once into `work_root/_lms/<name>-<digest>/` and reused by a later run
+    on the same bundle, so a resumed batch sees the same files (and skips what it graded).
+    """
+    bundles = find_bundles(paths, pattern=pattern)
+    out = [Path(p) for p in paths if Path(p) not in bundles]
+    folders: list[Path] = []
+    for path in bundles:
+        dest = work_root / "_lms" / f"{path.stem}-{sha256_file(path)[:12]}"
+        if not (dest / _COMPLETE).is_file():
+            shutil.rmtree(dest, ignore_errors=True)  # a half-done extraction of an earlier run
+            _extract(path, dest, limits)
+            (dest / _COMPLETE).touch()
         out.append(dest)
         folders.append(dest)
-    return out, folders
+    return out, folders, bundles
+
+
+def _extract(path: Path, dest: Path, limits: IntakeLimits) -> None:
+    dest.mkdir(parents=True)
+    class_limits = replace(
+        limits,
+        max_total_bytes=limits.max_total_bytes * _CLASS_SIZE,
+        max_files=limits.max_files * _CLASS_SIZE,
+    )
+    budget = Budget(class_limits)
+    zf, scan = scan_zip(path, path.name)
+    if zf is None:
+        raise GraderError(f"{path}: the LMS download could not be read ({scan.problems[0].message})")
+    with zf:
+        _, problems = write_entries(scan.entries, dest, budget)
+    problems += budget.problems() + scan.problems
+    if problems:
+        raise GraderError(f"{path}: the LMS download could not be unpacked completely: {problems[0].message}")
 
 
 def mark_lms_times(candidates: list[Candidate], folders: list[Path]) -> list[Candidate]:

@@ -5,6 +5,11 @@ code page the student's Windows used, and Python shows them as CP437. Chinese na
 common in this course, so the raw bytes are tried as UTF-8, then as Big5 and GBK (the
 more plausible reading wins, Big5 on a tie since the course runs in Taiwan), then left
 as CP437.
+
+A name can also arrive already garbled: a zip re-packed after an unzip that read Big5 bytes
+as CP437 stores `º@╖~1-1.ipynb` with the UTF-8 flag set. Such a name is turned back into its
+bytes and read again when that gives plausible Chinese; one that still looks like the wrong
+code page (`looks_garbled`) is reported for the TA rather than shown as if it were right.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ def member_name(info: zipfile.ZipInfo) -> str:
 
 def _member_name(info: zipfile.ZipInfo) -> str:
     if info.flag_bits & _UTF8_FLAG:
-        return info.orig_filename
+        return _undo_cp437(info.orig_filename)
     unicode_path = _unicode_path_extra(info)
     if unicode_path is not None:
         return unicode_path
@@ -66,6 +71,29 @@ def decode_legacy_name(raw: bytes) -> str:
     if best is not None:
         return best[1]
     return raw.decode("cp437")
+
+
+def _undo_cp437(name: str) -> str:
+    """A name that is Big5/GBK bytes once misread as CP437, read again; any other name as it is."""
+    if name.isascii() or not looks_garbled(name):
+        return name
+    try:
+        raw = name.encode("cp437")
+    except UnicodeEncodeError:  # holds characters CP437 has not: it was never CP437
+        return name
+    again = decode_legacy_name(raw)
+    return again if again != raw.decode("cp437") else name
+
+
+# CP437's box drawing, blocks and symbols (and the Greek and math letters next to them): what
+# Chinese bytes become when read as CP437, and next to never in a real file name.
+_CP437_GRAPHICS = frozenset(bytes(range(0xB0, 0xE0)).decode("cp437") + "⌐≡≥≤⌠⌡÷≈∙√ⁿ■")
+
+
+def looks_garbled(name: str) -> bool:
+    """Does the name look like text decoded in the wrong code page (CP437 box drawing and
+    symbols among its characters)?"""
+    return any(ch in _CP437_GRAPHICS for ch in name) and not any("\u4e00" <= ch <= "\u9fff" for ch in name)
 
 
 def _plausibility(text: str, encoding: str) -> float | None:

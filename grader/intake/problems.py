@@ -29,11 +29,15 @@ MESSAGES: dict[str, str] = {
     "encrypted": "`{path}` is password-protected, so the grader cannot open it; "
     "zip your work again without a password.",
     # single members
-    "unsafe-path": "`{path}` points outside the submission folder (an absolute path or `..`), "
-    "so it was not extracted.",
+    "unsafe-path": "`{path}` points outside the submission folder (through `..`), so it was not extracted.",
     "link": "`{path}` is a link; links are not accepted in submissions, so it was not extracted.",
     "special-file": "`{path}` is a device, pipe or other special file, so it was not extracted.",
     "bad-filename": "The file name `{path}` cannot be used ({detail}), so it was not extracted.",
+    "garbled-name": "The name `{path}` looks garbled: it was probably written in a Windows code page the grader "
+    "could not recognise. The file was extracted and graded under this name; zipping it with a UTF-8 tool "
+    "(7-Zip, or Windows 11's own) avoids this.",
+    "renamed-member": "`{path}` could not be unpacked under its own name: {detail}. It was extracted "
+    "and graded as `{name}`.",
     "duplicate-member": "`{path}` appears more than once in the archive (or clashes with a folder); "
     "only the first copy was used.",
     "member-corrupt": "`{path}` inside the archive is damaged and could not be extracted ({detail}).",
@@ -49,7 +53,7 @@ MESSAGES: dict[str, str] = {
     "of nested zip is opened, so its contents were not graded.",
     # contents
     "unreadable-notebook": "`{path}` was found but could not be read as a Jupyter notebook: {detail}. "
-    "It was not run and nothing in it was graded; open it in Jupyter, save it again and re-submit.",
+    "It was not run and nothing in it was graded; {fix}.",
     "notebook-repaired": "`{path}` does not quite follow the notebook format ({detail}); the grader repaired "
     "its own copy and graded that. Your file is unchanged; saving it again in Jupyter avoids this.",
     "notebook-renamed": "`{path}` is a Jupyter notebook saved under another name; it was graded as a notebook. "
@@ -70,7 +74,7 @@ FLAGS: dict[str, str] = {
     "unsupported-format": "unsupported-format", "corrupt": "corrupt-archive", "truncated": "truncated-archive",
     "empty": "empty-submission", "encrypted": "encrypted",
     "unsafe-path": "refused-member", "link": "refused-member", "special-file": "refused-member",
-    "bad-filename": "refused-member", "duplicate-member": "duplicate-member", "member-corrupt": "corrupt-member",
+    "bad-filename": "refused-member", "renamed-member": "renamed-member", "garbled-name": "garbled-name", "duplicate-member": "duplicate-member", "member-corrupt": "corrupt-member",
     "file-too-large": "file-too-large", "archive-too-large": "archive-too-large", "too-many-files": "too-many-files",
     "suspicious-compression": "zip-bomb", "nested-too-deep": "nested-too-deep",
     "unreadable-notebook": "unreadable-notebook", "bad-notebook": "unreadable-notebook",
@@ -89,6 +93,8 @@ FLAG_TEXT: dict[str, str] = {
     "empty-submission": "the submission contains no files",
     "encrypted": "the zip (or a file in it) is password-protected",
     "refused-member": "a file in the zip was refused (a link, a device, or a path outside the folder)",
+    "renamed-member": "a file's name had to be changed to unpack it (trailing spaces, an over-long name)",
+    "garbled-name": "a file name in the zip looks garbled (a code page the grader could not recognise)",
     "duplicate-member": "a file appears twice in the zip",
     "corrupt-member": "a file in the zip is damaged",
     "file-too-large": "a file is over the size limit and was not unpacked",
@@ -112,7 +118,11 @@ _UNOPENED: dict[str, str] = {
     "member-corrupt": "it is damaged inside the zip", "file-too-large": "it is larger than the size limit",
     "suspicious-compression": "it expands suspiciously much, like a zip bomb",
     "archive-too-large": "the submission is over the size limit", "too-many-files": "the submission has too many files",
+    "unsafe-path": "its path points outside the submission folder", "link": "it is a link",
+    "special-file": "it is a device or pipe, not a file", "bad-filename": "its name cannot be used",
 }
+# Problems that refuse a member outright (it is never written), rather than fail to read it.
+_REFUSED = ("unsafe-path", "link", "special-file", "bad-filename")
 _WHOLE_ARCHIVE = ("corrupt", "truncated", "empty", "unsupported-format")
 
 
@@ -125,10 +135,16 @@ def unopened(problems: Sequence[Problem]) -> list[dict[str, str]]:
         low = path.lower()
         if p.code not in _UNOPENED or not (p.code in _WHOLE_ARCHIVE or low.endswith((".ipynb", ".py", ".zip"))):
             continue
-        archive = p.code in _WHOLE_ARCHIVE or low.endswith(".zip")
-        out.append({"path": path, "what": "could not be opened" if archive else "could not be extracted",
-                    "reason": _UNOPENED[p.code]})
+        archive = p.code in _WHOLE_ARCHIVE or (low.endswith(".zip") and p.code not in _REFUSED)
+        what = "could not be opened" if archive else "was refused" if p.code in _REFUSED else "could not be extracted"
+        out.append({"path": path, "what": what, "reason": _UNOPENED[p.code]})
     return out
+
+
+def code_unopened(problems: Sequence[Problem]) -> bool:
+    """Was a notebook, script or zip found but not unpacked (locked, damaged, refused)? Then
+    "no notebook was found" would be false: the submission has one the grader could not read."""
+    return any(u["path"].lower().endswith((".ipynb", ".py", ".zip")) for u in unopened(problems))
 
 
 def flag_of(code: str) -> str:
@@ -139,6 +155,14 @@ def flag_of(code: str) -> str:
 class _Blank(dict):
     def __missing__(self, key: str) -> str:
         return "?"
+
+
+def unreadable_fix(reason: str) -> str:
+    """What to do about a notebook that could not be read: an export (HTML, PDF, .py) handed in
+    under the notebook's name needs the .ipynb itself, not another save."""
+    if "not the .ipynb itself" in reason or "not a notebook" in reason:
+        return "hand in the .ipynb file itself (the one Jupyter opens and saves), not an export of it"
+    return "open it in Jupyter, save it again and re-submit"
 
 
 def problem(code: str, path: str | None = None, **fields: object) -> Problem:

@@ -28,10 +28,10 @@ from grader.fsutil import write_text_atomic
 from grader.report.text import clean, fmt_points, num
 
 MOODLE_COLUMNS = ("ID number", "Grade", "Feedback", "Feedback file")
-# Intake problems that cost points, told in Moodle's one-line feedback; the PDF has them all.
+# Intake (and notebook-choice) problems that cost points, told in Moodle's one-line feedback; the PDF has them all.
 _TELL = frozenset({"unsupported-format", "corrupt-archive", "truncated-archive", "empty-submission", "encrypted",
                    "refused-member", "corrupt-member", "file-too-large", "archive-too-large", "too-many-files",
-                   "zip-bomb", "nested-too-deep", "unreadable-notebook", "no-notebook"})
+                   "zip-bomb", "nested-too-deep", "unreadable-notebook", "no-notebook", "better-copy-ignored"})
 
 
 def write_gradebook(grades: list[dict], *, out_dir: Path) -> list[Path]:

@@ -38,6 +38,8 @@ FLAG_TEXT = {
     "override-applied": "a TA adjusted points",
     "grader-crash": "the grader failed on this submission; a TA will look at it",
     "ignored-notebook": "a notebook that could serve a part was not graded (see which notebook was graded)",
+    "better-copy-ignored": "a more complete copy of a notebook (`(1)`, `Copy of`) was not graded because its "
+                           "name marks it as a copy; a TA decides whether to grade it instead",
     "time-unknown": "the submission time is unknown, so no late penalty was applied",
     "time-in-future": "the submission time is later than the grading time (a wrong clock), so it was not used",
     "past-max-days": "submitted later than late work is accepted",

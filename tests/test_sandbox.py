@@ -370,3 +370,47 @@ def test_watchdog_reports_a_gone_sandbox_and_the_wall_time(monkeypatch: pytest.M
     late.start()
     late.join(5)
     assert [(s, "limits.wall_timeout" in r) for _, s, r in events] == [("timeout", True)]
+
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_dataset_mounts_resolve_in_the_notebooks_own_folder_too(tmp_path: Path) -> None:
+    sub = _tree(tmp_path / "sub", {"part1/lab1-1.ipynb": "{}", "src/train.py": ""})
+    mounts = {"data/cifar-10-batches-py": "/host/cifar", "/tmp/dataset-nctu/Food-11": "/host/food"}
+    for workdir, expected in [("part1", "part1/data/cifar-10-batches-py"), ("src", "src/data/cifar-10-batches-py"),
+                              ("a/b c", "a/b c/data/cifar-10-batches-py")]:
+        placed = sandbox.place_mounts(mounts, workdir=workdir, submission=sub)
+        assert placed.mounts == {"data/cifar-10-batches-py": "/host/cifar", expected: "/host/cifar",
+                                 "/tmp/dataset-nctu/Food-11": "/host/food"}, workdir
+        assert placed.hidden == () and placed.notes == ()
+    root = sandbox.place_mounts(mounts, workdir="", submission=sub)
+    assert root.mounts == mounts  # at the root, one mount only
+    # a notebook that climbs out (`..`) never places a mount outside the working copy
+    assert all(not k.startswith("..") for k in sandbox.place_mounts(mounts, workdir="..", submission=sub).mounts)
+
+
+def test_the_submissions_own_data_files_are_kept_or_told(tmp_path: Path) -> None:
+    sub = _tree(tmp_path / "sub", {"data/README.txt": "notes", "data/cifar-10-batches-py/mine.txt": "x",
+                                   "part1/data": "a file named data", "part1/nb.ipynb": "{}"})
+    mounts = {"data/cifar-10-batches-py": "/host/cifar"}
+    placed = sandbox.place_mounts(mounts, workdir="part1", submission=sub)
+    # data/README.txt sits beside the mount: not hidden, copied in as the student's own file
+    assert placed.hidden == ("data/cifar-10-batches-py",)
+    assert "data/cifar-10-batches-py/mine.txt" in placed.notes[0] and "replaced" in placed.notes[0]
+    # a file where the dataset folder would go is kept, and the skipped mount is told
+    assert "part1/data/cifar-10-batches-py" not in placed.mounts
+    assert any("`part1/data` in your submission is a file" in n for n in placed.notes)
+
+
+def test_folders_around_a_mount_in_the_working_copy_are_writable(tmp_path: Path) -> None:
+    cmd = _command(tmp_path, uid=1_990_001, mounts={"data/cifar-10-batches-py": str(tmp_path),
+                                                    "/tmp/dataset-nctu/Food-11": str(tmp_path)})
+    modes = {cmd[i + 3]: cmd[i + 1] for i, a in enumerate(cmd) if a == "--perms" and cmd[i + 2] == "--dir"}
+    assert modes[f"{sandbox.CWD}/data"] == "0777"  # the student's ./data: they write beside the dataset
+    assert modes["/tmp/dataset-nctu"] == "0755"
+    assert (str(tmp_path), f"{sandbox.CWD}/data/cifar-10-batches-py") in _pairs(cmd, "--ro-bind")

@@ -142,9 +142,24 @@ _SIGNAL_WORDS = {
 }
 
 
-def process_ending(returncode: int | None) -> Ending:
+_SELF_SIGNAL = re.compile(r"\b(?:os\.kill|os\.killpg|signal\.raise_signal|os\.abort|kill\s+-(?:9|KILL|SIGKILL)\b)")
+
+
+def sends_signal(source: str, name: str) -> bool:
+    """Whether a cell's source sends signal `name` ("SIGKILL") itself: `os.kill(os.getpid(),
+    signal.SIGKILL)`, `os.kill(pid, 9)`, `signal.raise_signal(...)`, `!kill -9 ...`."""
+    if not _SELF_SIGNAL.search(source):
+        return False
+    number = getattr(signal, name, None)
+    return name in source or (number is not None and re.search(rf"[,(]\s*{int(number)}\s*\)", source) is not None) \
+        or (name == "SIGKILL" and re.search(r"kill\s+-(?:9|KILL)\b", source) is not None)
+
+
+def process_ending(returncode: int | None, *, cell_source: str = "") -> Ending:
     """How the kernel ended, from the sandbox's exit status (bwrap exits with 128 + N when
-    the process it runs was killed by signal N, as a shell does; Popen gives -N)."""
+    the process it runs was killed by signal N, as a shell does; Popen gives -N).
+    `cell_source`, the code of the cell that was running: a signal it sends itself is
+    named as such, not blamed on the machine (SIGKILL is otherwise the out-of-memory killer)."""
     if returncode is None:
         return Ending("crash", "stopped answering (its exit status could not be read)", "KernelDied")
     signum = -returncode if returncode < 0 else returncode - 128 if 128 < returncode <= 128 + 64 else 0
@@ -154,6 +169,8 @@ def process_ending(returncode: int | None) -> Ending:
         except ValueError:
             name = f"signal {signum}"
         words = _SIGNAL_WORDS.get(name)
+        if sends_signal(cell_source, name):
+            words = f"the cell sends {name} itself, e.g. os.kill(os.getpid(), signal.{name})"
         return Ending("crash", f"crashed with {name}" + (f" ({words})" if words else ""), name)
     if returncode == 0:
         return Ending("exit", "ended the kernel with exit status 0 (os._exit(0) or exit() in an "

@@ -59,6 +59,8 @@ LEFT_RUNNING_MIN = 8
 """This many processes of the student's still running after the last cell are reported."""
 FSIZE_MARK = "fsize-hits"
 """In the kernel's folder: grows by a byte each time the kernel is told a write hit RLIMIT_FSIZE."""
+WORK_FULL_BYTES = 2 << 20
+"""A work folder with less than this free after a failed cell was full: that was the cause."""
 COPY_ERRORS = "copy-errors.txt"
 """In the kernel's folder: what the sandbox's copy of the submission could not place."""
 ABANDON_GRACE_S = 60.0
@@ -313,6 +315,19 @@ class Runner:
         except OSError:
             return 0
 
+    def _work_full(self) -> bool:
+        """Whether the sandbox's work folder (its size-capped /tmp) has under WORK_FULL_BYTES
+        free, seen through the kernel's root from the host (/proc/PID/root/tmp)."""
+        pidns = self._watchdog.pidns if self._watchdog is not None else None
+        if pidns is None or self.spec.sandbox != "bwrap":
+            return False
+        kernel = next((p for p in sandbox.process_snapshot(pidns) if p["nspid"] == 2), None)
+        try:
+            st = os.statvfs(f"/proc/{kernel['pid']}/root/tmp") if kernel is not None else None
+        except OSError:
+            return False
+        return st is not None and st.f_bavail * st.f_frsize < WORK_FULL_BYTES
+
     def _process_notes(self) -> None:
         """Notes on the run's processes the TA should see although nothing was killed for
         them: the process cap reached for a moment (whatever tried to start then failed),
@@ -470,7 +485,8 @@ class Runner:
                 client.add_markers(cell)
                 self.spans[-1] = (index, self.spans[-1][1], sandbox.boot_time_s())
             record = client.record(cell, index, time.monotonic() - t0)
-            limit = _limit_from_error(record, self.limits, file_size_hit=self._fsize_hits() > fsize_hits)
+            limit = _limit_from_error(record, self.limits, file_size_hit=self._fsize_hits() > fsize_hits,
+                                      work_full=record.status == "error" and self._work_full())
             ending = diagnose.exit_request(client.replies.get(index, {}))
             if "iopub.status.idle" not in cell.metadata.get("execution", {}):
                 # The reply came but the output stream never finished: the kernel sent a
@@ -555,7 +571,7 @@ class Runner:
             if self.proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     code = self.proc.wait(timeout=5)
-            ending = diagnose.process_ending(code)
+            ending = diagnose.process_ending(code, cell_source=str(self.nb.cells[at].get("source", "")))
             if ending.clean and not self._after(at):  # os._exit(0) as the very last thing
                 self.log.write(f"{self._label(at)} {ending.what} as its last cell")
                 self.records.append(CellRecord(at, "ok", round(duration, 3)))

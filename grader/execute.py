@@ -361,11 +361,13 @@ def _sandbox_env(spec: SandboxSpec) -> dict[str, str]:
 _MEMORY_WORDS = ("can't allocate memory", "cannot allocate memory", "out of memory")
 
 
-def _limit_from_error(record: CellRecord, limits: SandboxLimits, *, file_size_hit: bool = False) -> str | None:
+def _limit_from_error(record: CellRecord, limits: SandboxLimits, *, file_size_hit: bool = False,
+                      work_full: bool = False) -> str | None:
     """The limit a cell's error shows it hit, if any (the run is then ended), naming the
     rubric key that sets it. `file_size_hit`: the kernel was told (SIGXFSZ) during this cell
-    that a write went past the file size limit; torch.save then fails only with
-    "unexpected pos" from inline_container.cc, which names no cause."""
+    that a write went past the file size limit; `work_full`: the work folder (/tmp) was found
+    full after the cell failed. torch.save fails in both cases only with "unexpected pos"
+    from inline_container.cc, which names no cause."""
     if record.status != "error":
         return None
     if file_size_hit:
@@ -376,6 +378,8 @@ def _limit_from_error(record: CellRecord, limits: SandboxLimits, *, file_size_hi
     full = f"[errno {errno.ENOSPC}]" in text or "no space left on device" in text
     # A write to /dev/shm names no path in its error: the failing line of code does.
     shm = any(w in text for w in _SHM_WORDS) or "/dev/shm" in record.traceback[-1500:].lower()
+    if work_full and not shm:
+        full = True
     if shm and (full or "bus error" in text or "shared memory" in text):
         # DataLoader workers hand their batches over in /dev/shm: a full one surfaces as
         # ENOSPC on a torch_* file there, or as a worker killed by SIGBUS.

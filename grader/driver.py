@@ -57,6 +57,8 @@ REAP_TIMEOUT_S = 10.0
 """Waiting for the killed sandbox (bwrap) and every process in its PID namespace to go."""
 LEFT_RUNNING_MIN = 8
 """This many processes of the student's still running after the last cell are reported."""
+LEFT_RECHECK_S = 0.5
+"""With fewer left, they are counted again this much later: a growing number is reported too."""
 FSIZE_MARK = "fsize-hits"
 """In the kernel's folder: grows by a byte each time the kernel is told a write hit RLIMIT_FSIZE."""
 WORK_FULL_BYTES = 2 << 20
@@ -348,11 +350,23 @@ class Runner:
             return
         left = sandbox.process_snapshot(dog.pidns)
         own = [p for p in left if p["nspid"] not in (1, 2)]
-        if len(own) >= LEFT_RUNNING_MIN:
+        growing = False
+        if 0 < len(own) < LEFT_RUNNING_MIN:
+            # A bomb the last cell started has only begun when that cell returns: look again.
+            time.sleep(LEFT_RECHECK_S)
+            later = sandbox.process_snapshot(dog.pidns)
+            more = [p for p in later if p["nspid"] not in (1, 2)]
+            growing = len(more) > len(own)
+            left, own = later, more
+        if own:
+            self.log.write(f"{len(own)} processes of the code were still running after the last cell")
+        if len(own) >= LEFT_RUNNING_MIN or growing:
             at = bomb_origin(left, self.spans)
             who = self._label(at) if at is not None else "the code"
-            self.note("processes-left", f"{who} left {len(own)} processes running after the notebook's last cell "
-                                        f"(a fork bomb, or background jobs); they were killed when the run ended")
+            still = ", more of them starting" if growing else ""
+            self.note("processes-left", f"{who} left {len(own)} processes running after the notebook's last cell"
+                                        f"{still} (a fork bomb, or background jobs); they were killed when the run "
+                                        f"ended")
 
     def _copy_errors(self) -> None:
         """Files the sandbox could not copy into the working folder (read once the kernel

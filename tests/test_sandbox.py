@@ -496,11 +496,21 @@ def _noting_runner(monkeypatch: pytest.MonkeyPatch, *, touched: float | None, le
                    kill_status: tuple[str, str] | None = None) -> list[dict[str, str]]:
     from grader import driver
 
-    monkeypatch.setattr(driver.sandbox, "process_snapshot", lambda ns: left)
+    snapshots = iter(left if left and isinstance(left[0], list) else [left])
+    last: list = []
+
+    def snapshot(ns: str) -> list:
+        nonlocal last
+        last = next(snapshots, last)
+        return last
+
+    monkeypatch.setattr(driver.sandbox, "process_snapshot", snapshot)
+    monkeypatch.setattr(driver, "LEFT_RECHECK_S", 0.0)
     notes: list[dict[str, str]] = []
     fake = SimpleNamespace(
         _watchdog=SimpleNamespace(cap_touched_s=touched, at_kill=[], pidns="pid:[1]"),
         spec=SimpleNamespace(sandbox="bwrap"), kill_status=kill_status, limits=LIMITS, spans=SPANS,
+        log=SimpleNamespace(write=lambda line: None),
         _label=lambda i: f"cell {i}", note=lambda code, message: notes.append({"code": code, "message": message}))
     driver.Runner._process_notes(fake)  # the real method on a stand-in runner
     return notes
@@ -518,6 +528,12 @@ def test_a_moment_at_the_cap_and_processes_left_running_are_noted(monkeypatch: p
     # a few helpers left behind are no note; nor is a run the cap already killed (its own reason)
     assert _noting_runner(monkeypatch, touched=None, left=[kernel, *bomb[:3]]) == []
     assert _noting_runner(monkeypatch, touched=None, left=[kernel, *bomb], kill_status=("killed", "cap")) == []
+    # T1 #7 (0210008): a setsid bomb the last cell started has 1 process when the cell returns,
+    # more a moment later
+    [growing] = _noting_runner(monkeypatch, touched=None, left=[[kernel, *bomb[:1]], [kernel, *bomb[:4]]])
+    assert growing["code"] == "processes-left" and "left 4 processes running" in growing["message"]
+    assert "more of them starting" in growing["message"]
+    assert _noting_runner(monkeypatch, touched=None, left=[[kernel, *bomb[:2]], [kernel, *bomb[:2]]]) == []
 
 
 def test_torch_save_past_a_limit_is_named_by_what_the_sandbox_saw() -> None:

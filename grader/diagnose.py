@@ -20,6 +20,24 @@ Flags (codes on the Grade) and what the TA can do about each:
   (nor a file of the submission); install it into the grader's environment and grade again.
 * `needs-gpu`: the code uses CUDA unconditionally and the run had no GPU; grade the
   student again on a GPU machine with `--gpus`.
+* `needs-mps`: the code uses Apple's MPS device (`device='mps'`), which exists only on a Mac;
+  no grading machine has it, so the TA grades what depends on it by hand.
+* `colab-only`: the code imports `google.colab` (drive.mount, files.upload), which exists only
+  on Google Colab; the TA grades what depends on it by hand.
+* `needs-network`: the code downloads something (pretrained weights, a dataset into another
+  folder than ./data) and the sandbox has no network; the TA grades what depends on it.
+
+Items of a part whose notebook failed for one of these reasons are not failed: they go to
+the TA (`manual`), the reason in their message (`deferred_item`).
+
+Notes on a run (`RunResult.notes`), flags too, for what is no cell's error:
+
+* `files-not-placed`: a file of the submission could not be put in the folder the code runs
+  in (a dataset mount lies at its place, or the work quota was full); the message lists them.
+* `process-cap`: the run touched its process limit for a moment; whatever tried to start a
+  process or thread then failed (BlockingIOError), so results may be missing.
+* `processes-left`: many processes were still running after the last cell (a fork bomb
+  started late, or background jobs); the end of the run killed them.
 """
 
 from __future__ import annotations
@@ -35,7 +53,8 @@ StopKind = Literal["exit", "crash", "limit"]
 STOP_FLAGS: dict[str, str] = {"exit": "kernel-exit", "crash": "kernel-crash", "limit": "sandbox-limit"}
 """The grade flag for each way a run can stop early."""
 
-ENVIRONMENT_FLAGS = ("missing-package", "needs-gpu")
+ENVIRONMENT_FLAGS = ("missing-package", "needs-gpu", "needs-mps", "colab-only", "needs-network")
+NOTE_FLAGS = ("files-not-placed", "process-cap", "processes-left")
 
 FLAG_HELP: dict[str, str] = {
     "kernel-exit": "the code ended its own kernel (exit(), sys.exit(), os._exit()) before its last "
@@ -45,6 +64,18 @@ FLAG_HELP: dict[str, str] = {
     "missing-package": "a module the code imports is not installed on the grader; install it and "
                        "grade again",
     "needs-gpu": "the code needs a CUDA GPU and the run had none; grade again on a GPU machine with --gpus",
+    "needs-mps": "the code uses Apple's MPS device (device='mps'), which only a Mac has; the items that "
+                 "depend on it wait for a TA",
+    "colab-only": "the code imports google.colab (drive.mount, files.upload), which exists only on Google "
+                  "Colab; the items that depend on it wait for a TA",
+    "needs-network": "the code downloads something (pretrained weights, a dataset into another folder than "
+                     "./data) and the sandbox has no network; the items that depend on it wait for a TA",
+    "files-not-placed": "some files of the submission were not placed in the folder the code runs in "
+                        "(a dataset mount lies there, or the work quota was full); see the message",
+    "process-cap": "the run reached its process limit for a moment: processes or threads started then "
+                   "failed, so results may be missing",
+    "processes-left": "many processes were still running after the last cell (a fork bomb or background "
+                      "jobs); they were killed when the run ended",
 }
 """One line per flag this module raises, for the TA's views."""
 
@@ -162,9 +193,24 @@ _SIGNAL_WORDS = {
 }
 
 
-def process_ending(returncode: int | None) -> Ending:
+_SELF_SIGNAL = re.compile(r"\b(?:os\.kill|os\.killpg|signal\.raise_signal|os\.abort|kill\s+-(?:9|KILL|SIGKILL)\b)")
+
+
+def sends_signal(source: str, name: str) -> bool:
+    """Whether a cell's source sends signal `name` ("SIGKILL") itself: `os.kill(os.getpid(),
+    signal.SIGKILL)`, `os.kill(pid, 9)`, `signal.raise_signal(...)`, `!kill -9 ...`."""
+    if not _SELF_SIGNAL.search(source):
+        return False
+    number = getattr(signal, name, None)
+    return name in source or (number is not None and re.search(rf"[,(]\s*{int(number)}\s*\)", source) is not None) \
+        or (name == "SIGKILL" and re.search(r"kill\s+-(?:9|KILL)\b", source) is not None)
+
+
+def process_ending(returncode: int | None, *, cell_source: str = "") -> Ending:
     """How the kernel ended, from the sandbox's exit status (bwrap exits with 128 + N when
-    the process it runs was killed by signal N, as a shell does; Popen gives -N)."""
+    the process it runs was killed by signal N, as a shell does; Popen gives -N).
+    `cell_source`, the code of the cell that was running: a signal it sends itself is
+    named as such, not blamed on the machine (SIGKILL is otherwise the out-of-memory killer)."""
     if returncode is None:
         return Ending("crash", "stopped answering (its exit status could not be read)", "KernelDied")
     signum = -returncode if returncode < 0 else returncode - 128 if 128 < returncode <= 128 + 64 else 0
@@ -174,6 +220,8 @@ def process_ending(returncode: int | None) -> Ending:
         except ValueError:
             name = f"signal {signum}"
         words = _SIGNAL_WORDS.get(name)
+        if sends_signal(cell_source, name):
+            words = f"the cell sends {name} itself, e.g. os.kill(os.getpid(), signal.{name})"
         return Ending("crash", f"crashed with {name}" + (f" ({words})" if words else ""), name)
     if returncode == 0:
         return Ending("exit", "ended the kernel with exit status 0 (os._exit(0) or exit() in an "
@@ -211,11 +259,53 @@ def pip_installs(sources: Sequence[str]) -> dict[str, int]:
     return found
 
 
+_DISTRIBUTIONS = {"scikit-learn": "sklearn", "opencv-python": "cv2", "opencv-python-headless": "cv2",
+                  "pillow": "PIL", "pyyaml": "yaml", "python-docx": "docx", "beautifulsoup4": "bs4",
+                  "scikit-image": "skimage", "tensorflow": "tensorflow", "pytorch-lightning": "pytorch_lightning",
+                  "umap-learn": "umap", "python-dateutil": "dateutil", "protobuf": "google.protobuf"}
+_PIP_NAME = {"cv2": "opencv-python", "PIL": "pillow", "sklearn": "scikit-learn", "yaml": "pyyaml",
+             "docx": "python-docx", "bs4": "beautifulsoup4", "skimage": "scikit-image", "umap": "umap-learn",
+             "dateutil": "python-dateutil", "Crypto": "pycryptodome", "attr": "attrs", "fitz": "pymupdf"}
+"""Modules whose pip distribution has another name (`import cv2` -> `pip install opencv-python`)."""
+
+
 def _import_name(package: str) -> str:
     """A pip distribution name as the module it installs, for the common mismatches."""
-    known = {"scikit-learn": "sklearn", "opencv-python": "cv2", "opencv-python-headless": "cv2",
-             "pillow": "PIL", "pyyaml": "yaml", "python-docx": "docx", "beautifulsoup4": "bs4"}
-    return known.get(package, package.replace("-", "_"))
+    return _DISTRIBUTIONS.get(package, package.replace("-", "_"))
+
+
+def pip_name(module: str) -> str:
+    """What to `pip install` for a missing top-level module: `cv2` -> `opencv-python`."""
+    return _PIP_NAME.get(module, module)
+
+
+_MPS_WORDS = ("not linked with support for mps", "mps backend", "mps device", "'mps'", "mps is not available")
+_NETWORK_WORDS = (
+    "temporary failure in name resolution", "name or service not known", "network is unreachable",
+    "failed to establish a new connection", "max retries exceeded", "nodename nor servname",
+    "no address associated with hostname", "connection refused", "urlopen error", "getaddrinfo failed",
+)
+_NETWORK_ENAMES = ("URLError", "HTTPError", "ConnectionError", "gaierror", "SSLError", "ConnectTimeout",
+                   "ReadTimeout", "ProxyError")
+_WEIGHTS = re.compile(r"pretrained\s*=\s*True|weights\s*=\s*['\"A-Za-z]|load_state_dict_from_url|torch\.hub\.load|"
+                      r"from_pretrained\(")
+_DOWNLOAD_ROOT = re.compile(r"root\s*=\s*(['\"])([^'\"]*)\1")
+
+
+def _network_problem(label: str, source: str, text: str) -> str:
+    """The TA's sentence for a cell that needed the network: what it tried to download."""
+    if _WEIGHTS.search(source) or any(w in text for w in ("load_state_dict_from_url", "hub.py", "hf_hub")):
+        return (f"{label} downloads pretrained weights (e.g. resnet18(pretrained=True)) and the grading sandbox "
+                f"has no network: put the weights in the grader's torch hub cache (~/.cache/torch/hub) and grade "
+                f"again, or grade the items that depend on it by hand")
+    if "download" in source.lower() or "download" in text:
+        root = _DOWNLOAD_ROOT.search(source)
+        where = f" into `{root.group(2)}`" if root else ""
+        return (f"{label} downloads a dataset{where} and the grading sandbox has no network: the grader "
+                f"provides the datasets under ./data (and the handout's dataset folders), so code that "
+                f"downloads into another folder finds nothing; grade the items that depend on it by hand")
+    return (f"{label} needs the network and the grading sandbox has none; grade the items that depend "
+            f"on it by hand")
 
 
 def environment_problems(errors: Sequence[Mapping[str, Any]], cells: Sequence[Mapping[str, Any]], *,
@@ -239,13 +329,21 @@ def environment_problems(errors: Sequence[Mapping[str, Any]], cells: Sequence[Ma
         ename, evalue = str(err.get("ename", "")), str(err.get("evalue", ""))
         label = cell_label(cells, index)
         m = _NO_MODULE.search(evalue) if ename in ("ModuleNotFoundError", "ImportError") else None
+        if m and (m.group(1).startswith("google.colab") or m.group(1) == "google" and "google.colab" in sources[index]):
+            if "colab" not in seen:
+                seen.add("colab")
+                out.append(Problem("colab-only", index, label, "google.colab",
+                                   f"{label} imports google.colab (drive.mount, files.upload), which exists only on "
+                                   f"Google Colab, not on the grading machine: no package provides it; grade the "
+                                   f"items that depend on it by hand."))
+            continue
         if m:
             module = m.group(1).split(".")[0]
             if module in own or module in seen:
                 continue
             seen.add(module)
             msg = (f"{label} imports {module}, which is not installed on the grading machine: install it "
-                   f"into the grader's environment (pip install {module}) and grade this student again")
+                   f"into the grader's environment (pip install {pip_name(module)}) and grade this student again")
             if module in pips:
                 package, at = pips[module]
                 msg += (f"; the notebook runs `pip install {package}` in {cell_label(cells, at)}, which cannot "
@@ -253,6 +351,20 @@ def environment_problems(errors: Sequence[Mapping[str, Any]], cells: Sequence[Ma
             out.append(Problem("missing-package", index, label, module, msg + "."))
             continue
         text = f"{ename}: {evalue}".lower()
+        source = sources[index] if 0 <= index < len(sources) else ""
+        if "mps" not in seen and (any(w in text for w in _MPS_WORDS) and "mps" in source.lower()):
+            seen.add("mps")
+            out.append(Problem("needs-mps", index, label, "MPS",
+                               f"{label} uses Apple's MPS device (device='mps'), which exists only on a Mac: no "
+                               f"grading machine has it, so the cells that depend on it failed for that reason; "
+                               f"grade the items that depend on it by hand."))
+            continue
+        if "network" not in seen and (ename in _NETWORK_ENAMES or any(w in text for w in _NETWORK_WORDS)):
+            seen.add("network")
+            trace = str(err.get("traceback", "")).lower()
+            out.append(Problem("needs-network", index, label, "network",
+                               _network_problem(label, source, trace) + "."))
+            continue
         if not has_gpu and "cuda" not in seen and any(w in text for w in _CUDA_WORDS):
             seen.add("cuda")
             out.append(Problem(
@@ -261,6 +373,29 @@ def environment_problems(errors: Sequence[Mapping[str, Any]], cells: Sequence[Ma
                 f"grade this student again on a machine with a GPU (dllab grade ... --gpus 0); the "
                 f"cells that depend on it failed for that reason, not for the student's code."))
     return out
+
+
+_STUDENT_REASON = {
+    "needs-gpu": "{label} needs a CUDA GPU (.cuda(), device='cuda') and the grading machine had none",
+    "needs-mps": "{label} uses Apple's MPS device (device='mps'), which only a Mac has",
+    "missing-package": "{label} imports {subject}, which is not installed on the grading machine",
+    "colab-only": "{label} imports google.colab, which exists only on Google Colab",
+    "needs-network": "{label} downloads from the internet, and the grader runs code without a network",
+}
+
+
+def deferral_message(problems: Sequence[Mapping[str, Any]], *, path: str = "") -> str:
+    """The student's sentence for an item sent to the TA because the run failed for want of
+    something the grading machine lacks (`problems`: Problem dicts of one run, `path` its
+    notebook): the first reason, then what happens next."""
+    where = f" of `{path}`" if path else ""
+    for p in problems:
+        template = _STUDENT_REASON.get(str(p.get("code")))
+        if template is not None:
+            reason = template.format(label=f"{p.get('label') or 'a cell'}{where}", subject=p.get("subject", ""))
+            return (f"This item was not graded automatically: {reason}, so the cells that depend on it could "
+                    f"not run here. A TA will grade it by hand; it is not counted against you.")
+    return ""
 
 
 def run_flags(ev: Mapping[str, Any]) -> set[str]:
@@ -279,6 +414,7 @@ def run_flags(ev: Mapping[str, Any]) -> set[str]:
         flags.add("sandbox-limit")
     problems = [p for p in ev.get("environment") or () if isinstance(p, Mapping)]
     flags.update(str(p["code"]) for p in problems if p.get("code") in ENVIRONMENT_FLAGS)
+    flags.update(str(n["code"]) for n in ev.get("notes") or () if isinstance(n, Mapping) and n.get("code") in NOTE_FLAGS)
     errors = [e for e in ev.get("errors") or () if isinstance(e, Mapping)]
     explained = {p.get("cell") for p in problems}
     if stop and stop.get("kind") == "exit":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import os
 import shutil
 import subprocess
@@ -46,7 +47,7 @@ from grader.execute import (
     _SandboxKernelManager,
 )
 from grader.probe.startup import startup_source
-from grader.watchdog import Watchdog, wall_time_reason
+from grader.watchdog import Watchdog, bomb_origin, started_in, wall_time_reason
 
 KILL_GRACE_S = 10.0
 """After a kill or the kernel's death, how long the cell being awaited gets to wind down."""
@@ -54,6 +55,16 @@ SHUTDOWN_TIMEOUT_S = 15.0
 """nbclient's kernel shutdown; the sandbox is killed and reaped afterwards in any case."""
 REAP_TIMEOUT_S = 10.0
 """Waiting for the killed sandbox (bwrap) and every process in its PID namespace to go."""
+LEFT_RUNNING_MIN = 8
+"""This many processes of the student's still running after the last cell are reported."""
+LEFT_RECHECK_S = 0.5
+"""With fewer left, they are counted again this much later: a growing number is reported too."""
+FSIZE_MARK = "fsize-hits"
+"""In the kernel's folder: grows by a byte each time the kernel is told a write hit RLIMIT_FSIZE."""
+WORK_FULL_BYTES = 2 << 20
+"""A work folder with less than this free after a failed cell was full: that was the cause."""
+COPY_ERRORS = "copy-errors.txt"
+"""In the kernel's folder: what the sandbox's copy of the submission could not place."""
 ABANDON_GRACE_S = 60.0
 """Past its whole budget the run is killed; if its driver still has not returned this long
 after, the run's result is written without it (its thread is left behind, blocked)."""
@@ -86,6 +97,13 @@ class Runner:
         self.phase = "start"
         """start, cells, teardown or done: the wall time applies to the first two only."""
         self.peak_processes = 0
+        self.notes: list[dict[str, str]] = []
+        """What the TA should know that is no cell's error: `{"code", "message"}` each
+        (grader.diagnose.NOTE_FLAGS): files not placed, the process cap touched."""
+        self.spans: list[tuple[int, float, float | None]] = []
+        """(cell index, start, end) of each cell sent, on sandbox.boot_time_s's clock."""
+        self.mounts: dict[str, str] = dict(spec.mounts)
+        """The dataset mounts as placed for this run (grader.sandbox.place_mounts)."""
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -104,6 +122,13 @@ class Runner:
             if self.proc is not None:
                 sandbox.kill_group(self.proc.pid)
         self.wake()
+
+    def note(self, code: str, message: str) -> None:
+        """Record something the TA should know about the run (once per message)."""
+        entry = {"code": code, "message": message}
+        if entry not in self.notes:
+            self.notes.append(entry)
+            self.log.write(f"note ({code}): {message}")
 
     def wake(self) -> None:
         """Make the event loop stop awaiting the kernel (thread-safe)."""
@@ -157,8 +182,16 @@ class Runner:
         # modules next to it, and relative data paths, resolve from there.
         workdir = str(PurePosixPath(self.rel).parent)
         workdir = "" if workdir == "." else workdir
+        # `./data` is the dataset root wherever the notebook lies; what the mounts displace
+        # of the submission is told, never dropped silently.
+        placement = sandbox.place_mounts(self.spec.mounts, workdir=workdir, submission=staged)
+        for rel in placement.hidden:
+            shutil.rmtree(staged / rel, ignore_errors=True)
+        for note in placement.notes:
+            self.note("files-not-placed", note)
+        self.mounts = placement.mounts
         if self.spec.sandbox == "none":
-            for inside, host in self.spec.mounts.items():
+            for inside, host in placement.mounts.items():
                 if not inside.startswith("/") and not (staged / inside).exists():
                     (staged / inside).parent.mkdir(parents=True, exist_ok=True)
                     (staged / inside).symlink_to(host)
@@ -172,8 +205,9 @@ class Runner:
         env = _sandbox_env(self.spec)
         cmd = sandbox.build_command(
             kernel, run_dir=self.run_dir, kernel_dir=kernel_dir, submission=staged,
-            mounts=self.spec.mounts, limits=self.limits, env=env, uid=self.uid,
-            gpus=self.spec.gpus, bwrap=sandbox.bwrap_path() or "bwrap", workdir=workdir)
+            mounts=placement.mounts, limits=self.limits, env=env, uid=self.uid,
+            gpus=self.spec.gpus, bwrap=sandbox.bwrap_path() or "bwrap", workdir=workdir,
+            copy_errors=str(kernel_dir / COPY_ERRORS))
         return cmd, str(self.run_dir)
 
     async def run(self, startup_code: str | None,
@@ -235,6 +269,7 @@ class Runner:
             self.phase = "done"
             self._watchdog.stop()
             self.peak_processes = self._watchdog.peak_tasks
+            self._process_notes()
             await self._shutdown(client, km)
         if failure is not None:  # a grader bug, not the student's: the batch records it as such
             self.log.write(f"the run's driver failed: {_one_line(failure)}")
@@ -257,13 +292,14 @@ class Runner:
                                            name="dllab-log", daemon=True)
             self._drain.start()
             await client.async_start_new_kernel_client()
+            self._copy_errors()
         except Exception as exc:
-            self._wall_time_up()
+            self.wall_time_up()
             return self.kill_status or ("not-run", f"the kernel did not start: {_one_line(exc)}")
         try:
             await self._startup(client, startup_code)
         except Exception as exc:
-            self._wall_time_up()
+            self.wall_time_up()
             return self.kill_status or ("not-run", f"the startup code failed: {_one_line(exc)}")
         self.startup_s = time.time() - self.started
         self.phase = "cells"
@@ -274,6 +310,77 @@ class Runner:
             await self._teardown(client, teardown_code)
         return self.outcome
 
+    def _fsize_hits(self) -> int:
+        """How often the kernel has been told a write hit the file size limit (startup code)."""
+        try:
+            return (self.run_dir / "k" / FSIZE_MARK).stat().st_size
+        except OSError:
+            return 0
+
+    def _work_full(self) -> bool:
+        """Whether the sandbox's work folder (its size-capped /tmp) has under WORK_FULL_BYTES
+        free, seen through the kernel's root from the host (/proc/PID/root/tmp)."""
+        pidns = self._watchdog.pidns if self._watchdog is not None else None
+        if pidns is None or self.spec.sandbox != "bwrap":
+            return False
+        kernel = next((p for p in sandbox.process_snapshot(pidns) if p["nspid"] == 2), None)
+        try:
+            st = os.statvfs(f"/proc/{kernel['pid']}/root/tmp") if kernel is not None else None
+        except OSError:
+            return False
+        return st is not None and st.f_bavail * st.f_frsize < WORK_FULL_BYTES
+
+    def _process_notes(self) -> None:
+        """Notes on the run's processes the TA should see although nothing was killed for
+        them: the process cap reached for a moment (whatever tried to start then failed),
+        and a crowd of processes still running after the last cell (the end of the run
+        kills them, so no cell reports them)."""
+        dog = self._watchdog
+        if dog is None or self.spec.sandbox != "bwrap":
+            return
+        capped = self.kill_status is not None and bool(dog.at_kill)
+        if dog.cap_touched_s is not None and not capped:
+            at = started_in(dog.cap_touched_s, self.spans)
+            during = f" during {self._label(at)}" if at is not None else ""
+            self.note("process-cap", f"the run reached its process limit of {self.limits.max_processes} processes "
+                                     f"and threads (rubric limits.processes) for a moment{during}: processes or "
+                                     f"threads started then failed (BlockingIOError: [Errno 11] Resource temporarily "
+                                     f"unavailable), and results that depended on them may be missing")
+        if self.kill_status is not None or dog.pidns is None:
+            return
+        left = sandbox.process_snapshot(dog.pidns)
+        own = [p for p in left if p["nspid"] not in (1, 2)]
+        growing = False
+        if 0 < len(own) < LEFT_RUNNING_MIN:
+            # A bomb the last cell started has only begun when that cell returns: look again.
+            time.sleep(LEFT_RECHECK_S)
+            later = sandbox.process_snapshot(dog.pidns)
+            more = [p for p in later if p["nspid"] not in (1, 2)]
+            growing = len(more) > len(own)
+            left, own = later, more
+        if own:
+            self.log.write(f"{len(own)} processes of the code were still running after the last cell")
+        if len(own) >= LEFT_RUNNING_MIN or growing:
+            at = bomb_origin(left, self.spans)
+            who = self._label(at) if at is not None else "the code"
+            still = ", more of them starting" if growing else ""
+            self.note("processes-left", f"{who} left {len(own)} processes running after the notebook's last cell"
+                                        f"{still} (a fork bomb, or background jobs); they were killed when the run "
+                                        f"ended")
+
+    def _copy_errors(self) -> None:
+        """Files the sandbox could not copy into the working folder (read once the kernel
+        answers, so the copy is over and no student code has run yet)."""
+        path = self.run_dir / "k" / COPY_ERRORS
+        with contextlib.suppress(OSError):
+            with path.open("rb") as f:
+                lines = [ln.strip() for ln in f.read(4000).decode("utf-8", "replace").splitlines() if ln.strip()]
+            if lines:
+                shown = "; ".join(ln.replace(sandbox.CWD + "/", "") for ln in lines[:3])
+                more = f" (and {len(lines) - 3} more)" if len(lines) > 3 else ""
+                self.note("files-not-placed", f"some files of your submission could not be copied into the "
+                                              f"folder your code runs in: {shown}{more}")
+
     async def _shutdown(self, client: _CappedClient, km: _SandboxKernelManager) -> None:
         """Shut the kernel down, then kill and reap the sandbox, every step bounded."""
         try:
@@ -283,11 +390,14 @@ class Runner:
         self.reap()
         km.client_context.destroy(linger=0)
 
-    def _wall_time_up(self) -> None:
-        """Kill for the wall time if it is over: a wait bounded by the deadline (the startup
-        code's) may fail a moment before the watchdog's next sample sees it."""
-        if self._deadline_left() <= 0.5:
+    def wall_time_up(self) -> bool:
+        """Kill for the wall time if it is over, and say whether it was: a wait bounded by the
+        deadline (the startup code's, a cell's) may end a moment before the watchdog's next
+        sample sees it."""
+        if self.phase in ("start", "cells") and self._deadline_left() <= 0.5:
             self.kill("timeout", wall_time_reason(self.limits.wall_timeout_s))
+            return True
+        return False
 
     def _lost_kernel(self) -> tuple[RunStatus, str]:
         """The outcome when the driver was cancelled before any cell result (kernel start)."""
@@ -296,15 +406,20 @@ class Runner:
                            if code is not None else "the kernel did not start in time")
 
     async def _startup(self, client: _CappedClient, startup_code: str | None) -> None:
-        cifar = [inside if inside.startswith("/") else f"{sandbox.CWD}/{inside}"
-                 for inside, host in self.spec.mounts.items() if _is_cifar(Path(host))]
+        # One path per stand-in: the checksums are registered for the whole process.
+        seen: dict[str, str] = {}
+        for inside, host in self.mounts.items():
+            if _is_cifar(Path(host)):
+                seen.setdefault(host, inside if inside.startswith("/") else f"{sandbox.CWD}/{inside}")
+        cifar = list(seen.values())
         if self.spec.sandbox == "none":
-            cifar = [host for host in self.spec.mounts.values() if _is_cifar(Path(host))]
+            cifar = list(seen)
         script = None
         if self.rel.lower().endswith(".py"):
             base = str(self.run_dir / "submission") if self.spec.sandbox == "none" else sandbox.CWD
             script = f"{base}/{self.rel}"
-        codes = [startup_source(argv0=PurePosixPath(self.rel).name, cifar_roots=cifar, script_path=script)]
+        codes = [startup_source(argv0=PurePosixPath(self.rel).name, cifar_roots=cifar, script_path=script,
+                                fsize_marker=str(self.run_dir / "k" / FSIZE_MARK))]
         if startup_code:
             codes.append(startup_code)
         for code in codes:
@@ -364,12 +479,16 @@ class Runner:
             if stopped is not None or self.kill_status is not None:
                 self.records.append(CellRecord(index, "not-run", 0.0))
                 continue
-            client.timeout = max(1, int(min(self.limits.cell_timeout_s, self._deadline_left())))
+            # Rounded up: a cell cut short by what is left of the wall time must end at the
+            # wall time, which ends the run, not a moment before it as a "cell timeout".
+            client.timeout = max(1, math.ceil(min(self.limits.cell_timeout_s, self._deadline_left())))
             t0 = time.monotonic()
             # Whether the kernel was still there when this cell was sent: if not, what ended
             # it ran in the previous cell (a thread it started, an older ipykernel's exit()).
             # The kernel's own "busy" message cannot tell: os._exit() loses it.
             alive = self.proc is None or self.proc.poll() is None
+            self.spans.append((index, sandbox.boot_time_s(), None))
+            fsize_hits = self._fsize_hits()
             try:
                 await client.async_execute_cell(cell, index)
             except (DeadKernelError, asyncio.CancelledError, RuntimeError):
@@ -378,8 +497,10 @@ class Runner:
                 continue
             finally:
                 client.add_markers(cell)
+                self.spans[-1] = (index, self.spans[-1][1], sandbox.boot_time_s())
             record = client.record(cell, index, time.monotonic() - t0)
-            limit = _limit_from_error(record, self.limits)
+            limit = _limit_from_error(record, self.limits, file_size_hit=self._fsize_hits() > fsize_hits,
+                                      work_full=record.status == "error" and self._work_full())
             ending = diagnose.exit_request(client.replies.get(index, {}))
             if "iopub.status.idle" not in cell.metadata.get("execution", {}):
                 # The reply came but the output stream never finished: the kernel sent a
@@ -427,8 +548,13 @@ class Runner:
         label = self._label(last)
         n = self._after(last)
         rest = f"; the {n} cell{'s' if n != 1 else ''} after it did not run" if n else ""
+        origin = bomb_origin(self._watchdog.at_kill, self.spans) if self._watchdog is not None else None
+        if origin is not None and origin != last:
+            what += f"; the processes were started by {self._label(origin)}, which left them running"
         reason = f"stopped after {label}: {what}{rest}"
         self.stop = {"kind": "limit", "cell": last, "label": label, "reason": reason}
+        if origin is not None and origin != last:
+            self.stop["origin"] = {"cell": origin, "label": self._label(origin)}
         return status, reason
 
     def _kernel_gone(self, client: _CappedClient, cell: NotebookNode, index: int,
@@ -446,21 +572,28 @@ class Runner:
         elif cell.get("execution_count") is None:
             cell.execution_count = self._numbers.get(index)  # it ran: show the number it had
         timed_out = at in client.timed_out
+        origin = None
         if self.kill_status is not None:
             status, what = self.kill_status
+            origin = bomb_origin(self._watchdog.at_kill, self.spans) if self._watchdog is not None else None
+            if origin is not None and origin != at:
+                # A daemon started earlier filled the sandbox while this cell ran.
+                what += f"; the processes were started by {self._label(origin)}, which left them running"
             ending = diagnose.Ending("limit", what, "SandboxLimit")
         else:
             code = None
             if self.proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     code = self.proc.wait(timeout=5)
-            ending = diagnose.process_ending(code)
+            ending = diagnose.process_ending(code, cell_source=str(self.nb.cells[at].get("source", "")))
             if ending.clean and not self._after(at):  # os._exit(0) as the very last thing
                 self.log.write(f"{self._label(at)} {ending.what} as its last cell")
                 self.records.append(CellRecord(at, "ok", round(duration, 3)))
                 return None
             status = "error" if ending.kind == "exit" else "killed"
         why = self._stopped(ending.kind, at, ending.what)
+        if origin is not None and origin != at and self.stop is not None:
+            self.stop["origin"] = {"cell": origin, "label": self._label(origin)}
         self.records.append(CellRecord(at, "timeout" if timed_out else "error", round(duration, 3),
                                        ending.ename, why))
         return status, why

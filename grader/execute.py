@@ -144,6 +144,9 @@ class RunResult:
     """What the grading machine lacked (a package, a GPU), as grader.diagnose.Problem dicts."""
     peak_processes: int = 0
     """The most processes and threads the sandbox held at once (sampled every 0.5 s)."""
+    notes: tuple[dict[str, str], ...] = ()
+    """What the TA should know that is no cell's error, `{"code", "message"}` each: files of
+    the submission not placed, the process cap reached for a moment (grader.diagnose)."""
 
 
 # In `startup_code`, replaced by the sandbox path of a writable folder whose contents (regular
@@ -317,7 +320,7 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
         executed_notebook_path=str(executed), log_path=str(log.path),
         figures_kept=runner.figures_kept, figures_dropped=runner.figures_dropped,
         output_truncated=runner.truncated, stop=runner.stop, environment=environment,
-        peak_processes=runner.peak_processes)
+        peak_processes=runner.peak_processes, notes=tuple(runner.notes))
     log.write(f"run finished: {status} {reason}".rstrip())
     log.close()
     (out_dir / "run.json").write_text(json.dumps(dataclasses.asdict(result), indent=1))
@@ -358,17 +361,25 @@ def _sandbox_env(spec: SandboxSpec) -> dict[str, str]:
 _MEMORY_WORDS = ("can't allocate memory", "cannot allocate memory", "out of memory")
 
 
-def _limit_from_error(record: CellRecord, limits: SandboxLimits) -> str | None:
+def _limit_from_error(record: CellRecord, limits: SandboxLimits, *, file_size_hit: bool = False,
+                      work_full: bool = False) -> str | None:
     """The limit a cell's error shows it hit, if any (the run is then ended), naming the
-    rubric key that sets it."""
+    rubric key that sets it. `file_size_hit`: the kernel was told (SIGXFSZ) during this cell
+    that a write went past the file size limit; `work_full`: the work folder (/tmp) was found
+    full after the cell failed. torch.save fails in both cases only with "unexpected pos"
+    from inline_container.cc, which names no cause."""
     if record.status != "error":
         return None
+    if file_size_hit:
+        return f"the file size limit of {limits.max_file_bytes / MiB:.0f} MiB (rubric limits.file_size) was reached"
     text = f"{record.ename}: {record.evalue}".lower()
     if record.ename == "MemoryError" or any(w in text for w in _MEMORY_WORDS):
         return f"the memory limit of {limits.memory_bytes / GiB:.3g} GiB per process (rubric limits.memory) was reached"
     full = f"[errno {errno.ENOSPC}]" in text or "no space left on device" in text
     # A write to /dev/shm names no path in its error: the failing line of code does.
     shm = any(w in text for w in _SHM_WORDS) or "/dev/shm" in record.traceback[-1500:].lower()
+    if work_full and not shm:
+        full = True
     if shm and (full or "bus error" in text or "shared memory" in text):
         # DataLoader workers hand their batches over in /dev/shm: a full one surfaces as
         # ENOSPC on a torch_* file there, or as a worker killed by SIGBUS.
@@ -515,6 +526,10 @@ class _CappedClient(NotebookClient):
                           _clip(_ANSI.sub("", str(src.get("evalue", ""))), 1000), tb[-3000:])
 
     async def _async_handle_timeout(self, timeout: int, cell: NotebookNode | None = None) -> None | dict[str, Any]:
+        if self.runner.wall_time_up():
+            # The cell's timeout had been cut to what was left of the notebook's wall time:
+            # that limit, not the cell's, was reached, and it ends the run (see Runner._cells).
+            return None
         idx = self.nb.cells.index(cell) if cell is not None and cell in self.nb.cells else -1
         self.timed_out[idx] = self.timed_out.get(idx, 0) + 1
         if self.timed_out[idx] > 1:  # the interrupt did not stop it within another timeout

@@ -262,6 +262,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     # How the run stopped and what the machine lacked: the grade's flags (grader.diagnose).
     ev["stop"] = result.stop
     ev["environment"] = list(result.environment)
+    ev["notes"] = list(result.notes)  # files not placed, the process cap touched (grader.diagnose)
     # The trained model, evaluated again in a fresh sandbox the student's code never ran in.
     ev["verified"] = verify_run(run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
                                 dataset_hint=verification_hint(ev))
@@ -369,6 +370,7 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     sources = choose_sources(rubric, **common)
     results, flags = run_checks(rubric, **common, sources=sources,
                                 unreadable=unreadable_notebooks(sub.files, sub.problems) + unopened(sub.problems))
+    results = defer_to_ta(rubric, results, sources, evidence)
     # A candidate notebook graded for no part (a broken `Copy of ...`) raises no run flags.
     ignored = set(ignored_paths(sources))
     evidence = [ev for ev in evidence if ev.get("path") not in ignored]
@@ -394,8 +396,57 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     # A more complete copy left ungraded by the naming rule costs points: said where the TA looks.
     doc["problems"] += [{"flag": "better-copy-ignored", "code": "better-copy-ignored", "message": reason,
                          "path": path} for path, reason in better_ignored(sources)]
+    doc["problems"] += run_problems(evidence)  # what the runs lacked or could not place, for grades.csv
     doc["sources"] = to_json(sources)  # which notebook (and cells) each part was graded on, and what was not
     return doc
+
+
+def _environment(ev: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    from grader.diagnose import ENVIRONMENT_FLAGS
+
+    return [p for p in ev.get("environment") or () if isinstance(p, Mapping) and p.get("code") in ENVIRONMENT_FLAGS]
+
+
+def defer_to_ta(rubric, results: Mapping[str, Any], sources, evidence: list[dict[str, Any]]) -> dict[str, Any]:
+    """Items that failed (or partly) on a notebook whose run failed for want of something the grading
+    machine lacks (a GPU, a package, Colab, the network: grader.diagnose.ENVIRONMENT_FLAGS)
+    go to the TA (`manual`) with the reason, instead of failing the student for the grader's
+    shortcoming. The check's own finding is kept in the item's evidence for the TA. Items that
+    read files rather than runs (grading.FILE_CHECKS), and items that passed, are kept."""
+    from grader.diagnose import deferral_message
+    from grader.grading import FILE_CHECKS, _groups
+    from grader.score import CheckResult
+
+    chosen = {s.part_id: s.chosen.ev for s in sources if s.chosen is not None}
+    out = dict(results)
+    for part_id, spec, items, _ in _groups(rubric):
+        runs = [chosen[part_id]] if spec is not None and part_id in chosen else [] if spec is not None else evidence
+        lacking = [(ev, _environment(ev)) for ev in runs if _environment(ev)]
+        if not lacking:
+            continue
+        ev, problems = lacking[0]
+        message = deferral_message(problems, path=str(ev.get("path") or ""))
+        for item in items:
+            res = out.get(item.id)
+            if res is None or item.check in FILE_CHECKS or item.check == "manual" or res.status not in ("fail", "partial", "error"):
+                continue
+            found = f"automatic check ({res.status}): {res.message}"
+            out[item.id] = CheckResult(item.id, "manual", 0.0, message, (found, *res.evidence))
+    return out
+
+
+def run_problems(evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What each run lacked (grader.diagnose.Problem) and its notes (files not placed, the
+    process cap touched), as the grade's `problems` rows: `{flag, code, message, path}`."""
+    rows: list[dict[str, Any]] = []
+    for ev in evidence:
+        for p in _environment(ev):
+            rows.append({"flag": p["code"], "code": p["code"], "message": str(p.get("message", "")), "path": ev.get("path")})
+        for n in ev.get("notes") or ():
+            if isinstance(n, Mapping) and n.get("code"):
+                rows.append({"flag": n["code"], "code": n["code"], "message": str(n.get("message", "")),
+                             "path": ev.get("path")})
+    return rows
 
 
 def _render(grade: dict, sub: Submission, evidence: list[dict], settings: GradeSettings) -> None:

@@ -31,12 +31,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import posixpath
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -233,6 +237,7 @@ def build_command(
     gpus: Sequence[int] = (),
     bwrap: str = "bwrap",
     workdir: str = "",
+    copy_errors: str | None = None,
 ) -> list[str]:
     """The full command line: prlimit, bwrap and the mounts, then (as root) setpriv, then `inner`.
 
@@ -243,6 +248,7 @@ def build_command(
     use a user namespace. `mounts` maps sandbox paths (absolute, or relative to `CWD`) to
     host folders, all read-only. `workdir` is the folder, relative to the submission, that
     `inner` starts in (the notebook's own folder); empty for the submission's root.
+    `copy_errors`, a file in `kernel_dir`, receives what could not be copied into `CWD`.
     """
     sandbox_uid = uid if uid is not None else USERNS_UID
     passwd, group = passwd_text(sandbox_uid)
@@ -295,21 +301,26 @@ def build_command(
     cmd += ["--bind", str(kernel_dir), str(kernel_dir)]
     for inside, host in sorted(mounts.items()):
         target = inside if inside.startswith("/") else os.path.normpath(f"{CWD}/{inside}")
-        cmd += _traversable_parents(Path(target), skip=("/", "/tmp", WORK_DIR, CWD))
+        # Inside the working copy the folders around a mount (`data/` around `data/Food-11`)
+        # are the student's own: writable, and the copy below fills them with their files.
+        mode = "0777" if target.startswith(CWD + "/") else "0755"
+        cmd += _traversable_parents(Path(target), skip=("/", "/tmp", WORK_DIR, CWD), mode=mode)
         cmd += ["--ro-bind", str(host), target]
     cmd += ["--chdir", CWD, "--"]
     if uid is not None:
         cmd += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
     # The copy runs as the sandbox user, inside the size-capped /tmp, so it counts against
-    # the quota and cannot write anywhere else. A file that cannot be copied (e.g. a
-    # `data` folder shadowed by a dataset mount) is skipped rather than fatal; cp's
-    # complaint goes to the run's log. The working folder is passed as an argument, never
-    # spliced into the script: student folder names may hold quotes or `$`.
+    # the quota and cannot write anywhere else. A file that cannot be copied (the quota is
+    # full) is skipped rather than fatal; cp's complaints go to `copy_errors` (a path the
+    # host reads afterwards: see `place_mounts` for the files a mount would hide) or to the
+    # run's log. The working folder is passed as an argument, never spliced into the
+    # script: student folder names may hold quotes or `$`.
     start = os.path.normpath(f"{CWD}/{workdir}") if workdir else CWD
     if not (start == CWD or start.startswith(CWD + "/")):
         raise GraderError(f"working folder {workdir!r} is outside the submission")
-    copy = f"cp -R {SUBMISSION_RO}/. {CWD}/; cd \"$1\" || exit 111; shift; exec \"$@\""
+    errors = f" 2>{shlex.quote(copy_errors)}" if copy_errors else ""
+    copy = f"cp -R {SUBMISSION_RO}/. {CWD}/{errors}; cd \"$1\" || exit 111; shift; exec \"$@\""
     return cmd + ["/bin/sh", "-c", copy, "sh", start, *inner]
 
 
@@ -329,14 +340,90 @@ def check_mounts(mounts: Mapping[str, str], *, other_uid: bool) -> None:
                                   f"({p} has mode {p.stat().st_mode & 0o777:o}): chmod -R o+rX {host}")
 
 
-def _traversable_parents(path: Path, *, skip: Sequence[str]) -> list[str]:
+def _traversable_parents(path: Path, *, skip: Sequence[str], mode: str = "0755") -> list[str]:
     """`--dir` for each parent of a mount point, mode 0755: bwrap would otherwise copy the
     host's mode (e.g. /root's 0700) and the sandbox uid could not reach the mount."""
     args: list[str] = []
     for parent in reversed(Path(path).parents):
         if str(parent) not in skip:
-            args += ["--perms", "0755", "--dir", str(parent)]
+            args += ["--perms", mode, "--dir", str(parent)]
     return args
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a run's dataset mounts go, and what of the submission they displace."""
+
+    mounts: dict[str, str]
+    """Sandbox path (absolute, or relative to the working copy's root) -> host folder."""
+    hidden: tuple[str, ...]
+    """Folders of the submission a mount lies over (relative paths): the mount wins, since
+    the grader's copy of the dataset is complete, and their files are not copied."""
+    notes: tuple[str, ...]
+    """One sentence per displaced file or skipped mount, for the student and the TA."""
+
+
+MAX_LISTED = 3
+
+
+def place_mounts(mounts: Mapping[str, str], *, workdir: str, submission: Path) -> Placement:
+    """Resolve relative mounts (`data/cifar-10-batches-py`, torchvision's `root='./data'`)
+    in the working copy's root and again in `workdir`, the folder the run starts in, so that
+    `./data` means the same wherever a notebook lies; absolute ones are kept as they are.
+
+    Only the dataset's own folder is mounted, inside a `data/` that stays the student's:
+    their other files there are copied in and they can write beside the dataset. Where the
+    submission (`submission`, the staged copy) has files at a mount's place, the mount wins
+    and `Placement.hidden` lists them; where it has a *file* on the mount's path (a file
+    named `data`), that mount is skipped and the file kept. Each case is a note: a file of
+    the submission is never dropped silently.
+    """
+    placed: dict[str, str] = {}
+    hidden: list[str] = []
+    notes: list[str] = []
+    bases = [""] + ([workdir] if workdir not in ("", ".") else [])
+    for inside, host in sorted(mounts.items()):
+        if inside.startswith("/"):
+            placed[inside] = host
+            continue
+        for base in bases:
+            rel = posixpath.normpath(posixpath.join(base, inside))
+            if rel in placed or rel == "." or rel.startswith("../"):
+                continue
+            parts = rel.split("/")
+            blocker = next(("/".join(parts[:i]) for i in range(1, len(parts) + 1)
+                            if _is_file(submission / "/".join(parts[:i]))), None)
+            if blocker is not None:
+                notes.append(f"`{blocker}` in your submission is a file where the grader puts the dataset "
+                             f"folder `{rel}`: the file was kept, so that dataset is not at ./{inside} "
+                             f"for code started in `{base or '.'}`")
+                continue
+            files = _files_under(submission / rel)
+            if files:
+                hidden.append(rel)
+                shown = ", ".join(f"`{rel}/{f}`" for f in files[:MAX_LISTED])
+                more = f" and {len(files) - MAX_LISTED} more" if len(files) > MAX_LISTED else ""
+                notes.append(f"`{rel}/` in your submission ({shown}{more}) was replaced by the grader's own "
+                             f"copy of that dataset, mounted read-only at the same path")
+            placed[rel] = host
+    return Placement(placed, tuple(hidden), tuple(notes))
+
+
+def _is_file(path: Path) -> bool:
+    return path.is_symlink() or (path.exists() and not path.is_dir())
+
+
+def _files_under(folder: Path, limit: int = 1000) -> list[str]:
+    """Files (not folders) below `folder`, relative to it, sorted; at most `limit` are looked at."""
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        found += [os.path.relpath(os.path.join(dirpath, n), folder) for n in sorted(filenames)]
+        if len(found) >= limit:
+            break
+    return found
 
 
 def stage_submission(src: Path, dest: Path) -> None:
@@ -371,6 +458,34 @@ def count_tasks(namespace: str) -> int:
         except OSError:
             continue
     return total
+
+
+def boot_time_s() -> float:
+    """Seconds since boot on the clock `process_snapshot`'s start times use."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def process_snapshot(namespace: str, *, limit: int = 5000) -> list[dict[str, float | int]]:
+    """The processes of a sandbox's PID namespace (threads not listed): each with `pid`
+    (the host's), `nspid` (inside the sandbox: 1 is bwrap's init, 2 the kernel), `sid` (its
+    session, as the host numbers it) and `start_s` (started this many seconds after boot)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: list[dict[str, float | int]] = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or len(found) >= limit:
+            continue
+        try:
+            if os.readlink(f"/proc/{name}/ns/pid") != namespace:
+                continue
+            fields = Path(f"/proc/{name}/stat").read_text().rpartition(")")[2].split()
+            status = Path(f"/proc/{name}/status").read_text()
+        except OSError:
+            continue
+        nspid = next((line.split()[-1] for line in status.splitlines() if line.startswith("NSpid:")), "0")
+        # After the command's name: state ppid pgrp session ... starttime is field 22 of stat.
+        found.append({"pid": int(name), "nspid": int(nspid), "sid": int(fields[3]),
+                      "start_s": int(fields[19]) / ticks})
+    return found
 
 
 def kill_group(pid: int) -> None:
@@ -411,8 +526,6 @@ def kill_namespace(namespace: str, *, timeout_s: float = 10.0) -> list[int]:
     kernel kills the rest); this is the check that it did, and the cleanup when it did not.
     Processes are found by namespace, so nothing outside this one sandbox is touched.
     """
-    import time
-
     deadline = time.monotonic() + timeout_s
     while True:
         # A zombie is already dead: only its parent (outside the sandbox once bwrap is gone,

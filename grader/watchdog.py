@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from grader import sandbox
 
@@ -54,6 +54,10 @@ class Watchdog(threading.Thread):
         self.pidns: str | None = None
         self.peak_tasks = 0
         """The most processes and threads seen at once in the sandbox."""
+        self.cap_touched_s: float | None = None
+        """When a sample first found the sandbox at its process cap (sandbox.boot_time_s)."""
+        self.at_kill: list[dict[str, float | int]] = []
+        """The sandbox's processes when the cap killed it (sandbox.process_snapshot)."""
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -82,9 +86,47 @@ class Watchdog(threading.Thread):
                     continue
             tasks = sandbox.count_tasks(self.pidns)
             self.peak_tasks = max(self.peak_tasks, tasks)
-            at_cap = at_cap + 1 if tasks >= self.max_tasks - PROCESS_SLACK else 0
+            full = tasks >= self.max_tasks - PROCESS_SLACK
+            at_cap = at_cap + 1 if full else 0
+            if full and self.cap_touched_s is None:
+                self.cap_touched_s = sandbox.boot_time_s()
             if at_cap >= SAMPLES_AT_CAP:
+                self.at_kill = sandbox.process_snapshot(self.pidns)  # which cell started them
                 self.on_limit("killed", f"the process limit of {self.max_tasks} processes and threads "
                                         f"(rubric limits.processes) was reached (a fork bomb, or too many "
                                         f"DataLoader workers or threads)")
                 return
+
+
+def started_in(start_s: float, spans: Sequence[tuple[int, float, float | None]]) -> int | None:
+    """The cell (index) that was running at `start_s` (sandbox.boot_time_s); between two
+    cells, the one before. `spans` are (index, start, end or None while running), in order."""
+    before = [index for index, t0, _ in spans if t0 <= start_s]
+    return before[-1] if before else None
+
+
+def bomb_origin(procs: Sequence[Mapping[str, float | int]],
+                spans: Sequence[tuple[int, float, float | None]]) -> int | None:
+    """The cell that started the processes filling a sandbox, from `procs`
+    (sandbox.process_snapshot) and the cells' time spans; None when it cannot be told.
+
+    The kernel is the sandbox's process 2 (bwrap's init is 1). Processes that left the
+    kernel's session (`os.setsid()`: a daemon) are grouped by session, and the biggest group
+    is dated by its oldest member, the one the daemonizing cell left behind: a bomb that
+    waits before forking is still charged to the cell that launched it. Processes forked in
+    the kernel's own session are dated by the median of their start times, so one older
+    helper (a DataLoader worker) does not move the date.
+    """
+    kernel = next((p for p in procs if p.get("nspid") == 2), None)
+    if kernel is None:
+        return None
+    own = [p for p in procs if p.get("nspid") not in (1, 2)]
+    if not own:
+        return None
+    groups: dict[object, list[Mapping[str, float | int]]] = {}
+    for p in own:
+        groups.setdefault(p.get("sid"), []).append(p)
+    sid, group = max(groups.items(), key=lambda kv: len(kv[1]))
+    starts = sorted(float(p["start_s"]) for p in group)
+    when = starts[0] if sid != kernel.get("sid") else starts[len(starts) // 2]
+    return started_in(when, spans)

@@ -7,6 +7,7 @@ import pytest
 
 from grader.diagnose import (
     cell_label,
+    deferral_message,
     environment_problems,
     error_text,
     exit_request,
@@ -177,3 +178,82 @@ def test_an_error_with_no_message_is_worded_not_left_as_a_bare_colon(ename, eval
 
 def test_error_text_cuts_long_messages() -> None:
     assert error_text("ValueError", "x" * 500, 50) == "ValueError: " + "x" * 50
+
+
+@pytest.mark.parametrize(("source", "own"), [
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", True),
+    ("import os\nos.kill(os.getpid(), 9)", True),
+    ("!kill -9 $PPID", True),
+    ("import signal\nsignal.raise_signal(signal.SIGKILL)", True),
+    ("x = [bytearray(1 << 30) for _ in range(64)]", False),  # the machine's OOM killer
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)", False),  # another signal
+])
+def test_a_sigkill_the_cell_sends_itself_is_not_blamed_on_memory(source: str, own: bool) -> None:
+    ending = process_ending(137, cell_source=source)
+    assert (ending.kind, ending.ename) == ("crash", "SIGKILL")
+    assert ("out-of-memory" not in ending.what) == own, ending.what
+    assert ("sends SIGKILL itself" in ending.what) == own
+    assert "sends SIGSEGV itself" in process_ending(-11, cell_source="os.kill(os.getpid(), signal.SIGSEGV)").what
+
+
+@pytest.mark.parametrize(("module", "pip"), [("cv2", "opencv-python"), ("PIL", "pillow"),
+                                             ("sklearn", "scikit-learn"), ("tqdm", "tqdm")])
+def test_missing_package_names_the_pip_distribution(module: str, pip: str) -> None:
+    [p] = environment_problems([_err(1, "ModuleNotFoundError", f"No module named '{module}'")],
+                               _cells(f"import {module}"))
+    assert p.code == "missing-package" and f"pip install {pip})" in p.message
+
+
+@pytest.mark.parametrize("evalue", ["No module named 'google.colab'", "No module named 'google'"])
+def test_google_colab_is_colab_only_not_a_package(evalue: str) -> None:
+    cells = _cells("from google.colab import drive\ndrive.mount('/content/drive')", "print(1)")
+    [p] = environment_problems([_err(1, "ModuleNotFoundError", evalue)], cells)
+    assert (p.code, p.subject) == ("colab-only", "google.colab")
+    assert "only on Google Colab" in p.message and "pip install" not in p.message
+    # `google` alone, without google.colab in the cell, is an ordinary missing package
+    [q] = environment_problems([_err(1, "ModuleNotFoundError", "No module named 'google'")],
+                               _cells("import google.protobuf"))
+    assert q.code == "missing-package"
+
+
+@pytest.mark.parametrize("evalue", [
+    "PyTorch is not linked with support for mps devices",
+    "Could not run 'aten::empty.memory_format' with arguments from the 'MPS' backend.",
+])
+def test_device_mps_is_its_own_problem(evalue: str) -> None:
+    cells = _cells("device = torch.device('mps')\nnet = Net().to(device)")
+    [p] = environment_problems([_err(1, "RuntimeError", evalue)], cells)
+    assert p.code == "needs-mps" and "only on a Mac" in p.message
+    assert run_flags({"status": "error", "errors": [{"index": 1, "ename": "RuntimeError"}],
+                      "environment": [{"code": "needs-mps", "cell": 1}]}) == {"needs-mps"}
+
+
+@pytest.mark.parametrize(("source", "ename", "evalue", "words"), [
+    ("net = torchvision.models.resnet18(pretrained=True)", "URLError",
+     "<urlopen error [Errno -3] Temporary failure in name resolution>", "pretrained weights"),
+    ("m = resnet18(weights='IMAGENET1K_V1')", "URLError", "<urlopen error [Errno -2] Name or service not known>",
+     "pretrained weights"),
+    ("ds = CIFAR10(root='./cifar_data', train=True, download=True)", "URLError",
+     "<urlopen error [Errno -3] Temporary failure in name resolution>", "into `./cifar_data`"),
+    ("r = requests.get('https://example.com/x.zip')", "ConnectionError",
+     "HTTPSConnectionPool(host='example.com', port=443): Max retries exceeded", "needs the network"),
+])
+def test_needing_the_network_is_its_own_problem(source: str, ename: str, evalue: str, words: str) -> None:
+    [p] = environment_problems([_err(1, ename, evalue), _err(2, "NameError", "name 'ds' is not defined")],
+                               _cells(source, "print(len(ds))"))
+    assert p.code == "needs-network" and words in p.message
+    assert "no network" in p.message or "has none" in p.message
+    assert run_flags({"status": "error", "errors": [{"index": 1, "ename": ename}, {"index": 2, "ename": "NameError"}],
+                      "environment": [{"code": "needs-network", "cell": 1}]}) == {"needs-network"}
+
+
+def test_an_ordinary_error_is_not_the_environment() -> None:
+    assert environment_problems([_err(1, "ValueError", "device 'mps' is wrong")], _cells("x = 1")) == []
+    assert environment_problems([_err(1, "KeyError", "'cuda'")], _cells("d['cuda']")) == []
+
+
+def test_deferral_message_names_the_cell_and_the_lack() -> None:
+    msg = deferral_message([{"code": "needs-gpu", "label": "cell 4", "subject": "CUDA"}], path="part1/lab1-1.ipynb")
+    assert msg.startswith("This item was not graded automatically: cell 4 of `part1/lab1-1.ipynb` needs a CUDA GPU")
+    assert deferral_message([{"code": "missing-package", "label": "cell 2", "subject": "cv2"}]).count("cv2") == 1
+    assert deferral_message([{"code": "kernel-exit"}]) == ""

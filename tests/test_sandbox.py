@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -370,3 +371,203 @@ def test_watchdog_reports_a_gone_sandbox_and_the_wall_time(monkeypatch: pytest.M
     late.start()
     late.join(5)
     assert [(s, "limits.wall_timeout" in r) for _, s, r in events] == [("timeout", True)]
+
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_dataset_mounts_resolve_in_the_notebooks_own_folder_too(tmp_path: Path) -> None:
+    sub = _tree(tmp_path / "sub", {"part1/lab1-1.ipynb": "{}", "src/train.py": ""})
+    mounts = {"data/cifar-10-batches-py": "/host/cifar", "/tmp/dataset-nctu/Food-11": "/host/food"}
+    for workdir, expected in [("part1", "part1/data/cifar-10-batches-py"), ("src", "src/data/cifar-10-batches-py"),
+                              ("a/b c", "a/b c/data/cifar-10-batches-py")]:
+        placed = sandbox.place_mounts(mounts, workdir=workdir, submission=sub)
+        assert placed.mounts == {"data/cifar-10-batches-py": "/host/cifar", expected: "/host/cifar",
+                                 "/tmp/dataset-nctu/Food-11": "/host/food"}, workdir
+        assert placed.hidden == () and placed.notes == ()
+    root = sandbox.place_mounts(mounts, workdir="", submission=sub)
+    assert root.mounts == mounts  # at the root, one mount only
+    # a notebook that climbs out (`..`) never places a mount outside the working copy
+    assert all(not k.startswith("..") for k in sandbox.place_mounts(mounts, workdir="..", submission=sub).mounts)
+
+
+def test_the_submissions_own_data_files_are_kept_or_told(tmp_path: Path) -> None:
+    sub = _tree(tmp_path / "sub", {"data/README.txt": "notes", "data/cifar-10-batches-py/mine.txt": "x",
+                                   "part1/data": "a file named data", "part1/nb.ipynb": "{}"})
+    mounts = {"data/cifar-10-batches-py": "/host/cifar"}
+    placed = sandbox.place_mounts(mounts, workdir="part1", submission=sub)
+    # data/README.txt sits beside the mount: not hidden, copied in as the student's own file
+    assert placed.hidden == ("data/cifar-10-batches-py",)
+    assert "data/cifar-10-batches-py/mine.txt" in placed.notes[0] and "replaced" in placed.notes[0]
+    # a file where the dataset folder would go is kept, and the skipped mount is told
+    assert "part1/data/cifar-10-batches-py" not in placed.mounts
+    assert any("`part1/data` in your submission is a file" in n for n in placed.notes)
+
+
+def test_folders_around_a_mount_in_the_working_copy_are_writable(tmp_path: Path) -> None:
+    cmd = _command(tmp_path, uid=1_990_001, mounts={"data/cifar-10-batches-py": str(tmp_path),
+                                                    "/tmp/dataset-nctu/Food-11": str(tmp_path)})
+    modes = {cmd[i + 3]: cmd[i + 1] for i, a in enumerate(cmd) if a == "--perms" and cmd[i + 2] == "--dir"}
+    assert modes[f"{sandbox.CWD}/data"] == "0777"  # the student's ./data: they write beside the dataset
+    assert modes["/tmp/dataset-nctu"] == "0755"
+    assert (str(tmp_path), f"{sandbox.CWD}/data/cifar-10-batches-py") in _pairs(cmd, "--ro-bind")
+
+
+def _wall_runner(left_s: float, phase: str = "cells") -> tuple[SimpleNamespace, list]:
+    from grader.driver import Runner
+
+    killed: list = []
+    fake = SimpleNamespace(phase=phase, limits=dataclasses.replace(LIMITS, wall_timeout_s=40),
+                           _deadline_left=lambda: left_s, kill=lambda status, why: killed.append((status, why)))
+    fake.wall_time_up = lambda: Runner.wall_time_up(fake)  # the real method on a stand-in runner
+    return fake, killed
+
+
+def test_a_cell_timeout_cut_to_the_wall_time_ends_the_run_as_wall_time() -> None:
+    """T1 #6: a cell given only what was left of the wall time, timing out, is the wall time
+    (the run ends, worded as wall time), not a cell timeout after which the next cell runs."""
+    import asyncio
+
+    fake, killed = _wall_runner(0.3)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time; time.sleep(15)")])
+    client = _CappedClient(nb, runner=fake)  # type: ignore[arg-type]
+    assert asyncio.run(client._async_handle_timeout(1, nb.cells[0])) is None
+    assert client.timed_out == {}, "not counted as the cell's own timeout"
+    assert len(killed) == 1 and killed[0][0] == "timeout" and "wall time of 40 s" in killed[0][1]
+    # With time left, or once the cells are over (teardown has no wall time), it is not the wall time.
+    for left, phase in ((25.0, "cells"), (0.0, "teardown"), (0.0, "done")):
+        fake, killed = _wall_runner(left, phase)
+        assert fake.wall_time_up() is False and killed == []
+    fake, killed = _wall_runner(-3.0, "start")  # the kernel's start counts against it too
+    assert fake.wall_time_up() is True and killed
+
+
+# ------------------------------------------ T1 #7: the process cap touched for a moment
+
+
+def test_watchdog_remembers_a_moment_at_the_cap_without_killing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as _time
+
+    dog, _, events = _watch(monkeypatch, [10, 64, 20, 12])  # one sample at the cap: recursive spawning
+    dog.start()
+    _time.sleep(0.3)
+    dog.stop()
+    dog.join(5)
+    assert events == [] and dog.peak_tasks == 64 and dog.cap_touched_s is not None
+    calm, _, _ = _watch(monkeypatch, [10, 20, 30])
+    calm.start()
+    _time.sleep(0.2)
+    calm.stop()
+    calm.join(5)
+    assert calm.cap_touched_s is None
+
+
+SPANS = [(1, 100.0, 101.0), (2, 101.0, 104.0), (4, 104.0, 110.0)]  # (cell index, start, end) on boot time
+
+
+def test_started_in_dates_a_moment_to_its_cell() -> None:
+    from grader.watchdog import started_in
+
+    assert [started_in(t, SPANS) for t in (99.0, 100.5, 101.0, 103.9, 108.0, 200.0)] == [None, 1, 2, 2, 4, 4]
+
+
+def test_a_daemon_bomb_is_charged_to_the_cell_that_started_it() -> None:
+    """T1 #7 (0200003): a bomb started with setsid in cell 2 fills the sandbox while cell 4
+    runs; the oldest process of its session was left by cell 2."""
+    from grader.watchdog import bomb_origin
+
+    kernel = {"pid": 50, "nspid": 2, "sid": 40, "start_s": 99.0}
+    daemon = [{"pid": 60 + i, "nspid": 10 + i, "sid": 60, "start_s": 102.0 if i == 0 else 105.0 + i / 10}
+              for i in range(30)]
+    worker = {"pid": 55, "nspid": 5, "sid": 40, "start_s": 100.2}  # a DataLoader worker of cell 1
+    assert bomb_origin([kernel, worker, *daemon], SPANS) == 2
+    # forked in the kernel's own session: the median start, not the one older helper
+    own = [{"pid": 70 + i, "nspid": 20 + i, "sid": 40, "start_s": 105.0 + i / 10} for i in range(20)]
+    assert bomb_origin([kernel, worker, *own], SPANS) == 4
+    assert bomb_origin([worker, *own], SPANS) is None  # no kernel: cannot tell
+    assert bomb_origin([kernel], SPANS) is None
+
+
+def _noting_runner(monkeypatch: pytest.MonkeyPatch, *, touched: float | None, left: list[dict],
+                   kill_status: tuple[str, str] | None = None) -> list[dict[str, str]]:
+    from grader import driver
+
+    snapshots = iter(left if left and isinstance(left[0], list) else [left])
+    last: list = []
+
+    def snapshot(ns: str) -> list:
+        nonlocal last
+        last = next(snapshots, last)
+        return last
+
+    monkeypatch.setattr(driver.sandbox, "process_snapshot", snapshot)
+    monkeypatch.setattr(driver, "LEFT_RECHECK_S", 0.0)
+    notes: list[dict[str, str]] = []
+    fake = SimpleNamespace(
+        _watchdog=SimpleNamespace(cap_touched_s=touched, at_kill=[], pidns="pid:[1]"),
+        spec=SimpleNamespace(sandbox="bwrap"), kill_status=kill_status, limits=LIMITS, spans=SPANS,
+        log=SimpleNamespace(write=lambda line: None),
+        _label=lambda i: f"cell {i}", note=lambda code, message: notes.append({"code": code, "message": message}))
+    driver.Runner._process_notes(fake)  # the real method on a stand-in runner
+    return notes
+
+
+def test_a_moment_at_the_cap_and_processes_left_running_are_noted(monkeypatch: pytest.MonkeyPatch) -> None:
+    [cap] = _noting_runner(monkeypatch, touched=102.5, left=[])
+    assert cap["code"] == "process-cap" and "process limit of 64" in cap["message"] and "during cell 2" in cap["message"]
+    assert "BlockingIOError" in cap["message"]
+    kernel = {"pid": 50, "nspid": 2, "sid": 40, "start_s": 99.0}
+    bomb = [{"pid": 60 + i, "nspid": 10 + i, "sid": 60, "start_s": 105.0 + i / 10} for i in range(12)]
+    [left] = _noting_runner(monkeypatch, touched=None, left=[{"pid": 1, "nspid": 1, "sid": 1, "start_s": 98.0},
+                                                             kernel, *bomb])
+    assert left["code"] == "processes-left" and "cell 4 left 12 processes running" in left["message"]
+    # a few helpers left behind are no note; nor is a run the cap already killed (its own reason)
+    assert _noting_runner(monkeypatch, touched=None, left=[kernel, *bomb[:3]]) == []
+    assert _noting_runner(monkeypatch, touched=None, left=[kernel, *bomb], kill_status=("killed", "cap")) == []
+    # T1 #7 (0210008): a setsid bomb the last cell started has 1 process when the cell returns,
+    # more a moment later
+    [growing] = _noting_runner(monkeypatch, touched=None, left=[[kernel, *bomb[:1]], [kernel, *bomb[:4]]])
+    assert growing["code"] == "processes-left" and "left 4 processes running" in growing["message"]
+    assert "more of them starting" in growing["message"]
+    assert _noting_runner(monkeypatch, touched=None, left=[[kernel, *bomb[:2]], [kernel, *bomb[:2]]]) == []
+
+
+def test_torch_save_past_a_limit_is_named_by_what_the_sandbox_saw() -> None:
+    """T1 #11: torch.save fails only with "unexpected pos" from C++; the file size limit
+    (the kernel's SIGXFSZ mark) or a full work folder names the cause, a bare failure does not."""
+    record = CellRecord(0, "error", 1.0, "RuntimeError",
+                        "[enforce fail at inline_container.cc:672] . unexpected pos 832 vs 726", "torch.save(...)")
+    assert _limit_from_error(record, LIMITS) is None  # nothing seen: the student's error as it is
+    found = _limit_from_error(record, LIMITS, file_size_hit=True)
+    assert found is not None and "file size limit of" in found and "(rubric limits.file_size)" in found
+    found = _limit_from_error(record, LIMITS, work_full=True)
+    assert found is not None and "work folder quota of 32 MiB" in found
+    # a full work folder does not turn a DataLoader's shared-memory failure into the quota
+    shm = CellRecord(0, "error", 1.0, "RuntimeError", "unable to allocate shared memory(shm) for file </torch_1>", "")
+    assert "work folder" not in (_limit_from_error(shm, LIMITS, work_full=True) or "")
+    assert _limit_from_error(CellRecord(0, "ok", 1.0), LIMITS, file_size_hit=True) is None
+
+
+def test_startup_marks_file_size_hits_and_flushes_before_os_exit(tmp_path: Path) -> None:
+    """The kernel's startup code, run in a plain child process (no sandbox): a write past
+    RLIMIT_FSIZE leaves a mark; os._exit(0) does not lose what was printed."""
+    import sys
+
+    from grader.probe.startup import startup_source
+
+    marker = tmp_path / "fsize-hits"
+    code = startup_source(argv0="x.py", fsize_marker=str(marker)) + (
+        "import resource, os\nresource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
+        f"try:\n    open({str(tmp_path / 'big')!r}, 'wb').write(b'x' * (2 << 20))\nexcept OSError as e:\n"
+        "    print('caught', e.errno)\n"
+        "print('result 42', end='')\nos._exit(0)\n")
+    (tmp_path / "start.py").write_text(code)
+    done = subprocess.run([sys.executable, "-m", "IPython", "--quick", "--no-banner", "--colors=NoColor",
+                           str(tmp_path / "start.py")], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "caught 27" in done.stdout and done.stdout.endswith("result 42")  # flushed before the exit
+    assert marker.read_text() == "x"

@@ -26,6 +26,8 @@ exactly as before sections existed.
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -86,6 +88,18 @@ def static_labels(facts: Sequence[CellFacts]) -> dict[int, tuple[str, set[str]]]
     return {f.index: (next(iter(f.datasets)), set()) for f in facts if f.code and len(f.datasets) == 1}
 
 
+# A heading that names a part of the lab: `LAB 1-3`, `Lab 1.2 - Food`, `Part 3`, `1-3 Learning rate`.
+# `LAB 1` alone names the whole lab, not a part.
+_PART = re.compile(r"\blab\s*\d+\s*[-._\u2013\u2014]\s*\d+|\b(?:part|task|exercise|problem)\s*#?\s*\d+"
+                   r"(?:\s*[-._\u2013\u2014]\s*\d+)?|^\s*\d+\s*[-\u2013\u2014]\s*\d+\b", re.IGNORECASE)
+
+
+def part_named(text: str) -> str | None:
+    """`1-3` for a heading naming part 1-3 of a lab (`LAB 1.3: tuning`), else None."""
+    m = _PART.search(text)
+    return "-".join(re.findall(r"\d+", m.group(0))) if m else None
+
+
 def _opener_level(facts: Sequence[CellFacts], first: int) -> int:
     for f in reversed(facts[:first]):
         if f.heading:
@@ -97,25 +111,81 @@ def _heading_between(facts: Sequence[CellFacts], lo: int, hi: int, level: int) -
     return any(f.heading and f.heading[0] <= level for f in facts[lo + 1:hi])
 
 
-def _group(facts: Sequence[CellFacts], labels: Mapping[int, tuple[str, set[str]]]) -> list[_Section]:
+def _other_part_between(facts: Sequence[CellFacts], prev: _Section, i: int, new_models: bool) -> bool:
+    """A heading naming another part of the lab lies between `prev`'s work and cell `i`: a
+    new part begins, on whatever dataset and model (LAB 1-3 may reuse LAB 1-2's Food-11)."""
+    named = [p for f in facts[prev.labeled[-1] + 1:i] if f.heading and (p := part_named(f.heading[1]))]
+    if not named:
+        return False
+    mine = next((p for f in reversed(facts[:prev.labeled[0]]) if f.heading and (p := part_named(f.heading[1]))),
+                None)
+    # With no part named before `prev`, a `## 1-1 results` may still be its own part's
+    # heading: only new models say a new experiment begins.
+    return any(p != mine for p in named) if mine is not None else new_models
+
+
+def probe_rates(ev: Mapping[str, Any]) -> dict[int, tuple[frozenset[float], bool]]:
+    """Cell index -> (initial learning rates of the optimizers built there, whether a rate
+    changed while training), from the probe's optimizer and scheduler records."""
+    out: dict[int, tuple[frozenset[float], bool]] = {}
+    for rec in ev.get("optimizers") or []:
+        i, lr = rec.get("index"), rec.get("lr")
+        if isinstance(i, int):
+            rates, decay = out.get(i, (frozenset(), False))
+            changed = len(rec.get("lr_changes") or []) > 1 or int(rec.get("n_changes") or 0) > 1
+            out[i] = (rates | ({float(lr)} if isinstance(lr, (int, float)) and lr > 0 else set()), decay or changed)
+    for rec in ev.get("schedulers") or []:
+        if isinstance(i := rec.get("index"), int):
+            out[i] = (out.get(i, (frozenset(), False))[0], True)
+    return out
+
+
+def _studies_rates(facts: Sequence[CellFacts], cells: Sequence[int], after: int,
+                   rates: Mapping[int, tuple[frozenset[float], bool]]) -> bool:
+    """Whether `cells` (with the setup cells after `after` they read) try several learning
+    rates or a schedule: a learning-rate study, not a single training run."""
+    seen: set[float] = set()
+    decay = False
+    for c in cells:
+        for d in {c, *(d for d in facts[c].deps.values() if after < d <= c)}:
+            r, dec = rates.get(d, (frozenset(), False))
+            seen |= r | facts[d].rates
+            decay |= dec or facts[d].decay
+    return len(seen) >= 2 or decay
+
+
+def _group(facts: Sequence[CellFacts], labels: Mapping[int, tuple[str, set[str]]],
+           rates: Mapping[int, tuple[frozenset[float], bool]] | None = None) -> list[_Section]:
     """Step 2: labeled cells into sections.
 
     Only cells that use a model decide where sections begin; a labeled cell that only
     loads data (`trainset = CIFAR10(...)`) is placed in step 3, with the section that reads
-    what it defines. A dataset none of whose cells uses a model still gets its section."""
+    what it defines. A dataset none of whose cells uses a model still gets its section.
+    `rates` is cell index -> (learning rates, decay) the probe saw (the code's are in `facts`)."""
+    rates = rates or {}
     models = model_names(facts)
     used = {i: {(n, facts[i].deps.get(n, i)) for n in (names | (set(facts[i].uses) & models))}
             for i, (_, names) in labels.items()}
     with_model = {labels[i][0] for i in labels if used[i]}
+    order = sorted(i for i in labels if used[i] or labels[i][0] not in with_model)
     sections: list[_Section] = []
     latest: _Section | None = None
-    for i in sorted(i for i in labels if used[i] or labels[i][0] not in with_model):
+    for i in order:
         ds = labels[i][0]
         prev = next((s for s in reversed(sections) if s.dataset == ds), None)
-        if prev is not None and prev.models and used[i] and not prev.models & used[i]:
-            # other models: a new experiment if another section or a heading lies between
+        new_models = bool(prev is not None and prev.models and used[i] and not prev.models & used[i])
+        if prev is not None and _other_part_between(facts, prev, i, new_models):
+            prev = None
+        elif prev is not None and new_models:
+            # other models: a new experiment if another section or a heading lies between,
+            # or if one of the two studies the learning rate and the other does not
+            # (LAB 1-3's runs after LAB 1-1's, without a heading)
+            tail = list(itertools.takewhile(lambda j: labels[j][0] == ds and not used[j] & prev.models,
+                                            (j for j in order if j >= i)))
             if latest is not prev or _heading_between(facts, prev.labeled[-1], i,
-                                                      _opener_level(facts, prev.labeled[0])):
+                                                      _opener_level(facts, prev.labeled[0])) \
+                    or _studies_rates(facts, tail, prev.labeled[-1], rates) != \
+                    _studies_rates(facts, prev.labeled, prev.labeled[0] - 1, rates):
                 prev = None
         if prev is None:
             prev = _Section(ds)
@@ -181,14 +251,14 @@ def _before(sections: Sequence[_Section], index: int) -> int:
 
 
 def _title(facts: Sequence[CellFacts], sections: Sequence[_Section], s: _Section) -> tuple[str | None, list[str]]:
-    """The most prominent heading between the previous section's work and this one's, and all of them."""
+    """The most prominent heading between the previous section's work and this one's, and all
+    of them; with none there, the latest heading before it as title, and no headings of its own."""
     first = s.labeled[0]
     prev = max((i for t in sections for i in t.labeled if i < first), default=-1)
     window = [f.heading for f in facts[prev + 1:first] if f.heading]
     if not window:
-        window = [f.heading for f in reversed(facts[:first]) if f.heading][:1]
-    if not window:
-        return None, []
+        inherited = next((f.heading[1] for f in reversed(facts[:first]) if f.heading), None)
+        return inherited, []
     top = min(window, key=lambda h: h[0])
     return top[1], [h[1] for h in window][:6]
 
@@ -226,7 +296,8 @@ def split(nb: Mapping[str, Any], ev: Mapping[str, Any], *, parse: Parse,
     if probed:  # a dataset the probe never saw trained (its cells crashed first) still has a section
         seen = {ds for ds, _ in labels.values()}
         labels.update({i: lab for i, lab in static_labels(facts).items() if lab[0] not in seen and i not in labels})
-    sections = _group(facts, labels)
+    rates = probe_rates(ev) if probed else {}
+    sections = _group(facts, labels, rates)
     if len(sections) < 2:
         return []
     member = _assign(facts, sections)
@@ -246,6 +317,7 @@ def split(nb: Mapping[str, Any], ev: Mapping[str, Any], *, parse: Parse,
                     "counts": sorted(n for i in mine if isinstance(n := counts.get(i), int)),
                     "trained": s.labeled, "models": sorted({n for n, _ in s.models}),
                     "title": title, "headings": headings, "basis": "probe" if from_probe & set(s.labeled) else "code",
+                    "rate_study": _studies_rates(facts, s.labeled, s.labeled[0] - 1, rates),
                     "status": status, "reason": reason, "metrics": metrics})
     return out
 

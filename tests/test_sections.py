@@ -322,3 +322,65 @@ def test_a_food_notebook_copied_from_the_cifar_tutorial_is_one_section() -> None
     nb.cells.append(new_code_cell("PATH = './cifar_net.pth'\ntorch.save(net.state_dict(), PATH)\n"
                                   "print('Finished CIFAR training of', net)"))
     assert saved_ev(executed(nb, {"Test accuracy: %.2f": FOOD_TEST_OUT}))["sections"] == []
+
+
+# ---------------------------------------------------------------- one dataset, several experiments, no headings
+
+
+def unheaded(*nbs: nbformat.NotebookNode, extra: tuple[str, ...] = ()) -> nbformat.NotebookNode:
+    """The notebooks' code cells (no markdown at all) and then `extra` cells."""
+    nb = combined(*nbs)
+    nb.cells = [c for c in nb.cells if c.cell_type == "code"] + [new_code_cell(s.strip("\n")) for s in extra]
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"c{i}"
+    return nb
+
+
+def lab1_without_headings() -> nbformat.NotebookNode:
+    """T2 #1 (0000503): Food-11 trained and tested, LAB 1-1 on CIFAR-10, then the learning-rate
+    study on CIFAR-10 right after it, in one notebook without a single heading."""
+    nb = unheaded(lab1_2(epochs=1), lab1_1(epochs=1), extra=(cells.lr_study(1, step_scheduler=True), cells.LR_PLOT))
+    return executed(nb, {"Test accuracy: %.2f": FOOD_TEST_OUT, "Accuracy of the network": CIFAR_TEST_OUT,
+                         "class_correct[label]": CIFAR_CLASS_OUT, "results[lr] = accs": LR_OUT})
+
+
+LAB1_SESSIONS = [("train", "for inputs, labels in trainloader:\n        optimizer", "food11", 990),
+                 ("eval", "Test accuracy: %.2f", "food11", 330), ("train", "print every 100", "cifar10", 5000),
+                 ("eval", "Accuracy of the network", "cifar10", 500), ("eval", "class_correct[label]", "cifar10", 500),
+                 ("train", "results = {}", "cifar10", 15000)]
+
+
+@pytest.mark.parametrize("mode", ["saved", "execute"])
+def test_a_learning_rate_study_right_after_lab1_1_is_its_own_section(mode: str) -> None:
+    nb = lab1_without_headings()
+    ev = saved_ev(nb) if mode == "saved" else execute_ev(nb, LAB1_SESSIONS)
+    secs = ev["sections"]
+    assert [(s["dataset"], s["models"], s["rate_study"]) for s in secs] == [
+        ("food11", ["net"], False), ("cifar10", ["net"], False), ("cifar10", ["model"], True)]
+    assert index_of(nb, "class_correct[label]") in secs[1]["cells"] and index_of(nb, "plt.subplots") in secs[1]["cells"]
+    assert index_of(nb, "results = {}") in secs[2]["cells"] and index_of(nb, "for lr, accs in results") in secs[2]["cells"]
+    # LAB 1-1's numbers are net's, not the study's last epoch (20 %)
+    assert secs[1]["metrics"]["test_accuracy"] == pytest.approx(0.41)
+    assert set(secs[1]["metrics"]["per_class_accuracy"]) == set(CIFAR10_CLASSES)
+
+
+def test_learning_rates_tried_in_separate_cells_after_lab1_1_are_their_own_section() -> None:
+    # one cell per rate, each with its own model, no loop and no scheduler
+    runs = tuple(cells.cifar_train(1).replace("net", name).replace("lr=0.001", f"lr={lr}")
+                 for name, lr in (("net_a", 0.1), ("net_b", 0.01)))
+    nb = unheaded(lab1_2(epochs=1), lab1_1(epochs=1),
+                  extra=tuple(f"{name} = Net()" for name in ("net_a", "net_b")) + runs)
+    secs = saved_ev(executed(nb, {"Test accuracy: %.2f": FOOD_TEST_OUT, "Accuracy of the network": CIFAR_TEST_OUT}))[
+        "sections"]
+    assert [(s["dataset"], s["models"]) for s in secs] == [
+        ("food11", ["net"]), ("cifar10", ["net"]), ("cifar10", ["net_a", "net_b"])]
+    assert secs[1]["metrics"]["test_accuracy"] == pytest.approx(0.41)
+
+
+def test_training_a_fresh_model_again_at_the_same_rate_is_not_a_new_experiment() -> None:
+    # net2 retrained and tested in place of net: one experiment, as before
+    retrain = cells.cifar_train(1).replace("net", "net2")
+    nb = unheaded(lab1_2(epochs=1), lab1_1(epochs=1), extra=("net2 = Net()", retrain,
+                                                             cells.CIFAR_TEST.replace("net(", "net2(")))
+    secs = saved_ev(nb)["sections"]
+    assert [(s["dataset"], s["models"]) for s in secs] == [("food11", ["net"]), ("cifar10", ["net", "net2"])]

@@ -22,7 +22,8 @@ from grader.samples import lab1_1, lab1_2, lab1_3
 from grader.sources import RULE, marks, to_json
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_sections import CIFAR_CLASS_OUT, CIFAR_TEST_OUT, FOOD_TEST_OUT, LR_OUT, combined, executed, saved_ev  # noqa: E402
+from test_sections import (CIFAR_CLASS_OUT, CIFAR_TEST_OUT, FOOD_TEST_OUT, LAB1_SESSIONS, LR_OUT, combined,  # noqa: E402
+                           executed, execute_ev, index_of, lab1_without_headings, saved_ev)
 
 RUBRIC = load_rubric(builtin_rubric("lab1"))
 LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
@@ -261,3 +262,20 @@ def test_a_notebook_named_for_the_part_beats_the_whole_lab_notebook() -> None:
     assert sources["lab1-2"]["notebook"] == "lab1-2.ipynb" and "31.0 %" in items["lab1-2-test-metrics"].message
     assert sources["lab1-1"]["sections"] == ["s1"]  # the whole-lab notebook still serves the others
     assert "ignored-notebook" not in items["_flags"]
+
+
+def test_lab1_1_followed_by_its_learning_rate_study_is_graded_on_its_own_model_without_mismatch() -> None:
+    # T2 #1 (0000503): no headings; the verifier re-evaluated the study's last model, which
+    # scores other per-class numbers than the ones LAB 1-1's net printed
+    nb = lab1_without_headings()
+    ev = execute_ev(nb, LAB1_SESSIONS)
+    study = nb.cells[index_of(nb, "results = {}")].execution_count
+    ev["verified"] = {"test_accuracy": 0.2, "per_class_accuracy": {c: 0.58 if c == "airplane" else 0.1
+                                                                   for c in CIFAR10_CLASSES},
+                      "dataset": "cifar10", "model": "Net", "cell": study}
+    items, sources = grade(ev)
+    assert {p: s["sections"] for p, s in sources.items()} == {
+        "lab1-1": ["s2"], "lab1-2": ["s1"], "lab1-3": ["s3"], "bonus": ["s1"]}
+    assert "41.0 %" in items["lab1-1-test-metrics"].message
+    assert items["lab1-1-verified"].status == "manual" and "another section" in items["lab1-1-verified"].message
+    assert "mismatch" not in items["_flags"]

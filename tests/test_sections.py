@@ -384,3 +384,68 @@ def test_training_a_fresh_model_again_at_the_same_rate_is_not_a_new_experiment()
                                                              cells.CIFAR_TEST.replace("net(", "net2(")))
     secs = saved_ev(nb)["sections"]
     assert [(s["dataset"], s["models"]) for s in secs] == [("food11", ["net"]), ("cifar10", ["net", "net2"])]
+
+
+# ---------------------------------------------------------------- headings naming a part
+
+
+HELPERS = r'''
+def train_model(model, loader, epochs, lr):
+    opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    for ep in range(epochs):
+        for x, y in loader:
+            opt.zero_grad(); criterion(model(x), y).backward(); opt.step()
+
+def test_model(model, loader, class_names):
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += (model(x).argmax(1) == y).sum().item(); total += y.size(0)
+    print('Test loss: %.4f, Test accuracy: %.2f %%' % (1.0, 100 * correct / total))
+'''
+FOOD_LR_OUT = "".join(f"lr {lr:g}: Test loss: 2.3976, Test accuracy: 9.09 %\n" for lr in (0.05, 0.01, 0.001))
+
+
+def lab1_with_shared_helpers() -> nbformat.NotebookNode:
+    """T2 #2 (0000502/0000512): helpers shared by every part at the top, `## LAB 1-1/1-2/1-3`,
+    and LAB 1-3 trying three rates on Food-11 through the same helpers."""
+    md = new_markdown_cell
+    nb = nbformat.v4.new_notebook(cells=[
+        md("# DL LAB 1"), new_code_cell(cells.LENET + HELPERS),
+        md("## LAB 1-1"), new_code_cell(cells.CIFAR_DATA),
+        new_code_cell("net = Net()\ntrain_model(net, trainloader, 1, 0.001)"),
+        new_code_cell("test_model(net, testloader, classes)"),
+        md("## LAB 1-2"), *(new_code_cell(c) for c in (cells.FOOD_RESTRUCTURE, cells.FOOD_OWN_STATS, cells.FOOD_DATA)),
+        new_code_cell("food_net = Net(num_classes=11)\ntrain_model(food_net, trainloader, 2, 0.01)"),
+        new_code_cell("test_model(food_net, testloader, classes)"),
+        md("## LAB 1-3"),
+        new_code_cell("for lr in [0.05, 0.01, 0.001]:\n    m = Net(num_classes=11)\n"
+                      "    train_model(m, trainloader, 2, lr)\n    test_model(m, testloader, classes)")])
+    return executed(nb, {"test_model(net,": CIFAR_TEST_OUT, "test_model(food_net,": FOOD_TEST_OUT,
+                         "for lr in": FOOD_LR_OUT})
+
+
+def test_a_heading_naming_another_part_starts_a_section_on_the_same_dataset() -> None:
+    # In saved mode nothing shows that the helpers train different models: the heading must.
+    nb = lab1_with_shared_helpers()
+    secs = saved_ev(nb)["sections"]
+    assert [(s["dataset"], s["title"]) for s in secs] == [
+        ("cifar10", "DL LAB 1"), ("food11", "LAB 1-2"), ("food11", "LAB 1-3")]
+    assert index_of(nb, "for lr in") in secs[2]["cells"] and index_of(nb, "for lr in") not in secs[1]["cells"]
+    assert secs[1]["metrics"]["test_accuracy"] == pytest.approx(0.23)
+
+
+def test_a_part_heading_splits_even_when_the_same_model_goes_on_training() -> None:
+    # `### Lab 1.3` (less prominent, dotted) over food_net trained on with a schedule
+    nb = lab1_with_shared_helpers()
+    nb.cells[-1] = new_code_cell("opt = optim.SGD(food_net.parameters(), lr=0.01)\n"
+                                 "sched = optim.lr_scheduler.StepLR(opt, step_size=1)\n"
+                                 "for ep in range(2):\n    train_model(food_net, trainloader, 1, sched.get_last_lr()[0])\n"
+                                 "    sched.step()")
+    nb.cells[-2] = new_markdown_cell("### Lab 1.3 - learning-rate decay")
+    secs = saved_ev(nb)["sections"]
+    assert [(s["dataset"], s["title"]) for s in secs][1:] == [
+        ("food11", "LAB 1-2"), ("food11", "Lab 1.3 - learning-rate decay")]
+    # a sub-heading that names no part does not split the same model's work
+    nb.cells[-2] = new_markdown_cell("### Decay")
+    assert [s["title"] for s in saved_ev(nb)["sections"]] == ["DL LAB 1", "LAB 1-2"]

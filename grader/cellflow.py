@@ -92,6 +92,18 @@ def heading_of(source: str) -> tuple[int, str] | None:
     return None
 
 
+# A heading that names a part of the lab: `LAB 1-3`, `Lab 1.2 - Food`, `1-3 Learning rate`.
+# `LAB 1` alone names the whole lab, not a part; `Part 4: Test` and `1.2 Define a network`
+# are steps inside one part far more often than parts of the lab.
+_PART = re.compile(r"\blab\s*\d+\s*[-._\u2013\u2014]\s*\d+|^\s*\d+\s*[-\u2013\u2014]\s*\d+\b", re.IGNORECASE)
+
+
+def part_named(text: str) -> str | None:
+    """`1-3` for a heading naming part 1-3 of a lab (`LAB 1.3: tuning`), else None."""
+    m = _PART.search(text)
+    return "-".join(re.findall(r"\d+", m.group(0))) if m else None
+
+
 def _text(value: Any) -> str:
     if isinstance(value, list):
         value = "".join(v for v in value if isinstance(v, str))

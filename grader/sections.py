@@ -11,10 +11,14 @@ How cells are assigned (the same steps in both modes; only step 1's source diffe
    static reading of the code (`grader.cellflow`: a dataset constructor, a path, or a
    variable bound to one), since nothing ran.
 2. Labeled cells form sections in order. A cell joins the latest section on its dataset,
-   unless it works on models that section never used *and* something lies between them:
-   another dataset's section, or a heading as prominent as the one that opened the
-   section (`# LAB 1-3` after `# LAB 1-1`). So a second CIFAR-10 experiment after a heading
-   is a section of its own, while `## Test` between training and testing the same model is not.
+   unless a heading naming another part of the lab lies between them (`## LAB 1-3` after
+   `## LAB 1-2`, whatever the models: helpers may hide them), or it works on models that
+   section never used *and* something tells them apart: another dataset's section, a
+   heading as prominent as the one that opened the section, or one of the two trying
+   several learning rates or a schedule while the other does a single run (LAB 1-3's
+   study right after LAB 1-1, no heading at all). So a second CIFAR-10 experiment is a
+   section of its own, while `## Test` between training and testing the same model, or a
+   fresh model retrained at the same rate, is not.
 3. Every other code cell goes with the section(s) that read what it defines (the model's
    class, the data loaders: a setup cell shared by two sections belongs to both), else with
    the one dataset its code names, else with the section whose results it reads (a plot of
@@ -26,13 +30,11 @@ exactly as before sections existed.
 
 from __future__ import annotations
 
-import itertools
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from grader.cellflow import CellFacts, model_names, read_cells
+from grader.cellflow import CellFacts, model_names, part_named, read_cells
 from grader.parsers.classes import CLASS_SETS
 
 # evidence.json lists whose entries carry the cell they happened in.
@@ -86,18 +88,6 @@ def probe_labels(ev: Mapping[str, Any]) -> dict[int, tuple[str, set[str]]]:
 def static_labels(facts: Sequence[CellFacts]) -> dict[int, tuple[str, set[str]]]:
     """Cell index -> (the one dataset its code reads, no names), for saved notebooks."""
     return {f.index: (next(iter(f.datasets)), set()) for f in facts if f.code and len(f.datasets) == 1}
-
-
-# A heading that names a part of the lab: `LAB 1-3`, `Lab 1.2 - Food`, `Part 3`, `1-3 Learning rate`.
-# `LAB 1` alone names the whole lab, not a part.
-_PART = re.compile(r"\blab\s*\d+\s*[-._\u2013\u2014]\s*\d+|\b(?:part|task|exercise|problem)\s*#?\s*\d+"
-                   r"(?:\s*[-._\u2013\u2014]\s*\d+)?|^\s*\d+\s*[-\u2013\u2014]\s*\d+\b", re.IGNORECASE)
-
-
-def part_named(text: str) -> str | None:
-    """`1-3` for a heading naming part 1-3 of a lab (`LAB 1.3: tuning`), else None."""
-    m = _PART.search(text)
-    return "-".join(re.findall(r"\d+", m.group(0))) if m else None
 
 
 def _opener_level(facts: Sequence[CellFacts], first: int) -> int:
@@ -154,6 +144,17 @@ def _studies_rates(facts: Sequence[CellFacts], cells: Sequence[int], after: int,
     return len(seen) >= 2 or decay
 
 
+def _run_from(order: Sequence[int], i: int, ds: str, labels: Mapping[int, tuple[str, set[str]]],
+              used: Mapping[int, set[tuple[str, int]]], before: set[tuple[str, int]]) -> list[int]:
+    """The labeled cells from `i` on that stay on `ds` and off the models used `before`."""
+    run = []
+    for j in (j for j in order if j >= i):
+        if labels[j][0] != ds or used[j] & before:
+            break
+        run.append(j)
+    return run
+
+
 def _group(facts: Sequence[CellFacts], labels: Mapping[int, tuple[str, set[str]]],
            rates: Mapping[int, tuple[frozenset[float], bool]] | None = None) -> list[_Section]:
     """Step 2: labeled cells into sections.
@@ -180,8 +181,7 @@ def _group(facts: Sequence[CellFacts], labels: Mapping[int, tuple[str, set[str]]
             # other models: a new experiment if another section or a heading lies between,
             # or if one of the two studies the learning rate and the other does not
             # (LAB 1-3's runs after LAB 1-1's, without a heading)
-            tail = list(itertools.takewhile(lambda j: labels[j][0] == ds and not used[j] & prev.models,
-                                            (j for j in order if j >= i)))
+            tail = _run_from(order, i, ds, labels, used, prev.models)
             if latest is not prev or _heading_between(facts, prev.labeled[-1], i,
                                                       _opener_level(facts, prev.labeled[0])) \
                     or _studies_rates(facts, tail, prev.labeled[-1], rates) != \

@@ -22,9 +22,20 @@ from grader.samples import lab1_1, lab1_2, lab1_3
 from grader.sources import RULE, marks, to_json
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_sections import (CIFAR_CLASS_OUT, CIFAR_TEST_OUT, FOOD_TEST_OUT, LAB1_SESSIONS, LR_OUT, combined,  # noqa: E402
-                           executed, execute_ev, index_of, lab1_with_shared_helpers,
-                           lab1_without_headings, saved_ev)
+from test_sections import (
+    CIFAR_CLASS_OUT,
+    CIFAR_TEST_OUT,
+    FOOD_TEST_OUT,
+    LAB1_SESSIONS,
+    LR_OUT,
+    combined,
+    execute_ev,
+    executed,
+    index_of,
+    lab1_with_shared_helpers,
+    lab1_without_headings,
+    saved_ev,
+)
 
 RUBRIC = load_rubric(builtin_rubric("lab1"))
 LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")

@@ -104,14 +104,16 @@ def _heading_between(facts: Sequence[CellFacts], lo: int, hi: int, level: int) -
 def _other_part_between(facts: Sequence[CellFacts], prev: _Section, i: int, new_models: bool) -> bool:
     """A heading naming another part of the lab lies between `prev`'s work and cell `i`: a
     new part begins, on whatever dataset and model (LAB 1-3 may reuse LAB 1-2's Food-11)."""
-    named = [p for f in facts[prev.labeled[-1] + 1:i] if f.heading and (p := part_named(f.heading[1]))]
-    if not named:
+    # the part the cell sits under: `## LAB 1-1 test` after `## LAB 1-2 train` is LAB 1-1's again
+    under = next((p for f in reversed(facts[prev.labeled[-1] + 1:i]) if f.heading and (p := part_named(f.heading[1]))),
+                 None)
+    if under is None:
         return False
     mine = next((p for f in reversed(facts[:prev.labeled[0]]) if f.heading and (p := part_named(f.heading[1]))),
                 None)
     # With no part named before `prev`, a `## 1-1 results` may still be its own part's
     # heading: only new models say a new experiment begins.
-    return any(p != mine for p in named) if mine is not None else new_models
+    return under != mine if mine is not None else new_models
 
 
 def probe_rates(ev: Mapping[str, Any]) -> dict[int, tuple[frozenset[float], bool]]:
@@ -174,18 +176,23 @@ def _group(facts: Sequence[CellFacts], labels: Mapping[int, tuple[str, set[str]]
     for i in order:
         ds = labels[i][0]
         prev = next((s for s in reversed(sections) if s.dataset == ds), None)
-        new_models = bool(prev is not None and prev.models and used[i] and not prev.models & used[i])
-        if prev is not None and _other_part_between(facts, prev, i, new_models):
-            prev = None
-        elif prev is not None and new_models:
-            # other models: a new experiment if another section or a heading lies between,
-            # or if one of the two studies the learning rate and the other does not
-            # (LAB 1-3's runs after LAB 1-1's, without a heading)
-            tail = _run_from(order, i, ds, labels, used, prev.models)
-            if latest is not prev or _heading_between(facts, prev.labeled[-1], i,
-                                                      _opener_level(facts, prev.labeled[0])) \
-                    or _studies_rates(facts, tail, prev.labeled[-1], rates) != \
-                    _studies_rates(facts, prev.labeled, prev.labeled[0] - 1, rates):
+        if prev is not None:
+            new_models = bool(prev.models and used[i] and not prev.models & used[i])
+            shared = bool(prev.models & used[i])
+            # one of the two studies the learning rate and the other does not
+            flips = _studies_rates(facts, _run_from(order, i, ds, labels, used, prev.models) or [i],
+                                   prev.labeled[-1], rates) != \
+                _studies_rates(facts, prev.labeled, prev.labeled[0] - 1, rates)
+            if _other_part_between(facts, prev, i, new_models):
+                # under another part's heading: a new part, unless the same model goes on
+                # as before (a test misfiled under the next part's heading)
+                if not shared or flips:
+                    prev = None
+            elif new_models and (latest is not prev or flips or _heading_between(
+                    facts, prev.labeled[-1], i, _opener_level(facts, prev.labeled[0]))):
+                # other models: a new experiment if another section, a heading as prominent
+                # as the section's, or a learning-rate study (LAB 1-3's runs right after
+                # LAB 1-1's, no heading) sets them apart
                 prev = None
         if prev is None:
             prev = _Section(ds)

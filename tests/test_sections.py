@@ -449,3 +449,20 @@ def test_a_part_heading_splits_even_when_the_same_model_goes_on_training() -> No
     # a sub-heading that names no part does not split the same model's work
     nb.cells[-2] = new_markdown_cell("### Decay")
     assert [s["title"] for s in saved_ev(nb)["sections"]] == ["DL LAB 1", "LAB 1-2"]
+
+
+def test_the_same_model_back_under_its_parts_heading_or_misfiled_stays_in_its_section() -> None:
+    # both parts trained, then both tested, each step under a heading naming its part; the
+    # CIFAR-10 per-class cell sits under `## LAB 1-2 test` but works on LAB 1-1's net
+    nb = defined_first()
+    for needle, title in (("Accuracy of the network", "## LAB 1-1 test"), ("food_testloader:", "## LAB 1-2 test"),
+                          ("for i, data in enumerate(food_trainloader", "## LAB 1-2 train"),
+                          ("for i, data in enumerate(trainloader", "## LAB 1-1 train")):
+        nb.cells.insert(index_of(nb, needle), new_markdown_cell(title))
+    nb = executed(nb, {"Accuracy of the network": CIFAR_TEST_OUT, "Test accuracy: %.2f": FOOD_TEST_OUT,
+                       "class_correct[label]": CIFAR_CLASS_OUT})
+    secs = saved_ev(nb)["sections"]
+    assert [s["dataset"] for s in secs] == ["cifar10", "food11"]
+    assert {index_of(nb, "Accuracy of the network"), index_of(nb, "class_correct[label]")} <= set(secs[0]["cells"])
+    assert secs[0]["metrics"]["test_accuracy"] == pytest.approx(0.41)
+    assert set(secs[0]["metrics"]["per_class_accuracy"]) == set(CIFAR10_CLASSES)

@@ -62,6 +62,11 @@ class CellFacts:
     deps: Mapping[str, int] = field(default_factory=dict)
     """Name read -> the cell index that last bound it before this cell (this cell itself when
     it binds the name before reading it)."""
+    rates: frozenset[float] = frozenset()
+    """Learning rates the code sets: `lr=0.01` literals, the values of a loop over rates
+    (`for lr in [0.1, 0.01]`) or of a list of them (`lrs = [...]`)."""
+    decay: bool = False
+    """The code builds a learning-rate scheduler (`StepLR(...)`) or sets a group's `lr`."""
 
 
 def keyword_dataset(text: str) -> str | None:
@@ -85,6 +90,18 @@ def heading_of(source: str) -> tuple[int, str] | None:
             return int(h.group(1)), re.sub(r"<[^>]+>", "", h.group(2)).strip()[:200]
         return None
     return None
+
+
+# A heading that names a part of the lab: `LAB 1-3`, `Lab 1.2 - Food`, `1-3 Learning rate`.
+# `LAB 1` alone names the whole lab, not a part; `Part 4: Test` and `1.2 Define a network`
+# are steps inside one part far more often than parts of the lab.
+_PART = re.compile(r"\blab\s*\d+\s*[-._\u2013\u2014]\s*\d+|^\s*\d+\s*[-\u2013\u2014]\s*\d+\b", re.IGNORECASE)
+
+
+def part_named(text: str) -> str | None:
+    """`1-3` for a heading naming part 1-3 of a lab (`LAB 1.3: tuning`), else None."""
+    m = _PART.search(text)
+    return "-".join(re.findall(r"\d+", m.group(0))) if m else None
 
 
 def _text(value: Any) -> str:
@@ -263,11 +280,55 @@ def _flatten(nodes: Iterable[ast.stmt]) -> Iterator[_Stmt]:
             yield _read_stmt(node)
 
 
-def _statements(source: str) -> list[_Stmt]:
+def _statements(source: str) -> tuple[list[_Stmt], ast.Module | None]:
     tree = _parse(source)
     if tree is None:
-        return [_regex_stmt(source)]
-    return list(_flatten(tree.body))
+        return [_regex_stmt(source)], None
+    return list(_flatten(tree.body)), tree
+
+
+_RATE_NAME = re.compile(r"(?:^|_)(?:lrs?|learning_rates?)(?:_|$)|^lr", re.IGNORECASE)
+_SCHEDULER = re.compile(r"(?:LR|Scheduler|Plateau|lr_scheduler)$")
+_RATE_TEXT = re.compile(r"\blr\s*=\s*([0-9.]+(?:e-?\d+)?)\b", re.IGNORECASE)
+
+
+def _numbers(node: ast.AST | None) -> set[float]:
+    """The numeric constants of a literal list/tuple/set (or a lone number)."""
+    elts = node.elts if isinstance(node, (ast.List, ast.Tuple, ast.Set)) else [node]
+    return {float(e.value) for e in elts if isinstance(e, ast.Constant) and isinstance(e.value, (int, float))
+            and not isinstance(e.value, bool) and 0 < e.value < 10}
+
+
+def rate_settings(tree: ast.Module | None, source: str = "") -> tuple[frozenset[float], bool]:
+    """(learning rates a cell sets, whether it decays one), read from its code: what tells a
+    learning-rate study (several rates, or a schedule) from a single training run."""
+    if tree is None:  # unparsable: `lr=0.01` in the text is still a rate
+        return frozenset(float(x) for x in _RATE_TEXT.findall(source) if _is_float(x)), "lr_scheduler" in source
+    rates: set[float] = set()
+    decay = False
+    for sub in ast.walk(tree):
+        if isinstance(sub, ast.Call):
+            rates |= {r for k in sub.keywords if k.arg == "lr" for r in _numbers(k.value)}
+            name = sub.func.attr if isinstance(sub.func, ast.Attribute) else \
+                sub.func.id if isinstance(sub.func, ast.Name) else ""
+            decay |= bool(_SCHEDULER.search(name))
+        elif isinstance(sub, (ast.For, ast.comprehension)) and any(_RATE_NAME.search(n) for n in _targets(sub.target)):
+            rates |= _numbers(sub.iter)
+        elif isinstance(sub, ast.Assign):
+            if any(_RATE_NAME.search(n) for t in sub.targets for n in _targets(t)):
+                rates |= _numbers(sub.value)
+            # `param_group['lr'] = ...`: a hand-made schedule
+            decay |= any(isinstance(t, ast.Subscript) and isinstance(t.slice, ast.Constant) and t.slice.value == "lr"
+                         for t in sub.targets)
+    return frozenset(rates), decay
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_cells(cells: Sequence[Mapping[str, Any]]) -> list[CellFacts]:
@@ -290,7 +351,8 @@ def read_cells(cells: Sequence[Mapping[str, Any]]) -> list[CellFacts]:
         datasets: set[str] = set()
         models: set[str] = set()
         deps: dict[str, int] = {}
-        for st in _statements(source):
+        statements, tree = _statements(source)
+        for st in statements:
             reads = set(st.reads)
             for fn in st.calls:
                 reads |= free.get(fn, set())
@@ -309,8 +371,9 @@ def read_cells(cells: Sequence[Mapping[str, Any]]) -> list[CellFacts]:
             uses |= reads
             datasets |= {d for d in stmt_ds if d}
             models.update(st.models)
+        rates, decay = rate_settings(tree, source)
         out.append(CellFacts(index, True, None, frozenset(defines), frozenset(uses), frozenset(datasets),
-                             frozenset(models), deps))
+                             frozenset(models), deps, rates, decay))
     return out
 
 

@@ -11,10 +11,14 @@ How cells are assigned (the same steps in both modes; only step 1's source diffe
    static reading of the code (`grader.cellflow`: a dataset constructor, a path, or a
    variable bound to one), since nothing ran.
 2. Labeled cells form sections in order. A cell joins the latest section on its dataset,
-   unless it works on models that section never used *and* something lies between them:
-   another dataset's section, or a heading as prominent as the one that opened the
-   section (`# LAB 1-3` after `# LAB 1-1`). So a second CIFAR-10 experiment after a heading
-   is a section of its own, while `## Test` between training and testing the same model is not.
+   unless a heading naming another part of the lab lies between them (`## LAB 1-3` after
+   `## LAB 1-2`, whatever the models: helpers may hide them), or it works on models that
+   section never used *and* something tells them apart: another dataset's section, a
+   heading as prominent as the one that opened the section, or one of the two trying
+   several learning rates or a schedule while the other does a single run (LAB 1-3's
+   study right after LAB 1-1, no heading at all). So a second CIFAR-10 experiment is a
+   section of its own, while `## Test` between training and testing the same model, or a
+   fresh model retrained at the same rate, is not.
 3. Every other code cell goes with the section(s) that read what it defines (the model's
    class, the data loaders: a setup cell shared by two sections belongs to both), else with
    the one dataset its code names, else with the section whose results it reads (a plot of
@@ -30,7 +34,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from grader.cellflow import CellFacts, model_names, read_cells
+from grader.cellflow import CellFacts, model_names, part_named, read_cells
 from grader.parsers.classes import CLASS_SETS
 
 # evidence.json lists whose entries carry the cell they happened in.
@@ -98,25 +102,98 @@ def _heading_between(facts: Sequence[CellFacts], lo: int, hi: int, level: int) -
     return any(f.heading and f.heading[0] <= level for f in facts[lo + 1:hi])
 
 
-def _group(facts: Sequence[CellFacts], labels: Mapping[int, tuple[str, set[str]]]) -> list[_Section]:
+def _other_part_between(facts: Sequence[CellFacts], prev: _Section, i: int, new_models: bool) -> bool:
+    """A heading naming another part of the lab lies between `prev`'s work and cell `i`: a
+    new part begins, on whatever dataset and model (LAB 1-3 may reuse LAB 1-2's Food-11)."""
+    # the part the cell sits under: `## LAB 1-1 test` after `## LAB 1-2 train` is LAB 1-1's again
+    under = next((p for f in reversed(facts[prev.labeled[-1] + 1:i]) if f.heading and (p := part_named(f.heading[1]))),
+                 None)
+    if under is None:
+        return False
+    mine = next((p for f in reversed(facts[:prev.labeled[0]]) if f.heading and (p := part_named(f.heading[1]))),
+                None)
+    # With no part named before `prev`, a `## 1-1 results` may still be its own part's
+    # heading: only new models say a new experiment begins.
+    return under != mine if mine is not None else new_models
+
+
+def probe_rates(ev: Mapping[str, Any]) -> dict[int, tuple[frozenset[float], bool]]:
+    """Cell index -> (initial learning rates of the optimizers built there, whether a rate
+    changed while training), from the probe's optimizer and scheduler records."""
+    out: dict[int, tuple[frozenset[float], bool]] = {}
+    for rec in ev.get("optimizers") or []:
+        i, lr = rec.get("index"), rec.get("lr")
+        if isinstance(i, int):
+            rates, decay = out.get(i, (frozenset(), False))
+            changed = len(rec.get("lr_changes") or []) > 1 or int(rec.get("n_changes") or 0) > 1
+            out[i] = (rates | ({float(lr)} if isinstance(lr, (int, float)) and lr > 0 else set()), decay or changed)
+    for rec in ev.get("schedulers") or []:
+        if isinstance(i := rec.get("index"), int):
+            out[i] = (out.get(i, (frozenset(), False))[0], True)
+    return out
+
+
+def _studies_rates(facts: Sequence[CellFacts], cells: Sequence[int], after: int,
+                   rates: Mapping[int, tuple[frozenset[float], bool]]) -> bool:
+    """Whether `cells` (with the setup cells after `after` they read) try several learning
+    rates or a schedule: a learning-rate study, not a single training run."""
+    seen: set[float] = set()
+    decay = False
+    for c in cells:
+        for d in {c, *(d for d in facts[c].deps.values() if after < d <= c)}:
+            r, dec = rates.get(d, (frozenset(), False))
+            seen |= r | facts[d].rates
+            decay |= dec or facts[d].decay
+    return len(seen) >= 2 or decay
+
+
+def _run_from(order: Sequence[int], i: int, ds: str, labels: Mapping[int, tuple[str, set[str]]],
+              used: Mapping[int, set[tuple[str, int]]], before: set[tuple[str, int]]) -> list[int]:
+    """The labeled cells from `i` on that stay on `ds` and off the models used `before`."""
+    run = []
+    for j in (j for j in order if j >= i):
+        if labels[j][0] != ds or used[j] & before:
+            break
+        run.append(j)
+    return run
+
+
+def _group(facts: Sequence[CellFacts], labels: Mapping[int, tuple[str, set[str]]],
+           rates: Mapping[int, tuple[frozenset[float], bool]] | None = None) -> list[_Section]:
     """Step 2: labeled cells into sections.
 
     Only cells that use a model decide where sections begin; a labeled cell that only
     loads data (`trainset = CIFAR10(...)`) is placed in step 3, with the section that reads
-    what it defines. A dataset none of whose cells uses a model still gets its section."""
+    what it defines. A dataset none of whose cells uses a model still gets its section.
+    `rates` is cell index -> (learning rates, decay) the probe saw (the code's are in `facts`)."""
+    rates = rates or {}
     models = model_names(facts)
     used = {i: {(n, facts[i].deps.get(n, i)) for n in (names | (set(facts[i].uses) & models))}
             for i, (_, names) in labels.items()}
     with_model = {labels[i][0] for i in labels if used[i]}
+    order = sorted(i for i in labels if used[i] or labels[i][0] not in with_model)
     sections: list[_Section] = []
     latest: _Section | None = None
-    for i in sorted(i for i in labels if used[i] or labels[i][0] not in with_model):
+    for i in order:
         ds = labels[i][0]
         prev = next((s for s in reversed(sections) if s.dataset == ds), None)
-        if prev is not None and prev.models and used[i] and not prev.models & used[i]:
-            # other models: a new experiment if another section or a heading lies between
-            if latest is not prev or _heading_between(facts, prev.labeled[-1], i,
-                                                      _opener_level(facts, prev.labeled[0])):
+        if prev is not None:
+            new_models = bool(prev.models and used[i] and not prev.models & used[i])
+            shared = bool(prev.models & used[i])
+            # one of the two studies the learning rate and the other does not
+            flips = _studies_rates(facts, _run_from(order, i, ds, labels, used, prev.models) or [i],
+                                   prev.labeled[-1], rates) != \
+                _studies_rates(facts, prev.labeled, prev.labeled[0] - 1, rates)
+            if _other_part_between(facts, prev, i, new_models):
+                # under another part's heading: a new part, unless the same model goes on
+                # as before (a test misfiled under the next part's heading)
+                if not shared or flips:
+                    prev = None
+            elif new_models and (latest is not prev or flips or _heading_between(
+                    facts, prev.labeled[-1], i, _opener_level(facts, prev.labeled[0]))):
+                # other models: a new experiment if another section, a heading as prominent
+                # as the section's, or a learning-rate study (LAB 1-3's runs right after
+                # LAB 1-1's, no heading) sets them apart
                 prev = None
         if prev is None:
             prev = _Section(ds)
@@ -182,14 +259,14 @@ def _before(sections: Sequence[_Section], index: int) -> int:
 
 
 def _title(facts: Sequence[CellFacts], sections: Sequence[_Section], s: _Section) -> tuple[str | None, list[str]]:
-    """The most prominent heading between the previous section's work and this one's, and all of them."""
+    """The most prominent heading between the previous section's work and this one's, and all
+    of them; with none there, the latest heading before it as title, and no headings of its own."""
     first = s.labeled[0]
     prev = max((i for t in sections for i in t.labeled if i < first), default=-1)
     window = [f.heading for f in facts[prev + 1:first] if f.heading]
     if not window:
-        window = [f.heading for f in reversed(facts[:first]) if f.heading][:1]
-    if not window:
-        return None, []
+        inherited = next((f.heading[1] for f in reversed(facts[:first]) if f.heading), None)
+        return inherited, []
     top = min(window, key=lambda h: h[0])
     return top[1], [h[1] for h in window][:6]
 
@@ -227,7 +304,8 @@ def split(nb: Mapping[str, Any], ev: Mapping[str, Any], *, parse: Parse,
     if probed:  # a dataset the probe never saw trained (its cells crashed first) still has a section
         seen = {ds for ds, _ in labels.values()}
         labels.update({i: lab for i, lab in static_labels(facts).items() if lab[0] not in seen and i not in labels})
-    sections = _group(facts, labels)
+    rates = probe_rates(ev) if probed else {}
+    sections = _group(facts, labels, rates)
     if len(sections) < 2:
         return []
     member = _assign(facts, sections)
@@ -247,6 +325,7 @@ def split(nb: Mapping[str, Any], ev: Mapping[str, Any], *, parse: Parse,
                     "counts": sorted(n for i in mine if isinstance(n := counts.get(i), int)),
                     "trained": s.labeled, "models": sorted({n for n, _ in s.models}),
                     "title": title, "headings": headings, "basis": "probe" if from_probe & set(s.labeled) else "code",
+                    "rate_study": _studies_rates(facts, s.labeled, s.labeled[0] - 1, rates),
                     "status": status, "reason": reason, "metrics": metrics})
     return out
 

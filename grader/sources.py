@@ -15,8 +15,9 @@ The rule, stated once (`RULE`, shown in the feedback and in the rubric's comment
    for the TA and the student (and a complete run that lost on its name is said to be one).
 
 A notebook holding several sections (`grader.sections`) serves each part with the section
-on the part's dataset; when it has several sections on that dataset, the one whose heading
-matches the part's patterns (`# LAB 1-3`), else the parts on that dataset take them in order.
+whose heading matches the part's patterns (`# LAB 1-3`), on the part's dataset first, else
+on any (LAB 1-3 may study Food-11); with no such heading, the section on the part's dataset,
+and when it has several, the parts on that dataset take them in order.
 """
 
 from __future__ import annotations
@@ -117,11 +118,11 @@ def _on(section: Mapping[str, Any], dataset: str) -> bool:
     return section.get("dataset") == dataset or (section.get("metrics") or {}).get("dataset") == dataset
 
 
-def _owner(section: Mapping[str, Any], specs: Sequence[Any]) -> tuple[str, ...] | None:
-    """The patterns of the part whose patterns the section's headings match best, if one does."""
+def _owner(titles: Sequence[Any], specs: Sequence[Any]) -> tuple[str, ...] | None:
+    """The patterns of the part that `titles` (most prominent first) name best, if one does."""
     best: tuple[int, tuple[str, ...]] | None = None
     tied = False
-    for title in [section.get("title"), *(section.get("headings") or [])]:
+    for title in titles:
         if not title:
             continue
         for spec in specs:
@@ -135,38 +136,65 @@ def _owner(section: Mapping[str, Any], specs: Sequence[Any]) -> tuple[str, ...] 
     return None if best is None or tied else best[1]
 
 
+def section_owner(section: Mapping[str, Any], specs: Sequence[Any]) -> tuple[str, ...] | None:
+    """The part (its patterns) a section's headings name: its own headings against every part
+    (`## LAB 1-3` over a Food-11 study is LAB 1-3's, whatever the dataset), else the heading
+    it sits under against the parts on its dataset."""
+    own = section.get("headings") or []
+    if own and (owner := _owner([section.get("title"), *own], specs)) is not None:
+        return owner
+    return _owner([section.get("title"), *own], [sp for sp in specs if _on(section, sp.dataset)])
+
+
+def _runs(sections: Sequence[Mapping[str, Any]], owners: Mapping[str, Any],
+          position: Mapping[str, int]) -> list[tuple[tuple[str, ...] | None, list[str]]]:
+    """`sections` (in order) in groups: one part's sections, with the untitled ones right after
+    them (a continuation), unless a learning-rate study follows a single run or the reverse."""
+    groups: list[tuple[tuple[str, ...] | None, list[str], Mapping[str, Any]]] = []
+    for s in sections:
+        owner = owners[s["id"]]
+        if groups:
+            g_owner, ids, last = groups[-1]
+            contiguous = position[s["id"]] == position[last["id"]] + 1 \
+                and bool(s.get("rate_study")) == bool(last.get("rate_study"))
+            if (owner is None and contiguous) or (owner is not None and owner == g_owner):
+                ids.append(s["id"])
+                groups[-1] = (g_owner or owner, ids, s)
+                continue
+        groups.append((owner, [s["id"]], s))
+    return [(owner, ids) for owner, ids, _ in groups]
+
+
 def section_ids(ev: Mapping[str, Any], spec: Any, specs: Sequence[Any]) -> tuple[str, ...] | None:
     """The sections of `ev` that serve a part with notebook `spec`: () for the whole notebook,
-    None when the notebook has sections but none on the part's dataset."""
+    None when the notebook has sections but none for the part.
+
+    In turn: the sections on the part's dataset whose headings name it; those on another
+    dataset whose own headings name it (a heading beats the dataset); the untitled ones on
+    its dataset, taken in order by the parts on that dataset that no heading names; else
+    the last of its dataset's sections."""
     sections = [s for s in ev.get("sections") or [] if isinstance(s, Mapping) and isinstance(s.get("id"), str)]
     if len(sections) < 2 or spec is None or not spec.dataset:
         return ()
-    on = [s for s in sections if _on(s, spec.dataset)]
-    if not on:
-        return None
-    same = [sp for sp in specs if sp.dataset == spec.dataset]
-    groups: list[tuple[tuple[str, ...] | None, list[str], int]] = []  # (owner, ids, last position)
     position = {s["id"]: k for k, s in enumerate(sections)}
-    for s in on:
-        owner = _owner(s, same)
-        if groups:
-            g_owner, ids, last = groups[-1]
-            contiguous = position[s["id"]] == last + 1
-            if (owner is None and contiguous) or (owner is not None and owner == g_owner):
-                ids.append(s["id"])
-                groups[-1] = (g_owner or owner, ids, position[s["id"]])
-                continue
-        groups.append((owner, [s["id"]], position[s["id"]]))
+    owners = {s["id"]: section_owner(s, specs) for s in sections}
     mine = tuple(spec.patterns)
-    owned = [ids for owner, ids, _ in groups if owner == mine]
-    if len(groups) == 1:
-        ids = groups[0][1]
-    elif owned:
+    on = [s for s in sections if _on(s, spec.dataset)]
+    groups = _runs(on, owners, position)
+    owned = [ids for owner, ids in groups if owner == mine]
+    if not owned:
+        owned = [ids for owner, ids in _runs([s for s in sections if not _on(s, spec.dataset)], owners, position)
+                 if owner == mine]
+    if owned:
         ids = owned[0]
-    else:  # no heading names this part: the parts on this dataset take the unnamed groups in order
-        slots = list(dict.fromkeys(tuple(sp.patterns) for sp in same
-                                   if not any(owner == tuple(sp.patterns) for owner, _, _ in groups)))
-        free = [ids for owner, ids, _ in groups if owner is None] or [groups[-1][1]]
+    elif not groups:
+        return None
+    else:  # no heading names this part: the parts on this dataset that no heading names take
+        # the untitled groups in order
+        named = set(owners.values())
+        slots = list(dict.fromkeys(tuple(sp.patterns) for sp in specs
+                                   if sp.dataset == spec.dataset and tuple(sp.patterns) not in named))
+        free = [ids for owner, ids in groups if owner is None] or [groups[-1][1]]
         ids = free[min(slots.index(mine) if mine in slots else len(free) - 1, len(free) - 1)]
     return () if len(ids) == len(sections) else tuple(ids)  # all of it: the whole notebook
 

@@ -322,3 +322,147 @@ def test_a_food_notebook_copied_from_the_cifar_tutorial_is_one_section() -> None
     nb.cells.append(new_code_cell("PATH = './cifar_net.pth'\ntorch.save(net.state_dict(), PATH)\n"
                                   "print('Finished CIFAR training of', net)"))
     assert saved_ev(executed(nb, {"Test accuracy: %.2f": FOOD_TEST_OUT}))["sections"] == []
+
+
+# ---------------------------------------------------------------- one dataset, several experiments, no headings
+
+
+def unheaded(*nbs: nbformat.NotebookNode, extra: tuple[str, ...] = ()) -> nbformat.NotebookNode:
+    """The notebooks' code cells (no markdown at all) and then `extra` cells."""
+    nb = combined(*nbs)
+    nb.cells = [c for c in nb.cells if c.cell_type == "code"] + [new_code_cell(s.strip("\n")) for s in extra]
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"c{i}"
+    return nb
+
+
+def lab1_without_headings() -> nbformat.NotebookNode:
+    """T2 #1 (0000503): Food-11 trained and tested, LAB 1-1 on CIFAR-10, then the learning-rate
+    study on CIFAR-10 right after it, in one notebook without a single heading."""
+    nb = unheaded(lab1_2(epochs=1), lab1_1(epochs=1), extra=(cells.lr_study(1, step_scheduler=True), cells.LR_PLOT))
+    return executed(nb, {"Test accuracy: %.2f": FOOD_TEST_OUT, "Accuracy of the network": CIFAR_TEST_OUT,
+                         "class_correct[label]": CIFAR_CLASS_OUT, "results[lr] = accs": LR_OUT})
+
+
+LAB1_SESSIONS = [("train", "for inputs, labels in trainloader:\n        optimizer", "food11", 990),
+                 ("eval", "Test accuracy: %.2f", "food11", 330), ("train", "print every 100", "cifar10", 5000),
+                 ("eval", "Accuracy of the network", "cifar10", 500), ("eval", "class_correct[label]", "cifar10", 500),
+                 ("train", "results = {}", "cifar10", 15000)]
+
+
+@pytest.mark.parametrize("mode", ["saved", "execute"])
+def test_a_learning_rate_study_right_after_lab1_1_is_its_own_section(mode: str) -> None:
+    nb = lab1_without_headings()
+    ev = saved_ev(nb) if mode == "saved" else execute_ev(nb, LAB1_SESSIONS)
+    secs = ev["sections"]
+    assert [(s["dataset"], s["models"], s["rate_study"]) for s in secs] == [
+        ("food11", ["net"], False), ("cifar10", ["net"], False), ("cifar10", ["model"], True)]
+    assert index_of(nb, "class_correct[label]") in secs[1]["cells"] and index_of(nb, "plt.subplots") in secs[1]["cells"]
+    assert index_of(nb, "results = {}") in secs[2]["cells"] and index_of(nb, "for lr, accs in results") in secs[2]["cells"]
+    # LAB 1-1's numbers are net's, not the study's last epoch (20 %)
+    assert secs[1]["metrics"]["test_accuracy"] == pytest.approx(0.41)
+    assert set(secs[1]["metrics"]["per_class_accuracy"]) == set(CIFAR10_CLASSES)
+
+
+def test_learning_rates_tried_in_separate_cells_after_lab1_1_are_their_own_section() -> None:
+    # one cell per rate, each with its own model, no loop and no scheduler
+    runs = tuple(cells.cifar_train(1).replace("net", name).replace("lr=0.001", f"lr={lr}")
+                 for name, lr in (("net_a", 0.1), ("net_b", 0.01)))
+    nb = unheaded(lab1_2(epochs=1), lab1_1(epochs=1),
+                  extra=tuple(f"{name} = Net()" for name in ("net_a", "net_b")) + runs)
+    secs = saved_ev(executed(nb, {"Test accuracy: %.2f": FOOD_TEST_OUT, "Accuracy of the network": CIFAR_TEST_OUT}))[
+        "sections"]
+    assert [(s["dataset"], s["models"]) for s in secs] == [
+        ("food11", ["net"]), ("cifar10", ["net"]), ("cifar10", ["net_a", "net_b"])]
+    assert secs[1]["metrics"]["test_accuracy"] == pytest.approx(0.41)
+
+
+def test_training_a_fresh_model_again_at_the_same_rate_is_not_a_new_experiment() -> None:
+    # net2 retrained and tested in place of net: one experiment, as before
+    retrain = cells.cifar_train(1).replace("net", "net2")
+    nb = unheaded(lab1_2(epochs=1), lab1_1(epochs=1), extra=("net2 = Net()", retrain,
+                                                             cells.CIFAR_TEST.replace("net(", "net2(")))
+    secs = saved_ev(nb)["sections"]
+    assert [(s["dataset"], s["models"]) for s in secs] == [("food11", ["net"]), ("cifar10", ["net", "net2"])]
+
+
+# ---------------------------------------------------------------- headings naming a part
+
+
+HELPERS = r'''
+def train_model(model, loader, epochs, lr):
+    opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    for ep in range(epochs):
+        for x, y in loader:
+            opt.zero_grad(); criterion(model(x), y).backward(); opt.step()
+
+def test_model(model, loader, class_names):
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += (model(x).argmax(1) == y).sum().item(); total += y.size(0)
+    print('Test loss: %.4f, Test accuracy: %.2f %%' % (1.0, 100 * correct / total))
+'''
+FOOD_LR_OUT = "".join(f"lr {lr:g}: Test loss: 2.3976, Test accuracy: 9.09 %\n" for lr in (0.05, 0.01, 0.001))
+
+
+def lab1_with_shared_helpers() -> nbformat.NotebookNode:
+    """T2 #2 (0000502/0000512): helpers shared by every part at the top, `## LAB 1-1/1-2/1-3`,
+    and LAB 1-3 trying three rates on Food-11 through the same helpers."""
+    md = new_markdown_cell
+    nb = nbformat.v4.new_notebook(cells=[
+        md("# DL LAB 1"), new_code_cell(cells.LENET + HELPERS),
+        md("## LAB 1-1"), new_code_cell(cells.CIFAR_DATA),
+        new_code_cell("net = Net()\ntrain_model(net, trainloader, 1, 0.001)"),
+        new_code_cell("test_model(net, testloader, classes)"),
+        md("## LAB 1-2"), *(new_code_cell(c) for c in (cells.FOOD_RESTRUCTURE, cells.FOOD_OWN_STATS, cells.FOOD_DATA)),
+        new_code_cell("food_net = Net(num_classes=11)\ntrain_model(food_net, trainloader, 2, 0.01)"),
+        new_code_cell("test_model(food_net, testloader, classes)"),
+        md("## LAB 1-3"),
+        new_code_cell("for lr in [0.05, 0.01, 0.001]:\n    m = Net(num_classes=11)\n"
+                      "    train_model(m, trainloader, 2, lr)\n    test_model(m, testloader, classes)")])
+    return executed(nb, {"test_model(net,": CIFAR_TEST_OUT, "test_model(food_net,": FOOD_TEST_OUT,
+                         "for lr in": FOOD_LR_OUT})
+
+
+def test_a_heading_naming_another_part_starts_a_section_on_the_same_dataset() -> None:
+    # In saved mode nothing shows that the helpers train different models: the heading must.
+    nb = lab1_with_shared_helpers()
+    secs = saved_ev(nb)["sections"]
+    assert [(s["dataset"], s["title"]) for s in secs] == [
+        ("cifar10", "DL LAB 1"), ("food11", "LAB 1-2"), ("food11", "LAB 1-3")]
+    assert index_of(nb, "for lr in") in secs[2]["cells"] and index_of(nb, "for lr in") not in secs[1]["cells"]
+    assert secs[1]["metrics"]["test_accuracy"] == pytest.approx(0.23)
+
+
+def test_a_part_heading_splits_even_when_the_same_model_goes_on_training() -> None:
+    # `### Lab 1.3` (less prominent, dotted) over food_net trained on with a schedule
+    nb = lab1_with_shared_helpers()
+    nb.cells[-1] = new_code_cell("opt = optim.SGD(food_net.parameters(), lr=0.01)\n"
+                                 "sched = optim.lr_scheduler.StepLR(opt, step_size=1)\n"
+                                 "for ep in range(2):\n    train_model(food_net, trainloader, 1, sched.get_last_lr()[0])\n"
+                                 "    sched.step()")
+    nb.cells[-2] = new_markdown_cell("### Lab 1.3 - learning-rate decay")
+    secs = saved_ev(nb)["sections"]
+    assert [(s["dataset"], s["title"]) for s in secs][1:] == [
+        ("food11", "LAB 1-2"), ("food11", "Lab 1.3 - learning-rate decay")]
+    # a sub-heading that names no part does not split the same model's work
+    nb.cells[-2] = new_markdown_cell("### Decay")
+    assert [s["title"] for s in saved_ev(nb)["sections"]] == ["DL LAB 1", "LAB 1-2"]
+
+
+def test_the_same_model_back_under_its_parts_heading_or_misfiled_stays_in_its_section() -> None:
+    # both parts trained, then both tested, each step under a heading naming its part; the
+    # CIFAR-10 per-class cell sits under `## LAB 1-2 test` but works on LAB 1-1's net
+    nb = defined_first()
+    for needle, title in (("Accuracy of the network", "## LAB 1-1 test"), ("food_testloader:", "## LAB 1-2 test"),
+                          ("for i, data in enumerate(food_trainloader", "## LAB 1-2 train"),
+                          ("for i, data in enumerate(trainloader", "## LAB 1-1 train")):
+        nb.cells.insert(index_of(nb, needle), new_markdown_cell(title))
+    nb = executed(nb, {"Accuracy of the network": CIFAR_TEST_OUT, "Test accuracy: %.2f": FOOD_TEST_OUT,
+                       "class_correct[label]": CIFAR_CLASS_OUT})
+    secs = saved_ev(nb)["sections"]
+    assert [s["dataset"] for s in secs] == ["cifar10", "food11"]
+    assert {index_of(nb, "Accuracy of the network"), index_of(nb, "class_correct[label]")} <= set(secs[0]["cells"])
+    assert secs[0]["metrics"]["test_accuracy"] == pytest.approx(0.41)
+    assert set(secs[0]["metrics"]["per_class_accuracy"]) == set(CIFAR10_CLASSES)

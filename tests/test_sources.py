@@ -22,7 +22,20 @@ from grader.samples import lab1_1, lab1_2, lab1_3
 from grader.sources import RULE, marks, to_json
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_sections import CIFAR_CLASS_OUT, CIFAR_TEST_OUT, FOOD_TEST_OUT, LR_OUT, combined, executed, saved_ev  # noqa: E402
+from test_sections import (
+    CIFAR_CLASS_OUT,
+    CIFAR_TEST_OUT,
+    FOOD_TEST_OUT,
+    LAB1_SESSIONS,
+    LR_OUT,
+    combined,
+    execute_ev,
+    executed,
+    index_of,
+    lab1_with_shared_helpers,
+    lab1_without_headings,
+    saved_ev,
+)
 
 RUBRIC = load_rubric(builtin_rubric("lab1"))
 LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
@@ -311,3 +324,54 @@ def test_a_notebook_named_for_the_part_beats_the_whole_lab_notebook() -> None:
     assert sources["lab1-2"]["notebook"] == "lab1-2.ipynb" and "31.0 %" in items["lab1-2-test-metrics"].message
     assert sources["lab1-1"]["sections"] == ["s1"]  # the whole-lab notebook still serves the others
     assert "ignored-notebook" not in items["_flags"]
+
+
+def test_lab1_1_followed_by_its_learning_rate_study_is_graded_on_its_own_model_without_mismatch() -> None:
+    # T2 #1 (0000503): no headings; the verifier re-evaluated the study's last model, which
+    # scores other per-class numbers than the ones LAB 1-1's net printed
+    nb = lab1_without_headings()
+    ev = execute_ev(nb, LAB1_SESSIONS)
+    study = nb.cells[index_of(nb, "results = {}")].execution_count
+    ev["verified"] = {"test_accuracy": 0.2, "per_class_accuracy": {c: 0.58 if c == "airplane" else 0.1
+                                                                   for c in CIFAR10_CLASSES},
+                      "dataset": "cifar10", "model": "Net", "cell": study}
+    items, sources = grade(ev)
+    assert {p: s["sections"] for p, s in sources.items()} == {
+        "lab1-1": ["s2"], "lab1-2": ["s1"], "lab1-3": ["s3"], "bonus": ["s1"]}
+    assert "41.0 %" in items["lab1-1-test-metrics"].message
+    assert items["lab1-1-verified"].status == "manual" and "another section" in items["lab1-1-verified"].message
+    assert "mismatch" not in items["_flags"]
+
+
+def test_a_lab1_3_heading_over_a_food_study_serves_lab1_3_not_lab1_2() -> None:
+    # T2 #2 (0000502/0000512): a heading naming a part beats the part's dataset
+    ev = dict(saved_ev(lab1_with_shared_helpers()), path="DL_LAB1_0556001.ipynb")
+    items, sources = grade(ev)
+    assert {p: (s["sections"], s["dataset"]) for p, s in sources.items()} == {
+        "lab1-1": (["s1"], "cifar10"), "lab1-2": (["s2"], "food11"), "lab1-3": (["s3"], "food11"),
+        "bonus": (["s2"], "food11")}
+    assert "23.0 %" in items["lab1-2-test-metrics"].message
+
+
+def test_a_part_named_only_by_a_heading_on_another_dataset_still_leaves_untitled_sections_alone() -> None:
+    # the same, as the probe reports it, with LAB 1-1's heading naming no part: the untitled
+    # CIFAR-10 section is LAB 1-1's alone, LAB 1-3 keeps the section its heading names
+    ev = _section_ev(("cifar10", "Train a CNN", ["Train a CNN"]), ("food11", "LAB 1-2", ["LAB 1-2"]),
+                     ("food11", "LAB 1-3: tuning on Food-11", ["LAB 1-3: tuning on Food-11"]))
+    _, sources = grade(ev)
+    assert [sources[p]["sections"] for p in ("lab1-1", "lab1-2", "lab1-3")] == [["s1"], ["s2"], ["s3"]]
+    # a section with no heading of its own is not named by the one it sits under across datasets
+    ev["sections"][2].update(title="LAB 1-2", headings=[])
+    _, sources = grade(ev)
+    assert sources["lab1-2"]["sections"] == ["s2", "s3"] and sources["lab1-3"]["sections"] == ["s1"]
+
+
+def _section_ev(*specs: tuple[str, str, list[str]]) -> dict[str, Any]:
+    """Evidence of a notebook whose sections are (dataset, title, own headings), three cells each."""
+    sections = [{"id": f"s{k + 1}", "dataset": ds, "cells": [3 * k, 3 * k + 1, 3 * k + 2],
+                 "span": [3 * k, 3 * k + 2], "counts": [3 * k + 1, 3 * k + 2], "title": title, "headings": heads,
+                 "status": "ok", "reason": "", "metrics": {"dataset": ds, "test_accuracy": 0.3 + 0.1 * k}}
+                for k, (ds, title, heads) in enumerate(specs)]
+    return {"path": "DL_LAB1_0556001.ipynb", "mode": "execute", "status": "ok", "reason": "", "dataset": "cifar10",
+            "metrics": {"dataset": "cifar10"}, "errors": [], "figures": [], "models": [], "optimizers": [],
+            "schedulers": [], "normalization": [], "verified": {"reason": "none"}, "sections": sections}

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from .classes import CLASS_SETS, dataset_of_classes, find_classes, known_set_of
 from .curves import parse_curves
 from .html import parse_html
+from .printsites import CellCode, read_print_sites
 from .records import CurvePoint, MetricMention, ParsedMetrics
 from .text import parse_text
 
@@ -100,6 +102,42 @@ def _read(items: Sequence[tuple[int, int, str, str]],
             continue
         found.extend((ci, oi, m) for m in got)
     return found
+
+
+_TRAIN_KIND = {"test_accuracy": "train_accuracy", "test_loss": "train_loss"}
+_TEST_KIND = {v: k for k, v in _TRAIN_KIND.items()}
+_DIGITS = re.compile(r"\d+")
+
+
+def _by_code(nb: Mapping[str, Any], found: list[tuple[int, int, MetricMention]]) -> list[tuple[int, int, MetricMention]]:
+    """Totals whose split the text leaves open, settled by the code that printed them.
+
+    An unlabelled loss or accuracy printed by training code (inside a loop that steps an
+    optimizer, or after it in a cell that evaluates nothing) is a training metric; one the
+    text marked as training only by a counter ("Epoch 2" above it) but printed by evaluation
+    code is a test metric. A split the text names is never changed.
+    """
+    if not any(m.kind in _TRAIN_KIND and m.split_hint is None or m.inferred for _, _, m in found):
+        return found
+    try:
+        code: dict[int, CellCode] = read_print_sites([c for c in nb.get("cells") or []])
+    except (RecursionError, MemoryError, ValueError):
+        return found
+    phases: dict[tuple[int, str], str | None] = {}
+    out = []
+    for ci, oi, m in found:
+        unlabelled = m.kind in _TRAIN_KIND and m.split_hint is None
+        if (unlabelled or (m.inferred and m.kind in _TEST_KIND)) and ci in code:
+            key = (ci, _DIGITS.sub("0", m.raw))  # a flood of one line is one question
+            if key not in phases:
+                phases[key] = code[ci].phase_of(m.raw)
+            phase = phases[key]
+            if unlabelled and phase == "train":
+                m = replace(m, kind=_TRAIN_KIND[m.kind], split_hint="train", inferred=True)  # type: ignore[arg-type]
+            elif not unlabelled and phase == "eval":
+                m = replace(m, kind=_TEST_KIND[m.kind], split_hint=None, inferred=False)  # type: ignore[arg-type]
+        out.append((ci, oi, m))
+    return out
 
 
 def guess_dataset(nb: Any, mentions: Sequence[MetricMention]) -> str | None:
@@ -197,7 +235,7 @@ def parse_notebook(nb: Mapping[str, Any], *, dataset: str | None = None,
         named = [it for it in items if find_classes(it[3], None)]
         dataset = guess_dataset(nb if isinstance(nb, dict) else {}, [m for _, _, m in _read(named, None)])
         classes = CLASS_SETS.get(dataset) if dataset else None
-    found = _read(items, classes)
+    found = _by_code(nb, _read(items, classes)) if isinstance(nb, dict) else _read(items, classes)
     mentions = tuple(m for _, _, m in found)
     curves: list[CurvePoint] = []
     for ci, _, source, text in items:

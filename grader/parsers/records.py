@@ -29,6 +29,10 @@ class MetricMention:
     """Where the text came from: 'stdout', 'stderr', 'text/plain', 'text/html' or 'saved'."""
     split_hint: str | None
     """'test', 'val' or 'train' when the text says which split was measured, else None."""
+    inferred: bool = False
+    """True when split_hint is 'train' only because the line counts training progress (an epoch or
+    batch counter, an "Epoch 3" line above it) rather than naming the split; the notebook's code may
+    still show the line is printed by an evaluation (`parsers.printsites`)."""
 
 
 @dataclass(frozen=True)

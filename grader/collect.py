@@ -20,7 +20,7 @@ import nbformat
 from grader.evidence import read_events, summarize_events
 from grader.parsers import CLASS_SETS, parse_notebook
 from grader.parsers.plotcode import CellPlots, analyze_cells
-from grader.saved_images import decode_image, looks_like_histogram
+from grader.saved_images import check_svg, decode_image, looks_like_histogram
 from grader.sections import add_sections
 
 SCHEMA = 1
@@ -175,6 +175,7 @@ def handout_digests(paths: list[Path]) -> frozenset[str]:
 
 
 MAX_SAVED_FIGURES = 200
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
 MAX_PIXEL_CHECKS = 60
 """Figures per notebook classified from their pixels (~0.1 s each); later ones stay unclassified."""
 
@@ -187,7 +188,11 @@ def _saved_figures(nb: nbformat.NotebookNode, fig_dir: Path) -> tuple[list[dict[
     cannot tell (`saved_images.looks_like_histogram`). Subjects read from the code are
     marked `"attributed": "static"`; a figure the grader cannot read for sure is marked
     `"uncertain": true` so that a check leaves it to a TA instead of calling it missing.
-    A payload that is not a valid image is skipped with a warning, never a crash.
+    An SVG figure (`%config InlineBackend.figure_format = 'svg'`) is kept without pixels: what
+    it shows is read from the code, else it is uncertain. A payload that is not a valid image
+    is a figure marked `"unreadable"` (why, in words) and uncertain, plus a warning, never a
+    crash: the student saved a figure there, so a check leaves it to a TA rather than calling
+    it missing.
     """
     static = analyze_cells([(str(c.get("cell_type")), _source(c)) for c in nb.cells])
     figures: list[dict[str, Any]] = []
@@ -199,21 +204,30 @@ def _saved_figures(nb: nbformat.NotebookNode, fig_dir: Path) -> tuple[list[dict[
         for out in outputs if isinstance(outputs, list) else []:
             data = out.get("data") if isinstance(out, dict) and out.get("output_type") in (
                 "display_data", "execute_result") else None
-            mime = next((m for m in ("image/png", "image/jpeg") if isinstance(data, dict) and m in data), None)
+            mime = next((m for m in _IMAGE_TYPES if isinstance(data, dict) and m in data), None)
             if mime is None:
                 continue
             if len(figures) >= MAX_SAVED_FIGURES:
                 over += 1
                 continue
-            png, problem = decode_image(data[mime], mime)
-            if png is None:
+            where = {"cell": cell.get("execution_count"), "index": index, "title": None}
+            if mime == "image/svg+xml":
+                png, problem = None, check_svg(data[mime])
+            else:
+                png, problem = decode_image(data[mime], mime)
+            if problem is not None:
                 problems[f"cell {cell.get('execution_count') or index}: an image output was skipped: {problem}"] += 1
+                figures.append({**where, "png": None, "kind": None, "subjects": [], "attributed": None,
+                                "uncertain": True, "unreadable": problem})
+                continue
+            if png is None:  # SVG: no pixels to keep or classify
+                figures.append({**where, "png": None, "format": "svg",
+                                **_what_it_shows(static.get(index), None, pixel_checks)})
                 continue
             name = f"saved-{hashlib.sha256(png).hexdigest()[:12]}.png"
             fig_dir.mkdir(parents=True, exist_ok=True)
             (fig_dir / name).write_bytes(png)
-            figures.append({"cell": cell.get("execution_count"), "index": index, "title": None,
-                            "png": f"figures/{name}", **_what_it_shows(static.get(index), png, pixel_checks)})
+            figures.append({**where, "png": f"figures/{name}", **_what_it_shows(static.get(index), png, pixel_checks)})
     warnings = [m if n == 1 else f"{m} ({n} times)" for m, n in problems.most_common(20)]
     if over:
         warnings.append(f"{over} image(s) over the limit of {MAX_SAVED_FIGURES} were not kept")
@@ -225,9 +239,10 @@ def _source(cell: Mapping[str, Any]) -> str:
     return "".join(s for s in src if isinstance(s, str)) if isinstance(src, list) else str(src)
 
 
-def _what_it_shows(plots: CellPlots | None, png: bytes, pixel_checks: list[int]) -> dict[str, Any]:
+def _what_it_shows(plots: CellPlots | None, png: bytes | None, pixel_checks: list[int]) -> dict[str, Any]:
     """kind, subjects and how sure the grader is, for one stored figure of a cell.
 
+    `png` is None for a figure without pixels (SVG): only the code can tell then.
     `pixel_checks` holds how many more figures may be classified from their pixels.
     """
     code_hist = plots is not None and plots.hist > 0
@@ -235,8 +250,8 @@ def _what_it_shows(plots: CellPlots | None, png: bytes, pixel_checks: list[int])
     if code_hist and not plots.other:  # type: ignore[union-attr]
         kind: str | None = "histogram"
     else:
-        img = looks_like_histogram(png) if pixel_checks[0] > 0 else None
-        pixel_checks[0] -= 1
+        img = looks_like_histogram(png) if png is not None and pixel_checks[0] > 0 else None
+        pixel_checks[0] -= png is not None
         kind = "histogram" if img else ("other" if img is False else None)
     if kind == "histogram":
         return {"kind": kind, "subjects": sorted(plots.subjects) if code_hist else [],  # type: ignore[union-attr]

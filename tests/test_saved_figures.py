@@ -85,14 +85,21 @@ def _check(ev: dict, params: dict = LAYERS):
 
 # --- J2: a bad image payload is a warning, never a crash ------------------------------------
 
-def test_corrupt_base64_png_is_skipped_with_a_warning(tmp_path: Path) -> None:
+def test_corrupt_base64_png_is_kept_as_unreadable_with_a_warning(tmp_path: Path) -> None:
+    # issue 12 round 2, finding 7: the corrupt image is a figure the student saved, not nothing
     good = _figure()
     ev = _saved(tmp_path, (MODEL, []), ("evaluate()", [new_output("stream", name="stdout", text=TEST_LOG)]),
                 ("plt.hist(net.conv1.weight.detach().numpy().flatten())", [_image(good[:-7] + "!!*@")]),
                 ("plt.hist(net.conv2.weight.detach().numpy().flatten())", [_image(good)]))
     assert ev["status"] == "ok" and ev["metrics"]["test_accuracy"] == pytest.approx(0.55)
-    assert len(ev["figures"]) == 1 and ev["figures"][0]["subjects"] == ["conv2.weight"]
+    bad, fine = ev["figures"]
+    assert (bad["cell"], bad["kind"], bad["png"], bad["uncertain"]) == (3, None, None, True)
+    assert bad["unreadable"] == "the image data is not valid base64"
+    assert fine["subjects"] == ["conv2.weight"] and "unreadable" not in fine
     assert ev["warnings"] == ["cell 3: an image output was skipped: the image data is not valid base64"]
+    out = _check(ev, {"layers": ["conv1", "conv2"]})
+    assert out.status == "manual" and "conv1.weight not found" in out.message
+    assert "1 stored image(s) cannot be read" in out.message and "lab1-1.ipynb#cell 3" in out.evidence
 
 
 @pytest.mark.parametrize(("payload", "mime", "why"), [
@@ -117,7 +124,8 @@ def test_truncated_png_and_a_huge_one_do_not_stop_the_grade(tmp_path: Path) -> N
     Image.new("1", (20_000, 20_000)).save(bomb, format="PNG")  # 400 M pixels, a small file
     ev = _saved(tmp_path, ("plt.plot(losses)\nplt.show()", [
         _image(cut), _image(base64.b64encode(bomb.getvalue()).decode()), _image(_figure("line"))]))
-    assert [f["kind"] for f in ev["figures"]] == ["other"]
+    assert [(f["kind"], bool(f.get("unreadable"))) for f in ev["figures"]] == [
+        (None, True), (None, True), ("other", False)]
     assert any("cannot be decoded" in w for w in ev["warnings"])
     assert any("over the limit" in w for w in ev["warnings"])
 
@@ -228,6 +236,45 @@ def test_pixels_decide_when_the_cell_draws_both_kinds(tmp_path: Path) -> None:
     assert [(f["kind"], f["subjects"]) for f in ev["figures"]] == [("other", []), ("histogram", ["fc3.weight"])]
 
 
+# --- SVG figures (issue 12 round 2, finding 6): no pixels, read from the code ------------------
+
+SVG_LOOP = ("%config InlineBackend.figure_format = 'svg'\nfig, axes = plt.subplots(2, 5, figsize=(18, 6))\n"
+            "for ax, (name, param) in zip(axes.flat, net.named_parameters()):\n"
+            "    ax.hist(param.detach().cpu().numpy().flatten(), bins=50)\n    ax.set_title(name)\nplt.show()")
+
+
+def _svg(kind: str = "panels") -> str:
+    return base64.b64decode(_figure(kind, fmt="svg")).decode()
+
+
+def test_svg_histograms_are_read_from_their_code(tmp_path: Path) -> None:
+    # 0000407: `figure_format = 'svg'` before the sample's histogram cell; execute mode passed
+    ev = _saved(tmp_path, (MODEL, []), (SVG_LOOP, [_image(_svg(), "image/svg+xml")]))
+    (fig,) = ev["figures"]
+    assert (fig["kind"], fig["format"], fig["png"], fig["uncertain"]) == ("histogram", "svg", None, False)
+    assert len(fig["subjects"]) == 10 and _check(ev).status == "pass"
+    assert ev["warnings"] == []
+
+
+def test_svg_the_code_cannot_explain_goes_to_a_ta(tmp_path: Path) -> None:
+    # invented: an imported helper draws an SVG; no pixels to look at and no code to read
+    ev = _saved(tmp_path, (MODEL, []), ("%config InlineBackend.figure_format = 'svg'\n"
+                                        "from utils import show_weights\nshow_weights(net)",
+                                        [_image(_svg("hist").splitlines(keepends=True), "image/svg+xml")]))
+    (fig,) = ev["figures"]
+    assert fig["kind"] is None and fig["uncertain"] is True and "unreadable" not in fig
+    out = _check(ev)
+    assert out.status == "manual" and "lab1-1.ipynb#cell 2" in out.evidence
+
+
+@pytest.mark.parametrize("payload", ["<html><body>not a figure</body></html>", _svg("hist")[:2000], ""])
+def test_broken_svg_is_unreadable_not_a_crash(tmp_path: Path, payload: object) -> None:
+    ev = _saved(tmp_path, (MODEL, []), (SVG_LOOP, [_image(payload, "image/svg+xml")]))  # type: ignore[arg-type]
+    (fig,) = ev["figures"]
+    assert fig["uncertain"] is True and fig["kind"] is None and fig["unreadable"]
+    assert _check(ev).status == "manual"
+
+
 def test_image_heuristic_tells_bars_from_lines_and_pictures() -> None:
     for kind, expected in (("hist", True), ("panels", True), ("line", False), ("image", False)):
         assert looks_like_histogram(base64.b64decode(_figure(kind))) is expected, kind
@@ -271,3 +318,50 @@ def test_clean_sample_executed_then_graded_in_saved_mode_earns_the_histograms(
     out = _check(ev)
     assert out.status == "pass" and out.fraction == 1.0, out.message
     assert ev["metrics"]["test_accuracy"] is not None and len(ev["metrics"]["per_class_accuracy"]) == 10
+
+
+def _grade(ev: dict) -> dict:
+    from grader.model import Submission
+    from grader.pipeline import GradeSettings, grade_from_runs
+    from grader.resources import resource_dir
+    from grader.rubric import load_rubric
+
+    rubric = load_rubric(resource_dir("rubrics") / "lab1.yaml")
+    sub = Submission(student_id="0556001", source="dllab_0556001.zip", source_sha256=None, submitted_at=None,
+                     submitted_at_source="unknown", work_dir="/nonexistent", files=(), problems=())
+    return grade_from_runs(rubric, sub, [ev], settings=GradeSettings(rubric_path=Path("unused.yaml"),
+                                                                      out=Path("/nonexistent")))
+
+
+@pytest.mark.parametrize("payload", [
+    "CUT",  # 0000601: the only histogram's base64 cut to a third
+    "data:image/png;base64,",  # 0000602: a data-URI prefix before the base64
+    12345,  # 0000425: a number where the base64 belongs (written here as its text)
+    "WRONG-FORMAT",  # invented: a GIF stored under image/png
+])
+def test_corrupt_histogram_is_manual_with_a_visible_flag(tmp_path: Path, payload: object) -> None:
+    from grader.report.student import FLAG_TEXT
+    from grader.report.summary import _flag_legend, attention_reasons
+
+    good = _figure("panels")
+    image = {"CUT": good[: len(good) // 3], "data:image/png;base64,": "data:image/png;base64," + good,
+             "WRONG-FORMAT": base64.b64encode(b"GIF89a" + b"\0" * 64).decode()}.get(payload, str(payload))
+    ev = _saved(tmp_path, (MODEL, []), ("evaluate()", [new_output("stream", name="stdout", text=TEST_LOG)]),
+                ("for name, p in net.named_parameters():\n    plt.hist(p.detach().numpy().flatten())",
+                 [_image(image)]))
+    grade = _grade(ev)
+    weights = next(it for p in grade["parts"] for it in p["items"] if it["id"] == "lab1-1-weights")
+    assert weights["status"] == "manual" and "cannot be read" in weights["message"]
+    assert "unreadable-figure" in grade["flags"] and FLAG_TEXT["unreadable-figure"]
+    reasons = attention_reasons(grade, [ev])
+    assert any("the image stored in cell 3 cannot be read" in r for r in reasons)
+    assert "unreadable-figure" not in reasons  # said precisely instead
+    assert {"flag": "unreadable-figure", "text": FLAG_TEXT["unreadable-figure"]} in _flag_legend([grade])
+    # the same notebook with the image intact: no flag, the histograms earn their points
+    (tmp_path / "ok").mkdir()
+    ok = _saved(tmp_path / "ok", (MODEL, []), ("evaluate()", [new_output("stream", name="stdout", text=TEST_LOG)]),
+                ("for name, p in net.named_parameters():\n    plt.hist(p.detach().numpy().flatten())",
+                 [_image(good)]))
+    clean = _grade(ok)
+    assert "unreadable-figure" not in clean["flags"]
+    assert next(it for p in clean["parts"] for it in p["items"] if it["id"] == "lab1-1-weights")["status"] == "pass"

@@ -18,8 +18,9 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
 
     Figures come from the probe (execute mode) or, in saved mode, from the stored images
     attributed by reading the notebook's code (`"attributed": "static"`) and pixels. A
-    figure the grader could not read for sure (`"uncertain"`) never counts as missing: when
-    layers are missing and such figures exist, the item goes to a TA with those figures.
+    figure the grader could not read for sure (`"uncertain"`, including a stored image that is
+    corrupt, `"unreadable"`) never counts as missing: when layers are missing and such figures
+    exist, the item goes to a TA with those figures.
     """
     if not ctx.evidence:
         return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found, so no weight histograms either.")
@@ -43,8 +44,11 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
         looked = tuple(sorted({where(ev, f.get("cell")) for ev, f in unsure}))
         found = (f"weight distributions were found for {len(need) - len(missing)} of {len(need)} "
                  f"({', '.join(missing)} not found)" if need else "no histogram of a layer's weights was found")
-        return Outcome("manual", 0.0, f"{found}, and {len(unsure)} figure(s) could not be read for sure "
-                                      f"(e.g. drawn by code the grader cannot follow): a TA will look at "
+        broken = [f for _, f in unsure if f.get("unreadable")]
+        why = ([f"{len(broken)} stored image(s) cannot be read ({broken[0]['unreadable']})"] if broken else []) + \
+            ([f"{len(unsure) - len(broken)} figure(s) could not be read for sure (e.g. drawn by code the "
+              f"grader cannot follow)"] if len(unsure) > len(broken) else [])
+        return Outcome("manual", 0.0, f"{found}, and {' and '.join(why)}: a TA will look at "
                                       f"{', '.join(looked[:5])}." + note, looked[:5] + pointers)
     if not need:
         return Outcome("fail", 0.0, "no histogram of any layer's weights was found: plot "

@@ -42,12 +42,17 @@ def _exec_count(nb: nbformat.NotebookNode | None, index: int | None) -> int | No
 
 
 def _metrics(nb: nbformat.NotebookNode, dataset: str | None,
-             classes: list[str] | None = None) -> dict[str, Any]:
+             classes: list[str] | None = None, *, cut: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The metrics the outputs report; the cells whose output was too long to read whole are
+    added to `cut` (as `_truncated_cells` gives them)."""
     try:
         parsed = parse_notebook(nb, dataset=dataset, classes=classes)
     except Exception as e:  # noqa: BLE001 - a parser bug must not lose the rest of the evidence
         return {"dataset": dataset, "test_accuracy": None, "test_loss": None, "per_class_accuracy": {},
                 "curves": {}, "parse_error": f"{type(e).__name__}: {e}"}
+    if cut is not None:
+        cut.extend({"cell": _exec_count(nb, index), "index": index, "omitted_chars": omitted, "kept_chars": None}
+                   for index, omitted in parsed.truncated)
     curves: dict[str, list[list[float]]] = {}
     for p in parsed.curves:
         curves.setdefault(p.series, []).append([p.x, p.value])
@@ -297,7 +302,8 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
                                "ename": str(out.get("ename", ""))[:200], "evalue": str(out.get("evalue", ""))[:500],
                                "traceback": "", "source": _cell_source(nb, index)})
     figures, warnings = _saved_figures(nb, run_dir / "figures")
-    metrics = _metrics(nb, None)
+    cut: list[dict[str, Any]] = []  # a stored output too long to read whole: its middle was not read
+    metrics = _metrics(nb, None, cut=cut)
     reason = (f"{copied} output(s) identical to the handout's were not credited" if copied else "")
     ev = {
         "schema": SCHEMA, "path": rel, "mode": "saved", "status": "error" if errors else "ok",
@@ -305,6 +311,7 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
         "normalization": [], "datasets": [], "dataloaders": [], "models": [], "optimizers": [],
         "schedulers": [], "evaluations": [], "training": [], "errors": errors, "probe": None,
         "warnings": warnings, "verified": {"reason": "saved mode: nothing was run"},
+        "output_truncated": bool(cut), "output_truncated_cells": cut,
     }
     add_sections(ev, nb, parse=_metrics, cell_status={e["index"]: ("error", e["ename"]) for e in errors})
     return ev

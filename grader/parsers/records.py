@@ -66,3 +66,6 @@ class ParsedMetrics:
     """Every mention found, in notebook order."""
     curves: tuple[CurvePoint, ...] = ()
     """Every training-curve point found, in notebook order."""
+    truncated: tuple[tuple[int, int], ...] = ()
+    """(cell index, characters left out) for each cell whose output was longer than the parser
+    reads (`parsers.notebook._MAX_OUTPUT` after floods are thinned): its middle was not read."""

@@ -11,6 +11,7 @@ for sure is marked `"uncertain"` for a TA.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,6 +20,7 @@ import nbformat
 
 from grader.evidence import read_events, summarize_events
 from grader.parsers import CLASS_SETS, parse_notebook
+from grader.parsers.lrs import code_lrs, printed_lrs
 from grader.parsers.plotcode import CellPlots, analyze_cells
 from grader.saved_images import check_svg, decode_image, looks_like_histogram
 from grader.sections import add_sections
@@ -227,12 +229,14 @@ def _saved_figures(nb: nbformat.NotebookNode, fig_dir: Path) -> tuple[list[dict[
                 continue
             if png is None:  # SVG: no pixels to keep or classify
                 figures.append({**where, "png": None, "format": "svg",
-                                **_what_it_shows(static.get(index), None, pixel_checks)})
+                                **_what_it_shows(static.get(index), None, pixel_checks,
+                                                 _LINE_PLOT.search(_source(cell)))})
                 continue
             name = f"saved-{hashlib.sha256(png).hexdigest()[:12]}.png"
             fig_dir.mkdir(parents=True, exist_ok=True)
             (fig_dir / name).write_bytes(png)
-            figures.append({**where, "png": f"figures/{name}", **_what_it_shows(static.get(index), png, pixel_checks)})
+            figures.append({**where, "png": f"figures/{name}",
+                            **_what_it_shows(static.get(index), png, pixel_checks, _LINE_PLOT.search(_source(cell)))})
     warnings = [m if n == 1 else f"{m} ({n} times)" for m, n in problems.most_common(20)]
     if over:
         warnings.append(f"{over} image(s) over the limit of {MAX_SAVED_FIGURES} were not kept")
@@ -244,11 +248,18 @@ def _source(cell: Mapping[str, Any]) -> str:
     return "".join(s for s in src if isinstance(s, str)) if isinstance(src, list) else str(src)
 
 
-def _what_it_shows(plots: CellPlots | None, png: bytes | None, pixel_checks: list[int]) -> dict[str, Any]:
+# A cell that draws curves: `plt.plot(...)`, `ax.semilogy(...)`, `df.plot(...)`.
+_LINE_PLOT = re.compile(r"\.(?:plot|semilogy|semilogx|loglog|errorbar)\s*\(")
+
+
+def _what_it_shows(plots: CellPlots | None, png: bytes | None, pixel_checks: list[int],
+                   lines: object = False) -> dict[str, Any]:
     """kind, subjects and how sure the grader is, for one stored figure of a cell.
 
     `png` is None for a figure without pixels (SVG): only the code can tell then.
     `pixel_checks` holds how many more figures may be classified from their pixels.
+    `lines`: the cell's code draws curves, so a figure that is not a histogram is a line chart
+    (kind 'line', as the probe calls one: the learning-rate study's comparison).
     """
     code_hist = plots is not None and plots.hist > 0
     sure = plots is not None and plots.certain
@@ -268,7 +279,23 @@ def _what_it_shows(plots: CellPlots | None, png: bytes | None, pixel_checks: lis
         uncertain = not sure
     else:
         uncertain = not (sure and not code_hist)
+    if lines and not code_hist and kind != "histogram" and (kind == "other" or png is None):
+        kind = "line"
     return {"kind": kind, "subjects": [], "attributed": None, "uncertain": uncertain}
+
+
+def _lr_settings(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
+    """The learning rates each code cell prints and sets, since saved mode observes no optimizer."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        if cell.get("cell_type") != "code":
+            continue
+        texts = [o.get("text") for o in cell.get("outputs") or [] if o.get("output_type") == "stream"]
+        printed = printed_lrs(t for t in texts if isinstance(t, str))
+        code = code_lrs([_source(cell)])
+        if printed or code:
+            found.append({"cell": cell.get("execution_count"), "index": index, "printed": printed, "code": code})
+    return found
 
 
 def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -304,6 +331,7 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
     figures, warnings = _saved_figures(nb, run_dir / "figures")
     cut: list[dict[str, Any]] = []  # a stored output too long to read whole: its middle was not read
     metrics = _metrics(nb, None, cut=cut)
+    lr_settings = _lr_settings(nb)
     reason = (f"{copied} output(s) identical to the handout's were not credited" if copied else "")
     ev = {
         "schema": SCHEMA, "path": rel, "mode": "saved", "status": "error" if errors else "ok",
@@ -311,7 +339,7 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
         "normalization": [], "datasets": [], "dataloaders": [], "models": [], "optimizers": [],
         "schedulers": [], "evaluations": [], "training": [], "errors": errors, "probe": None,
         "warnings": warnings, "verified": {"reason": "saved mode: nothing was run"},
-        "output_truncated": bool(cut), "output_truncated_cells": cut,
+        "output_truncated": bool(cut), "output_truncated_cells": cut, "lr_settings": lr_settings,
     }
     add_sections(ev, nb, parse=_metrics, cell_status={e["index"]: ("error", e["ename"]) for e in errors})
     return ev

@@ -211,7 +211,7 @@ def test_per_image_flood_around_the_per_class_lines_is_thinned_not_cut(tmp_path:
     from grader.parsers.notebook import squeeze_floods
 
     rng = random.Random(3)
-    flood = "".join("image %6d: predicted %s, truth %s\n" % (j, rng.choice(NAMES), rng.choice(NAMES))
+    flood = "".join(f"image {j:6d}: predicted {rng.choice(NAMES)}, truth {rng.choice(NAMES)}\n"
                     for j in range(60_000))
     text = flood + PER_CLASS_LINES + flood + TOTALS
     assert len(text) > 4_000_000

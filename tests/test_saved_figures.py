@@ -259,8 +259,8 @@ def test_svg_histograms_are_read_from_their_code(tmp_path: Path) -> None:
 
 def test_svg_the_code_cannot_explain_goes_to_a_ta(tmp_path: Path) -> None:
     # invented: an imported helper draws an SVG; no pixels to look at and no code to read
-    ev = _saved(tmp_path, (MODEL, []), ("%config InlineBackend.figure_format = 'svg'\n"
-                                        "from utils import show_weights\nshow_weights(net)",
+    ev = _saved(tmp_path, (MODEL, []), (("%config InlineBackend.figure_format = 'svg'\n"
+                                         "from utils import show_weights\nshow_weights(net)"),
                                         [_image(_svg("hist").splitlines(keepends=True), "image/svg+xml")]))
     (fig,) = ev["figures"]
     assert fig["kind"] is None and fig["uncertain"] is True and "unreadable" not in fig
@@ -442,6 +442,6 @@ def test_learning_rates_in_the_code() -> None:
     from grader.parsers.lrs import code_lrs
 
     assert code_lrs([LR_STUDY]) == [0.001, 0.01, 0.1]
-    assert code_lrs(["%matplotlib inline\nopt = optim.Adam(net.parameters(), lr=3e-4)\nlearning_rates = (1, 0.5)\n"
-                     "epochs = 10\nsched = StepLR(opt, step_size=30, gamma=0.1)"]) == [0.0003, 0.5, 1.0]
+    assert code_lrs([("%matplotlib inline\nopt = optim.Adam(net.parameters(), lr=3e-4)\nlearning_rates = (1, 0.5)\n"
+                      "epochs = 10\nsched = StepLR(opt, step_size=30, gamma=0.1)")]) == [0.0003, 0.5, 1.0]
     assert code_lrs(["for p in net.parameters(:\n"]) == []

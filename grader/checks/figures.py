@@ -46,8 +46,8 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
                  f"({', '.join(missing)} not found)" if need else "no histogram of a layer's weights was found")
         broken = [f for _, f in unsure if f.get("unreadable")]
         why = ([f"{len(broken)} stored image(s) cannot be read ({broken[0]['unreadable']})"] if broken else []) + \
-            ([f"{len(unsure) - len(broken)} figure(s) could not be read for sure (e.g. drawn by code the "
-              f"grader cannot follow)"] if len(unsure) > len(broken) else [])
+            ([(f"{len(unsure) - len(broken)} figure(s) could not be read for sure (e.g. drawn by code the "
+               f"grader cannot follow)")] if len(unsure) > len(broken) else [])
         return Outcome("manual", 0.0, f"{found}, and {' and '.join(why)}: a TA will look at "
                                       f"{', '.join(looked[:5])}." + note, looked[:5] + pointers)
     if not need:

@@ -11,6 +11,7 @@ for sure is marked `"uncertain"` for a TA.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,8 +20,9 @@ import nbformat
 
 from grader.evidence import DataMount, read_events, summarize_events
 from grader.parsers import CLASS_SETS, parse_notebook
+from grader.parsers.lrs import code_lrs, printed_lrs
 from grader.parsers.plotcode import CellPlots, analyze_cells
-from grader.saved_images import decode_image, looks_like_histogram
+from grader.saved_images import check_svg, decode_image, looks_like_histogram
 from grader.sections import add_sections
 from grader.storedrun import stored_cells
 
@@ -43,12 +45,17 @@ def _exec_count(nb: nbformat.NotebookNode | None, index: int | None) -> int | No
 
 
 def _metrics(nb: nbformat.NotebookNode, dataset: str | None,
-             classes: list[str] | None = None) -> dict[str, Any]:
+             classes: list[str] | None = None, *, cut: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The metrics the outputs report; the cells whose output was too long to read whole are
+    added to `cut` (as `_truncated_cells` gives them)."""
     try:
         parsed = parse_notebook(nb, dataset=dataset, classes=classes)
     except Exception as e:  # noqa: BLE001 - a parser bug must not lose the rest of the evidence
         return {"dataset": dataset, "test_accuracy": None, "test_loss": None, "per_class_accuracy": {},
                 "curves": {}, "parse_error": f"{type(e).__name__}: {e}"}
+    if cut is not None:
+        cut.extend({"cell": _exec_count(nb, index), "index": index, "omitted_chars": omitted, "kept_chars": None}
+                   for index, omitted in parsed.truncated)
     curves: dict[str, list[list[float]]] = {}
     for p in parsed.curves:
         curves.setdefault(p.series, []).append([p.x, p.value])
@@ -179,6 +186,7 @@ def handout_digests(paths: list[Path]) -> frozenset[str]:
 
 
 MAX_SAVED_FIGURES = 200
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
 MAX_PIXEL_CHECKS = 60
 """Figures per notebook classified from their pixels (~0.1 s each); later ones stay unclassified."""
 
@@ -191,7 +199,11 @@ def _saved_figures(nb: nbformat.NotebookNode, fig_dir: Path) -> tuple[list[dict[
     cannot tell (`saved_images.looks_like_histogram`). Subjects read from the code are
     marked `"attributed": "static"`; a figure the grader cannot read for sure is marked
     `"uncertain": true` so that a check leaves it to a TA instead of calling it missing.
-    A payload that is not a valid image is skipped with a warning, never a crash.
+    An SVG figure (`%config InlineBackend.figure_format = 'svg'`) is kept without pixels: what
+    it shows is read from the code, else it is uncertain. A payload that is not a valid image
+    is a figure marked `"unreadable"` (why, in words) and uncertain, plus a warning, never a
+    crash: the student saved a figure there, so a check leaves it to a TA rather than calling
+    it missing.
     """
     static = analyze_cells([(str(c.get("cell_type")), _source(c)) for c in nb.cells])
     figures: list[dict[str, Any]] = []
@@ -203,21 +215,32 @@ def _saved_figures(nb: nbformat.NotebookNode, fig_dir: Path) -> tuple[list[dict[
         for out in outputs if isinstance(outputs, list) else []:
             data = out.get("data") if isinstance(out, dict) and out.get("output_type") in (
                 "display_data", "execute_result") else None
-            mime = next((m for m in ("image/png", "image/jpeg") if isinstance(data, dict) and m in data), None)
+            mime = next((m for m in _IMAGE_TYPES if isinstance(data, dict) and m in data), None)
             if mime is None:
                 continue
             if len(figures) >= MAX_SAVED_FIGURES:
                 over += 1
                 continue
-            png, problem = decode_image(data[mime], mime)
-            if png is None:
+            where = {"cell": cell.get("execution_count"), "index": index, "title": None}
+            if mime == "image/svg+xml":
+                png, problem = None, check_svg(data[mime])
+            else:
+                png, problem = decode_image(data[mime], mime)
+            if problem is not None:
                 problems[f"cell {cell.get('execution_count') or index}: an image output was skipped: {problem}"] += 1
+                figures.append({**where, "png": None, "kind": None, "subjects": [], "attributed": None,
+                                "uncertain": True, "unreadable": problem})
+                continue
+            if png is None:  # SVG: no pixels to keep or classify
+                figures.append({**where, "png": None, "format": "svg",
+                                **_what_it_shows(static.get(index), None, pixel_checks,
+                                                 _LINE_PLOT.search(_source(cell)))})
                 continue
             name = f"saved-{hashlib.sha256(png).hexdigest()[:12]}.png"
             fig_dir.mkdir(parents=True, exist_ok=True)
             (fig_dir / name).write_bytes(png)
-            figures.append({"cell": cell.get("execution_count"), "index": index, "title": None,
-                            "png": f"figures/{name}", **_what_it_shows(static.get(index), png, pixel_checks)})
+            figures.append({**where, "png": f"figures/{name}",
+                            **_what_it_shows(static.get(index), png, pixel_checks, _LINE_PLOT.search(_source(cell)))})
     warnings = [m if n == 1 else f"{m} ({n} times)" for m, n in problems.most_common(20)]
     if over:
         warnings.append(f"{over} image(s) over the limit of {MAX_SAVED_FIGURES} were not kept")
@@ -229,18 +252,26 @@ def _source(cell: Mapping[str, Any]) -> str:
     return "".join(s for s in src if isinstance(s, str)) if isinstance(src, list) else str(src)
 
 
-def _what_it_shows(plots: CellPlots | None, png: bytes, pixel_checks: list[int]) -> dict[str, Any]:
+# A cell that draws curves: `plt.plot(...)`, `ax.semilogy(...)`, `df.plot(...)`.
+_LINE_PLOT = re.compile(r"\.(?:plot|semilogy|semilogx|loglog|errorbar)\s*\(")
+
+
+def _what_it_shows(plots: CellPlots | None, png: bytes | None, pixel_checks: list[int],
+                   lines: object = False) -> dict[str, Any]:
     """kind, subjects and how sure the grader is, for one stored figure of a cell.
 
+    `png` is None for a figure without pixels (SVG): only the code can tell then.
     `pixel_checks` holds how many more figures may be classified from their pixels.
+    `lines`: the cell's code draws curves, so a figure that is not a histogram is a line chart
+    (kind 'line', as the probe calls one: the learning-rate study's comparison).
     """
     code_hist = plots is not None and plots.hist > 0
     sure = plots is not None and plots.certain
     if code_hist and not plots.other:  # type: ignore[union-attr]
         kind: str | None = "histogram"
     else:
-        img = looks_like_histogram(png) if pixel_checks[0] > 0 else None
-        pixel_checks[0] -= 1
+        img = looks_like_histogram(png) if png is not None and pixel_checks[0] > 0 else None
+        pixel_checks[0] -= png is not None
         kind = "histogram" if img else ("other" if img is False else None)
     if kind == "histogram":
         return {"kind": kind, "subjects": sorted(plots.subjects) if code_hist else [],  # type: ignore[union-attr]
@@ -252,7 +283,23 @@ def _what_it_shows(plots: CellPlots | None, png: bytes, pixel_checks: list[int])
         uncertain = not sure
     else:
         uncertain = not (sure and not code_hist)
+    if lines and not code_hist and kind != "histogram" and (kind == "other" or png is None):
+        kind = "line"
     return {"kind": kind, "subjects": [], "attributed": None, "uncertain": uncertain}
+
+
+def _lr_settings(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
+    """The learning rates each code cell prints and sets, since saved mode observes no optimizer."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        if cell.get("cell_type") != "code":
+            continue
+        texts = [o.get("text") for o in cell.get("outputs") or [] if o.get("output_type") == "stream"]
+        printed = printed_lrs(t for t in texts if isinstance(t, str))
+        code = code_lrs([_source(cell)])
+        if printed or code:
+            found.append({"cell": cell.get("execution_count"), "index": index, "printed": printed, "code": code})
+    return found
 
 
 def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -286,7 +333,9 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
                                "ename": str(out.get("ename", ""))[:200], "evalue": str(out.get("evalue", ""))[:500],
                                "traceback": "", "source": _cell_source(nb, index)})
     figures, warnings = _saved_figures(nb, run_dir / "figures")
-    metrics = _metrics(nb, None)
+    cut: list[dict[str, Any]] = []  # a stored output too long to read whole: its middle was not read
+    metrics = _metrics(nb, None, cut=cut)
+    lr_settings = _lr_settings(nb)
     reason = (f"{copied} output(s) identical to the handout's were not credited" if copied else "")
     ev = {
         "schema": SCHEMA, "path": rel, "mode": "saved", "status": "error" if errors else "ok",
@@ -295,6 +344,7 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
         "schedulers": [], "evaluations": [], "training": [], "errors": errors, "probe": None,
         "warnings": warnings, "verified": {"reason": "saved mode: nothing was run"},
         "stored_cells": stored_cells(nb.cells),
+        "output_truncated": bool(cut), "output_truncated_cells": cut, "lr_settings": lr_settings,
     }
     add_sections(ev, nb, parse=_metrics, cell_status={e["index"]: ("error", e["ename"]) for e in errors})
     return ev

@@ -380,6 +380,8 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
         flags_in |= run_flags(ev)  # how each run stopped, what the grader's machine lacked
     if any(ev.get("output_truncated") for ev in evidence):
         flags_in.add("output-truncated")  # the middle of a long output was not read
+    if any(isinstance(f, dict) and f.get("unreadable") for ev in evidence for f in ev.get("figures") or []):
+        flags_in.add("unreadable-figure")  # a stored image is corrupt: its item waits for a TA
     recorded, recorded_source = _submitted_at(sub, settings)
     when, source = recorded, recorded_source
     if recorded is not None and is_future(recorded, dt.datetime.now(dt.timezone.utc)):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,30 @@ def decode_image(payload: Any, mime: str = "image/png") -> tuple[bytes | None, s
         if type(exc).__name__ == "DecompressionBombError":  # Pillow's own pixel cap, met before ours
             return None, "the image has more pixels than a figure can have, over the limit"
         return None, f"the image cannot be decoded ({type(exc).__name__})"
+
+
+MAX_SVG_CHARS = 4 * 1024 * 1024
+"""An SVG figure is at most this many characters (a histogram of 60 000 bars is ~3 M)."""
+_SVG_ROOT = re.compile(r"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*|<!DOCTYPE[^>]*>\s*)*<svg[\s>]", re.DOTALL)
+
+
+def check_svg(payload: Any) -> str | None:
+    """None for text that is an SVG document within the size cap, else why it was refused.
+
+    The grader does not draw SVG (no renderer is installed); a valid one is kept as a figure
+    whose kind is read from its cell's code, an invalid one is reported as unreadable.
+    """
+    if isinstance(payload, list):
+        if not all(isinstance(p, str) for p in payload):
+            return "the image data is not text"
+        payload = "".join(payload)
+    if not isinstance(payload, str):
+        return "the image data is not text"
+    if len(payload) > MAX_SVG_CHARS:
+        return f"the SVG image is larger than {MAX_SVG_CHARS // 2**20} MiB"
+    if not _SVG_ROOT.match(payload[:4096]) or "</svg>" not in payload[-4096:]:
+        return "the data stored as image/svg+xml is not a complete SVG image"
+    return None
 
 
 def _pixels(png: bytes, max_side: int = 1000) -> np.ndarray | None:

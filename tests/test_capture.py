@@ -180,7 +180,7 @@ def test_clear_output_starts_the_cell_over() -> None:
 def test_saved_notebook_with_a_flood_in_one_output_still_reads_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
     from grader.parsers import notebook
 
-    # The parser reads at most _MAX_OUTPUT characters of an output (5 M): a smaller cap here
+    # The parser reads at most _MAX_OUTPUT characters of an output (1 MiB): a smaller cap here
     # keeps the test fast; the rule is the same.
     monkeypatch.setattr(notebook, "_MAX_OUTPUT", 100_000)
     flood = "".join(f"debug line {i} ...........................\n" for i in range(20_000))  # ~0.9 MB
@@ -188,6 +188,90 @@ def test_saved_notebook_with_a_flood_in_one_output_still_reads_the_end(monkeypat
                                                                            text=flood + RESULTS)])])
     r = parse_notebook(nb)
     assert r.test_accuracy == pytest.approx(0.55) and r.per_class_accuracy == PER_CLASS
+
+
+# --- saved mode: floods thinned, what is still too long flagged (issue 12 round 2, finding 8) ---
+
+PER_CLASS_LINES = "".join(f"Accuracy of {n:>5s} : {40 + i} %\n" for i, n in enumerate(NAMES))
+TOTALS = "Test loss: 1.2345\nAccuracy of the network on the 10000 test images: 55 %\n"
+
+
+def _saved_one_cell(tmp_path: Path, text: str) -> dict:
+    from grader.collect import from_saved
+
+    path = tmp_path / "lab1-1.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("evaluate()", execution_count=4, outputs=[
+        new_output("stream", name="stdout", text=text)])]), path)
+    return from_saved(path, "lab1-1.ipynb", run_dir=tmp_path / "run")
+
+
+def test_per_image_flood_around_the_per_class_lines_is_thinned_not_cut(tmp_path: Path) -> None:
+    # 0000804: a per-image log, then the per-class lines, then more log, then the totals, in one
+    # stored stream of several MB; the per-class lines in the middle were lost with no flag
+    from grader.parsers.notebook import squeeze_floods
+
+    rng = random.Random(3)
+    flood = "".join(f"image {j:6d}: predicted {rng.choice(NAMES)}, truth {rng.choice(NAMES)}\n"
+                    for j in range(60_000))
+    text = flood + PER_CLASS_LINES + flood + TOTALS
+    assert len(text) > 4_000_000
+    thinned = squeeze_floods(text)
+    assert thinned.count("\n") < 2 * 1200 + 20 and PER_CLASS_LINES in thinned and thinned.endswith(TOTALS)
+    start = time.perf_counter()
+    ev = _saved_one_cell(tmp_path, text)
+    assert time.perf_counter() - start < 30  # was minutes on a loaded machine
+    assert ev["metrics"]["per_class_accuracy"] == PER_CLASS
+    assert ev["metrics"]["test_accuracy"] == pytest.approx(0.55) and ev["metrics"]["test_loss"] == pytest.approx(1.2345)
+    assert ev["output_truncated"] is False and ev["output_truncated_cells"] == []
+
+
+def test_long_training_log_keeps_both_ends_of_its_curve() -> None:
+    # invented: 10 epochs x 5000 steps of one form: thinned, but the curve keeps its first and last
+    # epochs and the last loss is the last one printed
+    log = "".join(f"Epoch [{e}/10], Step [{s}/5000], Loss: {2.3 - e / 10 - s / 1e5:.4f}\n"
+                  for e in range(1, 11) for s in range(1, 5001))
+    r = parse_notebook(new_notebook(cells=[new_code_cell("train()", outputs=[
+        new_output("stream", name="stdout", text=log + TOTALS)])]))
+    xs = [p.x for p in r.curves if p.series == "train_loss"]
+    assert 1200 <= len(xs) <= 1300 and min(xs) < 1.01 and max(xs) > 9.99 and xs == sorted(xs)
+    assert [m.value for m in r.mentions if m.kind == "train_loss"][-1] == pytest.approx(2.3 - 1 - 0.05)
+    assert r.test_accuracy == pytest.approx(0.55)
+
+
+def test_distinct_lines_over_the_cap_are_cut_and_flagged_in_saved_mode(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # invented: a flood whose lines all differ (a hash per image) cannot be thinned: the middle is
+    # cut as in execute mode, the evidence says so, the per-class item goes to a TA with the flag
+    from grader.parsers import notebook
+    from grader.report.summary import attention_reasons
+
+    monkeypatch.setattr(notebook, "_MAX_OUTPUT", 100_000)  # the rule at 1/10 of the size: faster
+    rng = random.Random(7)
+    flood = "".join(f"{rng.getrandbits(64):x} {rng.choice(['ok', 'bad', 'skip'])} {'x' * rng.randint(0, 9)}\n"
+                    for _ in range(6_000))
+    ev = _saved_one_cell(tmp_path, flood + PER_CLASS_LINES + flood + TOTALS)
+    assert ev["output_truncated"] is True and ev["metrics"]["per_class_accuracy"] == {}
+    (cut,) = ev["output_truncated_cells"]
+    assert cut["cell"] == 4 and cut["index"] == 0 and cut["omitted_chars"] > 100_000
+    assert ev["metrics"]["test_accuracy"] == pytest.approx(0.55)  # the tail is still read
+    grade = _grade_one(ev)
+    per_class = next(it for p in grade["parts"] for it in p["items"] if it["id"] == "lab1-1-per-class")
+    assert per_class["status"] == "manual" and "output-truncated" in grade["flags"]
+    assert any("output of cell 4 truncated" in r for r in attention_reasons(grade, [ev]))
+    assert _saved_one_cell(tmp_path, TOTALS)["output_truncated"] is False
+
+
+def _grade_one(ev: dict) -> dict:
+    from grader.model import Submission
+    from grader.pipeline import GradeSettings, grade_from_runs
+    from grader.resources import resource_dir
+    from grader.rubric import load_rubric
+
+    rubric = load_rubric(resource_dir("rubrics") / "lab1.yaml")
+    sub = Submission(student_id="0556001", source="dllab_0556001.zip", source_sha256=None, submitted_at=None,
+                     submitted_at_source="unknown", work_dir="/nonexistent", files=(), problems=())
+    return grade_from_runs(rubric, sub, [ev], settings=GradeSettings(rubric_path=Path("unused.yaml"),
+                                                                      out=Path("/nonexistent")))
 
 
 # --- the real thing -------------------------------------------------------------------------

@@ -198,7 +198,8 @@ def test_class_sets_are_the_datasets_lists() -> None:
     ("val_acc: 0.58", "val_accuracy", 0.58, "val"),
     ("Training accuracy: 99.1%", "train_accuracy", 0.991, "train"),
     ("train acc 0.99", "train_accuracy", 0.99, "train"),
-    ("Finished Training. Accuracy: 55%", "test_accuracy", 0.55, None),
+    # a line announcing the end of training reports on training (issue 12 I, second round)
+    ("Finished Training. Accuracy: 55%", "train_accuracy", 0.55, "train"),
     ("[1,  2000] loss: 2.189", "train_loss", 2.189, "train"),
     ("Epoch 3/10, loss 1.02", "train_loss", 1.02, "train"),
     ("Test loss: 1.2e-02", "test_loss", 0.012, "test"),
@@ -574,6 +575,86 @@ def test_notebook_of_training_lines_only_has_no_test_metrics_but_curves() -> Non
     # the same log followed by the test evaluation: the test lines are the test metrics
     r = parse_notebook(_one_cell(log + "Test set: Average loss: 0.0312, Accuracy: 4812/10000 (48%)\n"))
     assert r.test_accuracy == pytest.approx(0.4812) and r.test_loss == pytest.approx(0.0312)
+
+
+@pytest.mark.parametrize("text, kinds", [
+    # issue 12 I (second round): the four training-line forms of 0000201-0000204
+    ("minibatch  2000 loss: 2.263", [("train_loss", 2.263)]),
+    ("第1輪 第2000批 訓練 loss: 2.263 acc: 15.0%", [("train_loss", 2.263), ("train_accuracy", 0.15)]),
+    ("Finished Training. Final loss: 2.263", [("train_loss", 2.263)]),
+    ("batch loss: 2.263, batch acc: 20.0%", [("train_loss", 2.263), ("train_accuracy", 0.2)]),
+    # the other counters and markers the tester found read as test lines
+    ("Epoch 1\nloss 1.9 acc 30%", [("train_loss", 1.9), ("train_accuracy", 0.3)]),
+    ("=== Epoch 1 done ===\nloss 1.9 acc 30%", [("train_loss", 1.9), ("train_accuracy", 0.3)]),
+    ("it 2000 loss 1.9", [("train_loss", 1.9)]),
+    ("i=1999 loss=1.9", [("train_loss", 1.9)]),
+    ("Round 3: loss 1.9", [("train_loss", 1.9)]),
+    ("#3 loss 1.9", [("train_loss", 1.9)]),
+    ("[3] loss: 1.9", [("train_loss", 1.9)]),
+    ("(3, 2000) loss: 1.9", [("train_loss", 1.9)]),
+    ("Loss: 0.9 [train]", [("train_loss", 0.9)]),
+    ("EPOCH-3 loss 0.9", [("train_loss", 0.9)]),
+    ("tr_acc: 0.55", [("train_accuracy", 0.55)]),
+    ("running loss 1.5 at minibatch 2000", [("train_loss", 1.5)]),
+    # invented: simplified Chinese counters, a "mean batch loss", a Keras-like "step_loss"
+    ("第3轮 第200批 loss: 1.25", [("train_loss", 1.25)]),
+    ("mean batch loss 1.7", [("train_loss", 1.7)]),
+    ("step_loss=1.3", [("train_loss", 1.3)]),
+])
+def test_training_line_forms_are_training_metrics(text: str, kinds: list[tuple[str, float]]) -> None:
+    got = parse_text(text)
+    assert [(m.kind, m.value) for m in got] == [(k, pytest.approx(v)) for k, v in kinds]
+    assert all(m.split_hint == "train" for m in got)
+
+
+@pytest.mark.parametrize("text, kinds", [
+    # 0000903: the split named at the end of the line covers the whole line
+    ("Epoch 2: Loss 0.9 Accuracy 54.4% on test", [("test_loss", 0.9, "test"), ("test_accuracy", 0.544, "test")]),
+    ("Epoch 2: loss 1.1 acc 50% (validation)", [("val_loss", 1.1, "val"), ("val_accuracy", 0.5, "val")]),
+    # Chinese metric words, traditional and simplified
+    ("測試準確率: 55.2%", [("test_accuracy", 0.552, "test")]),
+    ("準確率: 55.2%", [("test_accuracy", 0.552, None)]),
+    ("正確率 55.2%", [("test_accuracy", 0.552, None)]),
+    ("测试集损失: 1.23", [("test_loss", 1.23, "test")]),
+    ("驗證準確率：48.0％", [("val_accuracy", 0.48, "val")]),
+])
+def test_split_at_line_end_and_chinese_metric_words(text: str, kinds: list[tuple[str, float, str | None]]) -> None:
+    got = parse_text(text)
+    assert [(m.kind, m.value, m.split_hint) for m in got] == [(k, pytest.approx(v), s) for k, v, s in kinds]
+
+
+_TRAIN_CELL = """
+for epoch in range(2):
+    for i, (x, y) in enumerate(trainloader):
+        optimizer.zero_grad()
+        loss = criterion(net(x), y)
+        loss.backward()
+        optimizer.step()
+    print('loss: %.3f' % loss.item())
+"""
+_EVAL_CELL = """
+def evaluate(model, epoch):
+    with torch.no_grad():
+        for x, y in testloader:
+            out = model(x)
+    print(f"Epoch {epoch}: loss {l:.3f} acc {a:.1f}%")
+evaluate(net, 2)
+"""
+
+
+def test_code_that_printed_a_line_settles_its_split() -> None:
+    """An unlabelled `loss:` printed inside a loop that steps the optimizer is a training loss; an
+    "Epoch 2: ..." line printed under no_grad by an evaluate() function is the test result."""
+    nb = new_notebook(cells=[
+        new_code_cell(_TRAIN_CELL, outputs=[stdout("loss: 2.300\nloss: 2.263\n")]),
+        new_code_cell(_EVAL_CELL, outputs=[stdout("Epoch 2: loss 0.912 acc 54.4%\n")])])
+    r = parse_notebook(nb)
+    assert [(m.kind, m.value) for m in r.mentions] == [
+        ("train_loss", 2.3), ("train_loss", 2.263), ("test_loss", 0.912), ("test_accuracy", pytest.approx(0.544))]
+    assert r.test_loss == pytest.approx(0.912) and r.test_accuracy == pytest.approx(0.544)
+    # without the code that printed them the same lines keep what the text says
+    bare = new_notebook(cells=[new_code_cell("", outputs=[stdout("loss: 2.263\n")])])
+    assert [m.kind for m in parse_notebook(bare).mentions] == ["test_loss"]
 
 
 def test_carriage_return_progress_bar_keeps_the_last_state() -> None:

@@ -85,14 +85,21 @@ def _check(ev: dict, params: dict = LAYERS):
 
 # --- J2: a bad image payload is a warning, never a crash ------------------------------------
 
-def test_corrupt_base64_png_is_skipped_with_a_warning(tmp_path: Path) -> None:
+def test_corrupt_base64_png_is_kept_as_unreadable_with_a_warning(tmp_path: Path) -> None:
+    # issue 12 round 2, finding 7: the corrupt image is a figure the student saved, not nothing
     good = _figure()
     ev = _saved(tmp_path, (MODEL, []), ("evaluate()", [new_output("stream", name="stdout", text=TEST_LOG)]),
                 ("plt.hist(net.conv1.weight.detach().numpy().flatten())", [_image(good[:-7] + "!!*@")]),
                 ("plt.hist(net.conv2.weight.detach().numpy().flatten())", [_image(good)]))
     assert ev["status"] == "ok" and ev["metrics"]["test_accuracy"] == pytest.approx(0.55)
-    assert len(ev["figures"]) == 1 and ev["figures"][0]["subjects"] == ["conv2.weight"]
+    bad, fine = ev["figures"]
+    assert (bad["cell"], bad["kind"], bad["png"], bad["uncertain"]) == (3, None, None, True)
+    assert bad["unreadable"] == "the image data is not valid base64"
+    assert fine["subjects"] == ["conv2.weight"] and "unreadable" not in fine
     assert ev["warnings"] == ["cell 3: an image output was skipped: the image data is not valid base64"]
+    out = _check(ev, {"layers": ["conv1", "conv2"]})
+    assert out.status == "manual" and "conv1.weight not found" in out.message
+    assert "1 stored image(s) cannot be read" in out.message and "lab1-1.ipynb#cell 3" in out.evidence
 
 
 @pytest.mark.parametrize(("payload", "mime", "why"), [
@@ -117,7 +124,8 @@ def test_truncated_png_and_a_huge_one_do_not_stop_the_grade(tmp_path: Path) -> N
     Image.new("1", (20_000, 20_000)).save(bomb, format="PNG")  # 400 M pixels, a small file
     ev = _saved(tmp_path, ("plt.plot(losses)\nplt.show()", [
         _image(cut), _image(base64.b64encode(bomb.getvalue()).decode()), _image(_figure("line"))]))
-    assert [f["kind"] for f in ev["figures"]] == ["other"]
+    assert [(f["kind"], bool(f.get("unreadable"))) for f in ev["figures"]] == [
+        (None, True), (None, True), ("line", False)]  # plt.plot: a line chart (issue 12 round 2, finding 10)
     assert any("cannot be decoded" in w for w in ev["warnings"])
     assert any("over the limit" in w for w in ev["warnings"])
 
@@ -217,7 +225,8 @@ def test_histograms_of_inputs_still_fail_and_other_plots_are_not_histograms(tmp_
     curves = "plt.plot(losses)\nplt.title('training loss')\nplt.show()"
     ev = _saved(tmp_path, (MODEL, []), ("testloader = torch.utils.data.DataLoader(testset, batch_size=4)", []),
                 (inputs, [_image(_figure())] * 3), (curves, [_image(_figure("line"))]))
-    assert [(f["kind"], f["uncertain"]) for f in ev["figures"]] == [("histogram", False)] * 3 + [("other", False)]
+    # the curve is a line chart, as the probe would call it (issue 12 round 2, finding 10)
+    assert [(f["kind"], f["uncertain"]) for f in ev["figures"]] == [("histogram", False)] * 3 + [("line", False)]
     out = _check(ev)
     assert out.status == "fail" and "not any layer's parameters" in out.message
 
@@ -226,6 +235,45 @@ def test_pixels_decide_when_the_cell_draws_both_kinds(tmp_path: Path) -> None:
     code = ("plt.plot(losses)\nplt.show()\nplt.hist(net.fc3.weight.detach().numpy().flatten())\nplt.show()")
     ev = _saved(tmp_path, (MODEL, []), (code, [_image(_figure("line")), _image(_figure())]))
     assert [(f["kind"], f["subjects"]) for f in ev["figures"]] == [("other", []), ("histogram", ["fc3.weight"])]
+
+
+# --- SVG figures (issue 12 round 2, finding 6): no pixels, read from the code ------------------
+
+SVG_LOOP = ("%config InlineBackend.figure_format = 'svg'\nfig, axes = plt.subplots(2, 5, figsize=(18, 6))\n"
+            "for ax, (name, param) in zip(axes.flat, net.named_parameters()):\n"
+            "    ax.hist(param.detach().cpu().numpy().flatten(), bins=50)\n    ax.set_title(name)\nplt.show()")
+
+
+def _svg(kind: str = "panels") -> str:
+    return base64.b64decode(_figure(kind, fmt="svg")).decode()
+
+
+def test_svg_histograms_are_read_from_their_code(tmp_path: Path) -> None:
+    # 0000407: `figure_format = 'svg'` before the sample's histogram cell; execute mode passed
+    ev = _saved(tmp_path, (MODEL, []), (SVG_LOOP, [_image(_svg(), "image/svg+xml")]))
+    (fig,) = ev["figures"]
+    assert (fig["kind"], fig["format"], fig["png"], fig["uncertain"]) == ("histogram", "svg", None, False)
+    assert len(fig["subjects"]) == 10 and _check(ev).status == "pass"
+    assert ev["warnings"] == []
+
+
+def test_svg_the_code_cannot_explain_goes_to_a_ta(tmp_path: Path) -> None:
+    # invented: an imported helper draws an SVG; no pixels to look at and no code to read
+    ev = _saved(tmp_path, (MODEL, []), (("%config InlineBackend.figure_format = 'svg'\n"
+                                         "from utils import show_weights\nshow_weights(net)"),
+                                        [_image(_svg("hist").splitlines(keepends=True), "image/svg+xml")]))
+    (fig,) = ev["figures"]
+    assert fig["kind"] is None and fig["uncertain"] is True and "unreadable" not in fig
+    out = _check(ev)
+    assert out.status == "manual" and "lab1-1.ipynb#cell 2" in out.evidence
+
+
+@pytest.mark.parametrize("payload", ["<html><body>not a figure</body></html>", _svg("hist")[:2000], ""])
+def test_broken_svg_is_unreadable_not_a_crash(tmp_path: Path, payload: object) -> None:
+    ev = _saved(tmp_path, (MODEL, []), (SVG_LOOP, [_image(payload, "image/svg+xml")]))  # type: ignore[arg-type]
+    (fig,) = ev["figures"]
+    assert fig["uncertain"] is True and fig["kind"] is None and fig["unreadable"]
+    assert _check(ev).status == "manual"
 
 
 def test_image_heuristic_tells_bars_from_lines_and_pictures() -> None:
@@ -271,3 +319,129 @@ def test_clean_sample_executed_then_graded_in_saved_mode_earns_the_histograms(
     out = _check(ev)
     assert out.status == "pass" and out.fraction == 1.0, out.message
     assert ev["metrics"]["test_accuracy"] is not None and len(ev["metrics"]["per_class_accuracy"]) == 10
+
+
+def _grade(ev: dict) -> dict:
+    from grader.model import Submission
+    from grader.pipeline import GradeSettings, grade_from_runs
+    from grader.resources import resource_dir
+    from grader.rubric import load_rubric
+
+    rubric = load_rubric(resource_dir("rubrics") / "lab1.yaml")
+    sub = Submission(student_id="0556001", source="dllab_0556001.zip", source_sha256=None, submitted_at=None,
+                     submitted_at_source="unknown", work_dir="/nonexistent", files=(), problems=())
+    return grade_from_runs(rubric, sub, [ev], settings=GradeSettings(rubric_path=Path("unused.yaml"),
+                                                                      out=Path("/nonexistent")))
+
+
+@pytest.mark.parametrize("payload", [
+    "CUT",  # 0000601: the only histogram's base64 cut to a third
+    "data:image/png;base64,",  # 0000602: a data-URI prefix before the base64
+    12345,  # 0000425: a number where the base64 belongs (written here as its text)
+    "WRONG-FORMAT",  # invented: a GIF stored under image/png
+])
+def test_corrupt_histogram_is_manual_with_a_visible_flag(tmp_path: Path, payload: object) -> None:
+    from grader.report.student import FLAG_TEXT
+    from grader.report.summary import _flag_legend, attention_reasons
+
+    good = _figure("panels")
+    image = {"CUT": good[: len(good) // 3], "data:image/png;base64,": "data:image/png;base64," + good,
+             "WRONG-FORMAT": base64.b64encode(b"GIF89a" + b"\0" * 64).decode()}.get(payload, str(payload))
+    ev = _saved(tmp_path, (MODEL, []), ("evaluate()", [new_output("stream", name="stdout", text=TEST_LOG)]),
+                ("for name, p in net.named_parameters():\n    plt.hist(p.detach().numpy().flatten())",
+                 [_image(image)]))
+    grade = _grade(ev)
+    weights = next(it for p in grade["parts"] for it in p["items"] if it["id"] == "lab1-1-weights")
+    assert weights["status"] == "manual" and "cannot be read" in weights["message"]
+    assert "unreadable-figure" in grade["flags"] and FLAG_TEXT["unreadable-figure"]
+    reasons = attention_reasons(grade, [ev])
+    assert any("the image stored in cell 3 cannot be read" in r for r in reasons)
+    assert "unreadable-figure" not in reasons  # said precisely instead
+    assert {"flag": "unreadable-figure", "text": FLAG_TEXT["unreadable-figure"]} in _flag_legend([grade])
+    # the same notebook with the image intact: no flag, the histograms earn their points
+    (tmp_path / "ok").mkdir()
+    ok = _saved(tmp_path / "ok", (MODEL, []), ("evaluate()", [new_output("stream", name="stdout", text=TEST_LOG)]),
+                ("for name, p in net.named_parameters():\n    plt.hist(p.detach().numpy().flatten())",
+                 [_image(good)]))
+    clean = _grade(ok)
+    assert "unreadable-figure" not in clean["flags"]
+    assert next(it for p in clean["parts"] for it in p["items"] if it["id"] == "lab1-1-weights")["status"] == "pass"
+
+
+# --- saved-mode learning-rate study (issue 12 round 2, finding 10) ------------------------------
+
+LR_STUDY = '''
+results = {}
+for lr in [0.1, 0.01, 0.001]:
+    model = Net()
+    optimizer = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    accs = []
+    for epoch in range(2):
+        for inputs, labels in trainloader:
+            optimizer.zero_grad()
+            criterion(model(inputs), labels).backward()
+            optimizer.step()
+        accs.append(evaluate(model))
+        print('lr %g epoch %d test acc %.2f %%' % (lr, epoch + 1, 100 * accs[-1]))
+    results[lr] = accs
+'''
+LR_LOG = "".join(f"lr {lr:g} epoch {e} test acc {a + e:.2f} %\n" for lr, a in ((0.1, 10), (0.01, 30), (0.001, 20))
+                 for e in (1, 2))
+LR_PLOT = ("for lr, accs in results.items():\n    plt.plot(range(1, len(accs) + 1), accs, label='lr=%g' % lr)\n"
+           "plt.legend()\nplt.show()")
+STUDY = {"min_runs": 2, "require_scheduler": False, "require_plot": True}
+
+
+def _study(ev: dict):
+    ctx = CheckContext(student_id="0556001", part_id="lab1-3", dataset="cifar10", evidence=[ev], all_evidence=[ev])
+    return run_check("lr_study", ctx, STUDY)
+
+
+def test_saved_lr_study_is_read_from_the_printed_rates_and_the_chart(tmp_path: Path) -> None:
+    # 0000701: lr_study + LR_PLOT stored in lab1-3.ipynb failed "no optimizer that took a step"
+    ev = _saved(tmp_path, (MODEL, []), (LR_STUDY, [new_output("stream", name="stdout", text=LR_LOG)]),
+                (LR_PLOT, [_image(_figure("line"))]))
+    assert [c["printed"] for c in ev["lr_settings"]] == [[0.001, 0.01, 0.1]]
+    assert [f["kind"] for f in ev["figures"]] == ["line"]
+    out = _study(ev)
+    assert out.status == "pass" and "3 learning rate(s) printed by the runs (0.001, 0.01, 0.1)" in out.message
+    assert "lab1-1.ipynb#cell 3" in out.evidence
+
+
+def test_saved_lr_study_that_prints_no_rate_goes_to_a_ta(tmp_path: Path) -> None:
+    # invented: the runs print only "epoch 1: train loss ..." (0000502's LAB 1-3): the code names
+    # three rates and a chart is stored, but the outputs cannot say which ran
+    log = "".join(f"epoch {e}: train loss {2.3 - e / 10:.3f}\n" for _ in range(3) for e in (1, 2))
+    ev = _saved(tmp_path, (MODEL, []), (LR_STUDY.replace("print('lr %g epoch", "print('x %g epoch"),
+                                        [new_output("stream", name="stdout", text=log)]),
+                (LR_PLOT, [_image(_figure("line"))]))
+    out = _study(ev)
+    assert out.status == "manual" and "0.001, 0.01, 0.1" in out.message and "1 line chart" in out.message
+    # one printed rate and no chart is not a study either, but the code suggests one: a TA
+    one = _saved(tmp_path, (MODEL, []), (LR_STUDY, [new_output("stream", name="stdout", text=LR_LOG[:60])]))
+    assert _study(one).status == "manual"
+    # nothing printed, nothing set, nothing drawn: a plain fail
+    none = _saved(tmp_path, (MODEL, []), ("train(net)", [new_output("stream", name="stdout", text="done\n")]))
+    assert _study(none).status == "fail"
+
+
+@pytest.mark.parametrize(("texts", "rates"), [
+    (["lr 0.1 epoch 1 acc 10 %\nlr 0.1 epoch 2 acc 12 %\nlr 0.01 epoch 1 acc 30 %\n"], [0.01, 0.1]),
+    # a scheduler's decayed rate printed each epoch is one run
+    (["Epoch 1 lr=0.1 loss 2.0\nEpoch 2 lr=0.05 loss 1.8\nEpoch 3 lr=0.025 loss 1.7\n"], [0.1]),
+    (["learning rate: 1e-3 -> acc 50%\n", "LR = .01\n", "lr_scheduler stepped 3 times\n"], [0.001, 0.01]),
+    (["Learning rate 0.5 accuracy 61%\nbest lr 12\n"], [0.5]),
+])
+def test_printed_learning_rates(texts: list[str], rates: list[float]) -> None:
+    from grader.parsers.lrs import printed_lrs
+
+    assert printed_lrs(texts) == rates
+
+
+def test_learning_rates_in_the_code() -> None:
+    from grader.parsers.lrs import code_lrs
+
+    assert code_lrs([LR_STUDY]) == [0.001, 0.01, 0.1]
+    assert code_lrs([("%matplotlib inline\nopt = optim.Adam(net.parameters(), lr=3e-4)\nlearning_rates = (1, 0.5)\n"
+                      "epochs = 10\nsched = StepLR(opt, step_size=30, gamma=0.1)")]) == [0.0003, 0.5, 1.0]
+    assert code_lrs(["for p in net.parameters(:\n"]) == []

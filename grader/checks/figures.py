@@ -18,8 +18,9 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
 
     Figures come from the probe (execute mode) or, in saved mode, from the stored images
     attributed by reading the notebook's code (`"attributed": "static"`) and pixels. A
-    figure the grader could not read for sure (`"uncertain"`) never counts as missing: when
-    layers are missing and such figures exist, the item goes to a TA with those figures.
+    figure the grader could not read for sure (`"uncertain"`, including a stored image that is
+    corrupt, `"unreadable"`) never counts as missing: when layers are missing and such figures
+    exist, the item goes to a TA with those figures.
     """
     if not ctx.evidence:
         return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found, so no weight histograms either.")
@@ -43,8 +44,11 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
         looked = tuple(sorted({where(ev, f.get("cell")) for ev, f in unsure}))
         found = (f"weight distributions were found for {len(need) - len(missing)} of {len(need)} "
                  f"({', '.join(missing)} not found)" if need else "no histogram of a layer's weights was found")
-        return Outcome("manual", 0.0, f"{found}, and {len(unsure)} figure(s) could not be read for sure "
-                                      f"(e.g. drawn by code the grader cannot follow): a TA will look at "
+        broken = [f for _, f in unsure if f.get("unreadable")]
+        why = ([f"{len(broken)} stored image(s) cannot be read ({broken[0]['unreadable']})"] if broken else []) + \
+            ([(f"{len(unsure) - len(broken)} figure(s) could not be read for sure (e.g. drawn by code the "
+               f"grader cannot follow)")] if len(unsure) > len(broken) else [])
+        return Outcome("manual", 0.0, f"{found}, and {' and '.join(why)}: a TA will look at "
                                       f"{', '.join(looked[:5])}." + note, looked[:5] + pointers)
     if not need:
         return Outcome("fail", 0.0, "no histogram of any layer's weights was found: plot "
@@ -62,12 +66,21 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
 
 
 def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
-    """Several learning rates and/or decay schedules actually run and compared."""
+    """Several learning rates and/or decay schedules actually run and compared.
+
+    Executed, the optimizers that took a step say which rates ran. Saved (nothing observed),
+    the rates the outputs print stand for them (`lr_settings`, see `parsers.lrs`); when that
+    falls short but the code, or a figure the grader could not read, suggests a study, a TA
+    decides instead of a fail.
+    """
     if not ctx.evidence:
         return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found.")
     min_runs = int(params.get("min_runs", 2))
     optimizers = [o for ev in ctx.evidence for o in ev.get("optimizers") or [] if (o.get("steps") or 0) > 0]
     rates = sorted({float(o["lr"]) for o in optimizers if o.get("lr") is not None})
+    saved = [ev for ev in ctx.evidence if ev.get("mode") == "saved" and isinstance(ev.get("lr_settings"), list)]
+    if saved and not optimizers:
+        return _saved_lr_study(ctx, params, saved, min_runs)
     scheds = [s for ev in ctx.evidence for s in ev.get("schedulers") or []]
     stepped = sorted({s.get("type", "?") for s in scheds if (s.get("steps") or 0) > 0})
     idle = sorted({s.get("type", "?") for s in scheds if not (s.get("steps") or 0)} - set(stepped))
@@ -99,3 +112,45 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
         return Outcome("pass", 1.0, message.strip(), tuple(compared[:3]))
     fraction = met / len(needs) * (0.75 if idle and met == len(needs) else 1.0)
     return Outcome("partial" if fraction > 0 else "fail", round(fraction, 4), message.strip(), tuple(compared[:3]))
+
+
+def _in_section(ev: Mapping, records: list) -> list[Mapping]:
+    """The per-cell records inside the section(s) `ev` is a view of (all of them for a whole notebook)."""
+    ok = [r for r in records if isinstance(r, Mapping)]
+    section = ev.get("section") if isinstance(ev.get("section"), Mapping) else None
+    if section is None:
+        return ok
+    ids = set(section.get("ids") or [])
+    cells = {i for s in ev.get("sections") or [] if isinstance(s, Mapping) and s.get("id") in ids
+             for i in s.get("cells") or []}
+    return [r for r in ok if not isinstance(r.get("index"), int) or r["index"] in cells]
+
+
+def _saved_lr_study(ctx: CheckContext, params: Mapping, saved: list[Mapping], min_runs: int) -> Outcome:
+    """lr_study in saved mode: the printed learning rates and the stored line charts."""
+    cells = [c for ev in saved for c in _in_section(ev, ev["lr_settings"])]
+    printed = sorted({float(v) for c in cells for v in c.get("printed") or []})
+    in_code = sorted({float(v) for c in cells for v in c.get("code") or []})
+    charts = [where(ev, f.get("cell")) for ev in ctx.evidence for f in ev.get("figures") or []
+              if f.get("kind") == "line"]
+    unsure = [where(ev, f.get("cell")) for ev in ctx.evidence for f in ev.get("figures") or []
+              if f.get("uncertain") and f.get("kind") != "line"]
+    rates = ", ".join(f"{r:g}" for r in printed)
+    found = (f"{len(printed)} learning rate(s) printed by the runs ({rates})" if printed
+             else "no learning rate printed in the outputs")
+    chart = f"{len(charts)} line chart(s)" if charts else "no line chart"
+    note = " (Saved mode: read from the stored outputs, not observed running.)"
+    plot_ok = bool(charts) or not params.get("require_plot", True)
+    if len(printed) >= min_runs and plot_ok and not params.get("require_scheduler", False):
+        return Outcome("pass", 1.0, f"{found}, compared in {chart}." + note, tuple(charts[:3]))
+    if in_code or unsure or printed:
+        code = (f"the code sets learning rate(s) {', '.join(f'{r:g}' for r in in_code)}" if in_code
+                else "the code sets no learning rate the grader can read")
+        looked = tuple(dict.fromkeys(charts + unsure))[:3]
+        return Outcome("manual", 0.0, f"{found}; {code}; {chart}"
+                       + (f" and {len(unsure)} figure(s) the grader could not read" if unsure else "")
+                       + ". Nothing was run in saved mode, so a TA will check which settings were trained"
+                       + (" and whether the schedule stepped" if params.get("require_scheduler", False) else "")
+                       + (f": see {', '.join(looked)}." if looked else "."), looked)
+    return Outcome("fail", 0.0, "no learning-rate experiment was found: no learning rate is printed in the "
+                                "outputs or set in the code, and no line chart compares runs." + note)

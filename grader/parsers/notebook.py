@@ -5,30 +5,86 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from .classes import CLASS_SETS, dataset_of_classes, find_classes, known_set_of
 from .curves import parse_curves
 from .html import parse_html
+from .printsites import CellCode, read_print_sites
 from .records import CurvePoint, MetricMention, ParsedMetrics
 from .text import parse_text
 
-_MAX_OUTPUT = 5_000_000  # characters per output read; a runaway print loop is not evidence
+# Characters read per output once its floods are thinned: the 1 MiB a running cell keeps in
+# execute mode (`execute.Limits.max_output_bytes_per_cell`), so a saved notebook costs no more.
+_MAX_OUTPUT = 1 << 20
 # Words in a cell's code that name the dataset, when the outputs name no class.
 _SOURCE_HINTS = (("food11", re.compile(r"food[-_ ]?11|food", re.IGNORECASE)),
                  ("cifar10", re.compile(r"cifar", re.IGNORECASE)),
                  ("mnist", re.compile(r"mnist", re.IGNORECASE)))
 
 
-def _head_tail(text: str) -> str:
-    """At most _MAX_OUTPUT characters: the start and the end of a longer text.
+_MAX_RAW = 64 << 20  # characters of one output thinned (a few seconds); beyond, only head and tail
+_RUN_MAX = 1200  # consecutive lines of one form kept whole; a longer run is a flood
+_RUN_EDGE = 400  # lines kept at each end of a flood (its first and its latest results)
+_RUN_SAMPLE = 400  # lines kept evenly spaced from a flood's middle (a curve keeps its shape)
+_NUMBER = re.compile(r"[\s\d]*\d[\s\d]*")  # numbers and the padding around them ("%6d")
+# Class names: "image 7: predicted ship, truth cat" is one form whatever the classes.
+_CLASS_WORD = re.compile(r"(?<![A-Za-z])(?:" + "|".join(sorted(
+    {w for names in CLASS_SETS.values() for n in names for w in re.split(r"[^A-Za-z]+", n) if len(w) > 2}
+    | {"plane", "car", "boat", "pasta", "noodles"}, key=len, reverse=True)) + r")(?![A-Za-z])", re.IGNORECASE)
+
+
+def _form(line: str) -> str:
+    """A line's form: its text with numbers and class names blanked."""
+    return _CLASS_WORD.sub("_", _NUMBER.sub("0", line))
+
+
+def squeeze_floods(text: str) -> str:
+    """`text` with each flood of like lines thinned out; every other line is kept.
+
+    Lines of one form (the same text once numbers and class names are blanked: "image 12:
+    predicted cat, truth dog")
+    repeated more than _RUN_MAX times in a row keep their first and last _RUN_EDGE lines and
+    _RUN_SAMPLE lines evenly spaced between. A per-image log of 100 000 lines then costs what
+    1 200 lines cost, and the different lines printed in its middle (per-class results) are
+    all still read: only repetitions of one form are thinned, never a line of another form.
+    """
+    if text.count("\n") <= _RUN_MAX:
+        return text
+    lines = text.split("\n")
+    out: list[str] = []
+    start, shape = 0, None
+    for i in range(len(lines) + 1):
+        cur = _form(lines[i]) if i < len(lines) else None
+        if cur == shape and cur is not None:
+            continue
+        run = lines[start:i]
+        if len(run) > _RUN_MAX:
+            middle = run[_RUN_EDGE:-_RUN_EDGE]
+            step = len(middle) / _RUN_SAMPLE
+            run = run[:_RUN_EDGE] + [middle[int(k * step)] for k in range(_RUN_SAMPLE)] + run[-_RUN_EDGE:]
+        out.extend(run)
+        start, shape = i, cur
+    return "\n".join(out)
+
+
+def _head_tail(text: str, cut: list[int] | None = None) -> str:
+    """At most _MAX_OUTPUT characters: the start and the end of a longer text (floods thinned first).
 
     A cell that printed a flood before its results prints the results last, so the end
-    is kept as well as the start.
+    is kept as well as the start. The characters left out are added to `cut[0]`.
     """
+    if len(text) > _MAX_RAW:  # bound the work on a runaway output before thinning it
+        if cut is not None:
+            cut[0] += len(text) - _MAX_RAW
+        text = text[:_MAX_RAW // 2] + "\n" + text[-(_MAX_RAW // 2):]
+    text = squeeze_floods(text)
     if len(text) <= _MAX_OUTPUT:
         return text
     half = _MAX_OUTPUT // 2
+    if cut is not None:
+        cut[0] += len(text) - 2 * half
     return text[:half] + "\n" + text[-half:]
 
 
@@ -36,20 +92,22 @@ def _text(value: Any) -> str:
     """nbformat keeps multi-line strings either as str or as a list of lines."""
     if isinstance(value, list):
         value = "".join(v for v in value if isinstance(v, str))
-    return _head_tail(value) if isinstance(value, str) else ""
+    return value if isinstance(value, str) else ""
 
 
-def _outputs(nb: Any) -> Iterator[tuple[int, int, str, str]]:
+def _outputs(nb: Any, cuts: dict[int, int] | None = None) -> Iterator[tuple[int, int, str, str]]:
     """(cell index, output index, source, text) for every output worth reading.
 
     Consecutive stream outputs of one name are joined first, so that a progress bar split
-    across messages still collapses to its last '\\r' state.
+    across messages still collapses to its last '\\r' state. Characters left out of a cell's
+    too long output are counted in `cuts` (by cell index).
     """
     for ci, cell in enumerate(nb.get("cells", []) or []):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         pending: tuple[str, list[str]] | None = None
         oi = 0
+        cut = [0]
         for out in cell.get("outputs", []) or []:
             if not isinstance(out, dict):
                 continue
@@ -60,26 +118,28 @@ def _outputs(nb: Any) -> Iterator[tuple[int, int, str, str]]:
                     pending[1].append(_text(out.get("text")))
                     continue
                 if pending:
-                    yield ci, oi, pending[0], _head_tail("".join(pending[1]))
+                    yield ci, oi, pending[0], _head_tail("".join(pending[1]), cut)
                     oi += 1
                 pending = (name, [_text(out.get("text"))])
                 continue
             if pending:
-                yield ci, oi, pending[0], _head_tail("".join(pending[1]))
+                yield ci, oi, pending[0], _head_tail("".join(pending[1]), cut)
                 oi += 1
                 pending = None
             if otype in ("execute_result", "display_data"):
                 data = out.get("data") or {}
                 if not isinstance(data, dict):
                     continue
-                html, plain = _text(data.get("text/html")), _text(data.get("text/plain"))
+                html, plain = _head_tail(_text(data.get("text/html")), cut), _head_tail(_text(data.get("text/plain")), cut)
                 if html:
                     yield ci, oi, "text/html", html
                 if plain:
                     yield ci, oi, "text/plain", plain
                 oi += 1
         if pending:
-            yield ci, oi, pending[0], _head_tail("".join(pending[1]))
+            yield ci, oi, pending[0], _head_tail("".join(pending[1]), cut)
+        if cut[0] and cuts is not None:
+            cuts[ci] = cuts.get(ci, 0) + cut[0]
 
 
 def _read(items: Sequence[tuple[int, int, str, str]],
@@ -100,6 +160,42 @@ def _read(items: Sequence[tuple[int, int, str, str]],
             continue
         found.extend((ci, oi, m) for m in got)
     return found
+
+
+_TRAIN_KIND = {"test_accuracy": "train_accuracy", "test_loss": "train_loss"}
+_TEST_KIND = {v: k for k, v in _TRAIN_KIND.items()}
+_DIGITS = re.compile(r"\d+")
+
+
+def _by_code(nb: Mapping[str, Any], found: list[tuple[int, int, MetricMention]]) -> list[tuple[int, int, MetricMention]]:
+    """Totals whose split the text leaves open, settled by the code that printed them.
+
+    An unlabelled loss or accuracy printed by training code (inside a loop that steps an
+    optimizer, or after it in a cell that evaluates nothing) is a training metric; one the
+    text marked as training only by a counter ("Epoch 2" above it) but printed by evaluation
+    code is a test metric. A split the text names is never changed.
+    """
+    if not any(m.kind in _TRAIN_KIND and m.split_hint is None or m.inferred for _, _, m in found):
+        return found
+    try:
+        code: dict[int, CellCode] = read_print_sites([c for c in nb.get("cells") or []])
+    except (RecursionError, MemoryError, ValueError):
+        return found
+    phases: dict[tuple[int, str], str | None] = {}
+    out = []
+    for ci, oi, m in found:
+        unlabelled = m.kind in _TRAIN_KIND and m.split_hint is None
+        if (unlabelled or (m.inferred and m.kind in _TEST_KIND)) and ci in code:
+            key = (ci, _DIGITS.sub("0", m.raw))  # a flood of one line is one question
+            if key not in phases:
+                phases[key] = code[ci].phase_of(m.raw)
+            phase = phases[key]
+            if unlabelled and phase == "train":
+                m = replace(m, kind=_TRAIN_KIND[m.kind], split_hint="train", inferred=True)  # type: ignore[arg-type]
+            elif not unlabelled and phase == "eval":
+                m = replace(m, kind=_TEST_KIND[m.kind], split_hint=None, inferred=False)  # type: ignore[arg-type]
+        out.append((ci, oi, m))
+    return out
 
 
 def guess_dataset(nb: Any, mentions: Sequence[MetricMention]) -> str | None:
@@ -190,14 +286,15 @@ def parse_notebook(nb: Mapping[str, Any], *, dataset: str | None = None,
     (per-class accuracy keyed by the known names or indices printed). A malformed
     notebook yields empty metrics; nothing here raises on a student's notebook.
     """
-    items = list(_outputs(nb)) if isinstance(nb, dict) else []
+    cuts: dict[int, int] = {}
+    items = list(_outputs(nb, cuts)) if isinstance(nb, dict) else []
     dataset, classes = class_list(dataset, classes)
     if dataset is None and classes is None:
         # Only outputs that name a class can vote; skipping the rest keeps long logs cheap.
         named = [it for it in items if find_classes(it[3], None)]
         dataset = guess_dataset(nb if isinstance(nb, dict) else {}, [m for _, _, m in _read(named, None)])
         classes = CLASS_SETS.get(dataset) if dataset else None
-    found = _read(items, classes)
+    found = _by_code(nb, _read(items, classes)) if isinstance(nb, dict) else _read(items, classes)
     mentions = tuple(m for _, _, m in found)
     curves: list[CurvePoint] = []
     for ci, _, source, text in items:
@@ -210,4 +307,5 @@ def parse_notebook(nb: Mapping[str, Any], *, dataset: str | None = None,
         dataset_guess=dataset,
         mentions=mentions,
         curves=tuple(curves),
+        truncated=tuple(sorted(cuts.items())),
     )

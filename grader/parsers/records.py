@@ -29,6 +29,10 @@ class MetricMention:
     """Where the text came from: 'stdout', 'stderr', 'text/plain', 'text/html' or 'saved'."""
     split_hint: str | None
     """'test', 'val' or 'train' when the text says which split was measured, else None."""
+    inferred: bool = False
+    """True when split_hint is 'train' only because the line counts training progress (an epoch or
+    batch counter, an "Epoch 3" line above it) rather than naming the split; the notebook's code may
+    still show the line is printed by an evaluation (`parsers.printsites`)."""
 
 
 @dataclass(frozen=True)
@@ -62,3 +66,6 @@ class ParsedMetrics:
     """Every mention found, in notebook order."""
     curves: tuple[CurvePoint, ...] = ()
     """Every training-curve point found, in notebook order."""
+    truncated: tuple[tuple[int, int], ...] = ()
+    """(cell index, characters left out) for each cell whose output was longer than the parser
+    reads (`parsers.notebook._MAX_OUTPUT` after floods are thinned): its middle was not read."""

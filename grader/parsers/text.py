@@ -27,21 +27,38 @@ _CLASS_FILL_BAD = re.compile(r"loss|precision|f1|support|prob|score|confidence|i
 # Lines about one prediction ('Predicted: cat 0.92'), not about accuracy.
 _PREDICTION_LINE = re.compile(r"predict|probab|confidence|ground ?truth|softmax|logit", re.IGNORECASE)
 # What marks a line as a training progress line (its unlabelled numbers are training ones):
-# a counter ("Epoch 3", "epoch3", "global_step=100", "7 epoch,"), the tutorial's "[1, 2000]",
-# "[3/10]" or Keras' "1563/1563 [===" / "1563/1563 - 10s" at the start, a Keras or tqdm bar
-# or rate ("6ms/step", "100%|████", "12.5it/s").
-_COUNTER_WORD = r"(?<![A-Za-z])(?:epoch|ep|iter(?:ation)?s?|step|batch)"
+# a counter ("Epoch 3", "epoch3", "EPOCH-3", "global_step=100", "7 epoch,", "minibatch 2000",
+# "Round 3", "i=1999", "it 2000", "第3輪 第100批"), the tutorial's "[1, 2000]", "[3/10]", "[3]",
+# "(3, 2000)", "#3" or Keras' "1563/1563 [===" / "1563/1563 - 10s" at the start, a Keras or
+# tqdm bar or rate ("6ms/step", "100%|████", "12.5it/s"), or a line that announces the end of
+# training ("Finished Training. Final loss: 2.26": the loss of the last training batch).
+_COUNTER_WORD = r"(?<![A-Za-z])(?:epoch|ep|iter(?:ation)?s?|step|(?:mini[-_ ]?)?batch|round)"
+_CJK_COUNTER = r"第\s*\d+\s*(?:個|个)?\s*(?:輪|轮|批|回合|代|次|epoch|batch|step|iter)"
 PROGRESS_RX = re.compile(
-    _COUNTER_WORD + r"[\s_]*[:#=\[(]?\s*\d+"
+    _COUNTER_WORD + r"[\s_\-]*[:#=\[(]?\s*\d+"
     r"|(?<!after )(?<!in )(?<!for )(?<!of )\b\d+\s*(?:st|nd|rd|th)?\s*epoch\b(?!s)"
-    r"|^\s*\[\s*\d+\s*[,/]\s*\d+\s*\]|^\s*\d+\s*/\s*\d+\s+(?:\[|-\s)"
-    r"|\d+ms/step|\d+(?:\.\d+)?(?:it/s|s/it)|\d%\|[█▉▊▋▌▍▎▏#\s]*\||\[=+[>.]*\]", re.IGNORECASE)
+    r"|(?<![A-Za-z])(?:i|it|idx)\s*[=:]\s*\d+|(?<![A-Za-z])it\s+\d+(?![\d.%])"
+    r"|^\s*\[\s*\d+\s*(?:[,/]\s*\d+\s*)?\]|^\s*\(\s*\d+\s*,\s*\d+\s*\)|^\s*#\s*\d+\b"
+    r"|^\s*\d+\s*/\s*\d+\s+(?:\[|-\s)"
+    r"|\d+ms/step|\d+(?:\.\d+)?(?:it/s|s/it)|\d%\|[█▉▊▋▌▍▎▏#\s]*\||\[=+[>.]*\]|" + _CJK_COUNTER +
+    r"|finish(?:ed)?\s+(?:the\s+)?training|end\s+of\s+training|training\s+(?:is\s+|has\s+)?"
+    r"(?:finished|done|complete[d]?|over|ended)|訓練(?:完成|結束)|训练(?:完成|结束)", re.IGNORECASE)
 # "Loss after epoch 3: 1.2": the number right after a counter word is the counter.
-_COUNTER_BEFORE = re.compile(_COUNTER_WORD + r"s?[\s_]*[:#=\[(]?\s*$", re.IGNORECASE)
+_COUNTER_BEFORE = re.compile(_COUNTER_WORD + r"s?[\s_\-]*[:#=\[(]?\s*$", re.IGNORECASE)
 _COUNTER_NUMBER = re.compile(r"\d+(?:\s*/\s*\d+)?\s*[\])]?")
-EPOCH_HEADER = re.compile(r"^\s*epoch\s*\d+\s*/\s*\d+\s*$", re.IGNORECASE)
+# A line that only counts ("Epoch 3/10", "Epoch 1", "=== Epoch 2 done ===", "Round 3:", "第2輪")
+# heads the training lines below it, up to a blank line or a line without numbers.
+EPOCH_HEADER = re.compile(r"^[\W_]*(?:(?:epoch|round)[\s_\-:#]*\d+(?:\s*(?:/|of)\s*\d+)?|" + _CJK_COUNTER + r")"
+                          r"[\W_]*(?:(?:is\s+)?(?:done|finished|complete[d]?|start(?:ed|ing)?|begins?)[\W_]*)?$",
+                          re.IGNORECASE)
+# Words before a metric that make it a training one: "batch loss", "running loss", "minibatch acc".
+_TRAIN_QUALIFIER = re.compile(r"(?<![A-Za-z])(?:running|(?:mini[-_ ]?)?batch|iteration|step)\W{0,3}"
+                              r"(?:(?:avg\.?|average|mean)\W{0,3})?$", re.IGNORECASE)
 _LINE_START_SPLIT = re.compile(r"^[\W_]*" + SPLIT_RX.pattern, re.IGNORECASE)
-_SUFFIX_SPLIT = re.compile(r"\s*\(?\s*(?:on|for|in|of)?\s*(?:the\s+)?" + SPLIT_RX.pattern, re.IGNORECASE)
+_SUFFIX_SPLIT = re.compile(r"\s*[(\[]?\s*(?:on|for|in|of)?\s*(?:the\s+)?" + SPLIT_RX.pattern, re.IGNORECASE)
+# "Epoch 2: Loss 0.9 Accuracy 54.4% on test": a split named at the very end covers the whole line.
+_LINE_END_SPLIT = re.compile(r"(?:\bon|\bfor|\bin|\bof|[(\[])\s*(?:the\s+)?" + SPLIT_RX.pattern +
+                             r"(?:\s*(?:set|split|data(?:set)?|images|samples))?\s*[)\]]?[\s.!:]*$", re.IGNORECASE)
 _LIST = re.compile(r"\[([-+0-9.eE%,\s]+)\]")
 _ACC_WORD = re.compile(r"ac{1,2}u?a?r", re.IGNORECASE)
 _SEPARATOR_ROW = re.compile(r"^[\s\-=+|:_─━═│┃║┼╋╪┿┌┐└┘├┤┬┴╭╮╯╰]*$")
@@ -49,8 +66,8 @@ _PIPES = re.compile(r"[|│┃║]")
 # "test acc 0.70 best acc 0.72": the best-so-far is not the final test accuracy.
 _BEST = re.compile(r"\b(?:best|max|highest|top)\W*$", re.IGNORECASE)
 _ANY_NUMBER = re.compile(r"\d|nan|inf", re.IGNORECASE)
-_DONE = re.compile(r"finish|done|complete", re.IGNORECASE)
-_SECTION_WORD = re.compile(rf"(?<![\w]){SPLIT_WORD}(?![\w])", re.IGNORECASE)
+_DONE = re.compile(r"finish|done|complete|完成|結束|结束", re.IGNORECASE)
+_SECTION_WORD = re.compile(rf"(?<![A-Za-z0-9_]){SPLIT_WORD}(?![A-Za-z0-9_])", re.IGNORECASE)
 
 
 def clean_lines(text: str) -> list[str]:
@@ -86,6 +103,8 @@ def scan_metrics(line: str, masked: str, spans: Sequence[ClassSpan] = (),
     start_m = _LINE_START_SPLIT.match(masked)
     line_split = split_of(start_m.group(1)) if start_m and not re.match(
         r"[\W_]*train(?:ing)?\s+(?:finish|done|complete)", masked, re.IGNORECASE) else None
+    end_m = _LINE_END_SPLIT.search(masked)
+    end_split = split_of(end_m.group(1)) if end_m else None
     for i, t in enumerate(toks):
         stop = toks[i + 1].start if i + 1 < len(toks) else len(masked)
         m = _FILL_VALUE.match(masked, t.end, stop)
@@ -118,6 +137,7 @@ def scan_metrics(line: str, masked: str, spans: Sequence[ClassSpan] = (),
             suffix = None  # "acc 0.9 test_acc 0.8": the split word belongs to the next metric
         split = (t.split or first_split(fill) or last_split(back)
                  or (split_of(suffix.group(1)) if suffix else None)
+                 or ("train" if _TRAIN_QUALIFIER.search(back) else None) or end_split
                  or (None if _BEST.search(back) else
                      (prev_split if t.start - prev_end <= 20 else None) or line_split))
         out.append(Scanned(t, reading, vs, ve, split))
@@ -148,6 +168,8 @@ class Hit:
     split: Split | None
     run: int
     """Consecutive lines with class hits share a run; a run is read in one unit."""
+    inferred: bool = False
+    """The split is 'train' only because the line counts progress (no split word): see MetricMention."""
 
 
 def _class_hits(line: str, masked: str, spans: list[ClassSpan]) -> list[tuple[ClassSpan, Reading, int, int]]:
@@ -241,11 +263,13 @@ def scan_text(text: str, classes: Sequence[str] | None) -> Iterator[Hit]:
     header: Header | None = None
     blank_run, run = 0, 0
     section: Split | None = None
-    pending_progress = False
+    epoch_block = False  # under an "Epoch 3" line: unlabelled numbers are training ones
     for line in _join_arrays(clean_lines(text)):
         try:
             if not line.strip() or _SEPARATOR_ROW.match(line):
                 blank_run += 1
+                if not line.strip():
+                    epoch_block = False  # an epoch's block of lines ends at a blank line
                 if blank_run > 2:
                     header = None
                 continue
@@ -268,7 +292,7 @@ def scan_text(text: str, classes: Sequence[str] | None) -> Iterator[Hit]:
                 run += 1
                 continue
             if not has_number:
-                pending_progress = bool(EPOCH_HEADER.match(line))
+                epoch_block = False
                 run += header is None
                 continue
             if header is not None:
@@ -281,8 +305,8 @@ def scan_text(text: str, classes: Sequence[str] | None) -> Iterator[Hit]:
                         kind = "class_accuracy" if h.class_name else "test_accuracy"
                         line_hits.append(Hit(kind, h.reading, h.class_name, raw, h.split or section_or, run))
             if header is None:
-                line_hits = _free_line(line, masked, spans, classes, raw, run, section, pending_progress)
-            pending_progress = bool(EPOCH_HEADER.match(line))
+                line_hits = _free_line(line, masked, spans, classes, raw, run, section, epoch_block)
+            epoch_block = epoch_block or bool(EPOCH_HEADER.match(line))
             if header is None and not any(h.class_name for h in line_hits):
                 run += 1  # the next class line starts a new block
             yield from line_hits
@@ -291,7 +315,7 @@ def scan_text(text: str, classes: Sequence[str] | None) -> Iterator[Hit]:
 
 
 def _free_line(line: str, masked: str, spans: list[ClassSpan], classes: Sequence[str] | None,
-               raw: str, run: int, section: Split | None, pending_progress: bool) -> list[Hit]:
+               raw: str, run: int, section: Split | None, epoch_block: bool) -> list[Hit]:
     hits: list[Hit] = []
     chits = _class_hits(line, masked, spans)
     if not spans:
@@ -316,13 +340,13 @@ def _free_line(line: str, masked: str, spans: list[ClassSpan], classes: Sequence
     for s, r, _, _ in chits:
         hits.append(Hit("class_accuracy", r, s.name, raw, class_split, run))
     claimed = [(a, b) for _, _, a, b in chits]
-    progress = pending_progress or bool(PROGRESS_RX.search(masked))
+    progress = epoch_block or bool(PROGRESS_RX.search(masked))
     for sc in scan_metrics(line, masked, spans, claimed):
         if sc.token.kind == "lr":
             continue
         kind = "test_accuracy" if sc.token.kind == "acc" else "test_loss"
         split = sc.split or section or ("train" if progress else None)
-        hits.append(Hit(kind, sc.reading, None, raw, split, run))
+        hits.append(Hit(kind, sc.reading, None, raw, split, run, inferred=split is not None and not (sc.split or section)))
     if not chits and not spans:
         for name, r in _list_hits(masked, classes):
             hits.append(Hit("class_accuracy", r, name, raw, section, run))
@@ -355,7 +379,8 @@ def settle(hits: Sequence[Hit], *, cell: int | None, source: str) -> list[Metric
         if v is None:
             continue
         kind = _TOTAL_KIND.get((h.kind, h.split), h.kind)
-        out.append(MetricMention(kind, v, h.class_name, h.raw, cell, source, h.split))  # type: ignore[arg-type]
+        out.append(MetricMention(kind, v, h.class_name, h.raw, cell, source, h.split,  # type: ignore[arg-type]
+                                 h.inferred))
     return out
 
 

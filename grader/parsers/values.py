@@ -15,10 +15,11 @@ Split = Literal["train", "val", "test"]
 MAX_LINE = 4000
 
 _NUM = r"[-+]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
+# The number may follow a CJK word directly ("準確率55.2%"), but not a Latin letter or digit.
 VALUE = (
-    rf"(?<![\w\-.+])(?P<num>{_NUM}|(?<![A-Za-z])(?:nan|inf)(?![A-Za-z]))"
+    rf"(?<![A-Za-z0-9_\-.+])(?P<num>{_NUM}|(?<![A-Za-z])(?:nan|inf)(?![A-Za-z]))"
     r"(?:(?:\s*/\s*|\s+(?:correct\s+)?(?:out\s+of|of)\s+)(?P<den>\d+)(?![.\d]))?"
-    r"(?P<pct>\s*%)?(?!\.?\d)"
+    r"(?P<pct>\s*[%％])?(?!\.?\d)"
 )
 VALUE_RX = re.compile(VALUE, re.IGNORECASE)
 # "71% (712/1000)": the exact count is better than the rounded percent.
@@ -27,11 +28,14 @@ NOT_A_METRIC_AFTER = re.compile(
     r"\s*(?:images?|samples?|examples?|pictures?|imgs?|photos?|files?|ms|s/it|it/s|sec|seconds?|"
     r"params|parameters|steps?|batch(?:es)?|epochs?|mb|gb|kb)\b", re.IGNORECASE)
 
-SPLIT_WORD = r"(train(?:ing)?|trn|val(?:id(?:ation)?)?|dev|test(?:ing)?|eval(?:uation)?)"
+# Chinese: 訓練/训练 training, 驗證/验证 validation, 測試/测试 and 評估/评估 test.
+SPLIT_WORD = (r"(train(?:ing)?|trn|val(?:id(?:ation)?)?|dev|test(?:ing)?|eval(?:uation)?"
+              r"|訓練|训练|驗證|验证|測試|测试|評估|评估|評測|评测)")
 SPLIT_RX = re.compile(rf"(?<![A-Za-z]){SPLIT_WORD}(?![A-Za-z])", re.IGNORECASE)
 _SPLIT_OF = {"train": "train", "training": "train", "trn": "train", "val": "val", "valid": "val",
              "validation": "val", "dev": "val", "test": "test", "testing": "test", "eval": "test",
-             "evaluation": "test"}
+             "evaluation": "test", "訓練": "train", "训练": "train", "驗證": "val", "验证": "val",
+             "測試": "test", "测试": "test", "評估": "test", "评估": "test", "評測": "test", "评测": "test"}
 # "Finished Training", "after training": the words name a phase, not the split measured.
 _PHASE_RX = re.compile(r"(?:finish(?:ed)?|after|end of|done|complete[d]?|start(?:ing)?|begin)\s+"
                        r"(?:the\s+)?(?:train|training)\b|\b(?:train|training)\s+(?:is\s+)?"
@@ -145,6 +149,14 @@ _SPOILERS = {"precision", "recall", "f1", "error", "err", "per", "class", "class
              "balanced", "weighted", "macro", "micro", "total_correct"}
 
 
+# Parts of an identifier that make an unlabelled metric a training one: 'tr_acc',
+# 'batch_loss', 'running_loss', 'minibatch_acc', 'iter_loss'.
+_TRAIN_PARTS = {"tr", "trn", "batch", "minibatch", "mb", "running", "iter", "step"}
+# Chinese metric words: 準確率/准确率/正確率/正确率/準確度/精確度/精度 (accuracy), 損失/损失 (loss),
+# 學習率/学习率 (learning rate), with an optional split word before them ("測試集準確率").
+_CJK_METRIC = re.compile(r"(?P<split>訓練|训练|驗證|验证|測試|测试|評估|评估|評測|评测)?(?:集|資料|数据|資料集|数据集)?(?:的|上的)?"
+                         r"(?:(?P<acc>準確率|准确率|正確率|正确率|準確度|准确度|精確度|精确度|精度|正確度|正确度)"
+                         r"|(?P<loss>損失|损失|誤差|误差)|(?P<lr>學習率|学习率))")
 _PART_SPLIT = re.compile(r"[_\-]|(?<=[a-z])(?=[A-Z])")
 _TOP_OR_NUMBER = re.compile(r"top\d+|\d+")
 _TOP_K_BEFORE = re.compile(r"top[-_ ]?\d+[\s_\-(]*$", re.IGNORECASE)
@@ -175,7 +187,7 @@ def metric_tokens(masked: str) -> list[MetricToken]:
         parts = [p.lower() for p in _PART_SPLIT.split(tok) if p]
         kind: MetricKind | None = None
         split: Split | None = None
-        spoiled = False
+        spoiled = qualified = False
         for i, p in enumerate(parts):
             km = _KIND_PART.fullmatch(p)
             if km:
@@ -188,10 +200,20 @@ def metric_tokens(masked: str) -> list[MetricToken]:
                 spoiled = True
             elif split_of(p):
                 split = split_of(p)
+            elif p in _TRAIN_PARTS:
+                qualified = True
+        if split is None and qualified:
+            split = "train"
         if kind == "lr" and len(parts) > 2:
             kind = None
         if _TOP_K_BEFORE.search(masked, max(0, m.start() - 10), m.start()):
             spoiled = True  # "top-5 accuracy"; top-1 was masked to "top-#" and stays
         if kind is not None and not spoiled:
             out.append(MetricToken(m.start(), end, kind, split))
+    if not masked.isascii():
+        for m in _CJK_METRIC.finditer(masked):
+            kind = "acc" if m.group("acc") else "loss" if m.group("loss") else "lr"
+            out.append(MetricToken(m.start(), m.end(), kind,
+                                   split_of(m.group("split")) if m.group("split") else None))
+        out.sort(key=lambda t: t.start)
     return out

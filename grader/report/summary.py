@@ -77,6 +77,8 @@ def attention_reasons(grade: Mapping, evidence: Sequence[Mapping]) -> list[str]:
     detailed = {"late", "manual-pending"} | ({"notebook-error", "sandbox-limit"} if evidence else set())
     if any(ev.get("output_truncated_cells") for ev in evidence):
         detailed.add("output-truncated")
+    if any(isinstance(f, Mapping) and f.get("unreadable") for ev in evidence for f in ev.get("figures") or []):
+        detailed.add("unreadable-figure")
     problems = [p for p in grade.get("problems") or [] if isinstance(p, Mapping)]
     detailed |= {p.get("flag") for p in problems}
     reasons = [clean(f, 60) for f in grade.get("flags") or [] if f not in detailed]
@@ -94,6 +96,10 @@ def attention_reasons(grade: Mapping, evidence: Sequence[Mapping]) -> list[str]:
                 reasons.append(f"{clean(ev.get('path'), 80)}: output of cell {clean(cut.get('cell'), 10)} "
                                f"truncated ({clean(cut.get('omitted_chars'), 12)} characters left out of its "
                                f"middle; its start and end were read)")
+        broken = [f for f in ev.get("figures") or [] if isinstance(f, Mapping) and f.get("unreadable")]
+        for f in broken[:MAX_CUT_CELLS]:  # unreadable-figure, said precisely
+            reasons.append(f"{clean(ev.get('path'), 80)}: the image stored in cell {clean(f.get('cell'), 10)} "
+                           f"cannot be read ({clean(f.get('unreadable'), 120)}); open the notebook to see it")
     if not evidence:
         reasons.append("no notebook or script ran")
     for part in _parts(grade):

@@ -188,14 +188,21 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
                 scheduler: str | None = None, log: Log = lambda s: None) -> list[dict[str, Any]]:
     """Grades every submission under `paths` not already graded; returns all grades in OUT."""
     from grader.intake import IntakeLimits, discover, expand_bundles, mark_lms_times
+    from grader.lateness import fmt_deadline
     from grader.rubric import load_rubric
 
     rubric = load_rubric(settings.rubric_path)
     pattern = rubric.submission.pattern
     # An LMS "download all" zip is a folder of the class's submissions, not one student's zip.
-    paths, folders, bundles = expand_bundles(paths, settings.out / "work", IntakeLimits(), pattern=pattern)
+    # Its entry times carry no zone: they are read in the deadline's (the course's Moodle's).
+    zip_tz = rubric.deadline.tzinfo if rubric.deadline is not None else None
+    paths, folders, bundles = expand_bundles(paths, settings.out / "work", IntakeLimits(), pattern=pattern,
+                                             zip_tz=zip_tz)
     for bundle in bundles:
-        log(f"{bundle.name} is the LMS's download of all submissions: graded as the folders inside it")
+        zone = (f"the deadline's time zone ({fmt_deadline(rubric.deadline).rsplit(' ', 1)[-1]})"
+                if rubric.deadline is not None else "the grader's local time")
+        log(f"{bundle.name} is the LMS's download of all submissions: graded as the folders inside it; "
+            f"its archive times (upload times, stored without a time zone) are read in {zone}")
     candidates = discover(paths, pattern=pattern, exclude=[settings.out, *bundles])
     candidates = mark_lms_times(candidates, folders)
     if not candidates:

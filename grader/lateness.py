@@ -25,7 +25,7 @@ COPIED_SPREAD_S = 60.0
 
 SOURCE_TEXT = {
     "file-mtime": "the archive file's modification time",
-    "lms-archive-entry": "the LMS download's upload time",
+    "lms-archive-entry": "the LMS download's upload time (archive times, read in the deadline's time zone)",
     "submitted-at-csv": "the --submitted-at file",
     "unknown": "unknown (no time recorded)",
 }

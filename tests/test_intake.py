@@ -702,3 +702,103 @@ def test_every_problem_code_has_a_flag_the_ta_can_read() -> None:
     for code, flag in FLAGS.items():
         assert flag == flag.lower() and " " not in flag, flag
         assert FLAG_TEXT.get(flag), f"flag {flag} (from {code}) is not explained"
+
+
+# --------------------------------------------------------------------------- re-tester round 1: Moodle bundles
+
+
+def _bundle(path: Path, entries: list[tuple[str, bytes | str, tuple[int, ...]]]) -> Path:
+    """A Moodle download-all zip with the given entries and their (zone-less) upload times."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data, when in entries:
+            zf.writestr(zipfile.ZipInfo(name, date_time=when), data)
+    return path
+
+
+def _student_zip(area: Area) -> bytes:
+    return fx.write_zip(area.root / "inner.zip", fx.good_members()).read_bytes()
+
+
+@pytest.mark.parametrize("name", ["LAB01-Lab 1-1234567.zip", "DL 2026-Assignment-0556001.zip",
+                                  "dllab-1234567-all.zip"])
+def test_a_download_all_named_like_an_id_is_still_a_bundle(area: Area, name: str) -> None:
+    """Re-tester's 2: Moodle names the download `COURSE-Assignment-<number>.zip`; next to a loose
+    dllab zip it was skipped for the id its name seems to carry and graded as one bogus student."""
+    inner = _student_zip(area)
+    _bundle(area.incoming / name, [
+        ("王小明_123457_assignsubmission_file_/dllab_0460102.zip", inner, (2026, 11, 20, 10, 0, 0)),
+        ("林美_123458_assignsubmission_file_/dllab_0460103.zip", inner, (2026, 11, 20, 10, 0, 0))])
+    fx.good_zip(area.incoming, "0460104")
+    subs = intake([area.incoming], area.work)
+    assert [(s.student_id, [p.code for p in s.problems]) for s in subs] == [
+        ("0460102", []), ("0460103", []), ("0460104", [])]
+    assert [s.submitted_at_source for s in subs] == ["lms-archive-entry"] * 2 + ["file-mtime"]
+
+
+def test_a_student_zip_named_by_the_pattern_is_never_a_bundle(area: Area) -> None:
+    """The other side of 2: `dllab_<id>.zip` is the student's own, even given as a file."""
+    fx.write_zip(area.incoming / "dllab_0556002.zip", [
+        ("Lin Mei_222_assignsubmission_file_/lab1-1.ipynb", fx.notebook_bytes()), ("report.pdf", fx.PDF)])
+    subs = intake([area.incoming / "dllab_0556002.zip"], area.work)
+    assert [s.student_id for s in subs] == ["0556002"]
+
+
+@pytest.mark.parametrize(("zone", "hours"), [(8, 8), (-5, -5), (0, 0)])
+def test_bundle_times_are_read_in_the_deadline_zone(area: Area, zone: int, hours: int) -> None:
+    """Re-tester's 3: an entry stamped 23:30 with the deadline 23:59+08:00 was read as UTC (7.5 h
+    late); zip times carry no zone and are read in the zone `zip_tz` (the deadline's)."""
+    from datetime import timedelta, timezone
+
+    tz = timezone(timedelta(hours=zone))
+    _bundle(area.incoming / "LAB01-Lab 1-1234567.zip", [
+        ("林美_123458_assignsubmission_file_/dllab_0460103.zip", _student_zip(area), (2026, 11, 20, 23, 30, 0))])
+    (sub,) = intake([area.incoming], area.work, zip_tz=tz)
+    assert datetime.fromisoformat(sub.submitted_at) == datetime(2026, 11, 20, 23, 30, tzinfo=tz)
+    # a later run in another zone extracts again rather than reuse the times read in this one
+    other = timezone(timedelta(hours=hours + 1))
+    (again,) = intake([area.incoming], area.root / "w2", zip_tz=other)
+    (third,) = intake([area.incoming], area.work / "x", zip_tz=other)
+    assert datetime.fromisoformat(again.submitted_at) == datetime(2026, 11, 20, 23, 30, tzinfo=other)
+    assert third.submitted_at == again.submitted_at
+
+
+@pytest.mark.parametrize(("flat", "sid", "person", "pid"), [
+    ("Wang Xiaoming_123456_assignsubmission_file_dllab_0460101.zip", "0460101", "Wang Xiaoming", "123456"),
+    ("王小明_1234567_assignsubmission_file_DLLab-0460102.zip", "0460102", "王小明", "1234567"),
+])
+def test_older_flat_moodle_names_take_the_id_from_the_students_file(area: Area, flat: str, sid: str,
+                                                                   person: str, pid: str) -> None:
+    """Re-tester's 4a: `<Name>_<pid>_assignsubmission_file_dllab_0460101.zip` was graded as the
+    participant id 123456 with bad-name; the id in the student's own file name wins."""
+    _bundle(area.incoming / "LAB01-download-all.zip", [(flat, _student_zip(area), (2026, 11, 20, 10, 0, 0))])
+    (sub,) = intake([area.incoming], area.work)
+    assert (sub.student_id, sub.student_name, sub.lms_participant_id) == (sid, person, pid)
+    assert [p.code for p in sub.problems] == ([] if flat.split("_file_")[1].startswith("dllab_") else ["bad-name"])
+    assert sub.submitted_at_source == "lms-archive-entry"
+
+
+def test_online_text_joins_the_participants_upload(area: Area) -> None:
+    """Re-tester's 4b: Moodle's online-text entry became an extra student `moodle-123458`
+    (0/100, no-notebook); it is noted on the same participant's upload instead."""
+    _bundle(area.incoming / "LAB01-Lab 1-1234567.zip", [
+        ("林美_123458_assignsubmission_file_/dllab_0460103.zip", _student_zip(area), (2026, 11, 20, 10, 0, 0)),
+        ("林美_123458_assignsubmission_onlinetext_/onlinetext.html", "<p>see zip</p>", (2026, 11, 20, 10, 0, 0)),
+        ("Lee Ann_123459_assignsubmission_onlinetext_/onlinetext.html", "<p>forgot</p>", (2026, 11, 20, 10, 0, 0)),
+        ("Lee Ann_123459_assignsubmission_file_/dllab_0460104.zip", _student_zip(area), (2026, 11, 20, 10, 0, 0))])
+    subs = intake([area.incoming], area.work)
+    assert [s.student_id for s in subs] == ["0460103", "0460104"]
+    for sub in subs:
+        [p] = sub.problems
+        assert p.code == "online-text" and "onlinetext.html" in p.message and "not graded" in p.message
+
+
+def test_online_text_alone_stays_visible(area: Area) -> None:
+    """A participant who only typed text (no upload) is still listed, under Moodle's id."""
+    _bundle(area.incoming / "LAB01-download-all.zip", [
+        ("林美_123458_assignsubmission_onlinetext_/onlinetext.html", "<p>no zip</p>", (2026, 11, 20, 10, 0, 0)),
+        ("Lee Ann_123459_assignsubmission_file_/dllab_0460104.zip", _student_zip(area), (2026, 11, 20, 10, 0, 0))])
+    subs = intake([area.incoming], area.work)
+    assert [s.student_id for s in subs] == ["0460104", "moodle-123458"]
+    assert [p.code for p in subs[0].problems] == []

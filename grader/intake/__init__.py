@@ -10,6 +10,7 @@ input path, a bad name pattern or a work folder that already holds a submission.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import zipfile
@@ -55,16 +56,18 @@ def intake(
     *,
     pattern: str = DEFAULT_PATTERN,
     limits: IntakeLimits = IntakeLimits(),
+    zip_tz: dt.tzinfo | None = None,
 ) -> list[Submission]:
     """Discover every submission under `paths` and unpack each into `work_root/<student_id>/`.
 
     A Moodle "download all submissions" zip among `paths` is first unpacked into
-    `work_root/_lms/` and read as the folder it contains.
+    `work_root/_lms/` and read as the folder it contains; its upload times are read in `zip_tz`
+    (the deadline's time zone), else the machine's local zone.
     """
     work_root = Path(work_root)
     work_root.mkdir(parents=True, exist_ok=True)
     work_root = work_root.resolve()  # discover compares real paths
-    paths, bundles, zips = expand_bundles(paths, work_root, limits, pattern=pattern)
+    paths, bundles, zips = expand_bundles(paths, work_root, limits, pattern=pattern, zip_tz=zip_tz)
     candidates = discover(paths, pattern=pattern, exclude=[work_root, *zips])
     candidates = mark_lms_times(candidates, bundles)
     return [unpack(c, work_root, limits=limits) for c in candidates]

@@ -24,6 +24,7 @@ from grader.intake.naming import (
     NamePattern,
     NameReading,
     archive_ext,
+    moodle_file,
     moodle_folder,
     placeholder_id,
 )
@@ -58,6 +59,8 @@ class Candidate:
     """The LMS participant id from the download folder name."""
     copy_number: int = 0
     """The `(n)` a browser added to a second download of the same name; breaks mtime ties."""
+    lms_plugin: str | None = None
+    """The Moodle plugin it came from: `file` (uploads) or `onlinetext` (text typed into Moodle)."""
     expected_name: str = ""
     """The name the rubric's pattern asks for, for messages (`dllab_0556001.zip`)."""
 
@@ -81,7 +84,7 @@ def discover(
         else:
             _scan_dir(path, names, found, skip, depth=0)
     found = list({os.path.realpath(c.path): c for c in found}.values())  # a file inside a folder also given
-    return _one_per_student(_unique_placeholders(found))
+    return _one_per_student(_unique_placeholders(_join_online_text(found)))
 
 
 def _scan_dir(folder: Path, names: NamePattern, found: list[Candidate], skip: set[str], *, depth: int) -> None:
@@ -106,7 +109,14 @@ def _scan_dir(folder: Path, names: NamePattern, found: list[Candidate], skip: se
 
 def _lone_submission(path: Path, names: NamePattern) -> bool:
     """`dllab_0556001.ipynb` handed in without a zip; not the TA's `roster_20241003.csv`."""
-    return path.suffix.lower() in _CODE_EXTS and names.read(path.name).student_id is not None
+    return path.suffix.lower() in _CODE_EXTS and names.read(_own_name(path.name)).student_id is not None
+
+
+def _own_name(name: str) -> str:
+    """The student's own file name: a flat Moodle file's name without Moodle's
+    `<Full Name>_<participant id>_assignsubmission_file_` before it, else `name`."""
+    flat = moodle_file(name)
+    return flat[1] if flat else name
 
 
 def _looks_unpacked(folder: Path, names: NamePattern) -> bool:
@@ -116,7 +126,7 @@ def _looks_unpacked(folder: Path, names: NamePattern) -> bool:
         return False
     code = [c for c in children if c.is_file() and c.suffix.lower() in _CODE_EXTS]
     if code:  # several students' lone notebooks make a folder of submissions
-        return len({names.read(c.name).student_id for c in code} - {None}) <= 1
+        return len({names.read(_own_name(c.name)).student_id for c in code} - {None}) <= 1
     # `dllab_0556001/src/lab1.ipynb`: named like a submission, holds no archives.
     return names.read_folder(folder.name).match == "exact" and bool(children)
 
@@ -137,8 +147,12 @@ def _moodle_candidates(folder: Path, names: NamePattern, moodle: MoodleFolder) -
 
 
 def _file_candidate(path: Path, names: NamePattern, moodle: MoodleFolder | None) -> Candidate:
-    reading = names.read(path.name)
-    problems = _name_problems(path.name, reading, names, moodle, lone=archive_ext(path.name) is None)
+    name = path.name
+    flat = moodle_file(name) if moodle is None else None
+    if flat is not None:  # older Moodle's flat file: the id is in the student's own file name
+        moodle, name = flat
+    reading = names.read(name)
+    problems = _name_problems(name, reading, names, moodle, lone=archive_ext(name) is None)
     mtime = path.stat().st_mtime
     return Candidate(
         expected_name=names.expected(reading.student_id or "<student_id>"),
@@ -151,6 +165,7 @@ def _file_candidate(path: Path, names: NamePattern, moodle: MoodleFolder | None)
         student_name=moodle.student_name if moodle else None,
         lms_participant_id=moodle.participant_id if moodle else None,
         copy_number=reading.copy_number,
+        lms_plugin=moodle.plugin if moodle else None,
     )
 
 
@@ -179,6 +194,7 @@ def _folder_candidate(folder: Path, names: NamePattern, moodle: MoodleFolder | N
         problems=problems,
         student_name=moodle.student_name if moodle else None,
         lms_participant_id=moodle.participant_id if moodle else None,
+        lms_plugin=moodle.plugin if moodle else None,
     )
 
 
@@ -199,6 +215,24 @@ def _placeholder(name: str, moodle: MoodleFolder | None) -> str:
     if moodle is not None:
         return f"moodle-{moodle.participant_id}"
     return placeholder_id(Path(name).stem)
+
+
+def _join_online_text(found: list[Candidate]) -> list[Candidate]:
+    """Moodle's online-text entry (`<Name>_<pid>_assignsubmission_onlinetext_/onlinetext.html`) is
+    not a submission of its own: beside the same participant's uploads it is noted on them and
+    left out; a participant who only typed text keeps it as their submission (so the TA sees it)."""
+    uploads = {c.lms_participant_id for c in found if c.lms_participant_id and c.lms_plugin == "file"}
+    typed = [c for c in found if c.lms_plugin not in (None, "file") and c.lms_participant_id in uploads]
+    if not typed:
+        return found
+    out = []
+    for c in found:
+        if c in typed:
+            continue
+        notes = tuple(problem("online-text", t.path.name, name=t.path.name) for t in typed
+                      if t.lms_participant_id == c.lms_participant_id and c.lms_plugin == "file")
+        out.append(replace(c, problems=c.problems + notes) if notes else c)
+    return out
 
 
 def _unique_placeholders(found: list[Candidate]) -> list[Candidate]:

@@ -12,6 +12,7 @@ reading.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import re
@@ -172,10 +173,12 @@ def _shorten(part: str) -> str:
     return head + tag + ext
 
 
-def scan_zip(path: Path, label: str, *, prefix: str = "") -> tuple[zipfile.ZipFile | None, Scan]:
+def scan_zip(path: Path, label: str, *, prefix: str = "",
+             zip_tz: dt.tzinfo | None = None) -> tuple[zipfile.ZipFile | None, Scan]:
     """Open `path` read-only and check every member's name and type; nothing is written.
 
     `label` names the archive in messages; `prefix` goes before member names (nested zips).
+    Member times (which carry no zone) are read in `zip_tz`, else the machine's local zone.
     """
     scan = Scan(fatal=True)
     head = b""
@@ -222,7 +225,7 @@ def scan_zip(path: Path, label: str, *, prefix: str = "") -> tuple[zipfile.ZipFi
             if changes and opener is not None:
                 scan.problems.append(problem("renamed-member", shown, detail="; ".join(changes), name=parts[-1]))
             scan.entries.append(Entry(parts, name.replace("\\", "/"), info.file_size, info.compress_size,
-                                      opener, _zip_mtime(info)))
+                                      opener, _zip_mtime(info, zip_tz)))
     files = [e for e in scan.entries if e.opener is not None]
     if encrypted and not files:
         scan.problems.append(problem("encrypted", label))  # the whole archive: nothing to read
@@ -421,9 +424,12 @@ def _copy(entry: Entry, target: str, cap: int) -> tuple[str, int | BaseException
     return "ok", count
 
 
-def _zip_mtime(info: zipfile.ZipInfo) -> float | None:
-    """A zip entry's local date and time as a timestamp (zip stores no time zone)."""
+def _zip_mtime(info: zipfile.ZipInfo, tz: dt.tzinfo | None = None) -> float | None:
+    """A zip entry's date and time as a timestamp (seconds since the epoch). Zip stores no time
+    zone: the time is read in `tz` (the deadline's zone for an LMS download), else local time."""
     try:
+        if tz is not None:
+            return dt.datetime(*info.date_time, tzinfo=tz).timestamp()
         return time.mktime((*info.date_time, 0, 0, -1))
     except (OverflowError, ValueError):
         return None

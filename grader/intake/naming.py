@@ -17,6 +17,9 @@ _COPY_SUFFIX = re.compile(r"(?:\s*\(\d+\)|\s+-\s*copy|\s*-\s*複製|\s*-\s*副�
 ARCHIVE_EXTS = (".tar.gz", ".tar.bz2", ".tar.xz", ".zip", ".7z", ".rar", ".tar", ".tgz", ".gz", ".bz2", ".xz")
 # Moodle "download all submissions": one folder per student.
 _MOODLE = re.compile(r"^(?P<name>.+?)_(?P<pid>\d+)_assignsubmission_(?P<plugin>[a-z]+)_?$")
+# Older Moodle (and "download without folders"): one flat file per upload,
+# `<Full Name>_<participant id>_assignsubmission_file_<the student's file name>`.
+_MOODLE_FILE = re.compile(r"^(?P<name>.+?)_(?P<pid>\d+)_assignsubmission_(?P<plugin>[a-z]+)_(?P<file>.+)$")
 
 Match = Literal["exact", "loose", "none"]
 
@@ -39,6 +42,8 @@ class MoodleFolder:
 
     student_name: str
     participant_id: str
+    plugin: str = "file"
+    """Moodle's submission plugin: `file` (uploads) or `onlinetext` (text typed into Moodle)."""
 
 
 class NamePattern:
@@ -91,10 +96,23 @@ class NamePattern:
 
 
 def moodle_folder(name: str) -> MoodleFolder | None:
+    """Moodle's per-student folder `<Full Name>_<participant id>_assignsubmission_<plugin>_`, or None."""
     m = _MOODLE.match(name)
     if m is None:
         return None
-    return MoodleFolder(student_name=m.group("name").strip(), participant_id=m.group("pid"))
+    return MoodleFolder(student_name=m.group("name").strip(), participant_id=m.group("pid"), plugin=m.group("plugin"))
+
+
+def moodle_file(name: str) -> tuple[MoodleFolder, str] | None:
+    """A flat Moodle file `<Full Name>_<pid>_assignsubmission_file_<file name>`: who uploaded it,
+    and the file's own name (which carries the student id), or None."""
+    if moodle_folder(name) is not None:
+        return None
+    m = _MOODLE_FILE.match(name)
+    if m is None:
+        return None
+    who = MoodleFolder(student_name=m.group("name").strip(), participant_id=m.group("pid"), plugin=m.group("plugin"))
+    return who, m.group("file")
 
 
 def archive_ext(name: str) -> str | None:

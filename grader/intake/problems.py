@@ -17,6 +17,8 @@ MESSAGES: dict[str, str] = {
     "duplicate": "Student {student_id} handed in {count} files; the newest, `{chosen}`, "
     "was graded and the older ones were ignored: {others}.",
     "extra-file": "`{name}` was uploaded next to the archive instead of inside it, so it was not graded.",
+    "online-text": "The text typed into Moodle's online-text box (`{name}`) was not graded: the lab is "
+    "graded from the uploaded files; the TA can still read it in Moodle.",
     "not-an-archive": "`{name}` was handed in on its own; the lab expects everything in one zip "
     "named `{expected}`. It was graded as if it had been inside that zip.",
     # the archive as a whole
@@ -70,7 +72,7 @@ UNREADABLE_CODES = frozenset({"unreadable-notebook", "bad-notebook"})
 # summary, the Moodle export) show what went wrong at intake, not only 0 points.
 FLAGS: dict[str, str] = {
     "bad-name": "bad-name", "no-student-id": "no-student-id", "duplicate": "duplicate",
-    "extra-file": "extra-file", "not-an-archive": "not-an-archive",
+    "extra-file": "extra-file", "online-text": "online-text", "not-an-archive": "not-an-archive",
     "unsupported-format": "unsupported-format", "corrupt": "corrupt-archive", "truncated": "truncated-archive",
     "empty": "empty-submission", "encrypted": "encrypted",
     "unsafe-path": "refused-member", "link": "refused-member", "special-file": "refused-member",
@@ -86,6 +88,7 @@ FLAGS: dict[str, str] = {
 FLAG_TEXT: dict[str, str] = {
     "no-student-id": "no student id could be read from the file name",
     "extra-file": "a file was uploaded next to the zip, not inside it",
+    "online-text": "text typed into Moodle's online-text box was not graded (the uploaded files were)",
     "not-an-archive": "files were handed in without a zip",
     "unsupported-format": "the archive is not a zip and could not be opened",
     "corrupt-archive": "the zip is damaged and could not be opened",

@@ -10,6 +10,7 @@ import csv
 import datetime as dt
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -80,19 +81,20 @@ def read_submitted_at(path: Path | None) -> dict[str, str]:
 def match_submitted_at(times: Mapping[str, str], student_ids: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     """--submitted-at rows keyed by the batch's own student ids, and warnings for the TA.
 
-    A spreadsheet drops leading zeros (`110001` for `0110001`): such a row is matched to the one
-    student whose id is the same number. A row that matches nobody, and a student with no row
-    (graded on the archive's time instead), are each reported rather than silently ignored.
+    A spreadsheet drops leading zeros (`110001` for `0110001`) and may write the id as a number
+    (`110001.0`): such a row is matched to the one student whose id is the same number. A row that
+    matches nobody, and a student with no row (graded on the archive's time instead), are each
+    reported rather than silently ignored.
     """
     ids = set(student_ids)
     by_number: dict[str, list[str]] = {}
     for sid in ids:
-        by_number.setdefault(sid.lstrip("0"), []).append(sid)
+        by_number.setdefault(id_number(sid), []).append(sid)
     out: dict[str, str] = {}
     fixed: list[str] = []
     unmatched: list[str] = []
     for row_id, when in times.items():
-        same = by_number.get(row_id.lstrip("0"), [])
+        same = by_number.get(id_number(row_id), [])
         if row_id in ids:
             out[row_id] = when
         elif len(same) == 1 and same[0] not in times:
@@ -104,7 +106,8 @@ def match_submitted_at(times: Mapping[str, str], student_ids: Sequence[str]) -> 
     warnings = []
     if fixed:
         warnings.append(f"{len(fixed)} --submitted-at row(s) name a student without the id's leading zeros "
-                        f"(a spreadsheet drops them) and were matched by number: {_few(fixed)}")
+                        f"or as a decimal number (a spreadsheet writes ids so) and were matched by number: "
+                        f"{_few(fixed)}")
     if unmatched:
         warnings.append(f"{len(unmatched)} --submitted-at row(s) match no submission in this batch, so their "
                         f"times are not used: {_few(unmatched)}; check the student_id column")
@@ -113,6 +116,21 @@ def match_submitted_at(times: Mapping[str, str], student_ids: Sequence[str]) -> 
         warnings.append(f"{len(missing)} submission(s) have no row in --submitted-at, so their archives' own "
                         f"times are used for lateness: {_few(missing)}")
     return out, warnings
+
+
+def id_number(student_id: str) -> str:
+    """A student id as the number a spreadsheet may have made of it: `0150001`, `150001` and
+    `150001.0` are all `150001`; an id with letters stays itself."""
+    return re.sub(r"\.0*$", "", student_id.strip()).lstrip("0")
+
+
+def merge_submitted_at(earlier: Mapping[str, str], new: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """A new --submitted-at CSV for a folder graded with an earlier one: the new rows win, and the
+    earlier rows of students the new file does not mention (by id number) are kept; also the ids
+    kept that way, for the TA."""
+    named = {id_number(k) for k in new}
+    kept = {k: v for k, v in earlier.items() if id_number(k) not in named}
+    return {**kept, **new}, sorted(kept)
 
 
 def _few(items: Sequence[str], n: int = 5) -> str:
@@ -147,10 +165,20 @@ def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mappi
     if ref_path is None:
         log("no reference metrics given (--reference FILE): accuracy items use the rubric's floors only")
     times = read_submitted_at(submitted_at)
-    if submitted_at is None and (out / "settings.json").is_file():
+    earlier: dict[str, str] = {}
+    if (out / "settings.json").is_file():
+        earlier = json.loads((out / "settings.json").read_text()).get("submitted_at") or {}
+    if submitted_at is not None and earlier:
+        # A second CSV often lists only the students it corrects: the others keep their times.
+        given = len(times)
+        times, kept = merge_submitted_at(earlier, times)
+        if kept:
+            log(f"{submitted_at.name} gives {given} row(s) a new time; the earlier --submitted-at times of "
+                f"{len(kept)} student(s) it does not list are kept: {_few(kept)}")
+    if submitted_at is None:
         # Given once, the LMS's times stay (like overrides): a plain rerun to resume must not
         # silently switch the graded students back to file times.
-        times = json.loads((out / "settings.json").read_text()).get("submitted_at") or {}
+        times = earlier
         if times:
             log(f"the --submitted-at times given before ({len(times)} student(s)) are kept for this folder; "
                 f"pass --submitted-at again to replace them")

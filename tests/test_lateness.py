@@ -284,3 +284,39 @@ def test_rescore_with_a_new_rubric_on_a_copied_folder_uses_the_new_rubric(tmp_pa
     assert json.loads((copy / "grades" / "0556001.json").read_text())["late"]["days_late"] == 0
     assert "2018-10-05" in (copy / "rubric.yaml").read_text() and "2018-10-05" not in (first / "rubric.yaml").read_text()
     assert json.loads((first / "grades" / "0556001.json").read_text())["late"]["days_late"] == 2
+
+
+def test_submitted_at_ids_written_as_decimal_numbers_are_matched() -> None:
+    """Re-tester's 11: Excel wrote `150001.0` for 0150001; it was only warned about."""
+    from grader.config import match_submitted_at
+
+    at = "2026-11-20T10:00:00+08:00"
+    out, warnings = match_submitted_at({"150001.0": at, "0150002.00": at, "150003": at},
+                                       ["0150001", "0150002", "0150003"])
+    assert out == {"0150001": at, "0150002": at, "0150003": at}
+    assert len(warnings) == 1 and "150001.0 -> 0150001" in warnings[0] and "decimal number" in warnings[0]
+    # a number that is not an id with a zero fraction is not read as one
+    out, warnings = match_submitted_at({"150001.5": at}, ["0150001"])
+    assert "0150001" not in out and any("match no submission" in w for w in warnings)
+
+
+def test_a_new_csv_keeps_earlier_times_of_students_it_does_not_list(tmp_path: Path) -> None:
+    """Re-tester's 11: a second CSV listing one student dropped the earlier rows of the others,
+    who fell back to file times while the log said they had a new time."""
+    from grader.config import merge_submitted_at, prepare, read_submitted_at
+
+    times, kept = merge_submitted_at({"0150001": "2026-11-24T10:00:00+08:00", "0150002": "2026-11-24T10:00:00+08:00"},
+                                     {"150001.0": "2026-11-20T10:00:00+08:00"})
+    assert times == {"0150002": "2026-11-24T10:00:00+08:00", "150001.0": "2026-11-20T10:00:00+08:00"}
+    assert kept == ["0150002"]
+    # through prepare, as `grade --submitted-at` on a graded folder does
+    out = tmp_path / "out"
+    first = _csv(tmp_path / "a.csv", {"0150001": "2026-11-24T10:00:00+08:00", "0150002": "2026-11-24T10:00:00+08:00"})
+    said: list[str] = []
+    kw = dict(lab="lab1", rubric=None, out=out, data_args={}, reference=None, mode="saved", sandbox="none",
+              pdf=False, log=said.append)
+    prepare(submitted_at=first, **kw)
+    second = prepare(submitted_at=_csv(tmp_path / "b.csv", {"0150003": "2026-11-20T10:00:00+08:00"}), **kw)
+    assert second.submitted_at == {**read_submitted_at(first), "0150003": "2026-11-20T10:00:00+08:00"}
+    assert any("b.csv gives 1 row(s) a new time" in s and "2 student(s) it does not list are kept: 0150001, 0150002" in s
+               for s in said), said

@@ -320,3 +320,37 @@ def test_a_new_csv_keeps_earlier_times_of_students_it_does_not_list(tmp_path: Pa
     assert second.submitted_at == {**read_submitted_at(first), "0150003": "2026-11-20T10:00:00+08:00"}
     assert any("b.csv gives 1 row(s) a new time" in s and "2 student(s) it does not list are kept: 0150001, 0150002" in s
                for s in said), said
+
+
+def test_moodle_bundle_times_are_read_in_the_deadline_zone_when_grading(tmp_path: Path, capsys) -> None:
+    """Re-tester's 3: an upload stamped 23:30 in the bundle (29 min before the 23:59+08:00
+    deadline) was read as UTC and charged a day late; a 00:10 upload is 11 minutes late."""
+    import io
+    import zipfile
+
+    inc, out = tmp_path / "in", tmp_path / "out"
+    inc.mkdir()
+    with zipfile.ZipFile(inc / "LAB01-Lab 1-1234567.zip", "w") as zf:  # lab1's deadline: 2018-09-30T23:59+08:00
+        for sid, pid, when in (("0556001", "111", (2018, 9, 30, 23, 30, 0)), ("0556002", "222", (2018, 10, 1, 0, 10, 0))):
+            inner = io.BytesIO()
+            with zipfile.ZipFile(inner, "w") as z:
+                for name, data in fx.good_members():
+                    z.writestr(name, data)
+            zf.writestr(zipfile.ZipInfo(f"Student {pid}_{pid}_assignsubmission_file_/dllab_{sid}.zip", when),
+                        inner.getvalue())
+    grades = _grade_cli(inc, out)
+    assert sorted(grades) == ["0556001", "0556002"]
+    on_time, late = grades["0556001"], grades["0556002"]
+    assert on_time["submitted_at_source"] == "lms-archive-entry" and "late" not in on_time["flags"]
+    assert dt.datetime.fromisoformat(on_time["submitted_at"]) == dt.datetime(
+        2018, 9, 30, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    assert late["late"]["days_late"] == 1 and "late" in late["flags"]
+    assert "archive times (upload times, stored without a time zone) are read in the deadline's time zone (+08:00)" \
+        in capsys.readouterr().err
+
+
+def test_the_summary_says_bundle_times_are_read_in_the_deadline_zone() -> None:
+    from grader.lateness import sources
+
+    assert sources([When(NOW, "lms-archive-entry")]) == [
+        ("the LMS download's upload time (archive times, read in the deadline's time zone)", 1)]

@@ -802,3 +802,13 @@ def test_online_text_alone_stays_visible(area: Area) -> None:
     subs = intake([area.incoming], area.work)
     assert [s.student_id for s in subs] == ["0460104", "moodle-123458"]
     assert [p.code for p in subs[0].problems] == []
+
+
+def test_a_loosely_named_student_zip_with_its_own_files_is_not_a_bundle(area: Area) -> None:
+    """Told by contents: `DLlab-0556003.zip` holding the student's notebook next to a Moodle-looking
+    folder is the student's own zip, not a class's download."""
+    fx.write_zip(area.incoming / "DLlab-0556003.zip", [
+        ("lab1-1.ipynb", fx.notebook_bytes()), ("report.pdf", fx.PDF),
+        ("Lin Mei_222_assignsubmission_file_/old.ipynb", fx.notebook_bytes())])
+    (sub,) = intake([area.incoming], area.work)
+    assert sub.student_id == "0556003" and [p.code for p in sub.problems] == ["bad-name"]

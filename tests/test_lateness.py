@@ -313,10 +313,13 @@ def test_a_new_csv_keeps_earlier_times_of_students_it_does_not_list(tmp_path: Pa
     out = tmp_path / "out"
     first = _csv(tmp_path / "a.csv", {"0150001": "2026-11-24T10:00:00+08:00", "0150002": "2026-11-24T10:00:00+08:00"})
     said: list[str] = []
-    kw = dict(lab="lab1", rubric=None, out=out, data_args={}, reference=None, mode="saved", sandbox="none",
-              pdf=False, log=said.append)
-    prepare(submitted_at=first, **kw)
-    second = prepare(submitted_at=_csv(tmp_path / "b.csv", {"0150003": "2026-11-20T10:00:00+08:00"}), **kw)
+
+    def again(csv: Path):
+        return prepare(lab="lab1", rubric=None, out=out, data_args={}, reference=None, mode="saved",
+                       sandbox="none", pdf=False, submitted_at=csv, log=said.append)
+
+    again(first)
+    second = again(_csv(tmp_path / "b.csv", {"0150003": "2026-11-20T10:00:00+08:00"}))
     assert second.submitted_at == {**read_submitted_at(first), "0150003": "2026-11-20T10:00:00+08:00"}
     assert any("b.csv gives 1 row(s) a new time" in s and "2 student(s) it does not list are kept: 0150001, 0150002" in s
                for s in said), said

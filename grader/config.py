@@ -173,7 +173,7 @@ def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mappi
         given = len(times)
         times, kept = merge_submitted_at(earlier, times)
         if kept:
-            log(f"{submitted_at.name} gives {given} row(s) a new time; the earlier --submitted-at times of "
+            log(f"{submitted_at.name} lists {given} student id(s); the earlier --submitted-at times of "
                 f"{len(kept)} student(s) it does not list are kept: {_few(kept)}")
     if submitted_at is None:
         # Given once, the LMS's times stay (like overrides): a plain rerun to resume must not

@@ -321,7 +321,7 @@ def test_a_new_csv_keeps_earlier_times_of_students_it_does_not_list(tmp_path: Pa
     again(first)
     second = again(_csv(tmp_path / "b.csv", {"0150003": "2026-11-20T10:00:00+08:00"}))
     assert second.submitted_at == {**read_submitted_at(first), "0150003": "2026-11-20T10:00:00+08:00"}
-    assert any("b.csv gives 1 row(s) a new time" in s and "2 student(s) it does not list are kept: 0150001, 0150002" in s
+    assert any("b.csv lists 1 student id(s)" in s and "2 student(s) it does not list are kept: 0150001, 0150002" in s
                for s in said), said
 
 

@@ -812,3 +812,28 @@ def test_a_loosely_named_student_zip_with_its_own_files_is_not_a_bundle(area: Ar
         ("Lin Mei_222_assignsubmission_file_/old.ipynb", fx.notebook_bytes())])
     (sub,) = intake([area.incoming], area.work)
     assert sub.student_id == "0556003" and [p.code for p in sub.problems] == ["bad-name"]
+
+
+def _dotted_notebook(megabytes: int) -> bytes:
+    """A saved notebook whose training cell printed a progress dot per batch: a few MB that
+    deflate 200-300 times, then the results (rt2's 0001434)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("for i, batch in enumerate(loader):\n    print('.', end='')")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="." * (megabytes << 20) + "\nAccuracy 55 %\n")]
+    nb.cells = [cell]
+    return nbformat.writes(nb).encode()
+
+
+def test_notebooks_and_logs_that_compress_well_are_not_zip_bombs(area: Area) -> None:
+    fx.write_zip(area.incoming / "dllab_0556043.zip", [
+        ("lab1.ipynb", _dotted_notebook(4)),
+        ("train_log.txt", b"Warning: the dataloader is slow\n" * 100_000),  # 3.2 MB of one line
+        ("src/train.py", b"# " + b"=" * (2 << 20) + b"\nprint('hi')\n"),
+        ("data/zeros.bin", bytes(3 << 20)),  # a binary bomb of the same size is still refused
+    ])
+    (sub,) = intake([area.incoming], area.work)
+    assert codes(sub) == ["suspicious-compression"] and sub.problems[0].path == "data/zeros.bin"
+    assert {"lab1.ipynb", "train_log.txt", "src/train.py"} <= paths(sub)
+    assert "Accuracy 55 %" in (Path(sub.work_dir) / "lab1.ipynb").read_text()

@@ -41,6 +41,8 @@ _ROOT = re.compile(r"^(?:[A-Za-z]:)?/*")
 _NAME_MAX_BYTES = 200
 # Members whose loss costs a part: a notebook, a script, or a zip that may hold them.
 CODE_EXTS = (".ipynb", ".py", ".zip")
+# Text that compresses far better than 200x without being a bomb (see IntakeLimits.text_ratio_min_bytes).
+_TEXT_EXTS = (".ipynb", ".py", ".txt", ".log", ".csv", ".json", ".md")
 # Extract what gets graded first, so a submission over the size budget loses its data, not its code.
 _PRIORITY = {".ipynb": 0, ".py": 0, ".pdf": 1, ".docx": 1, ".md": 1, ".txt": 1, ".html": 1, ".zip": 2}
 
@@ -59,6 +61,10 @@ class IntakeLimits:
     """Largest unpacked/packed size ratio, per member and per archive (zip bombs)."""
     ratio_min_bytes: int = 1 * MiB
     """Members smaller than this are not ratio-checked: a small file of zeros is harmless."""
+    text_ratio_min_bytes: int = 64 * MiB
+    """The same floor for notebooks, scripts and text logs, which compress 100-300 times on
+    their own (a notebook of stored progress dots or repeated warnings): below it only the size
+    caps apply, so a few MB of honest output never costs the student a part."""
 
 
 @dataclass(slots=True)
@@ -313,6 +319,11 @@ def write_entries(entries: list[Entry], dest: Path, budget: Budget, *, prefix: s
     archive_bomb = (
         total_packed > 0 and total_size >= limits.ratio_min_bytes and total_size / total_packed > limits.max_ratio
     )
+
+    def ratio_floor(entry: Entry) -> int:
+        text = entry.parts[-1].lower().endswith(_TEXT_EXTS) if entry.parts else False
+        return max(limits.ratio_min_bytes, limits.text_ratio_min_bytes) if text else limits.ratio_min_bytes
+
     for entry in sorted(entries, key=_order):
         rel = "/".join(entry.parts)
         label = prefix + entry.label
@@ -329,7 +340,7 @@ def write_entries(entries: list[Entry], dest: Path, budget: Budget, *, prefix: s
             problems.append(problem("file-too-large", label, size=human_bytes(entry.size),
                                     limit=human_bytes(limits.max_file_bytes)))
             continue
-        if entry.packed is not None and entry.size >= limits.ratio_min_bytes and (
+        if entry.packed is not None and entry.size >= ratio_floor(entry) and (
             ratio > limits.max_ratio or archive_bomb
         ):
             problems.append(problem("suspicious-compression", label, ratio=ratio, limit=limits.max_ratio))

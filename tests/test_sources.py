@@ -434,6 +434,17 @@ def test_an_unnamed_notebook_that_trains_on_food11_still_serves_lab1_2() -> None
     assert "trains or evaluates on food11" in sources["lab1-2"]["why"]
 
 
+def test_a_run_whose_probe_never_started_is_still_taken_by_its_dataset() -> None:
+    # the probe saw nothing because it did not start, not because nothing trained: the part is
+    # not lost for the grader's failure (the guess from the outputs stands, as before)
+    ev = dict(touches_food("train.ipynb"), dataset="cifar10", metrics=dict(CIFAR_LINES, dataset="cifar10"))
+    _, sources = grade(ev)
+    assert sources["lab1-1"]["notebook"] is None and sources["lab1-3"]["notebook"] is None
+    ev["probe"] = {"started": False, "events": 0, "errors": 0}
+    _, sources = grade(ev)
+    assert sources["lab1-1"]["notebook"] == "train.ipynb"
+
+
 def test_a_saved_cifar_notebook_copying_food11_serves_no_food11_part(tmp_path: Path) -> None:
     # saved mode: nothing ran, so what the code trains or evaluates on decides (collect's
     # `data_use`); a cell copying Food-11 names it but trains nothing

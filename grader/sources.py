@@ -251,11 +251,12 @@ def worked_on(ev: Mapping[str, Any]) -> set[str] | None:
     model on: the probe's training and evaluation sessions in execute mode, the cells whose
     code trains or evaluates on a dataset in saved mode (`data_use`, read statically). None
     when the evidence cannot tell: saved evidence written before `data_use` existed, or a run
-    whose probe never started (it saw nothing, which is not "trained on nothing")."""
+    whose probe never started or left no record (it saw nothing, which is not "trained on
+    nothing")."""
     if ev.get("mode") == "saved" and not isinstance(ev.get("data_use"), list):
         return None
     probe = ev.get("probe")
-    if ev.get("mode") == "execute" and isinstance(probe, Mapping) and probe.get("started") is False:
+    if ev.get("mode") == "execute" and not (isinstance(probe, Mapping) and probe.get("started", True)):
         return None
     recs = [*(ev.get("training") or []), *(ev.get("evaluations") or []), *(ev.get("data_use") or [])]
     return {r["dataset"] for r in recs if isinstance(r, Mapping) and isinstance(r.get("dataset"), str) and r["dataset"]}

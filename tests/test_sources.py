@@ -440,9 +440,10 @@ def test_a_run_whose_probe_never_started_is_still_taken_by_its_dataset() -> None
     ev = dict(touches_food("train.ipynb"), dataset="cifar10", metrics=dict(CIFAR_LINES, dataset="cifar10"))
     _, sources = grade(ev)
     assert sources["lab1-1"]["notebook"] is None and sources["lab1-3"]["notebook"] is None
-    ev["probe"] = {"started": False, "events": 0, "errors": 0}
-    _, sources = grade(ev)
-    assert sources["lab1-1"]["notebook"] == "train.ipynb"
+    for probe in ({"started": False, "events": 0, "errors": 0}, None):
+        ev["probe"] = probe
+        _, sources = grade(ev)
+        assert sources["lab1-1"]["notebook"] == "train.ipynb"
 
 
 def test_a_saved_cifar_notebook_copying_food11_serves_no_food11_part(tmp_path: Path) -> None:

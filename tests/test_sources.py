@@ -475,3 +475,24 @@ def test_a_saved_cifar_notebook_copying_food11_serves_no_food11_part(tmp_path: P
     assert "food11" in {u["dataset"] for u in food["data_use"]}
     _, sources = grade(ev, food)
     assert sources["lab1-2"]["notebook"] == "homework.ipynb"
+
+
+def test_a_notebook_recognised_as_no_part_is_named_where_a_part_finds_nothing() -> None:
+    # RT1 1401001: `實驗一/作業一.ipynb` ran, matches no part by name and trained on nothing; the
+    # items said "no notebook or script for lab1-1 was found"
+    ev = touches_food("實驗一/作業一.ipynb")
+    items, sources = grade(ev)
+    assert all(s["notebook"] is None for s in sources.values())
+    msg = items["lab1-1-test-metrics"].message
+    assert "`實驗一/作業一.ipynb` (the grader saw it train or evaluate on no dataset)" in msg
+    assert "no notebook was recognised as lab1-1" in msg and "`*1-1*`" in msg and "rename it" in msg
+    assert items["lab1-1-test-metrics"].status == "fail" and items["lab1-1-weights"].message == msg
+    # one that trained on another part's dataset says so; a notebook graded for some part is
+    # not named for the others
+    food = touches_food("作業二.ipynb", training=[session(4, "food11", "train", 9866)])
+    items, sources = grade(ev, food)
+    assert sources["lab1-2"]["notebook"] == "作業二.ipynb"
+    msg = items["lab1-1-test-metrics"].message
+    assert "作業一" in msg and "作業二" not in msg
+    items, _ = grade(complete("lab1-1.ipynb"))  # nothing left over: the check's own words stand
+    assert "recognised" not in items["lab1-2-test-metrics"].message

@@ -17,7 +17,16 @@ from grader.checks import run_check
 from grader.checks.base import CheckContext
 from grader.rubric import Item, Rubric
 from grader.score import CheckResult
-from grader.sources import Source, better_ignored, choose, ignored_paths, is_checkpoint, named_for, settle, worked_on
+from grader.sources import (
+    Source,
+    better_ignored,
+    choose,
+    ignored_paths,
+    is_checkpoint,
+    named_for,
+    settle,
+    worked_on,
+)
 
 
 MANUAL_MESSAGE = "A TA grades this item by hand after reading your work."

@@ -429,7 +429,7 @@ def test_an_unnamed_notebook_that_trains_on_food11_still_serves_lab1_2() -> None
     # the control: the same text-guessed notebook whose probe saw Food-11 training is LAB 1-2's
     food = touches_food("train.ipynb", training=[session(4, "food11", "train", 9866)],
                         evaluations=[session(5, "food11", "test", 3347)])
-    items, sources = grade(complete("lab1-1.ipynb"), food)
+    _, sources = grade(complete("lab1-1.ipynb"), food)
     assert sources["lab1-2"]["notebook"] == "train.ipynb"
     assert "trains or evaluates on food11" in sources["lab1-2"]["why"]
 
@@ -449,8 +449,9 @@ def test_a_run_whose_probe_never_started_is_still_taken_by_its_dataset() -> None
 def test_a_saved_cifar_notebook_copying_food11_serves_no_food11_part(tmp_path: Path) -> None:
     # saved mode: nothing ran, so what the code trains or evaluates on decides (collect's
     # `data_use`); a cell copying Food-11 names it but trains nothing
-    from grader.collect import from_saved
     from nbformat.v4 import new_code_cell
+
+    from grader.collect import from_saved
 
     def saved(name: str, nb: nbformat.NotebookNode) -> dict[str, Any]:
         path = tmp_path / name
@@ -461,7 +462,7 @@ def test_a_saved_cifar_notebook_copying_food11_serves_no_food11_part(tmp_path: P
     cifar.cells.insert(1, new_code_cell("import shutil\nshutil.copytree('./data/Food-11', './data/Food-11-copy')"))
     ev = saved("lab1-1.ipynb", cifar)
     assert {u["dataset"] for u in ev["data_use"]} == {"cifar10"}
-    items, sources = grade(ev)
+    _, sources = grade(ev)
     assert sources["lab1-1"]["notebook"] == "lab1-1.ipynb" and sources["lab1-2"]["notebook"] is None
     # the copy at the end of a whole-lab notebook makes a Food-11 section of its own (saved
     # mode cuts sections by the datasets code names); it trains nothing, so serves no part

@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from grader.checks import run_check
 from grader.checks.base import CheckContext
+from grader.parsers.classes import CLASS_SETS
 from grader.sections import view
 
 RULE = ("One notebook is graded per part: of the notebooks whose name matches the part (else those "
@@ -249,7 +250,8 @@ def _works_on(ev: Mapping[str, Any], seen: Mapping[str, Any], ids: Sequence[str]
 def worked_on(ev: Mapping[str, Any]) -> set[str] | None:
     """The datasets a notebook (or a view of some of its sections) trained or evaluated a
     model on: the probe's training and evaluation sessions in execute mode, the cells whose
-    code trains or evaluates on a dataset in saved mode (`data_use`, read statically). None
+    code trains or evaluates on a dataset in saved mode (`data_use`, read statically) or the
+    dataset whose classes its stored per-class accuracy names. None
     when the evidence cannot tell: saved evidence written before `data_use` existed, or a run
     whose probe never started or left no record (it saw nothing, which is not "trained on
     nothing")."""
@@ -259,7 +261,14 @@ def worked_on(ev: Mapping[str, Any]) -> set[str] | None:
     if ev.get("mode") == "execute" and not (isinstance(probe, Mapping) and probe.get("started", True)):
         return None
     recs = [*(ev.get("training") or []), *(ev.get("evaluations") or []), *(ev.get("data_use") or [])]
-    return {r["dataset"] for r in recs if isinstance(r, Mapping) and isinstance(r.get("dataset"), str) and r["dataset"]}
+    used = {r["dataset"] for r in recs if isinstance(r, Mapping) and isinstance(r.get("dataset"), str) and r["dataset"]}
+    metrics = ev.get("metrics") or {}
+    per_class = metrics.get("per_class_accuracy") or {}
+    if ev.get("mode") == "saved" and per_class and set(per_class) <= set(CLASS_SETS.get(metrics.get("dataset"), ())):
+        # a stored per-class accuracy in a dataset's own classes is an evaluation on it, also
+        # when the code reads the data in a way the static reading cannot name
+        used.add(metrics["dataset"])
+    return used
 
 
 def _state(c: Candidate) -> str:

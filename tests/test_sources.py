@@ -497,3 +497,33 @@ def test_a_notebook_recognised_as_no_part_is_named_where_a_part_finds_nothing() 
     assert "作業一" in msg and "作業二" not in msg
     items, _ = grade(complete("lab1-1.ipynb"))  # nothing left over: the check's own words stand
     assert "recognised" not in items["lab1-2-test-metrics"].message
+
+
+def test_a_saved_notebook_printing_food11_per_class_accuracy_serves_lab1_2(tmp_path: Path) -> None:
+    # saved mode, data read in a way the static reading cannot name (a root from the
+    # environment, the student's own class): the stored per-class accuracy over Food-11's
+    # classes is an evaluation on Food-11; a notebook naming Food-11 without it is not
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from grader.collect import from_saved
+    from grader.datasets import FOOD11_CLASSES
+
+    printed = "".join(f"Accuracy of {c:>10s} : {30 + i} %\n" for i, c in enumerate(FOOD11_CLASSES))
+    cells = [new_code_cell("import os\nroot = os.environ.get('DATA', '.')\nloader = DataLoader(MyImages(root))",
+                           execution_count=1),
+             new_code_cell("net = Net()\nopt = SGD(net.parameters(), lr=0.01)\nfor x, y in loader:\n"
+                           "    crit(net(x), y).backward()", execution_count=2),
+             new_code_cell("evaluate(net)", execution_count=3,
+                           outputs=[new_output("stream", name="stdout", text=printed + "Test accuracy: 35.00 %\n")])]
+    nbformat.write(new_notebook(cells=cells), str(tmp_path / "hw.ipynb"))
+    ev = from_saved(tmp_path / "hw.ipynb", "hw.ipynb", run_dir=tmp_path / "run")
+    assert ev["data_use"] == []  # the code names no dataset
+    _, sources = grade(ev)
+    assert sources["lab1-2"]["notebook"] == "hw.ipynb"
+    cells[2].outputs = [new_output("stream", name="stdout", text="Test accuracy: 35.00 %\n")]
+    cells.insert(0, new_code_cell("print(os.listdir('./data/Food-11'))", execution_count=0))
+    nbformat.write(new_notebook(cells=cells), str(tmp_path / "hw.ipynb"))
+    ev = from_saved(tmp_path / "hw.ipynb", "hw.ipynb", run_dir=tmp_path / "run2")
+    assert ev["dataset"] == "food11"  # guessed from the code's text, as in RT1 #1
+    _, sources = grade(ev)
+    assert sources["lab1-2"]["notebook"] is None

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import nbformat
 
+from grader.cellflow import model_names, read_cells
 from grader.evidence import DataMount, read_events, summarize_events
 from grader.parsers import CLASS_SETS, parse_notebook
 from grader.parsers.lrs import code_lrs, printed_lrs
@@ -288,6 +289,23 @@ def _what_it_shows(plots: CellPlots | None, png: bytes | None, pixel_checks: lis
     return {"kind": kind, "subjects": [], "attributed": None, "uncertain": uncertain}
 
 
+def _data_use(nb: nbformat.NotebookNode, stored: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The cells whose code trains or evaluates a model on a dataset, read statically (saved
+    mode runs nothing): a cell naming a dataset (or reading a loader bound to one) that also
+    trains or uses a model. A cell that only copies, lists or opens a dataset's files is not
+    one: naming a path is not training on it. One record per (cell, dataset)."""
+    facts = read_cells(nb.cells)
+    models = model_names(facts)
+    trains = {c["index"] for c in stored if c.get("trains")}
+    found = []
+    for f in facts:
+        if f.code and f.datasets and (f.models or f.uses & models or f.index in trains):
+            count = nb.cells[f.index].get("execution_count")
+            found += [{"index": f.index, "cell": count if isinstance(count, int) else None, "dataset": d}
+                      for d in sorted(f.datasets)]
+    return found
+
+
 def _lr_settings(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
     """The learning rates each code cell prints and sets, since saved mode observes no optimizer."""
     found = []
@@ -343,7 +361,7 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
         "normalization": [], "datasets": [], "dataloaders": [], "models": [], "optimizers": [],
         "schedulers": [], "evaluations": [], "training": [], "errors": errors, "probe": None,
         "warnings": warnings, "verified": {"reason": "saved mode: nothing was run"},
-        "stored_cells": stored_cells(nb.cells),
+        "stored_cells": (stored := stored_cells(nb.cells)), "data_use": _data_use(nb, stored),
         "output_truncated": bool(cut), "output_truncated_cells": cut, "lr_settings": lr_settings,
     }
     add_sections(ev, nb, parse=_metrics, cell_status={e["index"]: ("error", e["ename"]) for e in errors})

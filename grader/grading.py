@@ -17,7 +17,16 @@ from grader.checks import run_check
 from grader.checks.base import CheckContext
 from grader.rubric import Item, Rubric
 from grader.score import CheckResult
-from grader.sources import Source, better_ignored, choose, ignored_paths, named_for, settle
+from grader.sources import (
+    Source,
+    better_ignored,
+    choose,
+    ignored_paths,
+    is_checkpoint,
+    named_for,
+    settle,
+    worked_on,
+)
 
 
 MANUAL_MESSAGE = "A TA grades this item by hand after reading your work."
@@ -90,6 +99,31 @@ def _unreadable_message(part_id: str, spec, unreadable: Sequence[Mapping]) -> st
     return f"no readable notebook for {part_id} was found: {which}."
 
 
+def _unrecognised_message(part_id: str, spec, evidence: Sequence[Mapping], sources: Sequence[Source]) -> str | None:
+    """For a part no notebook serves: the notebooks found but graded for no part at all (a
+    name the rule does not know, `實驗一/作業一.ipynb`), named with why each was not taken,
+    so that a missing part is not reported as a missing file."""
+    if spec is None:
+        return None
+    graded = {s.chosen.path for s in sources if s.chosen}
+    left = [ev for ev in evidence if str(ev.get("path", "")) not in graded
+            and not is_checkpoint(str(ev.get("path", "")))]
+    if not left:
+        return None
+    names = ", ".join(f"`{p}`" for p in spec.patterns)
+    found = []
+    for ev in left[:3]:
+        used = worked_on(ev)
+        data = ("the grader could not tell what it trained on" if used is None else
+                "the grader saw it train or evaluate on no dataset" if not used else
+                f"it trained or evaluated on {', '.join(sorted(used))}, not {spec.dataset}")
+        found.append(f"`{ev.get('path')}` ({data})")
+    return (f"no notebook was recognised as {part_id}, but {'; '.join(found)} "
+            f"{'was' if len(found) == 1 else 'were'} found and graded for no part: a notebook is taken for "
+            f"{part_id} when its name matches {names}, else when it trains or evaluates on {spec.dataset}. If one of them "
+            f"is this part, rename it (e.g. `{part_id}.ipynb`) or ask the TA to grade it.")
+
+
 def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], files: Sequence[Mapping],
                work_dir: str | None, reference: Mapping | None,
                dataset_stats: Mapping[str, Mapping],
@@ -120,7 +154,8 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
             serving: list[Mapping] = list(evidence)
         else:
             serving = [source.chosen.view] if source and source.chosen else []
-        unread = None if serving else _unreadable_message(part_id, spec, unreadable)
+        unread = None if serving else (_unreadable_message(part_id, spec, unreadable)
+                                       or _unrecognised_message(part_id, spec, evidence, sources))
         for item in items:
             ctx = _context(item, part_id, spec, serving, **common)  # type: ignore[arg-type]
             if item.check == "manual":

@@ -39,7 +39,7 @@ from grader.parsers.classes import CLASS_SETS
 
 # evidence.json lists whose entries carry the cell they happened in.
 CELL_KEYS = ("figures", "normalization", "models", "optimizers", "schedulers", "evaluations", "training",
-             "stored_cells")
+             "stored_cells", "data_use")
 RUN_STOPPED = ("killed", "timeout")
 
 Parse = Callable[[Mapping[str, Any], "str | None"], dict]
@@ -428,7 +428,8 @@ def view(ev: Mapping[str, Any], ids: Sequence[str]) -> Mapping[str, Any]:
 
     out = dict(ev)
     for key in CELL_KEYS + ("errors",):
-        out[key] = [r for r in ev.get(key) or [] if inside(r)]
+        if key in ev:  # a list the evidence lacks stays absent (saved evidence before `data_use`)
+            out[key] = [r for r in ev.get(key) or [] if inside(r)]
     for key in ("datasets", "dataloaders"):
         out[key] = [r for r in ev.get(key) or [] if isinstance(r, Mapping) and r.get("dataset") in (dataset, None)]
     status = max((s.get("status") or "ok" for s in chosen), key=lambda s: _WORST.get(s, 0))

@@ -3,7 +3,9 @@
 The rule, stated once (`RULE`, shown in the feedback and in the rubric's comments):
 
 1. Candidates are the notebooks whose file name matches one of the part's `patterns`; when
-   none does, the notebooks that train on the part's `dataset`. `.ipynb_checkpoints/`
+   none does, the notebooks that trained or evaluated a model on the part's `dataset` (the
+   probe's sessions; in saved mode the code that trains or evaluates): copying, listing or
+   opening its files is not working on it, and neither is a guess from the notebook's text. `.ipynb_checkpoints/`
    copies are never candidates (intake already drops them as junk).
 2. Names first: a plain name beats one marked as a copy (`Copy of`, `(1)`, `-checkpoint`,
    `copy`, `draft`, `old`, `backup`, ...), and a name matching an earlier pattern beats one
@@ -30,10 +32,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 from grader.checks import run_check
 from grader.checks.base import CheckContext
+from grader.parsers.classes import CLASS_SETS
 from grader.sections import view
 
 RULE = ("One notebook is graded per part: of the notebooks whose name matches the part (else those "
-        "that train on its dataset), a plain name beats a copy (`Copy of`, `(1)`, `-checkpoint`, `draft`, "
+        "that trained or evaluated on its dataset), a plain name beats a copy (`Copy of`, `(1)`, `-checkpoint`, `draft`, "
         "`old`, `backup`), then the most complete run wins (something shown for the part, then no errors, "
         "then fewer errors, then more points). A notebook holding several parts is graded part by part, "
         "each on its own cells.")
@@ -216,11 +219,56 @@ def _candidates(spec: Any, specs: Sequence[Any], evidence: Sequence[Mapping[str,
         ids = section_ids(ev, spec, specs)
         if ids is None:
             continue
-        if not ids and spec.dataset not in (ev.get("dataset"), (ev.get("metrics") or {}).get("dataset")):
+        seen = view(ev, ids) if ids else ev
+        if not _works_on(ev, seen, ids, spec, specs):
             continue
-        found.append(Candidate(ev, view(ev, ids) if ids else ev, ids, len(spec.patterns),
-                               marks(str(ev.get("path", "")))))
+        found.append(Candidate(ev, seen, ids, len(spec.patterns), marks(str(ev.get("path", "")))))
     return found
+
+
+def _works_on(ev: Mapping[str, Any], seen: Mapping[str, Any], ids: Sequence[str], spec: Any,
+              specs: Sequence[Any]) -> bool:
+    """Whether `seen` (`ev`, or its sections `ids`) may serve `spec`'s part by its dataset.
+
+    By dataset, only what really trained or evaluated on it counts: a notebook that copies,
+    lists or opens Food-11's files while training on CIFAR-10 (or on nothing) is no Food-11
+    notebook, whatever its text names. Sections of an executed notebook are already cut by
+    what the probe saw run; a saved notebook's are cut by the datasets its code names, so
+    theirs must also train or evaluate on the part's dataset, unless their own headings name
+    the part (`## LAB 1-3` over a Food-11 study)."""
+    used = worked_on(seen)
+    if not ids:
+        return spec.dataset in (used if used is not None else
+                                {ev.get("dataset"), (ev.get("metrics") or {}).get("dataset")})
+    if ev.get("mode") != "saved" or used is None or spec.dataset in used:
+        return True
+    mine = tuple(spec.patterns)
+    return all(section_owner(sec, specs) == mine and sec.get("headings")
+               for sec in ev.get("sections") or [] if sec.get("id") in ids)
+
+
+def worked_on(ev: Mapping[str, Any]) -> set[str] | None:
+    """The datasets a notebook (or a view of some of its sections) trained or evaluated a
+    model on: the probe's training and evaluation sessions in execute mode, the cells whose
+    code trains or evaluates on a dataset in saved mode (`data_use`, read statically) or the
+    dataset whose classes its stored per-class accuracy names. None
+    when the evidence cannot tell: saved evidence written before `data_use` existed, or a run
+    whose probe never started or left no record (it saw nothing, which is not "trained on
+    nothing")."""
+    if ev.get("mode") == "saved" and not isinstance(ev.get("data_use"), list):
+        return None
+    probe = ev.get("probe")
+    if ev.get("mode") == "execute" and not (isinstance(probe, Mapping) and probe.get("started", True)):
+        return None
+    recs = [*(ev.get("training") or []), *(ev.get("evaluations") or []), *(ev.get("data_use") or [])]
+    used = {r["dataset"] for r in recs if isinstance(r, Mapping) and isinstance(r.get("dataset"), str) and r["dataset"]}
+    metrics = ev.get("metrics") or {}
+    per_class = metrics.get("per_class_accuracy") or {}
+    if ev.get("mode") == "saved" and per_class and set(per_class) <= set(CLASS_SETS.get(metrics.get("dataset"), ())):
+        # a stored per-class accuracy in a dataset's own classes is an evaluation on it, also
+        # when the code reads the data in a way the static reading cannot name
+        used.add(metrics["dataset"])
+    return used
 
 
 def _state(c: Candidate) -> str:
@@ -283,7 +331,7 @@ def choose(part_id: str, title: str, spec: Any, specs: Sequence[Any], items: Seq
     scored.sort(key=Candidate.key)
     won, rest = scored[0], scored[1:]
     how = f"its name matches `{spec.patterns[won.pattern]}`" if won.pattern < len(spec.patterns) \
-        else f"it trains on {spec.dataset}"
+        else f"it trains or evaluates on {spec.dataset}"
     if won.sections:
         sec = won.view.get("section") or {}
         first, last = sec.get("span") or (-1, -1)

@@ -50,15 +50,21 @@ def complete(path: str, acc: float = 0.55) -> dict[str, Any]:
                         "per_class_accuracy": {c: acc for c in CIFAR10_CLASSES}},
             "figures": hists, "errors": [], "models": [{"class": "Net", "num_outputs": 10, "cell": 2}],
             "optimizers": [{"type": "SGD", "lr": 0.001, "steps": 100}], "schedulers": [], "normalization": [],
+            "training": [session(5, "cifar10", "train", 50000)], "evaluations": [session(6, "cifar10", "test", 10000)],
             "verified": {"test_accuracy": acc, "per_class_accuracy": {c: acc for c in CIFAR10_CLASSES}}}
 
 
+def session(index: int, dataset: str, split: str, samples: int, model: str = "net") -> dict[str, Any]:
+    """A probe training (split `train`) or evaluation session in cell `index` (In[index])."""
+    return {"cell": index, "index": index, "dataset": dataset, "split": split, "samples": samples, "model": model}
+
+
 def broken(path: str, status: str = "error") -> dict[str, Any]:
-    """A draft that stopped early: an error in cell 3 and nothing to show."""
+    """A draft that stopped early: an error in cell 3 (after a short training) and nothing to show."""
     return {"path": path, "mode": "execute", "status": status, "reason": "", "dataset": "cifar10",
             "metrics": {"dataset": "cifar10"}, "figures": [], "models": [], "optimizers": [], "schedulers": [],
             "normalization": [], "errors": [{"cell": 3, "index": 3, "ename": "NameError",
-                                             "evalue": "name 'dataiter' is not defined"}],
+                                             "evalue": "name 'dataiter' is not defined"}], "training": [session(2, "cifar10", "train", 2000)],
             "verified": {"reason": "no model was evaluated"}}
 
 
@@ -219,6 +225,7 @@ def study(path: str) -> dict[str, Any]:
     """A learning-rate study: two rates trained, compared in a line chart."""
     return dict(broken(path), status="ok", errors=[],
                 optimizers=[{"type": "SGD", "lr": lr, "steps": 50} for lr in (0.1, 0.01)],
+                training=[session(4, "cifar10", "train", 25000)],
                 figures=[{"cell": 4, "index": 4, "kind": "line", "subjects": []}])
 
 
@@ -375,3 +382,148 @@ def _section_ev(*specs: tuple[str, str, list[str]]) -> dict[str, Any]:
     return {"path": "DL_LAB1_0556001.ipynb", "mode": "execute", "status": "ok", "reason": "", "dataset": "cifar10",
             "metrics": {"dataset": "cifar10"}, "errors": [], "figures": [], "models": [], "optimizers": [],
             "schedulers": [], "normalization": [], "verified": {"reason": "none"}, "sections": sections}
+
+
+# ---------------------------------------------------------------- a candidate by dataset must work on it
+# RT1 #1 (1601005, 1601008, 1602001, 1602002): a lab1-1 notebook that trains on CIFAR-10 (or on
+# nothing) but copies, lists or opens Food-11's files was read as "food11" from its text and
+# graded for LAB 1-2 on LAB 1-1's CIFAR lines.
+
+CIFAR_LINES = {"dataset": "food11", "test_accuracy": 0.45, "test_loss": 1.2345, "per_class_accuracy": {},
+               "mentions": [{"cell": 2, "kind": "test_accuracy", "split": "test", "value": 0.45, "class": None,
+                             "raw": "Accuracy of the network on the 10000 test images: 45.00 %"}]}
+
+
+def touches_food(path: str = "lab1-1.ipynb", *, training: list[dict[str, Any]] | None = None,
+                 evaluations: list[dict[str, Any]] | None = None, status: str = "ok",
+                 errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """An executed notebook whose text names Food-11 (so the parser guessed food11) and whose
+    probe saw only the sessions given."""
+    return {"path": path, "mode": "execute", "status": status, "reason": "", "dataset": "food11",
+            "metrics": dict(CIFAR_LINES), "figures": [], "errors": errors or [], "models": [], "optimizers": [],
+            "schedulers": [], "normalization": [], "datasets": [], "dataloaders": [], "sections": [],
+            "training": training or [], "evaluations": evaluations or [],
+            "probe": {"started": True, "events": 1, "errors": 0}, "verified": {"reason": "no model was evaluated"}}
+
+
+@pytest.mark.parametrize("ev", [
+    # 1601005: shutil.copytree('./data/Food-11', ...) beside training on CIFAR-10
+    touches_food(training=[session(4, "cifar10", "train", 50000)], evaluations=[session(5, "cifar10", "test", 10000)]),
+    # 1601008: only Path('data/Food-11').exists(), in code/
+    touches_food("code/lab1-1.ipynb"),
+    # 1602002: glob('./data/Food-11/**/*.jpg') and one image opened, CIFAR-10 evaluated
+    touches_food(evaluations=[session(5, "cifar10", "test", 10000)]),
+    # 1602001: a copytree of a missing Food-11 folder that raised
+    touches_food(status="error", errors=[{"cell": 1, "index": 1, "ename": "FileNotFoundError",
+                                          "evalue": "[Errno 2] No such file or directory: './data/Food-11'"}]),
+], ids=["copytree", "path-exists", "glob-open", "copytree-raised"])
+def test_a_notebook_that_only_touches_food11_files_does_not_serve_lab1_2(ev: dict[str, Any]) -> None:
+    items, sources = grade(ev)
+    assert sources["lab1-1"]["notebook"] == ev["path"]
+    assert sources["lab1-2"]["notebook"] is None  # not found, not graded on LAB 1-1's lines
+    assert items["lab1-2-test-metrics"].status == "fail" and "45.0 %" not in items["lab1-2-test-metrics"].message
+    assert all(r.status != "pass" for k, r in items.items() if k.startswith("lab1-2-"))
+
+
+def test_an_unnamed_notebook_that_trains_on_food11_still_serves_lab1_2() -> None:
+    # the control: the same text-guessed notebook whose probe saw Food-11 training is LAB 1-2's
+    food = touches_food("train.ipynb", training=[session(4, "food11", "train", 9866)],
+                        evaluations=[session(5, "food11", "test", 3347)])
+    _, sources = grade(complete("lab1-1.ipynb"), food)
+    assert sources["lab1-2"]["notebook"] == "train.ipynb"
+    assert "trains or evaluates on food11" in sources["lab1-2"]["why"]
+
+
+def test_a_run_whose_probe_never_started_is_still_taken_by_its_dataset() -> None:
+    # the probe saw nothing because it did not start, not because nothing trained: the part is
+    # not lost for the grader's failure (the guess from the outputs stands, as before)
+    ev = dict(touches_food("train.ipynb"), dataset="cifar10", metrics=dict(CIFAR_LINES, dataset="cifar10"))
+    _, sources = grade(ev)
+    assert sources["lab1-1"]["notebook"] is None and sources["lab1-3"]["notebook"] is None
+    for probe in ({"started": False, "events": 0, "errors": 0}, None):
+        ev["probe"] = probe
+        _, sources = grade(ev)
+        assert sources["lab1-1"]["notebook"] == "train.ipynb"
+
+
+def test_a_saved_cifar_notebook_copying_food11_serves_no_food11_part(tmp_path: Path) -> None:
+    # saved mode: nothing ran, so what the code trains or evaluates on decides (collect's
+    # `data_use`); a cell copying Food-11 names it but trains nothing
+    from nbformat.v4 import new_code_cell
+
+    from grader.collect import from_saved
+
+    def saved(name: str, nb: nbformat.NotebookNode) -> dict[str, Any]:
+        path = tmp_path / name
+        nbformat.write(nb, str(path))
+        return from_saved(path, name, run_dir=tmp_path / f"run-{name}")
+
+    cifar = executed(lab1_1(epochs=1), {"Accuracy of the network": CIFAR_TEST_OUT})
+    cifar.cells.insert(1, new_code_cell("import shutil\nshutil.copytree('./data/Food-11', './data/Food-11-copy')"))
+    ev = saved("lab1-1.ipynb", cifar)
+    assert {u["dataset"] for u in ev["data_use"]} == {"cifar10"}
+    _, sources = grade(ev)
+    assert sources["lab1-1"]["notebook"] == "lab1-1.ipynb" and sources["lab1-2"]["notebook"] is None
+    # the copy at the end of a whole-lab notebook makes a Food-11 section of its own (saved
+    # mode cuts sections by the datasets code names); it trains nothing, so serves no part
+    cifar.cells.append(cifar.cells.pop(1))
+    whole = saved("DL_LAB1_0556001.ipynb", cifar)
+    assert [s["dataset"] for s in whole["sections"]] == ["cifar10", "food11"]
+    _, sources = grade(whole)
+    assert sources["lab1-2"]["notebook"] is None and sources["lab1-1"]["sections"] == ["s1"]
+    # the control: a saved Food-11 notebook under a name matching no part is LAB 1-2's by its code
+    food = saved("homework.ipynb", executed(lab1_2(epochs=1), {"Test accuracy: %.2f": FOOD_TEST_OUT}))
+    assert "food11" in {u["dataset"] for u in food["data_use"]}
+    _, sources = grade(ev, food)
+    assert sources["lab1-2"]["notebook"] == "homework.ipynb"
+
+
+def test_a_notebook_recognised_as_no_part_is_named_where_a_part_finds_nothing() -> None:
+    # RT1 1401001: `實驗一/作業一.ipynb` ran, matches no part by name and trained on nothing; the
+    # items said "no notebook or script for lab1-1 was found"
+    ev = touches_food("實驗一/作業一.ipynb")
+    items, sources = grade(ev)
+    assert all(s["notebook"] is None for s in sources.values())
+    msg = items["lab1-1-test-metrics"].message
+    assert "`實驗一/作業一.ipynb` (the grader saw it train or evaluate on no dataset)" in msg
+    assert "no notebook was recognised as lab1-1" in msg and "`*1-1*`" in msg and "rename it" in msg
+    assert items["lab1-1-test-metrics"].status == "fail" and items["lab1-1-weights"].message == msg
+    # one that trained on another part's dataset says so; a notebook graded for some part is
+    # not named for the others
+    food = touches_food("作業二.ipynb", training=[session(4, "food11", "train", 9866)])
+    items, sources = grade(ev, food)
+    assert sources["lab1-2"]["notebook"] == "作業二.ipynb"
+    msg = items["lab1-1-test-metrics"].message
+    assert "作業一" in msg and "作業二" not in msg
+    items, _ = grade(complete("lab1-1.ipynb"))  # nothing left over: the check's own words stand
+    assert "recognised" not in items["lab1-2-test-metrics"].message
+
+
+def test_a_saved_notebook_printing_food11_per_class_accuracy_serves_lab1_2(tmp_path: Path) -> None:
+    # saved mode, data read in a way the static reading cannot name (a root from the
+    # environment, the student's own class): the stored per-class accuracy over Food-11's
+    # classes is an evaluation on Food-11; a notebook naming Food-11 without it is not
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from grader.collect import from_saved
+    from grader.datasets import FOOD11_CLASSES
+
+    printed = "".join(f"Accuracy of {c:>10s} : {30 + i} %\n" for i, c in enumerate(FOOD11_CLASSES))
+    cells = [new_code_cell("import os\nroot = os.environ.get('DATA', '.')\nloader = DataLoader(MyImages(root))",
+                           execution_count=1),
+             new_code_cell("net = Net()\nopt = SGD(net.parameters(), lr=0.01)\nfor x, y in loader:\n"
+                           "    crit(net(x), y).backward()", execution_count=2),
+             new_code_cell("evaluate(net)", execution_count=3,
+                           outputs=[new_output("stream", name="stdout", text=printed + "Test accuracy: 35.00 %\n")])]
+    nbformat.write(new_notebook(cells=cells), str(tmp_path / "hw.ipynb"))
+    ev = from_saved(tmp_path / "hw.ipynb", "hw.ipynb", run_dir=tmp_path / "run")
+    assert ev["data_use"] == []  # the code names no dataset
+    _, sources = grade(ev)
+    assert sources["lab1-2"]["notebook"] == "hw.ipynb"
+    cells[2].outputs = [new_output("stream", name="stdout", text="Test accuracy: 35.00 %\n")]
+    cells.insert(0, new_code_cell("print(os.listdir('./data/Food-11'))", execution_count=0))
+    nbformat.write(new_notebook(cells=cells), str(tmp_path / "hw.ipynb"))
+    ev = from_saved(tmp_path / "hw.ipynb", "hw.ipynb", run_dir=tmp_path / "run2")
+    assert ev["dataset"] == "food11"  # guessed from the code's text, as in RT1 #1
+    _, sources = grade(ev)
+    assert sources["lab1-2"]["notebook"] is None

@@ -213,6 +213,12 @@ def _saved_figures(nb: nbformat.NotebookNode, fig_dir: Path) -> tuple[list[dict[
     pixel_checks = [MAX_PIXEL_CHECKS]
     for index, cell in enumerate(nb.cells):
         outputs = cell.get("outputs") if cell.get("cell_type") == "code" else None
+        missing = _figure_without_image(cell, outputs)
+        if missing is not None and len(figures) < MAX_SAVED_FIGURES:
+            problems[f"cell {cell.get('execution_count') or index}: {missing}"] += 1
+            figures.append({"cell": cell.get("execution_count"), "index": index, "title": None, "png": None,
+                            "kind": None, "subjects": [], "attributed": None, "uncertain": True,
+                            "unreadable": missing})
         for out in outputs if isinstance(outputs, list) else []:
             data = out.get("data") if isinstance(out, dict) and out.get("output_type") in (
                 "display_data", "execute_result") else None
@@ -246,6 +252,43 @@ def _saved_figures(nb: nbformat.NotebookNode, fig_dir: Path) -> tuple[list[dict[
     if over:
         warnings.append(f"{over} image(s) over the limit of {MAX_SAVED_FIGURES} were not kept")
     return figures, warnings
+
+
+# matplotlib's text for a figure (`<Figure size 1800x600 with 10 Axes>`), stored without its image
+# when the notebook was saved with images stripped or the backend drew nothing inline.
+_FIGURE_TEXT = re.compile(r"<(?:Figure|matplotlib\.figure\.Figure) size \d+(?:\.\d+)?x\d+(?:\.\d+)?(?: with \d+ Axes)?>")
+
+
+def _figure_without_image(cell: Mapping[str, Any], outputs: object) -> str | None:
+    """Why a cell shows a figure the grader has no image of, or None.
+
+    Two cases a student meets: a code cell whose outputs hold matplotlib's `<Figure size ...>`
+    text but no image (images stripped before saving), and a markdown cell holding a pasted
+    image (`![hist.png](attachment:hist.png)`), which no code produced. Either way a figure
+    exists that the grader cannot attribute, so checks leave it to a TA, never "not found".
+    """
+    if cell.get("cell_type") == "markdown":
+        attachments = cell.get("attachments")
+        if isinstance(attachments, dict) and any(
+                isinstance(a, dict) and any(str(m).startswith("image/") for m in a) for a in attachments.values()):
+            return "it is an image pasted into a markdown cell, which no code drew"
+        return None
+    if not isinstance(outputs, list):
+        return None
+    has_image, text = False, ""
+    for out in outputs:
+        data = out.get("data") if isinstance(out, dict) else None
+        if isinstance(data, dict):
+            has_image = has_image or any(m in data for m in _IMAGE_TYPES)
+            plain = data.get("text/plain")
+            text += "".join(plain) if isinstance(plain, list) else str(plain or "")
+        elif isinstance(out, dict) and out.get("output_type") == "stream":
+            body = out.get("text")
+            text += "".join(body) if isinstance(body, list) else str(body or "")
+    found = _FIGURE_TEXT.search(text)
+    if has_image or found is None:
+        return None
+    return f"only matplotlib's text `{found.group(0)}` was saved, not the image"
 
 
 def _source(cell: Mapping[str, Any]) -> str:

@@ -355,7 +355,7 @@ def test_corrupt_histogram_is_manual_with_a_visible_flag(tmp_path: Path, payload
     assert weights["status"] == "manual" and "cannot be read" in weights["message"]
     assert "unreadable-figure" in grade["flags"] and FLAG_TEXT["unreadable-figure"]
     reasons = attention_reasons(grade, [ev])
-    assert any("the image stored in cell 3 cannot be read" in r for r in reasons)
+    assert any("the image in cell 3 cannot be read" in r for r in reasons)
     assert "unreadable-figure" not in reasons  # said precisely instead
     assert {"flag": "unreadable-figure", "text": FLAG_TEXT["unreadable-figure"]} in _flag_legend([grade])
     # the same notebook with the image intact: no flag, the histograms earn their points
@@ -445,3 +445,38 @@ def test_learning_rates_in_the_code() -> None:
     assert code_lrs([("%matplotlib inline\nopt = optim.Adam(net.parameters(), lr=3e-4)\nlearning_rates = (1, 0.5)\n"
                       "epochs = 10\nsched = StepLR(opt, step_size=30, gamma=0.1)")]) == [0.0003, 0.5, 1.0]
     assert code_lrs(["for p in net.parameters(:\n"]) == []
+
+
+# --- a figure the notebook shows without a readable image (issue 12, re-test rt2 finding 4) -------
+
+HIST_CODE = "fig = plt.figure(figsize=(18, 6))\nfor name, p in net.named_parameters():\n    plt.hist(p.detach().numpy().flatten())\nfig"
+
+
+@pytest.mark.parametrize("case", ["figure-text", "figure-text-stream", "markdown-attachment"])
+def test_a_figure_without_its_image_goes_to_a_ta_never_not_found(tmp_path: Path, case: str) -> None:
+    test_cell = ("evaluate()", [new_output("stream", name="stdout", text=TEST_LOG)])
+    if case == "markdown-attachment":  # 0001263: a screenshot pasted into a markdown cell
+        nb = new_notebook(cells=[new_code_cell(MODEL, execution_count=1), new_code_cell(test_cell[0], outputs=test_cell[1],
+                                                                                      execution_count=2)])
+        md = nbformat.v4.new_markdown_cell("![hist.png](attachment:hist.png)")
+        md["attachments"] = {"hist.png": {"image/png": _figure()}}
+        nb.cells.append(md)
+        path = tmp_path / "lab1-1.ipynb"
+        nbformat.write(nb, path)
+        ev = from_saved(path, "lab1-1.ipynb", run_dir=tmp_path / "run")
+    else:  # 0001222: images stripped before saving, matplotlib's text left behind
+        out = (new_output("execute_result", data={"text/plain": "<Figure size 1800x600 with 10 Axes>"}, execution_count=3)
+               if case == "figure-text" else new_output("stream", name="stdout", text="<Figure size 640x480 with 1 Axes>\n"))
+        ev = _saved(tmp_path, (MODEL, []), test_cell, (HIST_CODE, [out]))
+    grade = _grade(ev)
+    weights = next(it for p in grade["parts"] for it in p["items"] if it["id"] == "lab1-1-weights")
+    assert weights["status"] == "manual" and "a TA will look" in weights["message"], weights["message"]
+    assert "unreadable-figure" in grade["flags"]
+
+
+def test_figure_text_beside_its_image_is_an_ordinary_figure(tmp_path: Path) -> None:
+    out_text = new_output("execute_result", data={"text/plain": "<Figure size 1800x600 with 10 Axes>"}, execution_count=3)
+    ev = _saved(tmp_path, (MODEL, []), ("evaluate()", [new_output("stream", name="stdout", text=TEST_LOG)]),
+                (HIST_CODE, [_image(_figure("panels")), out_text]))
+    assert not any(f.get("unreadable") for f in ev["figures"])
+    assert "unreadable-figure" not in _grade(ev)["flags"]

@@ -33,7 +33,8 @@ FLAG_TEXT = {
     "sandbox-limit": "a notebook hit a time or memory limit",
     "notebook-error": "a notebook stopped with an error",
     "output-truncated": "a cell printed more than the grader keeps; the middle of its output was left out",
-    "unreadable-figure": "an image stored in a notebook is corrupt and cannot be shown; a TA will look at it",
+    "unreadable-figure": ("a figure in a notebook cannot be read (a corrupt image, only `<Figure ...>` text "
+                          "saved, or an image pasted into a markdown cell); a TA will look at it"),
     "bad-name": "the zip is not named dllab_<student id>.zip",
     "duplicate": "more than one submission was found",
     "override-applied": "a TA adjusted points",

@@ -98,7 +98,9 @@ def attention_reasons(grade: Mapping, evidence: Sequence[Mapping]) -> list[str]:
                                f"middle; its start and end were read)")
         broken = [f for f in ev.get("figures") or [] if isinstance(f, Mapping) and f.get("unreadable")]
         for f in broken[:MAX_CUT_CELLS]:  # unreadable-figure, said precisely
-            reasons.append(f"{clean(ev.get('path'), 80)}: the image stored in cell {clean(f.get('cell'), 10)} "
+            cell = (f"cell {clean(f.get('cell'), 10)}" if f.get("cell") is not None
+                    else f"the notebook's cell {clean((f.get('index') or 0) + 1 if isinstance(f.get('index'), int) else '?', 10)}")
+            reasons.append(f"{clean(ev.get('path'), 80)}: the image in {cell} "
                            f"cannot be read ({clean(f.get('unreadable'), 120)}); open the notebook to see it")
     if not evidence:
         reasons.append("no notebook or script ran")

@@ -87,11 +87,44 @@ def _cell_trains(source: str, known: _Trains) -> bool:
         known.trains(set().union(*(_called(node) for node in run)) if run else set())
 
 
+_LOADS = ("load_state_dict", "load")  # `net.load_state_dict(...)`, `torch.load(...)`
+MAX_NAMES = 100
+"""Names kept per cell (what the cell's code reads), enough for a test cell's model."""
+
+
+def _models_made(tree: ast.Module | None, classes: set[str]) -> list[str]:
+    """Names this cell binds to a new instance of a model class the notebook defines
+    (`net = Net()`): a model made anew holds untrained weights until trained or loaded."""
+    made: list[str] = []
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            if isinstance(func, ast.Name) and func.id in classes:
+                made += [t.id for t in node.targets if isinstance(t, ast.Name)]
+    return sorted(set(made))
+
+
+def _loads(tree: ast.Module | None, source: str) -> bool:
+    if tree is None:
+        return "load" in source
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in _LOADS
+               for n in ast.walk(tree))
+
+
+def _names(tree: ast.Module | None) -> list[str]:
+    if tree is None:
+        return []
+    return sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)})[:MAX_NAMES]
+
+
 def stored_cells(cells: Sequence[Any]) -> list[dict[str, Any]]:
     """One record per code cell: `index` (position in the notebook), `cell` (its stored In[n],
     None when never run), `outputs` (how many are stored), `error` (the stored error's name, or
-    None) and `trains` (its code trains a model, read statically)."""
+    None), `trains` (its code trains a model, read statically), `makes` (names it binds to a new
+    instance of a model class the notebook defines), `loads` (it loads weights or a checkpoint)
+    and `names` (the names its code uses, at most MAX_NAMES)."""
     known = _Trains()
+    classes: set[str] = set()
     out: list[dict[str, Any]] = []
     for index, cell in enumerate(cells):
         if not isinstance(cell, Mapping) or cell.get("cell_type") != "code":
@@ -100,6 +133,10 @@ def stored_cells(cells: Sequence[Any]) -> list[dict[str, Any]]:
             if isinstance(cell.get("outputs"), list) else []
         error = next((str(o.get("ename") or "error")[:200] for o in outputs if o.get("output_type") == "error"), None)
         count = cell.get("execution_count")
+        source = _text(cell.get("source"))
+        tree = _parse(source)
+        classes |= {n.name for n in (tree.body if tree is not None else []) if isinstance(n, ast.ClassDef)}
         out.append({"index": index, "cell": count if isinstance(count, int) and not isinstance(count, bool) else None,
-                    "outputs": len(outputs), "error": error, "trains": _cell_trains(_text(cell.get("source")), known)})
+                    "outputs": len(outputs), "error": error, "trains": _cell_trains(source, known),
+                    "makes": _models_made(tree, classes), "loads": _loads(tree, source), "names": _names(tree)})
     return out

@@ -144,4 +144,37 @@ def test_which_cells_train_is_read_from_the_code_and_the_functions_it_calls() ->
     assert found == {0: False, 1: False, 3: True, 4: True, 5: False, 6: True, 7: False, 8: False}
     stored = stored_cells([{"cell_type": "code", "source": "x", "execution_count": None,
                             "outputs": [{"output_type": "error", "ename": "NameError"}, "junk"]}])
-    assert stored == [{"index": 0, "cell": None, "outputs": 1, "error": "NameError", "trains": False}]
+    assert stored == [{"index": 0, "cell": None, "outputs": 1, "error": "NameError", "trains": False,
+                       "makes": [], "loads": False, "names": ["x"]}]
+
+
+def _remade(between: str, *, acc: float = 9.8) -> nbformat.NotebookNode:
+    """lab1-1 saved after a run in order, with one more cell between training and the test."""
+    nb = _stored(cells.cifar_train(1), train_count=3, acc=acc,
+                 train_outputs=[_stream("[1,  2000] loss: 2.210\nFinished Training\n")], test_counts=(5, 6))
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    extra = nbformat.v4.new_code_cell(between, execution_count=4, outputs=[_stream("Net(...)\n")])
+    nb.cells.insert(nb.cells.index(code[3]), extra)
+    return nb
+
+
+@pytest.mark.parametrize("between", [
+    "net = Net()",  # re-test rt2's 0001212: the model made again after training, then tested
+    "net = Net()\nnet.eval()",  # the same, with a harmless call after it
+])
+def test_a_model_made_anew_after_training_sends_the_chance_numbers_to_a_ta(tmp_path: Path, between: str) -> None:
+    _, results = _grade(_remade(between), tmp_path)
+    for item in METRIC_ITEMS:
+        assert results[item].status == "manual", (item, results[item].message)
+    assert "made anew by In[4], after the training cell In[3]" in results["lab1-1-test-metrics"].message
+
+
+@pytest.mark.parametrize(("between", "acc"), [
+    ("net = Net()\nnet.load_state_dict(torch.load('cifar_net.pth'))", 9.8),  # weights loaded back: TA not needed
+    ("net2 = Net()", 9.8),  # another model made, not the one tested
+    ("net = Net()", 54.0),  # far above chance: whatever the order says, it was trained
+])
+def test_a_model_made_again_but_loaded_or_not_tested_keeps_its_verdict(tmp_path: Path, between: str,
+                                                                        acc: float) -> None:
+    _, results = _grade(_remade(between, acc=acc), tmp_path)
+    assert results["lab1-1-test-metrics"].status == "pass", results["lab1-1-test-metrics"].message

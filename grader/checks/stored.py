@@ -28,6 +28,38 @@ def _state(cell: Mapping, tested: list[int]) -> str | None:
     return None
 
 
+def _label(cell: Mapping) -> str:
+    return f"In[{cell['cell']}]" if isinstance(cell.get("cell"), int) else f"cell {cell.get('index', 0) + 1}"
+
+
+def _remade_after_training(cells: list[Mapping], evaluation: list[Mapping],
+                           training: list[Mapping]) -> tuple[Mapping, Mapping, str, Mapping] | None:
+    """(the cell that made the model anew, the test cell, the model's name, the last training
+    cell before it) when a test cell evaluates a model that a later cell than every training
+    cell bound to a fresh instance (`net = Net()`), with no weights loaded in between.
+
+    Cells are taken in the order they last ran (their In[n]) when every one involved has one,
+    else in notebook order."""
+    by_count = all(isinstance(c.get("cell"), int) for c in [*evaluation, *training])
+
+    def order(c: Mapping) -> int:
+        return c["cell"] if by_count else c.get("index", 0)
+
+    pool = [c for c in cells if isinstance(c.get("cell"), int)] if by_count else cells
+    for test in evaluation:
+        before = sorted((c for c in pool if order(c) <= order(test)), key=order)
+        trained_at = [i for i, c in enumerate(before) if c.get("trains")]
+        if not trained_at:
+            continue
+        after = before[trained_at[-1] + 1:]
+        used = set(test.get("names") or [])
+        for i, cell in enumerate(after):
+            name = next((n for n in cell.get("makes") or [] if n in used), None)
+            if name is not None and not any(c.get("loads") or c.get("trains") for c in after[i:]):
+                return cell, test, name, before[trained_at[-1]]
+    return None
+
+
 def stored_untrained(ev: Mapping, *, printed: float | None, near: float, chance_text: str) -> tuple[str, str] | None:
     """(message for the student, pointer) when the stored notebook shows that the test numbers
     (printed accuracy `printed`, a fraction, at most `near`) were printed with no training run
@@ -45,7 +77,15 @@ def stored_untrained(ev: Mapping, *, printed: float | None, near: float, chance_
     tested = [c["cell"] for c in evaluation if isinstance(c.get("cell"), int)]
     states = [(c, _state(c, tested)) for c in training]
     if any(s is None for _, s in states):
-        return None
+        remade = _remade_after_training(list(by_index.values()), evaluation, training)
+        if remade is None:
+            return None
+        made, test, name, trained = remade
+        return (f"the model `{name}` that {_label(test)} evaluates was made anew by {_label(made)}, after the "
+                f"training cell {_label(trained)} ran, and no weights were loaded into it since; the test "
+                f"accuracy printed, {fmt_pct(printed)}, is what an untrained model gets ({chance_text}). The "
+                f"notebook was not run by the grader, so a TA checks which model was evaluated.",
+                where(ev, test.get("cell")))
     cell, state = states[-1]
     test_at = f"the test cell In[{max(tested)}]" if tested else "the test cell"
     what = {"error": f"the training cell In[{cell.get('cell')}] stored an error ({cell.get('error')}), so training "

@@ -21,6 +21,7 @@ import nbformat
 from grader.cellflow import model_names, read_cells
 from grader.evidence import DataMount, read_events, summarize_events
 from grader.parsers import CLASS_SETS, parse_notebook
+from grader.parsers.notebook import final_mention
 from grader.parsers.lrs import code_lrs, printed_lrs
 from grader.parsers.plotcode import CellPlots, analyze_cells
 from grader.saved_images import check_svg, decode_image, looks_like_histogram
@@ -62,9 +63,13 @@ def _metrics(nb: nbformat.NotebookNode, dataset: str | None,
         curves.setdefault(p.series, []).append([p.x, p.value])
     mentions = [{"kind": m.kind, "split": m.split_hint, "value": m.value, "class": m.class_name,
                  "cell": m.cell, "raw": m.raw} for m in parsed.mentions][-200:]
+    # Which split each total was labelled with: a validation line stands in for the test only
+    # when nothing was labelled test or left unlabelled (checks.metrics says so).
+    from_val = {key: m.raw for key in ("test_accuracy", "test_loss")
+                if (m := final_mention(parsed.mentions, key)) is not None and m.split_hint == "val"}
     return {"dataset": parsed.dataset_guess, "test_accuracy": parsed.test_accuracy,
             "test_loss": parsed.test_loss, "per_class_accuracy": dict(parsed.per_class_accuracy),
-            "curves": curves, "mentions": mentions}
+            "curves": curves, "mentions": mentions, "from_validation": from_val}
 
 
 def _classes_of(probe: Mapping[str, Any], dataset: str | None) -> list[str] | None:

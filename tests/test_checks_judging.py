@@ -519,3 +519,38 @@ def test_unknown_budget_or_a_run_too_short_to_judge_goes_to_the_ta() -> None:
     # 3 % of an epoch: the reference itself is still at chance there
     out = acc_check(food(0.10, 0.03), food_reference())
     assert out.status == "manual" and "near chance" in out.message
+
+
+# --- a validation total is not the test total (issue 12, re-test rt2 finding 8) -------------------
+
+def _val_ev(text: str) -> dict:
+    from grader.collect import _metrics
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    nb = new_notebook(cells=[new_code_cell("train()", execution_count=1,
+                                           outputs=[new_output("stream", name="stdout", text=text)])])
+    return {"path": "lab1-1.ipynb", "status": "ok", "mode": "saved", "metrics": _metrics(nb, "cifar10")}
+
+
+def _test_metrics(ev: dict):
+    from grader.checks import run_check
+    from grader.checks.base import CheckContext
+
+    ctx = CheckContext(student_id="s", part_id="lab1-1", dataset="cifar10", evidence=[ev], all_evidence=[ev])
+    return run_check("test_metrics", ctx, {})
+
+
+def test_a_validation_loss_beside_a_test_accuracy_is_not_the_test_loss() -> None:
+    # 0001308: the training cell printed val_loss/val_acc, the test cell only the accuracy
+    out = _test_metrics(_val_ev("epoch 1: val_loss 2.050 val_acc 24.0%\n"
+                                "Accuracy of the network on the 500 test images: 27.20 %\n"))
+    assert out.status == "partial" and "labelled validation" in out.message, out.message
+    # the same with a test loss printed too: nothing to say
+    both = _test_metrics(_val_ev("epoch 1: val_loss 2.050 val_acc 24.0%\nTest loss: 1.9800\n"
+                                 "Accuracy of the network on the 500 test images: 27.20 %\n"))
+    assert both.status == "pass" and "validation" not in both.message, both.message
+
+
+def test_totals_printed_only_as_validation_stand_in_for_the_test_with_a_note() -> None:
+    out = _test_metrics(_val_ev("Validation loss: 1.950, validation accuracy: 30.5 %\n"))
+    assert out.status == "pass" and "printed as validation results" in out.message, out.message

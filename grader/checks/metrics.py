@@ -114,6 +114,19 @@ def test_metrics(ctx: CheckContext, params: Mapping) -> Outcome:
                 shown[key] = (float(value), ev)
             else:
                 odd[key] = value
+    # A total labelled validation (`val_loss 2.05`) is not the test split's: it stands in only
+    # when no total of the test split was shown at all (a student who calls the test set
+    # "validation"), and the message says so; beside a test accuracy it is not the test loss.
+    val_only = {k: str(_metrics(ev).get("from_validation", {}).get(f"test_{k}", ""))
+                for k, (_, ev) in shown.items() if f"test_{k}" in (_metrics(ev).get("from_validation") or {})}
+    val_note = ""
+    if val_only and len(val_only) < len(shown):
+        for k in val_only:
+            del shown[k]
+        val_note = "; the " + " and ".join(f"`{raw.strip()[:60]}`" for raw in val_only.values()) + \
+            " printed is labelled validation, not test"
+    elif val_only:
+        val_note = " (printed as validation results: taken as the test split's, since no test result was labelled)"
     missing = [k for k in want if k not in shown]
     pointers = tuple(sorted({where(ev) for _, ev in shown.values()}))
     parts = []
@@ -128,7 +141,7 @@ def test_metrics(ctx: CheckContext, params: Mapping) -> Outcome:
             return Outcome("partial", 0.5, f"{' and '.join(parts)} shown, but the model was evaluated on at most "
                                            f"{images:,} of the {size:,} test images: evaluate on the whole test "
                                            f"split.", (where(ev),))
-        return Outcome("pass", 1.0, f"{' and '.join(parts)} shown.", pointers)
+        return Outcome("pass", 1.0, f"{' and '.join(parts)} shown{val_note}.", pointers)
     if (lost := _lost(ctx, " and ".join(f"the total test {k}" for k in missing))) is not None and not odd:
         return lost
     fix = " and ".join(f"the total test {k}" for k in missing)
@@ -136,7 +149,7 @@ def test_metrics(ctx: CheckContext, params: Mapping) -> Outcome:
     impossible = [f"the test {k} was read as {fmt_pct(float(v)) if k == 'accuracy' else v}, which is not possible"
                   for k, v in odd.items() if finite(v)]
     why = "".join(f" ({t})" for t in ["; ".join(nan) + ": training probably diverged; lower the learning rate"
-                                      if nan else "", "; ".join(impossible)] if t)
+                                      if nan else "", "; ".join(impossible)] if t) + (val_note if shown else "")
     if shown:
         return Outcome("partial", len(shown) / len(want), f"{', '.join(parts)} shown, but not {fix}{why}: "
                                                           f"print it after evaluating on the whole test split.", pointers)

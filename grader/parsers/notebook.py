@@ -218,11 +218,18 @@ def guess_dataset(nb: Any, mentions: Sequence[MetricMention]) -> str | None:
 
 def _final(mentions: Sequence[MetricMention], kind: str) -> float | None:
     """Last test-split mention, else last unlabelled one, else last validation one; never train."""
+    found = final_mention(mentions, kind)
+    return found.value if found is not None else None
+
+
+def final_mention(mentions: Sequence[MetricMention], kind: str) -> MetricMention | None:
+    """The mention `_final` takes for `kind` ('test_accuracy', 'test_loss'): its `split_hint`
+    says whether it was labelled test, left unlabelled (None) or labelled validation."""
     val_kind = kind.replace("test_", "val_")
     for wanted_kind, wanted in ((kind, "test"), (kind, None), (val_kind, "val")):
         picked = [m for m in mentions if m.kind == wanted_kind and m.split_hint == wanted]
         if picked:
-            return picked[-1].value
+            return picked[-1]
     return None
 
 

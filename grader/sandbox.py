@@ -366,7 +366,7 @@ class Placement:
 MAX_LISTED = 3
 
 
-def place_mounts(mounts: Mapping[str, str], *, workdir: str, submission: Path) -> Placement:
+def place_mounts(mounts: Mapping[str, str], *, workdir: str, submission: Path | None) -> Placement:
     """Resolve relative mounts (`data/cifar-10-batches-py`, torchvision's `root='./data'`)
     in the working copy's root and again in `workdir`, the folder the run starts in, so that
     `./data` means the same wherever a notebook lies; absolute ones are kept as they are.
@@ -376,7 +376,8 @@ def place_mounts(mounts: Mapping[str, str], *, workdir: str, submission: Path) -
     submission (`submission`, the staged copy) has files at a mount's place, the mount wins
     and `Placement.hidden` lists them; where it has a *file* on the mount's path (a file
     named `data`), that mount is skipped and the file kept. Each case is a note: a file of
-    the submission is never dropped silently.
+    the submission is never dropped silently. With `submission` None only the places are
+    computed (grader.verify: where a run's `./data` was).
     """
     placed: dict[str, str] = {}
     hidden: list[str] = []
@@ -391,14 +392,15 @@ def place_mounts(mounts: Mapping[str, str], *, workdir: str, submission: Path) -
             if rel in placed or rel == "." or rel.startswith("../"):
                 continue
             parts = rel.split("/")
-            blocker = next(("/".join(parts[:i]) for i in range(1, len(parts) + 1)
-                            if _is_file(submission / "/".join(parts[:i]))), None)
+            blocker = None if submission is None else next(
+                ("/".join(parts[:i]) for i in range(1, len(parts) + 1)
+                 if _is_file(submission / "/".join(parts[:i]))), None)
             if blocker is not None:
                 notes.append(f"`{blocker}` in your submission is a file where the grader puts the dataset "
                              f"folder `{rel}`: the file was kept, so that dataset is not at ./{inside} "
                              f"for code started in `{base or '.'}`")
                 continue
-            files = _files_under(submission / rel)
+            files = [] if submission is None else _files_under(submission / rel)
             if files:
                 hidden.append(rel)
                 shown = ", ".join(f"`{rel}/{f}`" for f in files[:MAX_LISTED])

@@ -47,7 +47,7 @@ from grader.execute import (
     _SandboxKernelManager,
 )
 from grader.probe.startup import startup_source
-from grader.watchdog import Watchdog, bomb_origin, started_in, wall_time_reason
+from grader.watchdog import Watchdog, bomb_origin, started_in, startup_time_reason, wall_time_reason
 
 KILL_GRACE_S = 10.0
 """After a kill or the kernel's death, how long the cell being awaited gets to wind down."""
@@ -87,6 +87,9 @@ class Runner:
         self.submission_dir = submission_dir
         self.records: list[CellRecord] = []
         self.startup_s = 0.0
+        self.cells_started: float | None = None
+        """When the first cell could be sent (time.time()): the notebook's wall time starts
+        there; the kernel's start-up before it has its own limit (limits.startup_timeout_s)."""
         self.figures_kept = self.figures_dropped = 0
         self.total_bytes = 0
         self.truncated = False
@@ -95,7 +98,8 @@ class Runner:
         self.stop: dict[str, Any] | None = None
         self.outcome: tuple[RunStatus, str] | None = None
         self.phase = "start"
-        """start, cells, teardown or done: the wall time applies to the first two only."""
+        """start, cells, teardown or done: the start-up limit applies to the first, the wall
+        time to the second."""
         self.peak_processes = 0
         self.notes: list[dict[str, str]] = []
         """What the TA should know that is no cell's error: `{"code", "message"}` each
@@ -150,7 +154,21 @@ class Runner:
         return time.monotonic() + self._deadline_left()
 
     def _deadline_left(self) -> float:
-        return self.started + self.limits.wall_timeout_s - time.time()
+        """Seconds left of the start-up limit until the kernel is ready, then of the wall time,
+        counted from there: a slow start on a loaded machine is not charged to the notebook."""
+        if self.cells_started is None:
+            return self.started + self.limits.startup_timeout_s - time.time()
+        return self.cells_started + self.limits.wall_timeout_s - time.time()
+
+    def _time_limit(self) -> tuple[RunStatus, str]:
+        """The status and reason of a run stopped by `_deadline_left`."""
+        if self.cells_started is None:
+            return "not-run", startup_time_reason(self.limits.startup_timeout_s)
+        return "timeout", wall_time_reason(self.limits.wall_timeout_s)
+
+    def _on_limit(self, status: RunStatus, reason: str) -> None:
+        # the watchdog words every deadline as the wall time; before the cells it is start-up's
+        self.kill(*(self._time_limit() if status == "timeout" else (status, reason)))
 
     def reap(self) -> None:
         """Kill the sandbox and wait, bounded, until it and everything in its PID namespace
@@ -250,7 +268,7 @@ class Runner:
         self._watchdog = Watchdog(
             process=lambda: self.proc, deadline=self._wall_deadline,
             max_tasks=self.limits.max_processes if self.spec.sandbox == "bwrap" else 0,
-            wall_timeout_s=self.limits.wall_timeout_s, on_limit=self.kill, on_gone=self._on_gone)
+            wall_timeout_s=self.limits.wall_timeout_s, on_limit=self._on_limit, on_gone=self._on_gone)
         self._watchdog.start()
         drive = asyncio.ensure_future(self._drive(client, km, cwd, startup_code, teardown_code))
         woken = asyncio.ensure_future(self._wake.wait())
@@ -301,7 +319,8 @@ class Runner:
         except Exception as exc:
             self.wall_time_up()
             return self.kill_status or ("not-run", f"the startup code failed: {_one_line(exc)}")
-        self.startup_s = time.time() - self.started
+        self.cells_started = time.time()
+        self.startup_s = self.cells_started - self.started
         self.phase = "cells"
         self.outcome = await self._cells(client)
         if teardown_code and self.kill_status is None and self.outcome[0] != "killed" \
@@ -395,7 +414,7 @@ class Runner:
         deadline (the startup code's, a cell's) may end a moment before the watchdog's next
         sample sees it."""
         if self.phase in ("start", "cells") and self._deadline_left() <= 0.5:
-            self.kill("timeout", wall_time_reason(self.limits.wall_timeout_s))
+            self.kill(*self._time_limit())
             return True
         return False
 

@@ -381,6 +381,7 @@ class Limits(_Model):
     """/dev/shm, where DataLoader workers pass batches; RAM like `work_disk`, counted apart."""
     cell_timeout: Duration = 1800.0
     wall_timeout: Duration = 7200.0
+    """The notebook's cells together, counted from when its kernel is ready (start-up has its own limit)."""
     output_per_cell: Size = 1024**2
     figures: Annotated[int, Field(strict=True, ge=0)] = 200
 

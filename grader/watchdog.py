@@ -30,7 +30,15 @@ stays there, a program that only touched it once got an error it can handle."""
 
 def wall_time_reason(wall_timeout_s: float) -> str:
     """The reason of a run stopped at its wall time (`wall_timeout_s` seconds)."""
-    return f"the notebook ran past its wall time of {wall_timeout_s:g} s (rubric limits.wall_timeout)"
+    return (f"the notebook ran past its wall time of {wall_timeout_s:g} s (rubric limits.wall_timeout, "
+            f"counted from when its kernel was ready)")
+
+
+def startup_time_reason(startup_timeout_s: float) -> str:
+    """The reason of a run whose kernel was not ready within `startup_timeout_s` seconds."""
+    return (f"the kernel and the grader's start-up code were not ready within {startup_timeout_s:g} s "
+            f"(the grader's start-up limit, before the notebook's wall time): the grading machine "
+            f"was probably overloaded, so the notebook did not run")
 
 
 class Watchdog(threading.Thread):

@@ -422,8 +422,10 @@ def _wall_runner(left_s: float, phase: str = "cells") -> tuple[SimpleNamespace, 
 
     killed: list = []
     fake = SimpleNamespace(phase=phase, limits=dataclasses.replace(LIMITS, wall_timeout_s=40),
+                           cells_started=None if phase == "start" else 1.0,
                            _deadline_left=lambda: left_s, kill=lambda status, why: killed.append((status, why)))
-    fake.wall_time_up = lambda: Runner.wall_time_up(fake)  # the real method on a stand-in runner
+    fake.wall_time_up = lambda: Runner.wall_time_up(fake)  # the real methods on a stand-in runner
+    fake._time_limit = lambda: Runner._time_limit(fake)
     return fake, killed
 
 
@@ -442,8 +444,44 @@ def test_a_cell_timeout_cut_to_the_wall_time_ends_the_run_as_wall_time() -> None
     for left, phase in ((25.0, "cells"), (0.0, "teardown"), (0.0, "done")):
         fake, killed = _wall_runner(left, phase)
         assert fake.wall_time_up() is False and killed == []
-    fake, killed = _wall_runner(-3.0, "start")  # the kernel's start counts against it too
-    assert fake.wall_time_up() is True and killed
+    fake, killed = _wall_runner(-3.0, "start")  # past the start-up limit: its own reason, not the wall time
+    assert fake.wall_time_up() is True and killed[0][0] == "not-run" and "start-up limit" in killed[0][1]
+
+
+def _clock_runner(*, started_ago: float, cells_ago: float | None) -> SimpleNamespace:
+    import time as _time
+
+    from grader.driver import Runner
+
+    now = _time.time()
+    fake = SimpleNamespace(started=now - started_ago, cells_started=None if cells_ago is None else now - cells_ago,
+                           limits=dataclasses.replace(LIMITS, wall_timeout_s=40, startup_timeout_s=120))
+    fake._deadline_left = lambda: Runner._deadline_left(fake)  # the real method on a stand-in runner
+    return fake
+
+
+def test_the_wall_time_starts_when_the_kernel_is_ready() -> None:
+    """rt1 #6: an 18 s start-up on a loaded machine ate 18 of the notebook's 40 s."""
+    slow_start = _clock_runner(started_ago=30.0, cells_ago=12.0)  # 18 s start-up, 12 s of cells
+    assert 27.0 < slow_start._deadline_left() <= 28.0
+    # before the cells, the start-up limit applies, not the wall time
+    starting = _clock_runner(started_ago=50.0, cells_ago=None)
+    assert 69.0 < starting._deadline_left() <= 70.0
+    # the cells' own 40 s still end the run, however fast the start was
+    assert _clock_runner(started_ago=41.0, cells_ago=40.5)._deadline_left() < 0
+
+
+def test_the_watchdogs_deadline_is_worded_by_phase() -> None:
+    from grader.driver import Runner
+
+    for cells_started, status, words in ((None, "not-run", "not ready within 120 s"), (1.0, "timeout", "wall time of 40 s")):
+        killed: list = []
+        fake = SimpleNamespace(cells_started=cells_started, limits=dataclasses.replace(LIMITS, wall_timeout_s=40),
+                               kill=lambda st, why: killed.append((st, why)))
+        fake._time_limit = lambda: Runner._time_limit(fake)
+        Runner._on_limit(fake, "timeout", "the notebook ran past its wall time")
+        Runner._on_limit(fake, "killed", "the process limit")  # other limits pass through
+        assert killed[0][0] == status and words in killed[0][1] and killed[1] == ("killed", "the process limit")
 
 
 # ------------------------------------------ T1 #7: the process cap touched for a moment

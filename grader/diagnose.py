@@ -18,6 +18,10 @@ Flags (codes on the Grade) and what the TA can do about each:
   processes, disk, shared memory, output); the message names the limit and its rubric key.
 * `missing-package`: an import failed because the module is not installed on the grader
   (nor a file of the submission); install it into the grader's environment and grade again.
+  Only for a known package (grader.diagnose.KNOWN_PACKAGES) or one the notebook pip-installs.
+* `missing-module`: an import of a module that is neither in the submission nor a known
+  package (`from mynet import Net`, no mynet.py in the zip): a file is probably missing from
+  the zip, the student's mistake; the cells are graded as they ran, not deferred.
 * `needs-gpu`: the code uses CUDA unconditionally and the run had no GPU; grade the
   student again on a GPU machine with `--gpus`.
 * `needs-mps`: the code uses Apple's MPS device (`device='mps'`), which exists only on a Mac;
@@ -55,6 +59,8 @@ STOP_FLAGS: dict[str, str] = {"exit": "kernel-exit", "crash": "kernel-crash", "l
 
 ENVIRONMENT_FLAGS = ("missing-package", "needs-gpu", "needs-mps", "colab-only", "needs-network")
 NOTE_FLAGS = ("files-not-placed", "process-cap", "processes-left")
+STUDENT_FLAGS = ("missing-module",)
+"""Problems found like ENVIRONMENT_FLAGS, but the student's: flagged, never deferred to the TA."""
 
 FLAG_HELP: dict[str, str] = {
     "kernel-exit": "the code ended its own kernel (exit(), sys.exit(), os._exit()) before its last "
@@ -63,6 +69,9 @@ FLAG_HELP: dict[str, str] = {
                     "os.abort(), the machine's out-of-memory killer)",
     "missing-package": "a module the code imports is not installed on the grader; install it and "
                        "grade again",
+    "missing-module": "the code imports a module that is neither in the submission nor a package the grader "
+                      "knows: a file is probably missing from the zip; graded as it ran (if it is a PyPI "
+                      "package, install it and grade again)",
     "needs-gpu": "the code needs a CUDA GPU and the run had none; grade again on a GPU machine with --gpus",
     "needs-mps": "the code uses Apple's MPS device (device='mps'), which only a Mac has; the items that "
                  "depend on it wait for a TA",
@@ -103,7 +112,7 @@ class Problem:
     """Something the grading machine lacked, found from a failing cell."""
 
     code: str
-    """`missing-package` or `needs-gpu`."""
+    """An ENVIRONMENT_FLAGS code (`missing-package`, `needs-gpu`, ...) or a STUDENT_FLAGS one."""
     cell: int
     """The cell's index in the notebook (markdown cells count)."""
     label: str
@@ -274,6 +283,27 @@ def _import_name(package: str) -> str:
     return _DISTRIBUTIONS.get(package, package.replace("-", "_"))
 
 
+KNOWN_PACKAGES = frozenset({
+    # what DL labs import besides the standard library: a missing one is the grader's to install
+    "numpy", "pandas", "matplotlib", "seaborn", "scipy", "sklearn", "tqdm", "torch", "torchvision",
+    "torchaudio", "torchtext", "torchsummary", "torchinfo", "torchstat", "torchviz", "torchmetrics", "timm",
+    "albumentations", "tensorboard", "tensorboardX", "wandb", "PIL", "cv2", "skimage", "yaml", "h5py",
+    "einops", "transformers", "datasets", "accelerate", "lightning", "pytorch_lightning", "thop", "ptflops",
+    "plotly", "ipywidgets", "imageio", "requests", "gdown", "kaggle", "opendatasets", "natsort", "termcolor",
+    "rich", "prettytable", "tabulate", "pynvml", "GPUtil", "psutil", "onnx", "onnxruntime", "keras",
+    "tensorflow", "jax", "optuna", "ray", "mlflow", "graphviz", "hiddenlayer", "numba", "xgboost",
+    "lightgbm", "catboost", "statsmodels", "sympy", "networkx", "openpyxl", "xlrd", "joblib", "umap", "bs4",
+    "lxml", "nltk", "spacy", "gensim", "jieba", "fastai", "mmcv", "segmentation_models_pytorch",
+    "efficientnet_pytorch", "pretrainedmodels", "torch_optimizer", "visdom", "imblearn", "captum",
+    "pytorch_grad_cam", "shap", "lime", "kornia", "monai", "dill", "cloudpickle", "pydot", "Crypto", "attr",
+    "fitz", "docx", "dateutil", "google", "IPython", "ipykernel", "tensorrt", "pycocotools", "torchsampler",
+    "pytorch_model_summary", "colorama", "pyarrow", "polars", "tiktoken", "sentencepiece", "tokenizers",
+    "safetensors", "huggingface_hub", "openai", "torch_lr_finder", "lr_finder", "torchnet",
+})
+"""Packages a lab's code may import that the grading machine could lack; an unknown module
+missing from the submission is taken for a file left out of the zip (`missing-module`)."""
+
+
 def pip_name(module: str) -> str:
     """What to `pip install` for a missing top-level module: `cv2` -> `opencv-python`."""
     return _PIP_NAME.get(module, module)
@@ -342,6 +372,14 @@ def environment_problems(errors: Sequence[Mapping[str, Any]], cells: Sequence[Ma
             if module in own or module in seen:
                 continue
             seen.add(module)
+            if module not in pips and module not in KNOWN_PACKAGES and module not in _PIP_NAME:
+                out.append(Problem("missing-module", index, label, module,
+                                   f"{label} imports `{module}`, but the submission has no module `{module}` "
+                                   f"({module}.py or a {module}/ folder) and it is no package the grader knows: "
+                                   f"a file is probably missing from the zip, so the cells that need it failed "
+                                   f"as the student's error (if `{module}` is a package on PyPI, install it "
+                                   f"into the grader's environment and grade again)."))
+                continue
             msg = (f"{label} imports {module}, which is not installed on the grading machine: install it "
                    f"into the grader's environment (pip install {pip_name(module)}) and grade this student again")
             if module in pips:
@@ -413,10 +451,10 @@ def run_flags(ev: Mapping[str, Any]) -> set[str]:
     if status == "timeout":
         flags.add("sandbox-limit")
     problems = [p for p in ev.get("environment") or () if isinstance(p, Mapping)]
-    flags.update(str(p["code"]) for p in problems if p.get("code") in ENVIRONMENT_FLAGS)
+    flags.update(str(p["code"]) for p in problems if p.get("code") in (*ENVIRONMENT_FLAGS, *STUDENT_FLAGS))
     flags.update(str(n["code"]) for n in ev.get("notes") or () if isinstance(n, Mapping) and n.get("code") in NOTE_FLAGS)
     errors = [e for e in ev.get("errors") or () if isinstance(e, Mapping)]
-    explained = {p.get("cell") for p in problems}
+    explained = {p.get("cell") for p in problems if p.get("code") in ENVIRONMENT_FLAGS}  # not the student's
     if stop and stop.get("kind") == "exit":
         explained.add(stop.get("cell"))
     # A failing cell the environment explains, and the cascade after it, are not the

@@ -442,8 +442,11 @@ def run_problems(evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What each run lacked (grader.diagnose.Problem) and its notes (files not placed, the
     process cap touched), as the grade's `problems` rows: `{flag, code, message, path}`."""
     rows: list[dict[str, Any]] = []
+    from grader.diagnose import STUDENT_FLAGS
+
     for ev in evidence:
-        for p in _environment(ev):
+        own = [p for p in ev.get("environment") or () if isinstance(p, Mapping) and p.get("code") in STUDENT_FLAGS]
+        for p in [*_environment(ev), *own]:
             rows.append({"flag": p["code"], "code": p["code"], "message": str(p.get("message", "")), "path": ev.get("path")})
         for n in ev.get("notes") or ():
             if isinstance(n, Mapping) and n.get("code"):

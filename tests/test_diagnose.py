@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import nbformat
 import pytest
 
@@ -105,10 +107,36 @@ def test_submodule_and_pip_install_in_the_notebook() -> None:
 
 
 def test_a_module_the_student_forgot_to_submit_is_not_the_graders_fault() -> None:
-    cells = _cells("import mynet")
-    err = [_err(1, "ModuleNotFoundError", "No module named 'mynet'")]
+    """rt1 #7: `from mynet import Net`, no mynet.py in the zip: the student's missing file,
+    not a package to install (it was `missing-package`, deferred as the machine's fault)."""
+    cells = _cells("from mynet import Net", "net = Net()")
+    err = [_err(1, "ModuleNotFoundError", "No module named 'mynet'"), _err(2, "NameError", "name 'Net' is not defined")]
     assert environment_problems(err, cells, submitted_modules=["mynet"]) == []
-    assert [p.code for p in environment_problems(err, cells)] == ["missing-package"]
+    [p] = environment_problems(err, cells)
+    assert (p.code, p.subject, p.label) == ("missing-module", "mynet", "cell 1")
+    assert "no module `mynet`" in p.message and "missing from the zip" in p.message
+    assert "pip install mynet" not in p.message
+    env = [dataclasses.asdict(p)]
+    # flagged, and still the student's error: no deferral, the notebook error stands
+    assert run_flags({"status": "error", "errors": err, "environment": env}) == {"missing-module", "notebook-error"}
+    from grader.diagnose import ENVIRONMENT_FLAGS
+    from grader.report.student import FLAG_TEXT
+
+    assert "missing-module" not in ENVIRONMENT_FLAGS and "not in the zip" in FLAG_TEXT["missing-module"]
+
+
+def test_an_own_package_folder_missing_is_a_missing_module_but_known_packages_are_not() -> None:
+    cells = _cells("from models.resnet import ResNet18", "import torchsummary", "import utils_lab1")
+    err = [_err(1, "ModuleNotFoundError", "No module named 'models'"),
+           _err(2, "ModuleNotFoundError", "No module named 'torchsummary'"),
+           _err(3, "ModuleNotFoundError", "No module named 'utils_lab1'")]
+    found = environment_problems(err, cells)
+    assert [(p.code, p.subject) for p in found] == [("missing-module", "models"), ("missing-package", "torchsummary"),
+                                                  ("missing-module", "utils_lab1")]
+    # an unknown name the notebook itself pip-installs is a package after all
+    [p] = environment_problems([_err(2, "ModuleNotFoundError", "No module named 'somepkg'")],
+                               _cells("!pip install somepkg", "import somepkg"))
+    assert p.code == "missing-package" and "pip install somepkg" in p.message
 
 
 @pytest.mark.parametrize(("ename", "evalue"), [

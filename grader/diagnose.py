@@ -29,7 +29,10 @@ Flags (codes on the Grade) and what the TA can do about each:
 * `colab-only`: the code imports `google.colab` (drive.mount, files.upload), which exists only
   on Google Colab; the TA grades what depends on it by hand.
 * `needs-network`: the code downloads something (pretrained weights, a dataset into another
-  folder than ./data) and the sandbox has no network; the TA grades what depends on it.
+  folder than ./data, a file fetched with `!wget`/`curl`/`gdown`/`kaggle`/`git clone` that a
+  later cell does not find) and the sandbox has no network; the TA grades what depends on it.
+* `files-not-placed` (also a note, below): a cell failed reading a file of the submission the
+  grader could not place where the code runs.
 
 Items of a part whose notebook failed for one of these reasons are not failed: they go to
 the TA (`manual`), the reason in their message (`deferred_item`).
@@ -46,6 +49,7 @@ Notes on a run (`RunResult.notes`), flags too, for what is no cell's error:
 
 from __future__ import annotations
 
+import posixpath
 import re
 import signal
 from collections.abc import Mapping, Sequence
@@ -57,7 +61,7 @@ StopKind = Literal["exit", "crash", "limit"]
 STOP_FLAGS: dict[str, str] = {"exit": "kernel-exit", "crash": "kernel-crash", "limit": "sandbox-limit"}
 """The grade flag for each way a run can stop early."""
 
-ENVIRONMENT_FLAGS = ("missing-package", "needs-gpu", "needs-mps", "colab-only", "needs-network")
+ENVIRONMENT_FLAGS = ("missing-package", "needs-gpu", "needs-mps", "colab-only", "needs-network", "files-not-placed")
 NOTE_FLAGS = ("files-not-placed", "process-cap", "processes-left")
 STUDENT_FLAGS = ("missing-module",)
 """Problems found like ENVIRONMENT_FLAGS, but the student's: flagged, never deferred to the TA."""
@@ -322,6 +326,36 @@ _WEIGHTS = re.compile(r"pretrained\s*=\s*True|weights\s*=\s*['\"A-Za-z]|load_sta
 _DOWNLOAD_ROOT = re.compile(r"root\s*=\s*(['\"])([^'\"]*)\1")
 
 
+_SHELL_DOWNLOAD = re.compile(r"^\s*[!%]\s*(?:(?:wget|curl|gdown|kaggle)\b|git\s+clone\b).*$", re.MULTILINE)
+_MISSING_FILE = re.compile(r"No such file or directory: ['\"]([^'\"]+)['\"]")
+
+
+def missing_file(evalue: str) -> str | None:
+    """The path a FileNotFoundError (or an OSError like it) names, as the code wrote it."""
+    m = _MISSING_FILE.search(evalue)
+    return m.group(1) if m else None
+
+
+def _relative(path: str, workdir: str) -> str:
+    """A path the code used, relative to the submission's root (the run's working copy)."""
+    from grader.sandbox import CWD  # sandbox imports nothing of ours; diagnose stays light
+
+    if path.startswith(CWD + "/"):
+        return path[len(CWD) + 1:]
+    if path.startswith("/"):
+        return path
+    return posixpath.normpath(posixpath.join(workdir if workdir not in ("", ".") else "", path))
+
+
+def _shell_download(sources: Sequence[str], upto: int, name: str) -> tuple[int, str] | None:
+    """The shell download command (`!wget`, `!curl`, `!gdown`, `!kaggle`, `!git clone`) in a
+    cell up to `upto` that most likely was to fetch the file `name`: one naming it, else the
+    last one; (cell index, command)."""
+    found = [(i, m.group(0).strip()) for i, src in enumerate(sources[:upto + 1]) for m in _SHELL_DOWNLOAD.finditer(src)]
+    naming = [f for f in found if name and name in f[1]]
+    return (naming or found or [None])[-1]
+
+
 def _network_problem(label: str, source: str, text: str) -> str:
     """The TA's sentence for a cell that needed the network: what it tried to download."""
     if _WEIGHTS.search(source) or any(w in text for w in ("load_state_dict_from_url", "hub.py", "hf_hub")):
@@ -339,13 +373,16 @@ def _network_problem(label: str, source: str, text: str) -> str:
 
 
 def environment_problems(errors: Sequence[Mapping[str, Any]], cells: Sequence[Mapping[str, Any]], *,
-                         submitted_modules: Sequence[str] = (), has_gpu: bool = False) -> list[Problem]:
+                         submitted_modules: Sequence[str] = (), has_gpu: bool = False,
+                         not_placed: Sequence[str] = (), workdir: str = "") -> list[Problem]:
     """Failing cells whose cause is the grading machine, not the student's code.
 
     `errors` are the failing cells (`index`, `ename`, `evalue`); `cells` the notebook's
     cells; `submitted_modules` the module names the submission's own .py files provide (a
     missing one of those is the student's mistake, not the grader's); `has_gpu` whether the
-    run was given a GPU. One problem per module or per GPU need, at its first cell.
+    run was given a GPU; `not_placed` the submission's files the grader could not place
+    (relative to its root; grader.sandbox.Placement.files) and `workdir` the notebook's folder,
+    from which its relative paths start. One problem per module or per need, at its first cell.
     """
     sources = [str(c.get("source", "")) if c.get("cell_type") == "code" else "" for c in cells]
     pips = {_import_name(p): (p, i) for p, i in pip_installs(sources).items()}
@@ -390,6 +427,30 @@ def environment_problems(errors: Sequence[Mapping[str, Any]], cells: Sequence[Ma
             continue
         text = f"{ename}: {evalue}".lower()
         source = sources[index] if 0 <= index < len(sources) else ""
+        lost = missing_file(evalue)
+        if lost is not None:
+            rel = _relative(lost, workdir)
+            placed_not = next((f for f in not_placed if f == rel or not rel.startswith("/") and f.endswith("/" + rel)),
+                              None)
+            if placed_not is not None:
+                if "placed" not in seen:
+                    seen.add("placed")
+                    out.append(Problem("files-not-placed", index, label, placed_not,
+                                       f"{label} failed reading `{placed_not}`, a file of the submission the grader "
+                                       f"could not place where the code runs (the grader's dataset mount lies "
+                                       f"there, or the work quota was full): not the student's error; grade the "
+                                       f"items that depend on it by hand."))
+                continue
+            download = _shell_download(sources, index, posixpath.basename(lost))
+            if download is not None:
+                if "network" not in seen:
+                    seen.add("network")
+                    at, command = download
+                    out.append(Problem("needs-network", index, label, "network",
+                                       f"{cell_label(cells, at)} downloads with `{command[:80]}` and the grading "
+                                       f"sandbox has no network, so {label} found no `{lost}`; grade the items "
+                                       f"that depend on it by hand."))
+                continue
         if "mps" not in seen and (any(w in text for w in _MPS_WORDS) and "mps" in source.lower()):
             seen.add("mps")
             out.append(Problem("needs-mps", index, label, "MPS",
@@ -419,6 +480,8 @@ _STUDENT_REASON = {
     "missing-package": "{label} imports {subject}, which is not installed on the grading machine",
     "colab-only": "{label} imports google.colab, which exists only on Google Colab",
     "needs-network": "{label} downloads from the internet, and the grader runs code without a network",
+    "files-not-placed": "{label} reads `{subject}`, a file of your submission the grader could not place "
+                        "where your code runs",
 }
 
 

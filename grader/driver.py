@@ -15,12 +15,14 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path, PurePosixPath
+from collections.abc import Sequence
 from typing import Any
 
 import zmq
@@ -101,7 +103,7 @@ class Runner:
         """start, cells, teardown or done: the start-up limit applies to the first, the wall
         time to the second."""
         self.peak_processes = 0
-        self.notes: list[dict[str, str]] = []
+        self.notes: list[dict[str, Any]] = []
         """What the TA should know that is no cell's error: `{"code", "message"}` each
         (grader.diagnose.NOTE_FLAGS): files not placed, the process cap touched."""
         self.spans: list[tuple[int, float, float | None]] = []
@@ -127,9 +129,10 @@ class Runner:
                 sandbox.kill_group(self.proc.pid)
         self.wake()
 
-    def note(self, code: str, message: str) -> None:
-        """Record something the TA should know about the run (once per message)."""
-        entry = {"code": code, "message": message}
+    def note(self, code: str, message: str, paths: Sequence[str] = ()) -> None:
+        """Record something the TA should know about the run (once per message); `paths`,
+        relative to the submission, are the files it is about (files not placed)."""
+        entry: dict[str, Any] = {"code": code, "message": message, **({"paths": list(paths)} if paths else {})}
         if entry not in self.notes:
             self.notes.append(entry)
             self.log.write(f"note ({code}): {message}")
@@ -205,8 +208,8 @@ class Runner:
         placement = sandbox.place_mounts(self.spec.mounts, workdir=workdir, submission=staged)
         for rel in placement.hidden:
             shutil.rmtree(staged / rel, ignore_errors=True)
-        for note in placement.notes:
-            self.note("files-not-placed", note)
+        for i, note in enumerate(placement.notes):  # the files, once, with the first note
+            self.note("files-not-placed", note, paths=placement.files if i == 0 else ())
         self.mounts = placement.mounts
         if self.spec.sandbox == "none":
             for inside, host in placement.mounts.items():
@@ -397,8 +400,10 @@ class Runner:
             if lines:
                 shown = "; ".join(ln.replace(sandbox.CWD + "/", "") for ln in lines[:3])
                 more = f" (and {len(lines) - 3} more)" if len(lines) > 3 else ""
+                paths = [m.group(1)[len(sandbox.CWD) + 1:] for ln in lines
+                         for m in re.finditer(rf"['\"‘’]({re.escape(sandbox.CWD)}/[^'\"‘’]+)['\"‘’]", ln)]
                 self.note("files-not-placed", f"some files of your submission could not be copied into the "
-                                              f"folder your code runs in: {shown}{more}")
+                                              f"folder your code runs in: {shown}{more}", paths=paths)
 
     async def _shutdown(self, client: _CappedClient, km: _SandboxKernelManager) -> None:
         """Shut the kernel down, then kill and reap the sandbox, every step bounded."""

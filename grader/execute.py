@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 import nbformat
@@ -144,7 +144,7 @@ class RunResult:
     """What the grading machine lacked (a package, a GPU), as grader.diagnose.Problem dicts."""
     peak_processes: int = 0
     """The most processes and threads the sandbox held at once (sampled every 0.5 s)."""
-    notes: tuple[dict[str, str], ...] = ()
+    notes: tuple[dict[str, Any], ...] = ()
     """What the TA should know that is no cell's error, `{"code", "message"}` each: files of
     the submission not placed, the process cap reached for a moment (grader.diagnose)."""
 
@@ -296,7 +296,9 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
     runner.records.sort(key=lambda r: r.index)
     environment = tuple(dataclasses.asdict(p) for p in diagnose.environment_problems(
         [dataclasses.asdict(r) for r in runner.records if r.status == "error"], nb.cells,
-        submitted_modules=_submitted_modules(submission_dir), has_gpu=bool(spec.gpus)))
+        submitted_modules=_submitted_modules(submission_dir), has_gpu=bool(spec.gpus),
+        not_placed=[p for n in runner.notes if n["code"] == "files-not-placed" for p in n.get("paths", ())],
+        workdir=str(PurePosixPath(rel).parent)))
     first_error = next((r for r in runner.records if r.status == "error"), None)
     if status == "error" and environment and first_error is not None \
             and environment[0]["cell"] == first_error.index:

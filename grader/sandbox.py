@@ -361,6 +361,9 @@ class Placement:
     the grader's copy of the dataset is complete, and their files are not copied."""
     notes: tuple[str, ...]
     """One sentence per displaced file or skipped mount, for the student and the TA."""
+    files: tuple[str, ...] = ()
+    """The submission's files in `hidden` (relative to its root): not placed, so code that
+    reads one fails for the grader's reason (grader.diagnose.environment_problems)."""
 
 
 MAX_LISTED = 3
@@ -382,6 +385,7 @@ def place_mounts(mounts: Mapping[str, str], *, workdir: str, submission: Path | 
     placed: dict[str, str] = {}
     hidden: list[str] = []
     notes: list[str] = []
+    not_placed: list[str] = []
     bases = [""] + ([workdir] if workdir not in ("", ".") else [])
     for inside, host in sorted(mounts.items()):
         if inside.startswith("/"):
@@ -403,12 +407,13 @@ def place_mounts(mounts: Mapping[str, str], *, workdir: str, submission: Path | 
             files = [] if submission is None else _files_under(submission / rel)
             if files:
                 hidden.append(rel)
+                not_placed += [f"{rel}/{f}" for f in files]
                 shown = ", ".join(f"`{rel}/{f}`" for f in files[:MAX_LISTED])
                 more = f" and {len(files) - MAX_LISTED} more" if len(files) > MAX_LISTED else ""
                 notes.append(f"`{rel}/` in your submission ({shown}{more}) was replaced by the grader's own "
                              f"copy of that dataset, mounted read-only at the same path")
             placed[rel] = host
-    return Placement(placed, tuple(hidden), tuple(notes))
+    return Placement(placed, tuple(hidden), tuple(notes), tuple(not_placed))
 
 
 def _is_file(path: Path) -> bool:

@@ -403,6 +403,7 @@ def test_the_submissions_own_data_files_are_kept_or_told(tmp_path: Path) -> None
     # data/README.txt sits beside the mount: not hidden, copied in as the student's own file
     assert placed.hidden == ("data/cifar-10-batches-py",)
     assert "data/cifar-10-batches-py/mine.txt" in placed.notes[0] and "replaced" in placed.notes[0]
+    assert placed.files == ("data/cifar-10-batches-py/mine.txt",)  # rt1 #8: linked to a cell that reads it
     # a file where the dataset folder would go is kept, and the skipped mount is told
     assert "part1/data/cifar-10-batches-py" not in placed.mounts
     assert any("`part1/data` in your submission is a file" in n for n in placed.notes)
@@ -609,3 +610,17 @@ def test_startup_marks_file_size_hits_and_flushes_before_os_exit(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert "caught 27" in done.stdout and done.stdout.endswith("result 42")  # flushed before the exit
     assert marker.read_text() == "x"
+
+
+def test_files_cp_could_not_copy_are_noted_with_their_paths(tmp_path: Path) -> None:
+    """rt1 #8: files the work quota left out are linked, by path, to a cell that reads them."""
+    from grader import driver
+
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / driver.COPY_ERRORS).write_text(
+        f"cp: cannot create regular file '{sandbox.CWD}/part1/big.npy': Disk quota exceeded\n"
+        f"cp: error writing ‘{sandbox.CWD}/data/x.csv’: No space left on device\n")
+    notes: list = []
+    fake = SimpleNamespace(run_dir=tmp_path, note=lambda code, message, paths=(): notes.append((code, list(paths))))
+    driver.Runner._copy_errors(fake)  # the real method on a stand-in runner
+    assert notes == [("files-not-placed", ["part1/big.npy", "data/x.csv"])]

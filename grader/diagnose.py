@@ -43,8 +43,9 @@ Notes on a run (`RunResult.notes`), flags too, for what is no cell's error:
   in (a dataset mount lies at its place, or the work quota was full); the message lists them.
 * `process-cap`: the run touched its process limit for a moment; whatever tried to start a
   process or thread then failed (BlockingIOError), so results may be missing.
-* `processes-left`: many processes were still running after the last cell (a fork bomb
-  started late, or background jobs); the end of the run killed them.
+* `processes-left`: processes were still running after the last cell, even one (a
+  background job, a fork bomb started late); the end of the run killed them.
+* `process-cap` is not raised for a run the cap killed: `sandbox-limit` names that.
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ FLAG_HELP: dict[str, str] = {
                         "(a dataset mount lies there, or the work quota was full); see the message",
     "process-cap": "the run reached its process limit for a moment: processes or threads started then "
                    "failed, so results may be missing",
-    "processes-left": "many processes were still running after the last cell (a fork bomb or background "
-                      "jobs); they were killed when the run ended",
+    "processes-left": "processes were still running after the last cell (background jobs, a fork bomb); "
+                      "they were killed when the run ended",
 }
 """One line per flag this module raises, for the TA's views."""
 

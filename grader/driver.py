@@ -58,7 +58,8 @@ SHUTDOWN_TIMEOUT_S = 15.0
 REAP_TIMEOUT_S = 10.0
 """Waiting for the killed sandbox (bwrap) and every process in its PID namespace to go."""
 LEFT_RUNNING_MIN = 8
-"""This many processes of the student's still running after the last cell are reported."""
+"""Fewer processes left after the last cell are looked at again (a bomb only starting) and
+worded as a background job; this many or more as a fork bomb or background jobs."""
 LEFT_RECHECK_S = 0.5
 """With fewer left, they are counted again this much later: a growing number is reported too."""
 FSIZE_MARK = "fsize-hits"
@@ -355,12 +356,13 @@ class Runner:
     def _process_notes(self) -> None:
         """Notes on the run's processes the TA should see although nothing was killed for
         them: the process cap reached for a moment (whatever tried to start then failed),
-        and a crowd of processes still running after the last cell (the end of the run
-        kills them, so no cell reports them)."""
+        and processes still running after the last cell, even one (the end of the run kills
+        them, so no cell reports them)."""
         dog = self._watchdog
         if dog is None or self.spec.sandbox != "bwrap":
             return
-        capped = self.kill_status is not None and bool(dog.at_kill)
+        # killed at the cap: `sandbox-limit` says so, not "for a moment, without stopping"
+        capped = self.kill_status is not None and (dog.killed_at_cap or bool(dog.at_kill))
         if dog.cap_touched_s is not None and not capped:
             at = started_in(dog.cap_touched_s, self.spans)
             during = f" during {self._label(at)}" if at is not None else ""
@@ -382,13 +384,16 @@ class Runner:
             left, own = later, more
         if own:
             self.log.write(f"{len(own)} processes of the code were still running after the last cell")
-        if len(own) >= LEFT_RUNNING_MIN or growing:
+        if own:
             at = bomb_origin(left, self.spans)
             who = self._label(at) if at is not None else "the code"
             still = ", more of them starting" if growing else ""
-            self.note("processes-left", f"{who} left {len(own)} processes running after the notebook's last cell"
-                                        f"{still} (a fork bomb, or background jobs); they were killed when the run "
-                                        f"ended")
+            many = len(own) >= LEFT_RUNNING_MIN or growing
+            what = "a fork bomb, or background jobs" if many else \
+                "a background job: subprocess.Popen, a DataLoader iterator's workers, a server"
+            self.note("processes-left", f"{who} left {len(own)} process{'es' if len(own) > 1 else ''} running after "
+                                        f"the notebook's last cell{still} ({what}); "
+                                        f"{'they were' if len(own) > 1 else 'it was'} killed when the run ended")
 
     def _copy_errors(self) -> None:
         """Files the sandbox could not copy into the working folder (read once the kernel

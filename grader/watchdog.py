@@ -66,6 +66,8 @@ class Watchdog(threading.Thread):
         """When a sample first found the sandbox at its process cap (sandbox.boot_time_s)."""
         self.at_kill: list[dict[str, float | int]] = []
         """The sandbox's processes when the cap killed it (sandbox.process_snapshot)."""
+        self.killed_at_cap = False
+        """Whether this watchdog killed the run at its process cap (at_kill may be empty)."""
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -100,6 +102,7 @@ class Watchdog(threading.Thread):
                 self.cap_touched_s = sandbox.boot_time_s()
             if at_cap >= SAMPLES_AT_CAP:
                 self.at_kill = sandbox.process_snapshot(self.pidns)  # which cell started them
+                self.killed_at_cap = True
                 self.on_limit("killed", f"the process limit of {self.max_tasks} processes and threads "
                                         f"(rubric limits.processes) was reached (a fork bomb, or too many "
                                         f"DataLoader workers or threads)")

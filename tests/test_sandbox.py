@@ -355,6 +355,7 @@ def test_watchdog_kills_at_the_process_cap_within_two_samples(monkeypatch: pytes
     assert not dog.is_alive()
     assert [(s, "limits.processes" in r) for _, s, r in events] == [("killed", True)]
     assert dog.peak_tasks == 63  # a lone sample at the cap (63, then 20) was not enough
+    assert dog.killed_at_cap is True  # rt1 #10: so the run is not also noted as a moment at the cap
 
 
 def test_watchdog_reports_a_gone_sandbox_and_the_wall_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -532,7 +533,7 @@ def test_a_daemon_bomb_is_charged_to_the_cell_that_started_it() -> None:
 
 
 def _noting_runner(monkeypatch: pytest.MonkeyPatch, *, touched: float | None, left: list[dict],
-                   kill_status: tuple[str, str] | None = None) -> list[dict[str, str]]:
+                   kill_status: tuple[str, str] | None = None, killed_at_cap: bool = False) -> list[dict[str, str]]:
     from grader import driver
 
     snapshots = iter(left if left and isinstance(left[0], list) else [left])
@@ -547,7 +548,7 @@ def _noting_runner(monkeypatch: pytest.MonkeyPatch, *, touched: float | None, le
     monkeypatch.setattr(driver, "LEFT_RECHECK_S", 0.0)
     notes: list[dict[str, str]] = []
     fake = SimpleNamespace(
-        _watchdog=SimpleNamespace(cap_touched_s=touched, at_kill=[], pidns="pid:[1]"),
+        _watchdog=SimpleNamespace(cap_touched_s=touched, at_kill=[], pidns="pid:[1]", killed_at_cap=killed_at_cap),
         spec=SimpleNamespace(sandbox="bwrap"), kill_status=kill_status, limits=LIMITS, spans=SPANS,
         log=SimpleNamespace(write=lambda line: None),
         _label=lambda i: f"cell {i}", note=lambda code, message: notes.append({"code": code, "message": message}))
@@ -564,15 +565,31 @@ def test_a_moment_at_the_cap_and_processes_left_running_are_noted(monkeypatch: p
     [left] = _noting_runner(monkeypatch, touched=None, left=[{"pid": 1, "nspid": 1, "sid": 1, "start_s": 98.0},
                                                              kernel, *bomb])
     assert left["code"] == "processes-left" and "cell 4 left 12 processes running" in left["message"]
-    # a few helpers left behind are no note; nor is a run the cap already killed (its own reason)
-    assert _noting_runner(monkeypatch, touched=None, left=[kernel, *bomb[:3]]) == []
+    # rt1 #10: even one process left (subprocess.Popen(['sleep', '600'])) is noted, as a background job
+    [one] = _noting_runner(monkeypatch, touched=None, left=[kernel, *bomb[:1]])
+    assert one["code"] == "processes-left" and "left 1 process running" in one["message"]
+    assert "background job" in one["message"] and "it was killed" in one["message"]
+    [few] = _noting_runner(monkeypatch, touched=None, left=[kernel, *bomb[:3]])
+    assert "left 3 processes running" in few["message"]
+    # nor is a run the cap already killed noted (its own reason)
     assert _noting_runner(monkeypatch, touched=None, left=[kernel, *bomb], kill_status=("killed", "cap")) == []
     # T1 #7 (0210008): a setsid bomb the last cell started has 1 process when the cell returns,
     # more a moment later
     [growing] = _noting_runner(monkeypatch, touched=None, left=[[kernel, *bomb[:1]], [kernel, *bomb[:4]]])
     assert growing["code"] == "processes-left" and "left 4 processes running" in growing["message"]
     assert "more of them starting" in growing["message"]
-    assert _noting_runner(monkeypatch, touched=None, left=[[kernel, *bomb[:2]], [kernel, *bomb[:2]]]) == []
+    [steady] = _noting_runner(monkeypatch, touched=None, left=[[kernel, *bomb[:2]], [kernel, *bomb[:2]]])
+    assert "left 2 processes running" in steady["message"] and "more of them starting" not in steady["message"]
+    assert _noting_runner(monkeypatch, touched=None, left=[kernel]) == []  # the kernel alone is no leftover
+
+
+def test_a_run_killed_at_the_cap_is_not_also_a_moment_at_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rt1 #10 (1201002): killed by the cap, the snapshot at the kill empty: only sandbox-limit."""
+    assert _noting_runner(monkeypatch, touched=102.5, left=[], kill_status=("killed", "the process limit"),
+                          killed_at_cap=True) == []
+    # killed by another limit after touching the cap: the moment is still worth a note
+    [cap] = _noting_runner(monkeypatch, touched=102.5, left=[], kill_status=("killed", "memory"))
+    assert cap["code"] == "process-cap"
 
 
 def test_torch_save_past_a_limit_is_named_by_what_the_sandbox_saw() -> None:

@@ -55,7 +55,7 @@ FLAG_TEXT = {
     "needs-network": "your code downloads from the internet, which the grader cannot; a TA will look at it",
     "files-not-placed": "some files of your submission were not placed where your code runs (see the message)",
     "process-cap": "your code reached the process limit for a moment; processes or threads it started then failed",
-    "processes-left": "your code left many processes running after its last cell; they were stopped",
+    "processes-left": "your code left processes running after its last cell; they were stopped",
     **INTAKE_FLAG_TEXT,
 }
 

@@ -383,10 +383,11 @@ def _limit_from_error(record: CellRecord, limits: SandboxLimits, *, file_size_hi
     if work_full and not shm:
         full = True
     if shm and (full or "bus error" in text or "shared memory" in text):
-        # DataLoader workers hand their batches over in /dev/shm: a full one surfaces as
-        # ENOSPC on a torch_* file there, or as a worker killed by SIGBUS.
+        # DataLoader workers hand their batches over in /dev/shm, share_memory_() moves a
+        # tensor there: a full one surfaces as ENOSPC on a torch_* file there, or as SIGBUS.
+        user = _shm_user(record.evalue + "\n" + record.traceback)
         return (f"the shared memory limit (/dev/shm, {limits.max_shm_bytes / MiB:.0f} MiB, rubric "
-                f"limits.shared_memory) was reached by DataLoader workers or multiprocessing")
+                f"limits.shared_memory) was reached{user}")
     if full:
         return (f"the work folder quota of {limits.max_work_bytes / MiB:.0f} MiB in /tmp "
                 f"(rubric limits.work_disk) was reached")
@@ -400,6 +401,18 @@ def _limit_from_error(record: CellRecord, limits: SandboxLimits, *, file_size_hi
 
 
 _SHM_WORDS = ("/dev/shm", "</torch_", "shared memory", "(shm)")
+_SHM_USERS = (("share_memory_", "by share_memory_(), which moves a tensor into shared memory"),
+              ("dataloader", "by DataLoader workers passing batches"),
+              ("multiprocessing", "by multiprocessing (a Pool, a Queue, shared tensors)"),
+              ("/dev/shm", "by a file written to /dev/shm"))
+
+
+def _shm_user(text: str) -> str:
+    """What filled /dev/shm, as the failing cell's error and traceback show it ("by ..."), or the
+    usual users of shared memory when it does not say."""
+    text = text.lower()
+    return next((f" {words}" for key, words in _SHM_USERS if key in text),
+                " by something using shared memory (DataLoader workers, share_memory_(), multiprocessing)")
 
 
 # ------------------------------------------------------------- kernel manager, client

@@ -641,3 +641,21 @@ def test_files_cp_could_not_copy_are_noted_with_their_paths(tmp_path: Path) -> N
     fake = SimpleNamespace(run_dir=tmp_path, note=lambda code, message, paths=(): notes.append((code, list(paths))))
     driver.Runner._copy_errors(fake)  # the real method on a stand-in runner
     assert notes == [("files-not-placed", ["part1/big.npy", "data/x.csv"])]
+
+
+@pytest.mark.parametrize(("evalue", "tb", "words"), [
+    # rt1 #11 (1301006): a 160 MB share_memory_() tensor, not a DataLoader
+    ("unable to allocate shared memory(shm) for file </torch_2_969280885_0>: No space left on device (28)",
+     "----> 3 t.share_memory_()\nFile torch/_tensor.py:846, in Tensor.share_memory_(self)", "by share_memory_()"),
+    ("Caught RuntimeError in DataLoader worker process 0. RuntimeError: unable to allocate shared memory(shm) "
+     "for file </torch_17_39_0>: No space left on device (28)", "", "by DataLoader workers"),
+    ("unable to allocate shared memory(shm) for file </torch_3_1_0>: No space left on device (28)",
+     "----> 2 q = mp.Queue(); q.put(big)\nFile multiprocessing/queues.py:94, in Queue.put", "by multiprocessing"),
+    ("unable to allocate shared memory(shm) for file </torch_4_1_0>: No space left on device (28)", "",
+     "by something using shared memory (DataLoader workers, share_memory_(), multiprocessing)"),
+])
+def test_the_shared_memory_limit_names_what_used_it(evalue: str, tb: str, words: str) -> None:
+    found = _limit_from_error(CellRecord(1, "error", 1.0, "RuntimeError", evalue, tb), LIMITS)
+    assert found is not None and found.startswith("the shared memory limit (/dev/shm") and words in found
+    if "share_memory_" in tb:
+        assert "DataLoader" not in found

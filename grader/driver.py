@@ -361,8 +361,10 @@ class Runner:
         dog = self._watchdog
         if dog is None or self.spec.sandbox != "bwrap":
             return
-        # killed at the cap: `sandbox-limit` says so, not "for a moment, without stopping"
-        capped = self.kill_status is not None and (dog.killed_at_cap or bool(dog.at_kill))
+        # killed at the cap, by the watchdog or for a cell's fork error (_limit_from_error):
+        # `sandbox-limit` says so, not "for a moment, without stopping"
+        capped = self.kill_status is not None and (dog.killed_at_cap or bool(dog.at_kill)
+                                                   or "(rubric limits.processes)" in self.kill_status[1])
         if dog.cap_touched_s is not None and not capped:
             at = started_in(dog.cap_touched_s, self.spans)
             during = f" during {self._label(at)}" if at is not None else ""

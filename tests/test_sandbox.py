@@ -587,6 +587,10 @@ def test_a_run_killed_at_the_cap_is_not_also_a_moment_at_the_cap(monkeypatch: py
     """rt1 #10 (1201002): killed by the cap, the snapshot at the kill empty: only sandbox-limit."""
     assert _noting_runner(monkeypatch, touched=102.5, left=[], kill_status=("killed", "the process limit"),
                           killed_at_cap=True) == []
+    # killed for a cell's own fork error at the cap (1201003: os.fork() in a loop), not by the watchdog
+    assert _noting_runner(monkeypatch, touched=102.5, left=[], kill_status=(
+        "killed", "cell 1 was stopped: the process limit of 64 processes and threads (rubric limits.processes) "
+                  "was reached; the 1 cell after it did not run")) == []
     # killed by another limit after touching the cap: the moment is still worth a note
     [cap] = _noting_runner(monkeypatch, touched=102.5, left=[], kill_status=("killed", "memory"))
     assert cap["code"] == "process-cap"

@@ -18,6 +18,10 @@ Flags (codes on the Grade) and what the TA can do about each:
   processes, disk, shared memory, output); the message names the limit and its rubric key.
 * `missing-package`: an import failed because the module is not installed on the grader
   (nor a file of the submission); install it into the grader's environment and grade again.
+  Only for a known package (grader.diagnose.KNOWN_PACKAGES) or one the notebook pip-installs.
+* `missing-module`: an import of a module that is neither in the submission nor a known
+  package (`from mynet import Net`, no mynet.py in the zip): a file is probably missing from
+  the zip, the student's mistake; the cells are graded as they ran, not deferred.
 * `needs-gpu`: the code uses CUDA unconditionally and the run had no GPU; grade the
   student again on a GPU machine with `--gpus`.
 * `needs-mps`: the code uses Apple's MPS device (`device='mps'`), which exists only on a Mac;
@@ -25,7 +29,10 @@ Flags (codes on the Grade) and what the TA can do about each:
 * `colab-only`: the code imports `google.colab` (drive.mount, files.upload), which exists only
   on Google Colab; the TA grades what depends on it by hand.
 * `needs-network`: the code downloads something (pretrained weights, a dataset into another
-  folder than ./data) and the sandbox has no network; the TA grades what depends on it.
+  folder than ./data, a file fetched with `!wget`/`curl`/`gdown`/`kaggle`/`git clone` that a
+  later cell does not find) and the sandbox has no network; the TA grades what depends on it.
+* `files-not-placed` (also a note, below): a cell failed reading a file of the submission the
+  grader could not place where the code runs.
 
 Items of a part whose notebook failed for one of these reasons are not failed: they go to
 the TA (`manual`), the reason in their message (`deferred_item`).
@@ -36,12 +43,14 @@ Notes on a run (`RunResult.notes`), flags too, for what is no cell's error:
   in (a dataset mount lies at its place, or the work quota was full); the message lists them.
 * `process-cap`: the run touched its process limit for a moment; whatever tried to start a
   process or thread then failed (BlockingIOError), so results may be missing.
-* `processes-left`: many processes were still running after the last cell (a fork bomb
-  started late, or background jobs); the end of the run killed them.
+* `processes-left`: processes were still running after the last cell, even one (a
+  background job, a fork bomb started late); the end of the run killed them.
+* `process-cap` is not raised for a run the cap killed: `sandbox-limit` names that.
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 import signal
 from collections.abc import Mapping, Sequence
@@ -53,8 +62,10 @@ StopKind = Literal["exit", "crash", "limit"]
 STOP_FLAGS: dict[str, str] = {"exit": "kernel-exit", "crash": "kernel-crash", "limit": "sandbox-limit"}
 """The grade flag for each way a run can stop early."""
 
-ENVIRONMENT_FLAGS = ("missing-package", "needs-gpu", "needs-mps", "colab-only", "needs-network")
+ENVIRONMENT_FLAGS = ("missing-package", "needs-gpu", "needs-mps", "colab-only", "needs-network", "files-not-placed")
 NOTE_FLAGS = ("files-not-placed", "process-cap", "processes-left")
+STUDENT_FLAGS = ("missing-module",)
+"""Problems found like ENVIRONMENT_FLAGS, but the student's: flagged, never deferred to the TA."""
 
 FLAG_HELP: dict[str, str] = {
     "kernel-exit": "the code ended its own kernel (exit(), sys.exit(), os._exit()) before its last "
@@ -63,6 +74,9 @@ FLAG_HELP: dict[str, str] = {
                     "os.abort(), the machine's out-of-memory killer)",
     "missing-package": "a module the code imports is not installed on the grader; install it and "
                        "grade again",
+    "missing-module": "the code imports a module that is neither in the submission nor a package the grader "
+                      "knows: a file is probably missing from the zip; graded as it ran (if it is a PyPI "
+                      "package, install it and grade again)",
     "needs-gpu": "the code needs a CUDA GPU and the run had none; grade again on a GPU machine with --gpus",
     "needs-mps": "the code uses Apple's MPS device (device='mps'), which only a Mac has; the items that "
                  "depend on it wait for a TA",
@@ -74,8 +88,8 @@ FLAG_HELP: dict[str, str] = {
                         "(a dataset mount lies there, or the work quota was full); see the message",
     "process-cap": "the run reached its process limit for a moment: processes or threads started then "
                    "failed, so results may be missing",
-    "processes-left": "many processes were still running after the last cell (a fork bomb or background "
-                      "jobs); they were killed when the run ended",
+    "processes-left": "processes were still running after the last cell (background jobs, a fork bomb); "
+                      "they were killed when the run ended",
 }
 """One line per flag this module raises, for the TA's views."""
 
@@ -103,7 +117,7 @@ class Problem:
     """Something the grading machine lacked, found from a failing cell."""
 
     code: str
-    """`missing-package` or `needs-gpu`."""
+    """An ENVIRONMENT_FLAGS code (`missing-package`, `needs-gpu`, ...) or a STUDENT_FLAGS one."""
     cell: int
     """The cell's index in the notebook (markdown cells count)."""
     label: str
@@ -274,6 +288,27 @@ def _import_name(package: str) -> str:
     return _DISTRIBUTIONS.get(package, package.replace("-", "_"))
 
 
+KNOWN_PACKAGES = frozenset({
+    # what DL labs import besides the standard library: a missing one is the grader's to install
+    "numpy", "pandas", "matplotlib", "seaborn", "scipy", "sklearn", "tqdm", "torch", "torchvision",
+    "torchaudio", "torchtext", "torchsummary", "torchinfo", "torchstat", "torchviz", "torchmetrics", "timm",
+    "albumentations", "tensorboard", "tensorboardX", "wandb", "PIL", "cv2", "skimage", "yaml", "h5py",
+    "einops", "transformers", "datasets", "accelerate", "lightning", "pytorch_lightning", "thop", "ptflops",
+    "plotly", "ipywidgets", "imageio", "requests", "gdown", "kaggle", "opendatasets", "natsort", "termcolor",
+    "rich", "prettytable", "tabulate", "pynvml", "GPUtil", "psutil", "onnx", "onnxruntime", "keras",
+    "tensorflow", "jax", "optuna", "ray", "mlflow", "graphviz", "hiddenlayer", "numba", "xgboost",
+    "lightgbm", "catboost", "statsmodels", "sympy", "networkx", "openpyxl", "xlrd", "joblib", "umap", "bs4",
+    "lxml", "nltk", "spacy", "gensim", "jieba", "fastai", "mmcv", "segmentation_models_pytorch",
+    "efficientnet_pytorch", "pretrainedmodels", "torch_optimizer", "visdom", "imblearn", "captum",
+    "pytorch_grad_cam", "shap", "lime", "kornia", "monai", "dill", "cloudpickle", "pydot", "Crypto", "attr",
+    "fitz", "docx", "dateutil", "google", "IPython", "ipykernel", "tensorrt", "pycocotools", "torchsampler",
+    "pytorch_model_summary", "colorama", "pyarrow", "polars", "tiktoken", "sentencepiece", "tokenizers",
+    "safetensors", "huggingface_hub", "openai", "torch_lr_finder", "lr_finder", "torchnet",
+})
+"""Packages a lab's code may import that the grading machine could lack; an unknown module
+missing from the submission is taken for a file left out of the zip (`missing-module`)."""
+
+
 def pip_name(module: str) -> str:
     """What to `pip install` for a missing top-level module: `cv2` -> `opencv-python`."""
     return _PIP_NAME.get(module, module)
@@ -290,6 +325,36 @@ _NETWORK_ENAMES = ("URLError", "HTTPError", "ConnectionError", "gaierror", "SSLE
 _WEIGHTS = re.compile(r"pretrained\s*=\s*True|weights\s*=\s*['\"A-Za-z]|load_state_dict_from_url|torch\.hub\.load|"
                       r"from_pretrained\(")
 _DOWNLOAD_ROOT = re.compile(r"root\s*=\s*(['\"])([^'\"]*)\1")
+
+
+_SHELL_DOWNLOAD = re.compile(r"^\s*[!%]\s*(?:(?:wget|curl|gdown|kaggle)\b|git\s+clone\b).*$", re.MULTILINE)
+_MISSING_FILE = re.compile(r"No such file or directory: ['\"]([^'\"]+)['\"]")
+
+
+def missing_file(evalue: str) -> str | None:
+    """The path a FileNotFoundError (or an OSError like it) names, as the code wrote it."""
+    m = _MISSING_FILE.search(evalue)
+    return m.group(1) if m else None
+
+
+def _relative(path: str, workdir: str) -> str:
+    """A path the code used, relative to the submission's root (the run's working copy)."""
+    from grader.sandbox import CWD  # sandbox imports nothing of ours; diagnose stays light
+
+    if path.startswith(CWD + "/"):
+        return path[len(CWD) + 1:]
+    if path.startswith("/"):
+        return path
+    return posixpath.normpath(posixpath.join(workdir if workdir not in ("", ".") else "", path))
+
+
+def _shell_download(sources: Sequence[str], upto: int, name: str) -> tuple[int, str] | None:
+    """The shell download command (`!wget`, `!curl`, `!gdown`, `!kaggle`, `!git clone`) in a
+    cell up to `upto` that most likely was to fetch the file `name`: one naming it, else the
+    last one; (cell index, command)."""
+    found = [(i, m.group(0).strip()) for i, src in enumerate(sources[:upto + 1]) for m in _SHELL_DOWNLOAD.finditer(src)]
+    naming = [f for f in found if name and name in f[1]]
+    return (naming or found or [None])[-1]
 
 
 def _network_problem(label: str, source: str, text: str) -> str:
@@ -309,13 +374,16 @@ def _network_problem(label: str, source: str, text: str) -> str:
 
 
 def environment_problems(errors: Sequence[Mapping[str, Any]], cells: Sequence[Mapping[str, Any]], *,
-                         submitted_modules: Sequence[str] = (), has_gpu: bool = False) -> list[Problem]:
+                         submitted_modules: Sequence[str] = (), has_gpu: bool = False,
+                         not_placed: Sequence[str] = (), workdir: str = "") -> list[Problem]:
     """Failing cells whose cause is the grading machine, not the student's code.
 
     `errors` are the failing cells (`index`, `ename`, `evalue`); `cells` the notebook's
     cells; `submitted_modules` the module names the submission's own .py files provide (a
     missing one of those is the student's mistake, not the grader's); `has_gpu` whether the
-    run was given a GPU. One problem per module or per GPU need, at its first cell.
+    run was given a GPU; `not_placed` the submission's files the grader could not place
+    (relative to its root; grader.sandbox.Placement.files) and `workdir` the notebook's folder,
+    from which its relative paths start. One problem per module or per need, at its first cell.
     """
     sources = [str(c.get("source", "")) if c.get("cell_type") == "code" else "" for c in cells]
     pips = {_import_name(p): (p, i) for p, i in pip_installs(sources).items()}
@@ -342,6 +410,14 @@ def environment_problems(errors: Sequence[Mapping[str, Any]], cells: Sequence[Ma
             if module in own or module in seen:
                 continue
             seen.add(module)
+            if module not in pips and module not in KNOWN_PACKAGES and module not in _PIP_NAME:
+                out.append(Problem("missing-module", index, label, module,
+                                   f"{label} imports `{module}`, but the submission has no module `{module}` "
+                                   f"({module}.py or a {module}/ folder) and it is no package the grader knows: "
+                                   f"a file is probably missing from the zip, so the cells that need it failed "
+                                   f"as the student's error (if `{module}` is a package on PyPI, install it "
+                                   f"into the grader's environment and grade again)."))
+                continue
             msg = (f"{label} imports {module}, which is not installed on the grading machine: install it "
                    f"into the grader's environment (pip install {pip_name(module)}) and grade this student again")
             if module in pips:
@@ -352,6 +428,30 @@ def environment_problems(errors: Sequence[Mapping[str, Any]], cells: Sequence[Ma
             continue
         text = f"{ename}: {evalue}".lower()
         source = sources[index] if 0 <= index < len(sources) else ""
+        lost = missing_file(evalue)
+        if lost is not None:
+            rel = _relative(lost, workdir)
+            placed_not = next((f for f in not_placed if f == rel or not rel.startswith("/") and f.endswith("/" + rel)),
+                              None)
+            if placed_not is not None:
+                if "placed" not in seen:
+                    seen.add("placed")
+                    out.append(Problem("files-not-placed", index, label, placed_not,
+                                       f"{label} failed reading `{placed_not}`, a file of the submission the grader "
+                                       f"could not place where the code runs (the grader's dataset mount lies "
+                                       f"there, or the work quota was full): not the student's error; grade the "
+                                       f"items that depend on it by hand."))
+                continue
+            download = _shell_download(sources, index, posixpath.basename(lost))
+            if download is not None:
+                if "network" not in seen:
+                    seen.add("network")
+                    at, command = download
+                    out.append(Problem("needs-network", index, label, "network",
+                                       f"{cell_label(cells, at)} downloads with `{command[:80]}` and the grading "
+                                       f"sandbox has no network, so {label} found no `{lost}`; grade the items "
+                                       f"that depend on it by hand."))
+                continue
         if "mps" not in seen and (any(w in text for w in _MPS_WORDS) and "mps" in source.lower()):
             seen.add("mps")
             out.append(Problem("needs-mps", index, label, "MPS",
@@ -381,6 +481,8 @@ _STUDENT_REASON = {
     "missing-package": "{label} imports {subject}, which is not installed on the grading machine",
     "colab-only": "{label} imports google.colab, which exists only on Google Colab",
     "needs-network": "{label} downloads from the internet, and the grader runs code without a network",
+    "files-not-placed": "{label} reads `{subject}`, a file of your submission the grader could not place "
+                        "where your code runs",
 }
 
 
@@ -413,10 +515,10 @@ def run_flags(ev: Mapping[str, Any]) -> set[str]:
     if status == "timeout":
         flags.add("sandbox-limit")
     problems = [p for p in ev.get("environment") or () if isinstance(p, Mapping)]
-    flags.update(str(p["code"]) for p in problems if p.get("code") in ENVIRONMENT_FLAGS)
+    flags.update(str(p["code"]) for p in problems if p.get("code") in (*ENVIRONMENT_FLAGS, *STUDENT_FLAGS))
     flags.update(str(n["code"]) for n in ev.get("notes") or () if isinstance(n, Mapping) and n.get("code") in NOTE_FLAGS)
     errors = [e for e in ev.get("errors") or () if isinstance(e, Mapping)]
-    explained = {p.get("cell") for p in problems}
+    explained = {p.get("cell") for p in problems if p.get("code") in ENVIRONMENT_FLAGS}  # not the student's
     if stop and stop.get("kind") == "exit":
         explained.add(stop.get("cell"))
     # A failing cell the environment explains, and the cascade after it, are not the

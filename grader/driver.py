@@ -15,12 +15,14 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path, PurePosixPath
+from collections.abc import Sequence
 from typing import Any
 
 import zmq
@@ -47,7 +49,7 @@ from grader.execute import (
     _SandboxKernelManager,
 )
 from grader.probe.startup import startup_source
-from grader.watchdog import Watchdog, bomb_origin, started_in, wall_time_reason
+from grader.watchdog import Watchdog, bomb_origin, started_in, startup_time_reason, wall_time_reason
 
 KILL_GRACE_S = 10.0
 """After a kill or the kernel's death, how long the cell being awaited gets to wind down."""
@@ -56,7 +58,8 @@ SHUTDOWN_TIMEOUT_S = 15.0
 REAP_TIMEOUT_S = 10.0
 """Waiting for the killed sandbox (bwrap) and every process in its PID namespace to go."""
 LEFT_RUNNING_MIN = 8
-"""This many processes of the student's still running after the last cell are reported."""
+"""Fewer processes left after the last cell are looked at again (a bomb only starting) and
+worded as a background job; this many or more as a fork bomb or background jobs."""
 LEFT_RECHECK_S = 0.5
 """With fewer left, they are counted again this much later: a growing number is reported too."""
 FSIZE_MARK = "fsize-hits"
@@ -87,6 +90,9 @@ class Runner:
         self.submission_dir = submission_dir
         self.records: list[CellRecord] = []
         self.startup_s = 0.0
+        self.cells_started: float | None = None
+        """When the first cell could be sent (time.time()): the notebook's wall time starts
+        there; the kernel's start-up before it has its own limit (limits.startup_timeout_s)."""
         self.figures_kept = self.figures_dropped = 0
         self.total_bytes = 0
         self.truncated = False
@@ -95,9 +101,10 @@ class Runner:
         self.stop: dict[str, Any] | None = None
         self.outcome: tuple[RunStatus, str] | None = None
         self.phase = "start"
-        """start, cells, teardown or done: the wall time applies to the first two only."""
+        """start, cells, teardown or done: the start-up limit applies to the first, the wall
+        time to the second."""
         self.peak_processes = 0
-        self.notes: list[dict[str, str]] = []
+        self.notes: list[dict[str, Any]] = []
         """What the TA should know that is no cell's error: `{"code", "message"}` each
         (grader.diagnose.NOTE_FLAGS): files not placed, the process cap touched."""
         self.spans: list[tuple[int, float, float | None]] = []
@@ -123,9 +130,10 @@ class Runner:
                 sandbox.kill_group(self.proc.pid)
         self.wake()
 
-    def note(self, code: str, message: str) -> None:
-        """Record something the TA should know about the run (once per message)."""
-        entry = {"code": code, "message": message}
+    def note(self, code: str, message: str, paths: Sequence[str] = ()) -> None:
+        """Record something the TA should know about the run (once per message); `paths`,
+        relative to the submission, are the files it is about (files not placed)."""
+        entry: dict[str, Any] = {"code": code, "message": message, **({"paths": list(paths)} if paths else {})}
         if entry not in self.notes:
             self.notes.append(entry)
             self.log.write(f"note ({code}): {message}")
@@ -150,7 +158,21 @@ class Runner:
         return time.monotonic() + self._deadline_left()
 
     def _deadline_left(self) -> float:
-        return self.started + self.limits.wall_timeout_s - time.time()
+        """Seconds left of the start-up limit until the kernel is ready, then of the wall time,
+        counted from there: a slow start on a loaded machine is not charged to the notebook."""
+        if self.cells_started is None:
+            return self.started + self.limits.startup_timeout_s - time.time()
+        return self.cells_started + self.limits.wall_timeout_s - time.time()
+
+    def _time_limit(self) -> tuple[RunStatus, str]:
+        """The status and reason of a run stopped by `_deadline_left`."""
+        if self.cells_started is None:
+            return "not-run", startup_time_reason(self.limits.startup_timeout_s)
+        return "timeout", wall_time_reason(self.limits.wall_timeout_s)
+
+    def _on_limit(self, status: RunStatus, reason: str) -> None:
+        # the watchdog words every deadline as the wall time; before the cells it is start-up's
+        self.kill(*(self._time_limit() if status == "timeout" else (status, reason)))
 
     def reap(self) -> None:
         """Kill the sandbox and wait, bounded, until it and everything in its PID namespace
@@ -187,8 +209,8 @@ class Runner:
         placement = sandbox.place_mounts(self.spec.mounts, workdir=workdir, submission=staged)
         for rel in placement.hidden:
             shutil.rmtree(staged / rel, ignore_errors=True)
-        for note in placement.notes:
-            self.note("files-not-placed", note)
+        for i, note in enumerate(placement.notes):  # the files, once, with the first note
+            self.note("files-not-placed", note, paths=placement.files if i == 0 else ())
         self.mounts = placement.mounts
         if self.spec.sandbox == "none":
             for inside, host in placement.mounts.items():
@@ -250,7 +272,7 @@ class Runner:
         self._watchdog = Watchdog(
             process=lambda: self.proc, deadline=self._wall_deadline,
             max_tasks=self.limits.max_processes if self.spec.sandbox == "bwrap" else 0,
-            wall_timeout_s=self.limits.wall_timeout_s, on_limit=self.kill, on_gone=self._on_gone)
+            wall_timeout_s=self.limits.wall_timeout_s, on_limit=self._on_limit, on_gone=self._on_gone)
         self._watchdog.start()
         drive = asyncio.ensure_future(self._drive(client, km, cwd, startup_code, teardown_code))
         woken = asyncio.ensure_future(self._wake.wait())
@@ -301,7 +323,8 @@ class Runner:
         except Exception as exc:
             self.wall_time_up()
             return self.kill_status or ("not-run", f"the startup code failed: {_one_line(exc)}")
-        self.startup_s = time.time() - self.started
+        self.cells_started = time.time()
+        self.startup_s = self.cells_started - self.started
         self.phase = "cells"
         self.outcome = await self._cells(client)
         if teardown_code and self.kill_status is None and self.outcome[0] != "killed" \
@@ -333,12 +356,15 @@ class Runner:
     def _process_notes(self) -> None:
         """Notes on the run's processes the TA should see although nothing was killed for
         them: the process cap reached for a moment (whatever tried to start then failed),
-        and a crowd of processes still running after the last cell (the end of the run
-        kills them, so no cell reports them)."""
+        and processes still running after the last cell, even one (the end of the run kills
+        them, so no cell reports them)."""
         dog = self._watchdog
         if dog is None or self.spec.sandbox != "bwrap":
             return
-        capped = self.kill_status is not None and bool(dog.at_kill)
+        # killed at the cap, by the watchdog or for a cell's fork error (_limit_from_error):
+        # `sandbox-limit` says so, not "for a moment, without stopping"
+        capped = self.kill_status is not None and (dog.killed_at_cap or bool(dog.at_kill)
+                                                   or "(rubric limits.processes)" in self.kill_status[1])
         if dog.cap_touched_s is not None and not capped:
             at = started_in(dog.cap_touched_s, self.spans)
             during = f" during {self._label(at)}" if at is not None else ""
@@ -360,13 +386,16 @@ class Runner:
             left, own = later, more
         if own:
             self.log.write(f"{len(own)} processes of the code were still running after the last cell")
-        if len(own) >= LEFT_RUNNING_MIN or growing:
+        if own:
             at = bomb_origin(left, self.spans)
             who = self._label(at) if at is not None else "the code"
             still = ", more of them starting" if growing else ""
-            self.note("processes-left", f"{who} left {len(own)} processes running after the notebook's last cell"
-                                        f"{still} (a fork bomb, or background jobs); they were killed when the run "
-                                        f"ended")
+            many = len(own) >= LEFT_RUNNING_MIN or growing
+            what = "a fork bomb, or background jobs" if many else \
+                "a background job: subprocess.Popen, a DataLoader iterator's workers, a server"
+            self.note("processes-left", f"{who} left {len(own)} process{'es' if len(own) > 1 else ''} running after "
+                                        f"the notebook's last cell{still} ({what}); "
+                                        f"{'they were' if len(own) > 1 else 'it was'} killed when the run ended")
 
     def _copy_errors(self) -> None:
         """Files the sandbox could not copy into the working folder (read once the kernel
@@ -378,8 +407,10 @@ class Runner:
             if lines:
                 shown = "; ".join(ln.replace(sandbox.CWD + "/", "") for ln in lines[:3])
                 more = f" (and {len(lines) - 3} more)" if len(lines) > 3 else ""
+                paths = [m.group(1)[len(sandbox.CWD) + 1:] for ln in lines
+                         for m in re.finditer(rf"['\"‘’]({re.escape(sandbox.CWD)}/[^'\"‘’]+)['\"‘’]", ln)]
                 self.note("files-not-placed", f"some files of your submission could not be copied into the "
-                                              f"folder your code runs in: {shown}{more}")
+                                              f"folder your code runs in: {shown}{more}", paths=paths)
 
     async def _shutdown(self, client: _CappedClient, km: _SandboxKernelManager) -> None:
         """Shut the kernel down, then kill and reap the sandbox, every step bounded."""
@@ -395,7 +426,7 @@ class Runner:
         deadline (the startup code's, a cell's) may end a moment before the watchdog's next
         sample sees it."""
         if self.phase in ("start", "cells") and self._deadline_left() <= 0.5:
-            self.kill("timeout", wall_time_reason(self.limits.wall_timeout_s))
+            self.kill(*self._time_limit())
             return True
         return False
 

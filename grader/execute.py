@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 import nbformat
@@ -144,7 +144,7 @@ class RunResult:
     """What the grading machine lacked (a package, a GPU), as grader.diagnose.Problem dicts."""
     peak_processes: int = 0
     """The most processes and threads the sandbox held at once (sampled every 0.5 s)."""
-    notes: tuple[dict[str, str], ...] = ()
+    notes: tuple[dict[str, Any], ...] = ()
     """What the TA should know that is no cell's error, `{"code", "message"}` each: files of
     the submission not placed, the process cap reached for a moment (grader.diagnose)."""
 
@@ -296,7 +296,9 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
     runner.records.sort(key=lambda r: r.index)
     environment = tuple(dataclasses.asdict(p) for p in diagnose.environment_problems(
         [dataclasses.asdict(r) for r in runner.records if r.status == "error"], nb.cells,
-        submitted_modules=_submitted_modules(submission_dir), has_gpu=bool(spec.gpus)))
+        submitted_modules=_submitted_modules(submission_dir), has_gpu=bool(spec.gpus),
+        not_placed=[p for n in runner.notes if n["code"] == "files-not-placed" for p in n.get("paths", ())],
+        workdir=str(PurePosixPath(rel).parent)))
     first_error = next((r for r in runner.records if r.status == "error"), None)
     if status == "error" and environment and first_error is not None \
             and environment[0]["cell"] == first_error.index:
@@ -381,10 +383,11 @@ def _limit_from_error(record: CellRecord, limits: SandboxLimits, *, file_size_hi
     if work_full and not shm:
         full = True
     if shm and (full or "bus error" in text or "shared memory" in text):
-        # DataLoader workers hand their batches over in /dev/shm: a full one surfaces as
-        # ENOSPC on a torch_* file there, or as a worker killed by SIGBUS.
+        # DataLoader workers hand their batches over in /dev/shm, share_memory_() moves a
+        # tensor there: a full one surfaces as ENOSPC on a torch_* file there, or as SIGBUS.
+        user = _shm_user(record.evalue + "\n" + record.traceback)
         return (f"the shared memory limit (/dev/shm, {limits.max_shm_bytes / MiB:.0f} MiB, rubric "
-                f"limits.shared_memory) was reached by DataLoader workers or multiprocessing")
+                f"limits.shared_memory) was reached{user}")
     if full:
         return (f"the work folder quota of {limits.max_work_bytes / MiB:.0f} MiB in /tmp "
                 f"(rubric limits.work_disk) was reached")
@@ -398,6 +401,18 @@ def _limit_from_error(record: CellRecord, limits: SandboxLimits, *, file_size_hi
 
 
 _SHM_WORDS = ("/dev/shm", "</torch_", "shared memory", "(shm)")
+_SHM_USERS = (("share_memory_", "by share_memory_(), which moves a tensor into shared memory"),
+              ("dataloader", "by DataLoader workers passing batches"),
+              ("multiprocessing", "by multiprocessing (a Pool, a Queue, shared tensors)"),
+              ("/dev/shm", "by a file written to /dev/shm"))
+
+
+def _shm_user(text: str) -> str:
+    """What filled /dev/shm, as the failing cell's error and traceback show it ("by ..."), or the
+    usual users of shared memory when it does not say."""
+    text = text.lower()
+    return next((f" {words}" for key, words in _SHM_USERS if key in text),
+                " by something using shared memory (DataLoader workers, share_memory_(), multiprocessing)")
 
 
 # ------------------------------------------------------------- kernel manager, client

@@ -264,8 +264,9 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     ev["environment"] = list(result.environment)
     ev["notes"] = list(result.notes)  # files not placed, the process cap touched (grader.diagnose)
     # The trained model, evaluated again in a fresh sandbox the student's code never ran in.
+    workdir = str(PurePosixPath(rel).parent)  # the run's own ./data is there too
     ev["verified"] = verify_run(run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
-                                dataset_hint=verification_hint(ev))
+                                dataset_hint=verification_hint(ev), workdir="" if workdir == "." else workdir)
     shutil.rmtree(probe_dir / "verify", ignore_errors=True)  # model.pt can be tens of MB
     figures = run_dir / "figures"
     for fig in ev["figures"]:
@@ -441,8 +442,11 @@ def run_problems(evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What each run lacked (grader.diagnose.Problem) and its notes (files not placed, the
     process cap touched), as the grade's `problems` rows: `{flag, code, message, path}`."""
     rows: list[dict[str, Any]] = []
+    from grader.diagnose import STUDENT_FLAGS
+
     for ev in evidence:
-        for p in _environment(ev):
+        own = [p for p in ev.get("environment") or () if isinstance(p, Mapping) and p.get("code") in STUDENT_FLAGS]
+        for p in [*_environment(ev), *own]:
             rows.append({"flag": p["code"], "code": p["code"], "message": str(p.get("message", "")), "path": ev.get("path")})
         for n in ev.get("notes") or ():
             if isinstance(n, Mapping) and n.get("code"):

@@ -378,9 +378,11 @@ class Limits(_Model):
     file_size: Size = 1024**3
     work_disk: Size = 4 * 1024**3
     shared_memory: Size = 2 * 1024**3
-    """/dev/shm, where DataLoader workers pass batches; RAM like `work_disk`, counted apart."""
+    """/dev/shm: DataLoader workers pass batches there, share_memory_() and multiprocessing use
+    it; RAM like `work_disk`, counted apart."""
     cell_timeout: Duration = 1800.0
     wall_timeout: Duration = 7200.0
+    """The notebook's cells together, counted from when its kernel is ready (start-up has its own limit)."""
     output_per_cell: Size = 1024**2
     figures: Annotated[int, Field(strict=True, ge=0)] = 200
 

@@ -361,12 +361,15 @@ class Placement:
     the grader's copy of the dataset is complete, and their files are not copied."""
     notes: tuple[str, ...]
     """One sentence per displaced file or skipped mount, for the student and the TA."""
+    files: tuple[str, ...] = ()
+    """The submission's files in `hidden` (relative to its root): not placed, so code that
+    reads one fails for the grader's reason (grader.diagnose.environment_problems)."""
 
 
 MAX_LISTED = 3
 
 
-def place_mounts(mounts: Mapping[str, str], *, workdir: str, submission: Path) -> Placement:
+def place_mounts(mounts: Mapping[str, str], *, workdir: str, submission: Path | None) -> Placement:
     """Resolve relative mounts (`data/cifar-10-batches-py`, torchvision's `root='./data'`)
     in the working copy's root and again in `workdir`, the folder the run starts in, so that
     `./data` means the same wherever a notebook lies; absolute ones are kept as they are.
@@ -376,11 +379,13 @@ def place_mounts(mounts: Mapping[str, str], *, workdir: str, submission: Path) -
     submission (`submission`, the staged copy) has files at a mount's place, the mount wins
     and `Placement.hidden` lists them; where it has a *file* on the mount's path (a file
     named `data`), that mount is skipped and the file kept. Each case is a note: a file of
-    the submission is never dropped silently.
+    the submission is never dropped silently. With `submission` None only the places are
+    computed (grader.verify: where a run's `./data` was).
     """
     placed: dict[str, str] = {}
     hidden: list[str] = []
     notes: list[str] = []
+    not_placed: list[str] = []
     bases = [""] + ([workdir] if workdir not in ("", ".") else [])
     for inside, host in sorted(mounts.items()):
         if inside.startswith("/"):
@@ -391,22 +396,24 @@ def place_mounts(mounts: Mapping[str, str], *, workdir: str, submission: Path) -
             if rel in placed or rel == "." or rel.startswith("../"):
                 continue
             parts = rel.split("/")
-            blocker = next(("/".join(parts[:i]) for i in range(1, len(parts) + 1)
-                            if _is_file(submission / "/".join(parts[:i]))), None)
+            blocker = None if submission is None else next(
+                ("/".join(parts[:i]) for i in range(1, len(parts) + 1)
+                 if _is_file(submission / "/".join(parts[:i]))), None)
             if blocker is not None:
                 notes.append(f"`{blocker}` in your submission is a file where the grader puts the dataset "
                              f"folder `{rel}`: the file was kept, so that dataset is not at ./{inside} "
                              f"for code started in `{base or '.'}`")
                 continue
-            files = _files_under(submission / rel)
+            files = [] if submission is None else _files_under(submission / rel)
             if files:
                 hidden.append(rel)
+                not_placed += [f"{rel}/{f}" for f in files]
                 shown = ", ".join(f"`{rel}/{f}`" for f in files[:MAX_LISTED])
                 more = f" and {len(files) - MAX_LISTED} more" if len(files) > MAX_LISTED else ""
                 notes.append(f"`{rel}/` in your submission ({shown}{more}) was replaced by the grader's own "
                              f"copy of that dataset, mounted read-only at the same path")
             placed[rel] = host
-    return Placement(placed, tuple(hidden), tuple(notes))
+    return Placement(placed, tuple(hidden), tuple(notes), tuple(not_placed))
 
 
 def _is_file(path: Path) -> bool:

@@ -92,13 +92,16 @@ def teardown_source() -> str:
 
 
 def verify_run(*, run_dir: Path, probe_dir: Path, spec: SandboxSpec, limits: SandboxLimits,
-               dataset_hint: str | None, timeout_s: float = VERIFY_TIMEOUT_S) -> dict[str, Any]:
+               dataset_hint: str | None, timeout_s: float = VERIFY_TIMEOUT_S,
+               workdir: str = "") -> dict[str, Any]:
     """The `verified` block of evidence.json for one executed notebook.
 
     `run_dir` holds the run's `run.json`; `probe_dir` is what execute harvested from the
     sandbox (`run_dir/probe`); `spec` and `limits` are the ones the notebook ran with.
     `dataset_hint` ("cifar10", "food11", "mnist") names the lab's dataset when the test data
-    alone does not (an ImageFolder). Never raises for anything the submission did.
+    alone does not (an ImageFolder). `workdir` is the notebook's folder in the submission,
+    where the run had its own `./data` (grader.sandbox.place_mounts). Never raises for
+    anything the submission did.
     """
     started = time.monotonic()
     job_spec: dict[str, Any] = {}
@@ -107,7 +110,7 @@ def verify_run(*, run_dir: Path, probe_dir: Path, spec: SandboxSpec, limits: San
         job_spec = read_spec(probe_dir / "verify" / "spec.json")
         model = _model_file(probe_dir / "verify", job_spec)
         job = plan(job_spec, mounts=spec.mounts, dataset_hint=dataset_hint,
-                   host_paths=spec.sandbox == "none")
+                   host_paths=spec.sandbox == "none", workdir=workdir)
         counts = _evaluate(job, model, spec=spec, limits=limits,
                            timeout_s=min(timeout_s, limits.wall_timeout_s))
         return _block(job_spec, job, counts, seconds=time.monotonic() - started)
@@ -294,10 +297,23 @@ def _host_path(path: str, mounts: Mapping[str, str]) -> Path | None:
     return Path(found[1]) / rest
 
 
+def _evaluator_path(path: str, placed: Mapping[str, str], mounts: Mapping[str, str]) -> str:
+    """`path`, under one of the run's placed mounts, as the evaluator's sandbox sees it: the
+    evaluator mounts each dataset once, at its place in `mounts`, not in the notebook's folder."""
+    inside, host = _mount_of(path, placed)  # type: ignore[misc] - the caller found it there
+    rest = PurePosixPath(os.path.normpath(path)).relative_to(inside)
+    base = next((k for k, h in sorted(mounts.items()) if h == host), inside)
+    target = base if base.startswith("/") else os.path.normpath(f"{sandbox.CWD}/{base}")
+    return os.path.normpath(str(PurePosixPath(target) / rest))
+
+
 def plan(job_spec: Mapping[str, Any], *, mounts: Mapping[str, str], dataset_hint: str | None,
-         host_paths: bool = False) -> dict[str, Any]:
+         host_paths: bool = False, workdir: str = "") -> dict[str, Any]:
     """The evaluator's job: which dataset, where (sandbox paths, or host paths when the run
-    had no sandbox), the transform, the class mapping and the sample to cross-check."""
+    had no sandbox), the transform, the class mapping and the sample to cross-check.
+    `mounts` are the lab's; `workdir` is the notebook's folder, where the run had them again
+    as its `./data` (grader.sandbox.place_mounts): data read there is the lab's too."""
+    placed = sandbox.place_mounts(mounts, workdir=workdir, submission=None).mounts
     ds = job_spec["dataset"]
     cls = ds["class"]
     job: dict[str, Any] = {"steps": job_spec["steps"], "capture": job_spec["model"]["capture"],
@@ -312,14 +328,16 @@ def plan(job_spec: Mapping[str, Any], *, mounts: Mapping[str, str], dataset_hint
         if ds["root"] is None:
             raise _NotVerified(f"the {cls} test split has no root folder the grader can find")
         where = f"{ds['root'].rstrip('/')}/{folder}"
-        host = _host_path(where, mounts)
+        host = _host_path(where, placed)
         if host is None or not host.is_dir():
             raise _NotVerified(f"the test data was read from {where}, which is not one of the lab's "
                                f"read-only dataset folders")
-        root = str(host.parent) if host_paths else ds["root"]
+        root = str(host.parent) if host_paths else str(PurePosixPath(_evaluator_path(where, placed, mounts)).parent)
         job.update(kind=name, root=root, split="test", mapping=list(range(len(CLASS_SETS[name]))))
     elif (cls == "ImageFolder" or ds.get("custom")) and dataset_hint in (None, "food11"):
-        job.update(_food11(ds, mounts, host_paths=host_paths, sample=job_spec["sample"]))
+        job.update(_food11(ds, placed, host_paths=host_paths, sample=job_spec["sample"]))
+        if not host_paths:
+            job["root"] = _evaluator_path(job["root"], placed, mounts)
     elif ds.get("custom"):
         raise _NotVerified(f"the test data is read by the notebook's own {cls} class"
                            + (f" from {ds['files_dir']}" if ds.get("files_dir") else "")

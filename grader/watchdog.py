@@ -30,7 +30,15 @@ stays there, a program that only touched it once got an error it can handle."""
 
 def wall_time_reason(wall_timeout_s: float) -> str:
     """The reason of a run stopped at its wall time (`wall_timeout_s` seconds)."""
-    return f"the notebook ran past its wall time of {wall_timeout_s:g} s (rubric limits.wall_timeout)"
+    return (f"the notebook ran past its wall time of {wall_timeout_s:g} s (rubric limits.wall_timeout, "
+            f"counted from when its kernel was ready)")
+
+
+def startup_time_reason(startup_timeout_s: float) -> str:
+    """The reason of a run whose kernel was not ready within `startup_timeout_s` seconds."""
+    return (f"the kernel and the grader's start-up code were not ready within {startup_timeout_s:g} s "
+            f"(the grader's start-up limit, before the notebook's wall time): the grading machine "
+            f"was probably overloaded, so the notebook did not run")
 
 
 class Watchdog(threading.Thread):
@@ -58,6 +66,8 @@ class Watchdog(threading.Thread):
         """When a sample first found the sandbox at its process cap (sandbox.boot_time_s)."""
         self.at_kill: list[dict[str, float | int]] = []
         """The sandbox's processes when the cap killed it (sandbox.process_snapshot)."""
+        self.killed_at_cap = False
+        """Whether this watchdog killed the run at its process cap (at_kill may be empty)."""
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -92,6 +102,7 @@ class Watchdog(threading.Thread):
                 self.cap_touched_s = sandbox.boot_time_s()
             if at_cap >= SAMPLES_AT_CAP:
                 self.at_kill = sandbox.process_snapshot(self.pidns)  # which cell started them
+                self.killed_at_cap = True
                 self.on_limit("killed", f"the process limit of {self.max_tasks} processes and threads "
                                         f"(rubric limits.processes) was reached (a fork bomb, or too many "
                                         f"DataLoader workers or threads)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import nbformat
 import pytest
 
@@ -105,10 +107,36 @@ def test_submodule_and_pip_install_in_the_notebook() -> None:
 
 
 def test_a_module_the_student_forgot_to_submit_is_not_the_graders_fault() -> None:
-    cells = _cells("import mynet")
-    err = [_err(1, "ModuleNotFoundError", "No module named 'mynet'")]
+    """rt1 #7: `from mynet import Net`, no mynet.py in the zip: the student's missing file,
+    not a package to install (it was `missing-package`, deferred as the machine's fault)."""
+    cells = _cells("from mynet import Net", "net = Net()")
+    err = [_err(1, "ModuleNotFoundError", "No module named 'mynet'"), _err(2, "NameError", "name 'Net' is not defined")]
     assert environment_problems(err, cells, submitted_modules=["mynet"]) == []
-    assert [p.code for p in environment_problems(err, cells)] == ["missing-package"]
+    [p] = environment_problems(err, cells)
+    assert (p.code, p.subject, p.label) == ("missing-module", "mynet", "cell 1")
+    assert "no module `mynet`" in p.message and "missing from the zip" in p.message
+    assert "pip install mynet" not in p.message
+    env = [dataclasses.asdict(p)]
+    # flagged, and still the student's error: no deferral, the notebook error stands
+    assert run_flags({"status": "error", "errors": err, "environment": env}) == {"missing-module", "notebook-error"}
+    from grader.diagnose import ENVIRONMENT_FLAGS
+    from grader.report.student import FLAG_TEXT
+
+    assert "missing-module" not in ENVIRONMENT_FLAGS and "not in the zip" in FLAG_TEXT["missing-module"]
+
+
+def test_an_own_package_folder_missing_is_a_missing_module_but_known_packages_are_not() -> None:
+    cells = _cells("from models.resnet import ResNet18", "import torchsummary", "import utils_lab1")
+    err = [_err(1, "ModuleNotFoundError", "No module named 'models'"),
+           _err(2, "ModuleNotFoundError", "No module named 'torchsummary'"),
+           _err(3, "ModuleNotFoundError", "No module named 'utils_lab1'")]
+    found = environment_problems(err, cells)
+    assert [(p.code, p.subject) for p in found] == [("missing-module", "models"), ("missing-package", "torchsummary"),
+                                                  ("missing-module", "utils_lab1")]
+    # an unknown name the notebook itself pip-installs is a package after all
+    [p] = environment_problems([_err(2, "ModuleNotFoundError", "No module named 'somepkg'")],
+                               _cells("!pip install somepkg", "import somepkg"))
+    assert p.code == "missing-package" and "pip install somepkg" in p.message
 
 
 @pytest.mark.parametrize(("ename", "evalue"), [
@@ -257,3 +285,59 @@ def test_deferral_message_names_the_cell_and_the_lack() -> None:
     assert msg.startswith("This item was not graded automatically: cell 4 of `part1/lab1-1.ipynb` needs a CUDA GPU")
     assert deferral_message([{"code": "missing-package", "label": "cell 2", "subject": "cv2"}]).count("cv2") == 1
     assert deferral_message([{"code": "kernel-exit"}]) == ""
+
+
+def test_a_file_the_grader_could_not_place_is_the_graders_reason() -> None:
+    """rt1 #8: data/Food-11/notes.txt lay under the dataset mount, so it was not placed; the
+    cell reading it failed for the grader's reason, not the student's."""
+    cells = _cells("import torchvision", "print(open('data/Food-11/notes.txt').read())", "print(classes)")
+    err = [_err(2, "FileNotFoundError", "[Errno 2] No such file or directory: 'data/Food-11/notes.txt'"),
+           _err(3, "NameError", "name 'classes' is not defined")]
+    [p] = environment_problems(err, cells, not_placed=["data/Food-11/notes.txt"])
+    assert (p.code, p.subject, p.label) == ("files-not-placed", "data/Food-11/notes.txt", "cell 2")
+    assert "could not place" in p.message
+    assert run_flags({"status": "error", "errors": err, "environment": [dataclasses.asdict(p)]}) == {"files-not-placed"}
+    assert "could not place" in deferral_message([dataclasses.asdict(p)], path="lab1-1.ipynb")
+    # any other missing file is still the student's
+    assert environment_problems(err, cells, not_placed=["data/Food-11/other.txt"]) == []
+
+
+def test_a_file_not_placed_is_found_from_the_notebooks_folder_and_by_absolute_path() -> None:
+    cells = _cells("x = open('./data/Food-11/notes.txt')", "y = open('/tmp/work/submission/part1/data/Food-11/a.csv')")
+    rel = [_err(1, "FileNotFoundError", "[Errno 2] No such file or directory: './data/Food-11/notes.txt'")]
+    hidden = ["part1/data/Food-11/notes.txt", "part1/data/Food-11/a.csv"]
+    assert [p.code for p in environment_problems(rel, cells, not_placed=hidden, workdir="part1")] == ["files-not-placed"]
+    absolute = [_err(2, "FileNotFoundError",
+                     "[Errno 2] No such file or directory: '/tmp/work/submission/part1/data/Food-11/a.csv'")]
+    [p] = environment_problems(absolute, cells, not_placed=hidden, workdir="part1")
+    assert p.subject == "part1/data/Food-11/a.csv"
+    # an absolute path elsewhere (a Colab drive) is not the grader's placement
+    colab = [_err(1, "FileNotFoundError", "[Errno 2] No such file or directory: '/content/drive/data/Food-11/notes.txt'")]
+    assert environment_problems(colab, cells, not_placed=hidden, workdir="part1") == []
+
+
+def test_a_shell_download_before_a_missing_file_needs_the_network() -> None:
+    """rt1 #9: `!wget -q https://...` fails silently without a network, then torch.load finds nothing."""
+    cells = _cells("!wget -q https://example.org/lab1/weights.pth", "import torch",
+                   "net.load_state_dict(torch.load('weights.pth'))")
+    err = [_err(3, "FileNotFoundError", "[Errno 2] No such file or directory: 'weights.pth'")]
+    [p] = environment_problems(err, cells)
+    assert (p.code, p.label) == ("needs-network", "cell 3")
+    assert "cell 1 downloads with `!wget -q https://example.org/lab1/weights.pth`" in p.message
+    assert "found no `weights.pth`" in p.message
+    assert run_flags({"status": "error", "errors": err, "environment": [dataclasses.asdict(p)]}) == {"needs-network"}
+    # without a download before it, a missing file is the student's own error
+    assert environment_problems(err, _cells("import torch", "x = 1", "torch.load('weights.pth')")) == []
+
+
+@pytest.mark.parametrize(("command", "opened"), [
+    ("!gdown 1AbCdEf -O model.pt", "model.pt"),
+    ("!curl -L -o food.zip https://x.org/food.zip\n!unzip -q food.zip", "food/train.csv"),
+    ("%kaggle datasets download -d someone/food11", "food11/labels.csv"),
+    ("!git clone https://github.com/someone/lab1-helpers", "lab1-helpers/classes.txt"),
+])
+def test_other_shell_downloads_are_named(command: str, opened: str) -> None:
+    cells = _cells("import os", command, f"open('{opened}')")
+    err = [_err(3, "FileNotFoundError", f"[Errno 2] No such file or directory: '{opened}'")]
+    [p] = environment_problems(err, cells)
+    assert p.code == "needs-network" and f"cell 2 downloads with `{command.splitlines()[0]}`" in p.message

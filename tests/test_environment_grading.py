@@ -92,3 +92,31 @@ def test_the_ran_item_is_deferred_too(tmp_path: Path) -> None:
     g = _grade(tmp_path, _lacking("lab1-1.ipynb", "needs-gpu", "CUDA"), complete("lab1-2.ipynb"))
     ran = _items(g)["lab1-1-ran"]
     assert ran["status"] == "manual" and any(e.startswith("automatic check (partial)") for e in ran["evidence"])
+
+
+def test_a_module_missing_from_the_zip_is_flagged_and_not_deferred(tmp_path: Path) -> None:
+    """rt1 #7: `from mynet import Net` with no mynet.py: the student's, items fail as they ran."""
+    g = _grade(tmp_path, _lacking("lab1-1.ipynb", "missing-module", "mynet"), complete("lab1-2.ipynb"))
+    assert _items(g)["lab1-1-test-metrics"]["status"] == "fail"
+    assert {"missing-module", "notebook-error"} <= set(g["flags"])
+    assert not [it for it in _items(g).values() if "not counted against you" in it["message"]]
+    [row] = [p for p in g["problems"] if p["flag"] == "missing-module"]
+    assert row["path"] == "lab1-1.ipynb" and "mynet" in row["message"]
+
+
+def test_a_cell_failing_on_a_file_not_placed_sends_the_part_to_the_ta(tmp_path: Path) -> None:
+    """rt1 #8 (lab1-1-ran 2.5/5): FileNotFoundError on data/Food-11/notes.txt, hidden by the mount."""
+    g = _grade(tmp_path, _lacking("lab1-1.ipynb", "files-not-placed", "data/Food-11/notes.txt"),
+               complete("lab1-2.ipynb"))
+    metrics = _items(g)["lab1-1-test-metrics"]
+    assert metrics["status"] == "manual" and "could not place" in metrics["message"]
+    assert "data/Food-11/notes.txt" in metrics["message"] and "not counted against you" in metrics["message"]
+    assert "files-not-placed" in g["flags"] and "notebook-error" not in g["flags"]
+
+
+def test_a_download_without_network_sends_the_part_to_the_ta(tmp_path: Path) -> None:
+    """rt1 #9: `!wget` then torch.load('weights.pth') -> needs-network, not notebook-error."""
+    g = _grade(tmp_path, _lacking("lab1-1.ipynb", "needs-network", "network"), complete("lab1-2.ipynb"))
+    metrics = _items(g)["lab1-1-test-metrics"]
+    assert metrics["status"] == "manual" and "without a network" in metrics["message"]
+    assert "needs-network" in g["flags"] and "notebook-error" not in g["flags"]

@@ -355,6 +355,7 @@ def test_watchdog_kills_at_the_process_cap_within_two_samples(monkeypatch: pytes
     assert not dog.is_alive()
     assert [(s, "limits.processes" in r) for _, s, r in events] == [("killed", True)]
     assert dog.peak_tasks == 63  # a lone sample at the cap (63, then 20) was not enough
+    assert dog.killed_at_cap is True  # rt1 #10: so the run is not also noted as a moment at the cap
 
 
 def test_watchdog_reports_a_gone_sandbox_and_the_wall_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -403,6 +404,7 @@ def test_the_submissions_own_data_files_are_kept_or_told(tmp_path: Path) -> None
     # data/README.txt sits beside the mount: not hidden, copied in as the student's own file
     assert placed.hidden == ("data/cifar-10-batches-py",)
     assert "data/cifar-10-batches-py/mine.txt" in placed.notes[0] and "replaced" in placed.notes[0]
+    assert placed.files == ("data/cifar-10-batches-py/mine.txt",)  # rt1 #8: linked to a cell that reads it
     # a file where the dataset folder would go is kept, and the skipped mount is told
     assert "part1/data/cifar-10-batches-py" not in placed.mounts
     assert any("`part1/data` in your submission is a file" in n for n in placed.notes)
@@ -422,8 +424,10 @@ def _wall_runner(left_s: float, phase: str = "cells") -> tuple[SimpleNamespace, 
 
     killed: list = []
     fake = SimpleNamespace(phase=phase, limits=dataclasses.replace(LIMITS, wall_timeout_s=40),
+                           cells_started=None if phase == "start" else 1.0,
                            _deadline_left=lambda: left_s, kill=lambda status, why: killed.append((status, why)))
-    fake.wall_time_up = lambda: Runner.wall_time_up(fake)  # the real method on a stand-in runner
+    fake.wall_time_up = lambda: Runner.wall_time_up(fake)  # the real methods on a stand-in runner
+    fake._time_limit = lambda: Runner._time_limit(fake)
     return fake, killed
 
 
@@ -442,8 +446,44 @@ def test_a_cell_timeout_cut_to_the_wall_time_ends_the_run_as_wall_time() -> None
     for left, phase in ((25.0, "cells"), (0.0, "teardown"), (0.0, "done")):
         fake, killed = _wall_runner(left, phase)
         assert fake.wall_time_up() is False and killed == []
-    fake, killed = _wall_runner(-3.0, "start")  # the kernel's start counts against it too
-    assert fake.wall_time_up() is True and killed
+    fake, killed = _wall_runner(-3.0, "start")  # past the start-up limit: its own reason, not the wall time
+    assert fake.wall_time_up() is True and killed[0][0] == "not-run" and "start-up limit" in killed[0][1]
+
+
+def _clock_runner(*, started_ago: float, cells_ago: float | None) -> SimpleNamespace:
+    import time as _time
+
+    from grader.driver import Runner
+
+    now = _time.time()
+    fake = SimpleNamespace(started=now - started_ago, cells_started=None if cells_ago is None else now - cells_ago,
+                           limits=dataclasses.replace(LIMITS, wall_timeout_s=40, startup_timeout_s=120))
+    fake._deadline_left = lambda: Runner._deadline_left(fake)  # the real method on a stand-in runner
+    return fake
+
+
+def test_the_wall_time_starts_when_the_kernel_is_ready() -> None:
+    """rt1 #6: an 18 s start-up on a loaded machine ate 18 of the notebook's 40 s."""
+    slow_start = _clock_runner(started_ago=30.0, cells_ago=12.0)  # 18 s start-up, 12 s of cells
+    assert 27.0 < slow_start._deadline_left() <= 28.0
+    # before the cells, the start-up limit applies, not the wall time
+    starting = _clock_runner(started_ago=50.0, cells_ago=None)
+    assert 69.0 < starting._deadline_left() <= 70.0
+    # the cells' own 40 s still end the run, however fast the start was
+    assert _clock_runner(started_ago=41.0, cells_ago=40.5)._deadline_left() < 0
+
+
+def test_the_watchdogs_deadline_is_worded_by_phase() -> None:
+    from grader.driver import Runner
+
+    for cells_started, status, words in ((None, "not-run", "not ready within 120 s"), (1.0, "timeout", "wall time of 40 s")):
+        killed: list = []
+        fake = SimpleNamespace(cells_started=cells_started, limits=dataclasses.replace(LIMITS, wall_timeout_s=40),
+                               kill=lambda st, why: killed.append((st, why)))
+        fake._time_limit = lambda: Runner._time_limit(fake)
+        Runner._on_limit(fake, "timeout", "the notebook ran past its wall time")
+        Runner._on_limit(fake, "killed", "the process limit")  # other limits pass through
+        assert killed[0][0] == status and words in killed[0][1] and killed[1] == ("killed", "the process limit")
 
 
 # ------------------------------------------ T1 #7: the process cap touched for a moment
@@ -493,7 +533,7 @@ def test_a_daemon_bomb_is_charged_to_the_cell_that_started_it() -> None:
 
 
 def _noting_runner(monkeypatch: pytest.MonkeyPatch, *, touched: float | None, left: list[dict],
-                   kill_status: tuple[str, str] | None = None) -> list[dict[str, str]]:
+                   kill_status: tuple[str, str] | None = None, killed_at_cap: bool = False) -> list[dict[str, str]]:
     from grader import driver
 
     snapshots = iter(left if left and isinstance(left[0], list) else [left])
@@ -508,7 +548,7 @@ def _noting_runner(monkeypatch: pytest.MonkeyPatch, *, touched: float | None, le
     monkeypatch.setattr(driver, "LEFT_RECHECK_S", 0.0)
     notes: list[dict[str, str]] = []
     fake = SimpleNamespace(
-        _watchdog=SimpleNamespace(cap_touched_s=touched, at_kill=[], pidns="pid:[1]"),
+        _watchdog=SimpleNamespace(cap_touched_s=touched, at_kill=[], pidns="pid:[1]", killed_at_cap=killed_at_cap),
         spec=SimpleNamespace(sandbox="bwrap"), kill_status=kill_status, limits=LIMITS, spans=SPANS,
         log=SimpleNamespace(write=lambda line: None),
         _label=lambda i: f"cell {i}", note=lambda code, message: notes.append({"code": code, "message": message}))
@@ -525,15 +565,35 @@ def test_a_moment_at_the_cap_and_processes_left_running_are_noted(monkeypatch: p
     [left] = _noting_runner(monkeypatch, touched=None, left=[{"pid": 1, "nspid": 1, "sid": 1, "start_s": 98.0},
                                                              kernel, *bomb])
     assert left["code"] == "processes-left" and "cell 4 left 12 processes running" in left["message"]
-    # a few helpers left behind are no note; nor is a run the cap already killed (its own reason)
-    assert _noting_runner(monkeypatch, touched=None, left=[kernel, *bomb[:3]]) == []
+    # rt1 #10: even one process left (subprocess.Popen(['sleep', '600'])) is noted, as a background job
+    [one] = _noting_runner(monkeypatch, touched=None, left=[kernel, *bomb[:1]])
+    assert one["code"] == "processes-left" and "left 1 process running" in one["message"]
+    assert "background job" in one["message"] and "it was killed" in one["message"]
+    [few] = _noting_runner(monkeypatch, touched=None, left=[kernel, *bomb[:3]])
+    assert "left 3 processes running" in few["message"]
+    # nor is a run the cap already killed noted (its own reason)
     assert _noting_runner(monkeypatch, touched=None, left=[kernel, *bomb], kill_status=("killed", "cap")) == []
     # T1 #7 (0210008): a setsid bomb the last cell started has 1 process when the cell returns,
     # more a moment later
     [growing] = _noting_runner(monkeypatch, touched=None, left=[[kernel, *bomb[:1]], [kernel, *bomb[:4]]])
     assert growing["code"] == "processes-left" and "left 4 processes running" in growing["message"]
     assert "more of them starting" in growing["message"]
-    assert _noting_runner(monkeypatch, touched=None, left=[[kernel, *bomb[:2]], [kernel, *bomb[:2]]]) == []
+    [steady] = _noting_runner(monkeypatch, touched=None, left=[[kernel, *bomb[:2]], [kernel, *bomb[:2]]])
+    assert "left 2 processes running" in steady["message"] and "more of them starting" not in steady["message"]
+    assert _noting_runner(monkeypatch, touched=None, left=[kernel]) == []  # the kernel alone is no leftover
+
+
+def test_a_run_killed_at_the_cap_is_not_also_a_moment_at_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rt1 #10 (1201002): killed by the cap, the snapshot at the kill empty: only sandbox-limit."""
+    assert _noting_runner(monkeypatch, touched=102.5, left=[], kill_status=("killed", "the process limit"),
+                          killed_at_cap=True) == []
+    # killed for a cell's own fork error at the cap (1201003: os.fork() in a loop), not by the watchdog
+    assert _noting_runner(monkeypatch, touched=102.5, left=[], kill_status=(
+        "killed", "cell 1 was stopped: the process limit of 64 processes and threads (rubric limits.processes) "
+                  "was reached; the 1 cell after it did not run")) == []
+    # killed by another limit after touching the cap: the moment is still worth a note
+    [cap] = _noting_runner(monkeypatch, touched=102.5, left=[], kill_status=("killed", "memory"))
+    assert cap["code"] == "process-cap"
 
 
 def test_torch_save_past_a_limit_is_named_by_what_the_sandbox_saw() -> None:
@@ -571,3 +631,35 @@ def test_startup_marks_file_size_hits_and_flushes_before_os_exit(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert "caught 27" in done.stdout and done.stdout.endswith("result 42")  # flushed before the exit
     assert marker.read_text() == "x"
+
+
+def test_files_cp_could_not_copy_are_noted_with_their_paths(tmp_path: Path) -> None:
+    """rt1 #8: files the work quota left out are linked, by path, to a cell that reads them."""
+    from grader import driver
+
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / driver.COPY_ERRORS).write_text(
+        f"cp: cannot create regular file '{sandbox.CWD}/part1/big.npy': Disk quota exceeded\n"
+        f"cp: error writing ‘{sandbox.CWD}/data/x.csv’: No space left on device\n")
+    notes: list = []
+    fake = SimpleNamespace(run_dir=tmp_path, note=lambda code, message, paths=(): notes.append((code, list(paths))))
+    driver.Runner._copy_errors(fake)  # the real method on a stand-in runner
+    assert notes == [("files-not-placed", ["part1/big.npy", "data/x.csv"])]
+
+
+@pytest.mark.parametrize(("evalue", "tb", "words"), [
+    # rt1 #11 (1301006): a 160 MB share_memory_() tensor, not a DataLoader
+    ("unable to allocate shared memory(shm) for file </torch_2_969280885_0>: No space left on device (28)",
+     "----> 3 t.share_memory_()\nFile torch/_tensor.py:846, in Tensor.share_memory_(self)", "by share_memory_()"),
+    ("Caught RuntimeError in DataLoader worker process 0. RuntimeError: unable to allocate shared memory(shm) "
+     "for file </torch_17_39_0>: No space left on device (28)", "", "by DataLoader workers"),
+    ("unable to allocate shared memory(shm) for file </torch_3_1_0>: No space left on device (28)",
+     "----> 2 q = mp.Queue(); q.put(big)\nFile multiprocessing/queues.py:94, in Queue.put", "by multiprocessing"),
+    ("unable to allocate shared memory(shm) for file </torch_4_1_0>: No space left on device (28)", "",
+     "by something using shared memory (DataLoader workers, share_memory_(), multiprocessing)"),
+])
+def test_the_shared_memory_limit_names_what_used_it(evalue: str, tb: str, words: str) -> None:
+    found = _limit_from_error(CellRecord(1, "error", 1.0, "RuntimeError", evalue, tb), LIMITS)
+    assert found is not None and found.startswith("the shared memory limit (/dev/shm") and words in found
+    if "share_memory_" in tb:
+        assert "DataLoader" not in found

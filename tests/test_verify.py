@@ -328,3 +328,36 @@ print('accuracy %.2f %%' % (100 * correct / len(testset)))
     assert set(verified) == {"reason"}
     assert verified["reason"].startswith("the model could not be exported (script: ")
     assert "teardown took" in (out / "log.txt").read_text()
+
+
+def test_cifar_read_from_the_notebooks_own_data_folder_is_the_labs(tmp_path: Path) -> None:
+    # 1601001: notebook in hw/lab1/code/, CIFAR10(root='./data') -> the grader's mount placed there
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    mounts = {"data/cifar-10-batches-py": str(tmp_path / "cifar-10-batches-py"),
+              CIFAR_MOUNT: str(tmp_path / "cifar-10-batches-py")}
+    spec = validate_spec(_spec(dataset__root="/tmp/work/submission/hw/lab1/code/data"))
+    job = plan(spec, mounts=mounts, dataset_hint="cifar10", workdir="hw/lab1/code")
+    # the evaluator mounts the dataset once: the root is where its sandbox has it
+    assert (job["kind"], job["split"]) == ("cifar10", "test")
+    assert job["root"] in ("/tmp/work/submission/data", "/tmp/dataset-nctu")
+    # 0610003: part1/ -- and with the sandbox off, the host folder
+    spec = validate_spec(_spec(dataset__root="/tmp/work/submission/part1/data"))
+    assert plan(spec, mounts=mounts, dataset_hint="cifar10", workdir="part1",
+                host_paths=True)["root"] == str(tmp_path)
+    # another notebook's folder is not where this run had the dataset
+    assert "not one of the lab's read-only dataset folders" in _reason(
+        plan, spec, mounts=mounts, dataset_hint="cifar10", workdir="hw/lab1/code")
+
+
+def test_food11_read_from_the_notebooks_own_data_folder_is_the_labs(tmp_path: Path) -> None:
+    food = tmp_path / "Food-11"
+    for split in ("training", "validation", "evaluation"):
+        (food / split).mkdir(parents=True)
+    names = ["Bread", "Dairy product", "Dessert", "Egg", "Fried food", "Meat", "Noodles-Pasta",
+             "Rice", "Seafood", "Soup", "Vegetable-Fruit"]
+    folder = validate_spec(_spec(dataset={
+        "class": "ImageFolder", "root": "/tmp/work/submission/part1/data/Food-11/evaluation", "train": None,
+        "length": 66, "classes": sorted(names), "files_dir": "/tmp/work/submission/part1/data/Food-11/evaluation",
+        "default_loader": True, "subset": False, "split": "test"}))
+    job = plan(folder, mounts={"data/Food-11": str(food)}, dataset_hint="food11", workdir="part1")
+    assert job["root"] == "/tmp/work/submission/data/Food-11/evaluation" and job["split"] == "test"

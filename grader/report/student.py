@@ -48,13 +48,15 @@ FLAG_TEXT = {
     "kernel-exit": "a notebook ended itself (exit(), sys.exit(), os._exit()) before its last cell",
     "kernel-crash": "a notebook's kernel crashed (for example a segmentation fault)",
     "missing-package": "a module your code imports is not installed on the grader; a TA will look at it",
+    "missing-module": "your code imports a module of your own that is not in the zip (a .py file is probably "
+                      "missing), so the cells that need it failed",
     "needs-gpu": "your code needs a GPU the grader did not have; a TA will grade it again on one",
     "needs-mps": "your code uses Apple's MPS device, which the grader does not have; a TA will look at it",
     "colab-only": "your code imports google.colab, which exists only on Colab; a TA will look at it",
     "needs-network": "your code downloads from the internet, which the grader cannot; a TA will look at it",
     "files-not-placed": "some files of your submission were not placed where your code runs (see the message)",
     "process-cap": "your code reached the process limit for a moment; processes or threads it started then failed",
-    "processes-left": "your code left many processes running after its last cell; they were stopped",
+    "processes-left": "your code left processes running after its last cell; they were stopped",
     **INTAKE_FLAG_TEXT,
 }
 

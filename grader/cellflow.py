@@ -104,13 +104,16 @@ def part_named(text: str) -> str | None:
     return "-".join(re.findall(r"\d+", m.group(0))) if m else None
 
 
-def _text(value: Any) -> str:
+def cell_text(value: Any) -> str:
+    """A cell's source as one string (nbformat stores a list of lines), cut to MAX_SOURCE."""
     if isinstance(value, list):
         value = "".join(v for v in value if isinstance(v, str))
     return value[:MAX_SOURCE] if isinstance(value, str) else ""
 
 
-def _parse(source: str) -> ast.Module | None:
+def parse_cell(source: str) -> ast.Module | None:
+    """The cell's code parsed, retried with IPython magics and `!` lines blanked; None when
+    it does not parse either way."""
     for text in (source, "\n".join("" if _MAGIC.match(l) else l for l in source.splitlines())):
         try:
             return ast.parse(text)
@@ -281,7 +284,7 @@ def _flatten(nodes: Iterable[ast.stmt]) -> Iterator[_Stmt]:
 
 
 def _statements(source: str) -> tuple[list[_Stmt], ast.Module | None]:
-    tree = _parse(source)
+    tree = parse_cell(source)
     if tree is None:
         return [_regex_stmt(source)], None
     return list(_flatten(tree.body)), tree
@@ -341,7 +344,7 @@ def read_cells(cells: Sequence[Mapping[str, Any]]) -> list[CellFacts]:
         if not isinstance(cell, Mapping):
             out.append(CellFacts(index, False))
             continue
-        source = _text(cell.get("source"))
+        source = cell_text(cell.get("source"))
         if cell.get("cell_type") != "code":
             heading = heading_of(source) if cell.get("cell_type") == "markdown" else None
             out.append(CellFacts(index, False, heading=heading))

@@ -14,26 +14,9 @@ import ast
 import re
 from typing import Any, Mapping, Sequence
 
-MAX_SOURCE = 200_000
-"""Characters of one cell's source read (as grader.cellflow)."""
+from grader.cellflow import cell_text, parse_cell
 
-_MAGIC = re.compile(r"^\s*(?:[%!?]|.*=\s*!)")
 _BACKWARD = re.compile(r"\.backward\s*\(")
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, list):
-        value = "".join(v for v in value if isinstance(v, str))
-    return value[:MAX_SOURCE] if isinstance(value, str) else ""
-
-
-def _parse(source: str) -> ast.Module | None:
-    for text in (source, "\n".join("" if _MAGIC.match(line) else line for line in source.splitlines())):
-        try:
-            return ast.parse(text)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            continue
-    return None
 
 
 def _is_backward(node: ast.AST) -> bool:
@@ -71,10 +54,10 @@ class _Trains:
         return False
 
 
-def _cell_trains(source: str, known: _Trains) -> bool:
+def _cell_trains(source: str, tree: ast.Module | None, known: _Trains) -> bool:
     """Whether running this cell trains: its own code calls `.backward()` (outside the functions
-    it only defines) or it calls a notebook function that does."""
-    tree = _parse(source)
+    it only defines) or it calls a notebook function that does. `tree` is `source` parsed
+    (None when it does not parse: then a `.backward(` in the text decides)."""
     if tree is None:
         return bool(_BACKWARD.search(source))
     run: list[ast.AST] = []
@@ -133,10 +116,10 @@ def stored_cells(cells: Sequence[Any]) -> list[dict[str, Any]]:
             if isinstance(cell.get("outputs"), list) else []
         error = next((str(o.get("ename") or "error")[:200] for o in outputs if o.get("output_type") == "error"), None)
         count = cell.get("execution_count")
-        source = _text(cell.get("source"))
-        tree = _parse(source)
+        source = cell_text(cell.get("source"))
+        tree = parse_cell(source)
         classes |= {n.name for n in (tree.body if tree is not None else []) if isinstance(n, ast.ClassDef)}
         out.append({"index": index, "cell": count if isinstance(count, int) and not isinstance(count, bool) else None,
-                    "outputs": len(outputs), "error": error, "trains": _cell_trains(source, known),
+                    "outputs": len(outputs), "error": error, "trains": _cell_trains(source, tree, known),
                     "makes": _models_made(tree, classes), "loads": _loads(tree, source), "names": _names(tree)})
     return out

@@ -390,6 +390,12 @@ def environment_problems(errors: Sequence[Mapping[str, Any]], cells: Sequence[Ma
     own = {m.split(".")[0] for m in submitted_modules}
     out: list[Problem] = []
     seen: set[str] = set()
+
+    def once(need: str, problem: Problem) -> None:  # one problem per need, at its first cell
+        if need not in seen:
+            seen.add(need)
+            out.append(problem)
+
     for err in errors:
         index = err.get("index")
         if not isinstance(index, int):
@@ -398,12 +404,10 @@ def environment_problems(errors: Sequence[Mapping[str, Any]], cells: Sequence[Ma
         label = cell_label(cells, index)
         m = _NO_MODULE.search(evalue) if ename in ("ModuleNotFoundError", "ImportError") else None
         if m and (m.group(1).startswith("google.colab") or m.group(1) == "google" and "google.colab" in sources[index]):
-            if "colab" not in seen:
-                seen.add("colab")
-                out.append(Problem("colab-only", index, label, "google.colab",
-                                   f"{label} imports google.colab (drive.mount, files.upload), which exists only on "
-                                   f"Google Colab, not on the grading machine: no package provides it; grade the "
-                                   f"items that depend on it by hand."))
+            once("colab", Problem("colab-only", index, label, "google.colab",
+                                  f"{label} imports google.colab (drive.mount, files.upload), which exists only on "
+                                  f"Google Colab, not on the grading machine: no package provides it; grade the "
+                                  f"items that depend on it by hand."))
             continue
         if m:
             module = m.group(1).split(".")[0]
@@ -434,9 +438,7 @@ def environment_problems(errors: Sequence[Mapping[str, Any]], cells: Sequence[Ma
             placed_not = next((f for f in not_placed if f == rel or not rel.startswith("/") and f.endswith("/" + rel)),
                               None)
             if placed_not is not None:
-                if "placed" not in seen:
-                    seen.add("placed")
-                    out.append(Problem("files-not-placed", index, label, placed_not,
+                once("placed", Problem("files-not-placed", index, label, placed_not,
                                        f"{label} failed reading `{placed_not}`, a file of the submission the grader "
                                        f"could not place where the code runs (the grader's dataset mount lies "
                                        f"there, or the work quota was full): not the student's error; grade the "
@@ -444,13 +446,11 @@ def environment_problems(errors: Sequence[Mapping[str, Any]], cells: Sequence[Ma
                 continue
             download = _shell_download(sources, index, posixpath.basename(lost))
             if download is not None:
-                if "network" not in seen:
-                    seen.add("network")
-                    at, command = download
-                    out.append(Problem("needs-network", index, label, "network",
-                                       f"{cell_label(cells, at)} downloads with `{command[:80]}` and the grading "
-                                       f"sandbox has no network, so {label} found no `{lost}`; grade the items "
-                                       f"that depend on it by hand."))
+                at, command = download
+                once("network", Problem("needs-network", index, label, "network",
+                                        f"{cell_label(cells, at)} downloads with `{command[:80]}` and the grading "
+                                        f"sandbox has no network, so {label} found no `{lost}`; grade the items "
+                                        f"that depend on it by hand."))
                 continue
         if "mps" not in seen and (any(w in text for w in _MPS_WORDS) and "mps" in source.lower()):
             seen.add("mps")

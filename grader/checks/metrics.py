@@ -117,8 +117,8 @@ def test_metrics(ctx: CheckContext, params: Mapping) -> Outcome:
     # A total labelled validation (`val_loss 2.05`) is not the test split's: it stands in only
     # when no total of the test split was shown at all (a student who calls the test set
     # "validation"), and the message says so; beside a test accuracy it is not the test loss.
-    val_only = {k: str(_metrics(ev).get("from_validation", {}).get(f"test_{k}", ""))
-                for k, (_, ev) in shown.items() if f"test_{k}" in (_metrics(ev).get("from_validation") or {})}
+    val_only = {k: str(labelled[f"test_{k}"]) for k, (_, ev) in shown.items()
+                if f"test_{k}" in (labelled := _metrics(ev).get("from_validation") or {})}
     val_note = ""
     if val_only and len(val_only) < len(shown):
         for k in val_only:

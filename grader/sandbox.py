@@ -14,7 +14,11 @@ What the sandboxed process sees (everything else of the host is absent):
 * the lab's datasets, read-only, at the paths the handouts name (relative paths are taken
   inside the working copy, e.g. `data` for code that calls `download=True`);
 * the kernel's connection file and ZeroMQ `ipc` sockets, in a folder of its own;
-* its own PID, network (only `lo`), IPC, UTS and cgroup namespaces; no network at all.
+* its own PID, network (only `lo`), IPC, UTS and cgroup namespaces; no network at all;
+* a seccomp filter (grader/seccomp.py) refusing new namespaces, mounts, the keyring,
+  io_uring, BPF, ptrace and the like with EPERM;
+* nothing of the grader's own installation (grader/hidden.py): the mounts that would show
+  its package, rubrics, templates or checkout have them covered.
 
 When the grader runs as root, bwrap runs privileged (no user namespace) and the kernel is
 started through `setpriv` as a uid of its own with every capability dropped, so it is a
@@ -23,7 +27,7 @@ only its own processes. As a normal user, bwrap makes a user namespace (RLIMIT_N
 counted per namespace on Linux >= 5.14).
 
 Only the standard library is imported here, and nothing from the rest of the grader
-except `errors`, so the module stays easy to audit.
+except `errors`, `hidden` and `seccomp` (the same), so the module stays easy to audit.
 """
 
 from __future__ import annotations
@@ -39,11 +43,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from grader import hidden, seccomp
 from grader.errors import GraderError
 
 if TYPE_CHECKING:
@@ -88,8 +93,14 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
-def check_bwrap() -> None:
-    """Raise GraderError with install advice unless bwrap can really create a sandbox here."""
+_warned = False
+
+
+def check_bwrap(*, log: Callable[[str], None] | None = None) -> None:
+    """Raise GraderError with install advice unless bwrap can really create a sandbox here,
+    with the seccomp filter loaded. Without a filter (no libseccomp) the sandbox still runs:
+    `log` (default: stderr) gets a warning, once per process."""
+    global _warned
     exe = bwrap_path()
     if exe is None:
         raise GraderError(INSTALL_HINT)
@@ -97,14 +108,27 @@ def check_bwrap() -> None:
              "--proc", "/proc", "--dev", "/dev"]
     if not is_root():
         probe.insert(1, "--unshare-user")
-    probe += ["true"]
+    _run_probe(probe + ["true"], INSTALL_HINT)
+    warning = seccomp.warning()
+    if warning is not None:
+        if not _warned:
+            (log or (lambda msg: print(msg, file=sys.stderr, flush=True)))(warning)
+            _warned = True
+        return
+    with tempfile.TemporaryDirectory(prefix="dllab-seccomp-") as tmp:
+        _run_probe([*_seccomp_prefix(Path(tmp)), *probe, "--seccomp", str(SECCOMP_FD), "true"],
+                   "bwrap could not load the grader's seccomp filter: install a bubblewrap that "
+                   "supports --seccomp (0.1.3 or later, `apt-get install -y bubblewrap`)")
+
+
+def _run_probe(cmd: list[str], hint: str) -> None:
     try:
-        done = subprocess.run(probe, capture_output=True, timeout=30, check=False)
+        done = subprocess.run(cmd, capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise GraderError(f"{INSTALL_HINT} ({exc})") from None
+        raise GraderError(f"{hint} ({exc})") from None
     if done.returncode != 0:
         detail = done.stderr.decode(errors="replace").strip().splitlines()
-        raise GraderError(f"{INSTALL_HINT} (bwrap said: {detail[-1] if detail else done.returncode})")
+        raise GraderError(f"{hint} (bwrap said: {detail[-1] if detail else done.returncode})")
 
 
 def python_roots() -> list[Path]:
@@ -118,29 +142,6 @@ def python_roots() -> list[Path]:
         roots = [r for r in roots if path not in r.parents] + [path]
     # Under /usr the system mount already has it.
     return [r for r in roots if not (r == Path("/usr") or Path("/usr") in r.parents)]
-
-
-def _package_dir(name: str) -> Path | None:
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(os.path.realpath(next(iter(spec.submodule_search_locations))))
-
-
-def hidden_packages(roots: Sequence[Path]) -> list[Path]:
-    """Grader packages inside the mounted Python (an installed wheel) that students must not read:
-    `grader` carries the rubrics in `grader/_data`, `reference` the reference solutions."""
-    hidden = []
-    for name in ("grader", "reference"):
-        d = _package_dir(name)
-        if d is not None and any(r in d.parents for r in roots):
-            hidden.append(d)
-    return hidden
 
 
 @contextlib.contextmanager
@@ -217,6 +218,28 @@ def gpu_args(gpus: Sequence[int]) -> list[str]:
     return args
 
 
+_SYSTEM_TOPS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+SECCOMP_FD = 3
+"""The descriptor bwrap reads the seccomp program from (opened by `_seccomp_prefix`)."""
+
+
+def _system_binds() -> list[str]:
+    """The system folders mounted whole: /usr, and the top-level ones that are not links."""
+    return ["/usr", *(f"/{t}" for t in _SYSTEM_TOPS if Path(f"/{t}").is_dir() and not Path(f"/{t}").is_symlink())]
+
+
+def _seccomp_prefix(run_dir: Path) -> list[str]:
+    """A shell that opens the compiled seccomp filter as SECCOMP_FD for bwrap (`--seccomp`)
+    and replaces itself with it: the kernel launcher gives a child no other descriptors.
+    Nothing when there is no filter (grader.seccomp: libseccomp is missing; warned once)."""
+    program = seccomp.program()
+    if program is None:
+        return []
+    path = run_dir / "seccomp.bpf"
+    path.write_bytes(program)
+    return ["/bin/sh", "-c", f'exec "$@" {SECCOMP_FD}<"$0"', str(path)]
+
+
 def passwd_text(uid: int) -> tuple[str, str]:
     """/etc/passwd and /etc/group for the sandbox: getpass/torch look the uid up."""
     passwd = f"root:x:0:0::/root:/bin/sh\nstudent:x:{uid}:{uid}::{HOME}:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"
@@ -256,7 +279,9 @@ def build_command(
     (run_dir / "group").write_text(group)
     (run_dir / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
 
-    cmd = [*rlimit_prefix(limits), bwrap]
+    cmd = [*rlimit_prefix(limits), *_seccomp_prefix(run_dir), bwrap]
+    if seccomp.program() is not None:
+        cmd += ["--seccomp", str(SECCOMP_FD)]
     cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session",
             "--hostname", "sandbox", "--clearenv"]
@@ -265,7 +290,7 @@ def build_command(
     for key, value in env.items():
         cmd += ["--setenv", key, value]
     cmd += ["--ro-bind", "/usr", "/usr"]
-    for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+    for top in _SYSTEM_TOPS:
         p = Path("/") / top
         if p.is_symlink():
             cmd += ["--symlink", os.readlink(p), str(p)]
@@ -291,8 +316,6 @@ def build_command(
     for root in roots:
         cmd += _traversable_parents(root, skip=("/", "/tmp"))
         cmd += ["--ro-bind", str(root), str(root)]
-    for hidden in hidden_packages(roots):
-        cmd += ["--tmpfs", str(hidden)]
     # The mount point's parent is made by bwrap as root, mode 0700: the sandbox uid could
     # not read the submission to copy it, and the kernel would start in an empty folder.
     cmd += _traversable_parents(Path(SUBMISSION_RO), skip=("/", "/tmp"))
@@ -306,6 +329,14 @@ def build_command(
         mode = "0777" if target.startswith(CWD + "/") else "0755"
         cmd += _traversable_parents(Path(target), skip=("/", "/tmp", WORK_DIR, CWD), mode=mode)
         cmd += ["--ro-bind", str(host), target]
+    # Last, over every read-only mount that shows it: nothing of the grader's installation
+    # (rubrics, templates, reference code, its checkout) is visible to student code.
+    (run_dir / "empty").write_bytes(b"")
+    os.chmod(run_dir / "empty", 0o644)
+    binds = [(str(r), str(r)) for r in roots] + [(d, d) for d in _system_binds()]
+    binds += [(str(host), inside if inside.startswith("/") else os.path.normpath(f"{CWD}/{inside}"))
+              for inside, host in mounts.items()]
+    cmd += hidden.hide_args(binds, empty_file=str(run_dir / "empty"))
     cmd += ["--chdir", CWD, "--"]
     if uid is not None:
         cmd += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",

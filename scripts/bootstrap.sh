@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v bwrap >/dev/null 2>&1 || need_pkgs+=(bubblewrap)
+# the sandbox's seccomp filter is built with libseccomp (through the pyseccomp package)
+dpkg -s libseccomp2 >/dev/null 2>&1 || need_pkgs+=(libseccomp2)
 command -v pdftotext >/dev/null 2>&1 || need_pkgs+=(poppler-utils)
 dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need_pkgs+=(fonts-noto-cjk)
 dpkg -s libpango-1.0-0 >/dev/null 2>&1 || need_pkgs+=(libpango-1.0-0 libpangoft2-1.0-0)

@@ -42,7 +42,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbformat import NotebookNode
 
-from grader import capture, diagnose, sandbox
+from grader import capture, diagnose, harvest, sandbox
 from grader.probe.startup import GUI_BACKENDS
 
 if TYPE_CHECKING:
@@ -149,39 +149,11 @@ class RunResult:
     the submission not placed, the process cap reached for a moment (grader.diagnose)."""
 
 
-# In `startup_code`, replaced by the sandbox path of a writable folder whose contents (regular
-# files only, size-capped) are copied to `out_dir/probe` after the run.
+# In `startup_code`, replaced by the sandbox path of a writable folder from which the files
+# grader.harvest.PROBE_FILES names are copied to `out_dir/probe` after the run.
 PROBE_DIR_TOKEN = "@@DLLAB_PROBE_DIR@@"
-HARVEST_MAX_BYTES = 64 * MiB
 TEARDOWN_TIMEOUT_S = 300.0
 """`teardown_code` gets this long, on its own clock: the notebook's wall time does not apply."""
-HARVEST_MAX_FILES = 2000
-
-
-def _harvest(src: Path, dest: Path) -> None:
-    """Copies what the probe left: regular files, two levels deep at most, within caps."""
-    import stat as st
-
-    total = files = 0
-    if not src.is_dir() or src.is_symlink():
-        return
-    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
-        depth = len(Path(dirpath).relative_to(src).parts)
-        if depth >= 2:
-            dirnames[:] = []
-        for name in sorted(filenames):
-            path = Path(dirpath, name)
-            info = path.lstat()
-            if not st.S_ISREG(info.st_mode) or files >= HARVEST_MAX_FILES:
-                continue
-            if total + info.st_size > HARVEST_MAX_BYTES:
-                continue
-            target = dest / path.relative_to(src)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "rb") as fin, open(target, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
-            total += info.st_size
-            files += 1
 
 
 class _LimitHit(Exception):
@@ -287,7 +259,9 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
             runner = Runner(nb, rel, run_dir=run_dir, submission_dir=submission_dir,
                             spec=spec, limits=limits, uid=uid, log=log, started=started)
             status, reason = run_bounded(runner, startup_code, teardown_code)
-        _harvest(run_dir / "k" / "probe", out_dir / "probe")
+        ignored = harvest.copy_out(run_dir / "k" / "probe", out_dir / "probe")
+        if ignored:
+            log.write(f"the probe folder held files the grader does not expect; not copied: {', '.join(ignored)}")
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     done = {r.index for r in runner.records}

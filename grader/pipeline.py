@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from grader import __version__
-from grader.fsutil import write_json_atomic
+from grader.fsutil import tree_digest, write_json_atomic
 from grader.model import Submission, record_to_json
 
 if TYPE_CHECKING:
@@ -156,10 +156,11 @@ def grader_digest() -> str:
 
 
 def inputs_digest(sub: Submission) -> str:
-    """What a run of any of the submission's files can read of it: every file's path and bytes
-    (a notebook imports its own `model.py`, reads its own CSV)."""
-    listing = "".join(f"{f.path}\0{f.sha256}\n" for f in sub.files)
-    return hashlib.sha256(listing.encode()).hexdigest()[:24]
+    """What a run of any of the submission's files can read of it: the whole tree the sandbox
+    copies into its working folder, every file's path and bytes, every folder and link (a
+    notebook imports its own `model.py`, reads its own CSV, lists its folder), read from the
+    disk rather than from intake's listing."""
+    return tree_digest(Path(sub.work_dir))[:24]
 
 
 def run_cache_key(path: Path, rel: str, settings: GradeSettings, rubric, *, inputs: str) -> str:

@@ -44,3 +44,48 @@ def test_an_extra_data_file_or_another_folder_is_another_run(tmp_path: Path) -> 
     assert base != _key(tmp_path / "b", {"part1/lab1-1.ipynb": nb, "part1/labels.csv": "0,1\n"})
     # the kernel starts in the notebook's folder: the same bytes elsewhere read other paths
     assert base != _key(tmp_path / "c", {"lab1-1.ipynb": nb}, rel="lab1-1.ipynb")
+
+
+def test_renaming_a_helper_or_adding_an_empty_folder_or_a_link_is_another_run(tmp_path: Path) -> None:
+    nb = '{"cells": []}'
+    base = _key(tmp_path / "a", {"part1/lab1-1.ipynb": nb, "part1/mynet.py": "K = 1\n"})
+    assert base != _key(tmp_path / "b", {"part1/lab1-1.ipynb": nb, "part1/my_net.py": "K = 1\n"})
+    empty = tmp_path / "c"
+    (empty / "part1" / "checkpoints").mkdir(parents=True)  # os.listdir shows it
+    assert base != _key(empty, {"part1/lab1-1.ipynb": nb, "part1/mynet.py": "K = 1\n"})
+    link = tmp_path / "d"
+    (link / "part1").mkdir(parents=True)
+    (link / "part1" / "latest.pt").symlink_to("mynet.py")
+    assert base != _key(link, {"part1/lab1-1.ipynb": nb, "part1/mynet.py": "K = 1\n"})
+
+
+def test_two_students_with_the_same_notebook_and_other_helpers_get_their_own_runs(
+        tmp_path: Path, monkeypatch) -> None:
+    """The byte-identical notebook beside another `model.py` is executed again, not served
+    the first student's cached evidence; a third student with the same files is served it."""
+    from grader import pipeline
+
+    executed: list[str] = []
+
+    def fake_execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settings, rubric) -> dict:
+        executed.append(submission_dir.name)
+        (run_dir / "executed.ipynb").write_text("{}")
+        # what the run printed depends on the helper module, as a real run's would
+        return {"path": rel, "status": "ok", "printed": (submission_dir / "part1" / "model.py").read_text()}
+
+    monkeypatch.setattr(pipeline, "_execute", fake_execute)
+    rubric_path = builtin_rubric("lab1")
+    settings = GradeSettings(rubric_path=rubric_path, out=tmp_path / "out")
+    rubric = load_rubric(rubric_path)
+    nb = '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+    results = {}
+    for student, helper in (("alice", "ACC = 0.91\n"), ("bob", "ACC = 0.42\n"), ("carol", "ACC = 0.91\n")):
+        sub = _sub(tmp_path / student, {"part1/lab1-1.ipynb": nb, "part1/model.py": helper})
+        run_dir = tmp_path / "runs" / student
+        run_dir.mkdir(parents=True)
+        results[student] = pipeline.run_one(tmp_path / student / "part1" / "lab1-1.ipynb", "part1/lab1-1.ipynb",
+                                            submission_dir=tmp_path / student, run_dir=run_dir, settings=settings,
+                                            rubric=rubric, inputs=inputs_digest(sub))
+    assert executed == ["alice", "bob"]
+    assert results["bob"]["printed"] == "ACC = 0.42\n" and "cache" not in results["bob"]
+    assert results["carol"]["printed"] == "ACC = 0.91\n" and results["carol"]["cache"]["hit"] is True

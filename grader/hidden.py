@@ -17,6 +17,7 @@ dist-info folder, the editable `.pth`, the `dllab` script, `grader/_data/`).
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -65,8 +66,10 @@ def _pth_folders(pth: Path) -> list[Path]:
             if ln.strip().startswith("/") and Path(ln.strip()).is_dir()]
 
 
+@functools.lru_cache(maxsize=1)
 def installation() -> Installation:
-    """Every path of this grader's installation that student code must not see."""
+    """Every path of this grader's installation that student code must not see (looked up
+    once per process: it does not move while the grader runs)."""
     folders: set[Path] = set()
     files: set[Path] = set()
     for name in PACKAGES:

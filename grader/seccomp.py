@@ -26,6 +26,7 @@ import errno
 import functools
 import tempfile
 from pathlib import Path
+from typing import Any
 
 DENIED: tuple[str, ...] = (
     # namespaces: entering one (setns); unshare and clone are refused by flag below
@@ -83,7 +84,8 @@ def _build() -> tuple[bytes | None, str | None]:
         return None, f"libseccomp could not build the filter ({exc})"
 
 
-def _compile(sc) -> bytes:  # noqa: ANN001 - the pyseccomp module
+def _compile(sc: Any) -> bytes:
+    """The filter as BPF bytes; `sc` is the pyseccomp module."""
     deny = sc.ERRNO(errno.EPERM)
     f = sc.SyscallFilter(sc.ALLOW)
     f.set_attr(sc.Attr.ACT_BADARCH, sc.ERRNO(errno.ENOSYS))
@@ -112,7 +114,7 @@ def _compile(sc) -> bytes:  # noqa: ANN001 - the pyseccomp module
         return out.read()
 
 
-def _known(sc, arch: int, name: str) -> bool:  # noqa: ANN001
+def _known(sc: Any, arch: int, name: str) -> bool:
     """Whether this architecture (and this libseccomp) has the system call at all."""
     try:
         return sc.resolve_syscall(arch, name) >= 0

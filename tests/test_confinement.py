@@ -20,7 +20,15 @@ import nbformat
 import pytest
 
 from grader import harvest, hidden, sandbox, seccomp
-from grader.execute import PROBE_DIR_TOKEN, GiB, MiB, SandboxLimits, SandboxSpec, run_notebook
+from grader.errors import GraderError
+from grader.execute import (
+    PROBE_DIR_TOKEN,
+    GiB,
+    MiB,
+    SandboxLimits,
+    SandboxSpec,
+    run_notebook,
+)
 
 # ---------------------------------------------------------------- seccomp (no kernel)
 
@@ -65,7 +73,7 @@ def test_the_filter_denies_namespaces_and_kernel_surface_and_keeps_fork_and_thre
         pytest.skip(f"no seccomp filter here: {seccomp.unavailable_reason()}")
     try:
         sandbox.check_bwrap()
-    except Exception as exc:  # pragma: no cover - depends on the host
+    except GraderError as exc:  # pragma: no cover - depends on the host
         pytest.skip(f"bubblewrap unusable here: {exc}")
     cmd = [*sandbox._seccomp_prefix(tmp_path), sandbox.bwrap_path(), "--ro-bind", "/", "/", "--proc", "/proc",
            "--dev", "/dev", "--unshare-pid", "--seccomp", str(sandbox.SECCOMP_FD), sys.executable, "-c", _SYSCALLS]
@@ -113,7 +121,7 @@ def test_without_libseccomp_the_grader_warns_once_and_runs_with_bwrap_alone(
             for _ in range(2):
                 try:
                     sandbox.check_bwrap(log=said.append)
-                except Exception as exc:  # pragma: no cover - depends on the host
+                except GraderError as exc:  # pragma: no cover - depends on the host
                     pytest.skip(f"bubblewrap unusable here: {exc}")
             assert len(said) == 1 and said[0].startswith("WARNING: no seccomp filter")
     finally:
@@ -341,10 +349,10 @@ def test_a_notebook_reads_its_own_files_cannot_escape_and_finds_nothing_of_the_g
     """
     try:
         sandbox.check_bwrap()
-    except Exception as exc:  # pragma: no cover - depends on the host
+    except GraderError as exc:  # pragma: no cover - depends on the host
         pytest.skip(f"bubblewrap unusable here: {exc}")
-    from grader.rubric import builtin_rubric
     from grader.probe.recorder import bootstrap_source
+    from grader.rubric import builtin_rubric
 
     sub = tmp_path / "sub"
     (sub / "part1").mkdir(parents=True)
@@ -354,8 +362,8 @@ def test_a_notebook_reads_its_own_files_cannot_escape_and_finds_nothing_of_the_g
     rubric = builtin_rubric("lab1")
     shutil.copyfile(rubric, sub / rubric.name)  # a copy the walk must find (it finds by name and content)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in (
-        "import helper, csv\nprint('helper', helper.VALUE)\n"
-        "print('csv', list(csv.DictReader(open('scores.csv'))))",
+        ("import helper, csv\nprint('helper', helper.VALUE)\n"
+         "print('csv', list(csv.DictReader(open('scores.csv'))))"),
         _ESCAPES, _DROP, _WALK)])
     nbformat.write(nb, sub / "part1" / "lab1-1.ipynb")
     startup = (f"import os as _o; _o.makedirs('{PROBE_DIR_TOKEN}/fig', exist_ok=True); del _o\n"

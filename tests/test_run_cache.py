@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grader.model import SubmittedFile, Submission
+from grader.model import Submission, SubmittedFile
 from grader.pipeline import GradeSettings, inputs_digest, run_cache_key
 from grader.rubric import builtin_rubric, load_rubric
 

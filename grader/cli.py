@@ -50,7 +50,8 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
                  overwrite=args.overwrite)
     for name, folder in made.items():
         print(f"{name:9s} {folder}")
-    _info(f"stand-in datasets ({args.size}, seed {args.seed}) written under {args.out}")
+    _info(f"stand-in datasets ({args.size}, seed {args.seed}) written under {args.out}; grader-only hidden "
+          f"test splits under {args.out / 'dllab-hidden'} (never mount or hand out that folder)")
     return 0
 
 
@@ -129,7 +130,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         _info(NONE_WARNING)
     settings = config.prepare(lab=args.lab, rubric=args.rubric, out=args.out,
                               data_args=parse_data_args(args.data, names=DATASETS), reference=args.reference,
-                              mode=args.mode, sandbox=args.sandbox, pdf=not args.no_pdf, gpus=_gpus(args.gpus),
+                              hidden_args=parse_data_args(args.hidden, names=DATASETS), mode=args.mode, sandbox=args.sandbox, pdf=not args.no_pdf, gpus=_gpus(args.gpus),
                               submitted_at=args.submitted_at, log=_info)
     grades = grade_batch(args.paths, settings, workers=args.workers, scheduler=args.scheduler, log=_info)
     finish(settings.out, grades, pdf=settings.pdf)
@@ -226,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rubric", type=Path, help="a rubric YAML instead of the built-in one")
     g.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
                    help="a dataset folder (cifar10=DIR, food11=DIR) or a root holding them; repeatable")
+    g.add_argument("--hidden", action="append", default=[], metavar="NAME=DIR",
+                   help="a grader-only hidden test split the TA keeps back (default: DIR's dllab-hidden/ "
+                        "sibling written by `data synth`); never mounted for students; repeatable")
     g.add_argument("--out", type=Path, default=Path("graded"), help="output folder (default ./graded)")
     g.add_argument("--reference", type=Path, help="expected metrics from `dllab reference run`")
     g.add_argument("--workers", type=int, help="submissions graded at once (default: half the cores, or one per GPU)")

@@ -29,6 +29,9 @@ MAX_POINTS = 400
 FLAG_TEXT = {
     "late": "submitted after the deadline",
     "mismatch": "printed metrics differ from the grader's own evaluation",
+    "hidden-gap": ("the model scored far higher on the test split than on hidden test images of the same kind "
+                   "(a two-proportion test): it may have learned the test split; accuracy was graded on the "
+                   "hidden images and a TA checks"),
     "manual-pending": "some items wait for a TA",
     "sandbox-limit": "a notebook hit a time or memory limit",
     "notebook-error": "a notebook stopped with an error",

@@ -289,11 +289,18 @@ def test_verified_accuracy_matches_the_honest_total_and_exposes_typed_per_class(
 
     out, spec, limits, text = _run(tmp_path, cifar, cells.CIFAR_DATA, cells.LENET, cells.cifar_train(1),
                                    cells.CIFAR_TEST, cells.FAKE_PER_CLASS)
-    verified = verify_run(run_dir=out, probe_dir=out / "probe", spec=spec, limits=limits, dataset_hint="cifar10")
+    hidden = {"cifar10": str(cifar.parent / "dllab-hidden" / "cifar-10-batches-py")}
+    verified = verify_run(run_dir=out, probe_dir=out / "probe", spec=spec, limits=limits, dataset_hint="cifar10",
+                          hidden=hidden)
     assert "reason" not in verified, verified
     printed = float(re.search(r"test images: ([\d.]+) %", text).group(1)) / 100
     assert abs(verified["test_accuracy"] - printed) <= 0.005
     assert len(verified["per_class_accuracy"]) == 10 and verified["test_images"] == 500
+    # An honest model scores the same on the hidden split of the same distribution: no flag.
+    assert verified["hidden_n"] == 500 and verified["hidden_gap_flagged"] is False, verified
+    assert abs(verified["hidden_accuracy"] - verified["test_accuracy"]) < 0.1
+    stats = verified["parameters"]["conv1.weight"]
+    assert stats["numel"] == 6 * 3 * 5 * 5 and len(stats["quantiles"]) == 257
     assert (verified["dataset"], verified["split"], verified["method"]) == ("cifar10", "test", "torchscript")
     assert verified["sample_agreement"] == 1.0
     # The teardown left no trace in the probe's record of the notebook.

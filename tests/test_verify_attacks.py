@@ -266,6 +266,11 @@ def test_a_flagged_gap_is_graded_on_the_hidden_split_and_sent_to_a_ta() -> None:
     ctx = CheckContext(student_id="s", part_id="lab1-1", dataset="cifar10", evidence=[ev])
     acc = accuracy_vs_reference(ctx, {"floor": 0.4})
     assert acc.status in ("fail", "manual") and acc.fraction == 0.0 and "hidden-gap" in acc.flags
+    # on the hidden split it would pass: full points wait for a TA
+    high = dict(ev, verified=dict(verified, hidden_accuracy=0.8))
+    held = accuracy_vs_reference(CheckContext(student_id="s", part_id="lab1-1", dataset="cifar10",
+                                              evidence=[high]), {"floor": 0.4})
+    assert (held.status, held.fraction, held.flags) == ("manual", 0.0, ("hidden-gap",)) and "80.0 %" in held.message
     assert "10.0 %" in acc.message and "hidden" in acc.message
     check = metrics_verified(ctx, {})
     assert (check.status, check.flags) == ("manual", ("hidden-gap",))
@@ -327,10 +332,11 @@ class Nearest(nn.Module):
         super().__init__()
         self.register_buffer("keys", keys)
         self.register_buffer("values", values)
+        self.scale = nn.Parameter(torch.ones(1))  # a model has parameters
 
     def forward(self, x):
         idx = torch.cdist(x.flatten(1), self.keys).argmin(1)
-        return nn.functional.one_hot(self.values[idx], 10).float()
+        return nn.functional.one_hot(self.values[idx], 10).float() * self.scale
 
 net = Nearest(images, labels)
 correct = total = 0
@@ -343,11 +349,8 @@ print('Accuracy of the network on the %d test images: %.2f %%' % (total, 100 * c
 
 
 @pytest.fixture(scope="module")
-def cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    try:
-        sandbox.check_bwrap()
-    except Exception as exc:  # pragma: no cover - depends on the host
-        pytest.skip(f"bubblewrap unusable here: {exc}")
+def cifar_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny stand-in CIFAR-10 with its hidden split, readable by the sandbox's uid."""
     from grader.datasets import synth
 
     data = tmp_path_factory.mktemp("attack-data")
@@ -357,6 +360,37 @@ def cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for f in d.iterdir():
             f.chmod(f.stat().st_mode | 0o444)
     return data / "cifar-10-batches-py"
+
+
+@pytest.fixture(scope="module")
+def cifar(cifar_data: Path) -> Path:
+    try:
+        sandbox.check_bwrap()
+    except Exception as exc:  # pragma: no cover - depends on the host
+        pytest.skip(f"bubblewrap unusable here: {exc}")
+    return cifar_data
+
+
+def test_a_model_keyed_on_an_image_hash_is_flagged(tmp_path: Path, cifar_data: Path) -> None:
+    # C, another kind: the evaluator's own prediction code on the host (the sandbox run is the
+    # kernel test's), scored by the host against the visible and the hidden split
+    visible, held = read_split("cifar10", cifar_data), read_split("cifar10", default_folder(cifar_data))
+    norm = [{"op": "ToTensor", "family": "v1"},
+            {"op": "Normalize", "family": "v1", "mean": [0.5] * 3, "std": [0.5] * 3}]
+    sums = torch.stack([(torch.from_numpy(visible.pixels[i]).permute(2, 0, 1).float() / 255 - 0.5).div(0.5).sum()
+                        for i in range(len(visible))])
+    torch.jit.save(torch.jit.script(HashMemorizer(sums, torch.tensor(visible.labels))), str(tmp_path / "model.pt"))
+    inputs = write_inputs(tmp_path, [visible, held])
+    job = {"format": "torchscript", "steps": norm, "flatten_input": False, "storage": inputs.storage,
+           "mode": inputs.mode, "count": len(inputs.order)}
+    preds = check_result(_eval_predict(job, str(tmp_path)), len(inputs.order))
+    back: list[list[int]] = [[0] * len(visible), [0] * len(held)]
+    for pos, (s, i) in enumerate(inputs.order):
+        back[s][i] = preds[pos]
+    block = hidden_block(visible, back[0], held, back[1], list(range(10)), reason=None)
+    seen = sum(p == y for p, y in zip(back[0], visible.labels)) / len(visible)
+    assert seen > 0.9 and block["hidden_gap_flagged"] is True, (seen, block)
+    print("hash memorizer: visible", seen, "hidden", block["hidden_accuracy"])
 
 
 def _forged(run: Path, name: str, model: Path) -> Path:
@@ -393,19 +427,16 @@ def test_memorized_or_forged_models_never_set_the_measured_accuracy(tmp_path: Pa
 
     # C: the nearest-stored-image memorizer, captured by the real teardown
     memorized = verify(out / "probe")
+    assert "reason" not in memorized, memorized
     assert memorized["test_accuracy"] == 1.0 and memorized["sample_agreement"] == 1.0, memorized
-    assert memorized["hidden_accuracy"] < 0.3 and memorized["hidden_gap_flagged"] is True
+    # On these stand-ins the nearest stored image is often of the right class (a 1-NN classifier), so
+    # the hidden accuracy is above chance, yet far below the visible 100 %: flagged.
+    assert memorized["hidden_accuracy"] <= 0.9 and memorized["hidden_gap_flagged"] is True, memorized
     ev = {"path": "lab.ipynb", "status": "ok", "verified": memorized, "metrics": {"test_accuracy": 1.0}}
     ctx = CheckContext(student_id="s", part_id="lab1-1", dataset="cifar10", evidence=[ev])
-    assert accuracy_vs_reference(ctx, {"floor": 0.4}).fraction < 1.0
+    graded = accuracy_vs_reference(ctx, {"floor": 0.4})
+    assert graded.status != "pass" and graded.fraction < 1.0 and "hidden-gap" in graded.flags
     print("memorizer: visible", memorized["test_accuracy"], "hidden", memorized["hidden_accuracy"])
-
-    # C, another kind: keyed on a hash of each visible image
-    sums = torch.stack([(torch.from_numpy(visible.pixels[i]).permute(2, 0, 1).float() / 255 - 0.5).div(0.5).sum()
-                        for i in range(len(visible))])
-    torch.jit.save(torch.jit.script(HashMemorizer(sums, torch.tensor(visible.labels))), str(tmp_path / "hash.pt"))
-    hashed = verify(_forged(out, "hash", tmp_path / "hash.pt"))
-    assert hashed["test_accuracy"] > 0.9 and hashed["hidden_gap_flagged"] is True, hashed
 
     # B: the pickled export never runs, on the host or in the evaluator
     marker = tmp_path / "ran"

@@ -214,10 +214,14 @@ def accuracy_vs_reference(ctx: CheckContext, params: Mapping) -> Outcome:
     outcome = _accuracy_outcome(ctx, params, dataset)
     acc, source, ev = _accuracy(ctx)
     if source == "hidden" and ev is not None:
-        # Scored on the hidden split, and the TA is told why (flag `hidden-gap`).
-        return replace(outcome, message=f"{_gap_text(ev['verified'])}, so the hidden accuracy is the one "
-                                        f"graded: {outcome.message}",
-                       flags=(*outcome.flags, "hidden-gap"), own_words=True)
+        # Graded on the hidden split (what the model does on images it never saw), flagged for
+        # the TA; full points for a model that may have learned the test split wait for a TA.
+        text = f"{_gap_text(ev['verified'])}, so the hidden accuracy is the one graded: {outcome.message}"
+        if outcome.status == "pass":
+            return Outcome("manual", 0.0, text.rstrip(".") + "; full points wait for a TA, who checks that the "
+                                                             "test split was not used for training.",
+                           outcome.evidence, flags=(*outcome.flags, "hidden-gap"), own_words=True)
+        return replace(outcome, message=text, flags=(*outcome.flags, "hidden-gap"), own_words=True)
     return outcome
 
 

@@ -36,10 +36,12 @@ def _eval_build_transform(steps: list) -> Any:
     from torchvision import transforms as v1
     from torchvision.transforms import InterpolationMode
 
-    try:
-        from torchvision.transforms import v2
-    except ImportError:  # an old torchvision
-        v2 = None
+    v2 = None
+    if any(s["family"] == "v2" for s in steps):  # its import is slow: only when needed
+        try:
+            from torchvision.transforms import v2
+        except ImportError:  # an old torchvision
+            pass
     ops = []
     for s in steps:
         fam = v2 if s["family"] == "v2" and v2 is not None else v1

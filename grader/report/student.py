@@ -287,7 +287,10 @@ def _integrity(metrics: Mapping, verified: Mapping) -> dict[str, Any] | None:
     return {"reason": "", "printed": printed, "measured": measured, "diff": diff,
             "differs": diff is not None and abs(diff) > 0.01, "worst_class": worst,
             "images": num(verified.get("test_images")), "transform": clean(verified.get("transform"), 300),
-            "agreement": num(verified.get("sample_agreement"))}
+            "agreement": num(verified.get("sample_agreement")),
+            # the grader-only hidden split (grader.verify): its accuracy, and whether the gap was flagged
+            "hidden": num(verified.get("hidden_accuracy")), "hidden_images": num(verified.get("hidden_n")),
+            "hidden_gap": verified.get("hidden_gap_flagged") is True}
 
 
 def _normalization(calls: object, stats: Mapping) -> list[dict[str, Any]]:

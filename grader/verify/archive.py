@@ -103,6 +103,8 @@ def _check_export(zf: zipfile.ZipFile, inner: dict[str, zipfile.ZipInfo], top: s
         raise NotVerified("the exported program has no models/model.json")
     _check_graph(_json(zf, inner, top + "models/model.json"))
     if "data/sample_inputs/model.pt" in inner:
+        if inner["data/sample_inputs/model.pt"].file_size > MAX_JSON_BYTES:
+            raise NotVerified("the exported program's sample inputs are too large")
         _check_tensor_pickle(zf.read(top + "data/sample_inputs/model.pt"))
 
 
@@ -152,6 +154,8 @@ def _check_tensor_pickle(blob: bytes) -> None:
             pkl = [n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
             if len(pkl) != 1:
                 raise NotVerified("the exported program's sample inputs are not a tensor archive")
+            if zf.getinfo(pkl[0]).file_size > MAX_JSON_BYTES:
+                raise NotVerified("the exported program's sample inputs are too large")
             data = zf.read(pkl[0])
     except zipfile.BadZipFile:
         raise NotVerified("the exported program's sample inputs are not a tensor archive") from None

@@ -1,4 +1,4 @@
-"""Independent verification (grader/verify.py + grader/probe/rec_export.py).
+"""Independent verification (grader/verify/ + grader/probe/rec_export.py).
 
 Logic without kernels: the spec.json validator, the transform as data and its rebuild, the
 reasons given when verification cannot be done, and capture refusing a model it cannot

@@ -225,6 +225,11 @@ def test_parameter_statistics_follow_the_contract(tmp_path: Path) -> None:
     from grader.verify.evaluator import _eval_parameters
 
     assert _eval_parameters(model)["fc.bias"] == {"numel": 10, "finite": False}
+    huge = torch.nn.Linear(2, 2).double()
+    with torch.no_grad():
+        huge.weight.fill_(1e300)
+        huge.weight[0, 0] = -1e300
+    assert _eval_parameters(huge)["weight"] == {"numel": 4, "finite": False}  # its std overflows
     bad = dict(params, **{"conv1.weight": dict(st, quantiles=st["quantiles"][::-1])})
     assert not valid_parameters(bad)
     assert not valid_parameters({"w": dict(st, std=float("nan"))})

@@ -103,9 +103,10 @@ def _eval_parameters(model: Any) -> dict:
             lo = int(math.floor(pos))
             hi = min(lo + 1, n - 1)
             qs.append(float(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)))
-        out[name] = {"numel": n, "min": float(ordered[0]), "max": float(ordered[-1]),
-                     "mean": float(t.mean()), "std": float(t.std(correction=0)) if n > 1 else 0.0,
-                     "quantiles": qs}
+        st = {"numel": n, "min": float(ordered[0]), "max": float(ordered[-1]),
+              "mean": float(t.mean()), "std": float(t.std(correction=0)) if n > 1 else 0.0, "quantiles": qs}
+        finite = all(math.isfinite(v) for v in [st["min"], st["max"], st["mean"], st["std"], *qs])
+        out[name] = st if finite else {"numel": n, "finite": False}  # 1e300 squared overflows
     return out
 
 

@@ -151,13 +151,10 @@ def write_inputs(folder: Path, splits: list[Split]) -> Inputs:
         os.chmod(images, 0o755)
         for pos, (s, i) in enumerate(order):
             src, dst = splits[s].files[i], images / f"{pos:06d}.jpg"
-            try:
-                if not os.stat(src).st_mode & 0o004:
-                    raise PermissionError("not readable by the sandbox user")
-                os.link(src, dst)  # the same bytes the notebook's loader read, without copying
-            except OSError:
-                shutil.copyfile(src, dst)
-                os.chmod(dst, 0o644)
+            # A copy, never a link: the evaluator's folder is writable from inside, and a model
+            # can write through a file it maps (`torch.from_file(..., shared=True)`).
+            shutil.copyfile(src, dst)
+            os.chmod(dst, 0o644)
         return Inputs(tuple(order), "files", "RGB")
     stacked = np.stack([splits[s].pixels[i] for s, i in order])  # type: ignore[index]
     np.save(folder / "images.npy", stacked, allow_pickle=False)

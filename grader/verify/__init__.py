@@ -17,7 +17,8 @@ process, so they are untrusted input. `verify_run` then, on the host:
      statically before anything loads them, and loaded only in the sandbox as well;
    - nothing else: a `torch.save` pickle, or an export with pickled payloads, is refused with
      the reason, and the verification goes to the TA (never a false fail).
-   Any tensor file the host itself reads is read with `weights_only=True` or not at all; the
+   (`--sandbox none`, a student checking their own work on their own machine, has no sandbox
+   at all, and says so.) Any tensor file the host itself reads is read with `weights_only=True` or not at all; the
    host reads none today;
 3. maps the test split onto the lab's read-only dataset mounts (`plan`): data the student's
    code could have changed (anything under /tmp/work) is never used;

@@ -448,13 +448,16 @@ def test_memorized_or_forged_models_never_set_the_measured_accuracy(tmp_path: Pa
     refused = verify(_forged(out, "pickled", _pickled_export(tmp_path, marker)))
     assert set(refused) == {"reason", "cell"} and "use_pickle" in refused["reason"] and not marker.exists()
 
-    # B, another kind: a model printing result lines is scored on what it predicts (class 3)
+    # B, other kinds, evaluated side by side (two sandboxes, as a batch runs them)
     torch.jit.save(torch.jit.script(Forger()), str(tmp_path / "forger.pt"))
-    forged = verify(_forged(out, "forger", tmp_path / "forger.pt"))
+    torch.jit.save(torch.jit.script(LabelReader()), str(tmp_path / "reader.pt"))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        forged, reader = pool.map(verify, [_forged(out, "forger", tmp_path / "forger.pt"),
+                                           _forged(out, "reader", tmp_path / "reader.pt")])
+    # a model printing result lines is scored on what it predicts (class 3)
     assert forged["test_accuracy"] == round(visible.labels.count(3) / len(visible), 4), forged
     assert forged["hidden_accuracy"] < 0.2
-
-    # B, another kind: the labels are nowhere the evaluated model can read them
-    torch.jit.save(torch.jit.script(LabelReader()), str(tmp_path / "reader.pt"))
-    reader = verify(_forged(out, "reader", tmp_path / "reader.pt"))
+    # the labels are nowhere the evaluated model can read them: no dataset is mounted there
     assert "test_accuracy" not in reader and "evaluator failed" in reader["reason"], reader

@@ -18,13 +18,27 @@ not lie inside anything the sandbox mounts (checked by `check_hidden`).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from grader.datasets import (_FOLDER, _STYLE, CIFAR10_CLASSES, DATASETS, _balanced, _Files, _food11_counts, _idx,
-                             _py2_pickle, _refuse_existing, _render, _render_digit, _staged, _write_manifest)
+from grader.datasets import (
+    _FOLDER,
+    _STYLE,
+    CIFAR10_CLASSES,
+    DATASETS,
+    _balanced,
+    _Files,
+    _food11_counts,
+    _idx,
+    _py2_pickle,
+    _refuse_existing,
+    _render,
+    _render_digit,
+    _staged,
+    _write_manifest,
+)
 from grader.errors import DatasetError
 
 HIDDEN_DIR = "dllab-hidden"

@@ -31,8 +31,16 @@ from grader.checks.metrics import accuracy_vs_reference, metrics_verified
 from grader.execute import PROBE_DIR_TOKEN, SandboxLimits, SandboxSpec, run_notebook
 from grader.hidden_split import check_hidden, default_folder, resolve_hidden
 from grader.probe.recorder import bootstrap_source
-from grader.verify import (NotVerified, check_result, gap_test, hidden_block, read_spec, teardown_source,
-                           valid_parameters, verify_run)
+from grader.verify import (
+    NotVerified,
+    check_result,
+    gap_test,
+    hidden_block,
+    read_spec,
+    teardown_source,
+    valid_parameters,
+    verify_run,
+)
 from grader.verify.archive import model_format
 from grader.verify.data import Split, read_split, write_inputs
 from grader.verify.evaluator import _eval_predict
@@ -371,7 +379,7 @@ def cifar_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cifar(cifar_data: Path) -> Path:
     try:
         sandbox.check_bwrap()
-    except Exception as exc:  # pragma: no cover - depends on the host
+    except Exception as exc:  # noqa: BLE001 # pragma: no cover - depends on the host
         pytest.skip(f"bubblewrap unusable here: {exc}")
     return cifar_data
 

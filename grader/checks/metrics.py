@@ -212,7 +212,7 @@ def accuracy_vs_reference(ctx: CheckContext, params: Mapping) -> Outcome:
     if (gate := _untrained(ctx, dataset, measured_counts=True)) is not None:
         return gate
     outcome = _accuracy_outcome(ctx, params, dataset)
-    acc, source, ev = _accuracy(ctx)
+    _, source, ev = _accuracy(ctx)
     if source == "hidden" and ev is not None:
         # Graded on the hidden split (what the model does on images it never saw), flagged for
         # the TA; full points for a model that may have learned the test split wait for a TA.

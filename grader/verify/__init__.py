@@ -42,8 +42,17 @@ caused. Nothing the evaluated code prints or returns can set an accuracy: it nev
 """
 
 from grader.verify.evaluator import _eval_build_transform, evaluator_source
-from grader.verify.host import (HIDDEN_MIN_GAP, HIDDEN_Z, _block, check_result, gap_test, hidden_block,
-                                teardown_source, valid_parameters, verify_run)
+from grader.verify.host import (
+                                HIDDEN_MIN_GAP,
+                                HIDDEN_Z,
+                                _block,
+                                check_result,
+                                gap_test,
+                                hidden_block,
+                                teardown_source,
+                                valid_parameters,
+                                verify_run,
+)
 from grader.verify.plan import plan
 from grader.verify.spec import NotVerified, read_spec, transform_text, validate_spec
 from grader.verify.spec import NotVerified as _NotVerified

@@ -27,8 +27,9 @@ import json
 import pickletools
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from grader.verify.spec import NotVerified
 

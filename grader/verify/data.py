@@ -17,6 +17,7 @@ import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class _BatchUnpickler(pickle.Unpickler):
     """A CIFAR-10 python batch holds dicts, lists, strings and one uint8 array: nothing else
     is built, even from the lab's own (trusted) dataset folder."""
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                 ("numpy", "ndarray"), ("numpy", "dtype")}
 
     def find_class(self, module: str, name: str) -> object:

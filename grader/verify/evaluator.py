@@ -78,7 +78,7 @@ def _eval_image(job: dict, folder: str, pixels: Any, i: int) -> Any:
 
     if job["storage"] == "npy":
         return Image.fromarray(pixels[i])  # (28, 28) uint8 is mode L, as MNIST gives it
-    with open(os.path.join(folder, "images", "%06d.jpg" % i), "rb") as fh:
+    with open(os.path.join(folder, "images", f"{i:06d}.jpg"), "rb") as fh:
         img = Image.open(fh)
         return img.convert("RGB")
 
@@ -100,7 +100,7 @@ def _eval_parameters(model: Any) -> dict:
         qs = []
         for k in range(257):
             pos = k * (n - 1) / 256
-            lo = int(math.floor(pos))
+            lo = math.floor(pos)
             hi = min(lo + 1, n - 1)
             qs.append(float(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)))
         st = {"numel": n, "min": float(ordered[0]), "max": float(ordered[-1]),
@@ -146,7 +146,7 @@ def _eval_predict(job: dict, folder: str) -> dict:
             if chunk is None:
                 try:
                     pred = scores(xb).argmax(dim=1)
-                except Exception:
+                except Exception:  # noqa: BLE001 - a model captured for one batch size
                     chunk = 2
             if chunk is not None:
                 parts = []

@@ -9,6 +9,7 @@ it, validates its predictions and parameter statistics, and computes the accurac
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -18,8 +19,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from grader import sandbox
 from grader.execute import PROBE_DIR_TOKEN, SandboxLimits, SandboxSpec
@@ -28,7 +30,14 @@ from grader.verify.archive import model_format
 from grader.verify.data import Split, read_split, write_inputs
 from grader.verify.evaluator import MAX_PARAMETERS, QUANTILES, evaluator_source
 from grader.verify.plan import plan
-from grader.verify.spec import CAPTURES, NotVerified, is_int, read_spec, regular, transform_text
+from grader.verify.spec import (
+    CAPTURES,
+    NotVerified,
+    is_int,
+    read_spec,
+    regular,
+    transform_text,
+)
 
 VERIFY_TIMEOUT_S = 600.0
 """The evaluator's wall time (sandbox start, loading, both splits)."""
@@ -264,7 +273,7 @@ def valid_parameters(params: Any) -> bool:
         if not (set(st) == {"numel", "min", "max", "mean", "std", "quantiles"} and st["numel"] > 0
                 and all(_finite(st[k]) for k in ("min", "max", "mean", "std"))
                 and isinstance(qs, list) and len(qs) == QUANTILES and all(_finite(q) for q in qs)
-                and all(a <= b for a, b in zip(qs, qs[1:])) and qs[0] == st["min"] and qs[-1] == st["max"]
+                and all(a <= b for a, b in itertools.pairwise(qs)) and qs[0] == st["min"] and qs[-1] == st["max"]
                 and st["min"] <= st["mean"] <= st["max"] and st["std"] >= 0):
             return False
     return True

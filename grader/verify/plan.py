@@ -9,8 +9,9 @@ evaluator's sandbox.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any
 
 from grader import sandbox
 from grader.dataset_id import class_index

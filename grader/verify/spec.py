@@ -133,7 +133,7 @@ def _nums(v: Any, *, positive: bool = False) -> bool:
 
 
 def _size(v: Any) -> bool:
-    ok = lambda x: is_int(x) and 1 <= x <= 8192  # noqa: E731
+    ok = lambda x: is_int(x) and 1 <= x <= 8192
     return ok(v) or (isinstance(v, list) and 1 <= len(v) <= 2 and all(ok(x) for x in v))
 
 

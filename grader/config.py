@@ -159,7 +159,7 @@ def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mappi
                               f"folder, or a root holding it; stand-ins: dllab data synth --out DIR)")
     from grader.hidden_split import resolve_hidden
 
-    hidden = resolve_hidden(data, {k: v for k, v in (hidden_args or {}).items() if k in r.datasets})
+    hidden = resolve_hidden(data, {k: v for k, v in (hidden_args or {}).items() if k in data})
     for name in r.datasets:
         if name in data and name in ("cifar10", "food11", "mnist"):
             log(f"{name}: hidden test split {hidden[name]}" if name in hidden else

@@ -71,6 +71,12 @@ def is_hidden_split(name: str, folder: Path) -> bool:
     return False
 
 
+def in_root(root: Path) -> dict[str, Path]:
+    """The hidden splits in `root` (laid out like `DIR/dllab-hidden/`): name -> folder."""
+    return {name: Path(root) / _FOLDER[name] for name in VERIFIED
+            if is_hidden_split(name, Path(root) / _FOLDER[name])}
+
+
 def _write(name: str, files: _Files, rng: np.random.Generator, size: str) -> dict[str, int]:
     from grader.datasets import _COUNTS
 

@@ -469,3 +469,25 @@ def test_memorized_or_forged_models_never_set_the_measured_accuracy(tmp_path: Pa
     assert forged["hidden_accuracy"] < 0.2
     # the labels are nowhere the evaluated model can read them: no dataset is mounted there
     assert "test_accuracy" not in reader and "evaluator failed" in reader["reason"], reader
+
+
+def test_grade_finds_the_hidden_split_and_refuses_one_students_would_see(tmp_path: Path, cifar_data: Path) -> None:
+    from grader.cli import main
+    from grader.samples import lab1_samples, write_archive
+
+    sample = next(s for s in lab1_samples(epochs=1) if s.student_id == "0556002")
+    zips = tmp_path / "subs"
+    write_archive(sample, zips)
+    # `--data NAME=DIR` as before: the dllab-hidden sibling is found and kept in settings.json
+    base = ["grade", str(zips), "--lab", "lab1", "--mode", "saved", "--no-pdf", "--data", f"cifar10={cifar_data}"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    settings = json.loads((tmp_path / "a" / "settings.json").read_text())
+    assert settings["hidden"] == {"cifar10": str(default_folder(cifar_data).resolve())}
+    # a hidden split inside a mounted dataset folder is a configuration error, before any grading
+    inside = cifar_data / "held-back"
+    shutil.copytree(default_folder(cifar_data), inside)
+    try:
+        assert main([*base, "--hidden", f"cifar10={inside}", "--out", str(tmp_path / "b")]) == 2
+    finally:
+        shutil.rmtree(inside)
+    assert not (tmp_path / "b" / "grades.csv").exists()

@@ -25,7 +25,7 @@ def _info(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def parse_data_args(values: Sequence[str], *, names: Sequence[str]) -> dict[str, Path]:
+def parse_data_args(values: Sequence[str], *, names: Sequence[str], flag: str = "--data") -> dict[str, Path]:
     """`--data NAME=DIR` pairs; a bare `DIR` is a root holding every dataset (as `data synth` makes)."""
     out: dict[str, Path] = {}
     for value in values:
@@ -36,7 +36,7 @@ def parse_data_args(values: Sequence[str], *, names: Sequence[str]) -> dict[str,
             continue
         name = name.strip().lower()
         if name not in names:
-            raise GraderError(f"--data {value}: unknown dataset {name!r}, expected one of {', '.join(names)}")
+            raise GraderError(f"{flag} {value}: unknown dataset {name!r}, expected one of {', '.join(names)}")
         out[name] = Path(folder)
     return out
 
@@ -50,7 +50,8 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
                  overwrite=args.overwrite)
     for name, folder in made.items():
         print(f"{name:9s} {folder}")
-    _info(f"stand-in datasets ({args.size}, seed {args.seed}) written under {args.out}")
+    _info(f"stand-in datasets ({args.size}, seed {args.seed}) written under {args.out}; grader-only hidden "
+          f"test splits under {args.out / 'dllab-hidden'} (never mount or hand out that folder)")
     return 0
 
 
@@ -115,6 +116,17 @@ def _gpus(value: str | None) -> tuple[int, ...]:
         raise GraderError(f"--gpus {value}: expected GPU indices like 0,1") from None
 
 
+def _hidden_args(values: Sequence[str]) -> dict[str, Path]:
+    """`--hidden NAME=DIR` pairs; a bare `DIR` is a root holding hidden splits, each used if there."""
+    from grader.hidden_split import VERIFIED, in_root
+
+    out = parse_data_args([v for v in values if "=" in v], names=VERIFIED, flag="--hidden")
+    for root in (v for v in values if "=" not in v):
+        for name, folder in in_root(Path(root)).items():
+            out.setdefault(name, folder)
+    return out
+
+
 def cmd_grade(args: argparse.Namespace) -> int:
     from grader import config
     from grader.batch import grade_batch
@@ -129,7 +141,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         _info(NONE_WARNING)
     settings = config.prepare(lab=args.lab, rubric=args.rubric, out=args.out,
                               data_args=parse_data_args(args.data, names=DATASETS), reference=args.reference,
-                              mode=args.mode, sandbox=args.sandbox, pdf=not args.no_pdf, gpus=_gpus(args.gpus),
+                              hidden_args=_hidden_args(args.hidden), mode=args.mode, sandbox=args.sandbox, pdf=not args.no_pdf, gpus=_gpus(args.gpus),
                               submitted_at=args.submitted_at, log=_info)
     grades = grade_batch(args.paths, settings, workers=args.workers, scheduler=args.scheduler, log=_info)
     finish(settings.out, grades, pdf=settings.pdf)
@@ -226,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rubric", type=Path, help="a rubric YAML instead of the built-in one")
     g.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
                    help="a dataset folder (cifar10=DIR, food11=DIR) or a root holding them; repeatable")
+    g.add_argument("--hidden", action="append", default=[], metavar="NAME=DIR",
+                   help="a grader-only hidden test split the TA keeps back (default: DIR's dllab-hidden/ "
+                        "sibling written by `data synth`); never mounted for students; repeatable")
     g.add_argument("--out", type=Path, default=Path("graded"), help="output folder (default ./graded)")
     g.add_argument("--reference", type=Path, help="expected metrics from `dllab reference run`")
     g.add_argument("--workers", type=int, help="submissions graded at once (default: half the cores, or one per GPU)")

@@ -139,8 +139,11 @@ def _few(items: Sequence[str], n: int = 5) -> str:
 
 def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mapping[str, Path],
             reference: Path | None, mode: str, sandbox: str, pdf: bool, gpus: Sequence[int] = (),
-            submitted_at: Path | None = None, log: Log = lambda s: None) -> GradeSettings:
-    """Validates everything a batch needs before any submission is touched."""
+            submitted_at: Path | None = None, log: Log = lambda s: None,
+            hidden_args: Mapping[str, Path] | None = None) -> GradeSettings:
+    """Validates everything a batch needs before any submission is touched. `hidden_args` names
+    grader-only hidden test splits (grader.hidden_split); a `dllab-hidden` sibling of a dataset
+    folder is used without being named."""
     from grader.datasets import locate
     from grader.rubric import load_rubric
 
@@ -154,6 +157,14 @@ def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mappi
         elif mode == "execute":
             raise GraderError(f"{r.lab} mounts the {name} dataset: pass --data {name}=DIR (the dataset's "
                               f"folder, or a root holding it; stand-ins: dllab data synth --out DIR)")
+    from grader.hidden_split import resolve_hidden
+
+    hidden = resolve_hidden(data, {k: v for k, v in (hidden_args or {}).items() if k in data})
+    for name in r.datasets:
+        if name in data and name in ("cifar10", "food11", "mnist"):
+            log(f"{name}: hidden test split {hidden[name]}" if name in hidden else
+                f"{name}: no hidden test split (dllab data synth writes one; --hidden {name}=DIR names yours), "
+                f"so a model that memorized the test split is not caught")
     if sandbox == "bwrap" and mode == "execute":
         from grader import sandbox as sb
         sb.check_bwrap()
@@ -186,7 +197,7 @@ def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mappi
     kept_rubric = out / "rubric.yaml"
     if rubric_path.resolve() != kept_rubric.resolve():
         shutil.copyfile(rubric_path, kept_rubric)
-    settings = GradeSettings(rubric_path=kept_rubric.resolve(), out=out.resolve(), data=data,
+    settings = GradeSettings(rubric_path=kept_rubric.resolve(), out=out.resolve(), data=data, hidden=hidden,
                              reference_path=ref_path.resolve() if ref_path else None, dataset_stats=stats,
                              mode=mode, sandbox=sandbox, pdf=pdf, gpus=tuple(gpus),
                              submitted_at=times,
@@ -218,7 +229,7 @@ def load(out: Path, *, rubric: Path | None = None, pdf: bool | None = None) -> G
             and (out / reference.name).is_file():
         reference = (out / reference.name).resolve()  # the reference kept in OUT moves with it
     settings = GradeSettings(rubric_path=rubric_path, out=out.resolve(), data=doc["data"],
-                             reference_path=reference,
+                             hidden=doc.get("hidden") or {}, reference_path=reference,
                              dataset_stats=doc["dataset_stats"], mode=doc["mode"], sandbox=doc["sandbox"],
                              pdf=doc["pdf"], gpus=tuple(doc.get("gpus", ())),
                              submitted_at=doc.get("submitted_at", {}), run_cache=doc.get("run_cache"))

@@ -354,12 +354,13 @@ def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 
 def synth(out: Path, *, size: str = "small", seed: int = 0, names: Sequence[str] | None = None,
-          progress: bool = False, overwrite: bool = False) -> dict[str, Path]:
+          progress: bool = False, overwrite: bool = False, hidden: bool = True) -> dict[str, Path]:
     """Write stand-in datasets under `out` in the real on-disk layouts; return name -> folder.
 
     `size` is "tiny" (tests: seconds), "small" (under a minute) or "full" (the real image
     counts). The same `seed` gives byte-identical files. An existing non-empty dataset
-    folder is refused unless `overwrite`.
+    folder is refused unless `overwrite`. With `hidden`, each verified dataset also gets a
+    grader-only hidden test split under `out/dllab-hidden/` (grader.hidden_split).
     """
     if size not in SIZES:
         raise DatasetError(f"unknown dataset size {size!r}: expected one of {', '.join(SIZES)}")
@@ -367,6 +368,8 @@ def synth(out: Path, *, size: str = "small", seed: int = 0, names: Sequence[str]
     for name in names:
         _check_name(name)
         _refuse_existing(Path(out) / _FOLDER[name], overwrite)  # before writing anything
+        if hidden and name != "catsdogs":  # grader.hidden_split.VERIFIED
+            _refuse_existing(Path(out) / "dllab-hidden" / _FOLDER[name], overwrite)
     result = {}
     with _bar(progress, sum(_total_images(n, size) for n in names), f"synth {size} datasets") as advance:
         for name in names:
@@ -379,6 +382,10 @@ def synth(out: Path, *, size: str = "small", seed: int = 0, names: Sequence[str]
                                       "seed": seed, "classes": list(_CLASSES[name]), "splits": splits,
                                       "files": files.entries})
             result[name] = Path(out) / _FOLDER[name]
+    if hidden:
+        from grader.hidden_split import synth_hidden
+
+        synth_hidden(Path(out), size=size, seed=seed, names=names, overwrite=overwrite)
     return result
 
 

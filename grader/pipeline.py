@@ -45,6 +45,8 @@ class GradeSettings:
     """The output folder (DESIGN.md layout)."""
     data: Mapping[str, str] = field(default_factory=dict)
     """Dataset name -> the dataset's own folder on this host."""
+    hidden: Mapping[str, str] = field(default_factory=dict)
+    """Dataset name -> its grader-only hidden test split (grader.hidden_split), never mounted."""
     reference_path: Path | None = None
     """Expected-metrics JSON from `dllab reference run`, if any."""
     dataset_stats: Mapping[str, Mapping] = field(default_factory=dict)
@@ -68,7 +70,8 @@ class GradeSettings:
 def settings_key(settings: GradeSettings, source_sha256: str) -> str:
     """What a finished result depends on besides the rubric (which `rescore` may change)."""
     blob = json.dumps({"v": __version__, "src": source_sha256, "mode": settings.mode,
-                       "sandbox": settings.sandbox, "data": dict(settings.data)}, sort_keys=True)
+                       "sandbox": settings.sandbox, "data": dict(settings.data),
+                       **({"hidden": dict(settings.hidden)} if settings.hidden else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -170,6 +173,8 @@ def run_cache_key(path: Path, rel: str, settings: GradeSettings, rubric, *, inpu
     blob = json.dumps({"file": hashlib.sha256(path.read_bytes()).hexdigest(), "rel": rel, "inputs": inputs,
                        "v": __version__, "code": grader_digest(),
                        "data": {k: _dataset_digest(v) for k, v in sorted(settings.data.items())},
+                       **({"hidden": {k: _dataset_digest(v) for k, v in sorted(settings.hidden.items())}}
+                          if settings.hidden else {}),
                        "limits": rubric.limits.model_dump(mode="json"), "mode": settings.mode,
                        # a run without a GPU (a `needs-gpu` failure) must not answer for one with
                        "gpu": bool(settings.gpus),
@@ -267,7 +272,8 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     # The trained model, evaluated again in a fresh sandbox the student's code never ran in.
     workdir = str(PurePosixPath(rel).parent)  # the run's own ./data is there too
     ev["verified"] = verify_run(run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
-                                dataset_hint=verification_hint(ev), workdir="" if workdir == "." else workdir)
+                                dataset_hint=verification_hint(ev), workdir="" if workdir == "." else workdir,
+                                hidden=settings.hidden)
     shutil.rmtree(probe_dir / "verify", ignore_errors=True)  # model.pt can be tens of MB
     figures = run_dir / "figures"
     for fig in ev["figures"]:

@@ -156,7 +156,9 @@ def test_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
     assert read_manifest(tmp_path / "MNIST")["seed"] == 0
     synth(tmp_path, size="tiny", seed=1, names=["mnist"], overwrite=True)
     assert read_manifest(tmp_path / "MNIST")["seed"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["MNIST"]  # no staging folders left behind
+    # no staging folders left behind; the grader-only hidden split sits beside the dataset
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["MNIST", "dllab-hidden"]
+    assert [p.name for p in (tmp_path / "dllab-hidden").iterdir()] == ["MNIST"]
 
 
 def test_failed_synth_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""Independent verification (grader/verify.py + grader/probe/rec_export.py).
+"""Independent verification (grader/verify/ + grader/probe/rec_export.py).
 
 Logic without kernels: the spec.json validator, the transform as data and its rebuild, the
 reasons given when verification cannot be done, and capture refusing a model it cannot
@@ -25,6 +25,7 @@ from grader.probe.recorder import bootstrap_source
 from grader.samples import cells
 from grader.verify import (_block, _eval_build_transform, _step, plan, teardown_source, transform_text,
                            validate_spec, verify_run, _NotVerified)
+from grader.verify.data import Split
 
 CIFAR_MOUNT = "/tmp/dataset-nctu/cifar-10-batches-py"
 
@@ -165,7 +166,8 @@ def test_only_the_labs_read_only_data_is_used(tmp_path: Path) -> None:
     (tmp_path / "cifar-10-batches-py").mkdir()
     mounts = {CIFAR_MOUNT: str(tmp_path / "cifar-10-batches-py")}
     job = plan(validate_spec(_spec()), mounts=mounts, dataset_hint="cifar10")
-    assert (job["kind"], job["root"], job["split"]) == ("cifar10", "/tmp/dataset-nctu", "test")
+    # the host reads the split itself, from the lab's own folder (never from the sandbox)
+    assert (job["kind"], job["root"], job["split"]) == ("cifar10", str(tmp_path / "cifar-10-batches-py"), "test")
     copied = validate_spec(_spec(dataset__root="/tmp/work/mycifar"))
     assert "not one of the lab's read-only dataset folders" in _reason(plan, copied, mounts=mounts,
                                                                          dataset_hint="cifar10")
@@ -185,7 +187,7 @@ def test_food11_imagefolder_maps_class_folders_onto_canonical_classes(tmp_path: 
         "classes": sorted(names), "files_dir": "/tmp/datasets-nctu/Food-11/evaluation",
         "default_loader": True, "subset": False, "split": "test"}))
     job = plan(folder, mounts=mounts, dataset_hint="food11")
-    assert job["root"] == "/tmp/datasets-nctu/Food-11/evaluation" and job["split"] == "test"
+    assert job["root"] == str(food / "evaluation") and job["split"] == "test"
     assert [names[i] for i in job["mapping"]] == sorted(names)
     digits = validate_spec(_spec(dataset=dict(folder["dataset"], classes=[f"{i:02d}" for i in range(11)])))
     assert plan(digits, mounts=mounts, dataset_hint="food11")["mapping"] == list(range(11))
@@ -210,11 +212,17 @@ def test_a_notebooks_own_food11_dataset_class_is_verified_by_its_labels(tmp_path
     keys = [f"{c}_{k}.jpg" for c in range(11) for k in (0, 3)]
     spec, mounts = _own_food(tmp_path, keys, [int(k.split("_")[0]) for k in keys])
     job = plan(spec, mounts=mounts, dataset_hint="food11")
-    assert (job["kind"], job["root"], job["split"]) == ("food11", "/tmp/datasets-nctu/Food-11/evaluation", "test")
+    assert (job["kind"], job["root"], job["split"]) == ("food11", str(tmp_path / "Food-11" / "evaluation"), "test")
     assert job["mapping"] == list(range(11)) and job["require_sample"] is True
-    counts = {"compared": 0, "same": 0, "n": 66, "per_class": [[1, 6]] * 11}
-    assert "found again" in _reason(_block, spec, job, counts, seconds=1.0)  # nothing cross-checked
-    assert _block(spec, job, dict(counts, compared=22, same=22), seconds=1.0)["dataset"] == "food11"
+    files = [f"{c}_{k}.jpg" for c in range(11) for k in range(6)]
+    split = Split("food11", tuple(int(f.split("_")[0]) for f in files), tuple(files))
+    preds = list(split.labels)
+    other = validate_spec(dict(_spec(), dataset=spec["dataset"], sample={"keys": ["99_0.jpg"], "preds": [0]}))
+    job_other = dict(job, sample_keys=["99_0.jpg"], sample_preds=[0])
+    assert "found again" in _reason(_block, other, job_other, split, preds, seconds=1.0)  # nothing cross-checked
+    job = dict(job, sample_preds=[int(k.split("_")[0]) for k in keys])  # the notebook's model was right too
+    block = _block(spec, job, split, preds, seconds=1.0)
+    assert (block["dataset"], block["test_accuracy"], block["sample_agreement"]) == ("food11", 1.0, 1.0)
     # its own numbering (label 10 - class): read from the labels it gave the sampled files
     spec, _ = _own_food(tmp_path / "b", keys, [10 - int(k.split("_")[0]) for k in keys])
     assert plan(spec, mounts=mounts, dataset_hint="food11")["mapping"] == [10 - c for c in range(11)]
@@ -281,11 +289,18 @@ def test_verified_accuracy_matches_the_honest_total_and_exposes_typed_per_class(
 
     out, spec, limits, text = _run(tmp_path, cifar, cells.CIFAR_DATA, cells.LENET, cells.cifar_train(1),
                                    cells.CIFAR_TEST, cells.FAKE_PER_CLASS)
-    verified = verify_run(run_dir=out, probe_dir=out / "probe", spec=spec, limits=limits, dataset_hint="cifar10")
+    hidden = {"cifar10": str(cifar.parent / "dllab-hidden" / "cifar-10-batches-py")}
+    verified = verify_run(run_dir=out, probe_dir=out / "probe", spec=spec, limits=limits, dataset_hint="cifar10",
+                          hidden=hidden)
     assert "reason" not in verified, verified
     printed = float(re.search(r"test images: ([\d.]+) %", text).group(1)) / 100
     assert abs(verified["test_accuracy"] - printed) <= 0.005
     assert len(verified["per_class_accuracy"]) == 10 and verified["test_images"] == 500
+    # An honest model scores the same on the hidden split of the same distribution: no flag.
+    assert verified["hidden_n"] == 500 and verified["hidden_gap_flagged"] is False, verified
+    assert abs(verified["hidden_accuracy"] - verified["test_accuracy"]) < 0.1
+    stats = verified["parameters"]["conv1.weight"]
+    assert stats["numel"] == 6 * 3 * 5 * 5 and len(stats["quantiles"]) == 257
     assert (verified["dataset"], verified["split"], verified["method"]) == ("cifar10", "test", "torchscript")
     assert verified["sample_agreement"] == 1.0
     # The teardown left no trace in the probe's record of the notebook.
@@ -337,13 +352,12 @@ def test_cifar_read_from_the_notebooks_own_data_folder_is_the_labs(tmp_path: Pat
               CIFAR_MOUNT: str(tmp_path / "cifar-10-batches-py")}
     spec = validate_spec(_spec(dataset__root="/tmp/work/submission/hw/lab1/code/data"))
     job = plan(spec, mounts=mounts, dataset_hint="cifar10", workdir="hw/lab1/code")
-    # the evaluator mounts the dataset once: the root is where its sandbox has it
-    assert (job["kind"], job["split"]) == ("cifar10", "test")
-    assert job["root"] in ("/tmp/work/submission/data", "/tmp/dataset-nctu")
-    # 0610003: part1/ -- and with the sandbox off, the host folder
+    # the host reads the lab's own folder, wherever the run had it
+    assert (job["kind"], job["split"], job["root"]) == ("cifar10", "test", str(tmp_path / "cifar-10-batches-py"))
+    # 0610003: part1/
     spec = validate_spec(_spec(dataset__root="/tmp/work/submission/part1/data"))
-    assert plan(spec, mounts=mounts, dataset_hint="cifar10", workdir="part1",
-                host_paths=True)["root"] == str(tmp_path)
+    assert plan(spec, mounts=mounts, dataset_hint="cifar10", workdir="part1")["root"] == \
+        str(tmp_path / "cifar-10-batches-py")
     # another notebook's folder is not where this run had the dataset
     assert "not one of the lab's read-only dataset folders" in _reason(
         plan, spec, mounts=mounts, dataset_hint="cifar10", workdir="hw/lab1/code")
@@ -360,4 +374,4 @@ def test_food11_read_from_the_notebooks_own_data_folder_is_the_labs(tmp_path: Pa
         "length": 66, "classes": sorted(names), "files_dir": "/tmp/work/submission/part1/data/Food-11/evaluation",
         "default_loader": True, "subset": False, "split": "test"}))
     job = plan(folder, mounts={"data/Food-11": str(food)}, dataset_hint="food11", workdir="part1")
-    assert job["root"] == "/tmp/work/submission/data/Food-11/evaluation" and job["split"] == "test"
+    assert job["root"] == str(food / "evaluation") and job["split"] == "test"

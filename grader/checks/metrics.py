@@ -8,7 +8,7 @@ grader itself lost the output (`output_truncated`) or cannot tell, the item goes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 from grader.checks.base import CLASSES, CheckContext, Outcome, fmt_pct, where
@@ -54,7 +54,7 @@ def _untrained(ctx: CheckContext, dataset: str | None, *, measured_counts: bool 
     verdict = untrained_outcome(ctx.evidence, dataset=dataset)
     if verdict is None:
         return None
-    if measured_counts and verdict.kind == "before" and _accuracy(ctx)[1] == "verified":
+    if measured_counts and verdict.kind == "before" and _accuracy(ctx)[1] in ("verified", "hidden"):
         return None
     return Outcome(verdict.status, 0.0, verdict.message, (verdict.pointer,), own_words=True)
 
@@ -169,11 +169,27 @@ def _partial_split(ctx: CheckContext) -> tuple[Mapping, tuple[int, int]] | None:
     return found[0] if found else None
 
 
+def _hidden_gap(v: Mapping) -> bool:
+    """A verified block whose visible accuracy is far above the hidden split's (grader.verify)."""
+    return v.get("hidden_gap_flagged") is True and _fraction(v.get("hidden_accuracy")) \
+        and _fraction(v.get("test_accuracy"))
+
+
+def _gap_text(v: Mapping) -> str:
+    return (f"your model scored {fmt_pct(v['test_accuracy'])} on the test split you had but "
+            f"{fmt_pct(v['hidden_accuracy'])} on {v.get('hidden_n', 'the')} hidden test images of the same kind, "
+            f"which it cannot have seen: it looks like it learned the test split itself")
+
+
 def _accuracy(ctx: CheckContext) -> tuple[float | None, str, Mapping | None]:
-    """The verified accuracy when there is one, else the printed one (finite fractions only)."""
+    """The verified accuracy when there is one, else the printed one (finite fractions only).
+    When the verified accuracy is far above the hidden split's, the hidden one ("hidden"): a
+    model that memorized the visible test split is measured on images it never saw."""
     for ev in ctx.evidence:
         v = ev.get("verified") or {}
         if _fraction(v.get("test_accuracy")):
+            if _hidden_gap(v):
+                return float(v["hidden_accuracy"]), "hidden", ev
             return float(v["test_accuracy"]), "verified", ev
     for ev in ctx.evidence:
         if _fraction(_metrics(ev).get("test_accuracy")):
@@ -195,6 +211,21 @@ def accuracy_vs_reference(ctx: CheckContext, params: Mapping) -> Outcome:
     dataset = params.get("dataset") or ctx.dataset
     if (gate := _untrained(ctx, dataset, measured_counts=True)) is not None:
         return gate
+    outcome = _accuracy_outcome(ctx, params, dataset)
+    _, source, ev = _accuracy(ctx)
+    if source == "hidden" and ev is not None:
+        # Graded on the hidden split (what the model does on images it never saw), flagged for
+        # the TA; full points for a model that may have learned the test split wait for a TA.
+        text = f"{_gap_text(ev['verified'])}, so the hidden accuracy is the one graded: {outcome.message}"
+        if outcome.status == "pass":
+            return Outcome("manual", 0.0, text.rstrip(".") + "; full points wait for a TA, who checks that the "
+                                                             "test split was not used for training.",
+                           outcome.evidence, flags=(*outcome.flags, "hidden-gap"), own_words=True)
+        return replace(outcome, message=text, flags=(*outcome.flags, "hidden-gap"), own_words=True)
+    return outcome
+
+
+def _accuracy_outcome(ctx: CheckContext, params: Mapping, dataset: str | None) -> Outcome:
     acc, source, ev = _accuracy(ctx)
     if acc is None:
         return _lost(ctx, "a test accuracy") or Outcome("fail", 0.0, "no test accuracy was found to compare "
@@ -344,6 +375,11 @@ def metrics_verified(ctx: CheckContext, params: Mapping) -> Outcome:
         return Outcome("fail", 0.0, f"printed numbers disagree with the model's measured ones: "
                        f"{'; '.join(diffs[:3])}{more}. Print what your code computes.",
                        (where(ev),), flags=("mismatch",))
+    gap = next((ev for ev, _, _ in checked if _hidden_gap(ev["verified"])), None)
+    if gap is not None:
+        return Outcome("manual", 0.0, f"the printed numbers match the measured ones, but {_gap_text(gap['verified'])}; "
+                                      f"a TA checks whether the test split was used for training.", (where(gap),),
+                       flags=("hidden-gap",), own_words=True)
     n = sum(c for _, _, c in checked)
     measured = float(checked[0][0]["verified"]["test_accuracy"])
     if n == 0:

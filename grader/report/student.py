@@ -29,6 +29,9 @@ MAX_POINTS = 400
 FLAG_TEXT = {
     "late": "submitted after the deadline",
     "mismatch": "printed metrics differ from the grader's own evaluation",
+    "hidden-gap": ("the model scored far higher on the test split than on hidden test images of the same kind "
+                   "(a two-proportion test): it may have learned the test split; accuracy was graded on the "
+                   "hidden images and a TA checks"),
     "manual-pending": "some items wait for a TA",
     "sandbox-limit": "a notebook hit a time or memory limit",
     "notebook-error": "a notebook stopped with an error",
@@ -284,7 +287,10 @@ def _integrity(metrics: Mapping, verified: Mapping) -> dict[str, Any] | None:
     return {"reason": "", "printed": printed, "measured": measured, "diff": diff,
             "differs": diff is not None and abs(diff) > 0.01, "worst_class": worst,
             "images": num(verified.get("test_images")), "transform": clean(verified.get("transform"), 300),
-            "agreement": num(verified.get("sample_agreement"))}
+            "agreement": num(verified.get("sample_agreement")),
+            # the grader-only hidden split (grader.verify): its accuracy, and whether the gap was flagged
+            "hidden": num(verified.get("hidden_accuracy")), "hidden_images": num(verified.get("hidden_n")),
+            "hidden_gap": verified.get("hidden_gap_flagged") is True}
 
 
 def _normalization(calls: object, stats: Mapping) -> list[dict[str, Any]]:

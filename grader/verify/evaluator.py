@@ -1,0 +1,192 @@
+"""The evaluator: runs sandboxed, in a fresh Python, on the captured model and label-free images.
+
+These functions are sent as source (`evaluator_source()`): standard library, numpy, torch,
+torchvision and PIL only, no grader imports. The sandbox mounts no dataset: its folder holds
+`model.pt`, `job.json` and the images the host wrote (grader.verify.data), nothing labelled.
+
+Its one result, a JSON line on the original stdout (whatever the model prints goes to
+/dev/null), is the contract the host validates (grader.verify.host.check_result):
+
+    {"ok": true,
+     "predictions": [int, ...],      # argmax class index per input image, in input order
+     "parameters": {name: {"numel": int, "min": float, "max": float, "mean": float,
+                           "std": float, "quantiles": [257 floats]}}}
+
+`parameters` describes the loaded module's `named_parameters()` (at most 256, in order):
+`std` is the population std (correction 0), `quantiles` are the 0, 1/256, ..., 1 quantiles
+(linear interpolation, as `torch.quantile`); every float is finite. A parameter holding a
+non-finite value is `{"numel": int, "finite": false}` instead. On failure: `{"ok": false,
+"error": "..."}`. No accuracy is computed here: the host, which alone holds the labels, does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+MAX_PARAMETERS = 256
+"""Most parameters described in `parameters`."""
+QUANTILES = 257
+"""Quantiles per parameter: 0, 1/256, ..., 1."""
+
+
+def _eval_build_transform(steps: list) -> Any:
+    """torchvision transform from the validated steps (same family, same parameters)."""
+    import torch
+    from torchvision import transforms as v1
+    from torchvision.transforms import InterpolationMode
+
+    v2 = None
+    if any(s["family"] == "v2" for s in steps):  # its import is slow: only when needed
+        try:
+            from torchvision.transforms import v2
+        except ImportError:  # an old torchvision
+            pass
+    ops = []
+    for s in steps:
+        fam = v2 if s["family"] == "v2" and v2 is not None else v1
+        op = s["op"]
+        if op in ("ToTensor", "PILToTensor", "ToImage", "ToPureTensor"):
+            ops.append(getattr(fam, op)())
+        elif op == "Normalize":
+            ops.append(fam.Normalize(s["mean"], s["std"]))
+        elif op == "Resize":
+            kw = {"max_size": s.get("max_size")}
+            if s.get("interpolation"):
+                kw["interpolation"] = InterpolationMode(s["interpolation"])
+            if s.get("antialias") is not None:
+                kw["antialias"] = s["antialias"]
+            ops.append(fam.Resize(s["size"], **kw))
+        elif op == "CenterCrop":
+            ops.append(fam.CenterCrop(s["size"]))
+        elif op == "Grayscale":
+            ops.append(fam.Grayscale(num_output_channels=s["num_output_channels"]))
+        elif op == "ConvertImageDtype":
+            ops.append(fam.ConvertImageDtype(getattr(torch, s["dtype"])))
+        elif op == "ToDtype":
+            ops.append(fam.ToDtype(getattr(torch, s["dtype"]), scale=s["scale"]))
+        else:
+            raise ValueError("unknown transform step " + op)
+    return v1.Compose(ops)
+
+
+def _eval_image(job: dict, folder: str, pixels: Any, i: int) -> Any:
+    """Input image i as torchvision's own dataset gives it (CIFAR10, MNIST, the default loader)."""
+    import os
+
+    from PIL import Image
+
+    if job["storage"] == "npy":
+        return Image.fromarray(pixels[i])  # (28, 28) uint8 is mode L, as MNIST gives it
+    with open(os.path.join(folder, "images", f"{i:06d}.jpg"), "rb") as fh:
+        img = Image.open(fh)
+        return img.convert("RGB")
+
+
+def _eval_parameters(model: Any) -> dict:
+    """The contract's `parameters`: stats of each named parameter, at most 256, in order."""
+    import math
+
+    import torch
+
+    out = {}
+    for name, p in list(model.named_parameters())[:256]:
+        t = p.detach().to(torch.float64).flatten()
+        n = int(t.numel())
+        if n == 0 or not bool(torch.isfinite(t).all()):
+            out[name] = {"numel": n, "finite": False}
+            continue
+        ordered = torch.sort(t).values
+        qs = []
+        for k in range(257):
+            pos = k * (n - 1) / 256
+            lo = math.floor(pos)
+            hi = min(lo + 1, n - 1)
+            qs.append(float(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)))
+        st = {"numel": n, "min": float(ordered[0]), "max": float(ordered[-1]),
+              "mean": float(t.mean()), "std": float(t.std(correction=0)) if n > 1 else 0.0, "quantiles": qs}
+        finite = all(math.isfinite(v) for v in [st["min"], st["max"], st["mean"], st["std"], *qs])
+        out[name] = st if finite else {"numel": n, "finite": False}  # 1e300 squared overflows
+    return out
+
+
+def _eval_predict(job: dict, folder: str) -> dict:
+    """Load the model (the format the host found), predict every input image; the result dict."""
+    import os
+
+    import numpy as np
+    import torch
+
+    transform = _eval_build_transform(job["steps"])
+    model_path = os.path.join(folder, "model.pt")
+    if job["format"] == "export":
+        model = torch.export.load(model_path).module()
+    else:
+        model = torch.jit.load(model_path, map_location="cpu")
+        model.eval()
+    pixels = np.load(os.path.join(folder, "images.npy"), allow_pickle=False) if job["storage"] == "npy" else None
+    chunk = None  # a model captured for one batch size gets that many, padded
+
+    def scores(xb: Any) -> Any:
+        out = model(xb)
+        for _ in range(3):
+            if isinstance(out, (list, tuple)):
+                out = out[0]
+            elif isinstance(out, dict):
+                out = out.get("logits", next(iter(out.values())))
+        return out
+
+    preds = []
+    with torch.no_grad():
+        for start in range(0, job["count"], 100):
+            xb = torch.stack([transform(_eval_image(job, folder, pixels, i))
+                              for i in range(start, min(start + 100, job["count"]))])
+            if job["flatten_input"]:
+                xb = xb.flatten(1)
+            if chunk is None:
+                try:
+                    pred = scores(xb).argmax(dim=1)
+                except Exception:  # noqa: BLE001 - a model captured for one batch size
+                    chunk = 2
+            if chunk is not None:
+                parts = []
+                for i in range(0, len(xb), chunk):
+                    part = xb[i:i + chunk]
+                    pad = chunk - len(part)
+                    if pad:
+                        part = torch.cat([part, part[-1:].expand(pad, *part.shape[1:])])
+                    parts.append(scores(part).argmax(dim=1)[:chunk - pad])
+                pred = torch.cat(parts)
+            preds.extend(int(p) for p in pred.tolist())
+    return {"ok": True, "predictions": preds, "parameters": _eval_parameters(model)}
+
+
+def _eval_main(job_path: str) -> None:
+    """Run `_eval_predict`; print its result as one JSON line on the original stdout."""
+    import json
+    import os
+    import traceback
+
+    out = os.fdopen(os.dup(1), "w")
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)  # whatever the model prints goes nowhere
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+        with open(job_path, encoding="utf-8") as fh:
+            job = json.load(fh)
+        result = _eval_predict(job, os.path.dirname(job_path))
+        text = json.dumps(result, allow_nan=False)
+    except BaseException as exc:  # noqa: BLE001 - reported to the host as data
+        tb = traceback.format_exc().strip().splitlines()
+        text = json.dumps({"ok": False, "error": (type(exc).__name__ + ": " + str(exc))[:300], "where": tb[-3:]})
+    out.write(text + "\n")
+    out.flush()
+
+
+def evaluator_source() -> str:
+    """The evaluator script: the functions above and a main."""
+    parts = [inspect.getsource(f) for f in (_eval_build_transform, _eval_image, _eval_parameters,
+                                            _eval_predict, _eval_main)]
+    return "from typing import Any\n\n" + "\n\n".join(parts) + "\n\nimport sys\n_eval_main(sys.argv[1])\n"

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping
 from grader import __version__
 from grader.fsutil import write_json_atomic
 from grader.model import Submission, record_to_json
+from grader.safename import safe_name
 
 if TYPE_CHECKING:
     from grader.dataset_id import DataMount
@@ -313,11 +314,11 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
 
     rubric = load_rubric(settings.rubric_path)
     out = settings.out
-    sid = candidate.student_id
+    name = safe_name(candidate.student_id)  # never the id itself: it came from a file name
     work_root = out / "work"
-    shutil.rmtree(work_root / sid, ignore_errors=True)  # a half-done earlier attempt of ours
-    sub = unpack(candidate, work_root)
-    runs_root = out / "runs" / sid
+    shutil.rmtree(work_root / name, ignore_errors=True)  # a half-done earlier attempt of ours
+    sub = unpack(candidate, work_root, pattern=rubric.submission.pattern)
+    runs_root = out / "runs" / name
     shutil.rmtree(runs_root, ignore_errors=True)
     write_json_atomic(runs_root / "submission.json", record_to_json(sub))
 
@@ -341,7 +342,7 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     grade = grade_from_runs(rubric, sub, evidence, settings=settings, overrides=overrides)
     write_json_atomic(runs_root / "done.json", {"key": settings_key(settings, sub.source_sha256)})
     _render(grade, sub, evidence, settings)
-    write_json_atomic(out / "grades" / f"{sid}.json", grade)
+    write_json_atomic(out / "grades" / f"{name}.json", grade)
     return grade
 
 
@@ -393,6 +394,8 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     doc = json.loads(grade.to_json())
     doc["submitted_at"] = recorded.isoformat() if recorded else None  # the class summary checks the deadline
     doc["submitted_at_source"] = recorded_source
+    if sub.claimed_id:  # the id several LMS participants claim: the gradebook's LMS id, grade withheld
+        doc["claimed_id"] = sub.claimed_id
     # What each intake flag stands for, in the student's words, for the TA's views.
     doc["problems"] = [{"flag": flag_of(p.code), "code": p.code, "message": p.message, "path": p.path}
                        for p in sub.problems]
@@ -460,7 +463,7 @@ def _render(grade: dict, sub: Submission, evidence: list[dict], settings: GradeS
     from grader.sources import report_evidence
 
     reference = _reference(settings.reference_path)
-    runs_root = settings.out / "runs" / sub.student_id
+    runs_root = settings.out / "runs" / safe_name(sub.student_id)
     enriched = [dict(ev, run_dir=str(runs_root / _safe_name(ev["path"])))
                 for ev in report_evidence(evidence, grade.get("sources") or {})]
     render_student(grade, evidence=enriched, reference=reference, dataset_stats=dict(settings.dataset_stats),

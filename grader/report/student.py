@@ -13,9 +13,10 @@ from grader.intake.problems import FLAG_TEXT as INTAKE_FLAG_TEXT
 from grader.report import charts
 from grader.report.figures import figures_view
 from grader.report.pdf import html_to_pdf, stylesheet_text
+from grader.safename import safe_name
 from grader.sources import RULE
 from grader.report.text import (
-    RUN_STATUSES, clean, clip_lines, num, render_template, safe_student_id, status_of,
+    RUN_STATUSES, clean, clip_lines, num, render_template, status_of,
 )
 
 MAX_CLASSES = 60
@@ -65,7 +66,7 @@ def render_student(grade: dict, *, evidence: list[dict], reference: dict | None,
                    problems: list[dict], out_dir: Path, name: str | None = None, pdf: bool = True) -> Path:
     """Writes `out_dir/feedback/<id>.html` and, with `pdf`, `<id>.pdf`; returns the PDF's
     path (the HTML's without `pdf`). Both stand alone: images are embedded as data: URIs."""
-    sid = safe_student_id(grade.get("student_id"))
+    sid = safe_name(grade.get("student_id"))  # never the id itself: it came from a file name
     context = student_context(grade, evidence=evidence, reference=reference, dataset_stats=dataset_stats,
                               problems=problems, name=name)
     folder = Path(out_dir) / "feedback"

@@ -180,6 +180,8 @@ def unreadable_fix(reason: str) -> str:
     under the notebook's name needs the .ipynb itself, not another save."""
     if "not the .ipynb itself" in reason or "not a notebook" in reason:
         return "hand in the .ipynb file itself (the one Jupyter opens and saves), not an export of it"
+    if "levels deep" in reason:
+        return "hand in the notebook as Jupyter saves it, without the deeply nested data"
     return "open it in Jupyter, save it again and re-submit"
 
 

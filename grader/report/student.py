@@ -58,6 +58,10 @@ FLAG_TEXT = {
     "files-not-placed": "some files of your submission were not placed where your code runs (see the message)",
     "process-cap": "your code reached the process limit for a moment; processes or threads it started then failed",
     "processes-left": "your code left processes running after its last cell; they were stopped",
+    "runs-capped": "the submission has more notebooks and scripts than the lab runs per submission; the ones "
+                   "over the limit were not run (those the lab's parts name ran first)",
+    "submission-time": "the submission's runs used up the total time the lab allows one submission; later runs "
+                       "were not started, or were stopped at the time left",
     **INTAKE_FLAG_TEXT,
 }
 

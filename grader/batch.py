@@ -190,6 +190,7 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
                 scheduler: str | None = None, log: Log = lambda s: None) -> list[dict[str, Any]]:
     """Grades every submission under `paths` not already graded; returns all grades in OUT."""
     from grader.intake import IntakeLimits, discover, expand_bundles, mark_lms_times
+    from grader.intake.lms import attach_bundle_problems
     from grader.lateness import fmt_deadline
     from grader.rubric import load_rubric
 
@@ -206,7 +207,7 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
         log(f"{bundle.name} is the LMS's download of all submissions: graded as the folders inside it; "
             f"its archive times (upload times, stored without a time zone) are read in {zone}")
     candidates = discover(paths, pattern=pattern, exclude=[settings.out, *bundles])
-    candidates = mark_lms_times(candidates, folders)
+    candidates = attach_bundle_problems(mark_lms_times(candidates, folders), folders)
     if not candidates:
         raise GraderError(f"no submissions found under {', '.join(map(str, paths))} "
                           f"(expected files named like {rubric.submission.pattern.format(student_id='0556001')})")

@@ -233,3 +233,32 @@ def test_two_ids_equal_after_cleaning_get_two_feedback_files(tmp_path: Path) -> 
     write_gradebook(grades, out_dir=tmp_path)
     files = [r["Feedback file"] for r in rows(tmp_path / "moodle_grades.csv")]
     assert sorted(files) == sorted(f"feedback/{p.stem}.pdf" for p in paths)
+
+
+def test_one_participants_refused_upload_in_a_bundle_is_theirs_not_the_batchs(tmp_path: Path) -> None:
+    """A bundle member extraction refuses (here a link where Alice's zip should be) aborted the
+    whole `grade` (exit 2, nothing graded). Now Alice gets a grade saying what was refused, and
+    Bob is graded from his upload."""
+    bundle = tmp_path / "DL-LAB1-Assignment-124.zip"
+    good = io.BytesIO()
+    with zipfile.ZipFile(good, "w") as z:
+        for name, data in upload(60):
+            z.writestr(name, data)
+    with zipfile.ZipFile(bundle, "w") as zf:
+        zf.writestr(zipfile.ZipInfo("Bob Lee_1002_assignsubmission_file_/dllab_0556002.zip", (2024, 10, 1, 9, 0, 0)),
+                    good.getvalue())
+        link = zipfile.ZipInfo("Alice Smith_1001_assignsubmission_file_/dllab_0556001.zip", (2024, 10, 1, 9, 0, 0))
+        link.create_system = 3
+        link.external_attr = (0o120777 << 16)
+        zf.writestr(link, "/etc/passwd")
+    out = tmp_path / "out"
+    code, err = grade([bundle], out)
+    assert code == 0, err
+    grades = graded(out)
+    assert set(grades) == {"0556002", "moodle-1001"}
+    alice = grades["moodle-1001"]
+    assert "refused-member" in alice["flags"] and alice["total"] == 0
+    [p] = [p for p in alice["problems"] if p["flag"] == "refused-member"]
+    assert "is a link" in p["message"] and p["path"].endswith("dllab_0556001.zip")
+    assert accuracy(out, "0556002") == pytest.approx(0.60)
+    assert not list(out.rglob("passwd"))

@@ -31,7 +31,7 @@ from grader.intake.extract import (
     strip_single_folder,
     write_entries,
 )
-from grader.intake.lms import expand_bundles, mark_lms_times
+from grader.intake.lms import attach_bundle_problems, expand_bundles, mark_lms_times
 from grader.intake.naming import DEFAULT_PATTERN, NamePattern, archive_ext
 from grader.intake.owners import inner_ids
 from grader.intake.problems import MESSAGES, code_unopened, problem
@@ -71,7 +71,7 @@ def intake(
     work_root = work_root.resolve()  # discover compares real paths
     paths, bundles, zips = expand_bundles(paths, work_root, limits, pattern=pattern, zip_tz=zip_tz)
     candidates = discover(paths, pattern=pattern, exclude=[work_root, *zips])
-    candidates = mark_lms_times(candidates, bundles)
+    candidates = attach_bundle_problems(mark_lms_times(candidates, bundles), bundles)
     return [unpack(c, work_root, limits=limits, pattern=pattern) for c in candidates]
 
 

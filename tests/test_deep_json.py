@@ -16,15 +16,22 @@ import json
 import time
 from pathlib import Path
 
+import intake_fixtures as fx
 import nbformat
 import pytest
 from jupyter_client.session import Session
 
-import intake_fixtures as fx
 from grader import jsondepth
 from grader.cli import main
 from grader.entrypoints import notebook_source
-from grader.execute import CellRecord, SandboxLimits, SandboxSpec, UndecodableMessage, _Log, bounded_unpack
+from grader.execute import (
+    CellRecord,
+    SandboxLimits,
+    SandboxSpec,
+    UndecodableMessage,
+    _Log,
+    bounded_unpack,
+)
 from grader.nbread import UnreadableNotebook, reads_notebook
 
 LOG = "Accuracy of the network on the 10000 test images: 54 %\n"

@@ -17,13 +17,13 @@ import json
 import zipfile
 from pathlib import Path
 
+import intake_fixtures as fx
 import pytest
 
-import intake_fixtures as fx
 from grader.cli import main
-from grader.intake import discover, intake
-from grader.intake.owners import inner_ids
+from grader.intake import discover
 from grader.intake.naming import NamePattern
+from grader.intake.owners import inner_ids
 from grader.safename import MAX_NAME_CHARS, safe_name, unsafe_reason
 
 

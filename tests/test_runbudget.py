@@ -12,9 +12,9 @@ import json
 import re
 from pathlib import Path
 
+import intake_fixtures as fx
 import pytest
 
-import intake_fixtures as fx
 from grader.intake import discover
 from grader.pipeline import GradeSettings, grade_submission
 from grader.rubric import builtin_rubric, load_rubric, load_rubric_text
@@ -91,7 +91,7 @@ def test_when_the_submissions_time_is_spent_later_runs_are_not_started(tmp_path:
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Each reading of the clock moves it 100 s on: the first run starts with 50 s of the 150 s
     left, the next find none left and are not started, each saying so."""
-    import grader.pipeline as pipeline
+    from grader import pipeline
 
     class Clock:
         t = 0.0
@@ -119,7 +119,7 @@ def test_a_run_gets_only_the_time_left_and_says_so_when_it_runs_out(tmp_path: Pa
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The run loop hands each run what is left of the submission's time (a stand-in for the
     sandboxed run records it); a run stopped at that shortened wall time carries a note."""
-    import grader.pipeline as pipeline
+    from grader import pipeline
 
     given: list[float | None] = []
 

@@ -2,9 +2,9 @@
 reported as what it is, never a grader crash or "the kernel died".
 
 The notebook case runs for real: `dllab grade --mode saved` on a zip holding one. The kernel
-message case drives the real decoding path (jupyter_client's Session with the grader's unpacker)
-and the real run loop (driver.Runner._cells) with a client that receives the message, without a
-kernel.
+message case runs for real once (one sandboxed kernel, about 3 s: a cell sends the message over
+iopub), and its parts are unit-tested without a kernel: the decoding (jupyter_client's Session
+with the grader's unpacker) and the run loop (driver.Runner._cells) with a client that receives it.
 """
 
 from __future__ import annotations
@@ -173,3 +173,41 @@ def test_a_deep_kernel_message_ends_the_run_with_that_reason_not_a_dead_kernel(t
     assert runner.stop is not None and runner.stop["kind"] == "limit" and runner.stop["cell"] == 0
     assert [(r.index, r.status, r.ename) for r in runner.records] == [(0, "error", "UndecodableMessage"),
                                                                        (1, "not-run", "")]
+
+
+HOSTILE_DISPLAY = """\
+k = get_ipython().kernel
+deep = b'{"data": {"application/json": ' + b'[' * 20000 + b']' * 20000 + b'}, "metadata": {}}'
+# content given as bytes is sent as it is: past the kernel's own json.dumps, signed with its key
+k.session.send(k.iopub_socket, 'display_data', content=deep, parent=k.get_parent(), ident=k._topic('display_data'))
+print('sent')
+"""
+
+
+@pytest.mark.kernel
+def test_a_kernel_sending_a_20000_deep_message_is_told_apart_from_a_dead_kernel(tmp_path: Path) -> None:
+    """The attack of issue 13 G4 on the kernel side, for real: a notebook's kernel sends a
+    20 000-deep display over iopub. The run ends with that reason at that cell, not "the kernel
+    died", and the grader's process is unharmed."""
+    from grader import sandbox
+    from grader.execute import GiB, MiB, run_notebook
+
+    try:
+        sandbox.check_bwrap()
+    except Exception as exc:  # pragma: no cover - depends on the host
+        pytest.skip(f"bubblewrap unusable here: {exc}")
+    nb_path = tmp_path / "sub" / "lab.ipynb"
+    nb_path.parent.mkdir(parents=True)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('before')"),
+                                         nbformat.v4.new_code_cell(HOSTILE_DISPLAY),
+                                         nbformat.v4.new_code_cell("print('after')")])
+    nb_path.write_text(nbformat.writes(nb))
+    limits = SandboxLimits(memory_bytes=2 * GiB, max_processes=128, max_file_bytes=64 * MiB,
+                           max_work_bytes=64 * MiB, cell_timeout_s=30, wall_timeout_s=60)
+    r = run_notebook(nb_path, submission_dir=nb_path.parent, out_dir=tmp_path / "out", spec=SandboxSpec(),
+                     limits=limits)
+    assert r.status == "killed", r.reason
+    assert "the kernel sent a message the grader could not decode" in r.reason and "nested 2000" in r.reason
+    assert "died" not in r.reason and "crash" not in r.reason
+    assert [(c.index, c.status) for c in r.cells] == [(0, "ok"), (1, "error"), (2, "not-run")]
+    assert r.cells[1].ename == "UndecodableMessage"

@@ -47,6 +47,9 @@ def nesting_depth(data: bytes | str) -> int:
 
 def check_depth(data: bytes | str, limit: int = MAX_DEPTH) -> None:
     """Raises `TooDeep` when `data` nests deeper than `limit` levels."""
+    opening = data.count("[") + data.count("{") if isinstance(data, str) else data.count(b"[") + data.count(b"{")
+    if opening <= limit:  # cannot nest deeper than it opens: most kernel messages stop here
+        return
     depth = nesting_depth(data)
     if depth > limit:
         raise TooDeep(depth, limit)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 from grader.errors import GraderError
 from grader.fsutil import write_json_atomic
 from grader.pipeline import GradeSettings, grade_submission, settings_key
+from grader.safename import safe_name
 
 Log = Callable[[str], None]
 
@@ -55,8 +56,9 @@ class Progress:
 def is_done(candidate, settings: GradeSettings) -> bool:
     from grader.intake import source_digest
 
-    grade = settings.out / "grades" / f"{candidate.student_id}.json"
-    marker = settings.out / "runs" / candidate.student_id / "done.json"
+    name = safe_name(candidate.student_id)
+    grade = settings.out / "grades" / f"{name}.json"
+    marker = settings.out / "runs" / name / "done.json"
     if not (grade.is_file() and marker.is_file()):
         return False
     try:
@@ -78,7 +80,7 @@ def crash_grade(candidate, settings: GradeSettings, reason: str) -> dict[str, An
     grade = json.loads(score(rubric, {}, student_id=candidate.student_id, submitted_at=None,
                              submitted_at_source="unknown", flags_in=["grader-crash"]).to_json())
     grade["error"] = reason
-    write_json_atomic(settings.out / "grades" / f"{candidate.student_id}.json", grade)
+    write_json_atomic(settings.out / "grades" / f"{safe_name(candidate.student_id)}.json", grade)
     return grade
 
 
@@ -158,7 +160,7 @@ def run_dask(todo: Sequence, settings: GradeSettings, *, scheduler: str, progres
     with client:
         resources = {"GPU": 1} if settings.gpus else None
         # retries=1: a task whose worker died is run once more elsewhere.
-        futures = [client.submit(grade_submission, c, settings, key=f"grade-{c.student_id}",
+        futures = [client.submit(grade_submission, c, settings, key=f"grade-{safe_name(c.student_id)}",
                                  retries=1, resources=resources, pure=False) for c in todo]
         by_key = {f.key: c for f, c in zip(futures, todo)}
         progress.running = min(len(futures), sum(client.nthreads().values()))
@@ -167,7 +169,7 @@ def run_dask(todo: Sequence, settings: GradeSettings, *, scheduler: str, progres
             c = by_key[fut.key]
             try:
                 grade = fut.result()
-                write_json_atomic(settings.out / "grades" / f"{c.student_id}.json", grade)
+                write_json_atomic(settings.out / "grades" / f"{safe_name(c.student_id)}.json", grade)
             except GraderError:
                 raise
             except Exception as e:  # noqa: BLE001 - KilledWorker and grader bugs alike
@@ -188,6 +190,7 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
                 scheduler: str | None = None, log: Log = lambda s: None) -> list[dict[str, Any]]:
     """Grades every submission under `paths` not already graded; returns all grades in OUT."""
     from grader.intake import IntakeLimits, discover, expand_bundles, mark_lms_times
+    from grader.intake.lms import attach_bundle_problems
     from grader.lateness import fmt_deadline
     from grader.rubric import load_rubric
 
@@ -204,7 +207,7 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
         log(f"{bundle.name} is the LMS's download of all submissions: graded as the folders inside it; "
             f"its archive times (upload times, stored without a time zone) are read in {zone}")
     candidates = discover(paths, pattern=pattern, exclude=[settings.out, *bundles])
-    candidates = mark_lms_times(candidates, folders)
+    candidates = attach_bundle_problems(mark_lms_times(candidates, folders), folders)
     if not candidates:
         raise GraderError(f"no submissions found under {', '.join(map(str, paths))} "
                           f"(expected files named like {rubric.submission.pattern.format(student_id='0556001')})")
@@ -240,9 +243,9 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
             run_dask(todo, settings, scheduler=scheduler, progress=progress, tick=tick)
         elif todo:
             run_local(todo, settings, workers=workers, progress=progress, tick=tick)
-    ids = {c.student_id for c in candidates}
+    names = {safe_name(c.student_id) for c in candidates}
     return [json.loads(p.read_text()) for p in sorted((settings.out / "grades").glob("*.json"))
-            if p.stem in ids]
+            if p.stem in names]
 
 
 def stale_times(student_ids: Sequence[str], settings: GradeSettings) -> list[str]:
@@ -255,9 +258,9 @@ def stale_times(student_ids: Sequence[str], settings: GradeSettings) -> list[str
     stale = []
     for sid in student_ids:
         try:
-            grade = json.loads((settings.out / "grades" / f"{sid}.json").read_text())
+            grade = json.loads((settings.out / "grades" / f"{safe_name(sid)}.json").read_text())
             sub = record_from_json(Submission, json.loads(
-                (settings.out / "runs" / sid / "submission.json").read_text()))
+                (settings.out / "runs" / safe_name(sid) / "submission.json").read_text()))
         except (OSError, ValueError, TypeError, KeyError):
             continue  # not a finished grade: is_done already sent it to be graded
         when, source = submission_time(sid, sub.submitted_at, sub.submitted_at_source, settings)

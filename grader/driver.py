@@ -39,6 +39,7 @@ from grader.execute import (
     RunStatus,
     SandboxLimits,
     SandboxSpec,
+    UndecodableMessage,
     _CappedClient,
     _is_cifar,
     _limit_from_error,
@@ -522,6 +523,16 @@ class Runner:
             fsize_hits = self._fsize_hits()
             try:
                 await client.async_execute_cell(cell, index)
+            except UndecodableMessage as exc:
+                # The kernel lives; the grader refused what it sent (execute.bounded_unpack): the
+                # rest of this cell's output is lost, so the run ends here, saying why.
+                record = client.record(cell, index, time.monotonic() - t0)
+                stopped = ("killed", self._stopped("limit", index, f"the kernel sent a message the grader could "
+                                                                   f"not decode ({exc.detail})"))
+                self.kill(*stopped)
+                self.records.append(dataclasses.replace(record, status="error", ename="UndecodableMessage",
+                                                        evalue=stopped[1]))
+                continue
             except (DeadKernelError, asyncio.CancelledError, RuntimeError):
                 # None: a clean os._exit(0) in the last cell, and no cell is left to run
                 stopped = self._kernel_gone(client, cell, index, time.monotonic() - t0, sent=alive)

@@ -13,11 +13,12 @@ executed. Every file left out gets a reason for the TA (`runs/<id>/plan.json`).
 from __future__ import annotations
 
 import ast
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+from grader import jsondepth
 
 HELPER_NAMES = frozenset({"utils", "util", "helpers", "helper", "__init__", "setup", "conftest"})
 """Module names that are libraries by convention (a package's __init__, packaging, pytest)."""
@@ -85,8 +86,8 @@ def references(source: str) -> tuple[set[str], set[str]]:
 def notebook_source(path: Path) -> str:
     """The code cells of a notebook, joined; empty when it cannot be read."""
     try:
-        nb = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
-    except (OSError, ValueError):
+        nb = jsondepth.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
+    except (OSError, ValueError, RecursionError):  # TooDeep is a ValueError
         return ""
     cells = nb.get("cells") if isinstance(nb, dict) else None
     if not isinstance(cells, list):  # nbformat 3 keeps cells under worksheets

@@ -10,7 +10,6 @@ checks should treat them as strong hints, cross-checked by an independent evalua
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 # dataset_name is re-exported: cellflow names the datasets a cell's code mentions with it
+from grader import jsondepth
 from grader.dataset_id import DataMount, dataset_name, identify  # noqa: F401
 
 MAX_EVENTS_BYTES = 20 * 2**20
@@ -190,7 +190,7 @@ def read_events(path: Path, *, max_bytes: int = MAX_EVENTS_BYTES,
         try:
             if len(line) > _MAX_LINE:
                 raise ValueError("line too long")
-            obj = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+            obj = jsondepth.loads(line.decode("utf-8"), parse_constant=_reject_constant)  # TooDeep: malformed
         except (ValueError, RecursionError):
             malformed += 1
             continue

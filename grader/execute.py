@@ -42,7 +42,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbformat import NotebookNode
 
-from grader import capture, diagnose, harvest, sandbox
+from grader import capture, diagnose, harvest, jsondepth, sandbox
 from grader.probe.startup import GUI_BACKENDS
 
 if TYPE_CHECKING:
@@ -392,6 +392,26 @@ def _shm_user(text: str) -> str:
 # ------------------------------------------------------------- kernel manager, client
 
 
+class UndecodableMessage(Exception):
+    """The kernel sent a message the grader cannot decode (nested too deep, not JSON): the
+    run's reason says so; it is not the kernel's death. `detail` says what was wrong."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def bounded_unpack(data: bytes | str) -> Any:
+    """jupyter_client's JSON unpacker for messages from the kernel (student-controlled), with
+    `grader.jsondepth`'s nesting bound: a 20 000-deep display would otherwise raise
+    RecursionError in the grader, which nbclient reports as a dead kernel."""
+    try:
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        return jsondepth.loads(text)
+    except (ValueError, RecursionError) as exc:  # TooDeep and JSONDecodeError are ValueErrors
+        raise UndecodableMessage((str(exc).splitlines() or [type(exc).__name__])[0][:300]) from None
+
+
 class _SandboxKernelManager(AsyncKernelManager):
     """Starts the kernel with a fixed command (the sandbox) and interrupts it by message:
     a SIGINT sent to bwrap from outside would not reach the kernel in its own session."""
@@ -401,6 +421,7 @@ class _SandboxKernelManager(AsyncKernelManager):
     client_context: zmq.asyncio.Context
 
     def client(self, **kwargs: Any) -> Any:
+        self.session.unpack = bounded_unpack  # the client shares this session
         return super().client(context=self.client_context, **kwargs)
 
     @property

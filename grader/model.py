@@ -173,6 +173,9 @@ class Submission(Record):
     """The student's name as the LMS download folder shows it, if any."""
     lms_participant_id: str | None = None
     """The LMS (Moodle) participant id from the download folder name, if any."""
+    claimed_id: str | None = None
+    """The id the file's name claims when several LMS participants claim it (`student_id` is then
+    made unique per participant, and the grade is withheld from the LMS import: `id-conflict`)."""
 
     def of_kind(self, kind: FileKind) -> tuple[SubmittedFile, ...]:
         return tuple(f for f in self.files if f.kind == kind)

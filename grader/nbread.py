@@ -2,7 +2,8 @@
 
 `read_notebook(path)` returns the notebook as nbformat 4 plus the list of repairs it made,
 each a short phrase for the student and the TA; it raises `UnreadableNotebook` only for a
-file that truly cannot be read (not JSON, cut off, not a notebook at all). Repairs happen in
+file that truly cannot be read (not JSON, cut off, not a notebook at all, nested deeper than
+`grader.jsondepth.MAX_DEPTH` levels, which would exhaust the grader's stack). Repairs happen in
 memory: the file on disk is never changed, so the student's bytes stay as they were handed in.
 
 Repaired: a byte-order mark; UTF-16 text; bytes that are not UTF-8 (a stray Windows-1252
@@ -27,6 +28,8 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 from nbformat.validator import normalize
+
+from grader.jsondepth import TooDeep, check_depth
 
 __all__ = ["ReadNotebook", "UnreadableNotebook", "looks_like_notebook", "read_notebook", "reads_notebook"]
 
@@ -172,6 +175,11 @@ def _parse(text: str, repairs: list[str]) -> Any:
         repairs.append("a byte-order mark at its start was ignored")
     if not text.strip():
         raise UnreadableNotebook("the file is empty")
+    try:
+        check_depth(text)  # before any parser: each level costs them a stack frame
+    except TooDeep as exc:
+        raise UnreadableNotebook(f"the notebook's JSON is nested {exc.depth} levels deep, more than the "
+                                 f"{exc.limit} the grader reads (and more than any notebook Jupyter writes)") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

@@ -8,6 +8,7 @@ skips them. All writes are atomic.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -15,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal, Mapping
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping
 from grader import __version__
 from grader.fsutil import tree_digest, write_json_atomic
 from grader.model import Submission, record_to_json
+from grader.safename import safe_name
 
 if TYPE_CHECKING:
     from grader.dataset_id import DataMount
@@ -225,14 +228,16 @@ def _to_cache(key: str, run_dir: Path, ev: dict[str, Any], settings: GradeSettin
 
 
 def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settings: GradeSettings,
-            rubric, inputs: str) -> dict[str, Any]:
+            rubric, inputs: str, wall_s: float | None = None) -> dict[str, Any]:
     """Executes one notebook or script with the probe, or reuses a cached run of the same file
-    beside the same other files (`inputs`, see `inputs_digest`)."""
+    beside the same other files (`inputs`, see `inputs_digest`). `wall_s`: the seconds left of
+    the submission's total (grader.runbudget), when fewer than the rubric's wall time."""
     key = run_cache_key(path, rel, settings, rubric, inputs=inputs)
     cached = _from_cache(key, rel, run_dir, settings)
     if cached is not None:
         return cached
-    ev = _execute(path, rel, submission_dir=submission_dir, run_dir=run_dir, settings=settings, rubric=rubric)
+    ev = _execute(path, rel, submission_dir=submission_dir, run_dir=run_dir, settings=settings, rubric=rubric,
+                  wall_s=wall_s)
     # A run stopped by a limit may have been starved by a busy machine: only finished runs are kept.
     if ev.get("status") in ("ok", "error"):
         _to_cache(key, run_dir, ev, settings)
@@ -240,7 +245,7 @@ def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settin
 
 
 def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settings: GradeSettings,
-             rubric) -> dict[str, Any]:
+             rubric, wall_s: float | None = None) -> dict[str, Any]:
     """Executes one notebook or script with the probe and returns its evidence."""
     from grader import collect
     from grader.evidence import figure_file
@@ -254,6 +259,8 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
             return collect.not_run(rel, "saved mode: a script has no stored outputs to read")
         return collect.from_saved(path, rel, run_dir=run_dir, handout=_handout(tuple(rubric.handout_paths())))
     limits = _limits(rubric)
+    if wall_s is not None and wall_s < limits.wall_timeout_s:  # what is left of the submission's time
+        limits = dataclasses.replace(limits, wall_timeout_s=max(1.0, wall_s))
     # The probe writes into a folder the sandbox gives it; execute copies it to run_dir/probe.
     startup = bootstrap_source(events_path=f"{PROBE_DIR_TOKEN}/events.jsonl", figures_dir=f"{PROBE_DIR_TOKEN}/fig",
                                max_figures=limits.max_figures)
@@ -312,19 +319,21 @@ def submission_time(student_id: str | None, submitted_at: str | None, source: st
 
 def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     """Grades one discovered submission; returns its Grade as JSON data."""
+    from grader import collect
     from grader.entrypoints import plan_runs
     from grader.intake import unpack
     from grader.intake.problems import UNREADABLE_CODES
     from grader.rubric import load_rubric
+    from grader.runbudget import capped, order_runs, out_of_time, shortened
     from grader.score import load_overrides
 
     rubric = load_rubric(settings.rubric_path)
     out = settings.out
-    sid = candidate.student_id
+    name = safe_name(candidate.student_id)  # never the id itself: it came from a file name
     work_root = out / "work"
-    shutil.rmtree(work_root / sid, ignore_errors=True)  # a half-done earlier attempt of ours
-    sub = unpack(candidate, work_root)
-    runs_root = out / "runs" / sid
+    shutil.rmtree(work_root / name, ignore_errors=True)  # a half-done earlier attempt of ours
+    sub = unpack(candidate, work_root, pattern=rubric.submission.pattern)
+    runs_root = out / "runs" / name
     shutil.rmtree(runs_root, ignore_errors=True)
     write_json_atomic(runs_root / "submission.json", record_to_json(sub))
 
@@ -334,13 +343,29 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     # imports (grader/entrypoints.py); plan.json says why each other .py did not run.
     plan = plan_runs(Path(sub.work_dir), [f.path for f in sub.notebooks if f.path not in bad],
                      [f.path for f in sub.scripts if f.path not in bad])
-    write_json_atomic(runs_root / "plan.json", plan.to_json())
+    # The rubric's budget per submission: so many runs, the lab's own notebooks first, in so much time.
+    lim = rubric.limits
+    order = order_runs(plan.run, rubric)
+    over = {rel: capped(rel, count=len(order), limit=lim.runs_per_submission)
+            for rel in order[lim.runs_per_submission:]}
+    planned = plan.to_json()
+    planned["run"] = [rel for rel in order if rel not in over]
+    planned["not_run"] += [{"path": rel, "reason": note["message"]} for rel, note in over.items()]
+    write_json_atomic(runs_root / "plan.json", planned)
     inputs = inputs_digest(sub)
-    for rel in plan.run:
+    deadline = time.monotonic() + lim.submission_timeout
+    for rel in order:
         run_dir = runs_root / _safe_name(rel)
         run_dir.mkdir(parents=True, exist_ok=True)
-        ev = run_one(Path(sub.work_dir) / rel, rel, submission_dir=Path(sub.work_dir), run_dir=run_dir,
-                     settings=settings, rubric=rubric, inputs=inputs)
+        left = deadline - time.monotonic()
+        if rel in over or left <= 0:
+            note = over.get(rel) or out_of_time(rel, limit_s=lim.submission_timeout)
+            ev = dict(collect.not_run(rel, note["message"]), mode=settings.mode, notes=[note])
+        else:
+            ev = run_one(Path(sub.work_dir) / rel, rel, submission_dir=Path(sub.work_dir), run_dir=run_dir,
+                         settings=settings, rubric=rubric, inputs=inputs, wall_s=left)
+            if ev.get("status") == "timeout" and left < lim.wall_timeout:
+                ev["notes"] = [*(ev.get("notes") or []), shortened(rel, given_s=left, limit_s=lim.submission_timeout)]
         write_json_atomic(run_dir / "evidence.json", ev)
         evidence.append(ev)
     kept = kept_overrides(out)
@@ -348,7 +373,7 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     grade = grade_from_runs(rubric, sub, evidence, settings=settings, overrides=overrides)
     write_json_atomic(runs_root / "done.json", {"key": settings_key(settings, sub.source_sha256)})
     _render(grade, sub, evidence, settings)
-    write_json_atomic(out / "grades" / f"{sid}.json", grade)
+    write_json_atomic(out / "grades" / f"{name}.json", grade)
     return grade
 
 
@@ -368,6 +393,7 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     from grader.intake.classify import unreadable_notebooks
     from grader.intake.problems import flag_of, unopened
     from grader.lateness import is_future
+    from grader.runbudget import budget_problems
     from grader.score import score
     from grader.sources import better_ignored, ignored_paths, to_json
 
@@ -379,10 +405,13 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     results, flags = run_checks(rubric, **common, sources=sources,
                                 unreadable=unreadable_notebooks(sub.files, sub.problems) + unopened(sub.problems))
     results = defer_to_ta(rubric, results, sources, evidence)
+    # The run budget is the submission's, whichever notebook it left out: said before any is ignored.
+    budget = budget_problems(evidence)
     # A candidate notebook graded for no part (a broken `Copy of ...`) raises no run flags.
     ignored = set(ignored_paths(sources))
     evidence = [ev for ev in evidence if ev.get("path") not in ignored]
     flags_in = set(flags)
+    flags_in.update(row["flag"] for row in budget)
     flags_in.update(flag_of(p.code) for p in sub.problems)  # every intake problem is visible to the TA
     for ev in evidence:
         flags_in |= run_flags(ev)  # how each run stopped, what the grader's machine lacked
@@ -400,13 +429,15 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     doc = json.loads(grade.to_json())
     doc["submitted_at"] = recorded.isoformat() if recorded else None  # the class summary checks the deadline
     doc["submitted_at_source"] = recorded_source
+    if sub.claimed_id:  # the id several LMS participants claim: the gradebook's LMS id, grade withheld
+        doc["claimed_id"] = sub.claimed_id
     # What each intake flag stands for, in the student's words, for the TA's views.
     doc["problems"] = [{"flag": flag_of(p.code), "code": p.code, "message": p.message, "path": p.path}
                        for p in sub.problems]
     # A more complete copy left ungraded by the naming rule costs points: said where the TA looks.
     doc["problems"] += [{"flag": "better-copy-ignored", "code": "better-copy-ignored", "message": reason,
                          "path": path} for path, reason in better_ignored(sources)]
-    doc["problems"] += run_problems(evidence)  # what the runs lacked or could not place, for grades.csv
+    doc["problems"] += run_problems(evidence) + budget  # what the runs lacked, could not place, were not given
     doc["sources"] = to_json(sources)  # which notebook (and cells) each part was graded on, and what was not
     return doc
 
@@ -450,13 +481,14 @@ def run_problems(evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
     process cap touched), as the grade's `problems` rows: `{flag, code, message, path}`."""
     rows: list[dict[str, Any]] = []
     from grader.diagnose import STUDENT_FLAGS
+    from grader.runbudget import BUDGET_FLAGS
 
     for ev in evidence:
         own = [p for p in ev.get("environment") or () if isinstance(p, Mapping) and p.get("code") in STUDENT_FLAGS]
         for p in [*_environment(ev), *own]:
             rows.append({"flag": p["code"], "code": p["code"], "message": str(p.get("message", "")), "path": ev.get("path")})
         for n in ev.get("notes") or ():
-            if isinstance(n, Mapping) and n.get("code"):
+            if isinstance(n, Mapping) and n.get("code") and n.get("code") not in BUDGET_FLAGS:  # budget_problems
                 rows.append({"flag": n["code"], "code": n["code"], "message": str(n.get("message", "")),
                              "path": ev.get("path")})
     return rows
@@ -467,7 +499,7 @@ def _render(grade: dict, sub: Submission, evidence: list[dict], settings: GradeS
     from grader.sources import report_evidence
 
     reference = _reference(settings.reference_path)
-    runs_root = settings.out / "runs" / sub.student_id
+    runs_root = settings.out / "runs" / safe_name(sub.student_id)
     enriched = [dict(ev, run_dir=str(runs_root / _safe_name(ev["path"])))
                 for ev in report_evidence(evidence, grade.get("sources") or {})]
     render_student(grade, evidence=enriched, reference=reference, dataset_stats=dict(settings.dataset_stats),

@@ -16,12 +16,14 @@ from grader.errors import GraderError
 from grader.fsutil import write_json_atomic
 from grader.model import Submission, record_from_json
 from grader.pipeline import OVERRIDES_KEPT, GradeSettings, _render, grade_from_runs, kept_overrides
+from grader.safename import safe_name
 
 Log = Callable[[str], None]
 
 
 def stored_evidence(out: Path, student_id: str) -> list[dict[str, Any]]:
-    runs = out / "runs" / student_id
+    """The evidence of every run of `student_id` (the id itself, not its file name)."""
+    runs = out / "runs" / safe_name(student_id)
     return [json.loads(p.read_text()) for p in sorted(runs.glob("*/evidence.json"))]
 
 
@@ -31,11 +33,12 @@ def _one(student_id: str, settings: GradeSettings, overrides_path: str | None) -
 
     rubric = load_rubric(settings.rubric_path)
     overrides = load_overrides(Path(overrides_path), rubric=rubric) if overrides_path else []
-    sub = record_from_json(Submission, json.loads((settings.out / "runs" / student_id / "submission.json").read_text()))
+    sub = record_from_json(Submission, json.loads(
+        (settings.out / "runs" / safe_name(student_id) / "submission.json").read_text()))
     evidence = stored_evidence(settings.out, student_id)
     grade = grade_from_runs(rubric, sub, evidence, settings=settings, overrides=overrides)
     _render(grade, sub, evidence, settings)
-    write_json_atomic(settings.out / "grades" / f"{student_id}.json", grade)
+    write_json_atomic(settings.out / "grades" / f"{safe_name(student_id)}.json", grade)
     return grade
 
 
@@ -60,7 +63,8 @@ def rescore(out: Path, *, rubric: Path | None = None, overrides: Path | None = N
     kept = kept_overrides(out)
     if kept is not None:
         load_overrides(kept, rubric=r)
-    students = sorted(p.parent.name for p in (out / "runs").glob("*/submission.json"))
+    # The ids themselves, from the records: a folder's name is only the id's file name.
+    students = sorted(str(json.loads(p.read_text())["student_id"]) for p in (out / "runs").glob("*/submission.json"))
     if not students:
         raise GraderError(f"{out} holds no graded runs to rescore")
     log(f"rescoring {len(students)} student(s) with {settings.rubric_path.name}"

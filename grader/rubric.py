@@ -371,7 +371,7 @@ class Dataset(_Model):
 
 
 class Limits(_Model):
-    """Execution limits per notebook; sizes in bytes, times in seconds."""
+    """Execution limits per notebook, and per submission; sizes in bytes, times in seconds."""
 
     memory: Size = 8 * 1024**3
     processes: Annotated[int, Field(strict=True, ge=1)] = 256
@@ -385,6 +385,12 @@ class Limits(_Model):
     """The notebook's cells together, counted from when its kernel is ready (start-up has its own limit)."""
     output_per_cell: Size = 1024**2
     figures: Annotated[int, Field(strict=True, ge=0)] = 200
+    runs_per_submission: Annotated[int, Field(strict=True, ge=1)] = 8
+    """Notebooks and scripts run per submission at most, those the lab's parts name first
+    (grader.runbudget); the rest are listed as not run (`runs-capped`)."""
+    submission_timeout: Duration = 6 * 3600.0
+    """All runs of one submission together, verification included: a run is started only while
+    some is left, and gets no more wall time than is left (`submission-time`)."""
 
 
 class Rubric(_Model):
@@ -509,7 +515,8 @@ def summarize(rubric: Rubric) -> str:
                    f"up to {lp.max_days} days, {after}")
     lim = rubric.limits
     out.append(f"limits: memory {format_size(lim.memory)}, cell {format_duration(lim.cell_timeout)}, "
-               f"wall {format_duration(lim.wall_timeout)}, {lim.processes} processes")
+               f"wall {format_duration(lim.wall_timeout)}, {lim.processes} processes; per submission "
+               f"{lim.runs_per_submission} runs in {format_duration(lim.submission_timeout)}")
     groups = [(p.id, p.title, p.points, p.items) for p in rubric.parts]
     if rubric.bonus:
         groups.append(("bonus", rubric.bonus.title, rubric.bonus.cap, rubric.bonus.items))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from grader.errors import GraderError
+from grader.safename import safe_name
 
 Log = Callable[[str], None]
 
@@ -190,7 +191,7 @@ def host_mounts(mounts: dict[str, str], *, log: Log = _info) -> Iterator[None]:
 
 
 def _default_out(student_id: str, source: Path) -> Path:
-    here = Path.cwd() / f"dllab-check-{student_id}"
+    here = Path.cwd() / f"dllab-check-{safe_name(student_id)}"
     if source.is_dir() and here.resolve().is_relative_to(source.resolve()):
         return source.resolve().parent / here.name  # never write into the folder being checked
     return here
@@ -277,7 +278,8 @@ def self_check(path: Path, *, lab: str | None, rubric: Path | None, data_args: d
     settings = replace(settings, submitted_at={candidate.student_id: when.isoformat()})
     config.save(settings)
     sid = candidate.student_id
-    runs = settings.out / "runs" / sid
+    name = safe_name(sid)  # the id's file name in OUT
+    runs = settings.out / "runs" / name
     reused = not rerun and is_done(candidate, settings)
     render_error = None
     if reused:
@@ -298,9 +300,9 @@ def self_check(path: Path, *, lab: str | None, rubric: Path | None, data_args: d
     evidence = stored_evidence(settings.out, sid)
     grade = grade_from_runs(r, record_from_json(Submission, sub_doc), evidence, settings=settings)
     if render_error:  # grade_submission stopped before writing it
-        write_json_atomic(settings.out / "grades" / f"{sid}.json", grade)
+        write_json_atomic(settings.out / "grades" / f"{name}.json", grade)
     feedback_dir = settings.out / "feedback"
-    if reused and not any(feedback_dir.glob(f"{sid}.pdf" if pdf else f"{sid}.*")):
+    if reused and not any(feedback_dir.glob(f"{name}.pdf" if pdf else f"{name}.*")):
         try:
             _render(grade, record_from_json(Submission, sub_doc), evidence, settings)
         except Exception as e:  # noqa: BLE001 - the table does not need the feedback files
@@ -308,7 +310,7 @@ def self_check(path: Path, *, lab: str | None, rubric: Path | None, data_args: d
     items = {item.id: item for _, item in r.all_items()}
     unjudged = frozenset(i for i, it in items.items() if quick and it.check in QUICK_UNJUDGED)
     manual = frozenset(i for i, it in items.items() if it.check == "manual")
-    feedback = tuple(p for p in sorted(feedback_dir.glob(f"{sid}.*")) if p.suffix in (".html", ".pdf"))
+    feedback = tuple(p for p in sorted(feedback_dir.glob(f"{name}.*")) if p.suffix in (".html", ".pdf"))
     return SelfCheck(grade=grade, submission=sub_doc, evidence=tuple(evidence), unjudged=unjudged, manual=manual,
                      quick=quick, datasets=tuple(r.datasets),
                      deadline=r.deadline.strftime("%Y-%m-%d %H:%M %z") if r.deadline else "none set",

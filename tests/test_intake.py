@@ -837,3 +837,30 @@ def test_notebooks_and_logs_that_compress_well_are_not_zip_bombs(area: Area) -> 
     assert codes(sub) == ["suspicious-compression"] and sub.problems[0].path == "data/zeros.bin"
     assert {"lab1.ipynb", "train_log.txt", "src/train.py"} <= paths(sub)
     assert "Accuracy 55 %" in (Path(sub.work_dir) / "lab1.ipynb").read_text()
+
+
+def test_of_two_members_with_one_name_the_first_is_extracted_as_the_message_says(area: Area) -> None:
+    """Issue 13 H: the smaller copy was written (extraction sorts by size) while the message said
+    the first was used. Now the first copy in the archive is extracted, whichever is smaller, in
+    the top zip and in a nested one alike."""
+    import io
+    import warnings
+    import zipfile
+
+    first, second = fx.notebook_bytes("print('first', 0.70)" + " " * 400), fx.notebook_bytes("print('second')")
+    inner = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name: that is the point
+        with zipfile.ZipFile(inner, "w") as z:
+            z.writestr("model.py", "A = 'first'" + " " * 400)
+            z.writestr("model.py", "A = 'second'")
+        members = [("lab1-1.ipynb", first), ("report.pdf", fx.PDF), ("lab1-1.ipynb", second),
+                   ("helpers.zip", inner.getvalue())]
+        sub = run_one(area, lambda f: fx.write_zip(f / "dllab_0556001.zip", members))
+    assert len(second) < len(first)
+    work = Path(sub.work_dir)
+    assert (work / "lab1-1.ipynb").read_bytes() == first
+    assert (work / "helpers" / "model.py").read_text().startswith("A = 'first'")
+    dups = [p for p in sub.problems if p.code == "duplicate-member"]
+    assert sorted(p.path for p in dups) == ["helpers.zip/model.py", "lab1-1.ipynb"]
+    assert all("only the first copy was used" in p.message for p in dups)

@@ -272,12 +272,16 @@ def test_minimal_grade_renders(tmp_path: Path) -> None:
     assert "0556099" in text and "No notebook or script of yours was run" in text
 
 
-def test_unsafe_student_id_is_refused(tmp_path: Path) -> None:
-    from grader.errors import GraderError
+def test_unsafe_student_id_gets_a_safe_file_name_inside_feedback(tmp_path: Path) -> None:
+    """Issue 13 E: an id that cannot be a file name is that student's problem, not the batch's:
+    the feedback is written under the id's safe name, inside feedback/, and shows the id."""
+    from grader.safename import safe_name
 
-    with pytest.raises(GraderError):
-        render_student({"student_id": "../x", "parts": []}, evidence=[], reference=None, dataset_stats={},
-                       problems=[], out_dir=tmp_path, pdf=False)
+    path = render_student({"student_id": "../x", "parts": []}, evidence=[], reference=None, dataset_stats={},
+                          problems=[], out_dir=tmp_path, pdf=False)
+    assert path.parent == tmp_path / "feedback" and path.name == f"{safe_name('../x')}.html"
+    assert path.name.startswith("x--") and "../x" in path.read_text()
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [path.name]
 
 
 # --------------------------------------------------------------------------- summary, gradebook

@@ -31,10 +31,12 @@ from grader.intake.extract import (
     strip_single_folder,
     write_entries,
 )
-from grader.intake.lms import expand_bundles, mark_lms_times
-from grader.intake.naming import DEFAULT_PATTERN, archive_ext
+from grader.intake.lms import attach_bundle_problems, expand_bundles, mark_lms_times
+from grader.intake.naming import DEFAULT_PATTERN, NamePattern, archive_ext
+from grader.intake.owners import inner_ids
 from grader.intake.problems import MESSAGES, code_unopened, problem
-from grader.model import Problem, Submission
+from grader.model import Problem, Submission, SubmittedFile
+from grader.safename import safe_name
 
 __all__ = ["Candidate", "IntakeLimits", "MESSAGES", "discover", "intake", "source_digest", "unpack"]
 
@@ -69,13 +71,15 @@ def intake(
     work_root = work_root.resolve()  # discover compares real paths
     paths, bundles, zips = expand_bundles(paths, work_root, limits, pattern=pattern, zip_tz=zip_tz)
     candidates = discover(paths, pattern=pattern, exclude=[work_root, *zips])
-    candidates = mark_lms_times(candidates, bundles)
-    return [unpack(c, work_root, limits=limits) for c in candidates]
+    candidates = attach_bundle_problems(mark_lms_times(candidates, bundles), bundles)
+    return [unpack(c, work_root, limits=limits, pattern=pattern) for c in candidates]
 
 
-def unpack(candidate: Candidate, work_root: Path | str, *, limits: IntakeLimits = IntakeLimits()) -> Submission:
-    """Extract one candidate into `work_root/<student_id>/` and describe what it contains."""
-    dest = Path(work_root).absolute() / candidate.student_id
+def unpack(candidate: Candidate, work_root: Path | str, *, limits: IntakeLimits = IntakeLimits(),
+           pattern: str = DEFAULT_PATTERN) -> Submission:
+    """Extract one candidate into `work_root/<safe_name(student_id)>/` and describe what it contains;
+    `pattern` (the lab's submission name) tells files inside named for another student id."""
+    dest = Path(work_root).absolute() / safe_name(candidate.student_id)
     try:
         dest.mkdir(mode=0o755, parents=True)
     except FileExistsError:
@@ -105,6 +109,7 @@ def unpack(candidate: Candidate, work_root: Path | str, *, limits: IntakeLimits 
     problems += budget.problems()
     files, file_problems = classify(dest, written, notes)
     problems += file_problems
+    problems += _inner_id_problems(candidate, stripped, files, written, pattern)
     if readable:
         if not any(f.kind in _CONTENT_KINDS for f in files) and not code_unopened(problems):
             problems.append(problem("no-notebook"))
@@ -126,7 +131,22 @@ def unpack(candidate: Candidate, work_root: Path | str, *, limits: IntakeLimits 
         junk_skipped=junk,
         student_name=candidate.student_name,
         lms_participant_id=candidate.lms_participant_id,
+        claimed_id=candidate.claimed_id,
     )
+
+
+def _inner_id_problems(candidate: Candidate, stripped: str | None, files: Sequence[SubmittedFile],
+                       written: Sequence[str], pattern: str) -> list[Problem]:
+    """`inner-id` for each notebook, script, zip or top folder inside the submission that is named
+    for another student id than the one it is graded as (someone else's work handed in, or a typo)."""
+    if any(p.code == "no-student-id" for p in candidate.problems):
+        return []
+    own = candidate.claimed_id or candidate.student_id
+    paths = [stripped] if stripped else []
+    paths += [f.path for f in files if f.kind in _CONTENT_KINDS]
+    paths += [w for w in written if w.lower().endswith(".zip")]
+    return [problem("inner-id", path, name=candidate.path.name, other=other, student_id=own)
+            for path, other in inner_ids(own, paths, NamePattern(pattern))]
 
 
 def _scan_source(candidate: Candidate) -> tuple[zipfile.ZipFile | None, Scan, list[Problem]]:

@@ -4,7 +4,8 @@ Accepted inputs: zip files, a folder of zips, a Moodle "download all submissions
 (one `<Full Name>_<participant id>_assignsubmission_file_/` folder per student), or a
 student's unpacked folder (self-check). Every archive-looking file becomes a candidate,
 even misnamed ones, so no student is silently dropped; several candidates for one student
-are reduced to the newest, and the rest are recorded as duplicates.
+are reduced to the newest, and the rest are recorded as duplicates; but never the uploads of two
+LMS participants, which are each graded on their own (grader.intake.owners).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from grader.intake.naming import (
     moodle_folder,
     placeholder_id,
 )
+from grader.intake.owners import resolve_owners
 from grader.intake.problems import problem
 from grader.model import Problem
+from grader.safename import safe_name, unsafe_reason
 
 _CODE_EXTS = (".ipynb", ".py")
 _MAX_DEPTH = 3
@@ -63,6 +66,9 @@ class Candidate:
     """The Moodle plugin it came from: `file` (uploads) or `onlinetext` (text typed into Moodle)."""
     expected_name: str = ""
     """The name the rubric's pattern asks for, for messages (`dllab_0556001.zip`)."""
+    claimed_id: str | None = None
+    """The id the file's name claims, when uploads of several LMS participants claim it:
+    `student_id` is then `<id>-moodle-<participant>`, one per participant (grader.intake.owners)."""
 
 
 def discover(
@@ -84,7 +90,18 @@ def discover(
         else:
             _scan_dir(path, names, found, skip, depth=0)
     found = list({os.path.realpath(c.path): c for c in found}.values())  # a file inside a folder also given
-    return _one_per_student(_unique_placeholders(_join_online_text(found)))
+    chosen = _one_per_student(resolve_owners(_unique_placeholders(_join_online_text(found))))
+    return [_flag_unsafe_id(c) for c in chosen]
+
+
+def _flag_unsafe_id(c: Candidate) -> Candidate:
+    """An id that cannot be a file name as it is (107 digits, `CON`) is that submission's
+    problem, said on its grade; its files go under `safe_name(id)` (grader.safename)."""
+    why = unsafe_reason(c.student_id)
+    if why is None:
+        return c
+    flag = problem("unsafe-id", c.path.name, name=c.path.name, why=why, safe=safe_name(c.student_id))
+    return replace(c, problems=(*c.problems, flag))
 
 
 def _scan_dir(folder: Path, names: NamePattern, found: list[Candidate], skip: set[str], *, depth: int) -> None:

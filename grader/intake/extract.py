@@ -313,6 +313,7 @@ def write_entries(entries: list[Entry], dest: Path, budget: Budget, *, prefix: s
     limits = budget.limits
     problems: list[Problem] = []
     written: list[str] = []
+    entries = _first_copies(entries, problems, prefix)
     real_dest = os.path.realpath(dest)
     total_packed = sum(e.packed or 0 for e in entries)
     total_size = sum(e.size for e in entries if e.packed is not None)
@@ -372,6 +373,22 @@ def write_entries(entries: list[Entry], dest: Path, budget: Budget, *, prefix: s
             if entry.mtime is not None:
                 os.utime(target, (entry.mtime, entry.mtime), follow_symlinks=False)
     return written, problems
+
+
+def _first_copies(entries: list[Entry], problems: list[Problem], prefix: str) -> list[Entry]:
+    """The first copy of each file name, in archive order: what the `duplicate-member` message
+    promises, and what unzip's "do not overwrite" keeps. Writing sorts by size, so without this a
+    smaller later copy would be the one written."""
+    seen: set[tuple[str, ...]] = set()
+    kept = []
+    for entry in entries:
+        if entry.opener is not None and entry.parts in seen:
+            problems.append(problem("duplicate-member", prefix + entry.label))
+            continue
+        if entry.opener is not None:
+            seen.add(entry.parts)
+        kept.append(entry)
+    return kept
 
 
 def _order(entry: Entry) -> tuple[int, int, int]:

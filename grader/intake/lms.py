@@ -10,6 +10,7 @@ zone: they are read in the deadline's time zone (`zip_tz`), the one the course's
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import zipfile
 from collections.abc import Sequence
@@ -22,11 +23,14 @@ from grader.intake.extract import Budget, IntakeLimits, is_junk, safe_parts, sca
 from grader.intake.names import member_name
 from grader.intake.classify import sha256_file
 from grader.intake.naming import DEFAULT_PATTERN, NamePattern, moodle_file, moodle_folder
+from grader.model import Problem
 
 # A bundle holds a whole class: its caps are a class's worth of single-submission caps.
 _CLASS_SIZE = 300
 # Written last into an extracted bundle's folder: the extraction finished and can be reused.
 _COMPLETE = ".dllab-complete"
+# Beside it: what extraction refused, by participant (attach_bundle_problems).
+_PROBLEMS = ".dllab-problems.json"
 
 
 def is_moodle_bundle(path: Path) -> bool:
@@ -109,9 +113,42 @@ def _extract(path: Path, dest: Path, limits: IntakeLimits, zip_tz: dt.tzinfo | N
         raise GraderError(f"{path}: the LMS download could not be read ({scan.problems[0].message})")
     with zf:
         _, problems = write_entries(scan.entries, dest, budget)
-    problems += budget.problems() + scan.problems
-    if problems:
-        raise GraderError(f"{path}: the LMS download could not be unpacked completely: {problems[0].message}")
+    if budget.problems():  # a class's worth of caps exhausted: the TA's download, not one student's upload
+        raise GraderError(f"{path}: the LMS download could not be unpacked completely: {budget.problems()[0].message}")
+    _keep_member_problems(dest, [*scan.problems, *problems])
+
+
+def _keep_member_problems(dest: Path, problems: list[Problem]) -> None:
+    """A member refused or damaged (an upload over the size limit, a link) is its participant's
+    problem, never the batch's: kept beside the extraction for `attach_bundle_problems`, with the
+    participant's folder made so they are graded (and told) even when nothing of theirs was written."""
+    kept = []
+    for p in problems:
+        top = (p.path or "").split("/")[0]
+        who = moodle_folder(top) or (moodle_file(top) or (None, ""))[0]
+        if who is None:
+            raise GraderError(f"{dest.name}: the LMS download holds `{top}`, which is no participant's: {p.message}")
+        (dest / f"{who.student_name}_{who.participant_id}_assignsubmission_{who.plugin}_").mkdir(exist_ok=True)
+        kept.append({"participant": who.participant_id, "code": p.code, "message": p.message, "path": p.path})
+    (dest / _PROBLEMS).write_text(json.dumps(kept))
+
+
+def attach_bundle_problems(candidates: list[Candidate], folders: list[Path]) -> list[Candidate]:
+    """Each participant's candidates from an extracted bundle carry what extraction refused of theirs."""
+    by_pid: dict[tuple[Path, str], list[Problem]] = {}
+    for folder in folders:
+        try:
+            rows = json.loads((folder / _PROBLEMS).read_text())
+        except (OSError, ValueError):
+            continue
+        for r in rows:
+            by_pid.setdefault((folder, r["participant"]), []).append(Problem(code=r["code"], message=r["message"],
+                                                                             path=r["path"]))
+    out = []
+    for c in candidates:
+        found = [p for f in folders if f in c.path.parents for p in by_pid.get((f, c.lms_participant_id or ""), [])]
+        out.append(replace(c, problems=(*c.problems, *found)) if found else c)
+    return out
 
 
 def mark_lms_times(candidates: list[Candidate], folders: list[Path]) -> list[Candidate]:

@@ -19,6 +19,15 @@ MESSAGES: dict[str, str] = {
     "extra-file": "`{name}` was uploaded next to the archive instead of inside it, so it was not graded.",
     "online-text": "The text typed into Moodle's online-text box (`{name}`) was not graded: the lab is "
     "graded from the uploaded files; the TA can still read it in Moodle.",
+    "claimed-id": "Student id {claimed} is claimed by uploads of {count} Moodle participants: {who}. "
+    "Whose id it is cannot be told from the files, so each upload was graded on its own and none replaces "
+    "another's grade; this one (participant {participant}) is listed as `{student_id}` until a TA decides.",
+    "several-ids": "Moodle participant {person} ({participant}) uploaded archives for {count} different student "
+    "ids ({ids}); each was graded on its own and none replaces another student's grade until a TA decides.",
+    "inner-id": "`{name}` holds `{path}`, whose name carries another student id ({other}); it was graded as "
+    "{student_id}, the id in the archive's name, and a TA will check whose work it is.",
+    "unsafe-id": "The student id read from `{name}` cannot be used as a file name as it is ({why}); this "
+    "submission was graded on its own, and its files are named `{safe}` (grades/{safe}.json, feedback/{safe}.pdf).",
     "not-an-archive": "`{name}` was handed in on its own; the lab expects everything in one zip "
     "named `{expected}`. It was graded as if it had been inside that zip.",
     # the archive as a whole
@@ -72,6 +81,7 @@ UNREADABLE_CODES = frozenset({"unreadable-notebook", "bad-notebook"})
 # summary, the Moodle export) show what went wrong at intake, not only 0 points.
 FLAGS: dict[str, str] = {
     "bad-name": "bad-name", "no-student-id": "no-student-id", "duplicate": "duplicate",
+    "claimed-id": "id-conflict", "several-ids": "id-conflict", "inner-id": "id-conflict", "unsafe-id": "unsafe-id",
     "extra-file": "extra-file", "online-text": "online-text", "not-an-archive": "not-an-archive",
     "unsupported-format": "unsupported-format", "corrupt": "corrupt-archive", "truncated": "truncated-archive",
     "empty": "empty-submission", "encrypted": "encrypted",
@@ -87,6 +97,11 @@ FLAGS: dict[str, str] = {
 # What each intake flag means, in a few words (the feedback PDF and the class summary show it).
 FLAG_TEXT: dict[str, str] = {
     "no-student-id": "no student id could be read from the file name",
+    "id-conflict": "whose work this is is in doubt (one student id claimed by uploads of two Moodle participants, "
+                   "one participant uploading several ids, or a file inside named for another id): each upload is "
+                   "graded on its own, and the grade is left out of the Moodle import until a TA decides",
+    "unsafe-id": "the student id in the file name cannot be a file name as it is (too long, odd characters, "
+                 "a reserved name): the submission's files are named by a safe form of it",
     "extra-file": "a file was uploaded next to the zip, not inside it",
     "online-text": "text typed into Moodle's online-text box was not graded (the uploaded files were)",
     "not-an-archive": "files were handed in without a zip",
@@ -165,6 +180,8 @@ def unreadable_fix(reason: str) -> str:
     under the notebook's name needs the .ipynb itself, not another save."""
     if "not the .ipynb itself" in reason or "not a notebook" in reason:
         return "hand in the .ipynb file itself (the one Jupyter opens and saves), not an export of it"
+    if "levels deep" in reason:
+        return "hand in the notebook as Jupyter saves it, without the deeply nested data"
     return "open it in Jupyter, save it again and re-submit"
 
 

@@ -10,7 +10,9 @@ Importing `moodle_grades.csv` into Moodle (Course → Grades → Import → CSV 
 3. "Grade item mappings": map "Grade" to the lab's grade item and "Feedback" to
    "Feedback: <the same item>"; leave "Feedback file" on "Ignore".
 4. Import. A student whose grade could not be computed (a grader error) has an empty Grade,
-   which Moodle skips, so a crash never overwrites a grade with 0.
+   which Moodle skips, so a crash never overwrites a grade with 0. So has every grade flagged
+   `id-conflict` (one student id claimed by several participants' uploads): a TA decides whose
+   it is, so one student's upload never sets a classmate's grade.
 
 "Feedback file" maps each student to their PDF (`feedback/<id>.pdf`, relative to the output
 folder) for uploading by hand or by a script; Moodle's grade import does not carry files.
@@ -26,6 +28,7 @@ from typing import Any
 
 from grader.fsutil import write_text_atomic
 from grader.report.text import clean, fmt_points, num
+from grader.safename import safe_name
 
 MOODLE_COLUMNS = ("ID number", "Grade", "Feedback", "Feedback file")
 # Intake (and notebook-choice) problems that cost points, told in Moodle's one-line feedback; the PDF has them all.
@@ -51,13 +54,16 @@ def write_gradebook(grades: list[dict], *, out_dir: Path) -> list[Path]:
         points = {p.get("id"): p.get("points") for p in g.get("parts") or [] if isinstance(p, Mapping)}
         bonus = g.get("bonus") if isinstance(g.get("bonus"), Mapping) else {}
         late = g.get("late") if isinstance(g.get("late"), Mapping) else {}
-        table.append([str(g.get("student_id")), _n(g.get("total")), _n(g.get("max")),
+        table.append([_cell(str(g.get("student_id"))), _n(g.get("total")), _n(g.get("max")),
                       *[_n(points.get(pid)) for pid in part_ids],
                       _n(bonus.get("points")) if bonus else "", _n(late.get("penalty_points") or 0),
                       _cell(";".join(str(f) for f in g.get("flags") or [])),
                       _cell(" | ".join(f"{p.get('flag')}: {clean(p.get('message'), 400)}" for p in _problems(g)))])
-        moodle.append([str(g.get("student_id")), "" if g.get("error") else _n(g.get("total")),
-                       _cell(moodle_feedback(g)), f"feedback/{g.get('student_id')}.pdf"])
+        # Whose work an `id-conflict` grade is waits for a TA: Moodle gets no grade for it (an
+        # empty Grade is skipped), so one participant's upload never lands on a classmate's id.
+        withheld = bool(g.get("error")) or "id-conflict" in (g.get("flags") or [])
+        moodle.append([_cell(str(g.get("claimed_id") or g.get("student_id"))), "" if withheld else _n(g.get("total")),
+                       _cell(moodle_feedback(g)), f"feedback/{safe_name(g.get('student_id'))}.pdf"])
     paths = [out_dir / "grades.csv", out_dir / "moodle_grades.csv"]
     for path, rows in zip(paths, (table, moodle)):
         buf = io.StringIO()
@@ -70,6 +76,9 @@ def moodle_feedback(g: Mapping) -> str:
     """One line: total, points per part, bonus, late penalty, and what is still pending."""
     if g.get("error"):
         return "Your submission could not be graded automatically; a TA will grade it."
+    if "id-conflict" in (g.get("flags") or []):
+        return ("Your grade waits for a TA: whose work this upload is is in doubt (the same student id was "
+                "handed in by more than one Moodle participant, or the upload names another id).")
     bits = [f"{p.get('id')} {fmt_points(p.get('points'))}/{fmt_points(p.get('max'))}"
             for p in g.get("parts") or [] if isinstance(p, Mapping)]
     bonus = g.get("bonus") if isinstance(g.get("bonus"), Mapping) else None

@@ -13,9 +13,10 @@ from grader.intake.problems import FLAG_TEXT as INTAKE_FLAG_TEXT
 from grader.report import charts
 from grader.report.figures import figures_view
 from grader.report.pdf import html_to_pdf, stylesheet_text
+from grader.safename import safe_name
 from grader.sources import RULE
 from grader.report.text import (
-    RUN_STATUSES, clean, clip_lines, num, render_template, safe_student_id, status_of,
+    RUN_STATUSES, clean, clip_lines, num, render_template, status_of,
 )
 
 MAX_CLASSES = 60
@@ -60,6 +61,10 @@ FLAG_TEXT = {
     "files-not-placed": "some files of your submission were not placed where your code runs (see the message)",
     "process-cap": "your code reached the process limit for a moment; processes or threads it started then failed",
     "processes-left": "your code left processes running after its last cell; they were stopped",
+    "runs-capped": "the submission has more notebooks and scripts than the lab runs per submission; the ones "
+                   "over the limit were not run (those the lab's parts name ran first)",
+    "submission-time": "the submission's runs used up the total time the lab allows one submission; later runs "
+                       "were not started, or were stopped at the time left",
     **INTAKE_FLAG_TEXT,
 }
 
@@ -68,7 +73,7 @@ def render_student(grade: dict, *, evidence: list[dict], reference: dict | None,
                    problems: list[dict], out_dir: Path, name: str | None = None, pdf: bool = True) -> Path:
     """Writes `out_dir/feedback/<id>.html` and, with `pdf`, `<id>.pdf`; returns the PDF's
     path (the HTML's without `pdf`). Both stand alone: images are embedded as data: URIs."""
-    sid = safe_student_id(grade.get("student_id"))
+    sid = safe_name(grade.get("student_id"))  # never the id itself: it came from a file name
     context = student_context(grade, evidence=evidence, reference=reference, dataset_stats=dataset_stats,
                               problems=problems, name=name)
     folder = Path(out_dir) / "feedback"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,8 +11,8 @@ from grader.fsutil import write_bytes_atomic, write_text_atomic
 from grader.report import charts
 from grader.report.pdf import html_to_pdf, stylesheet_text
 from grader.report.text import RUN_STATUSES, STATUSES, clean, num, render_template, status_of
+from grader.safename import safe_name
 
-_LINKABLE = re.compile(r"^\w[\w.-]{0,99}$")
 
 
 def render_summary(grades: list[dict], *, runs: dict[str, list[dict]], out_dir: Path, pdf: bool = True,
@@ -157,7 +156,7 @@ def _student_row(g: Mapping, evs: Sequence[Mapping], part_cols: Sequence[Mapping
         s = status_of(ev.get("status"), RUN_STATUSES, "not-run")
         statuses[s] = statuses.get(s, 0) + 1
     total, maximum = num(g.get("total")), num(g.get("max"))
-    return {"id": sid, "link": sid if _LINKABLE.match(sid) else None,
+    return {"id": sid, "link": safe_name(g.get("student_id")),
             "total": total, "max": maximum,
             "fraction": None if total is None or not maximum else max(0.0, min(1.0, total / maximum)),
             "parts": [points.get(c["id"]) for c in part_cols],

@@ -9,7 +9,6 @@ from typing import Any
 
 import jinja2
 
-from grader.errors import GraderError
 from grader.resources import resource_dir
 
 STATUSES = ("pass", "partial", "fail", "error", "manual")
@@ -18,7 +17,6 @@ RUN_STATUSES = ("ok", "error", "timeout", "killed", "not-run")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
 # XML 1.0 cannot hold these; a student's output can.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
-_SAFE_ID = re.compile(r"^\w[\w.-]{0,99}$")
 
 
 def clean(value: object, limit: int = 2000) -> str:
@@ -75,14 +73,6 @@ def fmt_vec(values: object, digits: int = 3) -> str:
     if not isinstance(values, (list, tuple)) or not values:
         return "–"
     return "(" + ", ".join(fmt_num(v, digits) for v in values[:8]) + ")"
-
-
-def safe_student_id(value: object) -> str:
-    """The id used in file names; anything that could leave feedback/ is a grader bug."""
-    sid = str(value or "")
-    if not _SAFE_ID.match(sid):
-        raise GraderError(f"student id {sid[:40]!r} cannot be used as a file name")
-    return sid
 
 
 def status_of(value: object, allowed: tuple[str, ...] = STATUSES, default: str = "error") -> str:

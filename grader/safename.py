@@ -1,0 +1,52 @@
+"""The one name a student id becomes on disk and in links: `grades/<name>.json`, `runs/<name>/`,
+`work/<name>/`, `feedback/<name>.pdf`, the gradebook's feedback column, the class summary's links.
+
+A student id is read from a file name a student chose, so it can be anything: 107 digits,
+Chinese, `..`, `CON`, empty. `safe_name` never fails: a plain id (`0556001`) is its own name;
+any other id becomes a short readable slug plus a digest of the exact id, so the name is
+bounded, made of safe characters, and different ids never share a name (two ids equal after
+cleaning differ in their digests). A name with a digest contains `--`, which no plain id may,
+so a plain id can never take another id's name either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+__all__ = ["MAX_NAME_CHARS", "safe_name", "unsafe_reason"]
+
+MAX_NAME_CHARS = 64
+"""Longest name (characters, all ASCII) before `.json`/`.pdf`: far under every file system's 255."""
+_SLUG_CHARS = 40
+_DIGEST_CHARS = 16  # 64 bits: no two ids of a class (or of any plausible batch) collide
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Names Windows refuses for a file whatever its extension (the TA may copy OUT to Windows).
+_RESERVED = re.compile(r"(?i)(?:con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(?:\..*)?")
+
+
+def unsafe_reason(student_id: str) -> str | None:
+    """Why `student_id` cannot be used as a file name as it is, or None when it can."""
+    if not student_id:
+        return "it is empty"
+    if len(student_id) > MAX_NAME_CHARS:
+        return f"it is {len(student_id)} characters long, more than the {MAX_NAME_CHARS} a file name may take"
+    if not _PLAIN.fullmatch(student_id) or student_id.endswith("."):
+        return "it holds characters other than letters, digits, `.`, `_` and `-` (or starts or ends with one)"
+    if "--" in student_id:
+        return "it holds `--`, which marks the grader's own cleaned-up names"
+    if _RESERVED.fullmatch(student_id):
+        return "Windows reserves that name for a device"
+    return None
+
+
+def safe_name(student_id: object) -> str:
+    """The file name (without extension) for `student_id`: itself when it is plain, else
+    `<slug>--<digest>` (at most `MAX_NAME_CHARS` ASCII characters). Deterministic, so every
+    stage finds a student's files from the id alone; injective, so no two ids share files."""
+    sid = "" if student_id is None else str(student_id)
+    if unsafe_reason(sid) is None:
+        return sid
+    digest = hashlib.sha256(sid.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", sid).strip("-")[:_SLUG_CHARS].strip("-") or "id"
+    return f"{slug}--{digest}"

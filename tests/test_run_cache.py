@@ -67,7 +67,7 @@ def test_two_students_with_the_same_notebook_and_other_helpers_get_their_own_run
 
     executed: list[str] = []
 
-    def fake_execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settings, rubric) -> dict:
+    def fake_execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settings, rubric, wall_s=None) -> dict:
         executed.append(submission_dir.name)
         (run_dir / "executed.ipynb").write_text("{}")
         # what the run printed depends on the helper module, as a real run's would

@@ -37,21 +37,23 @@ from test_sections import (
     saved_ev,
 )
 
+from honest import handout_net, histogram_figure, line_figure, runs_evidence, verified_block  # noqa: E402
+
 RUBRIC = load_rubric(builtin_rubric("lab1"))
 LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
 
 
 def complete(path: str, acc: float = 0.55) -> dict[str, Any]:
     """Evidence of a LAB 1-1 notebook that did everything."""
-    hists = [{"cell": 7, "index": 8, "kind": "histogram", "subjects": [f"net.{l}.{k}" for l in LAYERS
-                                                                        for k in ("weight", "bias")]}]
+    net = handout_net()  # the histograms' data and the verified parameters come from one real model
+    hists = [dict(histogram_figure(net, [f"{l}.{k}" for l in LAYERS for k in ("weight", "bias")], cell=7), index=8)]
     return {"path": path, "mode": "execute", "status": "ok", "reason": "", "dataset": "cifar10",
             "metrics": {"dataset": "cifar10", "test_accuracy": acc, "test_loss": 1.3,
                         "per_class_accuracy": {c: acc for c in CIFAR10_CLASSES}},
             "figures": hists, "errors": [], "models": [{"class": "Net", "num_outputs": 10, "cell": 2}],
             "optimizers": [{"type": "SGD", "lr": 0.001, "steps": 100}], "schedulers": [], "normalization": [],
             "training": [session(5, "cifar10", "train", 50000)], "evaluations": [session(6, "cifar10", "test", 10000)],
-            "verified": {"test_accuracy": acc, "per_class_accuracy": {c: acc for c in CIFAR10_CLASSES}}}
+            "verified": verified_block(net, test_accuracy=acc, per_class_accuracy={c: acc for c in CIFAR10_CLASSES})}
 
 
 def session(index: int, dataset: str, split: str, samples: int, model: str = "net") -> dict[str, Any]:
@@ -223,10 +225,11 @@ def test_intake_drops_checkpoint_folders(tmp_path: Path) -> None:
 
 def study(path: str) -> dict[str, Any]:
     """A learning-rate study: two rates trained, compared in a line chart."""
-    return dict(broken(path), status="ok", errors=[],
-                optimizers=[{"type": "SGD", "lr": lr, "steps": 50} for lr in (0.1, 0.01)],
-                training=[session(4, "cifar10", "train", 25000)],
-                figures=[{"cell": 4, "index": 4, "kind": "line", "subjects": []}])
+    runs = runs_evidence((0.1, 0.01), cell=4)
+    return dict(broken(path), status="ok", errors=[], optimizers=runs["optimizers"], models=runs["models"],
+                training=[dict(session(4, "cifar10", "train", 12500), model_ref=t["model_ref"], batches=t["batches"])
+                          for t in runs["training"]],
+                figures=[dict(line_figure(4), index=4)])
 
 
 def test_unnamed_notebooks_are_chosen_by_what_they_show_for_each_part() -> None:

@@ -21,6 +21,8 @@ def _uncorroborated(ev: Mapping, f: Mapping, subject: str) -> str | None:
     if f.get("attributed") == "static" or ev.get("mode") == "saved":
         return "it was read from the saved notebook's code, and nothing was run to compare it with"
     if not figure_captured(f):
+        if (f.get("host") or {}).get("images"):
+            return "the image the grader captured in that cell's output is not a histogram"
         return "the notebook's output of that cell, as the grader captured it, shows no such image"
     params = parameters_of(ev.get("verified"))
     if params is None:
@@ -175,7 +177,7 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
         needs.append(("plot", bool(compared)))
     met = sum(ok for _, ok in needs)
     found = [f"{len(rates)} initial learning rate(s) trained ({', '.join(f'{r:g}' for r in rates)})" if rates
-             else "no optimizer that took a step"]
+             else "no training run the grader could confirm" if doubts else "no optimizer that took a step"]
     if stepped:
         found.append(f"decay schedule(s) stepped: {', '.join(stepped)}")
     # What is only claimed decides nothing; it goes to a TA when it would change the verdict.

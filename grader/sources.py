@@ -222,6 +222,10 @@ def _candidates(spec: Any, specs: Sequence[Any], evidence: Sequence[Mapping[str,
         seen = view(ev, ids) if ids else ev
         if not _works_on(ev, seen, ids, spec, specs):
             continue
+        if ev.get("mode") == "execute" and spec.dataset not in (worked_on(seen) or set()):
+            # taken by what its text names, not by what its run did: grading.run_checks credits
+            # no item of the part from it alone
+            seen = dict(seen, attributed="text")
         found.append(Candidate(ev, seen, ids, len(spec.patterns), marks(str(ev.get("path", "")))))
     return found
 
@@ -238,8 +242,9 @@ def _works_on(ev: Mapping[str, Any], seen: Mapping[str, Any], ids: Sequence[str]
     the part (`## LAB 1-3` over a Food-11 study)."""
     used = worked_on(seen)
     if not ids:
-        return spec.dataset in (used if used is not None else
-                                {ev.get("dataset"), (ev.get("metrics") or {}).get("dataset")})
+        if used is None:  # the run gave nothing (its probe never started): its text, crediting nothing
+            return spec.dataset in {ev.get("dataset"), (ev.get("metrics") or {}).get("dataset")}
+        return spec.dataset in used
     if ev.get("mode") != "saved" or used is None or spec.dataset in used:
         return True
     mine = tuple(spec.patterns)

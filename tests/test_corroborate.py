@@ -314,3 +314,5 @@ def test_forged_probe_records_earn_nothing_in_a_real_run(tiny_datasets: Path, tm
     assert "could not be confirmed" in items["lab1-3-experiments"]["message"]
     assert "could not confirm" in items["bonus-normalization"]["message"]
     assert grade["bonus"]["points"] == 0
+    # issue 13 I: its code reads Food-11's folder, but its run trained nothing on Food-11
+    assert all(i["points"] == 0 and i["status"] != "pass" for i in items.values() if i["id"].startswith("lab1-2"))

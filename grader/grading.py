@@ -131,8 +131,8 @@ def _from_text(out: Outcome, ev: Mapping, part_id: str, dataset: str | None) -> 
         return out
     return Outcome("manual", 0.0, f"`{ev.get('path')}` was taken for {part_id} from its text only: its run "
                                   f"recorded no work on {dataset or 'the dataset'}, so a TA confirms this item "
-                                  f"({out.status} from the outputs: {out.message})", out.evidence, out.flags,
-                   own_words=True)
+                                  f"({out.status} from the outputs: {out.message})", out.evidence,
+                   tuple(dict.fromkeys((*out.flags, "part-from-text"))), own_words=True)
 
 
 def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], files: Sequence[Mapping],

@@ -199,6 +199,17 @@ def test_a_notebook_with_no_training_code_is_untrained_too() -> None:
     assert "Train the model before evaluating it." in out.message
 
 
+def test_a_forged_optimizer_record_does_not_hide_an_untrained_model() -> None:
+    """Issue 13 A: an optimizer-state emitted by student code (12 500 steps, no checksum the
+    probe writes) is no training; one whose checksum shows changed weights is."""
+    forged = dict(sgd(12500), weights_changed=None)
+    out = run_check("per_class_accuracy", ctx(_never_trained(errors=[], status="ok", optimizers=[forged])), {})
+    assert out.status == "fail" and "no optimizer step ran" in out.message
+    real = dict(sgd(12500), weights_changed=True)
+    out = run_check("per_class_accuracy", ctx(_never_trained(errors=[], status="ok", optimizers=[real])), {})
+    assert "no optimizer step ran" not in out.message
+
+
 def test_saved_mode_cannot_tell_so_nothing_is_failed_on_a_guess() -> None:
     e = saved(metrics=printed(0.1), errors=[{"cell": 4, "ename": "NameError", "evalue": "x"}])
     assert run_check("test_metrics", ctx(e), {}).status == "pass"

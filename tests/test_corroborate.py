@@ -71,6 +71,7 @@ def test_histogram_claims_without_the_models_parameters_go_to_a_ta() -> None:
     out = run_check("weight_histograms", ctx(ev(figures=[forged], verified={"reason": "no model was captured"})), ALL)
     assert out.status == "manual" and out.fraction == 0
     assert "could not confirm" in out.message and "shows no such image" in out.message
+    assert out.flags == ("unconfirmed-evidence",)
     fig = dict(forged, host={"images": 1, "histogram": False})
     out = run_check("weight_histograms", ctx(ev(figures=[fig], verified=verified_block(handout_net()))), ALL)
     assert out.status == "manual" and "is not a histogram" in out.message
@@ -161,6 +162,7 @@ def test_honest_lr_study_passes_and_forged_runs_are_manual() -> None:
               for k, lr in enumerate((0.1, 0.01, 0.001))]
     out = run_check("lr_study", ctx(ev(optimizers=forged, figures=[line_figure()])), {})
     assert out.status == "manual" and out.fraction == 0 and "no model the run recorded" in out.message
+    assert out.flags == ("unconfirmed-evidence",)
 
 
 @pytest.mark.parametrize("change", ["no-training-pass", "weights-unchanged", "no-output", "chart-not-shown"])
@@ -190,6 +192,7 @@ def test_normalize_counts_only_in_the_verified_test_transform() -> None:
     params = {"dataset": "food11", "tolerance": 0.02}
     out = run_check("normalization", ctx(ev(normalization=[claim]), dataset="food11"), params)
     assert out.status == "manual" and out.fraction == 0 and "could not confirm" in out.message
+    assert out.flags == ("unconfirmed-evidence",)
     # verified, but the test transform has no Normalize: it never reached the data
     plain = dict(food_verified(mean, std), transform="Resize(size=[32, 32]) | ToTensor()")
     out = run_check("normalization", ctx(ev(normalization=[claim], verified=plain), dataset="food11"), params)
@@ -313,6 +316,6 @@ def test_forged_probe_records_earn_nothing_in_a_real_run(tiny_datasets: Path, tm
     assert "could not confirm" in items["lab1-1-weights"]["message"]
     assert "could not be confirmed" in items["lab1-3-experiments"]["message"]
     assert "could not confirm" in items["bonus-normalization"]["message"]
-    assert grade["bonus"]["points"] == 0
+    assert grade["bonus"]["points"] == 0 and "unconfirmed-evidence" in grade["flags"]
     # issue 13 I: its code reads Food-11's folder, but its run trained nothing on Food-11
     assert all(i["points"] == 0 and i["status"] != "pass" for i in items.values() if i["id"].startswith("lab1-2"))

@@ -573,6 +573,7 @@ def test_text_is_read_only_when_the_run_gave_nothing_and_credits_nothing_then() 
     for item in ("lab1-2-test-metrics", "lab1-2-ran"):
         assert items[item].status == "manual" and items[item].fraction == 0, items[item]
         assert "from its text" in items[item].message
+    assert "part-from-text" in items["_flags"]
     # the probe started and saw no Food-11 work: not taken at all (issue 12), never by its text
     _, sources = grade(dict(food, probe={"started": True, "events": 3}))
     assert sources["lab1-2"]["notebook"] is None

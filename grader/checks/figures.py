@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from grader.checks.base import CheckContext, Outcome, where
+from grader.checks.base import UNCONFIRMED, CheckContext, Outcome, where
 from grader.corroborate import figure_captured, find_parameter, histogram_disagrees, parameters_of
 
 
@@ -94,7 +94,7 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
                                       f"not confirm them from what it checked itself: {why} "
                                       f"({where(ev, f.get('cell'))}). A TA will look at {', '.join(looked[:5])}."
                        + (f" Not found at all: {', '.join(missing)}." if missing else "") + note,
-                       looked[:5] + pointers)
+                       looked[:5] + pointers, flags=(UNCONFIRMED,))
     if (missing or not need) and unsure:
         looked = tuple(sorted({where(ev, f.get("cell")) for ev, f in unsure}))
         found = (f"weight distributions were found for {len(need) - len(missing)} of {len(need)} "
@@ -195,7 +195,7 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
                         f"shows no image there")
         looked = tuple(dict.fromkeys([where(ev, o.get("cell")) for ev, o, _ in doubts] + unseen + compared))[:5]
         return Outcome("manual", 0.0, "; ".join(found) + ". " + "; ".join(what) + ". A TA checks which settings "
-                                      "were really trained and compared.", looked)
+                                      "were really trained and compared.", looked, flags=(UNCONFIRMED,))
     notes = []
     if idle:
         notes.append(f"The {', '.join(idle)} scheduler was created but never stepped, so its decay never "

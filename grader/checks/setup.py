@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from grader.checks.base import CLASSES, KNOWN_NAMES, KNOWN_STATS, CheckContext, Outcome, where
+from grader.checks.base import CLASSES, KNOWN_NAMES, KNOWN_STATS, UNCONFIRMED, CheckContext, Outcome, where
 from grader.corroborate import verified_normalizers
 from grader.diagnose import error_text
 
@@ -119,7 +119,7 @@ def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
         return Outcome("manual", 0.0, f"a Normalize with {dataset}'s own mean and std ({_vec(n['mean'])}, "
                                       f"{_vec(n['std'])}) was {how}, but the grader could not confirm it was "
                                       f"applied to the data a model saw: {why}. A TA checks it.",
-                       (where(ev, n.get("cell")),))
+                       (where(ev, n.get("cell")),), flags=(UNCONFIRMED,))
     if confirmed or used:
         ev, n = (confirmed or used)[-1]
         known = _known(n)

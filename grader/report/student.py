@@ -57,6 +57,11 @@ FLAG_TEXT = {
     "files-not-placed": "some files of your submission were not placed where your code runs (see the message)",
     "process-cap": "your code reached the process limit for a moment; processes or threads it started then failed",
     "processes-left": "your code left processes running after its last cell; they were stopped",
+    "unconfirmed-evidence": ("the run's record claims a figure, a training run or a normalization the grader could "
+                             "not confirm from what it checked itself (the captured output, the trained model, the "
+                             "test transform); a TA will look at it"),
+    "part-from-text": ("a notebook was taken for a part from its text only, because its run recorded no work on the "
+                       "part's dataset; its items wait for a TA"),
     **INTAKE_FLAG_TEXT,
 }
 

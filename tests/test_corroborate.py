@@ -81,12 +81,11 @@ def test_histogram_claims_without_the_models_parameters_go_to_a_ta() -> None:
 
 
 @pytest.mark.parametrize("case", ["not-verified", "initial-weights", "other-layer", "not-shown",
-                                  "not-a-histogram", "saved-mode", "bars-reshuffled"])
+                                  "not-a-histogram", "bars-reshuffled"])
 def test_uncorroborated_histograms_are_manual_never_pass_or_fail(case: str) -> None:
     net = handout_net()
     fig = histogram_figure(net, every_param())
     verified = verified_block(net)
-    extra: dict = {}
     if case == "not-verified":
         verified = {"reason": "the model could not be captured"}
     elif case == "initial-weights":  # drawn before training: the evaluator captured the trained net
@@ -97,13 +96,10 @@ def test_uncorroborated_histograms_are_manual_never_pass_or_fail(case: str) -> N
         fig["host"] = {"images": 0, "histogram": None}
     elif case == "not-a-histogram":  # the cell shows an image whose pixels are a line chart
         fig["host"] = {"images": 1, "histogram": False}
-    elif case == "saved-mode":
-        fig = dict(fig, attributed="static")
-        extra = {"mode": "saved"}
     elif case == "bars-reshuffled":  # right size, range, mean and spread; another shape
         rec = fig["hists"][4]  # fc1.weight: uniform at initialisation; these bars put it all in the middle
         rec["counts"] = [0] * 20 + [rec["n"]] + [0] * (len(rec["counts"]) - 21)
-    out = run_check("weight_histograms", ctx(ev(figures=[fig], verified=verified, **extra)), ALL)
+    out = run_check("weight_histograms", ctx(ev(figures=[fig], verified=verified)), ALL)
     assert out.status == "manual" and out.fraction == 0, (case, out)
     assert "could not confirm" in out.message
 

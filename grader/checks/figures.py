@@ -18,8 +18,11 @@ def _uncorroborated(ev: Mapping, f: Mapping, subject: str) -> str | None:
     """Why the grader cannot confirm from what it checked itself that figure `f` of `ev` shows
     `subject`, or None when it can: the host captured an image in that cell and the recorded
     data is the captured model's parameter (grader.corroborate)."""
-    if f.get("attributed") == "static" or ev.get("mode") == "saved":
-        return "it was read from the saved notebook's code, and nothing was run to compare it with"
+    if ev.get("mode") == "saved":
+        # Nothing ran, so no probe record exists to forge: the host read the stored image and
+        # the code itself (`"attributed": "static"`), which is what a TA grading saved
+        # notebooks accepts; the message says so.
+        return None if f.get("attributed") == "static" else "the saved notebook's code does not say what it shows"
     if not figure_captured(f):
         if (f.get("host") or {}).get("images"):
             return "the image the grader captured in that cell's output is not a histogram"
@@ -49,11 +52,10 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
     """A distribution plot of each required layer's weights (and biases when asked).
 
     Figures come from the probe (execute mode) or, in saved mode, from the stored images
-    attributed by reading the notebook's code (`"attributed": "static"`) and pixels. A layer
-    counts as shown only when the host corroborates the record: the image is in the cell's
-    captured output and the histogram's data is the captured model's parameter
-    (`_uncorroborated`). A layer that is only claimed (a probe record the host cannot confirm,
-    a saved-mode reading), like a figure the grader could not read for sure (`"uncertain"`,
+    attributed by reading the notebook's code (`"attributed": "static"`) and pixels. Executed,
+    a layer counts as shown only when the host corroborates the probe's record: the image is
+    in the cell's captured output and the histogram's data is the captured model's parameter
+    (`_uncorroborated`). A layer that is only claimed (a record the host cannot confirm), like a figure the grader could not read for sure (`"uncertain"`,
     including a stored image that is corrupt, `"unreadable"`), never counts as shown nor as
     missing: the item goes to a TA with those figures and why.
     """
@@ -84,6 +86,8 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
     unattributed = sum(1 for _, f in hists if not f.get("subjects") and not f.get("uncertain"))
     note = (f" {unattributed} histogram(s) show data that is not any layer's parameters (e.g. input pixels)."
             if unattributed else "")
+    if any(f.get("attributed") == "static" for _, f in shown.values()):
+        note += " (Saved mode: the layers were read from the notebook's code, not observed running.)"
     if claimed:
         looked = tuple(sorted({where(ev, f.get("cell")) for ev, f, _ in claimed.values()}))
         names = [f"{l}.{k}" for l, k in need if (l, k) in claimed]

@@ -12,7 +12,8 @@ the host captured or computed agrees with it:
 - a training run: the cell where its optimizer stepped printed or drew something the host
   captured (a loss or accuracy line, an image);
 - a Normalize: the test transform the evaluator reproduced the student's predictions with
-  holds it (`verified["transform"]`).
+  holds it (`verified["transform"]`), or the probe saw its data reach a model in cells whose
+  captured output shows that model's loss or accuracy.
 
 `mark_run` writes what the host saw into the evidence (`figures[].host`,
 `optimizers[].host_output`); the checks compare, so a rescore needs no notebook.
@@ -105,8 +106,9 @@ def cell_outputs(nb: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
 def mark_run(ev: dict[str, Any], nb: Mapping[str, Any]) -> None:
     """Adds to an executed notebook's evidence, in place, what the host captured of the cells
     its probe records name: `figures[].host = {"images": n, "histogram": bool|None}` (images the
-    cell showed; whether one looks like a histogram, None when the pixels cannot tell) and
-    `optimizers[].host_output` (a cell it stepped in printed a metric line or showed an image)."""
+    cell showed; whether one looks like a histogram, None when the pixels cannot tell),
+    `optimizers[].host_output` (a cell it stepped in printed a metric line or showed an image)
+    and `normalization[].host_output` (the same, of a cell where its data reached a model)."""
     captured = cell_outputs(nb)
     looked: dict[int, bool | None] = {}
     for f in ev.get("figures") or []:
@@ -120,9 +122,10 @@ def mark_run(ev: dict[str, Any], nb: Mapping[str, Any]) -> None:
                     else None)
             histogram = looked[f["cell"]]
         f["host"] = {"images": seen["images"] if seen else 0, "histogram": histogram}
-    for o in ev.get("optimizers") or []:
-        shown = [captured.get(c) for c in o.get("cells_stepped") or [] if isinstance(c, int)]
-        o["host_output"] = any(s and (s["images"] or _METRIC_LINE.search(s["text"])) for s in shown)
+    for key, cells in (("optimizers", "cells_stepped"), ("normalization", "fed_cells")):
+        for rec in ev.get(key) or []:
+            shown = [captured.get(c) for c in rec.get(cells) or [] if isinstance(c, int)]
+            rec["host_output"] = any(s and (s["images"] or _METRIC_LINE.search(s["text"])) for s in shown)
 
 
 # ---------------------------------------------------------------- comparisons

@@ -311,6 +311,7 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
             out["normalization"].append({"mean": e.get("mean"), "std": e.get("std"),
                                          **ds_info(e.get("dataset")), "applied": True,
                                          "reached_model": e.get("dataset") in fed,
+                                         "fed_cells": sorted(fed.get(e.get("dataset"), ()))[:50],
                                          "cell": e.get("cell")})
         elif kind == "dataset":
             out["datasets"].append({"ref": ref, "class": e.get("class"), "root": e.get("root"),
@@ -400,17 +401,23 @@ def _changed(start: Any, now: Any) -> bool | None:
     return any(abs(a - b) > 1e-12 * max(1.0, abs(a)) for a, b in zip(start, now))
 
 
-def _fed_datasets(events: list[dict[str, Any]], by_id: dict[int, dict[str, Any]]) -> set[int]:
-    """Refs of the datasets whose samples reached a model's forward (a training or evaluation
-    pass over a loader of them), with the datasets they wrap: the probe's hint that a
-    transform on one of them was applied to data a model saw."""
-    fed: set[int] = set()
-    todo = [e.get("dataset") for e in events if e["kind"] in ("training", "evaluation")]
-    while todo and len(fed) < 1000:
-        ref = todo.pop()
-        d = by_id.get(ref) if isinstance(ref, int) else None
-        if d is None or d["kind"] != "dataset" or ref in fed:
+def _fed_datasets(events: list[dict[str, Any]], by_id: dict[int, dict[str, Any]]) -> dict[int, set[int]]:
+    """Dataset ref -> the cells (In[n]) where its samples reached a model's forward (a training
+    or evaluation pass over a loader of it, or of a dataset wrapping it): the probe's hint that
+    a transform on it was applied to data a model saw, and where the host looks for output."""
+    fed: dict[int, set[int]] = {}
+    for e in events:
+        if e["kind"] not in ("training", "evaluation"):
             continue
-        fed.add(ref)
-        todo += [d.get("parent"), *(d.get("children") or [])]
+        todo, seen = [e.get("dataset")], set()
+        while todo and len(seen) < 100:
+            ref = todo.pop()
+            d = by_id.get(ref) if isinstance(ref, int) else None
+            if d is None or d["kind"] != "dataset" or ref in seen:
+                continue
+            seen.add(ref)
+            cells = fed.setdefault(ref, set())
+            if isinstance(e.get("cell"), int) and len(cells) < 50:
+                cells.add(e["cell"])
+            todo += [d.get("parent"), *(d.get("children") or [])]
     return fed

@@ -195,6 +195,12 @@ def test_normalize_counts_only_in_the_verified_test_transform() -> None:
     assert out.status == "manual" and "does not include it" in out.message
     confirmed = ev(normalization=[], verified=food_verified(mean, std))
     assert run_check("normalization", ctx(confirmed, dataset="food11"), params).status == "pass"
+    # the probe saw it feed a model (a hint) in cells whose captured output shows the run: confirmed
+    fed = dict(claim, dataset="food11", reached_model=True, fed_cells=[5], host_output=True)
+    assert run_check("normalization", ctx(ev(normalization=[fed]), dataset="food11"), params).status == "pass"
+    for forged in (dict(fed, host_output=False), dict(fed, reached_model=False), dict(fed, dataset=None)):
+        out = run_check("normalization", ctx(ev(normalization=[forged]), dataset="food11"), params)
+        assert out.status == "manual" and out.fraction == 0, forged
     # another dataset's verified transform confirms nothing for Food-11
     cifar = ev(normalization=[claim], verified=dict(food_verified(mean, std), dataset="cifar10"))
     assert run_check("normalization", ctx(cifar, dataset="food11"), params).status == "manual"
@@ -220,10 +226,12 @@ def test_mark_run_reads_the_captured_outputs_of_the_cells_records_name() -> None
     nb.cells[2].update(execution_count=2, outputs=[nbformat.v4.new_output("display_data", data={"image/png": png})])
     nb.cells[3].update(execution_count=3, outputs=[nbformat.v4.new_output("stream", text="epoch 1 loss: 0.52\n")])
     e = ev(figures=[{"cell": 1, "kind": "histogram"}, {"cell": 2, "kind": "histogram"}, {"cell": 9, "kind": "line"}],
-           optimizers=[{"cells_stepped": [3]}, {"cells_stepped": [1]}, {}])
+           optimizers=[{"cells_stepped": [3]}, {"cells_stepped": [1]}, {}],
+           normalization=[{"fed_cells": [1, 3]}, {"fed_cells": [1]}])
     mark_run(e, nb)
     assert [f["host"]["images"] for f in e["figures"]] == [0, 1, 0]
     assert [o["host_output"] for o in e["optimizers"]] == [True, False, False]
+    assert [n["host_output"] for n in e["normalization"]] == [True, False]
     assert cell_outputs(nb)[3]["text"].startswith("epoch 1")
 
 

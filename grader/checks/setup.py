@@ -73,10 +73,11 @@ def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
     """Inputs normalized with the dataset's own training mean/std, within a tolerance.
 
     Only what reached a model counts: a Normalize in the test transform the independent
-    evaluator reproduced the student's predictions with (`verified`, grader.corroborate). The
-    probe's records of a Normalize (in a dataset's transform, seen feeding a model or not) are
-    hints the student's code could have written: with the right numbers but no such
-    confirmation, a TA decides; with copied constants they still say what was used.
+    evaluator reproduced the student's predictions with (`verified`), or one the probe saw in
+    the transform of data that reached a model, in cells whose output the host captured shows
+    that run's loss or accuracy (grader.corroborate). The probe's records alone are hints the
+    student's code could have written: with the right numbers but no such confirmation, a TA
+    decides; with copied constants they still say what was used.
     """
     dataset = params.get("dataset") or ctx.dataset
     tol = float(params.get("tolerance", 0.02))
@@ -103,6 +104,11 @@ def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
     used = [(ev, n) for ev in ctx.all_evidence for n in ev.get("normalization") or []
             if n.get("dataset") in (dataset, None) and n.get("mean") and n.get("std")]
     claimed = [(ev, n) for ev, n in used if own(n)]
+    for ev, n in claimed:  # the probe's hint that it fed a model, and the host's capture of that run
+        if n.get("applied", True) and n.get("dataset") == dataset and n.get("reached_model") and n.get("host_output"):
+            return Outcome("pass", 1.0, f"normalized with {dataset}'s own mean and std ({_vec(n['mean'])}, "
+                                        f"{_vec(n['std'])}), in the transform of the data your model trained or "
+                                        f"was tested on.", (where(ev, n.get("cell")),))
     if claimed:
         ev, n = next(((ev, n) for ev, n in claimed if n.get("applied", True)), claimed[0])
         how = ("seen in a dataset's transform" + (" feeding a model" if n.get("reached_model") else "")

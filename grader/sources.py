@@ -254,7 +254,8 @@ def _works_on(ev: Mapping[str, Any], seen: Mapping[str, Any], ids: Sequence[str]
 
 def worked_on(ev: Mapping[str, Any]) -> set[str] | None:
     """The datasets a notebook (or a view of some of its sections) trained or evaluated a
-    model on: the probe's training and evaluation sessions in execute mode, the cells whose
+    model on: the probe's training and evaluation sessions in execute mode (and the dataset the
+    independent evaluation tested its captured model on), the cells whose
     code trains or evaluates on a dataset in saved mode (`data_use`, read statically) or the
     dataset whose classes its stored per-class accuracy names. None
     when the evidence cannot tell: saved evidence written before `data_use` existed, or a run
@@ -267,6 +268,10 @@ def worked_on(ev: Mapping[str, Any]) -> set[str] | None:
         return None
     recs = [*(ev.get("training") or []), *(ev.get("evaluations") or []), *(ev.get("data_use") or [])]
     used = {r["dataset"] for r in recs if isinstance(r, Mapping) and isinstance(r.get("dataset"), str) and r["dataset"]}
+    verified = ev.get("verified") if isinstance(ev.get("verified"), Mapping) else {}
+    if ev.get("mode") == "execute" and isinstance(verified.get("test_accuracy"), (int, float)) \
+            and isinstance(verified.get("dataset"), str):
+        used.add(verified["dataset"])  # the host evaluated its trained model on that dataset's test split
     metrics = ev.get("metrics") or {}
     per_class = metrics.get("per_class_accuracy") or {}
     if ev.get("mode") == "saved" and per_class and set(per_class) <= set(CLASS_SETS.get(metrics.get("dataset"), ())):

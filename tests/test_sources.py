@@ -580,3 +580,13 @@ def test_text_is_read_only_when_the_run_gave_nothing_and_credits_nothing_then() 
     # named for the part, the same notebook is the student's own choice: graded as before
     items, _ = grade(dict(food, path="lab1-2.ipynb"))
     assert items["lab1-2-ran"].status == "pass"
+
+
+def test_the_verified_dataset_says_what_a_run_worked_on() -> None:
+    """A custom dataset the probe could not name: the independent evaluation of the trained
+    model on Food-11's test split says the notebook worked on Food-11 (the host's own finding)."""
+    food = touches_food("train.ipynb", training=[session(4, "MyFoodData", "train", 9866)])
+    assert grade(food)[1]["lab1-2"]["notebook"] is None
+    food["verified"] = {"test_accuracy": 0.4, "per_class_accuracy": {}, "dataset": "food11", "cell": 5}
+    items, sources = grade(food)
+    assert sources["lab1-2"]["notebook"] == "train.ipynb" and "part-from-text" not in items["_flags"]

@@ -49,6 +49,8 @@ STAT_TOLERANCE = 1e-3
 range: both sides compute in float64 from the same float32 values."""
 MAX_PIXEL_CHECKS = 3
 """Captured images per cell classified from their pixels (~0.1 s each)."""
+MAX_CELLS_LOOKED = 20
+"""Cells per run whose images are classified; beyond them a captured image counts unclassified."""
 _METRIC_LINE = re.compile(r"(?i)(loss|acc|accuracy|error|err|score|top-?1)\b[^\n]{0,80}?\d"
                           r"|\d[^\n]{0,80}?\b(loss|acc|accuracy)")
 
@@ -114,7 +116,7 @@ def mark_run(ev: dict[str, Any], nb: Mapping[str, Any]) -> None:
     for f in ev.get("figures") or []:
         seen = captured.get(f.get("cell")) if isinstance(f.get("cell"), int) else None
         histogram = None
-        if seen and f.get("kind") == "histogram":
+        if seen and f.get("kind") == "histogram" and (f["cell"] in looked or len(looked) < MAX_CELLS_LOOKED):
             if f["cell"] not in looked:
                 verdicts = [looks_like_histogram(p) for p in seen["pngs"]]
                 looked[f["cell"]] = True if True in verdicts else (

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import nbformat
 
 from grader.cellflow import model_names, read_cells
+from grader.corroborate import mark_run
 from grader.evidence import DataMount, read_events, summarize_events
 from grader.parsers import CLASS_SETS, parse_notebook
 from grader.parsers.notebook import final_mention
@@ -154,6 +155,7 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
         "verified": {"reason": "the run was not verified"},
     }
     if nb is not None:
+        mark_run(ev, nb)  # what the host captured of the cells the probe's records name
         add_sections(ev, nb, parse=_metrics, cell_status={c.index: (c.status, c.ename) for c in run.cells})
     return ev
 

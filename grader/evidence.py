@@ -44,7 +44,8 @@ _NUMS = ("opt", ("list", ("opt", "num")))
 _SUBJECT = {"param": "str", "model": _STR, "model_class": _STR, "model_ref": _INT,
             "match": "str", "grad": "bool"}
 _HIST = {"source": "str", "bins": _INT, "n": "int", "min": _NUM, "max": _NUM, "mean": _NUM,
-         "std": _NUM, "subjects": ("list", _SUBJECT)}
+         "std": _NUM, "subjects": ("list", _SUBJECT), "counts": ("list", "int"),
+         "edges": ("list", "num")}
 _AXES = {"kind": "str", "title": _STR, "xlabel": _STR, "ylabel": _STR, "n_lines": "int",
          "n_images": "int", "hists": ("list", _HIST)}
 _SESSION = {"model": _INT, "loader": _INT, "dataset": _INT, "split": _STR, "samples": "int",
@@ -74,7 +75,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                   "weight_decay": _VALUE, "betas": _NUMS, "nesterov": _VALUE,
                   "defaults": ("map", _VALUE), "param_groups": "int", "n_params": "int"},
     "optimizer-state": {"ref": _INT, "steps": "int", "lr_changes": ("list", ("list", _VALUE)),
-                        "n_changes": "int", "model": _INT, "models": ("list", "int")},
+                        "n_changes": "int", "model": _INT, "models": ("list", "int"),
+                        "cells": ("list", _INT), "checksum_start": _NUMS, "checksum_now": _NUMS},
     "scheduler": {"type": "str", "module": "str", "optimizer": _INT,
                   "params": ("map", _VALUE)},
     "scheduler-state": {"ref": _INT, "steps": "int", "last_lr": _NUMS},
@@ -289,6 +291,7 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
         "figures", "normalization", "datasets", "dataloaders", "models", "optimizers",
         "schedulers", "evaluations", "training", "weights_loaded")}
     applied: set[int] = set()
+    fed = _fed_datasets(events, by_id)
     for e in events:
         kind, ref = e["kind"], e["id"]
         if kind == "figure":
@@ -301,11 +304,14 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
             out["figures"].append({"cell": e.get("cell"), "kind": e.get("fig_kind"),
                                    "subjects": e.get("subjects", []), "title": title, "png": png,
                                    "trigger": e.get("trigger"),
-                                   "axes_kinds": [a.get("kind") for a in axes]})
+                                   "axes_kinds": [a.get("kind") for a in axes],
+                                   "hists": _hists(axes)})
         elif kind == "normalization":
             applied.add(e.get("normalize"))
             out["normalization"].append({"mean": e.get("mean"), "std": e.get("std"),
                                          **ds_info(e.get("dataset")), "applied": True,
+                                         "reached_model": e.get("dataset") in fed,
+                                         "fed_cells": sorted(fed.get(e.get("dataset"), ()))[:50],
                                          "cell": e.get("cell")})
         elif kind == "dataset":
             out["datasets"].append({"ref": ref, "class": e.get("class"), "root": e.get("root"),
@@ -335,7 +341,9 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
                 # every model holding a parameter it stepped (probe refs): which model was trained
                 "model_ref": s.get("model"),
                 "model_refs": s.get("models", [s["model"]] if s.get("model") is not None else []),
-                "names": names.get(ref, []), "cell": e.get("cell"), "ref": ref})
+                "names": names.get(ref, []), "cell": e.get("cell"), "ref": ref,
+                "cells_stepped": [c for c in s.get("cells", []) if isinstance(c, int)],
+                "weights_changed": _changed(s.get("checksum_start"), s.get("checksum_now"))})
         elif kind == "scheduler":
             s = state.get(ref, {})
             opt = of(e.get("optimizer"), "optimizer")
@@ -368,3 +376,48 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
     out["probe"] = {"events": len(events), "errors": kinds["probe-error"],
                     "limit_hit": kinds["probe-limit"] > 0, "started": kinds["probe-start"] > 0}
     return out
+
+
+_HIST_KEYS = ("n", "min", "max", "mean", "std", "counts", "edges")
+
+
+def _hists(axes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each histogram a figure draws: the parameters the probe says it shows (as figure
+    `subjects` names them) and what it recorded of the data, for grader.corroborate."""
+    found = []
+    for a in axes:
+        for h in a.get("hists") or []:
+            labels = [s["param"] + (".grad" if s.get("grad") else "") for s in h.get("subjects") or []]
+            found.append({"subjects": labels, **{k: h[k] for k in _HIST_KEYS if k in h}})
+    return found[:64]
+
+
+def _changed(start: Any, now: Any) -> bool | None:
+    """Whether an optimizer's parameters changed ([sum, norm] at construction vs later), or None
+    when the probe recorded no checksum (an older probe, or a forged event)."""
+    if not (isinstance(start, list) and isinstance(now, list) and len(start) == len(now) == 2
+            and all(isinstance(x, (int, float)) for x in start + now)):
+        return None
+    return any(abs(a - b) > 1e-12 * max(1.0, abs(a)) for a, b in zip(start, now))
+
+
+def _fed_datasets(events: list[dict[str, Any]], by_id: dict[int, dict[str, Any]]) -> dict[int, set[int]]:
+    """Dataset ref -> the cells (In[n]) where its samples reached a model's forward (a training
+    or evaluation pass over a loader of it, or of a dataset wrapping it): the probe's hint that
+    a transform on it was applied to data a model saw, and where the host looks for output."""
+    fed: dict[int, set[int]] = {}
+    for e in events:
+        if e["kind"] not in ("training", "evaluation"):
+            continue
+        todo, seen = [e.get("dataset")], set()
+        while todo and len(seen) < 100:
+            ref = todo.pop()
+            d = by_id.get(ref) if isinstance(ref, int) else None
+            if d is None or d["kind"] != "dataset" or ref in seen:
+                continue
+            seen.add(ref)
+            cells = fed.setdefault(ref, set())
+            if isinstance(e.get("cell"), int) and len(cells) < 50:
+                cells.add(e["cell"])
+            todo += [d.get("parent"), *(d.get("children") or [])]
+    return fed

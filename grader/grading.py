@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from grader.checks import run_check
-from grader.checks.base import CheckContext
+from grader.checks.base import CheckContext, Outcome
 from grader.rubric import Item, Rubric
 from grader.score import CheckResult
 from grader.sources import (
@@ -124,6 +124,17 @@ def _unrecognised_message(part_id: str, spec, evidence: Sequence[Mapping], sourc
             f"is this part, rename it (e.g. `{part_id}.ipynb`) or ask the TA to grade it.")
 
 
+def _from_text(out: Outcome, ev: Mapping, part_id: str, dataset: str | None) -> Outcome:
+    """An item of a part whose notebook was taken for it from its text alone (its run showed no
+    work on the part's dataset, see `grader.sources`): what it would earn goes to a TA."""
+    if out.status not in ("pass", "partial"):
+        return out
+    return Outcome("manual", 0.0, f"`{ev.get('path')}` was taken for {part_id} from its text only: its run "
+                                  f"recorded no work on {dataset or 'the dataset'}, so a TA confirms this item "
+                                  f"({out.status} from the outputs: {out.message})", out.evidence,
+                   tuple(dict.fromkeys((*out.flags, "part-from-text"))), own_words=True)
+
+
 def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], files: Sequence[Mapping],
                work_dir: str | None, reference: Mapping | None,
                dataset_stats: Mapping[str, Mapping],
@@ -167,6 +178,8 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
                                                tip + tuple(hint.evidence if hint else ()))
                 continue
             out = run_check(item.check, ctx, item.params or {}, rubric_dir=rubric.base_dir or Path("."))
+            if serving and serving[0].get("attributed") == "text" and item.check not in FILE_CHECKS:
+                out = _from_text(out, serving[0], part_id, spec.dataset if spec else None)
             flags.update(out.flags)
             fraction = min(max(float(out.fraction), 0.0), 1.0)
             # With no notebook for the part, the rubric's generic feedback ("the notebook

@@ -301,9 +301,8 @@ def split(nb: Mapping[str, Any], ev: Mapping[str, Any], *, parse: Parse,
     probed = ev.get("mode") == "execute" and ev.get("probe") is not None
     labels = probe_labels(ev) if probed else static_labels(facts)
     from_probe = set(labels) if probed else set()
-    if probed:  # a dataset the probe never saw trained (its cells crashed first) still has a section
-        seen = {ds for ds, _ in labels.values()}
-        labels.update({i: lab for i, lab in static_labels(facts).items() if lab[0] not in seen and i not in labels})
+    if probed:
+        labels.update(_unseen_labels(ev, facts, labels, cell_status))
     rates = probe_rates(ev) if probed else {}
     sections = _group(facts, labels, rates)
     if len(sections) < 2:
@@ -328,6 +327,22 @@ def split(nb: Mapping[str, Any], ev: Mapping[str, Any], *, parse: Parse,
                     "rate_study": _studies_rates(facts, s.labeled, s.labeled[0] - 1, rates),
                     "status": status, "reason": reason, "metrics": metrics})
     return out
+
+
+def _unseen_labels(ev: Mapping[str, Any], facts: Sequence[CellFacts], labels: Mapping[int, tuple[str, set[str]]],
+                   cell_status: Mapping[int, tuple[str, str]]) -> dict[int, tuple[str, set[str]]]:
+    """Executed notebooks: labels read from the code for datasets the probe never saw trained or
+    evaluated, only where the run could not show them: cells that raised or never ran (a part
+    whose training crashed still has its section), datasets the run did build (the probe's
+    dataset records), or every cell when the probe recorded no data at all. A dataset the code
+    merely names in cells that ran (a LAB 1-3 notebook listing Food-11's folder) is no section:
+    the run says what the notebook worked on, not its text."""
+    seen = {ds for ds, _ in labels.values()}
+    built = {d.get("dataset") for d in ev.get("datasets") or [] if isinstance(d, Mapping) and d.get("dataset")}
+    stopped = {i for i, (status, _) in cell_status.items() if status in ("error", "timeout", "not-run")}
+    nothing = not labels and not built
+    return {i: lab for i, lab in static_labels(facts).items()
+            if lab[0] not in seen and i not in labels and (nothing or lab[0] in built or i in stopped)}
 
 
 def add_sections(ev: dict[str, Any], nb: Mapping[str, Any], *, parse: Parse,

@@ -222,6 +222,10 @@ def _candidates(spec: Any, specs: Sequence[Any], evidence: Sequence[Mapping[str,
         seen = view(ev, ids) if ids else ev
         if not _works_on(ev, seen, ids, spec, specs):
             continue
+        if ev.get("mode") == "execute" and spec.dataset not in (worked_on(seen) or set()):
+            # taken by what its text names, not by what its run did: grading.run_checks credits
+            # no item of the part from it alone
+            seen = dict(seen, attributed="text")
         found.append(Candidate(ev, seen, ids, len(spec.patterns), marks(str(ev.get("path", "")))))
     return found
 
@@ -238,8 +242,9 @@ def _works_on(ev: Mapping[str, Any], seen: Mapping[str, Any], ids: Sequence[str]
     the part (`## LAB 1-3` over a Food-11 study)."""
     used = worked_on(seen)
     if not ids:
-        return spec.dataset in (used if used is not None else
-                                {ev.get("dataset"), (ev.get("metrics") or {}).get("dataset")})
+        if used is None:  # the run gave nothing (its probe never started): its text, crediting nothing
+            return spec.dataset in {ev.get("dataset"), (ev.get("metrics") or {}).get("dataset")}
+        return spec.dataset in used
     if ev.get("mode") != "saved" or used is None or spec.dataset in used:
         return True
     mine = tuple(spec.patterns)
@@ -249,7 +254,8 @@ def _works_on(ev: Mapping[str, Any], seen: Mapping[str, Any], ids: Sequence[str]
 
 def worked_on(ev: Mapping[str, Any]) -> set[str] | None:
     """The datasets a notebook (or a view of some of its sections) trained or evaluated a
-    model on: the probe's training and evaluation sessions in execute mode, the cells whose
+    model on: the probe's training and evaluation sessions in execute mode (and the dataset the
+    independent evaluation tested its captured model on), the cells whose
     code trains or evaluates on a dataset in saved mode (`data_use`, read statically) or the
     dataset whose classes its stored per-class accuracy names. None
     when the evidence cannot tell: saved evidence written before `data_use` existed, or a run
@@ -262,6 +268,10 @@ def worked_on(ev: Mapping[str, Any]) -> set[str] | None:
         return None
     recs = [*(ev.get("training") or []), *(ev.get("evaluations") or []), *(ev.get("data_use") or [])]
     used = {r["dataset"] for r in recs if isinstance(r, Mapping) and isinstance(r.get("dataset"), str) and r["dataset"]}
+    verified = ev.get("verified") if isinstance(ev.get("verified"), Mapping) else {}
+    if ev.get("mode") == "execute" and isinstance(verified.get("test_accuracy"), (int, float)) \
+            and isinstance(verified.get("dataset"), str):
+        used.add(verified["dataset"])  # the host evaluated its trained model on that dataset's test split
     metrics = ev.get("metrics") or {}
     per_class = metrics.get("per_class_accuracy") or {}
     if ev.get("mode") == "saved" and per_class and set(per_class) <= set(CLASS_SETS.get(metrics.get("dataset"), ())):

@@ -8,6 +8,7 @@ import pytest
 
 from grader.checks import run_check
 from grader.checks.base import CLASSES, CheckContext
+from honest import food_verified, handout_net, histogram_figure, line_figure, runs_evidence, verified_block
 
 CIFAR = CLASSES["cifar10"]
 FOOD_STATS = {"mean": [0.58, 0.45, 0.33], "std": [0.21, 0.2, 0.19]}
@@ -52,9 +53,10 @@ def test_test_metrics_partial_when_loss_missing() -> None:
 
 
 def test_weight_histograms_of_layers_vs_inputs() -> None:
-    figs = [{"cell": 5, "kind": "histogram", "subjects": [f"net.{l}.weight"]} for l in ("conv1", "conv2", "fc1")]
+    net = handout_net()
+    figs = [histogram_figure(net, [f"{l}.weight"]) for l in ("conv1", "conv2", "fc1")]
     params = {"layers": ["conv1", "conv2", "fc1", "fc2", "fc3"]}
-    out = run_check("weight_histograms", ctx(ev(figures=figs)), params)
+    out = run_check("weight_histograms", ctx(ev(figures=figs, verified=verified_block(net))), params)
     assert out.status == "partial" and out.fraction == pytest.approx(0.6)
     assert "fc2.weight" in out.message
     inputs = [{"cell": 5, "kind": "histogram", "subjects": []}] * 3
@@ -63,7 +65,8 @@ def test_weight_histograms_of_layers_vs_inputs() -> None:
 
 
 def test_normalization_own_vs_imagenet() -> None:
-    own = ev(normalization=[{"mean": [0.581, 0.449, 0.331], "std": [0.21, 0.2, 0.19], "dataset": "food11"}])
+    own = ev(normalization=[{"mean": [0.581, 0.449, 0.331], "std": [0.21, 0.2, 0.19], "dataset": "food11"}],
+             verified=food_verified([0.581, 0.449, 0.331], [0.21, 0.2, 0.19]))
     assert run_check("normalization", ctx(own, dataset="food11"), {"tolerance": 0.02}).status == "pass"
     imagenet = ev(normalization=[{"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "dataset": "food11"}])
     out = run_check("normalization", ctx(imagenet, dataset="food11"), {})
@@ -71,13 +74,13 @@ def test_normalization_own_vs_imagenet() -> None:
 
 
 def test_scheduler_never_stepped_is_named() -> None:
-    e = ev(optimizers=[{"type": "SGD", "lr": lr, "steps": 100} for lr in (0.1, 0.01)],
-           schedulers=[{"type": "StepLR", "steps": 0}], figures=[{"cell": 3, "kind": "line", "subjects": []}])
+    e = ev(**runs_evidence((0.1, 0.01)), schedulers=[{"type": "StepLR", "steps": 0, "optimizer_ref": 20}],
+           figures=[line_figure(3)])
     out = run_check("lr_study", ctx(e), {"min_runs": 2, "require_plot": True})
     assert out.status == "partial" and "never stepped" in out.message
     out = run_check("lr_study", ctx(e), {"min_runs": 2, "require_scheduler": True})
     assert out.status == "partial" and out.fraction < 1
-    e["schedulers"] = [{"type": "StepLR", "steps": 3}]
+    e["schedulers"] = [{"type": "StepLR", "steps": 3, "optimizer_ref": 20}]
     assert run_check("lr_study", ctx(e), {}).status == "pass"
 
 
@@ -158,7 +161,8 @@ def test_custom_check_from_file_next_to_rubric(tmp_path: Path) -> None:
 
 def test_copied_constants_rejected_even_when_close() -> None:
     stats = {"food11": {"mean": [0.486, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
-    e = ev(normalization=[{"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "dataset": "food11"}])
+    e = ev(normalization=[{"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "dataset": "food11"}],
+           verified=food_verified([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]))
     c = CheckContext(student_id="x", part_id="bonus", dataset="food11", evidence=(e,), all_evidence=(e,),
                      dataset_stats=stats)
     assert run_check("normalization", c, {"dataset": "food11", "tolerance": 0.02}).status == "fail"

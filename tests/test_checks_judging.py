@@ -10,6 +10,7 @@ import pytest
 from grader.checks import run_check
 from grader.checks.base import CLASSES, CheckContext
 from grader.checks.training import training_budget
+from honest import food_verified
 
 CIFAR = CLASSES["cifar10"]
 FOOD = CLASSES["food11"]
@@ -154,9 +155,10 @@ def test_normalize_created_but_never_applied_is_not_a_pass() -> None:
     own = {"mean": [0.551, 0.449, 0.341], "std": [0.231, 0.24, 0.239], "dataset": None, "applied": False, "cell": 4}
     out = run_check("normalization", ctx(ev(normalization=[own]), dataset="food11"), {"dataset": "food11",
                                                                                        "tolerance": 0.02})
-    assert out.status == "manual" and "did not see it" in out.message
+    assert out.status == "manual" and "not seen in any dataset's transform" in out.message
     applied = dict(own, dataset="food11", applied=True)
-    assert run_check("normalization", ctx(ev(normalization=[own, applied]), dataset="food11"),
+    confirmed = food_verified(own["mean"], own["std"])
+    assert run_check("normalization", ctx(ev(normalization=[own, applied], verified=confirmed), dataset="food11"),
                      {"dataset": "food11", "tolerance": 0.02}).status == "pass"
 
 
@@ -195,6 +197,17 @@ def test_a_notebook_with_no_training_code_is_untrained_too() -> None:
     out = run_check("per_class_accuracy", ctx(e), {})
     assert out.status == "fail" and "no optimizer step ran;" in out.message
     assert "Train the model before evaluating it." in out.message
+
+
+def test_a_forged_optimizer_record_does_not_hide_an_untrained_model() -> None:
+    """Issue 13 A: an optimizer-state emitted by student code (12 500 steps, no checksum the
+    probe writes) is no training; one whose checksum shows changed weights is."""
+    forged = dict(sgd(12500), weights_changed=None)
+    out = run_check("per_class_accuracy", ctx(_never_trained(errors=[], status="ok", optimizers=[forged])), {})
+    assert out.status == "fail" and "no optimizer step ran" in out.message
+    real = dict(sgd(12500), weights_changed=True)
+    out = run_check("per_class_accuracy", ctx(_never_trained(errors=[], status="ok", optimizers=[real])), {})
+    assert "no optimizer step ran" not in out.message
 
 
 def test_saved_mode_cannot_tell_so_nothing_is_failed_on_a_guess() -> None:

@@ -251,8 +251,11 @@ def test_whole_lab_in_one_notebook_is_graded_part_by_part(sectioned: Path) -> No
     g = grade_of(sectioned, "0556101")
     it = items(g)
     for item in ("lab1-2-test-metrics", "lab1-2-model", "lab1-2-ran", "lab1-1-test-metrics", "lab1-1-per-class",
-                 "lab1-1-weights", "lab1-1-ran", "lab1-3-experiments"):
+                 "lab1-1-ran", "lab1-3-experiments"):
         assert it[item]["status"] == "pass", (item, it[item]["message"])
+    # LAB 1-1's histograms show its own net, not the model evaluated again (LAB 1-3's, below), so
+    # the grader cannot compare their data with a captured model: a TA confirms them (issue 13 A)
+    assert it["lab1-1-weights"]["status"] == "manual" and "another section" in it["lab1-1-weights"]["message"]
     assert {p: s["sections"] for p, s in g["sources"].items()} == {
         "lab1-1": ["s1"], "lab1-2": ["s2"], "lab1-3": ["s3"], "bonus": ["s2"]}
     # LAB 1-1's numbers are the ones its own cells printed, with CIFAR-10's classes only

@@ -272,7 +272,8 @@ def training_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 def test_normalize_is_recorded_with_its_dataset_and_split(training_run: Run) -> None:
     norms = training_run.summary["normalization"]
     assert {"mean": [0.55, 0.45, 0.35], "std": [0.25, 0.24, 0.26], "dataset": "food11",
-            "split": "train", "applied": True} in [_without(n, "cell") for n in norms]
+            "split": "train", "applied": True, "reached_model": True} in [_without(n, "cell", "fed_cells")
+                                                                          for n in norms]
     assert [(n["dataset"], n["split"], n["mean"]) for n in norms if n["split"] == "test"] == [
         ("food11", "test", [0.5, 0.5, 0.5])]
 
@@ -311,6 +312,9 @@ def test_optimizer_lr_in_effect_follows_the_stepped_scheduler(training_run: Run)
     assert [lr for _, lr in sgd["lr_changes"]] == pytest.approx([0.1, 0.01, 0.001])
     assert opts["adam"]["steps"] == 0 and opts["adam"]["betas"] == [0.9, 0.999]
     assert opts["sgd"]["lr_changes"] == [[1, 0.5], [3, 0.25]]
+    # the hint the host weighs before an optimizer's run counts (grader.corroborate)
+    assert sgd["weights_changed"] is True and opts["sgd"]["weights_changed"] is True
+    assert opts["adam"]["weights_changed"] is None  # never stepped: nothing to compare
 
 
 def test_schedulers_count_their_steps_and_unstepped_ones_show_zero(training_run: Run) -> None:

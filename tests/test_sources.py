@@ -37,21 +37,23 @@ from test_sections import (
     saved_ev,
 )
 
+from honest import handout_net, histogram_figure, line_figure, runs_evidence, verified_block  # noqa: E402
+
 RUBRIC = load_rubric(builtin_rubric("lab1"))
 LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
 
 
 def complete(path: str, acc: float = 0.55) -> dict[str, Any]:
     """Evidence of a LAB 1-1 notebook that did everything."""
-    hists = [{"cell": 7, "index": 8, "kind": "histogram", "subjects": [f"net.{l}.{k}" for l in LAYERS
-                                                                        for k in ("weight", "bias")]}]
+    net = handout_net()  # the histograms' data and the verified parameters come from one real model
+    hists = [dict(histogram_figure(net, [f"{l}.{k}" for l in LAYERS for k in ("weight", "bias")], cell=7), index=8)]
     return {"path": path, "mode": "execute", "status": "ok", "reason": "", "dataset": "cifar10",
             "metrics": {"dataset": "cifar10", "test_accuracy": acc, "test_loss": 1.3,
                         "per_class_accuracy": {c: acc for c in CIFAR10_CLASSES}},
             "figures": hists, "errors": [], "models": [{"class": "Net", "num_outputs": 10, "cell": 2}],
             "optimizers": [{"type": "SGD", "lr": 0.001, "steps": 100}], "schedulers": [], "normalization": [],
             "training": [session(5, "cifar10", "train", 50000)], "evaluations": [session(6, "cifar10", "test", 10000)],
-            "verified": {"test_accuracy": acc, "per_class_accuracy": {c: acc for c in CIFAR10_CLASSES}}}
+            "verified": verified_block(net, test_accuracy=acc, per_class_accuracy={c: acc for c in CIFAR10_CLASSES})}
 
 
 def session(index: int, dataset: str, split: str, samples: int, model: str = "net") -> dict[str, Any]:
@@ -223,10 +225,12 @@ def test_intake_drops_checkpoint_folders(tmp_path: Path) -> None:
 
 def study(path: str) -> dict[str, Any]:
     """A learning-rate study: two rates trained, compared in a line chart."""
-    return dict(broken(path), status="ok", errors=[],
-                optimizers=[{"type": "SGD", "lr": lr, "steps": 50} for lr in (0.1, 0.01)],
-                training=[session(4, "cifar10", "train", 25000)],
-                figures=[{"cell": 4, "index": 4, "kind": "line", "subjects": []}])
+    runs = runs_evidence((0.1, 0.01), cell=4)
+    return dict(broken(path), status="ok", errors=[], optimizers=runs["optimizers"], models=runs["models"],
+                probe={"started": True, "events": 40},
+                training=[dict(session(4, "cifar10", "train", 12500), model_ref=t["model_ref"], batches=t["batches"])
+                          for t in runs["training"]],
+                figures=[dict(line_figure(4), index=4)])
 
 
 def test_unnamed_notebooks_are_chosen_by_what_they_show_for_each_part() -> None:
@@ -527,3 +531,62 @@ def test_a_saved_notebook_printing_food11_per_class_accuracy_serves_lab1_2(tmp_p
     assert ev["dataset"] == "food11"  # guessed from the code's text, as in RT1 #1
     _, sources = grade(ev)
     assert sources["lab1-2"]["notebook"] is None
+
+
+# ---------------------------------------------------------------- I: parts attributed from what the run did
+
+
+def _lab1_3_naming_food(tag: str = "lr-study.ipynb") -> dict[str, Any]:
+    """A LAB 1-3 study on CIFAR-10 (named so that no part's patterns match it) with one cell
+    that names Food-11's folder and runs fine: executed, the probe saw only CIFAR-10 work."""
+    from nbformat.v4 import new_code_cell
+
+    nb = lab1_3(epochs=1)
+    nb.cells.append(new_code_cell("import os\nfood = '/tmp/datasets-nctu/Food-11/training'\n"
+                                  "print(len(os.listdir(food)), 'Food-11 images for next time')"))
+    nb = executed(nb, {"lr %g": LR_OUT})
+    status = {i: ("ok", "") for i, c in enumerate(nb.cells) if c.cell_type == "code"}
+    ev = execute_ev(nb, [("train", "results = {}", "cifar10", 15000)], cell_status=status)
+    return dict(ev, path=tag)
+
+
+def test_a_notebook_is_not_taken_for_a_part_its_run_never_worked_on() -> None:
+    """Issue 13 I: a CIFAR-10 learning-rate notebook whose text names Food-11 earned LAB 1-2's
+    `ran` item through a Food-11 "section" read from its code."""
+    ev = _lab1_3_naming_food()
+    assert [s["dataset"] for s in ev["sections"]] == []  # one experiment: the run's
+    items, sources = grade(ev)
+    assert sources["lab1-2"]["notebook"] is None and sources["bonus"]["notebook"] is None
+    assert all(items[i].fraction == 0 for i in items if i.startswith("lab1-2"))
+
+
+def test_text_is_read_only_when_the_run_gave_nothing_and_credits_nothing_then() -> None:
+    """The probe never started (the run gave nothing): the notebook is still taken for the part
+    its outputs and code name, but nothing the run would have had to show is credited from that
+    reading; the items go to a TA instead."""
+    nb = executed(lab1_2(epochs=1), {"Test accuracy: %.2f": FOOD_TEST_OUT})
+    status = {i: ("ok", "") for i, c in enumerate(nb.cells) if c.cell_type == "code"}
+    food = dict(execute_ev(nb, [], cell_status=status), path="experiment.ipynb", dataset="food11",
+                metrics=_metrics(nb, None), probe=None)
+    items, sources = grade(food)
+    assert sources["lab1-2"]["notebook"] == "experiment.ipynb"
+    for item in ("lab1-2-test-metrics", "lab1-2-ran"):
+        assert items[item].status == "manual" and items[item].fraction == 0, items[item]
+        assert "from its text" in items[item].message
+    assert "part-from-text" in items["_flags"]
+    # the probe started and saw no Food-11 work: not taken at all (issue 12), never by its text
+    _, sources = grade(dict(food, probe={"started": True, "events": 3}))
+    assert sources["lab1-2"]["notebook"] is None
+    # named for the part, the same notebook is the student's own choice: graded as before
+    items, _ = grade(dict(food, path="lab1-2.ipynb"))
+    assert items["lab1-2-ran"].status == "pass"
+
+
+def test_the_verified_dataset_says_what_a_run_worked_on() -> None:
+    """A custom dataset the probe could not name: the independent evaluation of the trained
+    model on Food-11's test split says the notebook worked on Food-11 (the host's own finding)."""
+    food = touches_food("train.ipynb", training=[session(4, "MyFoodData", "train", 9866)])
+    assert grade(food)[1]["lab1-2"]["notebook"] is None
+    food["verified"] = {"test_accuracy": 0.4, "per_class_accuracy": {}, "dataset": "food11", "cell": 5}
+    items, sources = grade(food)
+    assert sources["lab1-2"]["notebook"] == "train.ipynb" and "part-from-text" not in items["_flags"]

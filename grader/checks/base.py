@@ -26,6 +26,11 @@ KNOWN_NAMES: dict[str, str] = {"imagenet": "ImageNet's", "cifar10": "CIFAR-10's"
                                "cifar10-alt": "CIFAR-10's (the common 0.2023 variant)", "mnist": "MNIST's"}
 
 
+UNCONFIRMED = "unconfirmed-evidence"
+"""Flag of an item that went to a TA because the probe's record of it (which student code can
+forge) was not corroborated by anything the host checked itself (grader.corroborate)."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """A check's verdict on one rubric item."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from grader.checks.base import CheckContext, Outcome, where
+from grader.checks.base import UNCONFIRMED, CheckContext, Outcome, where
+from grader.corroborate import figure_captured, find_parameter, histogram_disagrees, parameters_of
 
 
 def _matches(subject: str, layer: str, kind: str) -> bool:
@@ -13,14 +14,50 @@ def _matches(subject: str, layer: str, kind: str) -> bool:
     return subject == want or subject.endswith("." + want)
 
 
+def _uncorroborated(ev: Mapping, f: Mapping, subject: str) -> str | None:
+    """Why the grader cannot confirm from what it checked itself that figure `f` of `ev` shows
+    `subject`, or None when it can: the host captured an image in that cell and the recorded
+    data is the captured model's parameter (grader.corroborate)."""
+    if ev.get("mode") == "saved":
+        # Nothing ran, so no probe record exists to forge: the host read the stored image and
+        # the code itself (`"attributed": "static"`), which is what a TA grading saved
+        # notebooks accepts; the message says so.
+        return None if f.get("attributed") == "static" else "the saved notebook's code does not say what it shows"
+    if not figure_captured(f):
+        if (f.get("host") or {}).get("images"):
+            return "the image the grader captured in that cell's output is not a histogram"
+        return "the notebook's output of that cell, as the grader captured it, shows no such image"
+    params = parameters_of(ev.get("verified"))
+    if params is None:
+        reason = str((ev.get("verified") or {}).get("reason") or "").rstrip(".")
+        return ("the trained model's parameters were not captured by the independent evaluation"
+                + (f" ({reason})" if reason else "") + ", so the histogram's data could not be compared with them")
+    why = "the record holds no data of that histogram"
+    for h in f.get("hists") or []:
+        if subject not in (h.get("subjects") or []):
+            continue
+        stats = [find_parameter(params, s) for s in h.get("subjects") or []]
+        if any(st is None for st in stats):
+            why = (f"{subject} is not a parameter of the model the independent evaluation captured (a histogram of "
+                   f"another model, or of the weights before training?)")
+            continue
+        found = histogram_disagrees(h, stats)  # type: ignore[arg-type]
+        if found is None:
+            return None
+        why = f"its data is not the trained model's {subject}: {found}"
+    return why
+
+
 def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
     """A distribution plot of each required layer's weights (and biases when asked).
 
     Figures come from the probe (execute mode) or, in saved mode, from the stored images
-    attributed by reading the notebook's code (`"attributed": "static"`) and pixels. A
-    figure the grader could not read for sure (`"uncertain"`, including a stored image that is
-    corrupt, `"unreadable"`) never counts as missing: when layers are missing and such figures
-    exist, the item goes to a TA with those figures.
+    attributed by reading the notebook's code (`"attributed": "static"`) and pixels. Executed,
+    a layer counts as shown only when the host corroborates the probe's record: the image is
+    in the cell's captured output and the histogram's data is the captured model's parameter
+    (`_uncorroborated`). A layer that is only claimed (a record the host cannot confirm), like a figure the grader could not read for sure (`"uncertain"`,
+    including a stored image that is corrupt, `"unreadable"`), never counts as shown nor as
+    missing: the item goes to a TA with those figures and why.
     """
     if not ctx.evidence:
         return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found, so no weight histograms either.")
@@ -32,14 +69,36 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
     if not layers:  # "each layer": whatever layers the trained model has
         layers = sorted({s.rsplit(".", 2)[-2] for _, _, s in subjects if "." in s})
     need = [(l, k) for l in layers for k in kinds]
-    shown = {(l, k): (ev, f) for ev, f, s in subjects for l, k in need if _matches(s, l, k)}
-    missing = [f"{l}.{k}" for l, k in need if (l, k) not in shown]
+    shown: dict[tuple[str, str], tuple[Mapping, Mapping]] = {}
+    claimed: dict[tuple[str, str], tuple[Mapping, Mapping, str]] = {}
+    for ev, f, s in subjects:
+        for l, k in need:
+            if (l, k) in shown or not _matches(s, l, k):
+                continue
+            why = _uncorroborated(ev, f, s)
+            if why is None:
+                shown[(l, k)] = (ev, f)
+                claimed.pop((l, k), None)
+            else:
+                claimed.setdefault((l, k), (ev, f, why))
+    missing = [f"{l}.{k}" for l, k in need if (l, k) not in shown and (l, k) not in claimed]
     pointers = tuple(sorted({where(ev, f.get("cell")) for ev, f in shown.values()}))
     unattributed = sum(1 for _, f in hists if not f.get("subjects") and not f.get("uncertain"))
     note = (f" {unattributed} histogram(s) show data that is not any layer's parameters (e.g. input pixels)."
             if unattributed else "")
     if any(f.get("attributed") == "static" for _, f in shown.values()):
         note += " (Saved mode: the layers were read from the notebook's code, not observed running.)"
+    if claimed:
+        looked = tuple(sorted({where(ev, f.get("cell")) for ev, f, _ in claimed.values()}))
+        names = [f"{l}.{k}" for l, k in need if (l, k) in claimed]
+        ev, f, why = next(iter(claimed.values()))
+        confirmed = f"{len(shown)} of {len(need)} layer histograms were confirmed; " if shown else ""
+        return Outcome("manual", 0.0, f"{confirmed}histograms of {', '.join(names[:8])}"
+                                      f"{' and more' if len(names) > 8 else ''} are recorded, but the grader could "
+                                      f"not confirm them from what it checked itself: {why} "
+                                      f"({where(ev, f.get('cell'))}). A TA will look at {', '.join(looked[:5])}."
+                       + (f" Not found at all: {', '.join(missing)}." if missing else "") + note,
+                       looked[:5] + pointers, flags=(UNCONFIRMED,))
     if (missing or not need) and unsure:
         looked = tuple(sorted({where(ev, f.get("cell")) for ev, f in unsure}))
         found = (f"weight distributions were found for {len(need) - len(missing)} of {len(need)} "
@@ -65,30 +124,56 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
                                                f"missing {', '.join(missing)}." + note, pointers)
 
 
+def _run_unconfirmed(ev: Mapping, o: Mapping) -> str | None:
+    """Why the grader cannot confirm that optimizer `o` (which the probe says stepped) was a
+    real training run, or None: its model was recorded and trained, the probe saw its weights
+    change (hints), and the host captured output of the cells it stepped in (a loss or
+    accuracy line, or an image: grader.corroborate)."""
+    refs = {r for r in o.get("model_refs") or [] if isinstance(r, int)}
+    if not refs & {m.get("ref") for m in ev.get("models") or []}:
+        return "no model the run recorded is trained by it"
+    if not refs & {t.get("model_ref") for t in ev.get("training") or [] if t.get("batches")}:
+        return "no training pass of its model was recorded"
+    if o.get("weights_changed") is not True:
+        return "no record shows its steps changed any weight"
+    if not o.get("host_output"):
+        return "the cells where it stepped show no loss or accuracy in the output the grader captured"
+    return None
+
+
 def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
     """Several learning rates and/or decay schedules actually run and compared.
 
-    Executed, the optimizers that took a step say which rates ran. Saved (nothing observed),
-    the rates the outputs print stand for them (`lr_settings`, see `parsers.lrs`); when that
-    falls short but the code, or a figure the grader could not read, suggests a study, a TA
-    decides instead of a fail.
+    Executed, the optimizers that took a step say which rates ran, but a run counts only when
+    the host corroborates it (`_run_unconfirmed`), and the comparing chart only when its image
+    is in the output the host captured; what is only claimed goes to a TA, never counts. Saved
+    (nothing observed), the rates the outputs print stand for them (`lr_settings`, see
+    `parsers.lrs`); when that falls short but the code, or a figure the grader could not read,
+    suggests a study, a TA decides instead of a fail.
     """
     if not ctx.evidence:
         return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found.")
     min_runs = int(params.get("min_runs", 2))
-    optimizers = [o for ev in ctx.evidence for o in ev.get("optimizers") or [] if (o.get("steps") or 0) > 0]
-    rates = sorted({float(o["lr"]) for o in optimizers if o.get("lr") is not None})
+    ran = [(ev, o) for ev in ctx.evidence for o in ev.get("optimizers") or [] if (o.get("steps") or 0) > 0]
     saved = [ev for ev in ctx.evidence if ev.get("mode") == "saved" and isinstance(ev.get("lr_settings"), list)]
-    if saved and not optimizers:
+    if saved and not ran:
         return _saved_lr_study(ctx, params, saved, min_runs)
+    doubts = [(ev, o, why) for ev, o in ran if (why := _run_unconfirmed(ev, o))]
+    optimizers = [o for ev, o in ran if not _run_unconfirmed(ev, o)]
+    confirmed = {o.get("ref") for o in optimizers}
+    rates = sorted({float(o["lr"]) for o in optimizers if isinstance(o.get("lr"), (int, float))})
+    claimed_rates = sorted({float(o["lr"]) for _, o, _ in doubts if isinstance(o.get("lr"), (int, float))} - set(rates))
     scheds = [s for ev in ctx.evidence for s in ev.get("schedulers") or []]
-    stepped = sorted({s.get("type", "?") for s in scheds if (s.get("steps") or 0) > 0})
-    idle = sorted({s.get("type", "?") for s in scheds if not (s.get("steps") or 0)} - set(stepped))
+    stepped = sorted({s.get("type", "?") for s in scheds if (s.get("steps") or 0) > 0
+                      and s.get("optimizer_ref") in confirmed})
+    claimed_scheds = sorted({s.get("type", "?") for s in scheds if (s.get("steps") or 0) > 0} - set(stepped))
+    idle = sorted({s.get("type", "?") for s in scheds if not (s.get("steps") or 0)} - set(stepped) - set(claimed_scheds))
     # A setting is an initial rate or a decay schedule that really ran; either counts (the
     # handout asks how the initial rate OR the decay method was chosen).
     runs = len(rates) + len(stepped)
-    compared = [where(ev, f.get("cell")) for ev in ctx.evidence for f in ev.get("figures") or []
-                if f.get("kind") == "line"]
+    lines = [(ev, f) for ev in ctx.evidence for f in ev.get("figures") or [] if f.get("kind") == "line"]
+    compared = [where(ev, f.get("cell")) for ev, f in lines if figure_captured(f)]
+    unseen = [where(ev, f.get("cell")) for ev, f in lines if not figure_captured(f)]
     needs = [("runs", runs >= min_runs)]
     if params.get("require_scheduler", False):
         needs.append(("scheduler", bool(stepped)))
@@ -96,9 +181,25 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
         needs.append(("plot", bool(compared)))
     met = sum(ok for _, ok in needs)
     found = [f"{len(rates)} initial learning rate(s) trained ({', '.join(f'{r:g}' for r in rates)})" if rates
-             else "no optimizer that took a step"]
+             else "no training run the grader could confirm" if doubts else "no optimizer that took a step"]
     if stepped:
         found.append(f"decay schedule(s) stepped: {', '.join(stepped)}")
+    # What is only claimed decides nothing; it goes to a TA when it would change the verdict.
+    would = {"runs": runs + len(claimed_rates) + len(claimed_scheds) >= min_runs,
+             "scheduler": bool(stepped or claimed_scheds), "plot": bool(compared or unseen)}
+    if met < len(needs) and all(ok or would[name] for name, ok in needs) and (doubts or unseen):
+        what = []
+        if doubts:
+            ev, o, why = doubts[0]
+            what.append(f"{len(doubts)} optimizer run(s) ({', '.join(f'{r:g}' for r in claimed_rates) or 'rates as above'}"
+                        f"{'; schedules ' + ', '.join(claimed_scheds) if claimed_scheds else ''}) are recorded but "
+                        f"could not be confirmed: {why} ({where(ev, o.get('cell'))})")
+        if unseen and not compared:
+            what.append(f"a line chart is recorded in {', '.join(unseen[:3])} but the output the grader captured "
+                        f"shows no image there")
+        looked = tuple(dict.fromkeys([where(ev, o.get("cell")) for ev, o, _ in doubts] + unseen + compared))[:5]
+        return Outcome("manual", 0.0, "; ".join(found) + ". " + "; ".join(what) + ". A TA checks which settings "
+                                      "were really trained and compared.", looked, flags=(UNCONFIRMED,))
     notes = []
     if idle:
         notes.append(f"The {', '.join(idle)} scheduler was created but never stepped, so its decay never "

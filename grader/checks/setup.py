@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from grader.checks.base import CLASSES, KNOWN_NAMES, KNOWN_STATS, CheckContext, Outcome, where
+from grader.checks.base import CLASSES, KNOWN_NAMES, KNOWN_STATS, UNCONFIRMED, CheckContext, Outcome, where
+from grader.corroborate import verified_normalizers
 from grader.diagnose import error_text
 
 
@@ -69,44 +70,74 @@ def _close(a, b, tol: float) -> bool:
 
 
 def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
-    """Inputs normalized with the dataset's own training mean/std, within a tolerance."""
+    """Inputs normalized with the dataset's own training mean/std, within a tolerance.
+
+    Only what reached a model counts: a Normalize in the test transform the independent
+    evaluator reproduced the student's predictions with (`verified`), or one the probe saw in
+    the transform of data that reached a model, in cells whose output the host captured shows
+    that run's loss or accuracy (grader.corroborate). The probe's records alone are hints the
+    student's code could have written: with the right numbers but no such confirmation, a TA
+    decides; with copied constants they still say what was used.
+    """
     dataset = params.get("dataset") or ctx.dataset
     tol = float(params.get("tolerance", 0.02))
     stats = ctx.dataset_stats.get(dataset)
     if stats is None:
         return Outcome("error", 0.0, f"the grader has no statistics for {dataset}; the TA should run "
                                      f"`dllab data stats {dataset} DIR`.")
-    used = [(ev, n) for ev in ctx.all_evidence for n in ev.get("normalization") or []
-            if n.get("dataset") in (dataset, None) and n.get("mean") and n.get("std")]
-    if not used:
-        if _saw_nothing(ctx.all_evidence):
-            return Outcome("manual", 0.0, f"the grader did not see the notebook's code run (saved mode, or its "
-                                          f"recorder did not start), so it cannot tell how {dataset} was "
-                                          f"normalized; a TA checks it.", tuple(where(ev) for ev in ctx.all_evidence))
-        return Outcome("fail", 0.0, f"no transforms.Normalize was applied to {dataset}: compute the training "
-                                    f"split's mean and std and normalize with them.")
     mean, std = stats["mean"], stats["std"]
     reject = set(params.get("reject", ("imagenet", "cifar10", "half")))
     rejected = {KNOWN_NAMES[r] for r in reject | ({"cifar10-alt"} if "cifar10" in reject else set())}
-    own = [(ev, n) for ev, n in used if _known(n) not in rejected  # copied constants earn nothing,
-           and _close(n["mean"], mean, tol) and _close(n["std"], std, tol)]  # even when close
-    for ev, n in own:
-        if n.get("applied", True):
-            return Outcome("pass", 1.0, f"normalized with {dataset}'s own mean and std "
-                                        f"({_vec(n['mean'])}, {_vec(n['std'])}).", (where(ev, n.get("cell")),))
-    if own:
-        # A Normalize built with the right numbers but not seen in any dataset's transform:
-        # applied by hand in the loop (which the recorder does not see), or never used.
-        ev, n = own[0]
+
+    def own(n: Mapping) -> bool:  # copied constants earn nothing, even when close
+        return _known(n) not in rejected and _close(n["mean"], mean, tol) and _close(n["std"], std, tol)
+
+    checked = [(ev, found) for ev in ctx.all_evidence
+               if (ev.get("verified") or {}).get("dataset") == dataset
+               and (found := verified_normalizers(ev.get("verified"))) is not None]
+    confirmed = [(ev, {"mean": m, "std": s}) for ev, found in checked for m, s in found]
+    for ev, n in confirmed:
+        if own(n):
+            return Outcome("pass", 1.0, f"normalized with {dataset}'s own mean and std ({_vec(n['mean'])}, "
+                                        f"{_vec(n['std'])}), in the test transform the independent evaluation "
+                                        f"reproduced your predictions with.", (where(ev, ev["verified"].get("cell")),))
+    used = [(ev, n) for ev in ctx.all_evidence for n in ev.get("normalization") or []
+            if n.get("dataset") in (dataset, None) and n.get("mean") and n.get("std")]
+    claimed = [(ev, n) for ev, n in used if own(n)]
+    for ev, n in claimed:  # the probe's hint that it fed a model, and the host's capture of that run
+        if n.get("applied", True) and n.get("dataset") == dataset and n.get("reached_model") and n.get("host_output"):
+            return Outcome("pass", 1.0, f"normalized with {dataset}'s own mean and std ({_vec(n['mean'])}, "
+                                        f"{_vec(n['std'])}), in the transform of the data your model trained or "
+                                        f"was tested on.", (where(ev, n.get("cell")),))
+    if claimed:
+        ev, n = next(((ev, n) for ev, n in claimed if n.get("applied", True)), claimed[0])
+        how = ("seen in a dataset's transform" + (" feeding a model" if n.get("reached_model") else "")
+               if n.get("applied", True) else "created, but not seen in any dataset's transform")
+        if checked:
+            cev, found = checked[0]
+            why = (f"the test transform the independent evaluation reproduced your predictions with "
+                   f"({cev['verified'].get('transform')}) does not include it")
+        else:
+            reasons = [str((e.get("verified") or {}).get("reason") or "").rstrip(".") for e in ctx.all_evidence]
+            reason = next((r for r in reasons if r), "")
+            why = (f"no independent evaluation of a {dataset} model confirmed the transform"
+                   + (f" ({reason})" if reason else ""))
         return Outcome("manual", 0.0, f"a Normalize with {dataset}'s own mean and std ({_vec(n['mean'])}, "
-                                      f"{_vec(n['std'])}) was created, but the grader did not see it in any "
-                                      f"dataset's transform; a TA checks that it was applied.",
-                       (where(ev, n.get("cell")),))
-    ev, n = used[-1]
-    known = _known(n)
-    what = f"{known} statistics" if known else f"mean {_vec(n.get('mean', ()))}, std {_vec(n.get('std', ()))}"
-    return Outcome("fail", 0.0, f"normalized with {what}, not {dataset}'s own training statistics "
-                                f"(mean {_vec(mean)}, std {_vec(std)}).", (where(ev, n.get("cell")),))
+                                      f"{_vec(n['std'])}) was {how}, but the grader could not confirm it was "
+                                      f"applied to the data a model saw: {why}. A TA checks it.",
+                       (where(ev, n.get("cell")),), flags=(UNCONFIRMED,))
+    if confirmed or used:
+        ev, n = (confirmed or used)[-1]
+        known = _known(n)
+        what = f"{known} statistics" if known else f"mean {_vec(n.get('mean', ()))}, std {_vec(n.get('std', ()))}"
+        return Outcome("fail", 0.0, f"normalized with {what}, not {dataset}'s own training statistics "
+                                    f"(mean {_vec(mean)}, std {_vec(std)}).", (where(ev, n.get("cell")),))
+    if _saw_nothing(ctx.all_evidence):
+        return Outcome("manual", 0.0, f"the grader did not see the notebook's code run (saved mode, or its "
+                                      f"recorder did not start), so it cannot tell how {dataset} was "
+                                      f"normalized; a TA checks it.", tuple(where(ev) for ev in ctx.all_evidence))
+    return Outcome("fail", 0.0, f"no transforms.Normalize was applied to {dataset}: compute the training "
+                                f"split's mean and std and normalize with them.")
 
 
 def _known(n: Mapping) -> str | None:

@@ -82,10 +82,19 @@ def _test_evaluations(ev: Mapping) -> list[Mapping]:
     return [e for e in ev.get("evaluations") or [] if e.get("split") == "test"]
 
 
+def stepped(o: Mapping) -> int:
+    """An optimizer's steps, counted only when the probe also saw them change weights: a record
+    without that (`weights_changed` not True: forged through the probe's emit, or steps that
+    changed nothing) is no training. Evidence older than the checksum keeps its steps."""
+    if "weights_changed" in o and o["weights_changed"] is not True:
+        return 0
+    return int(o.get("steps") or 0)
+
+
 def _steps(ev: Mapping, model: str | None = None) -> int:
     opts = ev.get("optimizers") or []
     mine = [o for o in opts if model is not None and o.get("model") == model]
-    return sum(int(o.get("steps") or 0) for o in (mine or opts))
+    return sum(stepped(o) for o in (mine or opts))
 
 
 @dataclass(frozen=True)
@@ -259,7 +268,7 @@ def trained_models(ev: Mapping) -> set[int] | None:
     gradients on (a hand-written update loop; a loop that left the model in eval mode)."""
     trained: set[int] = set()
     for o in ev.get("optimizers") or []:
-        if int(o.get("steps") or 0) <= 0:
+        if stepped(o) <= 0:
             continue
         linked = [r for r in o.get("model_refs") or [] if isinstance(r, int)]
         if not linked:  # an older record ("model_refs" absent) or a step on no recorded model

@@ -1,0 +1,245 @@
+"""What the host checks itself before a probe record may earn points.
+
+The probe runs in the student's own process, so student code can append lines to its events
+file or call its `emit`: every record is a hint. An item earns points only when something
+the host captured or computed agrees with it:
+
+- a figure: the executed notebook, as the host's kernel client captured it, shows an image in
+  the cell the figure event names (a PNG written into the probe's folder is not enough);
+- a histogram of a parameter: its recorded size, range, mean, spread and bars agree with that
+  parameter of the model the independent evaluator captured (`verified["parameters"]`, one
+  `param_summary` per parameter);
+- a training run: the cell where its optimizer stepped printed or drew something the host
+  captured (a loss or accuracy line, an image);
+- a Normalize: the test transform the evaluator reproduced the student's predictions with
+  holds it (`verified["transform"]`), or the probe saw its data reach a model in cells whose
+  captured output shows that model's loss or accuracy.
+
+`mark_run` writes what the host saw into the evidence (`figures[].host`,
+`optimizers[].host_output`); the checks compare, so a rescore needs no notebook.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from grader.saved_images import looks_like_histogram
+from grader.sections import count_index
+
+QUANTILES = 257
+"""Quantiles per parameter in `verified["parameters"]`: 0, 1/256, ..., 1."""
+MAX_TV = 0.1
+"""Largest total-variation distance (0..1) between a histogram's recorded bars and the bars
+rebuilt from the parameter's quantiles, once both are merged into at most COARSE_BARS bars
+(plus 2 / numel: a small tensor's values sit near the rebuilt ones, not on them). The
+quantiles place each value within 1/256 of the mass; the size, range, mean and spread are
+compared exactly before, so this catches data of the right summary but another shape."""
+COARSE_BARS = 16
+MAX_PSEUDO = 4096
+STAT_TOLERANCE = 1e-3
+"""Largest |recorded - computed| of min, max, mean and std, as a fraction of the parameter's
+range: both sides compute in float64 from the same float32 values."""
+MAX_PIXEL_CHECKS = 3
+"""Captured images per cell classified from their pixels (~0.1 s each)."""
+MAX_CELLS_LOOKED = 20
+"""Cells per run whose images are classified; beyond them a captured image counts unclassified."""
+_METRIC_LINE = re.compile(r"(?i)(loss|acc|accuracy|error|err|score|top-?1)\b[^\n]{0,80}?\d"
+                          r"|\d[^\n]{0,80}?\b(loss|acc|accuracy)")
+
+
+def param_summary(values: Any) -> dict[str, Any]:
+    """The contract of `verified["parameters"][name]`, from one parameter's values:
+    `{numel, min, max, mean, std, quantiles}` (float64; `quantiles` the QUANTILES evenly
+    spaced ones, numpy's linear method) or `{"finite": False}` when any value is NaN or inf."""
+    a = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not a.size or not np.isfinite(a).all():
+        return {"finite": False}
+    return {"numel": int(a.size), "min": float(a.min()), "max": float(a.max()), "mean": float(a.mean()),
+            "std": float(a.std()), "quantiles": [float(q) for q in np.quantile(a, np.linspace(0, 1, QUANTILES))]}
+
+
+# ---------------------------------------------------------------- what the host captured
+
+
+def _text(value: Any) -> str:
+    return "".join(v for v in value if isinstance(v, str)) if isinstance(value, list) else str(value or "")
+
+
+def _png(value: Any) -> bytes | None:
+    try:
+        return base64.b64decode(_text(value), validate=False)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def cell_outputs(nb: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """In[n] -> what the host captured of that cell: `{"images": int, "pngs": [bytes], "text": str}`
+    (text capped at 200 000 characters, at most MAX_PIXEL_CHECKS PNGs kept)."""
+    cells = nb.get("cells") or []
+    out: dict[int, dict[str, Any]] = {}
+    for count, index in count_index(nb).items():
+        images, pngs, texts = 0, [], []
+        for o in cells[index].get("outputs") or []:
+            if not isinstance(o, Mapping):
+                continue
+            data = o.get("data") if isinstance(o.get("data"), Mapping) else {}
+            if o.get("output_type") == "stream":
+                texts.append(_text(o.get("text")))
+            elif o.get("output_type") in ("display_data", "execute_result"):
+                if any(m in data for m in ("image/png", "image/jpeg", "image/svg+xml")):
+                    images += 1
+                    if "image/png" in data and len(pngs) < MAX_PIXEL_CHECKS:
+                        png = _png(data["image/png"])
+                        if png:
+                            pngs.append(png)
+                texts.append(_text(data.get("text/plain")))
+        out[count] = {"images": images, "pngs": pngs, "text": "\n".join(texts)[:200_000]}
+    return out
+
+
+def mark_run(ev: dict[str, Any], nb: Mapping[str, Any]) -> None:
+    """Adds to an executed notebook's evidence, in place, what the host captured of the cells
+    its probe records name: `figures[].host = {"images": n, "histogram": bool|None}` (images the
+    cell showed; whether one looks like a histogram, None when the pixels cannot tell),
+    `optimizers[].host_output` (a cell it stepped in printed a metric line or showed an image)
+    and `normalization[].host_output` (the same, of a cell where its data reached a model)."""
+    captured = cell_outputs(nb)
+    looked: dict[int, bool | None] = {}
+    for f in ev.get("figures") or []:
+        seen = captured.get(f.get("cell")) if isinstance(f.get("cell"), int) else None
+        histogram = None
+        if seen and f.get("kind") == "histogram" and (f["cell"] in looked or len(looked) < MAX_CELLS_LOOKED):
+            if f["cell"] not in looked:
+                verdicts = [looks_like_histogram(p) for p in seen["pngs"]]
+                looked[f["cell"]] = True if True in verdicts else (
+                    False if verdicts and all(v is False for v in verdicts) and len(verdicts) == seen["images"]
+                    else None)
+            histogram = looked[f["cell"]]
+        f["host"] = {"images": seen["images"] if seen else 0, "histogram": histogram}
+    for key, cells in (("optimizers", "cells_stepped"), ("normalization", "fed_cells")):
+        for rec in ev.get(key) or []:
+            shown = [captured.get(c) for c in rec.get(cells) or [] if isinstance(c, int)]
+            rec["host_output"] = any(s and (s["images"] or _METRIC_LINE.search(s["text"])) for s in shown)
+
+
+# ---------------------------------------------------------------- comparisons
+
+
+def figure_captured(f: Mapping[str, Any]) -> bool:
+    """The host saw an image in the cell the figure event names (and, for a histogram, not
+    only images its pixels say are something else). Evidence from before this check: False."""
+    host = f.get("host")
+    if not isinstance(host, Mapping):
+        return False
+    return bool(host.get("images")) and not (f.get("kind") == "histogram" and host.get("histogram") is False)
+
+
+def parameters_of(verified: Any) -> Mapping[str, Any] | None:
+    """`verified["parameters"]` when the independent evaluator reported the captured model's
+    parameters, else None."""
+    params = verified.get("parameters") if isinstance(verified, Mapping) else None
+    return params if isinstance(params, Mapping) and params else None
+
+
+def find_parameter(params: Mapping[str, Any], subject: str) -> Mapping[str, Any] | None:
+    """The captured model's parameter a histogram subject (`conv1.weight`) names: the same name,
+    or one of the two inside a wrapper (`net.conv1.weight`, `0.conv1.weight`) when unique."""
+    if isinstance(params.get(subject), Mapping):
+        return params[subject]
+    near = [v for k, v in params.items() if isinstance(v, Mapping)
+            and (k.endswith("." + subject) or subject.endswith("." + k))]
+    return near[0] if len(near) == 1 else None
+
+
+def _rebuilt_bars(stats: Mapping[str, Any], edges: np.ndarray) -> np.ndarray:
+    """The parameter's counts in `edges`, from its quantiles: the quantile function sampled at
+    min(numel, MAX_PSEUDO) even steps (a small tensor's own values, nearly), each standing
+    for numel / that many values."""
+    q = np.maximum.accumulate(np.asarray(stats["quantiles"], dtype=np.float64))
+    numel = int(stats["numel"])
+    m = max(2, min(numel, MAX_PSEUDO))
+    values = np.interp(np.linspace(0.0, 1.0, m), np.linspace(0.0, 1.0, len(q)), q)
+    return np.histogram(values, bins=edges)[0] * (numel / m)
+
+
+def _coarse(counts: np.ndarray) -> np.ndarray:
+    size = max(1, math.ceil(len(counts) / COARSE_BARS))
+    return np.add.reduceat(counts, np.arange(0, len(counts), size))
+
+
+def histogram_disagrees(hist: Mapping[str, Any], stats: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why a histogram's recorded data is not the parameter(s) `stats` describe (several: a
+    histogram of their concatenation), or None when it agrees in size, range, mean, spread and
+    the shape of its bars. A reason is one clause for the TA."""
+    if not stats or any(s.get("finite") is False for s in stats):
+        return "the captured model's parameter is not finite"
+    try:
+        sizes = np.array([int(s["numel"]) for s in stats], dtype=np.float64)
+        lo, hi = min(float(s["min"]) for s in stats), max(float(s["max"]) for s in stats)
+        mean = float(np.dot(sizes, [float(s["mean"]) for s in stats]) / sizes.sum())
+        second = float(np.dot(sizes, [float(s["std"]) ** 2 + float(s["mean"]) ** 2 for s in stats]) / sizes.sum())
+        std = math.sqrt(max(second - mean * mean, 0.0))
+        quantiles_ok = all(len(s["quantiles"]) >= 2 for s in stats)
+    except (KeyError, TypeError, ValueError):
+        return "the evaluator's description of the parameter is incomplete"
+    n = hist.get("n")
+    if n != int(sizes.sum()):
+        return f"it holds {n} values and the parameter {int(sizes.sum())}"
+    tol = STAT_TOLERANCE * max(hi - lo, 1e-12) + 1e-9
+    for key, want in (("min", lo), ("max", hi), ("mean", mean), ("std", std)):
+        got = hist.get(key)
+        if not isinstance(got, (int, float)) or abs(float(got) - want) > tol:
+            return f"its {key} is {got!r} and the parameter's {want:.6g}"
+    counts, edges = hist.get("counts"), hist.get("edges")
+    if not (isinstance(counts, list) and isinstance(edges, list) and counts and len(edges) == len(counts) + 1
+            and quantiles_ok):
+        return "the record holds no bars to compare"
+    got_bars = np.asarray(counts, dtype=np.float64)
+    e = np.asarray(edges, dtype=np.float64)
+    if got_bars.sum() <= 0 or np.any(np.diff(e) < 0):
+        return "its bars are empty or out of order"
+    want_bars = sum(_rebuilt_bars(s, e) for s in stats)
+    if want_bars.sum() <= 0:
+        return "none of the parameter's values fall inside its bars"
+    a, b = _coarse(got_bars), _coarse(np.asarray(want_bars))
+    tv = 0.5 * float(np.abs(a / a.sum() - b / b.sum()).sum())
+    if tv > MAX_TV + 2.0 / sizes.sum():  # a small tensor: two values across a bar's edge
+        return f"its bars differ from the parameter's distribution (total variation {tv:.2f})"
+    return None
+
+
+# ---------------------------------------------------------------- the verified test transform
+
+_NORMALIZE = re.compile(r"Normalize\(mean=(\[[^\]]*\]), std=(\[[^\]]*\])")
+
+
+def verified_normalizers(verified: Any) -> list[tuple[list[float], list[float]]] | None:
+    """(mean, std) of each Normalize in the test transform the evaluator reproduced the
+    student's predictions with, or None when the run was not verified. Reads the structured
+    `steps` when present, else the `transform` text (`grader.verify.transform_text`)."""
+    if not isinstance(verified, Mapping) or not isinstance(verified.get("transform"), str) \
+            or not isinstance(verified.get("test_accuracy"), (int, float)):
+        return None
+    steps = verified.get("steps")
+    found = []
+    if isinstance(steps, list):
+        for s in steps:
+            if isinstance(s, Mapping) and s.get("op") == "Normalize":
+                found.append((s.get("mean"), s.get("std")))
+    else:
+        for m in _NORMALIZE.finditer(verified["transform"]):
+            try:
+                found.append((json.loads(m.group(1)), json.loads(m.group(2))))
+            except ValueError:
+                continue
+    return [(list(map(float, a)), list(map(float, b))) for a, b in found
+            if isinstance(a, list) and isinstance(b, list)
+            and all(isinstance(x, (int, float)) for x in a + b)]

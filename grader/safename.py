@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["MAX_NAME_CHARS", "safe_name", "unsafe_reason"]
+__all__ = ["MAX_NAME_CHARS", "safe_name", "shown_name", "unsafe_reason"]
 
 MAX_NAME_CHARS = 64
 """Longest name (characters, all ASCII) before `.json`/`.pdf`: far under every file system's 255."""
@@ -23,6 +23,20 @@ _DIGEST_CHARS = 16  # 64 bits: no two ids of a class (or of any plausible batch)
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Names Windows refuses for a file whatever its extension (the TA may copy OUT to Windows).
 _RESERVED = re.compile(r"(?i)(?:con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(?:\..*)?")
+
+
+def shown_name(name: str) -> str:
+    """A file system name as text that can go anywhere (JSON, CSV, a message, a file name).
+
+    Linux file names are bytes; Python gives the bytes that are not UTF-8 as lone surrogates
+    (`dllab_05560\\udcff01.zip`), which no UTF-8 writer accepts. Every name read from the disk
+    passes here before it becomes an id, a message or a record: each such byte is shown as
+    `\\xff` (so the TA sees which byte it was), and valid text is returned unchanged."""
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte (`\\ud800`)
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def unsafe_reason(student_id: str) -> str | None:

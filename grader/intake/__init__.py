@@ -36,7 +36,7 @@ from grader.intake.naming import DEFAULT_PATTERN, NamePattern, archive_ext
 from grader.intake.owners import inner_ids
 from grader.intake.problems import MESSAGES, code_unopened, problem
 from grader.model import Problem, Submission, SubmittedFile
-from grader.safename import safe_name
+from grader.safename import safe_name, shown_name
 
 __all__ = ["Candidate", "IntakeLimits", "MESSAGES", "discover", "intake", "source_digest", "unpack"]
 
@@ -119,14 +119,14 @@ def unpack(candidate: Candidate, work_root: Path | str, *, limits: IntakeLimits 
     source = candidate.path
     return Submission(
         student_id=candidate.student_id,
-        source=str(source),
+        source=shown_name(str(source)),
         source_sha256=source_digest(candidate),
         submitted_at=candidate.submitted_at,
         submitted_at_source=candidate.submitted_at_source,
         work_dir=str(dest),
         files=tuple(files),
         problems=tuple(problems),
-        duplicates=tuple(str(p) for p in candidate.duplicates),
+        duplicates=tuple(shown_name(str(p)) for p in candidate.duplicates),
         stripped_prefix=stripped,
         junk_skipped=junk,
         student_name=candidate.student_name,
@@ -151,7 +151,7 @@ def _inner_id_problems(candidate: Candidate, stripped: str | None, files: Sequen
 
 def _scan_source(candidate: Candidate) -> tuple[zipfile.ZipFile | None, Scan, list[Problem]]:
     """Check the candidate's entries (nothing written yet): a zip, a folder, or a lone file."""
-    source, name = candidate.path, candidate.path.name
+    source, name = candidate.path, shown_name(candidate.path.name)
     if candidate.kind == "folder":
         return None, scan_folder(source), []
     fmt = _archive_format(source)

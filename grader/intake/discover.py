@@ -29,10 +29,10 @@ from grader.intake.naming import (
     moodle_folder,
     placeholder_id,
 )
-from grader.intake.owners import resolve_owners
+from grader.intake.owners import resolve_owners, where
 from grader.intake.problems import problem
 from grader.model import Problem
-from grader.safename import safe_name, unsafe_reason
+from grader.safename import safe_name, shown_name, unsafe_reason
 
 _CODE_EXTS = (".ipynb", ".py")
 _MAX_DEPTH = 3
@@ -107,7 +107,7 @@ def _flag_unsafe_id(c: Candidate) -> Candidate:
 def _scan_dir(folder: Path, names: NamePattern, found: list[Candidate], skip: set[str], *, depth: int) -> None:
     if os.path.realpath(folder) in skip:
         return
-    moodle = moodle_folder(folder.name)
+    moodle = moodle_folder(shown_name(folder.name))
     if moodle is not None:
         found.extend(_moodle_candidates(folder, names, moodle))
         return
@@ -164,7 +164,7 @@ def _moodle_candidates(folder: Path, names: NamePattern, moodle: MoodleFolder) -
 
 
 def _file_candidate(path: Path, names: NamePattern, moodle: MoodleFolder | None) -> Candidate:
-    name = path.name
+    name = shown_name(path.name)  # bytes that are not UTF-8 read as `\xff`: a loose name at worst
     flat = moodle_file(name) if moodle is None else None
     if flat is not None:  # older Moodle's flat file: the id is in the student's own file name
         moodle, name = flat
@@ -173,7 +173,7 @@ def _file_candidate(path: Path, names: NamePattern, moodle: MoodleFolder | None)
     mtime = path.stat().st_mtime
     return Candidate(
         expected_name=names.expected(reading.student_id or "<student_id>"),
-        student_id=reading.student_id or _placeholder(path.name, moodle),
+        student_id=reading.student_id or _placeholder(shown_name(path.name), moodle),
         path=path,
         kind="file",
         problems=problems,
@@ -192,20 +192,21 @@ def _folder_candidate(folder: Path, names: NamePattern, moodle: MoodleFolder | N
     Its name is not something the student handed in, so only a missing id is a naming
     problem; files uploaded to Moodle without a zip are `not-an-archive`.
     """
-    reading = names.read_folder(folder.name) if moodle is None else NameReading(None, "none", 0)
+    folder_name = shown_name(folder.name)
+    reading = names.read_folder(folder_name) if moodle is None else NameReading(None, "none", 0)
     for f in files:  # no id in the folder's name: take it from a file's (`dllab_0556001.ipynb`)
         if reading.student_id is None:
-            reading = names.read(f.name)
+            reading = names.read(shown_name(f.name))
     if reading.student_id is None:
-        problems = _name_problems(folder.name, reading, names, moodle, lone=False)
+        problems = _name_problems(folder_name, reading, names, moodle, lone=False)
     elif moodle is not None:
-        shown = ", ".join(f.name for f in files)
+        shown = ", ".join(shown_name(f.name) for f in files)
         problems = (problem("not-an-archive", shown, name=shown, expected=names.expected(reading.student_id)),)
     else:
         problems = ()
     return Candidate(
         expected_name=names.expected(reading.student_id or "<student_id>"),
-        student_id=reading.student_id or _placeholder(folder.name, moodle),
+        student_id=reading.student_id or _placeholder(folder_name, moodle),
         path=folder,
         kind="folder",
         problems=problems,
@@ -279,8 +280,8 @@ def _one_per_student(found: list[Candidate]) -> list[Candidate]:
                 "duplicate",
                 count=len(group),
                 student_id=chosen.student_id,
-                chosen=chosen.path.name,
-                others=", ".join(f"`{c.path.name}`" for c in older),
+                chosen=where(chosen),
+                others=", ".join(f"`{where(c)}`" for c in older),
             )
             chosen = replace(chosen, problems=(*chosen.problems, dup), duplicates=tuple(c.path for c in older))
         out.append(chosen)

@@ -28,6 +28,7 @@ from grader.errors import GraderError
 from grader.intake.names import looks_garbled, member_name
 from grader.intake.problems import human_bytes, problem
 from grader.model import Problem
+from grader.safename import shown_name
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 _CHUNK = 1 * MiB
@@ -154,6 +155,10 @@ def clean_parts(parts: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...
     out: list[str] = []
     changes: list[str] = []
     for part in parts:
+        shown = shown_name(part)
+        if shown != part:  # bytes that are not UTF-8 (a Linux folder, a zip tool): no record could hold it
+            changes.append("its name holds bytes that are not UTF-8 text, so each was written as `\\xHH`")
+            part = shown
         trimmed = part.rstrip(" .\t")
         if trimmed != part and trimmed not in ("", ".", ".."):
             changes.append("its name ends in a space or a dot, which hides its extension, so those were removed")

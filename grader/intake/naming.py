@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from grader.errors import GraderError
@@ -66,13 +67,21 @@ class NamePattern:
             + _loose_literal(after_stem),
             re.IGNORECASE,
         )
-        self._digits = re.compile(r"(?<![A-Za-z0-9])(?P<id>\d{6,12})(?![A-Za-z0-9])")
+        self._digits = re.compile(r"(?<![A-Za-z0-9])(?P<id>[0-9]{6,12})(?![A-Za-z0-9])")
 
     def expected(self, student_id: str = "<student_id>") -> str:
         return self.pattern.replace(_PLACEHOLDER, student_id)
 
     def read(self, name: str) -> NameReading:
-        """Read the id from a file name (`dllab_0556001 (1).zip`) or folder name (`dllab_0556001`)."""
+        """Read the id from a file name (`dllab_0556001 (1).zip`) or folder name (`dllab_0556001`).
+
+        The id is always ASCII: full-width or other scripts' digits (`dllab_０５５６００１.zip`, typed
+        with a CJK input method) are read as the digits they are, since the LMS's ID number is
+        ASCII; such a name is only `loose`, so the student is told how it was read."""
+        ascii_name = ascii_digits(name)
+        if ascii_name != name:
+            reading = self.read(ascii_name)
+            return reading if reading.match == "none" else replace(reading, match="loose")
         stem, ext = _split_ext(name)
         copy = 0
         m = _COPY_SUFFIX.search(stem)
@@ -113,6 +122,13 @@ def moodle_file(name: str) -> tuple[MoodleFolder, str] | None:
         return None
     who = MoodleFolder(student_name=m.group("name").strip(), participant_id=m.group("pid"), plugin=m.group("plugin"))
     return who, m.group("file")
+
+
+def ascii_digits(text: str) -> str:
+    """`text` with compatibility forms folded (NFKC: full-width `０５５６` to `0556`) and any other
+    script's decimal digits (Arabic-Indic, Devanagari...) written as ASCII digits."""
+    folded = unicodedata.normalize("NFKC", text)
+    return "".join(str(unicodedata.decimal(ch)) if not ch.isascii() and ch.isdecimal() else ch for ch in folded)
 
 
 def archive_ext(name: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from grader.model import Problem
+from grader.safename import shown_name
 
 # Fields in braces are filled by `problem(code, **fields)`. Write to the student, say what
 # was expected, and say what the grader did about it.
@@ -22,6 +23,12 @@ MESSAGES: dict[str, str] = {
     "claimed-id": "Student id {claimed} is claimed by uploads of {count} Moodle participants: {who}. "
     "Whose id it is cannot be told from the files, so each upload was graded on its own and none replaces "
     "another's grade; this one (participant {participant}) is listed as `{student_id}` until a TA decides.",
+    "loose-claim": "Student id {claimed} of this upload (Moodle participant {participant}) is also claimed by "
+    "{files}, given to the grader beside the Moodle download with no known uploader; neither replaces the other, "
+    "each was graded on its own, and this one is listed as `{student_id}` until a TA decides whose work is whose.",
+    "unowned-claim": "`{name}` claims student id {claimed}, but Moodle lists that id as uploaded by {who}, and who "
+    "handed in this file is not known (it was not in the Moodle download); it was graded on its own as "
+    "`{student_id}` and replaces no upload until a TA decides.",
     "several-ids": "Moodle participant {person} ({participant}) uploaded archives for {count} different student "
     "ids ({ids}); each was graded on its own and none replaces another student's grade until a TA decides.",
     "inner-id": "`{name}` holds `{path}`, whose name carries another student id ({other}); it was graded as "
@@ -81,7 +88,8 @@ UNREADABLE_CODES = frozenset({"unreadable-notebook", "bad-notebook"})
 # summary, the Moodle export) show what went wrong at intake, not only 0 points.
 FLAGS: dict[str, str] = {
     "bad-name": "bad-name", "no-student-id": "no-student-id", "duplicate": "duplicate",
-    "claimed-id": "id-conflict", "several-ids": "id-conflict", "inner-id": "id-conflict", "unsafe-id": "unsafe-id",
+    "claimed-id": "id-conflict", "several-ids": "id-conflict",
+    "loose-claim": "id-conflict", "unowned-claim": "id-conflict", "inner-id": "id-conflict", "unsafe-id": "unsafe-id",
     "extra-file": "extra-file", "online-text": "online-text", "not-an-archive": "not-an-archive",
     "unsupported-format": "unsupported-format", "corrupt": "corrupt-archive", "truncated": "truncated-archive",
     "empty": "empty-submission", "encrypted": "encrypted",
@@ -98,7 +106,8 @@ FLAGS: dict[str, str] = {
 FLAG_TEXT: dict[str, str] = {
     "no-student-id": "no student id could be read from the file name",
     "id-conflict": "whose work this is is in doubt (one student id claimed by uploads of two Moodle participants, "
-                   "one participant uploading several ids, or a file inside named for another id): each upload is "
+                   "or by a participant's upload and a file beside the download with no known uploader, one "
+                   "participant uploading several ids, or a file inside named for another id): each upload is "
                    "graded on its own, and the grade is left out of the Moodle import until a TA decides",
     "unsafe-id": "the student id in the file name cannot be a file name as it is (too long, odd characters, "
                  "a reserved name): the submission's files are named by a safe form of it",
@@ -189,16 +198,17 @@ def problem(code: str, path: str | None = None, **fields: object) -> Problem:
     """The `Problem` for `code`, its message filled in from `fields` (and `path`).
 
     Names and details come from hostile archives: in the message they are shown printable
-    and short; `Problem.path` keeps the exact name.
+    and short; `Problem.path` keeps the exact name, with bytes that are not UTF-8 shown as
+    `\\xff` (`shown_name`) so the record can be written.
     """
     shown = {k: printable(v, 600 if k == "detail" else 120) if isinstance(v, str) else v for k, v in fields.items()}
     message = MESSAGES[code].format_map(_Blank(shown, path=printable(path or "")))
-    return Problem(code=code, message=message, path=path)
+    return Problem(code=code, message=message, path=None if path is None else shown_name(path))
 
 
 def printable(text: str, limit: int = 120) -> str:
-    """Control characters as `?`, and at most `limit` characters."""
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    """Control characters as `?`, bytes that are not UTF-8 as `\\xff`, and at most `limit` characters."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in shown_name(text))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -78,7 +78,8 @@ def moodle_feedback(g: Mapping) -> str:
         return "Your submission could not be graded automatically; a TA will grade it."
     if "id-conflict" in (g.get("flags") or []):
         return ("Your grade waits for a TA: whose work this upload is is in doubt (the same student id was "
-                "handed in by more than one Moodle participant, or the upload names another id).")
+                "handed in by more than one Moodle participant or in a file Moodle does not list, or the upload names "
+                "another id).")
     bits = [f"{p.get('id')} {fmt_points(p.get('points'))}/{fmt_points(p.get('max'))}"
             for p in g.get("parts") or [] if isinstance(p, Mapping)]
     bonus = g.get("bonus") if isinstance(g.get("bonus"), Mapping) else None

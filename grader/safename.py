@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["MAX_NAME_CHARS", "safe_name", "shown_name", "unsafe_reason"]
+__all__ = ["MAX_NAME_CHARS", "safe_name", "shown_name", "unsafe_reason", "written_name"]
 
 MAX_NAME_CHARS = 64
 """Longest name (characters, all ASCII) before `.json`/`.pdf`: far under every file system's 255."""
@@ -26,17 +26,34 @@ _RESERVED = re.compile(r"(?i)(?:con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(?
 
 
 def shown_name(name: str) -> str:
-    """A file system name as text that can go anywhere (JSON, CSV, a message, a file name).
+    """A file system name as text that can go anywhere (JSON, CSV, a message, an id).
 
     Linux file names are bytes; Python gives the bytes that are not UTF-8 as lone surrogates
-    (`dllab_05560\\udcff01.zip`), which no UTF-8 writer accepts. Every name read from the disk
-    passes here before it becomes an id, a message or a record: each such byte is shown as
-    `\\xff` (so the TA sees which byte it was), and valid text is returned unchanged."""
-    try:
-        raw = name.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte (`\\ud800`)
-        return name.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
+    (`dllab_05560\\udcff01.zip`; intake gives a zip member's false UTF-8 name the same way), which
+    no UTF-8 writer accepts. Every name read from the disk or a zip passes here before it becomes
+    an id, a message or a record: each such byte is shown as `\\xff` (so the TA sees which byte
+    it was), and valid text is returned unchanged. `written_name` is its form for a file name."""
+    return _escape_bytes(name, "\\x{:02x}")
+
+
+def written_name(part: str) -> str:
+    """One path component as the grader writes it to disk: like `shown_name`, but each byte that
+    is not UTF-8 as `%FF` (a backslash would read as a folder separator in a zip name or on Windows)."""
+    return _escape_bytes(part, "%{:02X}")
+
+
+def _escape_bytes(name: str, fmt: str) -> str:
+    if name.isascii() or not any("\ud800" <= ch <= "\udfff" for ch in name):
+        return name
+    out = []
+    for ch in name:
+        if "\udc80" <= ch <= "\udcff":  # one byte the file system (or zip) gave that is not UTF-8
+            out.append(fmt.format(ord(ch) - 0xDC00))
+        elif "\ud800" <= ch <= "\udfff":  # a lone surrogate of any other origin
+            out.append(f"U+{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def unsafe_reason(student_id: str) -> str | None:

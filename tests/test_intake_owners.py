@@ -171,16 +171,20 @@ def test_a_107_digit_id_is_graded_under_a_safe_name_and_the_batch_finishes(tmp_p
     for i, sid in enumerate(twins):
         fx.write_zip(inc / f"dllab_{sid}.zip", upload(31 + i))
     fx.write_zip(inc / "dllab_CON.zip", upload(33))  # Windows's console device
-    fx.write_zip(inc / "作業_０５５６００７.zip", upload(34))  # full-width digits read as an id
+    fx.write_zip(inc / "作業_０５５６００７.zip", upload(34))  # full-width digits: read as the ASCII id
     fx.write_zip(inc / "dllab_0556001.zip", upload(60))
     out = tmp_path / "out"
     code, err = grade([inc], out)
     assert code == 0, err
     grades = graded(out)
-    expected = {long_id, *twins, "CON", "０５５６００７", "0556001"}
+    expected = {long_id, *twins, "CON", "0556007", "0556001"}
     assert set(grades) == expected
     assert accuracy(out, twins[0]) == pytest.approx(0.31) and accuracy(out, twins[1]) == pytest.approx(0.32)
-    for sid in expected - {"0556001"}:
+    # the full-width id is the ID number Moodle knows, told as a misnamed file quoting the original
+    assert "unsafe-id" not in grades["0556007"]["flags"] and "bad-name" in grades["0556007"]["flags"]
+    [p] = [p for p in grades["0556007"]["problems"] if p["flag"] == "bad-name"]
+    assert "`作業_０５５６００７.zip`" in p["message"] and "`dllab_0556007.zip`" in p["message"]
+    for sid in expected - {"0556001", "0556007"}:
         name = safe_name(sid)
         assert name != sid and len(name) <= MAX_NAME_CHARS and name.isascii()
         assert "unsafe-id" in grades[sid]["flags"]

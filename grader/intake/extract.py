@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from grader.errors import GraderError
-from grader.intake.names import looks_garbled, member_name
+from grader.intake.names import looks_garbled, member_name, open_zip
 from grader.intake.problems import human_bytes, problem
 from grader.model import Problem
-from grader.safename import shown_name
+from grader.safename import written_name
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 _CHUNK = 1 * MiB
@@ -155,10 +155,10 @@ def clean_parts(parts: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...
     out: list[str] = []
     changes: list[str] = []
     for part in parts:
-        shown = shown_name(part)
-        if shown != part:  # bytes that are not UTF-8 (a Linux folder, a zip tool): no record could hold it
-            changes.append("its name holds bytes that are not UTF-8 text, so each was written as `\\xHH`")
-            part = shown
+        written = written_name(part)
+        if written != part:  # bytes that are not UTF-8 (a Linux folder, a zip tool): no record could hold it
+            changes.append("its name holds bytes that are not UTF-8 text, so each was written as `%XX`")
+            part = written
         trimmed = part.rstrip(" .\t")
         if trimmed != part and trimmed not in ("", ".", ".."):
             changes.append("its name ends in a space or a dot, which hides its extension, so those were removed")
@@ -199,7 +199,7 @@ def scan_zip(path: Path, label: str, *, prefix: str = "",
         if not head:
             scan.problems.append(problem("empty", label, name=label))
             return None, scan
-        zf = zipfile.ZipFile(path, "r")
+        zf, fixed = open_zip(path)
     except Exception as exc:  # noqa: BLE001 - a hostile archive may raise anything zipfile can
 
         if head == b"PK\x03\x04" and not _has_end_record(path):
@@ -210,7 +210,7 @@ def scan_zip(path: Path, label: str, *, prefix: str = "",
     encrypted: list[str] = []
     infos = zf.infolist()
     for info in infos:
-        name = member_name(info)
+        name = member_name(info, fixed)
         shown = prefix + name.replace("\\", "/")
         ftype = stat.S_IFMT(info.external_attr >> 16)
         parts, changes = member_path(name)

@@ -20,7 +20,7 @@ from pathlib import Path
 from grader.errors import GraderError
 from grader.intake.discover import Candidate
 from grader.intake.extract import Budget, IntakeLimits, is_junk, safe_parts, scan_zip, write_entries
-from grader.intake.names import member_name
+from grader.intake.names import member_name, open_zip
 from grader.intake.classify import sha256_file
 from grader.intake.naming import DEFAULT_PATTERN, NamePattern, moodle_file, moodle_folder
 from grader.model import Problem
@@ -37,8 +37,9 @@ def is_moodle_bundle(path: Path) -> bool:
     """A zip whose top level holds only Moodle's per-student submission folders or flat files
     (a student's zip with their own files beside such a folder is theirs, not a class's)."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            tops = {(safe_parts(member_name(i)) or ("",))[0] for i in zf.infolist()}
+        zf, fixed = open_zip(path)
+        with zf:
+            tops = {(safe_parts(member_name(i, fixed)) or ("",))[0] for i in zf.infolist()}
     except (zipfile.BadZipFile, OSError, ValueError, IndexError):
         return False
     tops = {t for t in tops if t and not is_junk((t,))}

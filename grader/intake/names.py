@@ -14,10 +14,13 @@ code page (`looks_garbled`) is reported for the TA rather than shown as if it we
 
 from __future__ import annotations
 
+import io
+import os
 import struct
 import unicodedata
 import zipfile
 import zlib
+from collections.abc import Mapping
 
 _UTF8_FLAG = 0x800
 _UNICODE_PATH_EXTRA = 0x7075  # Info-ZIP: a UTF-8 copy of the name next to the legacy one
@@ -32,10 +35,67 @@ _COMMON = set(
 )
 
 
-def member_name(info: zipfile.ZipInfo) -> str:
-    """The member's name as the student saw it (separators untouched, NULs kept), NFC."""
+def member_name(info: zipfile.ZipInfo, fixed: Mapping[str, str] | None = None) -> str:
+    """The member's name as the student saw it (separators untouched, NULs kept), NFC;
+    `fixed` is `open_zip`'s names that claimed UTF-8 but were not."""
+    if fixed and info.orig_filename in fixed:
+        return fixed[info.orig_filename]
     # macOS writes decomposed (NFD) names; compose them so `München` matches what Windows wrote.
     return unicodedata.normalize("NFC", _member_name(info))
+
+
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory: ..., size, offset, comment length
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # one central directory record (46 bytes)
+_LOCAL_FLAGS_AT = 6
+
+
+def open_zip(path: os.PathLike[str] | str) -> tuple[zipfile.ZipFile, dict[str, str]]:
+    """Open a zip for reading, even when a member's name claims UTF-8 (flag bit 11) but holds
+    other bytes (`r\\xffsum.pdf`), which makes `zipfile` refuse the whole archive.
+
+    Then the flag is cleared on those members in a copy read into memory, so the rest of the
+    archive reads as it is; returns the zip and, for each such member, its name as `zipfile`
+    now reads it -> its name as a Linux file name would read (each bad byte a surrogate escape),
+    which the rest of intake shows and writes as it does such file names (`grader.safename`). Raises what `zipfile.ZipFile` raises for an archive that is really damaged.
+    """
+    try:
+        return zipfile.ZipFile(path, "r"), {}
+    except UnicodeDecodeError as exc:
+        with open(path, "rb") as fh:
+            data = bytearray(fh.read())
+        fixed = _clear_false_utf8_flags(data)
+        if not fixed:
+            raise zipfile.BadZipFile(str(exc)) from None
+        return zipfile.ZipFile(io.BytesIO(bytes(data)), "r"), fixed
+
+
+def _clear_false_utf8_flags(data: bytearray) -> dict[str, str]:
+    """Clear the UTF-8 flag of every member (central and local header) whose name is not UTF-8."""
+    end = data.rfind(b"PK\x05\x06", max(0, len(data) - 65557))
+    if end < 0 or end + _EOCD.size > len(data):
+        return {}
+    *_, count, _size, offset, _comment = _EOCD.unpack_from(data, end)
+    fixed: dict[str, str] = {}
+    at = offset
+    for _ in range(count):
+        if at + _CENTRAL.size > len(data):
+            break
+        rec = _CENTRAL.unpack_from(data, at)
+        if rec[0] != b"PK\x01\x02":
+            break
+        flags, name_len, extra_len, comment_len, local = rec[5], rec[12], rec[13], rec[14], rec[18]
+        raw = bytes(data[at + _CENTRAL.size: at + _CENTRAL.size + name_len])
+        if flags & _UTF8_FLAG:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                struct.pack_into("<H", data, at + 8, flags & ~_UTF8_FLAG)
+                if data[local:local + 4] == b"PK\x03\x04":
+                    (lflags,) = struct.unpack_from("<H", data, local + _LOCAL_FLAGS_AT)
+                    struct.pack_into("<H", data, local + _LOCAL_FLAGS_AT, lflags & ~_UTF8_FLAG)
+                fixed[raw.decode("cp437")] = raw.decode("utf-8", "surrogateescape")
+        at += _CENTRAL.size + name_len + extra_len + comment_len
+    return fixed
 
 
 def _member_name(info: zipfile.ZipInfo) -> str:

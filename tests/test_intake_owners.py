@@ -266,3 +266,76 @@ def test_one_participants_refused_upload_in_a_bundle_is_theirs_not_the_batchs(tm
     assert "is a link" in p["message"] and p["path"].endswith("dllab_0556001.zip")
     assert accuracy(out, "0556002") == pytest.approx(0.60)
     assert not list(out.rglob("passwd"))
+
+
+# --------------------------------------------------------------------------- D: files of no known uploader
+
+
+def test_a_loose_zip_beside_a_moodle_bundle_replaces_no_participants_upload(tmp_path: Path) -> None:
+    """The tester's case of issue 13 D (finding 4): the Moodle download-all zip (Bob 1002, Carol 1004)
+    and, beside it, a loose `dllab_<Bob's id>.zip` nobody is known to have uploaded, newer since its
+    time is when it was copied. It was graded as Bob and Bob's upload ignored; now both are graded
+    on their own, both flagged, and Moodle gets no grade for the id until a TA decides."""
+    inc = tmp_path / "s11"
+    inc.mkdir()
+    def inner(members: list[fx.Member]) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for name, data in members:
+                z.writestr(name, data)
+        return buf.getvalue()
+    with zipfile.ZipFile(inc / "CS101-Assignment-9.zip", "w") as zf:
+        for folder, sid, percent in [("Bob Chen_1002", "0556002", 60), ("Carol Wu_1004", "0556004", 40)]:
+            info = zipfile.ZipInfo(f"{folder}_assignsubmission_file_/dllab_{sid}.zip", (2024, 3, 1, 10, 0, 0))
+            zf.writestr(info, inner(upload(percent)))
+    fx.write_zip(inc / "dllab_0556002.zip", upload(5))  # mtime: now, newer than any upload
+    out = tmp_path / "out"
+    code, err = grade([inc], out)
+    assert code == 0, err
+    grades = graded(out)
+    assert set(grades) == {"0556002-moodle-1002", "0556002-loose", "0556004"}
+    assert accuracy(out, "0556002-moodle-1002") == pytest.approx(0.60), "Bob graded from Bob's own upload"
+    assert accuracy(out, "0556002-loose") == pytest.approx(0.05), "the loose file graded on its own"
+    assert accuracy(out, "0556004") == pytest.approx(0.40)
+    for sid in ("0556002-moodle-1002", "0556002-loose"):
+        g = grades[sid]
+        assert "id-conflict" in g["flags"] and "duplicate" not in g["flags"] and g["claimed_id"] == "0556002"
+    [bob] = [p for p in grades["0556002-moodle-1002"]["problems"] if p["flag"] == "id-conflict"]
+    assert "`s11/dllab_0556002.zip`" in bob["message"] and "participant 1002" in bob["message"]
+    [loose] = [p for p in grades["0556002-loose"]["problems"] if p["flag"] == "id-conflict"]
+    assert "`s11/dllab_0556002.zip`" in loose["message"]
+    assert "Bob Chen (participant 1002, `Bob Chen_1002_assignsubmission_file_/dllab_0556002.zip`)" in loose["message"]
+    assert "id-conflict" not in grades["0556004"]["flags"]
+    table = {r["student_id"]: r for r in rows(out / "grades.csv")}
+    assert set(table) == set(grades) and "id-conflict" in table["0556002-loose"]["flags"].split(";")
+    moodle = sorted((r["ID number"], r["Grade"], r["Feedback file"]) for r in rows(out / "moodle_grades.csv"))
+    assert moodle == [("0556002", "", "feedback/0556002-loose.pdf"), ("0556002", "", "feedback/0556002-moodle-1002.pdf"),
+                      ("0556004", "0", "feedback/0556004.pdf")], "Bob's id gets no grade from a file of no known uploader"
+
+
+def test_an_ownerless_folder_claims_nothing_and_ownerless_twins_stay_duplicates(tmp_path: Path) -> None:
+    """Of the same kind: an unpacked `dllab_<Bob's id>/` folder in a `late/` folder beside Bob's Moodle
+    folder is graded apart from Bob; two loose zips of an id no participant uploaded are one student's
+    duplicates as before (the newest graded), and the message tells the two files apart by folder."""
+    moodle, late = tmp_path / "moodle", tmp_path / "late"
+    fx.write_zip(moodle / "Bob Lee_1002_assignsubmission_file_" / "dllab_0556002.zip", upload(60), mtime=1_700_000_000)
+    (late / "dllab_0556002").mkdir(parents=True)
+    for name, data in upload(5):
+        (late / "dllab_0556002" / name).write_bytes(data)
+    fx.write_zip(late / "dllab_0556003.zip", upload(10), mtime=1_700_000_000)
+    fx.write_zip(late / "dllab_0556003 (1).zip", upload(20), mtime=1_700_003_600)
+    out = tmp_path / "out"
+    code, err = grade([moodle, late], out)
+    assert code == 0, err
+    grades = graded(out)
+    assert set(grades) == {"0556002-moodle-1002", "0556002-loose", "0556003"}
+    assert accuracy(out, "0556002-moodle-1002") == pytest.approx(0.60)
+    assert accuracy(out, "0556002-loose") == pytest.approx(0.05)
+    assert all("id-conflict" in grades[s]["flags"] for s in ("0556002-moodle-1002", "0556002-loose"))
+    [p] = [p for p in grades["0556002-loose"]["problems"] if p["flag"] == "id-conflict"]
+    assert "`late/dllab_0556002`" in p["message"]
+    assert accuracy(out, "0556003") == pytest.approx(0.20), "the newest of one student's own files"
+    assert "id-conflict" not in grades["0556003"]["flags"] and "duplicate" in grades["0556003"]["flags"]
+    [dup] = [p for p in grades["0556003"]["problems"] if p["flag"] == "duplicate"]
+    assert "`late/dllab_0556003 (1).zip`" in dup["message"] and "`late/dllab_0556003.zip`" in dup["message"]
+    assert {(r["ID number"], r["Grade"]) for r in rows(out / "moodle_grades.csv")} == {("0556002", ""), ("0556003", "0")}

@@ -232,5 +232,7 @@ def _tree_sha256(folder: Path) -> str:
         for f in sorted(filenames):
             p = Path(dirpath, f)
             if p.is_file() and not p.is_symlink():
-                digest.update(f"{p.relative_to(folder).as_posix()}\0{sha256_file(p)}\n".encode())
+                # the name's own bytes: one that is not UTF-8 is hashed as it is, never a crash
+                line = f"{p.relative_to(folder).as_posix()}\0{sha256_file(p)}\n"
+                digest.update(line.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()

@@ -47,6 +47,8 @@ def member_name(info: zipfile.ZipInfo, fixed: Mapping[str, str] | None = None) -
 _EOCD = struct.Struct("<4s4H2LH")  # end of central directory: ..., size, offset, comment length
 _CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # one central directory record (46 bytes)
 _LOCAL_FLAGS_AT = 6
+# Largest archive read into memory to clear false UTF-8 flags (bytes); a larger one stays refused.
+_PATCH_MAX_BYTES = 2 << 30
 
 
 def open_zip(path: os.PathLike[str] | str) -> tuple[zipfile.ZipFile, dict[str, str]]:
@@ -56,11 +58,14 @@ def open_zip(path: os.PathLike[str] | str) -> tuple[zipfile.ZipFile, dict[str, s
     Then the flag is cleared on those members in a copy read into memory, so the rest of the
     archive reads as it is; returns the zip and, for each such member, its name as `zipfile`
     now reads it -> its name as a Linux file name would read (each bad byte a surrogate escape),
-    which the rest of intake shows and writes as it does such file names (`grader.safename`). Raises what `zipfile.ZipFile` raises for an archive that is really damaged.
+    which the rest of intake shows and writes as it does such file names (`grader.safename`).
+    Raises what `zipfile.ZipFile` raises for an archive that is really damaged.
     """
     try:
         return zipfile.ZipFile(path, "r"), {}
     except UnicodeDecodeError as exc:
+        if os.path.getsize(path) > _PATCH_MAX_BYTES:
+            raise zipfile.BadZipFile(str(exc)) from None
         with open(path, "rb") as fh:
             data = bytearray(fh.read())
         fixed = _clear_false_utf8_flags(data)

@@ -120,7 +120,8 @@ FLAG_TEXT: dict[str, str] = {
     "empty-submission": "the submission contains no files",
     "encrypted": "the zip (or a file in it) is password-protected",
     "refused-member": "a file in the zip was refused (a link, a device, or a path outside the folder)",
-    "renamed-member": "a file's name had to be changed to unpack it (trailing spaces, an over-long name)",
+    "renamed-member": "a file's name had to be changed to unpack it (trailing spaces, an over-long name, "
+                      "bytes that are not UTF-8)",
     "garbled-name": "a file name in the zip looks garbled (a code page the grader could not recognise)",
     "duplicate-member": "a file appears twice in the zip",
     "corrupt-member": "a file in the zip is damaged",

@@ -95,7 +95,7 @@ def _clear_false_utf8_flags(data: bytearray) -> dict[str, str]:
                 raw.decode("utf-8")
             except UnicodeDecodeError:
                 struct.pack_into("<H", data, at + 8, flags & ~_UTF8_FLAG)
-                if data[local:local + 4] == b"PK\x03\x04":
+                if local + 8 <= len(data) and data[local:local + 4] == b"PK\x03\x04":
                     (lflags,) = struct.unpack_from("<H", data, local + _LOCAL_FLAGS_AT)
                     struct.pack_into("<H", data, local + _LOCAL_FLAGS_AT, lflags & ~_UTF8_FLAG)
                 fixed[raw.decode("cp437")] = raw.decode("utf-8", "surrogateescape")

@@ -57,6 +57,8 @@ FLAG_TEXT = {
     "files-not-placed": "some files of your submission were not placed where your code runs (see the message)",
     "process-cap": "your code reached the process limit for a moment; processes or threads it started then failed",
     "processes-left": "your code left processes running after its last cell; they were stopped",
+    "host-budget": ("a notebook's run wrote more than the grader keeps on disk per notebook; its largest files "
+                    "(figures first) were not kept, and items that needed them wait for a TA"),
     **INTAKE_FLAG_TEXT,
 }
 

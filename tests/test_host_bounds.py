@@ -171,3 +171,11 @@ def test_line_forms_are_linear_on_long_blank_runs() -> None:
     # 1300 lines of which one is 1 MiB of blanks: the old number pattern backtracked for hours
     text = "\n".join(["x"] * 1300 + [" " * (1 << 20)])
     assert squeeze_floods(text).endswith(" " * 100)
+
+
+def test_printed_learning_rates_are_read_in_linear_time_on_long_blank_runs() -> None:
+    from grader.parsers.lrs import printed_lrs
+
+    # "lr" then 4000 blanks: the old pattern (three optional blanks in a row) ran for minutes
+    assert printed_lrs(["lr" + " " * 4000 + "x", "epoch" + " " * 4000, "lr = 0.01"]) == [0.01]
+    assert printed_lrs(["lr : ( 0.1", "Epoch 1 lr=0.5", "Epoch 2 lr=0.05"]) == [0.1, 0.5]

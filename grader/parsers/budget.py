@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 from .values import MAX_LINE
 
-CELL_LINES = 6_000
+CELL_LINES = 4_000
 """Lines of one cell's outputs read at most."""
 CELL_CHARS = 1 << 20
 """Characters of one cell's outputs read at most (the execute-mode cap per cell)."""
-TOTAL_LINES = 20_000
+TOTAL_LINES = 12_000
 """Lines of a whole notebook's outputs read at most."""
 TOTAL_CHARS = 2 << 20
 """Characters of a whole notebook's outputs read at most."""

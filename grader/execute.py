@@ -472,6 +472,8 @@ class _CappedClient(NotebookClient):
         self.kept_total = 0
         """Characters kept in the outputs of all cells (display updates included)."""
         self.errors_seen: dict[int, int] = {}
+        self.id_cells: set[int] = set()
+        """Cells holding an output with a display_id (whose indices a trim makes stale)."""
 
     def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
                cell_index: int) -> NotebookNode | None:
@@ -480,6 +482,7 @@ class _CappedClient(NotebookClient):
             return out
         r, lim = self.runner, self.runner.limits
         if display_id:
+            self.id_cells.add(cell_index)
             self._limit_targets(display_id, cell_index)
         if out.output_type == "error":
             # An error is never cut from a cell (it says why the cell stopped), so their number
@@ -528,7 +531,7 @@ class _CappedClient(NotebookClient):
 
         omitted = cap.omitted
         cap.add(outs, out, delta, on_cut=on_cut)
-        if cap.omitted != omitted:
+        if cap.omitted != omitted and cell_index in self.id_cells:
             self.clear_display_id_mapping(cell_index)  # the tail was trimmed: indices moved
         self.kept_total += cap.kept - kept_before
         r.total_bytes = self.kept_total

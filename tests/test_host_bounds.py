@@ -179,3 +179,14 @@ def test_printed_learning_rates_are_read_in_linear_time_on_long_blank_runs() -> 
     # "lr" then 4000 blanks: the old pattern (three optional blanks in a row) ran for minutes
     assert printed_lrs(["lr" + " " * 4000 + "x", "epoch" + " " * 4000, "lr = 0.01"]) == [0.01]
     assert printed_lrs(["lr : ( 0.1", "Epoch 1 lr=0.5", "Epoch 2 lr=0.05"]) == [0.1, 0.5]
+
+
+def test_counter_patterns_are_linear_on_long_blank_runs() -> None:
+    from grader.parsers.curves import _EPOCH, _STEP
+    from grader.parsers.text import _COUNTER_BEFORE, PROGRESS_RX
+
+    # each took 0.2-0.5 s per 4000-character line (quadratic); the same matches as before
+    for rx in (_EPOCH, _STEP, PROGRESS_RX, _COUNTER_BEFORE):
+        assert rx.search("epoch" + " " * 4000 + "x") is None or rx is PROGRESS_RX
+    assert _EPOCH.search("Epoch_ : 3/10 loss").group(1) == "3" and _STEP.search("iter (12) x").group(1) == "12"
+    assert PROGRESS_RX.search("epoch [ 3") and _COUNTER_BEFORE.search("loss after epoch : ")

@@ -14,10 +14,10 @@ from .values import mask_line
 _BRACKET = re.compile(r"^\s*\[\s*(\d+)\s*,\s*(\d+)\s*\]")  # the tutorial's "[1,  2000] loss: 2.189"
 _EPOCH_OF = re.compile(r"^\s*\[\s*(\d+)\s*/\s*\d+\s*\]")  # "[3/10] loss: 1.2"
 # "Epoch 3", "epoch3", "ep: 3", and "7 epoch, training accuracy: ..." (the number first).
-_EPOCH = re.compile(r"(?<![A-Za-z])(?:epoch|ep)[\s_]*[:#=\[(]?\s*(\d+)(?:\s*/\s*(\d+))?(?![\d.])"
+_EPOCH = re.compile(r"(?<![A-Za-z])(?:epoch|ep)[\s_]*(?:[:#=\[(]\s*)?(\d+)(?:\s*/\s*(\d+))?(?![\d.])"
                     r"|(?<!after )(?<!in )(?<!for )(?<!of )\b(\d+)\s*(?:st|nd|rd|th)?\s*epoch\b(?!s)",
                     re.IGNORECASE)
-_STEP = re.compile(r"(?<![A-Za-z])(?:step|iter(?:ation)?s?|batch|it)[\s_]*[:#=\[(]?\s*(\d+)(?:\s*/\s*(\d+))?",
+_STEP = re.compile(r"(?<![A-Za-z])(?:step|iter(?:ation)?s?|batch|it)[\s_]*(?:[:#=\[(]\s*)?(\d+)(?:\s*/\s*(\d+))?",
                    re.IGNORECASE)
 
 

@@ -49,15 +49,23 @@ def join_stream(prev: str, new: str) -> str:
     return prev[:start] + collapse_cr(prev[start:] + new)
 
 
+OUTPUT_OVERHEAD = 64
+"""Characters a display or result output is counted for beyond its data: its JSON framing in
+the written notebook, so that a million one-byte displays cost what they take on disk."""
+
+
 def output_size(out: Any) -> int:
-    """Characters an output holds (stream text, error text, or its data)."""
+    """Characters an output holds: stream text, error text, or its data and its metadata
+    (both are written to the notebook) plus OUTPUT_OVERHEAD."""
     import json
 
     if out.get("output_type") == "stream":
         return len(out.get("text", ""))
     if out.get("output_type") == "error":
         return len(out.get("evalue", "")) + sum(len(t) for t in out.get("traceback", []))
-    return sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in (out.get("data") or {}).values())
+    meta = out.get("metadata")
+    return (OUTPUT_OVERHEAD + (len(json.dumps(meta)) if meta else 0)
+            + sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in (out.get("data") or {}).values()))
 
 
 def marker_text(omitted: int, kept: int) -> str:
@@ -88,6 +96,14 @@ class CellCap:
     @property
     def kept(self) -> int:
         return self.head_used + self.tail_used
+
+    def grow(self, out: Any, delta: int) -> None:
+        """An output already counted (in the head or the tail) changed size by `delta`
+        characters (a display update replaced its data)."""
+        if self.marker is not None and any(o is out for o in self.tail):
+            self.tail_used += delta
+        else:
+            self.head_used += delta
 
     def resync(self, outs: list[Any], new: Any) -> None:
         """Start over from what is in `outs` now (a clear_output emptied it meanwhile)."""

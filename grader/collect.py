@@ -22,6 +22,8 @@ from grader.cellflow import model_names, read_cells
 from grader.corroborate import mark_run
 from grader.evidence import DataMount, read_events, summarize_events
 from grader.parsers import CLASS_SETS, parse_notebook
+from grader.parsers import budget
+from grader.parsers.curves import downsample
 from grader.parsers.notebook import final_mention
 from grader.parsers.lrs import code_lrs, printed_lrs
 from grader.parsers.plotcode import CellPlots, analyze_cells
@@ -62,6 +64,7 @@ def _metrics(nb: nbformat.NotebookNode, dataset: str | None,
     curves: dict[str, list[list[float]]] = {}
     for p in parsed.curves:
         curves.setdefault(p.series, []).append([p.x, p.value])
+    curves = {series: downsample(points) for series, points in curves.items()}
     mentions = [{"kind": m.kind, "split": m.split_hint, "value": m.value, "class": m.class_name,
                  "cell": m.cell, "raw": m.raw} for m in parsed.mentions][-200:]
     # Which split each total was labelled with: a validation line stands in for the test only
@@ -70,7 +73,18 @@ def _metrics(nb: nbformat.NotebookNode, dataset: str | None,
                 if (m := final_mention(parsed.mentions, key)) is not None and m.split_hint == "val"}
     return {"dataset": parsed.dataset_guess, "test_accuracy": parsed.test_accuracy,
             "test_loss": parsed.test_loss, "per_class_accuracy": dict(parsed.per_class_accuracy),
-            "curves": curves, "mentions": mentions, "from_validation": from_val}
+            "curves": curves, "mentions": mentions, "from_validation": from_val, **_budget_hit(nb, parsed)}
+
+
+def _budget_hit(nb: nbformat.NotebookNode, parsed: Any) -> dict[str, Any]:
+    """`parse_budget` when the parser left lines unread (grader.parsers.budget), else nothing."""
+    if not parsed.unread:
+        return {}
+    return {"parse_budget": {
+        "lines_unread": sum(n for _, n in parsed.unread),
+        "cells": [{"cell": _exec_count(nb, index), "index": index, "lines_unread": n} for index, n in parsed.unread],
+        "limits": {"lines_per_cell": budget.CELL_LINES, "chars_per_cell": budget.CELL_CHARS,
+                   "lines": budget.TOTAL_LINES, "chars": budget.TOTAL_CHARS}}}
 
 
 def _classes_of(probe: Mapping[str, Any], dataset: str | None) -> list[str] | None:
@@ -90,6 +104,12 @@ def _truncated_cells(nb: nbformat.NotebookNode | None) -> list[dict[str, Any]]:
             found.append({"cell": cell.get("execution_count"), "index": index,
                           "omitted_chars": cut.get("omitted_chars"), "kept_chars": cut.get("kept_chars")})
     return found
+
+
+def _merge_cuts(kept: list[dict[str, Any]], parsed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cells cut while running, then those the parser read only in part (one row per cell)."""
+    seen = {c["index"] for c in kept}
+    return kept + [c for c in parsed if c["index"] not in seen]
 
 
 def _trained_on(probe: Mapping[str, Any]) -> str | None:
@@ -129,7 +149,8 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
         events, warnings = read_events(events_path)
         probe = summarize_events(events, figures_dir=figures_dir, mounts=mounts)
     dataset = _trained_on(probe)
-    metrics = _metrics(nb, dataset, _classes_of(probe, dataset)) if nb is not None else {"dataset": dataset}
+    cut: list[dict[str, Any]] = []  # cells the parser read only in part (its own budget)
+    metrics = _metrics(nb, dataset, _classes_of(probe, dataset), cut=cut) if nb is not None else {"dataset": dataset}
     # The parser may recognise a dataset the probe could only name by its class (an
     # ImageFolder of Food-11 kept at a path without "food"): the known name is more useful.
     if dataset not in CLASS_SETS and metrics.get("dataset") in CLASS_SETS:
@@ -149,8 +170,8 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
         "weights_loaded": probe.get("weights_loaded", []),
         "errors": errors, "cells": {"total": len(run.cells),
                                     "by_status": dict(Counter(c.status for c in run.cells))},
-        "figures_dropped": run.figures_dropped, "output_truncated": run.output_truncated,
-        "output_truncated_cells": _truncated_cells(nb),
+        "figures_dropped": run.figures_dropped, "output_truncated": run.output_truncated or bool(cut),
+        "output_truncated_cells": _merge_cuts(_truncated_cells(nb), cut),
         "probe": probe.get("probe"), "warnings": warnings[:50],
         "verified": {"reason": "the run was not verified"},
     }

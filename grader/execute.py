@@ -41,8 +41,9 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbformat import NotebookNode
+from nbformat.v4 import output_from_msg
 
-from grader import capture, diagnose, harvest, jsondepth, sandbox
+from grader import capture, diagnose, harvest, hostbudget, jsondepth, sandbox
 from grader.probe.startup import GUI_BACKENDS
 
 if TYPE_CHECKING:
@@ -84,6 +85,12 @@ class SandboxLimits:
     """Outputs kept for the whole notebook."""
     max_figures: int = 200
     """Images (png/jpeg/svg outputs) kept for the whole notebook."""
+    max_notebook_bytes: int = 48 * MiB
+    """executed.ipynb as written (serialized, sources included); the largest cells' outputs
+    are replaced by a marker until it fits (grader.hostbudget)."""
+    max_host_bytes: int = 160 * MiB
+    """Everything one run leaves in its run folder on the host (executed notebook, evidence,
+    figures, log, probe files); its cache copy holds the same files again at most."""
 
 
 @dataclass(frozen=True)
@@ -277,7 +284,13 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
     if status == "error" and environment and first_error is not None \
             and environment[0]["cell"] == first_error.index:
         reason = environment[0]["message"]  # the cause the TA can act on, not its symptom
+    executed = out_dir / "executed.ipynb"
+    emptied = hostbudget.write_notebook(nb, executed, limits.max_notebook_bytes)
+    runner.truncated = runner.truncated or bool(emptied)
     caps = []
+    if emptied:
+        caps.append(f"the outputs of {emptied} cell(s) removed to keep the executed notebook under "
+                    f"{limits.max_notebook_bytes // MiB} MiB")
     if runner.truncated:
         caps.append(f"outputs truncated to {limits.max_output_bytes_per_cell} bytes per cell")
     if runner.figures_dropped:
@@ -288,8 +301,6 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
         log.write(sandbox.NONE_WARNING)
     for note in _backend_notes(nb):
         log.write(note)
-    executed = out_dir / "executed.ipynb"
-    nbformat.write(nb, executed)
     result = RunResult(
         path=rel, status=status, reason=reason, cells=tuple(runner.records), started_at=started,
         duration_s=round(time.time() - started, 3), startup_s=round(runner.startup_s, 3),
@@ -436,6 +447,12 @@ class _SandboxKernelManager(AsyncKernelManager):
         return list(self.launch_cmd)
 
 
+MAX_DISPLAY_TARGETS = 50
+"""Outputs one display_id keeps updatable; later displays of it stay as first shown."""
+MAX_ERRORS_PER_CELL = 5
+"""Error outputs kept per cell (IPython's showtraceback() can send any number)."""
+
+
 class _CappedClient(NotebookClient):
     """nbclient with outputs, figures and timeouts handled the grader's way."""
 
@@ -447,6 +464,11 @@ class _CappedClient(NotebookClient):
         self.cell_figs_dropped: dict[int, int] = {}
         self.timed_out: dict[int, int] = {}
         self.replies: dict[int, dict[str, Any]] = {}
+        self.kept_total = 0
+        """Characters kept in the outputs of all cells (display updates included)."""
+        self.errors_seen: dict[int, int] = {}
+        self.id_cells: set[int] = set()
+        """Cells holding an output with a display_id (whose indices a trim makes stale)."""
 
     def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
                cell_index: int) -> NotebookNode | None:
@@ -454,9 +476,22 @@ class _CappedClient(NotebookClient):
         if out is None or not outs or outs[-1] is not out:
             return out
         r, lim = self.runner, self.runner.limits
+        if display_id:
+            self.id_cells.add(cell_index)
+            self._limit_targets(display_id, cell_index)
+        if out.output_type == "error":
+            # An error is never cut from a cell (it says why the cell stopped), so their number
+            # is: showtraceback() in a loop would otherwise keep every copy.
+            self.errors_seen[cell_index] = self.errors_seen.get(cell_index, 0) + 1
+            if self.errors_seen[cell_index] > MAX_ERRORS_PER_CELL:
+                outs.pop()
+                r.truncated = True
+                return None
         if out.output_type in ("display_data", "execute_result") and _is_figure(out):
             if r.figures_kept >= lim.max_figures:
                 outs.pop()
+                if display_id:
+                    self._forget_last(display_id, cell_index)
                 r.figures_dropped += 1
                 self.cell_figs_dropped[cell_index] = self.cell_figs_dropped.get(cell_index, 0) + 1
                 return None
@@ -467,9 +502,10 @@ class _CappedClient(NotebookClient):
         # Carriage returns collapsed and consecutive streams joined before anything is
         # counted; then the cell keeps its head and its tail (see grader.capture).
         cap = self.caps.get(cell_index)
+        kept_before = cap.kept if cap is not None else 0
         if cap is None:
-            room = max(0, min(lim.max_output_bytes_per_cell, lim.max_output_bytes_total - r.total_bytes))
-            cap = self.caps[cell_index] = capture.CellCap(budget=room, base=r.total_bytes)
+            room = max(0, min(lim.max_output_bytes_per_cell, lim.max_output_bytes_total - self.kept_total))
+            cap = self.caps[cell_index] = capture.CellCap(budget=room, base=self.kept_total)
         elif len(outs) != cap.seen + 1:
             cap.resync(outs, out)  # a clear_output emptied the cell meanwhile
         prev = outs[-2] if len(outs) >= 2 else None
@@ -488,15 +524,68 @@ class _CappedClient(NotebookClient):
             r.truncated = True
             self.clear_display_id_mapping(cell_index)  # indices into the cut list are stale
 
+        omitted = cap.omitted
         cap.add(outs, out, delta, on_cut=on_cut)
-        r.total_bytes = cap.base + cap.kept
+        if cap.omitted != omitted and cell_index in self.id_cells:
+            self.clear_display_id_mapping(cell_index)  # the tail was trimmed: indices moved
+        self.kept_total += cap.kept - kept_before
+        r.total_bytes = self.kept_total
         self.cell_dropped[cell_index] = cap.omitted
         return out
 
+    def _limit_targets(self, display_id: str, cell_index: int) -> None:
+        """Keeps at most MAX_DISPLAY_TARGETS outputs updatable per display_id: every display
+        or update of an id rewrites all its outputs (nbclient), so 1000 displays of one id
+        made one update cost 1000 copies, and n displays cost n² rewrites."""
+        cells = self._display_id_map.get(display_id) or {}
+        if sum(len(v) for v in cells.values()) > MAX_DISPLAY_TARGETS:
+            self._forget_last(display_id, cell_index)
+
+    def _forget_last(self, display_id: str, cell_index: int) -> None:
+        indices = (self._display_id_map.get(display_id) or {}).get(cell_index)
+        if indices:
+            indices.pop()
+
     def _update_display_id(self, display_id: str, msg: dict[str, Any]) -> None:
-        data = msg.get("content", {}).get("data", {})
-        if sum(len(str(v)) for v in data.values()) <= self.runner.limits.max_output_bytes_per_cell:
-            super()._update_display_id(display_id, msg)
+        """nbclient's display update, counted against the caps: each output the id names grows
+        (or shrinks) by the difference, and an update that would take its cell over its
+        budget or the notebook over its total is not applied there (the cell says so)."""
+        cells = self._display_id_map.get(display_id)
+        if not cells:
+            return
+        try:
+            new = output_from_msg({**msg, "header": {**msg.get("header", {}), "msg_type": "display_data"}})
+        except (ValueError, KeyError, TypeError):
+            return
+        lim, size, known = self.runner.limits, capture.output_size(new), {}
+        for cell_index, indices in cells.items():
+            cap = self.caps.get(cell_index)
+            if cap is None or not 0 <= cell_index < len(self.nb.cells):
+                continue
+            cell = self.nb.cells[cell_index]
+            for i in indices:
+                if not 0 <= i < len(cell.outputs):
+                    continue
+                target = cell.outputs[i]
+                key = (id(target.get("data")), id(target.get("metadata")))
+                old = known[key] if key in known else known.setdefault(key, capture.output_size(target))
+                delta = size - old
+                if delta > 0 and (cap.kept + delta > cap.budget
+                                  or self.kept_total + delta > lim.max_output_bytes_total):
+                    self._update_dropped(cell, cap, size)
+                    continue
+                target["data"], target["metadata"] = new["data"], new["metadata"]
+                cap.grow(target, delta)
+                self.kept_total += delta
+        self.runner.total_bytes = self.kept_total
+
+    def _update_dropped(self, cell: NotebookNode, cap: capture.CellCap, size: int) -> None:
+        self.runner.truncated = True
+        cut = cell.metadata.setdefault("dllab", {}).setdefault(
+            "output_truncated", {"omitted_chars": 0, "kept_chars": cap.kept, "budget_chars": cap.budget})
+        cut["omitted_chars"] = cut.get("omitted_chars", 0) + size
+        cut["kept_chars"] = cap.kept
+        cut["updates_dropped"] = cut.get("updates_dropped", 0) + 1
 
     def add_markers(self, cell: NotebookNode) -> None:
         """Say in the notebook itself what was dropped from this cell (like limitoutput)."""
@@ -507,6 +596,14 @@ class _CappedClient(NotebookClient):
             cap = self.caps[idx]
             cell.metadata.setdefault("dllab", {})["output_truncated"] = {
                 "omitted_chars": cap.omitted, "kept_chars": cap.kept, "budget_chars": cap.budget}
+        dropped = (cell.metadata.get("dllab") or {}).get("output_truncated", {}).get("updates_dropped")
+        if dropped:
+            notes.append(f"[{dropped} display update(s) not applied by dllab: they would have taken the "
+                         f"outputs over the limit of {self.runner.limits.max_output_bytes_per_cell} characters "
+                         f"per cell or {self.runner.limits.max_output_bytes_total} per notebook]")
+        if self.errors_seen.get(idx, 0) > MAX_ERRORS_PER_CELL:
+            notes.append(f"[{self.errors_seen[idx] - MAX_ERRORS_PER_CELL} more error output(s) dropped by dllab: "
+                         f"{MAX_ERRORS_PER_CELL} are kept per cell]")
         if self.cell_figs_dropped.get(idx):
             notes.append(f"[{self.cell_figs_dropped[idx]} figure(s) dropped by dllab: "
                          f"limit of {self.runner.limits.max_figures} figures per notebook]")

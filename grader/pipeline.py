@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
-from grader import __version__
+from grader import __version__, hostbudget
 from grader.fsutil import tree_digest, write_json_atomic
 from grader.model import Submission, record_to_json
 from grader.safename import safe_name
@@ -238,6 +238,10 @@ def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settin
         return cached
     ev = _execute(path, rel, submission_dir=submission_dir, run_dir=run_dir, settings=settings, rubric=rubric,
                   wall_s=wall_s)
+    # What the run leaves on the host is bounded as written (grader.hostbudget); the cache copy
+    # below is of the same bounded files.
+    ev = hostbudget.bound_evidence(ev)
+    hostbudget.bound_run_folder(run_dir, ev, _limits(rubric).max_host_bytes)
     # A run stopped by a limit may have been starved by a busy machine: only finished runs are kept.
     if ev.get("status") in ("ok", "error"):
         _to_cache(key, run_dir, ev, settings)

@@ -177,6 +177,93 @@ def test_clear_output_starts_the_cell_over() -> None:
     assert parse_notebook(nb).test_accuracy == pytest.approx(0.55)
 
 
+# --- display updates, metadata, errors: what nbclient rewrites counts too (issue 13 F) -------
+
+def _display(cell: _Cell, data: dict, display_id: str | None = None, *, update: bool = False,
+             metadata: dict | None = None, index: int = 0) -> None:
+    """A display_data (or update_display_data) message through nbclient's own path."""
+    kind = "update_display_data" if update else "display_data"
+    msg = {"msg_type": kind, "header": {"msg_type": kind}, "parent_header": {"msg_id": "m"},
+           "content": {"data": data, "metadata": metadata or {}, "transient": {"display_id": display_id}}}
+    if display_id:
+        cell.client._update_display_id(display_id, msg)
+    if not update:
+        cell.client.output(cell.nb.cells[index].outputs, msg, display_id, index)
+
+
+def _written(nb: nbformat.NotebookNode) -> int:
+    return len(nbformat.writes(nb).encode())
+
+
+def test_one_update_of_a_display_shown_a_thousand_times_is_counted_once_per_copy() -> None:
+    # The issue's attack: 1000 one-byte displays of one id, then one 1 MB update (1.0 GB written).
+    cell = _Cell()  # the default caps: 1 MiB per cell, 32 MiB in all
+    for _ in range(1000):
+        _display(cell, {"text/plain": "x"}, "d")
+    _display(cell, {"text/plain": "y" * 1_000_000}, "d", update=True)
+    nb = cell.done()
+    assert _written(nb) < 2 * (1 << 20)  # was 1000 copies
+    assert cell.client.kept_total <= (1 << 20) and cell.runner.truncated
+    cut = nb.cells[0].metadata["dllab"]["output_truncated"]
+    assert cut["updates_dropped"] > 0
+    assert any("display update(s) not applied by dllab" in o.get("text", "") for o in cell.outs)
+
+
+def test_many_updates_of_one_display_never_grow_past_the_caps() -> None:
+    cell = _Cell(per_cell=64 * 1024, total=100 * 1024)
+    _display(cell, {"text/plain": "start"}, "bar")
+    for i in range(2000):  # a live display rewritten 2000 times, ever larger
+        _display(cell, {"text/html": "<b>" + "z" * (i * 50) + "</b>"}, "bar", update=True)
+    nb = cell.done()
+    assert cell.client.kept_total <= 64 * 1024 and _written(nb) < 70 * 1024
+    # a small update that fits is still applied: the display shows its latest state
+    _display(cell, {"text/plain": "done"}, "bar", update=True)
+    assert cell.outs[0]["data"] == {"text/plain": "done"}
+
+
+def test_displays_of_one_id_beyond_the_cap_are_not_rewritten() -> None:
+    from grader.execute import MAX_DISPLAY_TARGETS
+
+    cell = _Cell()
+    for _ in range(5 * MAX_DISPLAY_TARGETS):
+        _display(cell, {"text/plain": "x"}, "d")
+    assert sum(len(v) for v in cell.client._display_id_map["d"].values()) <= MAX_DISPLAY_TARGETS
+    _display(cell, {"text/plain": "new"}, "d", update=True)
+    assert sum(o["data"] == {"text/plain": "new"} for o in cell.outs) == MAX_DISPLAY_TARGETS
+
+
+def test_metadata_and_big_mime_bundles_count_against_the_cell() -> None:
+    cell = _Cell(per_cell=64 * 1024, total=1 << 20)
+    for _ in range(20):  # output metadata is written to the notebook: it counts
+        _display(cell, {"text/plain": "."}, metadata={"junk": "m" * 30_000})
+    _display(cell, {"application/json": {"k": ["v" * 100] * 5000}})
+    _display(cell, {"text/html": "<td>" * 200_000})
+    nb = cell.done()
+    assert cell.runner.truncated and cell.client.kept_total <= 64 * 1024
+    assert _written(nb) < 64 * 1024 + 30_000 + 10_000  # the budget, at most one whole output over
+
+
+def test_repeated_tracebacks_keep_a_few_errors() -> None:
+    from grader.execute import MAX_ERRORS_PER_CELL
+
+    cell = _Cell(per_cell=64 * 1024)
+    for i in range(500):  # get_ipython().showtraceback() in a loop: errors are never cut otherwise
+        cell.send("error", ename="E", evalue=f"boom {i}", traceback=["t" * 3000])
+    nb = cell.done()
+    assert sum(o["output_type"] == "error" for o in cell.outs) == MAX_ERRORS_PER_CELL
+    assert _written(nb) < 64 * 1024 and cell.runner.truncated
+
+
+def test_clear_output_wait_loop_of_big_displays_stays_within_the_cell() -> None:
+    cell = _Cell(per_cell=64 * 1024, total=100 * 1024)
+    for i in range(300):
+        cell.send("clear_output", wait=True)
+        _display(cell, {"text/html": f"<p>{i}</p>" + "h" * 50_000}, "live")
+        _display(cell, {"text/html": "u" * 60_000}, "live", update=True)
+    nb = cell.done()
+    assert _written(nb) < 64 * 1024 + 2000 and cell.client.kept_total <= 64 * 1024
+
+
 def test_saved_notebook_with_a_flood_in_one_output_still_reads_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
     from grader.parsers import notebook
 

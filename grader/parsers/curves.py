@@ -14,10 +14,10 @@ from .values import mask_line
 _BRACKET = re.compile(r"^\s*\[\s*(\d+)\s*,\s*(\d+)\s*\]")  # the tutorial's "[1,  2000] loss: 2.189"
 _EPOCH_OF = re.compile(r"^\s*\[\s*(\d+)\s*/\s*\d+\s*\]")  # "[3/10] loss: 1.2"
 # "Epoch 3", "epoch3", "ep: 3", and "7 epoch, training accuracy: ..." (the number first).
-_EPOCH = re.compile(r"(?<![A-Za-z])(?:epoch|ep)[\s_]*[:#=\[(]?\s*(\d+)(?:\s*/\s*(\d+))?(?![\d.])"
+_EPOCH = re.compile(r"(?<![A-Za-z])(?:epoch|ep)[\s_]*(?:[:#=\[(]\s*)?(\d+)(?:\s*/\s*(\d+))?(?![\d.])"
                     r"|(?<!after )(?<!in )(?<!for )(?<!of )\b(\d+)\s*(?:st|nd|rd|th)?\s*epoch\b(?!s)",
                     re.IGNORECASE)
-_STEP = re.compile(r"(?<![A-Za-z])(?:step|iter(?:ation)?s?|batch|it)[\s_]*[:#=\[(]?\s*(\d+)(?:\s*/\s*(\d+))?",
+_STEP = re.compile(r"(?<![A-Za-z])(?:step|iter(?:ation)?s?|batch|it)[\s_]*(?:[:#=\[(]\s*)?(\d+)(?:\s*/\s*(\d+))?",
                    re.IGNORECASE)
 
 
@@ -124,3 +124,54 @@ def _place(raws: list[_Raw], cell: int | None) -> list[CurvePoint]:
             x = float(counters[r.series])
         out.append(CurvePoint(r.series, x, r.value, cell))
     return out
+
+
+MAX_POINTS = 2000
+"""Points kept per curve series in evidence.json (`downsample`)."""
+
+
+def downsample(points: list[list[float]], max_points: int = MAX_POINTS) -> list[list[float]]:
+    """At most `max_points` of a series' [x, y] points, its shape kept, by min-max decimation.
+
+    The series is split into runs where x stops increasing (a learning-rate study prints one
+    run per setting, and the report draws each run apart); each run gets a share of the
+    points in proportion to its length (at least its first and last), is cut into buckets of
+    consecutive points, and each bucket keeps its lowest and highest y in their order. The
+    first and last point of every run are kept, so are its minimum and maximum (the best
+    epoch). Series within the limit are returned unchanged. More runs than max_points // 4
+    are decimated as one sequence.
+    """
+    if len(points) <= max_points:
+        return points
+    runs: list[list[list[float]]] = []
+    for p in points:
+        if not runs or p[0] <= runs[-1][-1][0]:
+            runs.append([])
+        runs[-1].append(p)
+    if len(runs) > max_points // 4:
+        runs = [points]
+    out: list[list[float]] = []
+    room = max_points - 2 * len(runs)  # each run's first and last point are always kept
+    for run in runs:
+        extra = room * len(run) // len(points)
+        out.extend(_minmax(run, 2 + extra))
+    return out
+
+
+def _minmax(run: list[list[float]], keep: int) -> list[list[float]]:
+    """`run` cut to about `keep` points: first, last, and each bucket's min and max y."""
+    if len(run) <= keep:
+        return run
+    inner = run[1:-1]
+    buckets = max(1, (keep - 2) // 2)
+    size = len(inner) / buckets
+    picked: list[list[float]] = [run[0]]
+    for b in range(buckets):
+        chunk = inner[int(b * size):int((b + 1) * size)]
+        if not chunk:
+            continue
+        lo = min(range(len(chunk)), key=lambda i: chunk[i][1])
+        hi = max(range(len(chunk)), key=lambda i: chunk[i][1])
+        picked.extend(chunk[i] for i in sorted({lo, hi}))
+    picked.append(run[-1])
+    return picked

@@ -14,11 +14,14 @@ from collections.abc import Iterable
 
 _NUM = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 # "lr 0.1", "lr=1e-3", "learning rate: 0.01", "LR = .001", "init_lr 0.1"; not "lr_scheduler".
-_PRINTED_LR = re.compile(rf"(?<![A-Za-z])(?:(?:init(?:ial)?[_ ]?)?lr|learning[\s_-]*rate)s?\s*[:=]?\s*\(?\s*({_NUM})(?![\d.])",
+_PRINTED_LR = re.compile(rf"(?<![A-Za-z])(?:(?:init(?:ial)?[_ ]?)?lr|learning[\s_-]*rate)s?\s*(?:[:=]\s*)?(?:\(\s*)?({_NUM})(?![\d.])",
                          re.IGNORECASE)
-_EPOCH = re.compile(r"(?<![A-Za-z])epoch\s*[:=#\[(]?\s*(\d+)", re.IGNORECASE)
+# Written as `\s*(?:[:=]\s*)?` rather than `\s*[:=]?\s*`: adjacent optional blanks backtrack
+# polynomially over a long run of spaces ("lr" and 4000 spaces took longer than 5 minutes).
+_EPOCH = re.compile(r"(?<![A-Za-z])epoch\s*(?:[:=#\[(]\s*)?(\d+)", re.IGNORECASE)
 _LR_NAME = re.compile(r"^(?:init(?:ial)?_?)?(?:lr|learning_?rate)s?(?:_\w+)?$|^\w*_lrs?$", re.IGNORECASE)
 MAX_LINES = 200_000
+MAX_LINE = 4000
 
 
 def _rate(text: str) -> float | None:
@@ -43,6 +46,7 @@ def printed_lrs(texts: Iterable[str]) -> list[float]:
             lines += 1
             if lines > MAX_LINES:
                 break
+            line = line[:MAX_LINE]  # no regex runs over a runaway line
             m = _PRINTED_LR.search(line)
             v = _rate(m.group(1)) if m else None
             if v is None:

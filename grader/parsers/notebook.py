@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from . import budget
 from .classes import CLASS_SETS, dataset_of_classes, find_classes, known_set_of
 from .curves import parse_curves
 from .html import parse_html
@@ -28,7 +29,6 @@ _MAX_RAW = 64 << 20  # characters of one output thinned (a few seconds); beyond,
 _RUN_MAX = 1200  # consecutive lines of one form kept whole; a longer run is a flood
 _RUN_EDGE = 400  # lines kept at each end of a flood (its first and its latest results)
 _RUN_SAMPLE = 400  # lines kept evenly spaced from a flood's middle (a curve keeps its shape)
-_NUMBER = re.compile(r"[\s\d]*\d[\s\d]*")  # numbers and the padding around them ("%6d")
 # Class names: "image 7: predicted ship, truth cat" is one form whatever the classes.
 _CLASS_WORD = re.compile(r"(?<![A-Za-z])(?:" + "|".join(sorted(
     {w for names in CLASS_SETS.values() for n in names for w in re.split(r"[^A-Za-z]+", n) if len(w) > 2}
@@ -36,8 +36,9 @@ _CLASS_WORD = re.compile(r"(?<![A-Za-z])(?:" + "|".join(sorted(
 
 
 def _form(line: str) -> str:
-    """A line's form: its text with numbers and class names blanked."""
-    return _CLASS_WORD.sub("_", _NUMBER.sub("0", line))
+    """A line's form: its text with numbers (and their padding, "%6d") and class names blanked.
+    The first 400 characters decide it: a form is a line's shape, not its whole text."""
+    return _CLASS_WORD.sub("_", budget.blank_numbers(line[:400]))
 
 
 def squeeze_floods(text: str) -> str:
@@ -95,19 +96,17 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _outputs(nb: Any, cuts: dict[int, int] | None = None) -> Iterator[tuple[int, int, str, str]]:
-    """(cell index, output index, source, text) for every output worth reading.
+def _outputs(nb: Any) -> Iterator[tuple[int, int, str, str]]:
+    """(cell index, output index, source, text) for every output worth reading, as stored.
 
     Consecutive stream outputs of one name are joined first, so that a progress bar split
-    across messages still collapses to its last '\\r' state. Characters left out of a cell's
-    too long output are counted in `cuts` (by cell index).
+    across messages still collapses to its last '\\r' state.
     """
     for ci, cell in enumerate(nb.get("cells", []) or []):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         pending: tuple[str, list[str]] | None = None
         oi = 0
-        cut = [0]
         for out in cell.get("outputs", []) or []:
             if not isinstance(out, dict):
                 continue
@@ -118,28 +117,26 @@ def _outputs(nb: Any, cuts: dict[int, int] | None = None) -> Iterator[tuple[int,
                     pending[1].append(_text(out.get("text")))
                     continue
                 if pending:
-                    yield ci, oi, pending[0], _head_tail("".join(pending[1]), cut)
+                    yield ci, oi, pending[0], "".join(pending[1])
                     oi += 1
                 pending = (name, [_text(out.get("text"))])
                 continue
             if pending:
-                yield ci, oi, pending[0], _head_tail("".join(pending[1]), cut)
+                yield ci, oi, pending[0], "".join(pending[1])
                 oi += 1
                 pending = None
             if otype in ("execute_result", "display_data"):
                 data = out.get("data") or {}
                 if not isinstance(data, dict):
                     continue
-                html, plain = _head_tail(_text(data.get("text/html")), cut), _head_tail(_text(data.get("text/plain")), cut)
+                html, plain = _text(data.get("text/html")), _text(data.get("text/plain"))
                 if html:
                     yield ci, oi, "text/html", html
                 if plain:
                     yield ci, oi, "text/plain", plain
                 oi += 1
         if pending:
-            yield ci, oi, pending[0], _head_tail("".join(pending[1]), cut)
-        if cut[0] and cuts is not None:
-            cuts[ci] = cuts.get(ci, 0) + cut[0]
+            yield ci, oi, pending[0], "".join(pending[1])
 
 
 def _read(items: Sequence[tuple[int, int, str, str]],
@@ -294,7 +291,8 @@ def parse_notebook(nb: Mapping[str, Any], *, dataset: str | None = None,
     notebook yields empty metrics; nothing here raises on a student's notebook.
     """
     cuts: dict[int, int] = {}
-    items = list(_outputs(nb, cuts)) if isinstance(nb, dict) else []
+    items = _readable(list(_outputs(nb)) if isinstance(nb, dict) else [], cuts)
+    items, unread = _within_budget(items, cuts)
     dataset, classes = class_list(dataset, classes)
     if dataset is None and classes is None:
         # Only outputs that name a class can vote; skipping the rest keeps long logs cheap.
@@ -315,4 +313,59 @@ def parse_notebook(nb: Mapping[str, Any], *, dataset: str | None = None,
         mentions=mentions,
         curves=tuple(curves),
         truncated=tuple(sorted(cuts.items())),
+        unread=tuple(sorted(unread.items())),
     )
+
+
+def _readable(items: list[tuple[int, int, str, str]], cuts: dict[int, int]) -> list[tuple[int, int, str, str]]:
+    """Each output as `_head_tail` reads it, within each cell's share of `budget.RAW_CHARS`
+    (the text any stage reads at all); characters left out are added to `cuts` by cell."""
+    cells: dict[int, list[int]] = {}
+    for k, (ci, *_rest) in enumerate(items):
+        cells.setdefault(ci, []).append(k)
+    order = list(cells)
+    sizes = [min(len(it[3]), _MAX_RAW) for it in items]
+    out = []
+    shares = dict(zip(order, budget.share([sum(sizes[k] for k in cells[c]) for c in order], budget.RAW_CHARS)))
+    room = {c: dict(zip(cells[c], budget.share([sizes[k] for k in cells[c]], shares[c]))) for c in order}
+    for k, (ci, oi, source, text) in enumerate(items):
+        cut = [0]
+        limit = room[ci][k]
+        if len(text) > limit:
+            cut[0] += len(text) - limit
+            text = text[:limit // 2] + "\n" + text[len(text) - limit // 2:] if limit > 1 else ""
+        text = _head_tail(text, cut)
+        if cut[0]:
+            cuts[ci] = cuts.get(ci, 0) + cut[0]
+        if text:
+            out.append((ci, oi, source, text))
+    return out
+
+
+def _within_budget(items: list[tuple[int, int, str, str]],
+                   cuts: dict[int, int]) -> tuple[list[tuple[int, int, str, str]], dict[int, int]]:
+    """`items` thinned to the parse budget (`parsers.budget`): each cell's share of the
+    notebook's lines and characters, then each output's share of its cell's. Returns the
+    items and the lines left unread per cell; characters left out are added to `cuts`."""
+    cells: dict[int, list[int]] = {}
+    for k, (ci, *_rest) in enumerate(items):
+        cells.setdefault(ci, []).append(k)
+    lines = [it[3].count("\n") + 1 for it in items]
+    chars = [len(it[3]) for it in items]
+    order = list(cells)
+    line_share = budget.share([min(budget.CELL_LINES, sum(lines[k] for k in cells[c])) for c in order],
+                              budget.TOTAL_LINES)
+    char_share = budget.share([min(budget.CELL_CHARS, sum(chars[k] for k in cells[c])) for c in order],
+                              budget.TOTAL_CHARS)
+    out = list(items)
+    unread: dict[int, int] = {}
+    for c, max_lines, max_chars in zip(order, line_share, char_share):
+        ks = cells[c]
+        for k, nl, nc in zip(ks, budget.share([lines[k] for k in ks], max_lines),
+                             budget.share([chars[k] for k in ks], max_chars)):
+            got = budget.thin(items[k][3], nl, nc, form=_form)
+            if got.lines_skipped or got.chars_skipped:
+                out[k] = (*items[k][:3], got.text)
+                unread[c] = unread.get(c, 0) + got.lines_skipped
+                cuts[c] = cuts.get(c, 0) + got.chars_skipped
+    return out, unread

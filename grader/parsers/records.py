@@ -68,4 +68,7 @@ class ParsedMetrics:
     """Every training-curve point found, in notebook order."""
     truncated: tuple[tuple[int, int], ...] = ()
     """(cell index, characters left out) for each cell whose output was longer than the parser
-    reads (`parsers.notebook._MAX_OUTPUT` after floods are thinned): its middle was not read."""
+    reads (`parsers.notebook._MAX_OUTPUT` after floods are thinned, or the parse budget of
+    `parsers.budget`): its middle was not read."""
+    unread: tuple[tuple[int, int], ...] = ()
+    """(cell index, lines left unread) for each cell thinned to the parse budget (`parsers.budget`)."""

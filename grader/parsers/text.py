@@ -35,7 +35,7 @@ _PREDICTION_LINE = re.compile(r"predict|probab|confidence|ground ?truth|softmax|
 _COUNTER_WORD = r"(?<![A-Za-z])(?:epoch|ep|iter(?:ation)?s?|step|(?:mini[-_ ]?)?batch|round)"
 _CJK_COUNTER = r"第\s*\d+\s*(?:個|个)?\s*(?:輪|轮|批|回合|代|次|epoch|batch|step|iter)"
 PROGRESS_RX = re.compile(
-    _COUNTER_WORD + r"[\s_\-]*[:#=\[(]?\s*\d+"
+    _COUNTER_WORD + r"[\s_\-]*(?:[:#=\[(]\s*)?\d+"
     r"|(?<!after )(?<!in )(?<!for )(?<!of )\b\d+\s*(?:st|nd|rd|th)?\s*epoch\b(?!s)"
     r"|(?<![A-Za-z])(?:i|it|idx)\s*[=:]\s*\d+|(?<![A-Za-z])it\s+\d+(?![\d.%])"
     r"|^\s*\[\s*\d+\s*(?:[,/]\s*\d+\s*)?\]|^\s*\(\s*\d+\s*,\s*\d+\s*\)|^\s*#\s*\d+\b"
@@ -44,7 +44,7 @@ PROGRESS_RX = re.compile(
     r"|finish(?:ed)?\s+(?:the\s+)?training|end\s+of\s+training|training\s+(?:is\s+|has\s+)?"
     r"(?:finished|done|complete[d]?|over|ended)|訓練(?:完成|結束)|训练(?:完成|结束)", re.IGNORECASE)
 # "Loss after epoch 3: 1.2": the number right after a counter word is the counter.
-_COUNTER_BEFORE = re.compile(_COUNTER_WORD + r"s?[\s_\-]*[:#=\[(]?\s*$", re.IGNORECASE)
+_COUNTER_BEFORE = re.compile(_COUNTER_WORD + r"s?[\s_\-]*(?:[:#=\[(]\s*)?$", re.IGNORECASE)
 _COUNTER_NUMBER = re.compile(r"\d+(?:\s*/\s*\d+)?\s*[\])]?")
 # A line that only counts ("Epoch 3/10", "Epoch 1", "=== Epoch 2 done ===", "Round 3:", "第2輪")
 # heads the training lines below it, up to a blank line or a line without numbers.

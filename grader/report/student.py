@@ -70,6 +70,8 @@ FLAG_TEXT = {
                              "test transform); a TA will look at it"),
     "part-from-text": ("a notebook was taken for a part from its text only, because its run recorded no work on the "
                        "part's dataset; its items wait for a TA"),
+    "host-budget": ("a notebook's run wrote more than the grader keeps on disk per notebook; its largest files "
+                    "(figures first) were not kept, and items that needed them wait for a TA"),
     **INTAKE_FLAG_TEXT,
 }
 

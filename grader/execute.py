@@ -147,13 +147,18 @@ class RunResult:
     notes: tuple[dict[str, Any], ...] = ()
     """What the TA should know that is no cell's error, `{"code", "message"}` each: files of
     the submission not placed, the process cap reached for a moment (grader.diagnose)."""
+    teardown: dict[str, Any] | None = None
+    """How the teardown went (grader.driver.Runner.teardown), None when it was not run."""
+    deadline_hit: bool = False
+    """The run was stopped at the `deadline` it was given (the end of the submission's time)."""
 
 
 # In `startup_code`, replaced by the sandbox path of a writable folder from which the files
 # grader.harvest.PROBE_FILES names are copied to `out_dir/probe` after the run.
 PROBE_DIR_TOKEN = "@@DLLAB_PROBE_DIR@@"
 TEARDOWN_TIMEOUT_S = 300.0
-"""`teardown_code` gets this long, on its own clock: the notebook's wall time does not apply."""
+"""`teardown_code` gets at most this long, and no more than what is left of the notebook's wall
+time and of the run's `deadline` plus grader.runbudget.FINISH_GRACE_S."""
 
 
 class _LimitHit(Exception):
@@ -169,15 +174,17 @@ class _LimitHit(Exception):
 
 def run_notebook(nb_path: Path, *, submission_dir: Path, out_dir: Path, spec: SandboxSpec,
                  limits: SandboxLimits, startup_code: str | None = None,
-                 teardown_code: str | None = None) -> RunResult:
+                 teardown_code: str | None = None, deadline: float | None = None) -> RunResult:
     """Run `nb_path` (inside `submission_dir`) in a fresh sandbox; write `executed.ipynb`,
     `log.txt` and `run.json` to `out_dir`. The submission folder is never modified.
 
     `startup_code` runs in the kernel after the built-in startup and before the first
     student cell, and is not recorded as a cell. `teardown_code` runs after the last
     student cell (also when cells raised or timed out, not when the run was killed), with
-    its own timeout of TEARDOWN_TIMEOUT_S, and is not recorded either; its failure changes
-    nothing in the result. Both may contain PROBE_DIR_TOKEN.
+    at most what is left of the wall time and of `deadline` plus a grace (Runner._teardown),
+    and is not recorded either; its failure changes nothing in the cells' result
+    (`RunResult.teardown` says how it went). Both may contain PROBE_DIR_TOKEN. `deadline`: Unix
+    time by which the run must end (the end of the submission's time), counting kernel start.
     """
     from grader.nbread import read_notebook
 
@@ -189,12 +196,12 @@ def run_notebook(nb_path: Path, *, submission_dir: Path, out_dir: Path, spec: Sa
         return _write_unrunnable(rel, out_dir, started, f"not a readable notebook: {exc}")
     return _run(nb, rel, submission_dir=submission_dir, out_dir=out_dir, spec=spec,
                 limits=limits, startup_code=startup_code, teardown_code=teardown_code,
-                started=started)
+                started=started, deadline=deadline)
 
 
 def run_script(py_path: Path, *, submission_dir: Path, out_dir: Path, spec: SandboxSpec,
                limits: SandboxLimits, startup_code: str | None = None,
-               teardown_code: str | None = None) -> RunResult:
+               teardown_code: str | None = None, deadline: float | None = None) -> RunResult:
     """Like `run_notebook` for a `.py` file: split into cells on `# %%` markers (else one
     cell); it runs as `__main__` with `sys.argv == [script name]`."""
     started = time.time()
@@ -205,7 +212,7 @@ def run_script(py_path: Path, *, submission_dir: Path, out_dir: Path, spec: Sand
         return _write_unrunnable(rel, out_dir, started, f"cannot read the script: {exc}")
     return _run(script_to_notebook(text), rel, submission_dir=submission_dir, out_dir=out_dir,
                 spec=spec, limits=limits, startup_code=startup_code, teardown_code=teardown_code,
-                started=started)
+                started=started, deadline=deadline)
 
 
 _CELL_MARK = re.compile(r"^#\s*%%(.*)$")
@@ -243,7 +250,7 @@ def script_to_notebook(text: str) -> NotebookNode:
 
 def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spec: SandboxSpec,
          limits: SandboxLimits, startup_code: str | None, started: float,
-         teardown_code: str | None = None) -> RunResult:
+         teardown_code: str | None = None, deadline: float | None = None) -> RunResult:
     from grader.driver import Runner, run_bounded  # it imports this module's pieces
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -257,7 +264,7 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
             if spec.sandbox == "bwrap" and sandbox.is_root():
                 uid = stack.enter_context(sandbox.allocate_uid())
             runner = Runner(nb, rel, run_dir=run_dir, submission_dir=submission_dir,
-                            spec=spec, limits=limits, uid=uid, log=log, started=started)
+                            spec=spec, limits=limits, uid=uid, log=log, started=started, deadline=deadline)
             status, reason = run_bounded(runner, startup_code, teardown_code)
         ignored = harvest.copy_out(run_dir / "k" / "probe", out_dir / "probe")
         if ignored:
@@ -296,7 +303,8 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
         executed_notebook_path=str(executed), log_path=str(log.path),
         figures_kept=runner.figures_kept, figures_dropped=runner.figures_dropped,
         output_truncated=runner.truncated, stop=runner.stop, environment=environment,
-        peak_processes=runner.peak_processes, notes=tuple(runner.notes))
+        peak_processes=runner.peak_processes, notes=tuple(runner.notes), teardown=runner.teardown,
+        deadline_hit=runner.deadline_hit)
     log.write(f"run finished: {status} {reason}".rstrip())
     log.close()
     (out_dir / "run.json").write_text(json.dumps(dataclasses.asdict(result), indent=1))
@@ -394,11 +402,13 @@ def _shm_user(text: str) -> str:
 
 class UndecodableMessage(Exception):
     """The kernel sent a message the grader cannot decode (nested too deep, not JSON): the
-    run's reason says so; it is not the kernel's death. `detail` says what was wrong."""
+    run's reason says so; it is not the kernel's death. `detail` says what was wrong, `depth`
+    how deeply it nested (levels) when that was the reason."""
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, depth: int | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.depth = depth
 
 
 def bounded_unpack(data: bytes | str) -> Any:
@@ -408,8 +418,66 @@ def bounded_unpack(data: bytes | str) -> Any:
     try:
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
         return jsondepth.loads(text)
-    except (ValueError, RecursionError) as exc:  # TooDeep and JSONDecodeError are ValueErrors
+    except jsondepth.TooDeep as exc:
+        raise UndecodableMessage(str(exc)[:300], depth=exc.depth) from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise UndecodableMessage((str(exc).splitlines() or [type(exc).__name__])[0][:300]) from None
+
+
+OUTPUT_MESSAGES = frozenset({"stream", "display_data", "execute_result", "update_display_data", "error",
+                             "clear_output", "comm_open", "comm_msg", "comm_close"})
+"""Kernel messages that only carry output (iopub): one whose content the grader refuses costs only
+that content. Any other (execute_reply, status, ...) is needed to keep control of the run."""
+DROPPED = "dllab_dropped"
+"""Key of a message whose content was refused (`bounded_deserialize`): the UndecodableMessage."""
+
+
+def dropped_text(exc: UndecodableMessage) -> str:
+    """The placeholder output put in the cell instead of a refused output."""
+    what = f"an output nested {exc.depth} levels deep" if exc.depth is not None else \
+        f"an output the grader could not decode ({exc.detail[:200]})"
+    return f"[dllab: {what} was dropped by the grader]\n"
+
+
+def bounded_deserialize(session: Any) -> Any:
+    """`session.deserialize` (jupyter_client's Session, its unpacker `bounded_unpack`) where an
+    output message whose content cannot be decoded becomes a stderr stream holding a placeholder
+    (`dropped_text`), marked with DROPPED: its header and parent header are the kernel's, so
+    nbclient puts the placeholder in the cell that sent it. Anything else undecodable (a
+    reply, a status, a header) raises UndecodableMessage: the run cannot go on without it."""
+    original = session.deserialize
+
+    def deserialize(msg_list: list[Any], content: bool = True, copy: bool = True) -> dict[str, Any]:
+        try:
+            return original(msg_list, content=content, copy=copy)
+        except UndecodableMessage as exc:
+            if not content:
+                raise
+            refused = exc
+        # Again with the content left packed: the signature, checked (and remembered against
+        # replays) by the first try, is let through once more.
+        first = msg_list[0] if msg_list else b""
+        signature = first if isinstance(first, bytes) else bytes(first.bytes)
+        if session.auth is not None:
+            session.digest_history.discard(signature)
+        try:
+            msg = original(msg_list, content=False, copy=copy)
+        except Exception:  # noqa: BLE001 - its header is undecodable too: nobody to give it to
+            raise refused from None
+        finally:
+            if session.auth is not None:
+                session.digest_history.add(signature)
+        if msg.get("msg_type") not in OUTPUT_MESSAGES:
+            raise refused
+        msg["header"] = dict(msg["header"], msg_type="stream")
+        msg["msg_type"] = "stream"
+        msg["content"] = {"name": "stderr", "text": dropped_text(refused)}
+        msg["metadata"], msg["buffers"] = {}, []
+        msg[DROPPED] = refused
+        return msg
+
+    deserialize.dllab_bounded = True  # type: ignore[attr-defined]
+    return deserialize
 
 
 class _SandboxKernelManager(AsyncKernelManager):
@@ -422,6 +490,8 @@ class _SandboxKernelManager(AsyncKernelManager):
 
     def client(self, **kwargs: Any) -> Any:
         self.session.unpack = bounded_unpack  # the client shares this session
+        if not getattr(self.session.deserialize, "dllab_bounded", False):
+            self.session.deserialize = bounded_deserialize(self.session)
         return super().client(context=self.client_context, **kwargs)
 
     @property
@@ -450,6 +520,13 @@ class _CappedClient(NotebookClient):
 
     def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
                cell_index: int) -> NotebookNode | None:
+        refused = msg.get(DROPPED)
+        if isinstance(refused, UndecodableMessage):  # its placeholder is kept like any output
+            what = (f"an output nested {refused.depth} levels deep, more than the {jsondepth.MAX_DEPTH} the grader "
+                    f"reads" if refused.depth is not None else f"an output the grader could not decode "
+                                                               f"({refused.detail[:200]})")
+            self.runner.note("output-dropped", f"{diagnose.cell_label(self.nb.cells, cell_index)} sent {what}; it "
+                                               f"was dropped, a placeholder put in its place, and the run went on")
         out = super().output(outs, msg, display_id, cell_index)
         if out is None or not outs or outs[-1] is not out:
             return out

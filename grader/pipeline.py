@@ -246,7 +246,9 @@ def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settin
 
 def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settings: GradeSettings,
              rubric, wall_s: float | None = None) -> dict[str, Any]:
-    """Executes one notebook or script with the probe and returns its evidence."""
+    """Executes one notebook or script with the probe and returns its evidence. `wall_s`: the
+    seconds left of the submission's time; the run, its teardown and its evaluation end by then
+    (the last two with grader.runbudget.FINISH_GRACE_S more)."""
     from grader import collect
     from grader.evidence import figure_file
     from grader.execute import PROBE_DIR_TOKEN, SandboxSpec, run_notebook, run_script
@@ -259,6 +261,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
             return collect.not_run(rel, "saved mode: a script has no stored outputs to read")
         return collect.from_saved(path, rel, run_dir=run_dir, handout=_handout(tuple(rubric.handout_paths())))
     limits = _limits(rubric)
+    submission_end = None if wall_s is None else time.time() + wall_s
     if wall_s is not None and wall_s < limits.wall_timeout_s:  # what is left of the submission's time
         limits = dataclasses.replace(limits, wall_timeout_s=max(1.0, wall_s))
     # The probe writes into a folder the sandbox gives it; execute copies it to run_dir/probe.
@@ -268,7 +271,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
                        cpu_threads=settings.cpu_threads)
     runner = run_script if path.suffix.lower() == ".py" else run_notebook
     result = runner(path, submission_dir=submission_dir, out_dir=run_dir, spec=spec, limits=limits,
-                    startup_code=_with_probe_dir(startup), teardown_code=teardown_source())
+                    startup_code=_with_probe_dir(startup), teardown_code=teardown_source(), deadline=submission_end)
     probe_dir = run_dir / "probe"
     ev = collect.from_run(result, run_dir=run_dir, events_path=probe_dir / "events.jsonl",
                           figures_dir=probe_dir / "fig", mounts=dataset_mounts(rubric, settings.data))
@@ -276,11 +279,15 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     ev["stop"] = result.stop
     ev["environment"] = list(result.environment)
     ev["notes"] = list(result.notes)  # files not placed, the process cap touched (grader.diagnose)
-    # The trained model, evaluated again in a fresh sandbox the student's code never ran in.
+    ev["notes"] += _finish_notes(result, rel, rubric=rubric, limits=limits, wall_s=wall_s)
+    # The trained model, evaluated again in a fresh sandbox the student's code never ran in,
+    # in what is left of the run's and the submission's time (grader.runbudget.finish_window).
     workdir = str(PurePosixPath(rel).parent)  # the run's own ./data is there too
-    ev["verified"] = verify_run(run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
-                                dataset_hint=verification_hint(ev), workdir="" if workdir == "." else workdir,
-                                hidden=settings.hidden)
+    ev["verified"], note = _verify(result, rel, run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
+                                   rubric=rubric, submission_end=submission_end, verify_run=verify_run,
+                                   dataset_hint=verification_hint(ev), workdir="" if workdir == "." else workdir,
+                                   hidden=settings.hidden)
+    ev["notes"] += [note] if note else []
     shutil.rmtree(probe_dir / "verify", ignore_errors=True)  # model.pt can be tens of MB
     figures = run_dir / "figures"
     for fig in ev["figures"]:
@@ -292,6 +299,49 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
         shutil.copyfile(src, figures / src.name)
     shutil.rmtree(probe_dir / "fig", ignore_errors=True)
     return ev
+
+
+def _limit_of(cut: str | None, *, rubric, limits, own_s: float) -> float:
+    """The limit a step after the cells was cut by (grader.runbudget.finish_window), in seconds."""
+    return {"submission-time": rubric.limits.submission_timeout, "sandbox-limit": limits.wall_timeout_s}.get(cut, own_s)
+
+
+def _finish_notes(result, rel: str, *, rubric, limits, wall_s: float | None) -> list[dict[str, str]]:
+    """Notes on a run stopped before its kernel was ready at the end of the submission's time (a
+    run stopped later says so in the run loop: `shortened`), and on a teardown that ran out of time."""
+    from grader.execute import TEARDOWN_TIMEOUT_S
+    from grader.runbudget import finish_cut, shortened
+
+    notes = []
+    if result.deadline_hit and result.status == "not-run" and wall_s is not None:
+        notes.append(shortened(rel, given_s=wall_s, limit_s=rubric.limits.submission_timeout))
+    td = result.teardown or {}
+    if td.get("status") in ("timeout", "not-run"):
+        notes.append(finish_cut(rel, "teardown", cut=td.get("cut"), given_s=float(td.get("given_s") or 0.0),
+                                limit_s=_limit_of(td.get("cut"), rubric=rubric, limits=limits, own_s=TEARDOWN_TIMEOUT_S),
+                                started=td["status"] == "timeout"))
+    return notes
+
+
+def _verify(result, rel: str, *, rubric, limits, submission_end: float | None, verify_run,
+            **kw: Any) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """The `verified` block, the evaluator given at most what is left of the run's wall time and of
+    the submission's time plus grader.runbudget.FINISH_GRACE_S; with the note to add when that
+    time cut it (or left none to start it)."""
+    from grader.runbudget import finish_cut, finish_window
+    from grader.verify.host import VERIFY_TIMEOUT_S
+
+    run_end = result.started_at + result.startup_s + limits.wall_timeout_s
+    given, cut = finish_window(now=time.time(), cap_s=VERIFY_TIMEOUT_S, run_end=run_end, submission_end=submission_end)
+    limit_s = _limit_of(cut, rubric=rubric, limits=limits, own_s=VERIFY_TIMEOUT_S)
+    if given < 1.0:
+        note = finish_cut(rel, "evaluation", cut=cut, given_s=given, limit_s=limit_s, started=False)
+        return {"reason": "the time limit left no time for the independent evaluation of the trained model "
+                          "(see the run's notes)"}, note
+    verified = verify_run(limits=limits, timeout_s=given, **kw)
+    if verified.pop("timed_out", False):
+        return verified, finish_cut(rel, "evaluation", cut=cut, given_s=given, limit_s=limit_s)
+    return verified, None
 
 
 def _with_probe_dir(startup: str) -> str:

@@ -7,20 +7,53 @@ runs and `limits.submission_timeout` seconds for all of them. The files the lab'
 cap never costs a part its notebook while a stray script runs; then the other notebooks, then
 the scripts. Files over the cap, and runs the time left cannot start, are evidence of status
 `not-run` with a note saying which limit (flags `runs-capped`, `submission-time`).
+
+Every piece of work done for a submission draws from that one budget: a run's kernel start and
+cells end at the submission's deadline as at the run's own wall time (grader.driver), and the
+grader's own steps after the cells, the model's capture in the student's kernel (the teardown)
+and its independent evaluation (grader.verify), get at most what is left of both, plus
+FINISH_GRACE_S (`finish_window`). A step cut short that way is said on the run (`finish_cut`)
+and the model is not verified ("the time limit ...").
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from grader.rubric import Rubric, format_duration
 from grader.sources import is_checkpoint, marks, named_for
 
-__all__ = ["BUDGET_FLAGS", "budget_problems", "capped", "order_runs", "out_of_time", "shortened"]
+__all__ = ["BUDGET_FLAGS", "FINISH_GRACE_S", "budget_problems", "capped", "finish_cut", "finish_window",
+           "order_runs", "out_of_time", "shortened"]
 
 BUDGET_FLAGS = ("runs-capped", "submission-time")
 """The grade flags of the submission's run budget (also the codes of their evidence notes)."""
+FINISH_GRACE_S = 60.0
+"""How far past the end of a run's time (its wall time, or the submission's) the grader's own steps
+after the cells may go, the teardown and the evaluator together (seconds): a notebook that used
+all of its time still gets its model captured and verified, and no step after the cells ends
+later than this after the submission's deadline (then the bounded kill and shutdown of a
+sandbox, seconds, see grader.driver)."""
+
+Cut = Literal["sandbox-limit", "submission-time"]
+
+
+def finish_window(*, now: float, cap_s: float, run_end: float | None,
+                  submission_end: float | None) -> tuple[float, Cut | None]:
+    """The seconds a step after the cells (the teardown, the evaluator) may take, and which limit
+    cut that below the step's own `cap_s`: `sandbox-limit` (the run's wall time, ending at
+    `run_end`) or `submission-time` (the submission's, ending at `submission_end`), None when
+    `cap_s` itself applies. `now` and both ends are on one clock (Unix seconds); an end of
+    None does not apply. The window is never negative: 0 means the step must not start."""
+    window: float = cap_s
+    cut: Cut | None = None
+    # the submission's deadline named when both end together (its time left set the wall time)
+    ends: tuple[tuple[Cut, float | None], ...] = (("submission-time", submission_end), ("sandbox-limit", run_end))
+    for flag, end in ends:
+        if end is not None and end + FINISH_GRACE_S - now < window:
+            window, cut = max(0.0, end + FINISH_GRACE_S - now), flag
+    return window, cut
 
 
 def order_runs(paths: Sequence[str], rubric: Rubric) -> list[str]:
@@ -68,6 +101,27 @@ def shortened(rel: str, *, given_s: float, limit_s: float) -> dict[str, str]:
             "message": f"`{rel}` was given only the {given_s:.0f} s left of the submission's "
                        f"{format_duration(limit_s)} for all runs (rubric limits.submission_timeout), and "
                        f"ran past it."}
+
+
+def finish_cut(rel: str, step: Literal["teardown", "evaluation"], *, cut: Cut | None, given_s: float,
+               limit_s: float, started: bool = True) -> dict[str, str]:
+    """The note on a step after the cells (the model's capture, `teardown`, or its independent
+    `evaluation`) stopped at, or not started for, the time it was given (`given_s`): by the
+    submission's time (`submission-time`, `limit_s` its total), the run's wall time
+    (`sandbox-limit`, `limit_s` the wall time) or the step's own limit (`cut` None, `limit_s` it)."""
+    what = ("the grader's capture of the trained model in the kernel after the last cell (the teardown)"
+            if step == "teardown" else "the independent evaluation of the trained model")
+    fate = "ran past it and was stopped" if started else "could not start"
+    if cut == "submission-time":
+        given = (f"was given only the {given_s:.0f} s left of the submission's {format_duration(limit_s)} for all "
+                 f"runs (rubric limits.submission_timeout, with {FINISH_GRACE_S:.0f} s allowed after it)")
+    elif cut == "sandbox-limit":
+        given = (f"was given only the {given_s:.0f} s left of the notebook's wall time of "
+                 f"{format_duration(limit_s)} (rubric limits.wall_timeout, with {FINISH_GRACE_S:.0f} s allowed after it)")
+    else:
+        given = f"was given the grader's limit of {format_duration(limit_s)} for it"
+    return {"code": cut or "sandbox-limit",
+            "message": f"For `{rel}`, {what} {given}, and {fate}: the model was not verified."}
 
 
 def budget_problems(evidence: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

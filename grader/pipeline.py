@@ -238,8 +238,10 @@ def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settin
         return cached
     ev = _execute(path, rel, submission_dir=submission_dir, run_dir=run_dir, settings=settings, rubric=rubric,
                   wall_s=wall_s)
-    # A run stopped by a limit may have been starved by a busy machine: only finished runs are kept.
-    if ev.get("status") in ("ok", "error"):
+    # A run stopped by a limit may have been starved by a busy machine, and one whose capture or
+    # evaluation was cut got only what was left of this submission's time: only finished runs are kept.
+    cut = any(isinstance(n, Mapping) and n.get("code") in ("submission-time", "sandbox-limit") for n in ev.get("notes") or ())
+    if ev.get("status") in ("ok", "error") and not cut:
         _to_cache(key, run_dir, ev, settings)
     return ev
 
@@ -307,13 +309,13 @@ def _limit_of(cut: str | None, *, rubric, limits, own_s: float) -> float:
 
 
 def _finish_notes(result, rel: str, *, rubric, limits, wall_s: float | None) -> list[dict[str, str]]:
-    """Notes on a run stopped before its kernel was ready at the end of the submission's time (a
-    run stopped later says so in the run loop: `shortened`), and on a teardown that ran out of time."""
+    """Notes on a run stopped at the end of the submission's time (`shortened`), and on a
+    teardown that ran out of time (`finish_cut`)."""
     from grader.execute import TEARDOWN_TIMEOUT_S
     from grader.runbudget import finish_cut, shortened
 
     notes = []
-    if result.deadline_hit and result.status == "not-run" and wall_s is not None:
+    if result.deadline_hit and wall_s is not None:
         notes.append(shortened(rel, given_s=wall_s, limit_s=rubric.limits.submission_timeout))
     td = result.teardown or {}
     if td.get("status") in ("timeout", "not-run"):
@@ -414,7 +416,8 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
         else:
             ev = run_one(Path(sub.work_dir) / rel, rel, submission_dir=Path(sub.work_dir), run_dir=run_dir,
                          settings=settings, rubric=rubric, inputs=inputs, wall_s=left)
-            if ev.get("status") == "timeout" and left < lim.wall_timeout:
+            if ev.get("status") == "timeout" and left < lim.wall_timeout \
+                    and not any(n.get("code") == "submission-time" for n in ev.get("notes") or ()):
                 ev["notes"] = [*(ev.get("notes") or []), shortened(rel, given_s=left, limit_s=lim.submission_timeout)]
         write_json_atomic(run_dir / "evidence.json", ev)
         evidence.append(ev)

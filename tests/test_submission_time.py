@@ -101,6 +101,10 @@ def test_the_teardown_gets_at_most_what_is_left_of_the_wall_time_and_the_submiss
 
 
 def test_a_kill_at_the_submissions_deadline_says_so(tmp_path: Path) -> None:
+    early = _runner(tmp_path, wall_s=7200.0, used_s=10.0, deadline_in_s=3.0)
+    assert 2.0 < early._deadline_left() <= 3.0, "the submission's end comes before the wall time's"
+    early.cells_started = None  # and before the start-up limit's: the kernel start counts too
+    assert 2.0 < early._deadline_left() <= 3.0
     runner = _runner(tmp_path, wall_s=7200.0, used_s=10.0, deadline_in_s=-1.0)
     assert runner._deadline_left() < 0
     status, reason = runner._time_limit()
@@ -198,6 +202,8 @@ def test_b6_a_model_looping_at_its_capture_costs_its_verification_within_the_sub
     assert ev["verified"]["reason"].startswith("the time limit ran out while the grader captured the trained model")
     assert "submission-time" in g["flags"]
     assert any(p["flag"] == "submission-time" and "teardown" in p["message"] for p in g["problems"])
+    # what was cut by this submission's time left is not kept for another grading
+    assert not any((out / "cache").glob("*/evidence.json"))
 
 
 def test_a_teardown_at_its_own_limit_is_a_sandbox_limit_flag() -> None:

@@ -443,11 +443,16 @@ class _CappedClient(NotebookClient):
         self.cell_figs_dropped: dict[int, int] = {}
         self.timed_out: dict[int, int] = {}
         self.replies: dict[int, dict[str, Any]] = {}
+        self.dropped: set[int] = set()
+        """Cells an output of which was refused (grader.kernelmsg) and noted."""
 
     def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
                cell_index: int) -> NotebookNode | None:
         refused = msg.get(DROPPED)
-        if isinstance(refused, UndecodableMessage):  # its placeholder is kept like any output
+        if isinstance(refused, UndecodableMessage) and cell_index not in self.dropped:
+            # its placeholder is kept like any output; the note is said once per cell (a loop of
+            # deep displays of varying depth would otherwise flood the run's notes)
+            self.dropped.add(cell_index)
             what = (f"an output nested {refused.depth} levels deep, more than the {jsondepth.MAX_DEPTH} the grader "
                     f"reads" if refused.depth is not None else f"an output the grader could not decode "
                                                                f"({refused.detail[:200]})")

@@ -189,13 +189,16 @@ def test_the_placeholder_is_kept_in_the_cell_with_a_note_and_later_outputs_follo
     frames, receiver, _ = deep_frames(900)
     cell = nb.cells[0]
     client.process_message(receiver.deserialize(frames), cell, 0)
+    more, _, _ = deep_frames(901)  # signed with the same key
+    client.process_message(receiver.deserialize(more), cell, 0)
     sender = Session(key=b"secret", username="kernel")
     after = sender.serialize(sender.msg("stream", content={"name": "stdout", "text": "after\n"}))
     client.process_message(receiver.deserialize(after[after.index(b"<IDS|MSG>") + 1:]), cell, 0)
     assert [(o.output_type, o.name, o.text) for o in cell.outputs] == [
-        ("stream", "stderr", "[dllab: an output nested 902 levels deep was dropped by the grader]\n"),
+        ("stream", "stderr", "[dllab: an output nested 902 levels deep was dropped by the grader]\n"
+                             "[dllab: an output nested 903 levels deep was dropped by the grader]\n"),
         ("stream", "stdout", "after\n")]
-    [note] = runner.notes
+    [note] = runner.notes  # once per cell
     assert note["code"] == "output-dropped"
     assert note["message"].startswith("cell 1 sent an output nested 902 levels deep, more than the 100")
 

@@ -333,6 +333,9 @@ def _verify(result, rel: str, *, rubric, limits, submission_end: float | None, v
     from grader.runbudget import finish_cut, finish_window
     from grader.verify.host import VERIFY_TIMEOUT_S
 
+    if (result.teardown or {}).get("status") in ("timeout", "not-run"):
+        # nothing was captured in time (noted already): verify_run says so, evaluating nothing
+        return verify_run(limits=limits, timeout_s=0.0, **kw), None
     run_end = result.started_at + result.startup_s + limits.wall_timeout_s
     given, cut = finish_window(now=time.time(), cap_s=VERIFY_TIMEOUT_S, run_end=run_end, submission_end=submission_end)
     limit_s = _limit_of(cut, rubric=rubric, limits=limits, own_s=VERIFY_TIMEOUT_S)

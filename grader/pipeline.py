@@ -255,6 +255,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     from grader.evidence import figure_file
     from grader.execute import PROBE_DIR_TOKEN, SandboxSpec, run_notebook, run_script
     from grader.probe.recorder import bootstrap_source
+    from grader.runbudget import finish_notes, verify_in_time
     from grader.sections import verification_hint
     from grader.verify import teardown_source, verify_run
 
@@ -281,11 +282,11 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     ev["stop"] = result.stop
     ev["environment"] = list(result.environment)
     ev["notes"] = list(result.notes)  # files not placed, the process cap touched (grader.diagnose)
-    ev["notes"] += _finish_notes(result, rel, rubric=rubric, limits=limits, wall_s=wall_s)
+    ev["notes"] += finish_notes(result, rel, rubric=rubric, limits=limits, wall_s=wall_s)
     # The trained model, evaluated again in a fresh sandbox the student's code never ran in,
     # in what is left of the run's and the submission's time (grader.runbudget.finish_window).
     workdir = str(PurePosixPath(rel).parent)  # the run's own ./data is there too
-    ev["verified"], note = _verify(result, rel, run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
+    ev["verified"], note = verify_in_time(result, rel, run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
                                    rubric=rubric, submission_end=submission_end, verify_run=verify_run,
                                    dataset_hint=verification_hint(ev), workdir="" if workdir == "." else workdir,
                                    hidden=settings.hidden)
@@ -301,52 +302,6 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
         shutil.copyfile(src, figures / src.name)
     shutil.rmtree(probe_dir / "fig", ignore_errors=True)
     return ev
-
-
-def _limit_of(cut: str | None, *, rubric, limits, own_s: float) -> float:
-    """The limit a step after the cells was cut by (grader.runbudget.finish_window), in seconds."""
-    return {"submission-time": rubric.limits.submission_timeout, "sandbox-limit": limits.wall_timeout_s}.get(cut, own_s)
-
-
-def _finish_notes(result, rel: str, *, rubric, limits, wall_s: float | None) -> list[dict[str, str]]:
-    """Notes on a run stopped at the end of the submission's time (`shortened`), and on a
-    teardown that ran out of time (`finish_cut`)."""
-    from grader.execute import TEARDOWN_TIMEOUT_S
-    from grader.runbudget import finish_cut, shortened
-
-    notes = []
-    if result.deadline_hit and wall_s is not None:
-        notes.append(shortened(rel, given_s=wall_s, limit_s=rubric.limits.submission_timeout))
-    td = result.teardown or {}
-    if td.get("status") in ("timeout", "not-run"):
-        notes.append(finish_cut(rel, "teardown", cut=td.get("cut"), given_s=float(td.get("given_s") or 0.0),
-                                limit_s=_limit_of(td.get("cut"), rubric=rubric, limits=limits, own_s=TEARDOWN_TIMEOUT_S),
-                                started=td["status"] == "timeout"))
-    return notes
-
-
-def _verify(result, rel: str, *, rubric, limits, submission_end: float | None, verify_run,
-            **kw: Any) -> tuple[dict[str, Any], dict[str, str] | None]:
-    """The `verified` block, the evaluator given at most what is left of the run's wall time and of
-    the submission's time plus grader.runbudget.FINISH_GRACE_S; with the note to add when that
-    time cut it (or left none to start it)."""
-    from grader.runbudget import finish_cut, finish_window
-    from grader.verify.host import VERIFY_TIMEOUT_S
-
-    if (result.teardown or {}).get("status") in ("timeout", "not-run"):
-        # nothing was captured in time (noted already): verify_run says so, evaluating nothing
-        return verify_run(limits=limits, timeout_s=0.0, **kw), None
-    run_end = result.started_at + result.startup_s + limits.wall_timeout_s
-    given, cut = finish_window(now=time.time(), cap_s=VERIFY_TIMEOUT_S, run_end=run_end, submission_end=submission_end)
-    limit_s = _limit_of(cut, rubric=rubric, limits=limits, own_s=VERIFY_TIMEOUT_S)
-    if given < 1.0:
-        note = finish_cut(rel, "evaluation", cut=cut, given_s=given, limit_s=limit_s, started=False)
-        return {"reason": "the time limit left no time for the independent evaluation of the trained model "
-                          "(see the run's notes)"}, note
-    verified = verify_run(limits=limits, timeout_s=given, **kw)
-    if verified.pop("timed_out", False):
-        return verified, finish_cut(rel, "evaluation", cut=cut, given_s=given, limit_s=limit_s)
-    return verified, None
 
 
 def _with_probe_dir(startup: str) -> str:

@@ -12,20 +12,21 @@ Every piece of work done for a submission draws from that one budget: a run's ke
 cells end at the submission's deadline as at the run's own wall time (grader.driver), and the
 grader's own steps after the cells, the model's capture in the student's kernel (the teardown)
 and its independent evaluation (grader.verify), get at most what is left of both, plus
-FINISH_GRACE_S (`finish_window`). A step cut short that way is said on the run (`finish_cut`)
-and the model is not verified ("the time limit ...").
+FINISH_GRACE_S (`finish_window`; the pipeline's `finish_notes` and `verify_in_time`). A step cut
+short that way is said on the run (`finish_cut`) and the model is not verified ("the time limit ...").
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from grader.rubric import Rubric, format_duration
 from grader.sources import is_checkpoint, marks, named_for
 
-__all__ = ["BUDGET_FLAGS", "FINISH_GRACE_S", "budget_problems", "capped", "finish_cut", "finish_window",
-           "order_runs", "out_of_time", "shortened"]
+__all__ = ["BUDGET_FLAGS", "FINISH_GRACE_S", "budget_problems", "capped", "finish_cut", "finish_notes",
+           "finish_window", "order_runs", "out_of_time", "shortened", "verify_in_time"]
 
 BUDGET_FLAGS = ("runs-capped", "submission-time")
 """The grade flags of the submission's run budget (also the codes of their evidence notes)."""
@@ -122,6 +123,52 @@ def finish_cut(rel: str, step: Literal["teardown", "evaluation"], *, cut: Cut | 
         given = f"was given the grader's limit of {format_duration(limit_s)} for it"
     return {"code": cut or "sandbox-limit",
             "message": f"For `{rel}`, {what} {given}, and {fate}: the model was not verified."}
+
+
+def _limit_of(cut: str | None, *, rubric: Rubric, limits: Any, own_s: float) -> float:
+    """The limit a step after the cells was cut by (grader.runbudget.finish_window), in seconds."""
+    return {"submission-time": rubric.limits.submission_timeout, "sandbox-limit": limits.wall_timeout_s}.get(cut, own_s)
+
+
+def finish_notes(result: Any, rel: str, *, rubric: Rubric, limits: Any, wall_s: float | None) -> list[dict[str, str]]:
+    """Notes on a run (`result`, a grader.execute.RunResult, run under `limits` with `wall_s`
+    seconds left of the submission's time) stopped at the end of the submission's time
+    (`shortened`), and on its teardown when it ran out of time (`finish_cut`)."""
+    from grader.execute import TEARDOWN_TIMEOUT_S
+
+    notes = []
+    if result.deadline_hit and wall_s is not None:
+        notes.append(shortened(rel, given_s=wall_s, limit_s=rubric.limits.submission_timeout))
+    td = result.teardown or {}
+    if td.get("status") in ("timeout", "not-run"):
+        notes.append(finish_cut(rel, "teardown", cut=td.get("cut"), given_s=float(td.get("given_s") or 0.0),
+                                limit_s=_limit_of(td.get("cut"), rubric=rubric, limits=limits, own_s=TEARDOWN_TIMEOUT_S),
+                                started=td["status"] == "timeout"))
+    return notes
+
+
+def verify_in_time(result: Any, rel: str, *, rubric: Rubric, limits: Any, submission_end: float | None,
+                   verify_run: Callable[..., dict[str, Any]], **kw: Any) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """The `verified` block of `result` (a grader.execute.RunResult) from `verify_run`
+    (grader.verify.verify_run, given `kw`), the evaluator given at most what is left of the run's
+    wall time and of the submission's time (ending at `submission_end`, Unix seconds) plus
+    FINISH_GRACE_S; with the note to add when that time cut it, or left none to start it."""
+    from grader.verify.host import VERIFY_TIMEOUT_S
+
+    if (result.teardown or {}).get("status") in ("timeout", "not-run"):
+        # nothing was captured in time (noted already): verify_run says so, evaluating nothing
+        return verify_run(limits=limits, timeout_s=0.0, **kw), None
+    run_end = result.started_at + result.startup_s + limits.wall_timeout_s
+    given, cut = finish_window(now=time.time(), cap_s=VERIFY_TIMEOUT_S, run_end=run_end, submission_end=submission_end)
+    limit_s = _limit_of(cut, rubric=rubric, limits=limits, own_s=VERIFY_TIMEOUT_S)
+    if given < 1.0:
+        note = finish_cut(rel, "evaluation", cut=cut, given_s=given, limit_s=limit_s, started=False)
+        return {"reason": "the time limit left no time for the independent evaluation of the trained model "
+                          "(see the run's notes)"}, note
+    verified = verify_run(limits=limits, timeout_s=given, **kw)
+    if verified.pop("timed_out", False):
+        return verified, finish_cut(rel, "evaluation", cut=cut, given_s=given, limit_s=limit_s)
+    return verified, None
 
 
 def budget_problems(evidence: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

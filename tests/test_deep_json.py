@@ -26,7 +26,12 @@ from grader import jsondepth
 from grader.cli import main
 from grader.entrypoints import notebook_source
 from grader.execute import CellRecord, SandboxLimits, SandboxSpec, _Log
-from grader.kernelmsg import DROPPED, UndecodableMessage, bounded_deserialize, bounded_unpack
+from grader.kernelmsg import (
+    DROPPED,
+    UndecodableMessage,
+    bounded_deserialize,
+    bounded_unpack,
+)
 from grader.nbread import UnreadableNotebook, reads_notebook
 
 LOG = "Accuracy of the network on the 10000 test images: 54 %\n"

@@ -23,9 +23,15 @@ import nbformat
 import pytest
 
 from grader import runbudget
-from grader.execute import TEARDOWN_TIMEOUT_S, RunResult, SandboxLimits, SandboxSpec, _Log
-from grader.runbudget import FINISH_GRACE_S, finish_cut, finish_window
+from grader.execute import (
+    TEARDOWN_TIMEOUT_S,
+    RunResult,
+    SandboxLimits,
+    SandboxSpec,
+    _Log,
+)
 from grader.rubric import builtin_rubric, load_rubric
+from grader.runbudget import FINISH_GRACE_S, finish_cut, finish_window
 from grader.verify.host import VERIFY_TIMEOUT_S
 
 LOG = "Accuracy of the network on the 10000 test images: 54 %\nTest loss: 1.2870\n"
@@ -118,7 +124,6 @@ def test_a_kill_at_the_submissions_deadline_says_so(tmp_path: Path) -> None:
 
 
 def _verify_step(monkeypatch: pytest.MonkeyPatch, *, submission_in_s: float, answer: dict):
-    from grader import pipeline
 
     seen: dict = {}
 
@@ -129,7 +134,7 @@ def _verify_step(monkeypatch: pytest.MonkeyPatch, *, submission_in_s: float, ans
     rubric = load_rubric(builtin_rubric("lab1"))
     now = time.time()
     result = SimpleNamespace(started_at=now - 30, startup_s=5.0, teardown={"status": "ok"})
-    verified, note = pipeline._verify(result, "lab1-2.ipynb", rubric=rubric, limits=SandboxLimits(),
+    verified, note = runbudget.verify_in_time(result, "lab1-2.ipynb", rubric=rubric, limits=SandboxLimits(),
                                       submission_end=now + submission_in_s, verify_run=fake_verify_run)
     return verified, note, seen
 

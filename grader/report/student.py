@@ -67,7 +67,8 @@ FLAG_TEXT = {
     "runs-capped": "the submission has more notebooks and scripts than the lab runs per submission; the ones "
                    "over the limit were not run (those the lab's parts name ran first)",
     "submission-time": "the submission's runs used up the total time the lab allows one submission; later runs "
-                       "were not started, or were stopped at the time left",
+                       "were not started, or were stopped at the time left (the grader's capture and evaluation "
+                       "of a trained model included, which then could not be verified)",
     "unconfirmed-evidence": ("the run's record claims a figure, a training run or a normalization the grader could "
                              "not confirm from what it checked itself (the captured output, the trained model, the "
                              "test transform); a TA will look at it"),

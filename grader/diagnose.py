@@ -46,6 +46,10 @@ Notes on a run (`RunResult.notes`), flags too, for what is no cell's error:
 * `processes-left`: processes were still running after the last cell, even one (a
   background job, a fork bomb started late); the end of the run killed them.
 * `process-cap` is not raised for a run the cap killed: `sandbox-limit` names that.
+* `output-dropped`: the kernel sent an output the grader would not decode (JSON nested deeper
+  than grader.jsondepth reads): it was replaced by a placeholder in its cell, the run went on.
+* `sandbox-limit` (as a note): a step of the grader's after the last cell (the model's capture,
+  the independent evaluation) ran out of the time it was given (grader.runbudget.finish_cut).
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ STOP_FLAGS: dict[str, str] = {"exit": "kernel-exit", "crash": "kernel-crash", "l
 """The grade flag for each way a run can stop early."""
 
 ENVIRONMENT_FLAGS = ("missing-package", "needs-gpu", "needs-mps", "colab-only", "needs-network", "files-not-placed")
-NOTE_FLAGS = ("files-not-placed", "process-cap", "processes-left")
+NOTE_FLAGS = ("files-not-placed", "process-cap", "processes-left", "output-dropped", "sandbox-limit")
 STUDENT_FLAGS = ("missing-module",)
 """Problems found like ENVIRONMENT_FLAGS, but the student's: flagged, never deferred to the TA."""
 
@@ -90,6 +94,8 @@ FLAG_HELP: dict[str, str] = {
                    "failed, so results may be missing",
     "processes-left": "processes were still running after the last cell (background jobs, a fork bomb); "
                       "they were killed when the run ended",
+    "output-dropped": "the kernel sent an output nested deeper than the grader reads; it was replaced by a "
+                      "placeholder and the run went on",
 }
 """One line per flag this module raises, for the TA's views."""
 

@@ -85,9 +85,18 @@ class Runner:
 
     def __init__(self, nb: NotebookNode, rel: str, *, run_dir: Path, submission_dir: Path,
                  spec: SandboxSpec, limits: SandboxLimits, uid: int | None, log: _Log,
-                 started: float) -> None:
+                 started: float, deadline: float | None = None) -> None:
         self.nb, self.rel, self.run_dir, self.spec, self.limits = nb, rel, run_dir, spec, limits
         self.uid, self.log, self.started = uid, log, started
+        self.deadline = deadline
+        """Unix time by which the run must end whatever its own limits say: the end of the
+        submission's time (grader.runbudget); kernel start, cells and teardown all count."""
+        self.deadline_hit = False
+        """The run was stopped at `deadline`, not at a limit of its own."""
+        self.teardown: dict[str, Any] | None = None
+        """How the teardown went: `status` (ok, error, timeout, failed, not-run), `seconds`,
+        `given_s` (the time it was given) and `cut` (the limit that cut that below
+        TEARDOWN_TIMEOUT_S: grader.runbudget.finish_window), or None when it was not run."""
         self.submission_dir = submission_dir
         self.records: list[CellRecord] = []
         self.startup_s = 0.0
@@ -158,18 +167,30 @@ class Runner:
             return None
         return time.monotonic() + self._deadline_left()
 
-    def _deadline_left(self) -> float:
-        """Seconds left of the start-up limit until the kernel is ready, then of the wall time,
-        counted from there: a slow start on a loaded machine is not charged to the notebook."""
+    def _own_end(self) -> float:
+        """Unix time the run's own limit ends: the start-up limit until the kernel is ready,
+        then the wall time, counted from there (a slow start on a loaded machine is not
+        charged to the notebook)."""
         if self.cells_started is None:
-            return self.started + self.limits.startup_timeout_s - time.time()
-        return self.cells_started + self.limits.wall_timeout_s - time.time()
+            return self.started + self.limits.startup_timeout_s
+        return self.cells_started + self.limits.wall_timeout_s
+
+    def _deadline_left(self) -> float:
+        """Seconds left of the run's own limit (`_own_end`) and of the submission's (`deadline`)."""
+        end = self._own_end() if self.deadline is None else min(self._own_end(), self.deadline)
+        return end - time.time()
 
     def _time_limit(self) -> tuple[RunStatus, str]:
         """The status and reason of a run stopped by `_deadline_left`."""
+        status: RunStatus = "not-run" if self.cells_started is None else "timeout"
+        if self.deadline is not None and self.deadline <= self._own_end():
+            self.deadline_hit = True
+            when = "before the kernel was ready" if self.cells_started is None else "while the notebook ran"
+            return status, (f"the submission's time for all of its runs (rubric limits.submission_timeout) ran "
+                            f"out {when}")
         if self.cells_started is None:
-            return "not-run", startup_time_reason(self.limits.startup_timeout_s)
-        return "timeout", wall_time_reason(self.limits.wall_timeout_s)
+            return status, startup_time_reason(self.limits.startup_timeout_s)
+        return status, wall_time_reason(self.limits.wall_timeout_s)
 
     def _on_limit(self, status: RunStatus, reason: str) -> None:
         # the watchdog words every deadline as the wall time; before the cells it is start-up's
@@ -330,7 +351,7 @@ class Runner:
         self.outcome = await self._cells(client)
         if teardown_code and self.kill_status is None and self.outcome[0] != "killed" \
                 and self.proc.poll() is None:
-            self.phase = "teardown"  # its own clock, not the notebook's wall time
+            self.phase = "teardown"  # bounded by its own timeout (_teardown), not the watchdog
             await self._teardown(client, teardown_code)
         return self.outcome
 
@@ -464,18 +485,37 @@ class Runner:
                                f"{reply['content'].get('evalue')}")
 
     async def _teardown(self, client: _CappedClient, code: str) -> None:
-        """Run the teardown code; whatever happens to it is only logged."""
+        """Run the teardown code for at most what is left of the run's wall time and of the
+        submission's, plus grader.runbudget.FINISH_GRACE_S, and never over TEARDOWN_TIMEOUT_S
+        (`finish_window`). What happens to it is logged and kept in `self.teardown` (the
+        pipeline notes a time-out, and verification then reports none); the cells' result stands."""
+        from grader.runbudget import finish_window
+
+        assert self.cells_started is not None
+        given, cut = finish_window(now=time.time(), cap_s=TEARDOWN_TIMEOUT_S,
+                                   run_end=self.cells_started + self.limits.wall_timeout_s,
+                                   submission_end=self.deadline)
+        self.teardown = {"status": "not-run", "seconds": 0.0, "given_s": round(given, 3), "cut": cut}
+        if given < 1.0:
+            self.log.write("teardown code not run: no time was left for it")
+            return
         t0 = time.monotonic()
         try:
             reply = await client.kc.execute_interactive(
-                code, store_history=False, timeout=TEARDOWN_TIMEOUT_S,
+                code, store_history=False, timeout=given,
                 output_hook=self.log.kernel_output, allow_stdin=False)
         except Exception as exc:  # a timeout, a dead kernel: the run's result stands
-            self.log.write(f"teardown code did not finish: {_one_line(exc)}")
+            timed_out = isinstance(exc, TimeoutError)
+            self.teardown.update(status="timeout" if timed_out else "failed",
+                                 seconds=round(time.monotonic() - t0, 3))
+            self.log.write(f"teardown code did not finish: {_one_line(exc)}"
+                           + (f" (it was given {given:.0f} s)" if timed_out else ""))
             return
-        if reply["content"].get("status") != "ok":
+        ok = reply["content"].get("status") == "ok"
+        if not ok:
             self.log.write(f"teardown code failed: {reply['content'].get('ename')}: "
                            f"{reply['content'].get('evalue')}")
+        self.teardown.update(status="ok" if ok else "error", seconds=round(time.monotonic() - t0, 3))
         self.log.write(f"teardown took {time.monotonic() - t0:.1f} s")
 
     # -- the cells
@@ -658,8 +698,12 @@ def run_bounded(runner: Runner, startup_code: str | None,
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
 
-    budget = (runner.limits.startup_timeout_s + runner.limits.wall_timeout_s + TEARDOWN_TIMEOUT_S
-              + KILL_GRACE_S + SHUTDOWN_TIMEOUT_S + 2 * REAP_TIMEOUT_S)
+    from grader.runbudget import FINISH_GRACE_S
+
+    after = KILL_GRACE_S + SHUTDOWN_TIMEOUT_S + 2 * REAP_TIMEOUT_S
+    budget = runner.limits.startup_timeout_s + runner.limits.wall_timeout_s + TEARDOWN_TIMEOUT_S + after
+    if runner.deadline is not None:  # the teardown ends by FINISH_GRACE_S after it (Runner._teardown)
+        budget = max(1.0, min(budget, runner.deadline - time.time() + FINISH_GRACE_S + after))
     t = threading.Thread(target=target, name="dllab-run", daemon=True)
     t.start()
     t.join(budget)

@@ -44,6 +44,12 @@ from nbformat import NotebookNode
 from nbformat.v4 import output_from_msg
 
 from grader import capture, diagnose, harvest, hostbudget, jsondepth, sandbox
+from grader.kernelmsg import (
+    DROPPED,
+    UndecodableMessage,
+    bounded_deserialize,
+    bounded_unpack,
+)
 from grader.probe.startup import GUI_BACKENDS
 
 if TYPE_CHECKING:
@@ -154,13 +160,18 @@ class RunResult:
     notes: tuple[dict[str, Any], ...] = ()
     """What the TA should know that is no cell's error, `{"code", "message"}` each: files of
     the submission not placed, the process cap reached for a moment (grader.diagnose)."""
+    teardown: dict[str, Any] | None = None
+    """How the teardown went (grader.driver.Runner.teardown), None when it was not run."""
+    deadline_hit: bool = False
+    """The run was stopped at the `deadline` it was given (the end of the submission's time)."""
 
 
 # In `startup_code`, replaced by the sandbox path of a writable folder from which the files
 # grader.harvest.PROBE_FILES names are copied to `out_dir/probe` after the run.
 PROBE_DIR_TOKEN = "@@DLLAB_PROBE_DIR@@"
 TEARDOWN_TIMEOUT_S = 300.0
-"""`teardown_code` gets this long, on its own clock: the notebook's wall time does not apply."""
+"""`teardown_code` gets at most this long, and no more than what is left of the notebook's wall
+time and of the run's `deadline` plus grader.runbudget.FINISH_GRACE_S."""
 
 
 class _LimitHit(Exception):
@@ -176,15 +187,17 @@ class _LimitHit(Exception):
 
 def run_notebook(nb_path: Path, *, submission_dir: Path, out_dir: Path, spec: SandboxSpec,
                  limits: SandboxLimits, startup_code: str | None = None,
-                 teardown_code: str | None = None) -> RunResult:
+                 teardown_code: str | None = None, deadline: float | None = None) -> RunResult:
     """Run `nb_path` (inside `submission_dir`) in a fresh sandbox; write `executed.ipynb`,
     `log.txt` and `run.json` to `out_dir`. The submission folder is never modified.
 
     `startup_code` runs in the kernel after the built-in startup and before the first
     student cell, and is not recorded as a cell. `teardown_code` runs after the last
     student cell (also when cells raised or timed out, not when the run was killed), with
-    its own timeout of TEARDOWN_TIMEOUT_S, and is not recorded either; its failure changes
-    nothing in the result. Both may contain PROBE_DIR_TOKEN.
+    at most what is left of the wall time and of `deadline` plus a grace (Runner._teardown),
+    and is not recorded either; its failure changes nothing in the cells' result
+    (`RunResult.teardown` says how it went). Both may contain PROBE_DIR_TOKEN. `deadline`: Unix
+    time by which the run must end (the end of the submission's time), counting kernel start.
     """
     from grader.nbread import read_notebook
 
@@ -196,12 +209,12 @@ def run_notebook(nb_path: Path, *, submission_dir: Path, out_dir: Path, spec: Sa
         return _write_unrunnable(rel, out_dir, started, f"not a readable notebook: {exc}")
     return _run(nb, rel, submission_dir=submission_dir, out_dir=out_dir, spec=spec,
                 limits=limits, startup_code=startup_code, teardown_code=teardown_code,
-                started=started)
+                started=started, deadline=deadline)
 
 
 def run_script(py_path: Path, *, submission_dir: Path, out_dir: Path, spec: SandboxSpec,
                limits: SandboxLimits, startup_code: str | None = None,
-               teardown_code: str | None = None) -> RunResult:
+               teardown_code: str | None = None, deadline: float | None = None) -> RunResult:
     """Like `run_notebook` for a `.py` file: split into cells on `# %%` markers (else one
     cell); it runs as `__main__` with `sys.argv == [script name]`."""
     started = time.time()
@@ -212,7 +225,7 @@ def run_script(py_path: Path, *, submission_dir: Path, out_dir: Path, spec: Sand
         return _write_unrunnable(rel, out_dir, started, f"cannot read the script: {exc}")
     return _run(script_to_notebook(text), rel, submission_dir=submission_dir, out_dir=out_dir,
                 spec=spec, limits=limits, startup_code=startup_code, teardown_code=teardown_code,
-                started=started)
+                started=started, deadline=deadline)
 
 
 _CELL_MARK = re.compile(r"^#\s*%%(.*)$")
@@ -250,7 +263,7 @@ def script_to_notebook(text: str) -> NotebookNode:
 
 def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spec: SandboxSpec,
          limits: SandboxLimits, startup_code: str | None, started: float,
-         teardown_code: str | None = None) -> RunResult:
+         teardown_code: str | None = None, deadline: float | None = None) -> RunResult:
     from grader.driver import Runner, run_bounded  # it imports this module's pieces
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -264,7 +277,7 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
             if spec.sandbox == "bwrap" and sandbox.is_root():
                 uid = stack.enter_context(sandbox.allocate_uid())
             runner = Runner(nb, rel, run_dir=run_dir, submission_dir=submission_dir,
-                            spec=spec, limits=limits, uid=uid, log=log, started=started)
+                            spec=spec, limits=limits, uid=uid, log=log, started=started, deadline=deadline)
             status, reason = run_bounded(runner, startup_code, teardown_code)
         ignored = harvest.copy_out(run_dir / "k" / "probe", out_dir / "probe")
         if ignored:
@@ -307,7 +320,8 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
         executed_notebook_path=str(executed), log_path=str(log.path),
         figures_kept=runner.figures_kept, figures_dropped=runner.figures_dropped,
         output_truncated=runner.truncated, stop=runner.stop, environment=environment,
-        peak_processes=runner.peak_processes, notes=tuple(runner.notes))
+        peak_processes=runner.peak_processes, notes=tuple(runner.notes), teardown=runner.teardown,
+        deadline_hit=runner.deadline_hit)
     log.write(f"run finished: {status} {reason}".rstrip())
     log.close()
     (out_dir / "run.json").write_text(json.dumps(dataclasses.asdict(result), indent=1))
@@ -403,26 +417,6 @@ def _shm_user(text: str) -> str:
 # ------------------------------------------------------------- kernel manager, client
 
 
-class UndecodableMessage(Exception):
-    """The kernel sent a message the grader cannot decode (nested too deep, not JSON): the
-    run's reason says so; it is not the kernel's death. `detail` says what was wrong."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-def bounded_unpack(data: bytes | str) -> Any:
-    """jupyter_client's JSON unpacker for messages from the kernel (student-controlled), with
-    `grader.jsondepth`'s nesting bound: a 20 000-deep display would otherwise raise
-    RecursionError in the grader, which nbclient reports as a dead kernel."""
-    try:
-        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-        return jsondepth.loads(text)
-    except (ValueError, RecursionError) as exc:  # TooDeep and JSONDecodeError are ValueErrors
-        raise UndecodableMessage((str(exc).splitlines() or [type(exc).__name__])[0][:300]) from None
-
-
 class _SandboxKernelManager(AsyncKernelManager):
     """Starts the kernel with a fixed command (the sandbox) and interrupts it by message:
     a SIGINT sent to bwrap from outside would not reach the kernel in its own session."""
@@ -432,8 +426,10 @@ class _SandboxKernelManager(AsyncKernelManager):
     client_context: zmq.asyncio.Context
 
     def client(self, **kwargs: Any) -> Any:
-        self.session.unpack = bounded_unpack  # the client shares this session
-        return super().client(context=self.client_context, **kwargs)
+        self.session.unpack = bounded_unpack  # a trait: the client's clone of the session keeps it
+        kc = super().client(context=self.client_context, **kwargs)
+        kc.session.deserialize = bounded_deserialize(kc.session)  # a method: set on the clone
+        return kc
 
     @property
     def kernel_spec(self) -> KernelSpec:  # type: ignore[override]
@@ -469,9 +465,21 @@ class _CappedClient(NotebookClient):
         self.errors_seen: dict[int, int] = {}
         self.id_cells: set[int] = set()
         """Cells holding an output with a display_id (whose indices a trim makes stale)."""
+        self.dropped: set[int] = set()
+        """Cells an output of which was refused (grader.kernelmsg) and noted."""
 
     def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
                cell_index: int) -> NotebookNode | None:
+        refused = msg.get(DROPPED)
+        if isinstance(refused, UndecodableMessage) and cell_index not in self.dropped:
+            # its placeholder is kept like any output; the note is said once per cell (a loop of
+            # deep displays of varying depth would otherwise flood the run's notes)
+            self.dropped.add(cell_index)
+            what = (f"an output nested {refused.depth} levels deep, more than the {jsondepth.MAX_DEPTH} the grader "
+                    f"reads" if refused.depth is not None else f"an output the grader could not decode "
+                                                               f"({refused.detail[:200]})")
+            self.runner.note("output-dropped", f"{diagnose.cell_label(self.nb.cells, cell_index)} sent {what}; it "
+                                               f"was dropped, a placeholder put in its place, and the run went on")
         out = super().output(outs, msg, display_id, cell_index)
         if out is None or not outs or outs[-1] is not out:
             return out

@@ -242,19 +242,24 @@ def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settin
     # below is of the same bounded files.
     ev = hostbudget.bound_evidence(ev)
     hostbudget.bound_run_folder(run_dir, ev, _limits(rubric).max_host_bytes)
-    # A run stopped by a limit may have been starved by a busy machine: only finished runs are kept.
-    if ev.get("status") in ("ok", "error"):
+    # A run stopped by a limit may have been starved by a busy machine, and one whose capture or
+    # evaluation was cut got only what was left of this submission's time: only finished runs are kept.
+    cut = any(isinstance(n, Mapping) and n.get("code") in ("submission-time", "sandbox-limit") for n in ev.get("notes") or ())
+    if ev.get("status") in ("ok", "error") and not cut:
         _to_cache(key, run_dir, ev, settings)
     return ev
 
 
 def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settings: GradeSettings,
              rubric, wall_s: float | None = None) -> dict[str, Any]:
-    """Executes one notebook or script with the probe and returns its evidence."""
+    """Executes one notebook or script with the probe and returns its evidence. `wall_s`: the
+    seconds left of the submission's time; the run, its teardown and its evaluation end by then
+    (the last two with grader.runbudget.FINISH_GRACE_S more)."""
     from grader import collect
     from grader.evidence import figure_file
     from grader.execute import PROBE_DIR_TOKEN, SandboxSpec, run_notebook, run_script
     from grader.probe.recorder import bootstrap_source
+    from grader.runbudget import finish_notes, verify_in_time
     from grader.sections import verification_hint
     from grader.verify import teardown_source, verify_run
 
@@ -263,6 +268,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
             return collect.not_run(rel, "saved mode: a script has no stored outputs to read")
         return collect.from_saved(path, rel, run_dir=run_dir, handout=_handout(tuple(rubric.handout_paths())))
     limits = _limits(rubric)
+    submission_end = None if wall_s is None else time.time() + wall_s
     if wall_s is not None and wall_s < limits.wall_timeout_s:  # what is left of the submission's time
         limits = dataclasses.replace(limits, wall_timeout_s=max(1.0, wall_s))
     # The probe writes into a folder the sandbox gives it; execute copies it to run_dir/probe.
@@ -272,7 +278,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
                        cpu_threads=settings.cpu_threads)
     runner = run_script if path.suffix.lower() == ".py" else run_notebook
     result = runner(path, submission_dir=submission_dir, out_dir=run_dir, spec=spec, limits=limits,
-                    startup_code=_with_probe_dir(startup), teardown_code=teardown_source())
+                    startup_code=_with_probe_dir(startup), teardown_code=teardown_source(), deadline=submission_end)
     probe_dir = run_dir / "probe"
     ev = collect.from_run(result, run_dir=run_dir, events_path=probe_dir / "events.jsonl",
                           figures_dir=probe_dir / "fig", mounts=dataset_mounts(rubric, settings.data))
@@ -280,11 +286,15 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     ev["stop"] = result.stop
     ev["environment"] = list(result.environment)
     ev["notes"] = list(result.notes)  # files not placed, the process cap touched (grader.diagnose)
-    # The trained model, evaluated again in a fresh sandbox the student's code never ran in.
+    ev["notes"] += finish_notes(result, rel, rubric=rubric, limits=limits, wall_s=wall_s)
+    # The trained model, evaluated again in a fresh sandbox the student's code never ran in,
+    # in what is left of the run's and the submission's time (grader.runbudget.finish_window).
     workdir = str(PurePosixPath(rel).parent)  # the run's own ./data is there too
-    ev["verified"] = verify_run(run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
-                                dataset_hint=verification_hint(ev), workdir="" if workdir == "." else workdir,
-                                hidden=settings.hidden)
+    ev["verified"], note = verify_in_time(result, rel, run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
+                                   rubric=rubric, submission_end=submission_end, verify_run=verify_run,
+                                   dataset_hint=verification_hint(ev), workdir="" if workdir == "." else workdir,
+                                   hidden=settings.hidden)
+    ev["notes"] += [note] if note else []
     shutil.rmtree(probe_dir / "verify", ignore_errors=True)  # model.pt can be tens of MB
     figures = run_dir / "figures"
     for fig in ev["figures"]:
@@ -368,7 +378,8 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
         else:
             ev = run_one(Path(sub.work_dir) / rel, rel, submission_dir=Path(sub.work_dir), run_dir=run_dir,
                          settings=settings, rubric=rubric, inputs=inputs, wall_s=left)
-            if ev.get("status") == "timeout" and left < lim.wall_timeout:
+            if ev.get("status") == "timeout" and left < lim.wall_timeout \
+                    and not any(n.get("code") == "submission-time" for n in ev.get("notes") or ()):
                 ev["notes"] = [*(ev.get("notes") or []), shortened(rel, given_s=left, limit_s=lim.submission_timeout)]
         write_json_atomic(run_dir / "evidence.json", ev)
         evidence.append(ev)

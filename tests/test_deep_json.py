@@ -2,9 +2,10 @@
 reported as what it is, never a grader crash or "the kernel died".
 
 The notebook case runs for real: `dllab grade --mode saved` on a zip holding one. The kernel
-message case runs for real once (one sandboxed kernel, about 3 s: a cell sends the message over
-iopub), and its parts are unit-tested without a kernel: the decoding (jupyter_client's Session
-with the grader's unpacker) and the run loop (driver.Runner._cells) with a client that receives it.
+message case runs for real once (one sandboxed kernel, about 3 s: cells send deep outputs, which
+become placeholders, then a deep status, which ends the run), and its parts are unit-tested
+without a kernel: the decoding (jupyter_client's Session with the grader's decoder), nbclient's
+handling of the placeholder, and the run loop (driver.Runner._cells) with a client that receives it.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ from jupyter_client.session import Session
 from grader import jsondepth
 from grader.cli import main
 from grader.entrypoints import notebook_source
-from grader.execute import (
-    CellRecord,
-    SandboxLimits,
-    SandboxSpec,
+from grader.execute import CellRecord, SandboxLimits, SandboxSpec, _Log
+from grader.kernelmsg import (
+    DROPPED,
     UndecodableMessage,
-    _Log,
+    bounded_deserialize,
     bounded_unpack,
 )
 from grader.nbread import UnreadableNotebook, reads_notebook
@@ -113,40 +113,110 @@ def test_a_20000_deep_notebook_is_that_students_unreadable_notebook(tmp_path: Pa
 # --------------------------------------------------------------------------- kernel messages
 
 
-def deep_iopub_frames(depth: int, key: bytes = b"secret") -> tuple[list[bytes], Session]:
-    """A display_data message as a hostile kernel sends it on iopub (content packed by hand, as
-    `kernel.session.send(..., content=bytes)` lets student code do), signed with the key."""
+def deep_frames(depth: int, msg_type: str = "display_data", key: bytes = b"secret",
+                content: bytes | None = None) -> tuple[list[bytes], Session, dict]:
+    """A message as a hostile kernel sends it (content packed by hand, as
+    `kernel.session.send(..., content=bytes)` lets student code do), signed with the key, in
+    reply to a request `parent`; and the grader's Session, with the grader's decoder, to read it."""
     sender = Session(key=key, username="kernel")
-    content = b'{"data": {"application/json": ' + b"[" * depth + b"]" * depth + b'}, "metadata": {}}'
-    msg = sender.msg("display_data", content={})
+    parent = sender.msg("execute_request", content={"code": "display_deep()"})["header"]
+    if content is None:
+        content = b'{"data": {"application/json": ' + b"[" * depth + b"]" * depth + b'}, "metadata": {}}'
+    msg = sender.msg(msg_type, content={}, parent=parent)
     frames = sender.serialize(dict(msg, content=content))
     idx = frames.index(b"<IDS|MSG>")
-    return frames[idx + 1:], Session(key=key, username="grader")
+    receiver = Session(key=key, username="grader")
+    receiver.unpack = bounded_unpack  # as _SandboxKernelManager.client sets them
+    receiver.deserialize = bounded_deserialize(receiver)
+    return frames[idx + 1:], receiver, parent
 
 
-def test_the_hosts_decoder_refuses_a_deep_kernel_message_as_undecodable() -> None:
-    frames, receiver = deep_iopub_frames(20000)
-    receiver.unpack = bounded_unpack  # as _SandboxKernelManager.client sets it
+@pytest.mark.parametrize("msg_type", ["display_data", "execute_result", "update_display_data", "comm_msg"])
+def test_a_deep_output_message_becomes_a_placeholder_for_the_cell_that_sent_it(msg_type: str) -> None:
+    """Issue 13 G4: the output the grader refuses costs only itself; the header and the parent
+    header are the kernel's, so nbclient gives the placeholder to the cell that asked."""
+    frames, receiver, parent = deep_frames(20000, msg_type)
+    msg = receiver.deserialize(frames)
+    assert msg["msg_type"] == msg["header"]["msg_type"] == "stream"
+    assert msg["parent_header"]["msg_id"] == parent["msg_id"]
+    assert msg["content"] == {"name": "stderr",
+                              "text": "[dllab: an output nested 20002 levels deep was dropped by the grader]\n"}
+    assert isinstance(msg[DROPPED], UndecodableMessage) and msg[DROPPED].depth == 20002
+    # the signature is still remembered: the same frames replayed are refused as before
+    with pytest.raises(ValueError, match="Duplicate Signature"):
+        receiver.deserialize(frames)
+    bad, receiver, _ = deep_frames(0, content=b"{not json")
+    assert "could not decode (Expecting property name" in receiver.deserialize(bad)["content"]["text"]
+    ok_frames, ok, _ = deep_frames(5)
+    assert ok.deserialize(ok_frames)["content"]["data"]["application/json"] == [[[[[]]]]]
+
+
+@pytest.mark.parametrize("msg_type", ["execute_reply", "status"])
+def test_a_deep_message_the_run_needs_is_undecodable(msg_type: str) -> None:
+    frames, receiver, _ = deep_frames(20000, msg_type, content=b'{"status": "ok", "x": ' + b"[" * 20000
+                                      + b"]" * 20000 + b"}")
     with pytest.raises(UndecodableMessage) as info:
         receiver.deserialize(frames)
-    assert "nested 2000" in info.value.detail
-    ok_frames, ok = deep_iopub_frames(5)
-    ok.unpack = bounded_unpack
-    assert ok.deserialize(ok_frames)["content"]["data"]["application/json"] == [[[[[]]]]]
-    with pytest.raises(UndecodableMessage, match="Expecting property name"):
-        bounded_unpack(b"{not json")
+    assert "nested 20001" in info.value.detail
+
+
+def test_a_deep_header_is_undecodable_whatever_the_message() -> None:
+    sender = Session(key=b"k", username="kernel")
+    frames = sender.serialize(sender.msg("display_data", content={"data": {}, "metadata": {}}))
+    frames = frames[frames.index(b"<IDS|MSG>") + 1:]
+    frames[1] = b'{"msg_id": "x", "msg_type": "display_data", "v": ' + b"[" * 500 + b"]" * 500 + b"}"
+    frames[0] = sender.sign(frames[1:5])
+    receiver = Session(key=b"k", username="grader")
+    receiver.unpack = bounded_unpack
+    receiver.deserialize = bounded_deserialize(receiver)
+    with pytest.raises(UndecodableMessage, match="nested 501"):
+        receiver.deserialize(frames)
+
+
+def _runner(tmp_path: Path, nb):
+    from grader.driver import Runner
+
+    runner = Runner(nb, "lab.ipynb", run_dir=tmp_path, submission_dir=tmp_path, spec=SandboxSpec(),
+                    limits=SandboxLimits(), uid=None, log=_Log(tmp_path / "log.txt"), started=time.time())
+    runner.cells_started = time.time()
+    return runner
+
+
+def test_the_placeholder_is_kept_in_the_cell_with_a_note_and_later_outputs_follow(tmp_path: Path) -> None:
+    """nbclient's own message handling (the grader's client) on the decoded messages of one cell."""
+    from grader.execute import _CappedClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("display_deep()\nprint('after')")])
+    runner = _runner(tmp_path, nb)
+    client = _CappedClient(nb, runner=runner)
+    client.reset_execution_trackers()
+    client.clear_before_next_output = False  # set per cell by nbclient
+    frames, receiver, _ = deep_frames(900)
+    cell = nb.cells[0]
+    client.process_message(receiver.deserialize(frames), cell, 0)
+    more, _, _ = deep_frames(901)  # signed with the same key
+    client.process_message(receiver.deserialize(more), cell, 0)
+    sender = Session(key=b"secret", username="kernel")
+    after = sender.serialize(sender.msg("stream", content={"name": "stdout", "text": "after\n"}))
+    client.process_message(receiver.deserialize(after[after.index(b"<IDS|MSG>") + 1:]), cell, 0)
+    assert [(o.output_type, o.name, o.text) for o in cell.outputs] == [
+        ("stream", "stderr", "[dllab: an output nested 902 levels deep was dropped by the grader]\n"
+                             "[dllab: an output nested 903 levels deep was dropped by the grader]\n"),
+        ("stream", "stdout", "after\n")]
+    [note] = runner.notes  # once per cell
+    assert note["code"] == "output-dropped"
+    assert note["message"].startswith("cell 1 sent an output nested 902 levels deep, more than the 100")
 
 
 class _ReceivingClient:
-    """Stands in for nbclient in Runner._cells: cell 0's iopub stream carries the deep message,
-    decoded by the real Session + bounded_unpack, which raises inside execute as nbclient's does."""
+    """Stands in for nbclient in Runner._cells: cell 0's reply is the deep message, decoded by the
+    real Session + the grader's decoder, which raises inside execute as nbclient's does."""
 
     def __init__(self) -> None:
         self.timeout = 0
         self.replies: dict[int, dict] = {}
         self.timed_out: dict[int, int] = {}
-        self.frames, self.session = deep_iopub_frames(20000)
-        self.session.unpack = bounded_unpack
+        self.frames, self.session, _ = deep_frames(20000, "execute_reply")
 
     async def async_execute_cell(self, cell, index: int) -> None:
         self.session.deserialize(self.frames)
@@ -158,14 +228,10 @@ class _ReceivingClient:
         return CellRecord(index, "ok", duration)
 
 
-def test_a_deep_kernel_message_ends_the_run_with_that_reason_not_a_dead_kernel(tmp_path: Path) -> None:
-    from grader.driver import Runner
-
+def test_a_deep_reply_ends_the_run_with_that_reason_not_a_dead_kernel(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("display_deep()"),
                                          nbformat.v4.new_code_cell("print('after')")])
-    runner = Runner(nb, "lab.ipynb", run_dir=tmp_path, submission_dir=tmp_path, spec=SandboxSpec(),
-                    limits=SandboxLimits(), uid=None, log=_Log(tmp_path / "log.txt"), started=time.time())
-    runner.cells_started = time.time()
+    runner = _runner(tmp_path, nb)
     status, reason = asyncio.run(runner._cells(_ReceivingClient()))
     assert status == "killed"
     assert "the kernel sent a message the grader could not decode" in reason and "nested 2000" in reason
@@ -175,20 +241,30 @@ def test_a_deep_kernel_message_ends_the_run_with_that_reason_not_a_dead_kernel(t
                                                                        (1, "not-run", "")]
 
 
-HOSTILE_DISPLAY = """\
+HOSTILE = """\
 k = get_ipython().kernel
 deep = b'{"data": {"application/json": ' + b'[' * 20000 + b']' * 20000 + b'}, "metadata": {}}'
 # content given as bytes is sent as it is: past the kernel's own json.dumps, signed with its key
-k.session.send(k.iopub_socket, 'display_data', content=deep, parent=k.get_parent(), ident=k._topic('display_data'))
+k.session.send(k.iopub_socket, '{kind}', content=deep, parent=k.get_parent(), ident=k._topic('{kind}'))
 print('sent')
+"""
+DEEP_REPR = """\
+import json
+from IPython.display import display
+class Deep:
+    def _repr_json_(self):
+        return json.loads('[' * 900 + ']' * 900)
+display(Deep())
+print('after deep display')
 """
 
 
 @pytest.mark.kernel
-def test_a_kernel_sending_a_20000_deep_message_is_told_apart_from_a_dead_kernel(tmp_path: Path) -> None:
-    """The attack of issue 13 G4 on the kernel side, for real: a notebook's kernel sends a
-    20 000-deep display over iopub. The run ends with that reason at that cell, not "the kernel
-    died", and the grader's process is unharmed."""
+def test_a_kernels_deep_outputs_cost_only_themselves_and_a_deep_status_ends_the_run(tmp_path: Path) -> None:
+    """The attack of issue 13 G4 on the kernel side, for real: a 20 000-deep display sent raw over
+    iopub and a `_repr_json_` nested 900 levels (the tester's case) each become a placeholder in
+    their cell, the run goes on; a deep `status`, which the grader needs, ends the run at that
+    cell with that reason, not "the kernel died", and the grader's process is unharmed."""
     from grader import sandbox
     from grader.execute import GiB, MiB, run_notebook
 
@@ -199,15 +275,23 @@ def test_a_kernel_sending_a_20000_deep_message_is_told_apart_from_a_dead_kernel(
     nb_path = tmp_path / "sub" / "lab.ipynb"
     nb_path.parent.mkdir(parents=True)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('before')"),
-                                         nbformat.v4.new_code_cell(HOSTILE_DISPLAY),
-                                         nbformat.v4.new_code_cell("print('after')")])
+                                         nbformat.v4.new_code_cell(HOSTILE.replace("{kind}", "display_data")),
+                                         nbformat.v4.new_code_cell(DEEP_REPR),
+                                         nbformat.v4.new_code_cell(HOSTILE.replace("{kind}", "status")),
+                                         nbformat.v4.new_code_cell("print('never')")])
     nb_path.write_text(nbformat.writes(nb))
     limits = SandboxLimits(memory_bytes=2 * GiB, max_processes=128, max_file_bytes=64 * MiB,
                            max_work_bytes=64 * MiB, cell_timeout_s=30, wall_timeout_s=60)
     r = run_notebook(nb_path, submission_dir=nb_path.parent, out_dir=tmp_path / "out", spec=SandboxSpec(),
                      limits=limits)
+    assert [(c.index, c.status) for c in r.cells] == [(0, "ok"), (1, "ok"), (2, "ok"), (3, "error"), (4, "not-run")]
+    executed = nbformat.read(tmp_path / "out" / "executed.ipynb", as_version=4)
+    texts = ["".join(o.get("text", "") for o in c.outputs) for c in executed.cells]
+    assert "an output nested 20002 levels deep was dropped by the grader" in texts[1] and "sent" in texts[1]
+    assert "an output nested 902 levels deep was dropped by the grader" in texts[2]
+    assert "after deep display" in texts[2]
+    assert [n["code"] for n in r.notes] == ["output-dropped", "output-dropped"]
     assert r.status == "killed", r.reason
-    assert "the kernel sent a message the grader could not decode" in r.reason and "nested 2000" in r.reason
-    assert "died" not in r.reason and "crash" not in r.reason
-    assert [(c.index, c.status) for c in r.cells] == [(0, "ok"), (1, "error"), (2, "not-run")]
-    assert r.cells[1].ename == "UndecodableMessage"
+    assert "cell 4" in r.reason and "the kernel sent a message the grader could not decode" in r.reason
+    assert "nested 2000" in r.reason and "died" not in r.reason and "crash" not in r.reason
+    assert r.cells[3].ename == "UndecodableMessage"

@@ -415,7 +415,7 @@ def _wall_runner(left_s: float, phase: str = "cells") -> tuple[SimpleNamespace, 
 
     killed: list = []
     fake = SimpleNamespace(phase=phase, limits=dataclasses.replace(LIMITS, wall_timeout_s=40),
-                           cells_started=None if phase == "start" else 1.0,
+                           cells_started=None if phase == "start" else 1.0, deadline=None,
                            _deadline_left=lambda: left_s, kill=lambda status, why: killed.append((status, why)))
     fake.wall_time_up = lambda: Runner.wall_time_up(fake)  # the real methods on a stand-in runner
     fake._time_limit = lambda: Runner._time_limit(fake)
@@ -448,8 +448,9 @@ def _clock_runner(*, started_ago: float, cells_ago: float | None) -> SimpleNames
 
     now = _time.time()
     fake = SimpleNamespace(started=now - started_ago, cells_started=None if cells_ago is None else now - cells_ago,
-                           limits=dataclasses.replace(LIMITS, wall_timeout_s=40, startup_timeout_s=120))
-    fake._deadline_left = lambda: Runner._deadline_left(fake)  # the real method on a stand-in runner
+                           limits=dataclasses.replace(LIMITS, wall_timeout_s=40, startup_timeout_s=120), deadline=None)
+    fake._own_end = lambda: Runner._own_end(fake)  # the real methods on a stand-in runner
+    fake._deadline_left = lambda: Runner._deadline_left(fake)
     return fake
 
 
@@ -470,7 +471,7 @@ def test_the_watchdogs_deadline_is_worded_by_phase() -> None:
     for cells_started, status, words in ((None, "not-run", "not ready within 120 s"), (1.0, "timeout", "wall time of 40 s")):
         killed: list = []
         fake = SimpleNamespace(cells_started=cells_started, limits=dataclasses.replace(LIMITS, wall_timeout_s=40),
-                               kill=lambda st, why: killed.append((st, why)))
+                               kill=lambda st, why: killed.append((st, why)), deadline=None)
         fake._time_limit = lambda: Runner._time_limit(fake)
         Runner._on_limit(fake, "timeout", "the notebook ran past its wall time")
         Runner._on_limit(fake, "killed", "the process limit")  # other limits pass through

@@ -34,7 +34,8 @@ FLAG_TEXT = {
                    "(a two-proportion test): it may have learned the test split; accuracy was graded on the "
                    "hidden images and a TA checks"),
     "manual-pending": "some items wait for a TA",
-    "sandbox-limit": "a notebook hit a time or memory limit",
+    "sandbox-limit": ("a notebook hit a time or memory limit (or the grader's capture or evaluation of its model "
+                      "ran out of time)"),
     "notebook-error": "a notebook stopped with an error",
     "output-truncated": "a cell printed more than the grader keeps; the middle of its output was left out",
     "unreadable-figure": ("a figure in a notebook cannot be read (a corrupt image, only `<Figure ...>` text "
@@ -61,10 +62,13 @@ FLAG_TEXT = {
     "files-not-placed": "some files of your submission were not placed where your code runs (see the message)",
     "process-cap": "your code reached the process limit for a moment; processes or threads it started then failed",
     "processes-left": "your code left processes running after its last cell; they were stopped",
+    "output-dropped": ("a cell displayed an output nested deeper than the grader reads (JSON); it was replaced "
+                       "by a placeholder and the rest of the notebook ran"),
     "runs-capped": "the submission has more notebooks and scripts than the lab runs per submission; the ones "
                    "over the limit were not run (those the lab's parts name ran first)",
     "submission-time": "the submission's runs used up the total time the lab allows one submission; later runs "
-                       "were not started, or were stopped at the time left",
+                       "were not started, or were stopped at the time left (the grader's capture and evaluation "
+                       "of a trained model included, which then could not be verified)",
     "unconfirmed-evidence": ("the run's record claims a figure, a training run or a normalization the grader could "
                              "not confirm from what it checked itself (the captured output, the trained model, the "
                              "test transform); a TA will look at it"),

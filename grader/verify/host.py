@@ -40,7 +40,8 @@ from grader.verify.spec import (
 )
 
 VERIFY_TIMEOUT_S = 600.0
-"""The evaluator's wall time (sandbox start, loading, both splits)."""
+"""The evaluator's wall time at most (sandbox start, loading, both splits); the pipeline gives it
+no more than what is left of the run's and the submission's time (grader.runbudget.finish_window)."""
 MAX_MODEL_BYTES = 2 << 30
 MAX_STDOUT_BYTES = 8 << 20
 """What the host keeps of the evaluator's stdout (bytes): predictions and 256 x 257 quantiles."""
@@ -80,6 +81,7 @@ def verify_run(*, run_dir: Path, probe_dir: Path, spec: SandboxSpec, limits: San
     alone does not (an ImageFolder). `workdir` is the notebook's folder in the submission,
     where the run had its own `./data` (grader.sandbox.place_mounts). `hidden` maps a dataset
     name to its grader-only hidden test split (grader.hidden_split), never mounted for students.
+    `timeout_s`: the evaluator's time (seconds); when it runs out the block has `timed_out`.
     Never raises for anything the submission did.
     """
     started = time.monotonic()
@@ -93,8 +95,7 @@ def verify_run(*, run_dir: Path, probe_dir: Path, spec: SandboxSpec, limits: San
         visible = read_split(job["kind"], Path(job["root"]))
         held, hidden_reason = _hidden_split(job["kind"], (hidden or {}).get(job["kind"]), visible)
         splits = [visible] + ([held] if held is not None else [])
-        preds, parameters = _evaluate(job, model, fmt, splits, spec=spec, limits=limits,
-                                      timeout_s=min(timeout_s, limits.wall_timeout_s))
+        preds, parameters = _evaluate(job, model, fmt, splits, spec=spec, limits=limits, timeout_s=timeout_s)
         block = _block(job_spec, job, visible, preds[0], seconds=time.monotonic() - started)
         block.update(hidden_block(visible, preds[0], held, preds[1] if held is not None else None,
                                   job["mapping"], reason=hidden_reason))
@@ -102,10 +103,15 @@ def verify_run(*, run_dir: Path, probe_dir: Path, spec: SandboxSpec, limits: San
         return block
     except NotVerified as exc:
         # the cell says which model the reason is about, once the capture is known
-        return {"reason": str(exc), **({"cell": job_spec["cell"]} if job_spec.get("cell") is not None else {})}
+        return {"reason": str(exc), **({"cell": job_spec["cell"]} if job_spec.get("cell") is not None else {}),
+                **({"timed_out": True} if isinstance(exc, OutOfTime) else {})}
     except Exception as exc:  # noqa: BLE001 - one notebook's verification must not stop a batch
         return {"reason": f"the grader's verification failed ({type(exc).__name__}: {str(exc)[:200]}); "
                           f"please report this"}
+
+
+class OutOfTime(NotVerified):
+    """The evaluator ran past the time it was given."""
 
 
 def _check_run(run_dir: Path) -> None:
@@ -118,6 +124,11 @@ def _check_run(run_dir: Path) -> None:
         raise NotVerified("the run was killed, so the trained model could not be captured")
     if status == "not-run":
         raise NotVerified("the notebook did not run, so there is no trained model to evaluate")
+    teardown = run.get("teardown") if isinstance(run, dict) else None
+    if isinstance(teardown, dict) and teardown.get("status") in ("timeout", "not-run"):
+        # what a cut-off capture left behind is not evaluated: it may be half written
+        raise NotVerified("the time limit ran out while the grader captured the trained model after the last "
+                          "cell (see the run's notes), so the model could not be verified")
 
 
 def _model_file(folder: Path, job_spec: Mapping[str, Any]) -> Path:
@@ -185,7 +196,8 @@ def _evaluate(job: Mapping[str, Any], model: Path, fmt: str, splits: Sequence[Sp
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if code == "timeout":
-        raise NotVerified(f"the independent evaluation ran past its time limit of {timeout_s:g} s")
+        raise OutOfTime(f"the time limit of {timeout_s:.0f} s given to the independent evaluation ran out "
+                        f"before it finished (see the run's notes)")
     result = _result_line(stdout, stderr, code)
     preds = check_result(result, len(inputs.order))
     per_split: list[list[int]] = [[0] * len(s) for s in splits]

@@ -129,8 +129,12 @@ def _from_text(out: Outcome, ev: Mapping, part_id: str, dataset: str | None) -> 
     work on the part's dataset, see `grader.sources`): what it would earn goes to a TA."""
     if out.status not in ("pass", "partial"):
         return out
-    return Outcome("manual", 0.0, f"`{ev.get('path')}` was taken for {part_id} from its text only: its run "
-                                  f"recorded no work on {dataset or 'the dataset'}, so a TA confirms this item "
+    unnamed = ", ".join(f"`{u}`" for u in ev.get("unnamed") or [])
+    did = (f"its run trained or evaluated on data the grader could not name ({unnamed}) and nothing else it "
+           f"showed says it was {dataset or 'the dataset'}" if unnamed else
+           f"its run recorded no work on {dataset or 'the dataset'}")
+    return Outcome("manual", 0.0, f"`{ev.get('path')}` was taken for {part_id} from its text only: {did}, "
+                                  f"so a TA confirms this item "
                                   f"({out.status} from the outputs: {out.message})", out.evidence,
                    tuple(dict.fromkeys((*out.flags, "part-from-text"))), own_words=True)
 

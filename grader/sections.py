@@ -333,16 +333,17 @@ def _unseen_labels(ev: Mapping[str, Any], facts: Sequence[CellFacts], labels: Ma
                    cell_status: Mapping[int, tuple[str, str]]) -> dict[int, tuple[str, set[str]]]:
     """Executed notebooks: labels read from the code for datasets the probe never saw trained or
     evaluated, only where the run could not show them: cells that raised or never ran (a part
-    whose training crashed still has its section), datasets the run did build (the probe's
-    dataset records), or every cell when the probe recorded no data at all. A dataset the code
-    merely names in cells that ran (a LAB 1-3 notebook listing Food-11's folder) is no section:
-    the run says what the notebook worked on, not its text."""
+    whose training crashed still has its section), or every cell when the probe recorded no
+    data at all. A dataset the code names, or even builds and reads, in cells that ran without
+    any of its batches reaching a model (a CIFAR-10 notebook restructuring Food-11's folders
+    and opening one image, or computing its mean and std) was looked at, not trained on: no
+    section. The run says what the notebook worked on, not its text."""
     seen = {ds for ds, _ in labels.values()}
     built = {d.get("dataset") for d in ev.get("datasets") or [] if isinstance(d, Mapping) and d.get("dataset")}
     stopped = {i for i, (status, _) in cell_status.items() if status in ("error", "timeout", "not-run")}
     nothing = not labels and not built
     return {i: lab for i, lab in static_labels(facts).items()
-            if lab[0] not in seen and i not in labels and (nothing or lab[0] in built or i in stopped)}
+            if lab[0] not in seen and i not in labels and (nothing or i in stopped)}
 
 
 def add_sections(ev: dict[str, Any], nb: Mapping[str, Any], *, parse: Parse,

@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from grader.checks import run_check
 from grader.checks.base import CheckContext
-from grader.parsers.classes import CLASS_SETS
+from grader.parsers.classes import CLASS_SETS, dataset_of_classes
 from grader.sections import view
 
 RULE = ("One notebook is graded per part: of the notebooks whose name matches the part (else those "
@@ -222,10 +222,11 @@ def _candidates(spec: Any, specs: Sequence[Any], evidence: Sequence[Mapping[str,
         seen = view(ev, ids) if ids else ev
         if not _works_on(ev, seen, ids, spec, specs):
             continue
-        if ev.get("mode") == "execute" and spec.dataset not in (worked_on(seen) or set()):
+        used = worked_on(seen)
+        if ev.get("mode") == "execute" and spec.dataset not in (used or set()):
             # taken by what its text names, not by what its run did: grading.run_checks credits
-            # no item of the part from it alone
-            seen = dict(seen, attributed="text")
+            # no item of the part from it alone (`unnamed`: the datasets the probe could not name)
+            seen = dict(seen, attributed="text", unnamed=sorted((used or set()) - set(CLASS_SETS)))
         found.append(Candidate(ev, seen, ids, len(spec.patterns), marks(str(ev.get("path", "")))))
     return found
 
@@ -244,12 +245,23 @@ def _works_on(ev: Mapping[str, Any], seen: Mapping[str, Any], ids: Sequence[str]
     if not ids:
         if used is None:  # the run gave nothing (its probe never started): its text, crediting nothing
             return spec.dataset in {ev.get("dataset"), (ev.get("metrics") or {}).get("dataset")}
-        return spec.dataset in used
+        return spec.dataset in used or _maybe_unnamed(seen, used, spec.dataset)
     if ev.get("mode") != "saved" or used is None or spec.dataset in used:
         return True
     mine = tuple(spec.patterns)
     return all(section_owner(sec, specs) == mine and sec.get("headings")
                for sec in ev.get("sections") or [] if sec.get("id") in ids)
+
+
+def _maybe_unnamed(seen: Mapping[str, Any], used: set[str], dataset: str) -> bool:
+    """Whether an executed run that fed its models from a dataset the probe could not name may
+    have worked on `dataset`: nothing it showed says which dataset that was, or its clues allow
+    `dataset` among others, or disagree. The grader cannot tell, so the part is not failed
+    for it: the notebook is taken, by its text, for a TA to confirm (see `_candidates`)."""
+    if seen.get("mode") != "execute" or not used - set(CLASS_SETS):
+        return False
+    hints = unnamed_hints(seen)
+    return hints is None or not hints or dataset in hints
 
 
 def worked_on(ev: Mapping[str, Any]) -> set[str] | None:
@@ -268,6 +280,12 @@ def worked_on(ev: Mapping[str, Any]) -> set[str] | None:
         return None
     recs = [*(ev.get("training") or []), *(ev.get("evaluations") or []), *(ev.get("data_use") or [])]
     used = {r["dataset"] for r in recs if isinstance(r, Mapping) and isinstance(r.get("dataset"), str) and r["dataset"]}
+    if ev.get("mode") == "execute" and (unnamed := used - set(CLASS_SETS)):
+        # a dataset the probe could not name (a TensorDataset of cached arrays): what the
+        # model it fed and the run's own outputs say it was, when they agree on one
+        hints = unnamed_hints(ev)
+        if hints is not None and len(hints) == 1:
+            used = (used - unnamed) | hints
     verified = ev.get("verified") if isinstance(ev.get("verified"), Mapping) else {}
     if ev.get("mode") == "execute" and isinstance(verified.get("test_accuracy"), (int, float)) \
             and isinstance(verified.get("dataset"), str):
@@ -279,6 +297,34 @@ def worked_on(ev: Mapping[str, Any]) -> set[str] | None:
         # when the code reads the data in a way the static reading cannot name
         used.add(metrics["dataset"])
     return used
+
+
+def unnamed_hints(ev: Mapping[str, Any]) -> set[str] | None:
+    """The lab datasets that data an executed run fed its models, from datasets the probe could
+    not name (a TensorDataset of cached arrays), may be: the datasets that every clue allows.
+    Clues: the output count of the models fed from it (11 outputs: Food-11; 10: CIFAR-10 or
+    MNIST), the classes those datasets report, the classes its printed per-class accuracy
+    names, and the dataset the independent evaluation tested the captured model on. None when nothing says; an empty set when the clues disagree."""
+    recs = [r for r in [*(ev.get("training") or []), *(ev.get("evaluations") or [])]
+            if isinstance(r, Mapping) and isinstance(r.get("dataset"), str) and r["dataset"] not in CLASS_SETS]
+    names = {r["dataset"] for r in recs}
+    clues: list[set[str]] = []
+    for m in ev.get("models") or []:
+        if isinstance(m, Mapping) and isinstance(m.get("num_outputs"), int) and any(
+                r.get("model_ref") == m.get("ref") if r.get("model_ref") is not None
+                else r.get("model") in (m.get("names") or []) for r in recs):
+            clues.append({d for d, known in CLASS_SETS.items() if len(known) == m["num_outputs"]})
+    for d in ev.get("datasets") or []:
+        if isinstance(d, Mapping) and d.get("dataset") in names and d.get("classes"):
+            found = dataset_of_classes([str(c) for c in d["classes"]])
+            clues.append({found} if found else set())
+    per_class = (ev.get("metrics") or {}).get("per_class_accuracy") or {}
+    if isinstance(per_class, Mapping) and per_class:
+        clues.append({d for d, known in CLASS_SETS.items() if set(per_class) <= set(known)})
+    verified = ev.get("verified") if isinstance(ev.get("verified"), Mapping) else {}
+    if isinstance(verified.get("test_accuracy"), (int, float)) and verified.get("dataset") in CLASS_SETS:
+        clues.append({verified["dataset"]})  # the host tested the captured model on that dataset
+    return set.intersection(*clues) if clues else None
 
 
 def _state(c: Candidate) -> str:

@@ -261,6 +261,12 @@ plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(sgd, factor=0.5, patience=0
 for val_loss in (1.0, 2.0, 3.0):
     sgd.step()
     plateau.step(val_loss)
+
+# Food-11's statistics over a loader of its own: its batches reach no model (the bonus's work,
+# not training); the shape check after the loop ran out is no batch of any dataset
+stats = torch.utils.data.DataLoader(food_train, batch_size=6)
+pixel_mean = sum(x.mean((0, 2, 3)) for x, _ in stats) / len(stats)
+model(torch.zeros(2, 3, 8, 8))
 """
 
 
@@ -299,8 +305,18 @@ def test_model_and_evaluations(training_run: Run) -> None:
         "Sequential", 3 * 8 * 8 * 11 + 11, 11, ["model"])
     evals = [(e["model"], e["loader"], e["split"], e["samples"])
              for e in training_run.summary["evaluations"]]
-    assert evals == [("model", ["valloader"], "val", 4), ("model", ["testloader"], "test", 12)]
+    assert evals == [("model", ["valloader"], "val", 4), ("model", ["testloader"], "test", 12),
+                     ("model", None, None, 2)]
     assert [t["samples"] for t in training_run.summary["training"]] == [8, 8, 8]
+
+
+def test_a_loader_whose_batches_reach_no_model_is_not_trained_or_evaluated_on(training_run: Run) -> None:
+    """Issue 13 I: the loader iterated last stays "the data" only until it runs out, so a
+    forward pass after a statistics loop over Food-11 (`stats`) is no evaluation on Food-11."""
+    sessions = [*training_run.summary["training"], *training_run.summary["evaluations"]]
+    assert not any("stats" in (e["loader"] or []) for e in sessions)
+    [after] = [e for e in sessions if e["samples"] == 2]
+    assert after["dataset"] is None and after["split"] is None
 
 
 def test_optimizer_lr_in_effect_follows_the_stepped_scheduler(training_run: Run) -> None:

@@ -586,7 +586,116 @@ def test_the_verified_dataset_says_what_a_run_worked_on() -> None:
     """A custom dataset the probe could not name: the independent evaluation of the trained
     model on Food-11's test split says the notebook worked on Food-11 (the host's own finding)."""
     food = touches_food("train.ipynb", training=[session(4, "MyFoodData", "train", 9866)])
-    assert grade(food)[1]["lab1-2"]["notebook"] is None
+    items, sources = grade(food)  # nothing else says which data it was: a TA's (was: not taken at all)
+    assert sources["lab1-2"]["notebook"] == "train.ipynb" and "part-from-text" in items["_flags"]
     food["verified"] = {"test_accuracy": 0.4, "per_class_accuracy": {}, "dataset": "food11", "cell": 5}
     items, sources = grade(food)
     assert sources["lab1-2"]["notebook"] == "train.ipynb" and "part-from-text" not in items["_flags"]
+
+
+# ---------------------------------------------------------------- I (round 2): looked at is not trained on
+
+_FOOD_PEEK = ("import os, shutil, torchvision\nroot = '/tmp/datasets-nctu/Food-11'\n"
+              "for split in ('training', 'validation', 'evaluation'):\n"
+              "    for f in os.listdir(os.path.join(root, split)):\n"
+              "        os.makedirs(f'/tmp/work/Food-11/{split}/{f.split(\"_\")[0]}', exist_ok=True)\n"
+              "peek = torchvision.datasets.ImageFolder('/tmp/work/Food-11/training')\n"
+              "print('Food-11 training images:', len(peek), 'e.g.', peek[0][0].size)")
+_FOOD_STATS = ("import torch, torchvision\nimport torchvision.transforms as T\n"
+               "raw = torchvision.datasets.ImageFolder('/tmp/datasets-nctu/Food-11/training', T.ToTensor())\n"
+               "loader = torch.utils.data.DataLoader(raw, batch_size=64)\n"
+               "n = 0; mean = torch.zeros(3)\nfor x, _ in loader:\n    mean += x.mean((2, 3)).sum(0); n += len(x)\n"
+               "print('Food-11 mean', mean / n)")
+
+
+def _cifar_after(code: str) -> dict[str, Any]:
+    """An executed LAB 1-1 CIFAR-10 notebook (named for no part) whose first cell works with
+    Food-11's files (`code`): the probe built an ImageFolder of Food-11 whose images reached
+    no model; every model it saw trained and was tested on CIFAR-10."""
+    from nbformat.v4 import new_code_cell
+
+    from grader.sections import add_sections
+
+    nb = lab1_1(epochs=1)
+    nb.cells.insert(0, new_code_cell(code))
+    nb = executed(nb, {"Accuracy of the network": CIFAR_TEST_OUT})
+    status = {i: ("ok", "") for i, c in enumerate(nb.cells) if c.cell_type == "code"}
+    ev = execute_ev(nb, [("train", "print every 100", "cifar10", 5000), ("eval", "Accuracy of the network", "cifar10", 500)],
+                    cell_status=status)
+    ev.update(path="experiments.ipynb", probe={"started": True, "events": 40, "errors": 0}, sections=[],
+              datasets=[{"ref": 2, "class": "ImageFolder", "dataset": "food11", "split": "train", "length": 9866,
+                         "num_classes": 11, "classes": [f"{k:02d}" for k in range(11)],
+                         "files": ["/tmp/datasets-nctu/Food-11/training/0_0.jpg"], "names": ["peek"]},
+                        {"ref": 5, "class": "CIFAR10", "dataset": "cifar10", "split": "train", "length": 50000,
+                         "names": ["trainset"]}])
+    add_sections(ev, nb, parse=_metrics, cell_status=status)
+    return ev
+
+
+@pytest.mark.parametrize("code", [_FOOD_PEEK, _FOOD_STATS], ids=["peek", "normalization-stats"])
+def test_a_dataset_only_looked_at_is_not_a_part_the_run_trained(code: str) -> None:
+    """Issue 13 I (T13_1 #6, 0556701): restructuring Food-11's folders and reading one image
+    through ImageFolder, then training only on CIFAR-10, earned LAB 1-2's `ran` item through a
+    Food-11 section cut from cells that built the dataset; computing Food-11's mean and std
+    over its training set (the bonus's work) feeds no model either."""
+    ev = _cifar_after(code)
+    assert ev["sections"] == []  # one experiment, the one the run did: CIFAR-10
+    items, sources = grade(ev)
+    assert sources["lab1-1"]["notebook"] == "experiments.ipynb"
+    assert sources["lab1-2"]["notebook"] is None and sources["bonus"]["notebook"] is None
+    assert all(r.fraction == 0 for k, r in items.items() if k.startswith(("lab1-2", "bonus")))
+    assert "part-from-text" not in items["_flags"]
+
+
+def _cached_arrays(outputs: int, per_class: dict[str, float], path: str = "experiments.ipynb",
+                   classes: list[str] | None = None) -> dict[str, Any]:
+    """An executed notebook that trained and tested a model with `outputs` outputs on
+    TensorDatasets (arrays it cached from image files): the probe names the data only
+    `tensordataset`; the independent evaluation cannot rebuild it."""
+    return {"path": path, "mode": "execute", "status": "ok", "reason": "", "dataset": "tensordataset",
+            "metrics": {"dataset": "tensordataset", "test_accuracy": 0.3636, "test_loss": 1.609,
+                        "per_class_accuracy": per_class},
+            "figures": [], "errors": [], "models": [{"ref": 11, "class": "Net", "names": ["net"], "num_outputs": outputs}],
+            "optimizers": [{"type": "SGD", "lr": 0.01, "steps": 55}], "schedulers": [], "normalization": [],
+            "datasets": [{"ref": 2, "class": "TensorDataset", "dataset": "tensordataset", "classes": classes or [],
+                          "length": 176, "names": ["tr"]}], "dataloaders": [], "sections": [],
+            "training": [dict(session(4, "tensordataset", "train", 880), model_ref=11)],
+            "evaluations": [dict(session(5, "tensordataset", "test", 66), model_ref=11)],
+            "probe": {"started": True, "events": 30, "errors": 0},
+            "verified": {"reason": "the test data is a TensorDataset, which the grader cannot rebuild."}}
+
+
+def test_data_the_probe_cannot_name_is_told_by_the_model_and_its_classes() -> None:
+    """Issue 13 I (T13_1 #6, 0556702): a Food-11 model trained and tested from arrays cached
+    from Food-11's JPEGs got 0/35 "(it trained or evaluated on tensordataset, not food11)".
+    Its 11-output model and its Food-11 per-class accuracy say which data it was."""
+    from grader.datasets import FOOD11_CLASSES
+
+    food = _cached_arrays(11, {c: 0.3 for c in FOOD11_CLASSES})
+    items, sources = grade(food)
+    assert sources["lab1-2"]["notebook"] == "experiments.ipynb"
+    assert "part-from-text" not in items["_flags"]
+    assert items["lab1-2-ran"].status == "pass" and items["lab1-2-test-metrics"].status == "pass"
+    assert sources["lab1-1"]["notebook"] is None  # an 11-class model is no CIFAR-10 one
+    # same kind: a CIFAR-10 model trained through a Dataset class of the student's own that
+    # wraps numpy arrays (10 outputs: CIFAR-10 or MNIST; its CIFAR-10 classes decide)
+    cifar = _cached_arrays(10, {c: 0.4 for c in CIFAR10_CLASSES}, classes=list(CIFAR10_CLASSES))
+    cifar["training"][0]["dataset"] = cifar["evaluations"][0]["dataset"] = cifar["datasets"][0]["dataset"] = "npcifar"
+    items, sources = grade(cifar)
+    assert sources["lab1-1"]["notebook"] == "experiments.ipynb" and sources["lab1-2"]["notebook"] is None
+    assert "part-from-text" not in items["_flags"]
+
+
+def test_data_nothing_names_goes_to_a_ta_not_to_a_fail() -> None:
+    """When neither the model nor the outputs say which dataset the unnamed data was (no
+    classes printed, a model without a final Linear), or they disagree, the part is not
+    failed for "not food11": the notebook is taken and its items wait for a TA."""
+    for ev in (_cached_arrays(11, {}), dict(_cached_arrays(11, {}), models=[])):
+        ev["models"] = [dict(m, num_outputs=None) for m in ev["models"]]
+        items, sources = grade(ev)
+        assert sources["lab1-2"]["notebook"] == "experiments.ipynb"
+        assert items["lab1-2-ran"].status == "manual" and "could not name (`tensordataset`)" in items["lab1-2-ran"].message
+        assert "part-from-text" in items["_flags"]
+    # clues that disagree (an 11-output model, CIFAR-10's classes printed): the TA's too
+    items, sources = grade(_cached_arrays(11, {c: 0.4 for c in CIFAR10_CLASSES}))
+    assert sources["lab1-2"]["notebook"] == "experiments.ipynb" and items["lab1-2-ran"].status == "manual"

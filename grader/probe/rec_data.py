@@ -9,7 +9,8 @@ ConcatDataset's `datasets`, a student class holding an ImageFolder).
 
 Runs inside the kernel as `_dllab_probe_data`; see recorder.py for the rules. Records go
 into the registry of the torch part (rec_torch.py), which also reads `active` to tie a
-model's forward passes to the loader they came from.
+model's forward passes to the loader they came from: the one iterated most recently, until
+its iterator runs out (a dataset whose batches only fed a statistic is not trained on).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def patch():
     if getattr(dm, "DataLoader", None) is not None:
         _t.wrap(dm.DataLoader, "__init__", _t.make_init(_record_loader))
         _t.wrap(dm.DataLoader, "__iter__", _make_iter)
+        if getattr(dm, "_BaseDataLoaderIter", None) is not None:
+            _t.wrap(dm._BaseDataLoaderIter, "__next__", _make_next)
     for name in ("torchvision.transforms.transforms", "torchvision.transforms.v2._misc"):
         norm = getattr(m.get(name), "Normalize", None)
         if isinstance(norm, type):
@@ -81,9 +84,19 @@ def patch():
 def _make_iter(orig):
     def __iter__(self):
         it = orig(self)
-        _core.guarded("loader-iter", _note_iter, self)
+        _core.guarded("loader-iter", _note_iter, self, it)
         return it
     return __iter__
+
+
+def _make_next(orig):
+    def __next__(self):
+        try:
+            return orig(self)
+        except StopIteration:
+            _core.guarded("loader-end", _note_end, self)
+            raise
+    return __next__
 
 
 # ---------------------------------------------------------------- datasets and Normalize
@@ -321,7 +334,16 @@ def _record_loader(dl):
         "drop_last": getattr(dl, "drop_last", None)}, dataset=drec.ref, split=drec.split)
 
 
-def _note_iter(dl):
+def _note_iter(dl, it):
     rec = _t.lookup(dl) or _record_loader(dl)
     _t.active["loader"] = rec
+    _t.active["iter"] = id(it)  # not the iterator itself: holding it would keep its workers alive
     _t.active["serial"] += 1
+
+
+def _note_end(it):
+    """The loader being iterated ran out: forward passes after it (a smoke test on random
+    input after computing Food-11's mean and std) are no batch of its dataset reaching a model."""
+    if _t.active.get("iter") == id(it):
+        _t.active.update(loader=None, iter=None)
+        _t.active["serial"] += 1

@@ -73,7 +73,7 @@ FLAG_TEXT = {
                              "not confirm from what it checked itself (the captured output, the trained model, the "
                              "test transform); a TA will look at it"),
     "part-from-text": ("a notebook was taken for a part from its text only, because its run recorded no work on the "
-                       "part's dataset; its items wait for a TA"),
+                       "part's dataset (or trained on data the grader could not name); its items wait for a TA"),
     "host-budget": ("a notebook's run wrote more than the grader keeps on disk per notebook; its largest files "
                     "(figures first) were not kept, and items that needed them wait for a TA"),
     **INTAKE_FLAG_TEXT,

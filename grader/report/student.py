@@ -65,9 +65,9 @@ FLAG_TEXT = {
                    "over the limit were not run (those the lab's parts name ran first)",
     "submission-time": "the submission's runs used up the total time the lab allows one submission; later runs "
                        "were not started, or were stopped at the time left",
-    "unconfirmed-evidence": ("the run's record claims a figure, a training run or a normalization the grader could "
-                             "not confirm from what it checked itself (the captured output, the trained model, the "
-                             "test transform); a TA will look at it"),
+    "unconfirmed-evidence": ("the run's record claims a figure, a training run or a normalization, or the notebook "
+                             "printed a test accuracy, that the grader could not confirm from what it checked itself "
+                             "(the captured output, the trained model, the test transform); a TA will look at it"),
     "part-from-text": ("a notebook was taken for a part from its text only, because its run recorded no work on the "
                        "part's dataset; its items wait for a TA"),
     **INTAKE_FLAG_TEXT,

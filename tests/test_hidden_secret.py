@@ -92,3 +92,12 @@ def test_an_honest_model_is_almost_never_flagged_and_a_memorizer_always_is() -> 
     partial = _flag_rate(66, 66, 0.63, 0.38)  # the tester's partial memorizer: 66 images cannot tell
     assert 0.3 < partial < 0.6, partial
     assert _flag_rate(220, 220, 0.63, 0.38) > 0.98  # Food-11 small: caught
+
+
+def test_making_the_datasets_readable_for_the_sandbox_keeps_the_hidden_split_private(tmp_path: Path) -> None:
+    from grader.demo import _world_readable
+
+    synth(tmp_path, size="tiny", seed=0, names=["mnist"])
+    _world_readable(tmp_path)
+    assert stat.S_IMODE((tmp_path / "MNIST").stat().st_mode) & 0o005 == 0o005
+    assert stat.S_IMODE((tmp_path / HIDDEN_DIR).stat().st_mode) == 0o700

@@ -51,7 +51,8 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     for name, folder in made.items():
         print(f"{name:9s} {folder}")
     _info(f"stand-in datasets ({args.size}, seed {args.seed}) written under {args.out}; grader-only hidden "
-          f"test splits under {args.out / 'dllab-hidden'} (never mount or hand out that folder)")
+          f"test splits under {args.out / 'dllab-hidden'}, drawn from a secret, not the seed (never mount or hand out "
+          f"that folder, and keep it: it cannot be made again)")
     return 0
 
 

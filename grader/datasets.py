@@ -360,7 +360,8 @@ def synth(out: Path, *, size: str = "small", seed: int = 0, names: Sequence[str]
     `size` is "tiny" (tests: seconds), "small" (under a minute) or "full" (the real image
     counts). The same `seed` gives byte-identical files. An existing non-empty dataset
     folder is refused unless `overwrite`. With `hidden`, each verified dataset also gets a
-    grader-only hidden test split under `out/dllab-hidden/` (grader.hidden_split).
+    grader-only hidden test split under `out/dllab-hidden/` (grader.hidden_split), drawn from a
+    secret: it differs on every synth, whatever `seed`.
     """
     if size not in SIZES:
         raise DatasetError(f"unknown dataset size {size!r}: expected one of {', '.join(SIZES)}")
@@ -385,7 +386,7 @@ def synth(out: Path, *, size: str = "small", seed: int = 0, names: Sequence[str]
     if hidden:
         from grader.hidden_split import synth_hidden
 
-        synth_hidden(Path(out), size=size, seed=seed, names=names, overwrite=overwrite)
+        synth_hidden(Path(out), size=size, names=names, overwrite=overwrite)  # from a secret, not `seed`
     return result
 
 

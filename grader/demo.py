@@ -20,8 +20,10 @@ Log = Callable[[str], None]
 
 
 def _world_readable(root: Path) -> None:
-    """The sandbox runs student code as another uid when the grader is root."""
+    """The sandbox runs student code as another uid when the grader is root. The grader-only
+    hidden splits (`dllab-hidden/`, grader.hidden_split) stay 0700: only the grader reads them."""
     for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d != "dllab-hidden"]  # grader.hidden_split.HIDDEN_DIR
         for name in dirnames + filenames:
             p = Path(dirpath, name)
             mode = p.lstat().st_mode

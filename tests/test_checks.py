@@ -106,16 +106,19 @@ def test_accuracy_against_reference_band() -> None:
              "optimizers": [{"type": "SGD", "steps": 1000, "model": "net"}],
              "training": [{"cell": 4, "model": "net", "dataset": "cifar10", "split": "train", "samples": 2000,
                            "batches": 500, "dataset_length": 2000}] * 2}
-    assert run_check("accuracy_vs_reference", ctx(ev(metrics=full_metrics(0.58), **probe), reference=ref),
+    # the accuracy judged is the measured one (issue 13 B: a printed one alone goes to a TA)
+    def measured(acc: float, **kw) -> dict:
+        return ev(metrics=full_metrics(acc), verified={"test_accuracy": acc}, **kw)
+
+    assert run_check("accuracy_vs_reference", ctx(measured(0.58, **probe), reference=ref),
                      {"floor": 0.2}).status == "pass"
-    out = run_check("accuracy_vs_reference", ctx(ev(metrics=full_metrics(0.35), **probe), reference=ref),
-                    {"floor": 0.2})
+    out = run_check("accuracy_vs_reference", ctx(measured(0.35, **probe), reference=ref), {"floor": 0.2})
     assert out.status == "partial" and out.fraction == pytest.approx(0.15 / 0.35, abs=1e-4)
-    assert run_check("accuracy_vs_reference", ctx(ev(metrics=full_metrics(0.1), **probe), reference=ref),
+    assert run_check("accuracy_vs_reference", ctx(measured(0.1, **probe), reference=ref),
                      {"floor": 0.2}).status == "fail"
     # How long the student trained is unknown (no probe): below the band is not failed on a guess
     # (this case was `partial` before issue 12 L).
-    out = run_check("accuracy_vs_reference", ctx(ev(metrics=full_metrics(0.35)), reference=ref), {"floor": 0.2})
+    out = run_check("accuracy_vs_reference", ctx(measured(0.35), reference=ref), {"floor": 0.2})
     assert out.status == "manual" and "could not see how long you trained" in out.message
 
 

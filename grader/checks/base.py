@@ -28,7 +28,9 @@ KNOWN_NAMES: dict[str, str] = {"imagenet": "ImageNet's", "cifar10": "CIFAR-10's"
 
 UNCONFIRMED = "unconfirmed-evidence"
 """Flag of an item that went to a TA because the probe's record of it (which student code can
-forge) was not corroborated by anything the host checked itself (grader.corroborate)."""
+forge) was not corroborated by anything the host checked itself (grader.corroborate), or because
+the accuracy it judges was only printed: the grader ran the notebook but could not measure the
+model itself (grader.checks.metrics)."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping
 
-from grader.checks.base import CLASSES, CheckContext, Outcome, fmt_pct, where
+from grader.checks.base import CLASSES, UNCONFIRMED, CheckContext, Outcome, fmt_pct, where
 from grader.checks.budget import reference_target, scaled_floor
 from grader.checks.training import (CHANCE_TOLERANCE, chance_level, finite, test_coverage, training_budget,
                                     untrained_outcome)
@@ -212,7 +212,9 @@ def accuracy_vs_reference(ctx: CheckContext, params: Mapping) -> Outcome:
     if (gate := _untrained(ctx, dataset, measured_counts=True)) is not None:
         return gate
     outcome = _accuracy_outcome(ctx, params, dataset)
-    _, source, ev = _accuracy(ctx)
+    acc, source, ev = _accuracy(ctx)
+    if source == "printed" and ev is not None and acc is not None and _executed(ev):
+        return _unverified(ev, acc, outcome)
     if source == "hidden" and ev is not None:
         # Graded on the hidden split (what the model does on images it never saw), flagged for
         # the TA; full points for a model that may have learned the test split wait for a TA.
@@ -223,6 +225,26 @@ def accuracy_vs_reference(ctx: CheckContext, params: Mapping) -> Outcome:
                            outcome.evidence, flags=(*outcome.flags, "hidden-gap"), own_words=True)
         return replace(outcome, message=text, flags=(*outcome.flags, "hidden-gap"), own_words=True)
     return outcome
+
+
+def _executed(ev: Mapping) -> bool:
+    """Whether the grader ran this notebook (execute mode), so it could have measured the
+    model itself; in saved mode (nothing run) the printed numbers are all there is."""
+    return ev.get("mode", "execute") != "saved"
+
+
+def _unverified(ev: Mapping, printed: float, judged: Outcome) -> Outcome:
+    """An accuracy item in execute mode whose only accuracy is the printed one: the grader ran
+    the notebook but could not measure its model (the capture or the export failed, the model
+    could not be captured, the teardown timed out). A printed number is whatever the code
+    printed, so it earns nothing automatically, and nothing is failed either: a TA confirms it,
+    with what it would earn (`judged`, the outcome on the printed number) in the message."""
+    why = str((ev.get("verified") or {}).get("reason") or "no independent evaluation was made").rstrip(".")
+    would = judged.message.rstrip(".")
+    return Outcome("manual", 0.0, f"your printed test accuracy {fmt_pct(printed)} could not be verified ({why}), "
+                                  f"so it earns no points automatically and a TA confirms it; judged on the "
+                                  f"printed number: {would}.", judged.evidence or (where(ev),), flags=(UNCONFIRMED,),
+                   own_words=True)
 
 
 def _accuracy_outcome(ctx: CheckContext, params: Mapping, dataset: str | None) -> Outcome:

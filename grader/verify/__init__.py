@@ -47,6 +47,7 @@ from grader.verify.host import (
                                 HIDDEN_Z,
                                 _block,
                                 check_result,
+                                gap_flagged,
                                 gap_test,
                                 hidden_block,
                                 teardown_source,
@@ -58,6 +59,6 @@ from grader.verify.spec import NotVerified, read_spec, transform_text, validate_
 from grader.verify.spec import NotVerified as _NotVerified
 from grader.verify.spec import step as _step
 
-__all__ = ["HIDDEN_MIN_GAP", "HIDDEN_Z", "NotVerified", "_NotVerified", "_block", "_eval_build_transform",
+__all__ = ["HIDDEN_MIN_GAP", "HIDDEN_Z", "NotVerified", "_NotVerified", "_block", "gap_flagged", "_eval_build_transform",
            "_step", "check_result", "evaluator_source", "gap_test", "hidden_block", "plan", "read_spec",
            "teardown_source", "transform_text", "valid_parameters", "validate_spec", "verify_run"]

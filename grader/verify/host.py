@@ -52,7 +52,13 @@ HIDDEN_MIN_GAP = 0.10
 """Visible minus hidden accuracy (fraction) from which a gap can be flagged ..."""
 HIDDEN_Z = 3.0
 """... when a one-sided two-proportion z-test also gives z at least this (p < 0.0014): an
-honest model scores the same on two samples of one distribution, up to sampling noise."""
+honest model scores the same on two samples of one distribution, up to sampling noise.
+Exactly (binomial, worst accuracy 10..95 %), an honest model is flagged at most 0.14 % of the
+time with 66 images on each side (Food-11 tiny), 0.08 % with 500 (CIFAR-10 tiny), ~0 from
+2000. A full memorizer (100 % visible, 38 % hidden) is flagged every time at every size; a
+partial one (63 % against 38 %) 44 % of the time with 66 images, 99 % with 220 (small), always
+at real sizes. A lower z buys little at 66 images (z 2.58: 64 % caught, 0.57 % false alarms),
+since the visible accuracy itself is only known to about 6 points there."""
 
 
 def teardown_source() -> str:
@@ -326,7 +332,14 @@ def hidden_block(visible: Split, visible_preds: Sequence[int], held: Split | Non
     return {"hidden_accuracy": round(h[0] / h[1], 4), "hidden_n": h[1],
             "hidden_per_class_accuracy": {classes[i]: round(c / t, 4) for i, (c, t) in enumerate(kept) if t},
             "hidden_gap": round(gap, 4), "hidden_z": round(z, 2) if math.isfinite(z) else 99.0,
-            "hidden_gap_flagged": bool(gap >= HIDDEN_MIN_GAP and z >= HIDDEN_Z)}
+            "hidden_gap_flagged": gap_flagged(v, h)}
+
+
+def gap_flagged(visible: tuple[int, int], hidden: tuple[int, int]) -> bool:
+    """Whether the visible accuracy is far enough above the hidden one, (correct, total) each,
+    to flag: at least HIDDEN_MIN_GAP (a fraction) and HIDDEN_Z in `gap_test`."""
+    gap, z = gap_test(visible, hidden)
+    return gap >= HIDDEN_MIN_GAP and z >= HIDDEN_Z
 
 
 def _block(job_spec: Mapping[str, Any], job: Mapping[str, Any], visible: Split, preds: Sequence[int], *,

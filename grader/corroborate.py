@@ -202,9 +202,14 @@ def histogram_disagrees(hist: Mapping[str, Any], stats: Sequence[Mapping[str, An
     if not (isinstance(counts, list) and isinstance(edges, list) and counts and len(edges) == len(counts) + 1
             and quantiles_ok):
         return "the record holds no bars to compare"
-    got_bars = np.asarray(counts, dtype=np.float64)
-    e = np.asarray(edges, dtype=np.float64)
-    if got_bars.sum() <= 0 or np.any(np.diff(e) < 0):
+    try:  # grader.evidence bounds a record's numbers; evidence.json from before it did not
+        got_bars = np.asarray(counts, dtype=np.float64)
+        e = np.asarray(edges, dtype=np.float64)
+    except (OverflowError, TypeError, ValueError):
+        return "its bars are not numbers the grader can compare"
+    if not (np.isfinite(got_bars).all() and np.isfinite(e).all()) or np.any(got_bars < 0):
+        return "its bars are not finite non-negative counts"
+    if got_bars.sum() <= 0 or np.any(np.diff(e) <= 0):
         return "its bars are empty or out of order"
     want_bars = sum(_rebuilt_bars(s, e) for s in stats)
     if want_bars.sum() <= 0:

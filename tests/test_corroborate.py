@@ -323,3 +323,54 @@ def test_forged_probe_records_earn_nothing_in_a_real_run(tiny_datasets: Path, tm
     assert grade["bonus"]["points"] == 0 and "unconfirmed-evidence" in grade["flags"]
     # issue 13 I: its code reads Food-11's folder, but its run trained nothing on Food-11
     assert all(i["points"] == 0 and i["status"] != "pass" for i in items.values() if i["id"].startswith("lab1-2"))
+
+
+# ---------------------------------------------------------------- forged numbers (T13_2 #5)
+
+
+@pytest.mark.parametrize("forge", ["huge-count", "inf-edge", "negative-count", "edges-not-increasing",
+                                   "huge-n", "inf-lr"])
+def test_forged_numbers_are_dropped_as_invalid_never_a_crash(forge: str, tmp_path: Path) -> None:
+    """Raw lines appended to the probe's events file with numbers the host cannot compute with
+    (T13_2 #5: counts [10**400, ...] crashed corroborate with OverflowError; `1e400` parses to inf):
+    the event is dropped and counted, the rest is read."""
+    from grader.evidence import read_events, validate_event
+
+    w = values(handout_net(), "conv1.weight")
+    hist = {"source": "hist", **hist_record(w, []), "subjects": [{"param": "conv1.weight"}]}
+    fig = {"id": 7, "t": 1.0, "cell": 3, "kind": "figure", "trigger": "show", "fig_kind": "histogram", "n_axes": 1,
+           "axes": [{"kind": "histogram", "hists": [hist]}]}
+    opt = {"id": 8, "t": 1.0, "cell": 3, "kind": "optimizer", "type": "SGD", "module": "torch.optim", "lr": 0.1}
+    assert validate_event(json.loads(json.dumps(fig)))["axes"][0]["hists"][0]["n"] == w.size
+    line = json.dumps(fig)
+    if forge == "huge-count":
+        hist["counts"] = [10**400] + hist["counts"][1:]
+    elif forge == "inf-edge":
+        line = None
+        text = json.dumps(fig).replace(json.dumps(hist["edges"][0]), "-1e400", 1)
+    elif forge == "negative-count":
+        hist["counts"] = [-5] + hist["counts"][1:]
+    elif forge == "edges-not-increasing":
+        hist["edges"] = list(reversed(hist["edges"]))
+    elif forge == "huge-n":
+        hist["n"] = 10**30
+    else:
+        line = None
+        text = json.dumps(opt).replace("0.1", "1e400")
+    if line is not None:
+        text = json.dumps(fig)
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(opt if forge != "inf-lr" else fig) + "\n" + text + "\n")
+    events, warnings = read_events(path)
+    assert len(events) == 1 and any("event dropped" in w_ for w_ in warnings), warnings
+
+
+def test_histogram_disagrees_never_raises_on_bad_numbers() -> None:
+    """Evidence written before the bounds (a rescore of an old evidence.json) still cannot crash the host."""
+    net = handout_net()
+    stats = [param_summary(values(net, "conv1.weight"))]
+    rec = hist_record(values(net, "conv1.weight"), ["conv1.weight"])
+    for counts, edges in (([10**400] + rec["counts"][1:], rec["edges"]),
+                          (rec["counts"], [float("nan")] + rec["edges"][1:]),
+                          (rec["counts"], [float("-inf")] + rec["edges"][1:])):
+        assert histogram_disagrees(dict(rec, counts=counts, edges=edges), stats)

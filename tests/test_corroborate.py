@@ -81,7 +81,8 @@ def test_histogram_claims_without_the_models_parameters_go_to_a_ta() -> None:
 
 
 @pytest.mark.parametrize("case", ["not-verified", "initial-weights", "other-layer", "not-shown",
-                                  "not-a-histogram", "bars-reshuffled"])
+                                  "not-a-histogram", "bars-reshuffled", "jpeg-unclassified", "one-bar",
+                                  "two-bars"])
 def test_uncorroborated_histograms_are_manual_never_pass_or_fail(case: str) -> None:
     net = handout_net()
     fig = histogram_figure(net, every_param())
@@ -96,6 +97,14 @@ def test_uncorroborated_histograms_are_manual_never_pass_or_fail(case: str) -> N
         fig["host"] = {"images": 0, "histogram": None}
     elif case == "not-a-histogram":  # the cell shows an image whose pixels are a line chart
         fig["host"] = {"images": 1, "histogram": False}
+    elif case == "jpeg-unclassified":  # T13_2 #3: a JPEG (or SVG) the host's pixels cannot classify
+        fig["host"] = {"images": 1, "histogram": None}
+    elif case in ("one-bar", "two-bars"):  # T13_2 #3: counts=[n] agrees with any parameter's summary
+        for rec in fig["hists"]:
+            k = 1 if case == "one-bar" else 2
+            e = np.linspace(rec["min"], rec["max"], k + 1)
+            rec["counts"] = [int(c) for c in np.histogram(values(net, rec["subjects"][0][4:]), bins=e)[0]]
+            rec["edges"] = [float(x) for x in e]
     elif case == "bars-reshuffled":  # right size, range, mean and spread; another shape
         rec = fig["hists"][4]  # fc1.weight: uniform at initialisation; these bars put it all in the middle
         rec["counts"] = [0] * 20 + [rec["n"]] + [0] * (len(rec["counts"]) - 21)
@@ -233,6 +242,50 @@ def test_mark_run_reads_the_captured_outputs_of_the_cells_records_name() -> None
     assert [o["host_output"] for o in e["optimizers"]] == [True, False, False]
     assert [n["host_output"] for n in e["normalization"]] == [True, False]
     assert cell_outputs(nb)[3]["text"].startswith("epoch 1")
+
+
+def _png(kind: str) -> str:
+    import base64
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(4, 3))
+    if kind == "hist":
+        plt.hist(np.random.default_rng(0).normal(size=2000), bins=30)
+    else:
+        plt.plot(np.arange(20), np.sin(np.arange(20) / 3.0))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_mark_run_classifies_what_the_items_need_beyond_the_first_images() -> None:
+    """T13_2 #3: a histogram after five line charts in its cell, and more than twenty histogram
+    cells, are still classified (a verdict of None no longer counts); a JPEG is not classified."""
+    from grader.corroborate import MAX_PIXEL_CHECKS
+    from grader.samples import notebook
+    from grader.saved_images import looks_like_histogram
+
+    hist, line = _png("hist"), _png("line")
+    import base64
+    assert looks_like_histogram(base64.b64decode(hist)) is True and looks_like_histogram(base64.b64decode(line)) is False
+    cells = 25
+    nb = notebook(*["plt.show()"] * cells, title="t")
+    for k in range(cells):
+        outs = [nbformat.v4.new_output("display_data", data={"image/png": line}) for _ in range(5 if k == 0 else 0)]
+        if k == cells - 1:
+            outs = [nbformat.v4.new_output("display_data", data={"image/jpeg": hist})]
+        else:
+            outs.append(nbformat.v4.new_output("display_data", data={"image/png": hist}))
+        nb.cells[k + 1].update(execution_count=k + 1, outputs=outs)
+    e = ev(figures=[{"cell": k + 1, "kind": "histogram", "subjects": ["net.conv1.weight"]} for k in range(cells)])
+    mark_run(e, nb)
+    verdicts = [f["host"]["histogram"] for f in e["figures"]]
+    assert verdicts == [True] * (cells - 1) + [None] and cells + 5 < MAX_PIXEL_CHECKS
 
 
 # ---------------------------------------------------------------- the attack, run for real

@@ -24,8 +24,12 @@ def _uncorroborated(ev: Mapping, f: Mapping, subject: str) -> str | None:
         # notebooks accepts; the message says so.
         return None if f.get("attributed") == "static" else "the saved notebook's code does not say what it shows"
     if not figure_captured(f):
-        if (f.get("host") or {}).get("images"):
+        host = f.get("host") or {}
+        if host.get("images") and host.get("histogram") is False:
             return "the image the grader captured in that cell's output is not a histogram"
+        if host.get("images"):
+            return ("the grader could not recognize a histogram in the image it captured in that cell's output "
+                    "(only a PNG chart is read)")
         return "the notebook's output of that cell, as the grader captured it, shows no such image"
     params = parameters_of(ev.get("verified"))
     if params is None:

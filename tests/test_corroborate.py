@@ -215,6 +215,29 @@ def test_normalize_counts_only_in_the_verified_test_transform() -> None:
     assert run_check("normalization", ctx(cifar, dataset="food11"), params).status == "manual"
 
 
+def test_a_verified_transform_with_other_constants_beats_the_probe_records() -> None:
+    """T13_2 #4: trained and tested with ImageNet's statistics, then a Normalize with Food-11's
+    own fed to a model once (a separate validation loader) or only emitted, loss printed: the
+    verified test transform says what the model saw, so no bonus; without a Normalize in it, a TA."""
+    mean, std = [0.581, 0.449, 0.331], [0.21, 0.2, 0.19]
+    params = {"dataset": "food11", "tolerance": 0.02}
+    fed = {"mean": mean, "std": std, "dataset": "food11", "applied": True, "cell": 7, "reached_model": True,
+           "fed_cells": [7], "host_output": True}
+    imagenet = food_verified([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    out = run_check("normalization", ctx(ev(normalization=[fed], verified=imagenet), dataset="food11"), params)
+    assert out.status == "fail" and "imagenet" in out.message.lower(), out
+    other = food_verified([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])  # the same kind: constants of one's own making
+    out = run_check("normalization", ctx(ev(normalization=[fed], verified=other), dataset="food11"), params)
+    assert out.status == "fail", out
+    plain = dict(imagenet, transform="Resize(size=[32, 32]) | ToTensor()")
+    out = run_check("normalization", ctx(ev(normalization=[fed], verified=plain), dataset="food11"), params)
+    assert out.status == "manual" and out.fraction == 0 and "does not include it" in out.message, out
+    # another notebook's verified transform does not decide for this one (the bonus in a notebook of its own)
+    bonus = ev(path="bonus.ipynb", normalization=[fed])
+    out = run_check("normalization", ctx(ev(verified=imagenet), bonus, dataset="food11"), params)
+    assert out.status == "pass", out
+
+
 def test_verified_normalizers_reads_text_and_steps() -> None:
     v = food_verified([0.5, 0.4, 0.3], [0.2, 0.2, 0.2])
     assert verified_normalizers(v) == [([0.5, 0.4, 0.3], [0.2, 0.2, 0.2])]

@@ -103,9 +103,17 @@ def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
                                         f"reproduced your predictions with.", (where(ev, ev["verified"].get("cell")),))
     used = [(ev, n) for ev in ctx.all_evidence for n in ev.get("normalization") or []
             if n.get("dataset") in (dataset, None) and n.get("mean") and n.get("std")]
-    claimed = [(ev, n) for ev, n in used if own(n)]
+
+    def verified_here(ev: Mapping) -> list | None:  # the Normalizes of this notebook's own verified test transform
+        return verified_normalizers(ev.get("verified")) if (ev.get("verified") or {}).get("dataset") == dataset \
+            else None
+
+    # A notebook whose verified test transform normalizes with other constants says what its
+    # model saw: its probe records of a Normalize (a separate loader, or forged) earn nothing.
+    claimed = [(ev, n) for ev, n in used if own(n) and not verified_here(ev)]
     for ev, n in claimed:  # the probe's hint that it fed a model, and the host's capture of that run
-        if n.get("applied", True) and n.get("dataset") == dataset and n.get("reached_model") and n.get("host_output"):
+        if verified_here(ev) is None and n.get("applied", True) and n.get("dataset") == dataset \
+                and n.get("reached_model") and n.get("host_output"):
             return Outcome("pass", 1.0, f"normalized with {dataset}'s own mean and std ({_vec(n['mean'])}, "
                                         f"{_vec(n['std'])}), in the transform of the data your model trained or "
                                         f"was tested on.", (where(ev, n.get("cell")),))
@@ -114,7 +122,7 @@ def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
         how = ("seen in a dataset's transform" + (" feeding a model" if n.get("reached_model") else "")
                if n.get("applied", True) else "created, but not seen in any dataset's transform")
         if checked:
-            cev, found = checked[0]
+            cev, found = next(((e, f) for e, f in checked if e is ev), checked[0])
             why = (f"the test transform the independent evaluation reproduced your predictions with "
                    f"({cev['verified'].get('transform')}) does not include it")
         else:

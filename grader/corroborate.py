@@ -116,7 +116,8 @@ def mark_run(ev: dict[str, Any], nb: Mapping[str, Any]) -> None:
     """Adds to an executed notebook's evidence, in place, what the host captured of the cells
     its probe records name: `figures[].host = {"images": n, "histogram": bool|None}` (images the
     cell showed; whether one looks like a histogram, None when the pixels cannot tell),
-    `optimizers[].host_output` (a cell it stepped in printed a metric line or showed an image)
+    `optimizers[].host_output` (a cell it stepped in printed a metric line or showed an image,
+    or a later cell showed a line chart as a PNG: `host_chart`, its In[n])
     and `normalization[].host_output` (the same, of a cell where its data reached a model)."""
     captured = cell_outputs(nb)
     figures = [f for f in ev.get("figures") or [] if isinstance(f, dict)]
@@ -144,10 +145,19 @@ def mark_run(ev: dict[str, Any], nb: Mapping[str, Any]) -> None:
         seen = captured.get(f.get("cell")) if isinstance(f.get("cell"), int) else None
         histogram = looked.get(f["cell"]) if seen and f.get("kind") == "histogram" else None
         f["host"] = {"images": seen["images"] if seen else 0, "histogram": histogram}
+    # Cells where the host captured a line chart as a PNG: a training loop that prints nothing
+    # and stores its losses, plotted in a later cell, shows its run there.
+    charts = sorted({f["cell"] for f in figures if f.get("kind") == "line" and isinstance(f.get("cell"), int)
+                     and (captured.get(f["cell"]) or {}).get("pngs")})
     for key, cells in (("optimizers", "cells_stepped"), ("normalization", "fed_cells")):
         for rec in ev.get(key) or []:
-            shown = [captured.get(c) for c in rec.get(cells) or [] if isinstance(c, int)]
+            stepped = [c for c in rec.get(cells) or [] if isinstance(c, int)]
+            shown = [captured.get(c) for c in stepped]
             rec["host_output"] = any(s and (s["images"] or _METRIC_LINE.search(s["text"])) for s in shown)
+            if key == "optimizers" and not rec["host_output"] and stepped:
+                later = [c for c in charts if c > max(stepped)]
+                if later:
+                    rec["host_output"], rec["host_chart"] = True, later[0]
 
 
 # ---------------------------------------------------------------- comparisons

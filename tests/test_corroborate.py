@@ -394,7 +394,7 @@ def test_forged_probe_records_earn_nothing_in_a_real_run(tiny_datasets: Path, tm
     for item in ("lab1-1-weights", "lab1-3-experiments", "bonus-normalization"):
         assert items[item]["status"] == "manual" and items[item]["points"] == 0, (item, items[item])
     assert "could not confirm" in items["lab1-1-weights"]["message"]
-    assert "could not be confirmed" in items["lab1-3-experiments"]["message"]
+    assert "could not confirm" in items["lab1-3-experiments"]["message"]
     assert "could not confirm" in items["bonus-normalization"]["message"]
     assert grade["bonus"]["points"] == 0 and "unconfirmed-evidence" in grade["flags"]
     # issue 13 I: its code reads Food-11's folder, but its run trained nothing on Food-11
@@ -450,3 +450,32 @@ def test_histogram_disagrees_never_raises_on_bad_numbers() -> None:
                           (rec["counts"], [float("nan")] + rec["edges"][1:]),
                           (rec["counts"], [float("-inf")] + rec["edges"][1:])):
         assert histogram_disagrees(dict(rec, counts=counts, edges=edges), stats)
+
+
+def test_a_silent_training_loop_is_confirmed_by_the_chart_of_its_losses() -> None:
+    """T13_2 #6: an honest study whose loop prints nothing (losses stored, plotted in the next
+    cell) is confirmed by the line chart the host captured after it; a chart before the runs,
+    or none, leaves them to a TA with a neutral message."""
+    from grader.samples import notebook
+
+    line = _png("line")
+    nb = notebook("plt.plot(x)", "train(0.1)", "train(0.01)", "plt.plot(losses)", title="t")
+    nb.cells[1].update(execution_count=1, outputs=[nbformat.v4.new_output("display_data", data={"image/png": line})])
+    nb.cells[2].update(execution_count=2, outputs=[])
+    nb.cells[3].update(execution_count=3, outputs=[])
+    nb.cells[4].update(execution_count=4, outputs=[nbformat.v4.new_output("display_data", data={"image/png": line})])
+    study = runs_evidence([0.1, 0.01], cell=2)
+    study["optimizers"][1].update(cell=3, cells_stepped=[3])
+    for o in study["optimizers"]:
+        o.pop("host_output")
+    e = ev(**study, figures=[{"cell": 4, "kind": "line", "subjects": []}])
+    mark_run(e, nb)
+    assert [o["host_output"] for o in e["optimizers"]] == [True, True]
+    assert run_check("lr_study", ctx(e), {}).status == "pass"
+    early = ev(**json.loads(json.dumps(study)), figures=[{"cell": 1, "kind": "line", "subjects": []}])
+    mark_run(early, nb)
+    assert [o["host_output"] for o in early["optimizers"]] == [False, False]
+    out = run_check("lr_study", ctx(dict(early, figures=e["figures"])), {})
+    assert out.status == "manual" and out.fraction == 0
+    assert "could not confirm from the outputs it captured" in out.message and "A TA will check" in out.message
+    assert "not a finding against your work" in out.message

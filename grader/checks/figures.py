@@ -141,7 +141,8 @@ def _run_unconfirmed(ev: Mapping, o: Mapping) -> str | None:
     if o.get("weights_changed") is not True:
         return "no record shows its steps changed any weight"
     if not o.get("host_output"):
-        return "the cells where it stepped show no loss or accuracy in the output the grader captured"
+        return ("the grader found no loss or accuracy in the output it captured of the cells where it stepped, "
+                "nor a chart drawn after them")
     return None
 
 
@@ -195,15 +196,16 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
         what = []
         if doubts:
             ev, o, why = doubts[0]
-            what.append(f"{len(doubts)} optimizer run(s) ({', '.join(f'{r:g}' for r in claimed_rates) or 'rates as above'}"
-                        f"{'; schedules ' + ', '.join(claimed_scheds) if claimed_scheds else ''}) are recorded but "
-                        f"could not be confirmed: {why} ({where(ev, o.get('cell'))})")
+            what.append(f"the grader could not confirm from the outputs it captured {len(doubts)} optimizer run(s) "
+                        f"({', '.join(f'{r:g}' for r in claimed_rates) or 'rates as above'}"
+                        f"{'; schedules ' + ', '.join(claimed_scheds) if claimed_scheds else ''}): {why} "
+                        f"({where(ev, o.get('cell'))}); this is not a finding against your work")
         if unseen and not compared:
             what.append(f"a line chart is recorded in {', '.join(unseen[:3])} but the output the grader captured "
                         f"shows no image there")
         looked = tuple(dict.fromkeys([where(ev, o.get("cell")) for ev, o, _ in doubts] + unseen + compared))[:5]
-        return Outcome("manual", 0.0, "; ".join(found) + ". " + "; ".join(what) + ". A TA checks which settings "
-                                      "were really trained and compared.", looked, flags=(UNCONFIRMED,))
+        return Outcome("manual", 0.0, "; ".join(found) + ". " + "; ".join(what) + ". A TA will check which settings "
+                                      "were trained and compared.", looked, flags=(UNCONFIRMED,))
     notes = []
     if idle:
         notes.append(f"The {', '.join(idle)} scheduler was created but never stepped, so its decay never "

@@ -170,7 +170,8 @@ def test_honest_lr_study_passes_and_forged_runs_are_manual() -> None:
     assert out.flags == ("unconfirmed-evidence",)
 
 
-@pytest.mark.parametrize("change", ["no-training-pass", "weights-unchanged", "no-output", "chart-not-shown"])
+@pytest.mark.parametrize("change", ["no-training-pass", "weights-unchanged", "no-output", "chart-not-shown",
+                                    "no-data-no-name", "partly-forged"])
 def test_lr_runs_need_every_corroboration(change: str) -> None:
     study = runs_evidence((0.1, 0.01))
     figures = [line_figure()]
@@ -182,6 +183,12 @@ def test_lr_runs_need_every_corroboration(change: str) -> None:
     elif change == "no-output":
         for o in study["optimizers"]:
             o["host_output"] = False
+    elif change == "no-data-no-name":  # T13_2 #2: emitted training records carry no dataset, loader or name
+        for t in study["training"]:
+            t.update(dataset=None, loader=None, model=None)
+    elif change == "partly-forged":  # T13_2 #2 (1300003): a second optimizer emitted naming the first run's model
+        o = study["optimizers"][1]
+        o.update(model_ref=10, model_refs=[10], cell=7, cells_stepped=[7])
     else:
         figures = [line_figure(images=0)]
     out = run_check("lr_study", ctx(ev(**study, figures=figures)), {})
@@ -466,6 +473,7 @@ def test_a_silent_training_loop_is_confirmed_by_the_chart_of_its_losses() -> Non
     nb.cells[4].update(execution_count=4, outputs=[nbformat.v4.new_output("display_data", data={"image/png": line})])
     study = runs_evidence([0.1, 0.01], cell=2)
     study["optimizers"][1].update(cell=3, cells_stepped=[3])
+    study["training"][1]["cell"] = 3
     for o in study["optimizers"]:
         o.pop("host_output")
     e = ev(**study, figures=[{"cell": 4, "kind": "line", "subjects": []}])

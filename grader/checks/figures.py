@@ -136,8 +136,18 @@ def _run_unconfirmed(ev: Mapping, o: Mapping) -> str | None:
     refs = {r for r in o.get("model_refs") or [] if isinstance(r, int)}
     if not refs & {m.get("ref") for m in ev.get("models") or []}:
         return "no model the run recorded is trained by it"
-    if not refs & {t.get("model_ref") for t in ev.get("training") or [] if t.get("batches")}:
-        return "no training pass of its model was recorded"
+    # its own passes: in a cell where it stepped (an emitted optimizer naming the real model
+    # of another run, in a cell of its own, has none)
+    stepped = {c for c in o.get("cells_stepped") or [] if isinstance(c, int)}
+    passes = [t for t in ev.get("training") or [] if t.get("batches") and t.get("model_ref") in refs
+              and (not stepped or not isinstance(t.get("cell"), int) or t["cell"] in stepped)]
+    if not passes:
+        return "no training pass of its model was recorded in the cells where it stepped"
+    named = any(m.get("names") for m in ev.get("models") or [] if m.get("ref") in refs) \
+        or any(t.get("model") for t in passes)
+    if not named and not any(t.get("dataset") or t.get("loader") for t in passes):
+        # what a real loop leaves: a model bound to a name, batches from a loader of a dataset
+        return "its training recorded no dataset, no data loader and no named model"
     if o.get("weights_changed") is not True:
         return "no record shows its steps changed any weight"
     if not o.get("host_output"):

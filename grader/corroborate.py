@@ -5,12 +5,15 @@ file or call its `emit`: every record is a hint. An item earns points only when 
 the host captured or computed agrees with it:
 
 - a figure: the executed notebook, as the host's kernel client captured it, shows an image in
-  the cell the figure event names (a PNG written into the probe's folder is not enough);
+  the cell the figure event names (a PNG written into the probe's folder is not enough); for
+  a histogram, a PNG there whose pixels the host classifies as a histogram (a JPEG, an SVG or
+  an image it cannot classify goes to a TA);
 - a histogram of a parameter: its recorded size, range, mean, spread and bars agree with that
   parameter of the model the independent evaluator captured (`verified["parameters"]`, one
-  `param_summary` per parameter);
+  `param_summary` per parameter), in at least MIN_BARS bars;
 - a training run: the cell where its optimizer stepped printed or drew something the host
-  captured (a loss or accuracy line, an image);
+  captured (a loss or accuracy line, an image), or a later cell showed a line chart as a PNG
+  (a silent loop whose stored losses are plotted afterwards);
 - a Normalize: the test transform the evaluator reproduced the student's predictions with
   holds it (`verified["transform"]`), or the probe saw its data reach a model in cells whose
   captured output shows that model's loss or accuracy.

@@ -5,12 +5,15 @@ file or call its `emit`: every record is a hint. An item earns points only when 
 the host captured or computed agrees with it:
 
 - a figure: the executed notebook, as the host's kernel client captured it, shows an image in
-  the cell the figure event names (a PNG written into the probe's folder is not enough);
+  the cell the figure event names (a PNG written into the probe's folder is not enough); for
+  a histogram, a PNG there whose pixels the host classifies as a histogram (a JPEG, an SVG or
+  an image it cannot classify goes to a TA);
 - a histogram of a parameter: its recorded size, range, mean, spread and bars agree with that
   parameter of the model the independent evaluator captured (`verified["parameters"]`, one
-  `param_summary` per parameter);
+  `param_summary` per parameter), in at least MIN_BARS bars;
 - a training run: the cell where its optimizer stepped printed or drew something the host
-  captured (a loss or accuracy line, an image);
+  captured (a loss or accuracy line, an image), or a later cell showed a line chart as a PNG
+  (a silent loop whose stored losses are plotted afterwards);
 - a Normalize: the test transform the evaluator reproduced the student's predictions with
   holds it (`verified["transform"]`), or the probe saw its data reach a model in cells whose
   captured output shows that model's loss or accuracy.
@@ -43,14 +46,21 @@ rebuilt from the parameter's quantiles, once both are merged into at most COARSE
 quantiles place each value within 1/256 of the mass; the size, range, mean and spread are
 compared exactly before, so this catches data of the right summary but another shape."""
 COARSE_BARS = 16
+MIN_BARS = 5
+"""Fewest bars, and non-empty bars, a recorded histogram needs to be compared as a
+distribution: fewer say nothing beyond the size, range, mean and spread compared before
+(a one-bar record `counts=[n]` agrees with any parameter). A tensor of n < 15 values needs
+only ceil(n / 3) non-empty bars: 6 biases in plt.hist's 10 bars may leave bars empty."""
 MAX_PSEUDO = 4096
 STAT_TOLERANCE = 1e-3
 """Largest |recorded - computed| of min, max, mean and std, as a fraction of the parameter's
 range: both sides compute in float64 from the same float32 values."""
-MAX_PIXEL_CHECKS = 3
-"""Captured images per cell classified from their pixels (~0.1 s each)."""
-MAX_CELLS_LOOKED = 20
-"""Cells per run whose images are classified; beyond them a captured image counts unclassified."""
+MAX_PNGS_KEPT = 16
+"""Captured PNGs kept per cell for classification (a histogram may follow other images)."""
+MAX_PIXEL_CHECKS = 60
+"""Captured images per run classified from their pixels (~0.1 s each), a bound on host work:
+the cells of histogram figures that name a parameter come first, and a cell stops at its
+first histogram, so an honest run (one figure per layer or one grid) stays far below it."""
 _METRIC_LINE = re.compile(r"(?i)(loss|acc|accuracy|error|err|score|top-?1)\b[^\n]{0,80}?\d"
                           r"|\d[^\n]{0,80}?\b(loss|acc|accuracy)")
 
@@ -82,7 +92,7 @@ def _png(value: Any) -> bytes | None:
 
 def cell_outputs(nb: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
     """In[n] -> what the host captured of that cell: `{"images": int, "pngs": [bytes], "text": str}`
-    (text capped at 200 000 characters, at most MAX_PIXEL_CHECKS PNGs kept)."""
+    (text capped at 200 000 characters, at most MAX_PNGS_KEPT PNGs kept)."""
     cells = nb.get("cells") or []
     out: dict[int, dict[str, Any]] = {}
     for count, index in count_index(nb).items():
@@ -96,7 +106,7 @@ def cell_outputs(nb: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
             elif o.get("output_type") in ("display_data", "execute_result"):
                 if any(m in data for m in ("image/png", "image/jpeg", "image/svg+xml")):
                     images += 1
-                    if "image/png" in data and len(pngs) < MAX_PIXEL_CHECKS:
+                    if "image/png" in data and len(pngs) < MAX_PNGS_KEPT:
                         png = _png(data["image/png"])
                         if png:
                             pngs.append(png)
@@ -109,37 +119,62 @@ def mark_run(ev: dict[str, Any], nb: Mapping[str, Any]) -> None:
     """Adds to an executed notebook's evidence, in place, what the host captured of the cells
     its probe records name: `figures[].host = {"images": n, "histogram": bool|None}` (images the
     cell showed; whether one looks like a histogram, None when the pixels cannot tell),
-    `optimizers[].host_output` (a cell it stepped in printed a metric line or showed an image)
+    `optimizers[].host_output` (a cell it stepped in printed a metric line or showed an image,
+    or a later cell showed a line chart as a PNG: `host_chart`, its In[n])
     and `normalization[].host_output` (the same, of a cell where its data reached a model)."""
     captured = cell_outputs(nb)
+    figures = [f for f in ev.get("figures") or [] if isinstance(f, dict)]
+    # The cells whose histogram figures name a parameter are what the items need: classified
+    # first; a cell's verdict is True at its first PNG that looks like a histogram, False when
+    # every image it showed is a PNG that does not, None when that is not known (a JPEG or
+    # SVG, or the run's budget of pixel checks spent): only True corroborates.
+    wanted = sorted({f["cell"] for f in figures if f.get("kind") == "histogram" and isinstance(f.get("cell"), int)
+                     and f["cell"] in captured}, key=lambda c: not any(
+        f.get("cell") == c and f.get("subjects") for f in figures))
     looked: dict[int, bool | None] = {}
-    for f in ev.get("figures") or []:
+    budget = MAX_PIXEL_CHECKS
+    for cell in wanted:
+        seen, verdicts = captured[cell], []
+        for png in seen["pngs"]:
+            if budget <= 0:
+                break
+            budget -= 1
+            verdicts.append(looks_like_histogram(png))
+            if verdicts[-1] is True:
+                break
+        looked[cell] = True if True in verdicts else (
+            False if verdicts and all(v is False for v in verdicts) and len(verdicts) == seen["images"] else None)
+    for f in figures:
         seen = captured.get(f.get("cell")) if isinstance(f.get("cell"), int) else None
-        histogram = None
-        if seen and f.get("kind") == "histogram" and (f["cell"] in looked or len(looked) < MAX_CELLS_LOOKED):
-            if f["cell"] not in looked:
-                verdicts = [looks_like_histogram(p) for p in seen["pngs"]]
-                looked[f["cell"]] = True if True in verdicts else (
-                    False if verdicts and all(v is False for v in verdicts) and len(verdicts) == seen["images"]
-                    else None)
-            histogram = looked[f["cell"]]
+        histogram = looked.get(f["cell"]) if seen and f.get("kind") == "histogram" else None
         f["host"] = {"images": seen["images"] if seen else 0, "histogram": histogram}
+    # Cells where the host captured a line chart as a PNG: a training loop that prints nothing
+    # and stores its losses, plotted in a later cell, shows its run there.
+    charts = sorted({f["cell"] for f in figures if f.get("kind") == "line" and isinstance(f.get("cell"), int)
+                     and (captured.get(f["cell"]) or {}).get("pngs")})
     for key, cells in (("optimizers", "cells_stepped"), ("normalization", "fed_cells")):
         for rec in ev.get(key) or []:
-            shown = [captured.get(c) for c in rec.get(cells) or [] if isinstance(c, int)]
+            stepped = [c for c in rec.get(cells) or [] if isinstance(c, int)]
+            shown = [captured.get(c) for c in stepped]
             rec["host_output"] = any(s and (s["images"] or _METRIC_LINE.search(s["text"])) for s in shown)
+            if key == "optimizers" and not rec["host_output"] and stepped:
+                later = [c for c in charts if c > max(stepped)]
+                if later:
+                    rec["host_output"], rec["host_chart"] = True, later[0]
 
 
 # ---------------------------------------------------------------- comparisons
 
 
 def figure_captured(f: Mapping[str, Any]) -> bool:
-    """The host saw an image in the cell the figure event names (and, for a histogram, not
-    only images its pixels say are something else). Evidence from before this check: False."""
+    """The host saw an image in the cell the figure event names (and, for a histogram, a PNG
+    there that its pixels say is a histogram). Evidence from before this check: False."""
     host = f.get("host")
     if not isinstance(host, Mapping):
         return False
-    return bool(host.get("images")) and not (f.get("kind") == "histogram" and host.get("histogram") is False)
+    if f.get("kind") == "histogram":  # a PNG the host's pixels call a histogram; a JPEG, SVG or unsure one is not
+        return bool(host.get("images")) and host.get("histogram") is True
+    return bool(host.get("images"))
 
 
 def parameters_of(verified: Any) -> Mapping[str, Any] | None:
@@ -202,10 +237,19 @@ def histogram_disagrees(hist: Mapping[str, Any], stats: Sequence[Mapping[str, An
     if not (isinstance(counts, list) and isinstance(edges, list) and counts and len(edges) == len(counts) + 1
             and quantiles_ok):
         return "the record holds no bars to compare"
-    got_bars = np.asarray(counts, dtype=np.float64)
-    e = np.asarray(edges, dtype=np.float64)
-    if got_bars.sum() <= 0 or np.any(np.diff(e) < 0):
+    try:  # grader.evidence bounds a record's numbers; evidence.json from before it did not
+        got_bars = np.asarray(counts, dtype=np.float64)
+        e = np.asarray(edges, dtype=np.float64)
+    except (OverflowError, TypeError, ValueError):
+        return "its bars are not numbers the grader can compare"
+    if not (np.isfinite(got_bars).all() and np.isfinite(e).all()) or np.any(got_bars < 0):
+        return "its bars are not finite non-negative counts"
+    if got_bars.sum() <= 0 or np.any(np.diff(e) <= 0):
         return "its bars are empty or out of order"
+    filled = int(np.count_nonzero(got_bars))
+    if len(got_bars) < MIN_BARS or filled < min(MIN_BARS, math.ceil(int(sizes.sum()) / 3)):
+        return (f"its {len(got_bars)} bar(s), {filled} of them non-empty, are too few to show a distribution "
+                f"(at least {MIN_BARS} are needed)")
     want_bars = sum(_rebuilt_bars(s, e) for s in stats)
     if want_bars.sum() <= 0:
         return "none of the parameter's values fall inside its bars"

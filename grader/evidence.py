@@ -10,6 +10,7 @@ checks should treat them as strong hints, cross-checked by an independent evalua
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -28,10 +29,15 @@ MAX_PNG_BYTES = 8 * 2**20
 _MAX_LINE = 256 * 1024
 _STR_CAP = 4000
 _LIST_CAP = 2000
+MAX_INT = 2**53
+"""Largest |integer| in a record (ids, counts, sizes): exact as a float, so the host's float
+arithmetic on it never overflows nor rounds."""
+MAX_NUM = 1e300
+"""Largest |number| in a record: the host squares and sums them (means, spreads) in float64."""
 PNG_NAME = re.compile(r"fig-\d{4,6}\.png")
 
 # ---------------------------------------------------------------- schema
-# A spec is "int", "num", "str", "bool", "scalar" (any of those), ("opt", spec) (may be
+# A spec is "int", "count" (an int >= 0), "num" (finite), "str", "bool", "scalar" (any of those), ("opt", spec) (may be
 # null), ("list", spec), ("map", spec) (free string keys), ("either", spec, spec) or a dict
 # {key: spec} (known keys; every key may be absent).
 
@@ -43,8 +49,8 @@ _VALUE = ("opt", ("either", "scalar", ("list", ("opt", "scalar"))))
 _NUMS = ("opt", ("list", ("opt", "num")))
 _SUBJECT = {"param": "str", "model": _STR, "model_class": _STR, "model_ref": _INT,
             "match": "str", "grad": "bool"}
-_HIST = {"source": "str", "bins": _INT, "n": "int", "min": _NUM, "max": _NUM, "mean": _NUM,
-         "std": _NUM, "subjects": ("list", _SUBJECT), "counts": ("list", "int"),
+_HIST = {"source": "str", "bins": _INT, "n": "count", "min": _NUM, "max": _NUM, "mean": _NUM,
+         "std": _NUM, "subjects": ("list", _SUBJECT), "counts": ("list", "count"),
          "edges": ("list", "num")}
 _AXES = {"kind": "str", "title": _STR, "xlabel": _STR, "ylabel": _STR, "n_lines": "int",
          "n_images": "int", "hists": ("list", _HIST)}
@@ -121,13 +127,37 @@ def _check(value: Any, spec: Any, where: str, unknown: Counter) -> Any:
                 raise _Invalid(f"{where} is not an object")
             return {str(k)[:200]: _check(v, spec[1], f"{where}.*", unknown)
                     for k, v in list(value.items())[:200]}
-    ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-          "num": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_INT,
+          "count": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INT,
+          "num": _finite,
           "str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool),
-          "scalar": lambda v: isinstance(v, (int, float, str, bool))}[spec]
+          "scalar": lambda v: isinstance(v, (str, bool)) or _finite(v)}[spec]
     if not ok(value):
         raise _Invalid(f"{where} is not {spec}")
     return value[:_STR_CAP] if isinstance(value, str) else value
+
+
+def _finite(v: Any) -> bool:
+    """A JSON number the host may compute with: finite and within +-MAX_NUM (`1e400` parses
+    to inf, a 400-digit integer overflows float())."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    if isinstance(v, int):
+        return abs(v) <= MAX_INT
+    return math.isfinite(v) and abs(v) <= MAX_NUM
+
+
+def _check_hists(event: dict[str, Any]) -> None:
+    """A figure's recorded histograms must be bars: one more edge than counts, the edges
+    strictly increasing (the schema already made them finite and the counts non-negative)."""
+    for a in event.get("axes") or []:
+        for h in a.get("hists") or []:
+            counts, edges = h.get("counts"), h.get("edges")
+            if counts is None and edges is None:
+                continue
+            if counts is None or edges is None or len(edges) != len(counts) + 1 \
+                    or any(b <= a for a, b in zip(edges, edges[1:])):
+                raise _Invalid("figure.axes[].hists[] has edges that do not bound its counts in increasing order")
 
 
 def _reject_constant(name: str) -> None:
@@ -143,7 +173,10 @@ def validate_event(obj: Any, unknown: Counter | None = None) -> dict[str, Any]:
     if kind not in SCHEMAS:
         raise ValueError(f"unknown kind {str(kind)[:40]!r}")
     try:
-        return _check(obj, {**_COMMON, **SCHEMAS[kind]}, kind, unknown)
+        event = _check(obj, {**_COMMON, **SCHEMAS[kind]}, kind, unknown)
+        if kind == "figure":
+            _check_hists(event)
+        return event
     except _Invalid as exc:
         raise ValueError(str(exc)) from None
 

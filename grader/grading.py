@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from grader.checks import run_check
-from grader.checks.base import CheckContext, Outcome
+from grader.checks.base import UNCONFIRMED, CheckContext, Outcome
 from grader.rubric import Item, Rubric
 from grader.score import CheckResult
 from grader.sources import (
@@ -129,6 +129,13 @@ def _from_text(out: Outcome, ev: Mapping, part_id: str, dataset: str | None) -> 
     work on the part's dataset, see `grader.sources`): what it would earn goes to a TA."""
     if out.status not in ("pass", "partial"):
         return out
+    if ev.get("attributed") == "probe":
+        return Outcome("manual", 0.0, f"`{ev.get('path')}` was taken for {part_id} because the records of its run "
+                                      f"say it trained or evaluated on {dataset or 'the dataset'}, but the model "
+                                      f"the grader tested itself was evaluated on {ev.get('verified_on')}, and the "
+                                      f"grader could not confirm this from the outputs it captured; a TA will check "
+                                      f"this item ({out.status} from the records: {out.message})", out.evidence,
+                       tuple(dict.fromkeys((*out.flags, UNCONFIRMED))), own_words=True)
     unnamed = ", ".join(f"`{u}`" for u in ev.get("unnamed") or [])
     did = (f"its run trained or evaluated on data the grader could not name ({unnamed}) and nothing else it "
            f"showed says it was {dataset or 'the dataset'}" if unnamed else
@@ -182,7 +189,7 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
                                                tip + tuple(hint.evidence if hint else ()))
                 continue
             out = run_check(item.check, ctx, item.params or {}, rubric_dir=rubric.base_dir or Path("."))
-            if serving and serving[0].get("attributed") == "text" and item.check not in FILE_CHECKS:
+            if serving and serving[0].get("attributed") in ("text", "probe") and item.check not in FILE_CHECKS:
                 out = _from_text(out, serving[0], part_id, spec.dataset if spec else None)
             flags.update(out.flags)
             fraction = min(max(float(out.fraction), 0.0), 1.0)

@@ -227,8 +227,30 @@ def _candidates(spec: Any, specs: Sequence[Any], evidence: Sequence[Mapping[str,
             # taken by what its text names, not by what its run did: grading.run_checks credits
             # no item of the part from it alone (`unnamed`: the datasets the probe could not name)
             seen = dict(seen, attributed="text", unnamed=sorted((used or set()) - set(CLASS_SETS)))
+        elif (other := _verified_elsewhere(ev, spec.dataset)) and not _headed(ev, ids, spec, specs):
+            # only the probe's records (which the student's code can write) say it worked on the
+            # part's dataset, while the model the host evaluated itself was tested on another:
+            # taken, but every item goes to a TA (grading.run_checks)
+            seen = dict(seen, attributed="probe", verified_on=other)
         found.append(Candidate(ev, seen, ids, len(spec.patterns), marks(str(ev.get("path", "")))))
     return found
+
+
+def _verified_elsewhere(ev: Mapping[str, Any], dataset: str) -> str | None:
+    """The dataset the independent evaluation tested an executed notebook's captured model on,
+    when that is not `dataset`, else None."""
+    v = ev.get("verified") if isinstance(ev.get("verified"), Mapping) else {}
+    if ev.get("mode") == "execute" and isinstance(v.get("test_accuracy"), (int, float)) \
+            and isinstance(v.get("dataset"), str) and v["dataset"] != dataset:
+        return v["dataset"]
+    return None
+
+
+def _headed(ev: Mapping[str, Any], ids: Sequence[str], spec: Any, specs: Sequence[Any]) -> bool:
+    """Whether sections `ids` of `ev` are the part's by their own headings (not the records)."""
+    mine = tuple(spec.patterns)
+    return bool(ids) and all(section_owner(sec, specs) == mine and sec.get("headings")
+                             for sec in ev.get("sections") or [] if sec.get("id") in ids)
 
 
 def _works_on(ev: Mapping[str, Any], seen: Mapping[str, Any], ids: Sequence[str], spec: Any,

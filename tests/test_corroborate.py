@@ -81,7 +81,8 @@ def test_histogram_claims_without_the_models_parameters_go_to_a_ta() -> None:
 
 
 @pytest.mark.parametrize("case", ["not-verified", "initial-weights", "other-layer", "not-shown",
-                                  "not-a-histogram", "bars-reshuffled"])
+                                  "not-a-histogram", "bars-reshuffled", "jpeg-unclassified", "one-bar",
+                                  "two-bars"])
 def test_uncorroborated_histograms_are_manual_never_pass_or_fail(case: str) -> None:
     net = handout_net()
     fig = histogram_figure(net, every_param())
@@ -96,6 +97,14 @@ def test_uncorroborated_histograms_are_manual_never_pass_or_fail(case: str) -> N
         fig["host"] = {"images": 0, "histogram": None}
     elif case == "not-a-histogram":  # the cell shows an image whose pixels are a line chart
         fig["host"] = {"images": 1, "histogram": False}
+    elif case == "jpeg-unclassified":  # T13_2 #3: a JPEG (or SVG) the host's pixels cannot classify
+        fig["host"] = {"images": 1, "histogram": None}
+    elif case in ("one-bar", "two-bars"):  # T13_2 #3: counts=[n] agrees with any parameter's summary
+        for rec in fig["hists"]:
+            k = 1 if case == "one-bar" else 2
+            e = np.linspace(rec["min"], rec["max"], k + 1)
+            rec["counts"] = [int(c) for c in np.histogram(values(net, rec["subjects"][0][4:]), bins=e)[0]]
+            rec["edges"] = [float(x) for x in e]
     elif case == "bars-reshuffled":  # right size, range, mean and spread; another shape
         rec = fig["hists"][4]  # fc1.weight: uniform at initialisation; these bars put it all in the middle
         rec["counts"] = [0] * 20 + [rec["n"]] + [0] * (len(rec["counts"]) - 21)
@@ -161,7 +170,8 @@ def test_honest_lr_study_passes_and_forged_runs_are_manual() -> None:
     assert out.flags == ("unconfirmed-evidence",)
 
 
-@pytest.mark.parametrize("change", ["no-training-pass", "weights-unchanged", "no-output", "chart-not-shown"])
+@pytest.mark.parametrize("change", ["no-training-pass", "weights-unchanged", "no-output", "chart-not-shown",
+                                    "no-data-no-name", "partly-forged"])
 def test_lr_runs_need_every_corroboration(change: str) -> None:
     study = runs_evidence((0.1, 0.01))
     figures = [line_figure()]
@@ -173,6 +183,12 @@ def test_lr_runs_need_every_corroboration(change: str) -> None:
     elif change == "no-output":
         for o in study["optimizers"]:
             o["host_output"] = False
+    elif change == "no-data-no-name":  # T13_2 #2: emitted training records carry no dataset, loader or name
+        for t in study["training"]:
+            t.update(dataset=None, loader=None, model=None)
+    elif change == "partly-forged":  # T13_2 #2 (1300003): a second optimizer emitted naming the first run's model
+        o = study["optimizers"][1]
+        o.update(model_ref=10, model_refs=[10], cell=7, cells_stepped=[7])
     else:
         figures = [line_figure(images=0)]
     out = run_check("lr_study", ctx(ev(**study, figures=figures)), {})
@@ -206,6 +222,29 @@ def test_normalize_counts_only_in_the_verified_test_transform() -> None:
     assert run_check("normalization", ctx(cifar, dataset="food11"), params).status == "manual"
 
 
+def test_a_verified_transform_with_other_constants_beats_the_probe_records() -> None:
+    """T13_2 #4: trained and tested with ImageNet's statistics, then a Normalize with Food-11's
+    own fed to a model once (a separate validation loader) or only emitted, loss printed: the
+    verified test transform says what the model saw, so no bonus; without a Normalize in it, a TA."""
+    mean, std = [0.581, 0.449, 0.331], [0.21, 0.2, 0.19]
+    params = {"dataset": "food11", "tolerance": 0.02}
+    fed = {"mean": mean, "std": std, "dataset": "food11", "applied": True, "cell": 7, "reached_model": True,
+           "fed_cells": [7], "host_output": True}
+    imagenet = food_verified([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    out = run_check("normalization", ctx(ev(normalization=[fed], verified=imagenet), dataset="food11"), params)
+    assert out.status == "fail" and "imagenet" in out.message.lower(), out
+    other = food_verified([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])  # the same kind: constants of one's own making
+    out = run_check("normalization", ctx(ev(normalization=[fed], verified=other), dataset="food11"), params)
+    assert out.status == "fail", out
+    plain = dict(imagenet, transform="Resize(size=[32, 32]) | ToTensor()")
+    out = run_check("normalization", ctx(ev(normalization=[fed], verified=plain), dataset="food11"), params)
+    assert out.status == "manual" and out.fraction == 0 and "does not include it" in out.message, out
+    # another notebook's verified transform does not decide for this one (the bonus in a notebook of its own)
+    bonus = ev(path="bonus.ipynb", normalization=[fed])
+    out = run_check("normalization", ctx(ev(verified=imagenet), bonus, dataset="food11"), params)
+    assert out.status == "pass", out
+
+
 def test_verified_normalizers_reads_text_and_steps() -> None:
     v = food_verified([0.5, 0.4, 0.3], [0.2, 0.2, 0.2])
     assert verified_normalizers(v) == [([0.5, 0.4, 0.3], [0.2, 0.2, 0.2])]
@@ -233,6 +272,50 @@ def test_mark_run_reads_the_captured_outputs_of_the_cells_records_name() -> None
     assert [o["host_output"] for o in e["optimizers"]] == [True, False, False]
     assert [n["host_output"] for n in e["normalization"]] == [True, False]
     assert cell_outputs(nb)[3]["text"].startswith("epoch 1")
+
+
+def _png(kind: str) -> str:
+    import base64
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(4, 3))
+    if kind == "hist":
+        plt.hist(np.random.default_rng(0).normal(size=2000), bins=30)
+    else:
+        plt.plot(np.arange(20), np.sin(np.arange(20) / 3.0))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_mark_run_classifies_what_the_items_need_beyond_the_first_images() -> None:
+    """T13_2 #3: a histogram after five line charts in its cell, and more than twenty histogram
+    cells, are still classified (a verdict of None no longer counts); a JPEG is not classified."""
+    from grader.corroborate import MAX_PIXEL_CHECKS
+    from grader.samples import notebook
+    from grader.saved_images import looks_like_histogram
+
+    hist, line = _png("hist"), _png("line")
+    import base64
+    assert looks_like_histogram(base64.b64decode(hist)) is True and looks_like_histogram(base64.b64decode(line)) is False
+    cells = 25
+    nb = notebook(*["plt.show()"] * cells, title="t")
+    for k in range(cells):
+        outs = [nbformat.v4.new_output("display_data", data={"image/png": line}) for _ in range(5 if k == 0 else 0)]
+        if k == cells - 1:
+            outs = [nbformat.v4.new_output("display_data", data={"image/jpeg": hist})]
+        else:
+            outs.append(nbformat.v4.new_output("display_data", data={"image/png": hist}))
+        nb.cells[k + 1].update(execution_count=k + 1, outputs=outs)
+    e = ev(figures=[{"cell": k + 1, "kind": "histogram", "subjects": ["net.conv1.weight"]} for k in range(cells)])
+    mark_run(e, nb)
+    verdicts = [f["host"]["histogram"] for f in e["figures"]]
+    assert verdicts == [True] * (cells - 1) + [None] and cells + 5 < MAX_PIXEL_CHECKS
 
 
 # ---------------------------------------------------------------- the attack, run for real
@@ -318,8 +401,89 @@ def test_forged_probe_records_earn_nothing_in_a_real_run(tiny_datasets: Path, tm
     for item in ("lab1-1-weights", "lab1-3-experiments", "bonus-normalization"):
         assert items[item]["status"] == "manual" and items[item]["points"] == 0, (item, items[item])
     assert "could not confirm" in items["lab1-1-weights"]["message"]
-    assert "could not be confirmed" in items["lab1-3-experiments"]["message"]
+    assert "could not confirm" in items["lab1-3-experiments"]["message"]
     assert "could not confirm" in items["bonus-normalization"]["message"]
     assert grade["bonus"]["points"] == 0 and "unconfirmed-evidence" in grade["flags"]
     # issue 13 I: its code reads Food-11's folder, but its run trained nothing on Food-11
     assert all(i["points"] == 0 and i["status"] != "pass" for i in items.values() if i["id"].startswith("lab1-2"))
+
+
+# ---------------------------------------------------------------- forged numbers (T13_2 #5)
+
+
+@pytest.mark.parametrize("forge", ["huge-count", "inf-edge", "negative-count", "edges-not-increasing",
+                                   "huge-n", "inf-lr"])
+def test_forged_numbers_are_dropped_as_invalid_never_a_crash(forge: str, tmp_path: Path) -> None:
+    """Raw lines appended to the probe's events file with numbers the host cannot compute with
+    (T13_2 #5: counts [10**400, ...] crashed corroborate with OverflowError; `1e400` parses to inf):
+    the event is dropped and counted, the rest is read."""
+    from grader.evidence import read_events, validate_event
+
+    w = values(handout_net(), "conv1.weight")
+    hist = {"source": "hist", **hist_record(w, []), "subjects": [{"param": "conv1.weight"}]}
+    fig = {"id": 7, "t": 1.0, "cell": 3, "kind": "figure", "trigger": "show", "fig_kind": "histogram", "n_axes": 1,
+           "axes": [{"kind": "histogram", "hists": [hist]}]}
+    opt = {"id": 8, "t": 1.0, "cell": 3, "kind": "optimizer", "type": "SGD", "module": "torch.optim", "lr": 0.1}
+    assert validate_event(json.loads(json.dumps(fig)))["axes"][0]["hists"][0]["n"] == w.size
+    line = json.dumps(fig)
+    if forge == "huge-count":
+        hist["counts"] = [10**400] + hist["counts"][1:]
+    elif forge == "inf-edge":
+        line = None
+        text = json.dumps(fig).replace(json.dumps(hist["edges"][0]), "-1e400", 1)
+    elif forge == "negative-count":
+        hist["counts"] = [-5] + hist["counts"][1:]
+    elif forge == "edges-not-increasing":
+        hist["edges"] = list(reversed(hist["edges"]))
+    elif forge == "huge-n":
+        hist["n"] = 10**30
+    else:
+        line = None
+        text = json.dumps(opt).replace("0.1", "1e400")
+    if line is not None:
+        text = json.dumps(fig)
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(opt if forge != "inf-lr" else fig) + "\n" + text + "\n")
+    events, warnings = read_events(path)
+    assert len(events) == 1 and any("event dropped" in w_ for w_ in warnings), warnings
+
+
+def test_histogram_disagrees_never_raises_on_bad_numbers() -> None:
+    """Evidence written before the bounds (a rescore of an old evidence.json) still cannot crash the host."""
+    net = handout_net()
+    stats = [param_summary(values(net, "conv1.weight"))]
+    rec = hist_record(values(net, "conv1.weight"), ["conv1.weight"])
+    for counts, edges in (([10**400] + rec["counts"][1:], rec["edges"]),
+                          (rec["counts"], [float("nan")] + rec["edges"][1:]),
+                          (rec["counts"], [float("-inf")] + rec["edges"][1:])):
+        assert histogram_disagrees(dict(rec, counts=counts, edges=edges), stats)
+
+
+def test_a_silent_training_loop_is_confirmed_by_the_chart_of_its_losses() -> None:
+    """T13_2 #6: an honest study whose loop prints nothing (losses stored, plotted in the next
+    cell) is confirmed by the line chart the host captured after it; a chart before the runs,
+    or none, leaves them to a TA with a neutral message."""
+    from grader.samples import notebook
+
+    line = _png("line")
+    nb = notebook("plt.plot(x)", "train(0.1)", "train(0.01)", "plt.plot(losses)", title="t")
+    nb.cells[1].update(execution_count=1, outputs=[nbformat.v4.new_output("display_data", data={"image/png": line})])
+    nb.cells[2].update(execution_count=2, outputs=[])
+    nb.cells[3].update(execution_count=3, outputs=[])
+    nb.cells[4].update(execution_count=4, outputs=[nbformat.v4.new_output("display_data", data={"image/png": line})])
+    study = runs_evidence([0.1, 0.01], cell=2)
+    study["optimizers"][1].update(cell=3, cells_stepped=[3])
+    study["training"][1]["cell"] = 3
+    for o in study["optimizers"]:
+        o.pop("host_output")
+    e = ev(**study, figures=[{"cell": 4, "kind": "line", "subjects": []}])
+    mark_run(e, nb)
+    assert [o["host_output"] for o in e["optimizers"]] == [True, True]
+    assert run_check("lr_study", ctx(e), {}).status == "pass"
+    early = ev(**json.loads(json.dumps(study)), figures=[{"cell": 1, "kind": "line", "subjects": []}])
+    mark_run(early, nb)
+    assert [o["host_output"] for o in early["optimizers"]] == [False, False]
+    out = run_check("lr_study", ctx(dict(early, figures=e["figures"])), {})
+    assert out.status == "manual" and out.fraction == 0
+    assert "could not confirm from the outputs it captured" in out.message and "A TA will check" in out.message
+    assert "not a finding against your work" in out.message

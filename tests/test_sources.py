@@ -699,3 +699,60 @@ def test_data_nothing_names_goes_to_a_ta_not_to_a_fail() -> None:
     # clues that disagree (an 11-output model, CIFAR-10's classes printed): the TA's too
     items, sources = grade(_cached_arrays(11, {c: 0.4 for c in CIFAR10_CLASSES}))
     assert sources["lab1-2"]["notebook"] == "experiments.ipynb" and items["lab1-2-ran"].status == "manual"
+
+
+# ---------------------------------------------------------------- T13_2 #1: parts from forged records
+
+
+def _cifar_with_forged_food(path: str = "extra.ipynb") -> dict[str, Any]:
+    """A notebook that trained and was tested (by the host) on CIFAR-10 only, whose last cell
+    emitted Food-11 training and evaluation records and a Net with 11 outputs (T13_2 #1)."""
+    ev = touches_food(path, training=[session(4, "cifar10", "train", 50000), session(9, "food11", "train", 9866)],
+                      evaluations=[session(5, "cifar10", "test", 10000), session(9, "food11", "test", 3347)])
+    ev["models"] = [{"ref": 1, "class": "Net", "num_outputs": 10, "parameters": 62006, "cell": 3},
+                    {"ref": 2, "class": "Net", "num_outputs": 11, "parameters": 62006, "cell": 9}]
+    ev["verified"] = dict(verified_block(handout_net()), model="Net", dataset="cifar10", cell=5)
+    return ev
+
+
+def test_a_part_taken_only_from_forged_records_goes_to_a_ta() -> None:
+    """Only the probe's records say Food-11, while the host tested the notebook's model on
+    CIFAR-10: the notebook is taken for LAB 1-2, but no item passes; each is a TA's, flagged."""
+    items, sources = grade(_cifar_with_forged_food())
+    assert sources["lab1-2"]["notebook"] == "extra.ipynb"
+    lab12 = {k: v for k, v in items.items() if k.startswith("lab1-2")}
+    assert lab12 and all(r.fraction == 0 and r.status != "pass" for r in lab12.values()), lab12
+    assert any(r.status == "manual" and "could not confirm" in r.message for r in lab12.values())
+    assert "unconfirmed-evidence" in items["_flags"]
+    # the host's own evaluation on Food-11 confirms the records: graded as before
+    honest = _cifar_with_forged_food()
+    honest["verified"] = dict(honest["verified"], dataset="food11")
+    items, _ = grade(honest)
+    assert items["lab1-2-ran"].status == "pass", items["lab1-2-ran"]
+
+
+def test_a_model_record_other_than_the_verified_model_does_not_pass_the_architecture() -> None:
+    """T13_2 #1's "Model Net with 11 outputs": a record alone, while the model the host
+    evaluated in that notebook is another (another class, or another parameter count)."""
+    from grader.checks import run_check
+    from grader.checks.base import CheckContext
+
+    ev = dict(_cifar_with_forged_food("lab1-2.ipynb"), dataset="food11")
+    ev["models"] = [ev["models"][1]]
+
+    def check(e: dict[str, Any], dataset: str = "food11"):
+        context = CheckContext(student_id="0556001", part_id="lab1-2", dataset=dataset, evidence=(e,),
+                               all_evidence=(e,), dataset_stats={})
+        return run_check("model_architecture", context, {})
+
+    out = check(ev)  # 62,006 parameters as the verified Net, but 11 outputs where it has 10
+    assert out.status == "manual" and out.fraction == 0 and out.flags == ("unconfirmed-evidence",), out
+    out = check(dict(ev, verified=dict(ev["verified"], model="ResNet")))
+    assert out.status == "manual" and "ResNet" in out.message, out
+    out = check(dict(ev, models=[dict(ev["models"][0], parameters=70000)]))  # another size
+    assert out.status == "manual" and "62,006 parameters" in out.message, out
+    # the record is the verified model (same class, size and outputs): it passes
+    out = check(dict(ev, models=[dict(ev["models"][0], num_outputs=10)], dataset="cifar10"), dataset="cifar10")
+    assert out.status == "pass", out
+    # nothing verified: the record is all there is, as before
+    assert check(dict(ev, verified={"reason": "no model was evaluated"})).status == "pass"

@@ -24,8 +24,12 @@ def _uncorroborated(ev: Mapping, f: Mapping, subject: str) -> str | None:
         # notebooks accepts; the message says so.
         return None if f.get("attributed") == "static" else "the saved notebook's code does not say what it shows"
     if not figure_captured(f):
-        if (f.get("host") or {}).get("images"):
+        host = f.get("host") or {}
+        if host.get("images") and host.get("histogram") is False:
             return "the image the grader captured in that cell's output is not a histogram"
+        if host.get("images"):
+            return ("the grader could not recognize a histogram in the image it captured in that cell's output "
+                    "(only a PNG chart is read)")
         return "the notebook's output of that cell, as the grader captured it, shows no such image"
     params = parameters_of(ev.get("verified"))
     if params is None:
@@ -132,12 +136,23 @@ def _run_unconfirmed(ev: Mapping, o: Mapping) -> str | None:
     refs = {r for r in o.get("model_refs") or [] if isinstance(r, int)}
     if not refs & {m.get("ref") for m in ev.get("models") or []}:
         return "no model the run recorded is trained by it"
-    if not refs & {t.get("model_ref") for t in ev.get("training") or [] if t.get("batches")}:
-        return "no training pass of its model was recorded"
+    # its own passes: in a cell where it stepped (an emitted optimizer naming the real model
+    # of another run, in a cell of its own, has none)
+    stepped = {c for c in o.get("cells_stepped") or [] if isinstance(c, int)}
+    passes = [t for t in ev.get("training") or [] if t.get("batches") and t.get("model_ref") in refs
+              and (not stepped or not isinstance(t.get("cell"), int) or t["cell"] in stepped)]
+    if not passes:
+        return "no training pass of its model was recorded in the cells where it stepped"
+    named = any(m.get("names") for m in ev.get("models") or [] if m.get("ref") in refs) \
+        or any(t.get("model") for t in passes)
+    if not named and not any(t.get("dataset") or t.get("loader") for t in passes):
+        # what a real loop leaves: a model bound to a name, batches from a loader of a dataset
+        return "its training recorded no dataset, no data loader and no named model"
     if o.get("weights_changed") is not True:
         return "no record shows its steps changed any weight"
     if not o.get("host_output"):
-        return "the cells where it stepped show no loss or accuracy in the output the grader captured"
+        return ("the grader found no loss or accuracy in the output it captured of the cells where it stepped, "
+                "nor a chart drawn after them")
     return None
 
 
@@ -191,15 +206,16 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
         what = []
         if doubts:
             ev, o, why = doubts[0]
-            what.append(f"{len(doubts)} optimizer run(s) ({', '.join(f'{r:g}' for r in claimed_rates) or 'rates as above'}"
-                        f"{'; schedules ' + ', '.join(claimed_scheds) if claimed_scheds else ''}) are recorded but "
-                        f"could not be confirmed: {why} ({where(ev, o.get('cell'))})")
+            what.append(f"the grader could not confirm from the outputs it captured {len(doubts)} optimizer run(s) "
+                        f"({', '.join(f'{r:g}' for r in claimed_rates) or 'rates as above'}"
+                        f"{'; schedules ' + ', '.join(claimed_scheds) if claimed_scheds else ''}): {why} "
+                        f"({where(ev, o.get('cell'))}); this is not a finding against your work")
         if unseen and not compared:
             what.append(f"a line chart is recorded in {', '.join(unseen[:3])} but the output the grader captured "
                         f"shows no image there")
         looked = tuple(dict.fromkeys([where(ev, o.get("cell")) for ev, o, _ in doubts] + unseen + compared))[:5]
-        return Outcome("manual", 0.0, "; ".join(found) + ". " + "; ".join(what) + ". A TA checks which settings "
-                                      "were really trained and compared.", looked, flags=(UNCONFIRMED,))
+        return Outcome("manual", 0.0, "; ".join(found) + ". " + "; ".join(what) + ". A TA will check which settings "
+                                      "were trained and compared.", looked, flags=(UNCONFIRMED,))
     notes = []
     if idle:
         notes.append(f"The {', '.join(idle)} scheduler was created but never stepped, so its decay never "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from grader.checks.base import CLASSES, KNOWN_NAMES, KNOWN_STATS, UNCONFIRMED, CheckContext, Outcome, where
-from grader.corroborate import verified_normalizers
+from grader.corroborate import parameters_of, verified_normalizers
 from grader.diagnose import error_text
 
 
@@ -47,6 +47,15 @@ def model_architecture(ctx: CheckContext, params: Mapping) -> Outcome:
                                       f"recorded, but the grader does not know {dataset or 'the dataset'}'s class "
                                       f"count; a TA checks that it fits.", (where(ev, m.get("cell")),))
     fits = [(ev, m) for ev, m in models if m.get("num_outputs") == want]
+    others = [(ev, m, why) for ev, m in fits if (why := _other_than_verified(ev, m))]
+    if fits and len(others) == len(fits):
+        # every fitting model is only a record (which the student's code can write), and the
+        # model the host evaluated itself in that notebook is another one
+        ev, m, why = others[-1]
+        return Outcome("manual", 0.0, f"a model {m.get('class', '?')} with {m.get('num_outputs')} outputs was "
+                                      f"recorded, but {why}, so the grader could not confirm it from what it "
+                                      f"checked itself; a TA will check the model.", (where(ev, m.get("cell")),),
+                       flags=(UNCONFIRMED,))
     if fits:
         ev, m = fits[-1]
         params_n = m.get("parameters")
@@ -63,6 +72,31 @@ def model_architecture(ctx: CheckContext, params: Mapping) -> Outcome:
     return Outcome("partial", 0.5, f"model {m.get('class', '?')} has {m.get('num_outputs')} outputs but "
                                    f"{dataset} has {want} classes: change the last layer to {want} outputs.",
                    (where(ev, m.get("cell")),))
+
+
+def _other_than_verified(ev: Mapping, m: Mapping) -> str | None:
+    """Why model record `m` is not the model the independent evaluation captured in `ev` (its
+    class, or its parameter count against the captured parameters' sizes), or None when it
+    may be, or nothing was verified."""
+    v = ev.get("verified") if isinstance(ev.get("verified"), Mapping) else {}
+    if not isinstance(v.get("test_accuracy"), (int, float)) or not isinstance(v.get("model"), str):
+        return None
+    if m.get("class") != v["model"]:
+        return f"the model the grader evaluated itself in {where(ev)} is a {v['model']}"
+    params = parameters_of(v)
+    sizes = [p.get("numel") if isinstance(p, Mapping) else None for p in (params or {}).values()]
+    total = sum(sizes) if sizes and all(isinstance(n, int) for n in sizes) else None  # a NaN one has no size
+    if total and isinstance(m.get("parameters"), int) and m["parameters"] != total:
+        return (f"the {v['model']} the grader evaluated itself in {where(ev)} has {total:,} parameters, "
+                f"not {m['parameters']:,}")
+    names = list(params or {})
+    if len(names) >= 2 and names[-1].endswith(".bias") and names[-2] == names[-1][:-5] + ".weight":
+        # a final nn.Linear: its bias holds one value per output, its weight in x out
+        out_n, w_n = sizes[-1], sizes[-2]
+        if isinstance(out_n, int) and isinstance(w_n, int) and out_n and w_n > out_n and w_n % out_n == 0 \
+                and isinstance(m.get("num_outputs"), int) and m["num_outputs"] != out_n:
+            return f"the {v['model']} the grader evaluated itself in {where(ev)} has {out_n} outputs"
+    return None
 
 
 def _close(a, b, tol: float) -> bool:
@@ -103,9 +137,17 @@ def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
                                         f"reproduced your predictions with.", (where(ev, ev["verified"].get("cell")),))
     used = [(ev, n) for ev in ctx.all_evidence for n in ev.get("normalization") or []
             if n.get("dataset") in (dataset, None) and n.get("mean") and n.get("std")]
-    claimed = [(ev, n) for ev, n in used if own(n)]
+
+    def verified_here(ev: Mapping) -> list | None:  # the Normalizes of this notebook's own verified test transform
+        return verified_normalizers(ev.get("verified")) if (ev.get("verified") or {}).get("dataset") == dataset \
+            else None
+
+    # A notebook whose verified test transform normalizes with other constants says what its
+    # model saw: its probe records of a Normalize (a separate loader, or forged) earn nothing.
+    claimed = [(ev, n) for ev, n in used if own(n) and not verified_here(ev)]
     for ev, n in claimed:  # the probe's hint that it fed a model, and the host's capture of that run
-        if n.get("applied", True) and n.get("dataset") == dataset and n.get("reached_model") and n.get("host_output"):
+        if verified_here(ev) is None and n.get("applied", True) and n.get("dataset") == dataset \
+                and n.get("reached_model") and n.get("host_output"):
             return Outcome("pass", 1.0, f"normalized with {dataset}'s own mean and std ({_vec(n['mean'])}, "
                                         f"{_vec(n['std'])}), in the transform of the data your model trained or "
                                         f"was tested on.", (where(ev, n.get("cell")),))
@@ -114,7 +156,7 @@ def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
         how = ("seen in a dataset's transform" + (" feeding a model" if n.get("reached_model") else "")
                if n.get("applied", True) else "created, but not seen in any dataset's transform")
         if checked:
-            cev, found = checked[0]
+            cev, found = next(((e, f) for e, f in checked if e is ev), checked[0])
             why = (f"the test transform the independent evaluation reproduced your predictions with "
                    f"({cev['verified'].get('transform')}) does not include it")
         else:

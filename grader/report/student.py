@@ -69,9 +69,10 @@ FLAG_TEXT = {
     "submission-time": "the submission's runs used up the total time the lab allows one submission; later runs "
                        "were not started, or were stopped at the time left (the grader's capture and evaluation "
                        "of a trained model included, which then could not be verified)",
-    "unconfirmed-evidence": ("the run's record claims a figure, a training run or a normalization, or the notebook "
-                             "printed a test accuracy, that the grader could not confirm from what it checked itself "
-                             "(the captured output, the trained model, the test transform); a TA will look at it"),
+    "unconfirmed-evidence": ("the grader could not confirm from what it checked itself (the printed output and "
+                             "images, the trained model, the test transform) a figure, a training run, a "
+                             "normalization, a model, the dataset of a part, or a printed test accuracy; a TA "
+                             "will check it, and this is no finding against the work"),
     "part-from-text": ("a notebook was taken for a part from its text only, because its run recorded no work on the "
                        "part's dataset (or trained on data the grader could not name); its items wait for a TA"),
     "host-budget": ("a notebook's run wrote more than the grader keeps on disk per notebook; its largest files "

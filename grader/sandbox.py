@@ -51,6 +51,9 @@ from typing import TYPE_CHECKING
 from grader import hidden, seccomp
 from grader.errors import GraderError
 
+HIDDEN_SPLIT_DIR = "dllab-hidden"
+"""grader.hidden_split.HIDDEN_DIR (not imported: that module pulls in the dataset generators)."""
+
 if TYPE_CHECKING:
     from grader.execute import SandboxLimits
 
@@ -329,6 +332,10 @@ def build_command(
         mode = "0777" if target.startswith(CWD + "/") else "0755"
         cmd += _traversable_parents(Path(target), skip=("/", "/tmp", WORK_DIR, CWD), mode=mode)
         cmd += ["--ro-bind", str(host), target]
+        # A dataset root given whole holds the grader's hidden test split (grader.hidden_split):
+        # mode 0700 already, and not even its name is shown.
+        if (Path(host) / HIDDEN_SPLIT_DIR).is_dir():
+            cmd += ["--tmpfs", f"{target}/{HIDDEN_SPLIT_DIR}", "--remount-ro", f"{target}/{HIDDEN_SPLIT_DIR}"]
     # Last, over every read-only mount that shows it: nothing of the grader's installation
     # (rubrics, templates, reference code, its checkout) is visible to student code.
     (run_dir / "empty").write_bytes(b"")
@@ -364,7 +371,8 @@ def check_mounts(mounts: Mapping[str, str], *, other_uid: bool) -> None:
             raise GraderError(f"dataset folder {host} (for {inside}) does not exist")
         if not other_uid:
             continue
-        for p in [path, *list(path.iterdir())[:50]]:
+        # the hidden test split is the grader's alone: unreadable on purpose, and hidden inside
+        for p in [path, *[c for c in list(path.iterdir())[:50] if c.name != HIDDEN_SPLIT_DIR]]:
             need = 0o005 if p.is_dir() else 0o004
             if not p.is_symlink() and (p.stat().st_mode & need) != need:
                 raise GraderError(f"dataset folder {host} is not readable by the sandbox user "

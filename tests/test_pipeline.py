@@ -302,8 +302,15 @@ def test_interleaved_datasets_are_split_and_the_verified_model_credited_to_its_p
     assert cifar & food  # the cell defining both models is in both
     g = grade_of(sectioned, "0556103")
     it = items(g)
-    for item in ("lab1-1-test-metrics", "lab1-1-per-class", "lab1-1-weights", "lab1-2-test-metrics", "lab1-2-model"):
+    for item in ("lab1-1-test-metrics", "lab1-1-per-class", "lab1-1-weights"):
         assert it[item]["status"] == "pass", (item, it[item]["message"])
+    # No heading names LAB 1-2 and the model the grader evaluated itself is CIFAR-10's: only the
+    # probe's records (which student code can write) say the Food-11 cells are LAB 1-2's, so what
+    # they would earn waits for a TA, never a fail (issue 13 A)
+    for item in ("lab1-2-test-metrics", "lab1-2-model"):
+        assert it[item]["status"] == "manual", it[item]["message"]
+        assert "pass from the records" in it[item]["message"], it[item]["message"]
+    assert "unconfirmed-evidence" in g["flags"]
     # CIFAR-10's model was tested last, so it is the one re-evaluated: LAB 1-1's check uses it
     assert ev["verified"]["dataset"] == "cifar10" and it["lab1-1-verified"]["status"] == "pass"
     assert it["lab1-2-verified"]["status"] == "manual" and "another section" in it["lab1-2-verified"]["message"]

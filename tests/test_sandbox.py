@@ -128,6 +128,26 @@ def test_check_mounts(tmp_path: Path) -> None:
         sandbox.check_mounts({"/tmp/x": str(private)}, other_uid=True)
 
 
+def test_a_dataset_root_given_whole_mounts_without_its_hidden_split(tmp_path: Path) -> None:
+    # `data synth` leaves the grader's hidden test split (0700) in the dataset root: a root
+    # mounted whole is still readable by the sandbox user, and the split is covered inside.
+    from grader.hidden_split import HIDDEN_DIR
+
+    root = tmp_path / "data"
+    (root / "cifar-10-batches-py").mkdir(parents=True)
+    (root / HIDDEN_DIR).mkdir(mode=0o700)
+    os.chmod(root, 0o755)
+    sandbox.check_mounts({"/tmp/datasets-nctu": str(root)}, other_uid=True)
+    (root / "other").mkdir(mode=0o700)
+    with pytest.raises(GraderError, match="other has mode 700"):
+        sandbox.check_mounts({"/tmp/datasets-nctu": str(root)}, other_uid=True)
+    cmd = _command(tmp_path, uid=None, mounts={"/tmp/datasets-nctu": str(root)})
+    bind = cmd.index(str(root))
+    cover = cmd.index(f"/tmp/datasets-nctu/{HIDDEN_DIR}")
+    assert cmd[cover - 1] == "--tmpfs" and cover > bind
+    assert ("--remount-ro", f"/tmp/datasets-nctu/{HIDDEN_DIR}") in zip(cmd, cmd[1:])
+
+
 def test_allocate_uid_gives_concurrent_runs_different_uids(tmp_path: Path) -> None:
     with sandbox.allocate_uid(tmp_path) as a, sandbox.allocate_uid(tmp_path) as b:
         assert a != b and a >= 1_990_000

@@ -90,21 +90,26 @@ def check_svg(payload: Any) -> str | None:
     return None
 
 
+MAX_CLASSIFY_PIXELS = 16_000_000
+"""Largest image whose pixels are classified (a 300-dpi matplotlib figure is ~6 M): a larger
+one is left unclassified (None), so what it should show goes to a TA, and one student's
+40-M-pixel images cannot cost the host a second and a gigabyte each."""
+
+
 def _pixels(png: bytes, max_side: int = 1000) -> np.ndarray | None:
     """RGB pixels (H, W, 3) of a PNG, shrunk by whole steps (nearest: colours stay exact)."""
     try:
         from PIL import Image
 
         with Image.open(io.BytesIO(png)) as im:
-            if im.width * im.height > MAX_IMAGE_PIXELS:
+            if im.width * im.height > MAX_CLASSIFY_PIXELS:
                 return None
-            rgba = im.convert("RGBA")
+            # shrink first, in the image's own mode: the RGBA copies below are then small
+            step = max(1, -(-max(im.size) // max_side))
+            small = im.resize((im.width // step, im.height // step), Image.NEAREST) if step > 1 else im
+            rgba = small.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            rgb = Image.alpha_composite(background, rgba).convert("RGB")
-            step = max(1, -(-max(rgb.size) // max_side))
-            if step > 1:
-                rgb = rgb.resize((rgb.width // step, rgb.height // step), Image.NEAREST)
-            return np.asarray(rgb)
+            return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
     except Exception:  # noqa: BLE001
         return None
 

@@ -16,6 +16,7 @@ import pytest
 import intake_fixtures as fx
 from grader import reportread
 from grader.checks import run_check
+from grader.checks import files as files_check
 from grader.checks.base import CheckContext
 from grader.reportread import read_report
 
@@ -154,3 +155,24 @@ def test_a_decompression_bomb_report_in_a_saved_mode_grade(tmp_path: Path) -> No
     assert cached[0].stat().st_mtime_ns == stamp
     regraded = json.loads((out / "grades" / "0556001.json").read_text())
     assert next(i for p in regraded["parts"] for i in p["items"] if i["id"] == "report-sections") == item
+
+
+def test_a_submission_of_many_reports_costs_a_few_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Eight PDFs, each slow to read and each a little different (so no cache helps): the grader
+    # reads a few, the one named like a report first, and a TA gets the rest, never a fail.
+    work = tmp_path / "work" / "s"
+    work.mkdir(parents=True)
+    names = [f"notes{i}.pdf" for i in range(8)]
+    for i, n in enumerate(names):
+        (work / n).write_bytes(text_pdf(f"Results\nrun {i}"))
+    calls: list[str] = []
+    child = reportread._child
+    monkeypatch.setattr(reportread, "_child", lambda path, **kw: calls.append(str(path)) or child(path, **kw))
+    out = run_check("report_sections", _ctx(work, *names), {"sections": SECTIONS})
+    assert len(calls) == files_check.MAX_REPORTS_READ < len(names)
+    assert out.status == "manual" and "4 more report file(s) were not read" in out.message
+    (work / "my_report.pdf").write_bytes(text_pdf("\n".join(SECTIONS)))
+    calls.clear()
+    out = run_check("report_sections", _ctx(work, *names, "my_report.pdf"), {"sections": SECTIONS})
+    assert out.status == "pass" and "my_report.pdf" in out.message
+    assert calls and calls[0].endswith("my_report.pdf")  # read first; the others read before are cached

@@ -480,3 +480,21 @@ def test_figure_text_beside_its_image_is_an_ordinary_figure(tmp_path: Path) -> N
                 (HIST_CODE, [_image(_figure("panels")), out_text]))
     assert not any(f.get("unreadable") for f in ev["figures"])
     assert "unreadable-figure" not in _grade(ev)["flags"]
+
+
+def test_an_image_too_large_to_classify_is_left_to_a_ta() -> None:
+    # 20 M pixels of one colour compress to a small PNG but decode to hundreds of MB: not
+    # classified (None, so what it shows goes to a TA), and a real figure's size still is
+    from PIL import Image
+
+    from grader import saved_images
+
+    def png(w: int, h: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (w, h), "white").save(buf, format="PNG")
+        return buf.getvalue()
+
+    big = png(5000, 4000)
+    assert len(big) < 200_000 and 5000 * 4000 > saved_images.MAX_CLASSIFY_PIXELS
+    assert looks_like_histogram(big) is None
+    assert looks_like_histogram(png(3000, 2000)) is False  # a 300-dpi figure is still looked at

@@ -11,6 +11,8 @@ from grader.checks.base import CheckContext, Outcome
 from grader.reportread import ReportText, read_report
 
 REPORT_SUFFIXES = (".pdf", ".docx", ".md", ".txt", ".html", ".htm")
+MAX_REPORTS_READ = 4
+"""Report files read per submission (each within grader.reportread's time and memory limits)."""
 
 
 def read_report_text(path: Path, *, max_chars: int = 200_000) -> str:
@@ -37,7 +39,14 @@ def report_sections(ctx: CheckContext, params: Mapping) -> Outcome:
     if not reports:
         return Outcome("fail", 0.0, f"no report was found: add a pdf, docx or md file with the sections "
                                     f"{', '.join(sections)}.")
+    # Each read may cost the host up to reportread's time limit: a submission gets a few, the
+    # files named like a report first, then the smallest (a zip may hold hundreds of PDFs).
+    reports.sort(key=lambda f: ("report" not in str(f.get("path", "")).lower(), f.get("bytes") or 0,
+                                str(f.get("path", ""))))
+    reports, unread = reports[:MAX_REPORTS_READ], reports[MAX_REPORTS_READ:]
     best_found, best_path, unreadable, failed = [], None, [], []
+    skipped = (f"{len(unread)} more report file(s) were not read (the grader reads at most {MAX_REPORTS_READ} "
+               f"per submission): {', '.join(str(f['path']) for f in unread[:5])}" if unread else "")
     for f in reports:
         got = read_report(Path(ctx.work_dir) / f["path"], cache_dir=_cache_dir(ctx.work_dir)) \
             if ctx.work_dir else ReportText("ok")
@@ -52,11 +61,13 @@ def report_sections(ctx: CheckContext, params: Mapping) -> Outcome:
         found = [s for s in sections if _norm(s) in body]
         if len(found) > len(best_found) or best_path is None:
             best_found, best_path = found, f["path"]
-    if failed and (best_path is None or len(best_found) < len(sections)):
-        # The grader's reader gave up (time, memory): a TA reads it, the student is not failed.
+    if (failed or skipped) and (best_path is None or len(best_found) < len(sections)):
+        # The grader's reader gave up (time, memory) or read only some: a TA reads them, the
+        # student is not failed.
         found = f" ({best_path} has {len(best_found)} of {len(sections)} sections)" if best_path else ""
-        return Outcome("manual", 0.0, f"{'; '.join(failed)}{found}; a TA will read the report.",
-                       tuple(f.split(':', 1)[0] for f in failed))
+        said = "; ".join([*failed, *([skipped] if skipped else [])])
+        return Outcome("manual", 0.0, f"{said}{found}; a TA will read the report.",
+                       tuple([*(f.split(':', 1)[0] for f in failed), *(str(f["path"]) for f in unread)]))
     if best_path is None:
         return Outcome("fail", 0.0, f"the report ({', '.join(unreadable)}) has no text the grader can read; "
                                     f"hand in a text-based pdf, docx or md.")

@@ -31,6 +31,15 @@ def good_members(notebook: str = "lab1.ipynb") -> list[Member]:
     return [(notebook, notebook_bytes()), ("report.pdf", PDF), ("model.pth", b"\x80\x02fake-weights")]
 
 
+def zip_bytes(members: list[Member]) -> bytes:
+    """A zip of `members`, in memory (an upload inside an LMS bundle)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members:
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
 def write_zip(path: Path, members: list[Member], *, mtime: float | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -105,12 +105,6 @@ def test_a_moodle_bundle_zip_is_expanded_into_its_participants(tmp_path: Path) -
     second zip with a third id, and Carol's zip holding a notebook named for another id. Every
     participant is graded from their own upload; nobody is graded as the bundle."""
     bundle = tmp_path / "DL-LAB1-Assignment-123.zip"
-    def inner(members: list[fx.Member]) -> bytes:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as z:
-            for name, data in members:
-                z.writestr(name, data)
-        return buf.getvalue()
     with zipfile.ZipFile(bundle, "w") as zf:
         for folder, name, members, hour in [
             ("Bob Lee_1002", "dllab_0556002.zip", upload(60), 9),
@@ -120,7 +114,7 @@ def test_a_moodle_bundle_zip_is_expanded_into_its_participants(tmp_path: Path) -
             ("Dan Ho_1004", "dllab_0556006.zip", upload(50, "lab1-1_0556006.ipynb"), 12),
         ]:
             info = zipfile.ZipInfo(f"{folder}_assignsubmission_file_/{name}", (2024, 10, 1, hour, 0, 0))
-            zf.writestr(info, inner(members))
+            zf.writestr(info, fx.zip_bytes(members))
     out = tmp_path / "out"
     code, err = grade([bundle], out)
     assert code == 0, err
@@ -278,16 +272,10 @@ def test_a_loose_zip_beside_a_moodle_bundle_replaces_no_participants_upload(tmp_
     on their own, both flagged, and Moodle gets no grade for the id until a TA decides."""
     inc = tmp_path / "s11"
     inc.mkdir()
-    def inner(members: list[fx.Member]) -> bytes:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as z:
-            for name, data in members:
-                z.writestr(name, data)
-        return buf.getvalue()
     with zipfile.ZipFile(inc / "CS101-Assignment-9.zip", "w") as zf:
         for folder, sid, percent in [("Bob Chen_1002", "0556002", 60), ("Carol Wu_1004", "0556004", 40)]:
             info = zipfile.ZipInfo(f"{folder}_assignsubmission_file_/dllab_{sid}.zip", (2024, 3, 1, 10, 0, 0))
-            zf.writestr(info, inner(upload(percent)))
+            zf.writestr(info, fx.zip_bytes(upload(percent)))
     fx.write_zip(inc / "dllab_0556002.zip", upload(5))  # mtime: now, newer than any upload
     out = tmp_path / "out"
     code, err = grade([inc], out)

@@ -12,7 +12,9 @@ Importing `moodle_grades.csv` into Moodle (Course → Grades → Import → CSV 
 4. Import. A student whose grade could not be computed (a grader error) has an empty Grade,
    which Moodle skips, so a crash never overwrites a grade with 0. So has every grade flagged
    `id-conflict` (one student id claimed by several participants' uploads): a TA decides whose
-   it is, so one student's upload never sets a classmate's grade.
+   it is, so one student's upload never sets a classmate's grade. Such an id has one row,
+   with no feedback file: `grades.csv` lists each claimant's grade under its own name
+   (`<id>-moodle-<participant>`, `<id>-loose`), with its PDF under that name.
 
 "Feedback file" maps each student to their PDF (`feedback/<id>.pdf`, relative to the output
 folder) for uploading by hand or by a script; Moodle's grade import does not carry files.
@@ -50,6 +52,7 @@ def write_gradebook(grades: list[dict], *, out_dir: Path) -> list[Path]:
     part_ids = _part_ids(ordered)
     table = [["student_id", "total", "max", *part_ids, "bonus", "late_penalty", "flags", "problems"]]
     moodle = [list(MOODLE_COLUMNS)]
+    conflicted: set[str] = set()
     for g in ordered:
         points = {p.get("id"): p.get("points") for p in g.get("parts") or [] if isinstance(p, Mapping)}
         bonus = g.get("bonus") if isinstance(g.get("bonus"), Mapping) else {}
@@ -62,7 +65,16 @@ def write_gradebook(grades: list[dict], *, out_dir: Path) -> list[Path]:
         # Whose work an `id-conflict` grade is waits for a TA: Moodle gets no grade for it (an
         # empty Grade is skipped), so one participant's upload never lands on a classmate's id.
         withheld = bool(g.get("error")) or "id-conflict" in (g.get("flags") or [])
-        moodle.append([_cell(str(g.get("claimed_id") or g.get("student_id"))), "" if withheld else _n(g.get("total")),
+        id_number = str(g.get("claimed_id") or g.get("student_id"))
+        if "id-conflict" in (g.get("flags") or []):
+            # One row per claimed id, with no feedback file: Moodle imports each row onto that
+            # id's record, so a claimant's row would bring their feedback onto the owner's.
+            if id_number in conflicted:
+                continue
+            conflicted.add(id_number)
+            moodle.append([_cell(id_number), "", _cell(moodle_feedback(g)), ""])
+            continue
+        moodle.append([_cell(id_number), "" if withheld else _n(g.get("total")),
                        _cell(moodle_feedback(g)), f"feedback/{safe_name(g.get('student_id'))}.pdf"])
     paths = [out_dir / "grades.csv", out_dir / "moodle_grades.csv"]
     for path, rows in zip(paths, (table, moodle)):

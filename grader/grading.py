@@ -146,16 +146,18 @@ def _from_text(out: Outcome, ev: Mapping, part_id: str, dataset: str | None) -> 
                    tuple(dict.fromkeys((*out.flags, "part-from-text"))), own_words=True)
 
 
-def _needs_host(item: Item, ev: Mapping, dataset: str | None) -> bool:
-    """Whether `item`'s pass or partial on the serving view `ev` lacks the host's corroboration:
-    a part taken from the probe's records alone (every item), or in execute mode a check that
-    credits printed or recorded work while the grader tested no model of `dataset` there."""
+def _needs_host(item: Item, ev: Mapping, whole: Mapping, dataset: str | None) -> bool:
+    """Whether `item`'s pass or partial on the serving view `ev` (of notebook `whole`) lacks the
+    host's corroboration: a part taken from the probe's records alone (every item), or in execute
+    mode a check that credits printed or recorded work while the grader tested no model of
+    `dataset` from that notebook (in the view's own section, or elsewhere in the notebook: a
+    whole lab in one notebook has its last-tested model evaluated, which may be another section's)."""
     if item.check in FILE_CHECKS:
         return False
     if ev.get("attributed") == "probe":
         return True
     return item.check in CORROBORATED and ev.get("mode") == "execute" and bool(dataset) \
-        and verified_for(ev, dataset) is None
+        and verified_for(ev, dataset) is None and verified_for(whole, dataset) is None
 
 
 def _unconfirmed(out: Outcome, item: Item, ev: Mapping, part_id: str, dataset: str | None) -> Outcome:
@@ -172,13 +174,15 @@ def _unconfirmed(out: Outcome, item: Item, ev: Mapping, part_id: str, dataset: s
     else:
         reason = str((ev.get("verified") or {}).get("reason") or "no independent evaluation was made").rstrip(".")
         why = reason[:1].lower() + reason[1:]
+    probe = ev.get("attributed") == "probe"
     taken = (f"{name} was taken for {part_id} because the records of its run say it trained or evaluated on "
-             f"{data}, but " if ev.get("attributed") == "probe" else "")
+             f"{data}, but " if probe else "")
     earn = round(float(item.points) * min(max(float(out.fraction), 0.0), 1.0), 2)
-    would = f"{out.status} worth {earn:g} of {float(item.points):g} points ({out.message.rstrip('.')})"
+    would = (f"{out.status} from the {'records' if probe else 'outputs'}: {earn:g} of {float(item.points):g} "
+             f"points; {out.message.rstrip('.')}")
     return Outcome("manual", 0.0, f"{taken}the grader could not confirm this item: no model of {data} was captured "
-                                  f"and tested by the grader in {name} ({why}). From the outputs it would be a "
-                                  f"{would}; a TA checks it, and this is not a finding against you.",
+                                  f"and tested by the grader in {name} ({why}), so a TA checks it; this is not a "
+                                  f"finding against you ({would}).",
                    out.evidence or (where(ev),), tuple(dict.fromkeys((*out.flags, UNCONFIRMED))), own_words=True)
 
 
@@ -227,7 +231,8 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
             out = run_check(item.check, ctx, item.params or {}, rubric_dir=rubric.base_dir or Path("."))
             if serving and serving[0].get("attributed") == "text" and item.check not in FILE_CHECKS:
                 out = _from_text(out, serving[0], part_id, spec.dataset if spec else None)
-            elif serving and spec is not None and _needs_host(item, serving[0], spec.dataset):
+            elif serving and spec is not None and source and source.chosen \
+                    and _needs_host(item, serving[0], source.chosen.ev, spec.dataset):
                 out = _unconfirmed(out, item, serving[0], part_id, spec.dataset)
             flags.update(out.flags)
             fraction = min(max(float(out.fraction), 0.0), 1.0)

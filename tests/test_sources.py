@@ -133,7 +133,7 @@ def test_when_the_plain_name_is_the_broken_one_it_is_graded_and_the_complete_cop
     assert items["lab1-1-test-metrics"].status == "fail"
     # its half credit for running partly waits for a TA: the grader tested no model of it (issue 13 A)
     ran = items["lab1-1-ran"]
-    assert ran.status == "manual" and ran.fraction == 0 and "partial worth 2.5 of 5 points" in ran.message, ran
+    assert ran.status == "manual" and ran.fraction == 0 and "partial from the outputs: 2.5 of 5 points" in ran.message, ran
     [ig] = sources["lab1-1"]["ignored"]
     assert "Note: `lab1-1 - Copy.ipynb` ran without errors and its results would earn 55 of 55 points against 0" \
         in ig["reason"]

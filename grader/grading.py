@@ -178,7 +178,8 @@ def _unconfirmed(out: Outcome, item: Item, ev: Mapping, part_id: str, dataset: s
     taken = (f"{name} was taken for {part_id} because the records of its run say it trained or evaluated on "
              f"{data}, but " if probe else "")
     earn = round(float(item.points) * min(max(float(out.fraction), 0.0), 1.0), 2)
-    would = (f"{out.status} from the {'records' if probe else 'outputs'}: {earn:g} of {float(item.points):g} "
+    source = "records" if probe or item.check == "model_architecture" else "outputs"  # a model is only recorded
+    would = (f"{out.status} from the {source}: {earn:g} of {float(item.points):g} "
              f"points; {out.message.rstrip('.')}")
     return Outcome("manual", 0.0, f"{taken}the grader could not confirm this item: no model of {data} was captured "
                                   f"and tested by the grader in {name} ({why}), so a TA checks it; this is not a "

@@ -13,9 +13,9 @@ from typing import Mapping
 
 from grader.checks.base import CLASSES, UNCONFIRMED, CheckContext, Outcome, fmt_pct, where
 from grader.checks.budget import reference_target, scaled_floor
-from grader.corroborate import verified_blocks, verified_for
 from grader.checks.training import (CHANCE_TOLERANCE, chance_level, finite, test_coverage, training_budget,
                                     untrained_outcome)
+from grader.corroborate import verified_blocks, verified_for
 
 
 def _metrics(ev: Mapping) -> Mapping:

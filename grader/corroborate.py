@@ -287,3 +287,28 @@ def verified_normalizers(verified: Any) -> list[tuple[list[float], list[float]]]
     return [(list(map(float, a)), list(map(float, b))) for a, b in found
             if isinstance(a, list) and isinstance(b, list)
             and all(isinstance(x, (int, float)) for x in a + b)]
+
+
+# ---------------------------------------------------------------- the verified block of a dataset
+
+
+def verified_blocks(ev: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every verified block of an evidence dict (or a section view of one) that holds a measured
+    test accuracy: `ev["verified"]` (the model of the notebook's last test evaluation), then
+    `ev["verified_more"]` (one per other dataset a model was tested on), absent ones skipped."""
+    more = ev.get("verified_more")
+    found = []
+    for v in [ev.get("verified"), *(more if isinstance(more, list) else [])]:
+        acc = v.get("test_accuracy") if isinstance(v, Mapping) else None
+        if isinstance(acc, (int, float)) and not isinstance(acc, bool) and math.isfinite(acc):
+            found.append(v)
+    return found
+
+
+def verified_for(ev: Mapping[str, Any], dataset: str | None) -> Mapping[str, Any] | None:
+    """The verified block of `ev` for `dataset`: the host's own evaluation of a model of that
+    dataset (`dataset` equal, a measured `test_accuracy`), from `ev["verified"]` or
+    `ev["verified_more"]`; None when the grader tested no model of `dataset` there."""
+    if not dataset:
+        return None
+    return next((v for v in verified_blocks(ev) if v.get("dataset") == dataset), None)

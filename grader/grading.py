@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from grader.checks import run_check
-from grader.checks.base import UNCONFIRMED, CheckContext, Outcome
+from grader.checks.base import UNCONFIRMED, CheckContext, Outcome, where
+from grader.corroborate import verified_blocks, verified_for
 from grader.rubric import Item, Rubric
 from grader.score import CheckResult
 from grader.sources import (
@@ -33,6 +34,12 @@ MANUAL_MESSAGE = "A TA grades this item by hand after reading your work."
 
 # Checks that read the submission's files or the whole submission, not one part's notebooks.
 FILE_CHECKS = {"report_sections", "files_present", "normalization", "custom"}
+# Checks that credit what a part's run printed or what the probe recorded (its metrics, its
+# model, that it ran), all of which the student's code can print or forge. In execute mode they
+# stand only beside the host's own evaluation of a model of the part's dataset in the serving
+# notebook (`grader.corroborate.verified_for`); the accuracy and verification checks demand that
+# themselves (grader.checks.metrics), and figures and normalization are corroborated their own way.
+CORROBORATED = {"test_metrics", "per_class_accuracy", "model_architecture", "ran_without_errors"}
 
 
 def _groups(rubric: Rubric):
@@ -129,13 +136,6 @@ def _from_text(out: Outcome, ev: Mapping, part_id: str, dataset: str | None) -> 
     work on the part's dataset, see `grader.sources`): what it would earn goes to a TA."""
     if out.status not in ("pass", "partial"):
         return out
-    if ev.get("attributed") == "probe":
-        return Outcome("manual", 0.0, f"`{ev.get('path')}` was taken for {part_id} because the records of its run "
-                                      f"say it trained or evaluated on {dataset or 'the dataset'}, but the model "
-                                      f"the grader tested itself was evaluated on {ev.get('verified_on')}, and the "
-                                      f"grader could not confirm this from the outputs it captured; a TA will check "
-                                      f"this item ({out.status} from the records: {out.message})", out.evidence,
-                       tuple(dict.fromkeys((*out.flags, UNCONFIRMED))), own_words=True)
     unnamed = ", ".join(f"`{u}`" for u in ev.get("unnamed") or [])
     did = (f"its run trained or evaluated on data the grader could not name ({unnamed}) and nothing else it "
            f"showed says it was {dataset or 'the dataset'}" if unnamed else
@@ -144,6 +144,47 @@ def _from_text(out: Outcome, ev: Mapping, part_id: str, dataset: str | None) -> 
                                   f"so a TA confirms this item "
                                   f"({out.status} from the outputs: {out.message})", out.evidence,
                    tuple(dict.fromkeys((*out.flags, "part-from-text"))), own_words=True)
+
+
+def _needs_host(item: Item, ev: Mapping, whole: Mapping, dataset: str | None) -> bool:
+    """Whether `item`'s pass or partial on the serving view `ev` (of notebook `whole`) lacks the
+    host's corroboration: a part taken from the probe's records alone (every item), or in execute
+    mode a check that credits printed or recorded work while the grader tested no model of
+    `dataset` from that notebook (in the view's own section, or elsewhere in the notebook: a
+    whole lab in one notebook has its last-tested model evaluated, which may be another section's)."""
+    if item.check in FILE_CHECKS:
+        return False
+    if ev.get("attributed") == "probe":
+        return True
+    return item.check in CORROBORATED and ev.get("mode") == "execute" and bool(dataset) \
+        and verified_for(ev, dataset) is None and verified_for(whole, dataset) is None
+
+
+def _unconfirmed(out: Outcome, item: Item, ev: Mapping, part_id: str, dataset: str | None) -> Outcome:
+    """An item whose pass or partial no host evaluation of a `dataset` model backs (`_needs_host`):
+    0 points for now, `manual` and flagged; the message says what it would earn and why the grader
+    could not confirm it. A fail stays a fail: an absence needs no corroboration."""
+    if out.status not in ("pass", "partial"):
+        return out
+    name = f"`{ev.get('path')}`"
+    data = dataset or "the part's dataset"
+    others = sorted({str(v.get("dataset")) for v in verified_blocks(ev) if v.get("dataset")})
+    if others:
+        why = f"the model the grader tested itself was evaluated on {', '.join(others)}"
+    else:
+        reason = str((ev.get("verified") or {}).get("reason") or "no independent evaluation was made").rstrip(".")
+        why = reason[:1].lower() + reason[1:]
+    probe = ev.get("attributed") == "probe"
+    taken = (f"{name} was taken for {part_id} because the records of its run say it trained or evaluated on "
+             f"{data}, but " if probe else "")
+    earn = round(float(item.points) * min(max(float(out.fraction), 0.0), 1.0), 2)
+    source = "records" if probe or item.check == "model_architecture" else "outputs"  # a model is only recorded
+    would = (f"{out.status} from the {source}: {earn:g} of {float(item.points):g} "
+             f"points; {out.message.rstrip('.')}")
+    return Outcome("manual", 0.0, f"{taken}the grader could not confirm this item: no model of {data} was captured "
+                                  f"and tested by the grader in {name} ({why}), so a TA checks it; this is not a "
+                                  f"finding against you ({would}).",
+                   out.evidence or (where(ev),), tuple(dict.fromkeys((*out.flags, UNCONFIRMED))), own_words=True)
 
 
 def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], files: Sequence[Mapping],
@@ -189,8 +230,11 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
                                                tip + tuple(hint.evidence if hint else ()))
                 continue
             out = run_check(item.check, ctx, item.params or {}, rubric_dir=rubric.base_dir or Path("."))
-            if serving and serving[0].get("attributed") in ("text", "probe") and item.check not in FILE_CHECKS:
+            if serving and serving[0].get("attributed") == "text" and item.check not in FILE_CHECKS:
                 out = _from_text(out, serving[0], part_id, spec.dataset if spec else None)
+            elif serving and spec is not None and source and source.chosen \
+                    and _needs_host(item, serving[0], source.chosen.ev, spec.dataset):
+                out = _unconfirmed(out, item, serving[0], part_id, spec.dataset)
             flags.update(out.flags)
             fraction = min(max(float(out.fraction), 0.0), 1.0)
             # With no notebook for the part, the rubric's generic feedback ("the notebook

@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from grader.checks import run_check
 from grader.checks.base import CheckContext
+from grader.corroborate import verified_blocks, verified_for
 from grader.parsers.classes import CLASS_SETS, dataset_of_classes
 from grader.sections import view
 
@@ -237,13 +238,12 @@ def _candidates(spec: Any, specs: Sequence[Any], evidence: Sequence[Mapping[str,
 
 
 def _verified_elsewhere(ev: Mapping[str, Any], dataset: str) -> str | None:
-    """The dataset the independent evaluation tested an executed notebook's captured model on,
-    when that is not `dataset`, else None."""
-    v = ev.get("verified") if isinstance(ev.get("verified"), Mapping) else {}
-    if ev.get("mode") == "execute" and isinstance(v.get("test_accuracy"), (int, float)) \
-            and isinstance(v.get("dataset"), str) and v["dataset"] != dataset:
-        return v["dataset"]
-    return None
+    """The dataset(s) the independent evaluation tested an executed notebook's captured models
+    on, when none of them is `dataset` (`grader.corroborate.verified_for`), else None."""
+    if ev.get("mode") != "execute" or verified_for(ev, dataset) is not None:
+        return None
+    others = sorted({v["dataset"] for v in verified_blocks(ev) if isinstance(v.get("dataset"), str)})
+    return ", ".join(others) or None
 
 
 def _headed(ev: Mapping[str, Any], ids: Sequence[str], spec: Any, specs: Sequence[Any]) -> bool:
@@ -308,10 +308,8 @@ def worked_on(ev: Mapping[str, Any]) -> set[str] | None:
         hints = unnamed_hints(ev)
         if hints is not None and len(hints) == 1:
             used = (used - unnamed) | hints
-    verified = ev.get("verified") if isinstance(ev.get("verified"), Mapping) else {}
-    if ev.get("mode") == "execute" and isinstance(verified.get("test_accuracy"), (int, float)) \
-            and isinstance(verified.get("dataset"), str):
-        used.add(verified["dataset"])  # the host evaluated its trained model on that dataset's test split
+    if ev.get("mode") == "execute":  # the host evaluated its trained models on these datasets' test splits
+        used.update(v["dataset"] for v in verified_blocks(ev) if isinstance(v.get("dataset"), str))
     metrics = ev.get("metrics") or {}
     per_class = metrics.get("per_class_accuracy") or {}
     if ev.get("mode") == "saved" and per_class and set(per_class) <= set(CLASS_SETS.get(metrics.get("dataset"), ())):
@@ -343,9 +341,9 @@ def unnamed_hints(ev: Mapping[str, Any]) -> set[str] | None:
     per_class = (ev.get("metrics") or {}).get("per_class_accuracy") or {}
     if isinstance(per_class, Mapping) and per_class:
         clues.append({d for d, known in CLASS_SETS.items() if set(per_class) <= set(known)})
-    verified = ev.get("verified") if isinstance(ev.get("verified"), Mapping) else {}
-    if isinstance(verified.get("test_accuracy"), (int, float)) and verified.get("dataset") in CLASS_SETS:
-        clues.append({verified["dataset"]})  # the host tested the captured model on that dataset
+    tested = {v["dataset"] for v in verified_blocks(ev) if v.get("dataset") in CLASS_SETS}
+    if tested:
+        clues.append(tested)  # the host tested a captured model on one of these datasets
     return set.intersection(*clues) if clues else None
 
 

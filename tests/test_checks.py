@@ -94,7 +94,7 @@ def test_fabricated_per_class_caught_without_verification() -> None:
 
 
 def test_verified_mismatch_flagged() -> None:
-    e = ev(metrics=full_metrics(0.9), verified={"test_accuracy": 0.3, "per_class_accuracy": {}})
+    e = ev(metrics=full_metrics(0.9), verified={"test_accuracy": 0.3, "per_class_accuracy": {}, "dataset": "cifar10"})
     out = run_check("metrics_verified", ctx(e), {})
     assert out.status == "fail" and "mismatch" in out.flags and "30.0 %" in out.message
 
@@ -108,7 +108,7 @@ def test_accuracy_against_reference_band() -> None:
                            "batches": 500, "dataset_length": 2000}] * 2}
     # the accuracy judged is the measured one (issue 13 B: a printed one alone goes to a TA)
     def measured(acc: float, **kw) -> dict:
-        return ev(metrics=full_metrics(acc), verified={"test_accuracy": acc}, **kw)
+        return ev(metrics=full_metrics(acc), verified={"test_accuracy": acc, "dataset": "cifar10"}, **kw)
 
     assert run_check("accuracy_vs_reference", ctx(measured(0.58, **probe), reference=ref),
                      {"floor": 0.2}).status == "pass"

@@ -44,7 +44,9 @@ def printed(acc: float, *, classes=CIFAR, loss: float = 2.3) -> dict:
 
 
 def verified(acc: float, classes=CIFAR) -> dict:
-    return {"test_accuracy": acc, "per_class_accuracy": {c: acc for c in classes}, "test_images": 500}
+    """The evaluator's block (grader.verify.host writes the dataset it tested on)."""
+    return {"test_accuracy": acc, "per_class_accuracy": {c: acc for c in classes}, "test_images": 500,
+            "dataset": "food11" if classes == FOOD else "cifar10"}
 
 
 def session(cell: int, samples: int, batches: int, *, split: str = "train", dataset: str = "cifar10",

@@ -211,9 +211,12 @@ def test_normalize_counts_only_in_the_verified_test_transform() -> None:
     assert out.status == "manual" and "does not include it" in out.message
     confirmed = ev(normalization=[], verified=food_verified(mean, std))
     assert run_check("normalization", ctx(confirmed, dataset="food11"), params).status == "pass"
-    # the probe saw it feed a model (a hint) in cells whose captured output shows the run: confirmed
+    # the probe saw it feed a model in cells whose captured output shows a loss: still only the
+    # student's process's records (it can feed real data through such a transform and print a
+    # line), so a TA (issue 13 A, round 4: was pass)
     fed = dict(claim, dataset="food11", reached_model=True, fed_cells=[5], host_output=True)
-    assert run_check("normalization", ctx(ev(normalization=[fed]), dataset="food11"), params).status == "pass"
+    out = run_check("normalization", ctx(ev(normalization=[fed]), dataset="food11"), params)
+    assert out.status == "manual" and out.flags == ("unconfirmed-evidence",) and "feeding a model" in out.message
     for forged in (dict(fed, host_output=False), dict(fed, reached_model=False), dict(fed, dataset=None)):
         out = run_check("normalization", ctx(ev(normalization=[forged]), dataset="food11"), params)
         assert out.status == "manual" and out.fraction == 0, forged
@@ -239,9 +242,14 @@ def test_a_verified_transform_with_other_constants_beats_the_probe_records() -> 
     plain = dict(imagenet, transform="Resize(size=[32, 32]) | ToTensor()")
     out = run_check("normalization", ctx(ev(normalization=[fed], verified=plain), dataset="food11"), params)
     assert out.status == "manual" and out.fraction == 0 and "does not include it" in out.message, out
-    # another notebook's verified transform does not decide for this one (the bonus in a notebook of its own)
+    # another notebook's verified transform does not decide for this one (the bonus in a notebook
+    # of its own): its records alone go to a TA (issue 13 A, round 4: was pass), not to a fail
     bonus = ev(path="bonus.ipynb", normalization=[fed])
     out = run_check("normalization", ctx(ev(verified=imagenet), bonus, dataset="food11"), params)
+    assert out.status == "manual" and out.flags == ("unconfirmed-evidence",), out
+    # its own verified Food-11 model, tested through that Normalize: passes
+    out = run_check("normalization", ctx(ev(verified=imagenet), dict(bonus, verified=food_verified(mean, std)),
+                                         dataset="food11"), params)
     assert out.status == "pass", out
 
 

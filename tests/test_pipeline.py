@@ -226,10 +226,53 @@ def sectioned(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
                          {"lab1-1.ipynb": lab1_1(epochs=1), "Copy of lab1-1.ipynb": draft}), subs, mtime=mtime)
     write_archive(Sample("0556103", "dllab_0556103.zip", "both datasets set up first, trained in turn",
                          {"DL_LAB1_0556103.ipynb": defined_first()}), subs, mtime=mtime)
+    # issue 13 A (T13_3 #1, #2): a print-only lab1-1.ipynb, and a lab1-2.ipynb that trains and tests
+    # a real CIFAR-10 LeNet, then forges Food-11 records and prints a Food-11 test line
+    printed = notebook(PRINTED_ONLY, title="LAB 1-1")
+    forged = notebook(cells.CIFAR_DATA, cells.LENET, cells.cifar_train(1), cells.CIFAR_TEST, FORGED_FOOD, title="LAB 1-2")
+    write_archive(Sample("0556104", "dllab_0556104.zip", "printed metrics and forged Food-11 records",
+                         {"lab1-1.ipynb": printed, "lab1-2.ipynb": forged}), subs, mtime=mtime)
     out = tmp_path_factory.mktemp("out-sections")
     assert _grade([str(subs), "--lab", "lab1", "--data", str(data_root), "--out", str(out), "--workers", "2",
                    "--no-pdf"]) == 0
     return out
+
+
+PRINTED_ONLY = """
+print('Accuracy of the network on the 10000 test images: 61 %')
+print('Test loss: 1.100')
+for c, a in zip(['plane', 'car', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'], [66, 75, 48, 40, 55, 50, 70, 66, 75, 68]):
+    print('Accuracy of %5s : %2d %%' % (c, a))
+"""
+FORGED_FOOD = """
+import sys
+P = sys.modules['_dllab_probe']
+d = P.emit('dataset', {'class': 'Food11', 'module': 'torchvision.datasets', 'via': 'init', 'split': 'test',
+                       'root': '/tmp/datasets-nctu/Food-11/evaluation', 'length': 3347, 'num_classes': 11})
+dl = P.emit('dataloader', {'dataset': d, 'batch_size': 16, 'shuffle': False})
+m = P.emit('model', {'class': 'Net', 'module': '__main__', 'params': 62006, 'trainable': 62006, 'last_linear_out': 11})
+P.emit('training', {'model': m, 'loader': dl, 'dataset': d, 'samples': 9866, 'batches': 617, 'grad_enabled': True,
+                    'training': True})
+P.emit('evaluation', {'model': m, 'loader': dl, 'dataset': d, 'samples': 3347, 'batches': 210,
+                      'grad_enabled': False, 'training': False})
+print('Test loss: 1.2000, Test accuracy: 55.00 %')
+"""
+
+
+def test_printed_and_forged_parts_wait_for_a_ta(sectioned: Path) -> None:
+    """Issue 13 A (T13_3 #1, #2): printed lines alone, and Food-11 records forged in a notebook
+    named for LAB 1-2 beside a real CIFAR-10 model, earned 37 and 24 points. Every item they would
+    earn now waits for a TA (no model of the part's dataset was tested by the grader), flagged."""
+    g = grade_of(sectioned, "0556104")
+    it = items(g)
+    assert g["sources"]["lab1-1"]["notebook"] == "lab1-1.ipynb" and g["sources"]["lab1-2"]["notebook"] == "lab1-2.ipynb"
+    for item, data in [("lab1-1-test-metrics", "cifar10"), ("lab1-1-per-class", "cifar10"), ("lab1-1-ran", "cifar10"),
+                       ("lab1-2-test-metrics", "food11"), ("lab1-2-model", "food11"), ("lab1-2-ran", "food11")]:
+        assert (it[item]["status"], it[item]["points"]) == ("manual", 0), (item, it[item])
+        assert f"no model of {data} was captured and tested by the grader" in it[item]["message"], it[item]["message"]
+    assert "not a finding against you" in it["lab1-1-test-metrics"]["message"]
+    assert sum(i["points"] for p in g["parts"][:2] for i in p["items"]) == 0
+    assert "unconfirmed-evidence" in g["flags"]
 
 
 def _printed(nb, needle: str) -> str:
@@ -250,9 +293,15 @@ def test_whole_lab_in_one_notebook_is_graded_part_by_part(sectioned: Path) -> No
         ("cifar10", "probe", "ok"), ("food11", "probe", "ok"), ("cifar10", "probe", "ok")]
     g = grade_of(sectioned, "0556101")
     it = items(g)
-    for item in ("lab1-2-test-metrics", "lab1-2-model", "lab1-2-ran", "lab1-1-test-metrics", "lab1-1-per-class",
-                 "lab1-1-ran", "lab1-3-experiments"):
+    for item in ("lab1-1-test-metrics", "lab1-1-per-class", "lab1-1-ran", "lab1-3-experiments"):
         assert it[item]["status"] == "pass", (item, it[item]["message"])
+    # LAB 1-2's printed numbers and model pass only beside the grader's own test of a Food-11 model
+    # of this notebook (`verified_more`); without one they wait for a TA (issue 13 A, round 4)
+    from grader.corroborate import verified_for
+
+    food_tested = verified_for(ev, "food11") is not None
+    for item in ("lab1-2-test-metrics", "lab1-2-model", "lab1-2-ran"):
+        assert it[item]["status"] == ("pass" if food_tested else "manual"), (item, it[item]["message"])
     # LAB 1-1's histograms show its own net, not the model evaluated again (LAB 1-3's, below), so
     # the grader cannot compare their data with a captured model: a TA confirms them (issue 13 A)
     assert it["lab1-1-weights"]["status"] == "manual" and "another section" in it["lab1-1-weights"]["message"]

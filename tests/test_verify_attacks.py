@@ -274,7 +274,7 @@ def _noisy(split: Split, accuracy: float) -> list[int]:
 
 def test_a_flagged_gap_is_graded_on_the_hidden_split_and_sent_to_a_ta() -> None:
     verified = {"test_accuracy": 1.0, "per_class_accuracy": {}, "hidden_accuracy": 0.1, "hidden_n": 500,
-                "hidden_gap_flagged": True}
+                "hidden_gap_flagged": True, "dataset": "cifar10"}
     ev = {"path": "lab.ipynb", "status": "ok", "verified": verified, "metrics": {"test_accuracy": 1.0}}
     ctx = CheckContext(student_id="s", part_id="lab1-1", dataset="cifar10", evidence=[ev])
     acc = accuracy_vs_reference(ctx, {"floor": 0.4})

@@ -15,6 +15,7 @@ from grader.checks.base import CLASSES, UNCONFIRMED, CheckContext, Outcome, fmt_
 from grader.checks.budget import reference_target, scaled_floor
 from grader.checks.training import (CHANCE_TOLERANCE, chance_level, finite, test_coverage, training_budget,
                                     untrained_outcome)
+from grader.corroborate import verified_blocks, verified_for
 
 
 def _metrics(ev: Mapping) -> Mapping:
@@ -181,12 +182,28 @@ def _gap_text(v: Mapping) -> str:
             f"which it cannot have seen: it looks like it learned the test split itself")
 
 
+def _verified(ev: Mapping, dataset: str | None) -> Mapping:
+    """The host's evaluation of a model of `dataset` in `ev` (any, when the part names no
+    dataset), else {}: a model tested on another dataset says nothing about this part's."""
+    if dataset:
+        return verified_for(ev, dataset) or {}
+    return next(iter(verified_blocks(ev)), {})
+
+
+def _why_unverified(ev: Mapping, dataset: str | None) -> str:
+    """Why `ev` has no verified block for `dataset`, as a clause (no final period)."""
+    others = sorted({str(v.get("dataset")) for v in verified_blocks(ev) if v.get("dataset")})
+    if dataset and others:
+        return f"the model the grader tested itself was evaluated on {', '.join(others)}, not {dataset}"
+    return str((ev.get("verified") or {}).get("reason") or "no independent evaluation was made").rstrip(".")
+
+
 def _accuracy(ctx: CheckContext) -> tuple[float | None, str, Mapping | None]:
     """The verified accuracy when there is one, else the printed one (finite fractions only).
     When the verified accuracy is far above the hidden split's, the hidden one ("hidden"): a
     model that memorized the visible test split is measured on images it never saw."""
     for ev in ctx.evidence:
-        v = ev.get("verified") or {}
+        v = _verified(ev, ctx.dataset)
         if _fraction(v.get("test_accuracy")):
             if _hidden_gap(v):
                 return float(v["hidden_accuracy"]), "hidden", ev
@@ -214,11 +231,11 @@ def accuracy_vs_reference(ctx: CheckContext, params: Mapping) -> Outcome:
     outcome = _accuracy_outcome(ctx, params, dataset)
     acc, source, ev = _accuracy(ctx)
     if source == "printed" and ev is not None and acc is not None and _executed(ev):
-        return _unverified(ev, acc, outcome)
+        return _unverified(ev, acc, outcome, ctx.dataset)
     if source == "hidden" and ev is not None:
         # Graded on the hidden split (what the model does on images it never saw), flagged for
         # the TA; full points for a model that may have learned the test split wait for a TA.
-        text = f"{_gap_text(ev['verified'])}, so the hidden accuracy is the one graded: {outcome.message}"
+        text = f"{_gap_text(_verified(ev, ctx.dataset))}, so the hidden accuracy is the one graded: {outcome.message}"
         if outcome.status == "pass":
             return Outcome("manual", 0.0, text.rstrip(".") + "; full points wait for a TA, who checks that the "
                                                              "test split was not used for training.",
@@ -233,13 +250,13 @@ def _executed(ev: Mapping) -> bool:
     return ev.get("mode", "execute") != "saved"
 
 
-def _unverified(ev: Mapping, printed: float, judged: Outcome) -> Outcome:
+def _unverified(ev: Mapping, printed: float, judged: Outcome, dataset: str | None) -> Outcome:
     """An accuracy item in execute mode whose only accuracy is the printed one: the grader ran
     the notebook but could not measure its model (the capture or the export failed, the model
     could not be captured, the teardown timed out). A printed number is whatever the code
     printed, so it earns nothing automatically, and nothing is failed either: a TA confirms it,
     with what it would earn (`judged`, the outcome on the printed number) in the message."""
-    why = str((ev.get("verified") or {}).get("reason") or "no independent evaluation was made").rstrip(".")
+    why = _why_unverified(ev, dataset)
     would = judged.message.rstrip(".")
     return Outcome("manual", 0.0, f"your printed test accuracy {fmt_pct(printed)} could not be verified ({why}), "
                                   f"so it earns no points automatically and a TA confirms it; judged on the "
@@ -362,9 +379,9 @@ def metrics_verified(ctx: CheckContext, params: Mapping) -> Outcome:
     tol = float(params.get("tolerance", 0.02))
     checked, reasons = [], []
     for ev in ctx.evidence:
-        v = ev.get("verified") or {}
+        v = _verified(ev, ctx.dataset)
         if not _fraction(v.get("test_accuracy")):
-            reasons.append(f"{where(ev)}: {v.get('reason', 'no independent evaluation was made')}")
+            reasons.append(f"{where(ev)}: {_why_unverified(ev, ctx.dataset)}")
             continue
         printed = _metrics(ev)
         diffs, compared = [], 0
@@ -379,7 +396,7 @@ def metrics_verified(ctx: CheckContext, params: Mapping) -> Outcome:
                 compared += 1
                 if abs(val - got) > max(tol, 0.05):
                     diffs.append(f"{cls} printed {fmt_pct(val)}, measured {fmt_pct(got)}")
-        checked.append((ev, diffs, compared))
+        checked.append((ev, diffs, compared, v))
     printed_any = any(_printed_any(ev) for ev in ctx.evidence)
     if not checked:
         if not printed_any:
@@ -390,29 +407,30 @@ def metrics_verified(ctx: CheckContext, params: Mapping) -> Outcome:
             return Outcome("fail", 0.0, msg + " Print what your code computes.", (where(ev),), flags=("mismatch",))
         return Outcome("manual", 0.0, "the printed metrics could not be verified independently ("
                        + "; ".join(reasons) + "); a TA will compare them by hand.")
-    bad = [(ev, d) for ev, d, _ in checked if d]
+    bad = [(ev, d) for ev, d, _, _ in checked if d]
     if bad:
         ev, diffs = bad[0]
         more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
         return Outcome("fail", 0.0, f"printed numbers disagree with the model's measured ones: "
                        f"{'; '.join(diffs[:3])}{more}. Print what your code computes.",
                        (where(ev),), flags=("mismatch",))
-    gap = next((ev for ev, _, _ in checked if _hidden_gap(ev["verified"])), None)
+    gap = next((v for _, _, _, v in checked if _hidden_gap(v)), None)
     if gap is not None:
-        return Outcome("manual", 0.0, f"the printed numbers match the measured ones, but {_gap_text(gap['verified'])}; "
-                                      f"a TA checks whether the test split was used for training.", (where(gap),),
+        return Outcome("manual", 0.0, f"the printed numbers match the measured ones, but {_gap_text(gap)}; "
+                                      f"a TA checks whether the test split was used for training.",
+                       tuple(where(ev) for ev, _, _, v in checked if v is gap),
                        flags=("hidden-gap",), own_words=True)
-    n = sum(c for _, _, c in checked)
-    measured = float(checked[0][0]["verified"]["test_accuracy"])
+    n = sum(c for _, _, c, _ in checked)
+    measured = float(checked[0][3]["test_accuracy"])
     if n == 0:
         if printed_any:
             return Outcome("manual", 0.0, f"numbers were printed, but none could be matched with the independent "
                                           f"evaluation (measured {fmt_pct(measured)}): the class names may "
-                                          f"differ; a TA compares them.", tuple(where(ev) for ev, _, _ in checked))
+                                          f"differ; a TA compares them.", tuple(where(ev) for ev, _, _, _ in checked))
         return _nothing_printed(ctx, measured)
     return Outcome("pass", 1.0, f"{n} printed number{'s' if n > 1 else ''} (measured test accuracy "
                                 f"{fmt_pct(measured)}) match an independent evaluation of the trained model.",
-                   tuple(where(ev) for ev, _, _ in checked))
+                   tuple(where(ev) for ev, _, _, _ in checked))
 
 
 # Test splits whose classes are equally sized: there, the mean of the per-class accuracies

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from grader.checks.base import CLASSES, KNOWN_NAMES, KNOWN_STATS, UNCONFIRMED, CheckContext, Outcome, where
-from grader.corroborate import parameters_of, verified_normalizers
+from grader.corroborate import parameters_of, verified_blocks, verified_for, verified_normalizers
 from grader.diagnose import error_text
 
 
@@ -47,7 +47,7 @@ def model_architecture(ctx: CheckContext, params: Mapping) -> Outcome:
                                       f"recorded, but the grader does not know {dataset or 'the dataset'}'s class "
                                       f"count; a TA checks that it fits.", (where(ev, m.get("cell")),))
     fits = [(ev, m) for ev, m in models if m.get("num_outputs") == want]
-    others = [(ev, m, why) for ev, m in fits if (why := _other_than_verified(ev, m))]
+    others = [(ev, m, why) for ev, m in fits if (why := _other_than_verified(ev, m, dataset))]
     if fits and len(others) == len(fits):
         # every fitting model is only a record (which the student's code can write), and the
         # model the host evaluated itself in that notebook is another one
@@ -74,12 +74,13 @@ def model_architecture(ctx: CheckContext, params: Mapping) -> Outcome:
                    (where(ev, m.get("cell")),))
 
 
-def _other_than_verified(ev: Mapping, m: Mapping) -> str | None:
+def _other_than_verified(ev: Mapping, m: Mapping, dataset: str | None) -> str | None:
     """Why model record `m` is not the model the independent evaluation captured in `ev` (its
     class, or its parameter count against the captured parameters' sizes), or None when it
-    may be, or nothing was verified."""
-    v = ev.get("verified") if isinstance(ev.get("verified"), Mapping) else {}
-    if not isinstance(v.get("test_accuracy"), (int, float)) or not isinstance(v.get("model"), str):
+    may be, or nothing was verified. Compared with the model tested on `dataset` when there is
+    one, else with the one tested on another dataset (an 11-output record is not that model)."""
+    v = (verified_for(ev, dataset) if dataset else None) or next(iter(verified_blocks(ev)), {})
+    if not isinstance(v.get("model"), str):
         return None
     if m.get("class") != v["model"]:
         return f"the model the grader evaluated itself in {where(ev)} is a {v['model']}"
@@ -107,11 +108,12 @@ def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
     """Inputs normalized with the dataset's own training mean/std, within a tolerance.
 
     Only what reached a model counts: a Normalize in the test transform the independent
-    evaluator reproduced the student's predictions with (`verified`), or one the probe saw in
-    the transform of data that reached a model, in cells whose output the host captured shows
-    that run's loss or accuracy (grader.corroborate). The probe's records alone are hints the
-    student's code could have written: with the right numbers but no such confirmation, a TA
-    decides; with copied constants they still say what was used.
+    evaluator reproduced the student's predictions of a `dataset` model with
+    (`grader.corroborate.verified_for`). The probe's records are hints the student's code could
+    have written, also that their data reached a model in cells whose captured output shows a
+    loss (`reached_model`, `host_output`: the student's process can load real data through such a
+    transform and print a line): with the right numbers but no verified transform, a TA decides;
+    with copied constants they still say what was used.
     """
     dataset = params.get("dataset") or ctx.dataset
     tol = float(params.get("tolerance", 0.02))
@@ -126,42 +128,40 @@ def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
     def own(n: Mapping) -> bool:  # copied constants earn nothing, even when close
         return _known(n) not in rejected and _close(n["mean"], mean, tol) and _close(n["std"], std, tol)
 
-    checked = [(ev, found) for ev in ctx.all_evidence
-               if (ev.get("verified") or {}).get("dataset") == dataset
-               and (found := verified_normalizers(ev.get("verified"))) is not None]
-    confirmed = [(ev, {"mean": m, "std": s}) for ev, found in checked for m, s in found]
-    for ev, n in confirmed:
+    # the host's evaluation of a model of `dataset` in each notebook, and the Normalizes of its test transform
+    checked = [(ev, v, found) for ev in ctx.all_evidence if (v := verified_for(ev, dataset)) is not None
+               and (found := verified_normalizers(v)) is not None]
+    confirmed = [(ev, v, {"mean": m, "std": s}) for ev, v, found in checked for m, s in found]
+    for ev, v, n in confirmed:
         if own(n):
             return Outcome("pass", 1.0, f"normalized with {dataset}'s own mean and std ({_vec(n['mean'])}, "
                                         f"{_vec(n['std'])}), in the test transform the independent evaluation "
-                                        f"reproduced your predictions with.", (where(ev, ev["verified"].get("cell")),))
+                                        f"reproduced your predictions with.", (where(ev, v.get("cell")),))
     used = [(ev, n) for ev in ctx.all_evidence for n in ev.get("normalization") or []
             if n.get("dataset") in (dataset, None) and n.get("mean") and n.get("std")]
 
     def verified_here(ev: Mapping) -> list | None:  # the Normalizes of this notebook's own verified test transform
-        return verified_normalizers(ev.get("verified")) if (ev.get("verified") or {}).get("dataset") == dataset \
-            else None
+        v = verified_for(ev, dataset)
+        return verified_normalizers(v) if v is not None else None
 
     # A notebook whose verified test transform normalizes with other constants says what its
-    # model saw: its probe records of a Normalize (a separate loader, or forged) earn nothing.
+    # model saw: its probe records of a Normalize (a separate loader, or forged) earn nothing;
+    # without a verified transform, records of its own statistics go to a TA.
     claimed = [(ev, n) for ev, n in used if own(n) and not verified_here(ev)]
-    for ev, n in claimed:  # the probe's hint that it fed a model, and the host's capture of that run
-        if verified_here(ev) is None and n.get("applied", True) and n.get("dataset") == dataset \
-                and n.get("reached_model") and n.get("host_output"):
-            return Outcome("pass", 1.0, f"normalized with {dataset}'s own mean and std ({_vec(n['mean'])}, "
-                                        f"{_vec(n['std'])}), in the transform of the data your model trained or "
-                                        f"was tested on.", (where(ev, n.get("cell")),))
     if claimed:
         ev, n = next(((ev, n) for ev, n in claimed if n.get("applied", True)), claimed[0])
         how = ("seen in a dataset's transform" + (" feeding a model" if n.get("reached_model") else "")
                if n.get("applied", True) else "created, but not seen in any dataset's transform")
         if checked:
-            cev, found = next(((e, f) for e, f in checked if e is ev), checked[0])
+            _, cv, _ = next(((e, v, f) for e, v, f in checked if e is ev), checked[0])
             why = (f"the test transform the independent evaluation reproduced your predictions with "
-                   f"({cev['verified'].get('transform')}) does not include it")
+                   f"({cv.get('transform')}) does not include it")
         else:
+            others = sorted({str(v.get("dataset")) for e in ctx.all_evidence for v in verified_blocks(e)
+                             if v.get("dataset")})
             reasons = [str((e.get("verified") or {}).get("reason") or "").rstrip(".") for e in ctx.all_evidence]
-            reason = next((r for r in reasons if r), "")
+            reason = (f"the models the grader tested itself were evaluated on {', '.join(others)}" if others
+                      else next((r for r in reasons if r), ""))
             why = (f"no independent evaluation of a {dataset} model confirmed the transform"
                    + (f" ({reason})" if reason else ""))
         return Outcome("manual", 0.0, f"a Normalize with {dataset}'s own mean and std ({_vec(n['mean'])}, "
@@ -169,7 +169,7 @@ def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
                                       f"applied to the data a model saw: {why}. A TA checks it.",
                        (where(ev, n.get("cell")),), flags=(UNCONFIRMED,))
     if confirmed or used:
-        ev, n = (confirmed or used)[-1]
+        ev, n = ([(e, c) for e, _, c in confirmed] or used)[-1]
         known = _known(n)
         what = f"{known} statistics" if known else f"mean {_vec(n.get('mean', ()))}, std {_vec(n.get('std', ()))}"
         return Outcome("fail", 0.0, f"normalized with {what}, not {dataset}'s own training statistics "

@@ -20,6 +20,7 @@ from typing import Literal, Mapping, Sequence
 
 from grader.checks.base import CLASSES, fmt_pct, where
 from grader.checks.stored import stored_untrained
+from grader.corroborate import verified_for
 from grader.diagnose import error_text
 
 CHANCE_TOLERANCE = 0.07
@@ -334,7 +335,8 @@ def untrained_outcome(evidence: Sequence[Mapping], *, dataset: str | None,
     found: list[Untrained] = []
     for ev in evidence:
         metrics = ev.get("metrics") or {}
-        verified = (ev.get("verified") or {}).get("test_accuracy")
+        # the host's evaluation of a model of this part's dataset (another dataset's says nothing here)
+        verified = ((verified_for(ev, dataset) if dataset else ev.get("verified")) or {}).get("test_accuracy")
         printed = metrics.get("test_accuracy") if finite(metrics.get("test_accuracy")) else None
         if printed is None:
             per_class = [v for v in (metrics.get("per_class_accuracy") or {}).values() if finite(v)]

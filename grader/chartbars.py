@@ -61,6 +61,13 @@ class Panel:
     scale: int
 
 
+def png_pixels(png: bytes) -> int | None:
+    """Width x height a PNG's header declares (nothing decoded), or None when it is no PNG."""
+    if len(png) < 24 or not png.startswith(b"\x89PNG\r\n\x1a\n") or png[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(png[16:20], "big") * int.from_bytes(png[20:24], "big")
+
+
 def _pixels(png: bytes) -> tuple[np.ndarray, int] | None:
     """(codes (H, W) int32 of 0xRRGGBB over a white background, shrink step) or None."""
     try:
@@ -129,7 +136,7 @@ def _bar_pixels(inner: np.ndarray, frame: int) -> tuple[int, np.ndarray | None]:
     rim = np.concatenate([inner[:2].ravel(), inner[:, :2].ravel(), inner[:, -2:].ravel()])
     rim_values, rim_counts = np.unique(rim, return_counts=True)
     face = int(rim_values[rim_counts.argmax()])
-    values, counts = np.unique(inner, return_counts=True)
+    values, where, counts = np.unique(inner, return_inverse=True, return_counts=True)
     rgb = _rgb(values)
     far = (np.abs(rgb - _rgb(np.array(face))).max(axis=1) > 60) & (values != frame) & (counts >= MIN_PANEL // 2)
     if not far.any():
@@ -138,11 +145,11 @@ def _bar_pixels(inner: np.ndarray, frame: int) -> tuple[int, np.ndarray | None]:
     pool = chromatic if chromatic.any() else far
     colour = int(values[np.flatnonzero(pool)[counts[pool].argmax()]])
     f, b = _rgb(np.array(face)), _rgb(np.array(colour))
-    px = _rgb(inner) - f
+    px = rgb - f  # per distinct colour, then mapped back onto the pixels
     span = b - f
     t = (px @ span) / float(span @ span)
-    off = np.linalg.norm(px - t[..., None] * span, axis=-1)
-    return colour, (t >= 0.35) & (off <= 40)
+    off = np.linalg.norm(px - t[:, None] * span, axis=-1)
+    return colour, ((t >= 0.35) & (off <= 40))[where.reshape(inner.shape)]
 
 
 def _panel(codes: np.ndarray, y: int, x0: int, x1: int, frame: int, step: int) -> Panel | None:
@@ -169,8 +176,8 @@ def _panel(codes: np.ndarray, y: int, x0: int, x1: int, frame: int, step: int) -
     has = mask.any(axis=0)
     heights = np.where(has, rows - np.argmax(mask, axis=0), 0).astype(np.float64)
     cols = np.flatnonzero(heights > 0)
-    if len(cols) < 3:
-        return None
+    if len(cols) < 3 or cols[-1] - cols[0] < MIN_PANEL // 3 or np.count_nonzero(mask[-2:].any(axis=0)) < 2:
+        return None  # bars (and a step outline's ends) stand on the frame's bottom; a line chart need not
     heights = _fill_gaps(heights[cols[0]:cols[-1] + 1])
     return Panel(heights=heights, box=(x0, top, x1, y), colour=colour, scale=step)
 
@@ -191,7 +198,7 @@ def read_panels(png: bytes) -> list[Panel] | None:
     if len(runs) > MAX_CANDIDATES:
         return None
     panels: list[Panel] = []
-    for y, x0, x1 in runs:
+    for y, x0, x1 in sorted(runs, reverse=True):  # bottom up: a frame before the grid lines inside it
         if any(p.box[0] <= x0 <= p.box[2] and p.box[1] <= y <= p.box[3] for p in panels):
             continue  # a line inside a panel already found (a grid line, a bar's edge)
         p = _panel(codes, y, x0, x1, int(codes[y, x0]), step)
@@ -203,21 +210,28 @@ def read_panels(png: bytes) -> list[Panel] | None:
 # ---------------------------------------------------------------- comparing with a record
 
 
-def record_profile(counts: list[float] | np.ndarray, edges: list[float] | np.ndarray,
-                   columns: int) -> np.ndarray | None:
-    """A record's bars (counts in `edges`), trimmed of empty bars at both ends, resampled onto
-    `columns` evenly spaced columns; None when it has no bar or its edges are not increasing."""
+def record_profile(counts: list[float] | np.ndarray, edges: list[float] | np.ndarray, columns: int,
+                   least: float = 0.0) -> np.ndarray | None:
+    """A record's bars (counts in `edges`), trimmed at both ends of bars of at most `least`,
+    resampled onto `columns` evenly spaced columns; None when no bar is left or its edges are
+    not increasing."""
     c = np.asarray(counts, dtype=np.float64)
     e = np.asarray(edges, dtype=np.float64)
     if c.ndim != 1 or e.shape != (len(c) + 1,) or not len(c) or not np.isfinite(c).all() \
             or not np.isfinite(e).all() or np.any(np.diff(e) <= 0) or columns < 1:
         return None
-    filled = np.flatnonzero(c > 0)
+    filled = np.flatnonzero(c > max(least, 0.0))
     if not len(filled):
         return None
     c, e = c[filled[0]:filled[-1] + 1], e[filled[0]:filled[-1] + 2]
-    at = e[0] + (np.arange(columns) + 0.5) / columns * (e[-1] - e[0])
-    return c[np.clip(np.searchsorted(e, at, side="right") - 1, 0, len(c) - 1)]
+    # each column shows the tallest bar within it (its topmost pixel), as the reader reads it
+    bounds = e[0] + np.arange(columns + 1) / columns * (e[-1] - e[0])
+    first = np.clip(np.searchsorted(e, bounds[:-1], side="right") - 1, 0, len(c) - 1)
+    last = np.clip(np.searchsorted(e, bounds[1:], side="left") - 1, first, len(c) - 1)
+    out = c[first]
+    for k in range(1, int((last - first).max()) + 1):
+        out = np.maximum(out, c[np.minimum(first + k, last)])
+    return out
 
 
 def _error(pixels: np.ndarray, want: np.ndarray) -> tuple[float, float]:
@@ -235,13 +249,25 @@ def profile_agrees(panel: Panel, counts: list[float] | np.ndarray, edges: list[f
     agree column by column on a linear count axis (counts or density) or on a log one (an
     affine map of log(count), fitted, as `log=True` or `plt.yscale('log')` draws them)."""
     pix = panel.heights
-    want = record_profile(counts, edges, len(pix))
-    if want is None or pix.max() <= 0:
+    if pix.max() <= 0 or not len(counts):
         return False
     p = pix / pix.max()
-    mean, bad = _error(p, want / want.max())
-    if mean <= MEAN_ERROR and bad <= BAD_COLUMNS:
-        return True
+    try:
+        tallest = float(np.max(np.asarray(counts, dtype=np.float64)))
+    except (TypeError, ValueError, OverflowError):
+        return False
+    # Bars at the ends lower than a pixel or two may not show (an edge line covers them): the
+    # record is also tried without them.
+    for least in (0.0, 1.5, 3.0):
+        want = record_profile(counts, edges, len(p), least * tallest / pix.max())
+        if want is None or not want.max() > 0:
+            break
+        mean, bad = _error(p, want / want.max())
+        if mean <= MEAN_ERROR and bad <= BAD_COLUMNS:
+            return True
+    want = record_profile(counts, edges, len(p))  # a log axis shows even a bar of one
+    if want is None or not want.max() > 0:
+        return False
     shown = (want > 0) & (p > 0)
     if shown.sum() < 3 or np.ptp(np.log(want[shown])) <= 0:
         return False

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.chartbars import assign, profile_agrees, read_panels
+from grader.chartbars import assign, png_pixels, profile_agrees, read_panels
 from grader.saved_images import looks_like_histogram
 from grader.sections import count_index
 
@@ -53,7 +53,8 @@ MIN_BARS = 5
 """Fewest bars, and non-empty bars, a recorded histogram needs to be compared as a
 distribution: fewer say nothing beyond the size, range, mean and spread compared before
 (a one-bar record `counts=[n]` agrees with any parameter). A tensor of n < 15 values needs
-only ceil(n / 3) non-empty bars: 6 biases in plt.hist's 10 bars may leave bars empty."""
+only ceil(n / 3) bars, at least 2, and as many non-empty: 6 biases in plt.hist's 10 bars may
+leave bars empty, and bins='auto' draws 4 bars of them."""
 MAX_PSEUDO = 4096
 STAT_TOLERANCE = 1e-3
 """Largest |recorded - computed| of min, max, mean and std, as a fraction of the parameter's
@@ -68,8 +69,14 @@ MAX_BAR_READS = 40
 """Captured PNGs per run whose histogram bars are read from the pixels (~0.02-0.2 s each, see
 grader.chartbars), the cells of histogram figures that name a parameter first: an honest run
 shows one figure per layer (10) or one grid."""
-MAX_PANELS = 64
+MAX_BAR_PIXELS = 60_000_000
+"""Pixels per run (as the PNGs' headers declare them) whose bars are read: 40 figures of 1.5 M
+(an 18 x 6 inch grid at 100 dpi is 1.1 M), or a few large ones."""
+MAX_PANELS = 32
 """Panels per cell compared with its records (a grid of 10 layers has 10)."""
+MAX_BAR_RECORDS = 64
+"""Recorded histograms per run compared with panels (~1 ms per pair): an honest run records one
+per parameter (10), a forging one thousands; the rest are not matched."""
 _METRIC_LINE = re.compile(r"(?i)(loss|acc|accuracy|error|err|score|top-?1)\b[^\n]{0,80}?\d"
                           r"|\d[^\n]{0,80}?\b(loss|acc|accuracy)")
 
@@ -127,7 +134,7 @@ def cell_outputs(nb: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
 def _match_bars(figures: list[dict[str, Any]], captured: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """id(figure) -> {"matched": [indices of its `hists` whose bars a panel of its cell shows],
     "panels": panels read in that cell, or None when its PNGs could not be read (unreadable,
-    or MAX_BAR_READS spent)}. The records of all histogram figures of one cell share that
+    or MAX_BAR_READS / MAX_BAR_PIXELS spent)}. The records of all histogram figures of one cell share that
     cell's panels, one panel per record (grader.chartbars.assign): a record of several
     parameters (a histogram of their concatenation) is one record."""
     by_cell: dict[int, list[dict[str, Any]]] = {}
@@ -135,25 +142,29 @@ def _match_bars(figures: list[dict[str, Any]], captured: dict[int, dict[str, Any
         if f.get("kind") == "histogram" and isinstance(f.get("cell"), int) and f["cell"] in captured:
             by_cell.setdefault(f["cell"], []).append(f)
     out: dict[int, dict[str, Any]] = {}
-    budget = MAX_BAR_READS
+    budget, pixels, compared = MAX_BAR_READS, MAX_BAR_PIXELS, MAX_BAR_RECORDS
     # cells whose figures name a parameter first: they are what the items need
     for cell in sorted(by_cell, key=lambda c: not any(f.get("subjects") for f in by_cell[c])):
         records = [(f, i, h) for f in by_cell[cell] for i, h in enumerate(f.get("hists") or [])
-                   if isinstance(h, Mapping) and h.get("subjects")]
-        panels: list[Any] | None = None
-        if records:
-            for png in captured[cell]["pngs"]:
-                if budget <= 0:
-                    break
-                budget -= 1
-                got = read_panels(png)
-                if got is not None:
-                    panels = (panels or []) + got
-            panels = panels[:MAX_PANELS] if panels is not None else None
-        fits = [[k for k, p in enumerate(panels or []) if profile_agrees(p, h.get("counts") or [], h.get("edges") or [])]
-                for _, _, h in records]
+                   if isinstance(h, Mapping) and h.get("subjects")][:max(compared, 0)]
+        compared -= len(records)
+        panels: list[Any] = []
+        # every image of the cell read: else a record without a panel may be in one not read
+        complete = bool(records) and len(captured[cell]["pngs"]) == captured[cell]["images"]
+        for png in captured[cell]["pngs"] if records else []:
+            size = png_pixels(png) or 0
+            if budget <= 0 or size > pixels:
+                complete = False
+                break
+            budget, pixels = budget - 1, pixels - size
+            got = read_panels(png)
+            complete = complete and got is not None
+            panels.extend(got or [])
+        complete = complete and len(panels) <= MAX_PANELS
+        fits = [[k for k, p in enumerate(panels[:MAX_PANELS])
+                 if profile_agrees(p, h.get("counts") or [], h.get("edges") or [])] for _, _, h in records]
         for f in by_cell[cell]:
-            out[id(f)] = {"matched": [], "panels": None if panels is None else len(panels)}
+            out[id(f)] = {"matched": [], "panels": len(panels) if complete else None}
         for (f, i, _), panel in zip(records, assign(fits)):
             if panel is not None:
                 out[id(f)]["matched"].append(i)
@@ -298,7 +309,8 @@ def histogram_disagrees(hist: Mapping[str, Any], stats: Sequence[Mapping[str, An
     if got_bars.sum() <= 0 or np.any(np.diff(e) <= 0):
         return "its bars are empty or out of order"
     filled = int(np.count_nonzero(got_bars))
-    if len(got_bars) < MIN_BARS or filled < min(MIN_BARS, math.ceil(int(sizes.sum()) / 3)):
+    need = max(2, min(MIN_BARS, math.ceil(int(sizes.sum()) / 3)))
+    if len(got_bars) < need or filled < need:
         return (f"its {len(got_bars)} bar(s), {filled} of them non-empty, are too few to show a distribution "
                 f"(at least {MIN_BARS} are needed)")
     want_bars = sum(_rebuilt_bars(s, e) for s in stats)

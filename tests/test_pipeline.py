@@ -141,7 +141,7 @@ def test_random_panels_do_not_confirm_forged_weight_bars(graded: Path) -> None:
     assert it["status"] == "manual" and it["points"] == 0, it
     assert "the bars in the image the grader captured do not match the recorded data" in it["message"]
     ev = json.loads((graded / "runs" / "0556008" / "lab1-1.ipynb" / "evidence.json").read_text())
-    forged = [f for f in ev["figures"] if f["kind"] == "histogram" and f.get("subjects")]
+    forged = [f for f in ev["figures"] if f["kind"] == "histogram" and "conv1.weight" in f["subjects"]]
     assert len(forged) == 1 and forged[0]["host"]["panels"] == 10 and forged[0]["host"]["matched"] == [], forged
     honest = json.loads((graded / "runs" / "0556001" / "lab1-1.ipynb" / "evidence.json").read_text())
     assert [f["host"]["matched"] for f in honest["figures"] if f["kind"] == "histogram"] == [list(range(10))]

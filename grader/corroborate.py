@@ -66,12 +66,12 @@ MAX_PIXEL_CHECKS = 60
 the cells of histogram figures that name a parameter come first, and a cell stops at its
 first histogram, so an honest run (one figure per layer or one grid) stays far below it."""
 MAX_BAR_READS = 40
-"""Captured PNGs per run whose histogram bars are read from the pixels (~0.02-0.2 s each, see
-grader.chartbars), the cells of histogram figures that name a parameter first: an honest run
-shows one figure per layer (10) or one grid."""
-MAX_BAR_PIXELS = 60_000_000
-"""Pixels per run (as the PNGs' headers declare them) whose bars are read: 40 figures of 1.5 M
-(an 18 x 6 inch grid at 100 dpi is 1.1 M), or a few large ones."""
+"""Captured PNGs per run whose histogram bars are read from the pixels (0.02-0.1 s for a figure
+at 100 dpi, ~1 s at the 16-M-pixel cap; grader.chartbars), the cells of histogram figures that
+name a parameter first: an honest run shows one figure per layer (10) or one grid."""
+MAX_BAR_PIXELS = 32_000_000
+"""Pixels per run (as the PNGs' headers declare them) whose bars are read, ~0.1 s per M on an
+idle core: ten 300-dpi figures of one layer each (2 M each), or 30 grids at 100 dpi (1 M)."""
 MAX_PANELS = 32
 """Panels per cell compared with its records (a grid of 10 layers has 10)."""
 MAX_BAR_RECORDS = 64

@@ -7,7 +7,9 @@ the host captured or computed agrees with it:
 - a figure: the executed notebook, as the host's kernel client captured it, shows an image in
   the cell the figure event names (a PNG written into the probe's folder is not enough); for
   a histogram, a PNG there whose pixels the host classifies as a histogram (a JPEG, an SVG or
-  an image it cannot classify goes to a TA);
+  an image it cannot classify goes to a TA), and a panel of that cell's PNGs whose bars, read
+  from the pixels (grader.chartbars), are the recorded bars: each record needs a panel of its
+  own, so one picture of anything cannot stand for the records of every layer;
 - a histogram of a parameter: its recorded size, range, mean, spread and bars agree with that
   parameter of the model the independent evaluator captured (`verified["parameters"]`, one
   `param_summary` per parameter), in at least MIN_BARS bars;
@@ -34,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from grader.chartbars import assign, png_pixels, profile_agrees, read_panels
 from grader.saved_images import looks_like_histogram
 from grader.sections import count_index
 
@@ -50,7 +53,8 @@ MIN_BARS = 5
 """Fewest bars, and non-empty bars, a recorded histogram needs to be compared as a
 distribution: fewer say nothing beyond the size, range, mean and spread compared before
 (a one-bar record `counts=[n]` agrees with any parameter). A tensor of n < 15 values needs
-only ceil(n / 3) non-empty bars: 6 biases in plt.hist's 10 bars may leave bars empty."""
+only ceil(n / 3) bars, at least 2, and as many non-empty: 6 biases in plt.hist's 10 bars may
+leave bars empty, and bins='auto' draws 4 bars of them."""
 MAX_PSEUDO = 4096
 STAT_TOLERANCE = 1e-3
 """Largest |recorded - computed| of min, max, mean and std, as a fraction of the parameter's
@@ -61,6 +65,18 @@ MAX_PIXEL_CHECKS = 60
 """Captured images per run classified from their pixels (~0.1 s each), a bound on host work:
 the cells of histogram figures that name a parameter come first, and a cell stops at its
 first histogram, so an honest run (one figure per layer or one grid) stays far below it."""
+MAX_BAR_READS = 40
+"""Captured PNGs per run whose histogram bars are read from the pixels (0.02-0.1 s for a figure
+at 100 dpi, ~1 s at the 16-M-pixel cap; grader.chartbars), the cells of histogram figures that
+name a parameter first: an honest run shows one figure per layer (10) or one grid."""
+MAX_BAR_PIXELS = 32_000_000
+"""Pixels per run (as the PNGs' headers declare them) whose bars are read, ~0.1 s per M on an
+idle core: ten 300-dpi figures of one layer each (2 M each), or 30 grids at 100 dpi (1 M)."""
+MAX_PANELS = 32
+"""Panels per cell compared with its records (a grid of 10 layers has 10)."""
+MAX_BAR_RECORDS = 64
+"""Recorded histograms per run compared with panels (~1 ms per pair): an honest run records one
+per parameter (10), a forging one thousands; the rest are not matched."""
 _METRIC_LINE = re.compile(r"(?i)(loss|acc|accuracy|error|err|score|top-?1)\b[^\n]{0,80}?\d"
                           r"|\d[^\n]{0,80}?\b(loss|acc|accuracy)")
 
@@ -115,10 +131,53 @@ def cell_outputs(nb: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
     return out
 
 
+def _match_bars(figures: list[dict[str, Any]], captured: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """id(figure) -> {"matched": [indices of its `hists` whose bars a panel of its cell shows],
+    "panels": panels read in that cell, or None when its PNGs could not be read (unreadable,
+    or MAX_BAR_READS / MAX_BAR_PIXELS spent)}. The records of all histogram figures of one cell share that
+    cell's panels, one panel per record (grader.chartbars.assign): a record of several
+    parameters (a histogram of their concatenation) is one record."""
+    by_cell: dict[int, list[dict[str, Any]]] = {}
+    for f in figures:
+        if f.get("kind") == "histogram" and isinstance(f.get("cell"), int) and f["cell"] in captured:
+            by_cell.setdefault(f["cell"], []).append(f)
+    out: dict[int, dict[str, Any]] = {}
+    budget, pixels, compared = MAX_BAR_READS, MAX_BAR_PIXELS, MAX_BAR_RECORDS
+    # cells whose figures name a parameter first: they are what the items need
+    for cell in sorted(by_cell, key=lambda c: not any(f.get("subjects") for f in by_cell[c])):
+        records = [(f, i, h) for f in by_cell[cell] for i, h in enumerate(f.get("hists") or [])
+                   if isinstance(h, Mapping) and h.get("subjects")][:max(compared, 0)]
+        compared -= len(records)
+        panels: list[Any] = []
+        # every image of the cell read: else a record without a panel may be in one not read
+        complete = bool(records) and len(captured[cell]["pngs"]) == captured[cell]["images"]
+        for png in captured[cell]["pngs"] if records else []:
+            size = png_pixels(png) or 0
+            if budget <= 0 or size > pixels:
+                complete = False
+                break
+            budget, pixels = budget - 1, pixels - size
+            got = read_panels(png)
+            complete = complete and got is not None
+            panels.extend(got or [])
+        complete = complete and len(panels) <= MAX_PANELS
+        fits = [[k for k, p in enumerate(panels[:MAX_PANELS])
+                 if profile_agrees(p, h.get("counts") or [], h.get("edges") or [])] for _, _, h in records]
+        for f in by_cell[cell]:
+            out[id(f)] = {"matched": [], "panels": len(panels) if complete else None}
+        for (f, i, _), panel in zip(records, assign(fits)):
+            if panel is not None:
+                out[id(f)]["matched"].append(i)
+    return out
+
+
 def mark_run(ev: dict[str, Any], nb: Mapping[str, Any]) -> None:
     """Adds to an executed notebook's evidence, in place, what the host captured of the cells
-    its probe records name: `figures[].host = {"images": n, "histogram": bool|None}` (images the
-    cell showed; whether one looks like a histogram, None when the pixels cannot tell),
+    its probe records name: `figures[].host = {"images": n, "histogram": bool|None, "matched":
+    [i], "panels": n|None}` (images the cell showed; whether one looks like a histogram, None
+    when the pixels cannot tell; for a histogram figure, the indices of its `hists` whose bars a
+    panel of that cell's PNGs shows, and how many histogram panels were read there, None when
+    none could be read: `_match_bars`),
     `optimizers[].host_output` (a cell it stepped in printed a metric line or showed an image,
     or a later cell showed a line chart as a PNG: `host_chart`, its In[n])
     and `normalization[].host_output` (the same, of a cell where its data reached a model)."""
@@ -144,10 +203,12 @@ def mark_run(ev: dict[str, Any], nb: Mapping[str, Any]) -> None:
                 break
         looked[cell] = True if True in verdicts else (
             False if verdicts and all(v is False for v in verdicts) and len(verdicts) == seen["images"] else None)
+    bars = _match_bars(figures, captured)
     for f in figures:
         seen = captured.get(f.get("cell")) if isinstance(f.get("cell"), int) else None
         histogram = looked.get(f["cell"]) if seen and f.get("kind") == "histogram" else None
-        f["host"] = {"images": seen["images"] if seen else 0, "histogram": histogram}
+        f["host"] = {"images": seen["images"] if seen else 0, "histogram": histogram,
+                     **(bars.get(id(f)) or ({"matched": [], "panels": None} if f.get("kind") == "histogram" else {}))}
     # Cells where the host captured a line chart as a PNG: a training loop that prints nothing
     # and stores its losses, plotted in a later cell, shows its run there.
     charts = sorted({f["cell"] for f in figures if f.get("kind") == "line" and isinstance(f.get("cell"), int)
@@ -168,12 +229,13 @@ def mark_run(ev: dict[str, Any], nb: Mapping[str, Any]) -> None:
 
 def figure_captured(f: Mapping[str, Any]) -> bool:
     """The host saw an image in the cell the figure event names (and, for a histogram, a PNG
-    there that its pixels say is a histogram). Evidence from before this check: False."""
+    there that its pixels say is a histogram, or whose bars are a record's). Evidence from
+    before this check: False."""
     host = f.get("host")
     if not isinstance(host, Mapping):
         return False
     if f.get("kind") == "histogram":  # a PNG the host's pixels call a histogram; a JPEG, SVG or unsure one is not
-        return bool(host.get("images")) and host.get("histogram") is True
+        return bool(host.get("images")) and (host.get("histogram") is True or bool(host.get("matched")))
     return bool(host.get("images"))
 
 
@@ -247,7 +309,8 @@ def histogram_disagrees(hist: Mapping[str, Any], stats: Sequence[Mapping[str, An
     if got_bars.sum() <= 0 or np.any(np.diff(e) <= 0):
         return "its bars are empty or out of order"
     filled = int(np.count_nonzero(got_bars))
-    if len(got_bars) < MIN_BARS or filled < min(MIN_BARS, math.ceil(int(sizes.sum()) / 3)):
+    need = max(2, min(MIN_BARS, math.ceil(int(sizes.sum()) / 3)))
+    if len(got_bars) < need or filled < need:
         return (f"its {len(got_bars)} bar(s), {filled} of them non-empty, are too few to show a distribution "
                 f"(at least {MIN_BARS} are needed)")
     want_bars = sum(_rebuilt_bars(s, e) for s in stats)

@@ -54,11 +54,13 @@ def hist_record(data: np.ndarray, subjects: list[str], *, bins: int = 50) -> dic
 def histogram_figure(net: Any, names: Iterable[str], *, cell: int = 5, prefix: str = "net.",
                      images: int = 1) -> dict[str, Any]:
     """A probe figure of histograms of `names` (`conv1.weight`), shown in cell In[cell], with
-    the host's capture of that cell (`images` images, looking like a histogram)."""
+    the host's capture of that cell (`images` images, looking like a histogram, a panel of
+    them showing each record's bars: grader.corroborate.mark_run)."""
     names = list(names)
     return {"cell": cell, "kind": "histogram", "subjects": [prefix + n for n in names], "png": "figures/fig-0001.png",
             "hists": [hist_record(values(net, n), [prefix + n]) for n in names],
-            "host": {"images": images, "histogram": True if images else None}}
+            "host": {"images": images, "histogram": True if images else None,
+                     "matched": list(range(len(names))) if images else [], "panels": len(names) if images else None}}
 
 
 def verified_block(net: Any, **extra: Any) -> dict[str, Any]:

@@ -46,11 +46,46 @@ def _grade(args: list[str]) -> int:
 @pytest.fixture(scope="module")
 def graded(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     subs = _samples(tmp_path_factory.mktemp("subs"), {"0556001", "0556003", "0556006", "0556007"})
+    _rand_hist(subs)
     out = tmp_path_factory.mktemp("out")
     code = _grade([str(subs), "--lab", "lab1", "--data", str(data_root), "--out", str(out), "--workers", "2",
                    "--no-pdf"])
     assert code == 0
     return out
+
+
+# T13_3 #3 (RAND_HIST): panels of random numbers titled like the layers, shown, then probe
+# records of the real parameters' bars emitted by hand (np.histogram of the trained net)
+RAND_HIST = r'''
+import sys
+import numpy as np
+fig, axes = plt.subplots(2, 5, figsize=(18, 6))
+for ax, (name, p) in zip(axes.flat, net.named_parameters()):
+    ax.hist(np.random.randn(p.numel()), bins=50); ax.set_title(name)
+plt.tight_layout(); plt.show()
+axs = []
+for name, p in net.named_parameters():
+    a = p.detach().double().numpy().ravel()
+    c, e = np.histogram(a, bins=50)
+    axs.append({'kind': 'histogram', 'title': name, 'n_lines': 0, 'n_images': 0, 'hists': [{
+        'source': 'hist', 'bins': 50, 'n': int(a.size), 'min': float(a.min()), 'max': float(a.max()),
+        'mean': float(a.mean()), 'std': float(a.std()),
+        'subjects': [{'param': name, 'model': 'net', 'model_class': 'Net', 'match': 'exact', 'grad': False}],
+        'counts': [int(x) for x in c], 'edges': [float(x) for x in e]}]})
+sys.modules['_dllab_probe'].emit('figure', {'trigger': 'show', 'fig_kind': 'histogram', 'n_axes': len(axs),
+                                            'axes': axs, 'subjects': [a['title'] for a in axs]})
+'''
+
+
+def _rand_hist(folder: Path) -> None:
+    from grader.rubric import builtin_rubric, load_rubric
+    from grader.samples import Sample, cells, lab1_1
+
+    nb = lab1_1(epochs=1)
+    weights = next(c for c in nb.cells if c.source == cells.WEIGHT_HISTS.strip("\n"))
+    weights.source = RAND_HIST.strip()
+    write_archive(Sample("0556008", "dllab_0556008.zip", "random panels, forged real bars", {"lab1-1.ipynb": nb}),
+                  folder, mtime=load_rubric(builtin_rubric("lab1")).deadline.timestamp() - 3600)
 
 
 def grade_of(out: Path, sid: str) -> dict:
@@ -99,10 +134,23 @@ def test_misnamed_and_late_are_flagged(graded: Path) -> None:
     assert g["total"] < grade_of(graded, "0556001")["total"]
 
 
+def test_random_panels_do_not_confirm_forged_weight_bars(graded: Path) -> None:
+    """T13_3 #3: the host reads the bars of the grid it captured; none is a recorded parameter's,
+    so the forged records earn nothing and wait for a TA (the honest 0556001 passes, above)."""
+    it = items(grade_of(graded, "0556008"))["lab1-1-weights"]
+    assert it["status"] == "manual" and it["points"] == 0, it
+    assert "the bars in the image the grader captured do not match the recorded data" in it["message"]
+    ev = json.loads((graded / "runs" / "0556008" / "lab1-1.ipynb" / "evidence.json").read_text())
+    forged = [f for f in ev["figures"] if f["kind"] == "histogram" and "conv1.weight" in f["subjects"]]
+    assert len(forged) == 1 and forged[0]["host"]["panels"] == 10 and forged[0]["host"]["matched"] == [], forged
+    honest = json.loads((graded / "runs" / "0556001" / "lab1-1.ipynb" / "evidence.json").read_text())
+    assert [f["host"]["matched"] for f in honest["figures"] if f["kind"] == "histogram"] == [list(range(10))]
+
+
 def test_gradebook_has_one_row_per_student(graded: Path) -> None:
     lines = (graded / "grades.csv").read_text().splitlines()
     assert lines[0].startswith("student_id,total,max")
-    assert sorted(l.split(",")[0] for l in lines[1:]) == ["0556001", "0556003", "0556006", "0556007"]
+    assert sorted(l.split(",")[0] for l in lines[1:]) == ["0556001", "0556003", "0556006", "0556007", "0556008"]
 
 
 def test_rescore_with_an_edited_rubric_runs_no_notebook(graded: Path, tmp_path: Path) -> None:

@@ -14,10 +14,31 @@ def _matches(subject: str, layer: str, kind: str) -> bool:
     return subject == want or subject.endswith("." + want)
 
 
+def _bars_unconfirmed(f: Mapping, index: int, subject: str) -> str | None:
+    """Why the bars of record `f["hists"][index]` (of `subject`) are not confirmed by the image
+    the host captured in its cell, or None when a panel of that image shows them
+    (`figures[].host`, grader.corroborate.mark_run)."""
+    host = f.get("host") or {}
+    if not isinstance(host.get("matched"), list):  # evidence written before the bars were read
+        return ("the grader's record of that run predates its comparison of the captured image's bars with the "
+                "recorded data, so it cannot tell whether the image shows that data")
+    if index in host["matched"]:
+        return None
+    if host.get("panels") is None:
+        return ("the grader could not read the bars of the image it captured in that cell's output (too large, "
+                "too many images, or not a PNG), so it cannot tell whether the image shows that data")
+    if not host["panels"]:
+        return ("the grader found no histogram panel it can read in the image it captured in that cell's output "
+                "(it reads framed matplotlib/seaborn axes), so it cannot tell whether the image shows that data")
+    return (f"the bars in the image the grader captured do not match the recorded data of {subject} (each recorded "
+            f"histogram needs a panel of its own in that cell's image)")
+
+
 def _uncorroborated(ev: Mapping, f: Mapping, subject: str) -> str | None:
     """Why the grader cannot confirm from what it checked itself that figure `f` of `ev` shows
-    `subject`, or None when it can: the host captured an image in that cell and the recorded
-    data is the captured model's parameter (grader.corroborate)."""
+    `subject`, or None when it can: the host captured an image in that cell, the recorded
+    data is the captured model's parameter, and a panel of that image shows the recorded bars
+    (grader.corroborate, grader.chartbars)."""
     if ev.get("mode") == "saved":
         # Nothing ran, so no probe record exists to forge: the host read the stored image and
         # the code itself (`"attributed": "static"`), which is what a TA grading saved
@@ -37,7 +58,7 @@ def _uncorroborated(ev: Mapping, f: Mapping, subject: str) -> str | None:
         return ("the trained model's parameters were not captured by the independent evaluation"
                 + (f" ({reason})" if reason else "") + ", so the histogram's data could not be compared with them")
     why = "the record holds no data of that histogram"
-    for h in f.get("hists") or []:
+    for index, h in enumerate(f.get("hists") or []):
         if subject not in (h.get("subjects") or []):
             continue
         stats = [find_parameter(params, s) for s in h.get("subjects") or []]
@@ -46,9 +67,12 @@ def _uncorroborated(ev: Mapping, f: Mapping, subject: str) -> str | None:
                    f"another model, or of the weights before training?)")
             continue
         found = histogram_disagrees(h, stats)  # type: ignore[arg-type]
-        if found is None:
+        if found is not None:
+            why = f"its data is not the trained model's {subject}: {found}"
+            continue
+        why = _bars_unconfirmed(f, index, subject)  # the picture, tied to the record the model backs
+        if why is None:
             return None
-        why = f"its data is not the trained model's {subject}: {found}"
     return why
 
 

@@ -26,7 +26,7 @@ _recorded = weakref.WeakKeyDictionary()  # Figure -> (cell, signature) when last
 _roots_cache = {"key": None, "refs": [], "built": -1e9}
 _MAX_SIZE = 8_000_000  # larger histogram inputs are counted, not copied or matched
 _MAX_AXES = 48
-_MAX_BARS = 64
+_MAX_BARS = 128  # a bins='auto' histogram of a trained layer draws ~100
 _GRAY = ("gray", "grey", "Greys", "gray_r", "binary", "bone", "Greys_r", "binary_r")
 
 
@@ -83,7 +83,8 @@ def _make_hist(orig):
         out = orig(self, *args, **kwargs)
         x = args[0] if args else kwargs.get("x")
         bins = args[1] if len(args) > 1 else kwargs.get("bins")
-        _core.guarded("hist", _note_hist, self, x, kwargs.get("data"), bins, "hist")
+        drawn = out[1] if isinstance(out, tuple) and len(out) == 3 else None  # (n, bins, patches)
+        _core.guarded("hist", _note_hist, self, x, kwargs.get("data"), bins, "hist", drawn)
         return out
     return hist
 
@@ -137,7 +138,7 @@ def _note_seaborn(out, args, kwargs):
         _note_hist(ax, x, None, kwargs.get("bins"), "seaborn")
 
 
-def _note_hist(ax, x, data, bins, source):
+def _note_hist(ax, x, data, bins, source, drawn=None):
     if isinstance(x, str) and data is not None:
         x = data[x]
     info = {"source": source, "bins": bins if isinstance(bins, int) else None, "n": 0,
@@ -155,16 +156,31 @@ def _note_hist(ax, x, data, bins, source):
         if finite.size:
             info.update(min=float(finite.min()), max=float(finite.max()),
                         mean=float(finite.mean()), std=float(finite.std()))
-            info.update(_bars(np, finite, bins))
+            info.update(_bars(np, finite, bins, drawn))
         info["subjects"] = _attribute(np, x, whole)
 
 
-def _bars(np, finite, bins):
+def _bars(np, finite, bins, drawn=None):
     """The histogram's counts and edges, so the host can compare them with the parameter it
-    names (a hint it corroborates, see grader/corroborate.py). At most _MAX_BARS bars: a
-    finer histogram is recounted coarser, which keeps the event small and says as much."""
-    n = bins if isinstance(bins, int) and not isinstance(bins, bool) and bins >= 1 else 50
-    counts, edges = np.histogram(finite, bins=min(n, _MAX_BARS))
+    names and with the bars it reads from the captured image (hints it corroborates, see
+    grader/corroborate.py): the bars drawn (`drawn`, the edges plt.hist returned; else the
+    edges numpy gives `bins`, as seaborn's default 'auto' does), counted from the data. At
+    most _MAX_BARS bars: a finer histogram is recounted coarser, which keeps the event small
+    (the host then cannot match it with the image, and a TA looks)."""
+    counts = edges = None
+    try:
+        if drawn is not None:
+            edges = np.asarray(drawn, dtype=np.float64).reshape(-1)
+        elif isinstance(bins, str) or bins is None:
+            edges = np.histogram_bin_edges(finite, bins=bins or "auto")
+        if edges is not None and 2 <= len(edges) <= _MAX_BARS + 1 and np.isfinite(edges).all() \
+                and (np.diff(edges) > 0).all():
+            counts, edges = np.histogram(finite, bins=edges)
+    except Exception:  # noqa: BLE001 - odd bins: recounted below
+        counts = None
+    if counts is None:
+        n = bins if isinstance(bins, int) and not isinstance(bins, bool) and bins >= 1 else 50
+        counts, edges = np.histogram(finite, bins=min(n, _MAX_BARS))
     return {"counts": [int(c) for c in counts], "edges": [float("%.9g" % e) for e in edges]}
 
 

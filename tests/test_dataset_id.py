@@ -197,7 +197,10 @@ def test_consumers_grade_a_concat_run_as_one_food11_experiment(tmp_path: Path) -
     stats = {"food11": {"mean": [0.59, 0.49, 0.31], "std": [0.24, 0.18, 0.13]}}
     context = CheckContext(student_id="0556001", part_id="lab1-2", dataset="food11", evidence=(ev,),
                            all_evidence=(ev,), dataset_stats=stats)
-    assert run_check("normalization", context, {}).status == "pass"
+    # its Normalize is food11's own, seen feeding the model; with no verified test transform
+    # (none was captured here) a record alone goes to a TA (issue 13 A: records can be forged)
+    norm = run_check("normalization", context, {})
+    assert norm.status == "manual" and "food11's own mean and std" in norm.message
     out = run_check("model_architecture", context, {})
     assert out.status == "pass" and "11 outputs" in out.message
 

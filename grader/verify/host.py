@@ -105,15 +105,16 @@ def verify_run(*, run_dir: Path, probe_dir: Path, spec: SandboxSpec, limits: San
         visible = read_split(job["kind"], Path(job["root"]))
         held, hidden_reason = _hidden_split(job["kind"], (hidden or {}).get(job["kind"]), visible)
         splits = [visible] + ([held] if held is not None else [])
-        runs = run_files(probe_dir / "verify", job_spec["runs"]) if primary else []
-        preds, parameters, run_preds = _evaluate(job, model, fmt, splits, spec=spec, limits=limits,
-                                                 timeout_s=timeout_s, runs=[r for r in runs if "path" in r])
+        preds, parameters, _ = _evaluate(job, model, fmt, splits, spec=spec, limits=limits, timeout_s=timeout_s)
         block = _block(job_spec, job, visible, preds[0], seconds=time.monotonic() - started)
         block.update(hidden_block(visible, preds[0], held, preds[1] if held is not None else None,
                                   job["mapping"], reason=hidden_reason))
         block["method"], block["parameters"] = fmt, parameters  # what the file is, not what spec.json says
         if primary:
-            block["runs"] = runs_block(runs, run_preds, job, visible, held)
+            runs = run_files(probe_dir / "verify", job_spec["runs"])
+            left = timeout_s - (time.monotonic() - started)
+            block["runs"] = runs_block(runs, _evaluate_runs(job, [r for r in runs if "path" in r], splits, spec=spec,
+                                                            limits=limits, timeout_s=left), job, visible, held)
         return block
     except NotVerified as exc:
         # the cell says which model the reason is about, once the capture is known
@@ -170,6 +171,23 @@ def _hidden_split(kind: str, folder: str | None, visible: Split) -> tuple[Split 
 
 
 # ---------------------------------------------------------------- running the evaluator
+
+
+def _evaluate_runs(job: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], splits: Sequence[Split], *,
+                   spec: SandboxSpec, limits: SandboxLimits, timeout_s: float) -> list[list[list[int]] | str]:
+    """Predictions per split of each run model (grader.verify.runs), or why there are none: a
+    second evaluator run after the primary one, in the time left, so that the run models can
+    never cost the primary verification."""
+    if not runs:
+        return []
+    if timeout_s < 1.0:
+        return ["no time was left to evaluate it after the primary model"] * len(runs)
+    try:
+        first, _, rest = _evaluate(job, runs[0]["path"], runs[0]["format"], splits, spec=spec, limits=limits,
+                                   timeout_s=timeout_s, runs=runs[1:])
+    except NotVerified as exc:
+        return [f"the run models were not evaluated ({str(exc).rstrip('.')})"] * len(runs)
+    return [first, *rest]
 
 
 def _evaluate(job: Mapping[str, Any], model: Path, fmt: str, splits: Sequence[Split], *, spec: SandboxSpec,

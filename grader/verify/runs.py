@@ -3,7 +3,8 @@
 The teardown (grader/probe/rec_export.py `_export_runs`) captures, for each optimizer that
 stepped, the model it trained as it was at the end of its run, next to the primary capture
 (`run<k>.pt`, described in spec.json's `runs`). The evaluator predicts every test image with each
-of them, in the same sandbox run and on the same images as the primary model (grader.verify.host);
+of them, on the same images as the primary model, in a second sandboxed run after the primary's
+in the time left (grader.verify.host `_evaluate_runs`: they never cost the primary verification);
 here the host scores them with the labels it alone holds. A learning-rate study counts a run only
 when its model is in this list, trained (above chance) and unlike the other runs' models
 (grader.checks.figures.lr_study); the probe's records of the run are hints only.

@@ -3,7 +3,9 @@
 Runs inside the kernel as `_dllab_probe_torch`; see recorder.py for the rules. The data
 part (rec_data.py: datasets, Normalize, DataLoaders) records into the same registry.
 Objects are remembered by weak reference only (`_by_id`), so the probe never keeps a
-student's model or dataset alive. Per-step facts (optimizer steps and the lr each used,
+student's model or dataset alive; the one exception is the tensors (not the modules) of the
+models the newest optimizers train (`_keep`, at most 6 runs and 64 MiB), from which the
+teardown rebuilds each run's model for the host to evaluate (grader.verify.runs). Per-step facts (optimizer steps and the lr each used,
 scheduler steps, forward passes per loader pass) are aggregated in memory and written
 when a cell ends and at exit, not one event per step.
 """

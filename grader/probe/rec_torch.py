@@ -489,9 +489,11 @@ def _keep(rec, groups):
             if mrec is None or m is None:
                 continue
             own = {id(p) for p in m.parameters()}
-            # the whole model the optimizer steps (not one of its layers, not a bigger model)
-            if own and own <= ids and (best is None or len(own) > best[0]):
-                best = (len(own), m)
+            # the smallest model holding every parameter it steps (a fine-tuned head's whole
+            # network), else the biggest one whose parameters it all steps
+            key = (0, len(own)) if ids <= own else (1, -len(own)) if own and own <= ids else None
+            if key is not None and (best is None or key < best[0]):
+                best = (key, m)
         if best is None:
             rec.kept = None
             return

@@ -98,7 +98,7 @@ def test_lr_study_counts_only_runs_whose_models_the_host_evaluated() -> None:
     forged = dict(study, verified_runs=[])
     out = _study(**forged)
     assert out.status == "manual" and out.fraction == 0 and out.flags == ("unconfirmed-evidence",)
-    assert "no live optimizer behind this record" in out.message
+    assert "tracked no optimizer behind this record" in out.message
     # one real run, one record of an optimizer that never existed
     out = _study(**dict(study, verified_runs=study["verified_runs"][:1]))
     assert out.status == "manual" and "1 initial learning rate(s) trained (0.1)" in out.message

@@ -187,7 +187,7 @@ def _host_run_doubt(ev: Mapping, o: Mapping, counted: Mapping[int, Mapping]) -> 
     entry = next((r for r in runs if r.get("optimizer") == o.get("ref") and o.get("ref") is not None), None)
     if entry is None:
         general = next((str(r["reason"]) for r in runs if r.get("optimizer") is None and r.get("reason")), "")
-        return ("the grader found no live optimizer behind this record at the end of the notebook, so no model it "
+        return ("the probe tracked no optimizer behind this record by the end of the notebook, so no model it "
                 "trained could be captured and evaluated by the grader"
                 + (f" ({general.rstrip('.')})" if general else ""))
     if not isinstance(entry.get("test_accuracy"), (int, float)):

@@ -295,6 +295,20 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
                                    dataset_hint=verification_hint(ev), workdir="" if workdir == "." else workdir,
                                    hidden=settings.hidden)
     ev["notes"] += [note] if note else []
+    # One model per training run, evaluated with the primary one (grader.verify.runs).
+    ev["verified_runs"] = ev["verified"].pop("runs", None) or (
+        [{"optimizer": None, "reason": "no run model was evaluated: " + str(ev["verified"]["reason"])}]
+        if ev["verified"].get("reason") else [])
+    # The models of the other datasets the notebook evaluated on a test split (one notebook
+    # for several parts), verified like the primary one in what time is left.
+    ev["verified_more"] = []
+    for more in sorted((probe_dir / "verify").glob("more[0-9].json"))[:3]:
+        block, note = verify_in_time(result, rel, run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
+                                     rubric=rubric, submission_end=submission_end, verify_run=verify_run,
+                                     dataset_hint=None, workdir="" if workdir == "." else workdir,
+                                     hidden=settings.hidden, capture=more.stem)
+        ev["verified_more"].append(block)
+        ev["notes"] += [note] if note else []
     shutil.rmtree(probe_dir / "verify", ignore_errors=True)  # model.pt can be tens of MB
     figures = run_dir / "figures"
     for fig in ev["figures"]:

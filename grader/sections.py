@@ -398,10 +398,16 @@ def merge_metrics(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _verified(ev: Mapping[str, Any], counts: set[int], dataset: str | None) -> dict[str, Any]:
-    """The notebook's `verified` block if its model is this view's, else why there is none.
+    """The verified block of this view's model, else why there is none.
 
-    The verifier captures one model per notebook (the last evaluated on a test split, see
-    grader/probe/rec_export.py); `cell` is the In[n] of that evaluation."""
+    The verifier captures the model tested last on the notebook's last tested dataset
+    (`verified`) and the model tested last on each other dataset (`verified_more`; see
+    grader/probe/rec_export.py); `cell` is the In[n] of that evaluation, and the block belongs to
+    the section holding that cell."""
+    more = [dict(b) for b in ev.get("verified_more") or [] if isinstance(b, Mapping)]
+    for b in more:
+        if isinstance(b.get("cell"), int) and b["cell"] in counts:
+            return b
     v = dict(ev.get("verified") or {})
     cell = v.get("cell")
     if isinstance(cell, int):
@@ -415,8 +421,8 @@ def _verified(ev: Mapping[str, Any], counts: set[int], dataset: str | None) -> d
         return v
     what = ", ".join(str(x) for x in (v.get("model"), v.get("dataset")) if x)
     where = f" in cell In[{cell}]" if isinstance(cell, int) else ""
-    return {"reason": f"only one model per notebook is evaluated again, the one tested last"
-                      f"{f' ({what}{where})' if what or where else ''}, and it belongs to another "
+    return {"reason": f"the grader evaluates again only the model tested last on each dataset; the one it "
+                      f"captured{f' ({what}{where})' if what or where else ''} belongs to another "
                       f"section of this notebook, so this section's model was not verified",
             "elsewhere": True}
 
@@ -452,7 +458,7 @@ def view(ev: Mapping[str, Any], ids: Sequence[str]) -> Mapping[str, Any]:
     out.update(
         dataset=dataset, metrics=merge_metrics([s.get("metrics") or {} for s in chosen]), status=status,
         reason="; ".join(dict.fromkeys(s["reason"] for s in chosen if s.get("reason"))),
-        verified=_verified(ev, counts, dataset),
+        verified=_verified(ev, counts, dataset), verified_more=[],  # the other sections' blocks stay theirs
         section={"ids": [s["id"] for s in chosen], "title": chosen[0].get("title"), "dataset": dataset,
                  "span": [min(cells), max(cells)] if cells else None})
     return out

@@ -230,6 +230,7 @@ def study(path: str) -> dict[str, Any]:
     """A learning-rate study: two rates trained, compared in a line chart."""
     runs = runs_evidence((0.1, 0.01), cell=4)
     return dict(broken(path), status="ok", errors=[], optimizers=runs["optimizers"], models=runs["models"],
+                verified_runs=runs["verified_runs"],
                 probe={"started": True, "events": 40},
                 training=[dict(session(4, "cifar10", "train", 12500), model_ref=t["model_ref"], batches=t["batches"])
                           for t in runs["training"]],

@@ -375,3 +375,81 @@ def test_food11_read_from_the_notebooks_own_data_folder_is_the_labs(tmp_path: Pa
         "default_loader": True, "subset": False, "split": "test"}))
     job = plan(folder, mounts={"data/Food-11": str(food)}, dataset_hint="food11", workdir="part1")
     assert job["root"] == str(food / "evaluation") and job["split"] == "test"
+
+
+_STUDY = r'''
+import copy
+for lr in [0.01, 0.001]:
+    torch.manual_seed(0)
+    model = Net()  # each rate's model is dropped by the next: the probe keeps its tensors
+    optimizer = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    for i, (inputs, labels) in enumerate(trainloader):
+        if i == 300:
+            break
+        optimizer.zero_grad()
+        criterion(model(inputs), labels).backward()
+        optimizer.step()
+    print('lr %g epoch 1 loss: %.3f' % (lr, criterion(model(inputs), labels).item()))
+# the same kind of forgery: a copy of the last run "trained" by a third optimizer that changes nothing
+twin = copy.deepcopy(model)
+copier = optim.SGD(twin.parameters(), lr=0.0)
+copier.zero_grad(); criterion(twin(inputs), labels).backward(); copier.step()
+print('lr 0.1 epoch 1 loss: 1.034')
+'''
+
+_FORGED_RUN = r'''
+import sys
+P = sys.modules['_dllab_probe']
+# finding 4 (1300003): an optimizer record naming the real model, which never existed
+m = [r.ref for wr, r in list(sys.modules['_dllab_probe_torch']._by_id.values()) if wr() is model][0]
+o = P.emit('optimizer', {'type': 'SGD', 'module': 'torch.optim.sgd', 'lr': 0.5, 'param_groups': 1, 'n_params': 10})
+P.emit('optimizer-state', {'ref': o, 'steps': 250, 'model': m, 'models': [m], 'cells': [P._state.cell],
+                           'checksum_start': [2.84, 8.85], 'checksum_now': [3.5, 9.1]})
+print('lr 0.5 epoch 1 loss: 1.234')
+with torch.no_grad():
+    correct = sum((model(x).argmax(1) == y).sum().item() for x, y in testloader)
+print('Accuracy of the network on the 500 test images: %.2f %%' % (100 * correct / len(testset)))
+'''
+
+
+@pytest.mark.kernel
+def test_each_training_run_is_captured_and_forged_runs_are_not(tmp_path: Path, cifar: Path) -> None:
+    """Finding 4 of tester t3: each optimizer that stepped has its model captured at the end of its
+    run and evaluated by the host; a copy predicts like its original; a recorded optimizer that
+    never existed has no model, so the learning-rate study counts the two real runs only."""
+    from grader.checks.base import CheckContext
+    from grader.checks.figures import lr_study
+    from grader.collect import from_run
+    from grader.dataset_id import DataMount
+
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s.strip("\n")) for s in (
+        cells.CIFAR_DATA, cells.LENET, _STUDY, _FORGED_RUN, cells.LR_PLOT.replace("results.items()", "[]"))])
+    nbformat.write(nb, sub / "lab1-3.ipynb")
+    spec = SandboxSpec(mounts={CIFAR_MOUNT: str(cifar)})
+    limits = SandboxLimits(cell_timeout_s=120, wall_timeout_s=300)
+    startup = (f"import os as _o; _o.makedirs('{PROBE_DIR_TOKEN}/fig', exist_ok=True); del _o\n"
+               + bootstrap_source(events_path=f"{PROBE_DIR_TOKEN}/events.jsonl", figures_dir=f"{PROBE_DIR_TOKEN}/fig"))
+    out = tmp_path / "out"
+    result = run_notebook(sub / "lab1-3.ipynb", submission_dir=sub, out_dir=out, spec=spec, limits=limits,
+                          startup_code=startup, teardown_code=teardown_source())
+    assert result.status == "ok", result.reason
+    hidden = {"cifar10": str(cifar.parent / "dllab-hidden" / "cifar-10-batches-py")}
+    verified = verify_run(run_dir=out, probe_dir=out / "probe", spec=spec, limits=limits, dataset_hint="cifar10",
+                          hidden=hidden)
+    assert "reason" not in verified, verified
+    runs = verified.pop("runs")
+    assert len(runs) == 3 and all("test_accuracy" in r for r in runs), runs  # the forged optimizer has none
+    first, last, twin = runs
+    assert last["test_accuracy"] == verified["test_accuracy"]  # the last run's model is the one tested
+    assert twin["agreement"][str(last["optimizer"])] == 1.0 and first["agreement"][str(last["optimizer"])] < 0.98
+    ev = from_run(result, run_dir=out, events_path=out / "probe" / "events.jsonl", figures_dir=out / "probe" / "fig",
+                  mounts=(DataMount(name="cifar10", inside="/tmp/dataset-nctu", host=str(cifar.parent)),))
+    ev.update(verified=verified, verified_runs=runs)
+    assert sorted(o["lr"] for o in ev["optimizers"] if o.get("steps")) == [0.0, 0.001, 0.01, 0.5]
+    outcome = lr_study(CheckContext(student_id="s", part_id="lab1-3", dataset="cifar10", evidence=[ev]),
+                       {"min_runs": 2, "require_plot": False})
+    assert outcome.status == "pass", outcome.message
+    assert "2 initial learning rate(s) trained (0.001, 0.01)" in outcome.message
+    assert "Not counted: 2 run(s) (lr 0, 0.5)" in outcome.message, outcome.message

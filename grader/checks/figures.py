@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 from grader.checks.base import UNCONFIRMED, CheckContext, Outcome, where
@@ -180,13 +181,66 @@ def _run_unconfirmed(ev: Mapping, o: Mapping) -> str | None:
     return None
 
 
+RUN_SAME = 0.98
+"""Share (0..1) of the test and hidden images two run models put in the same class from which
+they are one model, counted once: a copy, or one model trained on by several optimizers. Two
+honest runs at different rates differ far more (LeNet, stand-in CIFAR-10: 8-24 % agreement)."""
+RUN_Z = 3.0
+"""z of a run model's accuracy over chance (1 / classes; test and hidden images together, a
+one-sided binomial test) from which the host takes it as trained: at 1000 images of 10
+classes that is 12.9 %; a model that never trained, or diverged, stays near 10 %."""
+
+
+def _trained_z(entry: Mapping) -> float:
+    """How far (in standard errors) a run model's accuracy is above chance (grader.verify.runs)."""
+    n, hn = int(entry.get("n") or 0), int(entry.get("hidden_n") or 0)
+    acc, hacc = float(entry.get("test_accuracy") or 0.0), float(entry.get("hidden_accuracy") or 0.0)
+    total, k = n + hn, max(2, int(entry.get("classes") or 2))
+    if total <= 0:
+        return 0.0
+    p, p0 = (acc * n + hacc * hn) / total, 1.0 / k
+    return (p - p0) / math.sqrt(p0 * (1 - p0) / total)
+
+
+def _host_run_doubt(ev: Mapping, o: Mapping, counted: Mapping[int, Mapping]) -> str | None:
+    """Why the host's own evaluation does not back optimizer `o` as one more training run, or
+    None: its model, captured at the end of its run (`verified_runs`, grader.verify.runs), was
+    evaluated by the host, is above chance (`RUN_Z`) and predicts unlike every run already
+    `counted` (ref -> its entry; `RUN_SAME`). Probe records alone never make a run count."""
+    runs = [r for r in ev.get("verified_runs") or [] if isinstance(r, Mapping)]
+    entry = next((r for r in runs if r.get("optimizer") == o.get("ref") and o.get("ref") is not None), None)
+    if entry is None:
+        general = next((str(r["reason"]) for r in runs if r.get("optimizer") is None and r.get("reason")), "")
+        return ("the probe tracked no optimizer behind this record by the end of the notebook, so no model it "
+                "trained could be captured and evaluated by the grader"
+                + (f" ({general.rstrip('.')})" if general else ""))
+    if not isinstance(entry.get("test_accuracy"), (int, float)):
+        return (f"the model it trained could not be evaluated by the grader ("
+                f"{str(entry.get('reason') or 'not captured').rstrip('.')})")
+    if _trained_z(entry) < RUN_Z:
+        return (f"the model it trained, evaluated by the grader, is at chance level ({100 * entry['test_accuracy']:.1f} % "
+                f"on {entry.get('n')} test images of {entry.get('classes')} classes): it may have diverged or not "
+                f"trained")
+    for ref, other in counted.items():
+        if float((entry.get("agreement") or {}).get(str(ref), 0.0)) >= RUN_SAME:
+            return (f"the model it trained predicts the same classes as the model of another run (lr "
+                    f"{other.get('lr', '?')}) on {100 * float(entry['agreement'][str(ref)]):.0f} % of the test images: "
+                    f"one model, counted once")
+    return None
+
+
 def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
     """Several learning rates and/or decay schedules actually run and compared.
 
     Executed, the optimizers that took a step say which rates ran, but a run counts only when
-    the host corroborates it (`_run_unconfirmed`), and the comparing chart only when its image
-    is in the output the host captured; what is only claimed goes to a TA, never counts. Saved
-    (nothing observed), the rates the outputs print stand for them (`lr_settings`, see
+    the host corroborates it: its records hold together (`_run_unconfirmed`: hints the student's
+    code could write) and the host evaluated its model itself (`_host_run_doubt`: the teardown
+    captured the model each optimizer trained, the evaluator predicted the test and hidden
+    images with it, and it is above chance and unlike the other runs' models). A run at chance
+    (diverged, or never trained) or a copy of another run's model does not count; like a run
+    the host could not capture, it goes to a TA when it would change the verdict, never a
+    fail. The comparing chart counts only when its image is in the output the host captured.
+    Saved (nothing observed), the rates the outputs print stand for them (`lr_settings`, see
     `parsers.lrs`); when that falls short but the code, or a figure the grader could not read,
     suggests a study, a TA decides instead of a fail.
     """
@@ -197,8 +251,16 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
     saved = [ev for ev in ctx.evidence if ev.get("mode") == "saved" and isinstance(ev.get("lr_settings"), list)]
     if saved and not ran:
         return _saved_lr_study(ctx, params, saved, min_runs)
-    doubts = [(ev, o, why) for ev, o in ran if (why := _run_unconfirmed(ev, o))]
-    optimizers = [o for ev, o in ran if not _run_unconfirmed(ev, o)]
+    doubts, optimizers = [], []
+    counted: dict[int, Mapping] = {}
+    for ev, o in ran:
+        why = _run_unconfirmed(ev, o) or _host_run_doubt(ev, o, counted)
+        if why:
+            doubts.append((ev, o, why))
+            continue
+        optimizers.append(o)
+        counted[o.get("ref")] = {**next(r for r in ev["verified_runs"] if r.get("optimizer") == o.get("ref")),
+                                 "lr": o.get("lr")}
     confirmed = {o.get("ref") for o in optimizers}
     rates = sorted({float(o["lr"]) for o in optimizers if isinstance(o.get("lr"), (int, float))})
     claimed_rates = sorted({float(o["lr"]) for _, o, _ in doubts if isinstance(o.get("lr"), (int, float))} - set(rates))
@@ -230,7 +292,8 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
         what = []
         if doubts:
             ev, o, why = doubts[0]
-            what.append(f"the grader could not confirm from the outputs it captured {len(doubts)} optimizer run(s) "
+            what.append(f"the grader could not confirm from the outputs it captured and the models it evaluated "
+                        f"itself {len(doubts)} optimizer run(s) "
                         f"({', '.join(f'{r:g}' for r in claimed_rates) or 'rates as above'}"
                         f"{'; schedules ' + ', '.join(claimed_scheds) if claimed_scheds else ''}): {why} "
                         f"({where(ev, o.get('cell'))}); this is not a finding against your work")
@@ -248,6 +311,10 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
         notes.append(f"Train at least {min_runs} settings (initial rates or schedules) to compare.")
     if params.get("require_plot", True) and not compared:
         notes.append("No line chart compares the runs: plot accuracy or loss per epoch for each setting.")
+    if doubts:  # they did not decide the verdict; say why they were not counted
+        ev, o, why = doubts[0]
+        lrs = ", ".join(f"{float(o['lr']):g}" for _, o, _ in doubts if isinstance(o.get("lr"), (int, float)))
+        notes.append(f"Not counted: {len(doubts)} run(s){f' (lr {lrs})' if lrs else ''}, e.g. {why}.")
     message = "; ".join(found) + ". " + " ".join(notes)
     if met == len(needs) and not idle:
         return Outcome("pass", 1.0, message.strip(), tuple(compared[:3]))

@@ -435,7 +435,19 @@ def _export(folder):
     if torch is None:
         raise _Refusal("the notebook never imported torch")
     objs = _live_objects()
-    model, ds, ev = _choose(_events(), objs)
+    events = _events()
+    model, ds, ev = _choose(events, objs)
+    spec, batch, example = _export_model(folder, "model.pt", model, ds, ev)
+    extra = sys.modules[_core.PROBE_NAME + "_runs"]  # rec_runs.py: the other models captured
+    spec["runs"] = extra.export_runs(folder, batch, example)
+    extra.export_more(folder, events, objs, ds)
+    return spec
+
+
+def _export_model(folder, file_name, model, ds, ev):
+    """Capture `model` (evaluated by event `ev` on `ds`) to `file_name`: (its spec, the sample
+    batch, the example batch a trace sees)."""
+    torch = sys.modules["torch"]
     base, wrapped = _base_dataset(ds)
     dataset = _describe_dataset(base)
     dataset["subset"] = wrapped
@@ -468,12 +480,12 @@ def _export(folder):
             want = _first_tensor(out)
             preds = want.argmax(dim=1).tolist()
         example = batch[:EXAMPLE_BATCH]
-        path = os.path.join(folder, "model.pt")
+        path = os.path.join(folder, file_name)
         capture, errors = _capture(dup, example, batch, want, path)
     finally:
         undo()
     return {
-        "model": {"class": type(model).__name__[:100], "capture": capture, "file": "model.pt",
+        "model": {"class": type(model).__name__[:100], "capture": capture, "file": file_name,
                   "bytes": os.path.getsize(path), "errors": errors[:5],
                   "input_shape": list(example.shape[1:]), "flatten_input": flatten,
                   "evaluated_in_train_mode": ev.get("training") if ev else None,
@@ -484,7 +496,7 @@ def _export(folder):
                    "labels": [_label(item) for item in items]},
         "evaluation": {"samples": ev.get("samples") if ev else None,
                        "cell": ev.get("cell") if ev else None},
-    }
+    }, batch, example
 
 
 def _label(item):

@@ -3,7 +3,9 @@
 Runs inside the kernel as `_dllab_probe_torch`; see recorder.py for the rules. The data
 part (rec_data.py: datasets, Normalize, DataLoaders) records into the same registry.
 Objects are remembered by weak reference only (`_by_id`), so the probe never keeps a
-student's model or dataset alive. Per-step facts (optimizer steps and the lr each used,
+student's model or dataset alive; the one exception is the tensors (not the modules) of the
+models the newest optimizers train (`_keep`, at most 6 runs and 64 MiB), from which the
+teardown rebuilds each run's model for the host to evaluate (grader.verify.runs). Per-step facts (optimizer steps and the lr each used,
 scheduler steps, forward passes per loader pass) are aggregated in memory and written
 when a cell ends and at exit, not one event per step.
 """
@@ -32,6 +34,11 @@ _MAX_CHANGES = 1000
 _MAX_CELLS = 50
 _MAX_CHECKSUM_PARAMS = 2000
 _NAMED = ("dataset", "dataloader", "model", "optimizer", "scheduler")
+# Runs whose model tensors are held for the teardown's per-run capture (rec_export.py): the
+# newest _MAX_KEPT optimizers, at most _MAX_KEPT_BYTES of tensors together.
+_MAX_KEPT = 6
+_MAX_KEPT_BYTES = 64 * 2**20
+_kept = []  # optimizer _Recs holding `kept`, oldest first
 
 
 class _Rec:
@@ -427,6 +434,7 @@ def _optimizer_step(opt, args, kwargs):
             rec.linked = True
             rec.models = _owners(groups)
             rec.model = rec.models[0] if rec.models else None
+            _keep(rec, groups)
     except Exception as exc:  # noqa: BLE001
         _core.probe_error("optimizer-step", exc)
 
@@ -465,6 +473,40 @@ def _owners(groups, cap=50):
             if len(found) >= cap:
                 break
     return found
+
+
+def _keep(rec, groups):
+    """Hold the tensors (never the module) of the model this optimizer trains: the teardown
+    rebuilds that model at the end of its run from them (rec_export.py), even after the notebook
+    dropped it (`model = Net()` per learning rate). The tensors are the model's own, updated in
+    place by training, so they hold the run's final weights. This is the one place the probe
+    keeps a student's objects alive: bounded to the newest _MAX_KEPT runs and _MAX_KEPT_BYTES."""
+    try:
+        ids = {id(p) for g in groups for p in g.get("params", ())}
+        best = None
+        for wr, mrec in list(_mods.values()):
+            m = wr()
+            if mrec is None or m is None:
+                continue
+            own = {id(p) for p in m.parameters()}
+            # the smallest model holding every parameter it steps (a fine-tuned head's whole
+            # network), else the biggest one whose parameters it all steps
+            key = (0, len(own)) if ids <= own else (1, -len(own)) if own and own <= ids else None
+            if key is not None and (best is None or key < best[0]):
+                best = (key, m)
+        if best is None:
+            rec.kept = None
+            return
+        m = best[1]
+        state = m.state_dict(keep_vars=True)
+        size = sum(t.numel() * t.element_size() for t in state.values() if hasattr(t, "element_size"))
+        rec.kept = (type(m).__name__, state, weakref.ref(m), size)
+        _kept.append(rec)
+        while len(_kept) > _MAX_KEPT or sum(r.kept[3] for r in _kept) > _MAX_KEPT_BYTES:
+            _kept.pop(0).kept = False  # released: the oldest run is not captured (said in spec.json)
+    except Exception as exc:  # noqa: BLE001
+        rec.kept = None
+        _core.probe_error("optimizer-keep", exc)
 
 
 def _record_scheduler(s):

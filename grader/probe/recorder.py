@@ -36,7 +36,7 @@ import time
 PROBE_NAME = "_dllab_probe"
 VERSION = 1
 _PARTS = (("figures", "rec_figures"), ("torch", "rec_torch"), ("data", "rec_data"),
-          ("export", "rec_export"))
+          ("export", "rec_export"), ("runs", "rec_runs"))
 _MAX_PROBE_ERRORS = 50
 _STR_CAP = 2000
 _LIST_CAP = 2000

@@ -10,7 +10,8 @@ Its one result, a JSON line on the original stdout (whatever the model prints go
     {"ok": true,
      "predictions": [int, ...],      # argmax class index per input image, in input order
      "parameters": {name: {"numel": int, "min": float, "max": float, "mean": float,
-                           "std": float, "quantiles": [257 floats]}}}
+                           "std": float, "quantiles": [257 floats]}},
+     "runs": [{"predictions": [int, ...]} | {"error": "..."}, ...]}   # only when the job has runs
 
 `parameters` describes the loaded module's `named_parameters()` (at most 256, in order):
 `std` is the population std (correction 0), `quantiles` are the 0, 1/256, ..., 1 quantiles
@@ -111,54 +112,72 @@ def _eval_parameters(model: Any) -> dict:
 
 
 def _eval_predict(job: dict, folder: str) -> dict:
-    """Load the model (the format the host found), predict every input image; the result dict."""
+    """Load the model (the format the host found), predict every input image; the result dict.
+    Then the same for each run model of `job["runs"]` (`{"file", "format"}`), on the same
+    images: `runs` holds `{"predictions": [...]}` or `{"error": "..."}` per run, in order."""
     import os
 
     import numpy as np
     import torch
 
     transform = _eval_build_transform(job["steps"])
-    model_path = os.path.join(folder, "model.pt")
-    if job["format"] == "export":
-        model = torch.export.load(model_path).module()
-    else:
-        model = torch.jit.load(model_path, map_location="cpu")
-        model.eval()
     pixels = np.load(os.path.join(folder, "images.npy"), allow_pickle=False) if job["storage"] == "npy" else None
-    chunk = None  # a model captured for one batch size gets that many, padded
 
-    def scores(xb: Any) -> Any:
-        out = model(xb)
-        for _ in range(3):
-            if isinstance(out, (list, tuple)):
-                out = out[0]
-            elif isinstance(out, dict):
-                out = out.get("logits", next(iter(out.values())))
-        return out
+    def load(name: str, fmt: str) -> Any:
+        path = os.path.join(folder, name)
+        if fmt == "export":
+            return torch.export.load(path).module()
+        loaded = torch.jit.load(path, map_location="cpu")
+        loaded.eval()
+        return loaded
 
-    preds = []
-    with torch.no_grad():
-        for start in range(0, job["count"], 100):
-            xb = torch.stack([transform(_eval_image(job, folder, pixels, i))
-                              for i in range(start, min(start + 100, job["count"]))])
-            if job["flatten_input"]:
-                xb = xb.flatten(1)
-            if chunk is None:
-                try:
-                    pred = scores(xb).argmax(dim=1)
-                except Exception:  # noqa: BLE001 - a model captured for one batch size
-                    chunk = 2
-            if chunk is not None:
-                parts = []
-                for i in range(0, len(xb), chunk):
-                    part = xb[i:i + chunk]
-                    pad = chunk - len(part)
-                    if pad:
-                        part = torch.cat([part, part[-1:].expand(pad, *part.shape[1:])])
-                    parts.append(scores(part).argmax(dim=1)[:chunk - pad])
-                pred = torch.cat(parts)
-            preds.extend(int(p) for p in pred.tolist())
-    return {"ok": True, "predictions": preds, "parameters": _eval_parameters(model)}
+    def predict(model: Any) -> list:
+        chunk = None  # a model captured for one batch size gets that many, padded
+
+        def scores(xb: Any) -> Any:
+            out = model(xb)
+            for _ in range(3):
+                if isinstance(out, (list, tuple)):
+                    out = out[0]
+                elif isinstance(out, dict):
+                    out = out.get("logits", next(iter(out.values())))
+            return out
+
+        preds = []
+        with torch.no_grad():
+            for start in range(0, job["count"], 100):
+                xb = torch.stack([transform(_eval_image(job, folder, pixels, i))
+                                  for i in range(start, min(start + 100, job["count"]))])
+                if job["flatten_input"]:
+                    xb = xb.flatten(1)
+                if chunk is None:
+                    try:
+                        pred = scores(xb).argmax(dim=1)
+                    except Exception:  # noqa: BLE001 - a model captured for one batch size
+                        chunk = 2
+                if chunk is not None:
+                    parts = []
+                    for i in range(0, len(xb), chunk):
+                        part = xb[i:i + chunk]
+                        pad = chunk - len(part)
+                        if pad:
+                            part = torch.cat([part, part[-1:].expand(pad, *part.shape[1:])])
+                        parts.append(scores(part).argmax(dim=1)[:chunk - pad])
+                    pred = torch.cat(parts)
+                preds.extend(int(p) for p in pred.tolist())
+        return preds
+
+    model = load("model.pt", job["format"])
+    result = {"ok": True, "predictions": predict(model), "parameters": _eval_parameters(model)}
+    runs = []
+    for run in job.get("runs") or []:
+        try:
+            runs.append({"predictions": predict(load(run["file"], run["format"]))})
+        except Exception as exc:  # noqa: BLE001 - reported per run
+            runs.append({"error": (type(exc).__name__ + ": " + str(exc))[:300]})
+    if runs:
+        result["runs"] = runs
+    return result
 
 
 def _eval_main(job_path: str) -> None:

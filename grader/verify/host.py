@@ -30,6 +30,7 @@ from grader.verify.archive import model_format
 from grader.verify.data import Split, read_split, write_inputs
 from grader.verify.evaluator import MAX_PARAMETERS, QUANTILES, evaluator_source
 from grader.verify.plan import plan
+from grader.verify.runs import check_runs, run_files, runs_block
 from grader.verify.spec import (
     CAPTURES,
     NotVerified,
@@ -78,7 +79,7 @@ def teardown_source() -> str:
 
 def verify_run(*, run_dir: Path, probe_dir: Path, spec: SandboxSpec, limits: SandboxLimits,
                dataset_hint: str | None, timeout_s: float = VERIFY_TIMEOUT_S, workdir: str = "",
-               hidden: Mapping[str, str] | None = None) -> dict[str, Any]:
+               hidden: Mapping[str, str] | None = None, capture: str = "model") -> dict[str, Any]:
     """The `verified` block of evidence.json for one executed notebook.
 
     `run_dir` holds the run's `run.json`; `probe_dir` is what execute harvested from the
@@ -88,24 +89,32 @@ def verify_run(*, run_dir: Path, probe_dir: Path, spec: SandboxSpec, limits: San
     where the run had its own `./data` (grader.sandbox.place_mounts). `hidden` maps a dataset
     name to its grader-only hidden test split (grader.hidden_split), never mounted for students.
     `timeout_s`: the evaluator's time (seconds); when it runs out the block has `timed_out`.
-    Never raises for anything the submission did.
+    `capture`: "model" (the primary capture, with its `runs`: grader.verify.runs) or "more<k>"
+    (the model of another dataset the notebook evaluated, `more<k>.json`/`.pt`). Never raises for anything the submission did.
     """
     started = time.monotonic()
     job_spec: dict[str, Any] = {}
     try:
         _check_run(run_dir)
-        job_spec = read_spec(probe_dir / "verify" / "spec.json")
-        model = _model_file(probe_dir / "verify", job_spec)
+        primary = capture == "model"
+        job_spec = read_spec(probe_dir / "verify" / ("spec.json" if primary else f"{capture}.json"),
+                             model_file=f"{capture}.pt")
+        model = _model_file(probe_dir / "verify" / f"{capture}.pt", job_spec)
         fmt = model_format(model)
         job = plan(job_spec, mounts=spec.mounts, dataset_hint=dataset_hint, workdir=workdir)
         visible = read_split(job["kind"], Path(job["root"]))
         held, hidden_reason = _hidden_split(job["kind"], (hidden or {}).get(job["kind"]), visible)
         splits = [visible] + ([held] if held is not None else [])
-        preds, parameters = _evaluate(job, model, fmt, splits, spec=spec, limits=limits, timeout_s=timeout_s)
+        preds, parameters, _ = _evaluate(job, model, fmt, splits, spec=spec, limits=limits, timeout_s=timeout_s)
         block = _block(job_spec, job, visible, preds[0], seconds=time.monotonic() - started)
         block.update(hidden_block(visible, preds[0], held, preds[1] if held is not None else None,
                                   job["mapping"], reason=hidden_reason))
         block["method"], block["parameters"] = fmt, parameters  # what the file is, not what spec.json says
+        if primary:
+            runs = run_files(probe_dir / "verify", job_spec["runs"])
+            left = timeout_s - (time.monotonic() - started)
+            block["runs"] = runs_block(runs, _evaluate_runs(job, [r for r in runs if "path" in r], splits, spec=spec,
+                                                            limits=limits, timeout_s=left), job, visible, held)
         return block
     except NotVerified as exc:
         # the cell says which model the reason is about, once the capture is known
@@ -137,8 +146,7 @@ def _check_run(run_dir: Path) -> None:
                           "cell (see the run's notes), so the model could not be verified")
 
 
-def _model_file(folder: Path, job_spec: Mapping[str, Any]) -> Path:
-    path = folder / "model.pt"
+def _model_file(path: Path, job_spec: Mapping[str, Any]) -> Path:
     if not os.path.lexists(path):
         size = job_spec["model"]["bytes"]
         raise NotVerified(f"the captured model ({size / 2**20:.0f} MiB) did not come out of the "
@@ -165,9 +173,29 @@ def _hidden_split(kind: str, folder: str | None, visible: Split) -> tuple[Split 
 # ---------------------------------------------------------------- running the evaluator
 
 
+def _evaluate_runs(job: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], splits: Sequence[Split], *,
+                   spec: SandboxSpec, limits: SandboxLimits, timeout_s: float) -> list[list[list[int]] | str]:
+    """Predictions per split of each run model (grader.verify.runs), or why there are none: a
+    second evaluator run after the primary one, in the time left, so that the run models can
+    never cost the primary verification."""
+    if not runs:
+        return []
+    if timeout_s < 1.0:
+        return ["no time was left to evaluate it after the primary model"] * len(runs)
+    try:
+        first, _, rest = _evaluate(job, runs[0]["path"], runs[0]["format"], splits, spec=spec, limits=limits,
+                                   timeout_s=timeout_s, runs=runs[1:])
+    except NotVerified as exc:
+        return [f"the run models were not evaluated ({str(exc).rstrip('.')})"] * len(runs)
+    return [first, *rest]
+
+
 def _evaluate(job: Mapping[str, Any], model: Path, fmt: str, splits: Sequence[Split], *, spec: SandboxSpec,
-              limits: SandboxLimits, timeout_s: float) -> tuple[list[list[int]], dict[str, Any]]:
-    """Predictions per split (in each split's order) and the parameters' statistics."""
+              limits: SandboxLimits, timeout_s: float, runs: Sequence[Mapping[str, Any]] = ()
+              ) -> tuple[list[list[int]], dict[str, Any], list[list[list[int]] | str]]:
+    """Predictions per split (in each split's order), the parameters' statistics, and per run
+    model of `runs` (`{"path", "format"}`, grader.verify.runs) its predictions per split or
+    the evaluator's error text."""
     work = Path(tempfile.mkdtemp(prefix="dllab-verify-"))
     try:
         kdir = work / "k"
@@ -176,10 +204,14 @@ def _evaluate(job: Mapping[str, Any], model: Path, fmt: str, splits: Sequence[Sp
         for p in (work, kdir, work / "sub"):
             os.chmod(p, 0o755)  # readable, not writable, by the sandbox uid
         shutil.copyfile(model, kdir / "model.pt")
+        for k, run in enumerate(runs):
+            shutil.copyfile(run["path"], kdir / f"run{k}.pt")
+            os.chmod(kdir / f"run{k}.pt", 0o644)
         inputs = write_inputs(kdir, list(splits))
         # No labels, no keys, no dataset paths: only how to read the images and the model.
         evaluator_job = {"format": fmt, "steps": job["steps"], "flatten_input": job["flatten_input"],
-                         "storage": inputs.storage, "mode": inputs.mode, "count": len(inputs.order)}
+                         "storage": inputs.storage, "mode": inputs.mode, "count": len(inputs.order),
+                         "runs": [{"file": f"run{k}.pt", "format": r["format"]} for k, r in enumerate(runs)]}
         (kdir / "job.json").write_text(json.dumps(evaluator_job), encoding="utf-8")
         (kdir / "evaluate.py").write_text(evaluator_source(), encoding="utf-8")
         for name in ("model.pt", "job.json", "evaluate.py"):
@@ -206,10 +238,14 @@ def _evaluate(job: Mapping[str, Any], model: Path, fmt: str, splits: Sequence[Sp
                         f"before it finished (see the run's notes)")
     result = _result_line(stdout, stderr, code)
     preds = check_result(result, len(inputs.order))
-    per_split: list[list[int]] = [[0] * len(s) for s in splits]
-    for pos, (s, i) in enumerate(inputs.order):
-        per_split[s][i] = preds[pos]
-    return per_split, result["parameters"]
+
+    def by_split(flat: Sequence[int]) -> list[list[int]]:
+        per_split: list[list[int]] = [[0] * len(s) for s in splits]
+        for pos, (s, i) in enumerate(inputs.order):
+            per_split[s][i] = flat[pos]
+        return per_split
+    return by_split(preds), result["parameters"], [
+        by_split(r) if isinstance(r, list) else r for r in check_runs(result, len(runs), len(inputs.order))]
 
 
 def _result_line(stdout: bytes, stderr: bytes, code: int | str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,9 @@ def regular(path: Path, cap: int, what: str) -> int:
     return info.st_size
 
 
-def read_spec(path: Path) -> dict[str, Any]:
-    """spec.json as written by the kernel, validated; raises NotVerified with the reason."""
+def read_spec(path: Path, *, model_file: str = "model.pt") -> dict[str, Any]:
+    """spec.json as written by the kernel (or a `more<k>.json` of another dataset's model, whose
+    file is `model_file`), validated; raises NotVerified with the reason."""
     try:
         regular(path, MAX_SPEC_BYTES, "model description (spec.json)")
     except NotVerified:
@@ -60,10 +62,10 @@ def read_spec(path: Path) -> dict[str, Any]:
         raise NotVerified("the model description (spec.json) is nested too deeply to be read") from None
     except (ValueError, UnicodeDecodeError):
         raise NotVerified("the model description (spec.json) is not valid JSON") from None
-    return validate_spec(data)
+    return validate_spec(data, model_file=model_file)
 
 
-def validate_spec(data: Any) -> dict[str, Any]:
+def validate_spec(data: Any, *, model_file: str = "model.pt") -> dict[str, Any]:
     """The spec's fields, type-checked; raises NotVerified naming the first bad one."""
     _need(isinstance(data, dict), "spec")
     if "error" in data:
@@ -73,7 +75,7 @@ def validate_spec(data: Any) -> dict[str, Any]:
     _need(data.get("version") == 1, "version")
     model, ds, tr, sample = (data.get(k) for k in ("model", "dataset", "transform", "sample"))
     _need(isinstance(model, dict) and is_str(model.get("class")) and model.get("capture") in CAPTURES
-          and model.get("file") == "model.pt" and is_int(model.get("bytes"))
+          and model.get("file") == model_file and is_int(model.get("bytes"))
           and isinstance(model.get("flatten_input", False), bool)
           and model.get("evaluated_in_train_mode") in (None, True, False)
           and model.get("mode_sensitive") in (None, True, False), "model")
@@ -104,7 +106,31 @@ def validate_spec(data: Any) -> dict[str, Any]:
     evaluation = data.get("evaluation") if isinstance(data.get("evaluation"), dict) else {}
     cell = evaluation.get("cell")
     return {"model": model, "dataset": ds, "steps": steps, "sample": sample,
-            "cell": cell if is_int(cell) else None}
+            "cell": cell if is_int(cell) else None, "runs": runs_of(data.get("runs"), len(sample["preds"]))}
+
+
+MAX_RUN_ENTRIES = 25
+"""Entries of spec.json's `runs` read at most (the kernel captures at most 6 models)."""
+
+
+def runs_of(runs: Any, n_sample: int) -> list[dict[str, Any]]:
+    """spec.json's `runs` (grader/probe/rec_export.py `_export_runs`), each entry validated: a
+    capture `{optimizer, class, capture, file, bytes, sample_preds}` or `{optimizer, error}`; a
+    malformed entry becomes an error entry, so one bad entry costs only that run."""
+    out: list[dict[str, Any]] = []
+    for r in runs[:MAX_RUN_ENTRIES] if isinstance(runs, list) else []:
+        ref = r.get("optimizer") if isinstance(r, dict) and is_int(r.get("optimizer")) else None
+        if isinstance(r, dict) and isinstance(r.get("error"), str):
+            out.append({"optimizer": ref, "error": r["error"].strip()[:300] or "not captured"})
+        elif (isinstance(r, dict) and ref is not None and is_str(r.get("class"))
+              and r.get("capture") in CAPTURES and isinstance(r.get("file"), str)
+              and re.fullmatch(r"run\d{1,2}\.pt", r["file"]) and is_int(r.get("bytes"))
+              and isinstance(r.get("sample_preds"), list) and len(r["sample_preds"]) == n_sample
+              and all(is_int(p) for p in r["sample_preds"])):
+            out.append({k: r[k] for k in ("optimizer", "class", "capture", "file", "bytes", "sample_preds")})
+        else:
+            out.append({"optimizer": ref, "error": "its entry in the model description is malformed"})
+    return out
 
 
 def _need(ok: bool, key: str) -> None:

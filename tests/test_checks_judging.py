@@ -244,9 +244,13 @@ def test_evaluated_before_training_is_the_untrained_models_numbers() -> None:
     unmeasured = dict(e, verified={"reason": "the model could not be captured"})
     out = run_check("accuracy_vs_reference", ctx(unmeasured, reference=ref), {"floor": 0.2, "band": "reference"})
     assert out.status == "fail" and "before training" in out.message
-    # evaluated again after training: the trained model's numbers count
+    # evaluated again after training: no longer the untrained model's numbers; but the 10 % printed
+    # is not what the grader measured of the trained model (52 %), so a TA checks which model they
+    # belong to (issue 13 A, t4 finding 4)
     after = dict(e, evaluations=e["evaluations"] + [session(7, 500, 125, split="test")])
-    assert run_check("test_metrics", ctx(after), {}).status == "pass"
+    out = run_check("test_metrics", ctx(after), {})
+    assert out.status == "manual" and "mismatch" in out.flags and "before training" not in out.message
+    assert run_check("test_metrics", ctx(dict(after, metrics=printed(0.52))), {}).status == "pass"
 
 
 def test_trained_models_are_never_called_untrained() -> None:

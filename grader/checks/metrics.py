@@ -60,8 +60,8 @@ def _untrained(ctx: CheckContext, dataset: str | None, *, measured_counts: bool 
     return Outcome(verdict.status, 0.0, verdict.message, (verdict.pointer,), own_words=True)
 
 
-def per_class_accuracy(ctx: CheckContext, params: Mapping) -> Outcome:
-    """Accuracy shown for every class of the dataset."""
+def _per_class_shown(ctx: CheckContext, params: Mapping) -> Outcome:
+    """Accuracy shown for every class of the dataset (before the host's measurement is compared)."""
     if (miss := _not_found(ctx)) is not None:
         return miss
     dataset = params.get("dataset") or ctx.dataset or "cifar10"
@@ -95,8 +95,9 @@ def per_class_accuracy(ctx: CheckContext, params: Mapping) -> Outcome:
                                      f"{', '.join(missing)}{bad}.", pointer)
 
 
-def test_metrics(ctx: CheckContext, params: Mapping) -> Outcome:
-    """Total test loss and accuracy shown (finite numbers: a nan is not a result)."""
+def _test_metrics_shown(ctx: CheckContext, params: Mapping) -> Outcome:
+    """Total test loss and accuracy shown (finite numbers: a nan is not a result), before the
+    host's measurement is compared."""
     if (miss := _not_found(ctx)) is not None:
         return miss
     if (gate := _untrained(ctx, params.get("dataset") or ctx.dataset)) is not None:
@@ -156,6 +157,70 @@ def test_metrics(ctx: CheckContext, params: Mapping) -> Outcome:
                                                           f"print it after evaluating on the whole test split.", pointers)
     return Outcome("fail", 0.0, f"no total test loss or accuracy was found{why}: evaluate on the whole test "
                                 "split and print both.")
+
+
+TOTAL_TOLERANCE = 0.02
+"""Largest |printed - measured| test accuracy (fraction 0..1) that still agrees; as metrics_verified's default."""
+CLASS_TOLERANCE = 0.05
+"""Largest |printed - measured| accuracy of one class (fraction 0..1) that still agrees."""
+
+
+def printed_vs_measured(ev: Mapping, v: Mapping, *, total: bool = True, per_class: bool = True,
+                        tol: float = TOTAL_TOLERANCE) -> tuple[list[str], int]:
+    """The printed numbers of `ev` that the host's measurement `v` (a verified block) contradicts,
+    one clause each, and how many were compared: the total test accuracy within `tol`, each
+    class within max(tol, CLASS_TOLERANCE) (fractions 0..1)."""
+    printed = _metrics(ev)
+    diffs, compared = [], 0
+    if total and _fraction(printed.get("test_accuracy")) and _fraction(v.get("test_accuracy")):
+        compared += 1
+        if abs(printed["test_accuracy"] - v["test_accuracy"]) > tol:
+            diffs.append(f"test accuracy printed {fmt_pct(printed['test_accuracy'])}, "
+                         f"measured {fmt_pct(v['test_accuracy'])}")
+    if per_class:
+        for cls, val in (printed.get("per_class_accuracy") or {}).items():
+            got = (v.get("per_class_accuracy") or {}).get(cls)
+            if _fraction(val) and _fraction(got):
+                compared += 1
+                if abs(val - got) > max(tol, CLASS_TOLERANCE):
+                    diffs.append(f"{cls} printed {fmt_pct(val)}, measured {fmt_pct(got)}")
+    return diffs, compared
+
+
+def _contradicted(ctx: CheckContext, out: Outcome, *, total: bool, per_class: bool, points: str) -> Outcome:
+    """`out` (a pass or partial for numbers shown), unless the host measured the model of the
+    part's dataset in that notebook and its numbers contradict the printed ones: then the
+    numbers shown are not the model's, and a TA decides (manual, flag `mismatch`); an honest
+    cause exists (numbers printed of an earlier model), so it is not a fail."""
+    if out.status not in ("pass", "partial"):
+        return out
+    for ev in ctx.evidence:
+        v = _verified(ev, ctx.dataset)
+        if not _fraction(v.get("test_accuracy")):
+            continue
+        diffs, _ = printed_vs_measured(ev, v, total=total, per_class=per_class)
+        if diffs:
+            more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+            return Outcome("manual", 0.0, f"the {points} printed disagree with the grader's own measurement of the "
+                                          f"model it captured in {where(ev)} ({'; '.join(diffs[:3])}{more}), so a "
+                                          f"TA checks which model they belong to ({out.status} from the outputs: "
+                                          f"{out.message.rstrip('.')}).", out.evidence or (where(ev),),
+                           tuple(dict.fromkeys((*out.flags, "mismatch"))), own_words=True)
+    return out
+
+
+def per_class_accuracy(ctx: CheckContext, params: Mapping) -> Outcome:
+    """Accuracy shown for every class of the dataset; per-class numbers the host's measurement
+    of the captured model contradicts go to a TA (`_contradicted`)."""
+    return _contradicted(ctx, _per_class_shown(ctx, params), total=False, per_class=True,
+                         points="per-class accuracies")
+
+
+def test_metrics(ctx: CheckContext, params: Mapping) -> Outcome:
+    """Total test loss and accuracy shown (finite numbers: a nan is not a result); a test
+    accuracy the host's measurement of the captured model contradicts goes to a TA."""
+    return _contradicted(ctx, _test_metrics_shown(ctx, params), total=True, per_class=False,
+                         points="test accuracy")
 
 
 def _partial_split(ctx: CheckContext) -> tuple[Mapping, tuple[int, int]] | None:
@@ -376,26 +441,14 @@ def metrics_verified(ctx: CheckContext, params: Mapping) -> Outcome:
         return miss
     if (gate := _untrained(ctx, ctx.dataset)) is not None:
         return gate
-    tol = float(params.get("tolerance", 0.02))
+    tol = float(params.get("tolerance", TOTAL_TOLERANCE))
     checked, reasons = [], []
     for ev in ctx.evidence:
         v = _verified(ev, ctx.dataset)
         if not _fraction(v.get("test_accuracy")):
             reasons.append(f"{where(ev)}: {_why_unverified(ev, ctx.dataset)}")
             continue
-        printed = _metrics(ev)
-        diffs, compared = [], 0
-        if _fraction(printed.get("test_accuracy")):
-            compared += 1
-            if abs(printed["test_accuracy"] - v["test_accuracy"]) > tol:
-                diffs.append(f"test accuracy printed {fmt_pct(printed['test_accuracy'])}, "
-                             f"measured {fmt_pct(v['test_accuracy'])}")
-        for cls, val in (printed.get("per_class_accuracy") or {}).items():
-            got = (v.get("per_class_accuracy") or {}).get(cls)
-            if _fraction(val) and _fraction(got):
-                compared += 1
-                if abs(val - got) > max(tol, 0.05):
-                    diffs.append(f"{cls} printed {fmt_pct(val)}, measured {fmt_pct(got)}")
+        diffs, compared = printed_vs_measured(ev, v, tol=tol)
         checked.append((ev, diffs, compared, v))
     printed_any = any(_printed_any(ev) for ev in ctx.evidence)
     if not checked:

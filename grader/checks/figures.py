@@ -229,6 +229,52 @@ def _host_run_doubt(ev: Mapping, o: Mapping, counted: Mapping[int, Mapping]) -> 
     return None
 
 
+COMPARABLE_STEPS = 0.25
+"""Fraction (0..1) of the optimizer steps of the longest confirmed run from which a run counts
+as a setting of the study: settings are compared after a comparable training budget, so a run
+of a few batches (a copy of a trained model fine-tuned briefly at another rate) is not one.
+Honest studies train every setting for the same epochs (ratio 1)."""
+
+
+def _comparable(confirmed: list[tuple[Mapping, Mapping]]) -> tuple[list, list]:
+    """(the confirmed runs that trained for a comparable budget, (ev, o, why) of the others):
+    a run with fewer than COMPARABLE_STEPS of the longest confirmed run's optimizer steps (the
+    probe's step counts: hints, but an honest loop's) is not a setting; the caller sends it to
+    a TA when it would change the verdict."""
+    longest = max((int(o.get("steps") or 0) for _, o in confirmed), default=0)
+    keep, short = [], []
+    for ev, o in confirmed:
+        steps = int(o.get("steps") or 0)
+        if steps < COMPARABLE_STEPS * longest:
+            short.append((ev, o, f"it took {steps} optimizer step(s), under a quarter of the {longest} of the longest "
+                                 f"run, so it is not a comparable setting (a model fine-tuned briefly, e.g. a copy of "
+                                 f"a trained one?)"))
+        else:
+            keep.append((ev, o))
+    return keep, short
+
+
+def _settings(optimizers: list[Mapping], scheds: list[Mapping]) -> set[tuple]:
+    """The distinct settings of confirmed runs `optimizers`: (initial rate, the decay schedules
+    that stepped in that run)."""
+    out = set()
+    for o in optimizers:
+        mine = tuple(sorted({str(s.get("type", "?")) for s in scheds
+                             if (s.get("steps") or 0) > 0 and s.get("optimizer_ref") == o.get("ref")}))
+        lr = float(o["lr"]) if isinstance(o.get("lr"), (int, float)) else o.get("ref")
+        out.add((lr, mine))
+    return out
+
+
+def _reasons(doubts: list) -> str:
+    """The distinct reasons of runs not counted, the first two, each with the rate it is about."""
+    seen: dict[str, str] = {}
+    for _, o, why in doubts:
+        lr = f"{float(o['lr']):g}" if isinstance(o.get("lr"), (int, float)) else "?"
+        seen.setdefault(why.split(" (")[0] if "step(s)" in why else why, f"lr {lr}: {why}")
+    return "; ".join(list(seen.values())[:2])
+
+
 def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
     """Several learning rates and/or decay schedules actually run and compared.
 
@@ -258,20 +304,25 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
         if why:
             doubts.append((ev, o, why))
             continue
-        optimizers.append(o)
+        optimizers.append((ev, o))
         counted[o.get("ref")] = {**next(r for r in ev["verified_runs"] if r.get("optimizer") == o.get("ref")),
                                  "lr": o.get("lr")}
-    confirmed = {o.get("ref") for o in optimizers}
-    rates = sorted({float(o["lr"]) for o in optimizers if isinstance(o.get("lr"), (int, float))})
-    claimed_rates = sorted({float(o["lr"]) for _, o, _ in doubts if isinstance(o.get("lr"), (int, float))} - set(rates))
+    optimizers, short = _comparable(optimizers)
+    doubts += short
     scheds = [s for ev in ctx.evidence for s in ev.get("schedulers") or []]
+    settings = _settings([o for _, o in optimizers], scheds)
+    confirmed = {o.get("ref") for _, o in optimizers}
+    rates = sorted({float(o["lr"]) for _, o in optimizers if isinstance(o.get("lr"), (int, float))})
+    claimed_rates = sorted({float(o["lr"]) for _, o, _ in doubts if isinstance(o.get("lr"), (int, float))} - set(rates))
     stepped = sorted({s.get("type", "?") for s in scheds if (s.get("steps") or 0) > 0
                       and s.get("optimizer_ref") in confirmed})
     claimed_scheds = sorted({s.get("type", "?") for s in scheds if (s.get("steps") or 0) > 0} - set(stepped))
     idle = sorted({s.get("type", "?") for s in scheds if not (s.get("steps") or 0)} - set(stepped) - set(claimed_scheds))
-    # A setting is an initial rate or a decay schedule that really ran; either counts (the
-    # handout asks how the initial rate OR the decay method was chosen).
-    runs = len(rates) + len(stepped)
+    # A setting is what one host-confirmed run trained with: its initial rate and the decay
+    # schedule that stepped in it (the handout asks how the initial rate OR the decay method
+    # was chosen). Two confirmed runs at one rate, one with StepLR and one without, are two
+    # settings; one run with StepLR alone is one: a schedule is compared only with another run.
+    runs = len(settings)
     lines = [(ev, f) for ev in ctx.evidence for f in ev.get("figures") or [] if f.get("kind") == "line"]
     compared = [where(ev, f.get("cell")) for ev, f in lines if figure_captured(f)]
     unseen = [where(ev, f.get("cell")) for ev, f in lines if not figure_captured(f)]
@@ -285,17 +336,19 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
              else "no training run the grader could confirm" if doubts else "no optimizer that took a step"]
     if stepped:
         found.append(f"decay schedule(s) stepped: {', '.join(stepped)}")
+    if optimizers:
+        found.append(f"{runs} setting(s) compared in {len(optimizers)} run(s) the grader confirmed")
     # What is only claimed decides nothing; it goes to a TA when it would change the verdict.
-    would = {"runs": runs + len(claimed_rates) + len(claimed_scheds) >= min_runs,
+    would = {"runs": len(_settings([o for _, o in optimizers] + [o for _, o, _ in doubts], scheds)) >= min_runs,
              "scheduler": bool(stepped or claimed_scheds), "plot": bool(compared or unseen)}
     if met < len(needs) and all(ok or would[name] for name, ok in needs) and (doubts or unseen):
         what = []
         if doubts:
-            ev, o, why = doubts[0]
+            ev, o, _ = doubts[0]
             what.append(f"the grader could not confirm from the outputs it captured and the models it evaluated "
                         f"itself {len(doubts)} optimizer run(s) "
                         f"({', '.join(f'{r:g}' for r in claimed_rates) or 'rates as above'}"
-                        f"{'; schedules ' + ', '.join(claimed_scheds) if claimed_scheds else ''}): {why} "
+                        f"{'; schedules ' + ', '.join(claimed_scheds) if claimed_scheds else ''}): {_reasons(doubts)} "
                         f"({where(ev, o.get('cell'))}); this is not a finding against your work")
         if unseen and not compared:
             what.append(f"a line chart is recorded in {', '.join(unseen[:3])} but the output the grader captured "
@@ -308,13 +361,13 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
         notes.append(f"The {', '.join(idle)} scheduler was created but never stepped, so its decay never "
                      f"happened: call scheduler.step() once per epoch.")
     if runs < min_runs:
-        notes.append(f"Train at least {min_runs} settings (initial rates or schedules) to compare.")
+        notes.append(f"Train at least {min_runs} settings (initial rates, or one rate with and without a decay "
+                     f"schedule), each in a run of its own, to compare.")
     if params.get("require_plot", True) and not compared:
         notes.append("No line chart compares the runs: plot accuracy or loss per epoch for each setting.")
     if doubts:  # they did not decide the verdict; say why they were not counted
-        ev, o, why = doubts[0]
         lrs = ", ".join(f"{float(o['lr']):g}" for _, o, _ in doubts if isinstance(o.get("lr"), (int, float)))
-        notes.append(f"Not counted: {len(doubts)} run(s){f' (lr {lrs})' if lrs else ''}, e.g. {why}.")
+        notes.append(f"Not counted: {len(doubts)} run(s){f' (lr {lrs})' if lrs else ''}, e.g. {_reasons(doubts)}.")
     message = "; ".join(found) + ". " + " ".join(notes)
     if met == len(needs) and not idle:
         return Outcome("pass", 1.0, message.strip(), tuple(compared[:3]))

@@ -121,12 +121,20 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
         looked = tuple(sorted({where(ev, f.get("cell")) for ev, f, _ in claimed.values()}))
         names = [f"{l}.{k}" for l, k in need if (l, k) in claimed]
         ev, f, why = next(iter(claimed.values()))
-        confirmed = f"{len(shown)} of {len(need)} layer histograms were confirmed; " if shown else ""
-        return Outcome("manual", 0.0, f"{confirmed}histograms of {', '.join(names[:8])}"
-                                      f"{' and more' if len(names) > 8 else ''} are recorded, but the grader could "
-                                      f"not confirm them from what it checked itself: {why} "
-                                      f"({where(ev, f.get('cell'))}). A TA will look at {', '.join(looked[:5])}."
-                       + (f" Not found at all: {', '.join(missing)}." if missing else "") + note,
+        unconfirmed = (f"histograms of {', '.join(names[:8])}{' and more' if len(names) > 8 else ''} are recorded, "
+                       f"but the grader could not confirm them from what it checked itself: {why} "
+                       f"({where(ev, f.get('cell'))}).")
+        absent = f" Not found at all: {', '.join(missing)}." if missing else ""
+        if shown:
+            # The confirmed layers earn their share; a TA adds the share of the others.
+            return Outcome("partial", len(shown) / len(need),
+                           f"weight distributions confirmed for {len(shown)} of {len(need)} "
+                           f"({', '.join(f'{l}.{k}' for l, k in need if (l, k) in shown)}); {unconfirmed} "
+                           f"This is not a finding against your work: a TA will look at {', '.join(looked[:5])} "
+                           f"and may add their share." + absent + note,
+                           looked[:5] + pointers, flags=(UNCONFIRMED,))
+        return Outcome("manual", 0.0, f"{unconfirmed[0].upper()}{unconfirmed[1:]} A TA will look at "
+                                      f"{', '.join(looked[:5])}." + absent + note,
                        looked[:5] + pointers, flags=(UNCONFIRMED,))
     if (missing or not need) and unsure:
         looked = tuple(sorted({where(ev, f.get("cell")) for ev, f in unsure}))

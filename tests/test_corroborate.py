@@ -526,3 +526,22 @@ def test_a_small_tensor_needs_fewer_bars_but_never_one_or_two() -> None:
         assert "too few to show a distribution" in histogram_disagrees(two, [param_summary(w)])
     one = hist_record(bias, ["conv2.bias"], bins=1)
     assert "too few" in histogram_disagrees(one, stats)
+
+
+def test_histograms_drawn_from_bars_go_to_a_ta_never_fail() -> None:
+    """T4 1410004: np.histogram + ax.bar per layer in a 2 x 5 grid: the probe sees no data (only
+    plt.hist and seaborn hand it theirs), the host captured a histogram image: a TA decides.
+    A plt.hist of data that is no parameter (input pixels) still counts for nothing."""
+    net = handout_net()
+    bars = {"cell": 6, "kind": "histogram", "subjects": [], "hists": [], "axes_kinds": ["histogram"] * 10,
+            "host": {"images": 1, "histogram": True, "matched": [], "panels": None}}
+    out = run_check("weight_histograms", ctx(ev(figures=[bars], verified=verified_block(net))), ALL)
+    assert out.status == "manual" and out.fraction == 0 and out.flags == ("unconfirmed-evidence",)
+    assert "drawn from bars" in out.message and "not any layer's parameters" not in out.message
+    # not captured by the host (a PNG in the probe's folder only): nothing to look at, a fail
+    hidden = dict(bars, host={"images": 0, "histogram": None})
+    assert run_check("weight_histograms", ctx(ev(figures=[hidden], verified=verified_block(net))), ALL).status \
+        == "fail"
+    pixels = dict(bars, hists=[hist_record(np.random.default_rng(0).uniform(0, 1, 3072), [])])
+    out = run_check("weight_histograms", ctx(ev(figures=[pixels], verified=verified_block(net))), ALL)
+    assert out.status == "fail" and "not any layer's parameters" in out.message

@@ -184,3 +184,19 @@ def test_lr_study_runs_of_a_few_steps_are_not_settings() -> None:
         o["steps"] = steps
     out = _study(**study)
     assert out.status == "pass" and "Not counted: 1 run(s) (lr 0.003)" in out.message
+
+
+def test_lr_study_counts_a_run_begun_from_another_runs_trained_model_once() -> None:
+    # T4 finding 2: copy.deepcopy(trained) fine-tuned at other rates; the probe's checksum of the
+    # weights each optimizer was built on is the trained run's last checksum
+    study = runs_evidence((0.01, 0.05, 0.003))
+    trained, init = [12.5, 40.0], [3.0, 30.0]
+    for k, o in enumerate(study["optimizers"]):
+        o.update(checksum_start=init if k == 0 else trained, checksum_now=trained if k == 0 else [12.5 + k, 40.0])
+    out = _study(**study)
+    assert out.status == "manual" and out.flags == ("unconfirmed-evidence",)
+    assert "began from the weights the run at lr 0.01 ended with" in out.message
+    # the fair way: one untrained model copied for each rate: every run starts where none ended
+    for k, o in enumerate(study["optimizers"]):
+        o.update(checksum_start=init, checksum_now=[20.0 + k, 41.0])
+    assert _study(**study).status == "pass"

@@ -274,6 +274,33 @@ def _comparable(confirmed: list[tuple[Mapping, Mapping]]) -> tuple[list, list]:
     return keep, short
 
 
+def _same_weights(a: object, b: object) -> bool:
+    """Two [sum, L2 norm] weight checksums (rec_torch._checksum) that are one set of weights."""
+    return (isinstance(a, list) and isinstance(b, list) and len(a) == len(b) == 2
+            and all(isinstance(x, (int, float)) and math.isfinite(x) for x in a + b)
+            and all(abs(x - y) <= 1e-9 * max(1.0, abs(x)) for x, y in zip(a, b)))
+
+
+def _continued(confirmed: list[tuple[Mapping, Mapping]], ran: list[tuple[Mapping, Mapping]]) -> tuple[list, list]:
+    """(the confirmed runs, (ev, o, why) of those that began from another run's trained model):
+    the weights a run's optimizer was built on are the weights another optimizer that changed
+    them ended with (the probe's checksums: hints, and a forged one only costs the student a
+    run), e.g. `copy.deepcopy(trained)` fine-tuned at another rate. Copies of one untrained
+    model, the fair way to compare rates, start where no run ended."""
+    keep, cont = [], []
+    for ev, o in confirmed:
+        source = next((p for _, p in ran if p is not o and p.get("weights_changed") is True
+                       and not _same_weights(p.get("checksum_start"), p.get("checksum_now"))
+                       and _same_weights(o.get("checksum_start"), p.get("checksum_now"))), None)
+        if source is None:
+            keep.append((ev, o))
+            continue
+        lr = f"{float(source['lr']):g}" if isinstance(source.get("lr"), (int, float)) else "?"
+        cont.append((ev, o, f"it began from the weights the run at lr {lr} ended with (a copy of that trained model "
+                            f"trained on), so it continues that run rather than comparing a setting: counted once"))
+    return keep, cont
+
+
 def _settings(optimizers: list[Mapping], scheds: list[Mapping]) -> set[tuple]:
     """The distinct settings of confirmed runs `optimizers`: (initial rate, the decay schedules
     that stepped in that run)."""
@@ -327,8 +354,9 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
         optimizers.append((ev, o))
         counted[o.get("ref")] = {**next(r for r in ev["verified_runs"] if r.get("optimizer") == o.get("ref")),
                                  "lr": o.get("lr")}
+    optimizers, derived = _continued(optimizers, ran)
     optimizers, short = _comparable(optimizers)
-    doubts += short
+    doubts += derived + short
     scheds = [s for ev in ctx.evidence for s in ev.get("schedulers") or []]
     settings = _settings([o for _, o in optimizers], scheds)
     confirmed = {o.get("ref") for _, o in optimizers}

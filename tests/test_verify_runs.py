@@ -193,8 +193,9 @@ def test_lr_study_counts_a_run_begun_from_another_runs_trained_model_once() -> N
     trained, init = [12.5, 40.0], [3.0, 30.0]
     for k, o in enumerate(study["optimizers"]):
         o.update(checksum_start=init if k == 0 else trained, checksum_now=trained if k == 0 else [12.5 + k, 40.0])
-    out = _study(**study)
-    assert out.status == "manual" and out.flags == ("unconfirmed-evidence",)
+    out = _study(**study)  # one run and its chart: half the item, and the message says why
+    assert out.status == "partial" and out.fraction == 0.5 and not out.flags
+    assert "Not counted: 2 run(s) (lr 0.05, 0.003)" in out.message
     assert "began from the weights the run at lr 0.01 ended with" in out.message
     # the fair way: one untrained model copied for each rate: every run starts where none ended
     for k, o in enumerate(study["optimizers"]):

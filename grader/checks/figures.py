@@ -387,7 +387,10 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
     if optimizers:
         found.append(f"{runs} setting(s) compared in {len(optimizers)} run(s) the grader confirmed")
     # What is only claimed decides nothing; it goes to a TA when it would change the verdict.
-    would = {"runs": len(_settings([o for _, o in optimizers] + [o for _, o, _ in doubts], scheds)) >= min_runs,
+    # a run that continued another (`derived`) is one run on the probe's own evidence against
+    # the student's interest: named below, never a TA's question
+    open_doubts = [o for _, o, _ in doubts if not any(o is d for _, d, _ in derived)]
+    would = {"runs": len(_settings([o for _, o in optimizers] + open_doubts, scheds)) >= min_runs,
              "scheduler": bool(stepped or claimed_scheds), "plot": bool(compared or unseen)}
     if met < len(needs) and all(ok or would[name] for name, ok in needs) and (doubts or unseen):
         what = []

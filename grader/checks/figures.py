@@ -84,9 +84,12 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
     attributed by reading the notebook's code (`"attributed": "static"`) and pixels. Executed,
     a layer counts as shown only when the host corroborates the probe's record: the image is
     in the cell's captured output and the histogram's data is the captured model's parameter
-    (`_uncorroborated`). A layer that is only claimed (a record the host cannot confirm), like a figure the grader could not read for sure (`"uncertain"`,
-    including a stored image that is corrupt, `"unreadable"`), never counts as shown nor as
-    missing: the item goes to a TA with those figures and why.
+    (`_uncorroborated`). A layer that is only claimed (a record the host cannot confirm), like
+    a figure the grader could not read for sure (`"uncertain"`, including a stored image that
+    is corrupt, `"unreadable"`, or a captured histogram drawn from bars whose data the probe
+    never saw), never counts as shown nor as missing: the confirmed layers earn their share
+    (partial) and the rest goes to a TA with those figures and why (all of it when none is
+    confirmed).
     """
     if not ctx.evidence:
         return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found, so no weight histograms either.")
@@ -330,9 +333,12 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
     code could write) and the host evaluated its model itself (`_host_run_doubt`: the teardown
     captured the model each optimizer trained, the evaluator predicted the test and hidden
     images with it, and it is above chance and unlike the other runs' models). A run at chance
-    (diverged, or never trained) or a copy of another run's model does not count; like a run
-    the host could not capture, it goes to a TA when it would change the verdict, never a
-    fail. The comparing chart counts only when its image is in the output the host captured.
+    (diverged, or never trained), a copy of another run's model, or a run of a few steps beside
+    a long one (`_comparable`) does not count; like a run the host could not capture, it goes
+    to a TA when it would change the verdict, never a fail. A run whose optimizer started from
+    the weights another run ended with continues that run (`_continued`): named, not counted.
+    A setting is (initial rate, schedules stepped) of a confirmed run (`_settings`): min_runs
+    of them are needed, so a schedule counts only beside another confirmed run. The comparing chart counts only when its image is in the output the host captured.
     Saved (nothing observed), the rates the outputs print stand for them (`lr_settings`, see
     `parsers.lrs`); when that falls short but the code, or a figure the grader could not read,
     suggests a study, a TA decides instead of a fail.

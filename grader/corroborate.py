@@ -52,9 +52,10 @@ COARSE_BARS = 16
 MIN_BARS = 5
 """Fewest bars, and non-empty bars, a recorded histogram needs to be compared as a
 distribution: fewer say nothing beyond the size, range, mean and spread compared before
-(a one-bar record `counts=[n]` agrees with any parameter). A tensor of n < 15 values needs
-only ceil(n / 3) bars, at least 2, and as many non-empty: 6 biases in plt.hist's 10 bars may
-leave bars empty, and bins='auto' draws 4 bars of them."""
+(a one-bar record `counts=[n]` agrees with any parameter). A tensor of n < 20 values needs
+only ceil(n / 4) bars, at least 2, and as many non-empty (`min_bars`): 6 biases in plt.hist's
+10 bars may leave bars empty, bins='auto' draws 4 bars of them, and 5 of conv2's 16 biases
+with one bar empty."""
 MAX_PSEUDO = 4096
 STAT_TOLERANCE = 1e-3
 """Largest |recorded - computed| of min, max, mean and std, as a fraction of the parameter's
@@ -272,6 +273,12 @@ def _coarse(counts: np.ndarray) -> np.ndarray:
     return np.add.reduceat(counts, np.arange(0, len(counts), size))
 
 
+def min_bars(numel: int) -> int:
+    """Fewest bars, and non-empty bars, a histogram of `numel` values needs (MIN_BARS, fewer for
+    a small tensor, never under 2)."""
+    return max(2, min(MIN_BARS, math.ceil(numel / 4)))
+
+
 def histogram_disagrees(hist: Mapping[str, Any], stats: Sequence[Mapping[str, Any]]) -> str | None:
     """Why a histogram's recorded data is not the parameter(s) `stats` describe (several: a
     histogram of their concatenation), or None when it agrees in size, range, mean, spread and
@@ -309,10 +316,10 @@ def histogram_disagrees(hist: Mapping[str, Any], stats: Sequence[Mapping[str, An
     if got_bars.sum() <= 0 or np.any(np.diff(e) <= 0):
         return "its bars are empty or out of order"
     filled = int(np.count_nonzero(got_bars))
-    need = max(2, min(MIN_BARS, math.ceil(int(sizes.sum()) / 3)))
+    need = min_bars(int(sizes.sum()))
     if len(got_bars) < need or filled < need:
         return (f"its {len(got_bars)} bar(s), {filled} of them non-empty, are too few to show a distribution "
-                f"(at least {MIN_BARS} are needed)")
+                f"of {int(sizes.sum())} values (at least {need} are needed)")
     want_bars = sum(_rebuilt_bars(s, e) for s in stats)
     if want_bars.sum() <= 0:
         return "none of the parameter's values fall inside its bars"

@@ -376,7 +376,10 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
                 "model_refs": s.get("models", [s["model"]] if s.get("model") is not None else []),
                 "names": names.get(ref, []), "cell": e.get("cell"), "ref": ref,
                 "cells_stepped": [c for c in s.get("cells", []) if isinstance(c, int)],
-                "weights_changed": _changed(s.get("checksum_start"), s.get("checksum_now"))})
+                "weights_changed": _changed(s.get("checksum_start"), s.get("checksum_now")),
+                # [sum, norm] of its weights when it was built and when last seen: a run whose
+                # start is another run's end began from that run's trained model (checks.figures)
+                "checksum_start": s.get("checksum_start"), "checksum_now": s.get("checksum_now")})
         elif kind == "scheduler":
             s = state.get(ref, {})
             opt = of(e.get("optimizer"), "optimizer")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import functools
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import nbformat
@@ -235,8 +236,9 @@ def test_one_real_panel_serves_one_record_only() -> None:
     assert fig["host"]["matched"] == [0]
     out, fig = _graded(pngs, _forged())
     assert fig["host"]["matched"] == [0]  # conv1.weight's record; the other nine have no panel
-    assert out.status == "manual" and out.fraction == 0 and "unconfirmed-evidence" in out.flags
-    assert "1 of 10 layer histograms were confirmed" in out.message
+    # the confirmed layer earns its share (T4 finding 5); the nine others go to a TA
+    assert out.status == "partial" and out.fraction == pytest.approx(0.1) and "unconfirmed-evidence" in out.flags
+    assert "confirmed for 1 of 10 (conv1.weight)" in out.message and "conv2.weight" in out.message
 
 
 def test_the_real_histogram_of_conv1_does_not_stand_for_conv2() -> None:
@@ -308,3 +310,44 @@ def test_bar_reads_are_bounded_per_run() -> None:
     mark_run(e, nb)
     panels = [f["host"]["panels"] for f in e["figures"]]
     assert panels[:MAX_BAR_READS // 10] == [10] * (MAX_BAR_READS // 10) and panels[-1] is None
+
+
+_T4_COUNTS = [5, 2, 3, 2, 1, 4, 3, 1, 5, 2, 1, 3, 4, 2, 2, 5, 1, 4, 3, 4, 1, 5, 5, 3, 2, 0, 4, 6, 0, 1]
+_T4_EDGES = np.linspace(-0.0897884294, 0.10367322, 31)
+
+
+def test_jagged_small_tensor_with_edges_log_density_and_grid_is_read() -> None:
+    """T4 1420004: `ax.hist(p, bins=30, density=True, log=True, color='orange',
+    edgecolor='black')` with a grid, in a 2 x 5 grid; the trained fc2.bias (84 values) has bars
+    that jump between tall and short ones. Its panel as the host captured it (tests/data, cut
+    from the executed notebook's PNG: bars 4-5 columns of orange between 3 columns of edge line)
+    is read as those bars: the edge line between two bars belongs half to each (read all as the
+    shorter bar, every tall bar lost 3 columns, and the panel matched nothing); rendered here
+    again, every layer's panel is its record's."""
+    from grader.chartbars import profile_agrees
+
+    png = (Path(__file__).parent / "data" / "t4_1420004_fc2_bias.png").read_bytes()
+    panels = read_panels(png)
+    assert panels is not None and len(panels) == 1
+    assert profile_agrees(panels[0], _T4_COUNTS, _T4_EDGES)
+    shuffled = list(reversed(_T4_COUNTS))  # the same bars in another order: not this panel
+    assert not profile_agrees(panels[0], shuffled, _T4_EDGES)
+
+    jagged = np.repeat((_T4_EDGES[:-1] + _T4_EDGES[1:]) / 2, _T4_COUNTS)
+    params = dict(_params(), **{"fc2.bias": jagged})
+
+    def draw(plt: Any, _: dict[str, np.ndarray]) -> None:
+        fig, axes = plt.subplots(2, 5, figsize=(18, 6))
+        for ax, (name, w) in zip(axes.flat, params.items()):
+            ax.hist(w, bins=30, density=True, log=True, color="orange", edgecolor="black")
+            ax.set_title(name)
+            ax.grid(True)
+        plt.tight_layout()
+
+    pngs, _ = _shown(draw)
+    panels = read_panels(pngs[0])
+    assert panels is not None and len(panels) == 10
+    records = [_record(name, w, 30) for name, w in params.items()]
+    fits = [[k for k, p in enumerate(panels) if profile_agrees(p, r["counts"], r["edges"])] for r in records]
+    assert all(k in fit for k, fit in enumerate(fits)), fits
+    assert None not in assign(fits) and fits[7] == [7]

@@ -109,8 +109,15 @@ def test_uncorroborated_histograms_are_manual_never_pass_or_fail(case: str) -> N
         rec = fig["hists"][4]  # fc1.weight: uniform at initialisation; these bars put it all in the middle
         rec["counts"] = [0] * 20 + [rec["n"]] + [0] * (len(rec["counts"]) - 21)
     out = run_check("weight_histograms", ctx(ev(figures=[fig], verified=verified)), ALL)
-    assert out.status == "manual" and out.fraction == 0, (case, out)
-    assert "could not confirm" in out.message
+    # never a pass or a fail: the layers the host confirmed earn their share (T4 finding 5; a
+    # 2-bar record of conv1.bias's 6 values is a distribution, and fc1.weight's 48000 uniform
+    # initial values are summarized like seed 0's), the others go to a TA
+    assert out.status in ("manual", "partial") and out.fraction < 0.95, (case, out)
+    assert "could not confirm" in out.message and out.flags == ("unconfirmed-evidence",)
+    confirmed = out.message.split("(")[1].split(")")[0] if out.status == "partial" else ""
+    target = {"other-layer": "fc1.weight", "bars-reshuffled": "fc1.weight", "initial-weights": "conv1.weight",
+              "one-bar": "conv1.weight", "two-bars": "fc1.weight"}.get(case)
+    assert target is None or target not in confirmed, (case, out.message)
 
 
 def test_a_confirmed_figure_covers_a_layer_another_only_claims() -> None:
@@ -495,3 +502,46 @@ def test_a_silent_training_loop_is_confirmed_by_the_chart_of_its_losses() -> Non
     assert out.status == "manual" and out.fraction == 0
     assert "could not confirm from the outputs it captured" in out.message and "A TA will check" in out.message
     assert "not a finding against your work" in out.message
+
+
+def test_a_small_tensor_needs_fewer_bars_but_never_one_or_two() -> None:
+    """T4 1420003: conv2.bias (16 values) drawn with bins='auto' as 5 bars, 4 non-empty, is a
+    distribution (ceil(16 / 4) = 4 non-empty bars needed); a one- or two-bar record of a larger
+    tensor still says nothing beyond its summary."""
+    net = handout_net()
+    bias = values(net, "conv2.bias")
+    stats = [param_summary(bias)]
+    edges = np.linspace(float(bias.min()), float(bias.max()), 6)
+    counts = np.histogram(bias, bins=edges)[0]
+    if np.count_nonzero(counts) == 5:  # make one bar empty as the trained bias had it: move its values out
+        bias = np.where((bias >= edges[2]) & (bias < edges[3]), edges[1] + 1e-6, bias)
+        stats = [param_summary(bias)]
+        counts = np.histogram(bias, bins=edges)[0]
+    assert len(counts) == 5 and np.count_nonzero(counts) == 4
+    rec = hist_record(bias, ["conv2.bias"], bins=5)
+    assert histogram_disagrees(rec, stats) is None
+    for name in ("conv2.bias", "fc1.bias"):
+        w = values(net, name)
+        two = hist_record(w, [name], bins=2)
+        assert "too few to show a distribution" in histogram_disagrees(two, [param_summary(w)])
+    one = hist_record(bias, ["conv2.bias"], bins=1)
+    assert "too few" in histogram_disagrees(one, stats)
+
+
+def test_histograms_drawn_from_bars_go_to_a_ta_never_fail() -> None:
+    """T4 1410004: np.histogram + ax.bar per layer in a 2 x 5 grid: the probe sees no data (only
+    plt.hist and seaborn hand it theirs), the host captured a histogram image: a TA decides.
+    A plt.hist of data that is no parameter (input pixels) still counts for nothing."""
+    net = handout_net()
+    bars = {"cell": 6, "kind": "histogram", "subjects": [], "hists": [], "axes_kinds": ["histogram"] * 10,
+            "host": {"images": 1, "histogram": True, "matched": [], "panels": None}}
+    out = run_check("weight_histograms", ctx(ev(figures=[bars], verified=verified_block(net))), ALL)
+    assert out.status == "manual" and out.fraction == 0 and out.flags == ("unconfirmed-evidence",)
+    assert "drawn from bars" in out.message and "not any layer's parameters" not in out.message
+    # not captured by the host (a PNG in the probe's folder only): nothing to look at, a fail
+    hidden = dict(bars, host={"images": 0, "histogram": None})
+    assert run_check("weight_histograms", ctx(ev(figures=[hidden], verified=verified_block(net))), ALL).status \
+        == "fail"
+    pixels = dict(bars, hists=[hist_record(np.random.default_rng(0).uniform(0, 1, 3072), [])])
+    out = run_check("weight_histograms", ctx(ev(figures=[pixels], verified=verified_block(net))), ALL)
+    assert out.status == "fail" and "not any layer's parameters" in out.message

@@ -137,3 +137,67 @@ def test_each_section_takes_the_verified_block_of_its_own_evaluation() -> None:
     assert view(lost, ["s2"])["verified"] == {"reason": "the evaluator crashed", "cell": 4}
     alone = dict(ev, verified_more=[])
     assert view(alone, ["s2"])["verified"]["elsewhere"] is True
+
+
+def test_lr_study_needs_two_confirmed_runs_and_a_schedule_is_a_setting_of_one() -> None:
+    # T4 finding 3 (1410007): one confirmed run at 0.1 whose StepLR stepped, two at chance: one
+    # setting, not two; the runs at chance could make it two, so a TA decides, never a fail
+    three = runs_evidence((0.1, 0.01, 0.001))
+    for r in three["verified_runs"][1:]:
+        r.update(test_accuracy=0.1, hidden_accuracy=0.1)
+    steplr = [{"type": "StepLR", "steps": 5, "optimizer_ref": 20}]
+    out = _study(**three, schedulers=steplr)
+    assert out.status == "manual" and out.flags == ("unconfirmed-evidence",)
+    assert "1 setting(s) compared in 1 run(s)" in out.message and "at chance level" in out.message
+    # the same with no other run at all: one run with StepLR is one setting (partial: the chart)
+    one = runs_evidence((0.1,))
+    out = _study(**one, schedulers=steplr)
+    assert out.status == "partial" and "Train at least 2 settings" in out.message
+    # two confirmed runs at ONE rate, one with StepLR and one without: two settings
+    same = runs_evidence((0.1, 0.1))
+    assert _study(**same).status == "partial"
+    assert _study(**same, schedulers=steplr).status == "pass"
+    # the honest sample (lab1_3): 0.1 / 0.01 / 0.001 each with StepLR, 0.1 diverged: pass
+    sample = runs_evidence((0.1, 0.01, 0.001))
+    sample["verified_runs"][0].update(test_accuracy=0.1, hidden_accuracy=0.1)
+    scheds = [{"type": "StepLR", "steps": 10, "optimizer_ref": 20 + k} for k in range(3)]
+    out = _study(**sample, schedulers=scheds)
+    assert out.status == "pass" and "2 setting(s) compared in 2 run(s)" in out.message
+
+
+def test_lr_study_runs_of_a_few_steps_are_not_settings() -> None:
+    # T4 finding 2 (1430001): one run of 250 steps, two copies of its trained model fine-tuned for
+    # 5 steps at other rates (agreement 0.40 / 0.46 < RUN_SAME): not comparable settings
+    study = runs_evidence((0.01, 0.05, 0.003))
+    for o, steps in zip(study["optimizers"], (250, 5, 5)):
+        o["steps"] = steps
+    out = _study(**study)
+    assert out.status == "manual" and out.flags == ("unconfirmed-evidence",)
+    assert "it took 5 optimizer step(s), under a quarter of the 250" in out.message
+    # an honest study whose runs trained a comparable budget (one epoch fewer) still passes
+    for o, steps in zip(study["optimizers"], (250, 200, 120)):
+        o["steps"] = steps
+    assert _study(**study).status == "pass"
+    # the short runs cannot change the verdict (two long ones already make it): named, not a TA's
+    study = runs_evidence((0.01, 0.05, 0.003))
+    for o, steps in zip(study["optimizers"], (250, 250, 5)):
+        o["steps"] = steps
+    out = _study(**study)
+    assert out.status == "pass" and "Not counted: 1 run(s) (lr 0.003)" in out.message
+
+
+def test_lr_study_counts_a_run_begun_from_another_runs_trained_model_once() -> None:
+    # T4 finding 2: copy.deepcopy(trained) fine-tuned at other rates; the probe's checksum of the
+    # weights each optimizer was built on is the trained run's last checksum
+    study = runs_evidence((0.01, 0.05, 0.003))
+    trained, init = [12.5, 40.0], [3.0, 30.0]
+    for k, o in enumerate(study["optimizers"]):
+        o.update(checksum_start=init if k == 0 else trained, checksum_now=trained if k == 0 else [12.5 + k, 40.0])
+    out = _study(**study)  # one run and its chart: half the item, and the message says why
+    assert out.status == "partial" and out.fraction == 0.5 and not out.flags
+    assert "Not counted: 2 run(s) (lr 0.05, 0.003)" in out.message
+    assert "began from the weights the run at lr 0.01 ended with" in out.message
+    # the fair way: one untrained model copied for each rate: every run starts where none ended
+    for k, o in enumerate(study["optimizers"]):
+        o.update(checksum_start=init, checksum_now=[20.0 + k, 41.0])
+    assert _study(**study).status == "pass"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from grader.checks.base import CheckContext, Outcome
-from grader.checks import metrics, figures, setup, files
+from grader.checks import metrics, figures, lrstudy, setup, files
 
 CheckFn = Callable[[CheckContext, Mapping], Outcome]
 
@@ -24,7 +24,7 @@ REGISTRY: dict[str, CheckFn] = {
     "accuracy_vs_reference": metrics.accuracy_vs_reference,
     "metrics_verified": metrics.metrics_verified,
     "weight_histograms": figures.weight_histograms,
-    "lr_study": figures.lr_study,
+    "lr_study": lrstudy.lr_study,
     "model_architecture": setup.model_architecture,
     "normalization": setup.normalization,
     "ran_without_errors": setup.ran_without_errors,

@@ -1,11 +1,11 @@
-"""Checks on what was plotted and what was trained: weight histograms, learning-rate studies."""
+"""Checks on what was plotted: weight histograms (the learning-rate study is in grader.checks.lrstudy)."""
 
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 from grader.checks.base import UNCONFIRMED, CheckContext, Outcome, where
+from grader.checks.lrstudy import lr_study  # noqa: F401 - its old home, kept importable
 from grader.corroborate import figure_captured, find_parameter, histogram_disagrees, parameters_of
 
 
@@ -84,9 +84,12 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
     attributed by reading the notebook's code (`"attributed": "static"`) and pixels. Executed,
     a layer counts as shown only when the host corroborates the probe's record: the image is
     in the cell's captured output and the histogram's data is the captured model's parameter
-    (`_uncorroborated`). A layer that is only claimed (a record the host cannot confirm), like a figure the grader could not read for sure (`"uncertain"`,
-    including a stored image that is corrupt, `"unreadable"`), never counts as shown nor as
-    missing: the item goes to a TA with those figures and why.
+    (`_uncorroborated`). A layer that is only claimed (a record the host cannot confirm), like
+    a figure the grader could not read for sure (`"uncertain"`, including a stored image that
+    is corrupt, `"unreadable"`, or a captured histogram drawn from bars whose data the probe
+    never saw), never counts as shown nor as missing: the confirmed layers earn their share
+    (partial) and the rest goes to a TA with those figures and why (all of it when none is
+    confirmed).
     """
     if not ctx.evidence:
         return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found, so no weight histograms either.")
@@ -112,7 +115,14 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
                 claimed.setdefault((l, k), (ev, f, why))
     missing = [f"{l}.{k}" for l, k in need if (l, k) not in shown and (l, k) not in claimed]
     pointers = tuple(sorted({where(ev, f.get("cell")) for ev, f in shown.values()}))
-    unattributed = sum(1 for _, f in hists if not f.get("subjects") and not f.get("uncertain"))
+    # Executed, a histogram drawn from bars (np.histogram + plt.bar) is one whose data the probe
+    # never saw (only plt.hist and seaborn hand it their data): when the host captured it and its
+    # pixels are a histogram, it may show the layers, so a TA looks rather than a fail (T4 1410004).
+    drawn = [(ev, f) for ev, f in hists if ev.get("mode") != "saved" and not f.get("subjects")
+             and not f.get("hists") and not f.get("uncertain") and figure_captured(f)]
+    unsure += drawn
+    unattributed = sum(1 for ev, f in hists if not f.get("subjects") and not f.get("uncertain")
+                       and (ev, f) not in drawn)
     note = (f" {unattributed} histogram(s) show data that is not any layer's parameters (e.g. input pixels)."
             if unattributed else "")
     if any(f.get("attributed") == "static" for _, f in shown.values()):
@@ -121,23 +131,36 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
         looked = tuple(sorted({where(ev, f.get("cell")) for ev, f, _ in claimed.values()}))
         names = [f"{l}.{k}" for l, k in need if (l, k) in claimed]
         ev, f, why = next(iter(claimed.values()))
-        confirmed = f"{len(shown)} of {len(need)} layer histograms were confirmed; " if shown else ""
-        return Outcome("manual", 0.0, f"{confirmed}histograms of {', '.join(names[:8])}"
-                                      f"{' and more' if len(names) > 8 else ''} are recorded, but the grader could "
-                                      f"not confirm them from what it checked itself: {why} "
-                                      f"({where(ev, f.get('cell'))}). A TA will look at {', '.join(looked[:5])}."
-                       + (f" Not found at all: {', '.join(missing)}." if missing else "") + note,
+        unconfirmed = (f"histograms of {', '.join(names[:8])}{' and more' if len(names) > 8 else ''} are recorded, "
+                       f"but the grader could not confirm them from what it checked itself: {why} "
+                       f"({where(ev, f.get('cell'))}).")
+        absent = f" Not found at all: {', '.join(missing)}." if missing else ""
+        if shown:
+            # The confirmed layers earn their share; a TA adds the share of the others.
+            return Outcome("partial", len(shown) / len(need),
+                           f"weight distributions confirmed for {len(shown)} of {len(need)} "
+                           f"({', '.join(f'{l}.{k}' for l, k in need if (l, k) in shown)}); {unconfirmed} "
+                           f"This is not a finding against your work: a TA will look at {', '.join(looked[:5])} "
+                           f"and may add their share." + absent + note,
+                           looked[:5] + pointers, flags=(UNCONFIRMED,))
+        return Outcome("manual", 0.0, f"{unconfirmed[0].upper()}{unconfirmed[1:]} A TA will look at "
+                                      f"{', '.join(looked[:5])}." + absent + note,
                        looked[:5] + pointers, flags=(UNCONFIRMED,))
     if (missing or not need) and unsure:
         looked = tuple(sorted({where(ev, f.get("cell")) for ev, f in unsure}))
         found = (f"weight distributions were found for {len(need) - len(missing)} of {len(need)} "
                  f"({', '.join(missing)} not found)" if need else "no histogram of a layer's weights was found")
         broken = [f for _, f in unsure if f.get("unreadable")]
+        odd = len(unsure) - len(broken) - len(drawn)
         why = ([f"{len(broken)} stored image(s) cannot be read ({broken[0]['unreadable']})"] if broken else []) + \
-            ([(f"{len(unsure) - len(broken)} figure(s) could not be read for sure (e.g. drawn by code the "
-               f"grader cannot follow)")] if len(unsure) > len(broken) else [])
+            ([(f"{odd} figure(s) could not be read for sure (e.g. drawn by code the grader cannot follow)")]
+             if odd > 0 else []) + \
+            ([(f"{len(drawn)} histogram figure(s) the grader captured were drawn from bars (e.g. np.histogram "
+               f"and plt.bar), so it did not see which data they count; this is not a finding against your "
+               f"work")] if drawn else [])
         return Outcome("manual", 0.0, f"{found}, and {' and '.join(why)}: a TA will look at "
-                                      f"{', '.join(looked[:5])}." + note, looked[:5] + pointers)
+                                      f"{', '.join(looked[:5])}." + note, looked[:5] + pointers,
+                       flags=(UNCONFIRMED,) if drawn else ())
     if not need:
         return Outcome("fail", 0.0, "no histogram of any layer's weights was found: plot "
                                     "`param.detach().cpu().numpy().flatten()` for each layer with plt.hist."
@@ -151,214 +174,3 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
                                     f"{', '.join(f'{l}.{k}' for l, k in need)})." + note)
     return Outcome("partial", got / len(need), f"weight distributions shown for {got} of {len(need)}; "
                                                f"missing {', '.join(missing)}." + note, pointers)
-
-
-def _run_unconfirmed(ev: Mapping, o: Mapping) -> str | None:
-    """Why the grader cannot confirm that optimizer `o` (which the probe says stepped) was a
-    real training run, or None: its model was recorded and trained, the probe saw its weights
-    change (hints), and the host captured output of the cells it stepped in (a loss or
-    accuracy line, or an image: grader.corroborate)."""
-    refs = {r for r in o.get("model_refs") or [] if isinstance(r, int)}
-    if not refs & {m.get("ref") for m in ev.get("models") or []}:
-        return "no model the run recorded is trained by it"
-    # its own passes: in a cell where it stepped (an emitted optimizer naming the real model
-    # of another run, in a cell of its own, has none)
-    stepped = {c for c in o.get("cells_stepped") or [] if isinstance(c, int)}
-    passes = [t for t in ev.get("training") or [] if t.get("batches") and t.get("model_ref") in refs
-              and (not stepped or not isinstance(t.get("cell"), int) or t["cell"] in stepped)]
-    if not passes:
-        return "no training pass of its model was recorded in the cells where it stepped"
-    named = any(m.get("names") for m in ev.get("models") or [] if m.get("ref") in refs) \
-        or any(t.get("model") for t in passes)
-    if not named and not any(t.get("dataset") or t.get("loader") for t in passes):
-        # what a real loop leaves: a model bound to a name, batches from a loader of a dataset
-        return "its training recorded no dataset, no data loader and no named model"
-    if o.get("weights_changed") is not True:
-        return "no record shows its steps changed any weight"
-    if not o.get("host_output"):
-        return ("the grader found no loss or accuracy in the output it captured of the cells where it stepped, "
-                "nor a chart drawn after them")
-    return None
-
-
-RUN_SAME = 0.98
-"""Share (0..1) of the test and hidden images two run models put in the same class from which
-they are one model, counted once: a copy, or one model trained on by several optimizers. Two
-honest runs at different rates differ far more (LeNet, stand-in CIFAR-10: 8-24 % agreement)."""
-RUN_Z = 3.0
-"""z of a run model's accuracy over chance (1 / classes; test and hidden images together, a
-one-sided binomial test) from which the host takes it as trained: at 1000 images of 10
-classes that is 12.9 %; a model that never trained, or diverged, stays near 10 %."""
-
-
-def _trained_z(entry: Mapping) -> float:
-    """How far (in standard errors) a run model's accuracy is above chance (grader.verify.runs)."""
-    n, hn = int(entry.get("n") or 0), int(entry.get("hidden_n") or 0)
-    acc, hacc = float(entry.get("test_accuracy") or 0.0), float(entry.get("hidden_accuracy") or 0.0)
-    total, k = n + hn, max(2, int(entry.get("classes") or 2))
-    if total <= 0:
-        return 0.0
-    p, p0 = (acc * n + hacc * hn) / total, 1.0 / k
-    return (p - p0) / math.sqrt(p0 * (1 - p0) / total)
-
-
-def _host_run_doubt(ev: Mapping, o: Mapping, counted: Mapping[int, Mapping]) -> str | None:
-    """Why the host's own evaluation does not back optimizer `o` as one more training run, or
-    None: its model, captured at the end of its run (`verified_runs`, grader.verify.runs), was
-    evaluated by the host, is above chance (`RUN_Z`) and predicts unlike every run already
-    `counted` (ref -> its entry; `RUN_SAME`). Probe records alone never make a run count."""
-    runs = [r for r in ev.get("verified_runs") or [] if isinstance(r, Mapping)]
-    entry = next((r for r in runs if r.get("optimizer") == o.get("ref") and o.get("ref") is not None), None)
-    if entry is None:
-        general = next((str(r["reason"]) for r in runs if r.get("optimizer") is None and r.get("reason")), "")
-        return ("the probe tracked no optimizer behind this record by the end of the notebook, so no model it "
-                "trained could be captured and evaluated by the grader"
-                + (f" ({general.rstrip('.')})" if general else ""))
-    if not isinstance(entry.get("test_accuracy"), (int, float)):
-        return (f"the model it trained could not be evaluated by the grader ("
-                f"{str(entry.get('reason') or 'not captured').rstrip('.')})")
-    if _trained_z(entry) < RUN_Z:
-        return (f"the model it trained, evaluated by the grader, is at chance level ({100 * entry['test_accuracy']:.1f} % "
-                f"on {entry.get('n')} test images of {entry.get('classes')} classes): it may have diverged or not "
-                f"trained")
-    for ref, other in counted.items():
-        if float((entry.get("agreement") or {}).get(str(ref), 0.0)) >= RUN_SAME:
-            return (f"the model it trained predicts the same classes as the model of another run (lr "
-                    f"{other.get('lr', '?')}) on {100 * float(entry['agreement'][str(ref)]):.0f} % of the test images: "
-                    f"one model, counted once")
-    return None
-
-
-def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
-    """Several learning rates and/or decay schedules actually run and compared.
-
-    Executed, the optimizers that took a step say which rates ran, but a run counts only when
-    the host corroborates it: its records hold together (`_run_unconfirmed`: hints the student's
-    code could write) and the host evaluated its model itself (`_host_run_doubt`: the teardown
-    captured the model each optimizer trained, the evaluator predicted the test and hidden
-    images with it, and it is above chance and unlike the other runs' models). A run at chance
-    (diverged, or never trained) or a copy of another run's model does not count; like a run
-    the host could not capture, it goes to a TA when it would change the verdict, never a
-    fail. The comparing chart counts only when its image is in the output the host captured.
-    Saved (nothing observed), the rates the outputs print stand for them (`lr_settings`, see
-    `parsers.lrs`); when that falls short but the code, or a figure the grader could not read,
-    suggests a study, a TA decides instead of a fail.
-    """
-    if not ctx.evidence:
-        return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found.")
-    min_runs = int(params.get("min_runs", 2))
-    ran = [(ev, o) for ev in ctx.evidence for o in ev.get("optimizers") or [] if (o.get("steps") or 0) > 0]
-    saved = [ev for ev in ctx.evidence if ev.get("mode") == "saved" and isinstance(ev.get("lr_settings"), list)]
-    if saved and not ran:
-        return _saved_lr_study(ctx, params, saved, min_runs)
-    doubts, optimizers = [], []
-    counted: dict[int, Mapping] = {}
-    for ev, o in ran:
-        why = _run_unconfirmed(ev, o) or _host_run_doubt(ev, o, counted)
-        if why:
-            doubts.append((ev, o, why))
-            continue
-        optimizers.append(o)
-        counted[o.get("ref")] = {**next(r for r in ev["verified_runs"] if r.get("optimizer") == o.get("ref")),
-                                 "lr": o.get("lr")}
-    confirmed = {o.get("ref") for o in optimizers}
-    rates = sorted({float(o["lr"]) for o in optimizers if isinstance(o.get("lr"), (int, float))})
-    claimed_rates = sorted({float(o["lr"]) for _, o, _ in doubts if isinstance(o.get("lr"), (int, float))} - set(rates))
-    scheds = [s for ev in ctx.evidence for s in ev.get("schedulers") or []]
-    stepped = sorted({s.get("type", "?") for s in scheds if (s.get("steps") or 0) > 0
-                      and s.get("optimizer_ref") in confirmed})
-    claimed_scheds = sorted({s.get("type", "?") for s in scheds if (s.get("steps") or 0) > 0} - set(stepped))
-    idle = sorted({s.get("type", "?") for s in scheds if not (s.get("steps") or 0)} - set(stepped) - set(claimed_scheds))
-    # A setting is an initial rate or a decay schedule that really ran; either counts (the
-    # handout asks how the initial rate OR the decay method was chosen).
-    runs = len(rates) + len(stepped)
-    lines = [(ev, f) for ev in ctx.evidence for f in ev.get("figures") or [] if f.get("kind") == "line"]
-    compared = [where(ev, f.get("cell")) for ev, f in lines if figure_captured(f)]
-    unseen = [where(ev, f.get("cell")) for ev, f in lines if not figure_captured(f)]
-    needs = [("runs", runs >= min_runs)]
-    if params.get("require_scheduler", False):
-        needs.append(("scheduler", bool(stepped)))
-    if params.get("require_plot", True):
-        needs.append(("plot", bool(compared)))
-    met = sum(ok for _, ok in needs)
-    found = [f"{len(rates)} initial learning rate(s) trained ({', '.join(f'{r:g}' for r in rates)})" if rates
-             else "no training run the grader could confirm" if doubts else "no optimizer that took a step"]
-    if stepped:
-        found.append(f"decay schedule(s) stepped: {', '.join(stepped)}")
-    # What is only claimed decides nothing; it goes to a TA when it would change the verdict.
-    would = {"runs": runs + len(claimed_rates) + len(claimed_scheds) >= min_runs,
-             "scheduler": bool(stepped or claimed_scheds), "plot": bool(compared or unseen)}
-    if met < len(needs) and all(ok or would[name] for name, ok in needs) and (doubts or unseen):
-        what = []
-        if doubts:
-            ev, o, why = doubts[0]
-            what.append(f"the grader could not confirm from the outputs it captured and the models it evaluated "
-                        f"itself {len(doubts)} optimizer run(s) "
-                        f"({', '.join(f'{r:g}' for r in claimed_rates) or 'rates as above'}"
-                        f"{'; schedules ' + ', '.join(claimed_scheds) if claimed_scheds else ''}): {why} "
-                        f"({where(ev, o.get('cell'))}); this is not a finding against your work")
-        if unseen and not compared:
-            what.append(f"a line chart is recorded in {', '.join(unseen[:3])} but the output the grader captured "
-                        f"shows no image there")
-        looked = tuple(dict.fromkeys([where(ev, o.get("cell")) for ev, o, _ in doubts] + unseen + compared))[:5]
-        return Outcome("manual", 0.0, "; ".join(found) + ". " + "; ".join(what) + ". A TA will check which settings "
-                                      "were trained and compared.", looked, flags=(UNCONFIRMED,))
-    notes = []
-    if idle:
-        notes.append(f"The {', '.join(idle)} scheduler was created but never stepped, so its decay never "
-                     f"happened: call scheduler.step() once per epoch.")
-    if runs < min_runs:
-        notes.append(f"Train at least {min_runs} settings (initial rates or schedules) to compare.")
-    if params.get("require_plot", True) and not compared:
-        notes.append("No line chart compares the runs: plot accuracy or loss per epoch for each setting.")
-    if doubts:  # they did not decide the verdict; say why they were not counted
-        ev, o, why = doubts[0]
-        lrs = ", ".join(f"{float(o['lr']):g}" for _, o, _ in doubts if isinstance(o.get("lr"), (int, float)))
-        notes.append(f"Not counted: {len(doubts)} run(s){f' (lr {lrs})' if lrs else ''}, e.g. {why}.")
-    message = "; ".join(found) + ". " + " ".join(notes)
-    if met == len(needs) and not idle:
-        return Outcome("pass", 1.0, message.strip(), tuple(compared[:3]))
-    fraction = met / len(needs) * (0.75 if idle and met == len(needs) else 1.0)
-    return Outcome("partial" if fraction > 0 else "fail", round(fraction, 4), message.strip(), tuple(compared[:3]))
-
-
-def _in_section(ev: Mapping, records: list) -> list[Mapping]:
-    """The per-cell records inside the section(s) `ev` is a view of (all of them for a whole notebook)."""
-    ok = [r for r in records if isinstance(r, Mapping)]
-    section = ev.get("section") if isinstance(ev.get("section"), Mapping) else None
-    if section is None:
-        return ok
-    ids = set(section.get("ids") or [])
-    cells = {i for s in ev.get("sections") or [] if isinstance(s, Mapping) and s.get("id") in ids
-             for i in s.get("cells") or []}
-    return [r for r in ok if not isinstance(r.get("index"), int) or r["index"] in cells]
-
-
-def _saved_lr_study(ctx: CheckContext, params: Mapping, saved: list[Mapping], min_runs: int) -> Outcome:
-    """lr_study in saved mode: the printed learning rates and the stored line charts."""
-    cells = [c for ev in saved for c in _in_section(ev, ev["lr_settings"])]
-    printed = sorted({float(v) for c in cells for v in c.get("printed") or []})
-    in_code = sorted({float(v) for c in cells for v in c.get("code") or []})
-    charts = [where(ev, f.get("cell")) for ev in ctx.evidence for f in ev.get("figures") or []
-              if f.get("kind") == "line"]
-    unsure = [where(ev, f.get("cell")) for ev in ctx.evidence for f in ev.get("figures") or []
-              if f.get("uncertain") and f.get("kind") != "line"]
-    rates = ", ".join(f"{r:g}" for r in printed)
-    found = (f"{len(printed)} learning rate(s) printed by the runs ({rates})" if printed
-             else "no learning rate printed in the outputs")
-    chart = f"{len(charts)} line chart(s)" if charts else "no line chart"
-    note = " (Saved mode: read from the stored outputs, not observed running.)"
-    plot_ok = bool(charts) or not params.get("require_plot", True)
-    if len(printed) >= min_runs and plot_ok and not params.get("require_scheduler", False):
-        return Outcome("pass", 1.0, f"{found}, compared in {chart}." + note, tuple(charts[:3]))
-    if in_code or unsure or printed:
-        code = (f"the code sets learning rate(s) {', '.join(f'{r:g}' for r in in_code)}" if in_code
-                else "the code sets no learning rate the grader can read")
-        looked = tuple(dict.fromkeys(charts + unsure))[:3]
-        return Outcome("manual", 0.0, f"{found}; {code}; {chart}"
-                       + (f" and {len(unsure)} figure(s) the grader could not read" if unsure else "")
-                       + ". Nothing was run in saved mode, so a TA will check which settings were trained"
-                       + (" and whether the schedule stepped" if params.get("require_scheduler", False) else "")
-                       + (f": see {', '.join(looked)}." if looked else "."), looked)
-    return Outcome("fail", 0.0, "no learning-rate experiment was found: no learning rate is printed in the "
-                                "outputs or set in the code, and no line chart compares runs." + note)

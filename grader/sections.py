@@ -401,9 +401,10 @@ def _verified(ev: Mapping[str, Any], counts: set[int], dataset: str | None) -> d
     """The verified block of this view's model, else why there is none.
 
     The verifier captures the model tested last on the notebook's last tested dataset
-    (`verified`) and the model tested last on each other dataset (`verified_more`; see
-    grader/probe/rec_export.py); `cell` is the In[n] of that evaluation, and the block belongs to
-    the section holding that cell."""
+    (`verified`) and the model tested last on each other test set (`verified_more`: another
+    dataset, or a part's own `testset` of the same dataset; see grader/probe/rec_runs.py
+    export_more); `cell` is the In[n] of that evaluation, and the block belongs to the section
+    holding that cell."""
     more = [dict(b) for b in ev.get("verified_more") or [] if isinstance(b, Mapping)]
     for b in more:
         if isinstance(b.get("cell"), int) and b["cell"] in counts:

@@ -421,6 +421,70 @@ print("export:", sys.modules["_dllab_probe"].export_for_verification(str(base / 
 """
 
 
+_SECTIONS = """
+import json, weakref
+from pathlib import Path
+import torch, torch.nn as nn, torchvision, torchvision.transforms as T
+from PIL import Image
+probe_torch = sys.modules["_dllab_probe_torch"]
+torch.manual_seed(0)
+base = Path(sys.argv[1])
+for name, classes in (("a", 3), ("b", 4)):
+    for c in range(classes):
+        (base / name / "evaluation" / str(c)).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 60 * c, 99)).save(base / name / "evaluation" / str(c) / f"{c}_{i}.jpg")
+
+def section(name, classes, width):
+    # one part of a whole lab in one notebook: its own `testset`, `testloader` and `net`
+    global testset, testloader, net
+    testset = torchvision.datasets.ImageFolder(str(base / name / "evaluation"), transform=T.ToTensor())
+    testloader = torch.utils.data.DataLoader(testset, batch_size=4)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, width), nn.Linear(width, classes)).eval()
+    with torch.no_grad():
+        for x, y in testloader:
+            net(x)
+    return weakref.ref(net), weakref.ref(testset)
+
+first = section("a", 3, 5)
+second = section("b", 4, 6)
+trainloader = torch.utils.data.DataLoader(torchvision.datasets.FakeData(8, (3, 8, 8), 4, transform=T.ToTensor()), batch_size=4)
+with torch.no_grad():
+    for x, y in trainloader:  # an evaluation over a training split keeps nothing
+        nn.Linear(3 * 8 * 8, 4)(x.flatten(1))
+huge = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+probe_torch._MAX_EVAL_KEPT_BYTES = 2000  # `huge` (3 KiB) is over it: not held
+huge_ref = weakref.ref(huge)
+with torch.no_grad():
+    for x, y in testloader:
+        huge(x)
+del huge
+probe_torch._MAX_EVAL_KEPT_BYTES = 2**20
+third = section("a", 3, 7)  # LAB 1-3 on LAB 1-1's dataset again, new objects: the primary
+alive = [r() is not None for pair in (first, second) for r in pair]
+print("export:", sys.modules["_dllab_probe"].export_for_verification(str(base / "verify")))
+json.dump({"alive": alive, "huge": huge_ref() is not None, "kept": len(probe_torch._evals_kept)},
+          open(base / "kept.json", "w"))
+"""
+
+
+def test_each_test_sets_last_model_is_kept_and_captured_after_rebinding(tmp_path: Path) -> None:
+    """Issue 13 A, tester t4 #1: a whole lab in one notebook rebinds `net` and `testset` per part;
+    the probe holds the model and test set of each test set's newest evaluation (not of a training
+    split's, not a model over its size cap), so the teardown still captures each part's model:
+    the primary (the last one) and one `more<k>` per other test set, another dataset first."""
+    run = _run_script(tmp_path, _SECTIONS)
+    kept = json.loads((tmp_path / "kept.json").read_text())
+    # the test set of `second` had `huge` evaluated on it last, which is not held: `second`'s pair is released
+    assert kept == {"alive": [True, True, False, False], "huge": False, "kept": 2}, kept
+    spec = json.loads((tmp_path / "verify" / "spec.json").read_text())
+    assert spec["model"]["class"] == "Sequential" and spec["dataset"]["root"].endswith("a/evaluation")
+    [more] = [json.loads(p.read_text()) for p in sorted((tmp_path / "verify").glob("more*.json"))]
+    assert more["dataset"]["root"].endswith("a/evaluation") and "error" not in more, more
+    firsts = [e["cell"] for e in run.kinds("evaluation") if e["samples"] == 9]
+    assert more["evaluation"]["samples"] == 9 and more["model"]["bytes"] > 0 and len(firsts) == 2
+
+
 def test_datasets_are_named_by_the_files_they_read(tmp_path: Path) -> None:
     from grader.dataset_id import DataMount
 

@@ -20,6 +20,7 @@ import numbers
 import os
 import re
 import sys
+import weakref
 
 HOOK_MODULES = ("torch", "torch.utils.data", "torch.utils.data.dataloader", "torchvision",
                 "torchvision.datasets", "torchvision.transforms",
@@ -331,7 +332,20 @@ def _record_loader(dl):
         "dataset": drec.ref, "batch_size": getattr(dl, "batch_size", None),
         "shuffle": sampler == "RandomSampler", "sampler": sampler,
         "num_workers": getattr(dl, "num_workers", None),
-        "drop_last": getattr(dl, "drop_last", None)}, dataset=drec.ref, split=drec.split)
+        "drop_last": getattr(dl, "drop_last", None)}, dataset=drec.ref, split=drec.split,
+        objs=_weak(dl, ds))
+
+
+def _weak(*objs):
+    """Weak references to `objs` (None for one that takes none): rec_torch's `_keep_evaluated`
+    reaches a loader's dataset and names through them without keeping either alive."""
+    out = []
+    for obj in objs:
+        try:
+            out.append(weakref.ref(obj))
+        except TypeError:
+            out.append(None)
+    return tuple(out)
 
 
 def _note_iter(dl, it):

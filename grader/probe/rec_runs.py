@@ -68,20 +68,27 @@ def _ds_key(ds):
 
 
 def export_more(folder, events, objs, primary):
-    """For each OTHER dataset the notebook evaluated a model on a test split (a notebook of
-    several parts: CIFAR-10, then Food-11), the model of its last evaluation there, captured
-    like the primary one: `more<k>.pt` and its spec `more<k>.json` (or an `error`)."""
+    """For each OTHER test dataset the notebook evaluated a model on (a notebook of several parts:
+    CIFAR-10, then Food-11, then CIFAR-10 again with a new `testset`), the model of its last
+    evaluation there, captured like the primary one: `more<k>.pt` and its spec `more<k>.json`
+    (or an `error`). Other datasets (class and folder) come first, then other dataset objects of
+    the primary's dataset (a section that loaded its own test set), newest first; at most
+    MAX_MORE. The models and datasets the notebook rebound since are still there when
+    rec_torch's `_keep_evaluated` held them."""
     _bind()
-    seen = {_ds_key(primary)}
+    seen, keys = {id(primary)}, {_ds_key(primary)}
     picks = []
     for e in reversed(events):
         if e.get("kind") != "evaluation" or X._split_of(e, objs) != "test":
             continue
         model, ds = objs.get(e.get("model")), objs.get(e.get("dataset"))
-        if model is None or ds is None or _ds_key(ds) in seen:
+        if model is None or ds is None or id(ds) in seen:
             continue
-        seen.add(_ds_key(ds))
-        picks.append((model, ds, e))
+        seen.add(id(ds))
+        fresh = _ds_key(ds) not in keys
+        keys.add(_ds_key(ds))
+        picks.append((not fresh, len(picks), (model, ds, e)))
+    picks = [p[2] for p in sorted(picks)]
     for k, (model, ds, e) in enumerate(picks[:MAX_MORE]):
         spec = {"version": X.SPEC_VERSION}
         try:

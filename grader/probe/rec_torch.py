@@ -3,9 +3,11 @@
 Runs inside the kernel as `_dllab_probe_torch`; see recorder.py for the rules. The data
 part (rec_data.py: datasets, Normalize, DataLoaders) records into the same registry.
 Objects are remembered by weak reference only (`_by_id`), so the probe never keeps a
-student's model or dataset alive; the one exception is the tensors (not the modules) of the
+student's model or dataset alive; the two exceptions: the tensors (not the modules) of the
 models the newest optimizers train (`_keep`, at most 6 runs and 64 MiB), from which the
-teardown rebuilds each run's model for the host to evaluate (grader.verify.runs). Per-step facts (optimizer steps and the lr each used,
+teardown rebuilds each run's model for the host to evaluate (grader.verify.runs); and the model
+and dataset of the newest evaluation over each test dataset (`_keep_evaluated`, at most 4
+datasets, models up to 64 MiB each), which the teardown captures (rec_export.py). Per-step facts (optimizer steps and the lr each used,
 scheduler steps, forward passes per loader pass) are aggregated in memory and written
 when a cell ends and at exit, not one event per step.
 """
@@ -39,6 +41,11 @@ _NAMED = ("dataset", "dataloader", "model", "optimizer", "scheduler")
 _MAX_KEPT = 6
 _MAX_KEPT_BYTES = 64 * 2**20
 _kept = []  # optimizer _Recs holding `kept`, oldest first
+# The model and dataset of the newest evaluation over each test dataset (dataset ref -> (model,
+# dataset), oldest first), held strongly for the teardown's captures: see _keep_evaluated.
+_MAX_EVAL_KEPT = 4
+_MAX_EVAL_KEPT_BYTES = 64 * 2**20
+_evals_kept = {}
 
 
 class _Rec:
@@ -299,10 +306,51 @@ def _note_forward(rec, module, args):
             "mode": mode, "model": rec.ref, "loader": getattr(loader, "ref", None),
             "dataset": getattr(loader, "dataset", None), "split": getattr(loader, "split", None),
             "samples": 0, "batches": 0, "grad_enabled": grad, "training": training}
+        if mode == "evaluation" and loader is not None:
+            _keep_evaluated(module, loader)
     session["batches"] += 1
     shape = getattr(args[0], "shape", None) if args else None
     if shape:
         session["samples"] += int(shape[0])
+
+
+def _keep_evaluated(module, loader):
+    """Hold (strongly) the model of the newest evaluation over each test dataset and that dataset,
+    so the teardown captures them (rec_export.py, rec_runs.export_more) after the notebook
+    rebound `net` and `testset` for its next part (a whole lab in one notebook). The model is
+    held as it is, so it is captured in its final state when trained further after the
+    evaluation (the host's sample-prediction check then tells). Bounded: the newest
+    _MAX_EVAL_KEPT datasets; a model over _MAX_EVAL_KEPT_BYTES of parameters and buffers is not
+    held (its evaluation is captured only while the notebook keeps it alive)."""
+    try:
+        loader_wr, ds_wr = getattr(loader, "objs", (None, None))
+        ds = ds_wr() if ds_wr is not None else None
+        key = getattr(loader, "dataset", None)
+        if ds is None or key is None or _split_named(loader, loader_wr, ds) != "test":
+            return
+        _evals_kept.pop(key, None)
+        size = sum(t.numel() * t.element_size() for t in module.state_dict().values()
+                   if hasattr(t, "element_size"))
+        if size > _MAX_EVAL_KEPT_BYTES:
+            return
+        _evals_kept[key] = (module, ds)
+        while len(_evals_kept) > _MAX_EVAL_KEPT:
+            del _evals_kept[next(iter(_evals_kept))]  # the oldest dataset's evaluation
+    except Exception as exc:  # noqa: BLE001
+        _core.probe_error("evaluation-keep", exc)
+
+
+def _split_named(loader, loader_wr, ds):
+    """A loader's split: recorded from its dataset, else from the names it or its dataset is
+    bound to (`testloader`), in the order of rec_export._split_of."""
+    if getattr(loader, "split", None):
+        return loader.split
+    for obj in (loader_wr() if loader_wr is not None else None, ds):
+        names = [n.lower() for n in _core.names_for(obj)] if obj is not None else []
+        for needle in ("test", "val", "train"):
+            if any(needle in n for n in names):
+                return needle
+    return None
 
 
 def _flush_sessions():

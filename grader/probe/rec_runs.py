@@ -115,11 +115,13 @@ def export_runs(folder, batch, example):
     """Capture, for each optimizer that stepped, its model at the end of its run (from the
     tensors rec_torch kept), to `run<k>.pt`; returns spec.json's `runs`: one entry per stepped
     optimizer, `{optimizer, class, capture, file, bytes, sample_preds}` (its predictions on the
-    primary capture's sample) or `{optimizer, error}`. The host evaluates them on the primary's
-    test split (grader.verify.runs)."""
+    primary capture's sample) or `{optimizer, error}`; none when fewer than two optimizers
+    stepped. The host evaluates them on the primary's test split (grader.verify.runs)."""
     _bind()
     t = sys.modules[_core.PROBE_NAME + "_torch"]
     stepped = [r for r in list(t._aggregates) if r.kind == "optimizer" and r.steps > 0 and r.ref is not None]
+    if len(stepped) < 2:  # one run compares nothing (and the primary capture has its model): no second evaluation
+        return []
     out, total = [], 0
     for rec in stepped[-4 * MAX_RUNS:]:
         entry = {"optimizer": rec.ref}

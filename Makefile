@@ -8,7 +8,7 @@ demo: setup
 	.venv/bin/dllab demo --out demo-out
 
 test: setup
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q --durations=25
 
 clean:
 	rm -rf demo-out .pytest_cache

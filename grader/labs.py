@@ -1,0 +1,296 @@
+"""Lab packages: one folder per lab, everything the grader knows about that lab as data.
+
+A lab package is `labs/<lab_id>/` (or any folder given by path) holding:
+
+- `lab.yaml`: the manifest (this module's `LabManifest`): id, title, which file is the
+  rubric, the reference solution of each part, the report policy, the quick self-check's
+  settings, the demo's settings and the sample submissions with the outcome each must get;
+- `rubric.yaml`: the grading rubric (`grader.rubric`): submission pattern, deadline and late
+  policy, datasets and their sandbox mounts, limits, parts, items, bonus. It stays one file
+  because it is the file a TA copies and edits each term (`--rubric FILE`) and the one copied
+  into a graded folder for `rescore`;
+- `reference/`: self-contained training files, each with
+  `train(*, data, device, seed, epochs) -> dict` (`data` maps a dataset name to its folder);
+- `handout/` (optional): the notebooks students start from;
+- `samples/` (optional): one folder per sample submission, whose files are zipped as listed.
+
+Lab ids are normalized in one place (`normalize_lab_id`): `LAB-1`, `lab_1` and `lab1` are
+the same lab. Nothing here imports or runs a reference file except `import_reference`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Iterable, Sequence
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from grader.errors import GraderError
+from grader.resources import resource_dir
+
+LAB_FILE = "lab.yaml"
+"""The manifest's file name inside a lab folder."""
+
+LABS_ENV = "DLLAB_LABS"
+"""Environment variable: extra folders holding lab packages (os.pathsep-separated)."""
+
+_PART = r"^[a-z0-9][a-z0-9_-]*$"
+
+
+def _relative(value: str) -> str:
+    parts = Path(value).parts
+    if not value or Path(value).is_absolute() or ".." in parts:
+        raise ValueError(f"{value!r} must be a path inside the lab folder (relative, without '..')")
+    return value
+
+
+RelPath = Annotated[str, AfterValidator(_relative)]
+"""A path inside the lab folder (relative, no `..`)."""
+
+
+class LabError(GraderError):
+    """A lab folder that does not load, or a lab id that names no lab."""
+
+
+def normalize_lab_id(text: str) -> str:
+    """The one lab-id normalizer: lower case without spaces, `-` and `_` (`LAB-1` → `lab1`)."""
+    return re.sub(r"[\s_-]", "", str(text).strip().lower())
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Reference(_Model):
+    """The reference solution of one rubric part."""
+
+    file: RelPath
+    """Python file under the lab folder, e.g. `reference/lab1_1_cifar10.py`."""
+    datasets: Annotated[tuple[str, ...], Field(min_length=1)]
+    """Dataset names (registry names) its `train` needs in `data`."""
+    title: str = ""
+    """What the part trains (shown by `reference run`)."""
+
+
+class ReportPolicy(_Model):
+    """What a written report must hold."""
+
+    sections: tuple[str, ...] = ()
+    """Section headings the report should have (the `report_sections` check's default)."""
+    formats: tuple[str, ...] = ("pdf", "docx", "md", "txt", "html")
+    """File types accepted as a report."""
+
+
+class Quick(_Model):
+    """`dllab check --quick`: the student's self-check on small stand-in data."""
+
+    size: str = "tiny"
+    """Stand-in dataset size."""
+    unjudged: tuple[str, ...] = ()
+    """Extra check kinds reported as not judged in a quick check."""
+
+
+class DemoReference(_Model):
+    parts: tuple[str, ...] = ()
+    """Reference parts trained for the demo (empty: all)."""
+    seeds: Annotated[int, Field(ge=1)] = 2
+
+
+class Demo(_Model):
+    """`dllab demo --lab ID`."""
+
+    size: str = "small"
+    datasets: tuple[str, ...] = ()
+    """Stand-ins generated (empty: the rubric's datasets)."""
+    reference: DemoReference = DemoReference()
+    workers: Annotated[int, Field(ge=1)] = 2
+    epochs: Annotated[int, Field(ge=1)] = 1
+
+
+class Expect(_Model):
+    """The outcome a sample must get."""
+
+    total: float | None = None
+    """Total points after late penalty (None: not checked)."""
+    items: dict[str, str] = {}
+    """Item id → status (`pass`, `partial`, `fail`, `manual`, ...)."""
+    flags: tuple[str, ...] = ()
+    """Flags the grade must carry."""
+
+
+class Sample(_Model):
+    """One sample submission: the files of `samples/<folder>/` zipped as `archive`."""
+
+    student_id: str
+    archive: str
+    """File name of the zip, e.g. `dllab_0556001.zip`."""
+    folder: RelPath
+    """Folder under the lab whose files (sorted, recursively) become the zip's members."""
+    outcome: str = ""
+    """What the sample shows, in a few words."""
+    late_days: float = 0.0
+    """Its time: this many days after (deadline - 1 h)."""
+    expect: Expect = Expect()
+
+
+class LabManifest(_Model):
+    """`lab.yaml`."""
+
+    id: Annotated[str, StringConstraints(pattern=_PART)]
+    title: Annotated[str, StringConstraints(min_length=1)]
+    rubric: RelPath = "rubric.yaml"
+    references: dict[str, Reference] = {}
+    """Rubric part id → its reference solution. Only these parts get expected metrics."""
+    report: ReportPolicy = ReportPolicy()
+    handout: tuple[RelPath, ...] = ()
+    quick: Quick = Quick()
+    demo: Demo = Demo()
+    samples: tuple[Sample, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabPackage:
+    """A loaded lab folder."""
+
+    dir: Path
+    manifest: LabManifest
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+    @property
+    def title(self) -> str:
+        return self.manifest.title
+
+    @property
+    def rubric_path(self) -> Path:
+        return self.dir / self.manifest.rubric
+
+    def reference_path(self, part: str) -> Path:
+        """The reference file of `part`. Raises LabError for a part without one."""
+        ref = self.manifest.references.get(part)
+        if ref is None:
+            raise LabError(f"lab {self.id} has no reference solution for part {part!r}"
+                           f" (it has: {', '.join(self.manifest.references) or 'none'})")
+        return self.dir / ref.file
+
+
+def load_lab(folder: Path) -> LabPackage:
+    """Reads `folder/lab.yaml`. Raises LabError naming the file, key and problem."""
+    folder = Path(folder)
+    path = folder / LAB_FILE
+    if not path.is_file():
+        raise LabError(f"{folder} is not a lab folder: it has no {LAB_FILE}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise LabError(f"{path}: not readable YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise LabError(f"{path}: expected a mapping with keys id, title, references, ...")
+    try:
+        manifest = LabManifest.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
+        raise LabError(f"{path}: {len(lines)} problem(s):\n" + "\n".join(lines)) from None
+    return LabPackage(folder.resolve(), manifest)
+
+
+def lab_roots(extra: Iterable[Path | str] = ()) -> list[Path]:
+    """Folders searched for lab packages, in order: `extra`, `$DLLAB_LABS`, the shipped `labs/`."""
+    roots = [Path(p) for p in extra]
+    roots += [Path(p) for p in os.environ.get(LABS_ENV, "").split(os.pathsep) if p]
+    roots.append(resource_dir("labs"))
+    return roots
+
+
+def list_labs(extra: Iterable[Path | str] = ()) -> list[LabPackage]:
+    """Every loadable lab package under the roots (the first of two with the same id wins).
+    A folder that fails to load is skipped here; `dllab lab validate` reports it."""
+    seen: dict[str, LabPackage] = {}
+    for root in lab_roots(extra):
+        if not root.is_dir():
+            continue
+        for lab_yaml in sorted(root.glob(f"*/{LAB_FILE}")):
+            try:
+                pkg = load_lab(lab_yaml.parent)
+            except LabError:
+                continue
+            seen.setdefault(normalize_lab_id(pkg.id), pkg)
+    return list(seen.values())
+
+
+def find_lab(arg: str | Path, extra: Iterable[Path | str] = ()) -> LabPackage:
+    """The lab named by `arg`: a folder holding lab.yaml, or a lab id (normalized) found
+    under `lab_roots(extra)`. Raises LabError listing the known ids."""
+    as_path = Path(arg)
+    if (as_path / LAB_FILE).is_file():
+        return load_lab(as_path)
+    key = normalize_lab_id(str(arg))
+    labs = list_labs(extra)
+    for pkg in labs:
+        if normalize_lab_id(pkg.id) == key:
+            return pkg
+    known = ", ".join(sorted(p.id for p in labs)) or "none"
+    hint = " (a folder path must hold lab.yaml)" if os.sep in str(arg) else ""
+    raise LabError(f"unknown lab {str(arg)!r}{hint}: known labs are {known}")
+
+
+def import_reference(pkg: LabPackage, part: str) -> types.ModuleType:
+    """Imports the reference file of `part` as a module of the package
+    `dllab_lab_<id>.reference`, so its relative imports (`from .common import ...`) work.
+    Raises LabError when the file is missing or fails to import."""
+    path = pkg.reference_path(part)
+    if not path.is_file():
+        raise LabError(f"lab {pkg.id}: reference file {path} of part {part!r} does not exist")
+    ref_dir = path.parent
+    base = f"dllab_lab_{re.sub(r'[^a-z0-9_]', '_', normalize_lab_id(pkg.id))}"
+    package = f"{base}.{re.sub(r'[^A-Za-z0-9_]', '_', ref_dir.name)}"
+    for name, location in ((base, pkg.dir), (package, ref_dir)):
+        if name not in sys.modules:
+            mod = types.ModuleType(name)
+            mod.__path__ = [str(location)]
+            sys.modules[name] = mod
+    name = f"{package}.{path.stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise LabError(f"lab {pkg.id}: cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise LabError(f"lab {pkg.id}: importing {path} failed: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def sample_files(pkg: LabPackage, sample: Sample) -> dict[str, bytes]:
+    """The zip members of a sample: every file under its folder, by relative POSIX path."""
+    folder = pkg.dir / sample.folder
+    if not folder.is_dir():
+        raise LabError(f"lab {pkg.id}: sample {sample.student_id}'s folder {folder} does not exist")
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def references_for(pkg: LabPackage, only: Sequence[str] = ()) -> list[tuple[str, Reference]]:
+    """(part id, reference) pairs in manifest order, optionally only `only`. Raises LabError
+    for an unknown part."""
+    refs = list(pkg.manifest.references.items())
+    if only:
+        unknown = sorted(set(only) - {p for p, _ in refs})
+        if unknown:
+            raise LabError(f"unknown part {unknown[0]!r} of {pkg.id}: choose from "
+                           f"{', '.join(p for p, _ in refs) or 'none'}")
+        refs = [(p, r) for p, r in refs if p in only]
+    return refs

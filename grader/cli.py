@@ -175,7 +175,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if sandbox == "bwrap":
         from grader.sandbox import check_bwrap
         check_bwrap()
-    run_demo(args.out, size=args.size, workers=args.workers, sandbox=sandbox, pdf=not args.no_pdf, log=_info)
+    run_demo(args.out, lab=args.lab, size=args.size, workers=args.workers, sandbox=sandbox, pdf=not args.no_pdf,
+             log=_info)
     return 0
 
 
@@ -266,8 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="everything on generated data, offline (a few minutes)")
     d.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for everything (default ./demo-out)")
-    d.add_argument("--size", choices=("tiny", "small"), default="small", help="stand-in dataset size")
-    d.add_argument("--workers", type=int, default=2)
+    d.add_argument("--lab", default="lab1", help="the lab whose samples are graded: an id or a lab folder "
+                   "(default lab1)")
+    d.add_argument("--size", choices=("tiny", "small"), help="stand-in dataset size (default: the lab's demo.size)")
+    d.add_argument("--workers", type=int, help="parallel workers (default: the lab's demo.workers)")
     d.add_argument("--sandbox", choices=("bwrap", "none"), default="bwrap")
     d.add_argument("--no-pdf", action="store_true")
     d.set_defaults(func=cmd_demo)

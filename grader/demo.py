@@ -7,12 +7,11 @@ class summary and gradebook. Nothing here is faked: every number comes from a re
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from grader.errors import GraderError
 
@@ -32,64 +31,95 @@ def _world_readable(root: Path) -> None:
     root.chmod(root.stat().st_mode | stat.S_IROTH | stat.S_IXOTH)
 
 
-def run_demo(out: Path, *, size: str = "small", workers: int = 2, sandbox: str = "bwrap", pdf: bool = True,
-             log: Log = print) -> dict:
-    """Runs the whole demo into `out`; returns {student_id: grade}."""
+def _stand_ins_present(data_root: Path, names: Sequence[str]) -> bool:
+    """Whether every dataset in `names` is already a generated stand-in under `data_root`."""
+    from grader.datasets import locate, read_manifest
+    from grader.errors import DatasetError
+
+    for name in names:
+        try:
+            if read_manifest(locate(name, data_root)) is None:
+                return False
+        except DatasetError:
+            return False
+    return True
+
+
+def run_demo(out: Path, *, lab: str = "lab1", size: str | None = None, workers: int | None = None,
+             sandbox: str = "bwrap", pdf: bool = True, log: Log = print) -> dict:
+    """Runs the whole demo of `lab` (an id or a lab folder) into `out`; returns {student_id: grade}.
+
+    The lab's `demo:` block says which stand-in datasets to generate (`size`, `datasets`), which
+    reference parts to train and with how many seeds, and how many workers grade; `size` and
+    `workers` given here win. The class graded is the lab's `samples:`. Raises LabError for an
+    unknown lab, GraderError when nothing was graded."""
     from grader import config
     from grader.batch import grade_batch
     from grader.datasets import locate, synth
     from grader.fsutil import write_json_atomic
+    from grader.lab_samples import write_sample_zips
+    from grader.labs import find_lab
     from grader.reference_run import run_reference
     from grader.rescore import finish
-    from grader.rubric import builtin_rubric, load_rubric
-    from grader.samples import write_lab1_samples
+    from grader.rubric import load_rubric
 
     t0 = time.perf_counter()
+    pkg = find_lab(lab)
+    demo = pkg.manifest.demo
+    size = size or demo.size
+    workers = workers or demo.workers
+    rubric = load_rubric(pkg.rubric_path)
+    if not pkg.manifest.samples:
+        raise GraderError(f"lab {pkg.id} has no samples: its lab.yaml lists none, so the demo has no class to grade")
+    names = list(demo.datasets or rubric.datasets)
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     data_root = out / "datasets"
-    if not (data_root / "cifar-10-batches-py" / "manifest.json").is_file():
+    if not _stand_ins_present(data_root, names):
         log(f"[1/5] generating stand-in datasets ({size}) in {data_root}")
-        synth(data_root, size=size, seed=0, names=["cifar10", "food11"], overwrite=True)
+        synth(data_root, size=size, seed=0, names=names, overwrite=True)
     else:
         log(f"[1/5] stand-in datasets already in {data_root}")
     _world_readable(data_root)
-    data = {name: locate(name, data_root) for name in ("cifar10", "food11")}
+    data = {name: locate(name, data_root) for name in names}
 
     graded = out / "graded"
     graded.mkdir(exist_ok=True)
     ref_path = graded / "reference.json"
-    if not ref_path.is_file():
-        log("[2/5] training the LAB 1-1 and LAB 1-2 reference solutions (2 seeds, CPU)")
-        doc = run_reference("lab1", data=data, device="auto", seeds=2, only=["lab1-1", "lab1-2"], log=log)
+    parts = list(demo.reference.parts or pkg.manifest.references)
+    seeds = demo.reference.seeds
+    if not parts:
+        ref_path = None
+        log(f"[2/5] lab {pkg.id} has no reference solutions: no expected metrics")
+    elif not ref_path.is_file():
+        log(f"[2/5] training the reference solutions of {', '.join(parts)} ({seeds} seeds, CPU)")
+        doc = run_reference(str(pkg.dir), data=data, device="auto", seeds=seeds, only=parts, log=log)
         write_json_atomic(ref_path, doc)
     else:
         log(f"[2/5] reference metrics already in {ref_path}")
 
-    rubric = load_rubric(builtin_rubric("lab1"))
     subs = out / "submissions"
     log(f"[3/5] writing sample submissions to {subs} (see outcomes.json there)")
     deadline = rubric.deadline.timestamp() if rubric.deadline else None
-    write_lab1_samples(subs, epochs=1, deadline_epoch=deadline)
+    write_sample_zips(pkg, subs, deadline_epoch=deadline)
 
     log(f"[4/5] grading them with {workers} workers, sandbox: {sandbox}")
     if sandbox == "none":
         from grader.sandbox import NONE_WARNING
         log(NONE_WARNING)
-    settings = config.prepare(lab="lab1", rubric=None, out=graded, data_args=data, reference=ref_path,
+    settings = config.prepare(lab=str(pkg.dir), rubric=None, out=graded, data_args=data, reference=ref_path,
                               mode="execute", sandbox=sandbox, pdf=pdf, log=log)
     grades = grade_batch([subs], settings, workers=workers, log=log)
     log("[5/5] class summary and gradebook")
     finish(graded, grades, pdf=pdf)
 
-    outcomes = json.loads((subs / "outcomes.json").read_text())
     by_id = {g["student_id"]: g for g in grades}
     log("")
     log(f"{'student':>9}  {'score':>13}  built to show")
-    for archive, o in outcomes.items():
-        g = by_id.get(o["student_id"])
+    for sample in pkg.manifest.samples:
+        g = by_id.get(sample.student_id)
         score = f"{g['total']:6.2f} / {g['max']:g}" if g else "missing"
-        log(f"{o['student_id']:>9}  {score:>13}  {o['outcome']}")
+        log(f"{sample.student_id:>9}  {score:>13}  {sample.outcome}")
     log("")
     log(f"done in {time.perf_counter() - t0:.0f} s. Look at:")
     log(f"  {graded / 'summary.html'}   the class at a glance (also summary.pdf)")
@@ -97,7 +127,15 @@ def run_demo(out: Path, *, size: str = "small", workers: int = 2, sandbox: str =
     log(f"  {graded / 'grades.csv'}   the gradebook (moodle_grades.csv for an LMS import)")
     log(f"  {graded / 'runs'}/<id>/<notebook>/   executed notebooks, evidence.json, figures, logs")
     log(f"Re-score after editing a rubric, without running anything: "
-        f".venv/bin/dllab rescore {graded} --rubric rubrics/lab1.yaml")
+        f".venv/bin/dllab rescore {graded} --rubric {_shown(pkg.rubric_path)}")
     if not grades:
         raise GraderError("the demo graded nothing; see the messages above")
     return by_id
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the current folder when it is under it (labs/lab1/rubric.yaml)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

@@ -18,6 +18,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from grader.errors import GraderError
 from grader.intake.classify import kind_of
@@ -184,8 +185,9 @@ def _skip_file(path: Path, rel: str) -> str | None:
     return None
 
 
-def plan_pack(folder: Path, *, exclude: tuple[Path, ...] = ()) -> PackPlan:
-    """Decide what goes into the zip; nothing is written."""
+def plan_pack(folder: Path, *, exclude: tuple[Path, ...] = (), sections: Sequence[str] = ()) -> PackPlan:
+    """Decide what goes into the zip; nothing is written. `sections`: the report's section
+    headings the lab asks for (lab.yaml `report.sections`), named when no report is found."""
     root = Path(folder)
     if not root.is_dir():
         raise GraderError(f"{root} is not a folder: give the folder holding your notebooks and report")
@@ -215,19 +217,23 @@ def plan_pack(folder: Path, *, exclude: tuple[Path, ...] = ()) -> PackPlan:
     members.sort()
     left.sort(key=lambda x: x.path)
     return PackPlan(root=root, members=tuple(members), left_out=tuple(left),
-                    warnings=tuple(_warnings(root, members)))
+                    warnings=tuple(_warnings(root, members, sections)))
 
 
-def _warnings(root: Path, members: list[str]) -> list[str]:
+def report_advice(sections: Sequence[str]) -> str:
+    """How to write the report the lab asks for: "write it with the sections A, B" or "write it"."""
+    return f"write it with the sections {', '.join(sections)}" if sections else "write it"
+
+
+def _warnings(root: Path, members: list[str], sections: Sequence[str] = ()) -> list[str]:
     out: list[str] = []
     notebooks = [m for m in members if _kind(m) == "notebook"]
     if not notebooks and not any(_kind(m) == "script" for m in members):
         out.append(f"no notebook (.ipynb) or script (.py) found in {root}: run the command on the folder "
                    f"that holds your lab notebooks.")
     if not any(_kind(m) == "report" for m in members):
-        out.append("no report found (pdf, docx, md, txt or html): write it with the sections Problems & "
-                   "solutions, Experiment setup, Results, Analysis, save it in the folder (e.g. report.pdf) "
-                   "and pack again.")
+        out.append(f"no report found (pdf, docx, md, txt or html): {report_advice(sections)}, save it in the "
+                   f"folder (e.g. report.pdf) and pack again.")
     for m in notebooks:
         out.extend(notebook_warnings(root / m, m))
     return out
@@ -298,12 +304,13 @@ def read_back(zip_path: Path, pattern: str) -> Submission:
         return unpack(candidates[0], tmp)
 
 
-def pack(folder: Path, *, student_id: str, pattern: str, out_dir: Path, force: bool = False) -> PackResult:
-    """Plans, writes and reads back `out_dir/<pattern with student_id>`."""
+def pack(folder: Path, *, student_id: str, pattern: str, out_dir: Path, force: bool = False,
+         sections: Sequence[str] = ()) -> PackResult:
+    """Plans, writes and reads back `out_dir/<pattern with student_id>`; `sections` as plan_pack's."""
     dest = Path(out_dir) / zip_name(pattern, student_id)
     if dest.exists() and not force:
         raise GraderError(f"{dest} already exists: pass --force to replace it, or --out DIR to write elsewhere")
-    plan = plan_pack(folder, exclude=(dest,))
+    plan = plan_pack(folder, exclude=(dest,), sections=sections)
     if not plan.members:
         raise GraderError(f"nothing to pack in {folder}: no notebooks, scripts or reports were found")
     write_zip(plan, dest)

@@ -43,8 +43,7 @@ FIXES: dict[str, str] = {
     "bad-name": "rename the zip to `{expected}` (or build it with `" + _PACK + "`)",
     "no-student-id": "name the zip `{expected}` with your student id (or build it with `" + _PACK + "`)",
     "not-an-archive": "hand in one zip: `" + _PACK + "` builds it",
-    "no-report": "write the report (Problems & solutions, Experiment setup, Results, Analysis), "
-                 "put it in the zip as report.pdf, .docx or .md",
+    "no-report": "{report}, put it in the zip as report.pdf, .docx or .md",
     "no-notebook": "put your .ipynb notebooks in the zip (`" + _PACK + "` finds them)",
     "unreadable-notebook": "open the notebook in Jupyter, run all cells, save, and zip again",
     "notebook-repaired": "open the notebook in Jupyter, save it, and zip again",
@@ -218,7 +217,7 @@ def _candidate(path: Path, *, pattern: str, student_id: str | None, out: Path | 
             folder = out or _default_out(sid, path)
             dest = folder / "packed" / pack.zip_name(pattern, sid)
             dest.unlink(missing_ok=True)
-            plan = pack.plan_pack(path, exclude=(folder,))
+            plan = pack.plan_pack(path, exclude=(folder,), sections=report_sections(lab))
             pack.write_zip(plan, dest)
             log(f"packed {len(plan.members)} file(s) of {path} into {dest} (as `dllab pack` would; "
                 f"{len(plan.left_out)} left out)")
@@ -356,10 +355,24 @@ def rows(result: SelfCheck) -> list[Row]:
     return out
 
 
+def report_sections(lab: str | None) -> tuple[str, ...]:
+    """The section headings the lab's report should have (lab.yaml `report.sections`); () for a
+    lab without a package (a rubric of its own) or one that names none."""
+    from grader.labs import LabError, find_lab
+
+    if not lab:
+        return ()
+    try:
+        return find_lab(lab).manifest.report.sections
+    except LabError:
+        return ()
+
+
 def problems(result: SelfCheck, *, lab: str) -> list[tuple[str, str]]:
     """(what is wrong, what to do) for every intake problem."""
     expected = result.expected_name
-    return [(p["message"], FIXES.get(p["code"], _FIX_DEFAULT).format(expected=expected, lab=lab))
+    report = "write the report" + (f" ({', '.join(s)})" if (s := report_sections(lab)) else "")
+    return [(p["message"], FIXES.get(p["code"], _FIX_DEFAULT).format(expected=expected, lab=lab, report=report))
             for p in result.submission["problems"]]
 
 
@@ -501,7 +514,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
         raise GraderError(f"--out {out_dir}: give the folder to write into; the zip's name is set by the lab "
                           f"({pack.zip_name(r.submission.pattern, args.student_id)})")
     res = pack.pack(args.dir, student_id=args.student_id, pattern=r.submission.pattern, out_dir=out_dir,
-                    force=args.force)
+                    force=args.force, sections=report_sections(args.lab or r.lab))
     plan = res.plan
     print(f"packed {res.zip_path} ({human_bytes(res.zip_path.stat().st_size)}):")
     for m in plan.members:

@@ -7,6 +7,7 @@ class summary and gradebook. Nothing here is faked: every number comes from a re
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -57,7 +58,7 @@ def run_demo(out: Path, *, lab: str = "lab1", size: str | None = None, workers: 
     from grader.batch import grade_batch
     from grader.datasets import locate, synth
     from grader.fsutil import write_json_atomic
-    from grader.lab_samples import write_sample_zips
+    from grader.lab_samples import write_sample
     from grader.labs import find_lab
     from grader.reference_run import run_reference
     from grader.rescore import finish
@@ -101,7 +102,11 @@ def run_demo(out: Path, *, lab: str = "lab1", size: str | None = None, workers: 
     subs = out / "submissions"
     log(f"[3/5] writing sample submissions to {subs} (see outcomes.json there)")
     deadline = rubric.deadline.timestamp() if rubric.deadline else None
-    write_sample_zips(pkg, subs, deadline_epoch=deadline)
+    outcomes = {}
+    for sample in pkg.manifest.samples:
+        write_sample(pkg, sample, subs, deadline_epoch=deadline)
+        outcomes[sample.archive] = {"student_id": sample.student_id, "outcome": sample.outcome}
+    (subs / "outcomes.json").write_text(json.dumps(outcomes, indent=2) + "\n")
 
     log(f"[4/5] grading them with {workers} workers, sandbox: {sandbox}")
     if sandbox == "none":

@@ -6,7 +6,7 @@ Run once, from the repository root, when the generated LAB01 samples change:
 
 Each sample's files are written with the bytes `grader.samples.write_archive` puts in its zip
 (notebooks through nbformat.writes, text as UTF-8), so zipping a folder
-(grader.lab_samples.write_sample_zip) gives the same archive. The `samples:` block of
+(grader.lab_samples.write_sample) gives the same archive. The `samples:` block of
 labs/lab1/lab.yaml (archive name, outcome, late_days, expected grade) is kept by hand.
 tests/test_lab_samples.py fails when the folders and the generator disagree.
 With --check nothing is written; the exit code is 1 when the folders differ.

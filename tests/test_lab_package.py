@@ -58,7 +58,7 @@ def _cli(*argv: str) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Every command of the lab's life, once, from a copy of the folder in a fresh place."""
-    from grader.lab_samples import write_sample_zips
+    from grader.lab_samples import write_sample
     from grader.labs import load_lab
     from grader.rubric import load_rubric
 
@@ -87,7 +87,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         step("samples", "lab", "validate", lab, "--samples", "--data", f"mnist={data}", "--out", tmp / "validated")
         pkg = load_lab(lab)
         deadline = load_rubric(pkg.rubric_path).deadline
-        write_sample_zips(pkg, tmp / "subs", deadline_epoch=deadline.timestamp() if deadline else None)
+        for sample in pkg.manifest.samples:
+            write_sample(pkg, sample, tmp / "subs", deadline_epoch=deadline.timestamp() if deadline else None)
         step("grade", "grade", tmp / "subs", "--lab", lab, "--data", f"mnist={data}",
              "--reference", tmp / "reference.json", "--out", tmp / "graded", "--workers", "2", "--no-pdf")
         step("check", "check", tmp / "subs" / pkg.manifest.samples[0].archive, "--lab", lab, "--quick",
@@ -125,11 +126,12 @@ def test_its_samples_get_their_stated_outcomes(run):
 
 
 def test_graded_as_a_class_each_sample_gets_what_it_expects(run):
-    from grader.lab_samples import expect_differences
+    from grader.lab_samples import compare
 
     _ok(run, "grade")
     grades = {p.stem: json.loads(p.read_text()) for p in (run["tmp"] / "graded" / "grades").glob("*.json")}
-    diffs = [d for s in run["pkg"].manifest.samples for d in expect_differences(s, grades.get(s.student_id))]
+    diffs = [f"{s.student_id}: {d}" for s in run["pkg"].manifest.samples
+             for d in compare(s, grades.get(s.student_id)).differences]
     assert diffs == [], f"on {run['data_kind']} MNIST:\n" + "\n".join(diffs)
     # the regression of issue 14's test_images fix: one batch of the test split is not the split
     one_batch = grades["0000002"]

@@ -3,14 +3,13 @@ as the demo zips them; each sample's expected outcome compared with a grade. No 
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
 
-from grader.lab_samples import expect_differences, sample_mtime, write_sample_zip, write_sample_zips
+from grader.lab_samples import compare, write_sample
 from grader.labs import Expect, Sample, find_lab, load_lab
-from grader.samples import lab1_samples, write_archive, write_lab1_samples
+from grader.samples import lab1_samples, write_archive
 
 DEADLINE = 1538323140.0  # 2018-09-30T23:59:00+08:00, lab1's rubric deadline
 
@@ -33,19 +32,11 @@ def test_lab1_samples_zip_to_the_bytes_grader_samples_writes(lab1, tmp_path):
         assert (sample.archive, sample.outcome, sample.late_days) == (gen.archive, gen.outcome, gen.late_days)
         mtime = DEADLINE - 3600 + gen.late_days * 86400
         want = write_archive(gen, tmp_path / "generated", mtime=mtime)
-        got = write_sample_zip(lab1, sample, tmp_path / "folders", deadline_epoch=DEADLINE)
+        got = write_sample(lab1, sample, tmp_path / "folders", deadline_epoch=DEADLINE)
         assert got.name == want.name
         assert got.read_bytes() == want.read_bytes(), f"{sid}: labs/lab1/samples/{sid} differs from grader.samples " \
                                                        f"(regenerate with scripts/make_lab1_samples.py)"
         assert os.stat(got).st_mtime == os.stat(want).st_mtime
-
-
-def test_write_sample_zips_writes_the_outcomes_file_the_demo_reads(lab1, tmp_path):
-    write_lab1_samples(tmp_path / "a", epochs=1, deadline_epoch=DEADLINE)
-    paths = write_sample_zips(lab1, tmp_path / "b", deadline_epoch=DEADLINE)
-    assert [p.name for p in paths] == [s.archive for s in lab1.manifest.samples]
-    a, b = (json.loads((tmp_path / d / "outcomes.json").read_text()) for d in ("a", "b"))
-    assert a == b and list(a) == list(b)
 
 
 def test_lab1_samples_expect_the_baseline_totals(lab1):
@@ -57,29 +48,22 @@ def test_lab1_samples_expect_the_baseline_totals(lab1):
     assert late == {"0556007": 2.0}
 
 
-def test_sample_mtime_is_an_hour_before_the_deadline_plus_the_late_days():
-    assert sample_mtime(1000.0, 0) == 1000.0 - 3600
-    assert sample_mtime(1000.0, 2) == 1000.0 - 3600 + 2 * 86400
-    assert sample_mtime(None, 2) is None
-
-
 def _grade(total, statuses, flags=()):
-    items = [{"id": i, "status": s} for i, s in statuses.items()]
+    items = [{"id": i, "status": s, "points": 1} for i, s in statuses.items()]
     return {"total": total, "parts": [{"id": "p", "items": items[:-1]}],
             "bonus": {"id": "bonus", "items": items[-1:]}, "flags": list(flags)}
 
 
-def test_expect_differences_names_each_mismatch():
+def test_compare_names_each_way_a_grade_differs_from_the_expected_outcome():
     s = Sample(student_id="1", archive="dllab_1.zip", folder="samples/1",
                expect=Expect(total=50, items={"a": "pass", "b": "partial", "bonus-x": "fail"}, flags=("late",)))
-    assert expect_differences(s, _grade(50.004, {"a": "pass", "b": "partial", "bonus-x": "fail"}, ["late"])) == []
-    diffs = expect_differences(s, _grade(49, {"a": "fail", "b": "partial", "bonus-x": "fail"}))
-    assert diffs == ["1: total 49, expected 50", "1: item a is fail, expected pass",
-                     "1: flag late missing (has none)"]
-    assert expect_differences(s, _grade(50, {"b": "partial", "bonus-x": "pass"}, ["late"])) == [
-        "1: item a is absent, expected pass", "1: item bonus-x is pass, expected fail"]
-    assert expect_differences(s, None) == ["1: not graded (expected total 50.0)"]
-    assert expect_differences(Sample(student_id="2", archive="x.zip", folder="s"), _grade(3, {"a": "fail"})) == []
+    assert compare(s, _grade(50, {"a": "pass", "b": "partial", "bonus-x": "fail"}, ["late"])).differences == ()
+    diffs = compare(s, _grade(49, {"a": "fail", "b": "partial", "bonus-x": "fail"})).differences
+    assert len(diffs) == 3 and "total 49, expected 50" in diffs[0] and "item a" in diffs[1] and "late" in diffs[2]
+    diffs = compare(s, _grade(50, {"b": "partial", "bonus-x": "pass"}, ["late"])).differences
+    assert len(diffs) == 2 and "item a" in diffs[0] and "item bonus-x" in diffs[1]
+    assert compare(s, None).differences and compare(s, None).total is None
+    assert compare(Sample(student_id="2", archive="x.zip", folder="s"), _grade(3, {"a": "fail"})).differences == ()
 
 
 def test_a_sample_whose_folder_is_missing_is_a_lab_error(tmp_path):
@@ -88,4 +72,4 @@ def test_a_sample_whose_folder_is_missing_is_a_lab_error(tmp_path):
     (tmp_path / "lab.yaml").write_text("id: x\ntitle: X\nsamples:\n  - {student_id: '1', archive: a.zip, folder: samples/1}\n")
     pkg = load_lab(tmp_path)
     with pytest.raises(LabError, match="samples/1"):
-        write_sample_zips(pkg, tmp_path / "out", deadline_epoch=None)
+        write_sample(pkg, pkg.manifest.samples[0], tmp_path / "out", deadline_epoch=None)

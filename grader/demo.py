@@ -58,7 +58,7 @@ def run_demo(out: Path, *, lab: str = "lab1", size: str | None = None, workers: 
     from grader.batch import grade_batch
     from grader.datasets import locate, synth
     from grader.fsutil import write_json_atomic
-    from grader.lab_samples import write_sample
+    from grader.lab_samples import compare, write_sample
     from grader.labs import find_lab
     from grader.reference_run import run_reference
     from grader.rescore import finish
@@ -93,7 +93,7 @@ def run_demo(out: Path, *, lab: str = "lab1", size: str | None = None, workers: 
         ref_path = None
         log(f"[2/5] lab {pkg.id} has no reference solutions: no expected metrics")
     elif not ref_path.is_file():
-        log(f"[2/5] training the reference solutions of {', '.join(parts)} ({seeds} seeds, CPU)")
+        log(f"[2/5] training the reference solutions of {', '.join(parts)} ({seeds} seed{'s' * (seeds != 1)}, CPU)")
         doc = run_reference(str(pkg.dir), data=data, device="auto", seeds=seeds, only=parts, log=log)
         write_json_atomic(ref_path, doc)
     else:
@@ -121,11 +121,19 @@ def run_demo(out: Path, *, lab: str = "lab1", size: str | None = None, workers: 
     by_id = {g["student_id"]: g for g in grades}
     log("")
     log(f"{'student':>9}  {'score':>13}  built to show")
+    unexpected = []
     for sample in pkg.manifest.samples:
         g = by_id.get(sample.student_id)
         score = f"{g['total']:6.2f} / {g['max']:g}" if g else "missing"
         log(f"{sample.student_id:>9}  {score:>13}  {sample.outcome}")
+        unexpected += [f"  {sample.student_id}: {d}" for d in compare(sample, g).differences]
     log("")
+    if unexpected:
+        log(f"not the outcome lab.yaml's samples: states ({len(unexpected)}):")
+        for line in unexpected:
+            log(line)
+    else:
+        log(f"every sample got the outcome lab.yaml's samples: states ({pkg.dir / 'lab.yaml'})")
     log(f"done in {time.perf_counter() - t0:.0f} s. Look at:")
     log(f"  {graded / 'summary.html'}   the class at a glance (also summary.pdf)")
     log(f"  {graded / 'feedback'}/<id>.pdf   each student's feedback")

@@ -182,3 +182,24 @@ def test_a_broken_split_is_not_verified_with_the_reason(tmp_path: Path) -> None:
     (tmp_path / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(NotVerified, match="the CIFAR-10 test batch in .* cannot be read"):
         read_split("cifar10", tmp_path)
+
+
+def test_a_rubric_names_only_registered_datasets() -> None:
+    from grader.rubric import RubricError, load_rubric_text
+
+    rubric = """\
+lab: demo
+title: Demo lab
+datasets:
+  NAME: {mount: [/tmp/datasets-nctu]}
+parts:
+  - id: p1
+    title: Part one
+    points: 4
+    items:
+      - {id: by-hand, title: By hand, check: manual, points: 4, feedback: {pass: good, fail: none}}
+"""
+    load_rubric_text(rubric.replace("NAME", "catsdogs"))
+    for name, why in (("cats-vs-dogs", "did you mean `catsdogs`?"), ("svhn", "expected one of: ")):
+        with pytest.raises(RubricError, match=rf"datasets\.{name}.*dataset `{name}` is not registered; {why}"):
+            load_rubric_text(rubric.replace("NAME", name))

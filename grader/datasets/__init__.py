@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from grader.datasets import registry
-from grader.datasets._spec import DatasetSpec, KnownStats, StartupHook, TestSplit, Verifier
+from grader.datasets._spec import (
+    DatasetSpec,
+    KnownStats,
+    StartupHook,
+    TestSplit,
+    Verifier,
+)
 from grader.datasets._synth import (
     SIZES,
     _bar,

@@ -13,8 +13,21 @@ from typing import ClassVar
 
 import numpy as np
 
-from grader.datasets._spec import DatasetSpec, KnownStats, StartupHook, TestSplit, Verifier
-from grader.datasets._synth import _balanced, _Files, _py2_pickle, _render, _Style, read_capped
+from grader.datasets._spec import (
+    DatasetSpec,
+    KnownStats,
+    StartupHook,
+    TestSplit,
+    Verifier,
+)
+from grader.datasets._synth import (
+    _balanced,
+    _Files,
+    _py2_pickle,
+    _render,
+    _Style,
+    read_capped,
+)
 from grader.errors import DatasetError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",

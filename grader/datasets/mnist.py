@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from grader.datasets._spec import DatasetSpec, KnownStats, TestSplit, Verifier
-from grader.datasets._synth import _balanced, _Files, _idx, _render_digit, _staged, _write_manifest, read_capped
+from grader.datasets._synth import (
+    _balanced,
+    _Files,
+    _idx,
+    _render_digit,
+    _staged,
+    _write_manifest,
+    read_capped,
+)
 from grader.errors import DatasetError
 
 CLASSES = tuple(str(d) for d in range(10))

@@ -32,10 +32,12 @@ _MAX_RAW = 64 << 20  # characters of one output thinned (a few seconds); beyond,
 _RUN_MAX = 1200  # consecutive lines of one form kept whole; a longer run is a flood
 _RUN_EDGE = 400  # lines kept at each end of a flood (its first and its latest results)
 _RUN_SAMPLE = 400  # lines kept evenly spaced from a flood's middle (a curve keeps its shape)
-# Class names: "image 7: predicted ship, truth cat" is one form whatever the classes.
+# Class names and their one-word spellings (the registry's synonyms: "plane", "pasta"):
+# "image 7: predicted ship, truth cat" is one form whatever the classes.
 _CLASS_WORD = re.compile(r"(?<![A-Za-z])(?:" + "|".join(sorted(
     {w for names in CLASS_SETS.values() for n in names for w in re.split(r"[^A-Za-z]+", n) if len(w) > 2}
-    | {"plane", "car", "boat", "pasta", "noodles"}, key=len, reverse=True)) + r")(?![A-Za-z])", re.IGNORECASE)
+    | {w for more in registry.synonyms().values() for w in more if re.fullmatch(r"[A-Za-z]{3,}", w)},
+    key=len, reverse=True)) + r")(?![A-Za-z])", re.IGNORECASE)
 
 
 def _form(line: str) -> str:

@@ -24,6 +24,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
                       ValidationError, ValidationInfo, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
+from grader.datasets import registry
 from grader.errors import GraderError
 from grader.resources import resource_dir
 
@@ -671,6 +672,10 @@ def _cross_checks(r: Rubric, base_dir: Path | None) -> list[tuple[tuple[str | in
     for i, name in enumerate(r.handout):
         if base_dir is None or not (base_dir / name).is_file():
             add(("handout", i), f"handout notebook `{name}` not found next to the rubric")
+    for name in r.datasets:  # grader.datasets.registry knows how to locate, mount and verify each
+        if name not in registry.names():
+            add(("datasets", name), f"dataset `{name}` is not registered"
+                                    f"{did_you_mean(registry.canonical(name) or name, registry.names())}")
     part_ids = [p.id for p in r.parts]
     groups: list[tuple[tuple[str | int, ...], Any]] = [(("parts", i), p) for i, p in enumerate(r.parts)]
     if r.bonus:

@@ -16,6 +16,7 @@ from grader.checks.budget import reference_target, scaled_floor
 from grader.checks.training import (CHANCE_TOLERANCE, chance_level, finite, test_coverage, training_budget,
                                     untrained_outcome)
 from grader.corroborate import verified_blocks, verified_for
+from grader.datasets import registry
 
 
 def _metrics(ev: Mapping) -> Mapping:
@@ -488,7 +489,7 @@ def metrics_verified(ctx: CheckContext, params: Mapping) -> Outcome:
 
 # Test splits whose classes are equally sized: there, the mean of the per-class accuracies
 # must equal the total accuracy, which catches per-class numbers typed in by hand.
-BALANCED_TEST = {"cifar10", "mnist"}
+BALANCED_TEST = {s.name for s in registry.SPECS if s.test_balanced}
 
 
 def _inconsistent(ctx: CheckContext, *, tol: float) -> tuple[Mapping, str] | None:

@@ -176,14 +176,14 @@ def test_choice_params_name_the_bad_entry():
     assert got == ["parts[0].items[0].params.reject[1] (line 18): unknown entry `imagenett`; did you mean `imagenet`?"]
     got = problems(norm.replace("reject: [half, imagenett]", "reject: [half], dataset: food11"))
     assert any("params.dataset" in p and "key `dataset` appears twice" in p for p in got)
-    got = problems(norm.replace("dataset: cifar10", "dataset: food11").replace(", imagenett", ""))
+    got = problems(norm.replace("{dataset: cifar10, reject", "{dataset: food11, reject").replace(", imagenett", ""))
     assert got[0].startswith("parts[0].items[0].params.dataset (line 18): dataset `food11` is not declared")
     metrics = edit("check: per_class_accuracy\n        params: {dataset: cifar10, classes: 10}",
                    "check: test_metrics\n        params: {require: [accuracy, los], test_images: 1.5}")
-    got = problems(metrics)
-    assert got == ["parts[0].items[0].params.require[1] (line 18): unknown entry `los`; did you mean `loss`?"]
-    got = problems(metrics.replace("los]", "loss]"))
+    got = problems(metrics)  # the first problem, in the order the kind declares its params
     assert got == ["parts[0].items[0].params.test_images (line 18): expected a whole number ≥ 1, got 1.5"]
+    got = problems(metrics.replace("1.5", "500"))
+    assert got == ["parts[0].items[0].params.require[1] (line 18): unknown entry `los`; did you mean `loss`?"]
 
 
 

@@ -3,7 +3,9 @@
 Every problem is reported with the file, the key path (`parts[0].items[2].points`), the
 line, and what was expected; unknown keys get a "did you mean" suggestion. Loading never
 imports or runs anything: a `custom` check's Python file is only checked to exist inside
-the rubric's folder. Semantics of each field are documented for TAs in `rubrics/lab1.yaml`.
+the rubric's folder. Semantics of each field are documented for TAs in `rubrics/lab1.yaml`;
+an item's `params:` are validated with its check kind's model (grader.checks.registry,
+whose `describe_kinds()` lists every kind and param).
 """
 
 from __future__ import annotations

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 import yaml
+from honest import food_verified
 
 from grader.checks import KINDS, run_check
 from grader.checks.base import CLASSES, CheckContext
 from grader.checks.params import Params, expected
 from grader.checks.registry import describe_kinds
 from grader.evidence import summarize_events
-from honest import food_verified
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = CLASSES["cifar10"]

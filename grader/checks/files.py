@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 import re
 from pathlib import Path
-from typing import Mapping
 
 from grader.checks import params as P
 from grader.checks.base import CheckContext, Outcome

@@ -61,7 +61,7 @@ class TestMetrics(Params):
 
 class AccuracyVsReference(Params):
     floor: Fraction = Field(0.0, description="test accuracy (0..1) at or below which no points are earned")
-    band: Union[Literal["reference"], Fraction] = Field(
+    band: Literal["reference"] | Fraction = Field(
         "reference", description='full points from the reference mean minus this band; "reference": 2 std of '
                                  "its seeds, at least 0.05")
     reference_part: Name | None = Field(None, description="whose reference result to compare with; default: "

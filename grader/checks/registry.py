@@ -19,8 +19,7 @@ from typing import Any, Callable, Literal, Mapping
 
 from pydantic import ValidationError
 
-from grader.checks import files, lrstudy, metrics, setup
-from grader.checks import figures
+from grader.checks import figures, files, lrstudy, metrics, setup
 from grader.checks import params as P
 from grader.checks.base import CheckContext, Outcome
 

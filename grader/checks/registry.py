@@ -15,6 +15,7 @@ import re
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable, Literal, Mapping
 
 from pydantic import ValidationError
@@ -80,7 +81,7 @@ class CheckKind:
     """Params of a typical item (required ones included): `describe_kinds`, tests."""
 
 
-KINDS: Mapping[str, CheckKind] = {k.name: k for k in (
+KINDS: Mapping[str, CheckKind] = MappingProxyType({k.name: k for k in (
     CheckKind("test_metrics", P.TestMetrics, metrics.test_metrics,
               "total test loss and accuracy printed, evaluated on the whole test split (not one batch)",
               "part", ranks_candidates=True, corroborated=True, dataset_fields=("dataset",),
@@ -129,17 +130,8 @@ KINDS: Mapping[str, CheckKind] = {k.name: k for k in (
               "a course's own Python check, function(ctx, args) -> Outcome, in a file next to the rubric",
               "submission", ranks_candidates=False, hint=False,
               example={"function": "checks.py:my_check", "args": {"threshold": 0.5}}),
-)}
-
-
-def kind(name: str) -> CheckKind:
-    """The kind `name`; `KeyError` for a name the rubric loader would have rejected."""
-    return KINDS[name]
-
-
-def reads_submission(name: str) -> bool:
-    """Whether `name` reads the submission's files or every notebook, not one part's run."""
-    return KINDS[name].scope == "submission"
+)})
+"""Every check kind by name, in the order `describe_kinds` lists them (read-only)."""
 
 
 def validate_params(name: str, raw: Mapping[str, Any] | P.Params | None) -> P.Params:

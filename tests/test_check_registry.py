@@ -219,3 +219,54 @@ def test_an_honest_notebook_keeps_its_bonus() -> None:
     unapplied = summarize_events(events[:2])["normalization"]
     assert [n["applied"] for n in unapplied] == [False]
     assert _norm(*unapplied).status == "fail"
+
+# ---------------------------------------------------------------- params that were accepted or read, not both
+
+
+def _ctx(*evidence: dict, **kw: Any) -> CheckContext:
+    return CheckContext(student_id="s", part_id="lab1-1", dataset="cifar10", evidence=evidence,
+                        all_evidence=evidence, **kw)
+
+
+def test_per_class_reads_classes_and_min_fraction() -> None:
+    shown = ev(metrics={"per_class_accuracy": {c: 0.5 for c in CIFAR[:8]}})
+    assert run_check("per_class_accuracy", _ctx(shown), {}).status == "partial"
+    out = run_check("per_class_accuracy", _ctx(shown), {"min_fraction": 0.8})
+    assert out.status == "pass" and "8 of 10" in out.message
+    out = run_check("per_class_accuracy", _ctx(shown), {"classes": 11})
+    assert out.status == "error" and "expects 11 classes but cifar10 has 10" in out.message
+
+
+def test_model_architecture_reads_layers() -> None:
+    model = {"class": "Net", "num_outputs": 10, "cell": 2, "layers": [["conv1", "Conv2d"], ["fc1", "Linear"]]}
+    e = ev(models=[model])
+    assert run_check("model_architecture", _ctx(e), {"layers": ["conv1"]}).status == "pass"
+    out = run_check("model_architecture", _ctx(e), {"layers": ["conv1", "fc3"]})
+    assert out.status == "partial" and "fc3" in out.message and "conv1" not in out.message.split("without")[1]
+    assert run_check("model_architecture", _ctx(ev(models=[dict(model, layers=[])])),
+                     {"layers": ["conv1"]}).status == "manual"
+
+
+def test_report_sections_reads_min_words(tmp_path: Path) -> None:
+    work = tmp_path / "work" / "s"
+    work.mkdir(parents=True)
+    (work / "report.md").write_text("# Results\nThe model reached 55 percent.\n# Analysis\nIt overfits.\n")
+    files = ({"path": "report.md", "kind": "report", "bytes": 60},)
+    params = {"sections": ["Results", "Analysis"]}
+    assert run_check("report_sections", _ctx(files=files, work_dir=str(work)), params).status == "pass"
+    out = run_check("report_sections", _ctx(files=files, work_dir=str(work)), params | {"min_words": 200})
+    assert out.status == "partial" and "fewer than the 200 asked for" in out.message
+
+
+def test_metrics_verified_reads_consistency_tolerance() -> None:
+    # nothing measured; per-class numbers averaging 50 % beside a printed total of 58 %
+    e = ev(metrics={"dataset": "cifar10", "test_accuracy": 0.58, "per_class_accuracy": {c: 0.5 for c in CIFAR}},
+           verified={"reason": "no model was captured"})
+    assert run_check("metrics_verified", _ctx(e), {}).status == "manual"  # within the default 0.1
+    out = run_check("metrics_verified", _ctx(e), {"consistency_tolerance": 0.05})
+    assert out.status == "fail" and "average 50.0 %" in out.message
+
+
+def test_manual_reads_its_message() -> None:
+    assert run_check("manual", _ctx(), {"message": "shown in class"}).message == "shown in class"
+    assert run_check("manual", _ctx(), {}).message == "graded by a TA."

@@ -67,8 +67,8 @@ def _per_class_shown(ctx: CheckContext, dataset: str | None, expected: int | Non
     host's measurement is compared; `expected`: the class count the rubric was written for."""
     if (miss := _not_found(ctx)) is not None:
         return miss
-    dataset = dataset or ctx.dataset or "cifar10"
-    if dataset not in CLASSES:
+    dataset = dataset or ctx.dataset
+    if dataset is None or dataset not in CLASSES:
         return Outcome("error", 0.0, f"the grader has no class list for {dataset!r}; a TA should set the "
                                      f"item's `dataset` to one of {', '.join(CLASSES)}.")
     if expected is not None and expected != len(CLASSES[dataset]):

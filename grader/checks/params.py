@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 from pydantic.fields import FieldInfo
 
 from grader.checks.base import KNOWN_NAMES, CheckContext, Outcome
+from grader.datasets import registry
 
 Whole = Annotated[int, Strict()]
 Number = Annotated[float, Strict()]
@@ -30,6 +31,10 @@ FUNCTION_PATTERN = r"^([A-Za-z0-9_./-]+\.py):([A-Za-z_][A-Za-z0-9_]*)$"
 
 # The rubric's `reject:` names: the well-known constant pairs grader.checks.base names.
 StatsName = Literal[tuple(KNOWN_NAMES)]  # type: ignore[valid-type]
+
+DEFAULT_REJECT: tuple[str, ...] = tuple(dict.fromkeys(k.family for k in registry.known_stats()))
+"""`normalization`'s default `reject:`: every well-known pair's family (ImageNet's, 0.5, each
+registered dataset's published statistics)."""
 
 DEFAULT_SECTIONS = ("Problems & solutions", "Experiment setup", "Results", "Analysis")
 """The report sections asked for when a `report_sections` item names none."""
@@ -100,7 +105,7 @@ class Normalization(Params):
                                                    "default: the part's")
     tolerance: Fraction = Field(0.02, description="largest |difference| per channel from the training statistics")
     reject: Annotated[tuple[StatsName, ...], Field(min_length=1)] = Field(  # type: ignore[valid-type]
-        ("imagenet", "cifar10", "half"), description="well-known constants that earn nothing even when close")
+        DEFAULT_REJECT, description="well-known constants that earn nothing even when close")
 
 
 class ReportSections(Params):

@@ -20,6 +20,7 @@ from typing import Any, Callable, Literal, Mapping
 
 from pydantic import ValidationError
 
+from grader.datasets import registry
 from grader.checks import figures, files, lrstudy, metrics, setup
 from grader.checks import params as P
 from grader.checks.base import CheckContext, Outcome
@@ -81,15 +82,18 @@ class CheckKind:
     """Params of a typical item (required ones included): `describe_kinds`, tests."""
 
 
+_EXAMPLE_DATASET = registry.names()[0]
+"""The dataset the examples name: the first registered one."""
+
 KINDS: Mapping[str, CheckKind] = MappingProxyType({k.name: k for k in (
     CheckKind("test_metrics", P.TestMetrics, metrics.test_metrics,
               "total test loss and accuracy printed, evaluated on the whole test split (not one batch)",
               "part", ranks_candidates=True, corroborated=True, dataset_fields=("dataset",),
-              example={"dataset": "cifar10", "test_images": 10000, "require": ["loss", "accuracy"]}),
+              example={"dataset": _EXAMPLE_DATASET, "test_images": 10000, "require": ["loss", "accuracy"]}),
     CheckKind("per_class_accuracy", P.PerClassAccuracy, metrics.per_class_accuracy,
               "the test accuracy of every class of the dataset printed",
               "part", ranks_candidates=True, corroborated=True, dataset_fields=("dataset",),
-              example={"dataset": "cifar10", "classes": 10}),
+              example={"dataset": _EXAMPLE_DATASET, "classes": 10}),
     CheckKind("accuracy_vs_reference", P.AccuracyVsReference, metrics.accuracy_vs_reference,
               "test accuracy against the reference run's at the student's own training budget",
               "part", ranks_candidates=True, judged_in_quick=False, dataset_fields=("dataset",),
@@ -112,7 +116,7 @@ KINDS: Mapping[str, CheckKind] = MappingProxyType({k.name: k for k in (
     CheckKind("normalization", P.Normalization, setup.normalization,
               "inputs normalized with the dataset's own training mean and std (not copied constants)",
               "submission", ranks_candidates=False, dataset_fields=("dataset",),
-              example={"dataset": "cifar10", "tolerance": 0.02, "reject": ["imagenet", "half"]}),
+              example={"dataset": _EXAMPLE_DATASET, "tolerance": 0.02, "reject": ["imagenet", "half"]}),
     CheckKind("ran_without_errors", P.RanWithoutErrors, setup.ran_without_errors,
               "the part's notebook ran from top to bottom without an exception",
               "part", ranks_candidates=False, corroborated=True, example={"max_errors": 0}),

@@ -32,8 +32,14 @@ Log = Callable[[str], None]
 
 QUICK_SIZE = "tiny"
 """Stand-in dataset size of `check --quick`: a LAB01 notebook trains in seconds on it."""
-QUICK_UNJUDGED = frozenset({"accuracy_vs_reference"})
-"""Check kinds whose result means nothing on stand-in data."""
+
+
+def quick_unjudged() -> frozenset[str]:
+    """Check kinds whose result means nothing on stand-in data (grader.checks.registry)."""
+    from grader.checks import KINDS
+
+    return frozenset(k for k, spec in KINDS.items() if not spec.judged_in_quick)
+
 QUICK_NOTICE = ("quick check: stand-in datasets, accuracies are NOT your graded accuracies "
                 "(the TA runs your notebooks on the full datasets)")
 _HAND = "graded by hand by a TA after you hand in"
@@ -306,9 +312,11 @@ def self_check(path: Path, *, lab: str | None, rubric: Path | None, data_args: d
             _render(grade, record_from_json(Submission, sub_doc), evidence, settings)
         except Exception as e:  # noqa: BLE001 - the table does not need the feedback files
             render_error = f"{type(e).__name__}: {e}"
+    from grader.checks import KINDS
+
     items = {item.id: item for _, item in r.all_items()}
-    unjudged = frozenset(i for i, it in items.items() if quick and it.check in QUICK_UNJUDGED)
-    manual = frozenset(i for i, it in items.items() if it.check == "manual")
+    unjudged = frozenset(i for i, it in items.items() if quick and it.check in quick_unjudged())
+    manual = frozenset(i for i, it in items.items() if KINDS[it.check].by_hand)
     feedback = tuple(p for p in sorted(feedback_dir.glob(f"{name}.*")) if p.suffix in (".html", ".pdf"))
     return SelfCheck(grade=grade, submission=sub_doc, evidence=tuple(evidence), unjudged=unjudged, manual=manual,
                      quick=quick, datasets=tuple(r.datasets),

@@ -67,6 +67,14 @@ class CheckContext:
     """The reference's expected metrics for this part (`parts[<id>]` of the expected file)."""
     dataset_stats: Mapping[str, Mapping] = field(default_factory=dict)
     """Per-dataset training-split `{"mean": [...], "std": [...]}`, from `dllab data stats`."""
+    references: Mapping[str, Mapping] = field(default_factory=dict)
+    """The reference's expected metrics of every part (`parts` of the expected file), for an
+    item comparing with another part's reference (`reference_part`)."""
+    test_split_size: int | None = None
+    """Images in the mounted test split of the part's dataset (its manifest or the dataset's
+    registered count); None when the grader was not told (checks then read it from the run)."""
+    rubric_dir: str | None = None
+    """The rubric's folder: where a `custom` check's .py file lives."""
 
 
 def where(ev: Mapping, cell: int | None = None) -> str:

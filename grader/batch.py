@@ -76,7 +76,7 @@ def crash_grade(candidate, settings: GradeSettings, reason: str) -> dict[str, An
     from grader.rubric import load_rubric
     from grader.score import score
 
-    rubric = load_rubric(settings.rubric_path)
+    rubric = load_rubric(settings.rubric_path, base_dir=settings.lab_dir)
     grade = json.loads(score(rubric, {}, student_id=candidate.student_id, submitted_at=None,
                              submitted_at_source="unknown", flags_in=["grader-crash"]).to_json())
     grade["error"] = reason
@@ -194,7 +194,7 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
     from grader.lateness import fmt_deadline
     from grader.rubric import load_rubric
 
-    rubric = load_rubric(settings.rubric_path)
+    rubric = load_rubric(settings.rubric_path, base_dir=settings.lab_dir)
     pattern = rubric.submission.pattern
     # An LMS "download all" zip is a folder of the class's submissions, not one student's zip.
     # Its entry times carry no zone: they are read in the deadline's (the course's Moodle's).

@@ -23,16 +23,12 @@ from grader.pipeline import GradeSettings
 Log = Callable[[str], None]
 
 
-def resolve_rubric(lab: str | None, rubric: Path | None) -> Path:
-    from grader.rubric import builtin_rubric
+def resolve_rubric(lab: str | Path | None, rubric: Path | None) -> Path:
+    """The rubric `--lab ID|DIR` / `--rubric FILE` name (grader.labs.choose_lab). Raises
+    LabError (a GraderError) for an unknown lab or a missing file."""
+    from grader.labs import choose_lab
 
-    if rubric is not None:
-        if not rubric.is_file():
-            raise GraderError(f"rubric {rubric} does not exist")
-        return rubric
-    if not lab:
-        raise GraderError("say which lab with --lab LAB (e.g. --lab lab1) or give --rubric FILE")
-    return builtin_rubric(lab)
+    return choose_lab(lab, rubric).rubric_path
 
 
 def dataset_stats(names: Sequence[str], data: Mapping[str, str], *, out: Path, log: Log) -> dict[str, dict]:
@@ -145,9 +141,11 @@ def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mappi
     grader-only hidden test splits (grader.hidden_split); a `dllab-hidden` sibling of a dataset
     folder is used without being named."""
     from grader.datasets import locate
+    from grader.labs import choose_lab
     from grader.rubric import load_rubric
 
-    rubric_path = resolve_rubric(lab, rubric)
+    choice = choose_lab(lab, rubric)
+    rubric_path = choice.rubric_path
     r = load_rubric(rubric_path)
     out.mkdir(parents=True, exist_ok=True)
     data: dict[str, str] = {}
@@ -201,7 +199,9 @@ def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mappi
                              reference_path=ref_path.resolve() if ref_path else None, dataset_stats=stats,
                              mode=mode, sandbox=sandbox, pdf=pdf, gpus=tuple(gpus),
                              submitted_at=times,
-                             run_cache=os.environ.get("DLLAB_RUN_CACHE") or None)
+                             run_cache=os.environ.get("DLLAB_RUN_CACHE") or None,
+                             lab_dir=choice.lab_dir,
+                             report_sections=choice.package.manifest.report.sections if choice.package else ())
     save(settings)
     return settings
 
@@ -210,7 +210,8 @@ def save(settings: GradeSettings) -> None:
     doc = asdict(settings)
     doc.update(rubric_path=str(settings.rubric_path), out=str(settings.out),
                reference_path=str(settings.reference_path) if settings.reference_path else None,
-               gpus=list(settings.gpus))
+               gpus=list(settings.gpus), lab_dir=str(settings.lab_dir) if settings.lab_dir else None,
+               report_sections=list(settings.report_sections))
     write_json_atomic(settings.out / "settings.json", doc)
 
 
@@ -232,9 +233,35 @@ def load(out: Path, *, rubric: Path | None = None, pdf: bool | None = None) -> G
                              hidden=doc.get("hidden") or {}, reference_path=reference,
                              dataset_stats=doc["dataset_stats"], mode=doc["mode"], sandbox=doc["sandbox"],
                              pdf=doc["pdf"], gpus=tuple(doc.get("gpus", ())),
-                             submitted_at=doc.get("submitted_at", {}), run_cache=doc.get("run_cache"))
+                             submitted_at=doc.get("submitted_at", {}), run_cache=doc.get("run_cache"),
+                             lab_dir=_lab_dir(doc.get("lab_dir")),
+                             report_sections=tuple(doc.get("report_sections") or ()))
     if rubric is not None:
-        settings = replace(settings, rubric_path=resolve_rubric(None, rubric).resolve())
+        rubric_path = resolve_rubric(None, rubric).resolve()
+        if rubric_path != kept.resolve():  # OUT's own copy, edited in place, keeps its lab folder
+            settings = replace(settings, rubric_path=rubric_path, lab_dir=rubric_path.parent)
     if pdf is not None:
         settings = replace(settings, pdf=pdf)
     return settings
+
+
+def _lab_dir(recorded: str | None) -> Path | None:
+    """settings.json's `lab_dir`; None when absent (a folder graded before it was recorded)
+    or gone (a moved lab folder), so the rubric's files are looked for beside OUT's copy."""
+    if not recorded or not Path(recorded).is_dir():
+        return None
+    return Path(recorded)
+
+
+def keep_rubric(out: Path, rubric: Path) -> None:
+    """Makes `rubric` (a TA's edited copy given to `rescore --rubric`) OUT's rubric: copied to
+    OUT/rubric.yaml, and its folder recorded as settings.json's `lab_dir`, where its handout
+    and `custom` files are found from now on."""
+    kept = out / "rubric.yaml"
+    if Path(rubric).resolve() == kept.resolve():
+        return  # OUT's own copy, edited in place: its lab folder stays
+    shutil.copyfile(rubric, kept)
+    path = out / "settings.json"
+    doc = json.loads(path.read_text())
+    doc["lab_dir"] = str(Path(rubric).resolve().parent)
+    write_json_atomic(path, doc)

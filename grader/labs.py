@@ -294,3 +294,76 @@ def references_for(pkg: LabPackage, only: Sequence[str] = ()) -> list[tuple[str,
                            f"{', '.join(p for p, _ in refs) or 'none'}")
         refs = [(p, r) for p, r in refs if p in only]
     return refs
+
+
+@dataclass(frozen=True)
+class LabChoice:
+    """What `--lab ID|DIR` and `--rubric FILE` chose."""
+
+    rubric_path: Path
+    """The rubric to grade with: the lab's own, or the TA's file given with --rubric."""
+    package: LabPackage | None
+    """The lab package (None: a rubric file that belongs to no known lab)."""
+
+    @property
+    def lab_dir(self) -> Path:
+        """Where the rubric's relative files (handout, `custom` checks) are: its own folder."""
+        return self.rubric_path.resolve().parent
+
+
+def choose_lab(lab: str | Path | None, rubric: Path | None, extra: Iterable[Path | str] = ()) -> LabChoice:
+    """Resolves `--lab` (an id or a lab folder) and `--rubric FILE` (a TA's edited copy wins
+    over the lab's own rubric). With only a rubric file, its lab package is the one in the
+    same folder, else the known lab with the rubric's `lab` id, else None. Raises LabError
+    (a GraderError) when neither is given, the file is missing or the lab is unknown."""
+    pkg = find_lab(lab, extra) if lab else None
+    if rubric is not None:
+        rubric = Path(rubric)
+        if not rubric.is_file():
+            raise LabError(f"rubric {rubric} does not exist")
+        return LabChoice(rubric, pkg if pkg is not None else lab_of_rubric(rubric, extra))
+    if pkg is None:
+        raise LabError("say which lab with --lab ID (e.g. --lab lab1) or --lab FOLDER (holding lab.yaml), "
+                       "or give --rubric FILE")
+    if not pkg.rubric_path.is_file():
+        raise LabError(f"lab {pkg.id}: its rubric {pkg.rubric_path} does not exist")
+    return LabChoice(pkg.rubric_path, pkg)
+
+
+def lab_of_rubric(rubric: Path, extra: Iterable[Path | str] = ()) -> LabPackage | None:
+    """The lab package a rubric file belongs to: the lab folder holding it (its lab.yaml
+    names it), else the known lab whose id is the rubric's `lab:`; None if neither."""
+    rubric = Path(rubric).resolve()
+    for folder in (rubric.parent, rubric.parent.parent):
+        if (folder / LAB_FILE).is_file():
+            try:
+                pkg = load_lab(folder)
+            except LabError:
+                continue
+            if pkg.rubric_path.resolve() == rubric:
+                return pkg
+    try:
+        data = yaml.safe_load(rubric.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    lab_id = data.get("lab") if isinstance(data, dict) else None
+    if not isinstance(lab_id, str) or not lab_id.strip():
+        return None
+    try:
+        return find_lab(lab_id, extra)
+    except LabError:
+        return None
+
+
+def lab_in(folder: Path | None, lab_id: str) -> LabPackage | None:
+    """The lab package of a graded folder's settings: `folder` (its recorded `lab_dir`) when it
+    holds lab.yaml, else the known lab `lab_id`, else None. Never raises."""
+    if folder is not None and (Path(folder) / LAB_FILE).is_file():
+        try:
+            return load_lab(Path(folder))
+        except LabError:
+            pass
+    try:
+        return find_lab(lab_id)
+    except LabError:
+        return None

@@ -68,6 +68,12 @@ class GradeSettings:
     """CPU threads each run may use (0: all); the batch sets cores ÷ workers."""
     run_cache: str | None = None
     """Folder of finished runs keyed by content ($DLLAB_RUN_CACHE); None: OUT/cache."""
+    lab_dir: Path | None = None
+    """The folder the rubric was taken from (the lab package's, for `--lab`): `rubric_path` is
+    OUT's copy, so its handout and `custom` files are found here. None: beside the copy (folders
+    graded before it was recorded)."""
+    report_sections: tuple[str, ...] = ()
+    """The lab package's report sections (lab.yaml `report.sections`); empty: none declared."""
 
 
 def settings_key(settings: GradeSettings, source_sha256: str) -> str:
@@ -355,7 +361,7 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     from grader.runbudget import capped, order_runs, out_of_time, shortened
     from grader.score import load_overrides
 
-    rubric = load_rubric(settings.rubric_path)
+    rubric = load_rubric(settings.rubric_path, base_dir=settings.lab_dir)
     out = settings.out
     name = safe_name(candidate.student_id)  # never the id itself: it came from a file name
     work_root = out / "work"

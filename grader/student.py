@@ -31,9 +31,10 @@ from grader.safename import safe_name
 Log = Callable[[str], None]
 
 QUICK_SIZE = "tiny"
-"""Stand-in dataset size of `check --quick`: a LAB01 notebook trains in seconds on it."""
+"""Stand-in dataset size of `check --quick` when the lab's lab.yaml sets no `quick.size`."""
 QUICK_UNJUDGED = frozenset({"accuracy_vs_reference"})
-"""Check kinds whose result means nothing on stand-in data."""
+"""Check kinds whose result means nothing on stand-in data (a lab adds its own in lab.yaml
+`quick.unjudged`)."""
 QUICK_NOTICE = ("quick check: stand-in datasets, accuracies are NOT your graded accuracies "
                 "(the TA runs your notebooks on the full datasets)")
 _HAND = "graded by hand by a TA after you hand in"
@@ -247,9 +248,13 @@ def self_check(path: Path, *, lab: str | None, rubric: Path | None, data_args: d
     from grader.rescore import stored_evidence
     from grader.rubric import load_rubric
 
+    from grader.labs import choose_lab
+
     started = time.monotonic()
-    rubric_path = config.resolve_rubric(lab, rubric)
+    choice = choose_lab(lab, rubric)
+    rubric_path = choice.rubric_path
     r = load_rubric(rubric_path)
+    quick_unjudged = QUICK_UNJUDGED | set(choice.package.manifest.quick.unjudged if choice.package else ())
     data = dict(data_args)
     absent = [n for n in r.datasets if n not in data]
     if absent and not quick:
@@ -267,10 +272,11 @@ def self_check(path: Path, *, lab: str | None, rubric: Path | None, data_args: d
     else:
         log(sb.NONE_WARNING)
     if absent:
-        data.update(quick_datasets(absent, log=log))
+        size = choice.package.manifest.quick.size if choice.package else QUICK_SIZE
+        data.update(quick_datasets(absent, size=size, log=log))
     candidate, out, packed = _candidate(path, pattern=r.submission.pattern, student_id=student_id, out=out,
                                 lab=r.lab, log=log)
-    settings = config.prepare(lab=None, rubric=rubric_path, out=out, data_args=data, reference=reference,
+    settings = config.prepare(lab=lab, rubric=rubric_path, out=out, data_args=data, reference=reference,
                               mode="execute", sandbox=sandbox, pdf=pdf, log=_quiet(log))
     quick = quick or any(_is_stand_in(f) for f in settings.data.values())
     # Lateness does not apply to a self-check: grade as if handed in at the deadline.
@@ -308,7 +314,7 @@ def self_check(path: Path, *, lab: str | None, rubric: Path | None, data_args: d
         except Exception as e:  # noqa: BLE001 - the table does not need the feedback files
             render_error = f"{type(e).__name__}: {e}"
     items = {item.id: item for _, item in r.all_items()}
-    unjudged = frozenset(i for i, it in items.items() if quick and it.check in QUICK_UNJUDGED)
+    unjudged = frozenset(i for i, it in items.items() if quick and it.check in quick_unjudged)
     manual = frozenset(i for i, it in items.items() if it.check == "manual")
     feedback = tuple(p for p in sorted(feedback_dir.glob(f"{name}.*")) if p.suffix in (".html", ".pdf"))
     return SelfCheck(grade=grade, submission=sub_doc, evidence=tuple(evidence), unjudged=unjudged, manual=manual,
@@ -536,7 +542,7 @@ def add_student_commands(sub: "argparse._SubParsersAction") -> None:
         epilog="Exit code: 0 nothing required is missing; 1 an intake problem, or a required item failed "
                "(with --strict, also a partial one); 2 usage errors.")
     c.add_argument("path", type=Path, metavar="ZIP_OR_DIR", help="your dllab_<id>.zip, or your working folder")
-    c.add_argument("--lab", help="the lab, e.g. lab1")
+    c.add_argument("--lab", metavar="ID|DIR", help="the lab: an id such as lab1, or a lab folder holding lab.yaml")
     c.add_argument("--rubric", type=Path, metavar="FILE", help="a rubric YAML instead of the built-in one")
     c.add_argument("--quick", action="store_true",
                    help="train on tiny stand-in datasets (about a minute on a laptop CPU); "
@@ -559,7 +565,8 @@ def add_student_commands(sub: "argparse._SubParsersAction") -> None:
                     "checkpoints, weights and caches, then read it back as the grader will.")
     p.add_argument("dir", type=Path, metavar="DIR", help="your working folder")
     p.add_argument("--student-id", required=True, metavar="ID", help="your student id, e.g. 0556001")
-    p.add_argument("--lab", help="the lab, e.g. lab1 (sets the zip's name)")
+    p.add_argument("--lab", metavar="ID|DIR", help="the lab: an id such as lab1, or a lab folder holding lab.yaml "
+                                                   "(sets the zip's name)")
     p.add_argument("--rubric", type=Path, metavar="FILE", help="a rubric YAML instead of the built-in one")
     p.add_argument("--out", type=Path, metavar="DIR", help="folder to write the zip into (default: the current folder)")
     p.add_argument("--force", action="store_true", help="replace an existing zip of the same name")

@@ -134,12 +134,12 @@ def _references(pkg: LabPackage, rubric, problems: list[str]) -> None:
 
     where = pkg.dir / "lab.yaml"
     part_ids = {p.id for p in rubric.parts} if rubric is not None else None
-    for part in pkg.manifest.references:
+    for i, part in enumerate(pkg.manifest.references):
         if part_ids is not None and part not in part_ids:
             problems.append(f"{where}: references: `{part}` is not a part of the rubric "
                             f"(its parts: {', '.join(sorted(part_ids)) or 'none'})")
         try:
-            module = import_reference(pkg, part)
+            module = import_reference(pkg, part, fresh=i == 0)  # the files as they are now
         except LabError as exc:
             problems.append(str(exc))
             continue

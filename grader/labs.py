@@ -20,6 +20,8 @@ the same lab. Nothing here imports or runs a reference file except `import_refer
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import importlib.util
 import os
 import re
@@ -238,20 +240,29 @@ def find_lab(arg: str | Path, extra: Iterable[Path | str] = ()) -> LabPackage:
     for pkg in labs:
         if normalize_lab_id(pkg.id) == key:
             return pkg
-    known = ", ".join(sorted(p.id for p in labs)) or "none"
+    ids = sorted(p.id for p in labs)
+    close = difflib.get_close_matches(key, ids, n=1, cutoff=0.6)
+    suggest = f"; did you mean `{close[0]}`?" if close else ""
     hint = " (a folder path must hold lab.yaml)" if os.sep in str(arg) else ""
-    raise LabError(f"unknown lab {str(arg)!r}{hint}: known labs are {known}")
+    raise LabError(f"unknown lab {str(arg)!r}{hint}{suggest} (known labs: {', '.join(ids) or 'none'}; "
+                   f"for a lab elsewhere give its folder, or add the folder holding it to ${LABS_ENV})")
 
 
-def import_reference(pkg: LabPackage, part: str) -> types.ModuleType:
+def import_reference(pkg: LabPackage, part: str, *, fresh: bool = False) -> types.ModuleType:
     """Imports the reference file of `part` as a module of the package
-    `dllab_lab_<id>.reference`, so its relative imports (`from .common import ...`) work.
-    Raises LabError when the file is missing or fails to import."""
+    `dllab_lab_<id>_<folder hash>.reference`, so its relative imports (`from .common import ...`)
+    work and two folders of the same lab never share modules. `fresh` imports the lab's files
+    again (after they were edited: `dllab lab validate`). Raises LabError when the file is
+    missing or fails to import."""
     path = pkg.reference_path(part)
     if not path.is_file():
         raise LabError(f"lab {pkg.id}: reference file {path} of part {part!r} does not exist")
     ref_dir = path.parent
-    base = f"dllab_lab_{re.sub(r'[^a-z0-9_]', '_', normalize_lab_id(pkg.id))}"
+    digest = hashlib.sha1(str(pkg.dir).encode()).hexdigest()[:8]
+    base = f"dllab_lab_{re.sub(r'[^a-z0-9_]', '_', normalize_lab_id(pkg.id))}_{digest}"
+    if fresh:
+        for name in [n for n in sys.modules if n == base or n.startswith(base + ".")]:
+            del sys.modules[name]
     package = f"{base}.{re.sub(r'[^A-Za-z0-9_]', '_', ref_dir.name)}"
     for name, location in ((base, pkg.dir), (package, ref_dir)):
         if name not in sys.modules:

@@ -23,10 +23,13 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from grader.errors import GraderError
 from grader.safename import safe_name
+
+if TYPE_CHECKING:
+    from grader.labs import LabPackage
 
 Log = Callable[[str], None]
 
@@ -100,6 +103,12 @@ def quick_datasets(names: Sequence[str], *, size: str = QUICK_SIZE, seed: int = 
                 p = os.path.join(dirpath, f)
                 os.chmod(p, os.stat(p).st_mode | 0o644)
     return {name: root for name in names}
+
+
+def unjudged_kinds(package: "LabPackage | None") -> frozenset[str]:
+    """Check kinds a quick check shows but does not judge: the grader's own (QUICK_UNJUDGED)
+    and the lab's (lab.yaml `quick.unjudged`)."""
+    return frozenset(QUICK_UNJUDGED) | frozenset(package.manifest.quick.unjudged if package else ())
 
 
 def _is_stand_in(folder: str) -> bool:
@@ -254,7 +263,7 @@ def self_check(path: Path, *, lab: str | None, rubric: Path | None, data_args: d
     choice = choose_lab(lab, rubric)
     rubric_path = choice.rubric_path
     r = load_rubric(rubric_path)
-    quick_unjudged = QUICK_UNJUDGED | set(choice.package.manifest.quick.unjudged if choice.package else ())
+    quick_unjudged = unjudged_kinds(choice.package)
     data = dict(data_args)
     absent = [n for n in r.datasets if n not in data]
     if absent and not quick:

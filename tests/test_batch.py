@@ -31,7 +31,7 @@ def crashing_task(candidate: FakeCandidate, settings: GradeSettings) -> dict:
 
 
 def test_worker_crash_is_retried_once_then_recorded(tmp_path: Path) -> None:
-    settings = GradeSettings(rubric_path=resource_dir("rubrics") / "lab1.yaml", out=tmp_path)
+    settings = GradeSettings(rubric_path=resource_dir("labs") / "lab1" / "rubric.yaml", out=tmp_path)
     todo = [FakeCandidate("a"), FakeCandidate("crash"), FakeCandidate("b")]
     progress = Progress(total=3, durations=[])
     run_local(todo, settings, workers=2, progress=progress, tick=lambda: None, task=crashing_task)

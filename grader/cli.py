@@ -185,6 +185,8 @@ def cmd_rubric_validate(args: argparse.Namespace) -> int:
     from grader.labs import find_lab
     from grader.rubric import load_rubric, summarize
 
+    if args.file.suffix.lower() in (".yaml", ".yml") and not args.file.is_file():
+        raise GraderError(f"rubric {args.file} does not exist")
     path = args.file if args.file.is_file() else find_lab(args.file, args.labs_dir).rubric_path
     print(summarize(load_rubric(path)))
     return 0

@@ -369,3 +369,65 @@ def test_a_grade_is_compared_with_the_samples_stated_outcome() -> None:
     grade["parts"][0]["items"][1]["status"] = "fail"
     assert compare(sample, grade).differences == ()
     assert compare(sample, None).differences[0].startswith("no grade")
+
+
+# ----------------------------------------------------------------------------- reference run
+
+
+def _fake_lab(root: Path, train_src: str) -> Path:
+    """A lab whose one reference trains nothing: it returns numbers from its seed."""
+    folder = new_lab("fakelab", root)
+    (folder / "reference" / "model.py").write_text(textwrap.dedent(train_src))
+    return folder
+
+
+def test_reference_run_reads_the_package_and_summarizes_by_the_results_shape(tmp_path: Path,
+                                                                             tiny_datasets: Path) -> None:
+    from grader.reference_run import run_reference
+
+    plain = _fake_lab(tmp_path / "a", '''
+        hyp = {"epochs": 3, "batch_size": 10}
+        def train(*, data, device, seed, epochs=None):
+            assert set(data) == {"mnist"} and data["mnist"].name == "MNIST"
+            return {"test_accuracy": 0.5 + seed / 10, "test_loss": 1.0, "classes": ["a", "b"],
+                    "per_class_accuracy": {"a": 0.4, "b": 0.6}, "train_images": 100,
+                    "history": {"test_accuracy": [0.1, 0.5 + seed / 10], "wall_s": [1.0], "cpu_s": [2.0]}}
+    ''')
+    doc = run_reference(str(plain), data={"mnist": tiny_datasets}, device="cpu", seeds=2)
+    part = doc["parts"]["fakelab-1"]
+    assert doc["lab"] == "fakelab" and part["dataset"] == "mnist" and part["epochs"] == 3
+    assert part["summary"]["test_accuracy"]["mean"] == pytest.approx(0.55)
+    assert [p["epoch"] for p in part["summary"]["curve"]] == [0, 1] and part["summary"]["curve"][1]["batches"] == 10
+    assert part["timing"]["cpu_per_epoch_s"] == 2.0
+
+    study = _fake_lab(tmp_path / "b", '''
+        hyp = {"epochs": 1}
+        def train(*, data, device, seed, epochs=None):
+            runs = [{"name": n, "lr": lr, "test_accuracy": acc, "accuracy_by_epoch": [acc],
+                     "history": {"wall_s": [1.0], "cpu_s": [1.0]}} for n, lr, acc in (("slow", 0.01, 0.3), ("fast", 0.1, 0.6))]
+            return {"runs": runs, "best": "fast", "best_accuracy": 0.6}
+    ''')
+    summary = run_reference(study, data={"mnist": tiny_datasets}, device="cpu")["parts"]["fakelab-1"]["summary"]
+    assert summary["best"] == "fast" and [c["name"] for c in summary["configs"]] == ["slow", "fast"]
+
+
+def test_reference_run_refuses_a_positional_train_and_a_missing_dataset(tmp_path: Path, tiny_datasets: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    folder = _fake_lab(tmp_path, '''
+        hyp = {}
+        def train(data, device, seed, epochs=None):
+            return {}
+    ''')
+    assert main(["reference", "run", str(folder), "--data", str(tiny_datasets)]) == 2
+    err = capsys.readouterr().err
+    assert "model.py train's data, device, seed, epochs must be keyword-only" in err and len(err.splitlines()) == 1
+    assert main(["reference", "run", str(folder)]) == 2
+    assert "fakelab-1 needs the mnist dataset: pass --data mnist=DIR" in capsys.readouterr().err
+
+
+def test_rubric_validate_takes_a_file_an_id_or_a_lab_folder(capsys: pytest.CaptureFixture) -> None:
+    for arg in ("labs/lab1/rubric.yaml", "LAB_1", str(REPO / "labs" / "lab1")):
+        assert main(["rubric", "validate", str(REPO / arg) if arg.startswith("labs/") else arg]) == 0
+        assert capsys.readouterr().out.startswith("lab1: LAB01")
+    assert main(["rubric", "validate", "nope.yaml"]) == 2
+    assert "rubric nope.yaml does not exist" in capsys.readouterr().err

@@ -59,6 +59,10 @@ def validate_lab(arg: str | Path, extra: Iterable[Path | str] = ()) -> tuple[Lab
     for rel in pkg.manifest.handout:
         if not (pkg.dir / rel).exists():
             problems.append(f"{pkg.dir / 'lab.yaml'}: handout: {rel} does not exist in the lab folder")
+        elif rel.endswith(".ipynb"):
+            problem = _notebook_problem(pkg.dir / rel)
+            if problem:
+                problems.append(f"{pkg.dir / 'lab.yaml'}: handout: {rel} is not a readable notebook ({problem})")
     kinds = known_kinds()
     for kind in pkg.manifest.quick.unjudged:
         if kind not in kinds:
@@ -66,6 +70,16 @@ def validate_lab(arg: str | Path, extra: Iterable[Path | str] = ()) -> tuple[Lab
     _demo(pkg, rubric, problems)
     _samples(pkg, rubric, problems)
     return pkg, problems
+
+
+def _notebook_problem(path: Path) -> str | None:
+    import nbformat
+
+    try:
+        nbformat.validate(nbformat.read(str(path), as_version=4))
+    except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds; each is the TA's to fix
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
 
 
 def _collisions(pkg: LabPackage, extra: list) -> list[str]:

@@ -178,6 +178,8 @@ def test_validate_reports_handout_quick_demo_and_sample_problems(skeleton: Path)
     _edit_yaml(skeleton / "lab.yaml", change)
     text = "\n".join(_problems(skeleton))
     assert "handout: handout/lab.ipynb does not exist" in text
+    (skeleton / "handout" / "lab.ipynb").write_text("{}")
+    assert any("handout: handout/lab.ipynb is not a readable notebook" in p for p in _problems(skeleton))
     assert "quick.unjudged: unknown check kind `accuracy_vs_referense`" in text
     assert "demo.reference.parts: `mylab-2` has no reference" in text
     assert "expect.items: no rubric item `mylab-1-metric`" in text
@@ -261,7 +263,9 @@ def test_quick_unjudged_kinds_come_from_the_grader_and_the_lab(skeleton: Path) -
 
 def _lab_with_custom_check(tmp_path: Path) -> Path:
     folder = new_lab("customlab", tmp_path / "labs")
-    (folder / "handout" / "start.ipynb").write_text("{}")
+    import nbformat
+
+    (folder / "handout" / "start.ipynb").write_text(nbformat.writes(nbformat.v4.new_notebook()))
     (folder / "mychecks.py").write_text("def always(ctx, args):\n    raise AssertionError('not run here')\n")
 
     def change(d: dict) -> None:
@@ -431,3 +435,43 @@ def test_rubric_validate_takes_a_file_an_id_or_a_lab_folder(capsys: pytest.Captu
         assert capsys.readouterr().out.startswith("lab1: LAB01")
     assert main(["rubric", "validate", "nope.yaml"]) == 2
     assert "rubric nope.yaml does not exist" in capsys.readouterr().err
+
+
+def test_a_lab_with_handout_and_custom_check_is_graded_and_rescored_from_its_folder(tmp_path: Path) -> None:
+    """OUT/rubric.yaml is a copy: the handout and the custom check's file are read from the lab
+    folder settings.json records, in the grade and in every rescore (saved mode, no kernel)."""
+    import zipfile
+
+    import nbformat
+
+    lab = _lab_with_custom_check(tmp_path)
+    (lab / "mychecks.py").write_text(textwrap.dedent('''
+        from grader.checks.base import Outcome
+        def always(ctx, args):
+            return Outcome("pass", 1.0, "the course's own check ran from the lab folder")
+    '''))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print('hello')")]
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    with zipfile.ZipFile(subs / "dllab_0000001.zip", "w") as zf:
+        zf.writestr("mnist.ipynb", nbformat.writes(nb))
+        zf.writestr("report.md", "# Results\nwords\n")
+    out = tmp_path / "out"
+    assert main(["grade", str(subs), "--lab", str(lab), "--mode", "saved", "--no-pdf", "--workers", "1",
+                 "--out", str(out)]) == 0
+
+    def own_item() -> dict:
+        grade = json.loads((out / "grades" / "0000001.json").read_text())
+        return next(i for p in grade["parts"] for i in p["items"] if i["id"] == "customlab-1-own")
+
+    assert own_item()["status"] == "pass"
+    assert main(["rescore", str(out), "--no-pdf", "--workers", "1"]) == 0
+    assert own_item()["status"] == "pass"
+    ta = tmp_path / "ta"  # a TA's edited copy, with its own check file beside it
+    shutil.copytree(lab, ta)
+    (ta / "mychecks.py").write_text((lab / "mychecks.py").read_text().replace('"pass", 1.0', '"fail", 0.0'))
+    assert main(["rescore", str(out), "--rubric", str(ta / "rubric.yaml"), "--no-pdf", "--workers", "1"]) == 0
+    assert own_item()["status"] == "fail"
+    assert main(["rescore", str(out), "--no-pdf", "--workers", "1"]) == 0
+    assert own_item()["status"] == "fail", "the edited rubric's folder is kept for later rescores"

@@ -83,9 +83,15 @@ def _notebook_problem(path: Path) -> str | None:
 
 
 def _collisions(pkg: LabPackage, extra: list) -> list[str]:
+    """Other labs with the same normalized id in the folders `--lab ID` searches, when this lab
+    is in one of them (then `--lab ID` would name either). A copy elsewhere, named by its
+    path, collides with nothing."""
     key = normalize_lab_id(pkg.id)
+    roots = _roots(extra)
+    if pkg.dir.parent not in roots:
+        return []
     out = []
-    for root in _roots(extra):
+    for root in roots:
         for lab_yaml in sorted(root.glob("*/lab.yaml")) if root.is_dir() else []:
             folder = lab_yaml.parent.resolve()
             if folder == pkg.dir:
@@ -96,7 +102,8 @@ def _collisions(pkg: LabPackage, extra: list) -> list[str]:
                 continue
             if normalize_lab_id(other.id) == key:
                 out.append(f"{pkg.dir / 'lab.yaml'}: id `{pkg.id}` is also the id of {folder} "
-                           f"(`{other.id}`): lab ids must differ after normalization ({key})")
+                           f"(`{other.id}`): lab ids must differ after normalization ({key}), or "
+                           f"`--lab {pkg.id}` names the first one found")
     return out
 
 
@@ -194,10 +201,16 @@ def _samples(pkg: LabPackage, rubric, problems: list[str]) -> None:
         elif not any(p.is_file() for p in folder.rglob("*")):
             problems.append(f"{at}: folder {sample.folder} holds no files")
         if rubric is not None:
+            # A sample may be misnamed on purpose (to show the bad-name flag), but the intake
+            # must still read it as this student, and the sample must say it expects the flag.
             reading = NamePattern(rubric.submission.pattern).read(sample.archive)
-            if reading.match != "exact" or reading.student_id != sample.student_id:
+            if reading.student_id != sample.student_id:
+                problems.append(f"{at}: archive `{sample.archive}` is not read as student {sample.student_id} "
+                                f"(the rubric's submission name is `{rubric.submission.pattern}`)")
+            elif reading.match != "exact" and "bad-name" not in sample.expect.flags:
                 problems.append(f"{at}: archive `{sample.archive}` is not the rubric's submission name "
-                                f"`{rubric.submission.pattern}` for student {sample.student_id}")
+                                f"`{rubric.submission.pattern}`; a sample misnamed on purpose lists "
+                                f"`bad-name` under expect.flags")
         for item_id in sample.expect.items:
             if items is not None and item_id not in items:
                 problems.append(f"{at}: expect.items: no rubric item `{item_id}`")

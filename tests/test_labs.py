@@ -174,6 +174,10 @@ def test_validate_reports_handout_quick_demo_and_sample_problems(skeleton: Path)
              "expect": {"total": 100, "items": {"mylab-1-metric": "pass"}}},
             {"student_id": "0000002", "archive": "lab_0000002.zip", "folder": "samples/gone"},
             {"student_id": "0000001", "archive": "dllab_0000003.zip", "folder": "samples/ok"},
+            {"student_id": "0000004", "archive": "DLlab-0000004.zip", "folder": "samples/ok",
+             "expect": {"flags": ["bad-name"]}},
+            {"student_id": "0000005", "archive": "homework.zip", "folder": "samples/ok",
+             "expect": {"flags": ["bad-name"]}},
         ]
     _edit_yaml(skeleton / "lab.yaml", change)
     text = "\n".join(_problems(skeleton))
@@ -184,18 +188,24 @@ def test_validate_reports_handout_quick_demo_and_sample_problems(skeleton: Path)
     assert "demo.reference.parts: `mylab-2` has no reference" in text
     assert "expect.items: no rubric item `mylab-1-metric`" in text
     assert "samples[1] (0000002): folder samples/gone does not exist" in text
-    assert "archive `lab_0000002.zip` is not the rubric's submission name" in text
+    assert "archive `lab_0000002.zip` is not the rubric's submission name" in text and "lists `bad-name`" in text
     assert "samples[2] (0000001): `0000001` is used by sample 0000001 too" in text
+    assert "samples[3]" not in text, "misnamed on purpose, and says so"
+    assert "samples[4] (0000005): archive `homework.zip` is not read as student 0000005" in text
 
 
 def test_two_labs_whose_ids_collide_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     new_lab("my-lab", tmp_path / "a")
     new_lab("my_lab", tmp_path / "b")
-    pkg, problems = validate_lab(tmp_path / "a" / "my-lab", [tmp_path / "b"])
+    pkg, problems = validate_lab(tmp_path / "a" / "my-lab", [tmp_path / "a", tmp_path / "b"])
     assert any("is also the id of" in p and "(mylab)" in p for p in problems), problems
-    assert main(["lab", "validate", str(tmp_path / "a" / "my-lab"), "--labs-dir", str(tmp_path / "b")]) == 1
+    assert main(["lab", "validate", "my-lab", "--labs-dir", str(tmp_path / "a"), "--labs-dir",
+                 str(tmp_path / "b")]) == 1
     out = capsys.readouterr().out
     assert "1 problem(s)" in out and "my_lab" in out
+    assert validate_lab(tmp_path / "a" / "my-lab", [tmp_path / "b"])[1] == [], "a copy outside the roots"
+    shutil.copytree(REPO / "labs" / "lab1", tmp_path / "copy" / "lab1")
+    assert validate_lab(tmp_path / "copy" / "lab1")[1] == [], "a TA's copy of a shipped lab, named by its path"
 
 
 def test_validate_of_an_unknown_id_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:

@@ -364,17 +364,3 @@ def lab_of_rubric(rubric: Path, extra: Iterable[Path | str] = ()) -> LabPackage 
         return find_lab(lab_id, extra)
     except LabError:
         return None
-
-
-def lab_in(folder: Path | None, lab_id: str) -> LabPackage | None:
-    """The lab package of a graded folder's settings: `folder` (its recorded `lab_dir`) when it
-    holds lab.yaml, else the known lab `lab_id`, else None. Never raises."""
-    if folder is not None and (Path(folder) / LAB_FILE).is_file():
-        try:
-            return load_lab(Path(folder))
-        except LabError:
-            pass
-    try:
-        return find_lab(lab_id)
-    except LabError:
-        return None

@@ -18,8 +18,8 @@ from grader.cli import main
 from grader.errors import GraderError
 from grader.lab_new import new_lab
 from grader.lab_validate import validate_lab
-from grader.labs import (LABS_ENV, LabError, choose_lab, find_lab, import_reference, lab_in, list_labs,
-                         load_lab, normalize_lab_id)
+from grader.labs import (LABS_ENV, LabError, choose_lab, find_lab, import_reference, list_labs, load_lab,
+                         normalize_lab_id)
 from grader.resources import resource_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -304,7 +304,6 @@ def test_settings_record_the_lab_folder_so_a_graded_folder_finds_handout_and_cus
     rubric = load_rubric(again.rubric_path, base_dir=again.lab_dir)
     assert rubric.custom_function(rubric.item("customlab-1-own"))[0] == (lab / "mychecks.py").resolve()
     assert rubric.handout_paths()[0].resolve() == (lab / "handout" / "start.ipynb").resolve()
-    assert lab_in(again.lab_dir, rubric.lab).dir == lab.resolve()
 
 
 def test_settings_written_before_the_lab_folder_still_load(tmp_path: Path) -> None:

@@ -223,7 +223,8 @@ def cmd_lab_validate(args: argparse.Namespace) -> int:
     from grader.lab_samples import grade_samples
 
     out = args.out or Path(f"lab-validate-{pkg.id}")
-    results = grade_samples(pkg, out=out, data_args=parse_data_args(args.data, names=DATASETS), size=args.size,
+    results = grade_samples(pkg, out=out, data_args=parse_data_args(args.data, names=DATASETS),
+                            size=args.size or pkg.manifest.demo.size,
                             reference=args.reference, workers=args.workers, sandbox=args.sandbox,
                             pdf=not args.no_pdf, log=_info)
     bad = 0
@@ -356,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "each with its expect:")
     lv.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
                     help="datasets for --samples (default: stand-ins made in OUT/datasets); repeatable")
-    lv.add_argument("--size", choices=("tiny", "small"), default="tiny", help="stand-in size for --samples")
+    lv.add_argument("--size", choices=("tiny", "small"), help="stand-in size for --samples (default: lab.yaml "
+                                                              "demo.size, the size its samples' outcomes are for)")
     lv.add_argument("--reference", type=Path, help="expected metrics for --samples (default: trained as "
                                                    "lab.yaml demo.reference says, kept in OUT/graded)")
     lv.add_argument("--out", type=Path, help="folder for --samples (default ./lab-validate-<id>)")

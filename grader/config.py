@@ -1,7 +1,8 @@
 """Turn command-line choices into one frozen `GradeSettings`, saved beside the results.
 
 `OUT/settings.json` and `OUT/rubric.yaml` let `dllab rescore OUT` recompute every grade
-later from the stored runs alone, with the same datasets' statistics and reference.
+later from the stored runs alone, with the same datasets' statistics and reference; the
+rubric's handout and custom files stay in the lab folder settings.json names (`lab_dir`).
 """
 
 from __future__ import annotations
@@ -133,20 +134,27 @@ def _few(items: Sequence[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
-def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mapping[str, Path],
+def prepare(*, lab: str | Path | None, rubric: Path | None, out: Path, data_args: Mapping[str, Path],
             reference: Path | None, mode: str, sandbox: str, pdf: bool, gpus: Sequence[int] = (),
             submitted_at: Path | None = None, log: Log = lambda s: None,
             hidden_args: Mapping[str, Path] | None = None) -> GradeSettings:
-    """Validates everything a batch needs before any submission is touched. `hidden_args` names
-    grader-only hidden test splits (grader.hidden_split); a `dllab-hidden` sibling of a dataset
-    folder is used without being named."""
+    """Validates everything a batch needs before any submission is touched. `lab` is a lab id
+    or folder, `rubric` a TA's rubric file (grader.labs.choose_lab); the rubric is copied to
+    OUT and the folder it came from is recorded (`lab_dir`) for its handout and custom files.
+    `hidden_args` names grader-only hidden test splits (grader.hidden_split); a `dllab-hidden`
+    sibling of a dataset folder is used without being named."""
     from grader.datasets import locate
     from grader.labs import choose_lab
     from grader.rubric import load_rubric
 
     choice = choose_lab(lab, rubric)
     rubric_path = choice.rubric_path
-    r = load_rubric(rubric_path)
+    earlier_doc = json.loads((out / "settings.json").read_text()) if (out / "settings.json").is_file() else {}
+    lab_dir = choice.lab_dir
+    if rubric_path.resolve() == (out / "rubric.yaml").resolve():
+        # OUT's own copy graded again: its files are still in the folder it was taken from
+        lab_dir = _lab_dir(earlier_doc.get("lab_dir")) or lab_dir
+    r = load_rubric(rubric_path, base_dir=lab_dir)
     out.mkdir(parents=True, exist_ok=True)
     data: dict[str, str] = {}
     for name in r.datasets:
@@ -174,9 +182,7 @@ def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mappi
     if ref_path is None:
         log("no reference metrics given (--reference FILE): accuracy items use the rubric's floors only")
     times = read_submitted_at(submitted_at)
-    earlier: dict[str, str] = {}
-    if (out / "settings.json").is_file():
-        earlier = json.loads((out / "settings.json").read_text()).get("submitted_at") or {}
+    earlier: dict[str, str] = earlier_doc.get("submitted_at") or {}
     if submitted_at is not None and earlier:
         # A second CSV often lists only the students it corrects: the others keep their times.
         given = len(times)
@@ -200,7 +206,7 @@ def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mappi
                              mode=mode, sandbox=sandbox, pdf=pdf, gpus=tuple(gpus),
                              submitted_at=times,
                              run_cache=os.environ.get("DLLAB_RUN_CACHE") or None,
-                             lab_dir=choice.lab_dir,
+                             lab_dir=lab_dir,
                              report_sections=choice.package.manifest.report.sections if choice.package else ())
     save(settings)
     return settings

@@ -336,6 +336,9 @@ def test_a_ta_rubric_given_to_rescore_becomes_the_lab_folder(tmp_path: Path) -> 
     assert config.load(out).lab_dir == ta.resolve()
     config.keep_rubric(out, out / "rubric.yaml")  # OUT's own copy, edited in place
     assert config.load(out, rubric=out / "rubric.yaml").lab_dir == ta.resolve()
+    again = config.prepare(lab=None, rubric=out / "rubric.yaml", out=out, data_args={}, reference=None,
+                           mode="saved", sandbox="none", pdf=False)
+    assert again.lab_dir == ta.resolve(), "graded again with OUT's own copy: the recorded folder stays"
 
 
 # ----------------------------------------------------------------------------- samples

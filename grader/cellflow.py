@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from grader.evidence import dataset_name
+from grader.datasets import registry
 
 MAX_SOURCE = 200_000
 """Characters of one cell's source read; a cell longer than this is a data dump, not code."""
@@ -32,7 +32,8 @@ _HTML_HEADING = re.compile(r"<h([1-6])[^>]*>(.*?)</h\1>", re.IGNORECASE | re.DOT
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ASSIGN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\s*,\s*[A-Za-z_][A-Za-z0-9_]*)*)\s*=(?!=)", re.MULTILINE)
 _STRING = re.compile(r"""(['"])((?:\\.|(?!\1).){1,400})\1""")
-KNOWN_DATASETS = ("cifar10", "cifar100", "food11", "mnist", "fashion-mnist", "cats-vs-dogs")
+KNOWN_DATASETS = tuple(n for n in registry.known_names() if n not in registry.GENERATED_NAMES)
+"""Datasets a cell's words can name: the registered ones and other real ones (not FakeData)."""
 # Text that describes rather than reads data: what is printed, plotted or saved. A Food-11
 # notebook copied from the CIFAR-10 tutorial still prints "cifar" and saves `cifar_net.pth`.
 _DESCRIBING = {"print", "title", "set_title", "suptitle", "xlabel", "ylabel", "set_xlabel", "set_ylabel",
@@ -70,11 +71,14 @@ class CellFacts:
 
 
 def keyword_dataset(text: str) -> str | None:
-    """The course's dataset a word or path names (`CIFAR10`, `/data/Food-11/x`), else None."""
-    name = dataset_name(None, text)
+    """The course's dataset a word or path names (`CIFAR10`, `/data/Food-11/x`), else None:
+    a registered name or another real dataset's, else the dataset whose looser keyword it has
+    (any `food` is Food-11's, DatasetSpec.keyword)."""
+    name = registry.guess_name(text)
     if name in KNOWN_DATASETS:
         return name
-    return "food11" if "food" in text.lower() else None
+    return next((s.name for s in registry.by_priority() if s.keyword and re.search(s.keyword, text, re.IGNORECASE)),
+                None)
 
 
 def heading_of(source: str) -> tuple[int, str] | None:

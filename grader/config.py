@@ -163,11 +163,12 @@ def prepare(*, lab: str | Path | None, rubric: Path | None, out: Path, data_args
         elif mode == "execute":
             raise GraderError(f"{r.lab} mounts the {name} dataset: pass --data {name}=DIR (the dataset's "
                               f"folder, or a root holding it; stand-ins: dllab data synth --out DIR)")
+    from grader.datasets.registry import verified_names
     from grader.hidden_split import resolve_hidden
 
     hidden = resolve_hidden(data, {k: v for k, v in (hidden_args or {}).items() if k in data})
     for name in r.datasets:
-        if name in data and name in ("cifar10", "food11", "mnist"):
+        if name in data and name in verified_names():
             log(f"{name}: hidden test split {hidden[name]}" if name in hidden else
                 f"{name}: no hidden test split (dllab data synth writes one; --hidden {name}=DIR names yours), "
                 f"so a model that memorized the test split is not caught")

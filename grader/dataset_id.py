@@ -31,20 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from grader.datasets import FILE_NAMES, read_manifest
+from grader.datasets import read_manifest, registry
 from grader.errors import DatasetError
 from grader.parsers.classes import CLASS_SETS, canonical_class, dataset_of_classes
 
-# The course's one spelling of each dataset (grader.datasets.DATASETS, DESIGN.md), found in a
-# dataset's class name or path; others get a stable lower-case name of their own.
-_NEEDLES = (
-    (re.compile(r"food-?11"), "food11"), (re.compile(r"cifar-?100"), "cifar100"),
-    (re.compile(r"cifar"), "cifar10"), (re.compile(r"fashion-?mnist"), "fashion-mnist"),
-    (re.compile(r"mnist"), "mnist"),
-    (re.compile(r"cats?-?(?:vs|and|n)?-?dogs?|dogs?-?(?:vs|and|n)?-?cats?"), "catsdogs"),
-    (re.compile(r"fakedata"), "fakedata"))
-KNOWN = frozenset(name for _, name in _NEEDLES)
-"""Names `identify` gives from evidence; any other name is a class name, lowered."""
+KNOWN = registry.known_names()
+"""Names `identify` gives from evidence (grader.datasets.registry.guess_name); any other name
+is a class name, lowered."""
 _INDEXED_CLASS = re.compile(r"^\d{1,3}[\s_.\-]+(.+)$")  # "00_Bread", "6-Noodles-Pasta"
 
 
@@ -65,9 +58,7 @@ def dataset_name(cls: str | None, root: str | None) -> str | None:
     return _needle(f"{cls or ''} {root or ''}") or (cls.lower() if cls else None)
 
 
-def _needle(text: str) -> str | None:
-    text = text.lower().replace("_", "-").replace(" ", "-")[:4000]
-    return next((name for needle, name in _NEEDLES if needle.search(text)), None)
+_needle = registry.guess_name
 
 
 def identify(rec: Mapping[str, Any], *, related: Sequence[str | None] = (),
@@ -134,15 +125,16 @@ def _md5_index(mounts: tuple[tuple[str, str], ...]) -> dict[str, str]:
 
 
 def _by_file_names(files: Sequence[str], classes: Sequence[str]) -> str | None:
-    """The dataset whose file-name pattern every sampled file follows (Food-11's class index
-    within its class count), unless the dataset's class list says otherwise."""
+    """The dataset whose file-name pattern every sampled file follows (a class index in the
+    name within its class count), unless the dataset's class list says otherwise."""
     if not files:
         return None
-    for name, pattern in FILE_NAMES.items():
+    for name, pattern in registry.file_patterns().items():
         matches = [pattern.match(PurePosixPath(f).name) for f in files]
         if not all(matches):
             continue
-        if name == "food11" and any(int(m.group(1)) >= len(CLASS_SETS[name]) for m in matches if m):
+        # A pattern's group 1 is the class index (Food-11's `<class>_<n>.jpg`): within the count.
+        if pattern.groups and any(int(m.group(1)) >= len(CLASS_SETS[name]) for m in matches if m):
             continue
         if classes and len(classes) != len(CLASS_SETS[name]):
             continue  # 3 folders of Food-11 images: a student's own subset, not Food-11

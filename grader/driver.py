@@ -31,6 +31,7 @@ from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
 from grader import diagnose, sandbox
+from grader.datasets.registry import get, startup_specs
 from grader.execute import (
     PROBE_DIR_TOKEN,
     TEARDOWN_TIMEOUT_S,
@@ -41,7 +42,6 @@ from grader.execute import (
     SandboxSpec,
     UndecodableMessage,
     _CappedClient,
-    _is_cifar,
     _limit_from_error,
     _Log,
     _max_message,
@@ -459,19 +459,21 @@ class Runner:
                            if code is not None else "the kernel did not start in time")
 
     async def _startup(self, client: _CappedClient, startup_code: str | None) -> None:
-        # One path per stand-in: the checksums are registered for the whole process.
-        seen: dict[str, str] = {}
+        # What each mounted dataset needs run first (DatasetSpec.sandbox_startup: CIFAR-10's
+        # checksums), once per folder: what it sets up holds for the whole process.
+        seen: dict[str, dict[str, str]] = {}
         for inside, host in self.mounts.items():
-            if _is_cifar(Path(host)):
-                seen.setdefault(host, inside if inside.startswith("/") else f"{sandbox.CWD}/{inside}")
-        cifar = list(seen.values())
-        if self.spec.sandbox == "none":
-            cifar = list(seen)
+            path = inside if inside.startswith("/") else f"{sandbox.CWD}/{inside}"
+            for ds in startup_specs(Path(host)):
+                seen.setdefault(ds.name, {}).setdefault(host, path)
+        # Without a sandbox the kernel reads the host's folders.
+        hooks = [(get(name).sandbox_startup, list(paths) if self.spec.sandbox == "none" else list(paths.values()))
+                 for name, paths in seen.items()]
         script = None
         if self.rel.lower().endswith(".py"):
             base = str(self.run_dir / "submission") if self.spec.sandbox == "none" else sandbox.CWD
             script = f"{base}/{self.rel}"
-        codes = [startup_source(argv0=PurePosixPath(self.rel).name, cifar_roots=cifar, script_path=script,
+        codes = [startup_source(argv0=PurePosixPath(self.rel).name, hooks=hooks, script_path=script,
                                 fsize_marker=str(self.run_dir / "k" / FSIZE_MARK))]
         if startup_code:
             codes.append(startup_code)

@@ -332,10 +332,6 @@ def _max_message(limits: SandboxLimits) -> int:
     return max(8 * limits.max_output_bytes_per_cell, 32 * MiB)
 
 
-def _is_cifar(host: Path) -> bool:
-    return host.name == "cifar-10-batches-py" or (host / "cifar-10-batches-py").is_dir()
-
-
 def _sandbox_env(spec: SandboxSpec) -> dict[str, str]:
     """The kernel's whole environment: nothing of the grader's (tokens, paths) leaks in."""
     venv_bin = str(Path(sys.executable).parent)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from grader.checks import run_check
+from grader.checks import KINDS, run_check
 from grader.checks.base import UNCONFIRMED, CheckContext, Outcome, where
 from grader.corroborate import verified_blocks, verified_for
 from grader.rubric import Item, Rubric
@@ -33,13 +33,13 @@ from grader.sources import (
 MANUAL_MESSAGE = "A TA grades this item by hand after reading your work."
 
 # Checks that read the submission's files or the whole submission, not one part's notebooks.
-FILE_CHECKS = {"report_sections", "files_present", "normalization", "custom"}
+FILE_CHECKS = frozenset(k for k, spec in KINDS.items() if spec.scope == "submission")
 # Checks that credit what a part's run printed or what the probe recorded (its metrics, its
 # model, that it ran), all of which the student's code can print or forge. In execute mode they
 # stand only beside the host's own evaluation of a model of the part's dataset in the serving
 # notebook (`grader.corroborate.verified_for`); the accuracy and verification checks demand that
 # themselves (grader.checks.metrics), and figures and normalization are corroborated their own way.
-CORROBORATED = {"test_metrics", "per_class_accuracy", "model_architecture", "ran_without_errors"}
+CORROBORATED = frozenset(k for k, spec in KINDS.items() if spec.corroborated)
 
 
 def _groups(rubric: Rubric):
@@ -65,7 +65,8 @@ def _message(item: Item, status: str, detail: str) -> str:
 
 def choose_sources(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], files: Sequence[Mapping],
                    work_dir: str | None, reference: Mapping | None,
-                   dataset_stats: Mapping[str, Mapping]) -> list[Source]:
+                   dataset_stats: Mapping[str, Mapping],
+                   test_split_sizes: Mapping[str, int] | None = None) -> list[Source]:
     """For every part (and the bonus), the one notebook or section it is graded on and the
     candidates that were not (the rule is `grader.sources.RULE`)."""
     specs = [spec for _, spec, _, _ in _groups(rubric) if spec is not None]
@@ -76,20 +77,26 @@ def choose_sources(rubric: Rubric, *, student_id: str, evidence: Sequence[Mappin
 
         def context(item: Item, ev: Mapping, part_id: str = part_id, spec=spec) -> CheckContext:
             return _context(item, part_id, spec, (ev,), student_id=student_id, evidence=evidence, files=files,
-                            work_dir=work_dir, reference=reference, dataset_stats=dataset_stats)
+                            work_dir=work_dir, reference=reference, dataset_stats=dataset_stats,
+                            test_split_sizes=test_split_sizes, rubric_dir=rubric.base_dir)
         out.append(choose(part_id, title, spec, specs, items, evidence, context=context))
     return settle(out)
 
 
 def _context(item: Item, part_id: str, spec, serving: Sequence[Mapping], *, student_id: str,
              evidence: Sequence[Mapping], files: Sequence[Mapping], work_dir: str | None,
-             reference: Mapping | None, dataset_stats: Mapping[str, Mapping]) -> CheckContext:
-    ref_part = (item.params or {}).get("reference_part", part_id)
-    return CheckContext(student_id=student_id, part_id=part_id,
-                        dataset=(item.params or {}).get("dataset") or (spec.dataset if spec else None),
+             reference: Mapping | None, dataset_stats: Mapping[str, Mapping],
+             test_split_sizes: Mapping[str, int] | None = None, rubric_dir: Path | None = None) -> CheckContext:
+    """What `item`'s check sees: the part's dataset is the item's `dataset` param when its kind
+    has one (grader.checks.registry `dataset_fields`), else the part's notebook's."""
+    named = [getattr(item.params, f) for f in KINDS[item.check].dataset_fields]
+    dataset = next((d for d in named if d), None) or (spec.dataset if spec else None)
+    parts = (reference or {}).get("parts") or {}
+    return CheckContext(student_id=student_id, part_id=part_id, dataset=dataset,
                         evidence=tuple(serving), all_evidence=tuple(evidence), files=tuple(files),
-                        work_dir=work_dir, reference=((reference or {}).get("parts") or {}).get(ref_part),
-                        dataset_stats=dataset_stats)
+                        work_dir=work_dir, reference=parts.get(part_id), references=parts,
+                        dataset_stats=dataset_stats, test_split_size=(test_split_sizes or {}).get(dataset or ""),
+                        rubric_dir=str(rubric_dir) if rubric_dir else None)
 
 
 def _unreadable_message(part_id: str, spec, unreadable: Sequence[Mapping]) -> str | None:
@@ -191,7 +198,8 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
                work_dir: str | None, reference: Mapping | None,
                dataset_stats: Mapping[str, Mapping],
                sources: Sequence[Source] | None = None,
-               unreadable: Sequence[Mapping] = ()) -> tuple[dict[str, CheckResult], list[str]]:
+               unreadable: Sequence[Mapping] = (),
+               test_split_sizes: Mapping[str, int] | None = None) -> tuple[dict[str, CheckResult], list[str]]:
     """Every item's result, and the flags the checks raised (e.g. `mismatch`).
 
     Each part's items read one notebook (or one section of one), from `sources` (computed
@@ -201,11 +209,15 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
     `unreadable` lists files intake found but could not read (`{"path", "reason"}`, and `what`
     for other than a notebook, e.g. "could not be opened" for a zip): a part they would serve
     says "found but unreadable", naming the file and why, not "not found".
+
+    `test_split_sizes` maps a dataset to the images in its mounted test split (a test_metrics
+    item's bar); a dataset not in it has its size read from the runs.
     """
     common = dict(student_id=student_id, evidence=evidence, files=files, work_dir=work_dir,
-                  reference=reference, dataset_stats=dataset_stats)
+                  reference=reference, dataset_stats=dataset_stats, test_split_sizes=test_split_sizes)
     if sources is None:
         sources = choose_sources(rubric, **common)  # type: ignore[arg-type]
+    common["rubric_dir"] = rubric.base_dir
     by_part = {s.part_id: s for s in sources}
     results: dict[str, CheckResult] = {}
     flags: set[str] = {"ignored-notebook"} if ignored_paths(sources) else set()
@@ -221,15 +233,14 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
                                        or _unrecognised_message(part_id, spec, evidence, sources))
         for item in items:
             ctx = _context(item, part_id, spec, serving, **common)  # type: ignore[arg-type]
-            if item.check == "manual":
-                hint = run_check(item.hint.check, ctx, item.hint.params, rubric_dir=rubric.base_dir) \
-                    if item.hint else None
+            if KINDS[item.check].by_hand:
+                hint = run_check(item.hint.check, ctx, item.hint.params) if item.hint else None
                 # The hint is for the TA only: it goes into the evidence pointers, not the message.
                 tip = (f"TA hint ({item.hint.check}): {hint.status}: {hint.message}",) if hint else ()
                 results[item.id] = CheckResult(item.id, "manual", 0.0, MANUAL_MESSAGE,
                                                tip + tuple(hint.evidence if hint else ()))
                 continue
-            out = run_check(item.check, ctx, item.params or {}, rubric_dir=rubric.base_dir or Path("."))
+            out = run_check(item.check, ctx, item.params)
             if serving and serving[0].get("attributed") == "text" and item.check not in FILE_CHECKS:
                 out = _from_text(out, serving[0], part_id, spec.dataset if spec else None)
             elif serving and spec is not None and source and source.chosen \

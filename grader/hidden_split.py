@@ -27,29 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.datasets import (
-    _FOLDER,
-    _STYLE,
-    CIFAR10_CLASSES,
-    DATASETS,
-    _balanced,
-    _Files,
-    _food11_counts,
-    _idx,
-    _py2_pickle,
-    _refuse_existing,
-    _render,
-    _render_digit,
-    _staged,
-    _write_manifest,
-)
+from grader.datasets import registry
+from grader.datasets._synth import _Files, _refuse_existing, _staged, _write_manifest
 from grader.errors import DatasetError
 
 HIDDEN_DIR = "dllab-hidden"
 """The folder beside the datasets (never inside one) that `data synth` writes hidden splits to."""
-VERIFIED = ("cifar10", "food11", "mnist")
+VERIFIED = registry.verified_names()
 """The datasets the independent evaluation rebuilds, hence those with a hidden split."""
-_STREAM = 1  # the random stream of a hidden split: [secret, dataset index, _STREAM]
+_STREAM = 1  # the random stream of a hidden split: [secret, the dataset's stream, _STREAM]
 _SECRET_BITS = 128
 """Entropy of the secret a hidden split is drawn from (bits): beyond any search for it."""
 
@@ -62,53 +48,20 @@ def default_folder(dataset_folder: Path) -> Path:
 
 def hidden_data_folder(name: str, folder: Path) -> Path:
     """The folder grader.verify.data.read_split reads for dataset `name`'s hidden split."""
-    return Path(folder) / "evaluation" if name == "food11" else Path(folder)
+    verifier = registry.get(name).verifier
+    return Path(folder) / verifier.hidden_subdir if verifier is not None else Path(folder)
 
 
 def is_hidden_split(name: str, folder: Path) -> bool:
     """Whether `folder` holds a hidden split of `name` in the layout above."""
-    folder = Path(folder)
-    if name == "cifar10":
-        return (folder / "test_batch").is_file()
-    if name == "mnist":
-        return all((folder / "raw" / f).is_file() for f in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
-    if name == "food11":
-        return (folder / "evaluation").is_dir()
-    return False
+    verifier = registry.get(name).verifier
+    return verifier is not None and verifier.is_hidden(Path(folder))
 
 
 def in_root(root: Path) -> dict[str, Path]:
     """The hidden splits in `root` (laid out like `DIR/dllab-hidden/`): name -> folder."""
-    return {name: Path(root) / _FOLDER[name] for name in VERIFIED
-            if is_hidden_split(name, Path(root) / _FOLDER[name])}
-
-
-def _write(name: str, files: _Files, rng: np.random.Generator, size: str) -> dict[str, int]:
-    from grader.datasets import _COUNTS
-
-    if name == "cifar10":
-        n = _COUNTS[size]["cifar10"][1]
-        labels = _balanced(rng, n, 10)
-        pixels = np.concatenate([_render(rng, labels[i:i + 1000], 10, 32, 32, _STYLE["cifar10"])
-                                 for i in range(0, n, 1000)])
-        batch = {"batch_label": "hidden testing batch 1 of 1", "labels": labels.tolist(),
-                 "data": pixels.transpose(0, 3, 1, 2).reshape(n, 3072),
-                 "filenames": [f"{CIFAR10_CLASSES[c]}_h_{i:06d}.png" for i, c in enumerate(labels.tolist())]}
-        files.put("test_batch", _py2_pickle(batch), images=n)
-        files.put("batches.meta", _py2_pickle({"num_cases_per_batch": n, "label_names": list(CIFAR10_CLASSES),
-                                               "num_vis": 3072}), images=0)
-        return {"test": n}
-    if name == "mnist":
-        n = _COUNTS[size]["mnist"][1]
-        labels = _balanced(rng, n, 10).astype(np.uint8)
-        files.put("raw/t10k-images-idx3-ubyte", _idx(np.stack([_render_digit(rng, d) for d in labels])), n)
-        files.put("raw/t10k-labels-idx1-ubyte", _idx(labels), images=0)
-        return {"test": n}
-    counts = _food11_counts(size)
-    for c in range(11):
-        for k in range(counts[c][2]):
-            files.jpeg(f"evaluation/{c}_{k}.jpg", rng, c, 11, size, _STYLE["food11"])
-    return {"evaluation": sum(row[2] for row in counts)}
+    return {s.name: Path(root) / s.folder for s in registry.verified()
+            if is_hidden_split(s.name, Path(root) / s.folder)}
 
 
 def synth_hidden(out: Path, *, size: str, names: Sequence[str], overwrite: bool = False,
@@ -120,23 +73,24 @@ def synth_hidden(out: Path, *, size: str, names: Sequence[str], overwrite: bool 
     system (`secrets.randbits`), never stored anywhere: two synths give different hidden splits,
     and no student can regenerate the grader's from the public code and seed. Tests may pass
     `secret` to get the same images twice."""
-    names = [n for n in names if n in VERIFIED]
+    specs = [s for s in registry.verified() if s.name in names]
+    specs.sort(key=lambda s: list(names).index(s.name))
     root = Path(out) / HIDDEN_DIR
-    for name in names:
-        _refuse_existing(root / _FOLDER[name], overwrite)
+    for spec in specs:
+        _refuse_existing(root / spec.folder, overwrite)
     made = {}
     secret = secrets.randbits(_SECRET_BITS) if secret is None else secret
-    for name in names:
+    for spec in specs:
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
-        rng = np.random.default_rng([secret, DATASETS.index(name), _STREAM])
-        with _staged(root / _FOLDER[name], overwrite=overwrite) as tmp:
+        rng = np.random.default_rng([secret, spec.stream, _STREAM])
+        with _staged(root / spec.folder, overwrite=overwrite) as tmp:
             files = _Files(tmp, lambda k=1: None)
-            splits = _write(name, files, rng, size)
-            _write_manifest(tmp, {"name": name, "hidden": True, "synthetic": True, "size": size,
+            splits = spec.verifier.write_hidden(files, rng, size)  # type: ignore[union-attr]
+            _write_manifest(tmp, {"name": spec.name, "hidden": True, "synthetic": True, "size": size,
                                   "seeded_from": "a secret drawn at synth time, not stored",
                                   "splits": splits, "files": files.entries})
-        made[name] = root / _FOLDER[name]
+        made[spec.name] = root / spec.folder
     return made
 
 
@@ -149,8 +103,9 @@ def resolve_hidden(data: Mapping[str, str], given: Mapping[str, Path]) -> dict[s
         if name not in VERIFIED:
             raise DatasetError(f"--hidden {name}: the grader verifies only {', '.join(VERIFIED)}")
         path = Path(folder)
-        if (path / _FOLDER[name]).is_dir() and not is_hidden_split(name, path):
-            path = path / _FOLDER[name]  # a root holding it, as for --data
+        sub = path / registry.get(name).folder
+        if sub.is_dir() and not is_hidden_split(name, path):
+            path = sub  # a root holding it, as for --data
         if not is_hidden_split(name, path):
             raise DatasetError(f"--hidden {name}={folder}: no hidden {name} test split there "
                                f"(expected the layout of grader.hidden_split)")

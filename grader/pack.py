@@ -19,6 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from grader.datasets import registry
 from grader.errors import GraderError
 from grader.intake.classify import kind_of
 from grader.intake.naming import ARCHIVE_EXTS, NamePattern
@@ -35,9 +36,8 @@ DATASET_IMAGES = 200
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 """Every member's timestamp: the same folder always packs to the same bytes."""
 
-_DATASET_DIRS = {"data", "dataset", "datasets", "cifar-10-batches-py", "cifar10", "cifar-10", "food-11",
-                 "food11", "mnist", "fashionmnist", "cats-vs-dogs", "catsdogs", "imagenet",
-                 "datasets-nctu", "dataset-nctu"}
+# Folder names that hold datasets: the usual roots, every dataset's own (grader.datasets.registry).
+_DATASET_DIRS = {"data", "dataset", "datasets", "imagenet", "datasets-nctu", "dataset-nctu"} | registry.folder_names()
 _CACHE_DIRS = {".ipynb_checkpoints": "Jupyter's autosave copies", "__pycache__": "Python's bytecode cache",
                "__macosx": "macOS archive metadata", ".git": "version control history",
                ".svn": "version control history", "node_modules": "JavaScript packages",

@@ -489,8 +489,9 @@ def defer_to_ta(rubric, results: Mapping[str, Any], sources, evidence: list[dict
     go to the TA (`manual`) with the reason, instead of failing the student for the grader's
     shortcoming. The check's own finding is kept in the item's evidence for the TA. Items that
     read files rather than runs (grading.FILE_CHECKS), and items that passed, are kept."""
+    from grader.checks import KINDS
     from grader.diagnose import deferral_message
-    from grader.grading import FILE_CHECKS, _groups
+    from grader.grading import _groups
     from grader.score import CheckResult
 
     chosen = {s.part_id: s.chosen.ev for s in sources if s.chosen is not None}
@@ -504,7 +505,8 @@ def defer_to_ta(rubric, results: Mapping[str, Any], sources, evidence: list[dict
         message = deferral_message(problems, path=str(ev.get("path") or ""))
         for item in items:
             res = out.get(item.id)
-            if res is None or item.check in FILE_CHECKS or item.check == "manual" or res.status not in ("fail", "partial", "error"):
+            kind = KINDS[item.check]
+            if res is None or kind.scope == "submission" or kind.by_hand or res.status not in ("fail", "partial", "error"):
                 continue
             found = f"automatic check ({res.status}): {res.message}"
             out[item.id] = CheckResult(item.id, "manual", 0.0, message, (found, *res.evidence))

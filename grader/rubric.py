@@ -3,7 +3,9 @@
 Every problem is reported with the file, the key path (`parts[0].items[2].points`), the
 line, and what was expected; unknown keys get a "did you mean" suggestion. Loading never
 imports or runs anything: a `custom` check's Python file is only checked to exist inside
-the rubric's folder. Semantics of each field are documented for TAs in `labs/lab1/rubric.yaml`.
+the rubric's folder. Semantics of each field are documented for TAs in `labs/lab1/rubric.yaml`;
+an item's `params:` are validated with its check kind's model (grader.checks.registry,
+whose `describe_kinds()` lists every kind and param).
 """
 
 from __future__ import annotations
@@ -24,13 +26,10 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
                       ValidationError, ValidationInfo, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
+from grader.checks import params as P
+from grader.checks.registry import KINDS
+from grader.datasets import registry
 from grader.errors import GraderError
-
-KNOWN_CHECKS = frozenset({
-    "per_class_accuracy", "test_metrics", "accuracy_vs_reference", "weight_histograms",
-    "model_architecture", "lr_study", "normalization", "report_sections", "ran_without_errors",
-    "metrics_verified", "files_present", "manual", "custom",
-})
 
 # --------------------------------------------------------------------------- errors
 
@@ -140,92 +139,30 @@ def _parse_deadline(value: object) -> object:
 # --------------------------------------------------------------------------- check parameters
 
 
-@dataclass(frozen=True)
-class Param:
-    """One parameter a check kind accepts."""
-
-    kind: Literal["float", "int", "str", "bool", "strs", "choices", "band", "function", "mapping"]
-    """Value type: `strs` is a list of text, `choices` a list drawn from `choices`, `band` "reference" or a float."""
-    required: bool = False
-    """Whether the rubric must give it."""
-    lo: float | None = None
-    """Smallest allowed number."""
-    hi: float | None = None
-    """Largest allowed number."""
-    choices: tuple[str, ...] = ()
-    """Allowed entries for `choices`."""
-
-
-CHECK_PARAMS: dict[str, dict[str, Param]] = {
-    "per_class_accuracy": {"dataset": Param("str"), "classes": Param("int", lo=2)},
-    "test_metrics": {"dataset": Param("str"), "test_images": Param("int", lo=1),
-                     "require": Param("choices", choices=("accuracy", "loss"))},
-    "accuracy_vs_reference": {"floor": Param("float", True, 0, 1), "band": Param("band", True, 0, 1),
-                              "reference_part": Param("str", True)},
-    "weight_histograms": {"layers": Param("strs", True), "require_bias": Param("bool")},
-    "model_architecture": {"num_outputs": Param("int", lo=1), "layers": Param("strs")},
-    "lr_study": {"min_runs": Param("int", lo=1), "require_scheduler": Param("bool"), "require_plot": Param("bool")},
-    "normalization": {"dataset": Param("str", True), "tolerance": Param("float", True, 0, 1),
-                      "reject": Param("choices", choices=("cifar10", "half", "imagenet"))},
-    "report_sections": {"sections": Param("strs", True), "min_words": Param("int", lo=0)},
-    "ran_without_errors": {"max_errors": Param("int", lo=0)},
-    "metrics_verified": {"tolerance": Param("float", lo=0, hi=1)},
-    "files_present": {"patterns": Param("strs", True)},
-    "manual": {},
-    "custom": {"function": Param("function", True), "args": Param("mapping")},
-}
-_DATASET_PARAMS = ("dataset",)
-_FUNCTION_RE = re.compile(r"^([A-Za-z0-9_./-]+\.py):([A-Za-z_][A-Za-z0-9_]*)$")
-
-
-def _check_value(spec: Param, key: str, value: Any) -> Any:
-    def need(ok: bool, what: str) -> None:
-        if not ok:
-            raise _fail(f"expected {what}, got {value!r}", key)
-
-    is_num = isinstance(value, (int, float)) and not isinstance(value, bool)
-    bounds = f" between {spec.lo:g} and {spec.hi:g}" if spec.lo is not None and spec.hi is not None else (
-        f" ≥ {spec.lo:g}" if spec.lo is not None else "")
-    if spec.kind == "band" and value == "reference":
-        return value
-    if spec.kind in ("float", "band"):
-        need(is_num and (spec.lo is None or value >= spec.lo) and (spec.hi is None or value <= spec.hi),
-             ('"reference" or ' if spec.kind == "band" else "") + "a number" + bounds)
-        return float(value)
-    if spec.kind == "int":
-        need(isinstance(value, int) and not isinstance(value, bool) and (spec.lo is None or value >= spec.lo),
-             "a whole number" + bounds)
-    elif spec.kind == "str":
-        need(isinstance(value, str) and value.strip() != "", "non-empty text")
-    elif spec.kind == "bool":
-        need(isinstance(value, bool), "true or false")
-    elif spec.kind == "mapping":
-        need(isinstance(value, dict), "a mapping (key: value)")
-    elif spec.kind == "function":
-        need(isinstance(value, str) and bool(_FUNCTION_RE.match(value)),
-             'a reference "file.py:function" to a file next to the rubric')
-    else:  # strs, choices
-        need(isinstance(value, list) and len(value) > 0 and all(isinstance(v, str) and v for v in value),
-             "a non-empty list of text")
-        for i, v in enumerate(value):
-            if spec.kind == "choices" and v not in spec.choices:
-                raise _fail(f"unknown entry `{v}`{did_you_mean(v, spec.choices)}", key, i)
-        return tuple(value)
-    return value
-
-
-def _check_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    table = CHECK_PARAMS[kind]
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if key not in table:
-            allowed = did_you_mean(key, table) if table else f"; `{kind}` takes no params"
-            raise _fail(f"unknown param `{key}` for check `{kind}`{allowed}", key)
-        out[key] = _check_value(table[key], key, value)
-    missing = [k for k, spec in table.items() if spec.required and k not in params]
-    if missing:
-        raise _fail(f"check `{kind}` requires param `{missing[0]}`", missing[0])
-    return out
+def _check_params(kind: str, value: Any) -> P.Params:
+    """`value` as kind `kind`'s params model (grader.checks.registry); the first problem as a
+    rubric error naming the param, what it must be, and the near miss of an unknown one."""
+    model = KINDS[kind].params
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise _fail(f"expected a mapping (key: value), got {type(value).__name__}")
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+    loc, fields = tuple(err["loc"]), model.model_fields
+    key = str(loc[0]) if loc else ""
+    if err["type"] == "extra_forbidden":
+        allowed = did_you_mean(key, fields) if fields else f"; `{kind}` takes no params"
+        raise _fail(f"unknown param `{key}` for check `{kind}`{allowed}", key)
+    if err["type"] == "missing":
+        raise _fail(f"check `{kind}` requires param `{key}`", key)
+    if err["type"] == "literal_error" and len(loc) == 2 and isinstance(loc[1], int):
+        entry = err.get("input")
+        choices = typing.get_args(typing.get_args(_unwrap(fields[key].annotation))[0])
+        raise _fail(f"unknown entry `{entry}`{did_you_mean(str(entry), choices)}", key, loc[1])
+    raise _fail(f"expected {P.expected(fields[key])}, got {value.get(key)!r}", key)
 
 # --------------------------------------------------------------------------- models
 
@@ -256,7 +193,8 @@ class Hint(_Model):
     """An automatic check run for a manual item; its result is shown to the TA, never scored."""
 
     check: str
-    params: dict[str, Any] = {}
+    params: Annotated[Any, Field(validate_default=True)] = None
+    """The check kind's params model (grader.checks.params), validated from the YAML mapping."""
 
     @model_validator(mode="before")
     @classmethod
@@ -266,13 +204,14 @@ class Hint(_Model):
     @field_validator("check")
     @classmethod
     def _kind(cls, v: str) -> str:
-        if v in ("manual", "custom") or v not in KNOWN_CHECKS:
-            raise _fail(f"unknown hint check kind `{v}`{did_you_mean(v, KNOWN_CHECKS - {'manual', 'custom'})}")
+        hints = [k for k, spec in KINDS.items() if spec.hint]
+        if v not in hints:
+            raise _fail(f"unknown hint check kind `{v}`{did_you_mean(v, hints)}")
         return v
 
-    @field_validator("params")
+    @field_validator("params", mode="before")
     @classmethod
-    def _params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    def _params(cls, v: Any, info: ValidationInfo) -> Any:
         return _check_params(info.data["check"], v) if "check" in info.data else v
 
 
@@ -282,7 +221,8 @@ class Item(_Model):
     id: Id
     title: Text
     check: str
-    params: dict[str, Any] = {}
+    params: Annotated[Any, Field(validate_default=True)] = None
+    """The check kind's params model (grader.checks.params), validated from the YAML mapping."""
     points: Points
     feedback: Feedback = Feedback()
     hint: Hint | None = None
@@ -290,13 +230,13 @@ class Item(_Model):
     @field_validator("check")
     @classmethod
     def _kind(cls, v: str) -> str:
-        if v not in KNOWN_CHECKS:
-            raise _fail(f"unknown check kind `{v}`{did_you_mean(v, KNOWN_CHECKS)}")
+        if v not in KINDS:
+            raise _fail(f"unknown check kind `{v}`{did_you_mean(v, KINDS)}")
         return v
 
-    @field_validator("params")
+    @field_validator("params", mode="before")
     @classmethod
-    def _params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    def _params(cls, v: Any, info: ValidationInfo) -> Any:
         return _check_params(info.data["check"], v) if "check" in info.data else v
 
     @model_validator(mode="after")
@@ -449,7 +389,7 @@ class Rubric(_Model):
 
     def custom_function(self, item: Item) -> tuple[Path, str]:
         """(file, function name) of a `custom` item; the file was checked to exist at load."""
-        file, func = str(item.params["function"]).rsplit(":", 1)
+        file, func = item.params.function.rsplit(":", 1)
         assert self._base_dir is not None
         return (self._base_dir / file).resolve(), func
 
@@ -672,6 +612,10 @@ def _cross_checks(r: Rubric, base_dir: Path | None) -> list[tuple[tuple[str | in
     for i, name in enumerate(r.handout):
         if base_dir is None or not (base_dir / name).is_file():
             add(("handout", i), f"handout notebook `{name}` not found next to the rubric")
+    for name in r.datasets:  # grader.datasets.registry knows how to locate, mount and verify each
+        if name not in registry.names():
+            add(("datasets", name), f"dataset `{name}` is not registered"
+                                    f"{did_you_mean(registry.canonical(name) or name, registry.names())}")
     part_ids = [p.id for p in r.parts]
     groups: list[tuple[tuple[str | int, ...], Any]] = [(("parts", i), p) for i, p in enumerate(r.parts)]
     if r.bonus:
@@ -695,15 +639,19 @@ def _cross_checks(r: Rubric, base_dir: Path | None) -> list[tuple[tuple[str | in
             if item.id in seen_items:
                 add(iloc + ("id",), f"item id `{item.id}` is already used in part `{seen_items[item.id]}`")
             seen_items[item.id] = group.id
-            for pl, params in (((), item.params), (("hint",), item.hint.params if item.hint else {})):
-                for key in _DATASET_PARAMS:
-                    if key in params and params[key] not in r.datasets:
-                        add(iloc + pl + ("params", key), _unknown_dataset(params[key], r))
-                ref = params.get("reference_part")
-                if ref is not None and ref not in part_ids:
-                    add(iloc + pl + ("params", "reference_part"), f"no part `{ref}`{did_you_mean(ref, part_ids)}")
+            checked = [((), item.check, item.params)] + ([(("hint",), item.hint.check, item.hint.params)]
+                                                         if item.hint else [])
+            for pl, kind, params in checked:
+                for key in KINDS[kind].dataset_fields:
+                    name = getattr(params, key)
+                    if name is not None and name not in r.datasets:
+                        add(iloc + pl + ("params", key), _unknown_dataset(name, r))
+                for key in KINDS[kind].part_fields:
+                    ref = getattr(params, key)
+                    if ref is not None and ref not in part_ids:
+                        add(iloc + pl + ("params", key), f"no part `{ref}`{did_you_mean(ref, part_ids)}")
             if item.check == "custom":
-                msg = _custom_problem(str(item.params["function"]), base_dir)
+                msg = _custom_problem(item.params.function, base_dir)
                 if msg:
                     add(iloc + ("params", "function"), msg)
     if r.total is not None and not math.isclose(r.max_points, r.total, abs_tol=1e-9):

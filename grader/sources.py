@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Callable, Mapping, Sequence
 
-from grader.checks import run_check
+from grader.checks import KINDS, run_check
 from grader.checks.base import CheckContext
 from grader.corroborate import verified_blocks, verified_for
 from grader.parsers.classes import CLASS_SETS, dataset_of_classes
@@ -43,7 +43,7 @@ RULE = ("One notebook is graded per part: of the notebooks whose name matches th
         "each on its own cells.")
 # Checks that say nothing about how much of the part a candidate shows: those reading files
 # or every notebook, and the run's own status (rule step 3 weighs that first, on its own).
-_NOT_SCORED = {"report_sections", "files_present", "normalization", "custom", "manual", "ran_without_errors"}
+_NOT_SCORED = frozenset(k for k, spec in KINDS.items() if not spec.ranks_candidates)
 _MARKS = re.compile(r"(?<![a-z0-9])(copy|checkpoint|draft|old|backup|bak|tmp|temp|scratch|untitled|unused)"
                     r"(?![a-z])|\(\d+\)|副本|複製|复制|舊|旧|備份|备份|草稿", re.IGNORECASE)
 _STATUS_RANK = {"ok": 0, "error": 1, "timeout": 2, "killed": 2, "not-run": 3}
@@ -400,7 +400,7 @@ def choose(part_id: str, title: str, spec: Any, specs: Sequence[Any], items: Seq
     for c in found:
         score = 0.0
         for it in auto if len(found) > 1 else ():  # a lone candidate needs no score
-            out = run_check(it.check, context(it, c.view), it.params or {})
+            out = run_check(it.check, context(it, c.view), it.params)
             if out.status in ("pass", "partial"):
                 score += it.points * min(max(float(out.fraction), 0.0), 1.0)
         scored.append(Candidate(c.ev, c.view, c.sections, c.pattern, c.marks, round(score, 2)))

@@ -35,9 +35,15 @@ Log = Callable[[str], None]
 
 QUICK_SIZE = "tiny"
 """Stand-in dataset size of `check --quick` when the lab's lab.yaml sets no `quick.size`."""
-QUICK_UNJUDGED = frozenset({"accuracy_vs_reference"})
-"""Check kinds whose result means nothing on stand-in data (a lab adds its own in lab.yaml
-`quick.unjudged`)."""
+
+
+def quick_unjudged() -> frozenset[str]:
+    """Check kinds whose result means nothing on stand-in data (grader.checks.registry); a
+    lab adds its own in lab.yaml `quick.unjudged` (`unjudged_kinds`)."""
+    from grader.checks import KINDS
+
+    return frozenset(k for k, spec in KINDS.items() if not spec.judged_in_quick)
+
 QUICK_NOTICE = ("quick check: stand-in datasets, accuracies are NOT your graded accuracies "
                 "(the TA runs your notebooks on the full datasets)")
 _HAND = "graded by hand by a TA after you hand in"
@@ -106,9 +112,9 @@ def quick_datasets(names: Sequence[str], *, size: str = QUICK_SIZE, seed: int = 
 
 
 def unjudged_kinds(package: "LabPackage | None") -> frozenset[str]:
-    """Check kinds a quick check shows but does not judge: the grader's own (QUICK_UNJUDGED)
+    """Check kinds a quick check shows but does not judge: the registry's (`quick_unjudged`)
     and the lab's (lab.yaml `quick.unjudged`)."""
-    return frozenset(QUICK_UNJUDGED) | frozenset(package.manifest.quick.unjudged if package else ())
+    return quick_unjudged() | frozenset(package.manifest.quick.unjudged if package else ())
 
 
 def _is_stand_in(folder: str) -> bool:
@@ -263,7 +269,7 @@ def self_check(path: Path, *, lab: str | None, rubric: Path | None, data_args: d
     choice = choose_lab(lab, rubric)
     rubric_path = choice.rubric_path
     r = load_rubric(rubric_path)
-    quick_unjudged = unjudged_kinds(choice.package)
+    not_judged = unjudged_kinds(choice.package)
     data = dict(data_args)
     absent = [n for n in r.datasets if n not in data]
     if absent and not quick:
@@ -322,9 +328,11 @@ def self_check(path: Path, *, lab: str | None, rubric: Path | None, data_args: d
             _render(grade, record_from_json(Submission, sub_doc), evidence, settings)
         except Exception as e:  # noqa: BLE001 - the table does not need the feedback files
             render_error = f"{type(e).__name__}: {e}"
+    from grader.checks import KINDS
+
     items = {item.id: item for _, item in r.all_items()}
-    unjudged = frozenset(i for i, it in items.items() if quick and it.check in quick_unjudged)
-    manual = frozenset(i for i, it in items.items() if it.check == "manual")
+    unjudged = frozenset(i for i, it in items.items() if quick and it.check in not_judged)
+    manual = frozenset(i for i, it in items.items() if KINDS[it.check].by_hand)
     feedback = tuple(p for p in sorted(feedback_dir.glob(f"{name}.*")) if p.suffix in (".html", ".pdf"))
     return SelfCheck(grade=grade, submission=sub_doc, evidence=tuple(evidence), unjudged=unjudged, manual=manual,
                      quick=quick, datasets=tuple(r.datasets),

@@ -7,6 +7,7 @@ import inspect
 import pickle
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -166,7 +167,7 @@ def test_failed_synth_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.
         files.put("raw/half-written", b"x")
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(datasets._WRITERS, "mnist", broken)
+    monkeypatch.setitem(datasets.registry._BY_NAME, "mnist", replace(datasets.registry.get("mnist"), synth=broken))
     with pytest.raises(KeyboardInterrupt):
         synth(tmp_path, size="tiny", names=["mnist"])
     assert list(tmp_path.iterdir()) == []
@@ -176,7 +177,7 @@ def test_food11_imagefolder_copies_where_links_fail(tiny: Path, tmp_path: Path, 
     def no_links(*args: object) -> None:
         raise OSError("links not supported")
 
-    monkeypatch.setattr(datasets.os, "symlink", no_links)
+    monkeypatch.setattr(datasets.food11.os, "symlink", no_links)
     dst = food11_imagefolder(tiny, tmp_path / "food")
     copy = dst / "validation" / "03" / "3_0.jpg"
     assert not copy.is_symlink() and copy.read_bytes() == (tiny / "Food-11" / "validation" / "3_0.jpg").read_bytes()

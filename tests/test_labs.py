@@ -264,11 +264,11 @@ def test_a_rubric_file_finds_its_lab_by_folder_or_by_its_lab_id(tmp_path: Path) 
 
 
 def test_quick_unjudged_kinds_come_from_the_grader_and_the_lab(skeleton: Path) -> None:
-    from grader.student import QUICK_UNJUDGED, unjudged_kinds
+    from grader.student import quick_unjudged, unjudged_kinds
 
     _edit_yaml(skeleton / "lab.yaml", lambda d: d["quick"].update(unjudged=["per_class_accuracy"]))
-    assert unjudged_kinds(load_lab(skeleton)) == QUICK_UNJUDGED | {"per_class_accuracy"}
-    assert unjudged_kinds(None) == QUICK_UNJUDGED
+    assert unjudged_kinds(load_lab(skeleton)) == quick_unjudged() | {"per_class_accuracy"}
+    assert unjudged_kinds(None) == quick_unjudged() == {"accuracy_vs_reference"}
 
 
 def _lab_with_custom_check(tmp_path: Path) -> Path:

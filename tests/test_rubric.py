@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from grader.errors import GraderError
-from grader.rubric import (KNOWN_CHECKS, CHECK_PARAMS, RubricError, builtin_rubric, load_rubric,
-                           load_rubric_text, parse_duration, parse_size, summarize)
+from grader.checks import KINDS
+from grader.checks.params import PerClassAccuracy
+from grader.rubric import (RubricError, builtin_rubric, load_rubric, load_rubric_text, parse_duration, parse_size,
+                           summarize)
 
 VALID = textwrap.dedent("""\
     lab: demo
@@ -65,7 +67,8 @@ def test_valid_rubric_loads_into_typed_models():
     assert r.limits.processes == 256  # default
     assert r.submission.pattern == "dllab_{student_id}.zip"
     item = r.parts[0].items[0]
-    assert item.params == {"dataset": "cifar10", "classes": 10} and item.feedback.pass_ == "good"
+    assert item.params == PerClassAccuracy(dataset="cifar10", classes=10) and item.feedback.pass_ == "good"
+    assert item.params.min_fraction == 1.0  # the default the check applies, now in the params model
     assert r.parts[0].items[1].hint.check == "lr_study"
     assert [i.id for _, i in r.all_items()] == ["per-class", "by-hand", "extra"]
     assert r.bonus.cap == 2
@@ -79,14 +82,14 @@ def test_lab1_rubric_follows_the_handout():
     assert r.max_points == 100 and r.total == 100 and r.bonus.cap == 5
     assert r.deadline.isoformat() == "2018-09-30T23:59:00+08:00"
     weights = r.item("lab1-1-weights")
-    assert weights.params["layers"] == ("conv1", "conv2", "fc1", "fc2", "fc3") and weights.params["require_bias"]
+    assert weights.params.layers == ("conv1", "conv2", "fc1", "fc2", "fc3") and weights.params.require_bias
     # the handout's three asks carry most of LAB 1-1
     asks = sum(r.item(i).points for i in ("lab1-1-weights", "lab1-1-test-metrics", "lab1-1-per-class"))
     assert asks >= 45
-    assert r.item("lab1-1-test-metrics").params["test_images"] == 10000
-    assert r.item("lab1-2-model").params["num_outputs"] == 11
+    assert r.item("lab1-1-test-metrics").params.test_images == 10000
+    assert r.item("lab1-2-model").params.num_outputs == 11
     assert r.item("lab1-3-justification").check == "manual"
-    assert r.item("bonus-normalization").params["tolerance"] == 0.02
+    assert r.item("bonus-normalization").params.tolerance == 0.02
     assert set(r.datasets) == {"cifar10", "food11"}
     assert r.submission.pattern == "dllab_{student_id}.zip"
     text = summarize(r)
@@ -98,8 +101,13 @@ def test_builtin_rubric_unknown_lab_suggests():
         builtin_rubric("lab11")
 
 
-def test_every_known_check_declares_its_params():
-    assert set(CHECK_PARAMS) == KNOWN_CHECKS
+def test_every_check_kind_validates_with_its_own_model():
+    # the rubric's items carry their kind's params model, and a hint can name any scored kind
+    r = load_rubric(builtin_rubric("lab1"))
+    for _, item in r.all_items():
+        assert type(item.params) is KINDS[item.check].params
+    got = problems(edit("hint: lr_study", "hint: custom"))
+    assert len(got) == 1 and got[0].startswith("parts[0].items[1].hint.check (line 24): unknown hint check kind `custom`")
 
 
 def test_typo_in_key_names_path_and_suggests():
@@ -131,8 +139,8 @@ def test_unknown_and_bad_params():
 def test_accuracy_vs_reference_params():
     base = edit("check: per_class_accuracy\n        params: {dataset: cifar10, classes: 10}",
                 "check: accuracy_vs_reference\n        params: {floor: 0.2, band: BAND, reference_part: p1}")
-    assert load_rubric_text(base.replace("BAND", "reference")).parts[0].items[0].params["band"] == "reference"
-    assert load_rubric_text(base.replace("BAND", "0.05")).parts[0].items[0].params["band"] == 0.05
+    assert load_rubric_text(base.replace("BAND", "reference")).parts[0].items[0].params.band == "reference"
+    assert load_rubric_text(base.replace("BAND", "0.05")).parts[0].items[0].params.band == 0.05
     got = problems(base.replace("BAND", "wide"))
     assert got == ['parts[0].items[0].params.band (line 18): expected "reference" or a number between 0 and 1, '
                    "got 'wide'"]
@@ -140,9 +148,43 @@ def test_accuracy_vs_reference_params():
     assert "params.floor" in got[0] and "between 0 and 1" in got[0]
     got = problems(base.replace("BAND", "0.05").replace("reference_part: p1", "reference_part: p2"))
     assert got[0].startswith("parts[0].items[0].params.reference_part (line 18): no part `p2`")
-    got = problems(base.replace("BAND", "0.05").replace(", reference_part: p1", ""))
-    assert got == ["parts[0].items[0].params.reference_part (line 18): check `accuracy_vs_reference` "
-                   "requires param `reference_part`"]
+    # without reference_part the item compares with its own part's reference (the check's default)
+    assert load_rubric_text(base.replace("BAND", "0.05").replace(", reference_part: p1", "")) \
+        .parts[0].items[0].params.reference_part is None
+    got = problems(base.replace("BAND", "0.05").replace(", dataset", ", datset").replace(
+        "reference_part: p1", "reference_part: p1, datset: cifar10"))
+    assert got == ["parts[0].items[0].params.datset (line 18): unknown param `datset` for check "
+                   "`accuracy_vs_reference`; did you mean `dataset`?"]
+
+
+def test_required_param_missing_and_kind_without_params():
+    custom = edit("check: per_class_accuracy\n        params: {dataset: cifar10, classes: 10}",
+                  "check: custom\n        params: {args: {n: 1}}")
+    got = problems(custom, base_dir=Path("."))
+    assert got == ["parts[0].items[0].params.function (line 18): check `custom` requires param `function`"]
+    got = problems(edit("check: manual\n", "check: manual\n        params: {mesage: hi}\n"))
+    assert got == ["parts[0].items[1].params.mesage (line 24): unknown param `mesage` for check `manual`; "
+                   "did you mean `message`?"]
+    got = problems(edit("{patterns: [\"*.pdf\"]}", "{patterns: [\"*.pdf\", \"\"]}"))
+    assert got == ["bonus.items[0].params.patterns (line 29): expected a non-empty list of text, got ['*.pdf', '']"]
+
+
+def test_choice_params_name_the_bad_entry():
+    norm = edit("check: per_class_accuracy\n        params: {dataset: cifar10, classes: 10}",
+                "check: normalization\n        params: {dataset: cifar10, reject: [half, imagenett]}")
+    got = problems(norm)
+    assert got == ["parts[0].items[0].params.reject[1] (line 18): unknown entry `imagenett`; did you mean `imagenet`?"]
+    got = problems(norm.replace("reject: [half, imagenett]", "reject: [half], dataset: food11"))
+    assert any("params.dataset" in p and "key `dataset` appears twice" in p for p in got)
+    got = problems(norm.replace("{dataset: cifar10, reject", "{dataset: food11, reject").replace(", imagenett", ""))
+    assert got[0].startswith("parts[0].items[0].params.dataset (line 18): dataset `food11` is not declared")
+    metrics = edit("check: per_class_accuracy\n        params: {dataset: cifar10, classes: 10}",
+                   "check: test_metrics\n        params: {require: [accuracy, los], test_images: 1.5}")
+    got = problems(metrics)  # the first problem, in the order the kind declares its params
+    assert got == ["parts[0].items[0].params.test_images (line 18): expected a whole number ≥ 1, got 1.5"]
+    got = problems(metrics.replace("1.5", "500"))
+    assert got == ["parts[0].items[0].params.require[1] (line 18): unknown entry `los`; did you mean `loss`?"]
+
 
 
 @pytest.mark.parametrize("value", ["8 GB", "8GB", "eight", "-1", "8 gib"])

@@ -5,25 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Mapping, Sequence
 
-from grader.datasets import CATSDOGS_CLASSES, CIFAR10_CLASSES, FOOD11_CLASSES, MNIST_CLASSES
+from grader.datasets import registry
 
 Status = Literal["pass", "partial", "fail", "error", "manual"]
 
 # Class lists checks count against; names as the datasets' own metadata spells them.
-CLASSES: dict[str, tuple[str, ...]] = {
-    "cifar10": CIFAR10_CLASSES, "food11": FOOD11_CLASSES, "mnist": MNIST_CLASSES, "catsdogs": CATSDOGS_CLASSES}
+CLASSES: dict[str, tuple[str, ...]] = registry.class_sets()
 
 # Statistics students copy from elsewhere; a normalization check names them when it sees them.
 KNOWN_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "ImageNet's": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "CIFAR-10's": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "CIFAR-10's (the common 0.2023 variant)": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-    "the tutorial's 0.5": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    "MNIST's": ((0.1307,), (0.3081,)),
-}
+    k.label: (k.mean, k.std) for k in registry.known_stats()}
 # The rubric's `reject:` names for those pairs.
-KNOWN_NAMES: dict[str, str] = {"imagenet": "ImageNet's", "cifar10": "CIFAR-10's", "half": "the tutorial's 0.5",
-                               "cifar10-alt": "CIFAR-10's (the common 0.2023 variant)", "mnist": "MNIST's"}
+KNOWN_NAMES: dict[str, str] = {k.key: k.label for k in registry.known_stats()}
 
 
 UNCONFIRMED = "unconfirmed-evidence"
@@ -74,6 +67,14 @@ class CheckContext:
     """The reference's expected metrics for this part (`parts[<id>]` of the expected file)."""
     dataset_stats: Mapping[str, Mapping] = field(default_factory=dict)
     """Per-dataset training-split `{"mean": [...], "std": [...]}`, from `dllab data stats`."""
+    references: Mapping[str, Mapping] = field(default_factory=dict)
+    """The reference's expected metrics of every part (`parts` of the expected file), for an
+    item comparing with another part's reference (`reference_part`)."""
+    test_split_size: int | None = None
+    """Images in the mounted test split of the part's dataset (its manifest or the dataset's
+    registered count); None when the grader was not told (checks then read it from the run)."""
+    rubric_dir: str | None = None
+    """The rubric's folder: where a `custom` check's .py file lives."""
 
 
 def where(ev: Mapping, cell: int | None = None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from grader.checks import params as P
 from grader.checks.base import UNCONFIRMED, CheckContext, Outcome, where
 from grader.checks.lrstudy import lr_study  # noqa: F401 - its old home, kept importable
 from grader.corroborate import figure_captured, find_parameter, histogram_disagrees, parameters_of
@@ -53,8 +54,8 @@ def _uncorroborated(ev: Mapping, f: Mapping, subject: str) -> str | None:
             return ("the grader could not recognize a histogram in the image it captured in that cell's output "
                     "(only a PNG chart is read)")
         return "the notebook's output of that cell, as the grader captured it, shows no such image"
-    params = parameters_of(ev.get("verified"))
-    if params is None:
+    captured = parameters_of(ev.get("verified"))
+    if captured is None:
         reason = str((ev.get("verified") or {}).get("reason") or "").rstrip(".")
         return ("the trained model's parameters were not captured by the independent evaluation"
                 + (f" ({reason})" if reason else "") + ", so the histogram's data could not be compared with them")
@@ -62,7 +63,7 @@ def _uncorroborated(ev: Mapping, f: Mapping, subject: str) -> str | None:
     for index, h in enumerate(f.get("hists") or []):
         if subject not in (h.get("subjects") or []):
             continue
-        stats = [find_parameter(params, s) for s in h.get("subjects") or []]
+        stats = [find_parameter(captured, s) for s in h.get("subjects") or []]
         if any(st is None for st in stats):
             why = (f"{subject} is not a parameter of the model the independent evaluation captured (a histogram of "
                    f"another model, or of the weights before training?)")
@@ -77,7 +78,8 @@ def _uncorroborated(ev: Mapping, f: Mapping, subject: str) -> str | None:
     return why
 
 
-def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
+@P.takes(P.WeightHistograms)
+def weight_histograms(ctx: CheckContext, params: P.WeightHistograms) -> Outcome:
     """A distribution plot of each required layer's weights (and biases when asked).
 
     Figures come from the probe (execute mode) or, in saved mode, from the stored images
@@ -91,10 +93,10 @@ def weight_histograms(ctx: CheckContext, params: Mapping) -> Outcome:
     (partial) and the rest goes to a TA with those figures and why (all of it when none is
     confirmed).
     """
+    layers, require_bias = list(params.layers or ()), params.require_bias
     if not ctx.evidence:
         return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found, so no weight histograms either.")
-    layers = list(params.get("layers") or [])
-    kinds = ["weight", "bias"] if params.get("require_bias") else ["weight"]
+    kinds = ["weight", "bias"] if require_bias else ["weight"]
     hists = [(ev, f) for ev in ctx.evidence for f in ev.get("figures") or [] if f.get("kind") == "histogram"]
     subjects = [(ev, f, s) for ev, f in hists for s in f.get("subjects") or []]
     unsure = [(ev, f) for ev in ctx.evidence for f in ev.get("figures") or [] if f.get("uncertain")]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import fnmatch
 import re
 from pathlib import Path
-from typing import Mapping
 
+from grader.checks import params as P
 from grader.checks.base import CheckContext, Outcome
 from grader.reportread import ReportText, read_report
 
@@ -31,9 +31,10 @@ def _norm(s: str) -> str:
     return re.sub(r"[^a-z0-9\u4e00-\u9fff]+", " ", s.lower().replace("&", " and ")).strip()
 
 
-def report_sections(ctx: CheckContext, params: Mapping) -> Outcome:
-    """A report is present with the sections the handout asks for."""
-    sections = list(params.get("sections") or ["Problems & solutions", "Experiment setup", "Results", "Analysis"])
+@P.takes(P.ReportSections)
+def report_sections(ctx: CheckContext, params: P.ReportSections) -> Outcome:
+    """A report is present with the sections the handout asks for (and `min_words` words, when set)."""
+    sections, min_words = list(params.sections), params.min_words
     reports = [f for f in ctx.files if f.get("kind") == "report"
                and str(f.get("path", "")).lower().endswith(REPORT_SUFFIXES)]
     if not reports:
@@ -44,7 +45,7 @@ def report_sections(ctx: CheckContext, params: Mapping) -> Outcome:
     reports.sort(key=lambda f: ("report" not in str(f.get("path", "")).lower(), f.get("bytes") or 0,
                                 str(f.get("path", ""))))
     reports, unread = reports[:MAX_REPORTS_READ], reports[MAX_REPORTS_READ:]
-    best_found, best_path, unreadable, failed = [], None, [], []
+    best_found, best_path, best_words, unreadable, failed = [], None, 0, [], []
     skipped = (f"{len(unread)} more report file(s) were not read (the grader reads at most {MAX_REPORTS_READ} "
                f"per submission): {', '.join(str(f['path']) for f in unread[:5])}" if unread else "")
     for f in reports:
@@ -60,7 +61,7 @@ def report_sections(ctx: CheckContext, params: Mapping) -> Outcome:
         body = _norm(text)
         found = [s for s in sections if _norm(s) in body]
         if len(found) > len(best_found) or best_path is None:
-            best_found, best_path = found, f["path"]
+            best_found, best_path, best_words = found, f["path"], len(text.split())
     if (failed or skipped) and (best_path is None or len(best_found) < len(sections)):
         # The grader's reader gave up (time, memory) or read only some: a TA reads them, the
         # student is not failed.
@@ -72,16 +73,21 @@ def report_sections(ctx: CheckContext, params: Mapping) -> Outcome:
         return Outcome("fail", 0.0, f"the report ({', '.join(unreadable)}) has no text the grader can read; "
                                     f"hand in a text-based pdf, docx or md.")
     missing = [s for s in sections if s not in best_found]
+    short = (f"; it has {best_words:,} words, fewer than the {min_words:,} asked for"
+             if min_words is not None and best_words < min_words else "")
+    if not missing and short:
+        return Outcome("partial", 0.5, f"report {best_path} has every section{short}.", (best_path,))
     if not missing:
         return Outcome("pass", 1.0, f"report {best_path} has every section.", (best_path,))
     fraction = len(best_found) / len(sections)
     return Outcome("partial" if best_found else "fail", fraction,
-                   f"report {best_path} is missing the section(s): {', '.join(missing)}.", (best_path,))
+                   f"report {best_path} is missing the section(s): {', '.join(missing)}{short}.", (best_path,))
 
 
-def files_present(ctx: CheckContext, params: Mapping) -> Outcome:
+@P.takes(P.FilesPresent)
+def files_present(ctx: CheckContext, params: P.FilesPresent) -> Outcome:
     """Files matching each required pattern are in the submission."""
-    patterns = list(params.get("patterns") or ["*.ipynb"])
+    patterns = list(params.patterns)
     paths = [str(f.get("path", "")) for f in ctx.files]
     missing = [p for p in patterns if not any(fnmatch.fnmatch(x.lower(), p.lower()) for x in paths)]
     if not missing:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
+from grader.checks import params as P
 from grader.checks.base import UNCONFIRMED, CheckContext, Outcome, where
 from grader.corroborate import figure_captured
 
@@ -162,7 +163,8 @@ def _reasons(doubts: list) -> str:
     return "; ".join(list(seen.values())[:2])
 
 
-def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
+@P.takes(P.LrStudy)
+def lr_study(ctx: CheckContext, params: P.LrStudy) -> Outcome:
     """Several learning rates and/or decay schedules actually run and compared.
 
     Executed, the optimizers that took a step say which rates ran, but a run counts only when
@@ -180,13 +182,14 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
     `parsers.lrs`); when that falls short but the code, or a figure the grader could not read,
     suggests a study, a TA decides instead of a fail.
     """
+    min_runs, require_scheduler, require_plot = params.min_runs, params.require_scheduler, params.require_plot
     if not ctx.evidence:
         return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found.")
-    min_runs = int(params.get("min_runs", 2))
     ran = [(ev, o) for ev in ctx.evidence for o in ev.get("optimizers") or [] if (o.get("steps") or 0) > 0]
     saved = [ev for ev in ctx.evidence if ev.get("mode") == "saved" and isinstance(ev.get("lr_settings"), list)]
     if saved and not ran:
-        return _saved_lr_study(ctx, params, saved, min_runs)
+        return _saved_lr_study(ctx, saved, min_runs, require_scheduler=require_scheduler,
+                               require_plot=require_plot)
     doubts, optimizers = [], []
     counted: dict[int, Mapping] = {}
     for ev, o in ran:
@@ -218,9 +221,9 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
     compared = [where(ev, f.get("cell")) for ev, f in lines if figure_captured(f)]
     unseen = [where(ev, f.get("cell")) for ev, f in lines if not figure_captured(f)]
     needs = [("runs", runs >= min_runs)]
-    if params.get("require_scheduler", False):
+    if require_scheduler:
         needs.append(("scheduler", bool(stepped)))
-    if params.get("require_plot", True):
+    if require_plot:
         needs.append(("plot", bool(compared)))
     met = sum(ok for _, ok in needs)
     found = [f"{len(rates)} initial learning rate(s) trained ({', '.join(f'{r:g}' for r in rates)})" if rates
@@ -257,7 +260,7 @@ def lr_study(ctx: CheckContext, params: Mapping) -> Outcome:
     if runs < min_runs:
         notes.append(f"Train at least {min_runs} settings (initial rates, or one rate with and without a decay "
                      f"schedule), each in a run of its own, to compare.")
-    if params.get("require_plot", True) and not compared:
+    if require_plot and not compared:
         notes.append("No line chart compares the runs: plot accuracy or loss per epoch for each setting.")
     if doubts:  # they did not decide the verdict; say why they were not counted
         lrs = ", ".join(f"{float(o['lr']):g}" for _, o, _ in doubts if isinstance(o.get("lr"), (int, float)))
@@ -281,7 +284,8 @@ def _in_section(ev: Mapping, records: list) -> list[Mapping]:
     return [r for r in ok if not isinstance(r.get("index"), int) or r["index"] in cells]
 
 
-def _saved_lr_study(ctx: CheckContext, params: Mapping, saved: list[Mapping], min_runs: int) -> Outcome:
+def _saved_lr_study(ctx: CheckContext, saved: list[Mapping], min_runs: int, *, require_scheduler: bool,
+                    require_plot: bool) -> Outcome:
     """lr_study in saved mode: the printed learning rates and the stored line charts."""
     cells = [c for ev in saved for c in _in_section(ev, ev["lr_settings"])]
     printed = sorted({float(v) for c in cells for v in c.get("printed") or []})
@@ -295,8 +299,8 @@ def _saved_lr_study(ctx: CheckContext, params: Mapping, saved: list[Mapping], mi
              else "no learning rate printed in the outputs")
     chart = f"{len(charts)} line chart(s)" if charts else "no line chart"
     note = " (Saved mode: read from the stored outputs, not observed running.)"
-    plot_ok = bool(charts) or not params.get("require_plot", True)
-    if len(printed) >= min_runs and plot_ok and not params.get("require_scheduler", False):
+    plot_ok = bool(charts) or not require_plot
+    if len(printed) >= min_runs and plot_ok and not require_scheduler:
         return Outcome("pass", 1.0, f"{found}, compared in {chart}." + note, tuple(charts[:3]))
     if in_code or unsure or printed:
         code = (f"the code sets learning rate(s) {', '.join(f'{r:g}' for r in in_code)}" if in_code
@@ -305,7 +309,7 @@ def _saved_lr_study(ctx: CheckContext, params: Mapping, saved: list[Mapping], mi
         return Outcome("manual", 0.0, f"{found}; {code}; {chart}"
                        + (f" and {len(unsure)} figure(s) the grader could not read" if unsure else "")
                        + ". Nothing was run in saved mode, so a TA will check which settings were trained"
-                       + (" and whether the schedule stepped" if params.get("require_scheduler", False) else "")
+                       + (" and whether the schedule stepped" if require_scheduler else "")
                        + (f": see {', '.join(looked)}." if looked else "."), looked)
     return Outcome("fail", 0.0, "no learning-rate experiment was found: no learning rate is printed in the "
                                 "outputs or set in the code, and no line chart compares runs." + note)

@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping
 
+from grader.checks import params as P
 from grader.checks.base import CLASSES, UNCONFIRMED, CheckContext, Outcome, fmt_pct, where
 from grader.checks.budget import reference_target, scaled_floor
 from grader.checks.training import (CHANCE_TOLERANCE, chance_level, finite, test_coverage, training_budget,
                                     untrained_outcome)
 from grader.corroborate import verified_blocks, verified_for
+from grader.datasets import registry
 
 
 def _metrics(ev: Mapping) -> Mapping:
@@ -60,14 +62,18 @@ def _untrained(ctx: CheckContext, dataset: str | None, *, measured_counts: bool 
     return Outcome(verdict.status, 0.0, verdict.message, (verdict.pointer,), own_words=True)
 
 
-def _per_class_shown(ctx: CheckContext, params: Mapping) -> Outcome:
-    """Accuracy shown for every class of the dataset (before the host's measurement is compared)."""
+def _per_class_shown(ctx: CheckContext, dataset: str | None, expected: int | None, need: float) -> Outcome:
+    """Accuracy shown for at least `need` (a share 0..1) of the dataset's classes, before the
+    host's measurement is compared; `expected`: the class count the rubric was written for."""
     if (miss := _not_found(ctx)) is not None:
         return miss
-    dataset = params.get("dataset") or ctx.dataset or "cifar10"
-    if dataset not in CLASSES:
+    dataset = dataset or ctx.dataset
+    if dataset is None or dataset not in CLASSES:
         return Outcome("error", 0.0, f"the grader has no class list for {dataset!r}; a TA should set the "
                                      f"item's `dataset` to one of {', '.join(CLASSES)}.")
+    if expected is not None and expected != len(CLASSES[dataset]):
+        return Outcome("error", 0.0, f"the rubric expects {expected} classes but {dataset} has "
+                                     f"{len(CLASSES[dataset])}; a TA should fix the item's `classes` or `dataset`.")
     if (gate := _untrained(ctx, dataset)) is not None:
         return gate
     classes = CLASSES[dataset]
@@ -79,15 +85,17 @@ def _per_class_shown(ctx: CheckContext, params: Mapping) -> Outcome:
             best_ev, best = ev, found
             not_numbers = [c for c, v in printed.items() if not _fraction(v)]
     missing = [c for c in classes if c not in best]
-    need = float(params.get("min_fraction", 1.0))
     share = len(best) / len(classes)
     if not best:
         return _lost(ctx, "the accuracy of each class") or Outcome(
             "fail", 0.0, f"no accuracy for each class was found: print the test accuracy of every one of the "
                          f"{len(classes)} {dataset} classes (e.g. `Accuracy of plane : 54 %`).")
     pointer = (where(best_ev),) if best_ev else ()
-    if share >= need and not missing:
+    if not missing:
         return Outcome("pass", 1.0, f"accuracy shown for all {len(classes)} classes.", pointer)
+    if share >= need:
+        return Outcome("pass", 1.0, f"accuracy shown for {len(best)} of {len(classes)} classes (the rubric asks "
+                                    f"for {fmt_pct(need)} of them); not shown: {', '.join(missing)}.", pointer)
     if (lost := _lost(ctx, f"the accuracy of {len(missing)} of {len(classes)} classes")) is not None:
         return lost
     bad = f" ({', '.join(not_numbers)}: not a number)" if not_numbers else ""
@@ -95,14 +103,15 @@ def _per_class_shown(ctx: CheckContext, params: Mapping) -> Outcome:
                                      f"{', '.join(missing)}{bad}.", pointer)
 
 
-def _test_metrics_shown(ctx: CheckContext, params: Mapping) -> Outcome:
-    """Total test loss and accuracy shown (finite numbers: a nan is not a result), before the
-    host's measurement is compared."""
+def _test_metrics_shown(ctx: CheckContext, dataset: str | None, test_images: int | None,
+                        want: tuple[str, ...]) -> Outcome:
+    """The totals `want` (accuracy, loss) shown as finite numbers (a nan is not a result), on
+    at least `test_images` test images (capped at the mounted split), before the host's
+    measurement is compared."""
     if (miss := _not_found(ctx)) is not None:
         return miss
-    if (gate := _untrained(ctx, params.get("dataset") or ctx.dataset)) is not None:
+    if (gate := _untrained(ctx, dataset or ctx.dataset)) is not None:
         return gate
-    want = tuple(params.get("require", ("accuracy", "loss")))
     shown: dict[str, tuple[float, Mapping]] = {}
     odd: dict[str, object] = {}
     valid = {"accuracy": _fraction, "loss": lambda v: finite(v) and v >= 0}
@@ -137,12 +146,13 @@ def _test_metrics_shown(ctx: CheckContext, params: Mapping) -> Outcome:
     if "loss" in shown:
         parts.append(f"test loss {shown['loss'][0]:.4g}")
     if not missing:
-        partial_split = _partial_split(ctx)
+        partial_split = _partial_split(ctx, dataset or ctx.dataset, test_images)
         if partial_split is not None:
-            ev, (images, size) = partial_split
+            ev, (images, size, bar) = partial_split
+            asked = "" if bar >= size else f" (the rubric asks for at least {bar:,})"
             return Outcome("partial", 0.5, f"{' and '.join(parts)} shown, but the model was evaluated on at most "
-                                           f"{images:,} of the {size:,} test images: evaluate on the whole test "
-                                           f"split.", (where(ev),))
+                                           f"{images:,} of the {size:,} test images{asked}: evaluate on the whole "
+                                           f"test split.", (where(ev),))
         return Outcome("pass", 1.0, f"{' and '.join(parts)} shown{val_note}.", pointers)
     if (lost := _lost(ctx, " and ".join(f"the total test {k}" for k in missing))) is not None and not odd:
         return lost
@@ -159,7 +169,7 @@ def _test_metrics_shown(ctx: CheckContext, params: Mapping) -> Outcome:
                                 "split and print both.")
 
 
-TOTAL_TOLERANCE = 0.02
+TOTAL_TOLERANCE: float = P.MetricsVerified.model_fields["tolerance"].default
 """Largest |printed - measured| test accuracy (fraction 0..1) that still agrees; as metrics_verified's default."""
 CLASS_TOLERANCE = 0.05
 """Largest |printed - measured| accuracy of one class (fraction 0..1) that still agrees."""
@@ -209,29 +219,59 @@ def _contradicted(ctx: CheckContext, out: Outcome, *, total: bool, per_class: bo
     return out
 
 
-def per_class_accuracy(ctx: CheckContext, params: Mapping) -> Outcome:
-    """Accuracy shown for every class of the dataset; per-class numbers the host's measurement
-    of the captured model contradicts go to a TA (`_contradicted`)."""
-    return _contradicted(ctx, _per_class_shown(ctx, params), total=False, per_class=True,
+@P.takes(P.PerClassAccuracy)
+def per_class_accuracy(ctx: CheckContext, params: P.PerClassAccuracy) -> Outcome:
+    """Accuracy shown for every class of the dataset (or `min_fraction` of them); per-class
+    numbers the host's measurement of the captured model contradicts go to a TA (`_contradicted`)."""
+    dataset, classes, min_fraction = params.dataset, params.classes, params.min_fraction
+    return _contradicted(ctx, _per_class_shown(ctx, dataset, classes, min_fraction), total=False, per_class=True,
                          points="per-class accuracies")
 
 
-def test_metrics(ctx: CheckContext, params: Mapping) -> Outcome:
-    """Total test loss and accuracy shown (finite numbers: a nan is not a result); a test
+@P.takes(P.TestMetrics)
+def test_metrics(ctx: CheckContext, params: P.TestMetrics) -> Outcome:
+    """Total test loss and accuracy shown (finite numbers: a nan is not a result) for an
+    evaluation of the whole test split, or `test_images` of it (one batch earns half); a test
     accuracy the host's measurement of the captured model contradicts goes to a TA."""
-    return _contradicted(ctx, _test_metrics_shown(ctx, params), total=True, per_class=False,
-                         points="test accuracy")
+    dataset, test_images, require = params.dataset, params.test_images, params.require
+    return _contradicted(ctx, _test_metrics_shown(ctx, dataset, test_images, tuple(require)), total=True,
+                         per_class=False, points="test accuracy")
 
 
-def _partial_split(ctx: CheckContext) -> tuple[Mapping, tuple[int, int]] | None:
-    """A notebook whose every test evaluation covered under 90 % of the test split (a batch, a
-    subset), while no other notebook of the part evaluated the whole split."""
+COVERED = 0.9
+"""Share of the bar an evaluation must reach to count as the whole split (a last batch dropped
+by `drop_last` is not a subset)."""
+
+
+def split_size(ctx: CheckContext, dataset: str | None) -> int | None:
+    """Images in the mounted test split of `dataset`: the grader's own count when it was told
+    (`ctx.test_split_size`), else the most the host evaluated itself, or the run saw in a
+    test-split dataset (a subset of it is never larger), else None."""
+    if ctx.test_split_size:
+        return ctx.test_split_size
+    seen = [int(v["test_images"]) for ev in ctx.evidence for v in verified_blocks(ev)
+            if isinstance(v.get("test_images"), int) and (dataset is None or v.get("dataset") in (dataset, None))]
+    seen += [int(d["length"]) for ev in ctx.evidence for d in ev.get("datasets") or []
+             if isinstance(d, Mapping) and d.get("split") == "test" and isinstance(d.get("length"), int)]
+    return max(seen) if seen else None
+
+
+def _partial_split(ctx: CheckContext, dataset: str | None,
+                   test_images: int | None) -> tuple[Mapping, tuple[int, int, int]] | None:
+    """A notebook whose every test evaluation covered under 90 % of the bar: min(test_images,
+    the mounted test split) (a batch, a subset), while no other notebook of the part reached
+    it; with (images evaluated, test split size, bar)."""
+    mounted = split_size(ctx, dataset)
     found = []
     for ev in ctx.evidence:
         coverage = test_coverage(ev)
-        if coverage is None or coverage[0] >= 0.9 * coverage[1]:
+        if coverage is None:
             return None
-        found.append((ev, coverage))
+        size = max(coverage[1], mounted or 0)
+        bar = min(test_images, size) if test_images else size
+        if coverage[0] >= COVERED * bar:
+            return None
+        found.append((ev, (coverage[0], size, bar)))
     return found[0] if found else None
 
 
@@ -279,7 +319,8 @@ def _accuracy(ctx: CheckContext) -> tuple[float | None, str, Mapping | None]:
     return None, "", None
 
 
-def accuracy_vs_reference(ctx: CheckContext, params: Mapping) -> Outcome:
+@P.takes(P.AccuracyVsReference)
+def accuracy_vs_reference(ctx: CheckContext, params: P.AccuracyVsReference) -> Outcome:
     """Test accuracy against the reference at the student's own training budget.
 
     With a reference: full points from the reference's mean minus its seed band at the epochs
@@ -287,13 +328,17 @@ def accuracy_vs_reference(ctx: CheckContext, params: Mapping) -> Outcome:
     that budget, which never rises above that band (`_bars`). Without a reference, or when the
     budget is unknown, an accuracy that does not clear the bar goes to a TA with the numbers
     instead of failing on a guess. Every message names the bars that were applied.
+    `reference_part` picks another part's reference result (default: the item's own part).
     """
+    floor, band, reference_part, dataset = params.floor, params.band, params.reference_part, params.dataset
+    reference = ctx.references.get(reference_part) if reference_part is not None and ctx.references \
+        else ctx.reference
     if (miss := _not_found(ctx)) is not None:
         return miss
-    dataset = params.get("dataset") or ctx.dataset
+    dataset = dataset or ctx.dataset
     if (gate := _untrained(ctx, dataset, measured_counts=True)) is not None:
         return gate
-    outcome = _accuracy_outcome(ctx, params, dataset)
+    outcome = _accuracy_outcome(ctx, reference, floor=floor, band=band, dataset=dataset)
     acc, source, ev = _accuracy(ctx)
     if source == "printed" and ev is not None and acc is not None and _executed(ev):
         return _unverified(ev, acc, outcome, ctx.dataset)
@@ -329,17 +374,17 @@ def _unverified(ev: Mapping, printed: float, judged: Outcome, dataset: str | Non
                    own_words=True)
 
 
-def _accuracy_outcome(ctx: CheckContext, params: Mapping, dataset: str | None) -> Outcome:
+def _accuracy_outcome(ctx: CheckContext, reference: Mapping | None, *, floor: float, band: str | float,
+                      dataset: str | None) -> Outcome:
     acc, source, ev = _accuracy(ctx)
     if acc is None:
         return _lost(ctx, "a test accuracy") or Outcome("fail", 0.0, "no test accuracy was found to compare "
                                                                       "with the reference.")
     pointer = (where(ev),) if ev else ()
-    floor = float(params.get("floor", 0.0))
     chance = chance_level(dataset)
     budget = training_budget(ev) if ev else None
     yours = f"{source} test accuracy {fmt_pct(acc)}"
-    target = reference_target(ctx.reference, budget)
+    target = reference_target(reference, budget)
     if target is None:
         if acc >= floor:
             return Outcome("pass", 1.0, f"{yours} meets the floor of {fmt_pct(floor)} (no reference result was "
@@ -351,7 +396,6 @@ def _accuracy_outcome(ctx: CheckContext, params: Mapping, dataset: str | None) -
                                       f"one), so a TA decides.", pointer)
     # "reference": the reference's seed spread (2 std), never narrower than 5 points,
     # since a reference trained with few seeds understates its own spread.
-    band = params.get("band", "reference")
     width = max(2 * target.std, 0.05) if band == "reference" else float(band)
     bars = _bars(target.mean - width, scaled_floor(floor, chance=chance, target=target), floor=floor)
     got = f"you reached {fmt_pct(acc)} ({source})"
@@ -431,17 +475,19 @@ def _nothing_printed(ctx: CheckContext, measured: float | None) -> Outcome:
                                 f"computes.", tuple(where(e) for e in ctx.evidence), own_words=True)
 
 
-def metrics_verified(ctx: CheckContext, params: Mapping) -> Outcome:
+@P.takes(P.MetricsVerified)
+def metrics_verified(ctx: CheckContext, params: P.MetricsVerified) -> Outcome:
     """Printed metrics agree with an independent evaluation of the trained model.
 
     Passes only when at least one printed number (the total or a class) was compared and
-    every compared number agrees.
+    every compared number agrees (within `tolerance`; with nothing measured, per-class numbers
+    that average away from the total beyond `consistency_tolerance` on a balanced split fail).
     """
+    tol, consistency = params.tolerance, params.consistency_tolerance
     if (miss := _not_found(ctx)) is not None:
         return miss
     if (gate := _untrained(ctx, ctx.dataset)) is not None:
         return gate
-    tol = float(params.get("tolerance", TOTAL_TOLERANCE))
     checked, reasons = [], []
     for ev in ctx.evidence:
         v = _verified(ev, ctx.dataset)
@@ -454,7 +500,7 @@ def metrics_verified(ctx: CheckContext, params: Mapping) -> Outcome:
     if not checked:
         if not printed_any:
             return _nothing_printed(ctx, None)
-        inconsistent = _inconsistent(ctx, tol=float(params.get("consistency_tolerance", 0.1)))
+        inconsistent = _inconsistent(ctx, tol=consistency)
         if inconsistent:
             ev, msg = inconsistent
             return Outcome("fail", 0.0, msg + " Print what your code computes.", (where(ev),), flags=("mismatch",))
@@ -488,7 +534,7 @@ def metrics_verified(ctx: CheckContext, params: Mapping) -> Outcome:
 
 # Test splits whose classes are equally sized: there, the mean of the per-class accuracies
 # must equal the total accuracy, which catches per-class numbers typed in by hand.
-BALANCED_TEST = {"cifar10", "mnist"}
+BALANCED_TEST = {s.name for s in registry.SPECS if s.test_balanced}
 
 
 def _inconsistent(ctx: CheckContext, *, tol: float) -> tuple[Mapping, str] | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from grader.checks import params as P
+from grader.datasets import registry
 from grader.checks.base import CLASSES, KNOWN_NAMES, KNOWN_STATS, UNCONFIRMED, CheckContext, Outcome, where
 from grader.corroborate import parameters_of, verified_blocks, verified_for, verified_normalizers
 from grader.diagnose import error_text
@@ -16,11 +18,11 @@ def _saw_nothing(evidence) -> bool:
                for ev in evidence) and any("probe" in ev for ev in evidence)
 
 
-def _outputs_wanted(ctx: CheckContext, params: Mapping, dataset: str | None) -> int | None:
+def _outputs_wanted(ctx: CheckContext, num_outputs: int | None, dataset: str | None) -> int | None:
     """The class count the model's last layer must have: the rubric's, else the dataset's,
     else what the probe saw the training dataset declare."""
-    if params.get("num_outputs"):
-        return int(params["num_outputs"])
+    if num_outputs:
+        return num_outputs
     if dataset in CLASSES:
         return len(CLASSES[dataset])
     counts = {d.get("num_classes") for ev in ctx.evidence for d in ev.get("datasets") or []
@@ -28,12 +30,15 @@ def _outputs_wanted(ctx: CheckContext, params: Mapping, dataset: str | None) -> 
     return counts.pop() if len(counts) == 1 else None
 
 
-def model_architecture(ctx: CheckContext, params: Mapping) -> Outcome:
-    """The model is shown and fits the dataset (its output size equals the class count)."""
+@P.takes(P.ModelArchitecture)
+def model_architecture(ctx: CheckContext, params: P.ModelArchitecture) -> Outcome:
+    """The model is shown and fits the dataset (its output size equals the class count), and
+    has the rubric's `layers` when it names some."""
+    num_outputs, layers, dataset = params.num_outputs, params.layers, params.dataset
     if not ctx.evidence:
         return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found, so no model either.")
-    dataset = params.get("dataset") or ctx.dataset
-    want = _outputs_wanted(ctx, params, dataset)
+    dataset = dataset or ctx.dataset
+    want = _outputs_wanted(ctx, num_outputs, dataset)
     models = [(ev, m) for ev in ctx.evidence for m in ev.get("models") or []]
     if not models:
         if _saw_nothing(ctx.evidence):
@@ -60,8 +65,8 @@ def model_architecture(ctx: CheckContext, params: Mapping) -> Outcome:
         ev, m = fits[-1]
         params_n = m.get("parameters")
         size = f", {params_n:,} parameters" if isinstance(params_n, int) else ""
-        return Outcome("pass", 1.0, f"model {m.get('class', '?')} with {m.get('num_outputs')} outputs{size}.",
-                       (where(ev, m.get("cell")),))
+        found = f"model {m.get('class', '?')} with {m.get('num_outputs')} outputs{size}"
+        return _with_layers(ev, m, tuple(layers or ()), dataset, found)
     ev, m = models[-1]
     if not isinstance(m.get("num_outputs"), int):
         # No nn.Linear at the end (a conv head, a LazyLinear, a functional layer): the
@@ -74,6 +79,33 @@ def model_architecture(ctx: CheckContext, params: Mapping) -> Outcome:
                    (where(ev, m.get("cell")),))
 
 
+def _layer_names(ev: Mapping, m: Mapping, dataset: str | None) -> set[str] | None:
+    """Layer names of the model the host captured in `ev` (its parameters' names without the
+    last part), else of the probe's record `m`, or None when neither says."""
+    v = (verified_for(ev, dataset) if dataset else None) or next(iter(verified_blocks(ev)), {})
+    # the record's layers are [name, type] pairs of its leaf modules
+    names = list(parameters_of(v) or {}) or [str(n[0]) for n in m.get("layers") or []
+                                              if isinstance(n, (list, tuple)) and n and isinstance(n[0], str)]
+    return {n.rsplit(".", 1)[0] if n.endswith((".weight", ".bias")) else n for n in names} or None
+
+
+def _with_layers(ev: Mapping, m: Mapping, layers: tuple[str, ...], dataset: str | None, found: str) -> Outcome:
+    """A fitting model `m`: a pass, unless the rubric names `layers` it lacks (`conv1` matches
+    `conv1` and `net.conv1`)."""
+    pointer = (where(ev, m.get("cell")),)
+    if not layers:
+        return Outcome("pass", 1.0, f"{found}.", pointer)
+    names = _layer_names(ev, m, dataset)
+    if names is None:
+        return Outcome("manual", 0.0, f"{found}, but the grader could not see its layers to look for "
+                                      f"{', '.join(layers)}; a TA checks them.", pointer)
+    missing = [l for l in layers if not any(n == l or n.endswith("." + l) for n in names)]
+    if not missing:
+        return Outcome("pass", 1.0, f"{found}, with layers {', '.join(layers)}.", pointer)
+    return Outcome("partial", 0.5, f"{found}, but without the layer(s) {', '.join(missing)} the handout asks "
+                                   f"for.", pointer)
+
+
 def _other_than_verified(ev: Mapping, m: Mapping, dataset: str | None) -> str | None:
     """Why model record `m` is not the model the independent evaluation captured in `ev` (its
     class, or its parameter count against the captured parameters' sizes), or None when it
@@ -84,13 +116,13 @@ def _other_than_verified(ev: Mapping, m: Mapping, dataset: str | None) -> str | 
         return None
     if m.get("class") != v["model"]:
         return f"the model the grader evaluated itself in {where(ev)} is a {v['model']}"
-    params = parameters_of(v)
-    sizes = [p.get("numel") if isinstance(p, Mapping) else None for p in (params or {}).values()]
+    captured = parameters_of(v)
+    sizes = [p.get("numel") if isinstance(p, Mapping) else None for p in (captured or {}).values()]
     total = sum(sizes) if sizes and all(isinstance(n, int) for n in sizes) else None  # a NaN one has no size
     if total and isinstance(m.get("parameters"), int) and m["parameters"] != total:
         return (f"the {v['model']} the grader evaluated itself in {where(ev)} has {total:,} parameters, "
                 f"not {m['parameters']:,}")
-    names = list(params or {})
+    names = list(captured or {})
     if len(names) >= 2 and names[-1].endswith(".bias") and names[-2] == names[-1][:-5] + ".weight":
         # a final nn.Linear: its bias holds one value per output, its weight in x out
         out_n, w_n = sizes[-1], sizes[-2]
@@ -104,7 +136,8 @@ def _close(a, b, tol: float) -> bool:
     return len(a) == len(b) and all(abs(float(x) - float(y)) <= tol for x, y in zip(a, b))
 
 
-def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
+@P.takes(P.Normalization)
+def normalization(ctx: CheckContext, params: P.Normalization) -> Outcome:
     """Inputs normalized with the dataset's own training mean/std, within a tolerance.
 
     Only what reached a model counts: a Normalize in the test transform the independent
@@ -113,17 +146,17 @@ def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
     have written, also that their data reached a model in cells whose captured output shows a
     loss (`reached_model`, `host_output`: the student's process can load real data through such a
     transform and print a line): with the right numbers but no verified transform, a TA decides;
-    with copied constants they still say what was used.
+    with copied constants they still say what was used. A Normalize the probe did not see in
+    any dataset's transform (`applied` false, or a record that does not say) was never used, so
+    it earns nothing, whatever its numbers.
     """
-    dataset = params.get("dataset") or ctx.dataset
-    tol = float(params.get("tolerance", 0.02))
+    dataset, tol, reject = params.dataset or ctx.dataset, params.tolerance, set(params.reject)
     stats = ctx.dataset_stats.get(dataset)
     if stats is None:
         return Outcome("error", 0.0, f"the grader has no statistics for {dataset}; the TA should run "
                                      f"`dllab data stats {dataset} DIR`.")
     mean, std = stats["mean"], stats["std"]
-    reject = set(params.get("reject", ("imagenet", "cifar10", "half")))
-    rejected = {KNOWN_NAMES[r] for r in reject | ({"cifar10-alt"} if "cifar10" in reject else set())}
+    rejected = {k.label for k in registry.known_stats() if k.key in reject or k.family in reject}
 
     def own(n: Mapping) -> bool:  # copied constants earn nothing, even when close
         return _known(n) not in rejected and _close(n["mean"], mean, tol) and _close(n["std"], std, tol)
@@ -144,14 +177,17 @@ def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
         v = verified_for(ev, dataset)
         return verified_normalizers(v) if v is not None else None
 
+    # A Normalize no dataset's transform held was never used (a record without `applied` is
+    # taken as such: the probe writes it for every Normalize it saw).
+    unapplied = [(ev, n) for ev, n in used if n.get("applied") is not True]
+    used = [(ev, n) for ev, n in used if n.get("applied") is True]
     # A notebook whose verified test transform normalizes with other constants says what its
     # model saw: its probe records of a Normalize (a separate loader, or forged) earn nothing;
     # without a verified transform, records of its own statistics go to a TA.
     claimed = [(ev, n) for ev, n in used if own(n) and not verified_here(ev)]
     if claimed:
-        ev, n = next(((ev, n) for ev, n in claimed if n.get("applied", True)), claimed[0])
-        how = ("seen in a dataset's transform" + (" feeding a model" if n.get("reached_model") else "")
-               if n.get("applied", True) else "created, but not seen in any dataset's transform")
+        ev, n = claimed[0]
+        how = "seen in a dataset's transform" + (" feeding a model" if n.get("reached_model") else "")
         if checked:
             _, cv, _ = next(((e, v, f) for e, v, f in checked if e is ev), checked[0])
             why = (f"the test transform the independent evaluation reproduced your predictions with "
@@ -174,6 +210,13 @@ def normalization(ctx: CheckContext, params: Mapping) -> Outcome:
         what = f"{known} statistics" if known else f"mean {_vec(n.get('mean', ()))}, std {_vec(n.get('std', ()))}"
         return Outcome("fail", 0.0, f"normalized with {what}, not {dataset}'s own training statistics "
                                     f"(mean {_vec(mean)}, std {_vec(std)}).", (where(ev, n.get("cell")),))
+    if unapplied:
+        ev, n = unapplied[-1]
+        known = _known(n)
+        what = f"{known} statistics" if known else f"mean {_vec(n.get('mean', ()))}, std {_vec(n.get('std', ()))}"
+        return Outcome("fail", 0.0, f"a Normalize with {what} was created but never applied: no dataset's "
+                                    f"transform held it, so no image was normalized. Put it in the transform "
+                                    f"of the {dataset} datasets you train and test on.", (where(ev, n.get("cell")),))
     if _saw_nothing(ctx.all_evidence):
         return Outcome("manual", 0.0, f"the grader did not see the notebook's code run (saved mode, or its "
                                       f"recorder did not start), so it cannot tell how {dataset} was "
@@ -192,8 +235,10 @@ def _vec(xs) -> str:
     return "(" + ", ".join(f"{float(x):.3f}" for x in xs) + ")"
 
 
-def ran_without_errors(ctx: CheckContext, params: Mapping) -> Outcome:
-    """Every notebook of the part ran to the end without an exception."""
+@P.takes(P.RanWithoutErrors)
+def ran_without_errors(ctx: CheckContext, params: P.RanWithoutErrors) -> Outcome:
+    """Every notebook of the part ran to the end with at most `max_errors` exceptions."""
+    max_errors = params.max_errors
     if not ctx.evidence:
         return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found.")
     problems = []
@@ -205,7 +250,7 @@ def ran_without_errors(ctx: CheckContext, params: Mapping) -> Outcome:
         errors = ev.get("errors") or []
         if status in ("timeout", "killed"):
             problems.append((ev, f"{where(ev)} was stopped ({status}: {ev.get('reason', 'a limit was hit')})", 0.0))
-        elif len(errors) > int(params.get("max_errors", 0)):
+        elif len(errors) > max_errors:
             e = errors[0]
             problems.append((ev, f"{where(ev, e.get('cell'))} raised {error_text(e.get('ename'), e.get('evalue'))}"
                                  + (f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""), 0.5))
@@ -223,9 +268,11 @@ def ran_without_errors(ctx: CheckContext, params: Mapping) -> Outcome:
                    tuple(where(ev) for ev, _, _ in problems))
 
 
-def manual(ctx: CheckContext, params: Mapping) -> Outcome:
+@P.takes(P.Manual)
+def manual(ctx: CheckContext, params: P.Manual) -> Outcome:
     """Graded by a TA; the rubric's hint (if any) is shown to them alongside."""
-    return Outcome("manual", 0.0, params.get("message") or "graded by a TA.")
+    message = params.message
+    return Outcome("manual", 0.0, message or "graded by a TA.")
 
 
 def _skipped_training(ev: Mapping) -> str | None:

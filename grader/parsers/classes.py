@@ -13,30 +13,16 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
-from grader.datasets import CATSDOGS_CLASSES, CIFAR10_CLASSES, FOOD11_CLASSES, MNIST_CLASSES
+from grader.datasets import registry
 
-# Keyed by the course's one spelling of each dataset (grader.datasets.DATASETS).
-CLASS_SETS: dict[str, tuple[str, ...]] = {
-    "cifar10": CIFAR10_CLASSES, "food11": FOOD11_CLASSES, "mnist": MNIST_CLASSES,
-    "catsdogs": CATSDOGS_CLASSES}
-# Sets whose names can vote when the dataset is guessed from printed names: MNIST's are
-# only digits, and cats-vs-dogs' `cat`/`dog` are CIFAR-10 classes too.
-_VOTING = ("cifar10", "food11")
+# Keyed by each dataset's registered name (grader.datasets.registry), in registry order.
+CLASS_SETS: dict[str, tuple[str, ...]] = registry.class_sets()
+# Sets whose names can vote when the dataset is guessed from printed names: not MNIST's
+# digits, nor cats-vs-dogs' `cat`/`dog`, which are CIFAR-10 classes too (DatasetSpec.names_vote).
+_VOTING = tuple(s.name for s in registry.SPECS if s.names_vote)
 
-# Keyed by the normalized canonical name. Only spellings seen in real submissions or
-# handouts; a synonym that is also an ordinary English word ("one") would match prose.
-_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "airplane": ("plane", "aeroplane", "air plane", "airplanes"),
-    "automobile": ("car", "auto", "automobiles"),
-    "ship": ("boat",),
-    "dairy product": ("dairy", "dairy products", "milk"),
-    "dessert": ("sweets", "sweet"),
-    "fried food": ("fried", "fries"),
-    "noodles pasta": ("noodles", "noodle", "pasta", "noodles and pasta", "noodle pasta"),
-    "seafood": ("sea food",),
-    "vegetable fruit": ("vegetable", "vegetables", "fruit", "fruits", "veg",
-                        "vegetables fruits", "vegetable and fruit", "vegetables and fruits"),
-}
+# Keyed by the normalized canonical name; each dataset's spec lists its own (DatasetSpec.synonyms).
+_SYNONYMS: dict[str, tuple[str, ...]] = registry.synonyms()
 _DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 # "class 3", "class_3", "Class[3]", "digit 7", "label #2": an index into the class list.
@@ -124,7 +110,7 @@ def _name_regex(classes: tuple[str, ...]) -> re.Pattern[str] | None:
 
 def all_named() -> tuple[str, ...]:
     # Datasets whose class names can be told apart in prose; MNIST's are only numbers.
-    return CIFAR10_CLASSES + FOOD11_CLASSES
+    return tuple(c for key in _VOTING for c in CLASS_SETS[key])
 
 
 def find_classes(line: str, classes: Sequence[str] | None) -> list[ClassSpan]:
@@ -168,7 +154,7 @@ def find_classes(line: str, classes: Sequence[str] | None) -> list[ClassSpan]:
 
 
 def known_set_of(name: str) -> str | None:
-    """Which dataset a canonical class name belongs to, for guessing ('cifar10', ...)."""
+    """Which dataset a canonical class name belongs to, for guessing (a registered name)."""
     for key in _VOTING:
         if name in CLASS_SETS[key]:
             return key

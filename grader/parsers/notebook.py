@@ -8,6 +8,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from grader.datasets import registry
+
 from . import budget
 from .classes import CLASS_SETS, dataset_of_classes, find_classes, known_set_of
 from .curves import parse_curves
@@ -20,19 +22,22 @@ from .text import parse_text
 # execute mode (`execute.Limits.max_output_bytes_per_cell`), so a saved notebook costs no more.
 _MAX_OUTPUT = 1 << 20
 # Words in a cell's code that name the dataset, when the outputs name no class.
-_SOURCE_HINTS = (("food11", re.compile(r"food[-_ ]?11|food", re.IGNORECASE)),
-                 ("cifar10", re.compile(r"cifar", re.IGNORECASE)),
-                 ("mnist", re.compile(r"mnist", re.IGNORECASE)))
+_SOURCE_HINTS = tuple((s.name, re.compile(s.keyword, re.IGNORECASE)) for s in registry.by_priority() if s.keyword)
+# A word a printed class carries that names its dataset ("digit 7"): it outvotes class names.
+_CLASS_WORDS = tuple((s.name, re.compile(rf"\b{re.escape(s.class_word)}\b", re.IGNORECASE))
+                     for s in registry.SPECS if s.class_word)
 
 
 _MAX_RAW = 64 << 20  # characters of one output thinned (a few seconds); beyond, only head and tail
 _RUN_MAX = 1200  # consecutive lines of one form kept whole; a longer run is a flood
 _RUN_EDGE = 400  # lines kept at each end of a flood (its first and its latest results)
 _RUN_SAMPLE = 400  # lines kept evenly spaced from a flood's middle (a curve keeps its shape)
-# Class names: "image 7: predicted ship, truth cat" is one form whatever the classes.
+# Class names and their one-word spellings (the registry's synonyms: "plane", "pasta"):
+# "image 7: predicted ship, truth cat" is one form whatever the classes.
 _CLASS_WORD = re.compile(r"(?<![A-Za-z])(?:" + "|".join(sorted(
     {w for names in CLASS_SETS.values() for n in names for w in re.split(r"[^A-Za-z]+", n) if len(w) > 2}
-    | {"plane", "car", "boat", "pasta", "noodles"}, key=len, reverse=True)) + r")(?![A-Za-z])", re.IGNORECASE)
+    | {w for more in registry.synonyms().values() for w in more if re.fullmatch(r"[A-Za-z]{3,}", w)},
+    key=len, reverse=True)) + r")(?![A-Za-z])", re.IGNORECASE)
 
 
 def _form(line: str) -> str:
@@ -201,16 +206,18 @@ def guess_dataset(nb: Any, mentions: Sequence[MetricMention]) -> str | None:
     for key in {(known_set_of(m.class_name), m.class_name) for m in mentions
                 if m.class_name and known_set_of(m.class_name)}:
         votes[key[0]] += 1  # type: ignore[index]
-    if any(m.raw and re.search(r"\bdigit\b", m.raw, re.IGNORECASE) for m in mentions if m.class_name):
-        votes["mnist"] += 3
+    for name, word in _CLASS_WORDS:
+        if any(m.raw and word.search(m.raw) for m in mentions if m.class_name):
+            votes[name] += 3
     if votes:
         return votes.most_common(1)[0][0]
     source = "\n".join(_text(c.get("source")) for c in nb.get("cells", []) or [] if isinstance(c, dict))
     hits = {key: len(rx.findall(source)) for key, rx in _SOURCE_HINTS}
-    if hits["cifar10"] or hits["mnist"] or hits["food11"]:
+    if any(hits.values()):
         return max(hits, key=lambda k: hits[k])
     ids = {int(m.class_name) for m in mentions if m.class_name and m.class_name.isdigit()}
-    return "food11" if ids and max(ids) == 10 else None
+    # Printed indices up to 10 can only be Food-11's classes (DatasetSpec.index_votes).
+    return next((s.name for s in registry.SPECS if s.index_votes and ids and max(ids) == len(s.classes) - 1), None)
 
 
 def _final(mentions: Sequence[MetricMention], kind: str) -> float | None:

@@ -12,13 +12,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from grader.datasets import registry
+
 from .classes import ID_NAME, all_named, norm, canonical_class
 from .values import Reading, Split, is_number_cell, mask_line, metric_tokens, read_cell
 
 HitKind = Literal["test_accuracy", "class_accuracy"]
 
+# Column headers that name the class column; a dataset may add its own word (Food-11's "food").
 _CLASS_COLUMN = re.compile(r"(?:class(?:es)?|class ?name|names?|labels?|categor(?:y|ies)|digits?|"
-                           r"targets?|food|category name)")
+                           r"targets?|" + "".join(re.escape(s.class_column) + "|" for s in registry.SPECS
+                                                 if s.class_column) + r"category name)")
 _CORRECT = re.compile(r"(?:n ?)?(?:correct|hits|right)(?: ?count| ?pred(?:iction)?s?)?")
 _TOTAL = re.compile(r"(?:n|num|number|count|total|support|samples|n ?samples|n ?images|images)")
 _OVERALL = {"overall", "total", "all", "overall accuracy", "total accuracy"}

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from grader.datasets import registry
+
 Unit = Literal["pct", "count", "bare"]
 Split = Literal["train", "val", "test"]
 
@@ -14,6 +16,9 @@ Split = Literal["train", "val", "test"]
 # here can run for long on hostile output.
 MAX_LINE = 4000
 
+# A dataset's name followed by a number ("CIFAR-10", "food11"): the number is not a metric.
+_DATASET_NUMBER = re.compile(r"\b(?:" + "|".join(s.keyword for s in registry.SPECS if s.keyword) + r")[-_ ]?\d+",
+                             re.IGNORECASE)
 _NUM = r"[-+]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
 # The number may follow a CJK word directly ("準確率55.2%"), but not a Latin letter or digit.
 VALUE = (
@@ -135,7 +140,7 @@ def mask_line(line: str) -> str:
     line = re.sub(r"\b\d+(?=\s+(?:[A-Za-z]+\s+){0,2}(?:images|samples|examples|pictures|imgs|photos)\b)",
                   hide, line, flags=re.IGNORECASE)
     line = re.sub(r"(?:top[-_ ]?|@)1(?!\d)", hide, line, flags=re.IGNORECASE)
-    return re.sub(r"\b(?:cifar|mnist|food)[-_ ]?\d+", hide, line, flags=re.IGNORECASE)
+    return _DATASET_NUMBER.sub(hide, line)
 
 
 MetricKind = Literal["acc", "loss", "lr"]

@@ -4,9 +4,9 @@
 the sandbox. It sets `sys.argv` (so `argparse` sees no arguments), keeps output messages
 small, maps interactive matplotlib backends (`%matplotlib widget`, `notebook`, `qt`,
 `matplotlib.use('TkAgg')`) to the inline one, makes `os._exit()` flush what was printed,
-marks writes that hit the file size limit, and registers the checksums of a CIFAR-10
-stand-in so torchvision's own loader accepts it, by running the source of
-`grader.datasets.register_cifar10_checksums` (written to be self-contained for exactly this).
+marks writes that hit the file size limit, and runs what each mounted dataset needs set up
+first (its spec's `sandbox_startup`: the checksums of a CIFAR-10 stand-in, so that torchvision's
+own loader accepts it), by running the source of that self-contained function.
 The evidence probe (grader/probe/recorder.py) runs after it.
 """
 
@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grader.datasets import StartupHook
 
 _TEMPLATE = '''\
 import sys as __dllab_sys
@@ -165,25 +169,26 @@ GUI_BACKENDS = (
 )
 """Lower-case names mapped to the inline backend in the kernel."""
 
-_CIFAR_TEMPLATE = '''\
+_HOOK_TEMPLATE = '''\
 {function_source}
-for __dllab_root in {cifar_roots!r}:
+for __dllab_root in {roots!r}:
     try:
-        if not register_cifar10_checksums(__dllab_root):
-            print("dllab startup: no synthetic CIFAR-10 manifest under", __dllab_root)
+        if not {function}(__dllab_root):
+            print("dllab startup: {missing}", __dllab_root)
     except Exception as __dllab_exc:
-        print("dllab startup: registering CIFAR-10 checksums for", __dllab_root, "failed:",
+        print("dllab startup: {doing}", __dllab_root, "failed:",
               repr(__dllab_exc))
-del register_cifar10_checksums, __dllab_root
+del {function}, __dllab_root
 '''
 
 
-def startup_source(*, argv0: str, cifar_roots: Sequence[str] = (), script_path: str | None = None,
-                   fsize_marker: str | None = None) -> str:
+def startup_source(*, argv0: str, hooks: Sequence[tuple[StartupHook | None, Sequence[str]]] = (),
+                   script_path: str | None = None, fsize_marker: str | None = None) -> str:
     """Source to run first in the kernel.
 
-    `argv0` becomes `sys.argv[0]` (the only element); `cifar_roots` are the sandbox paths of
-    mounted CIFAR-10 stand-ins whose manifest checksums torchvision must accept;
+    `argv0` becomes `sys.argv[0]` (the only element); `hooks` are the mounted datasets' startup
+    hooks (grader.datasets.DatasetSpec.sandbox_startup: a CIFAR-10 stand-in's checksums, which
+    torchvision must accept), each with the sandbox paths of its mounted copies;
     `script_path`, for a `.py` run as cells, becomes `__file__`, as `python script.py` sets it
     (`os.path.dirname(__file__)` is a common way to find files next to the script);
     `fsize_marker`, a writable file's path, grows by a byte each time a write hits the file
@@ -193,11 +198,14 @@ def startup_source(*, argv0: str, cifar_roots: Sequence[str] = (), script_path: 
                               fsize_marker=fsize_marker)
     if script_path is not None:
         source += f"__file__ = {script_path!r}\n"
-    if cifar_roots:
-        from grader.datasets import register_cifar10_checksums
-
-        source += _CIFAR_TEMPLATE.format(
-            function_source=inspect.getsource(register_cifar10_checksums),
-            cifar_roots=list(cifar_roots),
+    for hook, roots in hooks:
+        if hook is None or not roots:
+            continue
+        source += _HOOK_TEMPLATE.format(
+            function_source=inspect.getsource(hook.function),
+            function=hook.function.__name__,
+            roots=list(roots),
+            missing=hook.missing,
+            doing=hook.doing,
         )
     return source

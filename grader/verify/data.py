@@ -11,17 +11,15 @@ class per image; the host puts them back in order and scores them.
 from __future__ import annotations
 
 import os
-import pickle
 import secrets
 import shutil
-import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 
-from grader.datasets import FILE_NAMES
+from grader.datasets import registry
+from grader.errors import DatasetError
 from grader.verify.spec import NotVerified
 
 MAX_BATCH_BYTES = 512 << 20
@@ -35,92 +33,32 @@ class Split:
     """One labelled test split as the host read it."""
 
     kind: str
-    """cifar10, mnist or food11."""
+    """The dataset's registered name (grader.datasets.registry.verified_names())."""
     labels: tuple[int, ...]
     """The canonical class index of each image."""
     keys: tuple[int | str, ...]
     """Each image's key as the kernel's sample names it: its index, or a Food-11 file name."""
     pixels: np.ndarray | None = None
-    """uint8 images (CIFAR-10 and MNIST), or None."""
+    """uint8 images (a dataset stored as arrays), or None."""
     files: tuple[Path, ...] = ()
-    """The JPEG files (Food-11), or empty."""
+    """The image files (a dataset read as files), or empty."""
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
-class _BatchUnpickler(pickle.Unpickler):
-    """A CIFAR-10 python batch holds dicts, lists, strings and one uint8 array: nothing else
-    is built, even from the lab's own (trusted) dataset folder."""
-
-    _ALLOWED: ClassVar[set[tuple[str, str]]] = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
-
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name} is not part of a CIFAR-10 batch")
-        return super().find_class(module, name)
-
-
-def _capped(path: Path, what: str) -> bytes:
-    try:
-        if path.stat().st_size > MAX_BATCH_BYTES:
-            raise NotVerified(f"the {what} {path} is too large to read")
-        return path.read_bytes()
-    except OSError as exc:
-        raise NotVerified(f"the {what} cannot be read ({exc.strerror or exc})") from None
-
-
-def _cifar10(folder: Path) -> Split:
-    raw = _capped(folder / "test_batch", "CIFAR-10 test batch")
-    try:
-        import io
-
-        batch = _BatchUnpickler(io.BytesIO(raw), encoding="latin1").load()
-        data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        labels = tuple(int(y) for y in batch["labels"])
-    except Exception as exc:  # noqa: BLE001 - a broken dataset file, said as such
-        raise NotVerified(f"the CIFAR-10 test batch in {folder} cannot be read ({type(exc).__name__})") from None
-    if len(labels) != len(data) or not all(0 <= y < 10 for y in labels):
-        raise NotVerified(f"the CIFAR-10 test batch in {folder} has labels that do not match its images")
-    return Split("cifar10", labels, tuple(range(len(labels))), pixels=np.ascontiguousarray(data))
-
-
-def _idx(path: Path, ndim: int) -> np.ndarray:
-    raw = _capped(path, "MNIST file")
-    if len(raw) < 4 + 4 * ndim or raw[:4] != bytes([0, 0, 8, ndim]):
-        raise NotVerified(f"{path.name} is not an MNIST IDX file of {ndim} dimension(s)")
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise NotVerified(f"{path.name} is truncated")
-    return body.reshape(dims)
-
-
-def _mnist(folder: Path) -> Split:
-    images = _idx(folder / "raw" / "t10k-images-idx3-ubyte", 3)
-    labels = tuple(int(y) for y in _idx(folder / "raw" / "t10k-labels-idx1-ubyte", 1))
-    if len(labels) != len(images) or images.shape[1:] != (28, 28) or not all(0 <= y < 10 for y in labels):
-        raise NotVerified(f"the MNIST test files in {folder} do not match each other")
-    return Split("mnist", labels, tuple(range(len(labels))), pixels=np.ascontiguousarray(images))
-
-
-def _food11(folder: Path) -> Split:
-    pattern = FILE_NAMES["food11"]
-    try:
-        names = sorted(n for n in os.listdir(folder) if pattern.match(n))[:MAX_IMAGES + 1]
-    except OSError as exc:
-        raise NotVerified(f"the Food-11 split {folder} cannot be listed ({exc.strerror or exc})") from None
-    labels = tuple(int(pattern.match(n).group(1)) for n in names)  # type: ignore[union-attr]
-    if not all(0 <= y < 11 for y in labels):
-        raise NotVerified(f"the Food-11 split {folder} holds files of classes beyond the 11")
-    return Split("food11", labels, tuple(names), files=tuple(folder / n for n in names))
-
-
 def read_split(kind: str, folder: Path) -> Split:
-    """The labelled test split of `kind` in `folder`: CIFAR-10's or MNIST's own folder, or a
-    Food-11 split folder (evaluation/, validation/). Raises NotVerified with the reason."""
-    split = {"cifar10": _cifar10, "mnist": _mnist, "food11": _food11}[kind](Path(folder))
+    """The labelled test split of dataset `kind` in `folder`, read by its spec's verifier
+    (grader.datasets): the dataset's own folder, or its split folder for a dataset read as
+    files (Food-11's evaluation/, validation/). Raises NotVerified with the reason."""
+    spec = registry.get(kind)
+    if spec.verifier is None:
+        raise NotVerified(f"the grader does not rebuild {spec.title}'s test split")
+    try:
+        read = spec.verifier.read(Path(folder), max_bytes=MAX_BATCH_BYTES, max_images=MAX_IMAGES)
+    except DatasetError as exc:
+        raise NotVerified(str(exc)) from None
+    split = Split(spec.name, read.labels, read.keys, pixels=read.pixels, files=read.files)
     if not 0 < len(split) <= MAX_IMAGES:
         raise NotVerified(f"the {kind} split in {folder} holds {len(split)} images")
     return split
@@ -145,8 +83,9 @@ def write_inputs(folder: Path, splits: list[Split]) -> Inputs:
     # image of the visible split, it is looking at.
     rng = np.random.default_rng(secrets.randbits(64))
     order = [order[k] for k in rng.permutation(len(order))]
-    kind = splits[0].kind
-    if kind == "food11":
+    verifier = registry.get(splits[0].kind).verifier
+    assert verifier is not None, "read_split made these splits"
+    if verifier.storage == "files":
         images = folder / "images"
         images.mkdir()
         os.chmod(images, 0o755)
@@ -156,8 +95,8 @@ def write_inputs(folder: Path, splits: list[Split]) -> Inputs:
             # can write through a file it maps (`torch.from_file(..., shared=True)`).
             shutil.copyfile(src, dst)
             os.chmod(dst, 0o644)
-        return Inputs(tuple(order), "files", "RGB")
+        return Inputs(tuple(order), "files", verifier.pil_mode)
     stacked = np.stack([splits[s].pixels[i] for s, i in order])  # type: ignore[index]
     np.save(folder / "images.npy", stacked, allow_pickle=False)
     os.chmod(folder / "images.npy", 0o644)
-    return Inputs(tuple(order), "npy", "L" if kind == "mnist" else "RGB")
+    return Inputs(tuple(order), "npy", verifier.pil_mode)

@@ -84,7 +84,7 @@ def verify_run(*, run_dir: Path, probe_dir: Path, spec: SandboxSpec, limits: San
 
     `run_dir` holds the run's `run.json`; `probe_dir` is what execute harvested from the
     sandbox (`run_dir/probe`); `spec` and `limits` are the ones the notebook ran with.
-    `dataset_hint` ("cifar10", "food11", "mnist") names the lab's dataset when the test data
+    `dataset_hint` (a registered dataset's name) names the lab's dataset when the test data
     alone does not (an ImageFolder). `workdir` is the notebook's folder in the submission,
     where the run had its own `./data` (grader.sandbox.place_mounts). `hidden` maps a dataset
     name to its grader-only hidden test split (grader.hidden_split), never mounted for students.

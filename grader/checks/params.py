@@ -1,0 +1,183 @@
+"""The parameters of each check kind: one frozen pydantic model per kind.
+
+The same model validates a rubric item's `params:` (grader.rubric) and is the argument its
+check receives, so a check reads its parameters as attributes (`params.tolerance`) and a
+parameter the model does not declare cannot be read. Every default that a check applies
+lives here, as the field's default; each field's `description` is the one-line meaning
+`grader.checks.registry.describe_kinds` prints for TAs.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+import typing
+from typing import Annotated, Any, Callable, Literal, Mapping, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
+from pydantic.fields import FieldInfo
+
+from grader.checks.base import KNOWN_NAMES, CheckContext, Outcome
+from grader.datasets import registry
+
+Whole = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]
+Flag = Annotated[bool, Strict()]
+Name = Annotated[str, Strict(), StringConstraints(pattern=r"\S")]
+Names = Annotated[tuple[Name, ...], Field(min_length=1)]
+Fraction = Annotated[float, Strict(), Field(ge=0, le=1)]
+FUNCTION_PATTERN = r"^([A-Za-z0-9_./-]+\.py):([A-Za-z_][A-Za-z0-9_]*)$"
+"""A `custom` check: `file.py:function`, the file next to the rubric."""
+
+# The rubric's `reject:` names: the well-known constant pairs grader.checks.base names.
+StatsName = Literal[tuple(KNOWN_NAMES)]  # type: ignore[valid-type]
+
+DEFAULT_REJECT: tuple[str, ...] = tuple(dict.fromkeys(k.family for k in registry.known_stats()))
+"""`normalization`'s default `reject:`: every well-known pair's family (ImageNet's, 0.5, each
+registered dataset's published statistics)."""
+
+DEFAULT_SECTIONS = ("Problems & solutions", "Experiment setup", "Results", "Analysis")
+"""The report sections asked for when a `report_sections` item names none."""
+
+
+class Params(BaseModel):
+    """Base of every kind's parameters: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PerClassAccuracy(Params):
+    dataset: Name | None = Field(None, description="dataset whose classes are counted; default: the part's")
+    classes: Annotated[Whole, Field(ge=2)] | None = Field(
+        None, description="how many classes the dataset must have (a rubric written for another dataset is an error)")
+    min_fraction: Fraction = Field(1.0, description="share of the classes that must be shown for full points")
+
+
+class TestMetrics(Params):
+    __test__ = False  # not a pytest class
+
+    dataset: Name | None = Field(None, description="dataset of the test split; default: the part's")
+    test_images: Annotated[Whole, Field(ge=1)] | None = Field(
+        None, description="test images the evaluation must cover (capped at the mounted test split's size); "
+                          "default: the whole mounted test split")
+    require: Annotated[tuple[Literal["accuracy", "loss"], ...], Field(min_length=1)] = Field(
+        ("accuracy", "loss"), description="which totals must be printed")
+
+
+class AccuracyVsReference(Params):
+    floor: Fraction = Field(0.0, description="test accuracy (0..1) at or below which no points are earned")
+    band: Literal["reference"] | Fraction = Field(
+        "reference", description='full points from the reference mean minus this band; "reference": 2 std of '
+                                 "its seeds, at least 0.05")
+    reference_part: Name | None = Field(None, description="whose reference result to compare with; default: "
+                                                          "the item's own part")
+    dataset: Name | None = Field(None, description="dataset of the accuracy (sets chance level); default: the part's")
+
+
+class MetricsVerified(Params):
+    tolerance: Fraction = Field(0.02, description="largest |printed - measured| test accuracy that still agrees")
+    consistency_tolerance: Fraction = Field(
+        0.1, description="largest |mean of per-class - total| accuracy on a balanced test split, when nothing "
+                         "could be measured")
+
+
+class WeightHistograms(Params):
+    layers: Names | None = Field(None, description="layer names whose weights must be plotted (e.g. conv1); "
+                                                   "default: every layer the trained model has")
+    require_bias: Flag = Field(False, description="the biases must be plotted too")
+
+
+class LrStudy(Params):
+    min_runs: Annotated[Whole, Field(ge=1)] = Field(2, description="distinct learning-rate settings trained")
+    require_scheduler: Flag = Field(False, description="a learning-rate schedule must have stepped")
+    require_plot: Flag = Field(True, description="the runs must be compared in a chart")
+
+
+class ModelArchitecture(Params):
+    num_outputs: Annotated[Whole, Field(ge=1)] | None = Field(
+        None, description="outputs of the last layer; default: the dataset's class count")
+    layers: Names | None = Field(None, description="layer names the model must have (e.g. conv1, fc3)")
+    dataset: Name | None = Field(None, description="dataset the model is for; default: the part's")
+
+
+class Normalization(Params):
+    dataset: Name | None = Field(None, description="dataset whose own training mean/std must be used; "
+                                                   "default: the part's")
+    tolerance: Fraction = Field(0.02, description="largest |difference| per channel from the training statistics")
+    reject: Annotated[tuple[StatsName, ...], Field(min_length=1)] = Field(  # type: ignore[valid-type]
+        DEFAULT_REJECT, description="well-known constants that earn nothing even when close")
+
+
+class ReportSections(Params):
+    sections: Names = Field(DEFAULT_SECTIONS, description="section titles the report must contain")
+    min_words: Annotated[Whole, Field(ge=0)] | None = Field(None, description="fewest words the report must have; "
+                                                                              "default: no limit")
+
+
+class RanWithoutErrors(Params):
+    max_errors: Annotated[Whole, Field(ge=0)] = Field(0, description="errors tolerated before points are lost")
+
+
+class FilesPresent(Params):
+    patterns: Names = Field(("*.ipynb",), description="file name patterns (fnmatch, case-insensitive) that must "
+                                                      "each match a file")
+
+
+class Manual(Params):
+    message: Name | None = Field(None, description="what the student reads until a TA grades the item")
+
+
+class Custom(Params):
+    function: Annotated[str, Strict(), StringConstraints(pattern=FUNCTION_PATTERN)] = Field(
+        description="`file.py:function` next to the rubric, called as function(ctx, args) -> Outcome")
+    args: dict[str, Any] = Field({}, description="passed to the function as a dict")
+
+
+P = TypeVar("P", bound=Params)
+
+
+def takes(model: type[P]) -> Callable[[Callable[[CheckContext, P], Outcome]],
+                                      Callable[[CheckContext, P | Mapping[str, Any]], Outcome]]:
+    """A check that receives `model`; a caller holding plain `{key: value}` params (a test, a
+    script) gets them validated into it first (pydantic's ValidationError when they do not fit)."""
+    def wrap(check: Callable[[CheckContext, P], Outcome]) -> Callable[[CheckContext, P | Mapping[str, Any]], Outcome]:
+        @functools.wraps(check)
+        def run(ctx: CheckContext, params: P | Mapping[str, Any]) -> Outcome:
+            return check(ctx, model.model_validate(params) if isinstance(params, Mapping) else params)
+        run.params_model = model  # type: ignore[attr-defined]
+        return run
+    return wrap
+
+
+def expected(field: Any) -> str:
+    """What a value of `field` (a pydantic FieldInfo) must be, as rubric errors and
+    `describe_kinds` say it: `a whole number ≥ 2`, `"reference" or a number between 0 and 1`."""
+    return _describe(field.annotation, list(field.metadata))
+
+
+def _describe(tp: Any, metadata: list[Any]) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return _describe(args[0], [*args[1:], *metadata])
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a, metadata) for a in args if a is not type(None))
+    if origin is Literal:
+        return " or ".join(f'"{a}"' for a in args)
+    if origin is tuple:
+        inner = args[0]
+        choices = typing.get_args(inner) if typing.get_origin(inner) is Literal else ()
+        return f"a list drawn from {', '.join(choices)}" if choices else "a non-empty list of text"
+    if origin is dict or tp is dict:
+        return "a mapping (key: value)"
+    flat = [x for m in metadata for x in ([m, *m.metadata] if isinstance(m, FieldInfo) else [m])]
+    if tp is bool:
+        return "true or false"
+    if tp is str:
+        pattern = next((getattr(m, "pattern", None) for m in flat if getattr(m, "pattern", None)), None)
+        return 'a reference "file.py:function" to a file next to the rubric' if pattern == FUNCTION_PATTERN \
+            else "non-empty text"
+    lo = next((m.ge for m in flat if getattr(m, "ge", None) is not None), None)
+    hi = next((m.le for m in flat if getattr(m, "le", None) is not None), None)
+    bounds = f" between {lo:g} and {hi:g}" if lo is not None and hi is not None else \
+        f" ≥ {lo:g}" if lo is not None else ""
+    return ("a whole number" if tp is int else "a number") + bounds

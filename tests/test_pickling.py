@@ -35,6 +35,7 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "grader.labs.LabError": (("labs/x: no lab.yaml",), {}),
     "grader.jsondepth.TooDeep": ((150, 100), {}),
     "grader.execute._LimitHit": (("timeout", "the run took more than 600 s"), {}),
+    "grader.evidence_model.InvalidEvidence": (("figures.0.kind: Input should be 'line'",), {}),
     "grader.evidence._Invalid": (("events[3].cell is not an integer",), {}),
     "grader.intake.extract._TooLarge": ((), {}),
     "grader.intake.extract._WriteFailed": (("disk full",), {}),

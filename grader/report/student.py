@@ -77,6 +77,8 @@ FLAG_TEXT = {
                        "part's dataset (or trained on data the grader could not name); its items wait for a TA"),
     "host-budget": ("a notebook's run wrote more than the grader keeps on disk per notebook; its largest files "
                     "(figures first) were not kept, and items that needed them wait for a TA"),
+    "invalid-evidence": ("the grader could not use what it recorded of a notebook (its evidence file did not "
+                         "match the grader's schema); the notebook counts as not run until a TA looks at it"),
     **INTAKE_FLAG_TEXT,
 }
 

@@ -211,3 +211,33 @@ def test_cache_keys_follow_the_graders_code_and_old_entries_are_read_or_missed(t
     (entry / "evidence.json").write_text('{"schema_version": 2, "path": 1}')
     assert pipeline._from_cache(key, "lab1-1.ipynb", tmp_path / "run2", settings) is None, "invalid: a miss"
     assert not (tmp_path / "run2").exists()
+
+
+# ----------------------------------------------------------------------------- the feedback's optional blocks
+
+
+def _feedback(tmp_path: Path, ev: dict) -> str:
+    from grader.report.student import render_student
+
+    grade = {"student_id": "0556001", "lab": "gan", "total": 10, "max": 20, "parts": [], "flags": []}
+    path = render_student(grade, evidence=[ev], reference=None, dataset_stats={}, problems=[], out_dir=tmp_path,
+                          pdf=False)
+    return path.read_text()
+
+
+def test_feedback_shows_named_metrics_runs_and_samples_only_when_present(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "figures").mkdir(parents=True)
+    shutil.copyfile(DATA / "t4_1420004_fc2_bias.png", run_dir / "figures" / "fig-0001.png")
+    ev = validate({"path": "gan.ipynb", "mode": "execute", "status": "ok",
+                   "metrics": {"named": {"d_loss": 0.6931, "g_loss": 2.25}},
+                   "runs": [{"name": "dcgan", "optimizer": "Adam", "lr": 2e-4, "metrics": {"fid": 41.5},
+                             "curves": {"g_loss": [[1, 3.0], [2, 2.5], [3, 2.25]]}}],
+                   "figures": [{"kind": "samples", "png": "figures/fig-0001.png", "cell": 7, "run": "dcgan"}]})
+    html = _feedback(tmp_path / "with", {**ev, "run_dir": str(run_dir)})
+    assert "Metrics your notebook printed" in html and "d_loss" in html and "0.6931" in html
+    assert "Your training runs" in html and "fid 41.5" in html and "curves of the training runs" in html
+    assert "Your generated samples" in html and "generated samples from cell 7" in html and "run dcgan" in html
+    plain = _feedback(tmp_path / "without", {**read_evidence(V1), "run_dir": str(run_dir)})
+    for heading in ("Metrics your notebook printed", "Your training runs", "Your generated samples"):
+        assert heading not in plain

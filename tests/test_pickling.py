@@ -95,6 +95,22 @@ def test_rubric_error_keeps_its_problems() -> None:
     assert str(copy).startswith("lab1.yaml: 2 problems:") and "(line 12): not a number" in str(copy)
 
 
+def test_a_rubric_error_crosses_dasks_error_path_whole() -> None:
+    """What a Dask worker sends for a failed task (`error_message`, cloudpickle) and what the
+    client raises from it (`clean_exception`): the same RubricError, so run_dask's
+    `except GraderError: raise` stops the batch with the rubric's message. (Dask pickles
+    exceptions through tblib, which rebuilt RubricError before GraderError could pickle
+    itself; this keeps that path under test.)"""
+    from distributed.core import clean_exception, error_message
+    from distributed.protocol.serialize import Serialize
+
+    error = RubricError("OUT/rubric.yaml", [Problem("parts", 1, "expected a list")])
+    sent = {k: v.data if isinstance(v, Serialize) else v for k, v in error_message(error).items()}  # the bytes
+    kind, copy, _ = clean_exception(**sent)
+    assert kind is RubricError and isinstance(copy, RubricError)
+    assert copy.problems == error.problems and str(copy) == str(error)
+
+
 # ------------------------------------------------------------------ through a real worker process
 
 

@@ -201,11 +201,14 @@ def test_grade_command_reports_a_worker_rubric_error_with_exit_2(tmp_path: Path,
     assert not any("grader-crash" in (g.get("flags") or []) for g in grades)
 
 
-def test_grader_error_subclasses_without_their_own_pickling_still_round_trip() -> None:
-    class Custom(GraderError):  # a future subclass with its own constructor
-        def __init__(self, lab: str, n: int) -> None:
-            super().__init__(f"{lab}: {n} problems")
-            self.lab, self.n = lab, n
+class FutureLabError(GraderError):
+    """A future subclass with a constructor of its own and no pickling code."""
 
-    copy = pickle.loads(_plain_dumps(Custom("lab4a", 3)))
+    def __init__(self, lab: str, n: int) -> None:
+        super().__init__(f"{lab}: {n} problems")
+        self.lab, self.n = lab, n
+
+
+def test_grader_error_subclasses_without_their_own_pickling_still_round_trip() -> None:
+    copy = pickle.loads(_plain_dumps(FutureLabError("lab4a", 3)))
     assert (copy.lab, copy.n, str(copy)) == ("lab4a", 3, "lab4a: 3 problems")

@@ -204,11 +204,16 @@ def _cache_dir(settings: GradeSettings) -> Path:
 
 
 def _from_cache(key: str, rel: str, run_dir: Path, settings: GradeSettings) -> dict[str, Any] | None:
+    from grader.evidence_model import InvalidEvidence, read_evidence
+
     entry = _cache_dir(settings) / key
     if not (entry / "evidence.json").is_file():
         return None
+    try:  # the key holds the grader's code digest: an entry of another schema is not found, or is a miss here
+        ev = read_evidence(entry / "evidence.json")
+    except (InvalidEvidence, OSError, UnicodeDecodeError):
+        return None
     shutil.copytree(entry, run_dir, dirs_exist_ok=True)
-    ev = json.loads((run_dir / "evidence.json").read_text())
     ev["path"] = rel  # the same bytes may sit under another name
     ev["cache"] = {"hit": True, "key": key}
     return ev
@@ -216,6 +221,8 @@ def _from_cache(key: str, rel: str, run_dir: Path, settings: GradeSettings) -> d
 
 def _to_cache(key: str, run_dir: Path, ev: dict[str, Any], settings: GradeSettings) -> None:
     """Copies a finished run into the cache: built in a temporary folder, then renamed."""
+    from grader.evidence_model import write_evidence
+
     root = _cache_dir(settings)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
@@ -225,7 +232,7 @@ def _to_cache(key: str, run_dir: Path, ev: dict[str, Any], settings: GradeSettin
                 shutil.copyfile(run_dir / name, tmp / name)
         if (run_dir / "figures").is_dir():
             shutil.copytree(run_dir / "figures", tmp / "figures")
-        write_json_atomic(tmp / "evidence.json", ev)
+        write_evidence(tmp / "evidence.json", ev)
         os.replace(tmp, root / key)
     except OSError:
         pass  # another worker cached the same run first, or the disk is full: the cache is optional
@@ -355,6 +362,7 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     """Grades one discovered submission; returns its Grade as JSON data."""
     from grader import collect
     from grader.entrypoints import plan_runs
+    from grader.evidence_model import write_evidence
     from grader.intake import unpack
     from grader.intake.problems import UNREADABLE_CODES
     from grader.rubric import load_rubric
@@ -401,8 +409,8 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
             if ev.get("status") == "timeout" and left < lim.wall_timeout \
                     and not any(n.get("code") == "submission-time" for n in ev.get("notes") or ()):
                 ev["notes"] = [*(ev.get("notes") or []), shortened(rel, given_s=left, limit_s=lim.submission_timeout)]
-        write_json_atomic(run_dir / "evidence.json", ev)
-        evidence.append(ev)
+        # Validated as written (grader.evidence_model); graded as written, so a rescore reads the same.
+        evidence.append(write_evidence(run_dir / "evidence.json", ev))
     kept = kept_overrides(out)
     overrides = load_overrides(kept, rubric=rubric) if kept else ()
     grade = grade_from_runs(rubric, sub, evidence, settings=settings, overrides=overrides)

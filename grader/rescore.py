@@ -22,9 +22,13 @@ Log = Callable[[str], None]
 
 
 def stored_evidence(out: Path, student_id: str) -> list[dict[str, Any]]:
-    """The evidence of every run of `student_id` (the id itself, not its file name)."""
+    """The evidence of every run of `student_id` (the id itself, not its file name), validated
+    (grader.evidence_model; a folder graded before schema 2 is upgraded). A file that does not
+    validate is that notebook's not-run result saying why, flagged for a TA, never an error."""
+    from grader.evidence_model import stored_or_invalid
+
     runs = out / "runs" / safe_name(student_id)
-    return [json.loads(p.read_text()) for p in sorted(runs.glob("*/evidence.json"))]
+    return [stored_or_invalid(p) for p in sorted(runs.glob("*/evidence.json"))]
 
 
 def _one(student_id: str, settings: GradeSettings, overrides_path: str | None) -> dict[str, Any]:

@@ -443,7 +443,8 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     reference = _reference(settings.reference_path)
     files = [{"path": f.path, "kind": f.kind, "bytes": f.bytes} for f in sub.files]
     common = dict(student_id=sub.student_id, evidence=evidence, files=files, work_dir=sub.work_dir,
-                  reference=reference, dataset_stats=settings.dataset_stats)
+                  reference=reference, dataset_stats=settings.dataset_stats,
+                  report_sections=settings.report_sections)
     sources = choose_sources(rubric, **common)
     results, flags = run_checks(rubric, **common, sources=sources,
                                 unreadable=unreadable_notebooks(sub.files, sub.problems) + unopened(sub.problems))

@@ -77,8 +77,10 @@ class GradeSettings:
 
 
 def settings_key(settings: GradeSettings, source_sha256: str) -> str:
-    """What a finished result depends on besides the rubric (which `rescore` may change)."""
-    blob = json.dumps({"v": __version__, "src": source_sha256, "mode": settings.mode,
+    """What a finished result depends on besides the rubric (which `rescore` may change): a
+    grade made by other grader code (an upgrade between two runs of the same batch) is made
+    again on resume, as the run cache's entries are, rather than kept beside newer ones."""
+    blob = json.dumps({"v": __version__, "code": grader_digest(), "src": source_sha256, "mode": settings.mode,
                        "sandbox": settings.sandbox, "data": dict(settings.data),
                        **({"hidden": dict(settings.hidden)} if settings.hidden else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

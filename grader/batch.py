@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -76,12 +77,30 @@ def crash_grade(candidate, settings: GradeSettings, reason: str) -> dict[str, An
     from grader.rubric import load_rubric
     from grader.score import score
 
-    rubric = load_rubric(settings.rubric_path)
+    rubric = load_rubric(settings.rubric_path, base_dir=settings.lab_dir)
     grade = json.loads(score(rubric, {}, student_id=candidate.student_id, submitted_at=None,
                              submitted_at_source="unknown", flags_in=["grader-crash"]).to_json())
     grade["error"] = reason
     write_json_atomic(settings.out / "grades" / f"{safe_name(candidate.student_id)}.json", grade)
     return grade
+
+
+def in_worker(task: Callable[..., dict], candidate: Any, settings: GradeSettings) -> dict:
+    """`task(candidate, settings)` in a worker process, with any exception it raises made fit
+    to cross back to the batch. A `GraderError` (a rubric edited mid-batch) pickles whole and
+    stops the batch with its own message, as it would in one process; an exception that
+    cannot be pickled would otherwise reach the batch as a dead worker (the pool broken, the
+    submission retried and recorded as "died twice"), so it is sent as a RuntimeError naming
+    it (a GraderError stays one). Raises whatever `task` raises, so converted."""
+    try:
+        return task(candidate, settings)
+    except Exception as e:
+        try:
+            pickle.loads(pickle.dumps(e))
+        except Exception:  # noqa: BLE001 - any failure to pickle or rebuild it
+            what = f"{type(e).__name__}: {e} (sent from the worker as text: the error does not pickle)"
+            raise (GraderError if isinstance(e, GraderError) else RuntimeError)(what) from None
+        raise
 
 
 def _needs_attention(grade: dict) -> bool:
@@ -104,7 +123,7 @@ def _drain(items: Sequence, settings: GradeSettings, *, workers: int, progress: 
             while (queue and not broken) or futures:
                 while queue and not broken and len(futures) < workers:
                     c = queue.pop(0)
-                    fut = pool.submit(task, c, settings)
+                    fut = pool.submit(in_worker, task, c, settings)
                     fut.started = time.monotonic()  # type: ignore[attr-defined]
                     futures[fut] = c
                 progress.running = len(futures)
@@ -160,7 +179,7 @@ def run_dask(todo: Sequence, settings: GradeSettings, *, scheduler: str, progres
     with client:
         resources = {"GPU": 1} if settings.gpus else None
         # retries=1: a task whose worker died is run once more elsewhere.
-        futures = [client.submit(grade_submission, c, settings, key=f"grade-{safe_name(c.student_id)}",
+        futures = [client.submit(in_worker, grade_submission, c, settings, key=f"grade-{safe_name(c.student_id)}",
                                  retries=1, resources=resources, pure=False) for c in todo]
         by_key = {f.key: c for f, c in zip(futures, todo)}
         progress.running = min(len(futures), sum(client.nthreads().values()))
@@ -194,7 +213,7 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
     from grader.lateness import fmt_deadline
     from grader.rubric import load_rubric
 
-    rubric = load_rubric(settings.rubric_path)
+    rubric = load_rubric(settings.rubric_path, base_dir=settings.lab_dir)
     pattern = rubric.submission.pattern
     # An LMS "download all" zip is a folder of the class's submissions, not one student's zip.
     # Its entry times carry no zone: they are read in the deadline's (the course's Moodle's).

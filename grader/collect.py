@@ -1,7 +1,9 @@
 """Assemble evidence.json for one notebook: what ran, what the probe saw, what was printed.
 
 Two modes. `execute`: the run's status and cells, the probe's events and the executed
-notebook's outputs. `saved`: only the outputs already stored in the notebook. What only the
+notebook's outputs. `saved`: only the outputs already stored in the notebook. The schema
+(grader.evidence_model) is applied when the evidence is written: both modes then have the same
+keys, with `None` or empty for what a mode cannot know. What only the
 probe can know (the optimizer actually stepped, the datasets built) is left unknown (`null`
 or empty with `"probe": null`), never guessed; which parameters a stored histogram shows is
 read from the notebook's code (`"attributed": "static"`), and a figure that cannot be read
@@ -21,6 +23,7 @@ import nbformat
 from grader.cellflow import model_names, read_cells
 from grader.corroborate import mark_run
 from grader.evidence import DataMount, read_events, summarize_events
+from grader.evidence_model import SCHEMA_VERSION
 from grader.parsers import CLASS_SETS, parse_notebook
 from grader.parsers import budget
 from grader.parsers.curves import downsample
@@ -31,7 +34,8 @@ from grader.saved_images import check_svg, decode_image, looks_like_histogram
 from grader.sections import add_sections
 from grader.storedrun import stored_cells
 
-SCHEMA = 1
+SCHEMA = SCHEMA_VERSION
+"""The evidence schema's version (grader.evidence_model validates it when it is written)."""
 MAX_SOURCE_LINES = 40
 
 
@@ -160,7 +164,7 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
               for c in run.cells if c.status in ("error", "timeout")]
     figures = [dict(f, png=(f"figures/{f['png']}" if f.get("png") else None)) for f in probe.get("figures", [])]
     ev = {
-        "schema": SCHEMA, "path": run.path, "mode": "execute", "status": run.status, "reason": run.reason,
+        "schema_version": SCHEMA, "path": run.path, "mode": "execute", "status": run.status, "reason": run.reason,
         "duration_s": round(run.duration_s, 3), "startup_s": round(run.startup_s, 3),
         "dataset": dataset, "metrics": metrics, "figures": figures,
         "normalization": probe.get("normalization", []), "datasets": probe.get("datasets", []),
@@ -183,7 +187,7 @@ def from_run(run: Any, *, run_dir: Path, events_path: Path | None, figures_dir: 
 
 def not_run(rel: str, reason: str) -> dict[str, Any]:
     """Evidence of a file that was not run, saying why."""
-    return {"schema": SCHEMA, "path": rel, "mode": "saved", "status": "not-run", "reason": reason,
+    return {"schema_version": SCHEMA, "path": rel, "mode": "saved", "status": "not-run", "reason": reason,
             "metrics": {}, "figures": [], "errors": [], "probe": None, "verified": {"reason": reason}}
 
 
@@ -427,7 +431,7 @@ def from_saved(nb_path: Path, rel: str, *, run_dir: Path, handout: frozenset[str
     lr_settings = _lr_settings(nb)
     reason = (f"{copied} output(s) identical to the handout's were not credited" if copied else "")
     ev = {
-        "schema": SCHEMA, "path": rel, "mode": "saved", "status": "error" if errors else "ok",
+        "schema_version": SCHEMA, "path": rel, "mode": "saved", "status": "error" if errors else "ok",
         "reason": reason, "handout_outputs_ignored": copied, "dataset": metrics.get("dataset"), "metrics": metrics, "figures": figures,
         "normalization": [], "datasets": [], "dataloaders": [], "models": [], "optimizers": [],
         "schedulers": [], "evaluations": [], "training": [], "errors": errors, "probe": None,

@@ -1,7 +1,8 @@
 """Turn command-line choices into one frozen `GradeSettings`, saved beside the results.
 
 `OUT/settings.json` and `OUT/rubric.yaml` let `dllab rescore OUT` recompute every grade
-later from the stored runs alone, with the same datasets' statistics and reference.
+later from the stored runs alone, with the same datasets' statistics and reference; the
+rubric's handout and custom files stay in the lab folder settings.json names (`lab_dir`).
 """
 
 from __future__ import annotations
@@ -23,16 +24,12 @@ from grader.pipeline import GradeSettings
 Log = Callable[[str], None]
 
 
-def resolve_rubric(lab: str | None, rubric: Path | None) -> Path:
-    from grader.rubric import builtin_rubric
+def resolve_rubric(lab: str | Path | None, rubric: Path | None) -> Path:
+    """The rubric `--lab ID|DIR` / `--rubric FILE` name (grader.labs.choose_lab). Raises
+    LabError (a GraderError) for an unknown lab or a missing file."""
+    from grader.labs import choose_lab
 
-    if rubric is not None:
-        if not rubric.is_file():
-            raise GraderError(f"rubric {rubric} does not exist")
-        return rubric
-    if not lab:
-        raise GraderError("say which lab with --lab LAB (e.g. --lab lab1) or give --rubric FILE")
-    return builtin_rubric(lab)
+    return choose_lab(lab, rubric).rubric_path
 
 
 def dataset_stats(names: Sequence[str], data: Mapping[str, str], *, out: Path, log: Log) -> dict[str, dict]:
@@ -137,18 +134,27 @@ def _few(items: Sequence[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
-def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mapping[str, Path],
+def prepare(*, lab: str | Path | None, rubric: Path | None, out: Path, data_args: Mapping[str, Path],
             reference: Path | None, mode: str, sandbox: str, pdf: bool, gpus: Sequence[int] = (),
             submitted_at: Path | None = None, log: Log = lambda s: None,
             hidden_args: Mapping[str, Path] | None = None) -> GradeSettings:
-    """Validates everything a batch needs before any submission is touched. `hidden_args` names
-    grader-only hidden test splits (grader.hidden_split); a `dllab-hidden` sibling of a dataset
-    folder is used without being named."""
+    """Validates everything a batch needs before any submission is touched. `lab` is a lab id
+    or folder, `rubric` a TA's rubric file (grader.labs.choose_lab); the rubric is copied to
+    OUT and the folder it came from is recorded (`lab_dir`) for its handout and custom files.
+    `hidden_args` names grader-only hidden test splits (grader.hidden_split); a `dllab-hidden`
+    sibling of a dataset folder is used without being named."""
     from grader.datasets import locate
+    from grader.labs import choose_lab
     from grader.rubric import load_rubric
 
-    rubric_path = resolve_rubric(lab, rubric)
-    r = load_rubric(rubric_path)
+    choice = choose_lab(lab, rubric)
+    rubric_path = choice.rubric_path
+    earlier_doc = json.loads((out / "settings.json").read_text()) if (out / "settings.json").is_file() else {}
+    lab_dir = choice.lab_dir
+    if rubric_path.resolve() == (out / "rubric.yaml").resolve():
+        # OUT's own copy graded again: its files are still in the folder it was taken from
+        lab_dir = _lab_dir(earlier_doc.get("lab_dir")) or lab_dir
+    r = load_rubric(rubric_path, base_dir=lab_dir)
     out.mkdir(parents=True, exist_ok=True)
     data: dict[str, str] = {}
     for name in r.datasets:
@@ -177,9 +183,7 @@ def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mappi
     if ref_path is None:
         log("no reference metrics given (--reference FILE): accuracy items use the rubric's floors only")
     times = read_submitted_at(submitted_at)
-    earlier: dict[str, str] = {}
-    if (out / "settings.json").is_file():
-        earlier = json.loads((out / "settings.json").read_text()).get("submitted_at") or {}
+    earlier: dict[str, str] = earlier_doc.get("submitted_at") or {}
     if submitted_at is not None and earlier:
         # A second CSV often lists only the students it corrects: the others keep their times.
         given = len(times)
@@ -202,7 +206,9 @@ def prepare(*, lab: str | None, rubric: Path | None, out: Path, data_args: Mappi
                              reference_path=ref_path.resolve() if ref_path else None, dataset_stats=stats,
                              mode=mode, sandbox=sandbox, pdf=pdf, gpus=tuple(gpus),
                              submitted_at=times,
-                             run_cache=os.environ.get("DLLAB_RUN_CACHE") or None)
+                             run_cache=os.environ.get("DLLAB_RUN_CACHE") or None,
+                             lab_dir=lab_dir,
+                             report_sections=choice.package.manifest.report.sections if choice.package else ())
     save(settings)
     return settings
 
@@ -211,7 +217,8 @@ def save(settings: GradeSettings) -> None:
     doc = asdict(settings)
     doc.update(rubric_path=str(settings.rubric_path), out=str(settings.out),
                reference_path=str(settings.reference_path) if settings.reference_path else None,
-               gpus=list(settings.gpus))
+               gpus=list(settings.gpus), lab_dir=str(settings.lab_dir) if settings.lab_dir else None,
+               report_sections=list(settings.report_sections))
     write_json_atomic(settings.out / "settings.json", doc)
 
 
@@ -233,9 +240,35 @@ def load(out: Path, *, rubric: Path | None = None, pdf: bool | None = None) -> G
                              hidden=doc.get("hidden") or {}, reference_path=reference,
                              dataset_stats=doc["dataset_stats"], mode=doc["mode"], sandbox=doc["sandbox"],
                              pdf=doc["pdf"], gpus=tuple(doc.get("gpus", ())),
-                             submitted_at=doc.get("submitted_at", {}), run_cache=doc.get("run_cache"))
+                             submitted_at=doc.get("submitted_at", {}), run_cache=doc.get("run_cache"),
+                             lab_dir=_lab_dir(doc.get("lab_dir")),
+                             report_sections=tuple(doc.get("report_sections") or ()))
     if rubric is not None:
-        settings = replace(settings, rubric_path=resolve_rubric(None, rubric).resolve())
+        rubric_path = resolve_rubric(None, rubric).resolve()
+        if rubric_path != kept.resolve():  # OUT's own copy, edited in place, keeps its lab folder
+            settings = replace(settings, rubric_path=rubric_path, lab_dir=rubric_path.parent)
     if pdf is not None:
         settings = replace(settings, pdf=pdf)
     return settings
+
+
+def _lab_dir(recorded: str | None) -> Path | None:
+    """settings.json's `lab_dir`; None when absent (a folder graded before it was recorded)
+    or gone (a moved lab folder), so the rubric's files are looked for beside OUT's copy."""
+    if not recorded or not Path(recorded).is_dir():
+        return None
+    return Path(recorded)
+
+
+def keep_rubric(out: Path, rubric: Path) -> None:
+    """Makes `rubric` (a TA's edited copy given to `rescore --rubric`) OUT's rubric: copied to
+    OUT/rubric.yaml, and its folder recorded as settings.json's `lab_dir`, where its handout
+    and `custom` files are found from now on."""
+    kept = out / "rubric.yaml"
+    if Path(rubric).resolve() == kept.resolve():
+        return  # OUT's own copy, edited in place: its lab folder stays
+    shutil.copyfile(rubric, kept)
+    path = out / "settings.json"
+    doc = json.loads(path.read_text())
+    doc["lab_dir"] = str(Path(rubric).resolve().parent)
+    write_json_atomic(path, doc)

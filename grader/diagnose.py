@@ -67,7 +67,8 @@ STOP_FLAGS: dict[str, str] = {"exit": "kernel-exit", "crash": "kernel-crash", "l
 """The grade flag for each way a run can stop early."""
 
 ENVIRONMENT_FLAGS = ("missing-package", "needs-gpu", "needs-mps", "colab-only", "needs-network", "files-not-placed")
-NOTE_FLAGS = ("files-not-placed", "process-cap", "processes-left", "output-dropped", "sandbox-limit")
+NOTE_FLAGS = ("files-not-placed", "process-cap", "processes-left", "output-dropped", "sandbox-limit",
+              "invalid-evidence")
 STUDENT_FLAGS = ("missing-module",)
 """Problems found like ENVIRONMENT_FLAGS, but the student's: flagged, never deferred to the TA."""
 

@@ -181,6 +181,9 @@ class _LimitHit(Exception):
         super().__init__(reason)
         self.status, self.reason = status, reason
 
+    def __reduce__(self) -> tuple[type[_LimitHit], tuple[RunStatus, str]]:
+        return _LimitHit, (self.status, self.reason)  # pickles whole (tests/test_pickling.py)
+
 
 # ------------------------------------------------------------------ public entry points
 

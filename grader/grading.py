@@ -66,7 +66,8 @@ def _message(item: Item, status: str, detail: str) -> str:
 def choose_sources(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], files: Sequence[Mapping],
                    work_dir: str | None, reference: Mapping | None,
                    dataset_stats: Mapping[str, Mapping],
-                   test_split_sizes: Mapping[str, int] | None = None) -> list[Source]:
+                   test_split_sizes: Mapping[str, int] | None = None,
+                   report_sections: Sequence[str] = ()) -> list[Source]:
     """For every part (and the bonus), the one notebook or section it is graded on and the
     candidates that were not (the rule is `grader.sources.RULE`)."""
     specs = [spec for _, spec, _, _ in _groups(rubric) if spec is not None]
@@ -78,7 +79,8 @@ def choose_sources(rubric: Rubric, *, student_id: str, evidence: Sequence[Mappin
         def context(item: Item, ev: Mapping, part_id: str = part_id, spec=spec) -> CheckContext:
             return _context(item, part_id, spec, (ev,), student_id=student_id, evidence=evidence, files=files,
                             work_dir=work_dir, reference=reference, dataset_stats=dataset_stats,
-                            test_split_sizes=test_split_sizes, rubric_dir=rubric.base_dir)
+                            test_split_sizes=test_split_sizes, rubric_dir=rubric.base_dir,
+                            report_sections=report_sections)
         out.append(choose(part_id, title, spec, specs, items, evidence, context=context))
     return settle(out)
 
@@ -86,7 +88,8 @@ def choose_sources(rubric: Rubric, *, student_id: str, evidence: Sequence[Mappin
 def _context(item: Item, part_id: str, spec, serving: Sequence[Mapping], *, student_id: str,
              evidence: Sequence[Mapping], files: Sequence[Mapping], work_dir: str | None,
              reference: Mapping | None, dataset_stats: Mapping[str, Mapping],
-             test_split_sizes: Mapping[str, int] | None = None, rubric_dir: Path | None = None) -> CheckContext:
+             test_split_sizes: Mapping[str, int] | None = None, rubric_dir: Path | None = None,
+             report_sections: Sequence[str] = ()) -> CheckContext:
     """What `item`'s check sees: the part's dataset is the item's `dataset` param when its kind
     has one (grader.checks.registry `dataset_fields`), else the part's notebook's."""
     named = [getattr(item.params, f) for f in KINDS[item.check].dataset_fields]
@@ -96,7 +99,8 @@ def _context(item: Item, part_id: str, spec, serving: Sequence[Mapping], *, stud
                         evidence=tuple(serving), all_evidence=tuple(evidence), files=tuple(files),
                         work_dir=work_dir, reference=parts.get(part_id), references=parts,
                         dataset_stats=dataset_stats, test_split_size=(test_split_sizes or {}).get(dataset or ""),
-                        rubric_dir=str(rubric_dir) if rubric_dir else None)
+                        rubric_dir=str(rubric_dir) if rubric_dir else None,
+                        report_sections=tuple(report_sections))
 
 
 def _unreadable_message(part_id: str, spec, unreadable: Sequence[Mapping]) -> str | None:
@@ -199,7 +203,8 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
                dataset_stats: Mapping[str, Mapping],
                sources: Sequence[Source] | None = None,
                unreadable: Sequence[Mapping] = (),
-               test_split_sizes: Mapping[str, int] | None = None) -> tuple[dict[str, CheckResult], list[str]]:
+               test_split_sizes: Mapping[str, int] | None = None,
+               report_sections: Sequence[str] = ()) -> tuple[dict[str, CheckResult], list[str]]:
     """Every item's result, and the flags the checks raised (e.g. `mismatch`).
 
     Each part's items read one notebook (or one section of one), from `sources` (computed
@@ -211,10 +216,12 @@ def run_checks(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], 
     says "found but unreadable", naming the file and why, not "not found".
 
     `test_split_sizes` maps a dataset to the images in its mounted test split (a test_metrics
-    item's bar); a dataset not in it has its size read from the runs.
+    item's bar); a dataset not in it has its size read from the runs. `report_sections`: the
+    lab's (lab.yaml), asked for by a `report_sections` item that names none.
     """
     common = dict(student_id=student_id, evidence=evidence, files=files, work_dir=work_dir,
-                  reference=reference, dataset_stats=dataset_stats, test_split_sizes=test_split_sizes)
+                  reference=reference, dataset_stats=dataset_stats, test_split_sizes=test_split_sizes,
+                  report_sections=report_sections)
     if sources is None:
         sources = choose_sources(rubric, **common)  # type: ignore[arg-type]
     common["rubric_dir"] = rubric.base_dir

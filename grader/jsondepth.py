@@ -33,6 +33,11 @@ class TooDeep(ValueError):
         self.depth = depth
         self.limit = limit
 
+    def __reduce__(self) -> tuple[type[TooDeep], tuple[int, int]]:
+        # Rebuilt from the constructor's arguments (`args` holds only the message), so the
+        # error crosses a process boundary intact (tests/test_pickling.py).
+        return TooDeep, (self.depth, self.limit)
+
 
 def nesting_depth(data: bytes | str) -> int:
     """The deepest nesting of `[`/`{` outside strings (0 for a plain value). For invalid JSON

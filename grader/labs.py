@@ -20,6 +20,8 @@ the same lab. Nothing here imports or runs a reference file except `import_refer
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import importlib.util
 import os
 import re
@@ -238,20 +240,29 @@ def find_lab(arg: str | Path, extra: Iterable[Path | str] = ()) -> LabPackage:
     for pkg in labs:
         if normalize_lab_id(pkg.id) == key:
             return pkg
-    known = ", ".join(sorted(p.id for p in labs)) or "none"
+    ids = sorted(p.id for p in labs)
+    close = difflib.get_close_matches(key, ids, n=1, cutoff=0.6)
+    suggest = f"; did you mean `{close[0]}`?" if close else ""
     hint = " (a folder path must hold lab.yaml)" if os.sep in str(arg) else ""
-    raise LabError(f"unknown lab {str(arg)!r}{hint}: known labs are {known}")
+    raise LabError(f"unknown lab {str(arg)!r}{hint}{suggest} (known labs: {', '.join(ids) or 'none'}; "
+                   f"for a lab elsewhere give its folder, or add the folder holding it to ${LABS_ENV})")
 
 
-def import_reference(pkg: LabPackage, part: str) -> types.ModuleType:
+def import_reference(pkg: LabPackage, part: str, *, fresh: bool = False) -> types.ModuleType:
     """Imports the reference file of `part` as a module of the package
-    `dllab_lab_<id>.reference`, so its relative imports (`from .common import ...`) work.
-    Raises LabError when the file is missing or fails to import."""
+    `dllab_lab_<id>_<folder hash>.reference`, so its relative imports (`from .common import ...`)
+    work and two folders of the same lab never share modules. `fresh` imports the lab's files
+    again (after they were edited: `dllab lab validate`). Raises LabError when the file is
+    missing or fails to import."""
     path = pkg.reference_path(part)
     if not path.is_file():
         raise LabError(f"lab {pkg.id}: reference file {path} of part {part!r} does not exist")
     ref_dir = path.parent
-    base = f"dllab_lab_{re.sub(r'[^a-z0-9_]', '_', normalize_lab_id(pkg.id))}"
+    digest = hashlib.sha1(str(pkg.dir).encode()).hexdigest()[:8]
+    base = f"dllab_lab_{re.sub(r'[^a-z0-9_]', '_', normalize_lab_id(pkg.id))}_{digest}"
+    if fresh:
+        for name in [n for n in sys.modules if n == base or n.startswith(base + ".")]:
+            del sys.modules[name]
     package = f"{base}.{re.sub(r'[^A-Za-z0-9_]', '_', ref_dir.name)}"
     for name, location in ((base, pkg.dir), (package, ref_dir)):
         if name not in sys.modules:
@@ -294,3 +305,62 @@ def references_for(pkg: LabPackage, only: Sequence[str] = ()) -> list[tuple[str,
                            f"{', '.join(p for p, _ in refs) or 'none'}")
         refs = [(p, r) for p, r in refs if p in only]
     return refs
+
+
+@dataclass(frozen=True)
+class LabChoice:
+    """What `--lab ID|DIR` and `--rubric FILE` chose."""
+
+    rubric_path: Path
+    """The rubric to grade with: the lab's own, or the TA's file given with --rubric."""
+    package: LabPackage | None
+    """The lab package (None: a rubric file that belongs to no known lab)."""
+
+    @property
+    def lab_dir(self) -> Path:
+        """Where the rubric's relative files (handout, `custom` checks) are: its own folder."""
+        return self.rubric_path.resolve().parent
+
+
+def choose_lab(lab: str | Path | None, rubric: Path | None, extra: Iterable[Path | str] = ()) -> LabChoice:
+    """Resolves `--lab` (an id or a lab folder) and `--rubric FILE` (a TA's edited copy wins
+    over the lab's own rubric). With only a rubric file, its lab package is the one in the
+    same folder, else the known lab with the rubric's `lab` id, else None. Raises LabError
+    (a GraderError) when neither is given, the file is missing or the lab is unknown."""
+    pkg = find_lab(lab, extra) if lab else None
+    if rubric is not None:
+        rubric = Path(rubric)
+        if not rubric.is_file():
+            raise LabError(f"rubric {rubric} does not exist")
+        return LabChoice(rubric, pkg if pkg is not None else lab_of_rubric(rubric, extra))
+    if pkg is None:
+        raise LabError("say which lab with --lab ID (e.g. --lab lab1) or --lab FOLDER (holding lab.yaml), "
+                       "or give --rubric FILE")
+    if not pkg.rubric_path.is_file():
+        raise LabError(f"lab {pkg.id}: its rubric {pkg.rubric_path} does not exist")
+    return LabChoice(pkg.rubric_path, pkg)
+
+
+def lab_of_rubric(rubric: Path, extra: Iterable[Path | str] = ()) -> LabPackage | None:
+    """The lab package a rubric file belongs to: the lab folder holding it (its lab.yaml
+    names it), else the known lab whose id is the rubric's `lab:`; None if neither."""
+    rubric = Path(rubric).resolve()
+    for folder in (rubric.parent, rubric.parent.parent):
+        if (folder / LAB_FILE).is_file():
+            try:
+                pkg = load_lab(folder)
+            except LabError:
+                continue
+            if pkg.rubric_path.resolve() == rubric:
+                return pkg
+    try:
+        data = yaml.safe_load(rubric.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    lab_id = data.get("lab") if isinstance(data, dict) else None
+    if not isinstance(lab_id, str) or not lab_id.strip():
+        return None
+    try:
+        return find_lab(lab_id, extra)
+    except LabError:
+        return None

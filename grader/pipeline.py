@@ -68,11 +68,19 @@ class GradeSettings:
     """CPU threads each run may use (0: all); the batch sets cores ÷ workers."""
     run_cache: str | None = None
     """Folder of finished runs keyed by content ($DLLAB_RUN_CACHE); None: OUT/cache."""
+    lab_dir: Path | None = None
+    """The folder the rubric was taken from (the lab package's, for `--lab`): `rubric_path` is
+    OUT's copy, so its handout and `custom` files are found here. None: beside the copy (folders
+    graded before it was recorded)."""
+    report_sections: tuple[str, ...] = ()
+    """The lab package's report sections (lab.yaml `report.sections`); empty: none declared."""
 
 
 def settings_key(settings: GradeSettings, source_sha256: str) -> str:
-    """What a finished result depends on besides the rubric (which `rescore` may change)."""
-    blob = json.dumps({"v": __version__, "src": source_sha256, "mode": settings.mode,
+    """What a finished result depends on besides the rubric (which `rescore` may change): a
+    grade made by other grader code (an upgrade between two runs of the same batch) is made
+    again on resume, as the run cache's entries are, rather than kept beside newer ones."""
+    blob = json.dumps({"v": __version__, "code": grader_digest(), "src": source_sha256, "mode": settings.mode,
                        "sandbox": settings.sandbox, "data": dict(settings.data),
                        **({"hidden": dict(settings.hidden)} if settings.hidden else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -198,11 +206,16 @@ def _cache_dir(settings: GradeSettings) -> Path:
 
 
 def _from_cache(key: str, rel: str, run_dir: Path, settings: GradeSettings) -> dict[str, Any] | None:
+    from grader.evidence_model import InvalidEvidence, read_evidence
+
     entry = _cache_dir(settings) / key
     if not (entry / "evidence.json").is_file():
         return None
+    try:  # the key holds the grader's code digest: an entry of another schema is not found, or is a miss here
+        ev = read_evidence(entry / "evidence.json")
+    except (InvalidEvidence, OSError, UnicodeDecodeError):
+        return None
     shutil.copytree(entry, run_dir, dirs_exist_ok=True)
-    ev = json.loads((run_dir / "evidence.json").read_text())
     ev["path"] = rel  # the same bytes may sit under another name
     ev["cache"] = {"hit": True, "key": key}
     return ev
@@ -210,6 +223,8 @@ def _from_cache(key: str, rel: str, run_dir: Path, settings: GradeSettings) -> d
 
 def _to_cache(key: str, run_dir: Path, ev: dict[str, Any], settings: GradeSettings) -> None:
     """Copies a finished run into the cache: built in a temporary folder, then renamed."""
+    from grader.evidence_model import write_evidence
+
     root = _cache_dir(settings)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
@@ -219,7 +234,7 @@ def _to_cache(key: str, run_dir: Path, ev: dict[str, Any], settings: GradeSettin
                 shutil.copyfile(run_dir / name, tmp / name)
         if (run_dir / "figures").is_dir():
             shutil.copytree(run_dir / "figures", tmp / "figures")
-        write_json_atomic(tmp / "evidence.json", ev)
+        write_evidence(tmp / "evidence.json", ev)
         os.replace(tmp, root / key)
     except OSError:
         pass  # another worker cached the same run first, or the disk is full: the cache is optional
@@ -349,13 +364,14 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     """Grades one discovered submission; returns its Grade as JSON data."""
     from grader import collect
     from grader.entrypoints import plan_runs
+    from grader.evidence_model import write_evidence
     from grader.intake import unpack
     from grader.intake.problems import UNREADABLE_CODES
     from grader.rubric import load_rubric
     from grader.runbudget import capped, order_runs, out_of_time, shortened
     from grader.score import load_overrides
 
-    rubric = load_rubric(settings.rubric_path)
+    rubric = load_rubric(settings.rubric_path, base_dir=settings.lab_dir)
     out = settings.out
     name = safe_name(candidate.student_id)  # never the id itself: it came from a file name
     work_root = out / "work"
@@ -395,8 +411,8 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
             if ev.get("status") == "timeout" and left < lim.wall_timeout \
                     and not any(n.get("code") == "submission-time" for n in ev.get("notes") or ()):
                 ev["notes"] = [*(ev.get("notes") or []), shortened(rel, given_s=left, limit_s=lim.submission_timeout)]
-        write_json_atomic(run_dir / "evidence.json", ev)
-        evidence.append(ev)
+        # Validated as written (grader.evidence_model); graded as written, so a rescore reads the same.
+        evidence.append(write_evidence(run_dir / "evidence.json", ev))
     kept = kept_overrides(out)
     overrides = load_overrides(kept, rubric=rubric) if kept else ()
     grade = grade_from_runs(rubric, sub, evidence, settings=settings, overrides=overrides)
@@ -429,7 +445,8 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     reference = _reference(settings.reference_path)
     files = [{"path": f.path, "kind": f.kind, "bytes": f.bytes} for f in sub.files]
     common = dict(student_id=sub.student_id, evidence=evidence, files=files, work_dir=sub.work_dir,
-                  reference=reference, dataset_stats=settings.dataset_stats)
+                  reference=reference, dataset_stats=settings.dataset_stats,
+                  report_sections=settings.report_sections)
     sources = choose_sources(rubric, **common)
     results, flags = run_checks(rubric, **common, sources=sources,
                                 unreadable=unreadable_notebooks(sub.files, sub.problems) + unopened(sub.problems))

@@ -11,52 +11,55 @@ accuracy check then falls back to the final summary and says so.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import math
 import platform
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from grader import __version__
 from grader.errors import GraderError
 
+if TYPE_CHECKING:
+    import torch
 
-@dataclass(frozen=True)
-class Part:
-    """One reference solution of a lab."""
-
-    id: str
-    """Rubric part id, e.g. `lab1-1`."""
-    title: str
-    """What the part trains."""
-    module: str
-    """Import path of the self-contained reference file."""
-    dataset: str
-    """The dataset it needs (a name from grader.datasets.DATASETS)."""
+TRAIN_PARAMS = ("data", "device", "seed", "epochs")
+"""The keyword-only parameters of every reference file's `train`."""
 
 
-LABS: dict[str, tuple[Part, ...]] = {
-    "lab1": (
-        Part("lab1-1", "LAB 1-1: handout CNN on CIFAR-10", "reference.lab1_1_cifar10", "cifar10"),
-        Part("lab1-2", "LAB 1-2: CNN on Food-11, own normalization", "reference.lab1_2_food11", "food11"),
-        Part("lab1-3", "LAB 1-3: learning rate and decay study", "reference.lab1_3_lr_study", "cifar10"),
-    ),
-}
+def pick_device(name: str = "auto") -> "torch.device":
+    """`auto` is CUDA when a GPU is visible, else the CPU. Raises GraderError for `cuda`
+    without a visible GPU."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GraderError("--device cuda was asked for but no CUDA device is visible")
+    return torch.device(name)
 
 
-def lab_parts(lab: str, only: Sequence[str] = ()) -> tuple[Part, ...]:
-    key = lab.lower().replace("_", "").replace("-", "")
-    if key not in LABS:
-        raise GraderError(f"unknown lab {lab!r}: reference solutions exist for {', '.join(LABS)}")
-    parts = LABS[key]
-    if only:
-        unknown = sorted(set(only) - {p.id for p in parts})
-        if unknown:
-            raise GraderError(f"unknown part {unknown[0]!r} of {key}: choose from {', '.join(p.id for p in parts)}")
-        parts = tuple(p for p in parts if p.id in only)
-    return parts
+def train_signature_problem(train: object) -> str | None:
+    """Why `train` is not a reference's `train(*, data, device, seed, epochs) -> dict`, or None."""
+    if not callable(train):
+        return "has no function train(*, data, device, seed, epochs)"
+    try:
+        params = inspect.signature(train).parameters
+    except (TypeError, ValueError):
+        return "train's signature cannot be read"
+    missing = [n for n in TRAIN_PARAMS if n not in params]
+    if missing:
+        return f"train has no parameter {', '.join(missing)} (expected train(*, data, device, seed, epochs))"
+    positional = [n for n in TRAIN_PARAMS if params[n].kind is not inspect.Parameter.KEYWORD_ONLY]
+    if positional:
+        return f"train's {', '.join(positional)} must be keyword-only (put `*,` first)"
+    extra = [n for n, p in params.items() if n not in TRAIN_PARAMS and p.default is inspect.Parameter.empty
+             and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)]
+    if extra:
+        return f"train's parameter {', '.join(extra)} has no default: the grader passes only {', '.join(TRAIN_PARAMS)}"
+    return None
 
 
 def _spread(values: Sequence[float | None]) -> dict | None:
@@ -88,26 +91,29 @@ def curve(per_seed: Sequence[Sequence[float | None]], *, first_epoch: int = 0, t
     return points
 
 
-def summarize(part: Part, runs: list[dict], *, batch_size: int | None = None) -> dict:
+def summarize(runs: list[dict], *, batch_size: int | None = None) -> dict:
     """Mean ± std over seeds of every number a check compares against, with the test-accuracy
-    curve by epoch (from epoch 0, the untrained net) where the reference records one."""
-    if part.id == "lab1-3":
+    curve by epoch (from epoch 0, the untrained net) where the reference records one. A study
+    (a result with `runs`: one entry per configuration) is summarized per configuration, with
+    the best one named."""
+    if "runs" in runs[0]:
         names = [r["name"] for r in runs[0]["runs"]]
         configs = []
         for i, name in enumerate(names):
             per_seed = [r["runs"][i] for r in runs]
-            configs.append({"name": name, "lr": per_seed[0]["lr"], "schedule": per_seed[0]["schedule"],
-                            "test_accuracy": _spread([c["test_accuracy"] for c in per_seed]),
+            configs.append({"name": name, "lr": per_seed[0].get("lr"), "schedule": per_seed[0].get("schedule"),
+                            "test_accuracy": _spread([c.get("test_accuracy") for c in per_seed]),
                             "curve": curve([c.get("accuracy_by_epoch") or [] for c in per_seed], first_epoch=1,
                                            train_images=runs[0].get("train_images"), batch_size=batch_size)})
         best = max(configs, key=lambda c: c["test_accuracy"]["mean"] if c["test_accuracy"] else -1)
         return {"configs": configs, "best": best["name"]}
-    classes = runs[0]["classes"]
+    classes = runs[0].get("classes") or list(runs[0].get("per_class_accuracy") or {})
     summary = {
-        "test_accuracy": _spread([r["test_accuracy"] for r in runs]),
-        "test_loss": _spread([r["test_loss"] for r in runs]),
-        "per_class_accuracy": {c: _spread([r["per_class_accuracy"][c] for r in runs]) for c in classes},
-        "normalization": runs[0]["normalization"],
+        "test_accuracy": _spread([r.get("test_accuracy") for r in runs]),
+        "test_loss": _spread([r.get("test_loss") for r in runs]),
+        "per_class_accuracy": {c: _spread([(r.get("per_class_accuracy") or {}).get(c) for r in runs])
+                               for c in classes},
+        "normalization": runs[0].get("normalization"),
     }
     if "validation_accuracy" in runs[0]:
         summary["validation_accuracy"] = _spread([r["validation_accuracy"] for r in runs])
@@ -120,40 +126,45 @@ def summarize(part: Part, runs: list[dict], *, batch_size: int | None = None) ->
 def _epoch_seconds(runs: list[dict]) -> dict:
     walls, cpus = [], []
     for r in runs:
-        for h in [r["history"]] if "history" in r else [x["history"] for x in r["runs"]]:
-            walls += h["wall_s"]
-            cpus += h["cpu_s"]
+        for h in [r.get("history") or {}] if "runs" not in r else [x.get("history") or {} for x in r["runs"]]:
+            walls += h.get("wall_s") or []
+            cpus += h.get("cpu_s") or []
     return {"wall_per_epoch_s": statistics.fmean(walls) if walls else None,
             "cpu_per_epoch_s": statistics.fmean(cpus) if cpus else None}
 
 
-def run_reference(lab: str, *, data: dict[str, Path], device: str = "auto", epochs: int | None = None,
+def run_reference(lab: str | Path, *, data: Mapping[str, Path], device: str = "auto", epochs: int | None = None,
                   seeds: int = 1, only: Sequence[str] = (), threads: int | None = None,
-                  log: Callable[[str], None] = lambda s: None) -> dict:
-    """Trains every part of `lab` for `seeds` seeds; returns the expected-metrics document."""
-    import importlib
-
+                  labs_dirs: Sequence[Path] = (), log: Callable[[str], None] = lambda s: None) -> dict:
+    """Trains every reference of `lab` (an id or a lab folder; grader.labs.find_lab) for `seeds`
+    seeds; returns the expected-metrics document. `data` maps a dataset name to its folder or a
+    root holding it. Raises GraderError (LabError for the lab) for a missing dataset, an unknown
+    part or a reference that does not import."""
     import torch
     import torchvision
 
-    from grader.datasets import locate, manifest_digest, read_manifest, register_cifar10_checksums
-    from reference.common import pick_device
+    from grader.datasets import locate, manifest_digest, read_manifest
+    from grader.labs import find_lab, import_reference, references_for
 
     if seeds < 1:
         raise GraderError("--seeds must be at least 1")
-    parts = lab_parts(lab, only)
+    pkg = find_lab(lab, labs_dirs)
+    parts = references_for(pkg, only)
+    if not parts:
+        raise GraderError(f"lab {pkg.id} has no reference solutions (lab.yaml lists none under references:)")
     folders: dict[str, Path] = {}
-    for part in parts:
-        if part.dataset not in data:
-            raise GraderError(f"{part.id} needs the {part.dataset} dataset: pass --data {part.dataset}=DIR "
-                              f"(stand-ins: dllab data synth --out DIR)")
-        folders[part.dataset] = locate(part.dataset, data[part.dataset])
-    if "cifar10" in folders:
-        register_cifar10_checksums(folders["cifar10"])
-    try:
-        dev = pick_device(device)
-    except RuntimeError as e:
-        raise GraderError(str(e)) from None
+    for part_id, ref in parts:
+        for name in ref.datasets:
+            if name not in data:
+                raise GraderError(f"{part_id} needs the {name} dataset: pass --data {name}=DIR "
+                                  f"(stand-ins: dllab data synth --out DIR)")
+            folders.setdefault(name, locate(name, data[name]))
+    modules = {part_id: import_reference(pkg, part_id) for part_id, _ in parts}
+    for part_id, module in modules.items():
+        problem = train_signature_problem(getattr(module, "train", None))
+        if problem:
+            raise GraderError(f"lab {pkg.id}: reference {pkg.reference_path(part_id)} {problem}")
+    dev = pick_device(device)
     if threads is None and dev.type == "cpu":
         # The handout's batches of 4 images are too small to split across threads: on this
         # 2-core machine one thread ran an epoch in 0.4 s where two took up to 2.7 s.
@@ -162,29 +173,29 @@ def run_reference(lab: str, *, data: dict[str, Path], device: str = "auto", epoc
         torch.set_num_threads(threads)
 
     started = time.perf_counter()
-    doc: dict = {"schema": 1, "lab": lab_parts(lab)[0].id.split("-")[0], "parts": {}}
-    for part in parts:
-        module = importlib.import_module(part.module)
-        root = folders[part.dataset].parent if part.dataset == "cifar10" else folders[part.dataset]
-        kwargs: dict = {}
-        if part.dataset == "food11":
-            from grader.datasets import channel_stats
-            s = channel_stats("food11", folders["food11"], progress=False)
-            kwargs["stats"] = (s.mean, s.std)
+    doc: dict = {"schema": 1, "lab": pkg.id, "parts": {}}
+    for part_id, ref in parts:
+        module = modules[part_id]
+        given = {name: folders[name] for name in ref.datasets}
+        hyp = dict(getattr(module, "hyp", {}) or {})
         runs = []
         for seed in range(seeds):
             t0 = time.perf_counter()
-            runs.append(module.train(root=root, device=dev, seed=seed, epochs=epochs, **kwargs))
-            log(f"{part.id} seed {seed}: {_headline(runs[-1])} ({time.perf_counter() - t0:.1f} s)")
-        doc["parts"][part.id] = {
-            "title": part.title, "dataset": part.dataset, "hyp": dict(module.hyp),
-            "epochs": epochs or module.hyp["epochs"],
-            "summary": summarize(part, runs, batch_size=module.hyp.get("batch_size")),
+            runs.append(module.train(data=given, device=dev, seed=seed, epochs=epochs))
+            log(f"{part_id} seed {seed}: {_headline(runs[-1])} ({time.perf_counter() - t0:.1f} s)")
+        entry: dict = {"title": ref.title or part_id, "dataset": ref.datasets[0]}
+        if len(ref.datasets) > 1:
+            entry["datasets"] = list(ref.datasets)
+        doc["parts"][part_id] = {
+            **entry, "hyp": hyp,
+            "epochs": epochs or hyp.get("epochs"),
+            "summary": summarize(runs, batch_size=hyp.get("batch_size")),
             "timing": _epoch_seconds(runs),
             "runs": [_strip(r, keep_layers=(i == 0)) for i, r in enumerate(runs)],
         }
     doc["provenance"] = {
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "lab_dir": str(pkg.dir),
         "device": dev.type,
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
@@ -200,9 +211,11 @@ def run_reference(lab: str, *, data: dict[str, Path], device: str = "auto", epoc
 
 
 def _headline(run: dict) -> str:
-    if "best" in run:
+    if "best" in run and "best_accuracy" in run:
         return f"best {run['best']} acc {run['best_accuracy']:.3f}"
-    return f"test acc {run['test_accuracy']:.3f} loss {run['test_loss']:.3f}"
+    shown = [f"{name} {run[key]:.3f}" for key, name in (("test_accuracy", "test acc"), ("test_loss", "loss"))
+             if isinstance(run.get(key), (int, float))]
+    return " ".join(shown) or "done"
 
 
 def _strip(run: dict, *, keep_layers: bool) -> dict:

@@ -22,16 +22,20 @@ Log = Callable[[str], None]
 
 
 def stored_evidence(out: Path, student_id: str) -> list[dict[str, Any]]:
-    """The evidence of every run of `student_id` (the id itself, not its file name)."""
+    """The evidence of every run of `student_id` (the id itself, not its file name), validated
+    (grader.evidence_model; a folder graded before schema 2 is upgraded). A file that does not
+    validate is that notebook's not-run result saying why, flagged for a TA, never an error."""
+    from grader.evidence_model import stored_or_invalid
+
     runs = out / "runs" / safe_name(student_id)
-    return [json.loads(p.read_text()) for p in sorted(runs.glob("*/evidence.json"))]
+    return [stored_or_invalid(p) for p in sorted(runs.glob("*/evidence.json"))]
 
 
 def _one(student_id: str, settings: GradeSettings, overrides_path: str | None) -> dict[str, Any]:
     from grader.rubric import load_rubric
     from grader.score import load_overrides
 
-    rubric = load_rubric(settings.rubric_path)
+    rubric = load_rubric(settings.rubric_path, base_dir=settings.lab_dir)
     overrides = load_overrides(Path(overrides_path), rubric=rubric) if overrides_path else []
     sub = record_from_json(Submission, json.loads(
         (settings.out / "runs" / safe_name(student_id) / "submission.json").read_text()))
@@ -50,9 +54,9 @@ def rescore(out: Path, *, rubric: Path | None = None, overrides: Path | None = N
     from grader.score import load_overrides
 
     settings = config.load(out, rubric=rubric, pdf=pdf)
-    r = load_rubric(settings.rubric_path)  # fail on a bad rubric before touching anything
+    r = load_rubric(settings.rubric_path, base_dir=settings.lab_dir)  # fail on a bad rubric before touching anything
     if rubric is not None and settings.rubric_path != (out / "rubric.yaml").resolve():
-        shutil.copyfile(settings.rubric_path, out / "rubric.yaml")
+        config.keep_rubric(out, settings.rubric_path)
         settings = config.load(out, pdf=pdf)
     if overrides is not None:
         load_overrides(overrides, rubric=r)  # validate before keeping it
@@ -98,12 +102,14 @@ def _lateness(out: Path, grades: Sequence[dict[str, Any]]) -> dict[str, Any] | N
     """The deadline in use and what the batch's times say about it, for the class summary."""
     import datetime as dt
 
+    from grader.config import load
     from grader.lateness import class_view
     from grader.rubric import load_rubric
 
     path = out / "rubric.yaml"
     if not path.is_file():
         return None
-    rubric = load_rubric(path)
+    lab_dir = load(out).lab_dir if (out / "settings.json").is_file() else None
+    rubric = load_rubric(path, base_dir=lab_dir)
     return class_view(rubric.deadline, rubric.late, grades, now=dt.datetime.now(dt.timezone.utc),
                       where=f"the rubric kept in the output folder ({path.name})")

@@ -3,7 +3,7 @@
 Every problem is reported with the file, the key path (`parts[0].items[2].points`), the
 line, and what was expected; unknown keys get a "did you mean" suggestion. Loading never
 imports or runs anything: a `custom` check's Python file is only checked to exist inside
-the rubric's folder. Semantics of each field are documented for TAs in `rubrics/lab1.yaml`;
+the rubric's folder. Semantics of each field are documented for TAs in `labs/lab1/rubric.yaml`;
 an item's `params:` are validated with its check kind's model (grader.checks.registry,
 whose `describe_kinds()` lists every kind and param).
 """
@@ -30,7 +30,6 @@ from grader.checks import params as P
 from grader.checks.registry import KINDS
 from grader.datasets import registry
 from grader.errors import GraderError
-from grader.resources import resource_dir
 
 # --------------------------------------------------------------------------- errors
 
@@ -397,14 +396,17 @@ class Rubric(_Model):
 # --------------------------------------------------------------------------- loading
 
 
-def load_rubric(path: Path) -> Rubric:
-    """Load and validate a rubric file; `RubricError` lists every problem found."""
+def load_rubric(path: Path, *, base_dir: Path | None = None) -> Rubric:
+    """Load and validate a rubric file; `RubricError` lists every problem found. Its handout
+    and `custom` files are found in `base_dir` (default: the rubric's own folder; a graded
+    folder's copy passes the lab folder it came from, `GradeSettings.lab_dir`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise GraderError(f"{path}: cannot read rubric: {exc}") from None
-    return load_rubric_text(text, name=str(path), base_dir=path.resolve().parent)
+    folder = Path(base_dir).resolve() if base_dir is not None else path.resolve().parent
+    return load_rubric_text(text, name=str(path), base_dir=folder)
 
 
 def load_rubric_text(text: str, *, name: str = "<string>", base_dir: Path | None = None) -> Rubric:
@@ -433,14 +435,13 @@ def load_rubric_text(text: str, *, name: str = "<string>", base_dir: Path | None
     return rubric
 
 
-def builtin_rubric(lab: str) -> Path:
-    """The shipped rubric file for `lab` (e.g. `lab1`)."""
-    folder = resource_dir("rubrics")
-    known = sorted(p.stem for p in folder.glob("*.yaml"))
-    key = lab.strip().lower()
-    if re.fullmatch(r"[a-z0-9_-]+", key) and (folder / f"{key}.yaml").is_file():
-        return folder / f"{key}.yaml"
-    raise GraderError(f"no built-in rubric for lab {lab!r}{did_you_mean(key, known)}")
+def builtin_rubric(lab: str | Path) -> Path:
+    """The rubric file of the lab package `lab`: a lab id (normalized by
+    grader.labs.normalize_lab_id, so `LAB-1` is `lab1`) or a folder holding lab.yaml.
+    Raises LabError (a GraderError) naming the known labs."""
+    from grader.labs import find_lab
+
+    return find_lab(lab).rubric_path
 
 
 def summarize(rubric: Rubric) -> str:

@@ -1,6 +1,6 @@
 """Scoring: check results + rubric + TA overrides + submission time -> `Grade`. Arithmetic only.
 
-Rules (also stated for TAs in `rubrics/lab1.yaml`):
+Rules (also stated for TAs in `labs/lab1/rubric.yaml`):
   * an item earns points × fraction (pass/partial), 0 otherwise, rounded to 0.01;
   * a missing result is an `error` item worth 0, never a crash;
   * a `manual` item earns 0 and flags `manual-pending` until an override gives it points;
@@ -201,7 +201,7 @@ def score(rubric: Rubric, results: Mapping[str, CheckResult], *, student_id: str
 
 def late_penalty(policy: LatePolicy, deadline: datetime | None, submitted_at: datetime | None, *,
                  max_points: float, earned: float, source: str) -> LateGrade:
-    """Minutes and started days late, and the points that costs (see `rubrics/lab1.yaml`)."""
+    """Minutes and started days late, and the points that costs (see `labs/lab1/rubric.yaml`)."""
     if deadline is None or submitted_at is None:
         return LateGrade(0, 0, 0.0, source)
     if submitted_at.tzinfo is None:

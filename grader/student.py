@@ -23,19 +23,23 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from grader.errors import GraderError
 from grader.safename import safe_name
 
+if TYPE_CHECKING:
+    from grader.labs import LabPackage
+
 Log = Callable[[str], None]
 
 QUICK_SIZE = "tiny"
-"""Stand-in dataset size of `check --quick`: a LAB01 notebook trains in seconds on it."""
+"""Stand-in dataset size of `check --quick` when the lab's lab.yaml sets no `quick.size`."""
 
 
 def quick_unjudged() -> frozenset[str]:
-    """Check kinds whose result means nothing on stand-in data (grader.checks.registry)."""
+    """Check kinds whose result means nothing on stand-in data (grader.checks.registry); a
+    lab adds its own in lab.yaml `quick.unjudged` (`unjudged_kinds`)."""
     from grader.checks import KINDS
 
     return frozenset(k for k, spec in KINDS.items() if not spec.judged_in_quick)
@@ -104,6 +108,12 @@ def quick_datasets(names: Sequence[str], *, size: str = QUICK_SIZE, seed: int = 
                 p = os.path.join(dirpath, f)
                 os.chmod(p, os.stat(p).st_mode | 0o644)
     return {name: root for name in names}
+
+
+def unjudged_kinds(package: "LabPackage | None") -> frozenset[str]:
+    """Check kinds a quick check shows but does not judge: the registry's (`quick_unjudged`)
+    and the lab's (lab.yaml `quick.unjudged`)."""
+    return quick_unjudged() | frozenset(package.manifest.quick.unjudged if package else ())
 
 
 def _is_stand_in(folder: str) -> bool:
@@ -252,9 +262,13 @@ def self_check(path: Path, *, lab: str | None, rubric: Path | None, data_args: d
     from grader.rescore import stored_evidence
     from grader.rubric import load_rubric
 
+    from grader.labs import choose_lab
+
     started = time.monotonic()
-    rubric_path = config.resolve_rubric(lab, rubric)
+    choice = choose_lab(lab, rubric)
+    rubric_path = choice.rubric_path
     r = load_rubric(rubric_path)
+    not_judged = unjudged_kinds(choice.package)
     data = dict(data_args)
     absent = [n for n in r.datasets if n not in data]
     if absent and not quick:
@@ -272,10 +286,11 @@ def self_check(path: Path, *, lab: str | None, rubric: Path | None, data_args: d
     else:
         log(sb.NONE_WARNING)
     if absent:
-        data.update(quick_datasets(absent, log=log))
+        size = choice.package.manifest.quick.size if choice.package else QUICK_SIZE
+        data.update(quick_datasets(absent, size=size, log=log))
     candidate, out, packed = _candidate(path, pattern=r.submission.pattern, student_id=student_id, out=out,
                                 lab=r.lab, log=log)
-    settings = config.prepare(lab=None, rubric=rubric_path, out=out, data_args=data, reference=reference,
+    settings = config.prepare(lab=lab, rubric=rubric_path, out=out, data_args=data, reference=reference,
                               mode="execute", sandbox=sandbox, pdf=pdf, log=_quiet(log))
     quick = quick or any(_is_stand_in(f) for f in settings.data.values())
     # Lateness does not apply to a self-check: grade as if handed in at the deadline.
@@ -315,7 +330,7 @@ def self_check(path: Path, *, lab: str | None, rubric: Path | None, data_args: d
     from grader.checks import KINDS
 
     items = {item.id: item for _, item in r.all_items()}
-    unjudged = frozenset(i for i, it in items.items() if quick and it.check in quick_unjudged())
+    unjudged = frozenset(i for i, it in items.items() if quick and it.check in not_judged)
     manual = frozenset(i for i, it in items.items() if KINDS[it.check].by_hand)
     feedback = tuple(p for p in sorted(feedback_dir.glob(f"{name}.*")) if p.suffix in (".html", ".pdf"))
     return SelfCheck(grade=grade, submission=sub_doc, evidence=tuple(evidence), unjudged=unjudged, manual=manual,
@@ -557,13 +572,13 @@ def add_student_commands(sub: "argparse._SubParsersAction") -> None:
         epilog="Exit code: 0 nothing required is missing; 1 an intake problem, or a required item failed "
                "(with --strict, also a partial one); 2 usage errors.")
     c.add_argument("path", type=Path, metavar="ZIP_OR_DIR", help="your dllab_<id>.zip, or your working folder")
-    c.add_argument("--lab", help="the lab, e.g. lab1")
+    c.add_argument("--lab", metavar="ID|DIR", help="the lab: an id such as lab1, or a lab folder holding lab.yaml")
     c.add_argument("--rubric", type=Path, metavar="FILE", help="a rubric YAML instead of the built-in one")
     c.add_argument("--quick", action="store_true",
                    help="train on tiny stand-in datasets (about a minute on a laptop CPU); "
                         "accuracies are then not your graded ones")
     c.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
-                   help="a dataset folder (cifar10=DIR, food11=DIR), a root holding them, or the TA's mini pack")
+                   help="a dataset folder as NAME=DIR (the lab's datasets), a root holding them, or the TA's mini pack")
     c.add_argument("--sandbox", choices=("bwrap", "none"), default="bwrap",
                    help="none: no isolation (macOS, Windows, or Linux without bubblewrap); your own work only")
     c.add_argument("--pdf", action="store_true", help="also write the feedback PDF the TA would produce")
@@ -580,7 +595,8 @@ def add_student_commands(sub: "argparse._SubParsersAction") -> None:
                     "checkpoints, weights and caches, then read it back as the grader will.")
     p.add_argument("dir", type=Path, metavar="DIR", help="your working folder")
     p.add_argument("--student-id", required=True, metavar="ID", help="your student id, e.g. 0556001")
-    p.add_argument("--lab", help="the lab, e.g. lab1 (sets the zip's name)")
+    p.add_argument("--lab", metavar="ID|DIR", help="the lab: an id such as lab1, or a lab folder holding lab.yaml "
+                                                   "(sets the zip's name)")
     p.add_argument("--rubric", type=Path, metavar="FILE", help="a rubric YAML instead of the built-in one")
     p.add_argument("--out", type=Path, metavar="DIR", help="folder to write the zip into (default: the current folder)")
     p.add_argument("--force", action="store_true", help="replace an existing zip of the same name")

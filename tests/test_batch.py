@@ -31,7 +31,7 @@ def crashing_task(candidate: FakeCandidate, settings: GradeSettings) -> dict:
 
 
 def test_worker_crash_is_retried_once_then_recorded(tmp_path: Path) -> None:
-    settings = GradeSettings(rubric_path=resource_dir("rubrics") / "lab1.yaml", out=tmp_path)
+    settings = GradeSettings(rubric_path=resource_dir("labs") / "lab1" / "rubric.yaml", out=tmp_path)
     todo = [FakeCandidate("a"), FakeCandidate("crash"), FakeCandidate("b")]
     progress = Progress(total=3, durations=[])
     run_local(todo, settings, workers=2, progress=progress, tick=lambda: None, task=crashing_task)
@@ -43,3 +43,23 @@ def test_worker_crash_is_retried_once_then_recorded(tmp_path: Path) -> None:
     for sid in ("a", "b"):
         assert json.loads((tmp_path / "grades" / f"{sid}.json").read_text())["total"] == 1.0
     assert progress.done == 3
+
+
+def test_a_grade_made_by_other_grader_code_is_made_again_on_resume(tmp_path: Path, monkeypatch) -> None:
+    """`make demo` twice across a grader upgrade kept the old grades: the done marker's key now
+    holds the grader's code digest, as the run cache's keys do."""
+    from grader import batch, pipeline
+
+    settings = GradeSettings(rubric_path=resource_dir("labs") / "lab1" / "rubric.yaml", out=tmp_path)
+    candidate = FakeCandidate("0556001")
+    import grader.intake as intake
+
+    monkeypatch.setattr(intake, "source_digest", lambda c: "abc")
+    (tmp_path / "grades").mkdir()
+    (tmp_path / "grades" / "0556001.json").write_text(json.dumps({"flags": []}))
+    (tmp_path / "runs" / "0556001").mkdir(parents=True)
+    marker = tmp_path / "runs" / "0556001" / "done.json"
+    marker.write_text(json.dumps({"key": pipeline.settings_key(settings, "abc")}))
+    assert batch.is_done(candidate, settings)
+    monkeypatch.setattr(pipeline, "grader_digest", lambda: "other-code")
+    assert not batch.is_done(candidate, settings)

@@ -258,6 +258,20 @@ def test_report_sections_reads_min_words(tmp_path: Path) -> None:
     assert out.status == "partial" and "fewer than the 200 asked for" in out.message
 
 
+def test_report_sections_default_to_the_labs_own(tmp_path: Path) -> None:
+    # an item naming no sections asks for lab.yaml's report.sections (carried in the context),
+    # and only without a lab for the historical four
+    work = tmp_path / "work" / "s"
+    work.mkdir(parents=True)
+    (work / "report.md").write_text("# Method\nAn MLP.\n# Findings\nIt works.\n")
+    files = ({"path": "report.md", "kind": "report", "bytes": 40},)
+    own = _ctx(files=files, work_dir=str(work), report_sections=("Method", "Findings"))
+    assert run_check("report_sections", own, {}).status == "pass"
+    assert run_check("report_sections", own, {"sections": ["Method", "Results"]}).status != "pass"
+    plain = run_check("report_sections", _ctx(files=files, work_dir=str(work)), {})
+    assert plain.status != "pass" and "Experiment setup" in plain.message
+
+
 def test_metrics_verified_reads_consistency_tolerance() -> None:
     # nothing measured; per-class numbers averaging 50 % beside a printed total of 58 %
     e = ev(metrics={"dataset": "cifar10", "test_accuracy": 0.58, "per_class_accuracy": {c: 0.5 for c in CIFAR}},

@@ -242,7 +242,7 @@ def test_a_runs_mounts_name_each_registered_folder_with_absolute_sandbox_paths()
     from grader.rubric import load_rubric
     from grader.sandbox import CWD
 
-    rubric = load_rubric(Path(__file__).resolve().parents[1] / "rubrics" / "lab1.yaml")
+    rubric = load_rubric(Path(__file__).resolve().parents[1] / "labs" / "lab1" / "rubric.yaml")
     data = {"cifar10": "/srv/d/cifar-10-batches-py", "food11": "/srv/d/Food-11"}
     mounts = dataset_mounts(rubric, data)
     assert {(m.name, m.inside) for m in mounts if m.name == "food11"} == {

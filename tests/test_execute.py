@@ -697,7 +697,7 @@ def test_fork_bombs_beside_an_honest_submission_in_one_batch(tiny_datasets: Path
     _skip_without_bwrap()
     _world_readable(tiny_datasets)
     rubric = tmp_path / "lab1.yaml"
-    text = (resource_dir("rubrics") / "lab1.yaml").read_text()
+    text = (resource_dir("labs") / "lab1" / "rubric.yaml").read_text()
     assert "processes: 256" in text and "cell_timeout: 30m" in text
     rubric.write_text(text.replace("processes: 256", "processes: 64").replace("cell_timeout: 30m", "cell_timeout: 60s"))
     subs = tmp_path / "subs"

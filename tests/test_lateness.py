@@ -14,7 +14,7 @@ from grader.pipeline import GradeSettings, grade_from_runs
 from grader.rubric import LatePolicy, builtin_rubric, load_rubric
 
 TW = dt.timezone(dt.timedelta(hours=8))
-EXAMPLE_DEADLINE = dt.datetime(2018, 9, 30, 23, 59, tzinfo=TW)  # rubrics/lab1.yaml's
+EXAMPLE_DEADLINE = dt.datetime(2018, 9, 30, 23, 59, tzinfo=TW)  # labs/lab1/rubric.yaml's
 NOW = dt.datetime(2026, 10, 5, 12, 0, tzinfo=dt.timezone.utc)
 POLICY = LatePolicy()  # 10 % a day, 7 days at most, then 0
 

@@ -70,8 +70,10 @@ def test_two_students_with_the_same_notebook_and_other_helpers_get_their_own_run
     def fake_execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settings, rubric, wall_s=None) -> dict:
         executed.append(submission_dir.name)
         (run_dir / "executed.ipynb").write_text("{}")
-        # what the run printed depends on the helper module, as a real run's would
-        return {"path": rel, "status": "ok", "printed": (submission_dir / "part1" / "model.py").read_text()}
+        # what the run printed depends on the helper module, as a real run's would (kept in
+        # `reason`: the cached evidence is validated against grader.evidence_model's schema)
+        return {"path": rel, "mode": "execute", "status": "ok",
+                "reason": (submission_dir / "part1" / "model.py").read_text()}
 
     monkeypatch.setattr(pipeline, "_execute", fake_execute)
     rubric_path = builtin_rubric("lab1")
@@ -87,5 +89,5 @@ def test_two_students_with_the_same_notebook_and_other_helpers_get_their_own_run
                                             submission_dir=tmp_path / student, run_dir=run_dir, settings=settings,
                                             rubric=rubric, inputs=inputs_digest(sub))
     assert executed == ["alice", "bob"]
-    assert results["bob"]["printed"] == "ACC = 0.42\n" and "cache" not in results["bob"]
-    assert results["carol"]["printed"] == "ACC = 0.91\n" and results["carol"]["cache"]["hit"] is True
+    assert results["bob"]["reason"] == "ACC = 0.42\n" and "cache" not in results["bob"]
+    assert results["carol"]["reason"] == "ACC = 0.91\n" and results["carol"]["cache"]["hit"] is True

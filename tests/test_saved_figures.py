@@ -327,7 +327,7 @@ def _grade(ev: dict) -> dict:
     from grader.resources import resource_dir
     from grader.rubric import load_rubric
 
-    rubric = load_rubric(resource_dir("rubrics") / "lab1.yaml")
+    rubric = load_rubric(resource_dir("labs") / "lab1" / "rubric.yaml")
     sub = Submission(student_id="0556001", source="dllab_0556001.zip", source_sha256=None, submitted_at=None,
                      submitted_at_source="unknown", work_dir="/nonexistent", files=(), problems=())
     return grade_from_runs(rubric, sub, [ev], settings=GradeSettings(rubric_path=Path("unused.yaml"),

@@ -75,6 +75,9 @@ class CheckContext:
     registered count); None when the grader was not told (checks then read it from the run)."""
     rubric_dir: str | None = None
     """The rubric's folder: where a `custom` check's .py file lives."""
+    report_sections: Sequence[str] = ()
+    """The lab's report sections (lab.yaml `report.sections`): what a `report_sections` item
+    asks for when it names none."""
 
 
 def where(ev: Mapping, cell: int | None = None) -> str:

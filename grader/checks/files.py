@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from grader.checks import params as P
+from grader.checks.params import DEFAULT_SECTIONS
 from grader.checks.base import CheckContext, Outcome
 from grader.reportread import ReportText, read_report
 
@@ -34,7 +35,8 @@ def _norm(s: str) -> str:
 @P.takes(P.ReportSections)
 def report_sections(ctx: CheckContext, params: P.ReportSections) -> Outcome:
     """A report is present with the sections the handout asks for (and `min_words` words, when set)."""
-    sections, min_words = list(params.sections), params.min_words
+    sections = list(params.sections or ctx.report_sections or DEFAULT_SECTIONS)
+    min_words = params.min_words
     reports = [f for f in ctx.files if f.get("kind") == "report"
                and str(f.get("path", "")).lower().endswith(REPORT_SUFFIXES)]
     if not reports:

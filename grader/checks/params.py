@@ -109,7 +109,8 @@ class Normalization(Params):
 
 
 class ReportSections(Params):
-    sections: Names = Field(DEFAULT_SECTIONS, description="section titles the report must contain")
+    sections: Names | None = Field(None, description="section titles the report must contain; default: the "
+                                                     "lab's (lab.yaml report.sections)")
     min_words: Annotated[Whole, Field(ge=0)] | None = Field(None, description="fewest words the report must have; "
                                                                               "default: no limit")
 

@@ -11,6 +11,7 @@ from typing import Any
 from grader.fsutil import write_bytes_atomic, write_text_atomic
 from grader.intake.problems import FLAG_TEXT as INTAKE_FLAG_TEXT
 from grader.report import charts
+from grader.report.extras import named_metrics, runs_view, sample_figures
 from grader.report.figures import figures_view
 from grader.report.pdf import html_to_pdf, stylesheet_text
 from grader.safename import safe_name
@@ -77,6 +78,8 @@ FLAG_TEXT = {
                        "part's dataset (or trained on data the grader could not name); its items wait for a TA"),
     "host-budget": ("a notebook's run wrote more than the grader keeps on disk per notebook; its largest files "
                     "(figures first) were not kept, and items that needed them wait for a TA"),
+    "invalid-evidence": ("the grader could not use what it recorded of a notebook (its evidence file did not "
+                         "match the grader's schema); the notebook counts as not run until a TA looks at it"),
     **INTAKE_FLAG_TEXT,
 }
 
@@ -211,6 +214,8 @@ def notebook_view(ev: Mapping, ref_parts: Mapping, stats: Mapping) -> dict[str, 
         "optimizers": _optimizers(optimizers, ev.get("schedulers")),
         "curves": _curves(metrics.get("curves"), optimizers, study=bool(summary.get("configs"))),
         "reference_configs": _configs(summary),
+        # optional parts (grader.evidence_model), shown only when the evidence has them
+        "named_metrics": named_metrics(metrics), "runs": runs_view(ev.get("runs")), "samples": sample_figures(ev),
         **_errors(ev.get("errors")),
     }
 

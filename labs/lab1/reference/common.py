@@ -19,15 +19,6 @@ from torch import nn
 import torch.nn.functional as F
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """`auto` is CUDA when a GPU is visible, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA device is visible")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> torch.Generator:
     """Seeds python, numpy and torch; returns a generator for shuffling batches."""
     random.seed(seed)

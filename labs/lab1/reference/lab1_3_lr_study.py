@@ -9,11 +9,12 @@ chose the initial rate or the decay method; this gives the accuracies such a stu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
-from reference.common import LeNet, evaluate, fit, seed_everything
-from reference.lab1_1_cifar10 import hyp as lab1_1_hyp, load
+from .common import LeNet, evaluate, fit, seed_everything
+from .lab1_1_cifar10 import hyp as lab1_1_hyp, load
 
 hyp = {
     "epochs": 4,                          # passes per configuration (decay needs a few epochs)
@@ -46,10 +47,11 @@ def configs(epochs: int) -> list[dict]:
     return runs
 
 
-def train(*, root: Path, device: torch.device, seed: int, epochs: int | None = None) -> dict:
-    """Runs every configuration once from `seed`; returns each one's accuracy and the best."""
+def train(*, data: Mapping[str, Path], device: torch.device, seed: int, epochs: int | None = None) -> dict:
+    """Runs every configuration once from `seed`; returns each one's accuracy and the best
+    (`runs`: one entry per configuration). `data["cifar10"]` is the `cifar-10-batches-py` folder."""
     epochs = epochs or hyp["epochs"]
-    train_data, test_data, classes = load(root, device)
+    train_data, test_data, classes = load(Path(data["cifar10"]).parent, device)
     results = []
     for cfg in configs(epochs):
         generator = seed_everything(seed)

@@ -11,8 +11,10 @@ after every epoch (`history["test_accuracy"]`), which a student's shorter run is
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -20,7 +22,7 @@ import torchvision
 from torchvision import transforms
 
 from grader.datasets import FOOD11_CLASSES, channel_stats, food11_imagefolder
-from reference.common import DeviceData, LeNet, evaluate, fit, layer_stats, seed_everything
+from .common import DeviceData, LeNet, evaluate, fit, layer_stats, seed_everything
 
 hyp = {
     "epochs": 10,        # passes over the training split
@@ -40,33 +42,38 @@ def decode(folder: Path) -> tuple[np.ndarray, list[int], list[str]]:
     return images, list(ds.targets), list(ds.classes)
 
 
-def train(*, root: Path, device: torch.device, seed: int, epochs: int | None = None,
-          stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> dict:
-    """Trains once on Food-11; `stats` skips recomputing the training mean/std across seeds."""
+@functools.lru_cache(maxsize=4)
+def _training_stats(root: Path, mtime_ns: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Food-11's training-split mean and std per channel, once per folder (and its time) for
+    all seeds of a run: the same numbers a student's `dllab data stats food11` prints."""
+    s = channel_stats("food11", root, progress=False)
+    return tuple(s.mean), tuple(s.std)
+
+
+def train(*, data: Mapping[str, Path], device: torch.device, seed: int, epochs: int | None = None) -> dict:
+    """Trains once on Food-11 (`data["food11"]` is the `Food-11` folder)."""
+    root = Path(data["food11"])
     generator = seed_everything(seed)
-    if stats is None:
-        s = channel_stats("food11", root, progress=False)
-        stats = (s.mean, s.std)
-    mean, std = stats
+    mean, std = _training_stats(root.resolve(), root.stat().st_mtime_ns)
     with tempfile.TemporaryDirectory(prefix="food11-imagefolder-") as tmp:
         tree = food11_imagefolder(root, Path(tmp))
         splits = {name: decode(tree / name) for name in ("training", "validation", "evaluation")}
     folders = splits["training"][2]
     classes = [FOOD11_CLASSES[int(c)] for c in folders]
     kw = dict(mean=mean, std=std, device=device)
-    data = {name: DeviceData.from_numpy(x, y, **kw) for name, (x, y, _) in splits.items()}
+    sets = {name: DeviceData.from_numpy(x, y, **kw) for name, (x, y, _) in splits.items()}
     model = LeNet(num_classes=len(classes)).to(device)
 
     def validate(epoch: int, loss: float) -> float:
-        return evaluate(model, data["validation"], classes)["test_accuracy"]
+        return evaluate(model, sets["validation"], classes)["test_accuracy"]
 
     history = fit(
-        model, data["training"], epochs=epochs or hyp["epochs"], batch_size=hyp["batch_size"],
+        model, sets["training"], epochs=epochs or hyp["epochs"], batch_size=hyp["batch_size"],
         make_optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=hyp["lr"], momentum=hyp["momentum"]),
         generator=generator, amp=hyp["amp"], on_epoch=validate,
-        test_accuracy=lambda: evaluate(model, data["evaluation"], classes)["test_accuracy"])
-    metrics = evaluate(model, data["evaluation"], classes)
-    return {**metrics, "classes": classes, "train_images": len(data["training"]),
+        test_accuracy=lambda: evaluate(model, sets["evaluation"], classes)["test_accuracy"])
+    metrics = evaluate(model, sets["evaluation"], classes)
+    return {**metrics, "classes": classes, "train_images": len(sets["training"]),
             "validation_accuracy": history["val_metric"][-1], "history": history,
             "model": {"class": "LeNet", "num_classes": len(classes),
                       "parameters": sum(p.numel() for p in model.parameters()), "repr": repr(model)},

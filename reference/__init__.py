@@ -1,1 +1,0 @@
-"""Reference solutions: one self-contained file per lab part, `train(*, ...) -> dict`."""

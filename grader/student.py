@@ -212,7 +212,8 @@ def _default_out(student_id: str, source: Path) -> Path:
     return here
 
 
-def _candidate(path: Path, *, pattern: str, student_id: str | None, out: Path | None, lab: str, log: Log):
+def _candidate(path: Path, *, pattern: str, student_id: str | None, out: Path | None, lab: str, log: Log,
+               sections: Sequence[str] = ()):
     """(candidate, output folder, packed?): a working folder is first packed as `dllab pack` would."""
     from grader import pack
     from grader.intake import discover
@@ -233,7 +234,7 @@ def _candidate(path: Path, *, pattern: str, student_id: str | None, out: Path | 
             folder = out or _default_out(sid, path)
             dest = folder / "packed" / pack.zip_name(pattern, sid)
             dest.unlink(missing_ok=True)
-            plan = pack.plan_pack(path, exclude=(folder,), sections=report_sections(lab))
+            plan = pack.plan_pack(path, exclude=(folder,), sections=sections)
             pack.write_zip(plan, dest)
             log(f"packed {len(plan.members)} file(s) of {path} into {dest} (as `dllab pack` would; "
                 f"{len(plan.left_out)} left out)")
@@ -289,7 +290,8 @@ def self_check(path: Path, *, lab: str | None, rubric: Path | None, data_args: d
         size = choice.package.manifest.quick.size if choice.package else QUICK_SIZE
         data.update(quick_datasets(absent, size=size, log=log))
     candidate, out, packed = _candidate(path, pattern=r.submission.pattern, student_id=student_id, out=out,
-                                lab=r.lab, log=log)
+                                lab=r.lab, log=log,
+                                sections=choice.package.manifest.report.sections if choice.package else ())
     settings = config.prepare(lab=lab, rubric=rubric_path, out=out, data_args=data, reference=reference,
                               mode="execute", sandbox=sandbox, pdf=pdf, log=_quiet(log))
     quick = quick or any(_is_stand_in(f) for f in settings.data.values())
@@ -378,17 +380,17 @@ def rows(result: SelfCheck) -> list[Row]:
     return out
 
 
-def report_sections(lab: str | None) -> tuple[str, ...]:
-    """The section headings the lab's report should have (lab.yaml `report.sections`); () for a
-    lab without a package (a rubric of its own) or one that names none."""
-    from grader.labs import LabError, find_lab
+def report_sections(lab: str | None, rubric: Path | None = None) -> tuple[str, ...]:
+    """The section headings the lab's report should have (lab.yaml `report.sections`) for
+    `--lab` and `--rubric` as given; () for a rubric that belongs to no lab package, a lab that
+    names none, or a lab that cannot be found (the command reports that itself)."""
+    from grader.labs import LabError, choose_lab, find_lab
 
-    if not lab:
-        return ()
     try:
-        return find_lab(lab).manifest.report.sections
+        pkg = choose_lab(lab, rubric).package if rubric else find_lab(lab) if lab else None
     except LabError:
         return ()
+    return pkg.manifest.report.sections if pkg else ()
 
 
 def problems(result: SelfCheck, *, lab: str) -> list[tuple[str, str]]:
@@ -537,7 +539,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
         raise GraderError(f"--out {out_dir}: give the folder to write into; the zip's name is set by the lab "
                           f"({pack.zip_name(r.submission.pattern, args.student_id)})")
     res = pack.pack(args.dir, student_id=args.student_id, pattern=r.submission.pattern, out_dir=out_dir,
-                    force=args.force, sections=report_sections(args.lab or r.lab))
+                    force=args.force, sections=report_sections(args.lab, args.rubric))
     plan = res.plan
     print(f"packed {res.zip_path} ({human_bytes(res.zip_path.stat().st_size)}):")
     for m in plan.members:

@@ -56,3 +56,16 @@ def test_the_no_report_fix_names_the_labs_sections(tmp_path: Path) -> None:
         "write the report (Problems & solutions, Experiment setup, Results, Analysis), put it")
     assert problems(result, lab=str(_lab(tmp_path / "none", [])))[0][1] == \
         "write the report, put it in the zip as report.pdf, .docx or .md"
+
+
+def test_dllab_pack_with_a_lab_folder_names_that_labs_sections(tmp_path: Path, capsys) -> None:
+    from grader.cli import main
+
+    folder = _working_folder(tmp_path / "w")
+    lab = Path(__file__).parent / "labs" / "mnist_mlp"
+    assert main(["pack", str(folder), "--student-id", "0000001", "--lab", str(lab), "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "no report found (pdf, docx, md, txt or html): write it with the sections Results, save it" in printed
+    assert main(["pack", str(folder), "--student-id", "0000002", "--rubric", str(lab / "rubric.yaml"),
+                 "--out", str(tmp_path)]) == 0
+    assert "write it with the sections Results, save it" in capsys.readouterr().out

@@ -1,8 +1,10 @@
-"""`dllab demo`: everything on generated data, offline, in a few minutes.
+"""`dllab demo [--lab ID|DIR]`: everything on generated data, offline, in a few minutes.
 
-Stand-in datasets → reference metrics → a small class of sample submissions (complete,
-partial, broken, hostile, misnamed and late) → graded in parallel in the sandbox → PDFs,
-class summary and gradebook. Nothing here is faked: every number comes from a real run.
+Stand-in datasets → reference metrics → the lab's sample submissions (lab.yaml `samples:`;
+LAB01's are complete, partial, broken, hostile, misnamed and late) → graded in parallel in
+the sandbox → PDFs, class summary and gradebook, and whether each sample got the outcome
+lab.yaml states. lab.yaml's `demo:` says which stand-ins, reference parts and seeds, and how
+many workers. Nothing here is faked: every number comes from a real run.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Sample LAB01 submissions, each named by the outcome it should get.
 
-Used by `dllab demo` and by the end-to-end tests: real notebooks that really train on the
+Used by the end-to-end tests, and by scripts/make_lab1_samples.py, which writes them once as
+labs/lab1/samples/ (the demo's class): real notebooks that really train on the
 stand-in datasets mounted where the handout says (`/tmp/dataset-nctu`, `/tmp/datasets-nctu`),
 with the defects TAs actually see.
 """

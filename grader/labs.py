@@ -113,7 +113,6 @@ class Demo(_Model):
     """Stand-ins generated (empty: the rubric's datasets)."""
     reference: DemoReference = DemoReference()
     workers: Annotated[int, Field(ge=1)] = 2
-    epochs: Annotated[int, Field(ge=1)] = 1
 
 
 class Expect(_Model):

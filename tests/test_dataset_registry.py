@@ -24,19 +24,6 @@ ALLOWED: dict[tuple[str, str], str] = {
 # grader/samples/ writes LAB01's sample submissions: notebook cells and reports as a student
 # writes them (paths, imports, prose), lab data kept as code until it moves to labs/lab1/samples.
 ALLOWED_DIRS = ("samples",)
-# Literals in files other engineers rewrite in issue 14 (check kinds, lab packages, the demo, the
-# CLI's help). Tolerated while present; delete an entry once its file reads the registry instead.
-PENDING: dict[str, tuple[str, ...]] = {
-    "cli.py": ("write stand-in CIFAR-10, Food-11, MNIST and cats-vs-dogs in their real on-disk formats",
-               "only this dataset (cifar10, food11, mnist, catsdogs); repeatable",
-               "cifar10, food11, mnist or catsdogs",
-               "a dataset folder (cifar10=DIR, food11=DIR), or a root holding them; repeatable",
-               "a dataset folder (cifar10=DIR, food11=DIR) or a root holding them; repeatable"),
-    "student.py": ("a dataset folder (cifar10=DIR, food11=DIR), a root holding them, or the TA's mini pack",),
-    "demo.py": ("cifar-10-batches-py", "cifar10", "food11"),
-    "reference_run.py": ("LAB 1-1: handout CNN on CIFAR-10", "reference.lab1_1_cifar10", "cifar10",
-                         "LAB 1-2: CNN on Food-11, own normalization", "reference.lab1_2_food11", "food11"),
-}
 
 
 def dataset_literals(path: Path) -> list[tuple[int, str]]:
@@ -57,7 +44,7 @@ def test_no_dataset_name_literal_outside_the_registry() -> None:
         if rel.startswith("datasets/") or rel.split("/")[0] in ALLOWED_DIRS:
             continue
         for line, literal in dataset_literals(path):
-            if (rel, literal) not in ALLOWED and literal not in PENDING.get(rel, ()):
+            if (rel, literal) not in ALLOWED:
                 found.append(f"grader/{rel}:{line}: {literal}")
     assert not found, "dataset names belong in grader/datasets/ (ask the registry):\n" + "\n".join(found)
 

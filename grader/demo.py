@@ -16,22 +16,10 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from grader.datasets.standins import sandbox_readable
 from grader.errors import GraderError
 
 Log = Callable[[str], None]
-
-
-def _world_readable(root: Path) -> None:
-    """The sandbox runs student code as another uid when the grader is root. The grader-only
-    hidden splits (`dllab-hidden/`, grader.hidden_split) stay 0700: only the grader reads them."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != "dllab-hidden"]  # grader.hidden_split.HIDDEN_DIR
-        for name in dirnames + filenames:
-            p = Path(dirpath, name)
-            mode = p.lstat().st_mode
-            if not stat.S_ISLNK(mode):
-                p.chmod(mode | stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0))
-    root.chmod(root.stat().st_mode | stat.S_IROTH | stat.S_IXOTH)
 
 
 def _stand_ins_present(data_root: Path, names: Sequence[str]) -> bool:
@@ -83,7 +71,7 @@ def run_demo(out: Path, *, lab: str = "lab1", size: str | None = None, workers: 
         synth(data_root, size=size, seed=0, names=names, overwrite=True)
     else:
         log(f"[1/5] stand-in datasets already in {data_root}")
-    _world_readable(data_root)
+    sandbox_readable(data_root)
     data = {name: locate(name, data_root) for name in names}
 
     graded = out / "graded"

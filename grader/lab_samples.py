@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from grader.datasets.standins import stand_ins
 from grader.labs import LabPackage, Sample, sample_files
 
 Log = Callable[[str], None]
@@ -54,32 +55,6 @@ def write_sample(pkg: LabPackage, sample: Sample, folder: Path, *, deadline_epoc
     return path
 
 
-def stand_in_data(names: Sequence[str], root: Path, *, size: str, log: Log) -> dict[str, Path]:
-    """Stand-ins of `names` under `root` (made once), readable by the sandbox's uid; the
-    grader-only hidden splits stay the grader's."""
-    from grader.datasets import locate, synth
-    from grader.errors import DatasetError
-
-    missing = []
-    for name in names:
-        try:
-            locate(name, root)
-        except DatasetError:
-            missing.append(name)
-    if missing:
-        log(f"making {size} stand-in datasets ({', '.join(missing)}) in {root}")
-        synth(root, size=size, seed=0, names=missing, overwrite=True)
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != "dllab-hidden"]  # grader.hidden_split.HIDDEN_DIR
-        for name in dirnames + filenames:
-            p = Path(dirpath, name)
-            mode = p.lstat().st_mode
-            if not stat.S_ISLNK(mode):
-                p.chmod(mode | stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0))
-    root.chmod(root.stat().st_mode | stat.S_IROTH | stat.S_IXOTH)
-    return {name: root for name in names}
-
-
 def grade_samples(pkg: LabPackage, *, out: Path, data_args: Mapping[str, Path], size: str = "tiny",
                   reference: Path | None = None, workers: int | None = None, sandbox: str = "bwrap",
                   pdf: bool = False, log: Log = lambda s: None) -> list[SampleResult]:
@@ -101,7 +76,7 @@ def grade_samples(pkg: LabPackage, *, out: Path, data_args: Mapping[str, Path], 
     data = {name: Path(folder) for name, folder in data_args.items() if name in rubric.datasets}
     absent = [name for name in rubric.datasets if name not in data]
     if absent:
-        data.update(stand_in_data(absent, out / "datasets", size=size, log=log))
+        data.update(stand_ins(absent, out / "datasets", size=size, log=log))
     graded = out / "graded"
     graded.mkdir(parents=True, exist_ok=True)
     if reference is None and pkg.manifest.references:

@@ -89,25 +89,9 @@ def quick_datasets(names: Sequence[str], *, size: str = QUICK_SIZE, seed: int = 
 
     World-readable because a root-run sandbox executes as an unprivileged uid.
     """
-    from grader.datasets import locate, synth
-    from grader.errors import DatasetError
+    from grader.datasets.standins import stand_ins
 
-    root = cache_root() / f"datasets-{size}-{seed}"
-    missing = []
-    for name in names:
-        try:
-            locate(name, root)
-        except DatasetError:
-            missing.append(name)
-    if missing:
-        log(f"making {size} stand-in datasets ({', '.join(missing)}) once, in {root}")
-        synth(root, size=size, seed=seed, names=missing, overwrite=True)
-        for dirpath, dirnames, filenames in os.walk(root):
-            os.chmod(dirpath, os.stat(dirpath).st_mode | 0o755)
-            for f in filenames:
-                p = os.path.join(dirpath, f)
-                os.chmod(p, os.stat(p).st_mode | 0o644)
-    return {name: root for name in names}
+    return stand_ins(names, cache_root() / f"datasets-{size}-{seed}", size=size, seed=seed, log=log)
 
 
 def unjudged_kinds(package: "LabPackage | None") -> frozenset[str]:

@@ -399,10 +399,10 @@ def test_forged_probe_records_earn_nothing_in_a_real_run(tiny_datasets: Path, tm
     figure pointing at a PNG dropped into the probe's folder and a model + optimizer emitted
     through the probe's own `emit`: each goes to a TA (manual, 0 points), none passes."""
     from grader.cli import main
-    from grader.demo import _world_readable
+    from grader.datasets.standins import sandbox_readable
     from grader.samples import Sample, notebook, write_archive
 
-    _world_readable(tiny_datasets)
+    sandbox_readable(tiny_datasets)
     nb = notebook(SETUP, FORGE, title="LAB 1-1 and 1-3")
     write_archive(Sample("0556301", "dllab_0556301.zip", "forged probe evidence", {"lab1-1_1-3.ipynb": nb}),
                   tmp_path / "subs")

@@ -691,11 +691,11 @@ def test_fork_bombs_beside_an_honest_submission_in_one_batch(tiny_datasets: Path
     import time
     import zipfile
 
-    from grader.demo import _world_readable
+    from grader.datasets.standins import sandbox_readable
     from grader.resources import resource_dir
 
     _skip_without_bwrap()
-    _world_readable(tiny_datasets)
+    sandbox_readable(tiny_datasets)
     rubric = tmp_path / "lab1.yaml"
     text = (resource_dir("labs") / "lab1" / "rubric.yaml").read_text()
     assert "processes: 256" in text and "cell_timeout: 30m" in text
@@ -746,10 +746,10 @@ def test_a_nested_submission_through_the_pipeline(tiny_datasets: Path, tmp_path:
     import zipfile
 
     from grader.cli import main
-    from grader.demo import _world_readable
+    from grader.datasets.standins import sandbox_readable
 
     _skip_without_bwrap()
-    _world_readable(tiny_datasets)
+    sandbox_readable(tiny_datasets)
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_markdown_cell("# LAB 1-1"),
         nbformat.v4.new_code_cell("%matplotlib widget\nimport matplotlib.pyplot as plt\nfrom tqdm import tqdm\n"

@@ -30,9 +30,9 @@ def _training_without_optimizer(epochs: int) -> str:
 
 @pytest.fixture(scope="module")
 def graded(tiny_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from grader.demo import _world_readable
+    from grader.datasets.standins import sandbox_readable
 
-    _world_readable(tiny_datasets)
+    sandbox_readable(tiny_datasets)
     untrained = notebook(cells.CIFAR_DATA, cells.LENET, PEEK_THEN_OPTIMIZER, _training_without_optimizer(1),
                          cells.CIFAR_TEST, cells.CIFAR_PER_CLASS, title="LAB 1-1: CIFAR-10 CNN")
     subs = tmp_path_factory.mktemp("subs")

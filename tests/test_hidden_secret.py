@@ -95,9 +95,9 @@ def test_an_honest_model_is_almost_never_flagged_and_a_memorizer_always_is() -> 
 
 
 def test_making_the_datasets_readable_for_the_sandbox_keeps_the_hidden_split_private(tmp_path: Path) -> None:
-    from grader.demo import _world_readable
+    from grader.datasets.standins import sandbox_readable
 
     synth(tmp_path, size="tiny", seed=0, names=["mnist"])
-    _world_readable(tmp_path)
+    sandbox_readable(tmp_path)
     assert stat.S_IMODE((tmp_path / "MNIST").stat().st_mode) & 0o005 == 0o005
     assert stat.S_IMODE((tmp_path / HIDDEN_DIR).stat().st_mode) == 0o700

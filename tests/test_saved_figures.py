@@ -295,7 +295,7 @@ def test_static_analysis_is_bounded_on_hostile_code() -> None:
 def test_clean_sample_executed_then_graded_in_saved_mode_earns_the_histograms(
         tmp_path: Path, tiny_datasets: Path) -> None:
     from grader import sandbox
-    from grader.demo import _world_readable
+    from grader.datasets.standins import sandbox_readable
     from grader.execute import SandboxLimits, SandboxSpec, run_notebook
     from grader.samples import lab1_1
 
@@ -303,7 +303,7 @@ def test_clean_sample_executed_then_graded_in_saved_mode_earns_the_histograms(
         sandbox.check_bwrap()
     except Exception as exc:  # pragma: no cover - depends on the host
         pytest.skip(f"bubblewrap unusable here: {exc}")
-    _world_readable(tiny_datasets)
+    sandbox_readable(tiny_datasets)
     sub = tmp_path / "sub"
     sub.mkdir()
     path = sub / "lab1-1.ipynb"

@@ -232,6 +232,8 @@ def test_quick_datasets_are_made_once_and_world_readable(tmp_path: Path, monkeyp
     made = student.quick_datasets(["food11"], log=lambda s: None)
     folder = made["food11"] / "Food-11"
     assert all(p.stat().st_mode & 0o004 for p in folder.rglob("*"))
+    hidden = made["food11"] / "dllab-hidden"  # the grader-only split stays the grader's
+    assert hidden.is_dir() and not hidden.stat().st_mode & 0o077
     stamp = (folder / "manifest.json").stat().st_mtime_ns
     student.quick_datasets(["food11"], log=lambda s: None)
     assert (folder / "manifest.json").stat().st_mtime_ns == stamp

@@ -14,8 +14,10 @@ import hashlib
 import importlib.util
 import io
 import json
+import re
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -59,7 +61,7 @@ def _cli(*argv: str) -> tuple[int, str]:
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Every command of the lab's life, once, from a copy of the folder in a fresh place."""
     from grader.lab_samples import write_sample
-    from grader.labs import load_lab
+    from grader.labs import load_lab, sample_files
     from grader.rubric import load_rubric
 
     tmp = tmp_path_factory.mktemp("labpkg")
@@ -92,8 +94,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
             write_sample(pkg, sample, tmp / "subs", deadline_epoch=deadline.timestamp() if deadline else None)
         step("grade", "grade", tmp / "subs", "--lab", lab, "--data", f"mnist={data}",
              "--reference", tmp / "reference.json", "--out", tmp / "graded", "--workers", "2", "--no-pdf")
-        step("check", "check", tmp / "subs" / pkg.manifest.samples[0].archive, "--lab", lab, "--quick",
-             "--out", tmp / "checked")
+        # a student's working folder (unzipped complete sample, plus a checkpoint pack leaves out)
+        folder = tmp / "my-lab"
+        for rel, body in sample_files(pkg, pkg.manifest.samples[0]).items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(body)
+        (folder / "net.pth").write_bytes(b"w" * 100)
+        mp.chdir(tmp / "labs")
+        check = ("check", folder, "--lab", lab, "--quick", "--student-id", "0000001")
+        step("check", *check)
+        step("check-again", *check)
     res.update(pkg=pkg, tmp=tmp, after=_digest(lab))
     (tmp / "seconds.json").write_text(json.dumps(res["seconds"], indent=1))  # where the minute went
     return res
@@ -142,8 +152,15 @@ def test_graded_as_a_class_each_sample_gets_what_it_expects(run):
 
 
 def test_a_student_self_checks_the_complete_sample(run):
+    """From a working folder: every judged item passes, the advice names `dllab pack` with the
+    same id, the packed zip leaves the checkpoint out, and an unchanged folder is not run again."""
     out = _ok(run, "check")
     assert "mnistmlp" in out and "not judged" in out
+    assert re.search(r"(\d+) of \1 required items pass", out), out[-2000:]
+    assert "dllab pack" in out and "--student-id 0000001" in out
+    with zipfile.ZipFile(run["tmp"] / "labs" / "dllab-check-0000001" / "packed" / "dllab_0000001.zip") as zf:
+        assert "net.pth" not in zf.namelist() and "mnist_mlp.ipynb" in zf.namelist()
+    assert "reused from the last check" in _ok(run, "check-again")
 
 
 def test_nothing_in_the_lab_folder_was_written(run):

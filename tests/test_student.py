@@ -272,27 +272,3 @@ def test_check_quick_on_a_defective_submission(tmp_path: Path, quick_cache: Path
     assert grade["late"]["days_late"] == 0  # a self-check is never late
     per_class = next(i for p in grade["parts"] for i in p["items"] if i["id"] == "lab1-1-per-class")
     assert per_class["status"] == "fail"
-
-
-@pytest.mark.kernel
-def test_check_quick_on_a_complete_working_folder(tmp_path: Path, quick_cache: Path,
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture) -> None:
-    _skip_without_bwrap()
-    monkeypatch.setenv("DLLAB_CACHE", str(quick_cache))
-    monkeypatch.chdir(tmp_path)
-    sample = lab1_samples(epochs=1)[0]
-    folder = tmp_path / "my-lab1"
-    for name, body in sample.files.items():
-        _write(folder / name, body if isinstance(body, str) else nbformat.writes(body))
-    _write(folder / "net.pth", b"w" * 100)  # packed as `dllab pack` would: left out
-    args = ["check", str(folder), "--lab", "lab1", "--quick", "--student-id", "0556001"]
-    assert main(args) == 0
-    printed = capsys.readouterr().out
-    assert re.search(r"(\d+) of \1 required items pass", printed)
-    assert "dllab pack" in printed and "--student-id 0556001" in printed
-    with zipfile.ZipFile(tmp_path / "dllab-check-0556001" / "packed" / "dllab_0556001.zip") as zf:
-        assert "net.pth" not in zf.namelist()
-    # Unchanged folder: the runs are reused, nothing is executed again.
-    assert main(args) == 0
-    assert "reused from the last check" in capsys.readouterr().out

@@ -203,7 +203,8 @@ def _contradicted(ctx: CheckContext, out: Outcome, *, total: bool, per_class: bo
     """`out` (a pass or partial for numbers shown), unless the host measured the model of the
     part's dataset in that notebook and its numbers contradict the printed ones: then the
     numbers shown are not the model's, and a TA decides (manual, flag `mismatch`); an honest
-    cause exists (numbers printed of an earlier model), so it is not a fail."""
+    cause exists (numbers printed of an earlier model), so it is not a fail. `points`: what was
+    printed, as the message names it ("test accuracy"; a plural ending in s takes "disagree")."""
     if out.status not in ("pass", "partial"):
         return out
     for ev in ctx.evidence:
@@ -213,7 +214,8 @@ def _contradicted(ctx: CheckContext, out: Outcome, *, total: bool, per_class: bo
         diffs, _ = printed_vs_measured(ev, v, total=total, per_class=per_class)
         if diffs:
             more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
-            return Outcome("manual", 0.0, f"the {points} printed disagree with the grader's own measurement of the "
+            verb = "disagree" if points.endswith("s") else "disagrees"
+            return Outcome("manual", 0.0, f"the {points} printed {verb} with the grader's own measurement of the "
                                           f"model it captured in {where(ev)} ({'; '.join(diffs[:3])}{more}), so a "
                                           f"TA checks which model they belong to ({out.status} from the outputs: "
                                           f"{out.message.rstrip('.')}).", out.evidence or (where(ev),),

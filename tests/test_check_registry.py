@@ -324,3 +324,22 @@ def test_execute_mode_ignores_the_printed_count() -> None:
     whole = _saved("Accuracy on the 4 test images: 50 %", mode="execute", probe=dict(PROBE),
                    evaluations=[_pass(5, 2000, "test", length=2000)])
     assert _metrics(whole).status == "pass"
+
+
+def test_saved_per_class_accuracies_of_a_printed_tiny_evaluation_earn_half() -> None:
+    """T14 #1: per-class accuracies over the 4 images of `on the 4 test images` earned 15/15."""
+    def per_class(e: dict, **ctx_kw: Any):
+        ctx = CheckContext(student_id="s", part_id="lab1-1", dataset="cifar10", evidence=(e,), all_evidence=(e,),
+                           **ctx_kw)
+        return run_check("per_class_accuracy", ctx, {"dataset": "cifar10"})
+    out = per_class(_saved("Accuracy of the network on the 4 test images: 50 %"))
+    assert out.status == "partial" and out.fraction == 0.5
+    assert "but the model was evaluated on at most 4 test images" in out.message
+    assert per_class(_saved("Accuracy of the network on the 100 test images: 50 %"), test_split_size=2000).status \
+        == "partial"
+    assert per_class(_saved("Accuracy of the network on the 100 test images: 50 %")).status == "pass"  # no bar
+    assert per_class(_saved("Test accuracy: 50 %")).status == "pass"
+    # execute mode: the host's count and measurement decide, not the printed line
+    executed = _saved("Accuracy on the 4 test images: 50 %", mode="execute", probe=dict(PROBE),
+                      evaluations=[_pass(5, 4, "test", length=4)])
+    assert per_class(executed).status == "pass"

@@ -149,12 +149,9 @@ def _test_metrics_shown(ctx: CheckContext, dataset: str | None, test_images: int
     if not missing:
         partial_split = _partial_split(ctx, dataset or ctx.dataset, test_images)
         if partial_split is not None:
-            ev, (images, size, bar) = partial_split
-            asked = "" if bar is None or (size is not None and bar >= size) else \
-                f" (the rubric asks for at least {bar:,})"
-            of = f"{images:,} of the {size:,} test images" if size else f"{images:,} test images"
-            return Outcome("partial", 0.5, f"{' and '.join(parts)} shown, but the model was evaluated on at most "
-                                           f"{of}{asked}: evaluate on the whole test split.", (where(ev),))
+            ev, coverage = partial_split
+            return Outcome("partial", 0.5, f"{' and '.join(parts)} shown, but {_subset_text(*coverage)}.",
+                           (where(ev),))
         return Outcome("pass", 1.0, f"{' and '.join(parts)} shown{val_note}.", pointers)
     if (lost := _lost(ctx, " and ".join(f"the total test {k}" for k in missing))) is not None and not odd:
         return lost
@@ -228,8 +225,8 @@ def per_class_accuracy(ctx: CheckContext, params: P.PerClassAccuracy) -> Outcome
     """Accuracy shown for every class of the dataset (or `min_fraction` of them); per-class
     numbers the host's measurement of the captured model contradicts go to a TA (`_contradicted`)."""
     dataset, classes, min_fraction = params.dataset, params.classes, params.min_fraction
-    return _contradicted(ctx, _per_class_shown(ctx, dataset, classes, min_fraction), total=False, per_class=True,
-                         points="per-class accuracies")
+    shown = _printed_subset(ctx, dataset or ctx.dataset, _per_class_shown(ctx, dataset, classes, min_fraction))
+    return _contradicted(ctx, shown, total=False, per_class=True, points="per-class accuracies")
 
 
 @P.takes(P.TestMetrics)
@@ -307,6 +304,27 @@ def _partial_split(ctx: CheckContext, dataset: str | None,
             return None
         found.append((ev, (coverage[0], size, bar)))
     return found[0] if found else None
+
+
+def _subset_text(images: int, size: int | None, bar: int | None) -> str:
+    """Why an evaluation of `images` test images is not the whole split (`_partial_split`'s)."""
+    asked = "" if bar is None or (size is not None and bar >= size) else f" (the rubric asks for at least {bar:,})"
+    of = f"{images:,} of the {size:,} test images" if size else f"{images:,} test images"
+    return f"the model was evaluated on at most {of}{asked}: evaluate on the whole test split"
+
+
+def _printed_subset(ctx: CheckContext, dataset: str | None, out: Outcome) -> Outcome:
+    """Saved mode: per-class accuracies shown (`out`, a pass) by a notebook whose printed test
+    line says it evaluated a subset (`_partial_split` with the mounted split as the bar, or at
+    most TINY_EVALUATION images) earn half; execute mode is left to the host's measurement."""
+    if out.status != "pass" or any(ev.get("mode", "execute") == "execute" for ev in ctx.evidence):
+        return out
+    split = _partial_split(ctx, dataset, None)
+    if split is None:
+        return out
+    ev, coverage = split
+    return Outcome("partial", 0.5, f"{out.message.rstrip('.')}, but {_subset_text(*coverage)}.",
+                   out.evidence or (where(ev),))
 
 
 def _hidden_gap(v: Mapping) -> bool:

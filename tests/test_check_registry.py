@@ -306,7 +306,8 @@ def test_saved_mode_takes_the_printed_image_count_as_coverage() -> None:
     out = _metrics(hundred)
     assert out.status == "partial" and "at most 100 test images (the rubric asks for at least 10,000)" in out.message
     # the whole split printed passes; no count printed: the grader cannot tell, as before
-    assert _metrics(_saved("Accuracy of the network on the 2000 test images: 50 %"), test_split_size=2000).status == "pass"
+    whole = _saved("Accuracy of the network on the 2000 test images: 50 %")
+    assert _metrics(whole, test_split_size=2000).status == "pass"
     assert _metrics(_saved("Accuracy of the network on the 10000 test images: 50 %")).status == "pass"
     assert _metrics(_saved("Test accuracy: 50 %"), test_split_size=2000).status == "pass"
     assert _metrics(_saved(None), test_images=None).status == "pass"

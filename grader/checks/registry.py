@@ -103,7 +103,8 @@ KINDS: Mapping[str, CheckKind] = MappingProxyType({k.name: k for k in (
               "printed metrics agree with the grader's own evaluation of the trained model",
               "part", ranks_candidates=True, example={"tolerance": 0.01}),
     CheckKind("weight_histograms", P.WeightHistograms, figures.weight_histograms,
-              "a histogram of each named layer's weights (and biases) plotted, as the model held them; not whether it trained",
+              "a histogram of each named layer's weights (and biases) plotted, as the model held them; "
+              "not whether it trained",
               "part", ranks_candidates=True, example={"layers": ["conv1", "fc1"], "require_bias": True}),
     CheckKind("lr_study", P.LrStudy, lrstudy.lr_study,
               "several learning rates or schedules trained and compared",

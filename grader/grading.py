@@ -59,8 +59,18 @@ def _message(item: Item, status: str, detail: str) -> str:
         first = detail.split(" ", 1)[0]
         if first.isalpha() and first.islower():
             detail = detail[:1].upper() + detail[1:]
-        return f"{lead} {detail}".strip()
+        return f"{lead}{'' if _ends_sentence(lead) else '.'} {detail}".strip()
     return lead or detail
+
+
+_SENTENCE_END = ".!?:;…。！？：；"
+"""Final punctuation after which the check's sentence may follow the rubric's text directly."""
+
+
+def _ends_sentence(text: str) -> bool:
+    """Whether the TA's text ends with final punctuation (`Well done.`, `(see above).`, `"ok!"`);
+    a text without (`ok`) gets a full stop before the check's sentence."""
+    return text.rstrip().rstrip(")]\"'’”」』").endswith(tuple(_SENTENCE_END))
 
 
 def choose_sources(rubric: Rubric, *, student_id: str, evidence: Sequence[Mapping], files: Sequence[Mapping],

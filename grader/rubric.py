@@ -650,6 +650,8 @@ def _cross_checks(r: Rubric, base_dir: Path | None) -> list[tuple[tuple[str | in
                     ref = getattr(params, key)
                     if ref is not None and ref not in part_ids:
                         add(iloc + pl + ("params", key), f"no part `{ref}`{did_you_mean(ref, part_ids)}")
+                if (msg := _class_count_problem(params, group)) is not None:
+                    add(iloc + pl + ("params", "classes"), msg)
             if item.check == "custom":
                 msg = _custom_problem(item.params.function, base_dir)
                 if msg:
@@ -657,6 +659,23 @@ def _cross_checks(r: Rubric, base_dir: Path | None) -> list[tuple[tuple[str | in
     if r.total is not None and not math.isclose(r.max_points, r.total, abs_tol=1e-9):
         add(("total",), f"the parts add up to {r.max_points:g} but total is {r.total:g}")
     return found
+
+
+def _class_count_problem(params: P.Params, group: Part | Bonus) -> str | None:
+    """Why an item's `classes` (the class count it was written for) cannot be its dataset's: the
+    item's `dataset`, else its part's notebook dataset, as registered (grader.datasets.registry);
+    None when it matches or no registered dataset is named (the check then decides at grading)."""
+    expected = getattr(params, "classes", None) if "classes" in type(params).model_fields else None
+    own = getattr(params, "dataset", None) if "dataset" in type(params).model_fields else None
+    name = own or (group.notebook.dataset if group.notebook else None)
+    spec = registry.find(name) if name is not None else None
+    if expected is None or spec is None:
+        return None
+    count = len(spec.classes)
+    if count == expected:
+        return None
+    whose = "" if own else " (the part's notebook dataset)"
+    return f"dataset `{name}`{whose} has {count} classes, not {expected}: fix `classes` or the dataset"
 
 
 def _unknown_dataset(name: str, r: Rubric) -> str:

@@ -284,3 +284,63 @@ def test_metrics_verified_reads_consistency_tolerance() -> None:
 def test_manual_reads_its_message() -> None:
     assert run_check("manual", _ctx(), {"message": "shown in class"}).message == "shown in class"
     assert run_check("manual", _ctx(), {}).message == "graded by a TA."
+
+
+def _saved(line: str | None, **kw: Any) -> dict:
+    """A saved-mode notebook whose final test accuracy was read from `line` (no probe, no host count)."""
+    mentions = [{"kind": "test_accuracy", "split": "test", "value": 0.5, "class": None, "cell": 5, "raw": line}] \
+        if line else []
+    return ev(**({"mode": "saved", "probe": None, "training": [], "datasets": [], "evaluations": [],
+                  "metrics": {"dataset": "cifar10", "test_accuracy": 0.5, "test_loss": 1.4, "mentions": mentions,
+                              "per_class_accuracy": {c: 0.5 for c in CIFAR}}} | kw))
+
+
+def test_saved_mode_takes_the_printed_image_count_as_coverage() -> None:
+    """T14 #1: in saved mode the host counts nothing, so 'on the 100 test images' was a pass."""
+    hundred = _saved("Accuracy of the network on the 100 test images: 50.00 %")
+    out = _metrics(hundred, test_split_size=2000)
+    assert out.status == "partial" and out.fraction == 0.5
+    assert "evaluated on at most 100 of the 2,000 test images (the rubric asks for at least 2,000)" not in out.message
+    assert "evaluated on at most 100 of the 2,000 test images: evaluate" in out.message
+    # the split's size unknown: the rubric's test_images is the bar
+    out = _metrics(hundred)
+    assert out.status == "partial" and "at most 100 test images (the rubric asks for at least 10,000)" in out.message
+    # the whole split printed passes; no count printed: the grader cannot tell, as before
+    whole = _saved("Accuracy of the network on the 2000 test images: 50 %")
+    assert _metrics(whole, test_split_size=2000).status == "pass"
+    assert _metrics(_saved("Accuracy of the network on the 10000 test images: 50 %")).status == "pass"
+    assert _metrics(_saved("Test accuracy: 50 %"), test_split_size=2000).status == "pass"
+    assert _metrics(_saved(None), test_images=None).status == "pass"
+
+
+def test_a_printed_tiny_evaluation_is_a_subset_even_with_no_bar() -> None:
+    """Same kind: 'on the 4 test images' with no test_images and no known split size."""
+    out = _metrics(_saved("Accuracy on the 4 test images: 50 %"), test_images=None)
+    assert out.status == "partial" and "evaluated on at most 4 test images: evaluate" in out.message
+    assert _metrics(_saved("Accuracy on the 100 test images: 50 %"), test_images=None).status == "pass"
+
+
+def test_execute_mode_ignores_the_printed_count() -> None:
+    """The host's count wins: a whole-split evaluation passes whatever the line says."""
+    whole = _saved("Accuracy on the 4 test images: 50 %", mode="execute", probe=dict(PROBE),
+                   evaluations=[_pass(5, 2000, "test", length=2000)])
+    assert _metrics(whole).status == "pass"
+
+
+def test_saved_per_class_accuracies_of_a_printed_tiny_evaluation_earn_half() -> None:
+    """T14 #1: per-class accuracies over the 4 images of `on the 4 test images` earned 15/15."""
+    def per_class(e: dict, **ctx_kw: Any):
+        ctx = CheckContext(student_id="s", part_id="lab1-1", dataset="cifar10", evidence=(e,), all_evidence=(e,),
+                           **ctx_kw)
+        return run_check("per_class_accuracy", ctx, {"dataset": "cifar10"})
+    out = per_class(_saved("Accuracy of the network on the 4 test images: 50 %"))
+    assert out.status == "partial" and out.fraction == 0.5
+    assert "but the model was evaluated on at most 4 test images" in out.message
+    assert per_class(_saved("Accuracy of the network on the 100 test images: 50 %"), test_split_size=2000).status \
+        == "partial"
+    assert per_class(_saved("Accuracy of the network on the 100 test images: 50 %")).status == "pass"  # no bar
+    assert per_class(_saved("Test accuracy: 50 %")).status == "pass"
+    # execute mode: the host's count and measurement decide, not the printed line
+    executed = _saved("Accuracy on the 4 test images: 50 %", mode="execute", probe=dict(PROBE),
+                      evaluations=[_pass(5, 4, "test", length=4)])
+    assert per_class(executed).status == "pass"

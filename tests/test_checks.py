@@ -180,3 +180,27 @@ def test_check_sentence_after_the_rubric_lead_is_capitalised_but_names_keep_thei
     assert _message(item, "fail", "after 5 epochs it stopped.").endswith(" After 5 epochs it stopped.")
     assert _message(item, "fail", "lab1-1.ipynb#cell 3 raised ValueError.").endswith(" lab1-1.ipynb#cell 3 raised ValueError.")
     assert _message(item, "fail", "conv1.weight is missing.").endswith(" conv1.weight is missing.")
+
+
+def test_a_rubric_text_without_final_punctuation_gets_a_full_stop_before_the_check_sentence() -> None:
+    """T14 #11: `ok Model Net with 10 outputs`; LAB01's texts end with '.', and stay as they were."""
+    from grader.grading import _message
+    from grader.rubric import builtin_rubric, load_rubric
+
+    lab1 = load_rubric(builtin_rubric("lab1"))
+    item = next(i for p in lab1.parts for i in p.items if i.id == "lab1-1-ran")
+    bare = item.model_copy(update={"feedback": item.feedback.model_copy(update={"pass_": "ok", "fail": "not yet"})})
+    assert _message(bare, "pass", "model Net with 10 outputs.") == "ok. Model Net with 10 outputs."
+    assert _message(bare, "fail", "conv1 is missing.") == "not yet. conv1 is missing."
+    # same kind: a text that ends in a closing bracket or quote after its punctuation, or in '!'
+    for text in ("Well done (see cell 3).", '"Good!"', "Great!", "Fix it:"):
+        closed = item.model_copy(update={"feedback": item.feedback.model_copy(update={"pass_": text})})
+        assert _message(closed, "pass", "model Net.") == f"{text} Model Net."
+    assert _message(bare, "pass", "") == "ok"
+    for part in lab1.parts:
+        for it in part.items:
+            for status in ("pass", "partial", "fail"):
+                lead = {"pass": it.feedback.pass_, "partial": it.feedback.partial or it.feedback.fail,
+                        "fail": it.feedback.fail}[status]
+                if lead:
+                    assert _message(it, status, "x y.") == f"{lead} X y."

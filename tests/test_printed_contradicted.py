@@ -32,6 +32,9 @@ def test_printed_numbers_far_from_the_measured_ones_wait_for_a_ta() -> None:
         out = run_check(check, ctx(e), {})
         assert out.status == "manual" and out.fraction == 0 and "mismatch" in out.flags, (check, out.message)
         assert "measured 8.4 %" in out.message and "TA" in out.message
+        # T14 #11: the verb agrees with what was printed
+        verb = "accuracy printed disagrees with" if check == "test_metrics" else "accuracies printed disagree with"
+        assert verb in out.message, out.message
     assert run_check("metrics_verified", ctx(e), {}).status == "fail"  # unchanged: the verification item fails
 
 

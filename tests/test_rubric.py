@@ -322,3 +322,16 @@ def test_not_yaml_or_not_a_mapping():
 def test_unreadable_file(tmp_path: Path):
     with pytest.raises(GraderError, match="cannot read rubric"):
         load_rubric(tmp_path / "missing.yaml")
+
+
+def test_a_class_count_the_registered_dataset_does_not_have_is_a_load_error():
+    """T14 #6: `classes: 2` on a 10-class dataset passed validation and was an error for every student."""
+    got = problems(edit("{dataset: cifar10, classes: 10}", "{dataset: cifar10, classes: 2}"))
+    assert got == ["parts[0].items[0].params.classes (line 18): dataset `cifar10` has 10 classes, not 2: "
+                   "fix `classes` or the dataset"]
+    # same kind: no `dataset` on the item, so the part's notebook dataset is the one counted
+    got = problems(edit("{dataset: cifar10, classes: 10}", "{classes: 11}"))
+    assert got == ["parts[0].items[0].params.classes (line 18): dataset `cifar10` (the part's notebook dataset) "
+                   "has 10 classes, not 11: fix `classes` or the dataset"]
+    assert load_rubric_text(edit("{dataset: cifar10, classes: 10}", "{classes: 10}"), name="r.yaml")
+    load_rubric(builtin_rubric("lab1"))  # LAB01's class counts are its datasets'

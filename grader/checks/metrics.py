@@ -18,6 +18,7 @@ from grader.checks.training import (CHANCE_TOLERANCE, chance_level, finite, test
                                     untrained_outcome)
 from grader.corroborate import verified_blocks, verified_for
 from grader.datasets import registry
+from grader.parsers.values import image_count
 
 
 def _metrics(ev: Mapping) -> Mapping:
@@ -148,11 +149,9 @@ def _test_metrics_shown(ctx: CheckContext, dataset: str | None, test_images: int
     if not missing:
         partial_split = _partial_split(ctx, dataset or ctx.dataset, test_images)
         if partial_split is not None:
-            ev, (images, size, bar) = partial_split
-            asked = "" if bar >= size else f" (the rubric asks for at least {bar:,})"
-            return Outcome("partial", 0.5, f"{' and '.join(parts)} shown, but the model was evaluated on at most "
-                                           f"{images:,} of the {size:,} test images{asked}: evaluate on the whole "
-                                           f"test split.", (where(ev),))
+            ev, coverage = partial_split
+            return Outcome("partial", 0.5, f"{' and '.join(parts)} shown, but {_subset_text(*coverage)}.",
+                           (where(ev),))
         return Outcome("pass", 1.0, f"{' and '.join(parts)} shown{val_note}.", pointers)
     if (lost := _lost(ctx, " and ".join(f"the total test {k}" for k in missing))) is not None and not odd:
         return lost
@@ -201,7 +200,8 @@ def _contradicted(ctx: CheckContext, out: Outcome, *, total: bool, per_class: bo
     """`out` (a pass or partial for numbers shown), unless the host measured the model of the
     part's dataset in that notebook and its numbers contradict the printed ones: then the
     numbers shown are not the model's, and a TA decides (manual, flag `mismatch`); an honest
-    cause exists (numbers printed of an earlier model), so it is not a fail."""
+    cause exists (numbers printed of an earlier model), so it is not a fail. `points`: what was
+    printed, as the message names it ("test accuracy"; a plural ending in s takes "disagree")."""
     if out.status not in ("pass", "partial"):
         return out
     for ev in ctx.evidence:
@@ -211,7 +211,8 @@ def _contradicted(ctx: CheckContext, out: Outcome, *, total: bool, per_class: bo
         diffs, _ = printed_vs_measured(ev, v, total=total, per_class=per_class)
         if diffs:
             more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
-            return Outcome("manual", 0.0, f"the {points} printed disagree with the grader's own measurement of the "
+            verb = "disagree" if points.endswith("s") else "disagrees"
+            return Outcome("manual", 0.0, f"the {points} printed {verb} with the grader's own measurement of the "
                                           f"model it captured in {where(ev)} ({'; '.join(diffs[:3])}{more}), so a "
                                           f"TA checks which model they belong to ({out.status} from the outputs: "
                                           f"{out.message.rstrip('.')}).", out.evidence or (where(ev),),
@@ -224,8 +225,8 @@ def per_class_accuracy(ctx: CheckContext, params: P.PerClassAccuracy) -> Outcome
     """Accuracy shown for every class of the dataset (or `min_fraction` of them); per-class
     numbers the host's measurement of the captured model contradicts go to a TA (`_contradicted`)."""
     dataset, classes, min_fraction = params.dataset, params.classes, params.min_fraction
-    return _contradicted(ctx, _per_class_shown(ctx, dataset, classes, min_fraction), total=False, per_class=True,
-                         points="per-class accuracies")
+    shown = _printed_subset(ctx, dataset or ctx.dataset, _per_class_shown(ctx, dataset, classes, min_fraction))
+    return _contradicted(ctx, shown, total=False, per_class=True, points="per-class accuracies")
 
 
 @P.takes(P.TestMetrics)
@@ -256,23 +257,74 @@ def split_size(ctx: CheckContext, dataset: str | None) -> int | None:
     return max(seen) if seen else None
 
 
+TINY_EVALUATION = 4
+"""Test images (a batch of 4, `Subset(testset, range(4))`) too few to be any dataset's whole test
+split: a printed evaluation on at most this many is a subset even when the split's size is unknown."""
+
+
+def printed_test_images(ev: Mapping) -> int | None:
+    """Saved mode: the test images the notebook's final test total says it was measured on ('on
+    the 100 test images: 74 %' -> 100), from the line the parser took the total from; None in
+    execute mode (the host's count wins), or when that line names no count."""
+    if ev.get("mode", "execute") == "execute":
+        return None
+    mentions = [m for m in _metrics(ev).get("mentions") or [] if isinstance(m, Mapping)]
+    for key in ("test_accuracy", "test_loss"):  # as parsers.notebook.final_mention picks it
+        for kind, split in ((key, "test"), (key, None), (key.replace("test_", "val_"), "val")):
+            picked = [m for m in mentions if m.get("kind") == kind and m.get("split") == split]
+            if picked:
+                count = image_count(str(picked[-1].get("raw") or ""))
+                if count:
+                    return count
+                break
+    return None
+
+
 def _partial_split(ctx: CheckContext, dataset: str | None,
-                   test_images: int | None) -> tuple[Mapping, tuple[int, int, int]] | None:
+                   test_images: int | None) -> tuple[Mapping, tuple[int, int | None, int | None]] | None:
     """A notebook whose every test evaluation covered under 90 % of the bar: min(test_images,
     the mounted test split) (a batch, a subset), while no other notebook of the part reached
-    it; with (images evaluated, test split size, bar)."""
+    it; with (images evaluated, test split size, bar), the size or bar None when unknown.
+    Where the host counted nothing (saved mode) the count the notebook printed stands in; a
+    printed count of at most TINY_EVALUATION images is a subset whatever the split's size."""
     mounted = split_size(ctx, dataset)
     found = []
     for ev in ctx.evidence:
-        coverage = test_coverage(ev)
+        coverage: tuple[int, int | None] | None = test_coverage(ev)
+        if coverage is None and (printed := printed_test_images(ev)) is not None:
+            coverage = (printed, mounted)
         if coverage is None:
             return None
-        size = max(coverage[1], mounted or 0)
-        bar = min(test_images, size) if test_images else size
-        if coverage[0] >= COVERED * bar:
+        size = max(coverage[1] or 0, mounted or 0) or None
+        bar = min(x for x in (test_images, size) if x) if test_images or size else None
+        if bar is None and coverage[0] <= TINY_EVALUATION:
+            found.append((ev, (coverage[0], size, bar)))
+            continue
+        if bar is None or coverage[0] >= COVERED * bar:
             return None
         found.append((ev, (coverage[0], size, bar)))
     return found[0] if found else None
+
+
+def _subset_text(images: int, size: int | None, bar: int | None) -> str:
+    """Why an evaluation of `images` test images is not the whole split (`_partial_split`'s)."""
+    asked = "" if bar is None or (size is not None and bar >= size) else f" (the rubric asks for at least {bar:,})"
+    of = f"{images:,} of the {size:,} test images" if size else f"{images:,} test images"
+    return f"the model was evaluated on at most {of}{asked}: evaluate on the whole test split"
+
+
+def _printed_subset(ctx: CheckContext, dataset: str | None, out: Outcome) -> Outcome:
+    """Saved mode: per-class accuracies shown (`out`, a pass) by a notebook whose printed test
+    line says it evaluated a subset (`_partial_split` with the mounted split as the bar, or at
+    most TINY_EVALUATION images) earn half; execute mode is left to the host's measurement."""
+    if out.status != "pass" or any(ev.get("mode", "execute") == "execute" for ev in ctx.evidence):
+        return out
+    split = _partial_split(ctx, dataset, None)
+    if split is None:
+        return out
+    ev, coverage = split
+    return Outcome("partial", 0.5, f"{out.message.rstrip('.')}, but {_subset_text(*coverage)}.",
+                   out.evidence or (where(ev),))
 
 
 def _hidden_gap(v: Mapping) -> bool:

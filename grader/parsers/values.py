@@ -128,6 +128,18 @@ def is_number_cell(cell: str) -> bool:
     return read_cell(cell) is not None
 
 
+_IMAGE_COUNT = re.compile(r"\b\d+(?=\s+(?:[A-Za-z]+\s+){0,2}(?:images|samples|examples|pictures|imgs|photos)\b)",
+                          re.IGNORECASE)
+"""A count of images in a metric line ('on the 10000 test images'), which is not a metric value."""
+
+
+def image_count(line: str) -> int | None:
+    """The number of images a metric line says it was measured on ('Accuracy of the network on
+    the 100 test images: 74 %' -> 100), or None when it names none or several different counts."""
+    counts = {int(m.group(0)) for m in _IMAGE_COUNT.finditer(line)}
+    return counts.pop() if len(counts) == 1 else None
+
+
 def mask_line(line: str) -> str:
     """Same-length copy of `line` with digits that are not metric values hidden.
 
@@ -137,8 +149,7 @@ def mask_line(line: str) -> str:
     def hide(m: re.Match[str]) -> str:
         return re.sub(r"\d", "#", m.group(0))
 
-    line = re.sub(r"\b\d+(?=\s+(?:[A-Za-z]+\s+){0,2}(?:images|samples|examples|pictures|imgs|photos)\b)",
-                  hide, line, flags=re.IGNORECASE)
+    line = _IMAGE_COUNT.sub(hide, line)
     line = re.sub(r"(?:top[-_ ]?|@)1(?!\d)", hide, line, flags=re.IGNORECASE)
     return _DATASET_NUMBER.sub(hide, line)
 

@@ -202,15 +202,19 @@ def cmd_lab_list(args: argparse.Namespace) -> int:
     if not rows:
         _info("no lab packages found (looked in the shipped labs/, $DLLAB_LABS and --labs-dir)")
         return 0
-    for lab_id, title, parts, datasets, folder in rows:
+    for lab_id, title, parts, datasets, folder, note in rows:
         print(f"{lab_id}\t{title}\n    parts: {parts}\n    datasets: {datasets}\n    folder: {folder}")
+        if note:
+            print(f"    note: {note}")
     return 0
 
 
 def cmd_lab_validate(args: argparse.Namespace) -> int:
-    from grader.lab_validate import summary, validate_lab
+    from grader.lab_validate import id_warnings, summary, validate_lab
 
     pkg, problems = validate_lab(args.lab, args.labs_dir)
+    for line in id_warnings(pkg, args.labs_dir) if pkg is not None else ():
+        print(line)
     if problems:
         print(f"{args.lab}: {len(problems)} problem(s):")
         for line in problems:
@@ -243,7 +247,7 @@ def cmd_lab_validate(args: argparse.Namespace) -> int:
 def cmd_lab_new(args: argparse.Namespace) -> int:
     from grader.lab_new import new_lab
 
-    folder = new_lab(args.id, args.dir, title=args.title)
+    folder = new_lab(args.id, args.dir, title=args.title, extra=args.labs_dir)
     print(folder)
     _info(f"edit {folder}/lab.yaml, rubric.yaml and reference/, then: dllab lab validate {folder}")
     return 0
@@ -388,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("id", metavar="ID", help="the new lab's id: lower-case letters, digits, - and _")
     ln.add_argument("--dir", type=Path, default=Path("labs"), help="folder to create ID/ in (default ./labs)")
     ln.add_argument("--title", help="the lab's title")
+    _labs_dir(ln)
     ln.set_defaults(func=cmd_lab_new)
     return p
 

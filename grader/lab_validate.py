@@ -18,7 +18,7 @@ from typing import Iterable
 
 from grader.errors import GraderError
 from grader.intake.naming import NamePattern
-from grader.labs import (LabError, LabPackage, find_lab, import_reference, list_labs, load_lab,
+from grader.labs import (LabError, LabPackage, find_lab, import_reference, load_lab,
                          normalize_lab_id)
 
 
@@ -102,6 +102,22 @@ def _collisions(pkg: LabPackage, extra: list) -> list[str]:
                            f"(`{other.id}`): lab ids must differ after normalization ({key}), or "
                            f"`--lab {pkg.id}` names the first one found")
     return out
+
+
+def id_warnings(pkg: LabPackage, extra: Iterable[Path | str] = ()) -> list[str]:
+    """Warnings (not problems) for a lab named by its path, outside the folders `--lab ID`
+    searches, whose id is also the id of a lab in them: `--lab ID` picks that one, not this."""
+    if pkg.dir.parent in _roots(list(extra)):
+        return []  # a clash inside the roots is a problem (_collisions)
+    from grader.labs import labs_with_id
+
+    others = [o for o in labs_with_id(pkg.id, extra) if o.dir != pkg.dir]
+    if not others:
+        return []
+    also = "; also " + ", ".join(str(o.dir) for o in others[1:]) if len(others) > 1 else ""
+    return [f"warning: {pkg.dir / 'lab.yaml'}: id `{pkg.id}` is also the id of {others[0].dir} "
+            f"(`{others[0].id}`){also}: `--lab {pkg.id}` picks {others[0].dir}, not this folder; name this "
+            f"lab by its path (--lab {pkg.dir}) or give it another id"]
 
 
 def _roots(extra: list) -> list[Path]:
@@ -220,16 +236,23 @@ def summary(pkg: LabPackage) -> str:
             f"{len(m.samples)} sample(s)")
 
 
-def listing(extra: Iterable[Path | str] = ()) -> list[tuple[str, str, str, str, str]]:
-    """(id, title, parts, datasets, folder) of every known lab, for `dllab lab list`."""
+def listing(extra: Iterable[Path | str] = ()) -> list[tuple[str, str, str, str, str, str]]:
+    """(id, title, parts, datasets, folder, note) of every lab under the roots, for `dllab lab
+    list`; a lab shadowed by an earlier one with the same normalized id is listed with a note
+    saying which one `--lab ID` picks."""
+    from grader.labs import scan_labs
     from grader.rubric import load_rubric
 
     rows = []
-    for pkg in list_labs(extra):
+    first: dict[str, LabPackage] = {}
+    for pkg in scan_labs(extra):
         try:
             r = load_rubric(pkg.rubric_path)
             parts, datasets = ", ".join(p.id for p in r.parts), ", ".join(r.datasets)
         except GraderError:
             parts, datasets = "(rubric does not load: dllab lab validate)", ""
-        rows.append((pkg.id, pkg.title, parts, datasets, str(pkg.dir)))
+        winner = first.setdefault(normalize_lab_id(pkg.id), pkg)
+        note = "" if winner is pkg else (f"shadowed: `{winner.id}` in {winner.dir} has the same id, and "
+                                         f"`--lab {pkg.id}` picks that one; name this lab by its folder")
+        rows.append((pkg.id, pkg.title, parts, datasets, str(pkg.dir), note))
     return rows

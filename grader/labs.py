@@ -212,10 +212,12 @@ def lab_roots(extra: Iterable[Path | str] = ()) -> list[Path]:
     return roots
 
 
-def list_labs(extra: Iterable[Path | str] = ()) -> list[LabPackage]:
-    """Every loadable lab package under the roots (the first of two with the same id wins).
-    A folder that fails to load is skipped here; `dllab lab validate` reports it."""
-    seen: dict[str, LabPackage] = {}
+def scan_labs(extra: Iterable[Path | str] = ()) -> list[LabPackage]:
+    """Every loadable lab package under the roots, in search order, labs with the same id
+    included (a folder under two roots once). A folder that fails to load is skipped here;
+    `dllab lab validate` reports it."""
+    out: list[LabPackage] = []
+    seen: set[Path] = set()
     for root in lab_roots(extra):
         if not root.is_dir():
             continue
@@ -224,8 +226,26 @@ def list_labs(extra: Iterable[Path | str] = ()) -> list[LabPackage]:
                 pkg = load_lab(lab_yaml.parent)
             except LabError:
                 continue
-            seen.setdefault(normalize_lab_id(pkg.id), pkg)
-    return list(seen.values())
+            if pkg.dir not in seen:
+                seen.add(pkg.dir)
+                out.append(pkg)
+    return out
+
+
+def list_labs(extra: Iterable[Path | str] = ()) -> list[LabPackage]:
+    """The labs `--lab ID` can name: of two under the roots with the same normalized id, the
+    first found (scan_labs lists the others too)."""
+    first: dict[str, LabPackage] = {}
+    for pkg in scan_labs(extra):
+        first.setdefault(normalize_lab_id(pkg.id), pkg)
+    return list(first.values())
+
+
+def labs_with_id(lab_id: str, extra: Iterable[Path | str] = ()) -> list[LabPackage]:
+    """The labs under the roots whose id is `lab_id` after normalization, first found first
+    (the one `--lab ID` picks)."""
+    key = normalize_lab_id(lab_id)
+    return [pkg for pkg in scan_labs(extra) if normalize_lab_id(pkg.id) == key]
 
 
 def find_lab(arg: str | Path, extra: Iterable[Path | str] = ()) -> LabPackage:

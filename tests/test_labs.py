@@ -487,3 +487,39 @@ def test_a_lab_with_handout_and_custom_check_is_graded_and_rescored_from_its_fol
     assert own_item()["status"] == "fail"
     assert main(["rescore", str(out), "--no-pdf", "--workers", "1"]) == 0
     assert own_item()["status"] == "fail", "the edited rubric's folder is kept for later rescores"
+
+
+def test_lab_new_refuses_an_id_that_normalizes_to_an_existing_lab(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`lab_1` and `lab1` are the shipped lab1's id; `my_lab` is the id of a lab already in the
+    target folder or in a --labs-dir (tester 14's finding 3)."""
+    for lab_id in ("lab_1", "lab1"):
+        assert main(["lab", "new", lab_id, "--dir", str(tmp_path / "new")]) == 2
+        err = capsys.readouterr().err
+        assert f"lab id '{lab_id}' is the id of the lab in {(REPO / 'labs' / 'lab1').resolve()}" in err
+    assert not (tmp_path / "new").exists() or not any((tmp_path / "new").iterdir())
+    new_lab("my-lab", tmp_path / "a")
+    with pytest.raises(LabError, match=r"is the id of the lab in .*a/my-lab"):
+        new_lab("my_lab", tmp_path / "a")
+    with pytest.raises(LabError, match=r"is the id of the lab in .*a/my-lab"):
+        new_lab("mylab", tmp_path / "b", extra=[tmp_path / "a"])
+    assert new_lab("mylab", tmp_path / "b").name == "mylab", "a folder --lab ID does not search"
+
+
+def test_validate_by_path_warns_and_list_notes_a_lab_shadowed_by_the_same_id(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    shutil.copytree(REPO / "labs" / "lab1", tmp_path / "mine" / "lab_1")
+    assert main(["lab", "validate", str(tmp_path / "mine" / "lab_1")]) == 0
+    out = capsys.readouterr().out
+    assert "warning:" in out and f"`--lab lab1` picks {(REPO / 'labs' / 'lab1').resolve()}" in out
+    assert "ok  lab1" in out
+    new_lab("hw2", tmp_path / "dup")
+    shutil.copytree(tmp_path / "dup" / "hw2", tmp_path / "elsewhere" / "hw2")
+    assert main(["lab", "list", "--labs-dir", str(tmp_path / "mine")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("lab1\tLAB01") == 2, "both lab1s are listed"
+    assert f"note: shadowed: `lab1` in {(tmp_path / 'mine' / 'lab_1').resolve()} has the same id" in out
+    assert "--lab lab1` picks that one" in out
+    assert main(["lab", "validate", str(tmp_path / "elsewhere" / "hw2"), "--labs-dir", str(tmp_path / "dup")]) == 0
+    assert f"picks {(tmp_path / 'dup' / 'hw2').resolve()}" in capsys.readouterr().out
+    assert main(["lab", "validate", str(tmp_path / "elsewhere" / "hw2")]) == 0
+    assert "warning" not in capsys.readouterr().out, "no other hw2 where --lab looks"

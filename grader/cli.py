@@ -96,12 +96,12 @@ def cmd_reference_run(args: argparse.Namespace) -> int:
     write_json_atomic(out, doc)
     for pid, part in doc["parts"].items():
         s = part["summary"]
-        if "test_accuracy" in s:
+        if isinstance(s.get("test_accuracy"), dict):
             a = s["test_accuracy"]
             _info(f"{pid}: test accuracy {a['mean']:.4f} ± {a['std']:.4f} over {a['n']} seed(s), "
-                  f"{part['timing']['cpu_per_epoch_s']:.1f} s CPU per epoch")
+                  f"{part['timing']['cpu_per_epoch_s'] or 0:.1f} s CPU per epoch")
         else:
-            _info(f"{pid}: best {s['best']}, {part['timing']['cpu_per_epoch_s']:.1f} s CPU per epoch")
+            _info(f"{pid}: best {s.get('best')}, {part['timing']['cpu_per_epoch_s'] or 0:.1f} s CPU per epoch")
     print(out)
     return 0
 

@@ -2,7 +2,8 @@
 
 Static checks (no training, no kernel): the manifest, the rubric (every item's params), the
 datasets named (registered, and the references' a subset of the rubric's), the references
-(importable, `train(*, data, device, seed, epochs)`, a `hyp` dict, for rubric parts only), the
+(importable, `train(*, data, device, seed, epochs)` returning a value (a dict literal: with
+`test_accuracy`), a `hyp` dict, for rubric parts only), the
 handout files, the quick self-check's kinds, the demo's choices and the samples (folders
 present, archives named as the rubric's submission pattern says, expected items exist).
 A lab whose id collides with another known lab's (after normalization) is reported too.
@@ -164,7 +165,7 @@ def _datasets(pkg: LabPackage, rubric, problems: list[str]) -> None:
 
 
 def _references(pkg: LabPackage, rubric, problems: list[str]) -> None:
-    from grader.reference_run import train_signature_problem
+    from grader.reference_run import train_return_problem, train_signature_problem
 
     where = pkg.dir / "lab.yaml"
     part_ids = {p.id for p in rubric.parts} if rubric is not None else None
@@ -179,6 +180,7 @@ def _references(pkg: LabPackage, rubric, problems: list[str]) -> None:
             continue
         path = pkg.reference_path(part)
         problem = train_signature_problem(getattr(module, "train", None))
+        problem = problem or train_return_problem(module.train)
         if problem:
             problems.append(f"{path}: {problem}")
         if not isinstance(getattr(module, "hyp", None), dict):

@@ -523,3 +523,51 @@ def test_validate_by_path_warns_and_list_notes_a_lab_shadowed_by_the_same_id(
     assert f"picks {(tmp_path / 'dup' / 'hw2').resolve()}" in capsys.readouterr().out
     assert main(["lab", "validate", str(tmp_path / "elsewhere" / "hw2")]) == 0
     assert "warning" not in capsys.readouterr().out, "no other hw2 where --lab looks"
+
+
+@pytest.mark.parametrize("ret, expected", [
+    ('{"acc": 0.9}', "train() returned no `test_accuracy` (keys: acc)"),
+    ('{"test_accuracy": 79.0}', "`test_accuracy` is 79.0, expected a fraction 0..1 (accuracies are fractions"),
+    ('[0.9]', "train() returned list, expected a dict"),
+    ('{"test_accuracy": 0.8, "test_loss": "low", "history": {"test_accuracy": [0.1, 80]}}',
+     "`test_loss` is 'low', expected a number >= 0; `history.test_accuracy` must be a list of fractions"),
+    ('{"runs": [{"name": "a", "test_accuracy": 0.5}], "best": "b"}', "`best` is 'b', expected the name of one of `runs`"),
+])
+def test_reference_run_checks_what_train_returns(ret: str, expected: str, tmp_path: Path, tiny_datasets: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """A wrong result is a one-line error naming the file, the key and what was expected, not a
+    crash in the CLI nor a percentage written as expected metrics (tester 14's finding 7)."""
+    folder = _fake_lab(tmp_path, f'''
+        hyp = {{}}
+        def train(*, data, device, seed, epochs=None):
+            result = {ret}
+            return result
+    ''')
+    assert main(["reference", "run", str(folder), "--data", str(tiny_datasets), "--out", str(tmp_path / "e.json")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "model.py (part fakelab-1, seed 0)" in err and expected in err, err
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_validate_sees_a_train_that_returns_nothing_or_a_dict_without_test_accuracy(tmp_path: Path) -> None:
+    folder = _fake_lab(tmp_path / "a", '''
+        hyp = {}
+        def train(*, data, device, seed, epochs=None):
+            def helper():
+                return 1
+            print("trained")
+    ''')
+    assert any("train returns nothing" in p for p in _problems(folder)), _problems(folder)
+    folder = _fake_lab(tmp_path / "b", '''
+        hyp = {}
+        def train(*, data, device, seed, epochs=None):
+            return {"acc": 0.9, "loss": 1.0}
+    ''')
+    assert any("train returns a dict without `test_accuracy`" in p and "acc, loss" in p for p in _problems(folder))
+    folder = _fake_lab(tmp_path / "c", '''
+        hyp = {}
+        def train(*, data, device, seed, epochs=None):
+            metrics = {"test_accuracy": 0.5}
+            return {**metrics, "classes": []}
+    ''')
+    assert _problems(folder) == []

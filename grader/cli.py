@@ -218,7 +218,7 @@ def cmd_lab_validate(args: argparse.Namespace) -> int:
     if problems:
         print(f"{args.lab}: {len(problems)} problem(s):")
         for line in problems:
-            print(f"  {line}")
+            print("  " + line.replace("\n", "\n  "))
         return 1
     assert pkg is not None
     print(f"ok  {summary(pkg)}")

@@ -3,8 +3,8 @@
 Static checks (no training, no kernel): the manifest, the rubric (every item's params), the
 datasets named (registered, and the references' a subset of the rubric's), the references
 (importable, `train(*, data, device, seed, epochs)` returning a value (a dict literal: with
-`test_accuracy`), a `hyp` dict, for rubric parts only), the
-handout files, the quick self-check's kinds, the demo's choices and the samples (folders
+`test_accuracy`), a `hyp` dict, for rubric parts only), every `accuracy_vs_reference` item's
+reference part has a reference, the handout files, the quick self-check's kinds, the demo's choices and the samples (folders
 present, archives named as the rubric's submission pattern says, expected items exist).
 A lab whose id collides with another known lab's (after normalization) is reported too.
 
@@ -169,6 +169,17 @@ def _references(pkg: LabPackage, rubric, problems: list[str]) -> None:
 
     where = pkg.dir / "lab.yaml"
     part_ids = {p.id for p in rubric.parts} if rubric is not None else None
+    with_ref = list(pkg.manifest.references)
+    for part_id, item in rubric.all_items() if rubric is not None else ():
+        if item.check != "accuracy_vs_reference":
+            continue
+        target = getattr(item.params, "reference_part", None) or part_id
+        if target not in pkg.manifest.references:
+            how = (f"its params.reference_part `{target}`" if getattr(item.params, "reference_part", None)
+                   else f"its own part `{target}` (no params.reference_part)")
+            problems.append(f"{pkg.rubric_path}: item {item.id}: accuracy_vs_reference compares with the reference "
+                            f"of {how}, but {where} has no reference for `{target}`, so it would grade against "
+                            f"the floor alone (parts with a reference: {', '.join(with_ref) or 'none'})")
     for i, part in enumerate(pkg.manifest.references):
         if part_ids is not None and part not in part_ids:
             problems.append(f"{where}: references: `{part}` is not a part of the rubric "

@@ -185,23 +185,44 @@ class LabPackage:
 
 
 def load_lab(folder: Path) -> LabPackage:
-    """Reads `folder/lab.yaml`. Raises LabError naming the file, key and problem."""
+    """Reads `folder/lab.yaml`. Raises LabError naming the file and, as rubric errors do, each
+    problem's key path, line and what was expected (a "did you mean" for an unknown key)."""
+    from grader.rubric import RubricError, key_lines, validation_problems
+
     folder = Path(folder)
     path = folder / LAB_FILE
     if not path.is_file():
         raise LabError(f"{folder} is not a lab folder: it has no {LAB_FILE}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        lines, duplicate = key_lines(text)
+        data = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise LabError(f"{path}: not readable YAML: {exc}") from None
+    if duplicate is not None:
+        raise LabError(str(RubricError(str(path), [duplicate])))
     if not isinstance(data, dict):
         raise LabError(f"{path}: expected a mapping with keys id, title, references, ...")
     try:
         manifest = LabManifest.model_validate(data)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
-        raise LabError(f"{path}: {len(lines)} problem(s):\n" + "\n".join(lines)) from None
+        problems = validation_problems(exc, lines, LabManifest)
+        problems = [_plain_id(p, data.get("id")) if p.path == "id" else p for p in problems]
+        raise LabError(str(RubricError(str(path), problems))) from None
     return LabPackage(folder.resolve(), manifest)
+
+
+def _plain_id(problem, given: object):
+    """The id problem in words: what an id is, and the spelling that would do."""
+    from grader.rubric import Problem
+
+    if not isinstance(given, str) or not given.strip():
+        return problem
+    fixed = re.sub(r"[^a-z0-9_-]", "", given.strip().lower().replace(" ", "-"))
+    hint = (f"; write `{fixed}` (on the command line `--lab {given}` names it too, as ids are compared "
+            f"without case, spaces, '-' and '_')" if fixed and re.match(_PART, fixed) else "")
+    return Problem(problem.path, problem.line, f"the lab id must be lower-case letters, digits, '-' and '_', "
+                                               f"starting with a letter or digit; got {given!r}{hint}")
 
 
 def lab_roots(extra: Iterable[Path | str] = ()) -> list[Path]:

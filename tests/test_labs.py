@@ -571,3 +571,48 @@ def test_validate_sees_a_train_that_returns_nothing_or_a_dict_without_test_accur
             return {**metrics, "classes": []}
     ''')
     assert _problems(folder) == []
+
+
+def test_validate_reports_an_accuracy_item_whose_part_has_no_reference(skeleton: Path) -> None:
+    """`reference_part: report` names a part without a reference: graded against the floor
+    alone, so lab validate says so and lists the parts that have one (tester 14's finding 12).
+    An item in a part with no reference and no reference_part is the same mistake."""
+    assert _problems(skeleton) == []
+    rubric = skeleton / "rubric.yaml"
+
+    def add(doc: dict, params: dict) -> None:
+        doc["parts"].append({"id": "mylab-2", "title": "Report", "points": 0, "items": []})
+        item = {"id": "mylab-2-acc", "title": "Accuracy", "check": "accuracy_vs_reference", "points": 0,
+                "params": {"floor": 0.3, **params}}
+        doc["parts"][-1]["items"].append(item)
+
+    original = rubric.read_text()
+    _edit_yaml(rubric, lambda d: add(d, {"reference_part": "mylab-2"}))
+    (problem,) = _problems(skeleton)
+    assert "item mylab-2-acc: accuracy_vs_reference compares with the reference of its params.reference_part " \
+           "`mylab-2`" in problem and "parts with a reference: mylab-1" in problem and "floor alone" in problem
+    rubric.write_text(original)
+    _edit_yaml(rubric, lambda d: add(d, {}))
+    (problem,) = _problems(skeleton)
+    assert "its own part `mylab-2` (no params.reference_part)" in problem
+    rubric.write_text(original)
+    _edit_yaml(rubric, lambda d: add(d, {"reference_part": "mylab-1"}))
+    assert _problems(skeleton) == []
+
+
+def test_lab_yaml_problems_read_like_rubric_problems(skeleton: Path) -> None:
+    """Key path, line, "did you mean" for a misspelt key, the id rule in words (finding 10)."""
+    text = (skeleton / "lab.yaml").read_text()
+    (skeleton / "lab.yaml").write_text(text.replace("id: mylab", "id: My-Lab", 1).replace("  sections:", "  section:")
+                                       + "refrences: {}\n")
+    with pytest.raises(LabError) as err:
+        load_lab(skeleton)
+    msg = str(err.value)
+    assert "lab.yaml: 3 problems" in msg and "did you mean `references`?" in msg and "did you mean `sections`?" in msg
+    n = len(text.splitlines())
+    assert f"refrences (line {n + 1}): unknown key `refrences`" in msg and "report.section (line 18)" in msg
+    assert "id (line 5): the lab id must be lower-case letters" in msg and "write `my-lab`" in msg
+    assert "Extra inputs" not in msg and "String should match" not in msg
+    (skeleton / "lab.yaml").write_text(text + "title: again\n")
+    with pytest.raises(LabError, match=r"title \(line \d+\): key `title` appears twice"):
+        load_lab(skeleton)

@@ -333,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--submitted-at", type=Path, metavar="CSV",
                    help="student_id,submitted_at CSV overriding the archives' times")
     g.add_argument("--no-pdf", action="store_true", help="write the HTML feedback only")
+    _labs_dir(g, for_lab=True)
     g.set_defaults(func=cmd_grade)
 
     rs = sub.add_parser("rescore", help="recompute grades from stored runs (nothing is executed)")
@@ -351,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workers", type=int, help="parallel workers (default: the lab's demo.workers)")
     d.add_argument("--sandbox", choices=("bwrap", "none"), default="bwrap")
     d.add_argument("--no-pdf", action="store_true")
+    _labs_dir(d, for_lab=True)
     d.set_defaults(func=cmd_demo)
 
     from grader.student import add_student_commands
@@ -397,16 +399,47 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _labs_dir(parser: argparse.ArgumentParser) -> None:
+def _labs_dir(parser: argparse.ArgumentParser, *, for_lab: bool = False) -> None:
+    """`--labs-dir DIR`. `for_lab`: the command passes `--lab` on as given; main() then turns an
+    id found in DIR into that lab's folder (resolve_lab_arg), so every command that takes
+    `--lab ID` finds the labs in DIR the same way."""
     parser.add_argument("--labs-dir", action="append", default=[], type=Path, metavar="DIR",
                         help="also look for lab packages in DIR (before $DLLAB_LABS and the shipped labs/); "
                              "repeatable")
+    if for_lab:
+        parser.set_defaults(lab_in_dirs=True)
+
+
+def resolve_lab_arg(args: argparse.Namespace) -> None:
+    """For a command with `--lab ID` and `--labs-dir DIR`: `args.lab` becomes the folder of the
+    lab `ID` names under DIR (then $DLLAB_LABS, the shipped labs); the text given is kept in
+    `args.lab_given`. A path that exists is left as it is. Raises LabError for an unknown id."""
+    args.lab_given = getattr(args, "lab", None)
+    if not getattr(args, "lab_in_dirs", False) or not args.labs_dir or not args.lab or Path(args.lab).exists():
+        return
+    from grader.labs import find_lab
+
+    args.lab = str(find_lab(args.lab, args.labs_dir).dir)
+
+
+def lab_words(args: argparse.Namespace, fallback: str) -> str:
+    """`--lab ...` as the user gave it (with its `--labs-dir`s), for a `next:` command line:
+    `--rubric FILE` when that was given instead, `--lab fallback` when neither was."""
+    given = getattr(args, "lab_given", None) or getattr(args, "lab", None)
+    if given:
+        dirs = "".join(f" --labs-dir {d}" for d in getattr(args, "labs_dir", None) or []
+                       if not Path(given).exists())
+        return f"--lab {given}{dirs}"
+    if getattr(args, "rubric", None):
+        return f"--rubric {args.rubric}"
+    return f"--lab {fallback}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        resolve_lab_arg(args)
         return args.func(args)
     except GraderError as e:
         _err(str(e))

@@ -616,3 +616,29 @@ def test_lab_yaml_problems_read_like_rubric_problems(skeleton: Path) -> None:
     (skeleton / "lab.yaml").write_text(text + "title: again\n")
     with pytest.raises(LabError, match=r"title \(line \d+\): key `title` appears twice"):
         load_lab(skeleton)
+
+
+def test_labs_dir_works_wherever_lab_is_taken_and_pack_suggests_the_lab_as_given(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """grade, check, pack and demo take --labs-dir (one argparse helper); `pack --lab DIR`
+    suggests `check ... --lab DIR`, `pack --lab ID --labs-dir D` the same pair (finding 8)."""
+    from grader.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["grade", "x"], ["check", "x"], ["pack", "x", "--student-id", "1"], ["demo"],
+                 ["reference", "run", "x"], ["lab", "validate", "x"], ["lab", "new", "x"], ["rubric", "validate", "x"]):
+        assert parser.parse_args(argv + ["--labs-dir", "d"]).labs_dir == [Path("d")], argv
+    lab = shutil.copytree(REPO / "labs" / "lab1", tmp_path / "labs" / "hw2")
+    _edit_yaml(lab / "lab.yaml", lambda d: d.update(id="hw2"))
+    _edit_yaml(lab / "rubric.yaml", lambda d: d.update(lab="hw2"))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "lab1.ipynb").write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    for i, given in enumerate(([str(lab)], ["hw2", "--labs-dir", str(tmp_path / "labs")], ["HW_2", "--labs-dir",
+                                                                                          str(tmp_path / "labs")])):
+        out = tmp_path / f"out{i}"
+        assert main(["pack", str(work), "--student-id", "1100001", "--lab", *given, "--out", str(out)]) == 0
+        text = capsys.readouterr().out
+        assert f"next: dllab check {out / 'dllab_1100001.zip'} --lab {' '.join(given)} --quick" in text, text
+    assert main(["pack", str(work), "--student-id", "1100001", "--lab", "hw2", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown lab 'hw2'" in capsys.readouterr().err, "not without its --labs-dir"

@@ -70,7 +70,8 @@ def train_return_problem(train: object) -> str | None:
     import textwrap
 
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(train)))  # type: ignore[arg-type]
+        source, first = inspect.getsourcelines(train)  # type: ignore[arg-type]
+        tree = ast.parse(textwrap.dedent("".join(source)))
     except (OSError, TypeError, SyntaxError):
         return None
     func = tree.body[0] if tree.body and isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)) else None
@@ -86,7 +87,7 @@ def train_return_problem(train: object) -> str | None:
         if isinstance(node.value, ast.Dict) and None not in node.value.keys:  # no `**spread`
             keys = {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
             if len(keys) == len(node.value.keys) and not keys & {"test_accuracy", "runs"}:
-                return (f"train returns a dict without `test_accuracy` (line {node.lineno} of train: keys "
+                return (f"train returns a dict without `test_accuracy` (line {node.lineno + first - 1}: keys "
                         f"{', '.join(sorted(map(str, keys))) or 'none'}); expected the test accuracy as a fraction 0..1")
     return None
 

@@ -116,9 +116,9 @@ def id_warnings(pkg: LabPackage, extra: Iterable[Path | str] = ()) -> list[str]:
     if not others:
         return []
     also = "; also " + ", ".join(str(o.dir) for o in others[1:]) if len(others) > 1 else ""
-    return [f"warning: {pkg.dir / 'lab.yaml'}: id `{pkg.id}` is also the id of {others[0].dir} "
-            f"(`{others[0].id}`){also}: `--lab {pkg.id}` picks {others[0].dir}, not this folder; name this "
-            f"lab by its path (--lab {pkg.dir}) or give it another id"]
+    return [(f"warning: {pkg.dir / 'lab.yaml'}: id `{pkg.id}` is also the id of {others[0].dir} "
+             f"(`{others[0].id}`){also}: `--lab {pkg.id}` picks {others[0].dir}, not this folder; name this "
+             f"lab by its path (--lab {pkg.dir}) or give it another id")]
 
 
 def _roots(extra: list) -> list[Path]:

@@ -98,7 +98,7 @@ def _number(v: object) -> bool:
 
 def _fraction(v: object, *, nan: bool = False) -> bool:
     """A number in 0..1 (NaN too when `nan`: a diverged study run)."""
-    return _number(v) and (0.0 <= float(v) <= 1.0 or (nan and v != v))  # type: ignore[arg-type]
+    return _number(v) and (0.0 <= float(v) <= 1.0 or (nan and math.isnan(v)))  # type: ignore[arg-type]
 
 
 def _fractions(v: object) -> bool:
@@ -113,8 +113,8 @@ def result_problems(result: object) -> list[str]:
     `test_accuracy` fractions by epoch); or a study: `runs` (a list of {name, test_accuracy,
     ...}), `best` (a run's name), `best_accuracy` (a fraction). Empty when it is."""
     if not isinstance(result, dict):
-        return [f"train() returned {type(result).__name__}, expected a dict such as "
-                f"{{'test_accuracy': 0.62, 'test_loss': 1.1, ...}}"]
+        return [(f"train() returned {type(result).__name__}, expected a dict such as "
+                 f"{{'test_accuracy': 0.62, 'test_loss': 1.1, ...}}")]
     out: list[str] = []
     if "runs" in result:
         runs = result["runs"]
@@ -138,7 +138,7 @@ def result_problems(result: object) -> list[str]:
         out.append(f"`test_accuracy` is {result['test_accuracy']!r}, expected a fraction 0..1 "
                    f"(accuracies are fractions, not percentages)")
     if "test_loss" in result and result["test_loss"] is not None and not (
-            _number(result["test_loss"]) and (result["test_loss"] >= 0 or result["test_loss"] != result["test_loss"])):
+            _number(result["test_loss"]) and (result["test_loss"] >= 0 or math.isnan(result["test_loss"]))):
         out.append(f"`test_loss` is {result['test_loss']!r}, expected a number >= 0")
     if "validation_accuracy" in result and not _fraction(result["validation_accuracy"]):
         out.append(f"`validation_accuracy` is {result['validation_accuracy']!r}, expected a fraction 0..1")

@@ -96,12 +96,12 @@ def cmd_reference_run(args: argparse.Namespace) -> int:
     write_json_atomic(out, doc)
     for pid, part in doc["parts"].items():
         s = part["summary"]
-        if "test_accuracy" in s:
+        if isinstance(s.get("test_accuracy"), dict):
             a = s["test_accuracy"]
             _info(f"{pid}: test accuracy {a['mean']:.4f} ± {a['std']:.4f} over {a['n']} seed(s), "
-                  f"{part['timing']['cpu_per_epoch_s']:.1f} s CPU per epoch")
+                  f"{part['timing']['cpu_per_epoch_s'] or 0:.1f} s CPU per epoch")
         else:
-            _info(f"{pid}: best {s['best']}, {part['timing']['cpu_per_epoch_s']:.1f} s CPU per epoch")
+            _info(f"{pid}: best {s.get('best')}, {part['timing']['cpu_per_epoch_s'] or 0:.1f} s CPU per epoch")
     print(out)
     return 0
 
@@ -202,19 +202,23 @@ def cmd_lab_list(args: argparse.Namespace) -> int:
     if not rows:
         _info("no lab packages found (looked in the shipped labs/, $DLLAB_LABS and --labs-dir)")
         return 0
-    for lab_id, title, parts, datasets, folder in rows:
+    for lab_id, title, parts, datasets, folder, note in rows:
         print(f"{lab_id}\t{title}\n    parts: {parts}\n    datasets: {datasets}\n    folder: {folder}")
+        if note:
+            print(f"    note: {note}")
     return 0
 
 
 def cmd_lab_validate(args: argparse.Namespace) -> int:
-    from grader.lab_validate import summary, validate_lab
+    from grader.lab_validate import id_warnings, summary, validate_lab
 
     pkg, problems = validate_lab(args.lab, args.labs_dir)
+    for line in id_warnings(pkg, args.labs_dir) if pkg is not None else ():
+        print(line)
     if problems:
         print(f"{args.lab}: {len(problems)} problem(s):")
         for line in problems:
-            print(f"  {line}")
+            print("  " + line.replace("\n", "\n  "))
         return 1
     assert pkg is not None
     print(f"ok  {summary(pkg)}")
@@ -243,7 +247,7 @@ def cmd_lab_validate(args: argparse.Namespace) -> int:
 def cmd_lab_new(args: argparse.Namespace) -> int:
     from grader.lab_new import new_lab
 
-    folder = new_lab(args.id, args.dir, title=args.title)
+    folder = new_lab(args.id, args.dir, title=args.title, extra=args.labs_dir)
     print(folder)
     _info(f"edit {folder}/lab.yaml, rubric.yaml and reference/, then: dllab lab validate {folder}")
     return 0
@@ -329,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--submitted-at", type=Path, metavar="CSV",
                    help="student_id,submitted_at CSV overriding the archives' times")
     g.add_argument("--no-pdf", action="store_true", help="write the HTML feedback only")
+    _labs_dir(g, for_lab=True)
     g.set_defaults(func=cmd_grade)
 
     rs = sub.add_parser("rescore", help="recompute grades from stored runs (nothing is executed)")
@@ -347,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workers", type=int, help="parallel workers (default: the lab's demo.workers)")
     d.add_argument("--sandbox", choices=("bwrap", "none"), default="bwrap")
     d.add_argument("--no-pdf", action="store_true")
+    _labs_dir(d, for_lab=True)
     d.set_defaults(func=cmd_demo)
 
     from grader.student import add_student_commands
@@ -388,20 +394,52 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("id", metavar="ID", help="the new lab's id: lower-case letters, digits, - and _")
     ln.add_argument("--dir", type=Path, default=Path("labs"), help="folder to create ID/ in (default ./labs)")
     ln.add_argument("--title", help="the lab's title")
+    _labs_dir(ln)
     ln.set_defaults(func=cmd_lab_new)
     return p
 
 
-def _labs_dir(parser: argparse.ArgumentParser) -> None:
+def _labs_dir(parser: argparse.ArgumentParser, *, for_lab: bool = False) -> None:
+    """`--labs-dir DIR`. `for_lab`: the command passes `--lab` on as given; main() then turns an
+    id found in DIR into that lab's folder (resolve_lab_arg), so every command that takes
+    `--lab ID` finds the labs in DIR the same way."""
     parser.add_argument("--labs-dir", action="append", default=[], type=Path, metavar="DIR",
                         help="also look for lab packages in DIR (before $DLLAB_LABS and the shipped labs/); "
                              "repeatable")
+    if for_lab:
+        parser.set_defaults(lab_in_dirs=True)
+
+
+def resolve_lab_arg(args: argparse.Namespace) -> None:
+    """For a command with `--lab ID` and `--labs-dir DIR`: `args.lab` becomes the folder of the
+    lab `ID` names under DIR (then $DLLAB_LABS, the shipped labs); the text given is kept in
+    `args.lab_given`. A path that exists is left as it is. Raises LabError for an unknown id."""
+    args.lab_given = getattr(args, "lab", None)
+    if not getattr(args, "lab_in_dirs", False) or not args.labs_dir or not args.lab or Path(args.lab).exists():
+        return
+    from grader.labs import find_lab
+
+    args.lab = str(find_lab(args.lab, args.labs_dir).dir)
+
+
+def lab_words(args: argparse.Namespace, fallback: str) -> str:
+    """`--lab ...` as the user gave it (with its `--labs-dir`s), for a `next:` command line:
+    `--rubric FILE` when that was given instead, `--lab fallback` when neither was."""
+    given = getattr(args, "lab_given", None) or getattr(args, "lab", None)
+    if given:
+        dirs = "".join(f" --labs-dir {d}" for d in getattr(args, "labs_dir", None) or []
+                       if not Path(given).exists())
+        return f"--lab {given}{dirs}"
+    if getattr(args, "rubric", None):
+        return f"--rubric {args.rubric}"
+    return f"--lab {fallback}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        resolve_lab_arg(args)
         return args.func(args)
     except GraderError as e:
         _err(str(e))

@@ -48,7 +48,7 @@ def run_demo(out: Path, *, lab: str = "lab1", size: str | None = None, workers: 
     from grader.batch import grade_batch
     from grader.datasets import locate, synth
     from grader.fsutil import write_json_atomic
-    from grader.lab_samples import compare, write_sample
+    from grader.lab_samples import compare, write_sample, write_times_csv
     from grader.labs import find_lab
     from grader.reference_run import run_reference
     from grader.rescore import finish
@@ -102,8 +102,9 @@ def run_demo(out: Path, *, lab: str = "lab1", size: str | None = None, workers: 
     if sandbox == "none":
         from grader.sandbox import NONE_WARNING
         log(NONE_WARNING)
+    times = write_times_csv(pkg.manifest.samples, rubric.deadline, out / "submitted_at.csv")
     settings = config.prepare(lab=str(pkg.dir), rubric=None, out=graded, data_args=data, reference=ref_path,
-                              mode="execute", sandbox=sandbox, pdf=pdf, log=log)
+                              mode="execute", sandbox=sandbox, pdf=pdf, submitted_at=times, log=log)
     grades = grade_batch([subs], settings, workers=workers, log=log)
     log("[5/5] class summary and gradebook")
     finish(graded, grades, pdf=pdf)

@@ -3,7 +3,8 @@ outcome lab.yaml states for it (`samples[].expect`: total, item statuses, flags)
 
 Each sample's folder is zipped the way grader.samples.write_archive zips (sorted members, one
 fixed member time, stored), with the archive's time set `late_days` after one hour before the
-deadline. The samples are graded in execute mode, in the sandbox, on stand-in datasets
+deadline; those stated times are also passed as `--submitted-at` times (write_times_csv), so a
+sample is graded at its time even when the deadline is still ahead. The samples are graded in execute mode, in the sandbox, on stand-in datasets
 (`dllab data synth`, size `tiny` unless told) or on the datasets given, with the expected
 metrics of the lab's references: a `--reference FILE`, or trained here as lab.yaml's `demo:`
 says (parts and seeds), as the demo does.
@@ -11,6 +12,7 @@ says (parts and seeds), as the demo does.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import stat
 import zipfile
@@ -55,6 +57,23 @@ def write_sample(pkg: LabPackage, sample: Sample, folder: Path, *, deadline_epoc
     return path
 
 
+def sample_time(sample: Sample, deadline: dt.datetime) -> dt.datetime:
+    """A sample's stated submission time: `late_days` days after one hour before the deadline."""
+    return deadline - dt.timedelta(hours=1) + dt.timedelta(days=sample.late_days)
+
+
+def write_times_csv(samples: Sequence[Sample], deadline: dt.datetime | None, path: Path) -> Path | None:
+    """The samples' stated times as a `--submitted-at` CSV (student_id,submitted_at), so they are
+    graded at those times for any deadline, this term's included (a time after "now" is the
+    fixture's, not a wrong clock). None when the rubric has no deadline."""
+    if deadline is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [f"{s.student_id},{sample_time(s, deadline).isoformat()}" for s in samples]
+    path.write_text("student_id,submitted_at\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
 def grade_samples(pkg: LabPackage, *, out: Path, data_args: Mapping[str, Path], size: str = "tiny",
                   reference: Path | None = None, workers: int | None = None, sandbox: str = "bwrap",
                   pdf: bool = False, log: Log = lambda s: None) -> list[SampleResult]:
@@ -93,8 +112,9 @@ def grade_samples(pkg: LabPackage, *, out: Path, data_args: Mapping[str, Path], 
     subs = out / "submissions"
     for sample in samples:
         write_sample(pkg, sample, subs, deadline_epoch=deadline)
+    times = write_times_csv(samples, rubric.deadline, out / "submitted_at.csv")
     settings = config.prepare(lab=str(pkg.dir), rubric=None, out=graded, data_args=data, reference=reference,
-                              mode="execute", sandbox=sandbox, pdf=pdf, log=log)
+                              mode="execute", sandbox=sandbox, pdf=pdf, submitted_at=times, log=log)
     grades = grade_batch([subs], settings, workers=workers, log=log)
     finish(settings.out, grades, pdf=pdf)
     by_id = {str(g["student_id"]): g for g in grades}

@@ -2,8 +2,9 @@
 
 Static checks (no training, no kernel): the manifest, the rubric (every item's params), the
 datasets named (registered, and the references' a subset of the rubric's), the references
-(importable, `train(*, data, device, seed, epochs)`, a `hyp` dict, for rubric parts only), the
-handout files, the quick self-check's kinds, the demo's choices and the samples (folders
+(importable, `train(*, data, device, seed, epochs)` returning a value (a dict literal: with
+`test_accuracy`), a `hyp` dict, for rubric parts only), every `accuracy_vs_reference` item's
+reference part has a reference, the handout files, the quick self-check's kinds, the demo's choices and the samples (folders
 present, archives named as the rubric's submission pattern says, expected items exist).
 A lab whose id collides with another known lab's (after normalization) is reported too.
 
@@ -18,7 +19,7 @@ from typing import Iterable
 
 from grader.errors import GraderError
 from grader.intake.naming import NamePattern
-from grader.labs import (LabError, LabPackage, find_lab, import_reference, list_labs, load_lab,
+from grader.labs import (LabError, LabPackage, find_lab, import_reference, load_lab,
                          normalize_lab_id)
 
 
@@ -104,6 +105,22 @@ def _collisions(pkg: LabPackage, extra: list) -> list[str]:
     return out
 
 
+def id_warnings(pkg: LabPackage, extra: Iterable[Path | str] = ()) -> list[str]:
+    """Warnings (not problems) for a lab named by its path, outside the folders `--lab ID`
+    searches, whose id is also the id of a lab in them: `--lab ID` picks that one, not this."""
+    if pkg.dir.parent in _roots(list(extra)):
+        return []  # a clash inside the roots is a problem (_collisions)
+    from grader.labs import labs_with_id
+
+    others = [o for o in labs_with_id(pkg.id, extra) if o.dir != pkg.dir]
+    if not others:
+        return []
+    also = "; also " + ", ".join(str(o.dir) for o in others[1:]) if len(others) > 1 else ""
+    return [(f"warning: {pkg.dir / 'lab.yaml'}: id `{pkg.id}` is also the id of {others[0].dir} "
+             f"(`{others[0].id}`){also}: `--lab {pkg.id}` picks {others[0].dir}, not this folder; name this "
+             f"lab by its path (--lab {pkg.dir}) or give it another id")]
+
+
 def _roots(extra: list) -> list[Path]:
     from grader.labs import lab_roots
 
@@ -148,10 +165,21 @@ def _datasets(pkg: LabPackage, rubric, problems: list[str]) -> None:
 
 
 def _references(pkg: LabPackage, rubric, problems: list[str]) -> None:
-    from grader.reference_run import train_signature_problem
+    from grader.reference_run import train_return_problem, train_signature_problem
 
     where = pkg.dir / "lab.yaml"
     part_ids = {p.id for p in rubric.parts} if rubric is not None else None
+    with_ref = list(pkg.manifest.references)
+    for part_id, item in rubric.all_items() if rubric is not None else ():
+        if item.check != "accuracy_vs_reference":
+            continue
+        target = getattr(item.params, "reference_part", None) or part_id
+        if target not in pkg.manifest.references:
+            how = (f"its params.reference_part `{target}`" if getattr(item.params, "reference_part", None)
+                   else f"its own part `{target}` (no params.reference_part)")
+            problems.append(f"{pkg.rubric_path}: item {item.id}: accuracy_vs_reference compares with the reference "
+                            f"of {how}, but {where} has no reference for `{target}`, so it would grade against "
+                            f"the floor alone (parts with a reference: {', '.join(with_ref) or 'none'})")
     for i, part in enumerate(pkg.manifest.references):
         if part_ids is not None and part not in part_ids:
             problems.append(f"{where}: references: `{part}` is not a part of the rubric "
@@ -163,6 +191,7 @@ def _references(pkg: LabPackage, rubric, problems: list[str]) -> None:
             continue
         path = pkg.reference_path(part)
         problem = train_signature_problem(getattr(module, "train", None))
+        problem = problem or train_return_problem(module.train)
         if problem:
             problems.append(f"{path}: {problem}")
         if not isinstance(getattr(module, "hyp", None), dict):
@@ -220,16 +249,23 @@ def summary(pkg: LabPackage) -> str:
             f"{len(m.samples)} sample(s)")
 
 
-def listing(extra: Iterable[Path | str] = ()) -> list[tuple[str, str, str, str, str]]:
-    """(id, title, parts, datasets, folder) of every known lab, for `dllab lab list`."""
+def listing(extra: Iterable[Path | str] = ()) -> list[tuple[str, str, str, str, str, str]]:
+    """(id, title, parts, datasets, folder, note) of every lab under the roots, for `dllab lab
+    list`; a lab shadowed by an earlier one with the same normalized id is listed with a note
+    saying which one `--lab ID` picks."""
+    from grader.labs import scan_labs
     from grader.rubric import load_rubric
 
     rows = []
-    for pkg in list_labs(extra):
+    first: dict[str, LabPackage] = {}
+    for pkg in scan_labs(extra):
         try:
             r = load_rubric(pkg.rubric_path)
             parts, datasets = ", ".join(p.id for p in r.parts), ", ".join(r.datasets)
         except GraderError:
             parts, datasets = "(rubric does not load: dllab lab validate)", ""
-        rows.append((pkg.id, pkg.title, parts, datasets, str(pkg.dir)))
+        winner = first.setdefault(normalize_lab_id(pkg.id), pkg)
+        note = "" if winner is pkg else (f"shadowed: `{winner.id}` in {winner.dir} has the same id, and "
+                                         f"`--lab {pkg.id}` picks that one; name this lab by its folder")
+        rows.append((pkg.id, pkg.title, parts, datasets, str(pkg.dir), note))
     return rows

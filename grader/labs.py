@@ -185,23 +185,44 @@ class LabPackage:
 
 
 def load_lab(folder: Path) -> LabPackage:
-    """Reads `folder/lab.yaml`. Raises LabError naming the file, key and problem."""
+    """Reads `folder/lab.yaml`. Raises LabError naming the file and, as rubric errors do, each
+    problem's key path, line and what was expected (a "did you mean" for an unknown key)."""
+    from grader.rubric import RubricError, key_lines, validation_problems
+
     folder = Path(folder)
     path = folder / LAB_FILE
     if not path.is_file():
         raise LabError(f"{folder} is not a lab folder: it has no {LAB_FILE}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        lines, duplicate = key_lines(text)
+        data = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise LabError(f"{path}: not readable YAML: {exc}") from None
+    if duplicate is not None:
+        raise LabError(str(RubricError(str(path), [duplicate])))
     if not isinstance(data, dict):
         raise LabError(f"{path}: expected a mapping with keys id, title, references, ...")
     try:
         manifest = LabManifest.model_validate(data)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
-        raise LabError(f"{path}: {len(lines)} problem(s):\n" + "\n".join(lines)) from None
+        problems = validation_problems(exc, lines, LabManifest)
+        problems = [_plain_id(p, data.get("id")) if p.path == "id" else p for p in problems]
+        raise LabError(str(RubricError(str(path), problems))) from None
     return LabPackage(folder.resolve(), manifest)
+
+
+def _plain_id(problem, given: object):
+    """The id problem in words: what an id is, and the spelling that would do."""
+    from grader.rubric import Problem
+
+    if not isinstance(given, str) or not given.strip():
+        return problem
+    fixed = re.sub(r"[^a-z0-9_-]", "", given.strip().lower().replace(" ", "-"))
+    hint = (f"; write `{fixed}` (on the command line `--lab {given}` names it too, as ids are compared "
+            f"without case, spaces, '-' and '_')" if fixed and re.match(_PART, fixed) else "")
+    return Problem(problem.path, problem.line, f"the lab id must be lower-case letters, digits, '-' and '_', "
+                                               f"starting with a letter or digit; got {given!r}{hint}")
 
 
 def lab_roots(extra: Iterable[Path | str] = ()) -> list[Path]:
@@ -212,10 +233,12 @@ def lab_roots(extra: Iterable[Path | str] = ()) -> list[Path]:
     return roots
 
 
-def list_labs(extra: Iterable[Path | str] = ()) -> list[LabPackage]:
-    """Every loadable lab package under the roots (the first of two with the same id wins).
-    A folder that fails to load is skipped here; `dllab lab validate` reports it."""
-    seen: dict[str, LabPackage] = {}
+def scan_labs(extra: Iterable[Path | str] = ()) -> list[LabPackage]:
+    """Every loadable lab package under the roots, in search order, labs with the same id
+    included (a folder under two roots once). A folder that fails to load is skipped here;
+    `dllab lab validate` reports it."""
+    out: list[LabPackage] = []
+    seen: set[Path] = set()
     for root in lab_roots(extra):
         if not root.is_dir():
             continue
@@ -224,8 +247,26 @@ def list_labs(extra: Iterable[Path | str] = ()) -> list[LabPackage]:
                 pkg = load_lab(lab_yaml.parent)
             except LabError:
                 continue
-            seen.setdefault(normalize_lab_id(pkg.id), pkg)
-    return list(seen.values())
+            if pkg.dir not in seen:
+                seen.add(pkg.dir)
+                out.append(pkg)
+    return out
+
+
+def list_labs(extra: Iterable[Path | str] = ()) -> list[LabPackage]:
+    """The labs `--lab ID` can name: of two under the roots with the same normalized id, the
+    first found (scan_labs lists the others too)."""
+    first: dict[str, LabPackage] = {}
+    for pkg in scan_labs(extra):
+        first.setdefault(normalize_lab_id(pkg.id), pkg)
+    return list(first.values())
+
+
+def labs_with_id(lab_id: str, extra: Iterable[Path | str] = ()) -> list[LabPackage]:
+    """The labs under the roots whose id is `lab_id` after normalization, first found first
+    (the one `--lab ID` picks)."""
+    key = normalize_lab_id(lab_id)
+    return [pkg for pkg in scan_labs(extra) if normalize_lab_id(pkg.id) == key]
 
 
 def find_lab(arg: str | Path, extra: Iterable[Path | str] = ()) -> LabPackage:

@@ -71,8 +71,9 @@ def batch_warnings(deadline: dt.datetime | None, policy: LatePolicy, times: Sequ
     if deadline is None or not times:
         return []
     out: list[str] = []
-    known = [t for t in times if t.at is not None and not is_future(t.at, now)]
-    future = [t for t in times if t.at is not None and is_future(t.at, now)]
+    # --submitted-at times are the TA's statement, used as given (grader.pipeline does too).
+    future = [t for t in times if t.at is not None and t.source != "submitted-at-csv" and is_future(t.at, now)]
+    known = [t for t in times if t.at is not None and t not in future]
     unknown = [t for t in times if t.at is None]
     late_s = sorted((t.at - deadline).total_seconds() for t in known if t.at is not None)
     too_late = [s for s in late_s if s > policy.max_days * 86400 or s > TERM_S]

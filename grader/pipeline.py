@@ -467,7 +467,10 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
         flags_in.add("unreadable-figure")  # a stored image is corrupt: its item waits for a TA
     recorded, recorded_source = _submitted_at(sub, settings)
     when, source = recorded, recorded_source
-    if recorded is not None and is_future(recorded, dt.datetime.now(dt.timezone.utc)):
+    # A time the TA states (--submitted-at) is used as stated: a sample's fixture time, or a
+    # deadline still ahead; only a recorded clock (file time, LMS) can be wrong.
+    if (recorded is not None and recorded_source != "submitted-at-csv"
+            and is_future(recorded, dt.datetime.now(dt.timezone.utc))):
         when, source = None, f"{source}, in the future: not used"  # a wrong clock, not an early student
         flags_in.add("time-in-future")
     grade = score(rubric, results, student_id=sub.student_id, submitted_at=when, submitted_at_source=source,

@@ -62,6 +62,102 @@ def train_signature_problem(train: object) -> str | None:
     return None
 
 
+def train_return_problem(train: object) -> str | None:
+    """What can be seen of `train`'s result without running it (its source): a `train` that
+    returns no value, or returns a dict literal without `test_accuracy` (nor a study's `runs`).
+    None when nothing is seen wrong or the source cannot be read."""
+    import ast
+    import textwrap
+
+    try:
+        source, first = inspect.getsourcelines(train)  # type: ignore[arg-type]
+        tree = ast.parse(textwrap.dedent("".join(source)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    func = tree.body[0] if tree.body and isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+    if func is None:
+        return None
+    returns = [n for n in ast.walk(func) if isinstance(n, ast.Return)
+               and not any(n in ast.walk(f) for f in ast.walk(func)
+                           if f is not func and isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))]
+    valued = [n for n in returns if n.value is not None and not (isinstance(n.value, ast.Constant) and n.value.value is None)]
+    if not valued:
+        return "train returns nothing: it must return a dict with `test_accuracy` (a fraction 0..1)"
+    for node in valued:
+        if isinstance(node.value, ast.Dict) and None not in node.value.keys:  # no `**spread`
+            keys = {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+            if len(keys) == len(node.value.keys) and not keys & {"test_accuracy", "runs"}:
+                return (f"train returns a dict without `test_accuracy` (line {node.lineno + first - 1}: keys "
+                        f"{', '.join(sorted(map(str, keys))) or 'none'}); expected the test accuracy as a fraction 0..1")
+    return None
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fraction(v: object, *, nan: bool = False) -> bool:
+    """A number in 0..1 (NaN too when `nan`: a diverged study run)."""
+    return _number(v) and (0.0 <= float(v) <= 1.0 or (nan and math.isnan(v)))  # type: ignore[arg-type]
+
+
+def _fractions(v: object) -> bool:
+    return isinstance(v, (list, tuple)) and all(x is None or _fraction(x, nan=True) for x in v)
+
+
+def result_problems(result: object) -> list[str]:
+    """Why `result` is not what a reference's `train` returns, one line per key: a dict with
+    `test_accuracy` (a fraction 0..1, not a percentage) and, when present, `test_loss` (a number
+    >= 0), `validation_accuracy` (a fraction), `per_class_accuracy` ({class: fraction or
+    None}), `classes` (a list), `train_images` (an int), `history` ({name: list}, its
+    `test_accuracy` fractions by epoch); or a study: `runs` (a list of {name, test_accuracy,
+    ...}), `best` (a run's name), `best_accuracy` (a fraction). Empty when it is."""
+    if not isinstance(result, dict):
+        return [(f"train() returned {type(result).__name__}, expected a dict such as "
+                 f"{{'test_accuracy': 0.62, 'test_loss': 1.1, ...}}")]
+    out: list[str] = []
+    if "runs" in result:
+        runs = result["runs"]
+        if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
+            return ["`runs` must be a non-empty list of dicts (one per configuration of a study)"]
+        for i, run in enumerate(runs):
+            if not isinstance(run.get("name"), str):
+                out.append(f"`runs[{i}].name` must be a string (the configuration's name)")
+            if not _fraction(run.get("test_accuracy"), nan=True):
+                out.append(f"`runs[{i}].test_accuracy` is {run.get('test_accuracy')!r}, expected a fraction 0..1")
+            if "accuracy_by_epoch" in run and not _fractions(run["accuracy_by_epoch"]):
+                out.append(f"`runs[{i}].accuracy_by_epoch` must be a list of fractions 0..1")
+        if result.get("best") not in {r.get("name") for r in runs}:
+            out.append(f"`best` is {result.get('best')!r}, expected the name of one of `runs`")
+        if "best_accuracy" in result and not _fraction(result["best_accuracy"], nan=True):
+            out.append(f"`best_accuracy` is {result['best_accuracy']!r}, expected a fraction 0..1")
+    elif "test_accuracy" not in result:
+        out.append(f"train() returned no `test_accuracy` (keys: {', '.join(map(str, result)) or 'none'}); "
+                   f"expected the final test accuracy as a fraction 0..1")
+    elif not _fraction(result["test_accuracy"]):
+        out.append(f"`test_accuracy` is {result['test_accuracy']!r}, expected a fraction 0..1 "
+                   f"(accuracies are fractions, not percentages)")
+    if "test_loss" in result and result["test_loss"] is not None and not (
+            _number(result["test_loss"]) and (result["test_loss"] >= 0 or math.isnan(result["test_loss"]))):
+        out.append(f"`test_loss` is {result['test_loss']!r}, expected a number >= 0")
+    if "validation_accuracy" in result and not _fraction(result["validation_accuracy"]):
+        out.append(f"`validation_accuracy` is {result['validation_accuracy']!r}, expected a fraction 0..1")
+    pca = result.get("per_class_accuracy")
+    if pca is not None and not (isinstance(pca, dict) and all(v is None or _fraction(v) for v in pca.values())):
+        out.append("`per_class_accuracy` must map each class name to a fraction 0..1 (or None: not in the test set)")
+    if "classes" in result and not isinstance(result["classes"], (list, tuple)):
+        out.append(f"`classes` is {type(result['classes']).__name__}, expected a list of class names")
+    if "train_images" in result and not (isinstance(result["train_images"], int) and result["train_images"] >= 0):
+        out.append(f"`train_images` is {result['train_images']!r}, expected a count of images")
+    history = result.get("history")
+    if history is not None:
+        if not isinstance(history, dict):
+            out.append(f"`history` is {type(history).__name__}, expected a dict of per-epoch lists")
+        elif "test_accuracy" in history and not _fractions(history["test_accuracy"]):
+            out.append("`history.test_accuracy` must be a list of fractions 0..1 (after 0, 1, ... epochs)")
+    return out
+
+
 def _spread(values: Sequence[float | None]) -> dict | None:
     vals = [float(v) for v in values if v is not None]
     if not vals:
@@ -139,12 +235,12 @@ def run_reference(lab: str | Path, *, data: Mapping[str, Path], device: str = "a
     """Trains every reference of `lab` (an id or a lab folder; grader.labs.find_lab) for `seeds`
     seeds; returns the expected-metrics document. `data` maps a dataset name to its folder or a
     root holding it. Raises GraderError (LabError for the lab) for a missing dataset, an unknown
-    part or a reference that does not import."""
+    part, a reference that does not import or a `train` result that is not as result_problems says."""
     import torch
     import torchvision
 
     from grader.datasets import locate, manifest_digest, read_manifest
-    from grader.labs import find_lab, import_reference, references_for
+    from grader.labs import LabError, find_lab, import_reference, references_for
 
     if seeds < 1:
         raise GraderError("--seeds must be at least 1")
@@ -181,7 +277,12 @@ def run_reference(lab: str | Path, *, data: Mapping[str, Path], device: str = "a
         runs = []
         for seed in range(seeds):
             t0 = time.perf_counter()
-            runs.append(module.train(data=given, device=dev, seed=seed, epochs=epochs))
+            result = module.train(data=given, device=dev, seed=seed, epochs=epochs)
+            problems = result_problems(result)
+            if problems:
+                raise LabError(f"lab {pkg.id}: reference {pkg.reference_path(part_id)} (part {part_id}, seed {seed}): "
+                               + "; ".join(problems))
+            runs.append(result)
             log(f"{part_id} seed {seed}: {_headline(runs[-1])} ({time.perf_counter() - t0:.1f} s)")
         entry: dict = {"title": ref.title or part_id, "dataset": ref.datasets[0]}
         if len(ref.datasets) > 1:

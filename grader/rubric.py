@@ -425,8 +425,7 @@ def load_rubric_text(text: str, *, name: str = "<string>", base_dir: Path | None
     try:
         rubric = Rubric.model_validate(data)
     except ValidationError as exc:
-        problems = [_translate(err, lines) for err in exc.errors() if not _spurious(err)]
-        raise RubricError(name, sorted(set(problems), key=lambda p: (p.line or 0, p.path))) from None
+        raise RubricError(name, validation_problems(exc, lines, Rubric)) from None
     problems = [Problem(path, _line_of(path_t, lines), msg) for path_t, path, msg in _cross_checks(rubric, base_dir)]
     if problems:
         raise RubricError(name, problems)
@@ -505,6 +504,23 @@ def _line_map(text: str) -> dict[tuple[str | int, ...], int]:
     return lines
 
 
+def key_lines(text: str) -> tuple[dict[tuple[str | int, ...], int], Problem | None]:
+    """The line of every key path in YAML `text`, and a Problem for a key that appears twice
+    (PyYAML silently keeps the last) or None. Raises yaml.YAMLError for text that is not YAML."""
+    try:
+        return _line_map(text), None
+    except _DuplicateKey as exc:
+        return {}, Problem(exc.path, exc.line, f"key `{exc.key}` appears twice")
+
+
+def validation_problems(exc: ValidationError, lines: dict[tuple[str | int, ...], int],
+                        root: type[BaseModel]) -> list[Problem]:
+    """pydantic's errors for a `root` model read from YAML as Problems, by line: key path, line,
+    what was expected, and a "did you mean" for an unknown key (the keys `root` allows there)."""
+    problems = {_translate(err, lines, root) for err in exc.errors() if not _spurious(err)}
+    return sorted(problems, key=lambda p: (p.line or 0, p.path))
+
+
 def _dotted(loc: typing.Sequence[str | int]) -> str:
     out = ""
     for part in loc:
@@ -532,12 +548,12 @@ _EXPECT = {
 _BOUNDS = {"greater_than_equal": "≥", "less_than_equal": "≤", "greater_than": ">", "less_than": "<"}
 
 
-def _translate(err: Any, lines: dict[tuple[str | int, ...], int]) -> Problem:
+def _translate(err: Any, lines: dict[tuple[str | int, ...], int], root: Any = None) -> Problem:
     """A pydantic error rewritten as file-relative path + what was expected."""
     loc = tuple(err["loc"])
     kind, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
     if kind == "extra_forbidden":
-        msg = f"unknown key `{loc[-1]}`{did_you_mean(str(loc[-1]), _fields_at(loc[:-1]))}"
+        msg = f"unknown key `{loc[-1]}`{did_you_mean(str(loc[-1]), _fields_at(loc[:-1], root))}"
     elif kind == "missing":
         msg = "required key is missing"
     elif kind == "rubric":
@@ -568,9 +584,10 @@ def _spurious(err: Any) -> bool:
     return err["type"] == "too_short" and isinstance(got, list) and len(got) >= ctx.get("min_length", 0)
 
 
-def _fields_at(loc: tuple[str | int, ...]) -> list[str]:
-    """Key names allowed at `loc` (aliases where set), for "did you mean" suggestions."""
-    tp: Any = Rubric
+def _fields_at(loc: tuple[str | int, ...], root: Any = None) -> list[str]:
+    """Key names allowed at `loc` of a `root` model (default Rubric; aliases where set), for
+    "did you mean" suggestions."""
+    tp: Any = root or Rubric
     for part in loc:
         tp = _unwrap(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):

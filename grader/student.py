@@ -543,7 +543,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
     print(f"the grader's intake reads {res.zip_path.name} as student {res.submission.student_id}: "
           + ", ".join(f"{n} {k}(s)" for k, n in kinds.items())
           + ("" if intake else ", no problems"))
-    print(f"next: dllab check {res.zip_path} --lab {r.lab} --quick   (runs the TA's checks on it)")
+    from grader.cli import lab_words
+
+    print(f"next: dllab check {res.zip_path} {lab_words(args, r.lab)} --quick   (runs the TA's checks on it)")
     return 0
 
 
@@ -573,6 +575,9 @@ def add_student_commands(sub: "argparse._SubParsersAction") -> None:
     c.add_argument("--reference", type=Path, metavar="FILE", help="expected metrics from `dllab reference run`, if the TA shares them")
     c.add_argument("--strict", action="store_true", help="exit 1 also when a required item is only partly done")
     c.add_argument("--rerun", action="store_true", help="run the notebooks again even if the zip is unchanged")
+    from grader.cli import _labs_dir
+
+    _labs_dir(c, for_lab=True)
     c.set_defaults(func=cmd_check)
 
     p = sub.add_parser(
@@ -586,4 +591,5 @@ def add_student_commands(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--rubric", type=Path, metavar="FILE", help="a rubric YAML instead of the built-in one")
     p.add_argument("--out", type=Path, metavar="DIR", help="folder to write the zip into (default: the current folder)")
     p.add_argument("--force", action="store_true", help="replace an existing zip of the same name")
+    _labs_dir(p, for_lab=True)
     p.set_defaults(func=cmd_pack)

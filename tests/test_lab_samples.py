@@ -73,3 +73,45 @@ def test_a_sample_whose_folder_is_missing_is_a_lab_error(tmp_path):
     pkg = load_lab(tmp_path)
     with pytest.raises(LabError, match="samples/1"):
         write_sample(pkg, pkg.manifest.samples[0], tmp_path / "out", deadline_epoch=None)
+
+
+def test_samples_are_graded_at_their_stated_times_when_the_deadline_is_ahead(tmp_path):
+    """This term's deadline (after now): a late sample is dated after now, yet it is graded at
+    its stated time (the --submitted-at way): late, charged, not flagged time-in-future; one on
+    time is neither late nor flagged (tester 14's finding 2)."""
+    import datetime as dt
+
+    from grader import config
+    from grader.lab_samples import sample_time, write_times_csv
+    from grader.lateness import When, batch_warnings
+    from grader.model import Submission
+    from grader.pipeline import GradeSettings, grade_from_runs
+    from grader.rubric import builtin_rubric, load_rubric
+
+    deadline = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=400)).replace(microsecond=0)
+    rubric = load_rubric(builtin_rubric("lab1")).model_copy(update={"deadline": deadline})
+    late = Sample(student_id="1100001", archive="dllab_1100001.zip", folder="s/1", late_days=2)
+    on_time = Sample(student_id="1100002", archive="dllab_1100002.zip", folder="s/2")
+    csv = write_times_csv([late, on_time], deadline, tmp_path / "t.csv")
+    times = config.read_submitted_at(csv)
+    assert dt.datetime.fromisoformat(times["1100001"]) == sample_time(late, deadline) > deadline
+    settings = GradeSettings(rubric_path=builtin_rubric("lab1"), out=tmp_path, submitted_at=times)
+    grades = {}
+    for sid in times:
+        sub = Submission(student_id=sid, source=f"dllab_{sid}.zip", source_sha256=None, submitted_at=None,
+                         submitted_at_source="unknown", work_dir="/nonexistent", files=(), problems=())
+        grades[sid] = grade_from_runs(rubric, sub, [], settings=settings)
+    g = grades["1100001"]
+    assert "late" in g["flags"] and "time-in-future" not in g["flags"]
+    assert g["late"]["days_late"] > 0 and g["submitted_at_source"] == "submitted-at-csv"
+    assert not {"late", "time-in-future"} & set(grades["1100002"]["flags"])
+    stated = [When(dt.datetime.fromisoformat(t), "submitted-at-csv") for t in times.values()]
+    assert not any("later than now" in m for m in batch_warnings(deadline, rubric.late, stated,
+                                                                  now=dt.datetime.now(dt.timezone.utc)))
+    # A recorded clock (the zip's time) after now is still a wrong clock: flagged, not charged.
+    sub = Submission(student_id="1100003", source="dllab_1100003.zip", source_sha256=None,
+                     submitted_at=sample_time(late, deadline).isoformat(), submitted_at_source="file-mtime",
+                     work_dir="/nonexistent", files=(), problems=())
+    g = grade_from_runs(rubric, sub, [], settings=settings)
+    assert "time-in-future" in g["flags"] and "late" not in g["flags"]
+    assert write_times_csv([late], None, tmp_path / "none.csv") is None

@@ -487,3 +487,158 @@ def test_a_lab_with_handout_and_custom_check_is_graded_and_rescored_from_its_fol
     assert own_item()["status"] == "fail"
     assert main(["rescore", str(out), "--no-pdf", "--workers", "1"]) == 0
     assert own_item()["status"] == "fail", "the edited rubric's folder is kept for later rescores"
+
+
+def test_lab_new_refuses_an_id_that_normalizes_to_an_existing_lab(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`lab_1` and `lab1` are the shipped lab1's id; `my_lab` is the id of a lab already in the
+    target folder or in a --labs-dir (tester 14's finding 3)."""
+    for lab_id in ("lab_1", "lab1"):
+        assert main(["lab", "new", lab_id, "--dir", str(tmp_path / "new")]) == 2
+        err = capsys.readouterr().err
+        assert f"lab id '{lab_id}' is the id of the lab in {(REPO / 'labs' / 'lab1').resolve()}" in err
+    assert not (tmp_path / "new").exists() or not any((tmp_path / "new").iterdir())
+    new_lab("my-lab", tmp_path / "a")
+    with pytest.raises(LabError, match=r"is the id of the lab in .*a/my-lab"):
+        new_lab("my_lab", tmp_path / "a")
+    with pytest.raises(LabError, match=r"is the id of the lab in .*a/my-lab"):
+        new_lab("mylab", tmp_path / "b", extra=[tmp_path / "a"])
+    assert new_lab("mylab", tmp_path / "b").name == "mylab", "a folder --lab ID does not search"
+
+
+def test_validate_by_path_warns_and_list_notes_a_lab_shadowed_by_the_same_id(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    shutil.copytree(REPO / "labs" / "lab1", tmp_path / "mine" / "lab_1")
+    assert main(["lab", "validate", str(tmp_path / "mine" / "lab_1")]) == 0
+    out = capsys.readouterr().out
+    assert "warning:" in out and f"`--lab lab1` picks {(REPO / 'labs' / 'lab1').resolve()}" in out
+    assert "ok  lab1" in out
+    new_lab("hw2", tmp_path / "dup")
+    shutil.copytree(tmp_path / "dup" / "hw2", tmp_path / "elsewhere" / "hw2")
+    assert main(["lab", "list", "--labs-dir", str(tmp_path / "mine")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("lab1\tLAB01") == 2, "both lab1s are listed"
+    assert f"note: shadowed: `lab1` in {(tmp_path / 'mine' / 'lab_1').resolve()} has the same id" in out
+    assert "--lab lab1` picks that one" in out
+    assert main(["lab", "validate", str(tmp_path / "elsewhere" / "hw2"), "--labs-dir", str(tmp_path / "dup")]) == 0
+    assert f"picks {(tmp_path / 'dup' / 'hw2').resolve()}" in capsys.readouterr().out
+    assert main(["lab", "validate", str(tmp_path / "elsewhere" / "hw2")]) == 0
+    assert "warning" not in capsys.readouterr().out, "no other hw2 where --lab looks"
+
+
+@pytest.mark.parametrize("ret, expected", [
+    ('{"acc": 0.9}', "train() returned no `test_accuracy` (keys: acc)"),
+    ('{"test_accuracy": 79.0}', "`test_accuracy` is 79.0, expected a fraction 0..1 (accuracies are fractions"),
+    ('[0.9]', "train() returned list, expected a dict"),
+    ('{"test_accuracy": 0.8, "test_loss": "low", "history": {"test_accuracy": [0.1, 80]}}',
+     "`test_loss` is 'low', expected a number >= 0; `history.test_accuracy` must be a list of fractions"),
+    ('{"runs": [{"name": "a", "test_accuracy": 0.5}], "best": "b"}', "`best` is 'b', expected the name of one of `runs`"),
+])
+def test_reference_run_checks_what_train_returns(ret: str, expected: str, tmp_path: Path, tiny_datasets: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """A wrong result is a one-line error naming the file, the key and what was expected, not a
+    crash in the CLI nor a percentage written as expected metrics (tester 14's finding 7)."""
+    folder = _fake_lab(tmp_path, f'''
+        hyp = {{}}
+        def train(*, data, device, seed, epochs=None):
+            result = {ret}
+            return result
+    ''')
+    assert main(["reference", "run", str(folder), "--data", str(tiny_datasets), "--out", str(tmp_path / "e.json")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "model.py (part fakelab-1, seed 0)" in err and expected in err, err
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_validate_sees_a_train_that_returns_nothing_or_a_dict_without_test_accuracy(tmp_path: Path) -> None:
+    folder = _fake_lab(tmp_path / "a", '''
+        hyp = {}
+        def train(*, data, device, seed, epochs=None):
+            def helper():
+                return 1
+            print("trained")
+    ''')
+    assert any("train returns nothing" in p for p in _problems(folder)), _problems(folder)
+    folder = _fake_lab(tmp_path / "b", '''
+        hyp = {}
+        def train(*, data, device, seed, epochs=None):
+            return {"acc": 0.9, "loss": 1.0}
+    ''')
+    assert any("train returns a dict without `test_accuracy`" in p and "acc, loss" in p for p in _problems(folder))
+    folder = _fake_lab(tmp_path / "c", '''
+        hyp = {}
+        def train(*, data, device, seed, epochs=None):
+            metrics = {"test_accuracy": 0.5}
+            return {**metrics, "classes": []}
+    ''')
+    assert _problems(folder) == []
+
+
+def test_validate_reports_an_accuracy_item_whose_part_has_no_reference(skeleton: Path) -> None:
+    """`reference_part: report` names a part without a reference: graded against the floor
+    alone, so lab validate says so and lists the parts that have one (tester 14's finding 12).
+    An item in a part with no reference and no reference_part is the same mistake."""
+    assert _problems(skeleton) == []
+    rubric = skeleton / "rubric.yaml"
+
+    def add(doc: dict, params: dict) -> None:
+        doc["parts"].append({"id": "mylab-2", "title": "Report", "points": 0, "items": []})
+        item = {"id": "mylab-2-acc", "title": "Accuracy", "check": "accuracy_vs_reference", "points": 0,
+                "params": {"floor": 0.3, **params}}
+        doc["parts"][-1]["items"].append(item)
+
+    original = rubric.read_text()
+    _edit_yaml(rubric, lambda d: add(d, {"reference_part": "mylab-2"}))
+    (problem,) = _problems(skeleton)
+    assert "item mylab-2-acc: accuracy_vs_reference compares with the reference of its params.reference_part " \
+           "`mylab-2`" in problem and "parts with a reference: mylab-1" in problem and "floor alone" in problem
+    rubric.write_text(original)
+    _edit_yaml(rubric, lambda d: add(d, {}))
+    (problem,) = _problems(skeleton)
+    assert "its own part `mylab-2` (no params.reference_part)" in problem
+    rubric.write_text(original)
+    _edit_yaml(rubric, lambda d: add(d, {"reference_part": "mylab-1"}))
+    assert _problems(skeleton) == []
+
+
+def test_lab_yaml_problems_read_like_rubric_problems(skeleton: Path) -> None:
+    """Key path, line, "did you mean" for a misspelt key, the id rule in words (finding 10)."""
+    text = (skeleton / "lab.yaml").read_text()
+    (skeleton / "lab.yaml").write_text(text.replace("id: mylab", "id: My-Lab", 1).replace("  sections:", "  section:")
+                                       + "refrences: {}\n")
+    with pytest.raises(LabError) as err:
+        load_lab(skeleton)
+    msg = str(err.value)
+    assert "lab.yaml: 3 problems" in msg and "did you mean `references`?" in msg and "did you mean `sections`?" in msg
+    n = len(text.splitlines())
+    assert f"refrences (line {n + 1}): unknown key `refrences`" in msg and "report.section (line 18)" in msg
+    assert "id (line 5): the lab id must be lower-case letters" in msg and "write `my-lab`" in msg
+    assert "Extra inputs" not in msg and "String should match" not in msg
+    (skeleton / "lab.yaml").write_text(text + "title: again\n")
+    with pytest.raises(LabError, match=r"title \(line \d+\): key `title` appears twice"):
+        load_lab(skeleton)
+
+
+def test_labs_dir_works_wherever_lab_is_taken_and_pack_suggests_the_lab_as_given(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """grade, check, pack and demo take --labs-dir (one argparse helper); `pack --lab DIR`
+    suggests `check ... --lab DIR`, `pack --lab ID --labs-dir D` the same pair (finding 8)."""
+    from grader.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["grade", "x"], ["check", "x"], ["pack", "x", "--student-id", "1"], ["demo"],
+                 ["reference", "run", "x"], ["lab", "validate", "x"], ["lab", "new", "x"], ["rubric", "validate", "x"]):
+        assert parser.parse_args(argv + ["--labs-dir", "d"]).labs_dir == [Path("d")], argv
+    lab = shutil.copytree(REPO / "labs" / "lab1", tmp_path / "labs" / "hw2")
+    _edit_yaml(lab / "lab.yaml", lambda d: d.update(id="hw2"))
+    _edit_yaml(lab / "rubric.yaml", lambda d: d.update(lab="hw2"))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "lab1.ipynb").write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    for i, given in enumerate(([str(lab)], ["hw2", "--labs-dir", str(tmp_path / "labs")], ["HW_2", "--labs-dir",
+                                                                                          str(tmp_path / "labs")])):
+        out = tmp_path / f"out{i}"
+        assert main(["pack", str(work), "--student-id", "1100001", "--lab", *given, "--out", str(out)]) == 0
+        text = capsys.readouterr().out
+        assert f"next: dllab check {out / 'dllab_1100001.zip'} --lab {' '.join(given)} --quick" in text, text
+    assert main(["pack", str(work), "--student-id", "1100001", "--lab", "hw2", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown lab 'hw2'" in capsys.readouterr().err, "not without its --labs-dir"

@@ -423,6 +423,23 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
+def _test_split_size(name: str, folder: str) -> int | None:
+    """Images in the test split of the stand-in dataset `name` given as `folder` (its manifest's
+    count); None for a real dataset (no manifest) or one not found there: a test_metrics item's
+    bar then comes from the runs."""
+    from grader.datasets import locate, read_manifest, registry
+    from grader.errors import DatasetError
+
+    spec = registry.find(name)
+    try:
+        manifest = read_manifest(locate(name, Path(folder))) if spec else None
+    except DatasetError:
+        return None
+    count = ((manifest or {}).get("splits") or {}).get(spec.test_split) if spec else None
+    return count if isinstance(count, int) and count > 0 else None
+
+
 def _reference(path: Path | None) -> dict[str, Any] | None:
     """The expected-metrics file, read once per worker process rather than twice per student.
 
@@ -446,7 +463,9 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     files = [{"path": f.path, "kind": f.kind, "bytes": f.bytes} for f in sub.files]
     common = dict(student_id=sub.student_id, evidence=evidence, files=files, work_dir=sub.work_dir,
                   reference=reference, dataset_stats=settings.dataset_stats,
-                  report_sections=settings.report_sections)
+                  report_sections=settings.report_sections,
+                  test_split_sizes={name: n for name, folder in sorted(settings.data.items())
+                                    if (n := _test_split_size(name, str(folder))) is not None})
     sources = choose_sources(rubric, **common)
     results, flags = run_checks(rubric, **common, sources=sources,
                                 unreadable=unreadable_notebooks(sub.files, sub.problems) + unopened(sub.problems))

@@ -5,6 +5,7 @@ read; the kind lists the pipeline uses are queries on KINDS; the two rubric fixe
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -344,3 +345,22 @@ def test_saved_per_class_accuracies_of_a_printed_tiny_evaluation_earn_half() -> 
     executed = _saved("Accuracy on the 4 test images: 50 %", mode="execute", probe=dict(PROBE),
                       evaluations=[_pass(5, 4, "test", length=4)])
     assert per_class(executed).status == "pass"
+
+
+def test_the_grader_counts_the_test_split_of_the_stand_ins_it_is_given(tiny_datasets: Path) -> None:
+    """Saved mode on stand-in data: a run printing 'on the 500 test images' of a 500-image test
+    split evaluated the whole split, so the bar is the mounted split, counted from its manifest
+    (grader.pipeline feeds it to every check); a real dataset (no manifest) is left to the runs."""
+    from grader.datasets import locate, read_manifest, registry
+    from grader.pipeline import _test_split_size
+
+    for spec in registry.SPECS:
+        count = read_manifest(locate(spec.name, tiny_datasets))["splits"][spec.test_split]
+        assert _test_split_size(spec.name, str(tiny_datasets)) == count > 0
+    whole = _saved(f"Accuracy of the network on the {_test_split_size('mnist', str(tiny_datasets))} test images: 50 %")
+    assert _metrics(whole, test_split_size=_test_split_size("mnist", str(tiny_datasets))).status == "pass"
+    real = tiny_datasets.parent / "real-mnist"
+    shutil.copytree(locate("mnist", tiny_datasets), real / "MNIST")
+    (real / "MNIST" / "manifest.json").unlink()
+    assert _test_split_size("mnist", str(real)) is None
+    assert _test_split_size("mnist", str(tiny_datasets.parent / "nowhere")) is None

@@ -159,6 +159,12 @@ class DatasetSpec:
         """The training split's name ("train", "training")."""
         return self.splits[0]
 
+    @property
+    def test_split(self) -> str:
+        """The split a test evaluation reads: the one the verifier names `test`, else the last."""
+        names = self.verifier.split_names if self.verifier else {}
+        return next((s for s, n in names.items() if n == "test"), self.splits[-1])
+
     def holds(self, folder: Path) -> bool:
         """Whether `folder` is this dataset's folder by name, or a root holding it."""
         return folder.name == self.folder or (folder / self.folder).is_dir()

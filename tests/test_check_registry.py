@@ -321,6 +321,15 @@ def test_a_printed_tiny_evaluation_is_a_subset_even_with_no_bar() -> None:
     assert _metrics(_saved("Accuracy on the 100 test images: 50 %"), test_images=None).status == "pass"
 
 
+def test_saved_mode_reads_part_of_and_correct_of_counts() -> None:
+    """T14B N1-N3: '100 of 500 test images', '100/100 test images', '(74/100 correct)'."""
+    for line in ("Accuracy on 100 of 500 test images: 74.00 %", "Accuracy on 100/100 test images: 74.00 %",
+                 "Test accuracy: 74.00 % (74/100 correct)"):
+        out = _metrics(_saved(line), test_split_size=500)
+        assert out.status == "partial" and "at most 100 of the 500 test images" in out.message, (line, out)
+    assert _metrics(_saved("Accuracy: 490/500 (98%)"), test_split_size=500).status == "pass"
+
+
 def test_execute_mode_ignores_the_printed_count() -> None:
     """The host's count wins: a whole-split evaluation passes whatever the line says."""
     whole = _saved("Accuracy on the 4 test images: 50 %", mode="execute", probe=dict(PROBE),

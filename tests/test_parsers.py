@@ -224,6 +224,23 @@ def test_keras_like_line_splits_each_metric() -> None:
         ("val_loss", 1.10, "val"), ("val_accuracy", 0.58, "val")]
 
 
+@pytest.mark.parametrize("line, value, images", [
+    # T14B N1/N2: the count of images measured on is not the accuracy
+    ("Accuracy on 100 of 500 test images: 74.00 %", 0.74, 100),
+    ("Accuracy on 100/100 test images: 74.00 %", 0.74, 100),
+    # N3 and the same kind: the images counted in a correct/total pair
+    ("Test accuracy: 74.00 % (74/100 correct)", 0.74, 100),
+    ("Test set: Average loss: 0.0001, Accuracy: 9800/10000 (98%)", 0.98, 10000),
+    ("Accuracy of the network on the 10000 test images: 54 %", 0.54, 10000),
+    ("epoch (3/10) test acc 50%", 0.50, None),
+])
+def test_the_images_a_total_was_measured_on_are_read_apart_from_it(line: str, value: float, images: int | None) -> None:
+    from grader.parsers.values import image_count
+
+    assert one(parse_text(line), "test_accuracy").value == pytest.approx(value)
+    assert image_count(line) == images
+
+
 def test_metric_inherits_split_from_the_metric_before_it() -> None:
     got = parse_text("Train Loss: 1.0 | Acc: 0.6 | Val Loss: 1.2 Acc: 0.5")
     assert [(m.kind, m.split_hint) for m in got] == [

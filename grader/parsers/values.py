@@ -128,15 +128,28 @@ def is_number_cell(cell: str) -> bool:
     return read_cell(cell) is not None
 
 
-_IMAGE_COUNT = re.compile(r"\b\d+(?=\s+(?:[A-Za-z]+\s+){0,2}(?:images|samples|examples|pictures|imgs|photos)\b)",
-                          re.IGNORECASE)
-"""A count of images in a metric line ('on the 10000 test images'), which is not a metric value."""
+_IMAGES = r"\s+(?:[A-Za-z]+\s+){0,2}(?:images|samples|examples|pictures|imgs|photos)\b"
+_IMAGE_COUNT = re.compile(rf"\b\d+(?=(?:\s*(?:/|of)\s*\d+)?{_IMAGES})", re.IGNORECASE)
+"""A count of images in a metric line ('on the 10000 test images', 'on 100 of 500 test images',
+'100/500 images'), which is not a metric value."""
+_PART_OF = re.compile(rf"\b(\d+)\s*(?:/|of)\s*\d+(?={_IMAGES})", re.IGNORECASE)
+"""'100 of 500 test images', '100/500 images': the first number is the images measured on."""
+_CORRECT_OF = re.compile(r"\b\d+\s*/\s*(\d+)\s+correct\b|\b(?:correct|acc(?:uracy)?)\w*\s*[:=]?\s*\d+\s*/\s*(\d+)\b"
+                         r"|%\s*[(\[]\s*\d+\s*/\s*(\d+)\s*[)\]]", re.IGNORECASE)
+"""'(74/100 correct)', 'correct: 74/100', 'Accuracy: 9800/10000 (98%)' (PyTorch's MNIST example),
+'74 % (7400/10000)': the second number is the images measured on."""
 
 
 def image_count(line: str) -> int | None:
     """The number of images a metric line says it was measured on ('Accuracy of the network on
-    the 100 test images: 74 %' -> 100), or None when it names none or several different counts."""
+    the 100 test images: 74 %' -> 100, 'on 100 of 500 test images' -> 100, '(74/100 correct)'
+    -> 100), or None when it names none or several different counts."""
+    part = {int(m.group(1)) for m in _PART_OF.finditer(line)}
+    if len(part) == 1:
+        return part.pop()
     counts = {int(m.group(0)) for m in _IMAGE_COUNT.finditer(line)}
+    if not counts:
+        counts = {int(next(g for g in m.groups() if g)) for m in _CORRECT_OF.finditer(line)}
     return counts.pop() if len(counts) == 1 else None
 
 

@@ -208,7 +208,7 @@ def prepare(*, lab: str | Path | None, rubric: Path | None, out: Path, data_args
                              submitted_at=times,
                              run_cache=os.environ.get("DLLAB_RUN_CACHE") or None,
                              lab_dir=lab_dir,
-                             report_sections=choice.package.manifest.report.sections if choice.package else ())
+                             report_sections=choice.report_sections)
     save(settings)
     return settings
 

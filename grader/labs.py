@@ -361,6 +361,11 @@ class LabChoice:
         """Where the rubric's relative files (handout, `custom` checks) are: its own folder."""
         return self.rubric_path.resolve().parent
 
+    @property
+    def report_sections(self) -> tuple[str, ...]:
+        """The lab's report sections (lab.yaml `report.sections`); () without a lab package."""
+        return self.package.manifest.report.sections if self.package else ()
+
 
 def choose_lab(lab: str | Path | None, rubric: Path | None, extra: Iterable[Path | str] = ()) -> LabChoice:
     """Resolves `--lab` (an id or a lab folder) and `--rubric FILE` (a TA's edited copy wins

@@ -275,7 +275,7 @@ def self_check(path: Path, *, lab: str | None, rubric: Path | None, data_args: d
         data.update(quick_datasets(absent, size=size, log=log))
     candidate, out, packed = _candidate(path, pattern=r.submission.pattern, student_id=student_id, out=out,
                                 lab=r.lab, log=log,
-                                sections=choice.package.manifest.report.sections if choice.package else ())
+                                sections=choice.report_sections)
     settings = config.prepare(lab=lab, rubric=rubric_path, out=out, data_args=data, reference=reference,
                               mode="execute", sandbox=sandbox, pdf=pdf, log=_quiet(log))
     quick = quick or any(_is_stand_in(f) for f in settings.data.values())

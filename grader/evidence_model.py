@@ -104,17 +104,62 @@ class Metrics(_Record):
     named: dict[str, float | None] = {}
 
 
+RunState = Literal["trained", "crashed", "not-trained", "superseded", "not-run"]
+
+
 class Run(_Record):
-    """One training run of a notebook that trains several (an LR study, a GAN's D and G, a
-    VAE per latent size): its name, the cells it ran in, optimizer and learning rate, its
-    final metrics by name and its curves (metric -> [[step or epoch, value], ...])."""
+    """One training run of a notebook that trains several (an LR study, the two runs of an
+    exercise that compares them, a GAN's D and G, a VAE per latent size): what it did as it
+    executed, built on the host from the probe's records (grader.runrecords.build_runs).
+
+    Units: `lr` is the learning rate of the optimizer's first step; `epochs` is samples trained
+    / training-set length (a float: 0.5 is half a pass); accuracies are fractions 0..1;
+    curves map a series name to [[epoch or step, value], ...]. Every field but `name` may be
+    missing or None: None means the grader could not tell, never "zero" or "absent"."""
 
     name: str
+    """`run 3`: numbered in the order runs first stepped, from 1."""
+    label: str | None = None
+    """One line for people: `MLP 784-100-100-10 · SGD lr 0.002 · 5 epochs`."""
     cells: list[int] = []
+    """Execution counts (In[n]) of the cells the run stepped or was evaluated in."""
+    status: RunState | None = None
+    """trained; crashed (an error in one of its cells, see `error`); not-trained (built, never
+    stepped, or stepped without changing a weight); superseded (the same configuration run again
+    later, e.g. a re-run cell: the later run counts); not-run (saved mode: read from outputs)."""
+    optimizer_ref: int | None = None
+    model_refs: list[int] = []
+    structure: dict[str, Any] = {}
+    """kind (`linear`, `mlp`, `cnn`, `other`), linear_layers, hidden_widths [int, ...] (in
+    forward order), conv_layers, conv_channels [int, ...], activations {name: count}, params
+    (trainable parameter count), source (`host`: read from the captured model; `probe`)."""
     optimizer: str | None = None
     lr: float | None = None
+    lr_changes: list[list[Any]] = []
+    schedulers: list[str] = []
+    momentum: float | None = None
+    weight_decay: float | None = None
+    epochs: float | None = None
+    full_epochs: int | None = None
+    batches: int | None = None
+    samples: int | None = None
+    batch_size: int | None = None
+    train_dataset: str | None = None
+    loss: str | None = None
+    """Loss function class seen in training (`CrossEntropyLoss`, `nll_loss`); a hint."""
     metrics: dict[str, float | None] = {}
+    """Final metrics the run printed, attributed to it (test_accuracy, test_loss, ...)."""
     curves: dict[str, list[list[float]]] = {}
+    verified: dict[str, Any] = {}
+    """The host's own evaluation of this run's captured model: test_accuracy, n,
+    hidden_accuracy, hidden_n, digest (sha256 of its parameters), reason (why not measured)."""
+    printed_check: dict[str, Any] = {}
+    """printed, verified, delta, typed (bool: the printed number is a literal in the source or
+    far from what the model measures), why (one line)."""
+    error: dict[str, Any] = {}
+    """cell, ename, evalue of the error that stopped a crashed run."""
+    notes: list[str] = []
+    """What a TA should know: `continued training of run 2`, `one optimizer for two models`."""
 
 
 _Records = list[dict[str, Any]]

@@ -93,6 +93,36 @@ class LrStudy(Params):
     require_plot: Flag = Field(True, description="the runs must be compared in a chart")
 
 
+Factor = Literal["optimizer", "lr", "depth", "width", "conv_layers", "epochs", "model_kind", "loss",
+                 "batch_size", "lr_or_schedule", "any"]
+"""What two runs of a comparison differ in (grader.checks.runcompare): `depth` counts hidden
+layers of an MLP, `width` its hidden units, `conv_layers` Conv2d layers, `model_kind` linear
+vs MLP vs CNN, `epochs` full passes over the training set, `lr` the first step's learning
+rate, `lr_or_schedule` either the rate or a schedule (LAB 1-3), `any` one of optimizer/loss/lr."""
+
+
+class RunComparison(Params):
+    factor: Factor = Field(description="what the two runs must differ in")
+    values: tuple[Union[Name, Number, Whole], ...] | None = Field(
+        None, description="the handout's values of the factor (e.g. [2, 4], [0.002, 0.02], [RMSprop, SGD]); "
+                          "default: any two different values")
+    off_values_credit: Fraction = Field(0.75, description="share of the points when the pair differs in the "
+                                                          "factor but not at the handout's values")
+    agree_on: tuple[Factor, ...] | None = Field(
+        None, description="factors the two runs must share; default: every comparable factor the named one "
+                          "does not change by itself")
+    extra_factor_credit: Fraction = Field(0.5, description="share of the points when the pair also differs in "
+                                                           "a factor it should share (named in the message)")
+    shown: Literal["any", "plot", "numbers", "none"] = Field(
+        "any", description="how the comparison must be shown: a chart with both, both numbers printed, either")
+    not_shown_credit: Fraction = Field(0.75, description="share of the points when the comparison is not shown")
+    not_evaluated_credit: Fraction = Field(0.5, description="share of the points when a run of the pair was "
+                                                            "trained but never evaluated on the test split")
+    min_settings: Annotated[Whole, Field(ge=2)] = Field(2, description="distinct values of the factor trained")
+    require_scheduler: Flag = Field(False, description="a learning-rate schedule must have stepped "
+                                                       "(lr_or_schedule)")
+
+
 class ModelArchitecture(Params):
     num_outputs: Annotated[Whole, Field(ge=1)] | None = Field(
         None, description="outputs of the last layer; default: the dataset's class count")

@@ -11,12 +11,22 @@ Its one result, a JSON line on the original stdout (whatever the model prints go
      "predictions": [int, ...],      # argmax class index per input image, in input order
      "parameters": {name: {"numel": int, "min": float, "max": float, "mean": float,
                            "std": float, "quantiles": [257 floats]}},
-     "runs": [{"predictions": [int, ...]} | {"error": "..."}, ...]}   # only when the job has runs
+     "facts": {"digest": str, "shapes": {...}, "ops": {...}, "ops_complete": bool} | {"error": "..."},
+     "runs": [{"predictions": [int, ...], "facts": {...}} | {"error": "..."}, ...]}   # only when the job has runs
 
 `parameters` describes the loaded module's `named_parameters()` (at most 256, in order):
 `std` is the population std (correction 0), `quantiles` are the 0, 1/256, ..., 1 quantiles
 (linear interpolation, as `torch.quantile`); every float is finite. A parameter holding a
-non-finite value is `{"numel": int, "finite": false}` instead. On failure: `{"ok": false,
+non-finite value is `{"numel": int, "finite": false}` instead.
+
+`facts` (`_eval_facts`) are the structure of the loaded model, measured here, not claimed by the
+notebook: `digest` is the sha256 hex of its `state_dict()` in order (per entry its name, its shape
+and its values as contiguous float32 bytes), so two captures of one set of weights have one
+digest; `shapes` maps each named parameter (at most 256, in order) to its dims; `ops` counts the
+operators of its graph by short name (`linear`, `conv2d`, `relu`, `max_pool2d`, ...), the path a
+traced model ran or every path of a scripted one, at most MAX_GRAPH_NODES nodes walked and
+MAX_OP_NAMES names kept (`ops_complete` false when a cap was reached). What cannot be measured is
+`{"error": "..."}`: the predictions never depend on it. On failure: `{"ok": false,
 "error": "..."}`. No accuracy is computed here: the host, which alone holds the labels, does.
 """
 
@@ -29,6 +39,10 @@ MAX_PARAMETERS = 256
 """Most parameters described in `parameters`."""
 QUANTILES = 257
 """Quantiles per parameter: 0, 1/256, ..., 1."""
+MAX_GRAPH_NODES = 20000
+"""Graph nodes walked at most when counting a model's operators (`_eval_ops`)."""
+MAX_OP_NAMES = 64
+"""Distinct operator names kept at most in `ops`, the first met."""
 
 
 def _eval_build_transform(steps: list) -> Any:
@@ -111,10 +125,96 @@ def _eval_parameters(model: Any) -> dict:
     return out
 
 
+def _eval_op_name(kind: str) -> str:
+    """Short operator name: `aten::relu_` and `aten.relu.default` -> `relu`; another namespace
+    is kept (`quantized.linear`); "" for the graph's bookkeeping (prim::Constant, ...)."""
+    ns, _, rest = kind.replace("::", ".").partition(".")
+    if not rest or ns == "prim":
+        return ""
+    op = rest.split(".")[0]
+    if op.endswith("_") and not op.startswith("_"):
+        op = op[:-1]  # in place: relu_, add_
+    return op if ns == "aten" else ns + "." + op
+
+
+def _eval_ops(model: Any, fmt: str, max_nodes: int = 20000, max_names: int = 64) -> tuple:
+    """({short operator name: count}, complete) of the model's graph: the inlined TorchScript
+    graph after folding its constant branches (F.relu's `inplace` test), nested blocks included
+    (a loop's body counted once), or a torch.export program's call_function nodes. At most
+    `max_nodes` nodes are walked (MAX_GRAPH_NODES) and `max_names` names kept, the first met
+    (MAX_OP_NAMES); `complete` is False when either cap was reached."""
+    import torch
+
+    counts: dict = {}
+    walked = 0
+    complete = True
+
+    def count(name: str) -> None:
+        nonlocal complete
+        if not name:
+            return
+        if name in counts or len(counts) < max_names:
+            counts[name] = counts.get(name, 0) + 1
+        else:
+            complete = False
+
+    if fmt == "export":
+        for node in model.graph.nodes:
+            walked += 1
+            if walked > max_nodes:
+                return counts, False
+            if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+                count(_eval_op_name(str(node.target)))
+        return counts, complete
+    graph = model.inlined_graph  # a copy: folding it leaves the model alone
+    try:
+        torch._C._jit_pass_constant_propagation_immutable_types(graph)
+    except Exception:  # noqa: BLE001 - an older torch: both branches are counted
+        pass
+    stack = [graph.block()]
+    while stack:
+        for node in stack.pop().nodes():
+            walked += 1
+            if walked > max_nodes:
+                return counts, False
+            kind = node.kind()
+            if kind == "aten::_convolution":  # what tracing records for nn.Conv2d: name it by its stride
+                try:
+                    stride = node.inputsAt(3).node()
+                    dims = len(list(stride.inputs())) if stride.kind() == "prim::ListConstruct" else 0
+                    transposed = node.inputsAt(6).toIValue() is True
+                    kind = "aten::conv" + ("_transpose" if transposed else "") + (f"{dims}d" if dims else "")
+                except Exception:  # noqa: BLE001 - an unexpected form: the plain name
+                    kind = "aten::conv"
+            count(_eval_op_name(kind))
+            stack.extend(node.blocks())
+    return counts, complete
+
+
+def _eval_facts(model: Any, fmt: str) -> dict:
+    """The contract's `facts` of one loaded model: digest, shapes, ops (see the module docstring)."""
+    import hashlib
+
+    import torch
+
+    try:
+        digest = hashlib.sha256()
+        for name, t in model.state_dict().items():
+            t = t.detach().to("cpu", torch.float32).contiguous()
+            digest.update(name.encode("utf-8", "replace") + b"\0" + repr(list(t.shape)).encode() + b"\0")
+            digest.update(t.numpy())  # its buffer, not a copy
+        shapes = {name: [int(d) for d in p.shape] for name, p in list(model.named_parameters())[:256]}
+        ops, complete = _eval_ops(model, fmt)
+        return {"digest": digest.hexdigest(), "shapes": shapes, "ops": ops, "ops_complete": complete}
+    except Exception as exc:  # noqa: BLE001 - reported as data: the predictions stand
+        return {"error": (type(exc).__name__ + ": " + str(exc))[:300]}
+
+
 def _eval_predict(job: dict, folder: str) -> dict:
     """Load the model (the format the host found), predict every input image; the result dict.
     Then the same for each run model of `job["runs"]` (`{"file", "format"}`), on the same
-    images: `runs` holds `{"predictions": [...]}` or `{"error": "..."}` per run, in order."""
+    images: `runs` holds `{"predictions": [...], "facts": {...}}` or `{"error": "..."}` per run,
+    in order. `facts` of the primary model too (`_eval_facts`)."""
     import os
 
     import numpy as np
@@ -168,11 +268,13 @@ def _eval_predict(job: dict, folder: str) -> dict:
         return preds
 
     model = load("model.pt", job["format"])
-    result = {"ok": True, "predictions": predict(model), "parameters": _eval_parameters(model)}
+    result = {"ok": True, "predictions": predict(model), "parameters": _eval_parameters(model),
+              "facts": _eval_facts(model, job["format"])}
     runs = []
     for run in job.get("runs") or []:
         try:
-            runs.append({"predictions": predict(load(run["file"], run["format"]))})
+            loaded = load(run["file"], run["format"])
+            runs.append({"predictions": predict(loaded), "facts": _eval_facts(loaded, run["format"])})
         except Exception as exc:  # noqa: BLE001 - reported per run
             runs.append({"error": (type(exc).__name__ + ": " + str(exc))[:300]})
     if runs:
@@ -206,6 +308,6 @@ def _eval_main(job_path: str) -> None:
 
 def evaluator_source() -> str:
     """The evaluator script: the functions above and a main."""
-    parts = [inspect.getsource(f) for f in (_eval_build_transform, _eval_image, _eval_parameters,
-                                            _eval_predict, _eval_main)]
+    parts = [inspect.getsource(f) for f in (_eval_build_transform, _eval_image, _eval_parameters, _eval_op_name,
+                                            _eval_ops, _eval_facts, _eval_predict, _eval_main)]
     return "from typing import Any\n\n" + "\n\n".join(parts) + "\n\nimport sys\n_eval_main(sys.argv[1])\n"

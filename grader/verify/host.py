@@ -30,7 +30,7 @@ from grader.verify.archive import model_format
 from grader.verify.data import Split, read_split, write_inputs
 from grader.verify.evaluator import MAX_PARAMETERS, QUANTILES, evaluator_source
 from grader.verify.plan import plan
-from grader.verify.runs import check_runs, run_files, runs_block
+from grader.verify.runs import check_runs, run_facts, run_files, runs_block
 from grader.verify.spec import (
     CAPTURES,
     NotVerified,
@@ -105,7 +105,7 @@ def verify_run(*, run_dir: Path, probe_dir: Path, spec: SandboxSpec, limits: San
         visible = read_split(job["kind"], Path(job["root"]))
         held, hidden_reason = _hidden_split(job["kind"], (hidden or {}).get(job["kind"]), visible)
         splits = [visible] + ([held] if held is not None else [])
-        preds, parameters, _ = _evaluate(job, model, fmt, splits, spec=spec, limits=limits, timeout_s=timeout_s)
+        preds, parameters, _, _ = _evaluate(job, model, fmt, splits, spec=spec, limits=limits, timeout_s=timeout_s)
         block = _block(job_spec, job, visible, preds[0], seconds=time.monotonic() - started)
         block.update(hidden_block(visible, preds[0], held, preds[1] if held is not None else None,
                                   job["mapping"], reason=hidden_reason))
@@ -113,8 +113,9 @@ def verify_run(*, run_dir: Path, probe_dir: Path, spec: SandboxSpec, limits: San
         if primary:
             runs = run_files(probe_dir / "verify", job_spec["runs"])
             left = timeout_s - (time.monotonic() - started)
-            block["runs"] = runs_block(runs, _evaluate_runs(job, [r for r in runs if "path" in r], splits, spec=spec,
-                                                            limits=limits, timeout_s=left), job, visible, held)
+            run_preds, facts = _evaluate_runs(job, [r for r in runs if "path" in r], splits, spec=spec,
+                                              limits=limits, timeout_s=left)
+            block["runs"] = runs_block(runs, run_preds, job, visible, held, facts)
         return block
     except NotVerified as exc:
         # the cell says which model the reason is about, once the capture is known
@@ -174,28 +175,33 @@ def _hidden_split(kind: str, folder: str | None, visible: Split) -> tuple[Split 
 
 
 def _evaluate_runs(job: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], splits: Sequence[Split], *,
-                   spec: SandboxSpec, limits: SandboxLimits, timeout_s: float) -> list[list[list[int]] | str]:
-    """Predictions per split of each run model (grader.verify.runs), or why there are none: a
+                   spec: SandboxSpec, limits: SandboxLimits, timeout_s: float
+                   ) -> tuple[list[list[list[int]] | str], list[dict[str, Any] | str]]:
+    """Predictions per split of each run model (grader.verify.runs), or why there are none, and
+    each one's measured structure (grader.verify.runs.check_facts) or why there is none: a
     second evaluator run after the primary one, in the time left, so that the run models can
     never cost the primary verification."""
     if not runs:
-        return []
+        return [], []
     if timeout_s < 1.0:
-        return ["no time was left to evaluate it after the primary model"] * len(runs)
+        why = "no time was left to evaluate it after the primary model"
+        return [why] * len(runs), [why] * len(runs)
     try:
-        first, _, rest = _evaluate(job, runs[0]["path"], runs[0]["format"], splits, spec=spec, limits=limits,
-                                   timeout_s=timeout_s, runs=runs[1:])
+        first, _, rest, facts = _evaluate(job, runs[0]["path"], runs[0]["format"], splits, spec=spec,
+                                          limits=limits, timeout_s=timeout_s, runs=runs[1:])
     except NotVerified as exc:
-        return [f"the run models were not evaluated ({str(exc).rstrip('.')})"] * len(runs)
-    return [first, *rest]
+        why = f"the run models were not evaluated ({str(exc).rstrip('.')})"
+        return [why] * len(runs), [why] * len(runs)
+    return [first, *rest], facts
 
 
 def _evaluate(job: Mapping[str, Any], model: Path, fmt: str, splits: Sequence[Split], *, spec: SandboxSpec,
               limits: SandboxLimits, timeout_s: float, runs: Sequence[Mapping[str, Any]] = ()
-              ) -> tuple[list[list[int]], dict[str, Any], list[list[list[int]] | str]]:
-    """Predictions per split (in each split's order), the parameters' statistics, and per run
+              ) -> tuple[list[list[int]], dict[str, Any], list[list[list[int]] | str], list[dict[str, Any] | str]]:
+    """Predictions per split (in each split's order), the parameters' statistics, per run
     model of `runs` (`{"path", "format"}`, grader.verify.runs) its predictions per split or
-    the evaluator's error text."""
+    the evaluator's error text, and the measured structure of `model` then of each run model
+    (grader.verify.runs.run_facts)."""
     work = Path(tempfile.mkdtemp(prefix="dllab-verify-"))
     try:
         kdir = work / "k"
@@ -245,7 +251,8 @@ def _evaluate(job: Mapping[str, Any], model: Path, fmt: str, splits: Sequence[Sp
             per_split[s][i] = flat[pos]
         return per_split
     return by_split(preds), result["parameters"], [
-        by_split(r) if isinstance(r, list) else r for r in check_runs(result, len(runs), len(inputs.order))]
+        by_split(r) if isinstance(r, list) else r for r in check_runs(result, len(runs), len(inputs.order))
+    ], run_facts(result, len(runs))
 
 
 def _result_line(stdout: bytes, stderr: bytes, code: int | str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from grader.execute import SandboxLimits, SandboxSpec
+from grader.hidden_split import resolve_hidden
 from grader.verify import verify_run
 from grader.verify.data import Split
 from grader.verify.evaluator import MAX_GRAPH_NODES, MAX_OP_NAMES, _eval_facts, _eval_op_name, _eval_ops, evaluator_source
@@ -203,15 +204,19 @@ def test_mnist_run_models_are_evaluated_and_measured_by_the_host(tmp_path: Path,
             "sample": {"keys": [], "preds": []}, "runs": runs + [{"optimizer": 20, "error": "not captured"}]}
     (verify / "spec.json").write_text(json.dumps(spec))
     mounts = {"/tmp/dataset-nctu/MNIST": str(tiny_datasets / "MNIST")}
+    hidden = resolve_hidden({"mnist": mounts["/tmp/dataset-nctu/MNIST"]}, {})
     block = verify_run(run_dir=tmp_path, probe_dir=tmp_path / "probe", spec=SandboxSpec(mounts=mounts, sandbox="none"),
-                       limits=SandboxLimits(), dataset_hint="mnist")
+                       limits=SandboxLimits(), dataset_hint="mnist", hidden=hidden)
     assert "reason" not in block, block
     assert (block["dataset"], block["split"]) == ("mnist", "test") and len(block["per_class_accuracy"]) <= 10
+    assert block["hidden_n"] > 0, block
     got = block["runs"]
     assert [r["optimizer"] for r in got] == [10, 11, 12, 20] and got[3] == {"optimizer": 20, "reason": "not captured"}
     first, traced, changed = got[:3]
-    assert all(r["classes"] == 10 and r["n"] == block["test_images"] for r in got[:3]), got
+    assert all(r["classes"] == 10 and r["n"] == block["test_images"] and r["hidden_n"] == block["hidden_n"]
+               for r in got[:3]), got
     assert first["test_accuracy"] == traced["test_accuracy"] == block["test_accuracy"]
+    assert first["hidden_accuracy"] == block["hidden_accuracy"]
     assert first["digest"] == traced["digest"] != changed["digest"]
     assert first["agreement"]["11"] == 1.0
     assert first["shapes"]["fc1.weight"] == [32, 784] and changed["shapes"] == first["shapes"]

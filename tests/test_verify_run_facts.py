@@ -13,16 +13,25 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from grader.execute import SandboxLimits, SandboxSpec
 from grader.hidden_split import resolve_hidden
 from grader.verify import verify_run
-from grader.verify.data import Split
-from grader.verify.evaluator import MAX_GRAPH_NODES, MAX_OP_NAMES, _eval_facts, _eval_op_name, _eval_ops, evaluator_source
+from grader.verify.data import Split, write_inputs
+from grader.verify.evaluator import (
+    MAX_GRAPH_NODES,
+    MAX_OP_NAMES,
+    _eval_facts,
+    _eval_op_name,
+    _eval_ops,
+    _eval_predict,
+    evaluator_source,
+)
 from grader.verify.runs import check_facts, run_facts, runs_block
 
 
@@ -140,6 +149,21 @@ def test_the_graph_walk_is_bounded(tmp_path: Path, how: str) -> None:
 
     defaults = inspect.signature(_eval_ops).parameters
     assert (defaults["max_nodes"].default, defaults["max_names"].default) == (MAX_GRAPH_NODES, MAX_OP_NAMES)
+
+
+def test_the_evaluator_measures_only_when_asked(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    for name in ("model.pt", "run0.pt"):
+        _save(Linear(), "script", tmp_path / name)
+    pixels = np.zeros((3, 28, 28), dtype=np.uint8)
+    inputs = write_inputs(tmp_path, [Split("mnist", (0, 1, 2), (0, 1, 2), pixels=pixels)])
+    job = {"format": "torchscript", "steps": [{"op": "ToTensor", "family": "v1"}], "flatten_input": False,
+           "storage": inputs.storage, "mode": inputs.mode, "count": 3}
+    assert "facts" not in _eval_predict(job, str(tmp_path))  # the primary verification: predictions only
+    result = _eval_predict(dict(job, facts=True, runs=[{"file": "run0.pt", "format": "torchscript"}]), str(tmp_path))
+    primary, run = run_facts(result, 1)
+    assert isinstance(primary, dict) and isinstance(run, dict) and primary["digest"] != run["digest"]
+    assert run["shapes"] == {"fc.weight": [10, 784], "fc.bias": [10]}
 
 
 def test_op_names_are_short() -> None:

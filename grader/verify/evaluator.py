@@ -12,6 +12,7 @@ Its one result, a JSON line on the original stdout (whatever the model prints go
      "parameters": {name: {"numel": int, "min": float, "max": float, "mean": float,
                            "std": float, "quantiles": [257 floats]}},
      "facts": {"digest": str, "shapes": {...}, "ops": {...}, "ops_complete": bool} | {"error": "..."},
+                                     # only when the job asks for them ("facts": true)
      "runs": [{"predictions": [int, ...], "facts": {...}} | {"error": "..."}, ...]}   # only when the job has runs
 
 `parameters` describes the loaded module's `named_parameters()` (at most 256, in order):
@@ -143,6 +144,8 @@ def _eval_ops(model: Any, fmt: str, max_nodes: int = 20000, max_names: int = 64)
     (a loop's body counted once), or a torch.export program's call_function nodes. At most
     `max_nodes` nodes are walked (MAX_GRAPH_NODES) and `max_names` names kept, the first met
     (MAX_OP_NAMES); `complete` is False when either cap was reached."""
+    import contextlib
+
     import torch
 
     counts: dict = {}
@@ -167,10 +170,8 @@ def _eval_ops(model: Any, fmt: str, max_nodes: int = 20000, max_names: int = 64)
                 count(_eval_op_name(str(node.target)))
         return counts, complete
     graph = model.inlined_graph  # a copy: folding it leaves the model alone
-    try:
+    with contextlib.suppress(Exception):  # an older torch: both branches of F.relu are counted
         torch._C._jit_pass_constant_propagation_immutable_types(graph)
-    except Exception:  # noqa: BLE001 - an older torch: both branches are counted
-        pass
     stack = [graph.block()]
     while stack:
         for node in stack.pop().nodes():
@@ -214,7 +215,7 @@ def _eval_predict(job: dict, folder: str) -> dict:
     """Load the model (the format the host found), predict every input image; the result dict.
     Then the same for each run model of `job["runs"]` (`{"file", "format"}`), on the same
     images: `runs` holds `{"predictions": [...], "facts": {...}}` or `{"error": "..."}` per run,
-    in order. `facts` of the primary model too (`_eval_facts`)."""
+    in order; `facts` of the model of "model.pt" too (`_eval_facts`) when `job["facts"]`."""
     import os
 
     import numpy as np
@@ -268,8 +269,9 @@ def _eval_predict(job: dict, folder: str) -> dict:
         return preds
 
     model = load("model.pt", job["format"])
-    result = {"ok": True, "predictions": predict(model), "parameters": _eval_parameters(model),
-              "facts": _eval_facts(model, job["format"])}
+    result = {"ok": True, "predictions": predict(model), "parameters": _eval_parameters(model)}
+    if job.get("facts"):
+        result["facts"] = _eval_facts(model, job["format"])
     runs = []
     for run in job.get("runs") or []:
         try:

@@ -188,7 +188,7 @@ def _evaluate_runs(job: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], sp
         return [why] * len(runs), [why] * len(runs)
     try:
         first, _, rest, facts = _evaluate(job, runs[0]["path"], runs[0]["format"], splits, spec=spec,
-                                          limits=limits, timeout_s=timeout_s, runs=runs[1:])
+                                          limits=limits, timeout_s=timeout_s, runs=runs[1:], facts=True)
     except NotVerified as exc:
         why = f"the run models were not evaluated ({str(exc).rstrip('.')})"
         return [why] * len(runs), [why] * len(runs)
@@ -196,12 +196,12 @@ def _evaluate_runs(job: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], sp
 
 
 def _evaluate(job: Mapping[str, Any], model: Path, fmt: str, splits: Sequence[Split], *, spec: SandboxSpec,
-              limits: SandboxLimits, timeout_s: float, runs: Sequence[Mapping[str, Any]] = ()
+              limits: SandboxLimits, timeout_s: float, runs: Sequence[Mapping[str, Any]] = (), facts: bool = False
               ) -> tuple[list[list[int]], dict[str, Any], list[list[list[int]] | str], list[dict[str, Any] | str]]:
     """Predictions per split (in each split's order), the parameters' statistics, per run
     model of `runs` (`{"path", "format"}`, grader.verify.runs) its predictions per split or
-    the evaluator's error text, and the measured structure of `model` then of each run model
-    (grader.verify.runs.run_facts)."""
+    the evaluator's error text, and, when `facts` (else []), the measured structure of `model`
+    then of each run model (grader.verify.runs.run_facts)."""
     work = Path(tempfile.mkdtemp(prefix="dllab-verify-"))
     try:
         kdir = work / "k"
@@ -216,7 +216,7 @@ def _evaluate(job: Mapping[str, Any], model: Path, fmt: str, splits: Sequence[Sp
         inputs = write_inputs(kdir, list(splits))
         # No labels, no keys, no dataset paths: only how to read the images and the model.
         evaluator_job = {"format": fmt, "steps": job["steps"], "flatten_input": job["flatten_input"],
-                         "storage": inputs.storage, "mode": inputs.mode, "count": len(inputs.order),
+                         "storage": inputs.storage, "mode": inputs.mode, "count": len(inputs.order), "facts": facts,
                          "runs": [{"file": f"run{k}.pt", "format": r["format"]} for k, r in enumerate(runs)]}
         (kdir / "job.json").write_text(json.dumps(evaluator_job), encoding="utf-8")
         (kdir / "evaluate.py").write_text(evaluator_source(), encoding="utf-8")
@@ -252,7 +252,7 @@ def _evaluate(job: Mapping[str, Any], model: Path, fmt: str, splits: Sequence[Sp
         return per_split
     return by_split(preds), result["parameters"], [
         by_split(r) if isinstance(r, list) else r for r in check_runs(result, len(runs), len(inputs.order))
-    ], run_facts(result, len(runs))
+    ], run_facts(result, len(runs)) if facts else []
 
 
 def _result_line(stdout: bytes, stderr: bytes, code: int | str) -> dict[str, Any]:

@@ -132,6 +132,15 @@ def test_one_set_of_weights_has_one_digest_and_one_changed_weight_another(tmp_pa
     assert _facts(twin, "script", tmp_path)["digest"] != digests["script"]
     torch.manual_seed(0)
     assert _facts(MLP(), "trace", tmp_path)["digest"] == digests["trace"]  # the same seed, the same init
+    # the parameters, not the buffers: a copy whose BatchNorm statistics moved in forward passes
+    # at lr 0 is the same model; one parameter changed is another
+    bn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2 * 26 * 26, 10))
+    before = _facts(bn, "script", tmp_path)["digest"]
+    bn.train()(torch.randn(4, 1, 28, 28))
+    assert _facts(bn, "trace", tmp_path)["digest"] == before
+    with torch.no_grad():
+        bn[1].weight[0] = 2.0
+    assert _facts(bn, "export", tmp_path)["digest"] != before
 
 
 @pytest.mark.parametrize("how", ("script", "export"))

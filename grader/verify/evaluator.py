@@ -21,9 +21,11 @@ Its one result, a JSON line on the original stdout (whatever the model prints go
 non-finite value is `{"numel": int, "finite": false}` instead.
 
 `facts` (`_eval_facts`) are the structure of the loaded model, measured here, not claimed by the
-notebook: `digest` is the sha256 hex of its `state_dict()` in order (per entry its name, its shape
-and its values as contiguous float32 bytes), so two captures of one set of weights have one
-digest; `shapes` maps each named parameter (at most 256, in order) to its dims; `ops` counts the
+notebook: `digest` is the sha256 hex of its parameters, all of `named_parameters()` in order
+(the state_dict's; per parameter its name, its shape and its values as contiguous float32
+bytes), so two captures of one set of weights have one digest, however each was captured;
+buffers (BatchNorm's running statistics) are not in it, so a copy that only ran forward passes
+in training mode is still the same model; `shapes` maps each named parameter (at most 256, in order) to its dims; `ops` counts the
 operators of its graph by short name (`linear`, `conv2d`, `relu`, `max_pool2d`, ...), the path a
 traced model ran or every path of a scripted one, at most MAX_GRAPH_NODES nodes walked and
 MAX_OP_NAMES names kept (`ops_complete` false when a cap was reached). What cannot be measured is
@@ -200,7 +202,7 @@ def _eval_facts(model: Any, fmt: str) -> dict:
 
     try:
         digest = hashlib.sha256()
-        for name, t in model.state_dict().items():
+        for name, t in model.named_parameters():
             t = t.detach().to("cpu", torch.float32).contiguous()
             digest.update(name.encode("utf-8", "replace") + b"\0" + repr(list(t.shape)).encode() + b"\0")
             digest.update(t.numpy())  # its buffer, not a copy

@@ -1,0 +1,435 @@
+"""One record per training run of a notebook (`evidence["runs"]`, grader.evidence_model.Run),
+built on the host from what the probe recorded and what the host measured.
+
+A run is an optimizer the notebook built (`optimizers[]`, one per optimizer object, so a
+reused variable name or a loop over settings gives one run each), plus a model that trained
+with no optimizer and crashed. Per run: the structure of its model (grader.runstructure), its
+optimizer and learning rate, epochs (samples trained / training-set length) and batches, batch
+size (its loader's), loss function, the curves and final metrics it printed (grader.runtext),
+the host's evaluation of its captured model (`verified_runs`, joined by optimizer ref), a check
+of the printed accuracy against it, and its status. Every value is a hint the student's process
+reported except `verified` and a structure whose `source` is `host`; None means unknown.
+
+Saved mode (nothing ran): one run per cell that printed a curve or a test accuracy (several
+when its printed epoch counter restarts), from the printed lines only, status `not-run`.
+
+`build_runs` is pure on the evidence dict; `notebook` (the executed notebook, or the saved one)
+gives the cells' stdout to cut at the probe's offsets and the code a typed number is looked for
+in. Without it the printed lines kept in `metrics.mentions` stand for the outputs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from grader import runstructure, runtext
+
+__all__ = ["build_runs", "runs_for"]
+
+MAX_RUNS = 64
+"""Runs kept per notebook (the first that stepped)."""
+_VERIFIED_KEYS = ("test_accuracy", "n", "hidden_accuracy", "hidden_n", "digest", "reason")
+
+
+def _int(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _num(v: object) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _recs(ev: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    return [r for r in ev.get(key) or [] if isinstance(r, Mapping)]
+
+
+def _source(cell: Mapping[str, Any]) -> str:
+    src = cell.get("source", "")
+    return "".join(s for s in src if isinstance(s, str)) if isinstance(src, list) else str(src or "")
+
+
+class _Cells:
+    """The notebook's cells by In[n]: index, stdout, code; and the In[n] <-> index map."""
+
+    def __init__(self, ev: Mapping[str, Any], nb: Mapping[str, Any] | None) -> None:
+        from grader.corroborate import cell_stdout
+
+        self.index: dict[int, int] = {}
+        for key in ("models", "optimizers", "training", "evaluations", "errors", "schedulers", "lr_settings",
+                    "data_use"):
+            for r in _recs(ev, key):
+                if _int(r.get("cell")) is not None and _int(r.get("index")) is not None:
+                    self.index[r["cell"]] = r["index"]
+        self.sources: list[str] = []
+        self.stdout: dict[int, str] = {}
+        cells = nb.get("cells") if isinstance(nb, Mapping) else None
+        if isinstance(cells, list):
+            self.sources = [_source(c) if isinstance(c, Mapping) and c.get("cell_type") == "code" else ""
+                            for c in cells]
+            for i, c in enumerate(cells):
+                n = _int(c.get("execution_count")) if isinstance(c, Mapping) else None
+                if n is not None:
+                    self.index.setdefault(n, i)
+            if ev.get("mode") == "execute":  # saved: outputs identical to the handout's were dropped
+                self.stdout = cell_stdout(nb)
+        self.count = {i: n for n, i in self.index.items()}
+
+    def earlier_code(self, count: int | None) -> list[str]:
+        """The code of the cell In[count] and of the cells above it."""
+        i = self.index.get(count) if count is not None else None
+        return self.sources[:i + 1] if i is not None else []
+
+    def mention_text(self, ev: Mapping[str, Any]) -> dict[int, str]:
+        """In[n] -> the printed metric lines the evidence kept of that cell (`metrics.mentions`)."""
+        out: dict[int, list[str]] = {}
+        for m in (ev.get("metrics") or {}).get("mentions") or []:
+            if not isinstance(m, Mapping) or _int(m.get("cell")) is None or not isinstance(m.get("raw"), str):
+                continue
+            # saved mode: a cell whose In[n] the notebook did not keep goes by its index
+            count = self.count.get(m["cell"], m["cell"] if ev.get("mode") == "saved" else None)
+            if count is None:
+                continue
+            lines = out.setdefault(count, [])
+            if not lines or lines[-1] != m["raw"]:
+                lines.append(m["raw"])
+        return {c: "\n".join(lines) + "\n" for c, lines in out.items()}
+
+
+def _same_weights(a: object, b: object) -> bool:
+    """Two [sum, L2 norm] checksums (the probe's) that are one set of weights."""
+    return (isinstance(a, list) and isinstance(b, list) and len(a) == len(b) == 2
+            and all(_num(x) is not None for x in a + b)
+            and all(abs(x - y) <= 1e-9 * max(1.0, abs(x)) for x, y in zip(a, b)))
+
+
+def _span(rec: Mapping[str, Any]) -> tuple[int, int] | None:
+    at = rec.get("out_at")
+    if isinstance(at, list) and len(at) == 2 and all(_int(x) is not None for x in at):
+        return at[0], at[1]
+    return None
+
+
+def _sessions(ev: Mapping[str, Any], o: Mapping[str, Any], refs: set[int]) -> list[Mapping[str, Any]]:
+    """The training passes of optimizer `o`: of its models, in the cells it stepped in, inside
+    its first..last step when both carry offsets."""
+    stepped = {c for c in o.get("cells_stepped") or [] if _int(c) is not None}
+    span = _span(o)
+    out = []
+    for t in _recs(ev, "training"):
+        if t.get("model_ref") not in refs or (stepped and t.get("cell") not in stepped):
+            continue
+        ts = _span(t)
+        if span and ts and len(stepped) == 1 and (ts[1] < span[0] or ts[0] > span[1]):
+            continue
+        out.append(t)
+    return out
+
+
+def _batch_size(ev: Mapping[str, Any], sessions: Sequence[Mapping[str, Any]]) -> int | None:
+    sizes = set()
+    for t in sessions:
+        names = set(t.get("loader") or [])
+        loaders = [d for d in _recs(ev, "dataloaders") if names & set(d.get("loader") or d.get("names") or [])
+                   and (not t.get("dataset") or d.get("dataset") in (None, t.get("dataset")))]
+        sizes |= {d.get("batch_size") for d in loaders if _int(d.get("batch_size"))}
+    if len(sizes) == 1:
+        return sizes.pop()
+    samples = sum(_int(t.get("samples")) or 0 for t in sessions)
+    batches = sum(_int(t.get("batches")) or 0 for t in sessions)
+    return samples // batches if not sizes and batches and samples % batches == 0 else None
+
+
+def _training_facts(ev: Mapping[str, Any], sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """epochs, full_epochs, samples, train_dataset, batch_size, loss and the recorded loss curve."""
+    samples = [_int(t.get("samples")) for t in sessions]
+    lengths = [_int(t.get("dataset_length")) for t in sessions]
+    total = sum(s or 0 for s in samples) if sessions and None not in samples else None
+    known = sessions and all(n for n in lengths)
+    epochs = round(sum((s or 0) / n for s, n in zip(samples, lengths) if n), 2) if known and total is not None else None
+    full = sum(1 for s, n in zip(samples, lengths) if n and s is not None and s >= n) if known else None
+    data = Counter(str(t["dataset"]) for t in sessions if t.get("dataset"))
+    losses = Counter(str(t["loss"]) for t in sessions if t.get("loss"))
+    curve, x = [], 0.0
+    for t, s, n in zip(sessions, samples, lengths):
+        x = x + s / n if s is not None and n else x + 1
+        ls, ln = _num(t.get("loss_sum")), _int(t.get("loss_n"))
+        if ls is not None and ln:
+            curve.append([round(x, 3), ls / ln])
+    return {"epochs": epochs, "full_epochs": full, "samples": total,
+            "train_dataset": data.most_common(1)[0][0] if data else None,
+            "batch_size": _batch_size(ev, sessions), "loss": losses.most_common(1)[0][0] if losses else None,
+            "curve": curve}
+
+
+def _verified(ev: Mapping[str, Any], ref: int | None) -> dict[str, Any]:
+    runs = _recs(ev, "verified_runs")
+    entry = next((r for r in runs if ref is not None and r.get("optimizer") == ref), None)
+    if entry is not None:
+        return {k: entry[k] for k in _VERIFIED_KEYS if entry.get(k) is not None}
+    general = next((str(r["reason"]) for r in runs if r.get("optimizer") is None and r.get("reason")), None)
+    return {"reason": general or "its model was not captured for the grader's own evaluation"}
+
+
+def _order_key(o: Mapping[str, Any], pos: int) -> tuple:
+    stepped = [c for c in o.get("cells_stepped") or [] if _int(c) is not None]
+    first = min(stepped) if stepped else (_int(o.get("cell")) or 0)
+    span = _span(o)
+    return (first, span[0] if span else math.inf, pos)
+
+
+def _run_of_optimizer(ev: Mapping[str, Any], o: Mapping[str, Any], models: Mapping[int, Mapping]) -> dict[str, Any]:
+    refs = [r for r in o.get("model_refs") or ([o["model_ref"]] if _int(o.get("model_ref")) else []) if _int(r)]
+    sessions = _sessions(ev, o, set(refs))
+    facts = _training_facts(ev, sessions)
+    ref = _int(o.get("ref"))
+    verified = _verified(ev, ref)
+    entry = next((r for r in _recs(ev, "verified_runs") if ref is not None and r.get("optimizer") == ref), {})
+    model = models.get(refs[0]) if refs else None
+    if isinstance(entry.get("shapes"), Mapping) and entry["shapes"]:
+        structure = runstructure.from_host(entry["shapes"], entry.get("ops"))
+    elif model is not None:
+        structure = runstructure.from_probe(model)
+    else:
+        structure = {}
+    changes = [c for c in o.get("lr_changes") or [] if isinstance(c, list)]
+    lr = _num(o.get("lr_first")) or (_num(changes[0][1]) if changes and len(changes[0]) > 1 else None) or _num(o.get("lr"))
+    scheds = sorted({str(s.get("type")) for s in _recs(ev, "schedulers")
+                     if s.get("optimizer_ref") == ref and ref is not None and (_int(s.get("steps")) or 0) > 0})
+    cells = {c for c in o.get("cells_stepped") or [] if _int(c) is not None} | {
+        t["cell"] for t in sessions if _int(t.get("cell")) is not None}
+    steps = _int(o.get("steps")) or 0
+    run = {"optimizer_ref": ref, "model_refs": refs, "structure": structure,
+           "optimizer": str(o["type"]) if o.get("type") else None, "lr": lr, "lr_changes": changes,
+           "schedulers": scheds, "momentum": _num(o.get("momentum")), "weight_decay": _num(o.get("weight_decay")),
+           "epochs": facts["epochs"], "full_epochs": facts["full_epochs"], "samples": facts["samples"],
+           "batches": steps if steps else (sum(_int(t.get("batches")) or 0 for t in sessions) or None),
+           "batch_size": facts["batch_size"], "train_dataset": facts["train_dataset"], "loss": facts["loss"],
+           "metrics": {}, "curves": {"loss (recorded)": facts["curve"]} if facts["curve"] else {},
+           "verified": verified, "notes": [],
+           "_cells": cells, "_built": _int(o.get("cell")), "_steps": steps, "_o": o,
+           "_model_class": (model or {}).get("class") or o.get("model_class")}
+    if len(refs) > 1:
+        run["notes"].append(f"one optimizer for {len(refs)} models")
+    stepped = sorted(c for c in o.get("cells_stepped") or [] if _int(c) is not None)
+    if len(stepped) > 1:
+        run["notes"].append("stepped in several cells (" + ", ".join(f"In[{c}]" for c in stepped)
+                            + "): its epochs add up")
+    return run
+
+
+def _crashed_models(ev: Mapping[str, Any], owned: set[int], models: Mapping[int, Mapping]) -> list[dict[str, Any]]:
+    """Models no optimizer trained that went through a training pass in a cell that failed."""
+    failed = {e.get("cell") for e in _recs(ev, "errors")}
+    out = []
+    for ref, m in models.items():
+        passes = [t for t in _recs(ev, "training") if t.get("model_ref") == ref and t.get("cell") in failed]
+        if ref in owned or not passes:
+            continue
+        out.append({"optimizer_ref": None, "model_refs": [ref], "structure": runstructure.from_probe(m),
+                    "optimizer": None, "metrics": {}, "curves": {}, "verified": {"reason": "no optimizer stepped"},
+                    "notes": [], "_cells": {t["cell"] for t in passes}, "_built": _int(m.get("cell")), "_steps": 0,
+                    "_o": {}, "_model_class": m.get("class")})
+    return out
+
+
+def _status(ev: Mapping[str, Any], runs: list[dict[str, Any]]) -> None:
+    """status and error of each run: an error in a cell where it trained (or, never stepped, in
+    the cell it was built in or a later one where its model was used) is its crash, unless a
+    later run stepped in that cell after it, or it finished its passes and printed or was
+    evaluated after its last step (then the error came after it: a note)."""
+    errors = {e.get("cell"): e for e in _recs(ev, "errors") if _int(e.get("cell")) is not None}
+    for k, run in enumerate(runs):
+        cells = set(run["_cells"]) | ({run["_built"]} if run["_built"] is not None and not run["_steps"] else set())
+        later_in = {c for r in runs[k + 1:] for c in r["_cells"]}
+        hit = sorted(c for c in cells if c in errors and c not in later_in)
+        o = run["_o"]
+        if hit:
+            e = errors[hit[0]]
+            err = {"cell": hit[0], "ename": e.get("ename"), "evalue": str(e.get("evalue") or "")[:300]}
+            done = run["_steps"] and run.get("full_epochs") and (run["metrics"] or run.get("_evaluated"))
+            if not done:
+                run["status"], run["error"] = "crashed", err
+                continue
+            run["notes"].append(f"an error followed its training in In[{hit[0]}] ({err['ename']}: "
+                                f"{err['evalue'][:120]})")
+        if not run["_steps"] or o.get("weights_changed") is False:
+            run["status"] = "not-trained"
+        else:
+            run["status"] = "trained"
+
+
+def _signature(run: Mapping[str, Any]) -> tuple:
+    s = run.get("structure") or {}
+    acts = s.get("activations")
+    return (s.get("kind"), s.get("linear_layers"), tuple(s.get("hidden_widths") or ()),
+            tuple(s.get("conv_channels") or ()), tuple(sorted(acts.items())) if isinstance(acts, dict) else None,
+            run.get("optimizer"), run.get("lr"), tuple(run.get("schedulers") or ()), run.get("momentum"),
+            run.get("weight_decay"), run.get("epochs"), run.get("batch_size"), run.get("loss"), run.get("train_dataset"))
+
+
+def _relate(runs: list[dict[str, Any]], cells: _Cells) -> None:
+    """Notes and statuses between runs: continued training (its start weights are another run's
+    end), superseded (the same configuration run again later by the same code: the later
+    counts), repeats (the same configuration in another cell, or a loop)."""
+    for run in runs:
+        o = run["_o"]
+        src = next((p for p in runs if p is not run and p["_o"].get("weights_changed") is True
+                    and not _same_weights(p["_o"].get("checksum_start"), p["_o"].get("checksum_now"))
+                    and _same_weights(o.get("checksum_start"), p["_o"].get("checksum_now"))), None)
+        if src is not None:
+            run["notes"].append(f"continued training of {src['name']} (it began from the weights {src['name']} "
+                                f"ended with)")
+
+    def code(run: Mapping[str, Any]) -> tuple:
+        idx = [cells.index.get(c) for c in sorted(run["_cells"])]
+        return tuple(cells.sources[i].strip() if i is not None and i < len(cells.sources) and cells.sources[i].strip()
+                     else ("#", i) for i in idx)
+
+    for k, late in enumerate(runs):
+        if late.get("status") not in ("trained", "not-trained") or not late["_cells"]:
+            continue
+        for early in runs[:k]:
+            if early.get("status") not in ("trained", "not-trained") or _signature(early) != _signature(late):
+                continue
+            if code(early) == code(late) and max(early["_cells"]) < min(late["_cells"]):
+                early["status"] = "superseded"
+                early["notes"].append(f"superseded by {late['name']}: the same configuration run again by the same "
+                                      f"code later")
+            elif not any(n.startswith("same configuration") for n in late["notes"]):
+                late["notes"].append(f"same configuration as {early['name']}")
+
+
+def _attribute_output(ev: Mapping[str, Any], runs: list[dict[str, Any]], cells: _Cells) -> None:
+    """Each run's printed curves and final metrics (grader.runtext), from the cells' stdout cut
+    at the probe's offsets, else read by cell."""
+    texts = cells.stdout or cells.mention_text(ev)
+    exact = bool(cells.stdout)
+    cut = {c.get("cell") for c in _recs(ev, "output_truncated_cells")}
+    evals = _recs(ev, "evaluations")
+    owners: dict[int, list[int]] = {}  # cell -> runs whose lines it may hold
+    marks: dict[int, list[tuple[int, int, str]]] = {}
+    on_test: dict[int, list[int]] = {}  # cell -> the run of each test-split evaluation, in order
+    for k, run in enumerate(runs):
+        span = _span(run["_o"])
+        for c in run["_cells"]:
+            owners.setdefault(c, []).append(k)
+        stepped = run["_o"].get("cells_stepped") or []
+        if span and len(stepped) == 1:
+            marks.setdefault(stepped[0], []).extend([(span[0], k, "first"), (span[1], k, "last")])
+    # evaluations of a run's model after it stepped, before the next run on that model stepped
+    for e in evals:
+        c = e.get("cell")
+        if _int(c) is None:
+            continue
+        mine = [k for k, r in enumerate(runs) if e.get("model_ref") in r["model_refs"]
+                and (min(r["_cells"]) if r["_cells"] else math.inf) <= c]
+        if not mine:
+            continue
+        k = mine[-1]
+        runs[k]["_evaluated"] = True
+        if e.get("split") in ("test", None):
+            on_test.setdefault(c, []).append(k)
+        if k not in owners.setdefault(c, []):
+            owners[c].append(k)
+        if _span(e):
+            marks.setdefault(c, []).append((_span(e)[0], k, "eval"))
+    for c, ks in sorted(owners.items()):
+        text = texts.get(c)
+        if not text:
+            continue
+        ks = sorted(set(ks))
+        parts = runtext.split_cell(text, marks.get(c, [])) if exact and c not in cut and len(ks) > 1 else None
+        shares = ({k: runtext.read_segment(t, c) for k, t in parts.items()} if parts is not None
+                  else runtext.whole_cell(text, ks, c, on_test.get(c, ())))
+        for k, seg in shares.items():
+            run = runs[k]
+            for series, pts in seg["curves"].items():
+                run["curves"].setdefault(f"{series} (printed)", []).extend(pts)
+            for kind, v in seg["metrics"].items():
+                run["metrics"][kind] = v
+                run.setdefault("_lines", {})[kind] = (seg["lines"].get(kind), c)
+
+
+def _saved_runs(ev: Mapping[str, Any], cells: _Cells) -> list[dict[str, Any]]:
+    """Saved mode: one run per cell that printed a curve or a test accuracy, several when its
+    epoch counter restarts; the learning rate its cell printed (else set) when there is one per run."""
+    lrs = {cells.count.get(s.get("index"), s.get("index")): (s.get("printed") or s.get("code") or [])
+           for s in _recs(ev, "lr_settings")}
+    runs: list[dict[str, Any]] = []
+    for c, text in sorted(cells.mention_text(ev).items()):
+        seg = runtext.read_segment(text, c)
+        counts = {len(runtext._restarts(p)) for p in seg["curves"].values()}
+        n = counts.pop() if len(counts) == 1 else 1
+        if not seg["curves"] and "test_accuracy" not in seg["metrics"]:
+            continue
+        keys = list(range(len(runs), len(runs) + n))
+        shares = runtext.whole_cell(text, keys, c)
+        rates = lrs.get(c) or []
+        for i, k in enumerate(keys):
+            lr = _num(rates[i]) if len(rates) == n else (_num(rates[0]) if len(rates) == 1 else None)
+            runs.append({"status": "not-run", "optimizer_ref": None, "model_refs": [], "lr": lr, "structure": {},
+                         "metrics": shares[k]["metrics"],
+                         "curves": {f"{s} (printed)": p for s, p in shares[k]["curves"].items()},
+                         "verified": {"reason": "saved mode: nothing was run"}, "notes": [],
+                         "_cells": {c}, "_lines": {kind: (line, c) for kind, line in shares[k]["lines"].items()}})
+    return runs
+
+
+def _finish(run: dict[str, Any], k: int, cells: _Cells) -> dict[str, Any]:
+    line, cell = (run.get("_lines") or {}).get("test_accuracy", (None, None))
+    check = runtext.printed_check(run["metrics"].get("test_accuracy"), line, run.get("verified") or {},
+                                  cells.earlier_code(cell))
+    out = {k2: v for k2, v in run.items() if not k2.startswith("_")}
+    out["name"] = run.get("name") or f"run {k + 1}"
+    out["cells"] = sorted(run["_cells"])
+    out["printed_check"] = check
+    out["label"] = runstructure.label(run.get("structure") or {}, run.get("optimizer"), run.get("lr"),
+                                      run.get("epochs"), run.get("_model_class"))
+    return out
+
+
+def build_runs(evidence: Mapping[str, Any], *, notebook: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The notebook's training runs as `Run` dumps (grader.evidence_model.Run), numbered in the
+    order they first stepped. `notebook`: the executed notebook (or, saved mode, the stored one)
+    as nbformat's dict, for the cells' stdout and code; optional. Never raises on odd records."""
+    cells = _Cells(evidence, notebook)
+    if evidence.get("mode") == "saved":
+        return [_finish(r, k, cells) for k, r in enumerate(_saved_runs(evidence, cells)[:MAX_RUNS])]
+    models = {m["ref"]: m for m in _recs(evidence, "models") if _int(m.get("ref")) is not None}
+    opts = [(o, i) for i, o in enumerate(_recs(evidence, "optimizers"))]
+    runs = [_run_of_optimizer(evidence, o, models)
+            for o, _ in sorted(opts, key=lambda p: _order_key(p[0], p[1]))][:MAX_RUNS]
+    owned = {r for run in runs for r in run["model_refs"]}
+    runs += _crashed_models(evidence, owned, models)[:max(0, MAX_RUNS - len(runs))]
+    for k, run in enumerate(runs):
+        run["name"] = f"run {k + 1}"
+    _attribute_output(evidence, runs, cells)
+    _status(evidence, runs)
+    _relate(runs, cells)
+    return [_finish(r, k, cells) for k, r in enumerate(runs)]
+
+
+def runs_for(evidence: dict[str, Any], notebook_path: Path | None) -> list[dict[str, Any]]:
+    """`build_runs` with the notebook at `notebook_path` read when it is there (the executed
+    notebook of the run folder); an unreadable one is left out. Should building fail (a bug of
+    ours on odd records), no runs, and a line in `evidence["warnings"]` saying why."""
+    import json
+
+    nb = None
+    if notebook_path is not None and Path(notebook_path).is_file():
+        try:
+            nb = json.loads(Path(notebook_path).read_text(encoding="utf-8", errors="replace"))
+        except (OSError, ValueError, RecursionError):
+            nb = None
+    try:
+        return build_runs(evidence, notebook=nb if isinstance(nb, dict) else None)
+    except Exception as e:  # noqa: BLE001 - run records are for people and checks: never lose the grade
+        warnings = evidence.setdefault("warnings", [])
+        if isinstance(warnings, list):
+            warnings.append(f"run records could not be built: {type(e).__name__}: {str(e)[:200]}")
+        return []

@@ -1,0 +1,179 @@
+"""What each training run printed: its per-epoch curves and final metrics, cut from the cells'
+stdout, and whether a printed accuracy looks typed rather than computed (grader.runrecords).
+
+A cell that trains several runs (a loop over settings) prints all their lines into one output.
+The probe stamps where each run's optimizer first and last stepped (`optimizers[].out_at`) and
+where each evaluation began (`evaluations[].out_at`), in characters the cell had written to
+stdout; the cell's stdout as the host captured it is cut there (`split_cell`): the lines from a
+run's first step up to the next run's first step (or the next evaluation of another run) are
+that run's, those after its last step are where its final metrics stand. When the offsets are
+missing, or do not fit the captured text (an output cut to its cap, carriage returns collapsed),
+the cell is read whole (`whole_cell`): one run in it gets everything, several get their curves
+only when the printed epoch counter restarts once per run, and their final test accuracy only
+when the cell printed exactly one per run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from grader.parsers import parse_curves, parse_text
+
+FINAL_KINDS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "train_accuracy", "train_loss")
+"""The printed totals a run's `metrics` may hold, each its last value printed."""
+MAX_TEXT = 200_000
+"""Characters of one cell's stdout read (a longer output's head is read)."""
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.]*\d)")
+
+
+def read_segment(text: str, cell: int | None) -> dict[str, Any]:
+    """The curves (series -> [[x, value], ...]) and final metrics ({kind: value}) printed in
+    `text`, with the raw line of each final metric (`lines`: {kind: line}) and the cell (In[n])
+    it came from (`cell`)."""
+    curves: dict[str, list[list[float]]] = {}
+    for p in parse_curves(text[:MAX_TEXT]):
+        curves.setdefault(p.series, []).append([p.x, p.value])
+    metrics: dict[str, float] = {}
+    lines: dict[str, str] = {}
+    for m in parse_text(text[:MAX_TEXT]):
+        if m.kind in FINAL_KINDS and math.isfinite(m.value):
+            metrics[m.kind], lines[m.kind] = m.value, m.raw
+    return {"curves": curves, "metrics": metrics, "lines": lines, "cell": cell}
+
+
+def _line_starts(text: str) -> list[int]:
+    return [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+
+
+def split_cell(text: str, marks: Sequence[tuple[int, int, str]]) -> dict[int, str] | None:
+    """The text of each run in one cell's stdout, from `marks` (offset in characters, run
+    number, `first` | `last` | `eval`): a line belongs to the run of the latest mark at or
+    before its start; a run's lines after its `last` mark come after its training. None when an
+    offset lies beyond the text (the offsets do not fit what was captured)."""
+    if not marks or any(not isinstance(o, int) or o < 0 or o > len(text) for o, _, _ in marks):
+        return None
+    order = sorted(marks, key=lambda m: (m[0], m[2] != "last"))
+    out: dict[int, list[str]] = {}
+    starts = _line_starts(text)
+    k = -1
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(text)
+        while k + 1 < len(order) and order[k + 1][0] <= start:
+            k += 1
+        if k >= 0 and end > start:
+            out.setdefault(order[k][1], []).append(text[start:end])
+    return {run: "".join(parts) for run, parts in out.items()}
+
+
+def _restarts(points: list[list[float]]) -> list[list[list[float]]]:
+    """A series cut where x stops increasing (a loop printed one curve per run)."""
+    runs: list[list[list[float]]] = []
+    for p in points:
+        if not runs or p[0] <= runs[-1][-1][0]:
+            runs.append([])
+        runs[-1].append(p)
+    return runs
+
+
+def whole_cell(text: str, runs: Sequence[int], cell: int | None,
+               evals: Sequence[int] = ()) -> dict[int, dict[str, Any]]:
+    """Each run's share of a cell read whole (no usable offsets): all of it for one run. For
+    several: a curve series whose epoch counter restarts once per run is split in order; the
+    cell's printed test accuracies are the runs' when there is exactly one per evaluation the
+    probe saw there (`evals`: the run of each evaluation of the cell, in the order they ran),
+    else one per run, in order; the last of a run's is its final one."""
+    seg = read_segment(text, cell)
+    if len(runs) == 1:
+        return {runs[0]: seg}
+    out: dict[int, dict[str, Any]] = {r: {"curves": {}, "metrics": {}, "lines": {}, "cell": cell} for r in runs}
+    for series, points in seg["curves"].items():
+        parts = _restarts(points)
+        if len(parts) == len(runs):
+            for r, part in zip(runs, parts):
+                out[r]["curves"][series] = part
+    tests = [m for m in parse_text(text[:MAX_TEXT]) if m.kind == "test_accuracy"]
+    owners = list(evals) if evals and len(tests) == len(evals) else (list(runs) if len(tests) == len(runs) else [])
+    seen: dict[int, int] = {}
+    for r, m in zip(owners, tests):
+        seen[r] = seen.get(r, 0) + 1
+        out[r]["metrics"]["test_accuracy"], out[r]["lines"]["test_accuracy"] = m.value, m.raw
+        if len(owners) > len(runs) and "test_acc" not in out[r]["curves"]:
+            out[r]["curves"].setdefault("test_acc#", []).append([float(seen[r]), m.value])
+    for r in runs:  # one point per evaluation, numbered: a curve when there are two or more
+        pts = out[r]["curves"].pop("test_acc#", [])
+        if len(pts) >= 2:
+            out[r]["curves"]["test_acc"] = pts
+    return out
+
+
+def written_as(value: float, line: str) -> str | None:
+    """The number in `line` that printed `value` (a fraction 0..1, printed as a fraction or a
+    percentage), as written there (`98.10`), or None."""
+    for m in _NUMBER.finditer(line or ""):
+        try:
+            x = float(m.group(0))
+        except ValueError:
+            continue
+        decimals = len(m.group(0).split(".")[1]) if "." in m.group(0) else 0
+        tol = 0.5 * 10 ** -decimals + 1e-9
+        if abs(x - value) <= tol or abs(x - 100 * value) <= tol:
+            return m.group(0)
+    return None
+
+
+def significant(token: str) -> int:
+    """Significant digits of a number as written (`98.10` -> 4, `0.9` -> 1)."""
+    return len(token.replace(".", "").lstrip("0"))
+
+
+MIN_SIGNIFICANT = 3
+"""Fewest significant digits a printed number needs before its presence in the code counts as
+typed: `0.9` (a momentum) or `97` may stand in code for anything, `97.80` does not."""
+
+
+def literal_in(token: str, sources: Sequence[str]) -> bool:
+    """`token` (a number as printed) occurs as a number of its own in one of `sources`."""
+    if significant(token) < MIN_SIGNIFICANT:
+        return False
+    rx = re.compile(r"(?<![\w.])" + re.escape(token) + r"(?![\w]|\.\d)")
+    return any(rx.search(s or "") for s in sources)
+
+
+def tolerance(verified: float, n: int) -> float:
+    """How far (fraction 0..1) a printed accuracy may be from the host's measure on `n` test
+    images before it is not what the model does: 0.01 + 2 standard errors."""
+    p = min(max(verified, 0.0), 1.0)
+    return 0.01 + 2.0 * math.sqrt(p * (1.0 - p) / max(n, 1))
+
+
+def printed_check(printed: float | None, line: str | None, verified: Mapping[str, Any],
+                  sources: Sequence[str]) -> dict[str, Any]:
+    """The run's printed test accuracy against the host's measure of its model: printed,
+    verified, delta (printed - verified), typed (bool: the number as printed is a literal in
+    `sources`, the code of the printing cell and the cells before it, or it is further from the
+    measure than `tolerance`), why (one line). {} when the run printed no test accuracy. A flag
+    for a check and a TA, never a fail by itself."""
+    if printed is None:
+        return {}
+    acc = verified.get("test_accuracy")
+    n = verified.get("n")
+    measured = isinstance(acc, (int, float)) and not isinstance(acc, bool) and math.isfinite(acc)
+    token = written_as(printed, line or "")
+    typed_src = token is not None and literal_in(token, sources)
+    out: dict[str, Any] = {"printed": printed, "verified": acc if measured else None,
+                           "delta": round(printed - acc, 6) if measured else None, "typed": typed_src}
+    far = measured and isinstance(n, int) and n > 0 and abs(printed - acc) > tolerance(acc, n)
+    if typed_src:
+        out["why"] = f"the printed {token} is written in the notebook's code"
+    if far:
+        out["typed"] = True
+        gap = (f"printed {100 * printed:.2f} % but the grader measures {100 * acc:.2f} % on {n} test images "
+               f"(more than {100 * tolerance(acc, n):.1f} points apart)")
+        out["why"] = f"{out['why']}; {gap}" if typed_src else gap
+    if not out["typed"]:
+        out["why"] = (f"printed {100 * printed:.2f} %, measured {100 * acc:.2f} % on {n} test images"
+                      if measured else "the grader has no measure of this run's model to compare with")
+    return out

@@ -27,8 +27,17 @@ def stored_evidence(out: Path, student_id: str) -> list[dict[str, Any]]:
     validate is that notebook's not-run result saying why, flagged for a TA, never an error."""
     from grader.evidence_model import stored_or_invalid
 
+    from grader.runrecords import runs_for
+
     runs = out / "runs" / safe_name(student_id)
-    return [stored_or_invalid(p) for p in sorted(runs.glob("*/evidence.json"))]
+    found = []
+    for p in sorted(runs.glob("*/evidence.json")):
+        ev = stored_or_invalid(p)
+        # A folder graded before run records (issue 15) has none: built from what it stored.
+        if not ev.get("runs") and ev.get("status") != "not-run":
+            ev["runs"] = runs_for(ev, p.parent / "executed.ipynb" if ev.get("mode") == "execute" else None)
+        found.append(ev)
+    return found
 
 
 def _one(student_id: str, settings: GradeSettings, overrides_path: str | None) -> dict[str, Any]:

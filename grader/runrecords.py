@@ -58,6 +58,7 @@ class _Cells:
 
     def __init__(self, ev: Mapping[str, Any], nb: Mapping[str, Any] | None) -> None:
         from grader.corroborate import cell_stdout
+        from grader.sections import count_index
 
         self.index: dict[int, int] = {}
         for key in ("models", "optimizers", "training", "evaluations", "errors", "schedulers", "lr_settings",
@@ -71,10 +72,7 @@ class _Cells:
         if isinstance(cells, list):
             self.sources = [_source(c) if isinstance(c, Mapping) and c.get("cell_type") == "code" else ""
                             for c in cells]
-            for i, c in enumerate(cells):
-                n = _int(c.get("execution_count")) if isinstance(c, Mapping) else None
-                if n is not None:
-                    self.index.setdefault(n, i)
+            self.index.update(count_index(nb))  # the notebook's own In[n] -> index wins
             if ev.get("mode") == "execute":  # saved: outputs identical to the handout's were dropped
                 self.stdout = cell_stdout(nb)
         self.count = {i: n for n, i in self.index.items()}
@@ -363,8 +361,7 @@ def _saved_runs(ev: Mapping[str, Any], cells: _Cells) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     for c, text in sorted(cells.mention_text(ev).items()):
         seg = runtext.read_segment(text, c)
-        counts = {len(runtext._restarts(p)) for p in seg["curves"].values()}
-        n = counts.pop() if len(counts) == 1 else 1
+        n = max((len(runtext.restarts(p)) for p in seg["curves"].values()), default=1)
         if not seg["curves"] and "test_accuracy" not in seg["metrics"]:
             continue
         keys = list(range(len(runs), len(runs) + n))
@@ -426,10 +423,22 @@ def runs_for(evidence: dict[str, Any], notebook_path: Path | None) -> list[dict[
             nb = json.loads(Path(notebook_path).read_text(encoding="utf-8", errors="replace"))
         except (OSError, ValueError, RecursionError):
             nb = None
+    from grader.evidence_model import Run
+
+    problem = None
     try:
-        return build_runs(evidence, notebook=nb if isinstance(nb, dict) else None)
+        runs = build_runs(evidence, notebook=nb if isinstance(nb, dict) else None)
     except Exception as e:  # noqa: BLE001 - run records are for people and checks: never lose the grade
+        runs, problem = [], f"{type(e).__name__}: {str(e)[:200]}"
+    kept = []
+    for run in runs:  # a record the schema refuses would make the whole evidence invalid
+        try:
+            Run.model_validate(run)
+            kept.append(run)
+        except ValueError as e:
+            problem = f"{run.get('name')}: {str(e).splitlines()[0][:200]}"
+    if problem:
         warnings = evidence.setdefault("warnings", [])
         if isinstance(warnings, list):
-            warnings.append(f"run records could not be built: {type(e).__name__}: {str(e)[:200]}")
-        return []
+            warnings.append(f"run records could not be built in full: {problem}")
+    return kept

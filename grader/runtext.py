@@ -68,7 +68,7 @@ def split_cell(text: str, marks: Sequence[tuple[int, int, str]]) -> dict[int, st
     return {run: "".join(parts) for run, parts in out.items()}
 
 
-def _restarts(points: list[list[float]]) -> list[list[list[float]]]:
+def restarts(points: list[list[float]]) -> list[list[list[float]]]:
     """A series cut where x stops increasing (a loop printed one curve per run)."""
     runs: list[list[list[float]]] = []
     for p in points:
@@ -90,7 +90,7 @@ def whole_cell(text: str, runs: Sequence[int], cell: int | None,
         return {runs[0]: seg}
     out: dict[int, dict[str, Any]] = {r: {"curves": {}, "metrics": {}, "lines": {}, "cell": cell} for r in runs}
     for series, points in seg["curves"].items():
-        parts = _restarts(points)
+        parts = restarts(points)
         if len(parts) == len(runs):
             for r, part in zip(runs, parts):
                 out[r]["curves"][series] = part

@@ -21,7 +21,6 @@ in. Without it the printed lines kept in `metrics.mentions` stand for the output
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path

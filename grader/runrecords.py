@@ -27,11 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from grader import runstructure, runtext
+from grader.parsers.curves import downsample
 
 __all__ = ["build_runs", "runs_for"]
 
 MAX_RUNS = 64
 """Runs kept per notebook (the first that stepped)."""
+MAX_CURVE_POINTS = 500
+"""Points kept per curve of a run (min-max decimation, grader.parsers.curves.downsample)."""
 _VERIFIED_KEYS = ("test_accuracy", "n", "hidden_accuracy", "hidden_n", "digest", "reason")
 
 
@@ -304,8 +307,9 @@ def _relate(runs: list[dict[str, Any]], cells: _Cells) -> None:
 def _attribute_output(ev: Mapping[str, Any], runs: list[dict[str, Any]], cells: _Cells) -> None:
     """Each run's printed curves and final metrics (grader.runtext), from the cells' stdout cut
     at the probe's offsets, else read by cell."""
-    texts = cells.stdout or cells.mention_text(ev)
-    exact = bool(cells.stdout)
+    # a cell's stdout where the host has it (what the offsets count), else the metric lines the
+    # evidence kept of it (a result or a table it displayed, or no notebook at hand)
+    texts = {**cells.mention_text(ev), **cells.stdout}
     cut = {c.get("cell") for c in _recs(ev, "output_truncated_cells")}
     evals = _recs(ev, "evaluations")
     owners: dict[int, list[int]] = {}  # cell -> runs whose lines it may hold
@@ -340,7 +344,8 @@ def _attribute_output(ev: Mapping[str, Any], runs: list[dict[str, Any]], cells: 
         if not text:
             continue
         ks = sorted(set(ks))
-        parts = runtext.split_cell(text, marks.get(c, [])) if exact and c not in cut and len(ks) > 1 else None
+        exact = c in cells.stdout and c not in cut
+        parts = runtext.split_cell(text, marks.get(c, [])) if exact and len(ks) > 1 else None
         shares = ({k: runtext.read_segment(t, c) for k, t in parts.items()} if parts is not None
                   else runtext.whole_cell(text, ks, c, on_test.get(c, ())))
         for k, seg in shares.items():
@@ -381,6 +386,7 @@ def _finish(run: dict[str, Any], k: int, cells: _Cells) -> dict[str, Any]:
     check = runtext.printed_check(run["metrics"].get("test_accuracy"), line, run.get("verified") or {},
                                   cells.earlier_code(cell))
     out = {k2: v for k2, v in run.items() if not k2.startswith("_")}
+    out["curves"] = {name: downsample(pts, MAX_CURVE_POINTS) for name, pts in (run.get("curves") or {}).items()}
     out["name"] = run.get("name") or f"run {k + 1}"
     out["cells"] = sorted(run["_cells"])
     out["printed_check"] = check

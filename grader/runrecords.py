@@ -50,56 +50,6 @@ def _recs(ev: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     return [r for r in ev.get(key) or [] if isinstance(r, Mapping)]
 
 
-def _source(cell: Mapping[str, Any]) -> str:
-    src = cell.get("source", "")
-    return "".join(s for s in src if isinstance(s, str)) if isinstance(src, list) else str(src or "")
-
-
-class _Cells:
-    """The notebook's cells by In[n]: index, stdout, code; and the In[n] <-> index map."""
-
-    def __init__(self, ev: Mapping[str, Any], nb: Mapping[str, Any] | None) -> None:
-        from grader.corroborate import cell_stdout
-        from grader.sections import count_index
-
-        self.index: dict[int, int] = {}
-        for key in ("models", "optimizers", "training", "evaluations", "errors", "schedulers", "lr_settings",
-                    "data_use"):
-            for r in _recs(ev, key):
-                if _int(r.get("cell")) is not None and _int(r.get("index")) is not None:
-                    self.index[r["cell"]] = r["index"]
-        self.sources: list[str] = []
-        self.stdout: dict[int, str] = {}
-        cells = nb.get("cells") if isinstance(nb, Mapping) else None
-        if isinstance(cells, list):
-            self.sources = [_source(c) if isinstance(c, Mapping) and c.get("cell_type") == "code" else ""
-                            for c in cells]
-            self.index.update(count_index(nb))  # the notebook's own In[n] -> index wins
-            if ev.get("mode") == "execute":  # saved: outputs identical to the handout's were dropped
-                self.stdout = cell_stdout(nb)
-        self.count = {i: n for n, i in self.index.items()}
-
-    def earlier_code(self, count: int | None) -> list[str]:
-        """The code of the cell In[count] and of the cells above it."""
-        i = self.index.get(count) if count is not None else None
-        return self.sources[:i + 1] if i is not None else []
-
-    def mention_text(self, ev: Mapping[str, Any]) -> dict[int, str]:
-        """In[n] -> the printed metric lines the evidence kept of that cell (`metrics.mentions`)."""
-        out: dict[int, list[str]] = {}
-        for m in (ev.get("metrics") or {}).get("mentions") or []:
-            if not isinstance(m, Mapping) or _int(m.get("cell")) is None or not isinstance(m.get("raw"), str):
-                continue
-            # saved mode: a cell whose In[n] the notebook did not keep goes by its index
-            count = self.count.get(m["cell"], m["cell"] if ev.get("mode") == "saved" else None)
-            if count is None:
-                continue
-            lines = out.setdefault(count, [])
-            if not lines or lines[-1] != m["raw"]:
-                lines.append(m["raw"])
-        return {c: "\n".join(lines) + "\n" for c, lines in out.items()}
-
-
 def _same_weights(a: object, b: object) -> bool:
     """Two [sum, L2 norm] checksums (the probe's) that are one set of weights."""
     return (isinstance(a, list) and isinstance(b, list) and len(a) == len(b) == 2
@@ -272,7 +222,7 @@ def _signature(run: Mapping[str, Any]) -> tuple:
             run.get("weight_decay"), run.get("epochs"), run.get("batch_size"), run.get("loss"), run.get("train_dataset"))
 
 
-def _relate(runs: list[dict[str, Any]], cells: _Cells) -> None:
+def _relate(runs: list[dict[str, Any]], cells: runtext.Cells) -> None:
     """Notes and statuses between runs: continued training (its start weights are another run's
     end), superseded (the same configuration run again later by the same code: the later
     counts), repeats (the same configuration in another cell, or a loop)."""
@@ -304,7 +254,7 @@ def _relate(runs: list[dict[str, Any]], cells: _Cells) -> None:
                 late["notes"].append(f"same configuration as {early['name']}")
 
 
-def _attribute_output(ev: Mapping[str, Any], runs: list[dict[str, Any]], cells: _Cells) -> None:
+def _attribute_output(ev: Mapping[str, Any], runs: list[dict[str, Any]], cells: runtext.Cells) -> None:
     """Each run's printed curves and final metrics (grader.runtext), from the cells' stdout cut
     at the probe's offsets, else read by cell."""
     # a cell's stdout where the host has it (what the offsets count), else the metric lines the
@@ -357,7 +307,7 @@ def _attribute_output(ev: Mapping[str, Any], runs: list[dict[str, Any]], cells: 
                 run.setdefault("_lines", {})[kind] = (seg["lines"].get(kind), c)
 
 
-def _saved_runs(ev: Mapping[str, Any], cells: _Cells) -> list[dict[str, Any]]:
+def _saved_runs(ev: Mapping[str, Any], cells: runtext.Cells) -> list[dict[str, Any]]:
     """Saved mode: one run per cell that printed a curve or a test accuracy, several when its
     epoch counter restarts; the learning rate its cell printed (else set) when there is one per run."""
     lrs = {cells.count.get(s.get("index"), s.get("index")): (s.get("printed") or s.get("code") or [])
@@ -381,7 +331,7 @@ def _saved_runs(ev: Mapping[str, Any], cells: _Cells) -> list[dict[str, Any]]:
     return runs
 
 
-def _finish(run: dict[str, Any], k: int, cells: _Cells) -> dict[str, Any]:
+def _finish(run: dict[str, Any], k: int, cells: runtext.Cells) -> dict[str, Any]:
     line, cell = (run.get("_lines") or {}).get("test_accuracy", (None, None))
     check = runtext.printed_check(run["metrics"].get("test_accuracy"), line, run.get("verified") or {},
                                   cells.earlier_code(cell))
@@ -399,7 +349,7 @@ def build_runs(evidence: Mapping[str, Any], *, notebook: Mapping[str, Any] | Non
     """The notebook's training runs as `Run` dumps (grader.evidence_model.Run), numbered in the
     order they first stepped. `notebook`: the executed notebook (or, saved mode, the stored one)
     as nbformat's dict, for the cells' stdout and code; optional. Never raises on odd records."""
-    cells = _Cells(evidence, notebook)
+    cells = runtext.Cells(evidence, notebook)
     if evidence.get("mode") == "saved":
         return [_finish(r, k, cells) for k, r in enumerate(_saved_runs(evidence, cells)[:MAX_RUNS])]
     models = {m["ref"]: m for m in _recs(evidence, "models") if _int(m.get("ref")) is not None}

@@ -9,8 +9,9 @@ run's first step up to the next run's first step (or the next evaluation of anot
 that run's, those after its last step are where its final metrics stand. When the offsets are
 missing, or do not fit the captured text (an output cut to its cap, carriage returns collapsed),
 the cell is read whole (`whole_cell`): one run in it gets everything, several get their curves
-only when the printed epoch counter restarts once per run, and their final test accuracy only
-when the cell printed exactly one per run.
+only when the printed epoch counter restarts once per run, and their test accuracies only when
+the cell printed exactly one per evaluation the probe saw there (or one per run), in order.
+Without the notebook the metric lines evidence kept (`metrics.mentions`) stand for the cells.
 """
 
 from __future__ import annotations
@@ -27,6 +28,63 @@ FINAL_KINDS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "train_
 MAX_TEXT = 200_000
 """Characters of one cell's stdout read (a longer output's head is read)."""
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.]*\d)")
+
+
+def _int(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _source(cell: Mapping[str, Any]) -> str:
+    src = cell.get("source", "")
+    return "".join(s for s in src if isinstance(s, str)) if isinstance(src, list) else str(src or "")
+
+
+class Cells:
+    """The notebook's cells by In[n]: `index` (In[n] -> cell index, from the notebook, else the
+    probe's records), `count` (the reverse), `sources` (code by index), `stdout` (In[n] -> what
+    the host captured, execute mode only: saved mode's outputs identical to the handout's were
+    dropped from the evidence, so its `metrics.mentions` stand for them)."""
+
+    def __init__(self, ev: Mapping[str, Any], nb: Mapping[str, Any] | None) -> None:
+        from grader.corroborate import cell_stdout
+        from grader.sections import count_index
+
+        self.index: dict[int, int] = {}
+        for key in ("models", "optimizers", "training", "evaluations", "errors", "schedulers", "lr_settings",
+                    "data_use"):
+            for r in ev.get(key) or []:
+                if isinstance(r, Mapping) and _int(r.get("cell")) is not None and _int(r.get("index")) is not None:
+                    self.index[r["cell"]] = r["index"]
+        self.sources: list[str] = []
+        self.stdout: dict[int, str] = {}
+        cells = nb.get("cells") if isinstance(nb, Mapping) else None
+        if isinstance(cells, list):
+            self.sources = [_source(c) if isinstance(c, Mapping) and c.get("cell_type") == "code" else ""
+                            for c in cells]
+            self.index.update(count_index(nb))  # the notebook's own In[n] -> index wins
+            if ev.get("mode") == "execute":  # saved: outputs identical to the handout's were dropped
+                self.stdout = cell_stdout(nb)
+        self.count = {i: n for n, i in self.index.items()}
+
+    def earlier_code(self, count: int | None) -> list[str]:
+        """The code of the cell In[count] and of the cells above it."""
+        i = self.index.get(count) if count is not None else None
+        return self.sources[:i + 1] if i is not None else []
+
+    def mention_text(self, ev: Mapping[str, Any]) -> dict[int, str]:
+        """In[n] -> the printed metric lines the evidence kept of that cell (`metrics.mentions`)."""
+        out: dict[int, list[str]] = {}
+        for m in (ev.get("metrics") or {}).get("mentions") or []:
+            if not isinstance(m, Mapping) or _int(m.get("cell")) is None or not isinstance(m.get("raw"), str):
+                continue
+            # saved mode: a cell whose In[n] the notebook did not keep goes by its index
+            count = self.count.get(m["cell"], m["cell"] if ev.get("mode") == "saved" else None)
+            if count is None:
+                continue
+            lines = out.setdefault(count, [])
+            if not lines or lines[-1] != m["raw"]:
+                lines.append(m["raw"])
+        return {c: "\n".join(lines) + "\n" for c, lines in out.items()}
 
 
 def read_segment(text: str, cell: int | None) -> dict[str, Any]:

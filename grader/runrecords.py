@@ -133,7 +133,7 @@ def _order_key(o: Mapping[str, Any], pos: int) -> tuple:
 
 
 def _run_of_optimizer(ev: Mapping[str, Any], o: Mapping[str, Any], models: Mapping[int, Mapping]) -> dict[str, Any]:
-    refs = [r for r in o.get("model_refs") or ([o["model_ref"]] if _int(o.get("model_ref")) else []) if _int(r)]
+    refs = _refs(o)
     sessions = _sessions(ev, o, set(refs))
     facts = _training_facts(ev, sessions)
     ref = _int(o.get("ref"))
@@ -193,9 +193,12 @@ def _status(ev: Mapping[str, Any], runs: list[dict[str, Any]]) -> None:
     later run stepped in that cell after it, or it finished its passes and printed or was
     evaluated after its last step (then the error came after it: a note)."""
     errors = {e.get("cell"): e for e in _recs(ev, "errors") if _int(e.get("cell")) is not None}
+    def cells_of(run: Mapping[str, Any]) -> set[int]:
+        return set(run["_cells"]) | ({run["_built"]} if run["_built"] is not None and not run["_steps"] else set())
+
     for k, run in enumerate(runs):
-        cells = set(run["_cells"]) | ({run["_built"]} if run["_built"] is not None and not run["_steps"] else set())
-        later_in = {c for r in runs[k + 1:] for c in r["_cells"]}
+        cells = cells_of(run)
+        later_in = {c for r in runs[k + 1:] for c in cells_of(r)}  # the error ended the cell: the last run in it
         hit = sorted(c for c in cells if c in errors and c not in later_in)
         o = run["_o"]
         if hit:
@@ -307,30 +310,6 @@ def _attribute_output(ev: Mapping[str, Any], runs: list[dict[str, Any]], cells: 
                 run.setdefault("_lines", {})[kind] = (seg["lines"].get(kind), c)
 
 
-def _saved_runs(ev: Mapping[str, Any], cells: runtext.Cells) -> list[dict[str, Any]]:
-    """Saved mode: one run per cell that printed a curve or a test accuracy, several when its
-    epoch counter restarts; the learning rate its cell printed (else set) when there is one per run."""
-    lrs = {cells.count.get(s.get("index"), s.get("index")): (s.get("printed") or s.get("code") or [])
-           for s in _recs(ev, "lr_settings")}
-    runs: list[dict[str, Any]] = []
-    for c, text in sorted(cells.mention_text(ev).items()):
-        seg = runtext.read_segment(text, c)
-        n = max((len(runtext.restarts(p)) for p in seg["curves"].values()), default=1)
-        if not seg["curves"] and "test_accuracy" not in seg["metrics"]:
-            continue
-        keys = list(range(len(runs), len(runs) + n))
-        shares = runtext.whole_cell(text, keys, c)
-        rates = lrs.get(c) or []
-        for i, k in enumerate(keys):
-            lr = _num(rates[i]) if len(rates) == n else (_num(rates[0]) if len(rates) == 1 else None)
-            runs.append({"status": "not-run", "optimizer_ref": None, "model_refs": [], "lr": lr, "structure": {},
-                         "metrics": shares[k]["metrics"],
-                         "curves": {f"{s} (printed)": p for s, p in shares[k]["curves"].items()},
-                         "verified": {"reason": "saved mode: nothing was run"}, "notes": [],
-                         "_cells": {c}, "_lines": {kind: (line, c) for kind, line in shares[k]["lines"].items()}})
-    return runs
-
-
 def _finish(run: dict[str, Any], k: int, cells: runtext.Cells) -> dict[str, Any]:
     line, cell = (run.get("_lines") or {}).get("test_accuracy", (None, None))
     check = runtext.printed_check(run["metrics"].get("test_accuracy"), line, run.get("verified") or {},
@@ -345,15 +324,39 @@ def _finish(run: dict[str, Any], k: int, cells: runtext.Cells) -> dict[str, Any]
     return out
 
 
+def _refs(o: Mapping[str, Any]) -> list[int]:
+    return [r for r in o.get("model_refs") or ([o["model_ref"]] if _int(o.get("model_ref")) else []) if _int(r)]
+
+
+def _adopt(ev: Mapping[str, Any], opts: list[tuple[Mapping[str, Any], int]],
+           models: Mapping[int, Mapping]) -> list[tuple[Mapping[str, Any], int]]:
+    """An optimizer that never stepped knows no model (the probe learns its models at a step):
+    it is given the model no optimizer owns that went through a training pass in the cell it
+    was built in, or the first later one (a run that crashed in its first batch is one run)."""
+    owned = {r for o, _ in opts for r in _refs(o)}
+    out = []
+    for o, i in opts:
+        built = _int(o.get("cell"))
+        if not _refs(o) and not o.get("steps") and built is not None:
+            passes = sorted((t["cell"], t["model_ref"]) for t in _recs(ev, "training")
+                            if _int(t.get("cell")) is not None and t["cell"] >= built
+                            and t.get("model_ref") in models and t.get("model_ref") not in owned)
+            if passes:
+                owned.add(passes[0][1])
+                o = {**o, "model_refs": [passes[0][1]]}
+        out.append((o, i))
+    return out
+
+
 def build_runs(evidence: Mapping[str, Any], *, notebook: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The notebook's training runs as `Run` dumps (grader.evidence_model.Run), numbered in the
     order they first stepped. `notebook`: the executed notebook (or, saved mode, the stored one)
     as nbformat's dict, for the cells' stdout and code; optional. Never raises on odd records."""
     cells = runtext.Cells(evidence, notebook)
     if evidence.get("mode") == "saved":
-        return [_finish(r, k, cells) for k, r in enumerate(_saved_runs(evidence, cells)[:MAX_RUNS])]
+        return [_finish(r, k, cells) for k, r in enumerate(runtext.saved_runs(evidence, cells)[:MAX_RUNS])]
     models = {m["ref"]: m for m in _recs(evidence, "models") if _int(m.get("ref")) is not None}
-    opts = [(o, i) for i, o in enumerate(_recs(evidence, "optimizers"))]
+    opts = _adopt(evidence, [(o, i) for i, o in enumerate(_recs(evidence, "optimizers"))], models)
     runs = [_run_of_optimizer(evidence, o, models)
             for o, _ in sorted(opts, key=lambda p: _order_key(p[0], p[1]))][:MAX_RUNS]
     owned = {r for run in runs for r in run["model_refs"]}

@@ -34,6 +34,10 @@ def _int(v: object) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
+def _num(v: object) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
 def _source(cell: Mapping[str, Any]) -> str:
     src = cell.get("source", "")
     return "".join(s for s in src if isinstance(s, str)) if isinstance(src, list) else str(src or "")
@@ -152,7 +156,7 @@ def whole_cell(text: str, runs: Sequence[int], cell: int | None,
         if len(parts) == len(runs):
             for r, part in zip(runs, parts):
                 out[r]["curves"][series] = part
-    tests = [m for m in parse_text(text[:MAX_TEXT]) if m.kind == "test_accuracy"]
+    tests = [m for m in parse_text(text[:MAX_TEXT]) if m.kind == "test_accuracy" and math.isfinite(m.value)]
     owners = list(evals) if evals and len(tests) == len(evals) else (list(runs) if len(tests) == len(runs) else [])
     seen: dict[int, int] = {}
     for r, m in zip(owners, tests):
@@ -165,6 +169,30 @@ def whole_cell(text: str, runs: Sequence[int], cell: int | None,
         if len(pts) >= 2:
             out[r]["curves"]["test_acc"] = pts
     return out
+
+
+def saved_runs(ev: Mapping[str, Any], cells: Cells) -> list[dict[str, Any]]:
+    """Saved mode: one run per cell that printed a curve or a test accuracy, several when its
+    epoch counter restarts; the learning rate its cell printed (else set) when there is one per run."""
+    lrs = {cells.count.get(s.get("index"), s.get("index")): (s.get("printed") or s.get("code") or [])
+           for s in ev.get("lr_settings") or [] if isinstance(s, Mapping)}
+    runs: list[dict[str, Any]] = []
+    for c, text in sorted(cells.mention_text(ev).items()):
+        seg = read_segment(text, c)
+        n = max((len(restarts(p)) for p in seg["curves"].values()), default=1)
+        if not seg["curves"] and "test_accuracy" not in seg["metrics"]:
+            continue
+        keys = list(range(len(runs), len(runs) + n))
+        shares = whole_cell(text, keys, c)
+        rates = lrs.get(c) or []
+        for i, k in enumerate(keys):
+            lr = _num(rates[i]) if len(rates) == n else (_num(rates[0]) if len(rates) == 1 else None)
+            runs.append({"status": "not-run", "optimizer_ref": None, "model_refs": [], "lr": lr, "structure": {},
+                         "metrics": shares[k]["metrics"],
+                         "curves": {f"{s} (printed)": p for s, p in shares[k]["curves"].items()},
+                         "verified": {"reason": "saved mode: nothing was run"}, "notes": [],
+                         "_cells": {c}, "_lines": {kind: (line, c) for kind, line in shares[k]["lines"].items()}})
+    return runs
 
 
 def written_as(value: float, line: str) -> str | None:

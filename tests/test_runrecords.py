@@ -212,6 +212,11 @@ def test_a_crashed_run_is_named_with_its_error_and_a_run_before_it_in_the_loop_i
     runs = build_runs(ev)
     assert [(r["status"], r["optimizer_ref"], r["model_refs"]) for r in runs] == [
         ("trained", 11, [10]), ("crashed", None, [20])]
+    # an optimizer built in the cell that crashed in its first batch knows no model yet: one run
+    ev["optimizers"] = [ev["optimizers"][0], _opt(21, 20, 6, 0.02, steps=0, model_refs=[], model_ref=None)]
+    runs = build_runs(ev)
+    assert [(r["status"], r["optimizer_ref"], r["model_refs"], r["epochs"]) for r in runs] == [
+        ("trained", 11, [10], 1.0), ("crashed", 21, [20], 0.11)]
     # a run that finished and was evaluated before an error in its own cell trained
     ev = _ev(models=[_model(10, 6)], optimizers=[_opt(11, 10, 6, 0.02)], training=[_session(10, 6)],
              evaluations=[_eval(10, 6)], errors=[err])

@@ -55,7 +55,7 @@ class Cells:
 
         self.index: dict[int, int] = {}
         for key in ("models", "optimizers", "training", "evaluations", "errors", "schedulers", "lr_settings",
-                    "data_use"):
+                    "data_use", "stored_cells"):
             for r in ev.get(key) or []:
                 if isinstance(r, Mapping) and _int(r.get("cell")) is not None and _int(r.get("index")) is not None:
                     self.index[r["cell"]] = r["index"]
@@ -75,14 +75,14 @@ class Cells:
         i = self.index.get(count) if count is not None else None
         return self.sources[:i + 1] if i is not None else []
 
-    def mention_text(self, ev: Mapping[str, Any]) -> dict[int, str]:
-        """In[n] -> the printed metric lines the evidence kept of that cell (`metrics.mentions`)."""
+    def mention_text(self, ev: Mapping[str, Any], *, by_index: bool = False) -> dict[int, str]:
+        """In[n] (or the cell index, `by_index`) -> the printed metric lines the evidence kept of
+        that cell (`metrics.mentions`, which name cells by index)."""
         out: dict[int, list[str]] = {}
         for m in (ev.get("metrics") or {}).get("mentions") or []:
             if not isinstance(m, Mapping) or _int(m.get("cell")) is None or not isinstance(m.get("raw"), str):
                 continue
-            # saved mode: a cell whose In[n] the notebook did not keep goes by its index
-            count = self.count.get(m["cell"], m["cell"] if ev.get("mode") == "saved" else None)
+            count = m["cell"] if by_index else self.count.get(m["cell"])
             if count is None:
                 continue
             lines = out.setdefault(count, [])
@@ -174,13 +174,21 @@ def whole_cell(text: str, runs: Sequence[int], cell: int | None,
 def saved_runs(ev: Mapping[str, Any], cells: Cells) -> list[dict[str, Any]]:
     """Saved mode: one run per cell that printed a curve or a test accuracy, several when its
     epoch counter restarts; the learning rate its cell printed (else set) when there is one per run."""
-    lrs = {cells.count.get(s.get("index"), s.get("index")): (s.get("printed") or s.get("code") or [])
+    lrs = {s.get("index"): (s.get("printed") or s.get("code") or [])
            for s in ev.get("lr_settings") or [] if isinstance(s, Mapping)}
     runs: list[dict[str, Any]] = []
-    for c, text in sorted(cells.mention_text(ev).items()):
+    for c, text in sorted(cells.mention_text(ev, by_index=True).items()):  # by index, then In[n] when known
         seg = read_segment(text, c)
         n = max((len(restarts(p)) for p in seg["curves"].values()), default=1)
         if not seg["curves"] and "test_accuracy" not in seg["metrics"]:
+            continue
+        waiting = [r for r in runs if "test_accuracy" not in r["metrics"]]
+        finals = [m for m in parse_text(text[:MAX_TEXT]) if m.kind == "test_accuracy" and math.isfinite(m.value)]
+        if not seg["curves"] and waiting and len(finals) <= len(waiting):
+            # a cell that only evaluates: its accuracies are those of the runs above still without one
+            for r, m in zip(waiting[len(waiting) - len(finals):], finals):
+                r["metrics"]["test_accuracy"], r["_lines"]["test_accuracy"] = m.value, (m.raw, c)
+                r["_cells"].add(c)
             continue
         keys = list(range(len(runs), len(runs) + n))
         shares = whole_cell(text, keys, c)
@@ -192,6 +200,9 @@ def saved_runs(ev: Mapping[str, Any], cells: Cells) -> list[dict[str, Any]]:
                          "curves": {f"{s} (printed)": p for s, p in shares[k]["curves"].items()},
                          "verified": {"reason": "saved mode: nothing was run"}, "notes": [],
                          "_cells": {c}, "_lines": {kind: (line, c) for kind, line in shares[k]["lines"].items()}})
+    for r in runs:
+        r["_cells"] = {cells.count.get(i, i) for i in r["_cells"]}
+        r["_lines"] = {k: (line, cells.count.get(i, i)) for k, (line, i) in r["_lines"].items()}
     return runs
 
 

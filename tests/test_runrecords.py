@@ -271,13 +271,17 @@ def test_saved_mode_reads_runs_from_printed_lines_only(tmp_path: Path) -> None:
                   for lr, l1, l2, acc in ((0.01, 0.9, 0.5, 90.5), (0.1, 0.8, 0.4, 93.25)))
     nb = new_notebook(cells=[new_code_cell("import torch", execution_count=1),
                              new_code_cell("for lr in [0.01, 0.1]:\n    train(lr)", execution_count=2,
-                                           outputs=[new_output("stream", name="stdout", text=out)])])
+                                           outputs=[new_output("stream", name="stdout", text=out)]),
+                             new_code_cell("train(0.5)", execution_count=3, outputs=[new_output(
+                                 "stream", name="stdout", text="epoch 1 loss 0.7\nepoch 2 loss 0.6\n")]),
+                             new_code_cell("print(test())", execution_count=4, outputs=[new_output(
+                                 "stream", name="stdout", text="Test accuracy: 95.00 %\n")])])
     path = tmp_path / "lab.ipynb"
     path.write_text(json.dumps(nb))
     ev = collect.from_saved(path, "lab.ipynb", run_dir=tmp_path / "run")
     runs = build_runs(ev)
     assert [(r["status"], r["lr"], r["metrics"]["test_accuracy"], r["cells"]) for r in runs] == [
-        ("not-run", 0.01, 0.905, [2]), ("not-run", 0.1, 0.9325, [2])]
+        ("not-run", 0.01, 0.905, [2]), ("not-run", 0.1, 0.9325, [2]), ("not-run", None, 0.95, [3, 4])]
     assert runs[1]["curves"]["train_loss (printed)"] == [[1.0, 0.8], [2.0, 0.4]]
     assert runs[0]["verified"] == {"reason": "saved mode: nothing was run"}
     validate({**ev, "runs": runs})

@@ -80,7 +80,8 @@ class Cells:
         that cell (`metrics.mentions`, which name cells by index)."""
         out: dict[int, list[str]] = {}
         for m in (ev.get("metrics") or {}).get("mentions") or []:
-            if not isinstance(m, Mapping) or _int(m.get("cell")) is None or not isinstance(m.get("raw"), str):
+            if not isinstance(m, Mapping) or _int(m.get("cell")) is None or not isinstance(m.get("raw"), str) \
+                    or m.get("kind") == "class_accuracy":  # a class's line is neither a curve nor a total
                 continue
             count = m["cell"] if by_index else self.count.get(m["cell"])
             if count is None:
@@ -187,6 +188,8 @@ def saved_runs(ev: Mapping[str, Any], cells: Cells) -> list[dict[str, Any]]:
         if not seg["curves"] and waiting and len(finals) <= len(waiting):
             # a cell that only evaluates: its accuracies are those of the runs above still without one
             for r, m in zip(waiting[len(waiting) - len(finals):], finals):
+                if len(finals) == 1:  # one evaluation: its other totals (a test loss) are that run's too
+                    r["metrics"].update(seg["metrics"])
                 r["metrics"]["test_accuracy"], r["_lines"]["test_accuracy"] = m.value, (m.raw, c)
                 r["_cells"].add(c)
             continue

@@ -189,10 +189,13 @@ def _crashed_models(ev: Mapping[str, Any], owned: set[int], models: Mapping[int,
 
 def _status(ev: Mapping[str, Any], runs: list[dict[str, Any]]) -> None:
     """status and error of each run: an error in a cell where it trained (or, never stepped, in
-    the cell it was built in or a later one where its model was used) is its crash, unless a
-    later run stepped in that cell after it, or it finished its passes and printed or was
-    evaluated after its last step (then the error came after it: a note)."""
+    the cell it was built in or a later one where its model was used) is its crash, unless
+    another run came after it in that cell (the error ended the cell: it stopped the last run
+    in it), or it finished a full pass and printed metrics or was evaluated after it (then the
+    error came after its training: a note). Else not-trained when it never stepped or its steps
+    changed no weight, else trained."""
     errors = {e.get("cell"): e for e in _recs(ev, "errors") if _int(e.get("cell")) is not None}
+
     def cells_of(run: Mapping[str, Any]) -> set[int]:
         return set(run["_cells"]) | ({run["_built"]} if run["_built"] is not None and not run["_steps"] else set())
 

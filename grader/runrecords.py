@@ -289,6 +289,7 @@ def _attribute_output(ev: Mapping[str, Any], runs: list[dict[str, Any]], cells: 
             continue
         k = mine[-1]
         runs[k]["_evaluated"] = True
+        runs[k].setdefault("_eval_cells", set()).add(c)
         if e.get("split") in ("test", None):
             on_test.setdefault(c, []).append(k)
         if k not in owners.setdefault(c, []):
@@ -320,7 +321,7 @@ def _finish(run: dict[str, Any], k: int, cells: runtext.Cells) -> dict[str, Any]
     out = {k2: v for k2, v in run.items() if not k2.startswith("_")}
     out["curves"] = {name: downsample(pts, MAX_CURVE_POINTS) for name, pts in (run.get("curves") or {}).items()}
     out["name"] = run.get("name") or f"run {k + 1}"
-    out["cells"] = sorted(run["_cells"])
+    out["cells"] = sorted(set(run["_cells"]) | run.get("_eval_cells", set()))
     out["printed_check"] = check
     out["label"] = runstructure.label(run.get("structure") or {}, run.get("optimizer"), run.get("lr"),
                                       run.get("epochs"), run.get("_model_class"))

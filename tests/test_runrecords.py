@@ -222,6 +222,9 @@ def test_a_crashed_run_is_named_with_its_error_and_a_run_before_it_in_the_loop_i
              evaluations=[_eval(10, 6)], errors=[err])
     [run] = build_runs(ev)
     assert run["status"] == "trained" and run["notes"][0].startswith("an error followed its training in In[6]")
+    ev["evaluations"].append(_eval(10, 8))  # evaluated again later: its cells name that cell too
+    assert build_runs(ev)[0]["cells"] == [6, 8]
+    ev["evaluations"].pop()
     ev["evaluations"] = []
     assert build_runs(ev)[0]["status"] == "crashed"
 

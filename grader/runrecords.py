@@ -104,16 +104,17 @@ def _training_facts(ev: Mapping[str, Any], sessions: Sequence[Mapping[str, Any]]
     full = sum(1 for s, n in zip(samples, lengths) if n and s is not None and s >= n) if known else None
     data = Counter(str(t["dataset"]) for t in sessions if t.get("dataset"))
     losses = Counter(str(t["loss"]) for t in sessions if t.get("loss"))
-    curve, x = [], 0.0
+    curve, x, diverged = [], 0.0, False
     for t, s, n in zip(sessions, samples, lengths):
         x = x + s / n if s is not None and n else x + 1
         ls, ln = _num(t.get("loss_sum")), _int(t.get("loss_n"))
         if ls is not None and ln:
             curve.append([round(x, 3), ls / ln])
+        diverged = diverged or bool(ln and "loss_sum" in t and ls is None)  # the probe's None: not finite
     return {"epochs": epochs, "full_epochs": full, "samples": total,
             "train_dataset": data.most_common(1)[0][0] if data else None,
             "batch_size": _batch_size(ev, sessions), "loss": losses.most_common(1)[0][0] if losses else None,
-            "curve": curve}
+            "curve": curve, "diverged": diverged}
 
 
 def _verified(ev: Mapping[str, Any], ref: int | None) -> dict[str, Any]:
@@ -165,6 +166,8 @@ def _run_of_optimizer(ev: Mapping[str, Any], o: Mapping[str, Any], models: Mappi
            "_model_class": (model or {}).get("class") or o.get("model_class")}
     if len(refs) > 1:
         run["notes"].append(f"one optimizer for {len(refs)} models")
+    if facts["diverged"]:
+        run["notes"].append("its recorded loss was not finite (the run diverged)")
     stepped = sorted(c for c in o.get("cells_stepped") or [] if _int(c) is not None)
     if len(stepped) > 1:
         run["notes"].append("stepped in several cells (" + ", ".join(f"In[{c}]" for c in stepped)
@@ -275,9 +278,11 @@ def _attribute_output(ev: Mapping[str, Any], runs: list[dict[str, Any]], cells: 
         span = _span(run["_o"])
         for c in run["_cells"]:
             owners.setdefault(c, []).append(k)
-        stepped = run["_o"].get("cells_stepped") or []
-        if span and len(stepped) == 1:
-            marks.setdefault(stepped[0], []).extend([(span[0], k, "first"), (span[1], k, "last")])
+        # the offsets count the stdout of the cells it first and last stepped in
+        stepped = [c for c in run["_o"].get("cells_stepped") or [] if _int(c) is not None]
+        if span and stepped:
+            marks.setdefault(stepped[0], []).append((span[0], k, "first"))
+            marks.setdefault(stepped[-1], []).append((span[1], k, "last"))
     # evaluations of a run's model after it stepped, before the next run on that model stepped
     for e in evals:
         c = e.get("cell")

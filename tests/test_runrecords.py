@@ -265,6 +265,8 @@ def test_continued_training_and_one_optimizer_for_two_models_are_noted() -> None
     runs = build_runs(ev)
     assert runs[1]["notes"] == ["continued training of run 1 (it began from the weights run 1 ended with)"]
     assert runs[2]["notes"] == ["one optimizer for 2 models"] and runs[2]["samples"] == 1200
+    ev["training"][0]["loss_sum"] = None  # the probe writes None for a sum that is not finite
+    assert build_runs(ev)[0]["notes"] == ["its recorded loss was not finite (the run diverged)"]
 
 
 def test_saved_mode_reads_runs_from_printed_lines_only(tmp_path: Path) -> None:

@@ -329,3 +329,22 @@ def test_odd_records_never_lose_the_evidence() -> None:
     assert [r["status"] for r in runs] == ["not-trained"]
     assert runs[0]["verified"] == {"reason": "no run model was evaluated: timeout"}
     validate({**ev, "optimizers": [], "runs": runs})
+
+
+def test_records_of_a_real_probe_run_are_cut_into_runs() -> None:
+    """What the probe of branch i15-probe wrote for its kernel test's notebook (three runs in a
+    loop under one name, printing a `\\r` progress bar and a line per epoch, then one cell
+    twice), with the executed notebook's stdout: each run gets its own lines."""
+    doc = json.loads((Path(__file__).parent / "data" / "runrecords_probe_loop.json").read_text())
+    runs = build_runs(doc["evidence"], notebook=doc["notebook"])
+    assert [(r["status"], r["label"], r["loss"]) for r in runs] == [
+        ("trained", "Linear 784-10 · SGD lr 0.05 · 2 epochs", "CrossEntropyLoss"),
+        ("trained", "MLP 784-32-10 · SGD lr 0.05 · 2 epochs", "cross_entropy"),
+        ("trained", "MLP 784-32-32-10 · SGD lr 0.05 · 2 epochs", "CrossEntropyLoss"),
+        ("superseded", "MLP 784-16-10 · Adam lr 0.01 · 1 epoch", "nll_loss"),
+        ("trained", "MLP 784-16-10 · Adam lr 0.01 · 1 epoch", "nll_loss")]
+    assert [r["metrics"]["test_accuracy"] for r in runs] == [0.546, 0.514, 0.322, 0.28, 0.342]
+    for r in runs:  # the mean loss each run printed per epoch is the one the probe summed
+        printed, recorded = r["curves"]["train_loss (printed)"], r["curves"]["loss (recorded)"]
+        assert [x for x, _ in printed] == [x for x, _ in recorded]
+        assert [v for _, v in printed] == pytest.approx([v for _, v in recorded], abs=1e-5)

@@ -81,16 +81,21 @@ def _sessions(ev: Mapping[str, Any], o: Mapping[str, Any], refs: set[int]) -> li
 
 
 def _batch_size(ev: Mapping[str, Any], sessions: Sequence[Mapping[str, Any]]) -> int | None:
-    sizes = set()
+    """The batch size of the loader its passes drew from (a loader named as theirs, of their
+    dataset; among several of one name, those whose size fits every pass: batches = ceil(samples
+    / size)); without one, samples / batches when that divides. None when it cannot be told."""
+    sizes: set[int] = set()
     for t in sessions:
         names = set(t.get("loader") or [])
-        loaders = [d for d in _recs(ev, "dataloaders") if names & set(d.get("loader") or d.get("names") or [])
-                   and (not t.get("dataset") or d.get("dataset") in (None, t.get("dataset")))]
-        sizes |= {d.get("batch_size") for d in loaders if _int(d.get("batch_size"))}
+        sizes |= {d["batch_size"] for d in _recs(ev, "dataloaders") if _int(d.get("batch_size"))
+                  and names & set(d.get("loader") or d.get("names") or [])
+                  and (not t.get("dataset") or d.get("dataset") in (None, t.get("dataset")))}
+    passes = [(s, b) for t in sessions if (s := _int(t.get("samples"))) and (b := _int(t.get("batches")))]
+    if len(sizes) > 1:
+        sizes = {z for z in sizes if all(-(-s // z) == b for s, b in passes)}
     if len(sizes) == 1:
         return sizes.pop()
-    samples = sum(_int(t.get("samples")) or 0 for t in sessions)
-    batches = sum(_int(t.get("batches")) or 0 for t in sessions)
+    samples, batches = sum(s for s, _ in passes), sum(b for _, b in passes)
     return samples // batches if not sizes and batches and samples % batches == 0 else None
 
 

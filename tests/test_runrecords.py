@@ -133,6 +133,10 @@ def test_a_loop_with_one_reused_name_gives_one_record_per_run_cut_at_the_offsets
     assert (first["epochs"], first["full_epochs"], first["samples"], first["batches"], first["batch_size"]) == \
            (2.0, 2, 1200, 20, 60)
     assert first["loss"] == "CrossEntropyLoss" and first["train_dataset"] == "mnist"
+    # two loaders under one name: the size that fits its passes (600 samples in 10 batches)
+    ev2 = copy.deepcopy(ev)
+    ev2["dataloaders"].append({"loader": ["train_loader"], "dataset": "mnist", "batch_size": 128, "split": "train"})
+    assert build_runs(ev2)[0]["batch_size"] == 60
     assert first["curves"]["loss (recorded)"] == [[1.0, 0.5], [2.0, 0.3]]
     assert first["verified"] == {"test_accuracy": 0.951, "n": 10000, "hidden_accuracy": 0.95, "hidden_n": 2000,
                                  "digest": "aa"}

@@ -132,6 +132,7 @@ def _trained_on(probe: Mapping[str, Any]) -> str | None:
 def _models(probe: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"class": m.get("class"), "num_outputs": m.get("last_linear_out"), "parameters": m.get("params"),
              "names": m.get("names", []), "cell": m.get("cell"), "layers": m.get("layers", []),
+             **({"dims": m["dims"]} if m.get("dims") else {}),
              "ref": m.get("ref"), "via": m.get("via"), "shares": m.get("shares", [])}
             for m in probe.get("models") or []]
 

@@ -132,6 +132,22 @@ def cell_outputs(nb: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
     return out
 
 
+def cell_stdout(nb: Mapping[str, Any]) -> dict[int, str]:
+    """In[n] -> the cell's stdout as the host captured it: its `stdout` stream outputs joined in
+    order (stderr, displays and results left out), which is what the probe's `out_at` offsets
+    count (grader.runtext cuts it there). Cells whose In[n] is on more than one cell are left out."""
+    cells = nb.get("cells") or []
+    out: dict[int, str] = {}
+    for count, index in count_index(nb).items():
+        outputs = cells[index].get("outputs") if isinstance(cells[index], Mapping) else None
+        text = "".join(_text(o.get("text")) for o in outputs if isinstance(o, Mapping)
+                       and o.get("output_type") == "stream" and o.get("name", "stdout") == "stdout") \
+            if isinstance(outputs, list) else ""
+        if text:
+            out[count] = text
+    return out
+
+
 def _match_bars(figures: list[dict[str, Any]], captured: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """id(figure) -> {"matched": [indices of its `hists` whose bars a panel of its cell shows],
     "panels": panels read in that cell, or None when its PNGs could not be read (unreadable,

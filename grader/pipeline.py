@@ -253,6 +253,11 @@ def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settin
         return cached
     ev = _execute(path, rel, submission_dir=submission_dir, run_dir=run_dir, settings=settings, rubric=rubric,
                   wall_s=wall_s)
+    # One record per training run (grader.runrecords), after the host evaluated the run models
+    # (`verified_runs`); the notebook gives the cells' stdout to cut and the code (saved: the student's).
+    from grader.runrecords import runs_for
+
+    ev["runs"] = runs_for(ev, path if ev.get("mode") == "saved" else run_dir / "executed.ipynb")
     # What the run leaves on the host is bounded as written (grader.hostbudget); the cache copy
     # below is of the same bounded files.
     ev = hostbudget.bound_evidence(ev)

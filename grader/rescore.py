@@ -24,11 +24,21 @@ Log = Callable[[str], None]
 def stored_evidence(out: Path, student_id: str) -> list[dict[str, Any]]:
     """The evidence of every run of `student_id` (the id itself, not its file name), validated
     (grader.evidence_model; a folder graded before schema 2 is upgraded). A file that does not
-    validate is that notebook's not-run result saying why, flagged for a TA, never an error."""
+    validate is that notebook's not-run result saying why, flagged for a TA, never an error.
+    Evidence stored without run records (a folder graded before them) gets them built from what
+    it holds and the executed notebook beside it (grader.runrecords)."""
     from grader.evidence_model import stored_or_invalid
+    from grader.runrecords import runs_for
 
     runs = out / "runs" / safe_name(student_id)
-    return [stored_or_invalid(p) for p in sorted(runs.glob("*/evidence.json"))]
+    found = []
+    for p in sorted(runs.glob("*/evidence.json")):
+        ev = stored_or_invalid(p)
+        # A folder graded before run records (issue 15) has none: built from what it stored.
+        if not ev.get("runs") and ev.get("status") != "not-run":
+            ev["runs"] = runs_for(ev, p.parent / "executed.ipynb" if ev.get("mode") == "execute" else None)
+        found.append(ev)
+    return found
 
 
 def _one(student_id: str, settings: GradeSettings, overrides_path: str | None) -> dict[str, Any]:

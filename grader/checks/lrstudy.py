@@ -58,7 +58,18 @@ def _reasons(doubts: list) -> str:
 
 @P.takes(P.LrStudy)
 def lr_study(ctx: CheckContext, params: P.LrStudy) -> Outcome:
-    """Several learning rates and/or decay schedules actually run and compared.
+    """Several learning rates and/or decay schedules actually run and compared: LAB 1-3's
+    study, the `lr_or_schedule` comparison of grader.checks.runcompare with `min_runs`
+    settings, no factor to agree on, and LAB 1-3's own same-model rule (`RUN_SAME`
+    agreement of predictions); `study` says how runs count."""
+    return study(ctx, min_runs=params.min_runs, require_scheduler=params.require_scheduler,
+                 require_plot=params.require_plot)
+
+
+def study(ctx: CheckContext, *, min_runs: int, require_scheduler: bool, require_plot: bool) -> Outcome:
+    """Several learning rates and/or decay schedules actually run and compared (`ctx.evidence`,
+    the part's notebooks): at least `min_runs` settings, a stepped schedule when
+    `require_scheduler`, a captured line chart when `require_plot`.
 
     Executed, the optimizers that took a step say which rates ran, but a run counts only when
     the host corroborates it: its records hold together (`_run_unconfirmed`: hints the student's
@@ -75,7 +86,6 @@ def lr_study(ctx: CheckContext, params: P.LrStudy) -> Outcome:
     `parsers.lrs`); when that falls short but the code, or a figure the grader could not read,
     suggests a study, a TA decides instead of a fail.
     """
-    min_runs, require_scheduler, require_plot = params.min_runs, params.require_scheduler, params.require_plot
     if not ctx.evidence:
         return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found.")
     ran = [(ev, o) for ev in ctx.evidence for o in ev.get("optimizers") or [] if (o.get("steps") or 0) > 0]

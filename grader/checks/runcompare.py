@@ -78,7 +78,8 @@ def _signature(run: Mapping) -> dict[str, Any]:
     scheds = run.get("schedulers")
     return {
         "model_kind": kind, "depth": depth, "width": width,
-        "conv_layers": s.get("conv_layers") if isinstance(s.get("conv_layers"), int) else None,
+        "conv_layers": s.get("conv_layers") if isinstance(s.get("conv_layers"), int)
+        else 0 if kind in ("linear", "mlp") else None,
         "activation": tuple(sorted(acts)) if isinstance(acts, Mapping) and acts else None,
         "optimizer": run.get("optimizer") or None,
         "lr": float(f"{float(lr):.6g}") if isinstance(lr, (int, float)) and math.isfinite(lr) else None,
@@ -164,18 +165,28 @@ def _evaluated(r: _Run) -> bool:
 
 
 def _shown(how: str, a: _Run, b: _Run) -> tuple[bool, tuple[str, ...]]:
-    """(the pair is compared as `how` asks, pointers): a captured line chart with two or more
-    lines in a cell run after both runs' cells, or both runs' printed final metrics."""
+    """(the pair is compared as `how` asks, pointers): a captured line chart (not of one line)
+    in a cell run after both runs' cells (In[n] of both notebooks' runs, when they are one
+    notebook), or both runs' printed test accuracies."""
     if how == "none":
         return True, ()
-    last = max([c for r in (a, b) for c in r.run.get("cells") or [] if isinstance(c, int)], default=None)
-    charts = tuple(where(ev, f.get("cell")) for ev in {id(a.ev): a.ev, id(b.ev): b.ev}.values()
-                   for f in ev.get("figures") or [] if f.get("kind") == "line" and figure_captured(f)
-                   and int((f.get("host") or {}).get("n_lines") or f.get("n_lines") or 0) >= 2
-                   and (last is None or not isinstance(f.get("cell"), int) or f["cell"] >= last))
+    charts: list[str] = []
+    for ev in {id(a.ev): a.ev, id(b.ev): b.ev}.values():
+        last = max([c for r in (a, b) if r.ev is ev for c in r.run.get("cells") or [] if isinstance(c, int)],
+                   default=0)
+        charts += [where(ev, f.get("cell")) for f in ev.get("figures") or []
+                   if f.get("kind") == "line" and figure_captured(f) and _lines(f) != 1
+                   and (not isinstance(f.get("cell"), int) or f["cell"] >= last)]
     numbers = all(isinstance((r.run.get("metrics") or {}).get("test_accuracy"), (int, float)) for r in (a, b))
     ok = bool(charts) if how == "plot" else numbers if how == "numbers" else bool(charts) or numbers
-    return ok, charts[:2]
+    return ok, tuple(charts[:2])
+
+
+def _lines(figure: Mapping) -> int | None:
+    """Lines drawn in a line chart (`n_lines`, the probe's count over its axes), None when the
+    evidence does not say: then it is not held against the student."""
+    n = figure.get("n_lines")
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
 
 
 def _label(r: _Run, factor: str) -> str:
@@ -325,9 +336,12 @@ def _judge(pairs: list[_Pair], runs: list[_Run], p: P.RunComparison) -> tuple[fl
         text.append(f"{distinct} distinct {q.factor} value(s) trained, {p.min_settings} asked")
     if q.unknown:
         text.append("unknown, not counted as a difference: " + ", ".join(q.unknown[:4]))
-    pointers = tuple(dict.fromkeys([where(q.a.ev, next(iter(q.a.run.get("cells") or []), None)),
-                                    where(q.b.ev, next(iter(q.b.run.get("cells") or []), None)), *q.charts]))
-    return round(fraction, 4), "; ".join(text) + ".", pointers
+    return round(fraction, 4), "; ".join(text) + ".", tuple(dict.fromkeys([*_pointers(q.a, q.b), *q.charts]))
+
+
+def _pointers(*runs: _Run) -> tuple[str, ...]:
+    """Where each run first stepped: `notebook.ipynb#cell 7`."""
+    return tuple(dict.fromkeys(where(r.ev, next(iter(r.run.get("cells") or []), None)) for r in runs))
 
 
 def _saved(printed: list[_Run], evidence: Sequence[Mapping], factor: str) -> Outcome:
@@ -382,7 +396,7 @@ def run_comparison(ctx: CheckContext, params: P.RunComparison) -> Outcome:
         return Outcome("manual", 0.0, f"{_label(q.a, q.factor)} vs {_label(q.b, q.factor)} would make the pair, but "
                                       f"the grader could not confirm {why}; this is not a finding against your work. "
                                       f"A TA will check the runs." + (f" {typed}." if typed else ""),
-                       (where(q.a.ev), where(q.b.ev)), flags=(UNCONFIRMED, *flags), own_words=True)
+                       _pointers(q.a, q.b), flags=(UNCONFIRMED, *flags), own_words=True)
     if not mine:
         out = _missing(confirmed, crashed, params)
         return Outcome(out.status, 0.0, out.message + (f" {typed}." if typed else ""), out.evidence, flags,

@@ -304,13 +304,20 @@ def _missing(runs: list[_Run], crashed: list[_Run], p: P.RunComparison) -> Outco
                    own_words=True)
 
 
+def _pct(value: Any) -> str | None:
+    """A fraction 0..1 as `97.5 %`, None when it is not a number."""
+    return fmt_pct(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _typed(runs: Sequence[_Run]) -> list[str]:
+    """One sentence per run whose printed number was typed or is far from its model's (C's
+    `printed_check.typed`)."""
     out = []
     for r in runs:
         pc = r.run.get("printed_check") or {}
         if pc.get("typed"):
-            out.append(f"{r.name}'s printed {fmt_pct(pc.get('printed')) if isinstance(pc.get('printed'), (int, float)) else 'number'}"
-                       f" is not what its model measures ({pc.get('why') or 'typed, not computed'})")
+            out.append(f"{r.name}'s printed {_pct(pc.get('printed')) or 'number'} is not what its model measures "
+                       f"({pc.get('why') or 'typed, not computed'})")
     return out
 
 
@@ -345,9 +352,10 @@ def _pointers(*runs: _Run) -> tuple[str, ...]:
 
 
 def _saved(printed: list[_Run], evidence: Sequence[Mapping], factor: str) -> Outcome:
+    """Saved mode: the runs read from the outputs, for a TA."""
+    said = [(r, _pct((r.run.get("metrics") or {}).get("test_accuracy"))) for r in printed[:8]]
     listed = "; ".join(f"{r.name} ({r.run.get('label') or show(factor, r.sig.get(factor))}"
-                       f"{', printed ' + fmt_pct((r.run.get('metrics') or {}).get('test_accuracy')) if isinstance((r.run.get('metrics') or {}).get('test_accuracy'), (int, float)) else ''})"
-                       for r in printed[:8])
+                       f"{', printed ' + acc if acc else ''})" for r, acc in said)
     return Outcome("manual", 0.0, f"Saved mode: nothing was run, so the grader cannot tell what each run did; "
                                   f"printed runs: {listed or 'none the grader could read'}. A TA will compare them.",
                    tuple(dict.fromkeys(where(ev) for ev in evidence))[:3])

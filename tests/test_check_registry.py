@@ -76,9 +76,9 @@ def test_the_pipelines_kind_lists_are_the_ones_lab1_was_graded_with() -> None:
     from grader.sources import _NOT_SCORED
     from grader.student import quick_unjudged
 
-    assert FILE_CHECKS == {"report_sections", "files_present", "normalization", "custom"}
+    assert FILE_CHECKS == {"report_sections", "files_present", "normalization", "custom", "run_comparison"}
     assert _NOT_SCORED == {"report_sections", "files_present", "normalization", "custom", "manual",
-                           "ran_without_errors"}
+                           "ran_without_errors", "run_comparison"}
     assert quick_unjudged() == {"accuracy_vs_reference"}
     assert CORROBORATED == {"test_metrics", "per_class_accuracy", "model_architecture", "ran_without_errors"}
     assert [k for k, spec in KINDS.items() if spec.by_hand] == ["manual"]

@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal, Mapping
 from pydantic import ValidationError
 
 from grader.datasets import registry
-from grader.checks import figures, files, lrstudy, metrics, setup
+from grader.checks import figures, files, lrstudy, metrics, runcompare, setup
 from grader.checks import params as P
 from grader.checks.base import CheckContext, Outcome
 
@@ -110,6 +110,14 @@ KINDS: Mapping[str, CheckKind] = MappingProxyType({k.name: k for k in (
               "several learning rates or schedules trained and compared",
               "part", ranks_candidates=True,
               example={"min_runs": 2, "require_scheduler": False, "require_plot": True}),
+    # corroborated=False: it backs each run by the host's own evaluation of that run's model
+    # (runcompare._doubt) and goes to a TA itself when that is missing
+    CheckKind("run_comparison", P.RunComparison, runcompare.run_comparison,
+              "two runs that differ in one factor (optimizer, lr, depth, width, conv layers, epochs, model kind, "
+              "loss) and agree on the others, both trained and evaluated, and compared",
+              "submission", ranks_candidates=False,
+              example={"factor": "depth", "values": [2, 4], "agree_on": ["width", "optimizer", "lr", "epochs"],
+                       "shown": "any"}),
     CheckKind("model_architecture", P.ModelArchitecture, setup.model_architecture,
               "a model was defined whose last layer has one output per class; not whether it trained",
               "part", ranks_candidates=True, corroborated=True, dataset_fields=("dataset",),

@@ -160,3 +160,149 @@ def test_captured_runs_follow_the_cap_and_rebuild_models_no_longer_alive(runs) -
     # shapes: it is rebuilt from the copy made without weights
     assert second["file"] == "run1.pt" and second["class"] == "Sequential", second
     assert third["sample_preds"] == out["preds"]
+
+
+def test_the_rubric_limit_of_captured_runs_reaches_the_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from grader import execute
+    from grader.pipeline import GradeSettings, _execute
+    from grader.rubric import load_rubric
+
+    class Started(Exception):
+        pass
+
+    def run_notebook(path: Path, *, startup_code: str, **kw: object) -> None:
+        raise Started(startup_code)
+
+    monkeypatch.setattr(execute, "run_notebook", run_notebook)
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "mlp.ipynb")
+    rubric = load_rubric(Path(__file__).parent / "labs" / "mnist_mlp" / "rubric.yaml")
+    settings = GradeSettings(rubric_path=Path("rubric.yaml"), out=tmp_path)
+    for cap in (None, 9):
+        lab = rubric if cap is None else rubric.model_copy(
+            update={"limits": rubric.limits.model_copy(update={"captured_runs": cap})})
+        with pytest.raises(Started) as started:
+            _execute(tmp_path / "mlp.ipynb", "mlp.ipynb", submission_dir=tmp_path, run_dir=tmp_path / "run",
+                     settings=settings, rubric=lab)
+        assert f"'max_runs': {cap or 6}" in str(started.value)  # LAB01 keeps 6
+
+
+# ---------------------------------------------------------------- a real notebook
+
+_DATA = """
+import torch, torchvision, torchvision.transforms as T
+import torch.nn as nn, torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+transform = T.Compose([T.ToTensor(), T.Normalize((0.13,), (0.31,))])
+trainset = torchvision.datasets.MNIST(root='/tmp/datasets-nctu', train=True, download=False, transform=transform)
+testset = torchvision.datasets.MNIST(root='/tmp/datasets-nctu', train=False, download=False, transform=transform)
+trainloader = DataLoader(Subset(trainset, range(256)), batch_size=64, shuffle=True)
+testloader = DataLoader(testset, batch_size=500)
+
+
+def mlp(widths):
+    layers, d = [nn.Flatten()], 784
+    for w in widths:
+        layers += [nn.Linear(d, w), nn.ReLU()]
+        d = w
+    return nn.Sequential(*layers, nn.Linear(d, 10))
+
+
+def train(model, optimizer, loss_fn, epochs):
+    for epoch in range(epochs):
+        total, n = 0.0, 0
+        for i, (x, y) in enumerate(trainloader):
+            optimizer.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            total, n = total + loss.item(), n + 1
+            print(f"\\rbatch {i + 1}/4", end="")
+        print(f"\\repoch {epoch + 1} loss {total / n:.6f}")
+
+
+def test(model):
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in testloader:
+            correct += (model(x).argmax(1) == y).sum().item()
+    print(f"accuracy {100 * correct / len(testset):.2f} %")
+"""
+
+_LOOP = """
+for name, widths, loss_fn in (("linear", [], nn.CrossEntropyLoss()), ("mlp", [32], F.cross_entropy),
+                              ("deep", [32, 32], nn.CrossEntropyLoss())):
+    torch.manual_seed(0)
+    model = mlp(widths)  # one name for every run's model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    print(f"run {name}")
+    train(model, optimizer, loss_fn, 2)
+    test(model)
+"""
+
+_AGAIN = """
+model = mlp([16])
+optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+train(model, optimizer, lambda out, y: F.nll_loss(F.log_softmax(out, 1), y), 1)
+test(model)
+"""
+
+
+@pytest.mark.kernel
+def test_a_notebook_of_runs_in_a_loop_and_a_rerun_cell_is_recorded_run_by_run(tmp_path: Path, tiny_datasets: Path) -> None:
+    """Issue 15: three runs built in a loop under one name (a module loss, a functional one),
+    each printing a progress bar and a line per epoch, then a cell run twice. Each run is one
+    optimizer with its own captured model; each epoch's session carries its loss and the offsets
+    that cut its printed line out of the cell's stdout as the grader stored it."""
+    from grader.evidence import read_events, summarize_events
+    from grader.execute import PROBE_DIR_TOKEN, SandboxLimits, SandboxSpec, run_notebook
+    from grader.probe.recorder import bootstrap_source
+    from grader.verify import teardown_source
+
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s.strip("\n")) for s in (_DATA, _LOOP, _AGAIN, _AGAIN)])
+    nbformat.write(nb, sub / "lab4a.ipynb")
+    startup = (f"import os as _o; _o.makedirs('{PROBE_DIR_TOKEN}/fig', exist_ok=True); del _o\n"
+               + bootstrap_source(events_path=f"{PROBE_DIR_TOKEN}/events.jsonl", figures_dir=f"{PROBE_DIR_TOKEN}/fig"))
+    out = tmp_path / "out"
+    result = run_notebook(sub / "lab4a.ipynb", submission_dir=sub, out_dir=out,
+                          spec=SandboxSpec(mounts={"/tmp/datasets-nctu/MNIST": str(tiny_datasets / "MNIST")}),
+                          limits=SandboxLimits(cell_timeout_s=120, wall_timeout_s=300),
+                          startup_code=startup, teardown_code=teardown_source())
+    assert result.status == "ok", result.reason
+    events, warnings = read_events(out / "probe" / "events.jsonl")
+    summary = summarize_events(events)
+    assert warnings == [] and summary["probe"]["errors"] == 0
+    executed = nbformat.read(out / "executed.ipynb", as_version=4)
+    count = [c.execution_count for c in executed.cells]
+    stdout = {count[i]: "".join(o.text for o in executed.cells[i].outputs
+                                if o.output_type == "stream" and o.name == "stdout") for i in range(4)}
+    assert "\r" not in stdout[count[1]] and stdout[count[1]].count("epoch") == 6
+
+    training = summary["training"]
+    assert [(t["cell"], t["loss"], t["loss_n"]) for t in training] == (
+        [(count[1], "CrossEntropyLoss", 4)] * 2 + [(count[1], "cross_entropy", 4)] * 2
+        + [(count[1], "CrossEntropyLoss", 4)] * 2 + [(count[2], "nll_loss", 4), (count[3], "nll_loss", 4)])
+    for t in training:  # each epoch's session ends on the line that printed that epoch's mean loss
+        text = stdout[t["cell"]]
+        start, end = t["out_at"]
+        line = text[text.rfind("\n", 0, end) + 1:].split("\n")[0]
+        assert line.startswith("epoch "), (line, t)
+        assert float(line.split()[-1]) == pytest.approx(t["loss_sum"] / t["loss_n"], abs=2e-6)
+        assert (start == 0 or text[start - 1] == "\n") and start <= end  # it began on a fresh line
+
+    opts = [o for o in summary["optimizers"] if o["steps"]]
+    assert len(opts) == 5 and [o["lr_first"] for o in opts] == [0.05] * 3 + [0.01] * 2
+    assert [o["cells_stepped"] for o in opts] == [[count[1]]] * 3 + [[count[2]], [count[3]]]
+    for o, name in zip(opts[:3], ("linear", "mlp", "deep")):  # the run's steps lie between its header and its result
+        text = stdout[count[1]]
+        first, last = o["out_at"]
+        assert text[:first].endswith(f"run {name}\n")
+        assert text[last:].split("\n")[1].startswith("accuracy")
+    dims = {m["ref"]: m["dims"] for m in summary["models"]}
+    assert dims[opts[2]["model_ref"]] == [["0", "Flatten", None, None], ["1", "Linear", 784, 32], ["2", "ReLU", None, None],
+                                           ["3", "Linear", 32, 32], ["4", "ReLU", None, None], ["5", "Linear", 32, 10]]
+    spec = json.loads((out / "probe" / "verify" / "spec.json").read_text())
+    assert [r.get("file") for r in spec["runs"]] == [f"run{k}.pt" for k in range(5)], spec["runs"]
+    assert [r["optimizer"] for r in spec["runs"]] == [o["ref"] for o in opts]

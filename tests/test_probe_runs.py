@@ -85,6 +85,7 @@ cross_entropy = nn.CrossEntropyLoss()
 sums = []
 for width, kind, lr in ((None, "module", 0.1), (32, "functional", 0.05), (16, "subclass", 0.02)):
     model = make(width)  # one name for every run's model, shapes differ
+    model.data = data  # a dataset the model holds is not copied with it
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
     smoothed = Smoothed(label_smoothing=0.1)

@@ -608,14 +608,21 @@ def _skeleton(m, state):
     the meta device, so copying costs no memory for weights: the teardown assigns the kept tensors
     to it (rec_runs._run_model), which rebuilds a run's model of a shape no live model has any
     more. None when `m` cannot be copied (it holds a generator, a lock...)."""
-    torch = sys.modules["torch"]
-    memo = {}
-    for t in state.values():
-        if isinstance(t, torch.Tensor) and id(t) not in memo:
-            empty = torch.empty(t.shape, dtype=t.dtype, device="meta")
-            memo[id(t)] = (torch.nn.Parameter(empty, requires_grad=t.requires_grad)
-                           if isinstance(t, torch.nn.Parameter) else empty)
     try:
+        torch = sys.modules["torch"]
+        memo = {}
+        heavy = tuple(c for c in (getattr(torch.utils.data, "Dataset", None),
+                                  getattr(torch.utils.data, "DataLoader", None),
+                                  getattr(torch.optim, "Optimizer", None)) if isinstance(c, type))
+        for sub in m.modules():  # a dataset, loader or optimizer the model holds: None in the copy
+            for v in list(vars(sub).values()):
+                if isinstance(v, heavy):
+                    memo[id(v)] = None
+        for t in state.values():
+            if isinstance(t, torch.Tensor) and id(t) not in memo:
+                empty = torch.empty(t.shape, dtype=t.dtype, device="meta")
+                memo[id(t)] = (torch.nn.Parameter(empty, requires_grad=t.requires_grad)
+                               if isinstance(t, torch.nn.Parameter) else empty)
         return copy.deepcopy(m, memo)
     except Exception:  # noqa: BLE001 - a module that cannot be copied: rebuilt from a live twin only
         return None

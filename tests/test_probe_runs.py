@@ -11,6 +11,7 @@ kernel test runs a tiny MNIST notebook through the grader's sandboxed runner.
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -110,12 +111,24 @@ for width, kind, lr in ((None, "module", 0.1), (32, "functional", 0.05), (16, "s
         scheduler.step()
 with torch.no_grad():  # an unreduced loss in an evaluation: its mean per batch
     sums.append(sum(F.cross_entropy(model(x), y, reduction="none").mean().item() for x, y in trainloader))
+
+
+class WithLoss(nn.Module):  # TorchScript still compiles code calling the wrapped losses
+    def __init__(self):
+        super().__init__()
+        self.ce = nn.CrossEntropyLoss()
+
+    def forward(self, out, y):
+        return F.cross_entropy(out, y) + self.ce(out, y)
+
+
+scripted = torch.jit.script(WithLoss())(torch.zeros(2, 3), torch.tensor([0, 1])).item()
 folder = base / "verify"
 folder.mkdir()
 x = next(iter(trainloader))[0]
 with sys.modules["_dllab_probe_export"]._quiet():  # as the teardown calls it
     runs = probe_runs.export_runs(str(folder), x, x)
-json.dump({"sums": sums, "kept": probe_torch._MAX_KEPT, "max_runs": probe_runs.MAX_RUNS, "runs": runs,
+json.dump({"sums": sums, "scripted": scripted, "kept": probe_torch._MAX_KEPT, "max_runs": probe_runs.MAX_RUNS, "runs": runs,
            "preds": model.eval()(x).argmax(1).tolist()}, open(base / "out.json", "w"))
 """
 
@@ -137,6 +150,7 @@ def test_each_session_records_its_loss_and_the_sum_of_its_values(runs) -> None:
     assert (evaluation["loss"], evaluation["loss_n"]) == ("cross_entropy", 4)
     assert evaluation["loss_sum"] == pytest.approx(out["sums"][6], rel=1e-5)
     assert all("out_at" not in t for t in training)  # no kernel: stdout is not counted
+    assert out["scripted"] == pytest.approx(2 * math.log(3))
     assert run.summary["probe"]["errors"] == 0
 
 

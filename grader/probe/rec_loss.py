@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numbers
 import sys
+import types
 
 HOOK_MODULES = ("torch", "torch.nn.functional", "torch.nn.modules.loss")
 
@@ -78,18 +79,33 @@ def patch():
 
 def _make_call(name_of):
     def make(orig):
+        _dllab_call, _dllab_orig, _dllab_name_of = _call, orig, name_of
+
         def call(*args, **kwargs):
-            if _depth[0]:
-                return orig(*args, **kwargs)
-            _depth[0] += 1
-            try:
-                out = orig(*args, **kwargs)
-            finally:
-                _depth[0] -= 1
-            _core.guarded("loss", _note_loss, name_of(orig, args), out)
-            return out
-        return call
+            return _dllab_call(_dllab_orig, _dllab_name_of, args, kwargs)
+        # TorchScript compiles a call to the wrapper from the original's source (inspect follows
+        # __wrapped__) and resolves its names through the wrapper's closure and globals: the
+        # globals must be the original's (F.cross_entropy needs has_torch_function_variadic)
+        return types.FunctionType(call.__code__, orig.__globals__, call.__name__, None, call.__closure__)
     return make
+
+
+def _call(orig, name_of, args, kwargs):
+    if _depth[0] or _compiling():  # torch.compile tracing the loss: its values are fake tensors
+        return orig(*args, **kwargs)
+    _depth[0] += 1
+    try:
+        out = orig(*args, **kwargs)
+    finally:
+        _depth[0] -= 1
+    _core.guarded("loss", _note_loss, name_of(orig, args), out)
+    return out
+
+
+def _compiling():
+    compiler = getattr(sys.modules.get("torch"), "compiler", None)
+    check = getattr(compiler, "is_compiling", None)
+    return bool(check()) if check is not None else False
 
 
 def _note_loss(name, out):

@@ -54,8 +54,10 @@ _HIST = {"source": "str", "bins": _INT, "n": "count", "min": _NUM, "max": _NUM, 
          "edges": ("list", "num")}
 _AXES = {"kind": "str", "title": _STR, "xlabel": _STR, "ylabel": _STR, "n_lines": "int",
          "n_images": "int", "hists": ("list", _HIST)}
+_OUT_AT = ("opt", ("list", "count"))  # [start, end]: characters the cell had written to stdout
 _SESSION = {"model": _INT, "loader": _INT, "dataset": _INT, "split": _STR, "samples": "int",
-            "batches": "int", "grad_enabled": "bool", "training": "bool"}
+            "batches": "int", "grad_enabled": "bool", "training": "bool",
+            "loss": _STR, "loss_sum": _NUM, "loss_n": "count", "out_at": _OUT_AT}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "probe-start": {"version": "int", "pid": "int", "python": "str", "caps": ("map", "int"),
@@ -76,13 +78,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                    "num_workers": _INT, "drop_last": _BOOL},
     "model": {"class": "str", "module": "str", "repr": _STR, "params": "int",
               "trainable": "int", "last_linear_out": _INT, "layers": ("list", ("list", "str")),
-              "via": "str", "shares": ("list", "int")},
+              "dims": ("list", ("list", ("opt", "scalar"))), "via": "str", "shares": ("list", "int")},
     "optimizer": {"type": "str", "module": "str", "lr": _VALUE, "momentum": _VALUE,
                   "weight_decay": _VALUE, "betas": _NUMS, "nesterov": _VALUE,
                   "defaults": ("map", _VALUE), "param_groups": "int", "n_params": "int"},
     "optimizer-state": {"ref": _INT, "steps": "int", "lr_changes": ("list", ("list", _VALUE)),
                         "n_changes": "int", "model": _INT, "models": ("list", "int"),
-                        "cells": ("list", _INT), "checksum_start": _NUMS, "checksum_now": _NUMS},
+                        "cells": ("list", _INT), "checksum_start": _NUMS, "checksum_now": _NUMS,
+                        "lr_first": _VALUE, "out_at": _OUT_AT},
     "scheduler": {"type": "str", "module": "str", "optimizer": _INT,
                   "params": ("map", _VALUE)},
     "scheduler-state": {"ref": _INT, "steps": "int", "last_lr": _NUMS},
@@ -361,6 +364,8 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
             out["models"].append({"ref": ref, "class": e.get("class"), "params": e.get("params"),
                                   "last_linear_out": e.get("last_linear_out"),
                                   "layers": e.get("layers", []), "names": names.get(ref, []),
+                                  # [[leaf, type, in, out]]: a Linear's features, a Conv2d's channels
+                                  **({"dims": e["dims"]} if "dims" in e else {}),
                                   "cell": e.get("cell"), "via": e.get("via"),
                                   "shares": e.get("shares", [])})
         elif kind == "optimizer":
@@ -379,7 +384,10 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
                 "weights_changed": _changed(s.get("checksum_start"), s.get("checksum_now")),
                 # [sum, norm] of its weights when it was built and when last seen: a run whose
                 # start is another run's end began from that run's trained model (checks.figures)
-                "checksum_start": s.get("checksum_start"), "checksum_now": s.get("checksum_now")})
+                "checksum_start": s.get("checksum_start"), "checksum_now": s.get("checksum_now"),
+                # lr of its first step; [first step, last step] in characters of the stdout of
+                # the cells it first and last stepped in (cells_stepped[0], cells_stepped[-1])
+                **{k: s[k] for k in ("lr_first", "out_at") if s.get(k) is not None}})
         elif kind == "scheduler":
             s = state.get(ref, {})
             opt = of(e.get("optimizer"), "optimizer")
@@ -393,7 +401,10 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
                      **loader_info(e.get("loader")), "samples": e.get("samples"),
                      "batches": e.get("batches"), "grad_enabled": e.get("grad_enabled"),
                      "training_mode": e.get("training"), "model_ref": e.get("model"),
-                     "dataset_length": (of(e.get("dataset"), "dataset") or {}).get("length")}
+                     "dataset_length": (of(e.get("dataset"), "dataset") or {}).get("length"),
+                     # the loss it computed (rec_loss; loss_sum None: not finite, a diverged run)
+                     # and where in its cell's stdout it ran
+                     **{k: e[k] for k in ("loss", "loss_sum", "loss_n", "out_at") if k in e}}
             if kind == "training":
                 out["training"].append(entry)
             # a pass over test data in train mode with grad (no eval(), no no_grad()) is

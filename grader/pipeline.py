@@ -292,8 +292,9 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     if wall_s is not None and wall_s < limits.wall_timeout_s:  # what is left of the submission's time
         limits = dataclasses.replace(limits, wall_timeout_s=max(1.0, wall_s))
     # The probe writes into a folder the sandbox gives it; execute copies it to run_dir/probe.
+    # The probe captures the models of the newest `captured_runs` training runs (grader.verify.runs).
     startup = bootstrap_source(events_path=f"{PROBE_DIR_TOKEN}/events.jsonl", figures_dir=f"{PROBE_DIR_TOKEN}/fig",
-                               max_figures=limits.max_figures)
+                               max_figures=limits.max_figures, max_runs=rubric.limits.captured_runs)
     spec = SandboxSpec(mounts=sandbox_mounts(rubric, settings.data), gpus=settings.gpus, sandbox=settings.sandbox,
                        cpu_threads=settings.cpu_threads)
     runner = run_script if path.suffix.lower() == ".py" else run_notebook

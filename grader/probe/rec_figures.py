@@ -248,10 +248,17 @@ def _live_roots(fresh):
     child_ids = set()
     for m in mods:
         child_ids.update(id(c) for c in getattr(m, "_modules", {}).values() if c is not None)
-    roots = [m for m in mods if id(m) not in child_ids and next(m.parameters(), None) is not None]
+    roots = [m for m in mods if id(m) not in child_ids and _has_values(m)]
     roots.sort(key=lambda m: not _core.names_for(m))
     _roots_cache.update(key=key, refs=[weakref.ref(m) for m in roots], built=time.monotonic())
     return roots
+
+
+def _has_values(m):
+    """Whether `m` has parameters holding values: not a module on the meta device (rec_torch's
+    weightless copies of the models runs train, a model built on meta), whose values no figure shows."""
+    p = next(m.parameters(), None)
+    return p is not None and not getattr(p, "is_meta", False)
 
 
 def _subject(root, pname, match, grad):

@@ -4,7 +4,8 @@ Runs inside the kernel as `_dllab_probe_torch`; see recorder.py for the rules. T
 part (rec_data.py: datasets, Normalize, DataLoaders) records into the same registry.
 Objects are remembered by weak reference only (`_by_id`), so the probe never keeps a
 student's model or dataset alive; the two exceptions: the tensors (not the modules) of the
-models the newest optimizers train (`_keep`, at most 6 runs and 64 MiB), from which the
+models the newest optimizers train (`_keep`, at most `max_runs` runs (install's cap, the
+rubric's limits.captured_runs; 6 by default) and 64 MiB), from which the
 teardown rebuilds each run's model for the host to evaluate (grader.verify.runs); and the model
 and dataset of the newest evaluation over each test dataset (`_keep_evaluated`, at most 4
 datasets, models up to 64 MiB each), which the teardown captures (rec_export.py). Per-step facts (optimizer steps and the lr each used,
@@ -14,6 +15,7 @@ when a cell ends and at exit, not one event per step.
 
 from __future__ import annotations
 
+import copy
 import functools
 import numbers
 import sys
@@ -30,6 +32,7 @@ _aggregates = []  # optimizer and scheduler _Recs, kept after their objects are 
 _initializing = set()  # ids of objects inside a wrapped __init__
 _stepping = set()  # ids of schedulers inside a wrapped step
 _sessions = {}  # (model ref, loader pass, mode) -> evaluation/training counts
+_last = [None]  # the session of the newest forward pass: rec_loss credits loss values to it
 _restored = {}  # id(module) -> (weakref, True): modules rebuilt by copy.deepcopy or unpickling
 active = {"loader": None, "iter": None, "serial": 0}  # the DataLoader being iterated (rec_data)
 _MAX_CHANGES = 1000
@@ -38,7 +41,7 @@ _MAX_CHECKSUM_PARAMS = 2000
 _NAMED = ("dataset", "dataloader", "model", "optimizer", "scheduler")
 # Runs whose model tensors are held for the teardown's per-run capture (rec_export.py): the
 # newest _MAX_KEPT optimizers, at most _MAX_KEPT_BYTES of tensors together.
-_MAX_KEPT = 6
+_MAX_KEPT = 6  # install's `max_runs` (the rubric's limits.captured_runs) sets it: configure()
 _MAX_KEPT_BYTES = 64 * 2**20
 _kept = []  # optimizer _Recs holding `kept`, oldest first
 # The model and dataset of the newest evaluation over each test dataset (dataset ref -> (model,
@@ -62,6 +65,12 @@ class _Rec:
 def setup(core):
     global _core
     _core = core
+
+
+def configure(caps):
+    """Takes install's caps: `max_runs` runs have their model's tensors held (_keep)."""
+    global _MAX_KEPT
+    _MAX_KEPT = max(1, int(caps.get("max_runs", _MAX_KEPT)))
 
 
 # ---------------------------------------------------------------- object registry
@@ -251,7 +260,8 @@ def _record_model(m, via):
     for p in m.parameters():
         n_params += p.numel()
         trainable += p.numel() if p.requires_grad else 0
-    last_linear, layers = None, []
+    last_linear, layers, dims = None, [], []
+    nn = sys.modules.get("torch.nn")
     for name, sub in m.named_modules():
         if sub is m:
             continue
@@ -259,6 +269,7 @@ def _record_model(m, via):
             last_linear = sub.out_features
         if not sub._modules and len(layers) < 200:
             layers.append([name, type(sub).__name__])
+            dims.append([name, type(sub).__name__, *_in_out(sub, nn)])
         if lookup(sub, _mods) is None and id(sub) not in _mods:
             remember(_mods, sub, None)  # its calls happen inside this model's forward
     try:
@@ -269,11 +280,24 @@ def _record_model(m, via):
         via = "copy"  # copy.deepcopy(trained) or an unpickled model: its weights came from elsewhere
     rec = new(m, "model", {"class": type(m).__name__, "module": type(m).__module__,
                             "repr": text, "params": n_params, "trainable": trainable,
-                            "last_linear_out": last_linear, "layers": layers, "via": via,
-                            "shares": _sharing(m)})
+                            "last_linear_out": last_linear, "layers": layers, "dims": dims,
+                            "via": via, "shares": _sharing(m)})
     remember(_mods, m, rec)
     generation += 1
     return rec
+
+
+def _in_out(sub, nn):
+    """[in, out] of a leaf: a Linear's features, a Conv2d's channels (subclasses too); else
+    [None, None]. The shapes as built: a lazy layer not yet run has none (0 is not a size)."""
+    for cls, names in (("Linear", ("in_features", "out_features")),
+                       ("Conv2d", ("in_channels", "out_channels"))):
+        kind = getattr(nn, cls, None)
+        if isinstance(kind, type) and isinstance(sub, kind):
+            pair = [getattr(sub, n, None) for n in names]
+            if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
+                return pair
+    return [None, None]
 
 
 def _sharing(m, cap=50):
@@ -299,6 +323,7 @@ def _note_forward(rec, module, args):
     loader = active["loader"]
     key = (rec.ref, active["serial"], mode)
     session = _sessions.get(key)
+    at = _core.out_chars()
     if session is None:
         if len(_sessions) >= 500:
             _flush_sessions()
@@ -306,8 +331,13 @@ def _note_forward(rec, module, args):
             "mode": mode, "model": rec.ref, "loader": getattr(loader, "ref", None),
             "dataset": getattr(loader, "dataset", None), "split": getattr(loader, "split", None),
             "samples": 0, "batches": 0, "grad_enabled": grad, "training": training}
+        if at is not None:
+            session["out_at"] = [at, at]
         if mode == "evaluation" and loader is not None:
             _keep_evaluated(module, loader)
+    elif at is not None and "out_at" in session:
+        session["out_at"][1] = at
+    _last[0] = session
     session["batches"] += 1
     shape = getattr(args[0], "shape", None) if args else None
     if shape:
@@ -354,9 +384,19 @@ def _split_named(loader, loader_wr, ds):
 
 
 def _flush_sessions():
+    """Writes every open session (a training or evaluation pass of one model): its counts, the
+    loss it computed (rec_loss) and where in the cell's stdout it started and ended (`out_at`:
+    characters the cell had written, recorder.out_chars)."""
     sessions = list(_sessions.values())
     _sessions.clear()
+    _last[0] = None
     for s in sessions:
+        acc = s.pop("_lsum", None)
+        if acc is not None:
+            try:
+                s["loss_sum"] = float(acc)  # the one GPU sync of the session's loss values
+            except Exception as exc:  # noqa: BLE001 - a tensor from a transform that no longer exists
+                _core.probe_error("loss-sum", exc)
         _core.emit(s.pop("mode"), s)
 
 
@@ -447,7 +487,8 @@ def _record_optimizer(opt):
         "defaults": defaults, "param_groups": len(groups),
         "n_params": sum(len(g.get("params", ())) for g in groups)},
         last_lr=None, changes=[], n_changes=0, model=None, models=[], lr_now=None, linked=False,
-        cells=[], start=_checksum(groups), now=None, opt=weakref.ref(opt))
+        cells=[], start=_checksum(groups), now=None, opt=weakref.ref(opt), lr_first=None,
+        out_first=None, out_last=None)
     _aggregates.append(rec)
     generation += 1
     return rec
@@ -465,6 +506,10 @@ def _optimizer_step(opt, args, kwargs):
         lr = float(groups[0]["lr"]) if len(groups) == 1 else [float(g["lr"]) for g in groups]
         rec.steps += 1
         rec.dirty = True
+        at = _core.out_chars()  # the cell's stdout so far: its first step's in cells[0], its last's in cells[-1]
+        if rec.steps == 1:
+            rec.lr_first, rec.out_first = lr, at
+        rec.out_last = at
         if not rec.steps & (rec.steps - 1):  # steps 1, 2, 4, 8...: the optimizer may be gone
             rec.now = _checksum(groups)      # by the time the cell ends (rebound in a loop)
         cell = _core.state().cell
@@ -524,9 +569,10 @@ def _owners(groups, cap=50):
 
 
 def _keep(rec, groups):
-    """Hold the tensors (never the module) of the model this optimizer trains: the teardown
-    rebuilds that model at the end of its run from them (rec_export.py), even after the notebook
-    dropped it (`model = Net()` per learning rate). The tensors are the model's own, updated in
+    """Hold the tensors (never the module) of the model this optimizer trains, and a copy of the
+    module without them (_skeleton): the teardown rebuilds that model at the end of its run from
+    them (rec_runs.py), even after the notebook dropped it (`model = Net()` per learning rate,
+    `model = MLP(width)` per width in a loop). The tensors are the model's own, updated in
     place by training, so they hold the run's final weights. This is the one place the probe
     keeps a student's objects alive: bounded to the newest _MAX_KEPT runs and _MAX_KEPT_BYTES."""
     try:
@@ -548,13 +594,38 @@ def _keep(rec, groups):
         m = best[1]
         state = m.state_dict(keep_vars=True)
         size = sum(t.numel() * t.element_size() for t in state.values() if hasattr(t, "element_size"))
-        rec.kept = (type(m).__name__, state, weakref.ref(m), size)
+        rec.kept = (type(m).__name__, state, weakref.ref(m), size, _skeleton(m, state))
         _kept.append(rec)
         while len(_kept) > _MAX_KEPT or sum(r.kept[3] for r in _kept) > _MAX_KEPT_BYTES:
             _kept.pop(0).kept = False  # released: the oldest run is not captured (said in spec.json)
     except Exception as exc:  # noqa: BLE001
         rec.kept = None
         _core.probe_error("optimizer-keep", exc)
+
+
+def _skeleton(m, state):
+    """A deep copy of `m` whose state tensors (parameters, persistent buffers) are empty ones on
+    the meta device, so copying costs no memory for weights: the teardown assigns the kept tensors
+    to it (rec_runs._run_model), which rebuilds a run's model of a shape no live model has any
+    more. None when `m` cannot be copied (it holds a generator, a lock...)."""
+    try:
+        torch = sys.modules["torch"]
+        memo = {}
+        heavy = tuple(c for c in (getattr(torch.utils.data, "Dataset", None),
+                                  getattr(torch.utils.data, "DataLoader", None),
+                                  getattr(torch.optim, "Optimizer", None)) if isinstance(c, type))
+        for sub in m.modules():  # a dataset, loader or optimizer the model holds: None in the copy
+            for v in list(vars(sub).values()):
+                if isinstance(v, heavy):
+                    memo[id(v)] = None
+        for t in state.values():
+            if isinstance(t, torch.Tensor) and id(t) not in memo:
+                empty = torch.empty(t.shape, dtype=t.dtype, device="meta")
+                memo[id(t)] = (torch.nn.Parameter(empty, requires_grad=t.requires_grad)
+                               if isinstance(t, torch.nn.Parameter) else empty)
+        return copy.deepcopy(m, memo)
+    except Exception:  # noqa: BLE001 - a module that cannot be copied: rebuilt from a live twin only
+        return None
 
 
 def _record_scheduler(s):
@@ -605,7 +676,10 @@ def flush(reason):
             _core.emit("optimizer-state", {
                 "ref": rec.ref, "steps": rec.steps, "lr_changes": rec.changes,
                 "n_changes": rec.n_changes, "model": rec.model, "models": rec.models,
-                "cells": rec.cells, "checksum_start": rec.start, "checksum_now": rec.now})
+                "cells": rec.cells, "checksum_start": rec.start, "checksum_now": rec.now,
+                "lr_first": rec.lr_first,
+                "out_at": None if rec.out_first is None or rec.out_last is None
+                else [rec.out_first, rec.out_last]})
         else:
             _core.emit("scheduler-state", {"ref": rec.ref, "steps": rec.steps,
                                            "last_lr": rec.last_lr})

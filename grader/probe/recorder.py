@@ -3,9 +3,9 @@
 Loaded before the first student cell. Inside the sandbox nothing from the grader is
 importable, so the host sends `bootstrap_source(...)` as text: it builds the modules
 `_dllab_probe` (this file), `_dllab_probe_figures` (rec_figures.py), `_dllab_probe_torch`
-(rec_torch.py), `_dllab_probe_data` (rec_data.py) and `_dllab_probe_export` (rec_export.py,
-used only by `export_for_verification` after the last cell) from their source and calls
-`install`. Tests may instead import `grader.probe.recorder` and call `install` directly.
+(rec_torch.py), `_dllab_probe_loss` (rec_loss.py), `_dllab_probe_data` (rec_data.py),
+`_dllab_probe_export` and `_dllab_probe_runs` (rec_export.py, rec_runs.py, used only by
+`export_for_verification` after the last cell) from their source and calls `install`. Tests may instead import `grader.probe.recorder` and call `install` directly.
 
 Rules every patch here follows:
 - the original is called first (or for `show`, right after recording) with the same
@@ -35,8 +35,8 @@ import time
 
 PROBE_NAME = "_dllab_probe"
 VERSION = 1
-_PARTS = (("figures", "rec_figures"), ("torch", "rec_torch"), ("data", "rec_data"),
-          ("export", "rec_export"), ("runs", "rec_runs"))
+_PARTS = (("figures", "rec_figures"), ("torch", "rec_torch"), ("loss", "rec_loss"),
+          ("data", "rec_data"), ("export", "rec_export"), ("runs", "rec_runs"))
 _MAX_PROBE_ERRORS = 50
 _STR_CAP = 2000
 _LIST_CAP = 2000
@@ -69,6 +69,7 @@ class _State:
         self.ip = None
         self.finder = None
         self.bound = {}  # ref -> tuple of user-namespace names last reported
+        self.out = None  # the running cell's _OutCount (None: its stdout is not counted)
 
 
 # ---------------------------------------------------------------- events
@@ -220,6 +221,79 @@ def _bind_names():
             emit("bind", {"ref": ref, "names": list(names)})
 
 
+# ---------------------------------------------------------------- what the cell printed
+
+
+class _OutCount:
+    """Characters the running cell has written to stdout, as the grader keeps them: consecutive
+    stdout outputs joined and each line's carriage-return overwrites applied
+    (grader.capture.collapse_cr, grader.execute's client). Equal to the characters written when
+    nothing printed a '\r'. Offsets into the concatenated text of the cell's stdout outputs, as
+    long as the cell's output was not cut (`metadata.dllab.output_truncated`)."""
+
+    __slots__ = ("done", "line", "cr0", "cr1", "n")
+
+    def __init__(self):
+        self.done = 0  # kept characters of the finished lines, their '\n' included
+        self.line = 0  # raw characters of the line being written
+        self.cr0 = self.cr1 = -1  # the last two '\r' of that line (indices), or -1
+        self.n = 0
+
+    def add(self, text):
+        parts = text.split("\n")
+        for i, part in enumerate(parts):
+            j1 = part.rfind("\r")
+            if j1 >= 0:
+                j0 = part.rfind("\r", 0, j1)
+                self.cr0, self.cr1 = (self.line + j0 if j0 >= 0 else self.cr1), self.line + j1
+            self.line += len(part)
+            if i < len(parts) - 1:  # a '\n' ends the line
+                self.done += self._kept() + 1
+                self.line, self.cr0, self.cr1 = 0, -1, -1
+        self.n = self.done + self._kept()
+
+    def _kept(self):
+        # what collapse_cr keeps of the line: all after its last '\r' that has something after it
+        cut = self.cr1 if self.cr1 < self.line - 1 else self.cr0
+        return self.line - cut - 1
+
+
+def out_chars():
+    """Characters the running cell has written to the notebook's stdout so far (_OutCount), or
+    None when not counted (no IPython kernel, stdout replaced by the student)."""
+    st = _state
+    out = st.out if st is not None else None
+    return out.n if out is not None else None
+
+
+def _count_stdout():
+    """A new count for the cell about to run: wraps the `write` of the kernel's stdout stream
+    (an instance attribute, as IPython's own per-cell capture does: IPython puts back at the end
+    of the cell what `write` was at its start, so the wrapper is made again for each cell; a
+    stale one left by a cell IPython did not wrap passes through and is unwrapped here)."""
+    st = _state
+    st.out = None
+    stream = sys.stdout
+    if st.ip is None or type(stream).__name__ != "OutStream":
+        return
+    current = stream.write
+    base = getattr(current, "_dllab_base", current)
+    count = _OutCount()
+
+    def write(string, *args, **kwargs):
+        out = base(string, *args, **kwargs)
+        if st.out is count and isinstance(string, str) and os.getpid() == st.pid:
+            try:
+                count.add(string)
+            except Exception:  # noqa: BLE001 - never the student's problem
+                pass
+        return out
+
+    write._dllab_base = base
+    stream.write = write
+    st.out = count
+
+
 # ---------------------------------------------------------------- flushing and IPython events
 
 
@@ -269,6 +343,7 @@ def _on_pre_run_cell(info=None):
     except Exception as exc:  # noqa: BLE001
         probe_error("pre-run-cell", exc)
     guarded("pre-run-cell", _keep_hooks_first)
+    guarded("stdout-count", _count_stdout)
 
 
 def _keep_hooks_first():
@@ -416,10 +491,12 @@ def _load_parts():
 
 def install(events_path: str, figures_dir: str, *, max_events: int = 20000,
             max_figures: int = 200, max_event_bytes: int = 64 * 1024,
-            max_total_bytes: int = 16 * 2**20) -> None:
+            max_total_bytes: int = 16 * 2**20, max_runs: int = 6) -> None:
     """Start recording to `events_path` (JSON lines) and `figures_dir` (PNGs).
 
-    A second call in the same process does nothing.
+    `max_runs`: training runs (optimizers that stepped, the newest) whose models the teardown
+    captures for the host (the rubric's limits.captured_runs). A second call in the same process
+    does nothing.
     """
     global _state
     current = sys.modules.get(PROBE_NAME)
@@ -433,12 +510,15 @@ def install(events_path: str, figures_dir: str, *, max_events: int = 20000,
     figures_dir = os.path.abspath(os.fspath(figures_dir))
     os.makedirs(figures_dir, exist_ok=True)
     caps = {"max_events": int(max_events), "max_figures": int(max_figures),
-            "max_event_bytes": int(max_event_bytes), "max_total_bytes": int(max_total_bytes)}
+            "max_event_bytes": int(max_event_bytes), "max_total_bytes": int(max_total_bytes),
+            "max_runs": max(1, int(max_runs))}
     parts = _load_parts()
     st = _State(events_path, figures_dir, caps, parts)
     names = set()
     for part in parts:
         part.setup(me)
+        if hasattr(part, "configure"):
+            part.configure(caps)
         names.update(part.HOOK_MODULES)
     st.finder = _Finder(frozenset(names))
     st.ip = _ipython()
@@ -476,7 +556,7 @@ def bootstrap_source(*, events_path: str, figures_dir: str, **caps: int) -> str:
     `caps` are `install`'s keyword limits. The parts come before the core, which is
     registered last so that a half-built probe is never mistaken for an installed one.
     """
-    unknown = set(caps) - {"max_events", "max_figures", "max_event_bytes", "max_total_bytes"}
+    unknown = set(caps) - {"max_events", "max_figures", "max_event_bytes", "max_total_bytes", "max_runs"}
     if unknown:
         raise TypeError("unknown probe caps: " + ", ".join(sorted(unknown)))
     here = os.path.dirname(os.path.abspath(__file__))

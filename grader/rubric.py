@@ -327,9 +327,10 @@ class Limits(_Model):
     runs_per_submission: Annotated[int, Field(strict=True, ge=1)] = 8
     """Notebooks and scripts run per submission at most, those the lab's parts name first
     (grader.runbudget); the rest are listed as not run (`runs-capped`)."""
-    captured_runs: Annotated[int, Field(strict=True, ge=1, le=32)] = 6
+    captured_runs: Annotated[int, Field(strict=True, ge=1, le=24)] = 6
     """Training runs per notebook whose models are captured and evaluated by the host (the
-    newest ones); a lab comparing many runs (Lab 4A trains 9) raises it."""
+    newest ones), at most 24: the host reads back 25 run entries (grader.verify.spec
+    MAX_RUN_ENTRIES), one of them the note on older runs. Lab 4A, which trains 9, raises it."""
     submission_timeout: Duration = 6 * 3600.0
     """All runs of one submission together, verification included: a run is started only while
     some is left, and gets no more wall time than is left (`submission-time`)."""

@@ -43,18 +43,18 @@ def _spread(values: list[float]) -> str:
 
 
 def _reference(lab: str, parts: list[str], extra: list[str], *, dataset: str, folder: Path, seeds: int,
-               out: Path | None) -> None:
-    """Trains the lab's references (parts) and extra reference files, `seeds` seeds, 2 threads."""
+               out: Path | None, threads: int = 2) -> None:
+    """Trains the lab's references (parts) and extra reference files, `seeds` seeds."""
     import torch
 
-    from grader.labs import find_lab, import_reference
+    from grader.labs import find_lab
     from grader.reference_run import run_reference
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     print(f"load before: {_load()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     t0 = time.perf_counter()
     doc = run_reference(str(REPO / "labs" / lab), data={dataset: folder}, device="cpu", seeds=seeds,
-                        only=parts, threads=2, log=lambda s: print(s, flush=True))
+                        only=parts, threads=threads, log=lambda s: print(s, flush=True))
     pkg = find_lab(str(REPO / "labs" / lab))
     bonus = {}
     for name in extra:
@@ -127,10 +127,12 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--mnist", type=Path, required=True)
     r.add_argument("--seeds", type=int, default=3)
     r.add_argument("--out", type=Path)
+    r.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2: the machine's cores)")
     r4 = sub.add_parser("reference4b")
     r4.add_argument("--size", default="tiny")
     r4.add_argument("--seeds", type=int, default=3)
     r4.add_argument("--out", type=Path)
+    r4.add_argument("--threads", type=int, default=2)
     n = sub.add_parser("notebook")
     n.add_argument("--mnist", type=Path, required=True)
     n.add_argument("--work", type=Path)
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.what == "reference":
         _reference("lab4a", ["ex1", "ex2", "ex3", "ex4"], ["bonus"], dataset="mnist", folder=args.mnist,
-                   seeds=args.seeds, out=args.out)
+                   seeds=args.seeds, out=args.out, threads=args.threads)
         return
     work = Path(getattr(args, "work", None) or tempfile.mkdtemp(prefix="bench-lab4-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = locate("cifar10", root)
         if args.what == "reference4b":
             _reference("lab4b", ["ex1", "ex2", "ex3"], ["bonus"], dataset="cifar10", folder=folder,
-                       seeds=args.seeds, out=args.out)
+                       seeds=args.seeds, out=args.out, threads=args.threads)
             return
         from scripts.make_lab4_samples import zip_folder
 

@@ -154,7 +154,7 @@ def test_runs_view_rows_flags_and_exercises() -> None:
     assert rows["run 2"]["flags"] == ["typed"] and rows["run 2"]["exercises"][0] == "ex1: model = linear"
     assert rows["run 3"]["flags"] == ["crashed"] and "mat1 and mat2" in rows["run 3"]["error"]
     assert rows["run 3"]["ours"] is None and rows["run 3"]["ours_why"] == "the run crashed"
-    assert rows["run 4"]["flags"] == ["mismatch"] and rows["run 4"]["exercises"] == ["ex4: lr = 0.002"]
+    assert rows["run 4"]["flags"] == ["mismatch"] and rows["run 4"]["exercises"] == ["ex1: model = mlp", "ex4: lr = 0.002"]
     assert rows["run 5"]["flags"] == ["superseded"] and "units = 200" in rows["run 5"]["setup"]
     assert len(view["charts"]) == 2, "accuracies and losses on their own axes"
     assert runs_view([]) is None and runs_view(None) is None

@@ -31,6 +31,9 @@ FACTORS = ("model_kind", "depth", "width", "conv_layers", "optimizer", "lr", "ep
 """The run factors a comparison can name (grader.checks.params.Factor), in the table's order."""
 FACTOR_WORDS = {"model_kind": "model", "depth": "hidden layers", "width": "units", "conv_layers": "conv layers",
                 "optimizer": "optimizer", "lr": "lr", "epochs": "epochs", "loss": "loss", "batch_size": "batch"}
+_FOLLOWS = {"model_kind": ("depth", "width", "conv_layers"), "conv_layers": ("depth", "width"), "optimizer": ("lr",)}
+"""Factors that change with another (a linear model has no hidden layers; each optimizer keeps
+its own learning rate): a study that changes both compares the first."""
 MISMATCH = 0.01
 """|printed − measured| test accuracy (a fraction) above which a printed number is flagged."""
 
@@ -73,7 +76,8 @@ def _same(a: object, b: object) -> bool:
 
 def exercises(ref_parts: Mapping) -> list[tuple[str, str, list[Any]]]:
     """(part id, factor, values) of each reference part that is a comparison: a study whose
-    configurations (`summary.configs[].factors`, grader.reference_run) differ in one factor."""
+    configurations (`summary.configs[].factors`, grader.reference_run) differ in one factor
+    (and in what follows from it, `_FOLLOWS`)."""
     out = []
     for pid, part in (ref_parts or {}).items():
         summary = part.get("summary") if isinstance(part, Mapping) else None
@@ -82,8 +86,10 @@ def exercises(ref_parts: Mapping) -> list[tuple[str, str, list[Any]]]:
         if len(factors) < 2 or not all(isinstance(f, Mapping) for f in factors):
             continue
         differ = [k for k in FACTORS if len({repr(f.get(k)) for f in factors}) > 1]
-        if len(differ) == 1:
-            out.append((str(pid), differ[0], [f.get(differ[0]) for f in factors]))
+        follows = {x for k in differ for x in _FOLLOWS.get(k, ())}
+        named = [k for k in differ if k not in follows]
+        if len(named) == 1:
+            out.append((str(pid), named[0], [f.get(named[0]) for f in factors]))
     return out
 
 
@@ -146,28 +152,32 @@ def runs_view(runs: object, ref_parts: Mapping | None = None) -> dict[str, Any] 
             "ours_why": clean(verified.get("reason"), 120) if verified.get("test_accuracy") is None else "",
             "printed": printed, "flags": _flags(run),
             "error": (f"{clean(error.get('ename'), 60)}: {clean(error.get('evalue'), 160)}"
-                      + (f" (In[{num(error.get('cell'))}])" if num(error.get("cell")) is not None else "")) if error else "",
+                      + (f" (In[{int(num(error.get('cell')) or 0)}])" if num(error.get("cell")) is not None else "")
+                      ) if error else "",
             # kept for the template's older columns
             "optimizer": clean(run.get("optimizer"), 40), "lr": num(run.get("lr")),
             "metrics": [{"name": clean(k, 30), "value": num(v)} for k, v in list(metrics.items())[:8]],
         })
         curves = run.get("curves") if isinstance(run.get("curves"), Mapping) else {}
-        for metric, points in list(curves.items())[:4]:
-            pts = [(num(p[0]), num(p[1])) for p in (points if isinstance(points, list) else [])
-                   if isinstance(p, (list, tuple)) and len(p) == 2]
+        kept = [(m, pts) for m, pts in list(curves.items())[:4] if isinstance(pts, list)]
+        for metric, points in kept:
+            pts = [(num(p[0]), num(p[1])) for p in points if isinstance(p, (list, tuple)) and len(p) == 2]
             pts = [(x, y) for x, y in pts if x is not None and y is not None]
             if pts:
                 stride = max(1, len(pts) // MAX_CURVE_POINTS)
-                target = acc_series if "acc" in str(metric).lower() else other_series
-                target[f"{name} · {clean(metric, 24)}"] = pts[::stride]
+                accuracy = "acc" in str(metric).lower()
+                target = acc_series if accuracy else other_series
+                # the run's name alone when it has one curve on that chart (short legends)
+                alone = sum(("acc" in str(m).lower()) == accuracy for m, _ in kept) == 1
+                target[name if alone else f"{name} · {clean(metric, 24)}"] = pts[::stride]
     if not rows:
         return None
     charts_ = []
-    for series, ylabel in ((acc_series, "accuracy"), (other_series, "loss (or value)")):
+    for series, ylabel in ((acc_series, "accuracy"), (other_series, "loss")):
         if series:
             charts_.append(charts.data_uri(charts.curves(series, xlabel="epoch (or step, as printed)", ylabel=ylabel)))
     return {"rows": rows, "charts": charts_, "chart": charts_[0] if charts_ else None,
-            "exercises": [{"part": pid, "factor": FACTOR_WORDS.get(f, f), "values": [_shown(v) for v in vals]}
+            "exercises": [{"part": pid, "factor": FACTOR_WORDS.get(f, f), "compared": [_shown(v) for v in vals]}
                           for pid, f, vals in known]}
 
 

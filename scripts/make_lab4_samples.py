@@ -309,12 +309,15 @@ def train(model, optimizer, epochs, criterion=None, verbose=False):
     history = {"train": [], "test": []}
     for epoch in range(epochs):
         model.train()
+        correct = 0
         for x, y in trainloader:
             optimizer.zero_grad()
-            loss = criterion(model(x), y)
+            out = model(x)
+            loss = criterion(out, y)
             loss.backward()
             optimizer.step()
-        history["train"].append(accuracy(model, trainloader))
+            correct += (out.argmax(1) == y).sum().item()
+        history["train"].append(correct / len(trainset))
         history["test"].append(accuracy(model, testloader))
         if verbose:
             print(f"  epoch {epoch + 1}: train accuracy {100 * history['train'][-1]:.2f} %, "

@@ -26,7 +26,7 @@ from grader.datasets import register_cifar10_checksums
 
 BASE = {
     "conv_layers": 2,         # Conv2d layers (3x3, padding 1, ReLU); a 2x2 max-pool after each pair
-    "channels": 16,           # output channels of the first pair of conv layers; the second pair has twice
+    "channels": 8,            # output channels of the first pair of conv layers; the second pair has twice
     "optimizer": "RMSprop",   # torch.optim class name
     "lr": 0.001,              # learning rate, per step (RMSprop's usual; SGD uses `sgd_lr`)
     "sgd_lr": 0.01,           # SGD's learning rate, per step, with momentum 0.9

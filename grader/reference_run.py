@@ -105,13 +105,20 @@ def _fractions(v: object) -> bool:
     return isinstance(v, (list, tuple)) and all(x is None or _fraction(x, nan=True) for x in v)
 
 
+def _factors(v: object) -> bool:
+    """A study run's `factors`: {name: number, string, bool or None}."""
+    return isinstance(v, dict) and all(isinstance(k, str) and (x is None or isinstance(x, (str, int, float)))
+                                       for k, x in v.items())
+
+
 def result_problems(result: object) -> list[str]:
     """Why `result` is not what a reference's `train` returns, one line per key: a dict with
     `test_accuracy` (a fraction 0..1, not a percentage) and, when present, `test_loss` (a number
     >= 0), `validation_accuracy` (a fraction), `per_class_accuracy` ({class: fraction or
     None}), `classes` (a list), `train_images` (an int), `history` ({name: list}, its
     `test_accuracy` fractions by epoch); or a study: `runs` (a list of {name, test_accuracy,
-    ...}), `best` (a run's name), `best_accuracy` (a fraction). Empty when it is."""
+    ..., and optionally `factors`: {factor: value} it was trained with, e.g. {"depth": 4, "lr":
+    0.02}), `best` (a run's name), `best_accuracy` (a fraction). Empty when it is."""
     if not isinstance(result, dict):
         return [(f"train() returned {type(result).__name__}, expected a dict such as "
                  f"{{'test_accuracy': 0.62, 'test_loss': 1.1, ...}}")]
@@ -127,6 +134,9 @@ def result_problems(result: object) -> list[str]:
                 out.append(f"`runs[{i}].test_accuracy` is {run.get('test_accuracy')!r}, expected a fraction 0..1")
             if "accuracy_by_epoch" in run and not _fractions(run["accuracy_by_epoch"]):
                 out.append(f"`runs[{i}].accuracy_by_epoch` must be a list of fractions 0..1")
+            if "factors" in run and not _factors(run["factors"]):
+                out.append(f"`runs[{i}].factors` must map factor names to a number, a string or None "
+                           f"(e.g. {{'depth': 2, 'lr': 0.02}})")
         if result.get("best") not in {r.get("name") for r in runs}:
             out.append(f"`best` is {result.get('best')!r}, expected the name of one of `runs`")
         if "best_accuracy" in result and not _fraction(result["best_accuracy"], nan=True):
@@ -197,10 +207,16 @@ def summarize(runs: list[dict], *, batch_size: int | None = None) -> dict:
         configs = []
         for i, name in enumerate(names):
             per_seed = [r["runs"][i] for r in runs]
-            configs.append({"name": name, "lr": per_seed[0].get("lr"), "schedule": per_seed[0].get("schedule"),
-                            "test_accuracy": _spread([c.get("test_accuracy") for c in per_seed]),
-                            "curve": curve([c.get("accuracy_by_epoch") or [] for c in per_seed], first_epoch=1,
-                                           train_images=runs[0].get("train_images"), batch_size=batch_size)})
+            config = {"name": name, "lr": per_seed[0].get("lr"), "schedule": per_seed[0].get("schedule"),
+                      "test_accuracy": _spread([c.get("test_accuracy") for c in per_seed]),
+                      "curve": curve([c.get("accuracy_by_epoch") or [] for c in per_seed], first_epoch=1,
+                                     train_images=runs[0].get("train_images"), batch_size=batch_size)}
+            if isinstance(per_seed[0].get("factors"), dict):
+                # what the configuration was trained with: a comparison's runs are read against these
+                config["factors"] = dict(per_seed[0]["factors"])
+                if config["lr"] is None:
+                    config["lr"] = config["factors"].get("lr")
+            configs.append(config)
         best = max(configs, key=lambda c: c["test_accuracy"]["mean"] if c["test_accuracy"] else -1)
         return {"configs": configs, "best": best["name"]}
     classes = runs[0].get("classes") or list(runs[0].get("per_class_accuracy") or {})

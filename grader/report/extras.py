@@ -14,7 +14,7 @@ from grader.report.figures import THUMB_WIDTH, _thumbnail
 from grader.report.text import clean, num
 
 MAX_NAMED = 20
-MAX_RUNS = 12
+MAX_RUNS = 16
 MAX_SAMPLES = 6
 MAX_CURVE_POINTS = 400
 
@@ -27,30 +27,158 @@ def named_metrics(metrics: object) -> list[dict[str, Any]]:
     return [{"name": clean(k, 40), "value": num(v)} for k, v in list(named.items())[:MAX_NAMED]]
 
 
-def runs_view(runs: object) -> dict[str, Any] | None:
-    """The notebook's training runs: one row each (name, optimizer, lr, final metrics by
-    name) and one chart of their curves; None when the evidence has no runs."""
-    rows, series = [], {}
+FACTORS = ("model_kind", "depth", "width", "conv_layers", "optimizer", "lr", "epochs", "loss", "batch_size")
+"""The run factors a comparison can name (grader.checks.params.Factor), in the table's order."""
+FACTOR_WORDS = {"model_kind": "model", "depth": "hidden layers", "width": "units", "conv_layers": "conv layers",
+                "optimizer": "optimizer", "lr": "lr", "epochs": "epochs", "loss": "loss", "batch_size": "batch"}
+_FOLLOWS = {"model_kind": ("depth", "width", "conv_layers"), "conv_layers": ("depth", "width"), "optimizer": ("lr",)}
+"""Factors that change with another (a linear model has no hidden layers; each optimizer keeps
+its own learning rate): a study that changes both compares the first."""
+MISMATCH = 0.01
+"""|printed − measured| test accuracy (a fraction) above which a printed number is flagged."""
+
+
+def run_factors(run: Mapping) -> dict[str, Any]:
+    """What a run record (grader.evidence_model.Run) says about each factor; a factor it does not
+    know is left out. depth = hidden layers of an MLP (0 for a linear model); width = its units
+    per hidden layer (one number when all are equal, else the list); epochs = full passes."""
+    s = run.get("structure") if isinstance(run.get("structure"), Mapping) else {}
+    out: dict[str, Any] = {}
+    kind = s.get("kind")
+    if isinstance(kind, str):
+        out["model_kind"] = kind
+    widths = [w for w in s.get("hidden_widths") or [] if isinstance(w, int)] \
+        if isinstance(s.get("hidden_widths"), list) else None
+    if kind == "linear":
+        out["depth"] = 0
+    elif kind == "mlp" and widths is not None:
+        out["depth"] = len(widths)
+    elif kind == "mlp" and isinstance(s.get("linear_layers"), int):
+        out["depth"] = s["linear_layers"] - 1
+    if kind == "mlp" and widths:
+        out["width"] = widths[0] if len(set(widths)) == 1 else widths
+    if isinstance(s.get("conv_layers"), int) and (kind == "cnn" or s["conv_layers"]):
+        out["conv_layers"] = s["conv_layers"]
+    for key in ("optimizer", "lr", "loss", "batch_size"):
+        if run.get(key) is not None:
+            out[key] = run[key]
+    epochs = run.get("full_epochs") if run.get("full_epochs") is not None else run.get("epochs")
+    if epochs is not None:
+        out["epochs"] = epochs
+    return out
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return abs(float(a) - float(b)) <= 1e-6 * max(abs(float(a)), abs(float(b)), 1e-12)
+    return str(a).strip().lower() == str(b).strip().lower()
+
+
+def exercises(ref_parts: Mapping) -> list[tuple[str, str, list[Any]]]:
+    """(part id, factor, values) of each reference part that is a comparison: a study whose
+    configurations (`summary.configs[].factors`, grader.reference_run) differ in one factor
+    (and in what follows from it, `_FOLLOWS`)."""
+    out = []
+    for pid, part in (ref_parts or {}).items():
+        summary = part.get("summary") if isinstance(part, Mapping) else None
+        configs = summary.get("configs") if isinstance(summary, Mapping) else None
+        factors = [c.get("factors") for c in configs or [] if isinstance(c, Mapping)]
+        if len(factors) < 2 or not all(isinstance(f, Mapping) for f in factors):
+            continue
+        differ = [k for k in FACTORS if len({repr(f.get(k)) for f in factors}) > 1]
+        follows = {x for k in differ for x in _FOLLOWS.get(k, ())}
+        named = [k for k in differ if k not in follows]
+        if len(named) == 1:
+            out.append((str(pid), named[0], [f.get(named[0]) for f in factors]))
+    return out
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "-".join(str(v) for v in value)
+    return clean(value, 30)
+
+
+def _flags(run: Mapping) -> list[str]:
+    """typed (the printed number is a literal in the source, or far from the model), mismatch
+    (printed and measured differ by more than MISMATCH), crashed, superseded, not trained."""
+    check = run.get("printed_check") if isinstance(run.get("printed_check"), Mapping) else {}
+    flags = []
+    status = run.get("status")
+    if status == "crashed":
+        flags.append("crashed")
+    elif status == "superseded":
+        flags.append("superseded")
+    elif status == "not-trained":
+        flags.append("not trained")
+    if check.get("typed"):
+        flags.append("typed")
+    else:
+        delta = num(check.get("delta"))
+        if delta is None and num(check.get("printed")) is not None and num(check.get("verified")) is not None:
+            delta = num(check.get("printed")) - num(check.get("verified"))  # type: ignore[operator]
+        if delta is not None and abs(delta) > MISMATCH:
+            flags.append("mismatch")
+    return flags
+
+
+def runs_view(runs: object, ref_parts: Mapping | None = None) -> dict[str, Any] | None:
+    """The notebook's training runs for the feedback: one row each (run, what it was trained
+    with as `factor = value`, the exercises whose compared values it has, our measured test
+    accuracy, the accuracy it printed, flags: typed / mismatch / crashed / superseded / not
+    trained) and charts of their curves labelled by run (accuracies apart from losses). Accuracies
+    are fractions 0..1. None when the evidence has no runs."""
+    rows, acc_series, other_series = [], {}, {}
+    known = exercises(ref_parts or {})
     for run in (runs if isinstance(runs, list) else [])[:MAX_RUNS]:
         if not isinstance(run, Mapping):
             continue
         name = clean(run.get("name"), 40)
+        factors = run_factors(run)
+        verified = run.get("verified") if isinstance(run.get("verified"), Mapping) else {}
         metrics = run.get("metrics") if isinstance(run.get("metrics"), Mapping) else {}
-        rows.append({"name": name, "optimizer": clean(run.get("optimizer"), 40), "lr": num(run.get("lr")),
-                     "metrics": [{"name": clean(k, 30), "value": num(v)} for k, v in list(metrics.items())[:8]]})
+        check = run.get("printed_check") if isinstance(run.get("printed_check"), Mapping) else {}
+        printed = num(check.get("printed")) if num(check.get("printed")) is not None else num(metrics.get("test_accuracy"))
+        tags = [f"{pid}: {FACTOR_WORDS.get(f, f)} = {_shown(factors[f])}" for pid, f, values in known
+                if f in factors and any(_same(factors[f], v) for v in values)]
+        error = run.get("error") if isinstance(run.get("error"), Mapping) else {}
+        rows.append({
+            "name": name, "label": clean(run.get("label"), 120),
+            "setup": [f"{FACTOR_WORDS[k]} = {_shown(v)}" for k, v in factors.items() if k in FACTOR_WORDS],
+            "exercises": tags,
+            "ours": num(verified.get("test_accuracy")), "ours_n": num(verified.get("n")),
+            "ours_why": clean(verified.get("reason"), 120) if verified.get("test_accuracy") is None else "",
+            "printed": printed, "flags": _flags(run),
+            "error": (f"{clean(error.get('ename'), 60)}: {clean(error.get('evalue'), 160)}"
+                      + (f" (In[{int(num(error.get('cell')) or 0)}])" if num(error.get("cell")) is not None else "")
+                      ) if error else "",
+            # kept for the template's older columns
+            "optimizer": clean(run.get("optimizer"), 40), "lr": num(run.get("lr")),
+            "metrics": [{"name": clean(k, 30), "value": num(v)} for k, v in list(metrics.items())[:8]],
+        })
         curves = run.get("curves") if isinstance(run.get("curves"), Mapping) else {}
-        for metric, points in list(curves.items())[:4]:
-            pts = [(num(p[0]), num(p[1])) for p in (points if isinstance(points, list) else [])
-                   if isinstance(p, (list, tuple)) and len(p) == 2]
+        kept = [(m, pts) for m, pts in list(curves.items())[:4] if isinstance(pts, list)]
+        for metric, points in kept:
+            pts = [(num(p[0]), num(p[1])) for p in points if isinstance(p, (list, tuple)) and len(p) == 2]
             pts = [(x, y) for x, y in pts if x is not None and y is not None]
             if pts:
                 stride = max(1, len(pts) // MAX_CURVE_POINTS)
-                series[f"{name} · {clean(metric, 20)}"] = pts[::stride]
+                accuracy = "acc" in str(metric).lower()
+                target = acc_series if accuracy else other_series
+                # the run's name alone when it has one curve on that chart (short legends)
+                alone = sum(("acc" in str(m).lower()) == accuracy for m, _ in kept) == 1
+                target[name if alone else f"{name} · {clean(metric, 24)}"] = pts[::stride]
     if not rows:
         return None
-    chart = charts.data_uri(charts.curves(series, xlabel="epoch (or step, as printed)", ylabel="value")) \
-        if series else None
-    return {"rows": rows, "chart": chart}
+    charts_ = []
+    for series, ylabel in ((acc_series, "accuracy"), (other_series, "loss")):
+        if series:
+            charts_.append(charts.data_uri(charts.curves(series, xlabel="epoch (or step, as printed)", ylabel=ylabel)))
+    return {"rows": rows, "charts": charts_, "chart": charts_[0] if charts_ else None,
+            "exercises": [{"part": pid, "factor": FACTOR_WORDS.get(f, f), "compared": [_shown(v) for v in vals]}
+                          for pid, f, vals in known]}
 
 
 def sample_figures(ev: Mapping) -> list[dict[str, Any]]:

@@ -215,7 +215,7 @@ def notebook_view(ev: Mapping, ref_parts: Mapping, stats: Mapping) -> dict[str, 
         "curves": _curves(metrics.get("curves"), optimizers, study=bool(summary.get("configs"))),
         "reference_configs": _configs(summary),
         # optional parts (grader.evidence_model), shown only when the evidence has them
-        "named_metrics": named_metrics(metrics), "runs": runs_view(ev.get("runs")), "samples": sample_figures(ev),
+        "named_metrics": named_metrics(metrics), "runs": runs_view(ev.get("runs"), ref_parts), "samples": sample_figures(ev),
         **_errors(ev.get("errors")),
     }
 

@@ -22,8 +22,6 @@ from grader.report.extras import exercises, run_factors, runs_view
 
 REPO = Path(__file__).resolve().parent.parent
 LABS = {"lab4a": ["ex1", "ex2", "ex3", "ex4"], "lab4b": ["ex1", "ex2", "ex3"]}
-needs_run_comparison = pytest.mark.skipif(
-    "run_comparison" not in KINDS, reason="the run_comparison kind comes with branch i15-checks")
 
 
 @pytest.mark.parametrize("lab", sorted(LABS))
@@ -35,7 +33,6 @@ def test_manifest_lists_the_handouts_parts_and_samples(lab: str) -> None:
         assert (pkg.dir / sample.folder).is_dir(), sample.folder
 
 
-@needs_run_comparison
 @pytest.mark.parametrize("lab", sorted(LABS))
 def test_lab_validates_with_parts_in_the_handouts_order(lab: str) -> None:
     from grader.lab_validate import validate_lab
@@ -158,6 +155,11 @@ def test_runs_view_rows_flags_and_exercises() -> None:
     assert rows["run 5"]["flags"] == ["superseded"] and "units = 200" in rows["run 5"]["setup"]
     assert len(view["charts"]) == 2, "accuracies and losses on their own axes"
     assert runs_view([]) is None and runs_view(None) is None
+    # one run of a lab that compares none (LAB 1-1's notebooks) shows no runs block; the same run
+    # in a lab whose reference compares runs does
+    assert runs_view(copy.deepcopy(RUNS[:1])) is None
+    assert runs_view(copy.deepcopy(RUNS[:1]), REF) is not None
+    assert runs_view(copy.deepcopy(RUNS[:2])) is not None
 
 
 def test_runs_table_in_the_feedback(tmp_path: Path) -> None:
@@ -174,7 +176,6 @@ def test_runs_table_in_the_feedback(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.kernel
-@needs_run_comparison
 @pytest.mark.parametrize("lab", sorted(LABS))
 def test_samples_get_their_stated_outcomes(lab: str, tmp_path: Path) -> None:
     """`dllab lab validate labs/lab4X --samples` on the stand-ins (minutes: real kernels)."""

@@ -109,15 +109,15 @@ def test_lab1_validates_and_the_cli_says_ok(capsys: pytest.CaptureFixture) -> No
 
 
 def test_lab_new_then_validate_passes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["lab", "new", "lab4a", "--dir", str(tmp_path), "--title", "LAB4A – VAE"]) == 0
-    folder = tmp_path / "lab4a"
+    assert main(["lab", "new", "lab9", "--dir", str(tmp_path), "--title", "LAB9 – VAE"]) == 0
+    folder = tmp_path / "lab9"
     assert {p.name for p in folder.iterdir()} == {"lab.yaml", "rubric.yaml", "reference", "handout", "samples"}
     assert main(["lab", "validate", str(folder)]) == 0, capsys.readouterr().out
     assert main(["rubric", "validate", str(folder)]) == 0
     text = (folder / "rubric.yaml").read_text()
     for kind in ("test_metrics", "per_class_accuracy", "normalization", "custom", "manual"):
         assert kind in text, "every check kind is listed in the skeleton's comments"
-    assert main(["lab", "new", "lab4a", "--dir", str(tmp_path)]) == 2
+    assert main(["lab", "new", "lab9", "--dir", str(tmp_path)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["lab", "new", "Lab 4", "--dir", str(tmp_path)]) == 2
     assert "lower-case letters" in capsys.readouterr().err

@@ -129,7 +129,8 @@ def runs_view(runs: object, ref_parts: Mapping | None = None) -> dict[str, Any] 
     with as `factor = value`, the exercises whose compared values it has, our measured test
     accuracy, the accuracy it printed, flags: typed / mismatch / crashed / superseded / not
     trained) and charts of their curves labelled by run (accuracies apart from losses). Accuracies
-    are fractions 0..1. None when the evidence has no runs."""
+    are fractions 0..1. None when the evidence has no runs, or one run in a lab whose reference
+    compares none."""
     rows, acc_series, other_series = [], {}, {}
     known = exercises(ref_parts or {})
     for run in (runs if isinstance(runs, list) else [])[:MAX_RUNS]:
@@ -170,7 +171,8 @@ def runs_view(runs: object, ref_parts: Mapping | None = None) -> dict[str, Any] 
                 # the run's name alone when it has one curve on that chart (short legends)
                 alone = sum(("acc" in str(m).lower()) == accuracy for m, _ in kept) == 1
                 target[name if alone else f"{name} · {clean(metric, 24)}"] = pts[::stride]
-    if not rows:
+    if not rows or (len(rows) < 2 and not known):
+        # one run of a lab that compares none (LAB 1-1): the report's own blocks say it all
         return None
     charts_ = []
     for series, ylabel in ((acc_series, "accuracy"), (other_series, "loss")):

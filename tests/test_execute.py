@@ -186,13 +186,13 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunResult]:
                                "data": str(data)})
     cells = {"normal": NORMAL, "normal_again": NORMAL, "probe": _probe_notebook(env), **HOSTILE}
     calls = {}
-    for name in cells:
-        nb = _notebook(subs / name / "lab1.ipynb", *cells[name])
+    for name, sources in cells.items():
+        nb = _notebook(subs / name / "lab1.ipynb", *sources)
         limits = {"wall_time": WALL_LIMITS, "infinite_loop": TIMEOUT_LIMITS}.get(name, LIMITS)
         # The hostile notebooks read no dataset: without the CIFAR-10 mount their kernels
         # skip registering its checksums (a torchvision import, about 3 s each).
-        calls[name] = dict(nb_path=nb, submission_dir=nb.parent, out_dir=out / name,
-                           spec=spec if name in ("normal", "probe", "normal_again") else SandboxSpec(), limits=limits)
+        calls[name] = {"nb_path": nb, "submission_dir": nb.parent, "out_dir": out / name, "limits": limits,
+                       "spec": spec if name in ("normal", "probe", "normal_again") else SandboxSpec()}
     # The normal notebook first and last, each alone; the probe here (the secret is in this
     # process's environment, the server in this process); the hostile ones in between.
     alone = ("fork_bomb", "infinite_loop", "wall_time", "big_output")
@@ -504,8 +504,8 @@ def issue12(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunResult]:
                                      max_file_bytes=FILE_LIMIT.get(name, ISSUE_LIMITS.max_file_bytes))
         # Only the cases that read CIFAR-10 mount it: registering its checksums at startup
         # imports torchvision, about 3 s a run.
-        calls[name] = (run_notebook, dict(nb_path=nb, submission_dir=nb.parent, out_dir=root / "out" / name,
-                                          spec=spec if "CIFAR10" in "".join(cells) else SandboxSpec(), limits=limits))
+        calls[name] = (run_notebook, {"nb_path": nb, "submission_dir": nb.parent, "out_dir": root / "out" / name,
+                                      "spec": spec if "CIFAR10" in "".join(cells) else SandboxSpec(), "limits": limits})
     # E: a notebook and a script in folders of their own, beside the modules they import
     sub = root / "subs" / "nested"
     _issue_notebook(sub / "part1" / "lab1-1.ipynb", (
@@ -526,11 +526,11 @@ def issue12(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunResult]:
     (sub / "scripts" / "train.py").write_text("import os, helper\nprint('script', os.getcwd(), helper.VALUE)\n"
                                               "print('file', os.path.dirname(os.path.abspath(__file__)))\n"
                                               "print('sdata', sorted(os.listdir('data')))\n")
-    calls["nested"] = (run_notebook, dict(nb_path=sub / "part1" / "lab1-1.ipynb", submission_dir=sub,
-                                          out_dir=root / "out" / "nested", spec=nested_spec, limits=ISSUE_LIMITS))
-    calls["nested_script"] = (run_script, dict(py_path=sub / "scripts" / "train.py", submission_dir=sub,
-                                               out_dir=root / "out" / "nested_script", spec=nested_spec,
-                                               limits=ISSUE_LIMITS))
+    calls["nested"] = (run_notebook, {"nb_path": sub / "part1" / "lab1-1.ipynb", "submission_dir": sub,
+                                      "out_dir": root / "out" / "nested", "spec": nested_spec, "limits": ISSUE_LIMITS})
+    calls["nested_script"] = (run_script, {"py_path": sub / "scripts" / "train.py", "submission_dir": sub,
+                                           "out_dir": root / "out" / "nested_script", "spec": nested_spec,
+                                           "limits": ISSUE_LIMITS})
     # the bombs (their kill is timed) and pip (its cell is timed) alone, the rest two at a time
     alone = ("bomb_try", "bomb_threads", "bomb_after_interrupt", "pip")
     results = _run_two_at_a_time({name: call for name, call in calls.items() if name not in alone})

@@ -16,6 +16,7 @@ import sys
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -136,6 +137,21 @@ def _probe_notebook(env: dict[str, str]) -> tuple[str, ...]:
     )
 
 
+# Runs whose checks read no clock and whose notebooks do not hog the CPUs: two at a time, as
+# `dllab grade --workers 2` runs them (each in its own sandbox, uid and PID namespace). The fork
+# bombs, every run a test times (a wall time, a cell timeout, a watchdog's kill, pip's failure)
+# and big_output run alone in this process, so that no neighbour slows them: a host that reads
+# big_output's 1 MiB lines late gets them as one message over 32 MiB (killed, not truncated).
+def _run_two_at_a_time(calls: dict[str, tuple[Any, dict[str, Any]]]) -> dict[str, RunResult]:
+    """name -> (run_notebook or run_script, its keyword arguments) => name -> its RunResult."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        futures = {name: pool.submit(fn, **kwargs) for name, (fn, kwargs) in calls.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunResult]:
     _skip_without_bwrap()
@@ -168,18 +184,26 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunResult]:
            "python": str(sandbox.python_roots()[0])}
     spec = SandboxSpec(mounts={"/tmp/datasets-nctu": str(data), "/tmp/dataset-nctu": str(data),
                                "data": str(data)})
-    order = ["normal", "probe", *HOSTILE, "normal_again"]
     cells = {"normal": NORMAL, "normal_again": NORMAL, "probe": _probe_notebook(env), **HOSTILE}
+    calls = {}
+    for name, sources in cells.items():
+        nb = _notebook(subs / name / "lab1.ipynb", *sources)
+        limits = {"wall_time": WALL_LIMITS, "infinite_loop": TIMEOUT_LIMITS}.get(name, LIMITS)
+        # The hostile notebooks read no dataset: without the CIFAR-10 mount their kernels
+        # skip registering its checksums (a torchvision import, about 3 s each).
+        calls[name] = {"nb_path": nb, "submission_dir": nb.parent, "out_dir": out / name, "limits": limits,
+                       "spec": spec if name in ("normal", "probe", "normal_again") else SandboxSpec()}
+    # The normal notebook first and last, each alone; the probe here (the secret is in this
+    # process's environment, the server in this process); the hostile ones in between.
+    alone = ("fork_bomb", "infinite_loop", "wall_time", "big_output")
     results = {}
     try:
-        for name in order:
-            nb = _notebook(subs / name / "lab1.ipynb", *cells[name])
-            limits = {"wall_time": WALL_LIMITS, "infinite_loop": TIMEOUT_LIMITS}.get(name, LIMITS)
-            # The hostile notebooks read no dataset: without the CIFAR-10 mount their kernels
-            # skip registering its checksums (a torchvision import, about 3 s each).
-            results[name] = run_notebook(nb, submission_dir=nb.parent, out_dir=out / name,
-                                         spec=spec if name in ("normal", "probe", "normal_again") else SandboxSpec(),
-                                         limits=limits)
+        for name in ("normal", "probe"):
+            results[name] = run_notebook(**calls[name])
+        results.update(_run_two_at_a_time({name: (run_notebook, calls[name]) for name in HOSTILE
+                                           if name not in alone}))
+        for name in (*alone, "normal_again"):
+            results[name] = run_notebook(**calls[name])
     finally:
         del os.environ["DLLAB_TEST_SECRET"]
         server.close()
@@ -473,15 +497,15 @@ def issue12(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunResult]:
     spec = SandboxSpec(mounts={"/tmp/dataset-nctu": str(data)})
     nested_spec = SandboxSpec(mounts={"/tmp/dataset-nctu": str(data),
                                       "data/cifar-10-batches-py": str(data / "cifar-10-batches-py")})
-    results: dict[str, RunResult] = {}
+    calls: dict[str, tuple[Any, dict[str, Any]]] = {}
     for name, cells in ISSUE_CASES.items():
         nb = _issue_notebook(root / "subs" / name / "lab1-1.ipynb", cells)
         limits = dataclasses.replace(ISSUE_LIMITS, cell_timeout_s=SHORT_TIMEOUT.get(name, ISSUE_LIMITS.cell_timeout_s),
                                      max_file_bytes=FILE_LIMIT.get(name, ISSUE_LIMITS.max_file_bytes))
         # Only the cases that read CIFAR-10 mount it: registering its checksums at startup
         # imports torchvision, about 3 s a run.
-        results[name] = run_notebook(nb, submission_dir=nb.parent, out_dir=root / "out" / name,
-                                     spec=spec if "CIFAR10" in "".join(cells) else SandboxSpec(), limits=limits)
+        calls[name] = (run_notebook, {"nb_path": nb, "submission_dir": nb.parent, "out_dir": root / "out" / name,
+                                      "spec": spec if "CIFAR10" in "".join(cells) else SandboxSpec(), "limits": limits})
     # E: a notebook and a script in folders of their own, beside the modules they import
     sub = root / "subs" / "nested"
     _issue_notebook(sub / "part1" / "lab1-1.ipynb", (
@@ -502,11 +526,17 @@ def issue12(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunResult]:
     (sub / "scripts" / "train.py").write_text("import os, helper\nprint('script', os.getcwd(), helper.VALUE)\n"
                                               "print('file', os.path.dirname(os.path.abspath(__file__)))\n"
                                               "print('sdata', sorted(os.listdir('data')))\n")
-    results["nested"] = run_notebook(sub / "part1" / "lab1-1.ipynb", submission_dir=sub,
-                                     out_dir=root / "out" / "nested", spec=nested_spec, limits=ISSUE_LIMITS)
-    results["nested_script"] = run_script(sub / "scripts" / "train.py", submission_dir=sub,
-                                          out_dir=root / "out" / "nested_script", spec=nested_spec,
-                                          limits=ISSUE_LIMITS)
+    calls["nested"] = (run_notebook, {"nb_path": sub / "part1" / "lab1-1.ipynb", "submission_dir": sub,
+                                      "out_dir": root / "out" / "nested", "spec": nested_spec, "limits": ISSUE_LIMITS})
+    calls["nested_script"] = (run_script, {"py_path": sub / "scripts" / "train.py", "submission_dir": sub,
+                                           "out_dir": root / "out" / "nested_script", "spec": nested_spec,
+                                           "limits": ISSUE_LIMITS})
+    # the bombs (their kill is timed) and pip (its cell is timed) alone, the rest two at a time
+    alone = ("bomb_try", "bomb_threads", "bomb_after_interrupt", "pip")
+    results = _run_two_at_a_time({name: call for name, call in calls.items() if name not in alone})
+    for name in alone:
+        fn, kwargs = calls[name]
+        results[name] = fn(**kwargs)
     return results
 
 

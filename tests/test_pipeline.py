@@ -44,14 +44,10 @@ def _grade(args: list[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def graded(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    subs = _samples(tmp_path_factory.mktemp("subs"), {"0556001", "0556003", "0556006", "0556007"})
-    _rand_hist(subs)
-    out = tmp_path_factory.mktemp("out")
-    code = _grade([str(subs), "--lab", "lab1", "--data", str(data_root), "--out", str(out), "--workers", "2",
-                   "--no-pdf"])
-    assert code == 0
-    return out
+def graded(lab1_batch: Path) -> Path:
+    """0556001, 0556003, 0556006, 0556007 (the handout's samples) and 0556008 (random panels),
+    graded in the module's one batch (`lab1_batch`)."""
+    return lab1_batch
 
 
 # T13_3 #3 (RAND_HIST): panels of random numbers titled like the layers, shown, then probe
@@ -87,6 +83,82 @@ def _rand_hist(folder: Path) -> None:
     write_archive(Sample("0556008", "dllab_0556008.zip", "random panels, forged real bars", {"lab1-1.ipynb": nb}),
                   folder, mtime=load_rubric(builtin_rubric("lab1")).deadline.timestamp() - 3600)
 
+
+# ---------------------------------------------------------------- the module's one batch
+
+
+@pytest.fixture(scope="module")
+def lab1_batch(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every student this module's end-to-end tests read, graded in ONE `dllab grade` batch
+    (two workers) in the real sandbox: the handout's samples 0556001, 0556003, 0556006, 0556007;
+    0556008 (random panels, forged real bars); the one-notebook-per-part students 0556101-0556104
+    (see `_sectioned`); and 0556109, whose training never ran (issue 12 J3, `_untrained`).
+    One batch rather than one per fixture: the workers stay busy, and notebooks with the same
+    bytes (0556007's and 0556102's copies of 0556001's) may be reused from OUT's run cache, as
+    `dllab grade` would. Each student's result depends on its own files only."""
+    subs = _samples(tmp_path_factory.mktemp("subs"), {"0556001", "0556003", "0556006", "0556007"})
+    _rand_hist(subs)
+    _sectioned(subs)
+    _untrained(subs)
+    out = tmp_path_factory.mktemp("out")
+    code = _grade([str(subs), "--lab", "lab1", "--data", str(data_root), "--out", str(out), "--workers", "2",
+                   "--no-pdf"])
+    assert code == 0
+    return out
+
+
+def _sectioned(subs: Path) -> None:
+    """A whole lab in one notebook (LAB 1-1, 1-2, 1-3 in sequence), one that sets both datasets
+    up first and then trains and tests them in turn, a broken `Copy of` draft beside a good
+    LAB 1-1 notebook, and printed metrics beside forged Food-11 records."""
+    from grader.rubric import builtin_rubric, load_rubric
+    from grader.samples import Sample, cells, lab1_1, lab1_2, lab1_3, notebook
+    from test_sections import combined, defined_first
+
+    mtime = load_rubric(builtin_rubric("lab1")).deadline.timestamp() - 3600
+    whole = combined(lab1_1(epochs=1), lab1_2(epochs=1), lab1_3(epochs=1))
+    write_archive(Sample("0556101", "dllab_0556101.zip", "the whole lab in one notebook",
+                         {"DL_LAB1_0556101.ipynb": whole}), subs, mtime=mtime)
+    draft = notebook(cells.CIFAR_DATA, cells.CRASH, title="LAB 1-1 (draft)")
+    write_archive(Sample("0556102", "dllab_0556102.zip", "a broken Copy of beside the notebook",
+                         {"lab1-1.ipynb": lab1_1(epochs=1), "Copy of lab1-1.ipynb": draft}), subs, mtime=mtime)
+    write_archive(Sample("0556103", "dllab_0556103.zip", "both datasets set up first, trained in turn",
+                         {"DL_LAB1_0556103.ipynb": defined_first()}), subs, mtime=mtime)
+    # issue 13 A (T13_3 #1, #2): a print-only lab1-1.ipynb, and a lab1-2.ipynb that trains and tests
+    # a real CIFAR-10 LeNet, then forges Food-11 records and prints a Food-11 test line
+    printed = notebook(PRINTED_ONLY, title="LAB 1-1")
+    forged = notebook(cells.CIFAR_DATA, cells.LENET, cells.cifar_train(1), cells.CIFAR_TEST, FORGED_FOOD, title="LAB 1-2")
+    write_archive(Sample("0556104", "dllab_0556104.zip", "printed metrics and forged Food-11 records",
+                         {"lab1-1.ipynb": printed, "lab1-2.ipynb": forged}), subs, mtime=mtime)
+
+
+# Issue 12 J3 (was tests/test_grade_untrained.py): the handout's old `dataiter.next()` raises on
+# PyTorch >= 1.13 before the optimizer is made; the training cell then stops at
+# `optimizer.zero_grad()` with a NameError, before any forward pass. The test cells still run, on
+# the freshly initialised net. The same notebook trained is 0556001's lab1-1.ipynb.
+PEEK_THEN_OPTIMIZER = r'''
+dataiter = iter(trainloader)
+images, labels = dataiter.next()
+optimizer = optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
+'''
+
+
+def _training_without_optimizer(epochs: int) -> str:
+    from grader.samples import cells
+
+    body = cells.cifar_train(epochs)
+    return body.replace("optimizer = optim.SGD(net.parameters(), lr=0.001, momentum=0.9)\n", "")
+
+
+def _untrained(subs: Path) -> None:
+    """0556109: a notebook whose training never ran (an earlier cell raised)."""
+    from grader.rubric import builtin_rubric, load_rubric
+    from grader.samples import Sample, cells, notebook
+
+    untrained = notebook(cells.CIFAR_DATA, cells.LENET, PEEK_THEN_OPTIMIZER, _training_without_optimizer(1),
+                         cells.CIFAR_TEST, cells.CIFAR_PER_CLASS, title="LAB 1-1: CIFAR-10 CNN")
+    write_archive(Sample("0556109", "dllab_0556109.zip", "training never ran", {"lab1-1.ipynb": untrained}), subs,
+                  mtime=load_rubric(builtin_rubric("lab1")).deadline.timestamp() - 3600)
 
 def grade_of(out: Path, sid: str) -> dict:
     return json.loads((out / "grades" / f"{sid}.json").read_text())
@@ -150,43 +222,59 @@ def test_random_panels_do_not_confirm_forged_weight_bars(graded: Path) -> None:
 def test_gradebook_has_one_row_per_student(graded: Path) -> None:
     lines = (graded / "grades.csv").read_text().splitlines()
     assert lines[0].startswith("student_id,total,max")
-    assert sorted(l.split(",")[0] for l in lines[1:]) == ["0556001", "0556003", "0556006", "0556007", "0556008"]
+    assert sorted(l.split(",")[0] for l in lines[1:]) == ["0556001", "0556003", "0556006", "0556007", "0556008",
+                                                          "0556101", "0556102", "0556103", "0556104", "0556109"]
 
 
-def test_rescore_with_an_edited_rubric_runs_no_notebook(graded: Path, tmp_path: Path) -> None:
-    executed = graded / "runs" / "0556001" / "lab1-1.ipynb" / "executed.ipynb"
-    before = executed.stat().st_mtime_ns
-    text = (graded / "rubric.yaml").read_text()
-    edited = tmp_path / "lab1.yaml"
-    # move 2 points of LAB 1-1 from "ran without errors" to the weight histograms
-    edited.write_text(text.replace("points: 18", "points: 20", 1).replace("params: {max_errors: 0}\n        points: 5",
-                                                                            "params: {max_errors: 0}\n        points: 3"))
-    assert main(["rescore", str(graded), "--rubric", str(edited), "--no-pdf"]) == 0
-    assert executed.stat().st_mtime_ns == before
-    assert items(grade_of(graded, "0556001"))["lab1-1-weights"]["max"] == 20
+def test_untrained_model_earns_no_metric_item(graded: Path) -> None:
+    """Issue 12 J3: a notebook whose training never ran (an earlier cell raised) is graded in the
+    real sandbox, and its untrained model's numbers earn none of the metric items."""
+    ev = json.loads((graded / "runs" / "0556109" / "lab1-1.ipynb" / "evidence.json").read_text())
+    # what the checks judge from: the test cells did print numbers, of a net that never trained
+    assert ev["metrics"]["test_accuracy"] is not None and len(ev["metrics"]["per_class_accuracy"]) == 10
+    assert sum(o["steps"] for o in ev["optimizers"]) == 0 and not [t for t in ev["training"] if t["batches"]]
+    it = items(grade_of(graded, "0556109"))
+    for item in ("lab1-1-test-metrics", "lab1-1-per-class", "lab1-1-verified"):
+        assert it[item]["status"] == "fail" and it[item]["points"] == 0, (item, it[item])
+        assert it[item]["message"].startswith("the model was evaluated without training"), "not the rubric's " \
+            "'No test loss or accuracy was reported', which would be false"
+        assert "AttributeError" in it[item]["message"], "names the cell that raised"
 
 
-def test_overrides_are_applied_and_kept(graded: Path, tmp_path: Path) -> None:
-    ovr = tmp_path / "overrides.csv"
-    ovr.write_text("student_id,item_id,points,comment\n0556001,lab1-3-justification,3,clear study in the report\n")
-    assert main(["rescore", str(graded), "--overrides", str(ovr), "--no-pdf"]) == 0
-    assert items(grade_of(graded, "0556001"))["lab1-3-justification"]["points"] == 3
-    assert main(["rescore", str(graded), "--no-pdf"]) == 0, "kept in OUT and applied again"
-    it = items(grade_of(graded, "0556001"))["lab1-3-justification"]
-    assert it["points"] == 3 and it["comment"] == "clear study in the report"
+def test_the_same_notebook_trained_earns_them(graded: Path) -> None:
+    """0556001's lab1-1.ipynb is the untrained one's notebook with its training run (one epoch)."""
+    import nbformat
+
+    from grader.checks.training import training_budget
+    from grader.samples import lab1_1
+
+    it = items(grade_of(graded, "0556001"))
+    for item in ("lab1-1-test-metrics", "lab1-1-per-class"):
+        assert it[item]["status"] == "pass", (item, it[item]["message"])
+    assert it["lab1-1-verified"]["status"] in ("pass", "manual"), it["lab1-1-verified"]["message"]
+    ev = json.loads((graded / "runs" / "0556001" / "lab1-1.ipynb" / "evidence.json").read_text())
+    budget = training_budget(ev)
+    assert budget is not None and budget.epochs == pytest.approx(1.0) and budget.batch_size == 4
+    # the premise: the same cells as the untrained notebook's but for the two that stop training
+    nb = nbformat.read(graded / "runs" / "0556001" / "lab1-1.ipynb" / "executed.ipynb", as_version=4)
+    assert [c.source for c in nb.cells] == [c.source for c in lab1_1(epochs=1).cells]
 
 
-def test_same_bytes_reuse_the_cached_run(graded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         data_root: Path) -> None:
-    subs = _samples(tmp_path / "subs", {"0556003"})
-    monkeypatch.setenv("DLLAB_RUN_CACHE", str(graded / "cache"))
-    assert _grade([str(subs), "--lab", "lab1", "--data", str(data_root), "--out", str(tmp_path / "out"),
-                   "--no-pdf"]) == 0
-    ev = json.loads((tmp_path / "out" / "runs" / "0556003" / "lab1-1.ipynb" / "evidence.json").read_text())
-    assert ev["cache"]["hit"] is True
-    # `graded` may have been rescored with an edited rubric by now: compare verdicts, not points
-    verdicts = lambda g: {k: v["status"] for k, v in items(g).items()}  # noqa: E731
-    assert verdicts(grade_of(tmp_path / "out", "0556003")) == verdicts(grade_of(graded, "0556003"))
+def test_clean_sample_executed_then_graded_in_saved_mode_earns_the_histograms(graded: Path, tmp_path: Path) -> None:
+    """Issue 12 H (was in tests/test_saved_figures.py, where it ran the notebook again): the clean
+    LAB 1-1 sample (0556001's lab1-1.ipynb, `lab1_1(epochs=1)`), executed in the sandbox, read
+    back in saved mode: its one histogram is attributed from the code, not left uncertain."""
+    from grader.collect import from_saved
+    from test_saved_figures import _check
+
+    run = graded / "runs" / "0556001" / "lab1-1.ipynb"
+    assert json.loads((run / "evidence.json").read_text())["status"] == "ok"
+    ev = from_saved(run / "executed.ipynb", "lab1-1.ipynb", run_dir=tmp_path / "saved")
+    hists = [f for f in ev["figures"] if f["kind"] == "histogram"]
+    assert len(hists) == 1 and hists[0]["attributed"] == "static" and not hists[0]["uncertain"]
+    out = _check(ev)
+    assert out.status == "pass" and out.fraction == 1.0, out.message
+    assert ev["metrics"]["test_accuracy"] is not None and len(ev["metrics"]["per_class_accuracy"]) == 10
 
 
 def test_kill_9_mid_batch_then_resume(data_root: Path, tmp_path: Path) -> None:
@@ -256,34 +344,10 @@ def test_dask_cluster_on_loopback(data_root: Path, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def sectioned(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A whole lab in one notebook (LAB 1-1, 1-2, 1-3 in sequence), one that sets both datasets
-    up first and then trains and tests them in turn, and a broken `Copy of` draft beside a
-    good LAB 1-1 notebook, graded in one batch in the real sandbox."""
-    from grader.rubric import builtin_rubric, load_rubric
-    from grader.samples import Sample, cells, lab1_1, lab1_2, lab1_3, notebook
-    from test_sections import combined, defined_first
-
-    mtime = load_rubric(builtin_rubric("lab1")).deadline.timestamp() - 3600
-    subs = tmp_path_factory.mktemp("subs-sections")
-    whole = combined(lab1_1(epochs=1), lab1_2(epochs=1), lab1_3(epochs=1))
-    write_archive(Sample("0556101", "dllab_0556101.zip", "the whole lab in one notebook",
-                         {"DL_LAB1_0556101.ipynb": whole}), subs, mtime=mtime)
-    draft = notebook(cells.CIFAR_DATA, cells.CRASH, title="LAB 1-1 (draft)")
-    write_archive(Sample("0556102", "dllab_0556102.zip", "a broken Copy of beside the notebook",
-                         {"lab1-1.ipynb": lab1_1(epochs=1), "Copy of lab1-1.ipynb": draft}), subs, mtime=mtime)
-    write_archive(Sample("0556103", "dllab_0556103.zip", "both datasets set up first, trained in turn",
-                         {"DL_LAB1_0556103.ipynb": defined_first()}), subs, mtime=mtime)
-    # issue 13 A (T13_3 #1, #2): a print-only lab1-1.ipynb, and a lab1-2.ipynb that trains and tests
-    # a real CIFAR-10 LeNet, then forges Food-11 records and prints a Food-11 test line
-    printed = notebook(PRINTED_ONLY, title="LAB 1-1")
-    forged = notebook(cells.CIFAR_DATA, cells.LENET, cells.cifar_train(1), cells.CIFAR_TEST, FORGED_FOOD, title="LAB 1-2")
-    write_archive(Sample("0556104", "dllab_0556104.zip", "printed metrics and forged Food-11 records",
-                         {"lab1-1.ipynb": printed, "lab1-2.ipynb": forged}), subs, mtime=mtime)
-    out = tmp_path_factory.mktemp("out-sections")
-    assert _grade([str(subs), "--lab", "lab1", "--data", str(data_root), "--out", str(out), "--workers", "2",
-                   "--no-pdf"]) == 0
-    return out
+def sectioned(lab1_batch: Path) -> Path:
+    """0556101-0556104 (one notebook per part, issue 12 G, O; issue 13 A), graded in the
+    module's one batch (`lab1_batch`)."""
+    return lab1_batch
 
 
 PRINTED_ONLY = """
@@ -430,3 +494,42 @@ def test_broken_copy_beside_the_notebook_is_not_graded(sectioned: Path) -> None:
     ev = json.loads((sectioned / "runs" / "0556102" / "Copy_of_lab1-1.ipynb" / "evidence.json").read_text())
     assert ev["status"] == "error" and ev["errors"][0]["ename"] == "NameError"
     assert "was not graded" in (sectioned / "feedback" / "0556102.html").read_text()
+
+
+# ---------------------------------------------------------------- rescoring OUT (last: they change its rubric)
+
+
+def test_rescore_with_an_edited_rubric_runs_no_notebook(graded: Path, tmp_path: Path) -> None:
+    executed = graded / "runs" / "0556001" / "lab1-1.ipynb" / "executed.ipynb"
+    before = executed.stat().st_mtime_ns
+    text = (graded / "rubric.yaml").read_text()
+    edited = tmp_path / "lab1.yaml"
+    # move 2 points of LAB 1-1 from "ran without errors" to the weight histograms
+    edited.write_text(text.replace("points: 18", "points: 20", 1).replace("params: {max_errors: 0}\n        points: 5",
+                                                                            "params: {max_errors: 0}\n        points: 3"))
+    assert main(["rescore", str(graded), "--rubric", str(edited), "--no-pdf"]) == 0
+    assert executed.stat().st_mtime_ns == before
+    assert items(grade_of(graded, "0556001"))["lab1-1-weights"]["max"] == 20
+
+
+def test_overrides_are_applied_and_kept(graded: Path, tmp_path: Path) -> None:
+    ovr = tmp_path / "overrides.csv"
+    ovr.write_text("student_id,item_id,points,comment\n0556001,lab1-3-justification,3,clear study in the report\n")
+    assert main(["rescore", str(graded), "--overrides", str(ovr), "--no-pdf"]) == 0
+    assert items(grade_of(graded, "0556001"))["lab1-3-justification"]["points"] == 3
+    assert main(["rescore", str(graded), "--no-pdf"]) == 0, "kept in OUT and applied again"
+    it = items(grade_of(graded, "0556001"))["lab1-3-justification"]
+    assert it["points"] == 3 and it["comment"] == "clear study in the report"
+
+
+def test_same_bytes_reuse_the_cached_run(graded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         data_root: Path) -> None:
+    subs = _samples(tmp_path / "subs", {"0556003"})
+    monkeypatch.setenv("DLLAB_RUN_CACHE", str(graded / "cache"))
+    assert _grade([str(subs), "--lab", "lab1", "--data", str(data_root), "--out", str(tmp_path / "out"),
+                   "--no-pdf"]) == 0
+    ev = json.loads((tmp_path / "out" / "runs" / "0556003" / "lab1-1.ipynb" / "evidence.json").read_text())
+    assert ev["cache"]["hit"] is True
+    # `graded` may have been rescored with an edited rubric by now: compare verdicts, not points
+    verdicts = lambda g: {k: v["status"] for k, v in items(g).items()}  # noqa: E731
+    assert verdicts(grade_of(tmp_path / "out", "0556003")) == verdicts(grade_of(graded, "0556003"))

@@ -245,3 +245,34 @@ def test_lr_or_schedule_is_lab_1_3s_study() -> None:
     # runs records are not needed for it: the probe's records are what it reads
     c = CheckContext(student_id="s", part_id="lab1-3", dataset="cifar10", evidence=(e,))
     assert run_check("run_comparison", c, {"factor": "lr_or_schedule", "shown": "plot"}).status == "pass"
+
+
+LINEAR = {"kind": "linear", "linear_layers": 1, "hidden_widths": [], "activations": {}}
+
+
+def test_a_linear_model_is_no_depth_or_width_run_so_a_crashed_deep_run_still_fails_the_exercise() -> None:
+    # Lab 4A sample 4a05: ex1's linear run and the 2-layer MLP are there, the 4-layer run crashed.
+    crashed = run(4, status="crashed", structure=PAIRS["depth"][1]["structure"], verified={}, metrics={},
+                  error={"cell": 4, "ename": "RuntimeError", "evalue": "mat1 and mat2 shapes cannot be multiplied"})
+    out = check(ev(run(1), run(2, structure=LINEAR), run(3, structure={"hidden_widths": [200, 200]}), crashed),
+                factor="depth", values=[2, 4])
+    assert (out.status, out.fraction) == ("fail", 0.0), out.message
+    assert "no run with 4 hidden layers" in out.message and "run 4 (4 hidden layers) crashed in In[4]" in out.message
+    assert "0 hidden layers" not in out.message, "the linear run is not listed among the MLP depths"
+    width = check(ev(run(1), run(2, structure=LINEAR)), factor="width", values=[100, 200])
+    assert width.status == "fail" and "width unknown" not in width.message
+    cnn = {"kind": "cnn", "conv_layers": 2, "hidden_widths": [120]}
+    assert check(ev(run(1), run(2, structure=cnn)), factor="conv_layers").status == "fail"
+
+
+def test_the_closest_earliest_pair_stands_for_the_exercise() -> None:
+    # linear vs the base MLP (runs 1, 2), not vs the 200-unit MLP of exercise 3 trained later
+    wide = run(3, structure={"hidden_widths": [200, 200]})
+    out = check(ev(run(1), run(2, structure=LINEAR), wide), factor="model_kind", values=["mlp", "linear"])
+    assert out.status == "pass" and out.message.startswith("run 1") and "run 2" in out.message, out.message
+
+
+def test_typed_numbers_of_runs_outside_the_pair_flag_the_item_without_a_sentence() -> None:
+    typed = {"printed": 0.981, "verified": 0.912, "delta": 0.069, "typed": True, "why": "a literal"}
+    out = check(ev(run(1), run(2, lr=0.002), run(3, loss="nll_loss", printed_check=typed)), factor="lr")
+    assert out.status == "pass" and "mismatch" in out.flags and "run 3" not in out.message

@@ -220,12 +220,31 @@ class _Pair:
         return c
 
 
+KIND_OF_FACTOR = {"depth": "mlp", "width": "mlp", "conv_layers": "cnn"}
+"""The model kind a structural factor is compared within: hidden layers and units of MLPs,
+conv layers of CNNs (a linear model is not an MLP with 0 hidden layers for exercise 2)."""
+
+
+def _of_kind(factor: str, r: _Run) -> bool:
+    """Whether run `r` can stand for `factor`'s comparison: its kind is the factor's, or unknown."""
+    want, kind = KIND_OF_FACTOR.get(factor), r.sig.get("model_kind")
+    return want is None or kind is None or kind == want
+
+
+def _differences(a: _Run, b: _Run) -> int:
+    """How many signature factors (derived ones included) two runs differ in."""
+    return sum(_differs(f, a, b) for f in a.sig)
+
+
 def _pairs(runs: list[_Run], p: P.RunComparison) -> list[_Pair]:
-    """Every pair of runs (distinct models) that differs in the factor (for `any`, in one of
-    optimizer/loss/lr), best first: fewest extra differences, handout values, both evaluated,
-    newest."""
+    """Every pair of runs (distinct models, of the factor's model kind) that differs in the
+    factor (for `any`, in one of optimizer/loss/lr), best first: fewest extra differences,
+    handout values, both evaluated, then the closest pair (fewest differences of any kind,
+    nearest in run order), then the earliest (exercises come in the handout's order)."""
     out = []
     for a, b in combinations(runs, 2):
+        if not (_of_kind(p.factor, a) and _of_kind(p.factor, b)):
+            continue
         da, db = (a.run.get("verified") or {}).get("digest"), (b.run.get("verified") or {}).get("digest")
         if da and da == db:
             continue  # one model counted once
@@ -240,7 +259,7 @@ def _pairs(runs: list[_Run], p: P.RunComparison) -> list[_Pair]:
                              _evaluated(a) and _evaluated(b), shown, charts, unknown))
             break
     out.sort(key=lambda q: (len(q.extra), not q.values_ok, not q.evaluated, -q.credit(p),
-                            -max(q.a.order, q.b.order)))
+                            _differences(q.a, q.b), abs(q.a.order - q.b.order), min(q.a.order, q.b.order)))
     return out
 
 
@@ -287,6 +306,8 @@ def _summary(runs: Sequence[_Run], factor: str) -> str:
 def _missing(runs: list[_Run], crashed: list[_Run], p: P.RunComparison) -> Outcome:
     """No pair: name the run that is missing, and any crash that would have been it."""
     factor = p.factor if p.factor != "any" else "optimizer, loss or lr"
+    runs = [r for r in runs if _of_kind(p.factor, r)]
+    crashed = sorted(crashed, key=lambda r: not _of_kind(p.factor, r))
     have = [r.sig.get(p.factor) for r in runs] if p.factor != "any" else []
     lacking = [v for v in (p.values or ()) if not any(x is not None and _same(p.factor, x, v) for x in have)]
     if lacking:
@@ -309,22 +330,25 @@ def _pct(value: Any) -> str | None:
     return fmt_pct(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _typed(runs: Sequence[_Run]) -> list[str]:
+def _typed(runs: Sequence[_Run], most: int = 2) -> list[str]:
     """One sentence per run whose printed number was typed or is far from its model's (C's
-    `printed_check.typed`)."""
+    `printed_check.typed`), the first `most` of them and how many more."""
     out = []
-    for r in runs:
+    typed = [r for r in runs if (r.run.get("printed_check") or {}).get("typed")]
+    for r in typed[:most]:
         pc = r.run.get("printed_check") or {}
-        if pc.get("typed"):
-            out.append(f"{r.name}'s printed {_pct(pc.get('printed')) or 'number'} is not what its model measures "
-                       f"({pc.get('why') or 'typed, not computed'})")
+        out.append(f"{r.name}'s printed {_pct(pc.get('printed')) or 'number'} is not what its model measures "
+                   f"({pc.get('why') or 'typed, not computed'})")
+    if len(typed) > most:
+        out.append(f"{len(typed) - most} more run(s) printed numbers their models do not give (see the runs table)")
     return out
 
 
 def _judge(pairs: list[_Pair], runs: list[_Run], p: P.RunComparison) -> tuple[float, str, tuple[str, ...]]:
     """(fraction, message, pointers) of the best pair."""
     q = pairs[0]
-    distinct = len({show(q.factor, r.sig.get(q.factor)) for r in runs if r.sig.get(q.factor) is not None})
+    distinct = len({show(q.factor, r.sig.get(q.factor)) for r in runs
+                    if r.sig.get(q.factor) is not None and _of_kind(q.factor, r)})
     fraction = q.credit(p) * min(1.0, distinct / p.min_settings)
     text = [f"{_label(q.a, q.factor)} vs {_label(q.b, q.factor)}: {_accuracies(q.a, q.b)}"]
     if q.extra:
@@ -410,7 +434,8 @@ def run_comparison(ctx: CheckContext, params: P.RunComparison) -> Outcome:
         return Outcome(out.status, 0.0, out.message + (f" {typed}." if typed else ""), out.evidence, flags,
                        own_words=True)
     fraction, message, pointers = _judge(mine, confirmed, params)
-    if typed:
-        message += f" {typed}."
+    pair_typed = "; ".join(_typed([mine[0].a, mine[0].b]))
+    if pair_typed:  # the flag stands for every run; the sentence names the pair's
+        message += f" {pair_typed}."
     status = "pass" if fraction >= 1.0 else "partial" if fraction > 0 else "fail"
     return Outcome(status, fraction, message, pointers, flags, own_words=True)

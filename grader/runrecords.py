@@ -322,6 +322,26 @@ def _attribute_output(ev: Mapping[str, Any], runs: list[dict[str, Any]], cells: 
             for kind, v in seg["metrics"].items():
                 run["metrics"][kind] = v
                 run.setdefault("_lines", {})[kind] = (seg["lines"].get(kind), c)
+    _summary_cells(runs, texts, owners)
+
+
+def _summary_cells(runs: list[dict[str, Any]], texts: Mapping[int, str], owners: Mapping[int, Any]) -> None:
+    """A cell after every run that neither trains nor evaluates and prints exactly one test
+    accuracy per run still without one (results kept in variables, or typed in): those are the
+    runs' own, in run order, so typed numbers are checked against their models too."""
+    last = max((c for r in runs for c in r["_cells"]), default=None)
+    for c, text in sorted(texts.items()):
+        if last is None or c in owners or c <= last or not text:
+            continue
+        waiting = [k for k, r in enumerate(runs) if r["_cells"] and "test_accuracy" not in r["metrics"]]
+        if not waiting:
+            return
+        tests = [m for m in runtext.parse_text(text[:runtext.MAX_TEXT]) if m.kind == "test_accuracy" and math.isfinite(m.value)]
+        if len(tests) != len(waiting):
+            continue
+        for k, m in zip(waiting, tests):
+            runs[k]["metrics"]["test_accuracy"] = m.value
+            runs[k].setdefault("_lines", {})["test_accuracy"] = (m.raw, c)
 
 
 def _finish(run: dict[str, Any], k: int, cells: runtext.Cells) -> dict[str, Any]:

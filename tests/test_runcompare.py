@@ -276,3 +276,19 @@ def test_typed_numbers_of_runs_outside_the_pair_flag_the_item_without_a_sentence
     typed = {"printed": 0.981, "verified": 0.912, "delta": 0.069, "typed": True, "why": "a literal"}
     out = check(ev(run(1), run(2, lr=0.002), run(3, loss="nll_loss", printed_check=typed)), factor="lr")
     assert out.status == "pass" and "mismatch" in out.flags and "run 3" not in out.message
+
+
+def test_a_run_that_printed_nothing_while_training_is_backed_by_the_hosts_evaluation() -> None:
+    # lrstudy's rule asks for output in the cells a run stepped in; a run model the host itself
+    # measured above chance needs none (Lab 4B sample 4b04 trains silently, prints later)
+    silent = [{"ref": 100 + k, "model_refs": [k], "cells_stepped": [k + 2], "weights_changed": True,
+               "host_output": False, "steps": 50} for k in (1, 2)]
+    models = [{"ref": k, "names": ["model"]} for k in (1, 2)]
+    training = [{"model_ref": k, "cell": k + 2, "batches": 50, "loader": ["train_loader"]} for k in (1, 2)]
+    entries = [{"optimizer": 100 + k, "classes": 10, "test_accuracy": 0.975, "n": 10000} for k in (1, 2)]
+    e = ev(run(1), run(2, lr=0.002), optimizers=silent, models=models, training=training, verified_runs=entries)
+    assert check(e, factor="lr").status == "pass"
+    # without the host's evaluation of one of them, the same silent run goes to a TA
+    e2 = ev(run(1), run(2, lr=0.002, verified={"reason": "not captured"}), optimizers=silent, models=models,
+            training=training, verified_runs=entries[:1])
+    assert check(e2, factor="lr").status == "manual"

@@ -352,3 +352,27 @@ def test_records_of_a_real_probe_run_are_cut_into_runs() -> None:
         printed, recorded = r["curves"]["train_loss (printed)"], r["curves"]["loss (recorded)"]
         assert [x for x, _ in printed] == [x for x, _ in recorded]
         assert [v for _, v in printed] == pytest.approx([v for _, v in recorded], abs=1e-5)
+
+
+def test_a_summary_cell_after_silent_runs_gives_each_run_its_printed_accuracy_in_order() -> None:
+    # Lab 4B sample 4b04: runs trained silently in a loop (In[4]), their accuracies printed later
+    # in a cell that trains and evaluates nothing (In[5]): typed there, so flagged per run
+    ev = _ev(models=[_model(10, 4), _model(20, 4)],
+             optimizers=[_opt(11, 10, 4, 0.02), _opt(21, 20, 4, 0.002)],
+             training=[_session(10, 4), _session(20, 4)],
+             verified_runs=[{"optimizer": 11, "test_accuracy": 0.9712, "n": 10000},
+                            {"optimizer": 21, "test_accuracy": 0.9301, "n": 10000}])
+    typed = 'print("lr 0.02: test accuracy 98.10 %")\nprint("lr 0.002: test accuracy 93.00 %")'
+    printed = "lr 0.02: test accuracy 98.10 %\nlr 0.002: test accuracy 93.00 %\n"
+    first, second = build_runs(ev, notebook=_nb([(4, "for lr in rates: train(lr)", ""), (5, typed, printed)]))
+    assert (first["metrics"]["test_accuracy"], second["metrics"]["test_accuracy"]) == pytest.approx((0.981, 0.93))
+    assert first["printed_check"]["typed"] is True and second["printed_check"]["typed"] is True
+    # computed numbers printed the same way are not typed, and a cell whose count of accuracies
+    # does not match the runs waiting for one gives none (no guessing)
+    honest = build_runs(ev, notebook=_nb([(4, "for lr in rates: train(lr)", ""),
+                                          (5, "for k, v in results.items(): print(k, v)",
+                                           "lr 0.02: test accuracy 97.12 %\nlr 0.002: test accuracy 93.01 %\n")]))
+    assert [r["printed_check"]["typed"] for r in honest] == [False, False]
+    one = build_runs(ev, notebook=_nb([(4, "for lr in rates: train(lr)", ""),
+                                       (5, "print(best)", "best: test accuracy 97.12 %\n")]))
+    assert [r["metrics"].get("test_accuracy") for r in one] == [None, None]

@@ -268,19 +268,23 @@ def _doubt(r: _Run) -> str | None:
     probe's optimizer record, and the host's own evaluation of the run's model)."""
     o = next((x for x in r.ev.get("optimizers") or [] if isinstance(x, Mapping)
               and x.get("ref") is not None and x.get("ref") == r.run.get("optimizer_ref")), None)
-    why = _run_unconfirmed(r.ev, o) if o is not None else None
-    if why:
-        return why
     v = r.run.get("verified") or {}
+    host = None
     if r.verified is None:
-        return f"its model could not be evaluated by the grader ({str(v.get('reason') or 'not captured').rstrip('.')})"
-    # chance level needs the class count, which the host's run entry holds
-    entry = next((e for e in r.ev.get("verified_runs") or [] if isinstance(e, Mapping)
-                  and e.get("optimizer") is not None and e.get("optimizer") == r.run.get("optimizer_ref")), {})
-    classes = v.get("classes") or entry.get("classes")
-    if v.get("n") and isinstance(classes, int) and _trained_z({**v, "classes": classes}) < RUN_Z:
-        return f"its model is at chance level by the grader's evaluation ({fmt_pct(r.verified)})"
-    return None
+        host = f"its model could not be evaluated by the grader ({str(v.get('reason') or 'not captured').rstrip('.')})"
+    else:
+        # chance level needs the class count, which the host's run entry holds
+        entry = next((e for e in r.ev.get("verified_runs") or [] if isinstance(e, Mapping)
+                      and e.get("optimizer") is not None and e.get("optimizer") == r.run.get("optimizer_ref")), {})
+        classes = v.get("classes") or entry.get("classes")
+        if v.get("n") and isinstance(classes, int) and _trained_z({**v, "classes": classes}) < RUN_Z:
+            host = f"its model is at chance level by the grader's evaluation ({fmt_pct(r.verified)})"
+    # a run that printed nothing while it trained (results printed later, or only plotted) is
+    # backed by the host's own evaluation of its model above chance: lrstudy's output rule is
+    # for runs the host could not evaluate
+    backed = host is None and v.get("n")
+    why = _run_unconfirmed(r.ev, {**o, "host_output": o.get("host_output") or bool(backed)}) if o is not None else None
+    return why or host
 
 
 def _collect(evidence: Sequence[Mapping]) -> tuple[list[_Run], list[_Run], list[_Run]]:

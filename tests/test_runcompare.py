@@ -194,6 +194,16 @@ def test_pair_across_two_notebooks_of_the_submission() -> None:
                                               path="ex4_b.ipynb")
     out = check(a, b, factor="lr", values=[0.002, 0.02])
     assert out.status == "pass" and set(out.evidence[:2]) == {"ex4_a.ipynb#cell 3", "ex4_b.ipynb#cell 3"}
+    # both notebooks number their runs from 1: the message says whose
+    assert "ex4_a.ipynb run 1" in out.message and "ex4_b.ipynb run 1" in out.message, out.message
+
+
+def test_a_pair_within_one_notebook_is_preferred_to_one_across_notebooks() -> None:
+    # exercise 1 in its own notebook; the 200-unit MLP of another notebook is not its MLP
+    ex1 = ev(run(1), run(2, structure=LINEAR), path="lab4a-ex1.ipynb")
+    ex3 = ev(run(1, structure={"hidden_widths": [200, 200]}), path="lab4a-ex3.ipynb")
+    out = check(ex3, ex1, factor="model_kind", values=["mlp", "linear"])
+    assert out.status == "pass" and "lab4a-ex1.ipynb run 1" in out.message and "lab4a-ex3" not in out.message
 
 
 def test_fewer_values_than_min_settings_is_partial() -> None:

@@ -49,10 +49,13 @@ class _Run:
     sig: Mapping[str, Any]
     order: int
     """Position among all runs read (notebook order, then run order): larger is newer."""
+    qualified: bool = False
+    """The submission has runs in several notebooks: names say whose (`lab4a-ex1.ipynb run 2`)."""
 
     @property
     def name(self) -> str:
-        return str(self.run.get("name") or "run ?")
+        own = str(self.run.get("name") or "run ?")
+        return f"{where(self.ev)} {own}" if self.qualified else own
 
     @property
     def verified(self) -> float | None:
@@ -239,8 +242,9 @@ def _differences(a: _Run, b: _Run) -> int:
 def _pairs(runs: list[_Run], p: P.RunComparison) -> list[_Pair]:
     """Every pair of runs (distinct models, of the factor's model kind) that differs in the
     factor (for `any`, in one of optimizer/loss/lr), best first: fewest extra differences,
-    handout values, both evaluated, then the closest pair (fewest differences of any kind,
-    nearest in run order), then the earliest (exercises come in the handout's order)."""
+    handout values, both evaluated, then within one notebook, then the closest pair (fewest
+    differences of any kind, nearest in run order), then the earliest (exercises come in the
+    handout's order)."""
     out = []
     for a, b in combinations(runs, 2):
         if not (_of_kind(p.factor, a) and _of_kind(p.factor, b)):
@@ -258,7 +262,7 @@ def _pairs(runs: list[_Run], p: P.RunComparison) -> list[_Pair]:
             out.append(_Pair(a, b, factor, extra, _at_values(factor, p.values, a, b),
                              _evaluated(a) and _evaluated(b), shown, charts, unknown))
             break
-    out.sort(key=lambda q: (len(q.extra), not q.values_ok, not q.evaluated, -q.credit(p),
+    out.sort(key=lambda q: (len(q.extra), not q.values_ok, not q.evaluated, -q.credit(p), q.a.ev is not q.b.ev,
                             _differences(q.a, q.b), abs(q.a.order - q.b.order), min(q.a.order, q.b.order)))
     return out
 
@@ -290,12 +294,13 @@ def _doubt(r: _Run) -> str | None:
 def _collect(evidence: Sequence[Mapping]) -> tuple[list[_Run], list[_Run], list[_Run]]:
     """(trained, crashed, read from outputs only) runs of every notebook, oldest first."""
     trained, crashed, printed, k = [], [], [], 0
+    several = sum(any(isinstance(r, Mapping) for r in ev.get("runs") or []) for ev in evidence) > 1
     for ev in evidence:
         for run in ev.get("runs") or []:
             if not isinstance(run, Mapping):
                 continue
             k += 1
-            r = _Run(ev, run, _signature(run), k)
+            r = _Run(ev, run, _signature(run), k, several)
             {"trained": trained, "crashed": crashed, "not-run": printed}.get(str(run.get("status")), []).append(r)
     return trained, crashed, printed
 

@@ -5,6 +5,8 @@ shows a block only when its view is not empty, so a LAB01 report does not change
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -129,8 +131,8 @@ def runs_view(runs: object, ref_parts: Mapping | None = None) -> dict[str, Any] 
     with as `factor = value`, the exercises whose compared values it has, our measured test
     accuracy, the accuracy it printed, flags: typed / mismatch / crashed / superseded / not
     trained) and charts of their curves labelled by run (accuracies apart from losses). Accuracies
-    are fractions 0..1. None when the evidence has no runs, or one run in a lab whose reference
-    compares none."""
+    are fractions 0..1. None when the evidence has no runs, or only one numbered run (`run 1`)
+    in a lab whose reference compares none."""
     rows, acc_series, other_series = [], {}, {}
     known = exercises(ref_parts or {})
     for run in (runs if isinstance(runs, list) else [])[:MAX_RUNS]:
@@ -171,8 +173,9 @@ def runs_view(runs: object, ref_parts: Mapping | None = None) -> dict[str, Any] 
                 # the run's name alone when it has one curve on that chart (short legends)
                 alone = sum(("acc" in str(m).lower()) == accuracy for m, _ in kept) == 1
                 target[name if alone else f"{name} · {clean(metric, 24)}"] = pts[::stride]
-    if not rows or (len(rows) < 2 and not known):
-        # one run of a lab that compares none (LAB 1-1): the report's own blocks say it all
+    if not rows or (len(rows) < 2 and not known and re.fullmatch(r"run \d+", rows[0]["name"] or "")):
+        # the one numbered run of a lab that compares none (LAB 1-1): the report's own blocks
+        # say it all (a named run, a GAN's `dcgan`, still shows)
         return None
     charts_ = []
     for series, ylabel in ((acc_series, "accuracy"), (other_series, "loss")):

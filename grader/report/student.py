@@ -192,7 +192,7 @@ def notebook_view(ev: Mapping, ref_parts: Mapping, stats: Mapping) -> dict[str, 
     optimizers = [o for o in ev.get("optimizers") or [] if isinstance(o, Mapping)]
     section = ev.get("section") if isinstance(ev.get("section"), Mapping) else {}
     span = section.get("span") if isinstance(section.get("span"), list) else []
-    return {
+    view = {
         "path": clean(ev.get("path"), 200), "mode": clean(ev.get("mode"), 20),
         "section": {"title": clean(section.get("title"), 200), "cells": _cells(span)} if section else None,
         "graded_for": [clean(t, 200) for t in ev.get("graded_for") or []][:MAX_ROWS],
@@ -218,6 +218,11 @@ def notebook_view(ev: Mapping, ref_parts: Mapping, stats: Mapping) -> dict[str, 
         "named_metrics": named_metrics(metrics), "runs": runs_view(ev.get("runs"), ref_parts), "samples": sample_figures(ev),
         **_errors(ev.get("errors")),
     }
+    if view["runs"] and view["runs"]["exercises"]:
+        # a lab comparing runs by exercise (Lab 4A/4B) charts each run's curves under its name;
+        # the notebook's printed curves drawn as one series would mix the runs
+        view["curves"] = None
+    return view
 
 
 def _reference_part(ev: Mapping, dataset: object, ref_parts: Mapping) -> tuple[str | None, Mapping]:

@@ -180,6 +180,39 @@ def _run_of_optimizer(ev: Mapping[str, Any], o: Mapping[str, Any], models: Mappi
     return run
 
 
+def _with_checkpoints(ev: Mapping[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run whose model was tested on the test split and then trained further in a later cell
+    (10 epochs, test, 20 more) is two runs: the state that was tested (its own record, which the
+    grader could not evaluate: only the end of a run is captured) and the continued one."""
+    o = run["_o"]
+    stepped = sorted(c for c in o.get("cells_stepped") or [] if _int(c) is not None)
+    refs = set(run["model_refs"])
+    tested = sorted({e["cell"] for e in _recs(ev, "evaluations") if e.get("model_ref") in refs
+                     and e.get("split") in ("test", None) and _int(e.get("cell")) is not None})
+    out = []
+    for i, cell in enumerate(stepped[:-1]):
+        at = [c for c in tested if cell <= c < stepped[i + 1]]
+        if not at:
+            continue
+        part = {**o, "cells_stepped": stepped[:i + 1], "out_at": None, "ref": None, "steps": None}
+        sessions = [t for t in _sessions(ev, part, refs)]
+        facts = _training_facts(ev, sessions)
+        early = {**run, "optimizer_ref": None, "notes": [f"its model as In[{cell}] left it, tested in In[{at[-1]}], then trained further"],
+                 "epochs": facts["epochs"], "full_epochs": facts["full_epochs"], "samples": facts["samples"],
+                 "batches": sum(_int(t.get("batches")) or 0 for t in sessions) or None, "metrics": {},
+                 "curves": {"loss (recorded)": facts["curve"]} if facts["curve"] else {},
+                 "verified": {"reason": "the grader evaluates the model a run ends with; this earlier state of it "
+                                        "was tested only by the notebook"},
+                 "_cells": set(stepped[:i + 1]) | {c for c in at}, "_steps": _int(o.get("steps")) or 0,
+                 "_o": part, "_until": at[-1], "_left": cell}
+        out.append(early)
+    if out:
+        run["notes"].append("trained further after a test: " + ", ".join(
+            f"its model as In[{r['_left']}] left it (tested in In[{r['_until']}]) is a run of its own" for r in out))
+        run["_cells"] = {c for c in run["_cells"] if c > out[-1]["_until"]} or run["_cells"]
+    return [*out, run]
+
+
 def _crashed_models(ev: Mapping[str, Any], owned: set[int], models: Mapping[int, Mapping]) -> list[dict[str, Any]]:
     """Models no optimizer trained that went through a training pass in a cell that failed."""
     failed = {e.get("cell") for e in _recs(ev, "errors")}
@@ -391,8 +424,8 @@ def build_runs(evidence: Mapping[str, Any], *, notebook: Mapping[str, Any] | Non
         return [_finish(r, k, cells) for k, r in enumerate(runtext.saved_runs(evidence, cells)[:MAX_RUNS])]
     models = {m["ref"]: m for m in _recs(evidence, "models") if _int(m.get("ref")) is not None}
     opts = _adopt(evidence, [(o, i) for i, o in enumerate(_recs(evidence, "optimizers"))], models)
-    runs = [_run_of_optimizer(evidence, o, models)
-            for o, _ in sorted(opts, key=lambda p: _order_key(p[0], p[1]))][:MAX_RUNS]
+    runs = [r for o, _ in sorted(opts, key=lambda p: _order_key(p[0], p[1]))
+            for r in _with_checkpoints(evidence, _run_of_optimizer(evidence, o, models))][:MAX_RUNS]
     owned = {r for run in runs for r in run["model_refs"]}
     runs += _crashed_models(evidence, owned, models)[:max(0, MAX_RUNS - len(runs))]
     for k, run in enumerate(runs):

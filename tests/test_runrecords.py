@@ -376,3 +376,22 @@ def test_a_summary_cell_after_silent_runs_gives_each_run_its_printed_accuracy_in
     one = build_runs(ev, notebook=_nb([(4, "for lr in rates: train(lr)", ""),
                                        (5, "print(best)", "best: test accuracy 97.12 %\n")]))
     assert [r["metrics"].get("test_accuracy") for r in one] == [None, None]
+
+
+def test_a_run_tested_then_trained_further_is_two_runs_the_tested_state_unverified() -> None:
+    # Lab 4B: 10 epochs in In[5], tested in In[6] (77.20 %), 20 more epochs in In[7], tested in In[8]
+    sessions = [_session(10, 5) for _ in range(10)] + [_session(10, 7) for _ in range(20)]
+    o = _opt(11, 10, 5, 0.001, steps=300, cells_stepped=[5, 7])
+    ev = _ev(models=[_model(10, 4)], optimizers=[o], training=sessions, evaluations=[_eval(10, 6), _eval(10, 8)],
+             verified_runs=[{"optimizer": 11, "test_accuracy": 0.844, "n": 10000, "digest": "end"}])
+    nb = _nb([(5, "train(model, opt, 10)", ""), (6, "test(model)", "Test accuracy: 77.20 %\n"),
+              (7, "train(model, opt, 20)", ""), (8, "test(model)", "Test accuracy: 84.40 %\n")])
+    early, late = build_runs(ev, notebook=nb)
+    assert (early["full_epochs"], late["full_epochs"]) == (10, 30)
+    assert (early["metrics"]["test_accuracy"], late["metrics"]["test_accuracy"]) == pytest.approx((0.772, 0.844))
+    assert early["status"] == late["status"] == "trained"
+    assert early["verified"].get("test_accuracy") is None and "earlier state" in early["verified"]["reason"]
+    assert late["verified"]["test_accuracy"] == 0.844 and any("trained further" in n for n in late["notes"])
+    # never tested in between: one run of 30 epochs, as before
+    one = build_runs({**ev, "evaluations": [_eval(10, 8)]}, notebook=nb)
+    assert len(one) == 1 and one[0]["full_epochs"] == 30

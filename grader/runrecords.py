@@ -355,7 +355,21 @@ def _attribute_output(ev: Mapping[str, Any], runs: list[dict[str, Any]], cells: 
             for kind, v in seg["metrics"].items():
                 run["metrics"][kind] = v
                 run.setdefault("_lines", {})[kind] = (seg["lines"].get(kind), c)
+        if parts is not None:
+            _results_after_the_loop(runs, ks, parts.get(ks[-1], ""), c)
     _summary_cells(runs, texts, owners)
+
+
+def _results_after_the_loop(runs: list[dict[str, Any]], ks: Sequence[int], tail: str, cell: int) -> None:
+    """A loop cell that trains runs silently and prints one test accuracy per run after the loop:
+    those lines fall after the last run's last step, but they are every run's, in run order."""
+    tests = [m for m in runtext.parse_text(tail[:runtext.MAX_TEXT]) if m.kind == "test_accuracy"
+             and math.isfinite(m.value)]
+    if len(tests) != len(ks) or any("test_accuracy" in runs[k]["metrics"] for k in ks[:-1]):
+        return
+    for k, m in zip(ks, tests):
+        runs[k]["metrics"]["test_accuracy"] = m.value
+        runs[k].setdefault("_lines", {})["test_accuracy"] = (m.raw, cell)
 
 
 def _summary_cells(runs: list[dict[str, Any]], texts: Mapping[int, str], owners: Mapping[int, Any]) -> None:

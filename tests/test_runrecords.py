@@ -395,3 +395,30 @@ def test_a_run_tested_then_trained_further_is_two_runs_the_tested_state_unverifi
     # never tested in between: one run of 30 epochs, as before
     one = build_runs({**ev, "evaluations": [_eval(10, 8)]}, notebook=nb)
     assert len(one) == 1 and one[0]["full_epochs"] == 30
+
+
+def test_results_printed_after_a_silent_loop_are_each_runs_in_order() -> None:
+    # the loop trains three runs printing only epoch lines; three accuracy lines follow the loop
+    # in the same cell (after run 3's last step): one per run, in order, typed here
+    text, models, opts, sessions = "", [], [], []
+    for k, lr in enumerate([0.002, 0.02, 0.2]):
+        m, o = 10 * (k + 1), 10 * (k + 1) + 1
+        head, e1, e2 = f"lr {lr}\n", "epoch 1 loss 0.50\n", "epoch 2 loss 0.30\n"
+        first = len(text) + len(head)
+        last = first + len(e1)
+        text += head + e1 + e2
+        models.append(_model(m, 4))
+        opts.append(_opt(o, m, 4, lr, out_at=[first, last]))
+        sessions += [_session(m, 4, [first, first + len(e1)]), _session(m, 4, [first + len(e1), last])]
+    tail = "a: test accuracy 98.10 %\nb: test accuracy 98.20 %\nc: test accuracy 98.30 %\n"
+    src = LOOP_SRC + 'print("a: test accuracy 98.10 %")\nprint("b: test accuracy 98.20 %")\n' \
+                     'print("c: test accuracy 98.30 %")\n'
+    ev = _ev(models=models, optimizers=opts, training=sessions,
+             verified_runs=[{"optimizer": 10 * (k + 1) + 1, "test_accuracy": 0.9, "n": 10000} for k in range(3)])
+    runs = build_runs(ev, notebook=_nb([(4, src, text + tail)]))
+    assert [r["metrics"].get("test_accuracy") for r in runs] == pytest.approx([0.981, 0.982, 0.983])
+    assert [r["printed_check"].get("typed") for r in runs] == [True, True, True]
+    # honest lines counted differently (two for three runs) stay the last run's, as before
+    two = build_runs(ev, notebook=_nb([(4, LOOP_SRC, text + "best: test accuracy 90.00 %\nmean: test accuracy "
+                                                          "89.00 %\n")]))
+    assert [r["metrics"].get("test_accuracy") for r in two] == [None, None, 0.89]

@@ -242,6 +242,12 @@ def _to_cache(key: str, run_dir: Path, ev: dict[str, Any], settings: GradeSettin
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def problems_for_lab(problems: list[Any], rubric: Any) -> list[Any]:
+    """The intake's problems that count for this lab: `no-report` only when the rubric's
+    `submission.report` asks for a report file."""
+    return [p for p in problems if rubric.submission.report or p.code != "no-report"]
+
+
 def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settings: GradeSettings,
             rubric, inputs: str, wall_s: float | None = None) -> dict[str, Any]:
     """Executes one notebook or script with the probe, or reuses a cached run of the same file
@@ -383,6 +389,7 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     work_root = out / "work"
     shutil.rmtree(work_root / name, ignore_errors=True)  # a half-done earlier attempt of ours
     sub = unpack(candidate, work_root, pattern=rubric.submission.pattern)
+    sub.problems[:] = problems_for_lab(sub.problems, rubric)
     runs_root = out / "runs" / name
     shutil.rmtree(runs_root, ignore_errors=True)
     write_json_atomic(runs_root / "submission.json", record_to_json(sub))

@@ -280,6 +280,9 @@ class Submission(_Model):
     """How submission files must be named."""
 
     pattern: str = "dllab_{student_id}.zip"
+    report: bool = True
+    """The handout asks for a report file (pdf, docx, md, txt, html) beside the code; false for a
+    lab whose notebooks are the whole submission (no `no-report` problem is raised)."""
 
     @field_validator("pattern")
     @classmethod

@@ -335,3 +335,27 @@ def test_a_class_count_the_registered_dataset_does_not_have_is_a_load_error():
                    "has 10 classes, not 11: fix `classes` or the dataset"]
     assert load_rubric_text(edit("{dataset: cifar10, classes: 10}", "{classes: 10}"), name="r.yaml")
     load_rubric(builtin_rubric("lab1"))  # LAB01's class counts are its datasets'
+
+
+def test_a_lab_that_asks_for_no_report_file_raises_no_no_report_problem(tmp_path: Path) -> None:
+    """`submission.report: false` (Lab 4A/4B: the notebook is the whole submission): the intake's
+    `no-report` problem is dropped by the pipeline; the default keeps asking for one."""
+    import zipfile
+
+    from grader.intake import unpack
+    from grader.intake.discover import discover
+    from grader.rubric import load_rubric
+
+    assert load_rubric(Path("labs/lab1/rubric.yaml")).submission.report is True
+    assert load_rubric(Path("labs/lab4a/rubric.yaml"), base_dir=Path("labs/lab4a")).submission.report is False
+    z = tmp_path / "in" / "dllab_0440001.zip"
+    z.parent.mkdir()
+    with zipfile.ZipFile(z, "w") as f:
+        f.writestr("lab4a.ipynb", '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    sub = unpack(discover([z])[0], tmp_path / "work")
+    assert "no-report" in [p.code for p in sub.problems]
+    from grader.pipeline import problems_for_lab
+
+    lab4a = load_rubric(Path("labs/lab4a/rubric.yaml"), base_dir=Path("labs/lab4a"))
+    assert "no-report" not in [p.code for p in problems_for_lab(sub.problems, lab4a)]
+    assert "no-report" in [p.code for p in problems_for_lab(sub.problems, load_rubric(Path("labs/lab1/rubric.yaml")))]

@@ -389,7 +389,7 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     work_root = out / "work"
     shutil.rmtree(work_root / name, ignore_errors=True)  # a half-done earlier attempt of ours
     sub = unpack(candidate, work_root, pattern=rubric.submission.pattern)
-    sub.problems[:] = problems_for_lab(sub.problems, rubric)
+    sub = dataclasses.replace(sub, problems=type(sub.problems)(problems_for_lab(list(sub.problems), rubric)))
     runs_root = out / "runs" / name
     shutil.rmtree(runs_root, ignore_errors=True)
     write_json_atomic(runs_root / "submission.json", record_to_json(sub))

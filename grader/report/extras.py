@@ -43,7 +43,8 @@ MISMATCH = 0.01
 def run_factors(run: Mapping) -> dict[str, Any]:
     """What a run record (grader.evidence_model.Run) says about each factor; a factor it does not
     know is left out. depth = hidden layers of an MLP (0 for a linear model); width = its units
-    per hidden layer (one number when all are equal, else the list); epochs = full passes."""
+    per hidden layer (one number when all are equal, else the list); epochs = full passes (the
+    fraction of one when none finished: a run that crashed in its first epoch)."""
     s = run.get("structure") if isinstance(run.get("structure"), Mapping) else {}
     out: dict[str, Any] = {}
     kind = s.get("kind")
@@ -64,7 +65,7 @@ def run_factors(run: Mapping) -> dict[str, Any]:
     for key in ("optimizer", "lr", "loss", "batch_size"):
         if run.get(key) is not None:
             out[key] = run[key]
-    epochs = run.get("full_epochs") if run.get("full_epochs") is not None else run.get("epochs")
+    epochs = run.get("full_epochs") if run.get("full_epochs") else run.get("epochs")  # a crash in epoch 1: 0.01
     if epochs is not None:
         out["epochs"] = epochs
     return out

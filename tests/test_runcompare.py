@@ -185,8 +185,10 @@ def test_an_unknown_value_is_never_a_difference_but_is_named() -> None:
     out = check(ev(run(1, loss=None), run(2, structure=PAIRS["depth"][1]["structure"])), factor="depth")
     assert (out.status, out.fraction) == ("pass", 1.0)
     assert "unknown, not counted as a difference: loss of run 1" in out.message
-    # the factor itself unknown on one side: no pair, never a guess
-    assert check(ev(run(1, optimizer=None), run(2, optimizer="Adam")), factor="optimizer").status == "fail"
+    # the factor itself unknown on one side: no pair, never a guess, and no "not found" either:
+    # the grader could not tell, so a TA looks
+    blind = check(ev(run(1, optimizer=None), run(2, optimizer="Adam")), factor="optimizer")
+    assert blind.status == "manual" and UNCONFIRMED in blind.flags and "optimizer of run 1" in blind.message
 
 
 def test_pair_across_two_notebooks_of_the_submission() -> None:
@@ -302,3 +304,13 @@ def test_a_run_that_printed_nothing_while_training_is_backed_by_the_hosts_evalua
     e2 = ev(run(1), run(2, lr=0.002, verified={"reason": "not captured"}), optimizers=silent, models=models,
             training=training, verified_runs=entries[:1])
     assert check(e2, factor="lr").status == "manual"
+
+
+def test_a_run_whose_factor_the_grader_could_not_read_sends_a_missing_pair_to_a_ta() -> None:
+    # a custom module the structure reader could not classify: its depth is unknown, so "no run
+    # with 4 hidden layers" would be a false "not found"
+    odd = run(2, structure={"kind": "other", "hidden_widths": None, "linear_layers": None})
+    out = check(ev(run(1), odd), factor="depth", values=[2, 4])
+    assert out.status == "manual" and UNCONFIRMED in out.flags and "could not tell the depth of run 2" in out.message
+    # every run read: the missing run is a finding
+    assert check(ev(run(1), run(2, lr=0.002)), factor="depth", values=[2, 4]).status == "fail"

@@ -195,7 +195,7 @@ def _with_checkpoints(ev: Mapping[str, Any], run: dict[str, Any]) -> list[dict[s
         if not at:
             continue
         part = {**o, "cells_stepped": stepped[:i + 1], "out_at": None, "ref": None, "steps": None}
-        sessions = [t for t in _sessions(ev, part, refs)]
+        sessions = _sessions(ev, part, refs)
         facts = _training_facts(ev, sessions)
         early = {**run, "optimizer_ref": None, "notes": [f"its model as In[{cell}] left it, tested in In[{at[-1]}], then trained further"],
                  "epochs": facts["epochs"], "full_epochs": facts["full_epochs"], "samples": facts["samples"],
@@ -363,8 +363,7 @@ def _attribute_output(ev: Mapping[str, Any], runs: list[dict[str, Any]], cells: 
 def _results_after_the_loop(runs: list[dict[str, Any]], ks: Sequence[int], tail: str, cell: int) -> None:
     """A loop cell that trains runs silently and prints one test accuracy per run after the loop:
     those lines fall after the last run's last step, but they are every run's, in run order."""
-    tests = [m for m in runtext.parse_text(tail[:runtext.MAX_TEXT]) if m.kind == "test_accuracy"
-             and math.isfinite(m.value)]
+    tests = runtext.test_accuracies(tail)
     if len(tests) != len(ks) or any("test_accuracy" in runs[k]["metrics"] for k in ks[:-1]):
         return
     for k, m in zip(ks, tests):
@@ -383,7 +382,7 @@ def _summary_cells(runs: list[dict[str, Any]], texts: Mapping[int, str], owners:
         waiting = [k for k, r in enumerate(runs) if r["_cells"] and "test_accuracy" not in r["metrics"]]
         if not waiting:
             return
-        tests = [m for m in runtext.parse_text(text[:runtext.MAX_TEXT]) if m.kind == "test_accuracy" and math.isfinite(m.value)]
+        tests = runtext.test_accuracies(text)
         if len(tests) != len(waiting):
             continue
         for k, m in zip(waiting, tests):

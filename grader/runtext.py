@@ -107,6 +107,11 @@ def read_segment(text: str, cell: int | None) -> dict[str, Any]:
     return {"curves": curves, "metrics": metrics, "lines": lines, "cell": cell}
 
 
+def test_accuracies(text: str) -> list[Any]:
+    """The finite test accuracies printed in `text`, in order (grader.parsers metrics)."""
+    return [m for m in parse_text(text[:MAX_TEXT]) if m.kind == "test_accuracy" and math.isfinite(m.value)]
+
+
 def _line_starts(text: str) -> list[int]:
     return [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
 
@@ -157,7 +162,7 @@ def whole_cell(text: str, runs: Sequence[int], cell: int | None,
         if len(parts) == len(runs):
             for r, part in zip(runs, parts):
                 out[r]["curves"][series] = part
-    tests = [m for m in parse_text(text[:MAX_TEXT]) if m.kind == "test_accuracy" and math.isfinite(m.value)]
+    tests = test_accuracies(text)
     owners = list(evals) if evals and len(tests) == len(evals) else (list(runs) if len(tests) == len(runs) else [])
     seen: dict[int, int] = {}
     for r, m in zip(owners, tests):
@@ -184,7 +189,7 @@ def saved_runs(ev: Mapping[str, Any], cells: Cells) -> list[dict[str, Any]]:
         if not seg["curves"] and "test_accuracy" not in seg["metrics"]:
             continue
         waiting = [r for r in runs if "test_accuracy" not in r["metrics"]]
-        finals = [m for m in parse_text(text[:MAX_TEXT]) if m.kind == "test_accuracy" and math.isfinite(m.value)]
+        finals = test_accuracies(text)
         if not seg["curves"] and waiting and len(finals) <= len(waiting):
             # a cell that only evaluates: its accuracies are those of the runs above still without one
             for r, m in zip(waiting[len(waiting) - len(finals):], finals):

@@ -208,6 +208,12 @@ class Evidence(BaseModel):
     verified: dict[str, Any] = Field(default_factory=dict)
     verified_runs: _Records = []
     verified_more: _Records = []
+    generative: dict[str, Any] | None = None
+    """Generative models captured after the last cell and measured by the host (execute mode, a
+    lab with `generative:` in its rubric; None otherwise): `captures` (what the probe captured:
+    grader.probe.rec_gen, validated), `measures` (one per captured generator, decoder or VAE:
+    grader.verify.generative), `instrument` (name, digest, test accuracy), `seconds`, and
+    `reason` when nothing could be measured. Units: nats per image, fractions 0..1."""
     # what only the stored outputs show (saved mode; None in execute mode)
     handout_outputs_ignored: int | None = None
     stored_cells: _Records | None = None

@@ -300,7 +300,8 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     # The probe writes into a folder the sandbox gives it; execute copies it to run_dir/probe.
     # The probe captures the models of the newest `captured_runs` training runs (grader.verify.runs).
     startup = bootstrap_source(events_path=f"{PROBE_DIR_TOKEN}/events.jsonl", figures_dir=f"{PROBE_DIR_TOKEN}/fig",
-                               max_figures=limits.max_figures, max_runs=rubric.limits.captured_runs)
+                               max_figures=limits.max_figures, max_runs=rubric.limits.captured_runs,
+                               generative=1 if rubric.generative is not None else 0)
     spec = SandboxSpec(mounts=sandbox_mounts(rubric, settings.data), gpus=settings.gpus, sandbox=settings.sandbox,
                        cpu_threads=settings.cpu_threads)
     runner = run_script if path.suffix.lower() == ".py" else run_notebook

@@ -339,6 +339,22 @@ class Limits(_Model):
     some is left, and gets no more wall time than is left (`submission-time`)."""
 
 
+class Generative(_Model):
+    """A lab whose notebooks train generative models (a GAN's generator, a VAE): after the last
+    cell the probe captures them (grader.probe.rec_gen) and the host measures their samples with
+    a classifier trained on real data, the grader's instrument (grader.instruments), in a fresh
+    sandbox (grader.verify.generative). Absent: nothing generative is captured or measured."""
+
+    instrument: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")] = "mnist-classifier"
+    """A registered instrument's name (grader.instruments.INSTRUMENTS)."""
+    samples: Annotated[int, Field(strict=True, ge=100, le=50000)] = 10000
+    """Samples drawn from each captured generator (and decoder) for the measures."""
+    seed: Annotated[int, Field(strict=True, ge=0)] = 0
+    """Seed of the latent noise and labels drawn: the same model gives the same numbers."""
+    timeout: Duration = 300.0
+    """The measuring sandbox's wall time at most (seconds), within what is left of the submission's."""
+
+
 class Rubric(_Model):
     """A whole lab's rubric."""
 
@@ -353,6 +369,8 @@ class Rubric(_Model):
     parts: Annotated[tuple[Part, ...], Field(min_length=1)]
     bonus: Bonus | None = None
     handout: tuple[Text, ...] = ()
+    generative: Generative | None = None
+    """Capture and measure generative models (GANs, VAEs): see Generative."""
     """Notebooks handed out with the TA's own outputs (paths next to the rubric): in saved
     mode, an output identical to one of theirs is not credited to the student."""
 

@@ -36,7 +36,8 @@ import time
 PROBE_NAME = "_dllab_probe"
 VERSION = 1
 _PARTS = (("figures", "rec_figures"), ("torch", "rec_torch"), ("loss", "rec_loss"),
-          ("data", "rec_data"), ("export", "rec_export"), ("runs", "rec_runs"))
+          ("data", "rec_data"), ("export", "rec_export"), ("runs", "rec_runs"),
+          ("gen", "rec_gen"), ("genlog", "rec_genlog"))
 _MAX_PROBE_ERRORS = 50
 _STR_CAP = 2000
 _LIST_CAP = 2000
@@ -395,6 +396,22 @@ def export_for_verification(folder=None):
         return "export failed: " + _exc_text(exc)
 
 
+def export_generative(folder=None):
+    """Teardown entry (see rec_gen.py): capture the generators, discriminators and VAEs the
+    notebook trained, in `folder` (default: `verify/` next to the events) as `gen.json` and
+    `gen<k>*.pt`; returns a summary line, or None (nothing done) unless installed with
+    `generative`. Never raises."""
+    if _state is None or os.getpid() != _state.pid or not _state.caps.get("generative"):
+        return None
+    try:
+        flush("verify")
+        part = sys.modules[PROBE_NAME + "_gen"]
+        folder = folder or os.path.join(os.path.dirname(_state.events_path), "verify")
+        return part.export(folder)
+    except Exception as exc:  # noqa: BLE001 - the run's result must not depend on this
+        return "generative export failed: " + _exc_text(exc)
+
+
 # ---------------------------------------------------------------- post-import hooks
 
 
@@ -491,12 +508,14 @@ def _load_parts():
 
 def install(events_path: str, figures_dir: str, *, max_events: int = 20000,
             max_figures: int = 200, max_event_bytes: int = 64 * 1024,
-            max_total_bytes: int = 16 * 2**20, max_runs: int = 6) -> None:
+            max_total_bytes: int = 16 * 2**20, max_runs: int = 6, generative: int = 0) -> None:
     """Start recording to `events_path` (JSON lines) and `figures_dir` (PNGs).
 
     `max_runs`: training runs (optimizers that stepped, the newest) whose models the teardown
-    captures for the host (the rubric's limits.captured_runs). A second call in the same process
-    does nothing.
+    captures for the host (the rubric's limits.captured_runs). `generative`: 1 when the lab
+    measures generative models (the rubric's `generative:`): rec_gen and rec_genlog record and
+    the teardown captures generators and VAEs; 0 leaves both parts idle. A second call in the
+    same process does nothing.
     """
     global _state
     current = sys.modules.get(PROBE_NAME)
@@ -511,7 +530,7 @@ def install(events_path: str, figures_dir: str, *, max_events: int = 20000,
     os.makedirs(figures_dir, exist_ok=True)
     caps = {"max_events": int(max_events), "max_figures": int(max_figures),
             "max_event_bytes": int(max_event_bytes), "max_total_bytes": int(max_total_bytes),
-            "max_runs": max(1, int(max_runs))}
+            "max_runs": max(1, int(max_runs)), "generative": 1 if generative else 0}
     parts = _load_parts()
     st = _State(events_path, figures_dir, caps, parts)
     names = set()
@@ -556,7 +575,8 @@ def bootstrap_source(*, events_path: str, figures_dir: str, **caps: int) -> str:
     `caps` are `install`'s keyword limits. The parts come before the core, which is
     registered last so that a half-built probe is never mistaken for an installed one.
     """
-    unknown = set(caps) - {"max_events", "max_figures", "max_event_bytes", "max_total_bytes", "max_runs"}
+    unknown = set(caps) - {"max_events", "max_figures", "max_event_bytes", "max_total_bytes", "max_runs",
+                           "generative"}
     if unknown:
         raise TypeError("unknown probe caps: " + ", ".join(sorted(unknown)))
     here = os.path.dirname(os.path.abspath(__file__))

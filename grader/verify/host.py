@@ -72,6 +72,9 @@ def teardown_source() -> str:
         "        print('dllab teardown: the probe is not loaded')\n"
         "        return\n"
         f"    print('dllab teardown:', probe.export_for_verification({PROBE_DIR_TOKEN + '/verify'!r}))\n"
+        f"    more = getattr(probe, 'export_generative', lambda folder: None)({PROBE_DIR_TOKEN + '/verify'!r})\n"
+        "    if more:\n"
+        "        print('dllab teardown:', more)\n"
         "__dllab_verify()\n"
         "del __dllab_verify\n"
     )

@@ -72,7 +72,8 @@ def test_committed_instrument_loads_with_its_provenance(committed: tuple) -> Non
 
 
 def test_committed_instrument_classifies_drawn_digits(committed: tuple) -> None:
-    """200 pen-stroke digits (the stand-in's, no real MNIST): most are read as the digit drawn;
+    """200 pen-stroke digits (the stand-in's, no real MNIST): most are read as the digit drawn (0.915 when
+    committed; an untrained net reads 0.1);
     logits and features have the contract's shapes, (N, 784) inputs read the same."""
     from grader.datasets._synth import _render_digit
 
@@ -87,7 +88,7 @@ def test_committed_instrument_classifies_drawn_digits(committed: tuple) -> None:
     assert logits.shape == (200, 10) and feats.shape == (200, prov["feature_dim"])
     assert torch.allclose(flat, logits, atol=1e-5)
     hit = (logits.argmax(1).numpy() == labels).mean()
-    assert hit >= 0.7, f"only {hit:.2f} of drawn digits read as drawn"
+    assert hit >= 0.8, f"only {hit:.2f} of drawn digits read as drawn"
     assert gm.class_coverage(logits.argmax(1).numpy())["classes"] >= 8
     assert torch.isfinite(feats).all() and torch.isfinite(blank).all()
 
@@ -165,6 +166,7 @@ def test_reference_run_instrument_trains_exports_and_writes_provenance(tmp_path:
     assert model.features(torch.rand(3, 1, 28, 28)).shape == (3, prov["feature_dim"])
     assert hashlib.sha256(inst.weights.read_bytes()).hexdigest() == prov["weights_sha256"]
     assert sorted(p.name for p in out.iterdir()) == ["mnist-classifier.json", "mnist-classifier.pt"]
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in out.iterdir())  # readable by the grader's other users
     json.loads((out / "mnist-classifier.json").read_text())  # plain JSON, no NaN
 
 

@@ -218,5 +218,7 @@ def run_instrument(lab: str | Path, *, data: Mapping[str, Path], out: Path | Non
         doc["datasets"] = records
     write_bytes_atomic(pt, weights)
     write_json_atomic(meta, doc)
+    for path in (pt, meta):
+        path.chmod(0o644)  # read by whoever grades (the atomic write leaves 0600)
     log(f"{name}: wrote {pt} ({len(weights) / 1e6:.2f} MB) and {meta}")
     return doc

@@ -84,9 +84,11 @@ def test_committed_instrument_classifies_drawn_digits(committed: tuple) -> None:
     with torch.no_grad():
         logits, feats = model(x), model.features(x)
         flat = model(x.reshape(200, 784))
+        both = model.classify(x)  # one pass for the measures
         blank = torch.softmax(model(torch.zeros(4, 1, 28, 28)), 1)
     assert logits.shape == (200, 10) and feats.shape == (200, prov["feature_dim"])
     assert torch.allclose(flat, logits, atol=1e-5)
+    assert torch.allclose(both[0], logits, atol=1e-5) and torch.allclose(both[1], feats, atol=1e-5)
     hit = (logits.argmax(1).numpy() == labels).mean()
     assert hit >= 0.8, f"only {hit:.2f} of drawn digits read as drawn"
     assert gm.class_coverage(logits.argmax(1).numpy())["classes"] >= 8

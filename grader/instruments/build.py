@@ -108,6 +108,11 @@ def measure_real(weights: Path, images: Any, labels: Any, *, batch: int = 1000) 
         with torch.no_grad():
             logits = torch.cat([model(images[i:i + batch]) for i in range(0, len(images), batch)])
             feats = torch.cat([model.features(images[i:i + batch]) for i in range(0, len(images), batch)])
+            if hasattr(model, "classify"):  # the one-pass method must give what the two give
+                both = model.classify(images[:batch])
+                if not (torch.allclose(both[0], logits[:batch], atol=1e-5)
+                        and torch.allclose(both[1], feats[:batch], atol=1e-5)):
+                    raise InstrumentError("the saved instrument's classify(x) disagrees with forward and features")
     except (RuntimeError, AttributeError) as exc:
         raise InstrumentError(f"the saved instrument {weights} does not run: {exc}") from exc
     n = len(images)

@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "reference solutions: seed 0, on the real dataset, CPU unless --device cuda")
     r.add_argument("--min-accuracy", type=float, metavar="FRACTION",
                    help="with --instrument: the test accuracy below which nothing is written (default: the "
-                        "instrument's own, 0.99 for mnist-classifier)")
+                        "instrument's own MIN_TEST_ACCURACY, 0.99 for the digit classifier)")
     _labs_dir(r)
     r.set_defaults(func=cmd_reference_run)
     g = sub.add_parser("grade", help="grade a batch of submissions",

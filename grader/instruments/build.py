@@ -154,8 +154,7 @@ def run_instrument(lab: str | Path, *, data: Mapping[str, Path], out: Path | Non
     folders: dict[str, Path] = {}
     for ds in module.DATASETS:
         if ds not in data:
-            raise GraderError(f"the instrument {name!r} is trained on {ds}: pass --data {ds}=DIR "
-                              f"(the real one: dllab data mnist --out DIR)")
+            raise GraderError(f"the instrument {name!r} is trained on {ds}: pass --data {ds}=DIR (the real one)")
         folders[ds] = locate(ds, data[ds])
     records = {ds: _data_record(ds, folder) for ds, folder in folders.items()}
     synthetic = [ds for ds, r in records.items() if r["synthetic"]]

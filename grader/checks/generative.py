@@ -302,10 +302,7 @@ def generated_samples(ctx: CheckContext, params: P.GeneratedSamples) -> Outcome:
     flags: tuple[str, ...] = ()
     if collapsed:
         fraction, flags = min(fraction, p.collapse_credit), (MODE_COLLAPSE,)
-        div, real_div = _num(m.get("diversity")), _num(_real(gen, "diversity"))
-        text += f". Mode collapse: {why or 'the samples cover few digits'}" + (
-            f" (mean pairwise distance {div:.2f} against the real images' {real_div:.2f}, in pixels 0..1)"
-            if div is not None and real_div is not None else "")
+        text += f". Mode collapse: {why or 'the samples cover few digits'}"
     fraction = round(fraction, 4)
     return Outcome(_verdict(fraction), fraction, f"{text}. {_sampling(m)}.", (where(picked.ev),), flags,
                    own_words=True)

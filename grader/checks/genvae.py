@@ -37,7 +37,7 @@ def printed_test_loss(ev: Mapping) -> tuple[float, str, int | None] | None:
     return None
 
 
-def _batch_sizes(ev: Mapping, capture: Mapping) -> list[int]:
+def batch_sizes(ev: Mapping, capture: Mapping) -> list[int]:
     """Batch sizes a per-batch printed loss may have used: the VAE's training run's and the
     test loaders'."""
     refs = set(capture.get("optimizer_refs") or [])
@@ -109,7 +109,7 @@ def vae_bound(ctx: CheckContext, params: P.VaeBound) -> Outcome:
         text += ". No printed test loss was found to compare with"
     else:
         value, line, cell = shown
-        scale, per_image = printed_vs_measured(value, nelbo, _batch_sizes(picked.ev, picked.capture),
+        scale, per_image = printed_vs_measured(value, nelbo, batch_sizes(picked.ev, picked.capture),
                                                n or ctx.test_split_size)
         said = f"`{line}`" + (f" (In[{cell}])" if cell is not None else "")
         if abs(per_image - nelbo) <= p.printed_tolerance:

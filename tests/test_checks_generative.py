@@ -383,8 +383,8 @@ def test_the_feedback_shows_a_measures_table_per_model_beside_the_reference_and_
     assert any("Mode collapse" in f for f in view["models"][1]["flags"])
     cond = {r["measure"]: r for r in view["models"][2]["rows"]}["conditional accuracy"]
     assert (cond["student"], cond["reference"], cond["real"]) == ("10.4 %", "95.0 %", "99.2 %")
-    assert view["models"][2]["flags"] == ["Label ignored: only 10.4 % of the samples are the digit asked for "
-                                          "(chance 10 %)."]
+    assert view["models"][2]["flags"] == [("Label ignored: only 10.4 % of the samples are the digit asked for "
+                                           "(chance 10 %).")]
     assert view["models"][3]["rows"] == [] and view["models"][3]["reason"] == "no z"
     assert generative_view(ev(None), _refs()) is None
 

@@ -13,8 +13,9 @@ costs its share, an unknown one sends the item to a TA rather than to a fail.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from grader.checks import params as P
 from grader.checks.base import CheckContext, Outcome, where
@@ -133,7 +134,7 @@ def _vae(ctx: CheckContext) -> tuple[list[Need], list[Picked], Outcome | None]:
     else:
         needs = [Need(what, None, "the grader could not tell what the forward returns")]
     needs += [_has(v, "z sampled in the forward (randn or normal)",
-                   lambda t: t.startswith("randn") or t.startswith("normal") or t in ("rand", "rand_like")),
+                   lambda t: t.startswith(("randn", "normal")) or t in ("rand", "rand_like")),
               _has(v, "the standard deviation from logvar (exp)", lambda t: t == "exp")]
     return needs, [v], None
 

@@ -14,10 +14,10 @@ measurement, saved mode) goes to a TA (`manual`, with the reason), never to a `f
 
 from __future__ import annotations
 
-import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from grader import genmeasures as gm
 from grader.checks import params as P

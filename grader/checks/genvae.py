@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from grader import genmeasures as gm
 from grader.checks import params as P

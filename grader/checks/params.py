@@ -180,7 +180,7 @@ class GeneratedSamples(Params):
     max_frechet: Annotated[Number, Field(gt=0)] | None = Field(
         None, description="Fréchet distance for full points when the reference has none; default: shown, not graded "
                           "(it has no scale of its own)")
-    partial_from: Annotated[Number, Field(gt=0, le=1)] = Field(
+    partial_from: Fraction = Field(
         0.6, description="a measure short of its full-points bar earns partial_credit while it reaches this share of "
                          "the bar (a distance: while the bar is this share of it)")
     partial_credit: Fraction = Field(0.5, description="share of a measure's points earned in that band")
@@ -196,7 +196,7 @@ class ConditionalGeneration(Params):
                                                     "has none")
     ignored_below: Fraction = Field(0.2, description="at or below this conditional accuracy the generator ignores "
                                                      "its label (chance is 1 / classes): fail, flag label-ignored")
-    partial_from: Annotated[Number, Field(gt=0, le=1)] = Field(
+    partial_from: Fraction = Field(
         0.6, description="short of full points, partial_credit while the accuracy reaches this share of the bar")
     partial_credit: Fraction = Field(0.5, description="share of the points earned in that band")
 

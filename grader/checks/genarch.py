@@ -44,7 +44,12 @@ def _has(p: Picked, what: str, test: Any) -> Need:
     if any(test(t) for t in _ops(facts)):
         return Need(what, True)
     complete = facts.get("ops_complete") is True and bool(_ops(facts))
-    return Need(what, False if complete else None, "" if complete else "the grader could not read its whole graph")
+    return Need(what, False if complete else None, "" if complete else _unread(p))
+
+
+def _unread(p: Picked) -> str:
+    why = p.measure.get("facts_reason")
+    return f"the grader could not read its graph: {str(why)[:160]}" if why else "the grader could not read its whole graph"
 
 
 def _strided(layer_stride: object) -> bool:
@@ -60,7 +65,7 @@ def _stride_conv(p: Picked) -> Need:
     if isinstance(facts.get("layers"), list) and facts.get("ops_complete") is True:
         return Need(what, False, f"its convolutions have strides {', '.join(map(str, convs))}" if convs
                     else "it has no convolution")
-    return Need(what, None, "the grader could not read its layers")
+    return Need(what, None, _unread(p))
 
 
 def _model(ctx: CheckContext, roles: Sequence[str], architecture: str, what: str) -> Picked | Outcome:

@@ -264,8 +264,10 @@ def generated_samples(ctx: CheckContext, params: P.GeneratedSamples) -> Outcome:
     m, gen = picked.measure, picked.gen
     score, fd, cov = _num(m.get("classifier_score")), _num(m.get("frechet_distance")), _coverage(m)
     if score is None or cov is None:
-        return Outcome("manual", 0.0, f"{_about(picked)}: its samples were measured without a classifier score or "
-                                      f"class coverage; a TA will judge them.", (where(picked.ev),), own_words=True)
+        why = str(m.get("samples_reason") or "the grader has no classifier score or class coverage of them")[:300]
+        return Outcome("manual", 0.0, f"{_about(picked)}: its samples were not measured ({why.rstrip('.')}). This is "
+                                      f"not a finding against your work: a TA will judge them.", (where(picked.ev),),
+                       own_words=True)
     classes = len(cov["shares"]) if isinstance(cov.get("shares"), list) and cov["shares"] else 10
     parts: list[tuple[float | None, str]] = []
 
@@ -325,9 +327,10 @@ def conditional_generation(ctx: CheckContext, params: P.ConditionalGeneration) -
     c = m.get("conditional") if isinstance(m.get("conditional"), Mapping) else {}
     acc = _num(c.get("accuracy"))
     if acc is None or not 0.0 <= acc <= 1.0:
-        return Outcome("manual", 0.0, f"{_about(picked)}: its conditional accuracy was not measured "
-                                      f"({str(m.get('reason') or 'no labels could be fed to it')[:200]}); a TA will "
-                                      f"judge it.", (where(picked.ev),), own_words=True)
+        why = str(m.get("samples_reason") or "the grader could not tell how to feed it labels")[:300].rstrip(".")
+        return Outcome("manual", 0.0, f"{_about(picked)}: its conditional accuracy was not measured ({why}). This is "
+                                      f"not a finding against your work: a TA will judge it.", (where(picked.ev),),
+                       own_words=True)
     per = [x if finite(x) else None for x in c.get("per_class") or []]
     classes = len(per) or 10
     ref = reference_value(ctx.reference, "conditional_accuracy")

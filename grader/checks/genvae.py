@@ -79,9 +79,10 @@ def vae_bound(ctx: CheckContext, params: P.VaeBound) -> Outcome:
     v = picked.measure.get("vae") if isinstance(picked.measure.get("vae"), Mapping) else {}
     nelbo, recon, kl = _num(v.get("nelbo")), _num(v.get("recon")), _num(v.get("kl"))
     if nelbo is None or nelbo <= 0 or kl is None:
-        return Outcome("manual", 0.0, f"{_about(picked)}: its test bound was not measured "
-                                      f"({str(picked.measure.get('reason') or 'no encoder and decoder could be run')[:200]}"
-                                      f"); a TA will judge it.", (where(picked.ev),), own_words=True)
+        why = str(picked.measure.get("vae_reason") or "the grader could not run its encoder and decoder")[:300]
+        return Outcome("manual", 0.0, f"{_about(picked)}: its test bound was not measured ({why.rstrip('.')}). This "
+                                      f"is not a finding against your work: a TA will judge it.", (where(picked.ev),),
+                       own_words=True)
     n = v.get("n") if isinstance(v.get("n"), int) else None
     ref = reference_value(ctx.reference, "nelbo")
     bar = ref + p.nelbo_margin if ref is not None else p.max_nelbo

@@ -371,7 +371,8 @@ def generative_view(ev: Mapping, ref_parts: Mapping | None = None, own_part: str
                        or clean(m.get("capture"), 8),
                        "sub": " · ".join(s for s in sub if s), "reference_part": clean(part, 40) if part and rows else "",
                        "rows": rows, "flags": _gen_flags(m),
-                       "reason": clean(m.get("reason"), 300) if not rows else ""})
+                       "reason": clean(m.get("reason"), 300) if not rows else "",
+                       "notes": [clean(m.get(k), 300) for k in ("samples_reason", "vae_reason") if m.get(k) and rows]})
     if not models and not gen.get("reason"):
         return None
     return {"models": models, "reason": clean(gen.get("reason"), 300) if not models else "",

@@ -24,7 +24,7 @@ DC_G = {"ops": {"conv_transpose2d": 4, "batch_norm": 3, "relu": 3, "tanh": 1}, "
                    ["conv_transpose", [4, 4], [2, 2]], ["conv_transpose", [4, 4], [2, 2]]]}
 DC_D = {"ops": {"_convolution": 4, "batch_norm": 2, "leaky_relu": 3, "sigmoid": 1}, "ops_complete": True,
         "params": 663936, "digest": "dd",
-        "layers": [["conv", [4, 4], [2, 2]], ["conv", [4, 4], [2, 2]], ["conv", [4, 4], [2, 2]], ["conv", [4, 4], [1, 1]]]}
+        "layers": [["conv", [4, 4], [2, 2]]] * 3 + [["conv", [4, 4], [1, 1]]]}
 VAE_OPS = {"ops": {"linear": 5, "relu": 2, "exp": 1, "mul": 2, "randn_like": 1, "add": 1, "sigmoid": 1},
            "ops_complete": True, "params": 652824, "digest": "v", "layers": []}
 REAL = {"n": 10000, "accuracy": 0.992, "classifier_score": 9.86, "diversity": 10.2,
@@ -184,7 +184,8 @@ def conditional(accuracy: float, per: list[float] | None = None) -> dict:
 
 
 def test_a_conditional_generator_that_follows_its_label_passes() -> None:
-    out = check("conditional_generation", [conditional(0.93, [0.99, 0.98, 0.9, 0.92, 0.95, 0.85, 0.96, 0.93, 0.9, 0.92])])
+    per = [0.99, 0.98, 0.9, 0.92, 0.95, 0.85, 0.96, 0.93, 0.9, 0.92]
+    out = check("conditional_generation", [conditional(0.93, per)])
     assert out.status == "pass" and out.flags == ()
     for shown in ("93.0 %", "chance 10.0 %", "reference 95.0 %", "full points from 85.5 %", "99.2 % right",
                   "from 85.0 % (digit 5) to 99.0 % (digit 0)", "Labels fed as class indices"):
@@ -309,7 +310,8 @@ def test_a_dcgan_with_the_handouts_layers_passes() -> None:
 def test_a_dcgan_without_transposed_convs_or_strides_loses_their_share() -> None:
     upsample_g = {**DC_G, "ops": {"upsample_nearest2d": 3, "_convolution": 4, "batch_norm": 3, "relu": 3},
                   "layers": [["conv", [3, 3], [1, 1]]] * 4}
-    pooled_d = {**DC_D, "ops": {"_convolution": 3, "max_pool2d": 2, "relu": 3}, "layers": [["conv", [3, 3], [1, 1]]] * 3}
+    pooled_d = {**DC_D, "ops": {"_convolution": 3, "max_pool2d": 2, "relu": 3},
+                "layers": [["conv", [3, 3], [1, 1]]] * 3}
     out = check("generative_architecture", [dcgan(upsample_g, pooled_d)], {"expect": "dcgan"})
     assert out.status == "partial" and out.fraction == pytest.approx(2 / 5)
     assert "missing: transposed convolutions" in out.message and "strides [1, 1], [1, 1], [1, 1]" in out.message
@@ -331,6 +333,10 @@ def cgan(d_label: str | None, d_shape: list[int] | None = None) -> dict:
 
 def test_a_cgan_feeds_its_label_to_both_networks() -> None:
     assert check("generative_architecture", [cgan("index")], {"expect": "cgan"}).status == "pass"
+    two_inputs = cgan(None)
+    two_inputs["generative"]["captures"][1]["label_position"] = 1
+    out = check("generative_architecture", [two_inputs], {"expect": "cgan"})
+    assert out.status == "pass" and "D takes it as a second input" in out.message
     out = check("generative_architecture", [cgan(None)], {"expect": "cgan"})
     assert out.status == "partial" and out.fraction == 0.5 and "each taking only the image" in out.message
     channels = check("generative_architecture", [cgan(None, [11, 28, 28])], {"expect": "cgan"})
@@ -370,7 +376,8 @@ def test_the_architecture_of_a_graph() -> None:
 def _refs() -> dict:
     def part(**metrics: float) -> dict:
         return {"title": "x", "dataset": "mnist", "summary": {k: {"mean": v} for k, v in metrics.items()}}
-    dcgan = {**part(classifier_score=9.4, frechet_distance=1.1), "runs": [{"role": "generator", "architecture": "conv"}]}
+    dcgan = {**part(classifier_score=9.4, frechet_distance=1.1),
+             "runs": [{"role": "generator", "architecture": "conv"}]}
     return {"gan": part(classifier_score=9.0, frechet_distance=2.0, coverage_classes=10), "dcgan": dcgan,
             "cgan": part(classifier_score=9.2, conditional_accuracy=0.95),
             "vae": part(classifier_score=8.0, nelbo=104.5, kl=25.0, active_units=19)}

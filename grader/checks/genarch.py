@@ -49,7 +49,8 @@ def _has(p: Picked, what: str, test: Any) -> Need:
 
 def _unread(p: Picked) -> str:
     why = p.measure.get("facts_reason")
-    return f"the grader could not read its graph: {str(why)[:160]}" if why else "the grader could not read its whole graph"
+    return f"the grader could not read its graph: {str(why)[:160]}" if why else \
+        "the grader could not read its whole graph"
 
 
 def _strided(layer_stride: object) -> bool:
@@ -108,7 +109,8 @@ def _cgan(ctx: CheckContext) -> tuple[list[Need], list[Picked], Outcome | None]:
     seen: list[Picked] = [g]
     ds = [(m, cap) for ev in ctx.evidence if (gen := _gen(ev)) is not None
           for m, _, cap in _entries(gen, ("discriminator",))]
-    conditional = [cap for _, cap in ds if cap.get("label_input")]
+    # a label input the probe recognised, or a second positional input it saw (D(x, y))
+    conditional = [cap for _, cap in ds if cap.get("label_input") or isinstance(cap.get("label_position"), int)]
     failed = [r for ev in ctx.evidence if (gen := _gen(ev)) is not None for r in _failed(gen, ("discriminator",))]
     dropped = any(isinstance(gen.get("dropped"), int) and gen["dropped"] > 0
                   for ev in ctx.evidence if (gen := _gen(ev)) is not None)
@@ -116,7 +118,8 @@ def _cgan(ctx: CheckContext) -> tuple[list[Need], list[Picked], Outcome | None]:
                 and finite(cap["image_shape"][0]) and cap["image_shape"][0] > 1]
     what = "the label fed to the discriminator"
     if conditional:
-        needs.append(Need(what, True, f"D takes it {LABEL_WORDS.get(str(conditional[0].get('label_input')), 'as an input')}"))
+        how = LABEL_WORDS.get(str(conditional[0].get("label_input")), "as a second input")
+        needs.append(Need(what, True, f"D takes it {how}"))
     elif not ds or failed or dropped:
         needs.append(Need(what, None, "no discriminator was captured" if not ds and not failed else
                           "a discriminator's capture failed or was dropped"))
@@ -135,7 +138,8 @@ def _vae(ctx: CheckContext) -> tuple[list[Need], list[Picked], Outcome | None]:
     outputs = v.capture.get("vae_outputs")
     what = "an encoder giving mu and logvar"
     if isinstance(outputs, list):
-        needs = [Need(what, "mu" in outputs and "logvar" in outputs, f"the forward returns {', '.join(map(str, outputs))}")]
+        needs = [Need(what, "mu" in outputs and "logvar" in outputs,
+                      f"the forward returns {', '.join(map(str, outputs))}")]
     else:
         needs = [Need(what, None, "the grader could not tell what the forward returns")]
     needs += [_has(v, "z sampled in the forward (randn or normal)",

@@ -283,10 +283,12 @@ def generated_samples(ctx: CheckContext, params: P.GeneratedSamples) -> Outcome:
                 classes - p.coverage_slack)
     ref_share = reference_value(ctx.reference, "max_share")
     parts.append((_higher(cov["classes"], bar_c, p.partial_from, p.partial_credit),
-                  f"{cov['classes']} of {classes} digits appear, each in at least {fmt_pct(gm.PRESENT_SHARE)} of the samples "
+                  f"{cov['classes']} of {classes} digits appear, each in at least {fmt_pct(gm.PRESENT_SHARE)} of the "
+                  f"samples "
                   f"({_ref(ref_c, '.0f')}full points from {bar_c}); the most frequent digit"
                   + (f" ({cov['most']})" if isinstance(cov.get("most"), int) else "")
-                  + f" is {fmt_pct(cov['max_share'])} of them" + (f" (reference {fmt_pct(ref_share)})" if ref_share is not None
+                  + f" is {fmt_pct(cov['max_share'])} of them"
+                  + (f" (reference {fmt_pct(ref_share)})" if ref_share is not None
                                                              else "")))
 
     ref_fd = reference_value(ctx.reference, "frechet_distance")

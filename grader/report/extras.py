@@ -1,6 +1,7 @@
 """The feedback's optional blocks for labs beyond classification: metrics printed by name
 (ELBO, KL, D/G loss), the training runs of a notebook that trains several, the generated
-samples it drew, and the grader's own measures of its generative models. Each view is empty when the evidence has no such part, and the template
+samples it drew, and the grader's own measures of its generative models. Each view is empty
+when the evidence has no such part, and the template
 shows a block only when its view is not empty, so a LAB01 report does not change."""
 
 from __future__ import annotations
@@ -236,7 +237,8 @@ def _declares(part: Mapping, key: str) -> object:
     return next((r.get(key) for r in runs if isinstance(r, Mapping) and r.get(key) is not None), None)
 
 
-def generative_reference(measure: Mapping, ref_parts: Mapping, own_part: str | None = None) -> tuple[str | None, Mapping]:
+def generative_reference(measure: Mapping, ref_parts: Mapping,
+                         own_part: str | None = None) -> tuple[str | None, Mapping]:
     """The reference part a captured model is compared with: among the parts that have its
     role's metric (a conditional generator's `conditional_accuracy`, a VAE's `nelbo`, a plain
     generator's `classifier_score` with neither) and, where the reference's
@@ -254,7 +256,8 @@ def generative_reference(measure: Mapping, ref_parts: Mapping, own_part: str | N
             continue
         if role == "generator" and any(reference_value(part, k) is not None for k in ("conditional_accuracy", "nelbo")):
             continue
-        if _declares(part, "role") not in (None, role) or (arch and _declares(part, "architecture") not in (None, arch)):
+        if _declares(part, "role") not in (None, role) or \
+                (arch and _declares(part, "architecture") not in (None, arch)):
             continue
         found[str(pid)] = part
     declared = {pid: part for pid, part in found.items() if arch and _declares(part, "architecture") == arch}
@@ -304,10 +307,13 @@ def _printed_row(ev: Mapping, cap: Mapping, v: Mapping) -> tuple[str, str, str, 
 
 def _vae_rows(v: Mapping, ref: Mapping) -> list[dict[str, Any]]:
     latent = v.get("latent") if isinstance(v.get("latent"), int) else None
-    rows = [("test negative ELBO", "nats per image", _fmt(v.get("nelbo"), "1"), _fmt(reference_value(ref, "nelbo"), "1")),
-            ("reconstruction term", "nats per image", _fmt(v.get("recon"), "1"), _fmt(reference_value(ref, "recon"), "1")),
+    rows = [("test negative ELBO", "nats per image", _fmt(v.get("nelbo"), "1"),
+             _fmt(reference_value(ref, "nelbo"), "1")),
+            ("reconstruction term", "nats per image", _fmt(v.get("recon"), "1"),
+             _fmt(reference_value(ref, "recon"), "1")),
             ("KL term", "nats per image", _fmt(v.get("kl"), "2"), _fmt(reference_value(ref, "kl"), "2")),
-            ("active latent units", f"of {latent}" if latent else "latent dimensions", _fmt(v.get("active_units"), "int"),
+            ("active latent units", f"of {latent}" if latent else "latent dimensions",
+             _fmt(v.get("active_units"), "int"),
              _fmt(reference_value(ref, "active_units"), "int"))]
     return [{"measure": a, "unit": b, "student": s, "reference": r, "real": "–"} for a, b, s, r in rows]
 
@@ -324,13 +330,15 @@ def _gen_flags(m: Mapping) -> list[str]:
         out.append(f"Label ignored: only {100 * acc:.1f} % of the samples are the digit asked for (chance 10 %).")
     v = m.get("vae") if isinstance(m.get("vae"), Mapping) else {}
     kl = num(v.get("kl"))
-    if v.get("posterior_collapse") is True or (kl is not None and kl <= KL_COLLAPSED_NATS) or v.get("active_units") == 0:
+    if v.get("posterior_collapse") is True or (kl is not None and kl <= KL_COLLAPSED_NATS) \
+            or v.get("active_units") == 0:
         out.append(f"Posterior collapse: KL term {_fmt(kl, '2')} nats per image, "
                    f"{_fmt(v.get('active_units'), 'int')} active latent units: the decoder ignores z.")
     return out
 
 
-def generative_view(ev: Mapping, ref_parts: Mapping | None = None, own_part: str | None = None) -> dict[str, Any] | None:
+def generative_view(ev: Mapping, ref_parts: Mapping | None = None,
+                    own_part: str | None = None) -> dict[str, Any] | None:
     """The grader's measures of a notebook's captured generative models (`ev["generative"]`,
     grader.verify.generative) for the feedback: per measured model a table (measure, unit, the
     student's value, the reference's, the real test data's; a VAE's printed test loss beside its
@@ -369,7 +377,8 @@ def generative_view(ev: Mapping, ref_parts: Mapping | None = None, own_part: str
                                 "reference": printed[3], "real": "–"})
         models.append({"title": (f"{clean(name, 40)} ({clean(cls, 40)})" if name and cls else clean(name or cls, 40))
                        or clean(m.get("capture"), 8),
-                       "sub": " · ".join(s for s in sub if s), "reference_part": clean(part, 40) if part and rows else "",
+                       "sub": " · ".join(s for s in sub if s),
+                       "reference_part": clean(part, 40) if part and rows else "",
                        "rows": rows, "flags": _gen_flags(m),
                        "reason": clean(m.get("reason"), 300) if not rows else "",
                        "notes": [clean(m.get(k), 300) for k in ("samples_reason", "vae_reason") if m.get(k) and rows]})

@@ -189,4 +189,4 @@ def generative_architecture(ctx: CheckContext, params: P.GenerativeArchitecture)
                        pointers, own_words=True)
     if missing:
         text += f"; missing: {listed(missing)}"
-    return Outcome(_verdict(fraction), fraction, text + ".", pointers, own_words=True)
+    return Outcome(_verdict(fraction), fraction, text + ".", pointers)

@@ -282,14 +282,12 @@ def generated_samples(ctx: CheckContext, params: P.GeneratedSamples) -> Outcome:
     bar_c = min(classes, max(gm.COLLAPSE_MIN_CLASSES, round(ref_c) - p.coverage_slack) if ref_c else
                 classes - p.coverage_slack)
     ref_share = reference_value(ctx.reference, "max_share")
+    most = f" ({cov['most']})" if isinstance(cov.get("most"), int) else ""
     parts.append((_higher(cov["classes"], bar_c, p.partial_from, p.partial_credit),
                   f"{cov['classes']} of {classes} digits appear, each in at least {fmt_pct(gm.PRESENT_SHARE)} of the "
-                  f"samples "
-                  f"({_ref(ref_c, '.0f')}full points from {bar_c}); the most frequent digit"
-                  + (f" ({cov['most']})" if isinstance(cov.get("most"), int) else "")
-                  + f" is {fmt_pct(cov['max_share'])} of them"
-                  + (f" (reference {fmt_pct(ref_share)})" if ref_share is not None
-                                                             else "")))
+                  f"samples ({_ref(ref_c, '.0f')}full points from {bar_c}); the most frequent digit{most} is "
+                  f"{fmt_pct(cov['max_share'])} of them"
+                  + (f" (reference {fmt_pct(ref_share)})" if ref_share is not None else "")))
 
     ref_fd = reference_value(ctx.reference, "frechet_distance")
     bar_fd = p.frechet_ratio * ref_fd if ref_fd else p.max_frechet
@@ -308,8 +306,7 @@ def generated_samples(ctx: CheckContext, params: P.GeneratedSamples) -> Outcome:
         fraction, flags = min(fraction, p.collapse_credit), (MODE_COLLAPSE,)
         text += f". Mode collapse: {why or 'the samples cover few digits'}"
     fraction = round(fraction, 4)
-    return Outcome(_verdict(fraction), fraction, f"{text}. {_sampling(m)}.", (where(picked.ev),), flags,
-                   own_words=True)
+    return Outcome(_verdict(fraction), fraction, f"{text}. {_sampling(m)}.", (where(picked.ev),), flags)
 
 
 def _ref(value: float | None, fmt: str) -> str:
@@ -353,6 +350,6 @@ def conditional_generation(ctx: CheckContext, params: P.ConditionalGeneration) -
     if acc <= p.ignored_below:
         return Outcome("fail", 0.0, f"{text}. The generator ignores its label: feed y into the generator's "
                                     f"layers (e.g. an embedding concatenated with z). {_sampling(m)}.",
-                       (where(picked.ev),), (LABEL_IGNORED,), own_words=True)
+                       (where(picked.ev),), (LABEL_IGNORED,))
     fraction = _higher(acc, bar, p.partial_from, p.partial_credit)
-    return Outcome(_verdict(fraction), fraction, f"{text}. {_sampling(m)}.", (where(picked.ev),), own_words=True)
+    return Outcome(_verdict(fraction), fraction, f"{text}. {_sampling(m)}.", (where(picked.ev),))

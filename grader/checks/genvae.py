@@ -120,4 +120,4 @@ def vae_bound(ctx: CheckContext, params: P.VaeBound) -> Outcome:
             text += (f". Your printed {said} is {per_image:.1f} nats per image read {scale} (the closest reading), "
                      f"{abs(per_image - nelbo):.1f} nats from the grader's {nelbo:.1f}: a TA will look at it")
     fraction = round(fraction, 4)
-    return Outcome(_verdict(fraction), fraction, text + ".", (where(picked.ev),), tuple(flags), own_words=True)
+    return Outcome(_verdict(fraction), fraction, text + ".", (where(picked.ev),), tuple(flags))

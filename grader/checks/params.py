@@ -170,8 +170,8 @@ class GeneratedSamples(Params):
     score_ratio: Fraction = Field(0.85, description="full points when the classifier score is at least this share "
                                                     "of the reference's")
     min_score: Annotated[Number, Field(ge=1)] = Field(
-        7.5, description="classifier score for full points when the reference has none (real MNIST test images "
-                         "score about 9.9)")
+        7.5, description="classifier score for full points when the reference has none (the real test images "
+                         "score about 9.9 with a digit classifier)")
     coverage_slack: Annotated[Whole, Field(ge=0)] = Field(
         1, description="digits the samples may cover fewer than the reference's (without a reference: than all "
                        "classes) and still earn full points")

@@ -156,8 +156,9 @@ def logged_losses(ctx: CheckContext, params: P.LoggedLosses) -> Outcome:
     assert best is not None
     score, ev, found = best
     missing = [label for label, f, _ in found if f is None]
-    shown = [f"{label} ({len(f[1])} points, {'plotted' if 'plotted' in f[0] else 'printed'}, x {f[1][0][0]:g}"
-             f"..{f[1][-1][0]:g} epochs)" for label, f, _ in found if f is not None]
+    shown = [f"{label} ({len(f[1])} points, " + (f"plotted, x {f[1][0][0]:g}..{f[1][-1][0]:g})" if "plotted" in f[0]
+                                                  else f"printed, epochs {f[1][0][0]:g}..{f[1][-1][0]:g})")
+             for label, f, _ in found if f is not None]
     if not shown:
         return Outcome("fail", 0.0, f"no {' or '.join(label for label, _, _ in wanted)} curve was found in what "
                                     f"the notebook printed or plotted: print or plot them each epoch.",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
+from . import budget
 from .curves import downsample
 from .records import CurvePoint
 from .text import clean_lines
@@ -135,17 +136,28 @@ def gen_curves(texts: Iterable[tuple[int | None, str]]) -> dict[str, list[list[f
 
 
 def notebook_texts(nb: Mapping[str, Any]) -> list[tuple[int | None, str]]:
-    """(cell index, its stdout joined) of every code cell of a notebook (nbformat dict)."""
+    """(cell index, its stdout joined) of every code cell of a notebook (nbformat dict); a cell's
+    text is cut to its first and last budget.CELL_CHARS / 2 characters, the whole to
+    budget.TOTAL_CHARS (the newest cells kept), as the notebook parser's budget reads."""
     found = []
+    half = budget.CELL_CHARS // 2
     for index, cell in enumerate(nb.get("cells") or []):
         if cell.get("cell_type") != "code":
             continue
         text = "".join(str(o.get("text", "")) if isinstance(o.get("text"), str) else "".join(o.get("text") or [])
                        for o in cell.get("outputs") or [] if o.get("output_type") == "stream"
                        and o.get("name") == "stdout")
+        if len(text) > 2 * half:
+            text = text[:half] + "\n" + text[-half:]
         if text:
             found.append((index, text))
-    return found
+    total, kept = 0, []
+    for index, text in reversed(found):
+        total += len(text)
+        if total > budget.TOTAL_CHARS:
+            break
+        kept.append((index, text))
+    return kept[::-1]
 
 
 _LABELS = (("d_loss", re.compile(r"(?<![a-z])(?:d|disc|discriminator|errd|netd)(?![a-z(])|d[_ ]?loss|loss[_ ]?d(?![a-z])"

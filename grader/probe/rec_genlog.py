@@ -34,8 +34,8 @@ import os
 import sys
 import types
 
-HOOK_MODULES = ("torch", "torch.autograd", "torch.nn.modules.module", "torchvision",
-                "torchvision.utils")
+HOOK_MODULES = ("torch", "torch.autograd", "torch.nn.modules.module", "torch.amp.grad_scaler",
+                "torchvision", "torchvision.utils")
 
 _core = None
 _t = None  # rec_torch: the object registry, `active`, `wrap`
@@ -43,6 +43,7 @@ _on = False
 
 _pending = [None]  # sum of the backward roots since the previous optimizer step (a 0-d tensor)
 _in_backward = [0]
+_scaled = collections.OrderedDict()  # id(GradScaler.scale(loss)) -> (that tensor, loss): the loss counts
 _stepped = {}  # id(optimizer _Rec) -> [rec, entries, dirty]
 _MAX_STEPPED = 500
 
@@ -94,6 +95,9 @@ def patch():
     ag = m.get("torch.autograd")
     if ag is not None and callable(ag.__dict__.get("backward")):
         _t.wrap(ag, "backward", _make_backward(lambda a, k: a[0] if a else k.get("tensors")))
+    gs = getattr(m.get("torch.amp.grad_scaler"), "GradScaler", None)
+    if isinstance(gs, type):
+        _t.wrap(gs, "scale", _make_scale)
     hooks = getattr(_t, "step_hooks", None)
     if hooks is not None and credit not in hooks:
         hooks.append(credit)
@@ -139,12 +143,31 @@ def _make_backward(roots_of):
     return make
 
 
+def _make_scale(orig):
+    def scale(self, outputs):
+        out = orig(self, outputs)
+        if out is not outputs and hasattr(out, "numel") and hasattr(outputs, "detach"):
+            _core.guarded("grad-scaler", _note_scaled, out, outputs)
+        return out
+    return scale
+
+
+def _note_scaled(out, loss):
+    """Mixed precision backpropagates loss x scale: the loss itself is what the notebook stepped on."""
+    _scaled[id(out)] = (out, loss.detach())
+    while len(_scaled) > 4:
+        _scaled.popitem(last=False)
+
+
 def _note_backward(roots):
     if roots is None or _busy():
         return
     if not isinstance(roots, (list, tuple)):
         roots = (roots,)
     for r in roots[:16]:
+        pair = _scaled.pop(id(r), None)
+        if pair is not None and pair[0] is r:
+            r = pair[1]
         if hasattr(r, "detach") and hasattr(r, "numel") and r.numel() == 1 and r.is_floating_point():
             v = r.detach().reshape(()).float()
             _pending[0] = v.clone() if _pending[0] is None else _pending[0] + v
@@ -536,7 +559,8 @@ def _origin(np, plotted):
             "class-grid": "outputs of %s on noise with labels in order",
             "latent": "means or a latent lattice of %s",
             "data": "input images of %s" + split}[role] % best["name"]
-    why = "%d of %d plotted images are %s" % (hits[role], n_images, what)
+    why = "%d of %d plotted images%s are %s" % (hits[role], n_images,
+                                                 " and scatters" if any(w == "scatter" for w, _ in plotted) else "", what)
     others = ", ".join("%d %s" % (hits[r], r) for r in _ORDER if r != role and hits.get(r))
     return {"role": role, "capture_class": best["class"], "model_ref": best["model_ref"],
             "why": why + ("; also " + others if others else "")}

@@ -318,6 +318,12 @@ with torch.no_grad():
     save_image(vae.decode(torch.randn(16, 2)).view(16, 1, 28, 28), out + "/sample_1.png")
     mus = torch.cat([vae.encode(x.view(-1, 784))[0] for x, _ in test_loader])
 plt.figure(); plt.scatter(mus[:, 0].numpy(), mus[:, 1].numpy()); plt.suptitle("latent"); plt.savefig(out + "/e.png"); plt.close()
+lin = nn.Linear(4, 1); amp_opt = torch.optim.SGD(lin.parameters(), 0.01)
+scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+printed["amp"] = []
+for i in range(3):  # mixed precision backpropagates loss x 1024: the loss is what counts
+    amp_opt.zero_grad(); loss = lin(torch.randn(8, 4)).pow(2).mean(); printed["amp"].append(loss.item())
+    scaler.scale(loss).backward(); scaler.step(amp_opt); scaler.update()
 import json
 json.dump(printed, open(out + "/printed.json", "w"))
 """
@@ -367,6 +373,8 @@ def test_stepped_losses_of_a_two_optimizer_gan_loop(gen_run: tuple[Path, list[di
             assert row[3] == pytest.approx(min(mine), rel=1e-5) and row[4] == pytest.approx(max(mine), rel=1e-5)
             assert row[5] == pytest.approx(mine[-1], rel=1e-5)
     assert d[0][0] < d[1][0]  # one entry per loader pass, in order
+    (amp,) = stepped[("amp_opt",)]
+    assert amp[1] == 3 and amp[2] == pytest.approx(sum(printed["amp"]) / 3, rel=1e-5)
 
 
 def test_figure_origins(gen_run: tuple[Path, list[dict[str, Any]]]) -> None:

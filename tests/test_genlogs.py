@@ -283,6 +283,11 @@ fig, axs = plt.subplots(2, 2)
 for k, ax in enumerate(axs.flat):
     ax.imshow(((class_grid[k] + 1) / 2).squeeze().detach().cpu().numpy(), cmap="gray")
 fig.suptitle("per class"); fig.savefig(out + "/b.png"); plt.close(fig)
+fixed = torch.randn(16, 16)
+plt.figure(); plt.imshow(make_grid(netG(fixed, torch.randint(0, 10, (16,))).detach(), nrow=4)[0].numpy())
+for _ in range(3):  # outputs kept by the probe are replaced before the figure is recorded
+    netG(torch.randn(8, 16), torch.randint(0, 10, (8,)))
+plt.suptitle("drawn early"); plt.savefig(out + "/late.png"); plt.close()
 plt.figure(); plt.imshow(torch.rand(28, 28).numpy(), cmap="gray"); plt.suptitle("noise"); plt.savefig(out + "/c.png"); plt.close()
 plt.figure(); plt.plot(printed["D"], label="D loss"); plt.plot(printed["G"], label="G loss"); plt.legend()
 plt.suptitle("losses"); plt.savefig(out + "/d.png"); plt.close()
@@ -301,6 +306,8 @@ class VAE(nn.Module):  # the PyTorch example's, smaller
     def forward(self, x):
         mu, logvar = self.encode(x.view(-1, 784))
         return self.decode(self.reparameterize(mu, logvar)), mu, logvar
+    def sample(self, n):
+        return self.decode(torch.randn(n, 2)).view(n, 1, 28, 28)
 
 vae = VAE(); opt = torch.optim.Adam(vae.parameters(), 1e-3)
 test_loader = tud.DataLoader(tud.TensorDataset(torch.rand(64, 1, 28, 28), torch.zeros(64)), batch_size=32)
@@ -316,6 +323,7 @@ with torch.no_grad():
             save_image(torch.cat([x[:8], r.view(32, 1, 28, 28)[:8]]), out + "/reconstruction_1.png", nrow=8)
             save_image(r.view(32, 1, 28, 28)[:16], out + "/samples_1.png")  # reconstructions, called samples
     save_image(vae.decode(torch.randn(16, 2)).view(16, 1, 28, 28), out + "/sample_1.png")
+    save_image(vae.sample(8), out + "/sample_2.png")
     mus = torch.cat([vae.encode(x.view(-1, 784))[0] for x, _ in test_loader])
 plt.figure(); plt.scatter(mus[:, 0].numpy(), mus[:, 1].numpy()); plt.suptitle("latent"); plt.savefig(out + "/e.png"); plt.close()
 lin = nn.Linear(4, 1); amp_opt = torch.optim.SGD(lin.parameters(), 0.01)
@@ -380,10 +388,11 @@ def test_stepped_losses_of_a_two_optimizer_gan_loop(gen_run: tuple[Path, list[di
 def test_figure_origins(gen_run: tuple[Path, list[dict[str, Any]]]) -> None:
     _, events = gen_run
     role = {name: _figure(events, name)["origin"]["role"] for name in (
-        "gan samples", "per class", "noise", "latent", "reconstruction_1.png", "samples_1.png", "sample_1.png")}
-    assert role == {"gan samples": "samples", "per class": "class-grid", "noise": "unknown", "latent": "latent",
-                    "reconstruction_1.png": "reconstructions", "samples_1.png": "reconstructions",
-                    "sample_1.png": "samples"}
+        "gan samples", "per class", "drawn early", "noise", "latent", "reconstruction_1.png", "samples_1.png",
+        "sample_1.png", "sample_2.png")}
+    assert role == {"gan samples": "samples", "per class": "class-grid", "drawn early": "samples", "noise": "unknown",
+                    "latent": "latent", "reconstruction_1.png": "reconstructions",
+                    "samples_1.png": "reconstructions", "sample_1.png": "samples", "sample_2.png": "samples"}
     assert _figure(events, "sample_1.png")["origin"]["capture_class"] == "VAE"
     assert "VAE.decode" in _figure(events, "sample_1.png")["origin"]["why"]
     saved = _figure(events, "samples_1.png")

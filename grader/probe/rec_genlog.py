@@ -35,7 +35,7 @@ import sys
 import types
 
 HOOK_MODULES = ("torch", "torch.autograd", "torch.nn.modules.module", "torch.amp.grad_scaler",
-                "torchvision", "torchvision.utils")
+                "torchvision", "torchvision.utils", "matplotlib.axes._axes")
 
 _core = None
 _t = None  # rec_torch: the object registry, `active`, `wrap`
@@ -108,6 +108,9 @@ def patch():
             getattr(mm, "_global_forward_hooks", None), _post):
         pre(_pre)
         post(_post, always_call=True)
+    axes_mod = m.get("matplotlib.axes._axes")
+    if getattr(axes_mod, "Axes", None) is not None:
+        _t.wrap(axes_mod.Axes, "imshow", _make_imshow)
     tv = m.get("torchvision.utils")
     if tv is not None:
         if callable(tv.__dict__.get("make_grid")):
@@ -312,7 +315,11 @@ def _note_call(module, rec, via, args, out):
         return
     outs = _tensors(out)
     x = args[0] if args else None
-    if not hasattr(x, "shape") or not outs or not x.is_floating_point() or not len(x.shape):
+    if not outs:
+        return
+    if not hasattr(x, "shape") or not x.is_floating_point() or not len(x.shape):
+        if via in ("sample", "generate") and _is_image(outs[0]):  # model.sample(64): noise drawn inside
+            _keep(rec, module, via, "samples", outs[0], None, None, None)
         return
     batch = x.shape[0]
     if via == "encode" or (not _is_image(outs[0]) and _is_image(x)):
@@ -417,6 +424,20 @@ def _copy_png(st, name):
 # ---------------------------------------------------------------- figures
 
 
+def _make_imshow(orig):
+    def imshow(self, *args, **kwargs):
+        im = orig(self, *args, **kwargs)
+        if _kept:
+            _core.guarded("imshow", _note_imshow, im)
+        return im
+    return imshow
+
+
+def _note_imshow(im):
+    # matched now: the outputs it shows may be replaced by later calls before the figure is recorded
+    im._dllab_hits = _hits(sys.modules["numpy"], "image", im.get_array())
+
+
 def figure_keys(fig):
     """Keys rec_figures adds to a figure record (generative only): `origin` when the figure
     shows images or a scatter, `lines` (each labelled line's points) when it draws lines."""
@@ -437,7 +458,8 @@ def _figure_keys(fig):
     plotted = []
     for ax in fig.axes[:48]:
         for im in ax.images[:64]:
-            plotted.append(("image", im.get_array()))
+            early = getattr(im, "_dllab_hits", None)  # matched when drawn, before later outputs replaced them
+            plotted.append(("hits", early) if early is not None else ("image", im.get_array()))
         for c in ax.collections[:8]:
             if type(c).__name__ == "PathCollection":
                 plotted.append(("scatter", c.get_offsets()))
@@ -525,45 +547,45 @@ def _resolve(np, e):
     return "samples"
 
 
+def _hits(np, what, arr, entries=None):
+    """One per image of a plotted array (each tile of a grid; a scatter counts one): the kept
+    output it matches, as (role, class, name, model_ref, split), or None."""
+    if entries is None:
+        entries = _entries()
+        for e in entries:
+            _prepare(np, e)
+    found = [_scatter_match(np, arr, entries)] if what == "scatter" else \
+        [_image_match(np, tile, entries) for tile in _tiles(np, arr, entries)]
+    return [None if e is None else (e["role"], e["class"], e["name"], e["model_ref"], e["split"]) for e in found]
+
+
 def _origin(np, plotted):
+    """A figure's `origin` from its plotted arrays: ("image" | "scatter", array) pairs, or
+    ("hits", list) already matched when drawn (_make_imshow)."""
     entries = _entries()
     for e in entries:
         _prepare(np, e)
-    hits = collections.Counter()
-    by_role = {}
-    n_images = 0
+    found = []
     for what, arr in plotted:
-        if what == "scatter":
-            e = _scatter_match(np, arr, entries)
-            n_images += 1
-            if e is not None:
-                hits["latent"] += 1
-                by_role.setdefault("latent", collections.Counter())[id(e)] += 1
-            continue
-        for tile in _tiles(np, arr, entries):
-            n_images += 1
-            e = _image_match(np, tile, entries)
-            if e is not None:
-                hits[e["role"]] += 1
-                by_role.setdefault(e["role"], collections.Counter())[id(e)] += 1
+        found += arr if what == "hits" else _hits(np, what, arr, entries)
+    hits = collections.Counter(h[0] for h in found if h is not None)
     if not hits:
         return {"role": "unknown", "capture_class": None, "model_ref": None,
-                "why": "none of its %d images matched an output of a model the notebook ran" % n_images}
+                "why": "none of its %d images matched an output of a model the notebook ran" % len(found)}
     role = max(hits, key=lambda r: (hits[r], -_ORDER.index(r)))
     if hits.get("reconstructions") and hits["reconstructions"] * 2 >= hits[role]:
         role = "reconstructions"  # a comparison grid: test images beside their reconstructions
-    best = next(e for e in entries if id(e) == by_role[role].most_common(1)[0][0])
-    split = " of %s images" % best["split"] if best.get("split") else ""
+    _, cls, name, ref, split = collections.Counter(h for h in found if h is not None and h[0] == role).most_common(1)[0][0]
+    split = " of %s images" % split if split else ""
     what = {"reconstructions": "outputs of %s on an image batch" + split,
             "samples": "outputs of %s on float noise",
             "class-grid": "outputs of %s on noise with labels in order",
             "latent": "means or a latent lattice of %s",
-            "data": "input images of %s" + split}[role] % best["name"]
-    why = "%d of %d plotted images%s are %s" % (hits[role], n_images,
+            "data": "input images of %s" + split}[role] % name
+    why = "%d of %d plotted images%s are %s" % (hits[role], len(found),
                                                  " and scatters" if any(w == "scatter" for w, _ in plotted) else "", what)
     others = ", ".join("%d %s" % (hits[r], r) for r in _ORDER if r != role and hits.get(r))
-    return {"role": role, "capture_class": best["class"], "model_ref": best["model_ref"],
-            "why": why + ("; also " + others if others else "")}
+    return {"role": role, "capture_class": cls, "model_ref": ref, "why": why + ("; also " + others if others else "")}
 
 
 def _tiles(np, arr, entries):

@@ -468,20 +468,25 @@ def _figure_keys(fig):
     return out
 
 
+_LINE_VALUES = 2400  # x and y values of all of a figure's lines together: the event stays small
+
+
 def _lines(fig):
+    """Each line of the figure (at most 24): its legend label (None when it has none), axes title
+    and y label, point count and up to an even share of _LINE_VALUES points, evenly spaced."""
+    drawn = [(i, ax, line) for i, ax in enumerate(fig.axes[:16]) for line in ax.lines[:16]
+             if len(line.get_xydata()) >= 2][:24]
     found = []
-    for i, ax in enumerate(fig.axes[:16]):
-        for line in ax.lines[:16]:
-            label = line.get_label()
-            xy = line.get_xydata()
-            if len(xy) < 2:
-                continue
-            step = max(1, len(xy) // 500)
-            found.append({"axes": i, "label": None if str(label).startswith("_") else str(label)[:100],
-                          "title": ax.get_title() or None, "ylabel": ax.get_ylabel() or None,
-                          "n": len(xy), "x": [float(v) for v in xy[::step, 0]],
-                          "y": [float(v) for v in xy[::step, 1]]})
-    return found[:32]
+    for i, ax, line in drawn:
+        label = str(line.get_label())
+        xy = line.get_xydata()
+        keep = max(2, _LINE_VALUES // (2 * len(drawn)))
+        step = -(-len(xy) // keep)
+        found.append({"axes": i, "label": None if label.startswith("_") else label[:100],
+                      "title": (ax.get_title() or "")[:200] or None, "ylabel": (ax.get_ylabel() or "")[:200] or None,
+                      "n": len(xy), "x": [float("%.6g" % v) for v in xy[::step, 0]],
+                      "y": [float("%.6g" % v) for v in xy[::step, 1]]})
+    return found
 
 
 def _quantize(np, a):

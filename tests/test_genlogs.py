@@ -125,7 +125,7 @@ def _gan_evidence(d_printed: list[float], g_printed: list[float]) -> dict[str, A
 
 
 def test_gan_losses_printed_as_stepped_pass() -> None:
-    out = logged_losses(_ctx(_gan_evidence([1.2, 0.8, 0.5, 0.4], [0.9, 2.0, 2.5, 3.1])), {"series": "gan"})
+    out = logged_losses(_ctx(_gan_evidence([1.2, 0.8, 0.5, 0.4], [0.9, 2.0, 2.5, 3.1])), {"model": "gan"})
     assert out.status == "pass" and out.fraction == 1.0, out.message
     assert "D loss (4 points, printed" in out.message
 
@@ -133,7 +133,7 @@ def test_gan_losses_printed_as_stepped_pass() -> None:
 def test_a_printed_d_loss_that_was_never_stepped_is_flagged_with_numbers() -> None:
     ev = _gan_evidence([5.1, 6.2, 7.5, 8.0], [0.9, 2.0, 2.5, 3.1])
     ev["generative"] = None  # the optimizers found by their names instead
-    out = logged_losses(_ctx(ev), {"series": "gan"})
+    out = logged_losses(_ctx(ev), {"model": "gan"})
     assert out.status == "partial" and out.fraction == 0.5 and NOT_STEPPED in out.flags
     assert "D loss" in out.message and "0.2 to 1.4" in out.message and "G loss is not" not in out.message
 
@@ -141,10 +141,10 @@ def test_a_printed_d_loss_that_was_never_stepped_is_flagged_with_numbers() -> No
 def test_a_missing_g_loss_is_partial_and_no_curve_fails() -> None:
     ev = _gan_evidence([1.2, 0.8], [])
     del ev["metrics"]["curves"]["g_loss"]
-    out = logged_losses(_ctx(ev), {"series": "gan"})
+    out = logged_losses(_ctx(ev), {"model": "gan"})
     assert out.status == "partial" and out.fraction == 0.5 and "missing: G loss" in out.message
     ev["metrics"]["curves"] = {"train_loss": [[1, 0.3], [2, 0.2]]}
-    assert logged_losses(_ctx(ev), {"series": "gan"}).status == "fail"
+    assert logged_losses(_ctx(ev), {"model": "gan"}).status == "fail"
 
 
 def test_plotted_curves_count_and_are_not_compared() -> None:
@@ -152,7 +152,7 @@ def test_plotted_curves_count_and_are_not_compared() -> None:
     ev["metrics"]["curves"] = {}
     ev["figures"] = [{"kind": "line", "lines": [{"label": "D loss", "x": [0, 1, 2], "y": [9.0, 9.0, 9.0]},
                                                 {"label": "G loss", "x": [0, 1, 2], "y": [1.0, 2.0, 3.0]}]}]
-    out = logged_losses(_ctx(ev), {"series": "gan"})
+    out = logged_losses(_ctx(ev), {"model": "gan"})
     assert out.status == "pass" and "plotted" in out.message
 
 
@@ -165,9 +165,9 @@ def test_vae_per_image_print_of_a_batch_sum_is_what_was_stepped() -> None:
           "optimizers": [{"ref": 3, "names": ["optimizer"], "steps": 938,
                           "stepped": [[1, 469, 164.3 * 128, 140 * 128, 545 * 128, 120 * 128],
                                       [3, 469, 121.5 * 128, 110 * 128, 135 * 128, 118 * 128]]}]}
-    out = logged_losses(_ctx(ev), {"series": "vae"})
+    out = logged_losses(_ctx(ev), {"model": "vae"})
     assert out.status == "pass", out.message
-    out = logged_losses(_ctx(ev), {"series": "vae", "require_terms": True})
+    out = logged_losses(_ctx(ev), {"model": "vae", "require_terms": True})
     assert out.status == "partial" and "reconstruction loss" in out.message and out.fraction == pytest.approx(2 / 3)
 
 

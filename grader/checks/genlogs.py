@@ -141,9 +141,9 @@ def _factor(f: float, batch_size: int | None) -> str:
 def logged_losses(ctx: CheckContext, params: P.LoggedLosses) -> Outcome:
     """The losses of a GAN (D and G) or a VAE (loss; recon and KL when asked) logged as curves,
     and the printed ones consistent with what their optimizer stepped on."""
-    series, terms, min_points = params.series, params.require_terms, params.min_points
+    model, terms, min_points = params.model, params.require_terms, params.min_points
     tolerance, credit = params.tolerance, params.not_stepped_credit
-    wanted = list(_WANTED[series]) + (list(_TERMS) if series == "vae" and terms else [])
+    wanted = list(_WANTED[model]) + (list(_TERMS) if model == "vae" and terms else [])
     if not ctx.evidence:
         return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found, so no logged losses either.")
     best: tuple[int, Mapping, list] | None = None

@@ -168,8 +168,8 @@ class Custom(Params):
 
 
 class LoggedLosses(Params):
-    series: Literal["gan", "vae"] = Field(description="which losses: gan = D and G losses; vae = the loss "
-                                                      "(with reconstruction and KL terms when require_terms)")
+    model: Literal["gan", "vae"] = Field(description="whose losses: gan = the D and G losses; vae = the loss "
+                                                     "(with reconstruction and KL terms when require_terms)")
     require_terms: Flag = Field(False, description="vae: the reconstruction and KL terms must be logged too")
     min_points: Annotated[Whole, Field(ge=2)] = Field(2, description="points (distinct epochs or steps) a curve "
                                                                      "must have")

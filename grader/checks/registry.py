@@ -141,7 +141,7 @@ KINDS: Mapping[str, CheckKind] = MappingProxyType({k.name: k for k in (
     CheckKind("logged_losses", P.LoggedLosses, genlogs.logged_losses,
               "a GAN's D and G losses (or a VAE's loss, reconstruction and KL) printed or plotted as curves, "
               "and the printed ones what their optimizer stepped on",
-              "part", ranks_candidates=True, example={"series": "gan"}),
+              "part", ranks_candidates=True, example={"model": "gan"}),
     CheckKind("figure_origin", P.FigureOrigin, genlogs.figure_origin,
               "a figure of samples, reconstructions, a per-class grid or the latent space, told apart by where "
               "its images came from (not by captions)",

@@ -263,7 +263,10 @@ def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settin
     # (`verified_runs`); the notebook gives the cells' stdout to cut and the code (saved: the student's).
     from grader.runrecords import runs_for
 
-    ev["runs"] = runs_for(ev, path if ev.get("mode") == "saved" else run_dir / "executed.ipynb")
+    notebook = path if ev.get("mode") == "saved" else run_dir / "executed.ipynb"
+    ev["runs"] = runs_for(ev, notebook)
+    if rubric.generative is not None:  # D/G losses, a VAE's loss, recon and KL as printed
+        _generative_curves(ev, notebook)
     # What the run leaves on the host is bounded as written (grader.hostbudget); the cache copy
     # below is of the same bounded files.
     ev = hostbudget.bound_evidence(ev)
@@ -348,6 +351,26 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
         shutil.copyfile(src, figures / src.name)
     shutil.rmtree(probe_dir / "fig", ignore_errors=True)
     return ev
+
+
+def _generative_curves(ev: dict[str, Any], notebook: Path) -> None:
+    """Adds the loss curves of a generative lab's notebook (grader.parsers.genlogs: D and G losses,
+    a VAE's loss, reconstruction and KL terms, as printed) to `ev["metrics"]["curves"]`, keeping
+    any series already there. Only for labs with `generative:`: elsewhere a printed `MSE: 0.3`
+    is not a loss curve. A notebook that cannot be read adds nothing."""
+    from grader.nbread import UnreadableNotebook, read_notebook
+    from grader.parsers.genlogs import gen_curves, notebook_texts
+
+    if notebook.suffix.lower() == ".py" or not notebook.is_file():
+        return
+    try:
+        nb = read_notebook(notebook).nb
+    except (UnreadableNotebook, OSError, ValueError):
+        return
+    metrics = ev.setdefault("metrics", {})
+    curves = metrics.setdefault("curves", {})
+    for series, points in gen_curves(notebook_texts(nb)).items():
+        curves.setdefault(series, points)
 
 
 def _with_probe_dir(startup: str) -> str:

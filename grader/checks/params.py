@@ -237,6 +237,30 @@ class Custom(Params):
     args: dict[str, Any] = Field({}, description="passed to the function as a dict")
 
 
+# ---- generative labs: logged losses and figure origins (grader.checks.genlogs)
+
+
+class LoggedLosses(Params):
+    model: Literal["gan", "vae"] = Field(description="whose losses: gan = the D and G losses; vae = the loss "
+                                                     "(with reconstruction and KL terms when require_terms)")
+    require_terms: Flag = Field(False, description="vae: the reconstruction and KL terms must be logged too")
+    min_points: Annotated[Whole, Field(ge=2)] = Field(2, description="points (distinct epochs or steps) a curve "
+                                                                     "must have")
+    tolerance: Annotated[float, Strict(), Field(ge=0)] = Field(
+        0.5, description="how far (a share of the stepped values' span) a printed loss may lie outside what its "
+                         "optimizer stepped on")
+    not_stepped_credit: Fraction = Field(0.5, description="share of the points when a printed loss is not what "
+                                                          "its optimizer stepped on")
+
+
+class FigureOrigin(Params):
+    want: Literal["samples", "reconstructions", "class-grid", "latent"] = Field(
+        description="what a figure must show, by where its images came from: samples (generator or decoder on "
+                    "noise), reconstructions (a model on test images), class-grid (a conditional generator on "
+                    "labels in order), latent (an encoder's means or a decoder over a lattice of z)")
+# ---- end of generative labs: logged losses and figure origins
+
+
 P = TypeVar("P", bound=Params)
 
 

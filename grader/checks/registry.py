@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from grader.datasets import registry
 from grader.checks import figures, files, genarch, generative, genvae, lrstudy, metrics, runcompare, setup
+from grader.checks import genlogs  # generative labs: logged losses, figure origins
 from grader.checks import params as P
 from grader.checks.base import CheckContext, Outcome
 
@@ -155,6 +156,16 @@ KINDS: Mapping[str, CheckKind] = MappingProxyType({k.name: k for k in (
     CheckKind("files_present", P.FilesPresent, files.files_present,
               "files matching each pattern are in the submission",
               "submission", ranks_candidates=False, example={"patterns": ["*.ipynb", "report.*"]}),
+    # ---- generative labs: logged losses and figure origins (grader.checks.genlogs)
+    CheckKind("logged_losses", P.LoggedLosses, genlogs.logged_losses,
+              "a GAN's D and G losses (or a VAE's loss, reconstruction and KL) printed or plotted as curves, "
+              "and the printed ones what their optimizer stepped on",
+              "part", ranks_candidates=True, example={"model": "gan"}),
+    CheckKind("figure_origin", P.FigureOrigin, genlogs.figure_origin,
+              "a figure of samples, reconstructions, a per-class grid or the latent space, told apart by where "
+              "its images came from (not by captions)",
+              "part", ranks_candidates=True, example={"want": "samples"}),
+    # ---- end of generative labs: logged losses and figure origins
     CheckKind("manual", P.Manual, setup.manual,
               "graded by a TA (0 points until an override); an optional `hint:` check is shown to the TA",
               "part", ranks_candidates=False, by_hand=True, hint=False, example={}),

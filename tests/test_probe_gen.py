@@ -410,3 +410,62 @@ def test_without_generative_the_part_is_idle(tmp_path: Path) -> None:
     assert run.kinds("probe-start")[0]["caps"]["generative"] == 0
     assert not (tmp_path / "verify").exists()
     assert run.summary["probe"]["errors"] == 0
+
+
+_NOTEBOOK = """
+import torch, torch.nn as nn
+torch.manual_seed(0)
+netG = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 784), nn.Tanh())
+netD = nn.Sequential(nn.Linear(784, 32), nn.LeakyReLU(0.2), nn.Linear(32, 1), nn.Sigmoid())
+optG, optD = torch.optim.Adam(netG.parameters(), 2e-4), torch.optim.Adam(netD.parameters(), 2e-4)
+bce, real = nn.BCELoss(), torch.rand(16, 784) * 2 - 1
+for step in range(3):
+    fake = netG(torch.randn(16, 8))
+    optD.zero_grad()
+    (bce(netD(real), torch.ones(16, 1)) + bce(netD(fake.detach()), torch.zeros(16, 1))).backward()
+    optD.step()
+    optG.zero_grad()
+    bce(netD(fake), torch.ones(16, 1)).backward()
+    optG.step()
+    print(f"step {step} done")
+"""
+
+
+@pytest.mark.kernel
+def test_the_sandbox_teardown_writes_gen_json_with_the_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tiny GAN notebook in the grader's sandboxed kernel, the probe installed with generative=1
+    and the grader's own teardown: gen.json and the generator's TorchScript come out of the sandbox."""
+    import functools
+
+    import nbformat
+
+    from grader import harvest
+    from grader.execute import PROBE_DIR_TOKEN, SandboxLimits, SandboxSpec, run_notebook
+    from grader.probe.recorder import bootstrap_source
+    from grader.verify import teardown_source
+
+    wanted = (re.compile(r"verify/gen\.json"), re.compile(r"verify/g\d{1,2}(-encode|-decode)?\.pt"))
+    missing = tuple(p for p in wanted if p.pattern not in {q.pattern for q in harvest.PROBE_FILES})
+    if missing:  # until grader.harvest.PROBE_FILES names the generative captures (the lead's merge)
+        monkeypatch.setattr(harvest, "copy_out", functools.partial(harvest.copy_out,
+                                                                   allowed=harvest.PROBE_FILES + missing))
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_NOTEBOOK.strip())]), sub / "gan.ipynb")
+    startup = (f"import os as _o; _o.makedirs('{PROBE_DIR_TOKEN}/fig', exist_ok=True); del _o\n"
+               + bootstrap_source(events_path=f"{PROBE_DIR_TOKEN}/events.jsonl", figures_dir=f"{PROBE_DIR_TOKEN}/fig",
+                                  generative=1))
+    out = tmp_path / "out"
+    result = run_notebook(sub / "gan.ipynb", submission_dir=sub, out_dir=out, spec=SandboxSpec(),
+                          limits=SandboxLimits(cell_timeout_s=60, wall_timeout_s=120),
+                          startup_code=startup, teardown_code=teardown_source())
+    assert result.status == "ok", result.reason
+    assert "dllab teardown: captured g0 discriminator netD (script); g1 generator netG (script)" in (
+        out / "log.txt").read_text()
+    doc = json.loads((out / "probe" / "verify" / "gen.json").read_text())
+    g = doc["captures"][1]
+    assert (g["role"], g["name"], g["latent_shape"], g["image_shape"], g["steps"]) == ("generator", "netG", [8], [784], 3)
+    path = out / "probe" / "verify" / g["files"]["forward"]
+    assert model_format(path) == "torchscript"
+    with torch.no_grad():
+        assert _load(path, "script")(torch.zeros(5, 8)).shape == (5, 784)

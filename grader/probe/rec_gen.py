@@ -50,6 +50,8 @@ MAX_SIGNATURES = 8  # distinct call signatures per model
 MAX_ARGS = 8  # positional inputs looked at
 SAMPLE_ROWS = 4
 MAX_SAMPLE_VALUES = 1 << 18  # per sample: bigger inputs keep no copy
+RANGE_EVERY_CALL = 64  # a signature's first calls update the ranges; later ones, every RANGE_STRIDE-th
+RANGE_STRIDE = 8
 MAX_CAPTURES = 8
 EXAMPLE_BATCH, CHECK_BATCH = 2, 8
 MAX_BYTES = 32 * 2**20  # the captures together, within what leaves the sandbox (grader.harvest: 64 MiB in all)
@@ -63,9 +65,10 @@ _records = {}  # model ref -> _Model
 
 
 class _Model:
-    __slots__ = ("calls", "sigs")
+    __slots__ = ("cls", "calls", "sigs")
 
-    def __init__(self):
+    def __init__(self, cls):
+        self.cls = cls  # its class name
         self.calls = 0
         self.sigs = {}  # signature key -> _Sig
 
@@ -124,29 +127,31 @@ def _forward_post(module, args, output):
     entry = _T._mods.get(id(module))
     if entry is None or entry[1] is None or entry[0]() is not module:
         return None
-    _core.guarded("gen-forward", _note, entry[1].ref, args, output)
+    _core.guarded("gen-forward", _note, entry[1].ref, module, args, output)
     return None
 
 
-def _note(ref, args, output):
+def _note(ref, module, args, output):
     torch = sys.modules["torch"]
-    if ref is None or torch.jit.is_tracing() or _T_compiling(torch):
+    if ref is None or torch.jit.is_tracing() or _compiling(torch):
         return
     m = _records.get(ref)
     if m is None:
         if len(_records) >= MAX_MODELS:
             return
-        m = _records[ref] = _Model()
+        m = _records[ref] = _Model(type(module).__name__[:100])
     m.calls += 1
-    args = tuple(args[:MAX_ARGS])
-    key = (tuple(_desc(a, torch) for a in args), _out_desc(output, torch))
+    args = args[:MAX_ARGS]
+    T = torch.Tensor
+    key = (tuple(_key(a, T) for a in args), _out_key(output, T))  # cheap: no string, no copy
     s = m.sigs.get(key)
     if s is None:
         if len(m.sigs) >= MAX_SIGNATURES:
             return
-        s = m.sigs[key] = _Sig(key[0], key[1], [_rows(a, torch) for a in args])
+        s = m.sigs[key] = _Sig(tuple(_desc(a, torch) for a in args), _out_desc(output, torch),
+                               [_rows(a, torch) for a in args])
     s.calls += 1
-    if s.ranges:
+    if s.ranges and (s.calls <= RANGE_EVERY_CALL or s.calls % RANGE_STRIDE == 0):
         try:
             for i, a in enumerate(args):
                 _range(s, "a%d" % i, a, torch)
@@ -156,12 +161,26 @@ def _note(ref, args, output):
             s.ranges = False
 
 
-def _T_compiling(torch):
+def _compiling(torch):
     check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
     return bool(check()) if check is not None else False
 
 
+def _key(x, T):
+    return (x.ndim, x.shape[1:], x.dtype) if isinstance(x, T) else type(x)
+
+
+def _out_key(out, T):
+    if isinstance(out, (tuple, list)):
+        return (type(out),) + tuple(_key(v, T) for v in out[:MAX_ARGS + 1])
+    if isinstance(out, dict):
+        return (dict,) + tuple((k, _key(v, T)) for k, v in list(out.items())[:MAX_ARGS + 1])
+    return _key(out, T)
+
+
 def _desc(x, torch):
+    """("t", per-sample shape (None: a 0-dim tensor), "float"|"int"|"bool"|"complex", dtype name)
+    for a tensor, ("o", type name) for anything else."""
     if isinstance(x, torch.Tensor):
         kind = "float" if x.is_floating_point() else "bool" if x.dtype == torch.bool else (
             "complex" if x.is_complex() else "int")
@@ -342,7 +361,7 @@ def _export(folder, X):
     for ref, m in list(_records.items()):
         info = _classify(m) if m.sigs else None
         if info is not None:
-            info.update(ref=ref, calls=m.calls)
+            info.update(ref=ref, calls=m.calls, cls=m.cls)
             found.append(info)
     images = {_numel(i["image_shape"]) for i in found if i["role"] in ("generator", "cgenerator")}
     found = [i for i in found if i["role"] != "discriminator" or _numel(i["image_shape"]) in images]
@@ -382,7 +401,7 @@ def _entry(cid, info, opts, objs, X):
     ref = info["ref"]
     live = objs.get(ref)
     refs, steps = opts.get(ref, ([], 0))
-    entry = {"id": cid, "role": info["role"], "name": None, "class": None, "model_ref": ref,
+    entry = {"id": cid, "role": info["role"], "name": None, "class": info["cls"], "model_ref": ref,
              "optimizer_refs": sorted(refs)[:50], "files": {}, "format": {},
              "latent": info.get("latent"), "latent_shape": info.get("latent_shape"),
              "label_input": info.get("label_input"), "label_position": info.get("label_position"),
@@ -391,12 +410,6 @@ def _entry(cid, info, opts, objs, X):
     if live is not None:
         names = [n for n in _core.names_for(live) if n.isascii() and n.isidentifier() and len(n) <= 100]
         entry["name"] = names[0] if names else None
-        entry["class"] = type(live).__name__[:100]
-    else:
-        entry["class"] = next((r.kept[0][:100] for r in _T._aggregates if r.kind == "optimizer"
-                               and getattr(r, "model", None) == ref and getattr(r, "kept", None)), None)
-        if entry["class"] is None:
-            entry["reason"] = "the model was no longer alive at the end of the notebook"
     if info["role"] == "vae":
         names = {info["recon"]: "recon"}
         names.update(zip(info["ks"], ("mu", "logvar")))
@@ -416,7 +429,8 @@ def _model_copy(ref, objs, X):
     for rec in list(_T._aggregates):
         if rec.kind == "optimizer" and getattr(rec, "model", None) == ref and getattr(rec, "kept", None):
             return R._run_model(_T, rec), lambda: None
-    raise X._Refusal("the model was no longer alive at the end of the notebook")
+    raise X._Refusal("the model was no longer alive at the end of the notebook, and the probe had not kept "
+                     "its weights (it keeps those of the newest runs only)")
 
 
 def _capture_model(folder, entry, info, objs, budget, X):
@@ -450,7 +464,7 @@ def _capture_model(folder, entry, info, objs, budget, X):
             names.append(path)
             size = os.path.getsize(path)
             if written + size > budget:
-                raise X._Refusal("its files would exceed the %d MiB the captures may take" % (MAX_BYTES >> 20))
+                raise X._Refusal("its files would not fit in what may leave the sandbox (%.0f MiB left)" % (budget / 2**20))
             written += size
             entry["files"][part], entry["format"][part] = name, kind
     except Exception as exc:  # noqa: BLE001 - one capture's failure must not cost the others

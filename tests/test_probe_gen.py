@@ -115,15 +115,18 @@ onehot_G, onehot_D = OneHotG(), OneHotD()
 gan_steps(onehot_G, onehot_D, lambda n: torch.randn(n, NZ), cond=lambda y: F.one_hot(y, 10).float(), flat=True)
 
 
-class DCG(nn.Module):  # z as (B, NZ, 1, 1), transposed convolutions
-    def __init__(self):
+class DCG(nn.Module):  # the PyTorch DCGAN example's: z as (B, NZ, 1, 1), transposed convolutions
+    def __init__(self, ngpu=0):
         super().__init__()
+        self.ngpu = ngpu
         self.main = nn.Sequential(
             nn.ConvTranspose2d(NZ, 32, 7, 1, 0, bias=False), nn.BatchNorm2d(32), nn.ReLU(True),
             nn.ConvTranspose2d(32, 16, 4, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(True),
             nn.ConvTranspose2d(16, 1, 4, 2, 1, bias=False), nn.Tanh())
 
     def forward(self, input):
+        if input.is_cuda and self.ngpu > 1:  # TorchScript cannot compile this: the capture is a trace
+            return nn.parallel.data_parallel(self.main, input, range(self.ngpu))
         return self.main(input)
 
 
@@ -171,10 +174,11 @@ class VAE(nn.Module):  # the PyTorch example
         return self.decode(z), mu, logvar
 
 
-def vae_steps(model):
+def vae_steps(model, flat=False):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for x, _ in batches():
         x = (x + 1) / 2
+        x = x.view(-1, 784) if flat else x
         opt.zero_grad()
         out = model(x)
         recon, mu, logvar = (out[0], out[2], out[3]) if len(out) == 4 else out
@@ -184,7 +188,7 @@ def vae_steps(model):
 
 
 vae = VAE()
-vae_steps(vae)
+vae_steps(vae, flat=True)  # fed flat images: its own encode takes them
 
 
 class ConvVAE(nn.Module):  # encoder/decoder submodules; the forward returns (recon, z, mu, logvar)
@@ -238,13 +242,14 @@ with sys.modules["_dllab_probe_export"]._quiet():  # the probe does not see thes
             expected[name] = {"inputs": inputs, "outputs": (copy.deepcopy(globals()[name]).eval()(*inputs),)}
     for name, model in (("vae", vae), ("conv_vae", conv_vae)):
         live = copy.deepcopy(model).eval()
+        xv = x.view(-1, 784) if name == "vae" else x
         with torch.no_grad():
             torch.manual_seed(5)
-            forward = live(x)
+            forward = live(xv)
             mu, logvar = forward[-2:]
             zv = torch.randn(8, mu.shape[1])
             decode = live.decode(zv) if hasattr(live, "decode") else live.decoder(zv)
-        expected[name] = {"inputs": (x,), "outputs": forward, "encode": (mu, logvar), "z": zv, "decode": decode}
+        expected[name] = {"inputs": (xv,), "outputs": forward, "encode": (mu, logvar), "z": zv, "decode": decode}
 del live
 expected["loopG"] = loop_outputs
 torch.save(expected, base / "expected.pt")
@@ -256,7 +261,7 @@ X = sys.modules["_dllab_probe_export"]
 with X._quiet():  # torch.export, forced, as the teardown runs it
     kinds = [probe_gen._save(copy.deepcopy(m).eval(), tuple(t[:2] for t in inputs), inputs,
                              str(base / f"export-{n}.pt"), X, kinds=("export",))
-             for n, m, inputs in (("dc_G", dc_G, (zc,)), ("vae", vae, (x,)))]
+             for n, m, inputs in (("dc_G", dc_G, (zc,)), ("vae", vae, (x.view(-1, 784),)))]
 (base / "out.json").write_text(json.dumps({"line": line, "export_kinds": kinds}))
 """
 
@@ -299,7 +304,8 @@ def test_the_captured_files_compute_what_the_live_models_computed(gen_run) -> No
     for name in ("netG", "netD", "cgan_G", "cgan_D", "onehot_G", "dc_G", "dc_D"):
         cap = caps[name]
         path = root / "verify" / cap["files"]["forward"]
-        assert cap["files"] == {"forward": cap["id"] + ".pt"} and cap["format"]["forward"] == "script"
+        assert cap["files"] == {"forward": cap["id"] + ".pt"}
+        assert cap["format"]["forward"] == ("trace" if name == "dc_G" else "script")
         assert model_format(path) == "torchscript"
         with torch.no_grad():
             got = _load(path, cap["format"]["forward"])(*expected[name]["inputs"])
@@ -311,10 +317,10 @@ def test_a_vae_is_captured_with_its_encode_and_decode(gen_run) -> None:
     caps = _by_name(doc)
     assert caps["vae"]["vae_outputs"] == ["recon", "mu", "logvar"]
     assert caps["conv_vae"]["vae_outputs"] == ["recon", "z", "mu", "logvar"]  # z told from mu by the seed
-    for name, latent in (("vae", 20), ("conv_vae", 4)):
+    for name, latent, shape in (("vae", 20, [784]), ("conv_vae", 4, [1, 28, 28])):
         cap, want = caps[name], expected[name]
         assert set(cap["files"]) == {"forward", "encode", "decode"}
-        assert (cap["latent"], cap["latent_shape"], cap["image_shape"]) == (latent, [latent], [1, 28, 28])
+        assert (cap["latent"], cap["latent_shape"], cap["image_shape"]) == (latent, [latent], shape)
         files = {part: root / "verify" / f for part, f in cap["files"].items()}
         assert all(model_format(p) == "torchscript" for p in files.values())
         with torch.no_grad():
@@ -325,6 +331,9 @@ def test_a_vae_is_captured_with_its_encode_and_decode(gen_run) -> None:
         torch.testing.assert_close(tuple(forward), tuple(want["outputs"]))
         torch.testing.assert_close(tuple(encode), tuple(want["encode"]))
         torch.testing.assert_close(decode, want["decode"])
+        code = torch.jit.load(str(files["encode"])).code
+        # the VAE's own encode; the other's encoder gives no (mu, logvar): its forward's are taken
+        assert (".encode(" in code) == (name == "vae") and ("encoder" in code) is False, code
         assert 0 <= cap["output_range"][0] < cap["output_range"][1] <= 1  # sigmoid outputs
         assert cap["input_range"][0] >= 0 and cap["input_range"][1] <= 1
 

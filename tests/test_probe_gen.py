@@ -27,7 +27,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 torch.set_num_threads(1)
 torch.manual_seed(0)
 probe, probe_gen = sys.modules["_dllab_probe"], sys.modules["_dllab_probe_gen"]
-probe_gen.MAX_CAPTURES = 12  # all twelve here; the cap is tried at the end
+probe_gen.MAX_CAPTURES = 16  # all thirteen here; the cap is tried at the end
 base = Path(sys.argv[1])
 B, NZ = 16, 16
 images = torch.rand(64, 1, 28, 28) * 2 - 1  # training "images" in -1..1
@@ -146,6 +146,15 @@ dc_G, dc_D = DCG(), DCD()
 gan_steps(dc_G, dc_D, lambda n: torch.randn(n, NZ, 1, 1))
 
 
+# a one-hot label concatenated to z before the generator: G(torch.cat([z, onehot], 1))
+concat_G = nn.Sequential(nn.Linear(NZ + 10, 64), nn.ReLU(), nn.Linear(64, 784), nn.Tanh())
+opt = torch.optim.Adam(concat_G.parameters(), lr=1e-3)
+for x, y in batches():
+    opt.zero_grad()
+    (concat_G(torch.cat([torch.randn(len(x), NZ), F.one_hot(y, 10).float()], 1)) - x.view(len(x), -1)).pow(2).mean().backward()
+    opt.step()
+
+
 class VAE(nn.Module):  # the PyTorch example
     def __init__(self):
         super().__init__()
@@ -234,7 +243,8 @@ z, zc = torch.randn(8, NZ), torch.randn(8, NZ, 1, 1)
 y = torch.arange(8) % 10
 x = (images[:8] + 1) / 2
 cases = {"netG": (z,), "netD": (images[:8].view(8, -1),), "cgan_G": (z, y), "cgan_D": (images[:8], y),
-         "onehot_G": (z, F.one_hot(y, 10).float()), "dc_G": (zc,), "dc_D": (images[:8],)}
+         "onehot_G": (z, F.one_hot(y, 10).float()), "dc_G": (zc,), "dc_D": (images[:8],),
+         "concat_G": (torch.cat([z, F.one_hot(y, 10).float()], 1),)}
 expected = {}
 with sys.modules["_dllab_probe_export"]._quiet():  # the probe does not see these calls
     for name, inputs in cases.items():
@@ -290,7 +300,7 @@ def test_each_generative_model_gets_its_role_and_the_classifier_none(gen_run) ->
     roles = {c["name"]: c["role"] for c in doc["captures"] if c["name"]}
     assert roles == {"netG": "generator", "netD": "discriminator", "cgan_G": "cgenerator", "cgan_D": "discriminator",
                      "onehot_G": "cgenerator", "onehot_D": "discriminator", "dc_G": "generator", "dc_D": "discriminator",
-                     "vae": "vae", "conv_vae": "vae", "loopG": "generator"}
+                     "vae": "vae", "conv_vae": "vae", "loopG": "generator", "concat_G": "cgenerator"}
     assert doc["dropped"] == 0
     assert run.summary["probe"]["errors"] == 0
     assert out["line"].startswith("captured g0 ")
@@ -310,6 +320,16 @@ def test_the_captured_files_compute_what_the_live_models_computed(gen_run) -> No
         with torch.no_grad():
             got = _load(path, cap["format"]["forward"])(*expected[name]["inputs"])
         torch.testing.assert_close(got, expected[name]["outputs"][0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_label_concatenated_to_the_noise_makes_a_cgenerator_of_z_and_y(gen_run) -> None:
+    """G(torch.cat([z, onehot], 1)): the capture takes (z, y) as a cGAN's does, and concatenates."""
+    _, doc, _, expected, root = gen_run
+    cap = _by_name(doc)["concat_G"]
+    zy = expected["concat_G"]["inputs"][0]
+    with torch.no_grad():
+        got = _load(root / "verify" / cap["files"]["forward"], cap["format"]["forward"])(zy[:, :16], zy[:, 16:])
+    torch.testing.assert_close(got, expected["concat_G"]["outputs"][0], rtol=1e-5, atol=1e-6)
 
 
 def test_a_vae_is_captured_with_its_encode_and_decode(gen_run) -> None:
@@ -348,7 +368,7 @@ def test_signatures_label_inputs_ranges_and_steps(gen_run) -> None:
         "cgan_G": (16, [16], "index", 1, 10, [1, 28, 28]), "cgan_D": (None, None, "index", 1, 10, [1, 28, 28]),
         "onehot_G": (16, [16], "onehot", 1, 10, [784]), "onehot_D": (None, None, "onehot", 1, 10, [784]),
         "dc_G": (16, [16, 1, 1], None, None, None, [1, 28, 28]), "dc_D": (None, None, None, None, None, [1, 28, 28]),
-        "loopG": (16, [16], None, None, None, [784])}
+        "loopG": (16, [16], None, None, None, [784]), "concat_G": (16, [16], "onehot", 1, 10, [784])}
     opts = [o for o in run.summary["optimizers"] if o["steps"]]
     for cap in doc["captures"]:
         mine = [o for o in opts if o["model_ref"] == cap["model_ref"]]
@@ -378,7 +398,7 @@ def test_a_generator_gone_at_the_end_is_rebuilt_from_the_tensors_the_probe_kept(
 def test_at_most_the_cap_newest_trained_first(gen_run) -> None:
     _, _, _, _, root = gen_run
     capped = json.loads((root / "capped" / "gen.json").read_text())
-    assert [c["name"] for c in capped["captures"]] == ["loopG", None, "conv_vae"] and capped["dropped"] == 9
+    assert [c["name"] for c in capped["captures"]] == ["loopG", None, "conv_vae"] and capped["dropped"] == 10
     assert [c["id"] for c in capped["captures"]] == ["g0", "g1", "g2"]
     assert sorted(p.name for p in (root / "capped").iterdir()) == [
         "g0.pt", "g1.pt", "g2-decode.pt", "g2-encode.pt", "g2.pt", "gen.json"]

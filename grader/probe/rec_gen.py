@@ -274,6 +274,27 @@ def _label(s, i):
     return None
 
 
+def _onehot_block(rows):
+    """(n, "end" | "start") when the first rows a generator got end (or start) with n columns
+    that are one-hot and the others are not all 0/1: a label concatenated to the noise; else None."""
+    if rows is None or rows.dim() != 2 or not len(rows):
+        return None
+    k = rows.shape[1]
+    binary = (rows == 0) | (rows == 1)
+    for where in ("end", "start"):
+        best = None
+        for n in range(2, min(k - 1, 1000) + 1):
+            cols = slice(k - n, k) if where == "end" else slice(0, n)
+            if not bool(binary[:, cols].all()):
+                break
+            if bool((rows[:, cols].sum(1) == 1).all()):
+                best = n
+        rest = binary[:, :k - best] if best and where == "end" else binary[:, best:] if best else None
+        if rest is not None and not bool(rest.all()):
+            return best, where
+    return None
+
+
 def _classify(m):
     """The role of a model from its most-used signature: a dict of gen.json fields (and the
     signature, `sig`), or None. Discriminators are kept only when a generator matches (export)."""
@@ -290,6 +311,10 @@ def _classify(m):
                     "image_shape": list(out[1]), "output_range": _span(s, "o0"), "sig": s, "z": zs[0]}
             if labels:
                 info.update(label_position=labels[0][0], label_input=labels[0][1])
+            elif len(z) == 1 and _onehot_block(s.rows[zs[0]]):  # G(torch.cat([z, onehot], 1))
+                n, where = _onehot_block(s.rows[zs[0]])
+                info.update(role="cgenerator", latent=z[0] - n, latent_shape=[z[0] - n], label_input="onehot",
+                            label_position=1, concat=where, n_classes=n)
             return info
     if not (s.args[0][2] == "float" and _image(s.args[0][1])):
         return None
@@ -449,7 +474,11 @@ def _capture_model(folder, entry, info, objs, budget, X):
         if entry["label_input"]:
             entry["n_classes"] = _n_classes(info, dup)
         check = _inputs(info, entry, CHECK_BATCH, 1)
-        parts = [("forward", dup, _inputs(info, entry, EXAMPLE_BATCH, 0), check)]
+        model = dup
+        if info.get("concat"):
+            pair = "[z, y]" if info["concat"] == "end" else "[y, z]"
+            model = _wrap("return self.model(torch.cat(%s, 1))" % pair, dup, "z, y")
+        parts = [("forward", model, _inputs(info, entry, EXAMPLE_BATCH, 0), check)]
         if info["role"] == "vae":
             parts += _vae_parts(dup, info, entry, check[0])
         for part, module, example, batch in parts:
@@ -481,6 +510,8 @@ def _capture_model(folder, entry, info, objs, budget, X):
 
 def _n_classes(info, model):
     torch = sys.modules["torch"]
+    if info.get("concat"):
+        return info["n_classes"]
     d = info["sig"].args[info["label_position"]]
     if info["label_input"] == "onehot":
         return d[1][0]
@@ -497,6 +528,10 @@ def _inputs(info, entry, n, seed):
     torch = sys.modules["torch"]
     gen = torch.Generator().manual_seed(seed)
     s, out = info["sig"], []
+    if info.get("concat"):  # the wrapper's (z, y), concatenated as the notebook did
+        dtype = getattr(torch, s.args[0][3].replace("torch.", ""))
+        y = torch.nn.functional.one_hot(torch.arange(n) % info["n_classes"], info["n_classes"])
+        return torch.randn((n, info["latent"]), generator=gen).to(dtype), y.to(dtype)
     for i, d in enumerate(s.args):
         shape, dtype = d[1], getattr(torch, d[3].replace("torch.", ""))
         if i == info.get("z"):
@@ -579,26 +614,26 @@ class Wrapped(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x):
+    def forward(self, {args}):
         {body}
 '''
-_wrapped = {}  # body -> class
+_wrapped = {}  # (body, args) -> class
 
 
-def _wrap(body, model):
-    """`model` behind a module whose forward is `body` (x -> ...), defined from source that
+def _wrap(body, model, args="x"):
+    """`model` behind a module whose forward(`args`) is `body`, defined from source that
     linecache holds, so that TorchScript can read it as it reads the notebook's cells."""
-    cls = _wrapped.get(body)
+    cls = _wrapped.get((body, args))
     if cls is None:
         name = "_dllab_probe_gen_wrap%d" % len(_wrapped)
-        src = _WRAP.format(body=body)
+        src = _WRAP.format(body=body, args=args)
         file = "<" + name + ">"
         linecache.cache[file] = (len(src), None, src.splitlines(True), file)
         mod = types.ModuleType(name)
         mod.__file__ = file
         sys.modules[name] = mod
         exec(compile(src, file, "exec"), mod.__dict__)
-        cls = _wrapped[body] = mod.Wrapped
+        cls = _wrapped[(body, args)] = mod.Wrapped
     return cls(model)
 
 

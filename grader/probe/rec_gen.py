@@ -10,28 +10,38 @@ looked at). Per model (by its rec_torch ref; no reference to the model itself) i
 calls and keeps, per call signature (positional tensor inputs: per-sample shape and dtype; the
 output's structure: a tensor, a tuple/list or a dict of tensors, per-sample shapes), at most
 MAX_SIGNATURES of them: the running min/max of each tensor input and output (detached 0-dim
-tensors on the model's device, no GPU sync per call) and a CPU copy of the first SAMPLE_ROWS rows
-of each input at the signature's first call (the notebook's own inputs, for tracing).
+tensors on the model's device, no GPU sync per call; over a signature's first RANGE_EVERY_CALL
+calls, then every RANGE_STRIDE-th) and a CPU copy of the first SAMPLE_ROWS rows of each input at
+the signature's first call (the notebook's own inputs, for tracing and the checks).
 
 `export(folder)` (teardown, recorder.export_generative) classifies each model by its most-used
 signature (COMMON16 "Classification"):
 - generator: one float noise input (B, k) or (B, k, 1, 1) -> an image (B, C, H, W), (B, H, W)
   or a flat (B, n*n) / (B, 3*n*n), bigger than the noise;
 - cgenerator: the same with one more input, the label: integer (B,) or (B, 1) -> "index", float
-  (B, n) rows that are one-hot -> "onehot";
-- discriminator: an image batch (plus an optional label) -> (B,) or (B, 1), and only when the
-  notebook has a generator whose images have as many values;
+  (B, n) rows that are one-hot -> "onehot"; or one input whose first rows end (or start) with n
+  one-hot columns (`G(torch.cat([z, onehot], 1))`): captured behind a wrapper taking (z, y);
+- discriminator: an image batch (plus an optional label) -> one value per sample ((B,), (B, 1)),
+  and only when the notebook has a generator whose images have as many values;
 - vae: an image batch -> a tuple/list/dict holding the reconstruction (as many values as the
   input) and at least two (B, K) tensors: the first two that do not change with the random
   seed (in eval mode) are mu and log-variance, in that order; another (B, K) one is z.
-Each is captured on a CPU deep copy in eval mode (rec_export._cpu_copy) as TorchScript
-(`torch.jit.script`, else `torch.jit.trace` on inputs of the notebook's own shapes,
-check_trace=False) or else as a `torch.export` program, checked against the copy on a bigger
-batch (the seeded random ops of a VAE's forward may differ; its deterministic outputs may not).
-A VAE also gets `encode` (x -> (mu, logvar)) from its `encode` method, its `encoder` submodule or
-else its forward's mu and logvar, checked against the forward's; and `decode` (z -> image) from
-its `decode` method or `decoder` submodule, checked by shape. `gen.json` (COMMON16's contract)
-lists at most MAX_CAPTURES models, newest trained first; the files stay within the copy-out limit.
+Not recognized (no capture): a VAE whose forward returns the reconstruction alone, an encoder
+and a decoder trained as two top-level models (the decoder alone is then a generator), a label
+fed by keyword. Each model is captured on a CPU deep copy in eval mode (rec_export._cpu_copy;
+a model gone by the end, from the tensors rec_torch kept for its run: rec_runs._run_model) as
+TorchScript (`torch.jit.script`, else `torch.jit.trace` on inputs of the notebook's own shapes,
+check_trace=False) or else as a `torch.export` program with a dynamic batch, each checked
+against the copy on a bigger batch (outputs that change with the seed, a VAE's sample, in shape
+only). Every file takes inputs of the notebook's per-sample shapes: the generator's z of
+`latent_shape` (and the label at `label_position`), a discriminator's or VAE's images of
+`image_shape`. A VAE also gets `encode` (x -> (mu, logvar), x of `image_shape`) from its
+`encode` method, its `encoder` submodule or else its forward's mu and logvar, whichever gives
+the forward's mu and logvar; and `decode` ((B, K) z -> image) from its `decode` method or
+`decoder` submodule, checked by shape. `gen.json` (COMMON16's contract) lists at most
+MAX_CAPTURES models, newest trained first (`dropped`: how many more); generators and VAEs are
+written before discriminators, within what may still leave the sandbox (grader.harvest's 64 MiB
+less what the probe folder holds, at most MAX_BYTES); a capture that failed has a `reason` and no files.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_probe import _run_script
 
 from grader.verify.archive import model_format
-from test_probe import _run_script
 
 _MODELS = """
 import copy, json

@@ -75,7 +75,7 @@ _records = {}  # model ref -> _Model
 
 
 class _Model:
-    __slots__ = ("cls", "calls", "sigs")
+    __slots__ = ("calls", "cls", "sigs")
 
     def __init__(self, cls):
         self.cls = cls  # its class name
@@ -84,7 +84,7 @@ class _Model:
 
 
 class _Sig:
-    __slots__ = ("calls", "args", "out", "lo", "hi", "rows", "ranges")
+    __slots__ = ("args", "calls", "hi", "lo", "out", "ranges", "rows")
 
     def __init__(self, args, out, rows):
         self.calls = 0
@@ -164,7 +164,7 @@ def _note(ref, module, args, output):
     if s.ranges and (s.calls <= RANGE_EVERY_CALL or s.calls % RANGE_STRIDE == 0):
         try:
             for i, a in enumerate(args):
-                _range(s, "a%d" % i, a, torch)
+                _range(s, f"a{i}", a, torch)
             for slot, t in _out_tensors(output, torch):
                 _range(s, slot, t, torch)
         except Exception:  # noqa: BLE001 - an odd tensor (meta, sparse): no ranges for this signature
@@ -209,7 +209,7 @@ def _out_desc(out, torch):
 def _out_tensors(out, torch):
     """(slot, tensor) of an output: "o0" for a tensor, "o<i>" for a tuple's or a dict's i-th item."""
     items = list(out.values()) if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out]
-    return [("o%d" % i, t) for i, t in enumerate(items[:MAX_ARGS]) if isinstance(t, torch.Tensor)]
+    return [(f"o{i}", t) for i, t in enumerate(items[:MAX_ARGS]) if isinstance(t, torch.Tensor)]
 
 
 def _rows(x, torch):
@@ -345,7 +345,7 @@ def _classify(m):
               and len(d[1]) == 1 and d[1][0] < _numel(image)]
         if recon and len(ks) >= 2 and len({items[i][1] for i in ks}) == 1:
             return {"role": "vae", "image_shape": list(image), "input_range": _span(s, "a0"),
-                    "output_range": _span(s, "o%d" % recon[0]), "latent": items[ks[0]][1][0],
+                    "output_range": _span(s, f"o{recon[0]}"), "latent": items[ks[0]][1][0],
                     "latent_shape": list(items[ks[0]][1]), "sig": s, "recon": recon[0], "ks": ks,
                     "keys": [v[0] for v in out[1]] if out[0] == "dict" else None}
     return None
@@ -409,12 +409,12 @@ def _export(folder, X):
     with torch.random.fork_rng(devices=[]):
         # generators and VAEs before discriminators, for the bytes
         for k, info in sorted(enumerate(found), key=lambda p: (p[1]["role"] not in _GENERATIVE, p[0])):
-            entry = entries[k] = _entry("g%d" % k, info, opts, objs, X)
+            entry = entries[k] = _entry(f"g{k}", info, opts, objs, X)
             if "reason" not in entry:
                 budget -= _capture_model(folder, entry, info, objs, budget, X)
     doc["captures"] = [entries[k] for k in range(len(found))]
-    said = ["%s %s %s (%s)" % (e["id"], e["role"], e["name"] or e["class"], e.get("reason") or
-                               ", ".join(e["format"].values())) for e in doc["captures"]]
+    said = [f"{e['id']} {e['role']} {e['name'] or e['class']} ({e.get('reason') or ', '.join(e['format'].values())})"
+            for e in doc["captures"]]
     return doc, ("captured " + "; ".join(said))[:2000] if said else "no generative model captured"
 
 
@@ -487,7 +487,7 @@ def _capture_model(folder, entry, info, objs, budget, X):
         model = dup
         if info.get("concat"):
             pair = "[z, y]" if info["concat"] == "end" else "[y, z]"
-            model = _wrap("return self.model(torch.cat(%s, 1))" % pair, dup, "z, y")
+            model = _wrap(f"return self.model(torch.cat({pair}, 1))", dup, "z, y")
         parts = [("forward", model, _inputs(info, entry, EXAMPLE_BATCH, 0), check)]
         if info["role"] == "vae":
             parts += _vae_parts(dup, info, entry, check[0])
@@ -503,7 +503,7 @@ def _capture_model(folder, entry, info, objs, budget, X):
             names.append(path)
             size = os.path.getsize(path)
             if written + size > budget:
-                raise X._Refusal("its files would not fit in what may leave the sandbox (%.0f MiB left)" % (budget / 2**20))
+                raise X._Refusal(f"its files would not fit in what may leave the sandbox ({budget / 2**20:.0f} MiB left)")
             written += size
             entry["files"][part], entry["format"][part] = name, kind
     except Exception as exc:  # noqa: BLE001 - one capture's failure must not cost the others
@@ -528,7 +528,7 @@ def _n_classes(info, model):
     embeddings = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
     if len(embeddings) == 1:
         return int(embeddings[0].num_embeddings)
-    top = _span(info["sig"], "a%d" % info["label_position"])
+    top = _span(info["sig"], f"a{info['label_position']}")
     return int(top[1]) + 1 if top and 1 <= top[1] < 100000 else None
 
 
@@ -555,7 +555,7 @@ def _inputs(info, entry, n, seed):
             rows = s.rows[i]
             out.append(rows.repeat((-(-n // len(rows)),) + (1,) * (rows.dim() - 1))[:n])
         else:
-            raise _refusal("its input %d was not kept (too big)" % i)
+            raise _refusal(f"its input {i} was not kept (too big)")
     return tuple(out)
 
 
@@ -635,7 +635,7 @@ def _wrap(body, model, args="x"):
     linecache holds, so that TorchScript can read it as it reads the notebook's cells."""
     cls = _wrapped.get((body, args))
     if cls is None:
-        name = "_dllab_probe_gen_wrap%d" % len(_wrapped)
+        name = f"_dllab_probe_gen_wrap{len(_wrapped)}"
         src = _WRAP.format(body=body, args=args)
         file = "<" + name + ">"
         linecache.cache[file] = (len(src), None, src.splitlines(True), file)
@@ -657,9 +657,9 @@ def _vae_parts(dup, info, entry, x):
     mu, logvar = det[:2] if len(det) >= 2 else info["ks"][:2]
     names = {info["recon"]: "recon", mu: "mu", logvar: "logvar"}
     entry["vae_outputs"] = [names.get(i, "z" if i in info["ks"] else "other") for i in range(len(outs[0]))]
-    pick = (lambda i: "out[%r]" % info["keys"][i]) if info["keys"] else (lambda i: "out[%d]" % i)
+    pick = (lambda i: f"out[{info['keys'][i]!r}]") if info["keys"] else (lambda i: f"out[{i}]")
     encoders = [("encode", "return self.model.encode(x)"), ("encoder", "return self.model.encoder(x)"),
-                (None, "out = self.model(x)\n        return %s, %s" % (pick(mu), pick(logvar)))]
+                (None, f"out = self.model(x)\n        return {pick(mu)}, {pick(logvar)}")]
     decoders = [("decode", "return self.model.decode(x)"), ("decoder", "return self.model.decoder(x)")]
     parts = []
     for attr, body in encoders:

@@ -267,6 +267,8 @@ torch.save(expected, base / "expected.pt")
 line = probe.export_generative(str(base / "verify"))
 probe_gen.MAX_CAPTURES = 3
 probe.export_generative(str(base / "capped"))
+probe_gen.MAX_SECONDS = 0
+probe.export_generative(str(base / "late"))
 X = sys.modules["_dllab_probe_export"]
 with X._quiet():  # torch.export, forced, as the teardown runs it
     kinds = [probe_gen._save(copy.deepcopy(m).eval(), tuple(t[:2] for t in inputs), inputs,
@@ -402,6 +404,13 @@ def test_at_most_the_cap_newest_trained_first(gen_run) -> None:
     assert [c["id"] for c in capped["captures"]] == ["g0", "g1", "g2"]
     assert sorted(p.name for p in (root / "capped").iterdir()) == [
         "g0.pt", "g1.pt", "g2-decode.pt", "g2-encode.pt", "g2.pt", "gen.json"]
+
+
+def test_captures_stop_when_their_time_is_up(gen_run) -> None:
+    _, _, _, _, root = gen_run
+    late = json.loads((root / "late" / "gen.json").read_text())
+    assert [c["reason"] for c in late["captures"]] == ["the 0 s the teardown gives the captures had run out"] * 3
+    assert all(c["files"] == {} for c in late["captures"]) and len(list((root / "late").iterdir())) == 1
 
 
 def test_torch_export_is_the_last_way_and_passes_the_archive_check(gen_run) -> None:

@@ -51,6 +51,7 @@ import linecache
 import math
 import os
 import sys
+import time
 import types
 import warnings
 
@@ -64,6 +65,7 @@ RANGE_EVERY_CALL = 64  # a signature's first calls update the ranges; later ones
 RANGE_STRIDE = 8
 MAX_CAPTURES = 8
 EXAMPLE_BATCH, CHECK_BATCH = 2, 8
+MAX_SECONDS = 120  # the captures together: the teardown has 300 s for everything (grader.execute)
 MAX_BYTES = 32 * 2**20  # the captures together, within what leaves the sandbox (grader.harvest: 64 MiB in all)
 HARVEST_BYTES = 64 * 2**20
 _GENERATIVE = ("generator", "cgenerator", "vae")
@@ -404,13 +406,15 @@ def _export(folder, X):
     found.sort(key=lambda i: (max(opts.get(i["ref"], ([-1], 0))[0]), i["ref"]), reverse=True)
     doc["dropped"] = max(0, len(found) - MAX_CAPTURES)
     found = found[:MAX_CAPTURES]
-    budget = _budget(folder)
+    budget, started = _budget(folder), time.monotonic()
     entries = {}
     with torch.random.fork_rng(devices=[]):
         # generators and VAEs before discriminators, for the bytes
         for k, info in sorted(enumerate(found), key=lambda p: (p[1]["role"] not in _GENERATIVE, p[0])):
             entry = entries[k] = _entry(f"g{k}", info, opts, objs, X)
-            if "reason" not in entry:
+            if time.monotonic() - started > MAX_SECONDS:
+                entry["reason"] = f"the {MAX_SECONDS} s the teardown gives the captures had run out"
+            else:
                 budget -= _capture_model(folder, entry, info, objs, budget, X)
     doc["captures"] = [entries[k] for k in range(len(found))]
     said = [f"{e['id']} {e['role']} {e['name'] or e['class']} ({e.get('reason') or ', '.join(e['format'].values())})"

@@ -507,3 +507,49 @@ def test_the_sandbox_teardown_writes_gen_json_with_the_generator(tmp_path: Path,
     assert model_format(path) == "torchscript"
     with torch.no_grad():
         assert _load(path, "script")(torch.zeros(5, 8)).shape == (5, 784)
+
+
+# ---------------------------------------------------------------- classification by signature alone
+
+
+def _model(args: list, out, rows: list | None = None):
+    """A rec_gen record of one signature: args as (per-sample shape, dtype), out likewise, or
+    ("tuple" | "dict", [...]) of them."""
+    from grader.probe import rec_gen
+
+    def desc(spec):
+        shape, dtype = spec
+        kind = "float" if dtype.is_floating_point else "int"
+        return ("t", shape, kind, str(dtype))
+
+    if isinstance(out[0], str):
+        items = tuple((f"k{i}", desc(o)) if out[0] == "dict" else desc(o) for i, o in enumerate(out[1]))
+        out_desc = (out[0], items)
+    else:
+        out_desc = desc(out)
+    m = rec_gen._Model("M")
+    m.calls = 1
+    m.sigs["k"] = sig = rec_gen._Sig(tuple(desc(a) for a in args), out_desc, rows or [None] * len(args))
+    sig.calls = 1
+    return m
+
+
+def test_roles_from_signatures_alone() -> None:
+    from grader.probe.rec_gen import _classify, _onehot_block
+
+    f, i = torch.float32, torch.int64
+    role = lambda m: (_classify(m) or {}).get("role")  # noqa: E731
+    assert role(_model([((100,), f)], ((1, 28, 28), f))) == "generator"
+    assert role(_model([((784,), f)], ((784,), f))) is None  # an autoencoder: its input is no smaller
+    assert role(_model([((1, 28, 28), f)], ((10,), f))) is None  # a classifier
+    assert role(_model([((1, 28, 28), f)], ((1,), f))) == "discriminator"  # kept only beside a generator
+    assert role(_model([((1, 28, 28), f), ((), i)], ((), f))) == "discriminator"
+    assert role(_model([((100,), f), ((), i)], ((784,), f))) == "cgenerator"
+    assert role(_model([((100,), f), ((3,), f)], ((784,), f))) is None  # a second float input that is no label
+    vae = _classify(_model([((784,), f)], ("dict", [((784,), f), ((8,), f), ((8,), f)])))
+    assert (vae["role"], vae["latent"], vae["keys"], vae["ks"]) == ("vae", 8, ["k0", "k1", "k2"], [1, 2])
+    assert role(_model([((784,), f)], ("tuple", [((784,), f), ((8,), f)]))) is None  # no log-variance
+    z = torch.randn(4, 6)
+    assert _onehot_block(torch.cat([z, torch.eye(4)[:, :4]], 1)) == (4, "end")
+    assert _onehot_block(torch.cat([torch.eye(5)[:4], z], 1)) == (5, "start")
+    assert _onehot_block(z) is None and _onehot_block(torch.eye(4)) is None  # all one-hot: no noise beside it

@@ -538,7 +538,10 @@ def test_roles_from_signatures_alone() -> None:
     from grader.probe.rec_gen import _classify, _onehot_block
 
     f, i = torch.float32, torch.int64
-    role = lambda m: (_classify(m) or {}).get("role")  # noqa: E731
+
+    def role(m):
+        return (_classify(m) or {}).get("role")
+
     assert role(_model([((100,), f)], ((1, 28, 28), f))) == "generator"
     assert role(_model([((784,), f)], ((784,), f))) is None  # an autoencoder: its input is no smaller
     assert role(_model([((1, 28, 28), f)], ((10,), f))) is None  # a classifier

@@ -466,13 +466,41 @@ for step in range(3):
     bce(netD(fake), torch.ones(16, 1)).backward()
     optG.step()
     print(f"step {step} done")
+
+
+class VAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc21, self.fc22 = nn.Linear(784, 32), nn.Linear(32, 2), nn.Linear(32, 2)
+        self.fc3, self.fc4 = nn.Linear(2, 32), nn.Linear(32, 784)
+
+    def encode(self, x):
+        h = torch.relu(self.fc1(x))
+        return self.fc21(h), self.fc22(h)
+
+    def decode(self, z):
+        return torch.sigmoid(self.fc4(torch.relu(self.fc3(z))))
+
+    def forward(self, x):
+        mu, logvar = self.encode(x.view(-1, 784))
+        return self.decode(mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)), mu, logvar
+
+
+model = VAE()
+opt = torch.optim.Adam(model.parameters(), 1e-3)
+for step in range(2):
+    opt.zero_grad()
+    recon, mu, logvar = model(torch.rand(16, 1, 28, 28))
+    (recon.sum() + (mu ** 2 + logvar.exp() - logvar).sum()).backward()
+    opt.step()
 """
 
 
 @pytest.mark.kernel
-def test_the_sandbox_teardown_writes_gen_json_with_the_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A tiny GAN notebook in the grader's sandboxed kernel, the probe installed with generative=1
-    and the grader's own teardown: gen.json and the generator's TorchScript come out of the sandbox."""
+def test_the_sandbox_teardown_writes_gen_json_with_the_generator_and_the_vae(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tiny GAN and VAE notebook in the grader's sandboxed kernel, the probe installed with
+    generative=1 and the grader's own teardown: gen.json, the generator's TorchScript and the VAE's
+    encode/decode (wrappers scripted from source the probe registers) come out of the sandbox."""
     import functools
 
     import nbformat
@@ -498,10 +526,15 @@ def test_the_sandbox_teardown_writes_gen_json_with_the_generator(tmp_path: Path,
                           limits=SandboxLimits(cell_timeout_s=60, wall_timeout_s=120),
                           startup_code=startup, teardown_code=teardown_source())
     assert result.status == "ok", result.reason
-    assert "dllab teardown: captured g0 discriminator netD (script); g1 generator netG (script)" in (
-        out / "log.txt").read_text()
+    assert ("dllab teardown: captured g0 vae model (script, script, script); g1 discriminator netD (script); "
+            "g2 generator netG (script)") in (out / "log.txt").read_text()
     doc = json.loads((out / "probe" / "verify" / "gen.json").read_text())
-    g = doc["captures"][1]
+    vae, g = doc["captures"][0], doc["captures"][2]
+    assert vae["files"] == {"forward": "g0.pt", "encode": "g0-encode.pt", "decode": "g0-decode.pt"}
+    with torch.no_grad():  # the wrappers TorchScript compiled in the kernel, from the probe's own source text
+        mu, logvar = _load(out / "probe" / "verify" / "g0-encode.pt", "script")(torch.rand(3, 1, 28, 28))
+        assert mu.shape == logvar.shape == (3, 2)
+        assert _load(out / "probe" / "verify" / "g0-decode.pt", "script")(mu).shape == (3, 784)
     assert (g["role"], g["name"], g["latent_shape"], g["image_shape"], g["steps"]) == ("generator", "netG", [8], [784], 3)
     path = out / "probe" / "verify" / g["files"]["forward"]
     assert model_format(path) == "torchscript"

@@ -314,7 +314,8 @@ def _gen_conv_layers(model: Any, fmt: str, max_layers: int = 64) -> list:
             if weight is None:
                 continue
             transposed = "transpose" in name or (".convolution" in name and len(args) > 6 and args[6] is True)
-            stride = args[3] if len(args) > 3 else [1]
+            stride = args[3] if len(args) > 3 else [1] * (len(weight.shape) - 2)  # the default left out
+            stride = [stride] * (len(weight.shape) - 2) if isinstance(stride, int) else stride
             layers.append(["conv_transpose" if transposed else "conv", [int(d) for d in weight.shape[2:]],
                            [int(s) for s in stride]])
         return layers
@@ -343,8 +344,13 @@ def _gen_conv_layers(model: Any, fmt: str, max_layers: int = 64) -> list:
         weight = getattr(owner, path[0], None) if owner is not None and path else None
         if weight is None:
             continue
-        stride = node.inputsAt(3).toIValue()
-        stride = [int(s) for s in stride] if isinstance(stride, (list, tuple)) else [int(stride or 1)]
+        value = node.inputsAt(3)
+        stride = value.toIValue()
+        if stride is None and value.node().kind() in ("prim::ListConstruct", "prim::TupleConstruct"):
+            stride = [v.toIValue() for v in value.node().inputs()]
+        if not (isinstance(stride, (list, tuple)) and stride and all(isinstance(s, int) for s in stride)):
+            stride = [0]  # not a constant: unknown
+        stride = [int(s) for s in stride]
         layers.append(["conv_transpose" if transposed else "conv", [int(d) for d in weight.shape[2:]], stride])
     return layers
 
@@ -411,7 +417,7 @@ def _gen_run(job: dict, folder: str) -> dict:
             except Exception as exc:  # noqa: BLE001
                 entry["samples"] = error(exc)
         elif role == "vae":
-            if images is None:
+            if images is None and os.path.exists(os.path.join(folder, "images.npy")):
                 images = np.load(os.path.join(folder, "images.npy"), allow_pickle=False)
             fwd = models["forward"]
             order = cap.get("vae_outputs") or ["recon", "mu", "logvar"]
@@ -424,6 +430,8 @@ def _gen_run(job: dict, folder: str) -> dict:
             enc, dec = models.get("encode"), models.get("decode")
             shape = cap.get("image_shape")
             try:
+                if images is None:
+                    raise ValueError("no test images were given")
                 entry["vae"] = measure_vae(enc, dec, images=images, seed=job["seed"],
                                            forward=forward if enc is None or dec is None else None,
                                            input_shape=shape if enc is None or dec is None else None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,14 @@ from torch import nn
 from grader import genmeasures as gm
 from grader.execute import SandboxLimits, SandboxSpec
 from grader.rubric import Generative
-from grader.verify import gen_eval
+from grader.verify import gen_eval, gen_sandbox
 from grader.verify.gen_json import capture_record, read_gen
-from grader.verify.generative import measure, sample_measures, vae_measures
+from grader.verify.generative import (
+    measure,
+    reference_metrics,
+    sample_measures,
+    vae_measures,
+)
 from grader.verify.spec import NotVerified
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
@@ -86,6 +92,14 @@ class FollowsOneHot(nn.Module):
 class IgnoresLabel(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return _phi(z[:, 0])[:, None, None, None].expand(z.shape[0], 1, 28, 28)
+
+
+class Endless(nn.Module):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = z[:, :1]
+        for _ in range(1 << 40):
+            x = x * 1.0
+        return x.expand(z.shape[0], 784)
 
 
 class DCGen(nn.Module):
@@ -180,6 +194,8 @@ def test_an_even_generator_covers_every_digit_and_scores_near_ten(instrument: tu
     assert m["coverage"]["classes"] == 10 and m["coverage"]["max_share"] < 0.14
     assert m["classifier_score"] > 8.0 and not m["collapse"]["flag"] and m["conditional"] is None
     assert m["frechet_distance"] < 0.01 and 0.9 < m["diversity_ratio"] < 1.1
+    assert reference_metrics(m) == {"classifier_score": m["classifier_score"], "coverage_classes": 10,
+                                    "max_share": m["coverage"]["max_share"], "frechet_distance": m["frechet_distance"]}
     # the same formulas as grader.genmeasures: one code for students and references
     assert s["classifier_score"] == pytest.approx(gm.classifier_score(np.eye(10)[s["predicted"]] * 0.98 + 0.002),
                                                   rel=0.2)
@@ -264,11 +280,24 @@ def test_conv_layers_are_read_from_scripted_traced_and_exported_graphs() -> None
     want = [["conv_transpose", [7, 7], [1, 1]], ["conv_transpose", [4, 4], [2, 2]], ["conv_transpose", [4, 4], [2, 2]]]
     g = DCGen().eval()
     z = torch.randn(2, 8, 1, 1)
-    assert gen_eval._gen_conv_layers(torch.jit.script(g), "torchscript") == want
-    assert gen_eval._gen_conv_layers(torch.jit.trace(g, z, check_trace=False), "torchscript") == want
-    assert gen_eval._gen_conv_layers(torch.export.export(g, (z,)).module(), "export") == want
+    assert gen_sandbox._gen_conv_layers(torch.jit.script(g), "torchscript") == want
+    assert gen_sandbox._gen_conv_layers(torch.jit.trace(g, z, check_trace=False), "torchscript") == want
+    assert gen_sandbox._gen_conv_layers(torch.export.export(g, (z,)).module(), "export") == want
     d = torch.jit.script(Disc().eval())
-    assert gen_eval._gen_conv_layers(d, "torchscript") == [["conv", [4, 4], [2, 2]], ["conv", [7, 7], [1, 1]]]
+    assert gen_sandbox._gen_conv_layers(d, "torchscript") == [["conv", [4, 4], [2, 2]], ["conv", [7, 7], [1, 1]]]
+
+
+def test_the_sandbox_script_is_self_contained() -> None:
+    import ast
+
+    text = gen_sandbox.source()
+    tree = ast.parse(text)
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= {"typing", "os", "json", "math", "traceback", "hashlib", "contextlib", "numpy", "torch", "sys"}
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert {c for c in called if c.startswith(("_gen", "_eval", "measure_"))} <= defined
 
 
 # ---------------------------------------------------------------- gen.json, strictly
@@ -331,7 +360,7 @@ def _probe(tmp_path: Path, models: dict[str, tuple[torch.jit.ScriptModule | byte
     verify = tmp_path / "probe" / "verify"
     verify.mkdir(parents=True)
     captures = []
-    for cid, (model, entry) in models.items():
+    for model, entry in models.values():
         for key, name in entry.get("files", {}).items():
             m = model if key == "forward" else model[key]  # type: ignore[index]
             if isinstance(m, dict):
@@ -382,6 +411,8 @@ def test_a_submissions_generators_vae_and_discriminator_are_measured(tmp_path: P
     assert g0["facts"]["params"] == 8 * 784 + 784 and g0["facts"]["ops"].get("linear") == 1
     assert g1["conditional"]["accuracy"] < 0.2 and not g1["collapse"]["flag"]
     assert g2["vae"]["kl"] == pytest.approx(KNOWN_KL) and g2["vae"]["recon"] == pytest.approx(784 * LN2)
+    assert reference_metrics(g2)["kl"] == pytest.approx(KNOWN_KL) and reference_metrics(g2)["active_units"] == 0
+    assert reference_metrics(g1)["conditional_accuracy"] == g1["conditional"]["accuracy"]
     assert g2["vae"]["n"] > 0 and g2["vae"]["active_units"] == 0 and g2["vae"]["decoder_output"] == "probabilities"
     assert g2["collapse"]["flag"] and g2["output_map"] == "0..1: as is"  # its decoder draws one grey image
     assert g4["facts"]["layers"] == [["conv_transpose", [7, 7], [1, 1]], ["conv_transpose", [4, 4], [2, 2]],
@@ -441,7 +472,7 @@ def test_the_measuring_sandbox_is_confined_and_timed(tmp_path: Path, instrument:
 
     try:
         sandbox.check_bwrap()
-    except Exception as exc:  # pragma: no cover - depends on the host
+    except Exception as exc:  # noqa: BLE001 - pragma: no cover, depends on the host
         pytest.skip(f"bubblewrap unusable here: {exc}")
     models = {"g0": (_script(Even()), _entry("g0")),
               "g1": (_script(FollowsLabel()), _entry("g1", role="cgenerator", label_input="index", label_position=1,
@@ -454,3 +485,27 @@ def test_the_measuring_sandbox_is_confined_and_timed(tmp_path: Path, instrument:
     assert block["measures"][0]["coverage"]["classes"] == 10 and block["measures"][1]["conditional"]["accuracy"] == 1.0
     block = _measure(tmp_path, probe, instrument, sandbox="bwrap", samples=500, timeout=0.5)
     assert "no time was left" in block["reason"] and block.get("timed_out") is True
+
+
+def test_a_generator_that_never_returns_is_stopped_at_the_time_given(tmp_path: Path, instrument: tuple[Path, dict]) -> None:
+    import types
+
+    from grader.verify.generative import measure_in_time
+
+    probe = _probe(tmp_path, {"g0": (_script(Endless()), _entry("g0"))})
+    rubric = types.SimpleNamespace(generative=Generative(samples=100, timeout=3.0), limits=None)
+    result = types.SimpleNamespace(started_at=time.time(), startup_s=1.0)
+    started = time.monotonic()
+    block, note = measure_in_time(result, "lab.ipynb", rubric=rubric, limits=SandboxLimits(), submission_end=None,
+                                  run_dir=tmp_path, probe_dir=probe, spec=SandboxSpec(sandbox="none"), data={},
+                                  instruments=instrument[0])
+    assert time.monotonic() - started < 30 and "timed_out" not in block
+    assert "time limit of 3 s" in block["reason"] and "rubric generative.timeout" in block["reason"]
+    assert block["measures"][0]["reason"] == block["reason"]
+    assert note is not None and note["code"] == "sandbox-limit" and "ran past it" in note["message"]
+    # the submission's time already spent: nothing starts
+    block, note = measure_in_time(result, "lab.ipynb", rubric=rubric, limits=SandboxLimits(),
+                                  submission_end=time.time() - 120, run_dir=tmp_path, probe_dir=probe,
+                                  spec=SandboxSpec(sandbox="none"), data={}, instruments=instrument[0])
+    assert "no time was left" in block["reason"] and note is not None and note["code"] == "submission-time"
+    assert "could not start" in note["message"]

@@ -52,8 +52,17 @@ from grader import genmeasures as gm
 from grader import sandbox
 from grader.execute import SandboxLimits, SandboxSpec
 from grader.verify.archive import model_format
-from grader.verify.gen_eval import gen_eval_source
-from grader.verify.gen_json import MEASURED_ROLES, check_facts, check_samples, check_vae, entries, public, read_gen, result_line
+from grader.verify.gen_json import (
+    MEASURED_ROLES,
+    check_facts,
+    check_samples,
+    check_vae,
+    entries,
+    public,
+    read_gen,
+    result_line,
+)
+from grader.verify.gen_sandbox import source as gen_sandbox_source
 from grader.verify.host import MAX_MODEL_BYTES, OutOfTime, _check_run, _run_capped
 from grader.verify.spec import NotVerified, regular
 
@@ -140,7 +149,7 @@ def measure_in_time(result: Any, rel: str, *, rubric: Any, limits: SandboxLimits
     block = measure(generative=rubric.generative, limits=limits, timeout_s=given, **kw)
     if not block.pop("timed_out", False):
         return block, None
-    limit = {"submission-time": f"what was left of the submission's time (rubric limits.submission_timeout)",
+    limit = {"submission-time": "what was left of the submission's time (rubric limits.submission_timeout)",
              "sandbox-limit": "what was left of the notebook's wall time (rubric limits.wall_timeout)"}.get(
         cut or "", f"the lab's limit for it (rubric generative.timeout, {cap:.0f} s)")
     fate = "ran past it and was stopped" if given >= 1.0 else "could not start"
@@ -225,7 +234,7 @@ def _sandbox(folder: Path, todo: Sequence[Mapping[str, Any]], instrument: Path, 
         names = ["job.json", "measure.py", "instrument.pt"]
         jobs = []
         for r in todo:
-            for key, name in r["files"].items():
+            for name in r["files"].values():
                 # copies, never links: the folder is writable from inside
                 shutil.copyfile(folder / name, kdir / name)
                 names.append(name)
@@ -239,7 +248,7 @@ def _sandbox(folder: Path, todo: Sequence[Mapping[str, Any]], instrument: Path, 
             names.append("images.npy")
         job = {"captures": jobs, "instrument": "instrument.pt", "samples": n, "seed": seed}
         (kdir / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        (kdir / "measure.py").write_text(gen_eval_source(), encoding="utf-8")
+        (kdir / "measure.py").write_text(gen_sandbox_source(), encoding="utf-8")
         for name in names:
             os.chmod(kdir / name, 0o644)
         inner = [sys.executable, "-I", "-B", str(kdir / "measure.py"), str(kdir / "job.json")]
@@ -342,3 +351,19 @@ def vae_measures(v: Mapping[str, Any]) -> dict[str, Any]:
             "active_units": int(sum(1 for x in v["mu_var"] if x > gm.ACTIVE_UNIT_THRESHOLD)),
             "latent": int(v["latent"]), "n": int(v["n"]), "posterior_collapse": float(v["kl"]) < gm.KL_COLLAPSED_NATS,
             "decoder_output": v["decoder_output"], "likelihood": v.get("likelihood", "bernoulli")}
+
+
+def reference_metrics(m: Mapping[str, Any]) -> dict[str, float | int]:
+    """The expected-metrics names of one measure (a `measures` entry, or `sample_measures`'s
+    dict with `vae` added for a VAE): classifier_score, coverage_classes, max_share,
+    frechet_distance, conditional_accuracy (a cGAN), nelbo, kl, active_units (a VAE); those
+    measured only."""
+    out: dict[str, float | int] = {}
+    if m.get("classifier_score") is not None:
+        out.update(classifier_score=m["classifier_score"], coverage_classes=m["coverage"]["classes"],
+                   max_share=m["coverage"]["max_share"], frechet_distance=m["frechet_distance"])
+    if m.get("conditional"):
+        out["conditional_accuracy"] = m["conditional"]["accuracy"]
+    if m.get("vae"):
+        out.update(nelbo=m["vae"]["nelbo"], kl=m["vae"]["kl"], active_units=m["vae"]["active_units"])
+    return out

@@ -85,6 +85,9 @@ def measure(*, run_dir: Path, probe_dir: Path, generative: Any, spec: SandboxSpe
         _check_run(run_dir)
         records, dropped = read_gen(probe_dir / "verify" / "gen.json")
         for r in records:
+            if r["role"] == "cgenerator" and r.get("n_classes") not in (None, 10) and "reason" not in r:
+                r["reason"] = (f"its label takes {r['n_classes']} classes, not the 10 digits the grader's "
+                               f"instrument tells apart")
             if "reason" not in r:
                 _check_files(probe_dir / "verify", r)
         block["captures"] = [public(r) for r in records]

@@ -164,10 +164,9 @@ def _gen_run(job: dict, folder: str) -> dict:
             order = cap.get("vae_outputs") or ["recon", "mu", "logvar"]
 
             def forward(x: Any, fwd: Any = fwd, order: list = order) -> Any:
-                res = fwd(x)
-                if isinstance(res, dict):
-                    return tuple(res[k] for k in order)
-                return tuple(res[order.index(k)] for k in ("recon", "mu", "logvar"))
+                res = fwd(x)  # vae_outputs names its outputs by position, a dict's values too
+                items = list(res.values()) if isinstance(res, dict) else list(res)
+                return tuple(items[order.index(k)] for k in ("recon", "mu", "logvar"))
             enc, dec = models.get("encode"), models.get("decode")
             shape = cap.get("image_shape")
             try:

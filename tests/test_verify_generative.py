@@ -52,6 +52,14 @@ class BrightnessInstrument(nn.Module):
                             x[:, :, :, :14].mean(dim=(1, 2, 3))], 1)
 
 
+class OnePassInstrument(BrightnessInstrument):
+    """The same instrument with `classify`: logits and features in one pass."""
+
+    @torch.jit.export
+    def classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward(x), self.features(x) * 1.0
+
+
 def _phi(z: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1 + torch.erf(z / math.sqrt(2)))
 
@@ -213,6 +221,9 @@ def test_the_numbers_depend_on_the_seed_not_on_the_batch(instrument: tuple[Path,
                                           batch=batch) for seed, batch in ((0, 500), (0, 128), (1, 500)))
     assert a["predicted"] == b["predicted"] and a["classifier_score"] == pytest.approx(b["classifier_score"])
     assert a["predicted"] != c["predicted"]
+    one_pass = _script(OnePassInstrument())
+    d = gen_eval.measure_generator(lambda z, y: g(z), instrument=one_pass, n=1500, seed=0, latent_shape=[8])
+    assert d["predicted"] == a["predicted"] and np.allclose(d["feature_cov"], a["feature_cov"])
 
 
 def test_a_collapsed_generator_is_flagged(instrument: tuple[Path, dict]) -> None:

@@ -16,7 +16,8 @@ In-process API (a reference solution's `train()`, `dllab reference run`):
   the range of the first batch: 0..1 as is, tanh's -1..1 as (x + 1) / 2, logits by a sigmoid),
   made (B, 1, 28, 28) (a flat 784, (B, 28, 28), three channels averaged, another size resized
   bilinearly) and fed to `instrument` (TorchScript, or its path: `forward(x) -> logits (B, C)`,
-  `features(x) -> (B, D)`). Returns
+  `features(x) -> (B, D)`, or both in one pass from `classify(x) -> (logits, features)` when the
+  instrument has it). Returns
       {"n": int, "seed": int, "output_map": str, "output_range": [min, max] (raw outputs),
        "resize": str | None, "classifier_score": float (1..C, genmeasures.classifier_score),
        "predicted": [n ints] (argmax class per sample, in sample order),
@@ -169,6 +170,15 @@ def _gen_load(path: Any) -> Any:
     return path
 
 
+def _gen_classify(inst: Any, x: Any) -> tuple:
+    """(logits (B, C), features (B, D)) of the instrument on images `x`: its `classify(x)` when
+    it has one (one pass), else `forward(x)` and `features(x)`."""
+    if hasattr(inst, "classify"):
+        logits, features = inst.classify(x)
+        return logits, features
+    return inst(x), inst.features(x)
+
+
 def measure_generator(generate: Any, *, instrument: Any, n: int, seed: int, latent_shape: Any,
                       label_input: Any = None, n_classes: int = 10, batch: int = 500,
                       output_range: Any = None) -> dict:
@@ -208,9 +218,9 @@ def measure_generator(generate: Any, *, instrument: Any, n: int, seed: int, late
                     how = _gen_output_map(x, output_range)
                 x = _gen_apply_map(x, how)
                 images[start + s:start + s + len(z)] = x.reshape(len(z), -1).numpy()
-                logits = inst(x)
+                logits, features = _gen_classify(inst, x)
                 probs.append(torch.softmax(logits.to(torch.float64), dim=1).numpy())
-                feats.append(inst.features(x).to(torch.float64).numpy())
+                feats.append(features.to(torch.float64).numpy())
     p = np.concatenate(probs)
     f = np.concatenate(feats)
     if not (np.all(np.isfinite(p)) and np.all(np.isfinite(f))):

@@ -30,6 +30,7 @@ from grader.verify.gen_eval import (
     _gen_apply_map,
     _gen_as_images,
     _gen_classifier_score,
+    _gen_classify,
     _gen_first_tensor,
     _gen_load,
     _gen_output_map,
@@ -217,7 +218,7 @@ def source() -> str:
     """The sandbox's script: grader.verify.gen_eval's functions, grader.verify.evaluator's facts,
     the functions above and a main."""
     funcs = (_eval_op_name, _eval_ops, _eval_facts, _gen_first_tensor, _gen_as_images, _gen_output_map,
-             _gen_apply_map, _gen_classifier_score, _gen_pairwise, _gen_load, measure_generator, measure_vae,
+             _gen_apply_map, _gen_classifier_score, _gen_classify, _gen_pairwise, _gen_load, measure_generator, measure_vae,
              _gen_conv_layers, _gen_facts, _gen_run, _gen_main)
     consts = "".join(f"{k} = {getattr(gen_eval, k)!r}\n" for k in ("Z_CHUNK", "DIVERSITY_PAIRS", "IMAGE_SIDE"))
     consts += f"MAX_LAYERS = {MAX_LAYERS!r}\n"

@@ -110,6 +110,19 @@ class Endless(nn.Module):
         return x.expand(z.shape[0], 784)
 
 
+class BatchStats(nn.Module):
+    """Even over the bands on batch statistics (training mode); its running mean, far off, makes
+    every eval-mode sample black."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(1, affine=False)
+        self.bn.running_mean.fill_(50.0)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return _phi(self.bn(z[:, :1])[:, 0])[:, None].expand(z.shape[0], 784)
+
+
 class DCGen(nn.Module):
     """DCGAN-shaped: (B, 8, 1, 1) -> 7x7 -> 14x14 -> 28x28 with transposed convolutions."""
 
@@ -520,3 +533,17 @@ def test_a_generator_that_never_returns_is_stopped_at_the_time_given(tmp_path: P
                                   spec=SandboxSpec(sandbox="none"), data={}, instruments=instrument[0])
     assert "no time was left" in block["reason"] and note is not None and note["code"] == "submission-time"
     assert "could not start" in note["message"]
+
+
+def test_a_batchnorm_generator_is_not_called_collapsed_for_the_mode_the_grader_chose(
+        tmp_path: Path, instrument: tuple[Path, dict]) -> None:
+    traced = torch.jit.trace(BatchStats().eval(), torch.randn(4, 8), check_trace=False)
+    models = {"g0": (_script(BatchStats()), _entry("g0", output_range=[0.0, 1.0])),
+              "g1": (traced, _entry("g1", output_range=[0.0, 1.0], format={"forward": "trace"}))}
+    block = _measure(tmp_path, _probe(tmp_path, models), instrument, samples=1000)
+    g0, g1 = block["measures"]
+    assert g0["batchnorm"].startswith("train: batch statistics of 500 samples (in eval mode, with its running "
+                                      "statistics: digit 0 is 100% of the samples")
+    assert not g0["collapse"]["flag"] and g0["coverage"]["classes"] == 10
+    # a traced graph keeps the mode it was traced in: eval mode only, and what it shows
+    assert "batchnorm" not in g1 and g1["collapse"]["flag"] and g1["coverage"]["most"] == 0

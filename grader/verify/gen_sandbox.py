@@ -11,6 +11,9 @@ records with "files" and "format" ("torchscript" | "export", as the host found t
 capture files the job names. One JSON line on the original stdout (whatever the models print
 goes to /dev/null):
     {"ok": true, "captures": [{"id": "g0", "samples": {...measure_generator's dict...} | {"error": str},
+                               "samples_train": {...} | {"error": str} (a generator with BatchNorm
+                                   whose training mode draws other images: its samples drawn in
+                                   training mode, on the statistics of each batch of 500),
                                "vae": {...measure_vae's dict...} | {"error": str} (VAE only),
                                "facts": {"digest", "ops", "ops_complete", "params", "layers"} | {"error": str}}
                               | {"id": "g0", "error": str} (its files did not load)]}
@@ -97,6 +100,30 @@ def _gen_conv_layers(model: Any, fmt: str, max_layers: int = 64) -> list:
     return layers
 
 
+def _gen_train_differs(net: Any, generate: Any, cap: dict) -> bool:
+    """Whether the model draws other images in training mode (BatchNorm on batch statistics)
+    than in eval mode: False for a traced or exported graph, whose mode was fixed when captured."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            z = torch.randn((64, *[int(d) for d in cap["latent_shape"]]), generator=torch.Generator().manual_seed(1))
+            y = None
+            if cap.get("label_input") == "index":
+                y = torch.arange(64) % (cap.get("n_classes") or 10)
+            elif cap.get("label_input") == "onehot":
+                y = torch.nn.functional.one_hot(torch.arange(64) % (cap.get("n_classes") or 10),
+                                                cap.get("n_classes") or 10).to(torch.float32)
+            a = _gen_first_tensor(generate(z, y))
+            net.train()
+            b = _gen_first_tensor(generate(z, y))
+        return not torch.equal(a, b)
+    except Exception:  # noqa: BLE001 - then eval mode alone
+        return False
+    finally:
+        net.eval()
+
+
 def _gen_facts(model: Any, fmt: str) -> dict:
     """digest, ops, ops_complete (grader.verify.evaluator's `_eval_facts`), params, layers."""
     facts = _eval_facts(model, fmt)
@@ -144,20 +171,31 @@ def _gen_run(job: dict, folder: str) -> dict:
         role = cap["role"]
         if role in ("generator", "cgenerator"):
             net = models["forward"]
-            pos = cap.get("label_position") or 1
+            pos = 1 if cap.get("label_position") is None else cap["label_position"]
 
             def generate(z: Any, y: Any, net: Any = net, pos: int = pos) -> Any:
                 args = [z]
                 if y is not None:
                     args.insert(min(pos, 1), y)
                 return net(*args)
-            try:
-                entry["samples"] = measure_generator(
-                    generate, instrument=instrument, n=job["samples"], seed=job["seed"],
-                    latent_shape=cap["latent_shape"], label_input=cap.get("label_input") if role == "cgenerator" else None,
-                    n_classes=cap.get("n_classes") or 10, output_range=cap.get("output_range"))
-            except Exception as exc:  # noqa: BLE001
-                entry["samples"] = error(exc)
+
+            def sample(generate: Any = generate, cap: dict = cap, role: str = role) -> dict:
+                try:
+                    return measure_generator(
+                        generate, instrument=instrument, n=job["samples"], seed=job["seed"],
+                        latent_shape=cap["latent_shape"],
+                        label_input=cap.get("label_input") if role == "cgenerator" else None,
+                        n_classes=cap.get("n_classes") or 10, output_range=cap.get("output_range"))
+                except Exception as exc:  # noqa: BLE001
+                    return error(exc)
+            entry["samples"] = sample()
+            if "batch_norm" in (entry["facts"].get("ops") or {}) and _gen_train_differs(net, generate, cap):
+                # a notebook that drew its samples in training mode saw batch statistics
+                net.train()
+                try:
+                    entry["samples_train"] = sample()
+                finally:
+                    net.eval()
         elif role == "vae":
             if images is None and os.path.exists(os.path.join(folder, "images.npy")):
                 images = np.load(os.path.join(folder, "images.npy"), allow_pickle=False)
@@ -219,7 +257,7 @@ def source() -> str:
     the functions above and a main."""
     funcs = (_eval_op_name, _eval_ops, _eval_facts, _gen_first_tensor, _gen_as_images, _gen_output_map,
              _gen_apply_map, _gen_classifier_score, _gen_classify, _gen_pairwise, _gen_load, measure_generator, measure_vae,
-             _gen_conv_layers, _gen_facts, _gen_run, _gen_main)
+             _gen_conv_layers, _gen_train_differs, _gen_facts, _gen_run, _gen_main)
     consts = "".join(f"{k} = {getattr(gen_eval, k)!r}\n" for k in ("Z_CHUNK", "DIVERSITY_PAIRS", "IMAGE_SIDE"))
     consts += f"MAX_LAYERS = {MAX_LAYERS!r}\n"
     body = "\n\n".join(inspect.getsource(f) for f in funcs)

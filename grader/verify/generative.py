@@ -19,13 +19,16 @@ torch.export files beside it, all written by code that shared the student's proc
      "diversity", "n"}, "captures": [gen.json records without files/format],
      "measures": [{"capture", "role", "name", "n", "seed", "output_map", "classifier_score",
                    "coverage", "frechet_distance", "diversity", "diversity_ratio", "collapse",
-                   "conditional", "vae", "facts", ["samples_reason"], ["vae_reason"],
-                   ["facts_reason"], ["reason"]}],     # one per generator, cgenerator, vae
+                   "conditional", "vae", "facts", ["resize"], ["batchnorm"], ["samples_reason"],
+                   ["vae_reason"], ["facts_reason"], ["reason"]}],  # one per generator, cgenerator, vae
      "structures": [{"capture", "role", "facts" | None, ["facts_reason"]}],   # discriminators
      "seconds": float, "reason": str | None}
 
 A sample measure that could not be taken is None with `samples_reason` (a VAE without a decoder
-gets its bound alone); `reason` on a measure when nothing of it was measured, and on the block
+gets its bound alone). A generator with BatchNorm is measured in eval mode (running statistics)
+and, when that changes its images, in training mode too (batch statistics, as a notebook that
+never called .eval() drew its samples): `batchnorm` says which mode the numbers are from, the
+training mode's only when eval mode alone shows collapse and training mode does not; `reason` on a measure when nothing of it was measured, and on the block
 when nothing at all was. Units: nats per image, fractions 0..1, pixel distances (0..28). Never
 raises for anything a submission did.
 """
@@ -292,14 +295,26 @@ def _measure(record: Mapping[str, Any], entry: Mapping[str, Any], *, real: Mappi
         return {**_unmeasured(record, "the captured model could not be loaded: " + entry["error"][:300])}
     m.update(_facts(entry))
     label = record.get("label_input") if record["role"] == "cgenerator" else None
-    try:
-        s = entry.get("samples")
+
+    def samples(s: Any) -> dict[str, Any]:
         if isinstance(s, dict) and isinstance(s.get("error"), str) and len(s) == 1:
             raise NotVerified("its samples could not be measured: " + s["error"][:300])
-        m.update(sample_measures(check_samples(s, n=n, n_classes=10, dim=len(real["feature_mean"])), real=real,
-                                 label_input=label, seed=seed))
+        return sample_measures(check_samples(s, n=n, n_classes=10, dim=len(real["feature_mean"])), real=real,
+                               label_input=label, seed=seed)
+    try:
+        m.update(samples(entry.get("samples")))
     except NotVerified as exc:
         m["samples_reason"] = str(exc)
+    if "samples_train" in entry:
+        m["batchnorm"] = "eval: running statistics"
+        with contextlib.suppress(NotVerified):
+            train = samples(entry["samples_train"])
+            if (m["collapse"] is None or m["collapse"]["flag"]) and not train["collapse"]["flag"]:
+                # the student is not charged for the mode the grader chose: the notebook may have
+                # drawn its own samples in training mode, as the DCGAN example does
+                why = m["collapse"]["why"] if m["collapse"] else m.pop("samples_reason", "")
+                m.update(train, batchnorm=f"train: batch statistics of 500 samples (in eval mode, with its running "
+                                          f"statistics: {why})")
     m["vae"] = None
     if record["role"] == "vae":
         try:

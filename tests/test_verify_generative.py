@@ -195,7 +195,7 @@ def instrument(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     real = {"n": 2000, "accuracy": 1.0, "classifier_score": s["classifier_score"],
             "coverage": gm.class_coverage(s["predicted"]), "diversity": s["diversity"],
             "feature_dim": 4, "feature_mean": s["feature_mean"], "feature_cov": s["feature_cov"]}
-    prov = {"name": "mnist-classifier", "test_accuracy": 0.995, "real": real}
+    prov = {"name": "mnist-classifier", "test_accuracy": 0.995, "real": real, "data": {"name": "mnist"}}
     (folder / "mnist-classifier.json").write_text(json.dumps(prov), encoding="utf-8")
     for p in (folder, *folder.iterdir()):
         p.chmod(0o755 if p.is_dir() else 0o644)
@@ -459,7 +459,7 @@ def test_what_cannot_be_measured_gets_a_reason_never_an_exception(tmp_path: Path
     g0, g1, g2 = block["measures"]
     assert "pickled model (torch.save)" in g0["reason"] and "g0.pt" in g0["reason"]
     assert "reason" not in g1 and g1["coverage"]["classes"] == 10
-    assert "not mounted" in g2["vae_reason"] and "no decode method" in g2["samples_reason"] and "reason" in g2
+    assert g2["vae_reason"].startswith("the MNIST test split is not mounted") and "no decode method" in g2["samples_reason"] and "reason" in g2
     # a malformed gen.json: a reason for the whole block
     (tmp_path / "b" / "probe" / "verify").mkdir(parents=True)
     (tmp_path / "b" / "probe" / "verify" / "gen.json").write_text("{not json", encoding="utf-8")

@@ -6,8 +6,9 @@ torch.export files beside it, all written by code that shared the student's proc
 
 1. reads gen.json strictly (grader.verify.gen_json) and tells each file's format from its bytes
    (grader.verify.archive.model_format: no pickle is ever loaded);
-2. reads the real MNIST test split itself from the lab's read-only dataset mount (a VAE's bound
-   needs it) and writes its images alone, shuffled, into the measuring folder;
+2. reads the real test split of the instrument's dataset (its provenance's `data.name`: MNIST)
+   itself from the lab's read-only dataset mount (a VAE's bound needs it) and writes its images
+   alone, shuffled, into the measuring folder;
 3. copies the grader's instrument there (grader.instruments: a classifier trained on real MNIST);
 4. runs grader.verify.gen_eval in a fresh sandbox (the notebook's confinement and limits, no
    dataset mounts, no GPU), in the time the rubric's `generative.timeout` and the submission's
@@ -77,7 +78,8 @@ def measure(*, run_dir: Path, probe_dir: Path, generative: Any, spec: SandboxSpe
     """evidence["generative"] for one executed notebook (see the module docstring).
 
     `generative`: the rubric's grader.rubric.Generative (instrument, samples, seed); `data`: the
-    registered dataset name -> host folder of the lab's mounts (`mnist` read for a VAE's bound);
+    registered dataset name -> host folder of the lab's mounts (the instrument's dataset is read
+    for a VAE's bound);
     `timeout_s`: the sandbox's wall time (seconds; the block has `timed_out` when it ran out).
     `instruments`: the folder of the instrument files (default: grader/instruments).
     Never raises for anything the submission did."""
@@ -111,7 +113,7 @@ def measure(*, run_dir: Path, probe_dir: Path, generative: Any, spec: SandboxSpe
         block["instrument"] = {"name": inst.name, "digest": _sha256(inst.weights),
                                "test_accuracy": inst.provenance.get("test_accuracy")}
         block["real"] = {k: real[k] for k in ("classifier_score", "coverage", "diversity", "n")}
-        images = _test_images(data) if any(r["role"] == "vae" for r in todo) else None
+        images, no_images = _test_images(data, inst.provenance) if any(r["role"] == "vae" for r in todo) else (None, "")
         result = _sandbox(probe_dir / "verify", todo, inst.weights, images, n=generative.samples, seed=generative.seed, spec=spec,
                           limits=limits, timeout_s=timeout_s) if todo else {"captures": []}
         got = dict(zip([r["id"] for r in todo], entries(result, [r["id"] for r in todo])))
@@ -123,7 +125,7 @@ def measure(*, run_dir: Path, probe_dir: Path, generative: Any, spec: SandboxSpe
                 structures.append({"capture": r["id"], "role": r["role"], **_facts(got[r["id"]])})
             else:
                 measures.append(_measure(r, got[r["id"]], real=real, n=generative.samples, seed=generative.seed,
-                                         test_n=0 if images is None else len(images)))
+                                         test_n=0 if images is None else len(images), no_images=no_images))
         order = {r["id"]: k for k, r in enumerate(records)}
         block["measures"] = sorted(block["measures"] + measures, key=lambda m: order[m["capture"]])
         block["structures"] = structures
@@ -208,20 +210,28 @@ def _real(provenance: Mapping[str, Any]) -> dict[str, Any]:
     return {**real, "feature_mean": mean, "feature_cov": cov}
 
 
-def _test_images(data: Mapping[str, str]) -> np.ndarray | None:
-    """The real MNIST test split's images (N, 28, 28) uint8 from the lab's mount, or None."""
-    from grader.datasets import locate
+def _test_images(data: Mapping[str, str], provenance: Mapping[str, Any]) -> tuple[np.ndarray | None, str]:
+    """The images (N, 28, 28) uint8 of the test split of the dataset the instrument was trained on
+    (its provenance's `data.name`, a registered dataset), read from the lab's mount; or None and
+    why not (a sentence)."""
+    from grader.datasets import locate, registry
     from grader.errors import DatasetError
     from grader.verify.data import read_split
 
-    host = data.get("mnist")
+    name = (provenance.get("data") or {}).get("name") if isinstance(provenance.get("data"), dict) else None
+    if not isinstance(name, str) or name not in registry.names():
+        return None, "the grader's instrument does not name the dataset it was trained on; please report this"
+    title = registry.get(name).title
+    host = data.get(name)
     if host is None:
-        return None
+        return None, f"the {title} test split is not mounted for this lab, so the VAE's test bound could not be recomputed"
     try:
-        split = read_split("mnist", locate("mnist", Path(host)))
-    except (NotVerified, DatasetError):
-        return None
-    return split.pixels
+        split = read_split(name, locate(name, Path(host)))
+    except (NotVerified, DatasetError) as exc:
+        return None, f"the {title} test split could not be read ({str(exc)[:200]}), so the VAE's test bound was not recomputed"
+    if split.pixels is None or split.pixels.shape[1:] != (28, 28):
+        return None, f"the {title} test split is not made of 28x28 gray images, so the VAE's test bound was not recomputed"
+    return split.pixels, ""
 
 
 def _sandbox(folder: Path, todo: Sequence[Mapping[str, Any]], instrument: Path, images: np.ndarray | None, *, n: int, seed: int,
@@ -286,7 +296,7 @@ def _facts(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _measure(record: Mapping[str, Any], entry: Mapping[str, Any], *, real: Mapping[str, Any], n: int, seed: int,
-             test_n: int) -> dict[str, Any]:
+             test_n: int, no_images: str = "") -> dict[str, Any]:
     """One capture's measure from its validated sandbox entry."""
     m: dict[str, Any] = {"capture": record["id"], "role": record["role"], "name": record.get("name"), "n": n,
                          "seed": seed, **dict.fromkeys(("output_map", "classifier_score", "coverage", "frechet_distance",
@@ -320,8 +330,7 @@ def _measure(record: Mapping[str, Any], entry: Mapping[str, Any], *, real: Mappi
         try:
             v = entry.get("vae")
             if test_n == 0:
-                raise NotVerified("the real MNIST test split is not mounted for this lab, so the VAE's test bound "
-                                  "could not be recomputed")
+                raise NotVerified(no_images or "no test images were read")
             if isinstance(v, dict) and isinstance(v.get("error"), str) and len(v) == 1:
                 raise NotVerified("its test-set bound could not be computed: " + v["error"][:300])
             m["vae"] = vae_measures(check_vae(v, n=test_n))

@@ -547,3 +547,46 @@ def test_a_batchnorm_generator_is_not_called_collapsed_for_the_mode_the_grader_c
     assert not g0["collapse"]["flag"] and g0["coverage"]["classes"] == 10
     # a traced graph keeps the mode it was traced in: eval mode only, and what it shows
     assert "batchnorm" not in g1 and g1["collapse"]["flag"] and g1["coverage"]["most"] == 0
+
+
+def test_the_pipeline_measures_generative_models_only_for_a_lab_that_asks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instrument: tuple[Path, dict], mnist: Path) -> None:
+    """pipeline._execute with the sandboxed run replaced by a stand-in that leaves what the probe's
+    teardown writes (gen.json and a generator): evidence["generative"] for a rubric with
+    `generative:`, None for one without; the captured files are removed after."""
+    import dataclasses
+
+    import nbformat
+
+    from grader import execute, instruments
+    from grader.execute import RunResult
+    from grader.pipeline import GradeSettings, _execute
+    from grader.rubric import load_rubric
+
+    def fake_run(path, *, submission_dir, out_dir, spec, limits, startup_code, teardown_code, deadline):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _probe(out_dir, {"g0": (_script(Collapsed()), _entry("g0"))})
+        result = RunResult(path="gan.ipynb", status="ok", reason="", cells=(), started_at=time.time() - 40,
+                           duration_s=40.0, startup_s=5.0, executed_notebook_path="", log_path="",
+                           figures_kept=0, figures_dropped=0, output_truncated=False,
+                           teardown={"status": "ok", "seconds": 1.0})
+        (out_dir / "run.json").write_text(json.dumps(dataclasses.asdict(result)))
+        return result
+
+    monkeypatch.setattr(execute, "run_notebook", fake_run)
+    monkeypatch.setattr(instruments, "HERE", instrument[0])
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "gan.ipynb")
+    plain = load_rubric(Path(__file__).parent / "labs" / "mnist_mlp" / "rubric.yaml")
+    lab = plain.model_copy(update={"generative": Generative(samples=500)})
+    settings = GradeSettings(rubric_path=Path("rubric.yaml"), out=tmp_path, sandbox="none",
+                             data={"mnist": str(mnist)})
+    ev = _execute(tmp_path / "gan.ipynb", "gan.ipynb", submission_dir=tmp_path, run_dir=tmp_path / "run",
+                  settings=settings, rubric=lab)
+    gen = ev["generative"]
+    assert gen["reason"] is None and gen["instrument"]["name"] == "mnist-classifier"
+    (m,) = gen["measures"]
+    assert m["capture"] == "g0" and m["n"] == 500 and m["collapse"]["flag"]
+    assert not (tmp_path / "run" / "probe" / "verify").exists()
+    ev = _execute(tmp_path / "gan.ipynb", "gan.ipynb", submission_dir=tmp_path, run_dir=tmp_path / "run2",
+                  settings=settings, rubric=plain)
+    assert ev["generative"] is None

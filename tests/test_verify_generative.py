@@ -590,3 +590,30 @@ def test_the_pipeline_measures_generative_models_only_for_a_lab_that_asks(
     ev = _execute(tmp_path / "gan.ipynb", "gan.ipynb", submission_dir=tmp_path, run_dir=tmp_path / "run2",
                   settings=settings, rubric=plain)
     assert ev["generative"] is None
+
+
+def test_a_cached_run_answers_only_for_the_same_generative_settings_and_instrument(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instrument: tuple[Path, dict]) -> None:
+    import shutil
+
+    import nbformat
+
+    from grader import instruments
+    from grader.pipeline import GradeSettings, run_cache_key
+    from grader.rubric import load_rubric
+
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "gan.ipynb")
+    plain = load_rubric(Path(__file__).parent / "labs" / "mnist_mlp" / "rubric.yaml")
+    settings = GradeSettings(rubric_path=Path("rubric.yaml"), out=tmp_path)
+    other = tmp_path / "instruments"
+    shutil.copytree(instrument[0], other)
+    monkeypatch.setattr(instruments, "HERE", other)
+
+    def key(rubric: Any) -> str:
+        return run_cache_key(tmp_path / "gan.ipynb", "gan.ipynb", settings, rubric, inputs="x")
+    lab = plain.model_copy(update={"generative": Generative(samples=500)})
+    first = key(lab)
+    assert first == key(lab) and first != key(plain)
+    assert key(plain.model_copy(update={"generative": Generative(samples=1000)})) != first
+    (other / "mnist-classifier.pt").write_bytes(b"retrained")
+    assert key(lab) != first

@@ -189,9 +189,24 @@ def run_cache_key(path: Path, rel: str, settings: GradeSettings, rubric, *, inpu
                        "limits": rubric.limits.model_dump(mode="json"), "mode": settings.mode,
                        # a run without a GPU (a `needs-gpu` failure) must not answer for one with
                        "gpu": bool(settings.gpus),
-                       "sandbox": settings.sandbox, "mounts": {k: list(v.mount) for k, v in rubric.datasets.items()}},
+                       "sandbox": settings.sandbox, "mounts": {k: list(v.mount) for k, v in rubric.datasets.items()},
+                       # measured generative models depend on the rubric's settings and the instrument's weights
+                       **({"generative": {**rubric.generative.model_dump(mode="json"),
+                                          "weights": _instrument_digest(rubric.generative.instrument)}}
+                          if getattr(rubric, "generative", None) is not None else {})},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _instrument_digest(name: str) -> str:
+    """sha256 of the instrument's weights (grader.instruments), or why there is none."""
+    from grader.instruments import InstrumentError, load
+
+    try:
+        weights = load(name).weights
+        return hashlib.sha256(weights.read_bytes()).hexdigest()
+    except (InstrumentError, OSError) as exc:
+        return f"unavailable: {type(exc).__name__}"
 
 
 @functools.lru_cache(maxsize=4)
@@ -339,6 +354,16 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
                                      dataset_hint=None, workdir="" if workdir == "." else workdir,
                                      hidden=settings.hidden, capture=more.stem)
         ev["verified_more"].append(block)
+        ev["notes"] += [note] if note else []
+    # The generators and VAEs the notebook trained, measured with the lab's instrument in a
+    # fresh sandbox, in what time is left (grader.verify.generative).
+    ev["generative"] = None
+    if rubric.generative is not None:
+        from grader.verify.generative import measure_in_time
+
+        ev["generative"], note = measure_in_time(
+            result, rel, rubric=rubric, limits=limits, submission_end=submission_end, run_dir=run_dir,
+            probe_dir=probe_dir, spec=spec, data={m.name: m.host for m in dataset_mounts(rubric, settings.data)})
         ev["notes"] += [note] if note else []
     shutil.rmtree(probe_dir / "verify", ignore_errors=True)  # model.pt can be tens of MB
     figures = run_dir / "figures"

@@ -400,7 +400,7 @@ def _probe(tmp_path: Path, models: dict[str, tuple[torch.jit.ScriptModule | byte
 
 def _measure(tmp_path: Path, probe: Path, instrument: tuple[Path, dict], *, sandbox: str = "none",
              data: dict[str, str] | None = None, samples: int = 1000, timeout: float = 120.0) -> dict[str, Any]:
-    return measure(run_dir=tmp_path, probe_dir=probe, generative=Generative(samples=samples, seed=0), data=data or {},
+    return measure(run_dir=tmp_path, probe_dir=probe, generative=Generative(instrument="mnist-classifier", samples=samples, seed=0), data=data or {},
                    spec=SandboxSpec(sandbox=sandbox), limits=SandboxLimits(), timeout_s=timeout,  # type: ignore[arg-type]
                    instruments=instrument[0])
 
@@ -471,7 +471,7 @@ def test_what_cannot_be_measured_gets_a_reason_never_an_exception(tmp_path: Path
     assert "killed" in block["reason"] and block["measures"] == [] and block["captures"] == []
     # no instrument trained yet
     block = measure(run_dir=tmp_path / "b", probe_dir=_probe(tmp_path / "c", {"g1": models["g1"]}),
-                    generative=Generative(samples=100), data={}, spec=SandboxSpec(sandbox="none"),
+                    generative=Generative(instrument="mnist-classifier", samples=100), data={}, spec=SandboxSpec(sandbox="none"),
                     limits=SandboxLimits(), timeout_s=60, instruments=tmp_path)
     assert "instrument is not available" in block["reason"] and "reason" in block["measures"][0]
 
@@ -517,7 +517,7 @@ def test_a_generator_that_never_returns_is_stopped_at_the_time_given(tmp_path: P
     from grader.verify.generative import measure_in_time
 
     probe = _probe(tmp_path, {"g0": (_script(Endless()), _entry("g0"))})
-    rubric = types.SimpleNamespace(generative=Generative(samples=100, timeout=3.0), limits=None)
+    rubric = types.SimpleNamespace(generative=Generative(instrument="mnist-classifier", samples=100, timeout=3.0), limits=None)
     result = types.SimpleNamespace(started_at=time.time(), startup_s=1.0)
     started = time.monotonic()
     block, note = measure_in_time(result, "lab.ipynb", rubric=rubric, limits=SandboxLimits(), submission_end=None,
@@ -577,7 +577,7 @@ def test_the_pipeline_measures_generative_models_only_for_a_lab_that_asks(
     monkeypatch.setattr(instruments, "HERE", instrument[0])
     nbformat.write(nbformat.v4.new_notebook(), tmp_path / "gan.ipynb")
     plain = load_rubric(Path(__file__).parent / "labs" / "mnist_mlp" / "rubric.yaml")
-    lab = plain.model_copy(update={"generative": Generative(samples=500)})
+    lab = plain.model_copy(update={"generative": Generative(instrument="mnist-classifier", samples=500)})
     settings = GradeSettings(rubric_path=Path("rubric.yaml"), out=tmp_path, sandbox="none",
                              data={"mnist": str(mnist)})
     ev = _execute(tmp_path / "gan.ipynb", "gan.ipynb", submission_dir=tmp_path, run_dir=tmp_path / "run",
@@ -611,9 +611,9 @@ def test_a_cached_run_answers_only_for_the_same_generative_settings_and_instrume
 
     def key(rubric: Any) -> str:
         return run_cache_key(tmp_path / "gan.ipynb", "gan.ipynb", settings, rubric, inputs="x")
-    lab = plain.model_copy(update={"generative": Generative(samples=500)})
+    lab = plain.model_copy(update={"generative": Generative(instrument="mnist-classifier", samples=500)})
     first = key(lab)
     assert first == key(lab) and first != key(plain)
-    assert key(plain.model_copy(update={"generative": Generative(samples=1000)})) != first
+    assert key(plain.model_copy(update={"generative": Generative(instrument="mnist-classifier", samples=1000)})) != first
     (other / "mnist-classifier.pt").write_bytes(b"retrained")
     assert key(lab) != first

@@ -337,6 +337,16 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
                                      hidden=settings.hidden, capture=more.stem)
         ev["verified_more"].append(block)
         ev["notes"] += [note] if note else []
+    # The generators and VAEs the notebook trained, measured with the lab's instrument in a
+    # fresh sandbox, in what time is left (grader.verify.generative).
+    ev["generative"] = None
+    if rubric.generative is not None:
+        from grader.verify.generative import measure_in_time
+
+        ev["generative"], note = measure_in_time(
+            result, rel, rubric=rubric, limits=limits, submission_end=submission_end, run_dir=run_dir,
+            probe_dir=probe_dir, spec=spec, data={m.name: m.host for m in dataset_mounts(rubric, settings.data)})
+        ev["notes"] += [note] if note else []
     shutil.rmtree(probe_dir / "verify", ignore_errors=True)  # model.pt can be tens of MB
     figures = run_dir / "figures"
     for fig in ev["figures"]:

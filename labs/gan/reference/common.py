@@ -38,6 +38,10 @@ BASE = {
 """The recipe every reference starts from; a part's `hyp` overrides some of it."""
 
 CLASSES = [str(d) for d in range(10)]
+INSTRUMENT = "mnist-classifier"
+"""The rubric's `generative.instrument`: the classifier the samples are measured with."""
+SAMPLES = 10000
+"""Samples measured (the rubric's `generative.samples`)."""
 
 
 def _idx(path: Path) -> np.ndarray:
@@ -114,10 +118,30 @@ def train_gan(G: nn.Module, D: nn.Module, hyp: Mapping[str, Any], *, x: torch.Te
 
 
 def measure(generate: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor], *, latent_shape: tuple[int, ...],
-            label_input: str | None, seed: int, n: int = 10000) -> dict:
-    """The grader's sample measures of a trained generator, by the grader's own code:
-    `generate(z, y_or_None)` -> images. Returns the reference metric names (classifier_score,
-    coverage_classes, max_share, frechet_distance, and conditional_accuracy when `label_input`)."""
-    from grader.verify.gen_eval import summarize_generator
+            label_input: str | None, seed: int, n: int = SAMPLES) -> dict:
+    """The grader's own sample measures of a trained generator: `generate(z, y_or_None)` ->
+    images, z (B, *latent_shape) ~ N(0, I), y the labels asked for (`label_input` "onehot" or
+    "index"; None: unconditional). Draws `n` samples with grader.verify.gen_eval.measure_generator
+    through the instrument and turns them into measures with grader.verify.generative.sample_measures,
+    as the grader does for a student's generator. Returns the reference metric names:
+    classifier_score (1..10), coverage_classes (digits with at least genmeasures.PRESENT_SHARE of
+    the samples), max_share (a fraction), frechet_distance (squared feature units),
+    diversity_ratio, collapse, and conditional_accuracy (a fraction) when `label_input`.
+    Raises grader.instruments.InstrumentError when the instrument is not trained."""
+    from grader.instruments import load
+    from grader.verify.gen_eval import measure_generator
+    from grader.verify.generative import sample_measures
 
-    return summarize_generator(generate, latent_shape=latent_shape, label_input=label_input, seed=seed, n=n)
+    instrument = load(INSTRUMENT)
+    with torch.no_grad():
+        s = measure_generator(generate, instrument=str(instrument.weights), n=n, seed=seed,
+                              latent_shape=tuple(latent_shape), label_input=label_input)
+    m = sample_measures(s, real=instrument.provenance["real"], label_input=label_input)
+    out = {"classifier_score": m["classifier_score"], "coverage_classes": m["coverage"]["classes"],
+           "max_share": m["coverage"]["max_share"], "frechet_distance": m["frechet_distance"],
+           "diversity_ratio": m["diversity_ratio"], "collapse": m["collapse"], "samples": n,
+           "instrument": {"name": INSTRUMENT, "test_accuracy": instrument.provenance.get("test_accuracy")}}
+    if m["conditional"] is not None:
+        out["conditional_accuracy"] = m["conditional"]["accuracy"]
+        out["conditional_per_class"] = m["conditional"]["per_class"]
+    return out

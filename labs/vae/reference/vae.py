@@ -99,6 +99,40 @@ def test_loss(model: VAE, x_test: torch.Tensor) -> dict:
     return {"test_loss": (rec + kl) / n, "test_recon": rec / n, "test_kl": kl / n}
 
 
+INSTRUMENT = "mnist-classifier"
+"""The rubric's `generative.instrument`: the classifier the samples are measured with."""
+SAMPLES = 10000
+"""Samples measured (the rubric's `generative.samples`)."""
+
+
+def measure(model: VAE, x_test: torch.Tensor, *, seed: int, n: int = SAMPLES) -> dict:
+    """The grader's own measures of a trained VAE, by the code that measures a student's
+    (grader.verify.gen_eval, grader.verify.generative): the negative ELBO on `x_test` (N, 784)
+    in 0..1 and its KL term, nats per image, the active units, and `n` samples decode(z),
+    z ~ N(0, I), through the instrument. Returns nelbo, recon, kl, active_units, latent,
+    posterior_collapse, classifier_score, coverage_classes, max_share, frechet_distance,
+    diversity_ratio, collapse. Raises grader.instruments.InstrumentError when the instrument is
+    not trained."""
+    from grader.instruments import load
+    from grader.verify.gen_eval import measure_generator, measure_vae
+    from grader.verify.generative import sample_measures, vae_measures
+
+    instrument = load(INSTRUMENT)
+    model = model.eval().to("cpu")
+    with torch.no_grad():
+        v = vae_measures(measure_vae(model.encode, model.decode, images=x_test.to("cpu").view(-1, 1, 28, 28),
+                                     seed=seed, input_shape=[784]))
+        s = measure_generator(lambda z, y: model.decode(z), instrument=str(instrument.weights), n=n, seed=seed,
+                              latent_shape=(model.fc21.out_features,))
+    m = sample_measures(s, real=instrument.provenance["real"])
+    return {"nelbo": v["nelbo"], "recon": v["recon"], "kl": v["kl"], "active_units": v["active_units"],
+            "latent": v["latent"], "posterior_collapse": v["posterior_collapse"],
+            "classifier_score": m["classifier_score"], "coverage_classes": m["coverage"]["classes"],
+            "max_share": m["coverage"]["max_share"], "frechet_distance": m["frechet_distance"],
+            "diversity_ratio": m["diversity_ratio"], "collapse": m["collapse"], "samples": n,
+            "instrument": {"name": INSTRUMENT, "test_accuracy": instrument.provenance.get("test_accuracy")}}
+
+
 def fit(*, data: Mapping[str, Path], device: torch.device | str, seed: int, epochs: int | None = None
         ) -> tuple[VAE, dict, torch.Tensor]:
     """The trained VAE, the history (per epoch: train loss, test loss and its terms, nats per
@@ -142,10 +176,8 @@ def train(*, data: Mapping[str, Path], device: torch.device | str, seed: int, ep
     image), the grader's recomputed bound on the test split (nelbo, kl, active_units) and its
     measures of 10 000 samples decode(z), z ~ N(0, I) (classifier_score, coverage_classes,
     max_share, frechet_distance), and the history."""
-    from .measure import measure_vae_reference
-
     model, history, x_test = fit(data=data, device=device, seed=seed, epochs=epochs)
-    result = measure_vae_reference(model, x_test, latent=hyp["latent"], seed=seed)
+    result = measure(model, x_test, seed=seed)
     result.update(test_loss=history["test_loss"][-1], history=history, train_images=60000,
                   params=sum(p.numel() for p in model.parameters()))
     return result

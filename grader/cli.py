@@ -87,9 +87,13 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 def cmd_reference_run(args: argparse.Namespace) -> int:
     from grader.datasets import DATASETS
     from grader.fsutil import write_json_atomic
-    from grader.reference_run import run_reference
+    from grader.reference_run import GENERATIVE_METRICS, run_reference
 
     data = parse_data_args(args.data, names=DATASETS)
+    if args.instrument:
+        return _reference_instrument(args, data)
+    if args.min_accuracy is not None:
+        raise GraderError("--min-accuracy applies to --instrument only")
     doc = run_reference(args.lab, data=data, device=args.device, epochs=args.epochs, seeds=args.seeds,
                         only=args.part, threads=args.threads, labs_dirs=args.labs_dir, log=_info)
     out = args.out or Path(f"{doc['lab']}-expected.json")
@@ -100,9 +104,45 @@ def cmd_reference_run(args: argparse.Namespace) -> int:
             a = s["test_accuracy"]
             _info(f"{pid}: test accuracy {a['mean']:.4f} ± {a['std']:.4f} over {a['n']} seed(s), "
                   f"{part['timing']['cpu_per_epoch_s'] or 0:.1f} s CPU per epoch")
-        else:
+        elif s.get("configs"):
             _info(f"{pid}: best {s.get('best')}, {part['timing']['cpu_per_epoch_s'] or 0:.1f} s CPU per epoch")
+        else:
+            shown = [f"{m.replace('_', ' ')} {s[m]['mean']:.4g}" for m in GENERATIVE_METRICS if isinstance(s.get(m), dict)]
+            _info(f"{pid}: {', '.join(shown) or 'done'}")
     print(out)
+    return 0
+
+
+def _reference_instrument(args: argparse.Namespace, data: dict[str, Path]) -> int:
+    """`reference run LAB --instrument`: train the instrument the lab's rubric names (--out: a folder)."""
+    import shlex
+
+    from grader.instruments import HERE
+    from grader.instruments.build import run_instrument
+
+    if args.seeds != 1 or args.part:
+        raise GraderError("--instrument trains one model with seed 0: --seeds and --part do not apply")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise GraderError(f"--out {args.out}: with --instrument, --out is the folder the .pt and .json go to")
+    if args.min_accuracy is not None and not 0.0 <= args.min_accuracy <= 1.0:
+        raise GraderError(f"--min-accuracy {args.min_accuracy}: expected a fraction 0..1")
+    command = shlex.join(["dllab", "reference", "run", str(getattr(args, "lab_given", None) or args.lab), "--instrument",
+                          *[f"--data={d}" for d in args.data],
+                          *([f"--epochs={args.epochs}"] if args.epochs is not None else []),
+                          *([f"--device={args.device}"] if args.device != "auto" else []),
+                          *([f"--threads={args.threads}"] if args.threads else []),
+                          *([f"--min-accuracy={args.min_accuracy}"] if args.min_accuracy is not None else []),
+                          *([f"--out={args.out}"] if args.out is not None else []),
+                          *[f"--labs-dir={d}" for d in args.labs_dir or []]])
+    device = "cpu" if args.device == "auto" else args.device
+    doc = run_instrument(args.lab, data=data, out=args.out, device=device, epochs=args.epochs,
+                         threads=args.threads, min_accuracy=args.min_accuracy, labs_dirs=args.labs_dir,
+                         command=command, log=_info)
+    real = doc["real"]
+    _info(f"{doc['name']}: test accuracy {doc['test_accuracy']:.4f} on {doc['test_n']} images, "
+          f"{doc['seconds']:.0f} s; real test split: classifier score {real['classifier_score']:.3f}, "
+          f"{real['coverage']['classes']} classes, diversity {real['diversity']:.3f}")
+    print((args.out or HERE) / f"{doc['name']}.pt")
     return 0
 
 
@@ -308,7 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, default=1, help="train each part with seeds 0..K-1 (default 1)")
     r.add_argument("--part", action="append", default=[], metavar="ID", help="only this part (e.g. lab1-1)")
     r.add_argument("--threads", type=int, help="CPU threads for torch (default 1 on the CPU: fastest for batch size 4)")
-    r.add_argument("--out", type=Path, help="expected-metrics JSON to write (default ./<lab>-expected.json)")
+    r.add_argument("--out", type=Path, help="expected-metrics JSON to write (default ./<lab>-expected.json); with "
+                                            "--instrument, the folder for the .pt and .json (default: the package's)")
+    r.add_argument("--instrument", action="store_true",
+                   help="train the instrument the lab's rubric names (generative.instrument) instead of its "
+                        "reference solutions: seed 0, on the real dataset, CPU unless --device cuda")
+    r.add_argument("--min-accuracy", type=float, metavar="FRACTION",
+                   help="with --instrument: the test accuracy below which nothing is written (default: the "
+                        "instrument's own, 0.99 for mnist-classifier)")
     _labs_dir(r)
     r.set_defaults(func=cmd_reference_run)
     g = sub.add_parser("grade", help="grade a batch of submissions",

@@ -28,6 +28,20 @@ if TYPE_CHECKING:
 TRAIN_PARAMS = ("data", "device", "seed", "epochs")
 """The keyword-only parameters of every reference file's `train`."""
 
+GENERATIVE_METRICS: dict[str, tuple[str, float | None, float | None]] = {
+    "classifier_score": ("the instrument's classifier score of 10 000 samples (1..10)", 1.0, 10.0),
+    "coverage_classes": ("how many digits appear among the samples (0..10)", 0, 10),
+    "max_share": ("the most frequent digit's share of the samples (a fraction 0..1)", 0.0, 1.0),
+    "frechet_distance": ("the Fréchet distance to the real test split in the instrument's features (>= 0)", 0.0, None),
+    "conditional_accuracy": ("how often G(z, y) is classified as y (a fraction 0..1)", 0.0, 1.0),
+    "nelbo": ("the negative ELBO on the real test split (nats per image, >= 0)", 0.0, None),
+    "kl": ("the KL term on the real test split (nats per image, >= 0)", 0.0, None),
+    "active_units": ("active latent units (a count >= 0)", 0, None),
+}
+"""A generative part's metrics (grader.genmeasures, measured with the lab's instrument by
+grader.verify.gen_eval): name -> (what it is, least, greatest). A result carrying any of them
+needs no `test_accuracy`; `summarize` gives each one's mean ± std over seeds."""
+
 
 def pick_device(name: str = "auto") -> "torch.device":
     """`auto` is CUDA when a GPU is visible, else the CPU. Raises GraderError for `cuda`
@@ -86,7 +100,7 @@ def train_return_problem(train: object) -> str | None:
     for node in valued:
         if isinstance(node.value, ast.Dict) and None not in node.value.keys:  # no `**spread`
             keys = {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
-            if len(keys) == len(node.value.keys) and not keys & {"test_accuracy", "runs"}:
+            if len(keys) == len(node.value.keys) and not keys & {"test_accuracy", "runs", *GENERATIVE_METRICS}:
                 return (f"train returns a dict without `test_accuracy` (line {node.lineno + first - 1}: keys "
                         f"{', '.join(sorted(map(str, keys))) or 'none'}); expected the test accuracy as a fraction 0..1")
     return None
@@ -141,10 +155,10 @@ def result_problems(result: object) -> list[str]:
             out.append(f"`best` is {result.get('best')!r}, expected the name of one of `runs`")
         if "best_accuracy" in result and not _fraction(result["best_accuracy"], nan=True):
             out.append(f"`best_accuracy` is {result['best_accuracy']!r}, expected a fraction 0..1")
-    elif "test_accuracy" not in result:
+    elif "test_accuracy" not in result and not set(result) & set(GENERATIVE_METRICS):
         out.append(f"train() returned no `test_accuracy` (keys: {', '.join(map(str, result)) or 'none'}); "
                    f"expected the final test accuracy as a fraction 0..1")
-    elif not _fraction(result["test_accuracy"]):
+    elif "test_accuracy" in result and not _fraction(result["test_accuracy"]):
         out.append(f"`test_accuracy` is {result['test_accuracy']!r}, expected a fraction 0..1 "
                    f"(accuracies are fractions, not percentages)")
     if "test_loss" in result and result["test_loss"] is not None and not (
@@ -159,12 +173,29 @@ def result_problems(result: object) -> list[str]:
         out.append(f"`classes` is {type(result['classes']).__name__}, expected a list of class names")
     if "train_images" in result and not (isinstance(result["train_images"], int) and result["train_images"] >= 0):
         out.append(f"`train_images` is {result['train_images']!r}, expected a count of images")
+    out += _generative_problems(result)
     history = result.get("history")
     if history is not None:
         if not isinstance(history, dict):
             out.append(f"`history` is {type(history).__name__}, expected a dict of per-epoch lists")
         elif "test_accuracy" in history and not _fractions(history["test_accuracy"]):
             out.append("`history.test_accuracy` must be a list of fractions 0..1 (after 0, 1, ... epochs)")
+    return out
+
+
+def _generative_problems(result: dict) -> list[str]:
+    """Why a generative metric of `result` is not a finite number in its range (GENERATIVE_METRICS);
+    None is allowed (not measured: e.g. no conditional accuracy for an unconditional GAN)."""
+    out = []
+    for name, (what, low, high) in GENERATIVE_METRICS.items():
+        v = result.get(name)
+        if v is None:
+            continue
+        whole = isinstance(low, int) and not isinstance(low, float)
+        ok = (isinstance(v, int) and not isinstance(v, bool)) if whole else (_number(v) and math.isfinite(v))
+        slack = 0 if whole else 1e-6  # exp(a mean KL of 0) may round below 1
+        if not ok or (low is not None and v < low - slack) or (high is not None and v > high + slack):
+            out.append(f"`{name}` is {v!r}, expected {what}")
     return out
 
 
@@ -227,6 +258,9 @@ def summarize(runs: list[dict], *, batch_size: int | None = None) -> dict:
                                for c in classes},
         "normalization": runs[0].get("normalization"),
     }
+    for name in GENERATIVE_METRICS:
+        if any(r.get(name) is not None for r in runs):
+            summary[name] = _spread([r.get(name) for r in runs])
     if "validation_accuracy" in runs[0]:
         summary["validation_accuracy"] = _spread([r["validation_accuracy"] for r in runs])
     if all("test_accuracy" in r.get("history", {}) for r in runs):
@@ -330,7 +364,8 @@ def run_reference(lab: str | Path, *, data: Mapping[str, Path], device: str = "a
 def _headline(run: dict) -> str:
     if "best" in run and "best_accuracy" in run:
         return f"best {run['best']} acc {run['best_accuracy']:.3f}"
-    shown = [f"{name} {run[key]:.3f}" for key, name in (("test_accuracy", "test acc"), ("test_loss", "loss"))
+    shown = [f"{name} {run[key]:.3f}" for key, name in (("test_accuracy", "test acc"), ("test_loss", "loss"),
+                                                         *((m, m.replace("_", " ")) for m in GENERATIVE_METRICS))
              if isinstance(run.get(key), (int, float))]
     return " ".join(shown) or "done"
 

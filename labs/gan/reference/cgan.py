@@ -19,7 +19,7 @@ from torch import nn
 
 from .common import BASE, load_train, measure, seed_all, train_gan
 
-hyp = {**BASE, "epochs": 10, "hidden_g": (256, 512), "hidden_d": (512, 256), "dropout_d": 0.3, "classes": 10}
+hyp = {**BASE, "epochs": 20, "hidden_g": (256, 512), "hidden_d": (512, 256), "dropout_d": 0.3, "classes": 10}
 """common.BASE (units there); hidden widths; D's dropout probability; label classes."""
 
 

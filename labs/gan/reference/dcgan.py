@@ -20,7 +20,7 @@ from torch import nn
 
 from .common import BASE, load_train, measure, seed_all, train_gan
 
-hyp = {**BASE, "epochs": 3, "channels": 32, "kernel": 5}
+hyp = {**BASE, "epochs": 5, "channels": 32, "kernel": 5}
 """common.BASE (units there); channels: G's last hidden and D's first feature maps (the other
 has twice as many); kernel: the side of every (transposed) convolution, stride 2."""
 

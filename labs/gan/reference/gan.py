@@ -18,7 +18,7 @@ from torch import nn
 
 from .common import BASE, load_train, measure, seed_all, train_gan
 
-hyp = {**BASE, "epochs": 10, "hidden_g": (256, 512), "hidden_d": (512, 256)}
+hyp = {**BASE, "epochs": 20, "hidden_g": (256, 512), "hidden_d": (512, 256)}
 """common.BASE (units there); hidden layer widths of G and D."""
 
 

@@ -8,8 +8,9 @@ Each sample is a real notebook, written the way students write these labs (the P
 example; the usual MNIST GAN, cGAN and DCGAN notebooks: a DataLoader over torchvision's MNIST,
 D and G losses printed and plotted, figures drawn with matplotlib), that trains briefly on real
 MNIST so that `dllab demo --lab vae|gan` grades the whole class in a few minutes: the VAE 3
-epochs over the 60000 training images, the MLP GAN and cGAN 2 epochs over a 30000-image Subset
-(a BatchNorm in G's last hidden layer: digits sooner), the DCGAN 2 epochs over a 20000-image
+epochs over the 60000 training images, the MLP GAN 2 epochs over a 30000-image Subset (a
+BatchNorm in G's last hidden layer: digits sooner), the cGAN 2 epochs over the 60000 (its D also
+taught that a real image with a wrong label is fake), the DCGAN 2 epochs over a 20000-image
 Subset. Each still shows what it is built to show:
 
   vae  0160001  complete: the example's VAE, its printed losses, reconstructions, samples, a latent scatter
@@ -264,6 +265,8 @@ def vae_samples() -> dict[str, dict[str, str]]:
 # GAN lab: an MLP GAN, a cGAN (one-hot label into G and D) and a DCGAN
 
 def _gan_data(n_train: int) -> str:
+    subset = (f"trainset = torch.utils.data.Subset(trainset, range(min({n_train}, len(trainset))))  # a subset, to run fast\n"
+              if n_train < 60000 else "")
     return f'''
 import torch
 import torch.nn as nn
@@ -280,8 +283,7 @@ batch_size = 64
 
 transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
 trainset = torchvision.datasets.MNIST(root='./data', train=True, download=True, transform=transform)
-trainset = torch.utils.data.Subset(trainset, range(min({n_train}, len(trainset))))  # a subset, to run fast
-dataloader = torch.utils.data.DataLoader(trainset, batch_size=batch_size, shuffle=True, drop_last=True)
+{subset}dataloader = torch.utils.data.DataLoader(trainset, batch_size=batch_size, shuffle=True, drop_last=True)
 print(len(trainset), "training images")
 '''
 
@@ -458,8 +460,7 @@ for epoch in range(epochs):
 
         # (1) update D: maximize log(D(x)) + log(1 - D(G(z)))
         optimizerD.zero_grad()
-        errD = criterion(netD(real{d_args}), ones) + criterion(netD(fake.detach(){d_args}), zeros)
-        errD.backward()
+{errD}        errD.backward()
         optimizerD.step()
 
         # (2) update G: maximize log(D(G(z)))
@@ -473,6 +474,17 @@ for epoch in range(epochs):
         if i % 100 == 0:
             print(f"[Epoch {{epoch + 1}}/{{epochs}}] [Batch {{i}}/{{len(dataloader)}}] D loss: {{errD.item():.4f}} G loss: {{errG.item():.4f}}")
 '''
+
+_ERR_D = """        errD = criterion(netD(real), ones) + criterion(netD(fake.detach()), zeros)
+"""
+# the cGAN's D also sees real images with a wrong label as fake (the matching-aware D of Reed
+# et al. 2016): it must read the label from the start, and G follows the label within the
+# demo's two epochs (without it the label was still ignored after two epochs)
+_ERR_D_COND = """        # a real image with a wrong label is fake too (matching-aware D, Reed et al. 2016): D must read the label
+        wrong = F.one_hot((labels.to(device) + torch.randint(1, n_classes, (b,), device=device)) % n_classes, n_classes).float()
+        errD = criterion(netD(real, onehot), ones) + 0.5 * criterion(netD(fake.detach(), onehot), zeros) \\
+            + 0.5 * criterion(netD(real, wrong), zeros)
+"""
 
 _GAN_CURVE = r'''
 plt.figure(figsize=(8, 4))
@@ -517,10 +529,10 @@ def gan_notebook(kind: str) -> nbformat.NotebookNode:
     """`kind`: gan, gan-collapsed, cgan, cgan-ignored or dcgan."""
     conditional = kind.startswith("cgan")
     conv = kind == "dcgan"
-    n_train, epochs = (20000, 2) if conv else (30000, 2)
+    n_train, epochs = (20000, 2) if conv else (60000, 2) if conditional else (30000, 2)
     zshape = "b, latent_dim, 1, 1" if conv else "b, latent_dim"
     loop = _GAN_LOOP.format(
-        epochs=epochs, zshape=zshape,
+        epochs=epochs, zshape=zshape, errD=_ERR_D_COND if conditional else _ERR_D,
         cond="        onehot = F.one_hot(labels.to(device), n_classes).float()\n" if conditional else "",
         g_args=", onehot" if conditional else "", d_args=", onehot" if conditional else "")
     cells = [("md", "## Data"), ("code", _gan_data(n_train)), ("md", "## Generator and discriminator"),

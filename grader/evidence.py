@@ -55,6 +55,11 @@ _HIST = {"source": "str", "bins": _INT, "n": "count", "min": _NUM, "max": _NUM, 
 _AXES = {"kind": "str", "title": _STR, "xlabel": _STR, "ylabel": _STR, "n_lines": "int",
          "n_images": "int", "hists": ("list", _HIST)}
 _OUT_AT = ("opt", ("list", "count"))  # [start, end]: characters the cell had written to stdout
+# generative labs (grader/probe/rec_genlog.py): where a figure's images came from, its lines
+_ORIGIN = ("opt", {"role": "str", "capture_class": _STR, "model_ref": _INT, "why": _STR})
+_LINE = {"axes": "int", "label": _STR, "title": _STR, "ylabel": _STR, "n": "count",
+         "x": ("list", ("opt", "num")), "y": ("list", ("opt", "num"))}
+ORIGIN_ROLES = ("samples", "reconstructions", "class-grid", "latent", "data", "unknown")
 _SESSION = {"model": _INT, "loader": _INT, "dataset": _INT, "split": _STR, "samples": "int",
             "batches": "int", "grad_enabled": "bool", "training": "bool",
             "loss": _STR, "loss_sum": _NUM, "loss_n": "count", "out_at": _OUT_AT}
@@ -65,7 +70,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "probe-error": {"where": "str", "error": "str", "of": _STR},
     "probe-limit": {"what": "str"},
     "figure": {"trigger": "str", "fig_kind": "str", "n_axes": "int", "axes": ("list", _AXES),
-               "subjects": ("list", "str"), "suptitle": _STR, "saved_as": _STR, "png": _STR},
+               "subjects": ("list", "str"), "suptitle": _STR, "saved_as": _STR, "png": _STR,
+               "origin": _ORIGIN, "lines": ("list", _LINE)},
     "normalize": {"mean": _NUMS, "std": _NUMS, "cls": "str"},
     "dataset": {"class": "str", "module": "str", "via": "str", "root": _STR, "train": _BOOL,
                 "split": _STR, "length": _INT, "num_classes": _INT,
@@ -86,6 +92,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                         "n_changes": "int", "model": _INT, "models": ("list", "int"),
                         "cells": ("list", _INT), "checksum_start": _NUMS, "checksum_now": _NUMS,
                         "lr_first": _VALUE, "out_at": _OUT_AT},
+    # [loader pass, steps, mean, min, max, last] of the losses back-propagated before its steps
+    "optimizer-stepped": {"ref": _INT, "stepped": ("list", ("list", ("opt", "num")))},
     "scheduler": {"type": "str", "module": "str", "optimizer": _INT,
                   "params": ("map", _VALUE)},
     "scheduler-state": {"ref": _INT, "steps": "int", "last_lr": _NUMS},
@@ -281,11 +289,14 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
     by_id = {e["id"]: e for e in events}
     names: dict[int, list[str]] = {}
     state: dict[int, dict[str, Any]] = {}
+    stepped: dict[int, list[list[Any]]] = {}
     for e in events:
         if e["kind"] == "bind" and e.get("ref") is not None:
             names[e["ref"]] = e.get("names", [])
         elif e["kind"] in ("optimizer-state", "scheduler-state") and e.get("ref") is not None:
             state[e["ref"]] = e  # the latest wins
+        elif e["kind"] == "optimizer-stepped" and e.get("ref") is not None:
+            stepped[e["ref"]] = [r for r in e.get("stepped") or [] if _stepped_row(r)][:500]
 
     def of(ref: Any, kind: str) -> dict[str, Any] | None:
         e = by_id.get(ref) if isinstance(ref, int) else None
@@ -341,7 +352,7 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
                                    "subjects": e.get("subjects", []), "title": title, "png": png,
                                    "trigger": e.get("trigger"),
                                    "axes_kinds": [a.get("kind") for a in axes],
-                                   "hists": _hists(axes)})
+                                   "hists": _hists(axes), **_origin_keys(e)})
         elif kind == "normalization":
             applied.add(e.get("normalize"))
             out["normalization"].append({"mean": e.get("mean"), "std": e.get("std"),
@@ -387,7 +398,8 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
                 "checksum_start": s.get("checksum_start"), "checksum_now": s.get("checksum_now"),
                 # lr of its first step; [first step, last step] in characters of the stdout of
                 # the cells it first and last stepped in (cells_stepped[0], cells_stepped[-1])
-                **{k: s[k] for k in ("lr_first", "out_at") if s.get(k) is not None}})
+                **{k: s[k] for k in ("lr_first", "out_at") if s.get(k) is not None},
+                **({"stepped": stepped[ref]} if ref in stepped else {})})
         elif kind == "scheduler":
             s = state.get(ref, {})
             opt = of(e.get("optimizer"), "optimizer")
@@ -422,6 +434,32 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
     kinds = Counter(e["kind"] for e in events)
     out["probe"] = {"events": len(events), "errors": kinds["probe-error"],
                     "limit_hit": kinds["probe-limit"] > 0, "started": kinds["probe-start"] > 0}
+    return out
+
+
+def _stepped_row(r: Any) -> bool:
+    """[serial, n, mean, min, max, last]: whole serial, n >= 1, min <= mean <= max (None: a
+    value the probe could not write, not finite)."""
+    if not (isinstance(r, list) and len(r) == 6 and isinstance(r[0], int) and isinstance(r[1], int) and r[1] >= 1):
+        return False
+    mean, lo, hi = r[2], r[3], r[4]
+    if None in (mean, lo, hi):
+        return True
+    eps = 1e-6 * max(1.0, abs(lo), abs(hi))
+    return lo - eps <= mean <= hi + eps
+
+
+def _origin_keys(e: dict[str, Any]) -> dict[str, Any]:
+    """A figure's `origin` (an unknown role read as "unknown") and `lines`, when the probe gave them."""
+    out: dict[str, Any] = {}
+    origin = e.get("origin")
+    if isinstance(origin, dict):
+        role = origin.get("role") if origin.get("role") in ORIGIN_ROLES else "unknown"
+        out["origin"] = {**origin, "role": role}
+        if e.get("saved_as"):  # the file torchvision's save_image wrote, which names the figure
+            out["saved_as"] = e["saved_as"]
+    if e.get("lines"):
+        out["lines"] = e["lines"][:32]
     return out
 
 

@@ -23,6 +23,8 @@ MAX_FILES = 2000
 PROBE_FILES: tuple[re.Pattern[str], ...] = (
     re.compile(r"events\.jsonl"),  # the probe's events (grader.collect reads them, capped)
     re.compile(r"verify/spec\.json"), re.compile(r"verify/model\.pt"),  # grader.verify's input
+    # a generative lab's captures (grader.probe.rec_gen; grader.verify.generative reads them)
+    re.compile(r"verify/gen\.json"), re.compile(r"verify/g\d{1,2}(-encode|-decode)?\.pt"),
     re.compile(r"fig/fig-\d{4,6}\.png"),  # the probe's figure renderings (grader.evidence.PNG_NAME)
     # the models of the notebook's other datasets, then one per training run (grader.verify.runs)
     re.compile(r"verify/more\d\.json"), re.compile(r"verify/more\d\.pt"), re.compile(r"verify/run\d{1,2}\.pt"),

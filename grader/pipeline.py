@@ -189,9 +189,24 @@ def run_cache_key(path: Path, rel: str, settings: GradeSettings, rubric, *, inpu
                        "limits": rubric.limits.model_dump(mode="json"), "mode": settings.mode,
                        # a run without a GPU (a `needs-gpu` failure) must not answer for one with
                        "gpu": bool(settings.gpus),
-                       "sandbox": settings.sandbox, "mounts": {k: list(v.mount) for k, v in rubric.datasets.items()}},
+                       "sandbox": settings.sandbox, "mounts": {k: list(v.mount) for k, v in rubric.datasets.items()},
+                       # measured generative models depend on the rubric's settings and the instrument's weights
+                       **({"generative": {**rubric.generative.model_dump(mode="json"),
+                                          "weights": _instrument_digest(rubric.generative.instrument)}}
+                          if getattr(rubric, "generative", None) is not None else {})},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _instrument_digest(name: str) -> str:
+    """sha256 of the instrument's weights (grader.instruments), or why there is none."""
+    from grader.instruments import InstrumentError, load
+
+    try:
+        weights = load(name).weights
+        return hashlib.sha256(weights.read_bytes()).hexdigest()
+    except (InstrumentError, OSError) as exc:
+        return f"unavailable: {type(exc).__name__}"
 
 
 @functools.lru_cache(maxsize=4)
@@ -263,7 +278,10 @@ def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settin
     # (`verified_runs`); the notebook gives the cells' stdout to cut and the code (saved: the student's).
     from grader.runrecords import runs_for
 
-    ev["runs"] = runs_for(ev, path if ev.get("mode") == "saved" else run_dir / "executed.ipynb")
+    notebook = path if ev.get("mode") == "saved" else run_dir / "executed.ipynb"
+    ev["runs"] = runs_for(ev, notebook)
+    if rubric.generative is not None:  # D/G losses, a VAE's loss, recon and KL as printed
+        _generative_curves(ev, notebook)
     # What the run leaves on the host is bounded as written (grader.hostbudget); the cache copy
     # below is of the same bounded files.
     ev = hostbudget.bound_evidence(ev)
@@ -358,6 +376,26 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
         shutil.copyfile(src, figures / src.name)
     shutil.rmtree(probe_dir / "fig", ignore_errors=True)
     return ev
+
+
+def _generative_curves(ev: dict[str, Any], notebook: Path) -> None:
+    """Adds the loss curves of a generative lab's notebook (grader.parsers.genlogs: D and G losses,
+    a VAE's loss, reconstruction and KL terms, as printed) to `ev["metrics"]["curves"]`, keeping
+    any series already there. Only for labs with `generative:`: elsewhere a printed `MSE: 0.3`
+    is not a loss curve. A notebook that cannot be read adds nothing."""
+    from grader.nbread import UnreadableNotebook, read_notebook
+    from grader.parsers.genlogs import gen_curves, notebook_texts
+
+    if notebook.suffix.lower() == ".py" or not notebook.is_file():
+        return
+    try:
+        nb = read_notebook(notebook).nb
+    except (UnreadableNotebook, OSError, ValueError):
+        return
+    metrics = ev.setdefault("metrics", {})
+    curves = metrics.setdefault("curves", {})
+    for series, points in gen_curves(notebook_texts(nb)).items():
+        curves.setdefault(series, points)
 
 
 def _with_probe_dir(startup: str) -> str:

@@ -345,8 +345,9 @@ class Generative(_Model):
     a classifier trained on real data, the grader's instrument (grader.instruments), in a fresh
     sandbox (grader.verify.generative). Absent: nothing generative is captured or measured."""
 
-    instrument: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")] = "mnist-classifier"
-    """A registered instrument's name (grader.instruments.INSTRUMENTS)."""
+    instrument: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    """A registered instrument's name (grader.instruments.INSTRUMENTS), e.g. the classifier of the
+    dataset the generators imitate."""
     samples: Annotated[int, Field(strict=True, ge=100, le=50000)] = 10000
     """Samples drawn from each captured generator (and decoder) for the measures."""
     seed: Annotated[int, Field(strict=True, ge=0)] = 0

@@ -23,7 +23,8 @@ ALLOWED: dict[tuple[str, str], str] = {
 }
 # grader/samples/ writes LAB01's sample submissions: notebook cells and reports as a student
 # writes them (paths, imports, prose), lab data kept as code until it moves to labs/lab1/samples.
-ALLOWED_DIRS = ("samples",)
+# grader/instruments/ holds models trained on one dataset (the MNIST classifier): named by it.
+ALLOWED_DIRS = ("samples", "instruments")
 
 
 def dataset_literals(path: Path) -> list[tuple[int, str]]:

@@ -46,6 +46,7 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "grader.probe.rec_export._Refusal": (("the model has a hook",), {}),
     "grader.verify.spec.NotVerified": (("no test split",), {}),
     "grader.verify.host.OutOfTime": (("the evaluator ran past 60 s",), {}),
+    "grader.instruments.InstrumentError": (("the instrument 'x' is not trained",), {}),
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,14 @@ from torch import nn
 from grader import genmeasures as gm
 from grader.execute import SandboxLimits, SandboxSpec
 from grader.rubric import Generative
-from grader.verify import gen_eval
+from grader.verify import gen_eval, gen_sandbox
 from grader.verify.gen_json import capture_record, read_gen
-from grader.verify.generative import measure, sample_measures, vae_measures
+from grader.verify.generative import (
+    measure,
+    reference_metrics,
+    sample_measures,
+    vae_measures,
+)
 from grader.verify.spec import NotVerified
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
@@ -44,6 +50,14 @@ class BrightnessInstrument(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([x.mean(dim=(1, 2, 3)), x.std(dim=(1, 2, 3)), x[:, :, :14].mean(dim=(1, 2, 3)),
                             x[:, :, :, :14].mean(dim=(1, 2, 3))], 1)
+
+
+class OnePassInstrument(BrightnessInstrument):
+    """The same instrument with `classify`: logits and features in one pass."""
+
+    @torch.jit.export
+    def classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward(x), self.features(x) * 1.0
 
 
 def _phi(z: torch.Tensor) -> torch.Tensor:
@@ -86,6 +100,27 @@ class FollowsOneHot(nn.Module):
 class IgnoresLabel(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return _phi(z[:, 0])[:, None, None, None].expand(z.shape[0], 1, 28, 28)
+
+
+class Endless(nn.Module):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = z[:, :1]
+        for _ in range(1 << 40):
+            x = x * 1.0
+        return x.expand(z.shape[0], 784)
+
+
+class BatchStats(nn.Module):
+    """Even over the bands on batch statistics (training mode); its running mean, far off, makes
+    every eval-mode sample black."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(1, affine=False)
+        self.bn.running_mean.fill_(50.0)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return _phi(self.bn(z[:, :1])[:, 0])[:, None].expand(z.shape[0], 784)
 
 
 class DCGen(nn.Module):
@@ -160,7 +195,7 @@ def instrument(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     real = {"n": 2000, "accuracy": 1.0, "classifier_score": s["classifier_score"],
             "coverage": gm.class_coverage(s["predicted"]), "diversity": s["diversity"],
             "feature_dim": 4, "feature_mean": s["feature_mean"], "feature_cov": s["feature_cov"]}
-    prov = {"name": "mnist-classifier", "test_accuracy": 0.995, "real": real}
+    prov = {"name": "mnist-classifier", "test_accuracy": 0.995, "real": real, "data": {"name": "mnist"}}
     (folder / "mnist-classifier.json").write_text(json.dumps(prov), encoding="utf-8")
     for p in (folder, *folder.iterdir()):
         p.chmod(0o755 if p.is_dir() else 0o644)
@@ -180,6 +215,8 @@ def test_an_even_generator_covers_every_digit_and_scores_near_ten(instrument: tu
     assert m["coverage"]["classes"] == 10 and m["coverage"]["max_share"] < 0.14
     assert m["classifier_score"] > 8.0 and not m["collapse"]["flag"] and m["conditional"] is None
     assert m["frechet_distance"] < 0.01 and 0.9 < m["diversity_ratio"] < 1.1
+    assert reference_metrics(m) == {"classifier_score": m["classifier_score"], "coverage_classes": 10,
+                                    "max_share": m["coverage"]["max_share"], "frechet_distance": m["frechet_distance"]}
     # the same formulas as grader.genmeasures: one code for students and references
     assert s["classifier_score"] == pytest.approx(gm.classifier_score(np.eye(10)[s["predicted"]] * 0.98 + 0.002),
                                                   rel=0.2)
@@ -197,6 +234,9 @@ def test_the_numbers_depend_on_the_seed_not_on_the_batch(instrument: tuple[Path,
                                           batch=batch) for seed, batch in ((0, 500), (0, 128), (1, 500)))
     assert a["predicted"] == b["predicted"] and a["classifier_score"] == pytest.approx(b["classifier_score"])
     assert a["predicted"] != c["predicted"]
+    one_pass = _script(OnePassInstrument())
+    d = gen_eval.measure_generator(lambda z, y: g(z), instrument=one_pass, n=1500, seed=0, latent_shape=[8])
+    assert d["predicted"] == a["predicted"] and np.allclose(d["feature_cov"], a["feature_cov"])
 
 
 def test_a_collapsed_generator_is_flagged(instrument: tuple[Path, dict]) -> None:
@@ -264,11 +304,24 @@ def test_conv_layers_are_read_from_scripted_traced_and_exported_graphs() -> None
     want = [["conv_transpose", [7, 7], [1, 1]], ["conv_transpose", [4, 4], [2, 2]], ["conv_transpose", [4, 4], [2, 2]]]
     g = DCGen().eval()
     z = torch.randn(2, 8, 1, 1)
-    assert gen_eval._gen_conv_layers(torch.jit.script(g), "torchscript") == want
-    assert gen_eval._gen_conv_layers(torch.jit.trace(g, z, check_trace=False), "torchscript") == want
-    assert gen_eval._gen_conv_layers(torch.export.export(g, (z,)).module(), "export") == want
+    assert gen_sandbox._gen_conv_layers(torch.jit.script(g), "torchscript") == want
+    assert gen_sandbox._gen_conv_layers(torch.jit.trace(g, z, check_trace=False), "torchscript") == want
+    assert gen_sandbox._gen_conv_layers(torch.export.export(g, (z,)).module(), "export") == want
     d = torch.jit.script(Disc().eval())
-    assert gen_eval._gen_conv_layers(d, "torchscript") == [["conv", [4, 4], [2, 2]], ["conv", [7, 7], [1, 1]]]
+    assert gen_sandbox._gen_conv_layers(d, "torchscript") == [["conv", [4, 4], [2, 2]], ["conv", [7, 7], [1, 1]]]
+
+
+def test_the_sandbox_script_is_self_contained() -> None:
+    import ast
+
+    text = gen_sandbox.source()
+    tree = ast.parse(text)
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= {"typing", "os", "json", "math", "traceback", "hashlib", "contextlib", "numpy", "torch", "sys"}
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert {c for c in called if c.startswith(("_gen", "_eval", "measure_"))} <= defined
 
 
 # ---------------------------------------------------------------- gen.json, strictly
@@ -331,7 +384,7 @@ def _probe(tmp_path: Path, models: dict[str, tuple[torch.jit.ScriptModule | byte
     verify = tmp_path / "probe" / "verify"
     verify.mkdir(parents=True)
     captures = []
-    for cid, (model, entry) in models.items():
+    for model, entry in models.values():
         for key, name in entry.get("files", {}).items():
             m = model if key == "forward" else model[key]  # type: ignore[index]
             if isinstance(m, dict):
@@ -382,6 +435,8 @@ def test_a_submissions_generators_vae_and_discriminator_are_measured(tmp_path: P
     assert g0["facts"]["params"] == 8 * 784 + 784 and g0["facts"]["ops"].get("linear") == 1
     assert g1["conditional"]["accuracy"] < 0.2 and not g1["collapse"]["flag"]
     assert g2["vae"]["kl"] == pytest.approx(KNOWN_KL) and g2["vae"]["recon"] == pytest.approx(784 * LN2)
+    assert reference_metrics(g2)["kl"] == pytest.approx(KNOWN_KL) and reference_metrics(g2)["active_units"] == 0
+    assert reference_metrics(g1)["conditional_accuracy"] == g1["conditional"]["accuracy"]
     assert g2["vae"]["n"] > 0 and g2["vae"]["active_units"] == 0 and g2["vae"]["decoder_output"] == "probabilities"
     assert g2["collapse"]["flag"] and g2["output_map"] == "0..1: as is"  # its decoder draws one grey image
     assert g4["facts"]["layers"] == [["conv_transpose", [7, 7], [1, 1]], ["conv_transpose", [4, 4], [2, 2]],
@@ -404,7 +459,7 @@ def test_what_cannot_be_measured_gets_a_reason_never_an_exception(tmp_path: Path
     g0, g1, g2 = block["measures"]
     assert "pickled model (torch.save)" in g0["reason"] and "g0.pt" in g0["reason"]
     assert "reason" not in g1 and g1["coverage"]["classes"] == 10
-    assert "not mounted" in g2["vae_reason"] and "no decode method" in g2["samples_reason"] and "reason" in g2
+    assert g2["vae_reason"].startswith("the MNIST test split is not mounted") and "no decode method" in g2["samples_reason"] and "reason" in g2
     # a malformed gen.json: a reason for the whole block
     (tmp_path / "b" / "probe" / "verify").mkdir(parents=True)
     (tmp_path / "b" / "probe" / "verify" / "gen.json").write_text("{not json", encoding="utf-8")
@@ -441,7 +496,7 @@ def test_the_measuring_sandbox_is_confined_and_timed(tmp_path: Path, instrument:
 
     try:
         sandbox.check_bwrap()
-    except Exception as exc:  # pragma: no cover - depends on the host
+    except Exception as exc:  # noqa: BLE001 - pragma: no cover, depends on the host
         pytest.skip(f"bubblewrap unusable here: {exc}")
     models = {"g0": (_script(Even()), _entry("g0")),
               "g1": (_script(FollowsLabel()), _entry("g1", role="cgenerator", label_input="index", label_position=1,
@@ -454,3 +509,111 @@ def test_the_measuring_sandbox_is_confined_and_timed(tmp_path: Path, instrument:
     assert block["measures"][0]["coverage"]["classes"] == 10 and block["measures"][1]["conditional"]["accuracy"] == 1.0
     block = _measure(tmp_path, probe, instrument, sandbox="bwrap", samples=500, timeout=0.5)
     assert "no time was left" in block["reason"] and block.get("timed_out") is True
+
+
+def test_a_generator_that_never_returns_is_stopped_at_the_time_given(tmp_path: Path, instrument: tuple[Path, dict]) -> None:
+    import types
+
+    from grader.verify.generative import measure_in_time
+
+    probe = _probe(tmp_path, {"g0": (_script(Endless()), _entry("g0"))})
+    rubric = types.SimpleNamespace(generative=Generative(samples=100, timeout=3.0), limits=None)
+    result = types.SimpleNamespace(started_at=time.time(), startup_s=1.0)
+    started = time.monotonic()
+    block, note = measure_in_time(result, "lab.ipynb", rubric=rubric, limits=SandboxLimits(), submission_end=None,
+                                  run_dir=tmp_path, probe_dir=probe, spec=SandboxSpec(sandbox="none"), data={},
+                                  instruments=instrument[0])
+    assert time.monotonic() - started < 30 and "timed_out" not in block
+    assert "time limit of 3 s" in block["reason"] and "rubric generative.timeout" in block["reason"]
+    assert block["measures"][0]["reason"] == block["reason"]
+    assert note is not None and note["code"] == "sandbox-limit" and "ran past it" in note["message"]
+    # the submission's time already spent: nothing starts
+    block, note = measure_in_time(result, "lab.ipynb", rubric=rubric, limits=SandboxLimits(),
+                                  submission_end=time.time() - 120, run_dir=tmp_path, probe_dir=probe,
+                                  spec=SandboxSpec(sandbox="none"), data={}, instruments=instrument[0])
+    assert "no time was left" in block["reason"] and note is not None and note["code"] == "submission-time"
+    assert "could not start" in note["message"]
+
+
+def test_a_batchnorm_generator_is_not_called_collapsed_for_the_mode_the_grader_chose(
+        tmp_path: Path, instrument: tuple[Path, dict]) -> None:
+    traced = torch.jit.trace(BatchStats().eval(), torch.randn(4, 8), check_trace=False)
+    models = {"g0": (_script(BatchStats()), _entry("g0", output_range=[0.0, 1.0])),
+              "g1": (traced, _entry("g1", output_range=[0.0, 1.0], format={"forward": "trace"}))}
+    block = _measure(tmp_path, _probe(tmp_path, models), instrument, samples=1000)
+    g0, g1 = block["measures"]
+    assert g0["batchnorm"].startswith("train: batch statistics of 500 samples (in eval mode, with its running "
+                                      "statistics: digit 0 is 100% of the samples")
+    assert not g0["collapse"]["flag"] and g0["coverage"]["classes"] == 10
+    # a traced graph keeps the mode it was traced in: eval mode only, and what it shows
+    assert "batchnorm" not in g1 and g1["collapse"]["flag"] and g1["coverage"]["most"] == 0
+
+
+def test_the_pipeline_measures_generative_models_only_for_a_lab_that_asks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instrument: tuple[Path, dict], mnist: Path) -> None:
+    """pipeline._execute with the sandboxed run replaced by a stand-in that leaves what the probe's
+    teardown writes (gen.json and a generator): evidence["generative"] for a rubric with
+    `generative:`, None for one without; the captured files are removed after."""
+    import dataclasses
+
+    import nbformat
+
+    from grader import execute, instruments
+    from grader.execute import RunResult
+    from grader.pipeline import GradeSettings, _execute
+    from grader.rubric import load_rubric
+
+    def fake_run(path, *, submission_dir, out_dir, spec, limits, startup_code, teardown_code, deadline):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _probe(out_dir, {"g0": (_script(Collapsed()), _entry("g0"))})
+        result = RunResult(path="gan.ipynb", status="ok", reason="", cells=(), started_at=time.time() - 40,
+                           duration_s=40.0, startup_s=5.0, executed_notebook_path="", log_path="",
+                           figures_kept=0, figures_dropped=0, output_truncated=False,
+                           teardown={"status": "ok", "seconds": 1.0})
+        (out_dir / "run.json").write_text(json.dumps(dataclasses.asdict(result)))
+        return result
+
+    monkeypatch.setattr(execute, "run_notebook", fake_run)
+    monkeypatch.setattr(instruments, "HERE", instrument[0])
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "gan.ipynb")
+    plain = load_rubric(Path(__file__).parent / "labs" / "mnist_mlp" / "rubric.yaml")
+    lab = plain.model_copy(update={"generative": Generative(samples=500)})
+    settings = GradeSettings(rubric_path=Path("rubric.yaml"), out=tmp_path, sandbox="none",
+                             data={"mnist": str(mnist)})
+    ev = _execute(tmp_path / "gan.ipynb", "gan.ipynb", submission_dir=tmp_path, run_dir=tmp_path / "run",
+                  settings=settings, rubric=lab)
+    gen = ev["generative"]
+    assert gen["reason"] is None and gen["instrument"]["name"] == "mnist-classifier"
+    (m,) = gen["measures"]
+    assert m["capture"] == "g0" and m["n"] == 500 and m["collapse"]["flag"]
+    assert not (tmp_path / "run" / "probe" / "verify").exists()
+    ev = _execute(tmp_path / "gan.ipynb", "gan.ipynb", submission_dir=tmp_path, run_dir=tmp_path / "run2",
+                  settings=settings, rubric=plain)
+    assert ev["generative"] is None
+
+
+def test_a_cached_run_answers_only_for_the_same_generative_settings_and_instrument(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instrument: tuple[Path, dict]) -> None:
+    import shutil
+
+    import nbformat
+
+    from grader import instruments
+    from grader.pipeline import GradeSettings, run_cache_key
+    from grader.rubric import load_rubric
+
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "gan.ipynb")
+    plain = load_rubric(Path(__file__).parent / "labs" / "mnist_mlp" / "rubric.yaml")
+    settings = GradeSettings(rubric_path=Path("rubric.yaml"), out=tmp_path)
+    other = tmp_path / "instruments"
+    shutil.copytree(instrument[0], other)
+    monkeypatch.setattr(instruments, "HERE", other)
+
+    def key(rubric: Any) -> str:
+        return run_cache_key(tmp_path / "gan.ipynb", "gan.ipynb", settings, rubric, inputs="x")
+    lab = plain.model_copy(update={"generative": Generative(samples=500)})
+    first = key(lab)
+    assert first == key(lab) and first != key(plain)
+    assert key(plain.model_copy(update={"generative": Generative(samples=1000)})) != first
+    (other / "mnist-classifier.pt").write_bytes(b"retrained")
+    assert key(lab) != first

@@ -154,6 +154,79 @@ class FilesPresent(Params):
                                                       "each match a file")
 
 
+GenRole = Literal["generator", "cgenerator", "vae"]
+"""Which captured generative model an item judges (grader.probe.rec_gen roles): a generator (z ->
+image), a conditional one ((z, label) -> image), a VAE (its decoder applied to noise for samples)."""
+GenArchitecture = Literal["any", "mlp", "conv"]
+"""`conv`: the model's graph has conv or conv_transpose ops; `mlp`: it has none; `any`: either."""
+_ROLE = "which captured model: generator (z -> image), cgenerator ((z, label) -> image) or vae"
+_ARCH = ("conv: its graph has conv or conv_transpose ops, mlp: none, any: either; several matching: the one with "
+         "the most optimizer steps, then the newest")
+
+
+class GeneratedSamples(Params):
+    role: GenRole = Field("generator", description=_ROLE)
+    architecture: GenArchitecture = Field("any", description=_ARCH)
+    score_ratio: Fraction = Field(0.85, description="full points when the classifier score is at least this share "
+                                                    "of the reference's")
+    min_score: Annotated[Number, Field(ge=1)] = Field(
+        7.5, description="classifier score for full points when the reference has none (the real test images "
+                         "score about 9.9 with a digit classifier)")
+    coverage_slack: Annotated[Whole, Field(ge=0)] = Field(
+        1, description="digits the samples may cover fewer than the reference's (without a reference: than all "
+                       "classes) and still earn full points")
+    frechet_ratio: Annotated[Number, Field(ge=1)] = Field(
+        2.0, description="full points when the Fréchet distance is at most this multiple of the reference's")
+    max_frechet: Annotated[Number, Field(gt=0)] | None = Field(
+        None, description="Fréchet distance for full points when the reference has none; default: shown, not graded "
+                          "(it has no scale of its own)")
+    partial_from: Fraction = Field(
+        0.6, description="a measure short of its full-points bar earns partial_credit while it reaches this share of "
+                         "the bar (a distance: while the bar is this share of it)")
+    partial_credit: Fraction = Field(0.5, description="share of a measure's points earned in that band")
+    collapse_credit: Fraction = Field(0.0, description="the most the item earns (a share) when the samples show mode "
+                                                       "collapse (flag mode-collapse)")
+
+
+class ConditionalGeneration(Params):
+    architecture: GenArchitecture = Field("any", description=_ARCH)
+    accuracy_ratio: Fraction = Field(0.9, description="full points when the conditional accuracy is at least this "
+                                                      "share of the reference's")
+    min_accuracy: Fraction = Field(0.8, description="conditional accuracy (0..1) for full points when the reference "
+                                                    "has none")
+    ignored_below: Fraction = Field(0.2, description="at or below this conditional accuracy the generator ignores "
+                                                     "its label (chance is 1 / classes): fail, flag label-ignored")
+    partial_from: Fraction = Field(
+        0.6, description="short of full points, partial_credit while the accuracy reaches this share of the bar")
+    partial_credit: Fraction = Field(0.5, description="share of the points earned in that band")
+
+
+class VaeBound(Params):
+    architecture: GenArchitecture = Field("any", description=_ARCH)
+    nelbo_margin: Annotated[Number, Field(ge=0)] = Field(
+        10.0, description="nats per image above the reference's test negative ELBO that still earn full points")
+    max_nelbo: Annotated[Number, Field(gt=0)] = Field(
+        120.0, description="test negative ELBO (nats per image) for full points when the reference has none (the "
+                           "PyTorch example reaches about 104 after 10 epochs)")
+    partial_margin: Annotated[Number, Field(ge=0)] = Field(
+        30.0, description="nats per image beyond the full-points bar that still earn partial_credit")
+    partial_credit: Fraction = Field(0.5, description="share of the points earned in that band")
+    collapse_credit: Fraction = Field(0.0, description="the most the item earns (a share) on posterior collapse "
+                                                       "(flag posterior-collapse)")
+    printed_tolerance: Annotated[Number, Field(ge=0)] = Field(
+        5.0, description="nats per image the printed test loss (rescaled) may differ from the grader's before it is "
+                         "flagged mismatch for a TA (points do not change)")
+
+
+class GenerativeArchitecture(Params):
+    expect: Literal["dcgan", "cgan", "vae"] = Field(
+        description="dcgan: generator with conv_transpose, batch_norm and relu, discriminator with stride-2 convs and "
+                    "leaky_relu; cgan: the label fed to both networks; vae: encoder giving mu and logvar, the forward "
+                    "sampling with exp and randn or normal")
+    latent: Annotated[Whole, Field(ge=1)] | None = Field(
+        None, description="the latent size the handout asks for (e.g. 20); default: any, recorded")
+
+
 class Manual(Params):
     message: Name | None = Field(None, description="what the student reads until a TA grades the item")
 
@@ -162,6 +235,30 @@ class Custom(Params):
     function: Annotated[str, Strict(), StringConstraints(pattern=FUNCTION_PATTERN)] = Field(
         description="`file.py:function` next to the rubric, called as function(ctx, args) -> Outcome")
     args: dict[str, Any] = Field({}, description="passed to the function as a dict")
+
+
+# ---- generative labs: logged losses and figure origins (grader.checks.genlogs)
+
+
+class LoggedLosses(Params):
+    model: Literal["gan", "vae"] = Field(description="whose losses: gan = the D and G losses; vae = the loss "
+                                                     "(with reconstruction and KL terms when require_terms)")
+    require_terms: Flag = Field(False, description="vae: the reconstruction and KL terms must be logged too")
+    min_points: Annotated[Whole, Field(ge=2)] = Field(2, description="points (distinct epochs or steps) a curve "
+                                                                     "must have")
+    tolerance: Annotated[float, Strict(), Field(ge=0)] = Field(
+        0.5, description="how far (a share of the stepped values' span) a printed loss may lie outside what its "
+                         "optimizer stepped on")
+    not_stepped_credit: Fraction = Field(0.5, description="share of the points when a printed loss is not what "
+                                                          "its optimizer stepped on")
+
+
+class FigureOrigin(Params):
+    want: Literal["samples", "reconstructions", "class-grid", "latent"] = Field(
+        description="what a figure must show, by where its images came from: samples (generator or decoder on "
+                    "noise), reconstructions (a model on test images), class-grid (a conditional generator on "
+                    "labels in order), latent (an encoder's means or a decoder over a lattice of z)")
+# ---- end of generative labs: logged losses and figure origins
 
 
 P = TypeVar("P", bound=Params)

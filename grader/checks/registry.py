@@ -21,7 +21,8 @@ from typing import Any, Callable, Literal, Mapping
 from pydantic import ValidationError
 
 from grader.datasets import registry
-from grader.checks import figures, files, lrstudy, metrics, runcompare, setup
+from grader.checks import figures, files, genarch, generative, genvae, lrstudy, metrics, runcompare, setup
+from grader.checks import genlogs  # generative labs: logged losses, figure origins
 from grader.checks import params as P
 from grader.checks.base import CheckContext, Outcome
 
@@ -118,6 +119,25 @@ KINDS: Mapping[str, CheckKind] = MappingProxyType({k.name: k for k in (
               "submission", ranks_candidates=False,
               example={"factor": "depth", "values": [2, 4], "agree_on": ["width", "optimizer", "lr", "epochs"],
                        "shown": "any"}),
+    # generative labs (issue 16): the host's own measurements of the captured models, so none is
+    # `corroborated`; none but the architecture means anything on stand-in data
+    CheckKind("generated_samples", P.GeneratedSamples, generative.generated_samples,
+              "samples of the captured generator (or VAE decoder) measured by the grader's classifier: classifier "
+              "score, digits covered, Fréchet distance, against the reference's; mode collapse flagged",
+              "part", ranks_candidates=True, judged_in_quick=False,
+              example={"role": "generator", "architecture": "mlp", "score_ratio": 0.85}),
+    CheckKind("conditional_generation", P.ConditionalGeneration, generative.conditional_generation,
+              "how often the conditional generator's G(z, y) is classified as y, against the reference's; a "
+              "generator ignoring its label fails, flagged",
+              "part", ranks_candidates=True, judged_in_quick=False, example={"accuracy_ratio": 0.9}),
+    CheckKind("vae_bound", P.VaeBound, genvae.vae_bound,
+              "the VAE's test negative ELBO recomputed in nats per image on the real test split, its KL term and "
+              "active units, against the reference's; posterior collapse and a printed loss that disagrees flagged",
+              "part", ranks_candidates=True, judged_in_quick=False, example={"nelbo_margin": 10.0}),
+    CheckKind("generative_architecture", P.GenerativeArchitecture, genarch.generative_architecture,
+              "the handout's diagram in the captured graphs: DCGAN layers, a cGAN's label fed to both networks, a "
+              "VAE's reparameterization",
+              "part", ranks_candidates=True, example={"expect": "vae", "latent": 20}),
     CheckKind("model_architecture", P.ModelArchitecture, setup.model_architecture,
               "a model was defined whose last layer has one output per class; not whether it trained",
               "part", ranks_candidates=True, corroborated=True, dataset_fields=("dataset",),
@@ -136,6 +156,16 @@ KINDS: Mapping[str, CheckKind] = MappingProxyType({k.name: k for k in (
     CheckKind("files_present", P.FilesPresent, files.files_present,
               "files matching each pattern are in the submission",
               "submission", ranks_candidates=False, example={"patterns": ["*.ipynb", "report.*"]}),
+    # ---- generative labs: logged losses and figure origins (grader.checks.genlogs)
+    CheckKind("logged_losses", P.LoggedLosses, genlogs.logged_losses,
+              "a GAN's D and G losses (or a VAE's loss, reconstruction and KL) printed or plotted as curves, "
+              "and the printed ones what their optimizer stepped on",
+              "part", ranks_candidates=True, example={"model": "gan"}),
+    CheckKind("figure_origin", P.FigureOrigin, genlogs.figure_origin,
+              "a figure of samples, reconstructions, a per-class grid or the latent space, told apart by where "
+              "its images came from (not by captions)",
+              "part", ranks_candidates=True, example={"want": "samples"}),
+    # ---- end of generative labs: logged losses and figure origins
     CheckKind("manual", P.Manual, setup.manual,
               "graded by a TA (0 points until an override); an optional `hint:` check is shown to the TA",
               "part", ranks_candidates=False, by_hand=True, hint=False, example={}),

@@ -393,6 +393,9 @@ def _record_figure(fig, trigger, fname):
              "saved_as": os.path.basename(os.fspath(fname))
              if isinstance(fname, (str, os.PathLike)) else None,
              "png": _save_png(fig, st)}
+    genlog = sys.modules.get(_core.PROBE_NAME + "_genlog")  # generative labs: `origin`, `lines`
+    if genlog is not None:
+        event.update(genlog.figure_keys(fig))
     _core.emit("figure", event)
 
 

@@ -49,6 +49,7 @@ _kept = []  # optimizer _Recs holding `kept`, oldest first
 _MAX_EVAL_KEPT = 4
 _MAX_EVAL_KEPT_BYTES = 64 * 2**20
 _evals_kept = {}
+step_hooks = []  # called with the optimizer's _Rec after each step (rec_genlog credits the stepped loss)
 
 
 class _Rec:
@@ -528,6 +529,8 @@ def _optimizer_step(opt, args, kwargs):
             rec.models = _owners(groups)
             rec.model = rec.models[0] if rec.models else None
             _keep(rec, groups)
+        for hook in step_hooks:
+            hook(rec)
     except Exception as exc:  # noqa: BLE001
         _core.probe_error("optimizer-step", exc)
 

@@ -399,7 +399,7 @@ def export_for_verification(folder=None):
 def export_generative(folder=None):
     """Teardown entry (see rec_gen.py): capture the generators, discriminators and VAEs the
     notebook trained, in `folder` (default: `verify/` next to the events) as `gen.json` and
-    `gen<k>*.pt`; returns a summary line, or None (nothing done) unless installed with
+    `g<k>.pt` (`g<k>-encode.pt`, `g<k>-decode.pt`); returns a summary line, or None (nothing done) unless installed with
     `generative`. Never raises."""
     if _state is None or os.getpid() != _state.pid or not _state.caps.get("generative"):
         return None

@@ -1,6 +1,7 @@
 """The feedback's optional blocks for labs beyond classification: metrics printed by name
-(ELBO, KL, D/G loss), the training runs of a notebook that trains several, and the generated
-samples it drew. Each view is empty when the evidence has no such part, and the template
+(ELBO, KL, D/G loss), the training runs of a notebook that trains several, the generated
+samples it drew, and the grader's own measures of its generative models. Each view is empty
+when the evidence has no such part, and the template
 shows a block only when its view is not empty, so a LAB01 report does not change."""
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from grader.checks import params as P
+from grader.checks.generative import architecture_of, reference_value
+from grader.checks.genvae import batch_sizes, printed_test_loss, printed_vs_measured
+from grader.genmeasures import KL_COLLAPSED_NATS, PRESENT_SHARE
 from grader.report import charts
 from grader.report.figures import THUMB_WIDTH, _thumbnail
 from grader.report.text import clean, num
@@ -202,3 +207,183 @@ def sample_figures(ev: Mapping) -> list[dict[str, Any]]:
         if len(shown) >= MAX_SAMPLES:
             break
     return shown
+
+
+# --------------------------------------------------------------------------- generative measures
+
+MAX_GEN = 8
+"""Captured models listed (the probe keeps at most 8)."""
+LABEL_IGNORED_AT: float = P.ConditionalGeneration.model_fields["ignored_below"].default
+"""Conditional accuracy (a fraction) at or below which the table says the label is ignored:
+conditional_generation's default bar."""
+_METRIC_OF_ROLE = {"generator": "classifier_score", "cgenerator": "conditional_accuracy", "vae": "nelbo"}
+
+
+def _fmt(value: object, how: str) -> str:
+    """A measured number as the table shows it: `pct` a fraction as 93.0 %, `int`, or digits."""
+    x = num(value)
+    if x is None:
+        return "–"
+    if how == "pct":
+        return f"{100 * x:.1f} %"
+    if how == "int":
+        return f"{x:,.0f}"
+    return f"{x:.{how}f}"
+
+
+def _declares(part: Mapping, key: str) -> object:
+    """What a reference part's runs say of themselves (`role`, `architecture`), when they do."""
+    runs = part.get("runs") if isinstance(part.get("runs"), list) else []
+    return next((r.get(key) for r in runs if isinstance(r, Mapping) and r.get(key) is not None), None)
+
+
+def generative_reference(measure: Mapping, ref_parts: Mapping,
+                         own_part: str | None = None) -> tuple[str | None, Mapping]:
+    """The reference part a captured model is compared with: among the parts that have its
+    role's metric (a conditional generator's `conditional_accuracy`, a VAE's `nelbo`, a plain
+    generator's `classifier_score` with neither) and, where the reference's
+    runs declare a `role` / `architecture`, the ones that match it (those declaring its
+    architecture first); the only one left, else the notebook's own part among them; (None, {})
+    when that does not decide."""
+    role = str(measure.get("role"))
+    metric = _METRIC_OF_ROLE.get(role)
+    if metric is None:
+        return None, {}
+    arch = architecture_of(measure.get("facts"))
+    found = {}
+    for pid, part in (ref_parts or {}).items():
+        if not isinstance(part, Mapping) or reference_value(part, metric) is None:
+            continue
+        if role == "generator" and any(reference_value(part, k) is not None for k in ("conditional_accuracy", "nelbo")):
+            continue
+        if _declares(part, "role") not in (None, role) or \
+                (arch and _declares(part, "architecture") not in (None, arch)):
+            continue
+        found[str(pid)] = part
+    declared = {pid: part for pid, part in found.items() if arch and _declares(part, "architecture") == arch}
+    found = declared or found  # a part that says it is this architecture before one that says nothing
+    if len(found) == 1:
+        return next(iter(found.items()))
+    if own_part in found:
+        return own_part, found[own_part]
+    return None, {}
+
+
+def _sample_rows(m: Mapping, ref: Mapping, real: Mapping, inst: Mapping) -> list[dict[str, Any]]:
+    cov = m.get("coverage") if isinstance(m.get("coverage"), Mapping) else {}
+    real_cov = real.get("coverage") if isinstance(real.get("coverage"), Mapping) else {}
+    shares = cov.get("shares") if isinstance(cov.get("shares"), list) else []
+    classes = len(shares) or 10
+    most = f" (digit {cov['most']})" if isinstance(cov.get("most"), int) else ""
+    rows = [("classifier score", f"exp of mean KL, 1 to {classes}", _fmt(m.get("classifier_score"), "2"),
+             _fmt(reference_value(ref, "classifier_score"), "2"), _fmt(real.get("classifier_score"), "2")),
+            ("digits covered", f"of {classes}, each ≥ {100 * PRESENT_SHARE:.0f} % of samples",
+             _fmt(cov.get("classes"), "int"), _fmt(reference_value(ref, "coverage_classes"), "int"),
+             _fmt(real_cov.get("classes"), "int")),
+            ("most frequent digit", "share of samples", _fmt(cov.get("max_share"), "pct") + most,
+             _fmt(reference_value(ref, "max_share"), "pct"), _fmt(real_cov.get("max_share"), "pct")),
+            ("Fréchet distance", "classifier features, squared", _fmt(m.get("frechet_distance"), "2"),
+             _fmt(reference_value(ref, "frechet_distance"), "2"), "0 (itself)"),
+            ("diversity", "mean pairwise distance, pixels 0..1", _fmt(m.get("diversity"), "2"), "–",
+             _fmt(real.get("diversity"), "2"))]
+    c = m.get("conditional") if isinstance(m.get("conditional"), Mapping) else None
+    if c is not None:
+        rows.append(("conditional accuracy", "classified as the digit asked (real data: the classifier's accuracy)",
+                     _fmt(c.get("accuracy"), "pct"), _fmt(reference_value(ref, "conditional_accuracy"), "pct"),
+                     _fmt(inst.get("test_accuracy"), "pct")))
+    return [{"measure": a, "unit": b, "student": s, "reference": r, "real": x} for a, b, s, r, x in rows]
+
+
+def _printed_row(ev: Mapping, cap: Mapping, v: Mapping) -> tuple[str, str, str, str] | None:
+    """The test loss the notebook printed, in nats per image at the scale that fits the measured
+    bound (grader.checks.genvae), as a row; None when it printed none."""
+    shown, nelbo = printed_test_loss(ev), num(v.get("nelbo"))
+    if shown is None or nelbo is None or nelbo <= 0:
+        return None
+    n = v.get("n") if isinstance(v.get("n"), int) else None
+    scale, per_image = printed_vs_measured(shown[0], nelbo, batch_sizes(ev, cap), n)
+    return ("printed test loss", f"nats per image, your {shown[0]:g} read {scale}", _fmt(per_image, "1"), "–")
+
+
+def _vae_rows(v: Mapping, ref: Mapping) -> list[dict[str, Any]]:
+    latent = v.get("latent") if isinstance(v.get("latent"), int) else None
+    rows = [("test negative ELBO", "nats per image", _fmt(v.get("nelbo"), "1"),
+             _fmt(reference_value(ref, "nelbo"), "1")),
+            ("reconstruction term", "nats per image", _fmt(v.get("recon"), "1"),
+             _fmt(reference_value(ref, "recon"), "1")),
+            ("KL term", "nats per image", _fmt(v.get("kl"), "2"), _fmt(reference_value(ref, "kl"), "2")),
+            ("active latent units", f"of {latent}" if latent else "latent dimensions",
+             _fmt(v.get("active_units"), "int"),
+             _fmt(reference_value(ref, "active_units"), "int"))]
+    return [{"measure": a, "unit": b, "student": s, "reference": r, "real": "–"} for a, b, s, r in rows]
+
+
+def _gen_flags(m: Mapping) -> list[str]:
+    """mode collapse, label ignored, posterior collapse: one sentence each, with the numbers."""
+    out = []
+    col = m.get("collapse") if isinstance(m.get("collapse"), Mapping) else {}
+    if col.get("flag") is True:
+        out.append(f"Mode collapse: {clean(col.get('why'), 300) or 'the samples cover few digits'}.")
+    c = m.get("conditional") if isinstance(m.get("conditional"), Mapping) else {}
+    acc = num(c.get("accuracy"))
+    if acc is not None and acc <= LABEL_IGNORED_AT:
+        out.append(f"Label ignored: only {100 * acc:.1f} % of the samples are the digit asked for (chance 10 %).")
+    v = m.get("vae") if isinstance(m.get("vae"), Mapping) else {}
+    kl = num(v.get("kl"))
+    if v.get("posterior_collapse") is True or (kl is not None and kl <= KL_COLLAPSED_NATS) \
+            or v.get("active_units") == 0:
+        out.append(f"Posterior collapse: KL term {_fmt(kl, '2')} nats per image, "
+                   f"{_fmt(v.get('active_units'), 'int')} active latent units: the decoder ignores z.")
+    return out
+
+
+def generative_view(ev: Mapping, ref_parts: Mapping | None = None,
+                    own_part: str | None = None) -> dict[str, Any] | None:
+    """The grader's measures of a notebook's captured generative models (`ev["generative"]`,
+    grader.verify.generative) for the feedback: per measured model a table (measure, unit, the
+    student's value, the reference's, the real test data's; a VAE's printed test loss beside its
+    bound) and its flags (mode collapse, label ignored, posterior collapse); a model not measured
+    shows why. None when nothing was captured."""
+    gen = ev.get("generative")
+    if not isinstance(gen, Mapping):
+        return None
+    real = gen.get("real") if isinstance(gen.get("real"), Mapping) else {}
+    inst = gen.get("instrument") if isinstance(gen.get("instrument"), Mapping) else {}
+    captures = {c.get("id"): c for c in gen.get("captures") or [] if isinstance(c, Mapping)}
+    models = []
+    for m in (gen.get("measures") or [])[:MAX_GEN]:
+        if not isinstance(m, Mapping):
+            continue
+        cap = captures.get(m.get("capture")) or {}
+        name, cls = cap.get("name") or m.get("name"), cap.get("class")
+        part, ref = generative_reference(m, ref_parts or {}, own_part)
+        sub = [clean(m.get("role"), 20), architecture_of(m.get("facts")) or ""]
+        if isinstance(cap.get("steps"), int):
+            sub.append(f"{cap['steps']:,} optimizer steps")
+        if isinstance(cap.get("latent"), int):
+            sub.append(f"latent {cap['latent']}")
+        if isinstance(m.get("n"), int) and num(m.get("classifier_score")) is not None:
+            sub.append(f"{m['n']:,} samples, seed {clean(m.get('seed'), 12)}")
+        if m.get("output_map"):
+            sub.append(f"outputs {clean(m.get('output_map'), 60)}")
+        rows = []
+        if num(m.get("classifier_score")) is not None:
+            rows += _sample_rows(m, ref, real, inst)
+        if isinstance(m.get("vae"), Mapping):
+            printed = _printed_row(ev, cap, m["vae"])
+            rows = _vae_rows(m["vae"], ref) + rows
+            if printed is not None:
+                rows.insert(1, {"measure": printed[0], "unit": printed[1], "student": printed[2],
+                                "reference": printed[3], "real": "–"})
+        models.append({"title": (f"{clean(name, 40)} ({clean(cls, 40)})" if name and cls else clean(name or cls, 40))
+                       or clean(m.get("capture"), 8),
+                       "sub": " · ".join(s for s in sub if s),
+                       "reference_part": clean(part, 40) if part and rows else "",
+                       "rows": rows, "flags": _gen_flags(m),
+                       "reason": clean(m.get("reason"), 300) if not rows else "",
+                       "notes": [clean(m.get(k), 300) for k in ("samples_reason", "vae_reason") if m.get(k) and rows]})
+    if not models and not gen.get("reason"):
+        return None
+    return {"models": models, "reason": clean(gen.get("reason"), 300) if not models else "",
+            "instrument": clean(inst.get("name"), 40), "instrument_accuracy": num(inst.get("test_accuracy")),
+            "real_n": _fmt(real.get("n"), "int") if num(real.get("n")) else "", "seconds": num(gen.get("seconds"))}

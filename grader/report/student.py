@@ -11,7 +11,7 @@ from typing import Any
 from grader.fsutil import write_bytes_atomic, write_text_atomic
 from grader.intake.problems import FLAG_TEXT as INTAKE_FLAG_TEXT
 from grader.report import charts
-from grader.report.extras import named_metrics, runs_view, sample_figures
+from grader.report.extras import generative_view, named_metrics, runs_view, sample_figures
 from grader.report.figures import figures_view
 from grader.report.pdf import html_to_pdf, stylesheet_text
 from grader.safename import safe_name
@@ -78,6 +78,12 @@ FLAG_TEXT = {
                        "part's dataset (or trained on data the grader could not name); its items wait for a TA"),
     "host-budget": ("a notebook's run wrote more than the grader keeps on disk per notebook; its largest files "
                     "(figures first) were not kept, and items that needed them wait for a TA"),
+    "mode-collapse": ("a generator's samples show mode collapse (one digit dominates, few digits appear, or the "
+                      "samples are near-identical), by the grader's own measurement of the captured generator"),
+    "label-ignored": ("a conditional generator's samples are the digit asked for about as often as chance: it "
+                      "ignores its label, by the grader's own measurement"),
+    "posterior-collapse": ("a VAE's KL term is about zero or no latent unit is active: its decoder ignores z, by the "
+                           "grader's own measurement on the test split"),
     "invalid-evidence": ("the grader could not use what it recorded of a notebook (its evidence file did not "
                          "match the grader's schema); the notebook counts as not run until a TA looks at it"),
     **INTAKE_FLAG_TEXT,
@@ -216,6 +222,7 @@ def notebook_view(ev: Mapping, ref_parts: Mapping, stats: Mapping) -> dict[str, 
         "reference_configs": _configs(summary),
         # optional parts (grader.evidence_model), shown only when the evidence has them
         "named_metrics": named_metrics(metrics), "runs": runs_view(ev.get("runs"), ref_parts), "samples": sample_figures(ev),
+        "generative": generative_view(ev, ref_parts, part_id),
         **_errors(ev.get("errors")),
     }
     if view["runs"] and view["runs"]["exercises"]:

@@ -1,13 +1,13 @@
 """Measuring generative models: runs sandboxed on the captured models, and in-process for references.
 
 The functions here use the standard library, numpy and torch only (no grader imports): the host
-sends them as source to a fresh sandbox (`gen_eval_source()`, like grader.verify.evaluator), and
+sends them as source to a fresh sandbox (grader.verify.gen_sandbox, like grader.verify.evaluator), and
 a reference solution imports them, so a student's numbers and the reference's come from one code.
 
 In-process API (a reference solution's `train()`, `dllab reference run`):
 
 - `measure_generator(generate, *, instrument, n, seed, latent_shape, label_input=None,
-  n_classes=10, batch=500, output_range=None, label_position=1) -> dict`
+  n_classes=10, batch=500, output_range=None) -> dict`
   `generate(z, y)` returns a batch of images for noise `z` (B, *latent_shape), z ~ N(0, I) drawn
   with a `torch.Generator` seeded by `seed`, in chunks of Z_CHUNK samples (so the numbers do not
   depend on `batch`); `y` is None for an unconditional generator, else the labels 0..n_classes-1
@@ -16,7 +16,8 @@ In-process API (a reference solution's `train()`, `dllab reference run`):
   the range of the first batch: 0..1 as is, tanh's -1..1 as (x + 1) / 2, logits by a sigmoid),
   made (B, 1, 28, 28) (a flat 784, (B, 28, 28), three channels averaged, another size resized
   bilinearly) and fed to `instrument` (TorchScript, or its path: `forward(x) -> logits (B, C)`,
-  `features(x) -> (B, D)`). Returns
+  `features(x) -> (B, D)`, or both in one pass from `classify(x) -> (logits, features)` when the
+  instrument has it). Returns
       {"n": int, "seed": int, "output_map": str, "output_range": [min, max] (raw outputs),
        "resize": str | None, "classifier_score": float (1..C, genmeasures.classifier_score),
        "predicted": [n ints] (argmax class per sample, in sample order),
@@ -38,30 +39,29 @@ In-process API (a reference solution's `train()`, `dllab reference run`):
        "latent": K, "decoder_output": "probabilities" | "logits", "likelihood": "bernoulli"}.
 
 Both raise ValueError (or the model's own error) when the model cannot be run as described.
+The tensors given to the model are on the CPU; the model is called as given (put it in eval
+mode first, as the sandbox does after loading). A reference solution, for example:
+
+    inst = grader.instruments.load("mnist-classifier")
+    s = measure_generator(lambda z, y: netG(z.to(dev)).cpu(), instrument=str(inst.weights),
+                          n=10000, seed=0, latent_shape=[100])
+    m = grader.verify.generative.sample_measures(s, real=inst.provenance["real"])
+    metrics = grader.verify.generative.reference_metrics(m)   # classifier_score, coverage_classes, ...
 The host side, grader.verify.generative, turns these into the evidence's measures with
 grader.genmeasures (`sample_measures`, `vae_measures`; usable in-process too).
 
-Sandbox contract (`_gen_main(job.json)`): the folder holds `job.json`, `instrument.pt`,
-`images.npy` (uint8 (N, 28, 28), the test split without labels) and the capture files the job
-names. One JSON line on the original stdout (whatever the models print goes to /dev/null):
-    {"ok": true, "captures": [{"id": "g0", "samples": {...measure_generator's dict...} | {"error": str},
-                               "vae": {...measure_vae's dict...} | {"error": str} (VAE only),
-                               "facts": {"digest", "ops", "ops_complete", "params", "layers"} | {"error": str}}]}
-or {"ok": false, "error": str}. `layers`: [[kind, [kernel dims], [stride dims]], ...] of the
-conv ("conv") and transposed conv ("conv_transpose") operators in graph order, at most MAX_LAYERS.
+The sandbox's job runner, which calls these functions on the captured models, is
+grader.verify.gen_sandbox; `gen_sandbox.source()` sends both to the sandbox.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 Z_CHUNK = 1000
 """Latent noise is drawn this many samples at a time, whatever the model's batch size."""
 DIVERSITY_PAIRS = 2000
 """Pairs of samples whose mean distance is the diversity (genmeasures.mean_pairwise_distance)."""
-MAX_LAYERS = 64
-"""Conv layers listed at most in the facts."""
 IMAGE_SIDE = 28
 """The instrument's input images are (N, 1, IMAGE_SIDE, IMAGE_SIDE)."""
 
@@ -88,7 +88,7 @@ def _gen_as_images(x: Any) -> tuple:
         raise ValueError("the model's output is not a float tensor")
     x = x.detach().to("cpu", torch.float32)
     if x.dim() == 2:
-        side = int(math.isqrt(x.shape[1]))
+        side = math.isqrt(x.shape[1])
         if side * side != x.shape[1]:
             raise ValueError(f"the model's output of shape {list(x.shape)} is not a square image")
         x = x.reshape(x.shape[0], 1, side, side)
@@ -170,6 +170,15 @@ def _gen_load(path: Any) -> Any:
     return path
 
 
+def _gen_classify(inst: Any, x: Any) -> tuple:
+    """(logits (B, C), features (B, D)) of the instrument on images `x`: its `classify(x)` when
+    it has one (one pass), else `forward(x)` and `features(x)`."""
+    if hasattr(inst, "classify"):
+        logits, features = inst.classify(x)
+        return logits, features
+    return inst(x), inst.features(x)
+
+
 def measure_generator(generate: Any, *, instrument: Any, n: int, seed: int, latent_shape: Any,
                       label_input: Any = None, n_classes: int = 10, batch: int = 500,
                       output_range: Any = None) -> dict:
@@ -209,9 +218,9 @@ def measure_generator(generate: Any, *, instrument: Any, n: int, seed: int, late
                     how = _gen_output_map(x, output_range)
                 x = _gen_apply_map(x, how)
                 images[start + s:start + s + len(z)] = x.reshape(len(z), -1).numpy()
-                logits = inst(x)
+                logits, features = _gen_classify(inst, x)
                 probs.append(torch.softmax(logits.to(torch.float64), dim=1).numpy())
-                feats.append(inst.features(x).to(torch.float64).numpy())
+                feats.append(features.to(torch.float64).numpy())
     p = np.concatenate(probs)
     f = np.concatenate(feats)
     if not (np.all(np.isfinite(p)) and np.all(np.isfinite(f))):
@@ -295,191 +304,3 @@ def measure_vae(encode: Any, decode: Any, *, images: Any, batch: int = 500, seed
             "kl_per_dim": [float(v) for v in kl_per_dim], "mu_var": [float(v) for v in m.var(axis=0)],
             "latent": int(m.shape[1]), "decoder_output": decoder_output, "likelihood": "bernoulli",
             "input_shape": shapes[0]}
-
-
-# ---------------------------------------------------------------- the sandbox's side
-
-
-def _gen_conv_layers(model: Any, fmt: str, max_layers: int = 64) -> list:
-    """[[kind, kernel, stride], ...] of the model's convolutions in graph order: kind "conv" or
-    "conv_transpose", kernel the weight's spatial dims, stride read from the graph's constants."""
-    layers: list = []
-    if fmt == "export":
-        for node in model.graph.nodes:
-            name = str(node.target) if node.op == "call_function" else ""
-            if "conv" not in name or len(layers) >= max_layers:
-                continue
-            args = list(node.args)
-            weight = args[1].meta.get("val") if len(args) > 1 and hasattr(args[1], "meta") else None
-            if weight is None:
-                continue
-            transposed = "transpose" in name or (".convolution" in name and len(args) > 6 and args[6] is True)
-            stride = args[3] if len(args) > 3 else [1] * (len(weight.shape) - 2)  # the default left out
-            stride = [stride] * (len(weight.shape) - 2) if isinstance(stride, int) else stride
-            layers.append(["conv_transpose" if transposed else "conv", [int(d) for d in weight.shape[2:]],
-                           [int(s) for s in stride]])
-        return layers
-    modules = dict(model.named_modules())
-    convs = {"aten::conv1d", "aten::conv2d", "aten::conv3d", "aten::conv_transpose1d", "aten::conv_transpose2d",
-             "aten::conv_transpose3d", "aten::_convolution", "aten::convolution"}
-    graph = model.inlined_graph
-    stack = [graph.block()]
-    order = []
-    while stack:
-        for node in stack.pop().nodes():
-            if node.kind() in convs:
-                order.append(node)
-            stack.extend(node.blocks())
-    for node in order[:max_layers]:
-        kind = node.kind()
-        transposed = "transpose" in kind
-        if kind in ("aten::_convolution", "aten::convolution"):
-            transposed = node.inputsAt(6).toIValue() is True
-        path = []
-        value = node.inputsAt(1)
-        while value.node().kind() == "prim::GetAttr":
-            path.append(value.node().s("name"))
-            value = value.node().inputsAt(0)
-        owner = modules.get(".".join(reversed(path[1:])))
-        weight = getattr(owner, path[0], None) if owner is not None and path else None
-        if weight is None:
-            continue
-        value = node.inputsAt(3)
-        stride = value.toIValue()
-        if stride is None and value.node().kind() in ("prim::ListConstruct", "prim::TupleConstruct"):
-            stride = [v.toIValue() for v in value.node().inputs()]
-        if not (isinstance(stride, (list, tuple)) and stride and all(isinstance(s, int) for s in stride)):
-            stride = [0]  # not a constant: unknown
-        stride = [int(s) for s in stride]
-        layers.append(["conv_transpose" if transposed else "conv", [int(d) for d in weight.shape[2:]], stride])
-    return layers
-
-
-def _gen_facts(model: Any, fmt: str) -> dict:
-    """digest, ops, ops_complete (grader.verify.evaluator's `_eval_facts`), params, layers."""
-    facts = _eval_facts(model, fmt)  # noqa: F821 - sent together (gen_eval_source)
-    if "error" in facts:
-        return facts
-    facts.pop("shapes", None)
-    try:
-        facts["params"] = int(sum(p.numel() for p in model.parameters()))
-        facts["layers"] = _gen_conv_layers(model, fmt)
-    except Exception as exc:  # noqa: BLE001 - reported as data
-        return {"error": (type(exc).__name__ + ": " + str(exc))[:300]}
-    return facts
-
-
-def _gen_run(job: dict, folder: str) -> dict:
-    """Measure every capture of the job; one entry per capture, errors as data."""
-    import os
-
-    import numpy as np
-    import torch
-
-    def load(name: str, fmt: str) -> Any:
-        path = os.path.join(folder, name)
-        if fmt == "export":
-            return torch.export.load(path).module()
-        loaded = torch.jit.load(path, map_location="cpu")
-        loaded.eval()
-        return loaded
-
-    def error(exc: BaseException) -> dict:
-        return {"error": (type(exc).__name__ + ": " + str(exc))[:300]}
-
-    instrument = load(job["instrument"], "torchscript")
-    images = None
-    out = []
-    for cap in job["captures"]:
-        entry: dict = {"id": cap["id"]}
-        try:
-            models = {k: load(v, cap["format"][k]) for k, v in cap["files"].items()}
-        except Exception as exc:  # noqa: BLE001 - this capture alone
-            entry["error"] = error(exc)["error"]
-            out.append(entry)
-            continue
-        entry["facts"] = _gen_facts(models["forward"], cap["format"]["forward"])
-        role = cap["role"]
-        if role in ("generator", "cgenerator"):
-            net = models["forward"]
-            pos = cap.get("label_position") or 1
-
-            def generate(z: Any, y: Any, net: Any = net, pos: int = pos) -> Any:
-                args = [z]
-                if y is not None:
-                    args.insert(min(pos, 1), y)
-                return net(*args)
-            try:
-                entry["samples"] = measure_generator(
-                    generate, instrument=instrument, n=job["samples"], seed=job["seed"],
-                    latent_shape=cap["latent_shape"], label_input=cap.get("label_input") if role == "cgenerator" else None,
-                    n_classes=cap.get("n_classes") or 10, output_range=cap.get("output_range"))
-            except Exception as exc:  # noqa: BLE001
-                entry["samples"] = error(exc)
-        elif role == "vae":
-            if images is None and os.path.exists(os.path.join(folder, "images.npy")):
-                images = np.load(os.path.join(folder, "images.npy"), allow_pickle=False)
-            fwd = models["forward"]
-            order = cap.get("vae_outputs") or ["recon", "mu", "logvar"]
-
-            def forward(x: Any, fwd: Any = fwd, order: list = order) -> Any:
-                res = fwd(x)
-                if isinstance(res, dict):
-                    return tuple(res[k] for k in order)
-                return tuple(res[order.index(k)] for k in ("recon", "mu", "logvar"))
-            enc, dec = models.get("encode"), models.get("decode")
-            shape = cap.get("image_shape")
-            try:
-                if images is None:
-                    raise ValueError("no test images were given")
-                entry["vae"] = measure_vae(enc, dec, images=images, seed=job["seed"],
-                                           forward=forward if enc is None or dec is None else None,
-                                           input_shape=shape if enc is None or dec is None else None)
-            except Exception as exc:  # noqa: BLE001
-                entry["vae"] = error(exc)
-            if dec is not None:
-                try:
-                    entry["samples"] = measure_generator(
-                        lambda z, y: dec(z), instrument=instrument, n=job["samples"], seed=job["seed"],
-                        latent_shape=cap["latent_shape"] or [cap["latent"]], output_range=cap.get("output_range"))
-                except Exception as exc:  # noqa: BLE001
-                    entry["samples"] = error(exc)
-            else:
-                entry["samples"] = {"error": "the VAE has no decode method or decoder module the grader could capture"}
-        out.append(entry)
-    return {"ok": True, "captures": out}
-
-
-def _gen_main(job_path: str) -> None:
-    """Run `_gen_run`; print its result as one JSON line on the original stdout."""
-    import json
-    import os
-    import traceback
-
-    out = os.fdopen(os.dup(1), "w")
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)  # whatever the models print goes nowhere
-    try:
-        import torch
-
-        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-        with open(job_path, encoding="utf-8") as fh:
-            job = json.load(fh)
-        text = json.dumps(_gen_run(job, os.path.dirname(job_path)), allow_nan=False)
-    except BaseException as exc:  # noqa: BLE001 - reported to the host as data
-        tb = traceback.format_exc().strip().splitlines()
-        text = json.dumps({"ok": False, "error": (type(exc).__name__ + ": " + str(exc))[:300], "where": tb[-3:]})
-    out.write(text + "\n")
-    out.flush()
-
-
-def gen_eval_source() -> str:
-    """The sandbox's script: the functions above, grader.verify.evaluator's facts, and a main."""
-    from grader.verify.evaluator import _eval_facts, _eval_op_name, _eval_ops
-
-    funcs = (_eval_op_name, _eval_ops, _eval_facts, _gen_first_tensor, _gen_as_images, _gen_output_map,
-             _gen_apply_map, _gen_classifier_score, _gen_pairwise, _gen_load, measure_generator, measure_vae,
-             _gen_conv_layers, _gen_facts, _gen_run, _gen_main)
-    consts = "".join(f"{k} = {globals()[k]!r}\n" for k in ("Z_CHUNK", "DIVERSITY_PAIRS", "MAX_LAYERS", "IMAGE_SIDE"))
-    body = "\n\n".join(inspect.getsource(f) for f in funcs)
-    return "from typing import Any\n\n" + consts + "\n" + body + "\n\nimport sys\n_gen_main(sys.argv[1])\n"

@@ -32,7 +32,7 @@ VAE_OUTPUTS = ("recon", "mu", "logvar")
 MAX_LATENT = 4096
 """Largest latent size (elements per sample) measured."""
 MAX_CLASSES = 1000
-MAX_FEATURES = 512
+MAX_FEATURES = 256
 """Largest instrument feature dimension read back."""
 MAX_KINDS = 64
 """Distinct operator names and conv layers read back at most (grader.verify.evaluator caps)."""

@@ -6,8 +6,9 @@ torch.export files beside it, all written by code that shared the student's proc
 
 1. reads gen.json strictly (grader.verify.gen_json) and tells each file's format from its bytes
    (grader.verify.archive.model_format: no pickle is ever loaded);
-2. reads the real MNIST test split itself from the lab's read-only dataset mount (a VAE's bound
-   needs it) and writes its images alone, shuffled, into the measuring folder;
+2. reads the real test split of the instrument's dataset (its provenance's `data.name`: MNIST)
+   itself from the lab's read-only dataset mount (a VAE's bound needs it) and writes its images
+   alone, shuffled, into the measuring folder;
 3. copies the grader's instrument there (grader.instruments: a classifier trained on real MNIST);
 4. runs grader.verify.gen_eval in a fresh sandbox (the notebook's confinement and limits, no
    dataset mounts, no GPU), in the time the rubric's `generative.timeout` and the submission's
@@ -19,13 +20,16 @@ torch.export files beside it, all written by code that shared the student's proc
      "diversity", "n"}, "captures": [gen.json records without files/format],
      "measures": [{"capture", "role", "name", "n", "seed", "output_map", "classifier_score",
                    "coverage", "frechet_distance", "diversity", "diversity_ratio", "collapse",
-                   "conditional", "vae", "facts", ["samples_reason"], ["vae_reason"],
-                   ["facts_reason"], ["reason"]}],     # one per generator, cgenerator, vae
+                   "conditional", "vae", "facts", ["resize"], ["batchnorm"], ["samples_reason"],
+                   ["vae_reason"], ["facts_reason"], ["reason"]}],  # one per generator, cgenerator, vae
      "structures": [{"capture", "role", "facts" | None, ["facts_reason"]}],   # discriminators
      "seconds": float, "reason": str | None}
 
 A sample measure that could not be taken is None with `samples_reason` (a VAE without a decoder
-gets its bound alone); `reason` on a measure when nothing of it was measured, and on the block
+gets its bound alone). A generator with BatchNorm is measured in eval mode (running statistics)
+and, when that changes its images, in training mode too (batch statistics, as a notebook that
+never called .eval() drew its samples): `batchnorm` says which mode the numbers are from, the
+training mode's only when eval mode alone shows collapse and training mode does not; `reason` on a measure when nothing of it was measured, and on the block
 when nothing at all was. Units: nats per image, fractions 0..1, pixel distances (0..28). Never
 raises for anything a submission did.
 """
@@ -52,8 +56,17 @@ from grader import genmeasures as gm
 from grader import sandbox
 from grader.execute import SandboxLimits, SandboxSpec
 from grader.verify.archive import model_format
-from grader.verify.gen_eval import gen_eval_source
-from grader.verify.gen_json import MEASURED_ROLES, check_facts, check_samples, check_vae, entries, public, read_gen, result_line
+from grader.verify.gen_json import (
+    MEASURED_ROLES,
+    check_facts,
+    check_samples,
+    check_vae,
+    entries,
+    public,
+    read_gen,
+    result_line,
+)
+from grader.verify.gen_sandbox import source as gen_sandbox_source
 from grader.verify.host import MAX_MODEL_BYTES, OutOfTime, _check_run, _run_capped
 from grader.verify.spec import NotVerified, regular
 
@@ -65,7 +78,8 @@ def measure(*, run_dir: Path, probe_dir: Path, generative: Any, spec: SandboxSpe
     """evidence["generative"] for one executed notebook (see the module docstring).
 
     `generative`: the rubric's grader.rubric.Generative (instrument, samples, seed); `data`: the
-    registered dataset name -> host folder of the lab's mounts (`mnist` read for a VAE's bound);
+    registered dataset name -> host folder of the lab's mounts (the instrument's dataset is read
+    for a VAE's bound);
     `timeout_s`: the sandbox's wall time (seconds; the block has `timed_out` when it ran out).
     `instruments`: the folder of the instrument files (default: grader/instruments).
     Never raises for anything the submission did."""
@@ -76,6 +90,9 @@ def measure(*, run_dir: Path, probe_dir: Path, generative: Any, spec: SandboxSpe
         _check_run(run_dir)
         records, dropped = read_gen(probe_dir / "verify" / "gen.json")
         for r in records:
+            if r["role"] == "cgenerator" and r.get("n_classes") not in (None, 10) and "reason" not in r:
+                r["reason"] = (f"its label takes {r['n_classes']} classes, not the 10 digits the grader's "
+                               f"instrument tells apart")
             if "reason" not in r:
                 _check_files(probe_dir / "verify", r)
         block["captures"] = [public(r) for r in records]
@@ -96,7 +113,7 @@ def measure(*, run_dir: Path, probe_dir: Path, generative: Any, spec: SandboxSpe
         block["instrument"] = {"name": inst.name, "digest": _sha256(inst.weights),
                                "test_accuracy": inst.provenance.get("test_accuracy")}
         block["real"] = {k: real[k] for k in ("classifier_score", "coverage", "diversity", "n")}
-        images = _test_images(data) if any(r["role"] == "vae" for r in todo) else None
+        images, no_images = _test_images(data, inst.provenance) if any(r["role"] == "vae" for r in todo) else (None, "")
         result = _sandbox(probe_dir / "verify", todo, inst.weights, images, n=generative.samples, seed=generative.seed, spec=spec,
                           limits=limits, timeout_s=timeout_s) if todo else {"captures": []}
         got = dict(zip([r["id"] for r in todo], entries(result, [r["id"] for r in todo])))
@@ -108,7 +125,7 @@ def measure(*, run_dir: Path, probe_dir: Path, generative: Any, spec: SandboxSpe
                 structures.append({"capture": r["id"], "role": r["role"], **_facts(got[r["id"]])})
             else:
                 measures.append(_measure(r, got[r["id"]], real=real, n=generative.samples, seed=generative.seed,
-                                         test_n=0 if images is None else len(images)))
+                                         test_n=0 if images is None else len(images), no_images=no_images))
         order = {r["id"]: k for k, r in enumerate(records)}
         block["measures"] = sorted(block["measures"] + measures, key=lambda m: order[m["capture"]])
         block["structures"] = structures
@@ -140,7 +157,7 @@ def measure_in_time(result: Any, rel: str, *, rubric: Any, limits: SandboxLimits
     block = measure(generative=rubric.generative, limits=limits, timeout_s=given, **kw)
     if not block.pop("timed_out", False):
         return block, None
-    limit = {"submission-time": f"what was left of the submission's time (rubric limits.submission_timeout)",
+    limit = {"submission-time": "what was left of the submission's time (rubric limits.submission_timeout)",
              "sandbox-limit": "what was left of the notebook's wall time (rubric limits.wall_timeout)"}.get(
         cut or "", f"the lab's limit for it (rubric generative.timeout, {cap:.0f} s)")
     fate = "ran past it and was stopped" if given >= 1.0 else "could not start"
@@ -193,20 +210,28 @@ def _real(provenance: Mapping[str, Any]) -> dict[str, Any]:
     return {**real, "feature_mean": mean, "feature_cov": cov}
 
 
-def _test_images(data: Mapping[str, str]) -> np.ndarray | None:
-    """The real MNIST test split's images (N, 28, 28) uint8 from the lab's mount, or None."""
-    from grader.datasets import locate
+def _test_images(data: Mapping[str, str], provenance: Mapping[str, Any]) -> tuple[np.ndarray | None, str]:
+    """The images (N, 28, 28) uint8 of the test split of the dataset the instrument was trained on
+    (its provenance's `data.name`, a registered dataset), read from the lab's mount; or None and
+    why not (a sentence)."""
+    from grader.datasets import locate, registry
     from grader.errors import DatasetError
     from grader.verify.data import read_split
 
-    host = data.get("mnist")
+    name = (provenance.get("data") or {}).get("name") if isinstance(provenance.get("data"), dict) else None
+    if not isinstance(name, str) or name not in registry.names():
+        return None, "the grader's instrument does not name the dataset it was trained on; please report this"
+    title = registry.get(name).title
+    host = data.get(name)
     if host is None:
-        return None
+        return None, f"the {title} test split is not mounted for this lab, so the VAE's test bound could not be recomputed"
     try:
-        split = read_split("mnist", locate("mnist", Path(host)))
-    except (NotVerified, DatasetError):
-        return None
-    return split.pixels
+        split = read_split(name, locate(name, Path(host)))
+    except (NotVerified, DatasetError) as exc:
+        return None, f"the {title} test split could not be read ({str(exc)[:200]}), so the VAE's test bound was not recomputed"
+    if split.pixels is None or split.pixels.shape[1:] != (28, 28):
+        return None, f"the {title} test split is not made of 28x28 gray images, so the VAE's test bound was not recomputed"
+    return split.pixels, ""
 
 
 def _sandbox(folder: Path, todo: Sequence[Mapping[str, Any]], instrument: Path, images: np.ndarray | None, *, n: int, seed: int,
@@ -225,7 +250,7 @@ def _sandbox(folder: Path, todo: Sequence[Mapping[str, Any]], instrument: Path, 
         names = ["job.json", "measure.py", "instrument.pt"]
         jobs = []
         for r in todo:
-            for key, name in r["files"].items():
+            for name in r["files"].values():
                 # copies, never links: the folder is writable from inside
                 shutil.copyfile(folder / name, kdir / name)
                 names.append(name)
@@ -239,7 +264,7 @@ def _sandbox(folder: Path, todo: Sequence[Mapping[str, Any]], instrument: Path, 
             names.append("images.npy")
         job = {"captures": jobs, "instrument": "instrument.pt", "samples": n, "seed": seed}
         (kdir / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        (kdir / "measure.py").write_text(gen_eval_source(), encoding="utf-8")
+        (kdir / "measure.py").write_text(gen_sandbox_source(), encoding="utf-8")
         for name in names:
             os.chmod(kdir / name, 0o644)
         inner = [sys.executable, "-I", "-B", str(kdir / "measure.py"), str(kdir / "job.json")]
@@ -271,7 +296,7 @@ def _facts(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _measure(record: Mapping[str, Any], entry: Mapping[str, Any], *, real: Mapping[str, Any], n: int, seed: int,
-             test_n: int) -> dict[str, Any]:
+             test_n: int, no_images: str = "") -> dict[str, Any]:
     """One capture's measure from its validated sandbox entry."""
     m: dict[str, Any] = {"capture": record["id"], "role": record["role"], "name": record.get("name"), "n": n,
                          "seed": seed, **dict.fromkeys(("output_map", "classifier_score", "coverage", "frechet_distance",
@@ -280,21 +305,32 @@ def _measure(record: Mapping[str, Any], entry: Mapping[str, Any], *, real: Mappi
         return {**_unmeasured(record, "the captured model could not be loaded: " + entry["error"][:300])}
     m.update(_facts(entry))
     label = record.get("label_input") if record["role"] == "cgenerator" else None
-    try:
-        s = entry.get("samples")
+
+    def samples(s: Any) -> dict[str, Any]:
         if isinstance(s, dict) and isinstance(s.get("error"), str) and len(s) == 1:
             raise NotVerified("its samples could not be measured: " + s["error"][:300])
-        m.update(sample_measures(check_samples(s, n=n, n_classes=10, dim=len(real["feature_mean"])), real=real,
-                                 label_input=label, seed=seed))
+        return sample_measures(check_samples(s, n=n, n_classes=10, dim=len(real["feature_mean"])), real=real,
+                               label_input=label, seed=seed)
+    try:
+        m.update(samples(entry.get("samples")))
     except NotVerified as exc:
         m["samples_reason"] = str(exc)
+    if "samples_train" in entry:
+        m["batchnorm"] = "eval: running statistics"
+        with contextlib.suppress(NotVerified):
+            train = samples(entry["samples_train"])
+            if (m["collapse"] is None or m["collapse"]["flag"]) and not train["collapse"]["flag"]:
+                # the student is not charged for the mode the grader chose: the notebook may have
+                # drawn its own samples in training mode, as the DCGAN example does
+                why = m["collapse"]["why"] if m["collapse"] else m.pop("samples_reason", "")
+                m.update(train, batchnorm=f"train: batch statistics of 500 samples (in eval mode, with its running "
+                                          f"statistics: {why})")
     m["vae"] = None
     if record["role"] == "vae":
         try:
             v = entry.get("vae")
             if test_n == 0:
-                raise NotVerified("the real MNIST test split is not mounted for this lab, so the VAE's test bound "
-                                  "could not be recomputed")
+                raise NotVerified(no_images or "no test images were read")
             if isinstance(v, dict) and isinstance(v.get("error"), str) and len(v) == 1:
                 raise NotVerified("its test-set bound could not be computed: " + v["error"][:300])
             m["vae"] = vae_measures(check_vae(v, n=test_n))
@@ -342,3 +378,19 @@ def vae_measures(v: Mapping[str, Any]) -> dict[str, Any]:
             "active_units": int(sum(1 for x in v["mu_var"] if x > gm.ACTIVE_UNIT_THRESHOLD)),
             "latent": int(v["latent"]), "n": int(v["n"]), "posterior_collapse": float(v["kl"]) < gm.KL_COLLAPSED_NATS,
             "decoder_output": v["decoder_output"], "likelihood": v.get("likelihood", "bernoulli")}
+
+
+def reference_metrics(m: Mapping[str, Any]) -> dict[str, float | int]:
+    """The expected-metrics names of one measure (a `measures` entry, or `sample_measures`'s
+    dict with `vae` added for a VAE): classifier_score, coverage_classes, max_share,
+    frechet_distance, conditional_accuracy (a cGAN), nelbo, kl, active_units (a VAE); those
+    measured only."""
+    out: dict[str, float | int] = {}
+    if m.get("classifier_score") is not None:
+        out.update(classifier_score=m["classifier_score"], coverage_classes=m["coverage"]["classes"],
+                   max_share=m["coverage"]["max_share"], frechet_distance=m["frechet_distance"])
+    if m.get("conditional"):
+        out["conditional_accuracy"] = m["conditional"]["accuracy"]
+    if m.get("vae"):
+        out.update(nelbo=m["vae"]["nelbo"], kl=m["vae"]["kl"], active_units=m["vae"]["active_units"])
+    return out

@@ -1,0 +1,257 @@
+"""Generative labs: logged loss curves checked against what the optimizers stepped on, and
+figures told apart by where their images came from.
+
+Both read the evidence only. `logged_losses` reads the curves of grader.parsers.genlogs (printed:
+`metrics.curves` `d_loss`, `g_loss`, `vae_loss`, `vae_epoch_loss`, `recon`, `kl`, and the
+generic `train_loss` of grader.parsers.curves for a VAE's total; plotted: the probe's figure
+`lines`) and the probe's `stepped` values of each optimizer (grader/probe/rec_genlog.py:
+[loader pass, steps, mean, min, max, last] of the losses back-propagated before its steps).
+`figure_origin` reads the probe's figure `origin` (role, capture_class, model_ref, why), found
+by content digests of model outputs, never by captions; captions only say what a figure is
+presented as.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from typing import Any, Mapping, Sequence
+
+from grader.checks import params as P
+from grader.checks.base import CheckContext, Outcome, where
+from grader.parsers.genlogs import plotted_curves
+
+NOT_STEPPED = "loss-not-stepped"
+"""Flag: a printed loss lies far outside the values its optimizer stepped on."""
+MISLABELLED = "figure-origin"
+"""Flag: a figure presented as one kind of picture shows another (reconstructions as samples)."""
+INSIDE_SHARE = 0.8
+"""Share (0..1) of a printed series' values that must lie within the stepped range (widened by
+the tolerance) for it to count as what the optimizer stepped on."""
+
+# series that stand for one logged quantity, printed first, then plotted
+_WANTED = {
+    "gan": (("D loss", ("d_loss", "d_loss (plotted)"), "discriminator"),
+            ("G loss", ("g_loss", "g_loss (plotted)"), "generator")),
+    "vae": (("loss", ("vae_loss", "vae_epoch_loss", "train_loss", "vae_loss (plotted)"), "vae"),),
+}
+_TERMS = (("reconstruction loss", ("recon", "recon (plotted)"), None),
+          ("KL term", ("kl", "kl (plotted)"), None))
+_OPT_NAME = {
+    "discriminator": re.compile(r"disc|(?<![a-z])(?:net_?d|opt(?:im(?:izer)?)?_?d|d_?opt(?:im(?:izer)?)?|d)(?![a-z])"),
+    "generator": re.compile(r"gen|(?<![a-z])(?:net_?g|opt(?:im(?:izer)?)?_?g|g_?opt(?:im(?:izer)?)?|g)(?![a-z])"),
+}
+_ROLES = {"discriminator": ("discriminator",), "generator": ("generator", "cgenerator"), "vae": ("vae",)}
+
+
+def _curves(ev: Mapping[str, Any]) -> dict[str, list[list[float]]]:
+    printed = dict((ev.get("metrics") or {}).get("curves") or {})
+    return {**plotted_curves(ev.get("figures") or []), **printed}
+
+
+def _points(curve: Any) -> list[tuple[float, float]]:
+    out = []
+    for p in curve if isinstance(curve, list) else []:
+        if isinstance(p, (list, tuple)) and len(p) >= 2 and all(isinstance(v, (int, float)) for v in p[:2]) \
+                and all(math.isfinite(v) for v in p[:2]):
+            out.append((float(p[0]), float(p[1])))
+    return out
+
+
+def _find(curves: Mapping[str, Any], names: Sequence[str], min_points: int) -> tuple[str, list] | None:
+    for name in names:
+        pts = _points(curves.get(name))
+        if len({x for x, _ in pts}) >= min_points:
+            return name, pts
+    return None
+
+
+def _optimizer(ev: Mapping[str, Any], who: str) -> tuple[Mapping | None, str]:
+    """The optimizer that trained `who` (discriminator, generator, vae) and how it was found."""
+    opts = [o for o in ev.get("optimizers") or [] if isinstance(o, Mapping)]
+    by_ref = {o.get("ref"): o for o in opts}
+    for c in ((ev.get("generative") or {}).get("captures") or []):
+        if isinstance(c, Mapping) and c.get("role") in _ROLES[who]:
+            for ref in c.get("optimizer_refs") or []:
+                if ref in by_ref:
+                    return by_ref[ref], f"the optimizer of {c.get('name') or c.get('class') or who}"
+    stepped = [o for o in opts if o.get("stepped")]
+    if who in _OPT_NAME:
+        rx = _OPT_NAME[who]
+        named = [o for o in stepped if rx.search(" ".join(
+            [*(o.get("names") or []), str(o.get("model") or ""), str(o.get("model_class") or "")]).lower())]
+        if len(named) == 1:
+            return named[0], f"optimizer {'/'.join(named[0].get('names') or []) or named[0].get('type')}"
+        return None, f"the grader could not tell which optimizer trained the {who}"
+    if stepped:
+        best = max(stepped, key=lambda o: int(o.get("steps") or 0))
+        return best, f"optimizer {'/'.join(best.get('names') or []) or best.get('type')}"
+    return None, "no optimizer steps were recorded"
+
+
+def _batch_size(ev: Mapping[str, Any]) -> int | None:
+    sizes = [d.get("batch_size") for d in ev.get("dataloaders") or []
+             if isinstance(d, Mapping) and isinstance(d.get("batch_size"), int) and d.get("split") != "test"]
+    return max(sizes, key=sizes.count) if sizes else None
+
+
+def compare_stepped(printed: Sequence[float], stepped: Sequence[Sequence[Any]], *, tolerance: float,
+                    batch_size: int | None) -> tuple[bool, str] | None:
+    """Whether printed loss values lie within what an optimizer stepped on ([serial, n, mean,
+    min, max, last] entries), after the reduction that brings them closest (as printed: 1, x2,
+    /2, per image vs per batch (batch_size), per pixel (784)); (consistent, numbers in words),
+    or None when there is nothing to compare. Consistent when INSIDE_SHARE of the printed values
+    lie within [min, max] widened by `tolerance` x its span + 5 %."""
+    rows = [e for e in stepped if isinstance(e, (list, tuple)) and len(e) >= 6
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in e[1:6]) and e[1] > 0]
+    vals = [v for v in printed if math.isfinite(v)]
+    if not rows or not vals:
+        return None
+    lo, hi = min(e[3] for e in rows), max(e[4] for e in rows)
+    n = sum(int(e[1]) for e in rows)
+    mean = sum(e[2] * e[1] for e in rows) / n
+    med = statistics.median(vals)
+    factors = [1.0, 2.0, 0.5, 784.0, 1 / 784.0]
+    if batch_size:
+        factors += [float(batch_size), 1 / batch_size, 784.0 * batch_size, 1 / (784.0 * batch_size)]
+    f = 1.0
+    if med and mean and (med > 0) == (mean > 0):
+        f = min(factors, key=lambda k: (abs(math.log(abs(med) / k / abs(mean))), k != 1.0))
+    scaled = [v / f for v in vals]
+    slack = tolerance * (hi - lo) + 0.05 * max(abs(lo), abs(hi)) + 1e-9
+    inside = sum(lo - slack <= v <= hi + slack for v in scaled) / len(scaled)
+    scale = "" if f == 1.0 else f" (read as {_factor(f, batch_size)})"
+    words = (f"{len(vals)} printed values, median {med:.4g}{scale}; the optimizer stepped on {n} losses "
+             f"from {lo:.4g} to {hi:.4g}, mean {mean:.4g}; {100 * inside:.0f} % of the printed values lie in that range")
+    return inside >= INSIDE_SHARE, words
+
+
+def _factor(f: float, batch_size: int | None) -> str:
+    names = {2.0: "twice the stepped loss", 0.5: "half the stepped loss", 784.0: "a per-pixel sum",
+             1 / 784.0: "a per-pixel mean"}
+    if batch_size:
+        names.update({float(batch_size): "a sum over the batch", 1 / batch_size: "a per-image value of a batch sum",
+                      784.0 * batch_size: "a sum over batch and pixels",
+                      1 / (784.0 * batch_size): "a per-pixel value of a batch sum"})
+    return names.get(f, f"x{f:g}")
+
+
+@P.takes(P.LoggedLosses)
+def logged_losses(ctx: CheckContext, params: P.LoggedLosses) -> Outcome:
+    """The losses of a GAN (D and G) or a VAE (loss; recon and KL when asked) logged as curves,
+    and the printed ones consistent with what their optimizer stepped on."""
+    model, terms, min_points = params.model, params.require_terms, params.min_points
+    tolerance, credit = params.tolerance, params.not_stepped_credit
+    wanted = list(_WANTED[model]) + (list(_TERMS) if model == "vae" and terms else [])
+    if not ctx.evidence:
+        return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found, so no logged losses either.")
+    best: tuple[int, Mapping, list] | None = None
+    for ev in ctx.evidence:
+        curves = _curves(ev)
+        found = [(label, _find(curves, names, min_points), who) for label, names, who in wanted]
+        score = sum(f is not None for _, f, _ in found)
+        if best is None or score > best[0]:
+            best = (score, ev, found)
+    assert best is not None
+    score, ev, found = best
+    missing = [label for label, f, _ in found if f is None]
+    shown = [f"{label} ({len(f[1])} points, " + (f"plotted, x {f[1][0][0]:g}..{f[1][-1][0]:g})" if "plotted" in f[0]
+                                                  else f"printed, epochs {f[1][0][0]:g}..{f[1][-1][0]:g})")
+             for label, f, _ in found if f is not None]
+    if not shown:
+        return Outcome("fail", 0.0, f"no {' or '.join(label for label, _, _ in wanted)} curve was found in what "
+                                    f"the notebook printed or plotted: print or plot them each epoch.",
+                       evidence=(where(ev),))
+    problems, notes = [], []
+    for label, f, who in found:
+        if f is None or who is None or "plotted" in f[0]:
+            continue
+        opt, how = _optimizer(ev, who)
+        result = compare_stepped([v for _, v in f[1]], opt.get("stepped") or [] if opt else [],
+                                 tolerance=tolerance, batch_size=_batch_size(ev))
+        if result is None:
+            notes.append(f"{label} not compared with the optimizer's steps ({how if opt is None else how + ': no stepped values recorded'})")
+        elif not result[0]:
+            problems.append(f"the printed {label} is not what {how} stepped on: {result[1]}")
+    text = "found " + "; ".join(shown)
+    if missing:
+        return Outcome("partial", score / len(wanted), f"{text}; missing: {', '.join(missing)}."
+                       + (" " + " ".join(p[0].upper() + p[1:] + "." for p in problems) if problems else ""),
+                       evidence=(where(ev),), flags=(NOT_STEPPED,) if problems else ())
+    if problems:
+        return Outcome("partial", credit,
+                       f"{text}. But " + "; ".join(problems) + ": a printed loss should be the one back-propagated.",
+                       evidence=(where(ev),), flags=(NOT_STEPPED,))
+    return Outcome("pass", 1.0, f"{text}." + (" (" + "; ".join(notes) + ".)" if notes else ""),
+                   evidence=(where(ev),))
+
+
+# ---------------------------------------------------------------- figures by origin
+
+_PRESENTED = {
+    "samples": re.compile(r"sampl|generat|fake|synth|random|noise", re.IGNORECASE),
+    "reconstructions": re.compile(r"recon|original|input", re.IGNORECASE),
+    "class-grid": re.compile(r"class|digit|label|condition|per[- ]?class|0-9", re.IGNORECASE),
+    "latent": re.compile(r"latent|manifold|embedding|z[- ]space|scatter", re.IGNORECASE),
+}
+_WHAT = {"samples": "samples (a generator or decoder applied to noise)",
+         "reconstructions": "reconstructions (a model applied to test images)",
+         "class-grid": "a per-class grid (a conditional generator given the labels in order)",
+         "latent": "the latent space (an encoder's means, or a decoder over a lattice of z)",
+         "data": "data images", "unknown": "images of unknown origin"}
+
+
+def _caption(fig: Mapping[str, Any]) -> str:
+    return " ".join(str(fig.get(k) or "") for k in ("title", "saved_as", "suptitle"))
+
+
+def _name(ev: Mapping[str, Any], fig: Mapping[str, Any]) -> str:
+    label = fig.get("title") or fig.get("saved_as") or fig.get("png") or "a figure"
+    return f"'{label}' ({where(ev, fig.get('cell'))})"
+
+
+@P.takes(P.FigureOrigin)
+def figure_origin(ctx: CheckContext, params: P.FigureOrigin) -> Outcome:
+    """A figure whose images came from where `want` says (samples, reconstructions, a class grid,
+    the latent space), by the probe's content digests; a figure presented as `want` that shows
+    something else fails with why; nothing the grader could place goes to a TA."""
+    want = params.want
+    figs = [(ev, f) for ev in ctx.evidence for f in ev.get("figures") or [] if isinstance(f, Mapping)]
+    placed = [(ev, f, f["origin"]) for ev, f in figs if isinstance(f.get("origin"), Mapping)]
+    hits = [(ev, f, o) for ev, f, o in placed if o.get("role") == want]
+    if hits:
+        ev, f, o = hits[-1]
+        return Outcome("pass", 1.0, f"{_name(ev, f)} shows {_WHAT[want]}: {o.get('why')}.",
+                       evidence=tuple(where(e, g.get("cell")) for e, g, _ in hits[-3:]))
+    unknown = [(ev, f) for ev, f, o in placed if o.get("role") == "unknown"]
+    unplaced = [(ev, f) for ev, f in figs if "origin" not in f and f.get("kind") in ("image", "image-grid")]
+    wrong = [(ev, f, o) for ev, f, o in placed if o.get("role") not in (want, "unknown")
+             and _PRESENTED[want].search(_caption(f))]
+    mislabel = "; ".join(f"{_name(ev, f)} is presented as {want} but shows {_WHAT.get(o.get('role'), o.get('role'))}"
+                         f" ({o.get('why')})" for ev, f, o in wrong[:3])
+    if unknown or unplaced:
+        look = (unknown + unplaced)[:6]
+        return Outcome("manual", 0.0,
+                       f"the grader could not tell where the images of {len(unknown) + len(unplaced)} figure(s) came "
+                       f"from ({', '.join(_name(ev, f) for ev, f in look)}): a TA checks whether one shows "
+                       f"{_WHAT[want]}." + (f" Note: {mislabel}." if mislabel else ""),
+                       evidence=tuple(where(ev, f.get("cell")) for ev, f in look),
+                       flags=(MISLABELLED,) if wrong else ())
+    if wrong:
+        kind = f"{wrong[0][2].get('role')} shown as {want}"
+        return Outcome("fail", 0.0, f"{kind}: {mislabel}. A {want} figure must show {_WHAT[want]}.",
+                       evidence=tuple(where(ev, f.get("cell")) for ev, f, _ in wrong[:3]), flags=(MISLABELLED,),
+                       own_words=True)
+    if placed:
+        seen = "; ".join(f"{_name(ev, f)}: {_WHAT.get(o.get('role'), o.get('role'))}" for ev, f, o in placed[-4:])
+        return Outcome("fail", 0.0, f"no figure shows {_WHAT[want]}; the image figures show: {seen}.",
+                       evidence=tuple(where(ev, f.get("cell")) for ev, f, _ in placed[-4:]), own_words=True)
+    observed = any((ev.get("probe") or {}).get("started") for ev in ctx.evidence) and \
+        any(ev.get("generative") is not None for ev in ctx.evidence)
+    if observed:
+        return Outcome("fail", 0.0, f"no figure of {_WHAT[want]} was drawn or saved.",
+                       evidence=tuple(where(ev) for ev in ctx.evidence[:1]))
+    return Outcome("manual", 0.0, f"the grader did not see where the notebook's images came from (saved outputs, "
+                                  f"or a run without the generative probe): a TA checks for {_WHAT[want]}.",
+                   evidence=tuple(where(ev) for ev in ctx.evidence[:1]))

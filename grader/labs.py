@@ -103,6 +103,8 @@ class DemoReference(_Model):
     parts: tuple[str, ...] = ()
     """Reference parts trained for the demo (empty: all)."""
     seeds: Annotated[int, Field(ge=1)] = 2
+    epochs: Annotated[int, Field(ge=1)] | None = None
+    """Epochs each reference trains for in the demo (None: the reference's own)."""
 
 
 class Demo(_Model):
@@ -111,6 +113,9 @@ class Demo(_Model):
     size: str = "small"
     datasets: tuple[str, ...] = ()
     """Stand-ins generated (empty: the rubric's datasets)."""
+    real: tuple[str, ...] = ()
+    """Datasets taken real from an installed package where the registry knows how (the demo falls
+    back to the stand-in, saying so, when the package is missing)."""
     reference: DemoReference = DemoReference()
     workers: Annotated[int, Field(ge=1)] = 2
 

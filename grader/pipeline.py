@@ -280,7 +280,7 @@ def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settin
 
     notebook = path if ev.get("mode") == "saved" else run_dir / "executed.ipynb"
     ev["runs"] = runs_for(ev, notebook)
-    if rubric.generative is not None:  # D/G losses, a VAE's loss, recon and KL as printed
+    if getattr(rubric, "generative", None) is not None:  # D/G losses, a VAE's loss, recon and KL as printed
         _generative_curves(ev, notebook)
     # What the run leaves on the host is bounded as written (grader.hostbudget); the cache copy
     # below is of the same bounded files.

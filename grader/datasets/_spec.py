@@ -153,6 +153,10 @@ class DatasetSpec:
     """What the sandboxed kernel must run first when the dataset is mounted."""
     verifier: Verifier | None = None
     """How the independent evaluation rebuilds its test split; None: never verified."""
+    install_real: Callable[[Path], Path] | None = None
+    """Copies the real dataset from an installed package into a data root, replacing a copy
+    there, and returns its folder; raises DatasetError when the package is missing. None: only
+    the stand-in exists offline."""
 
     @property
     def train_split(self) -> str:

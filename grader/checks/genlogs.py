@@ -156,8 +156,8 @@ def logged_losses(ctx: CheckContext, params: P.LoggedLosses) -> Outcome:
     assert best is not None
     score, ev, found = best
     missing = [label for label, f, _ in found if f is None]
-    shown = [f"{label} ({len(f[1])} points, " + (f"plotted, x {f[1][0][0]:g}..{f[1][-1][0]:g})" if "plotted" in f[0]
-                                                  else f"printed, epochs {f[1][0][0]:g}..{f[1][-1][0]:g})")
+    shown = [f"{label} ({len(f[1])} values " + (f"plotted, x {f[1][0][0]:.3g} to {f[1][-1][0]:.3g})" if "plotted" in f[0]
+                                                 else f"printed, epochs {f[1][0][0]:.3g} to {f[1][-1][0]:.3g})")
              for label, f, _ in found if f is not None]
     if not shown:
         return Outcome("fail", 0.0, f"no {' or '.join(label for label, _, _ in wanted)} curve was found in what "

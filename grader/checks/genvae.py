@@ -48,6 +48,18 @@ def batch_sizes(ev: Mapping, capture: Mapping) -> list[int]:
     return sorted({s for s in sizes if isinstance(s, int) and not isinstance(s, bool) and s > 0})
 
 
+# How a printed loss was read (genmeasures.printed_loss_scales' names), as the message says it.
+_READINGS = {"per image": "read as nats per image", "per pixel": "read as a mean per pixel (times 784)",
+             "whole split": "read as a sum over the test split"}
+
+
+def _reading(scale: str) -> str:
+    """printed_vs_measured's scale as the message says it ("per batch of 128": a batch's sum)."""
+    if scale.startswith("per batch of "):
+        return f"read as a sum over a batch of {scale.removeprefix('per batch of ')}"
+    return _READINGS.get(scale, f"read {scale}")
+
+
 def printed_vs_measured(printed: float, nelbo: float, batch_sizes: Sequence[int],
                         n_images: int | None) -> tuple[str, float]:
     """genmeasures.match_printed_loss over each known batch size: (scale guessed, the printed
@@ -104,7 +116,7 @@ def vae_bound(ctx: CheckContext, params: P.VaeBound) -> Outcome:
         text += (f". Posterior collapse: the KL term is {kl:.2f} nats per image and "
                  f"{au if isinstance(au, int) else 'no'} latent units are active, so the decoder ignores z")
     elif ref_kl and kl > 3 * ref_kl:
-        text += f". The KL term is {kl / ref_kl:.1f} times the reference's: is it in your training loss?"
+        text += f". The KL term is {kl / ref_kl:.1f} times the reference's: is it in your training loss"
     shown = printed_test_loss(picked.ev)
     if shown is None:
         text += ". No printed test loss was found to compare with"
@@ -113,11 +125,13 @@ def vae_bound(ctx: CheckContext, params: P.VaeBound) -> Outcome:
         scale, per_image = printed_vs_measured(value, nelbo, batch_sizes(picked.ev, picked.capture),
                                                n or ctx.test_split_size)
         said = f"`{line}`" + (f" (In[{cell}])" if cell is not None else "")
+        reading = _reading(scale)
         if abs(per_image - nelbo) <= p.printed_tolerance:
-            text += f". Your printed {said} is {per_image:.1f} nats per image read {scale}: consistent"
+            text += (f". Your printed {said}, {reading}, is {per_image:.1f} nats per image: consistent with the "
+                     f"grader's {nelbo:.1f} (within {p.printed_tolerance:g})")
         else:
             flags.append(MISMATCH)
-            text += (f". Your printed {said} is {per_image:.1f} nats per image read {scale} (the closest reading), "
+            text += (f". Your printed {said}, {reading} (the closest reading), is {per_image:.1f} nats per image, "
                      f"{abs(per_image - nelbo):.1f} nats from the grader's {nelbo:.1f}: a TA will look at it")
     fraction = round(fraction, 4)
     return Outcome(_verdict(fraction), fraction, text + ".", (where(picked.ev),), tuple(flags))

@@ -251,6 +251,12 @@ class Notebook(_Model):
 
     dataset: str | None = None
     patterns: Annotated[tuple[Text, ...], Field(min_length=1)]
+    shared: bool = True
+    """Whether the part may be graded on a notebook that another part on its dataset names (by
+    an earlier pattern of its own, or at all when taken by dataset): LAB 1-3's study often sits
+    in the LAB 1-1 notebook. False (the GAN lab's gan, cgan, dcgan: one model per notebook): a
+    notebook named for another part is this part's only when one of its sections is headed for
+    it, so a student who handed in cgan.ipynb alone has no GAN notebook (grader.sources)."""
 
 
 class Part(_Model):

@@ -6,7 +6,10 @@ The rule, stated once (`RULE`, shown in the feedback and in the rubric's comment
    none does, the notebooks that trained or evaluated a model on the part's `dataset` (the
    probe's sessions; in saved mode the code that trains or evaluates): copying, listing or
    opening its files is not working on it, and neither is a guess from the notebook's text. `.ipynb_checkpoints/`
-   copies are never candidates (intake already drops them as junk).
+   copies are never candidates (intake already drops them as junk). A part whose notebook is
+   not `shared` (the GAN lab's: one model per notebook) takes no notebook that another part on
+   its dataset names better (by an earlier pattern), nor by dataset one that another part
+   names at all, unless a section of it is headed for this part.
 2. Names first: a plain name beats one marked as a copy (`Copy of`, `(1)`, `-checkpoint`,
    `copy`, `draft`, `old`, `backup`, ...), and a name matching an earlier pattern beats one
    matching a later pattern. The student's own name for the file says which one they meant;
@@ -206,6 +209,27 @@ def section_ids(ev: Mapping[str, Any], spec: Any, specs: Sequence[Any]) -> tuple
 # ---------------------------------------------------------------- candidates and the choice
 
 
+def _claimed(name: str, k: int | None, spec: Any, specs: Sequence[Any]) -> bool:
+    """Whether another part on `spec`'s dataset names the file `name` (lower case) better, for a
+    part whose notebook is not `shared`: by a pattern of its own (one `spec` does not also list)
+    where `spec` matches it by none or by a pattern both list (`*gan*`), or, both by their own,
+    by an earlier one than `spec`'s (`k`: the index of `spec`'s match, None for none). Parts on
+    one dataset cannot tell their notebooks apart by the dataset, so the name decides: a
+    `cgan.ipynb` is the cGAN part's, not the GAN part's by the catch-all `*gan*`, nor the GAN
+    part's by the dataset when no GAN notebook was handed in."""
+    if getattr(spec, "shared", True):
+        return False
+    for other in specs:
+        if other is spec or tuple(other.patterns) == tuple(spec.patterns) or other.dataset != spec.dataset:
+            continue
+        j = _match(name, other.patterns)
+        if j is None or other.patterns[j] in spec.patterns:
+            continue  # no claim, or only by a pattern both parts list
+        if k is None or spec.patterns[k] in other.patterns or j < k:
+            return True
+    return False
+
+
 def _candidates(spec: Any, specs: Sequence[Any], evidence: Sequence[Mapping[str, Any]]) -> list[Candidate]:
     usable = [ev for ev in evidence if not is_checkpoint(str(ev.get("path", "")))]
     named = [(ev, k) for ev in usable
@@ -213,12 +237,18 @@ def _candidates(spec: Any, specs: Sequence[Any], evidence: Sequence[Mapping[str,
     found: list[Candidate] = []
     for ev, k in named:
         ids = section_ids(ev, spec, specs)
+        if _claimed(PurePosixPath(str(ev.get("path", ""))).name.lower(), k, spec, specs) \
+                and not _headed(ev, ids or (), spec, specs):
+            continue  # another part's notebook by its name, with no section headed for this part
         found.append(Candidate(ev, view(ev, ids) if ids else ev, ids or (), k, marks(str(ev.get("path", "")))))
     if found or not spec.dataset:
         return found
     for ev in usable:
         ids = section_ids(ev, spec, specs)
         if ids is None:
+            continue
+        if _claimed(PurePosixPath(str(ev.get("path", ""))).name.lower(), None, spec, specs) \
+                and not _headed(ev, ids, spec, specs):
             continue
         seen = view(ev, ids) if ids else ev
         if not _works_on(ev, seen, ids, spec, specs):

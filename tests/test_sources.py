@@ -766,3 +766,48 @@ def test_a_model_record_other_than_the_verified_model_does_not_pass_the_architec
     assert out.status == "pass", out
     # nothing verified: the record is all there is, as before
     assert check(dict(ev, verified={"reason": "no model was evaluated"})).status == "pass"
+
+
+# ---------------------------------------------------------------- parts whose notebooks are not shared
+
+GAN_RUBRIC = load_rubric(Path(__file__).resolve().parent.parent / "labs" / "gan" / "rubric.yaml")
+
+
+def gan_ev(path: str) -> dict[str, Any]:
+    """An executed GAN-lab notebook that trained on MNIST (the probe's session)."""
+    return {"path": path, "mode": "execute", "status": "ok", "reason": "", "dataset": "mnist", "errors": [],
+            "sections": [], "metrics": {}, "figures": [], "models": [], "optimizers": [], "schedulers": [],
+            "normalization": [], "training": [session(3, "mnist", "train", 60000)], "evaluations": []}
+
+
+def gan_sources(*paths: str) -> dict[str, Any]:
+    evidence = [gan_ev(p) for p in paths]
+    return to_json(choose_sources(GAN_RUBRIC, student_id="0163001", evidence=evidence, files=[], work_dir=None,
+                                  reference=None, dataset_stats={}))
+
+
+@pytest.mark.parametrize("paths, expected", [
+    # each model its notebook
+    (("gan.ipynb", "cgan.ipynb", "dcgan.ipynb"), {"gan": "gan.ipynb", "cgan": "cgan.ipynb", "dcgan": "dcgan.ipynb"}),
+    # one handed in alone serves its own part only: not the others by their catch-all `*gan*`,
+    # nor by the dataset all three parts share
+    (("cgan.ipynb",), {"gan": None, "cgan": "cgan.ipynb", "dcgan": None}),
+    (("gan.ipynb",), {"gan": "gan.ipynb", "cgan": None, "dcgan": None}),
+    (("DCGAN_mnist.ipynb",), {"gan": None, "cgan": None, "dcgan": "DCGAN_mnist.ipynb"}),
+    # names only a catch-all matches are no part's better claim: each part may take them
+    (("lab_gans.ipynb", "conditional.ipynb"), {"gan": "lab_gans.ipynb", "cgan": "conditional.ipynb",
+                                               "dcgan": "lab_gans.ipynb"}),
+    # a notebook no pattern names is still found by its dataset
+    (("hw5.ipynb",), {"gan": "hw5.ipynb", "cgan": "hw5.ipynb", "dcgan": "hw5.ipynb"}),
+])
+def test_a_part_whose_notebook_is_not_shared_takes_no_notebook_named_for_another_part(
+        paths: tuple[str, ...], expected: dict[str, str | None]) -> None:
+    sources = gan_sources(*paths)
+    assert {part: s["notebook"] for part, s in sources.items()} == expected
+
+
+def test_lab1_parts_still_share_a_notebook_by_default() -> None:
+    """LAB 1-3's study in the LAB 1-1 notebook (the default `shared: true`)."""
+    assert all(p.notebook is None or p.notebook.shared for p in RUBRIC.parts)
+    _, sources = grade(dict(complete("lab1-1.ipynb"), sections=[]))
+    assert sources["lab1-3"]["notebook"] == "lab1-1.ipynb"

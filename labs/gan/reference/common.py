@@ -73,11 +73,16 @@ def adam(hyp: Mapping[str, Any], model: nn.Module) -> torch.optim.Optimizer:
 
 def train_gan(G: nn.Module, D: nn.Module, hyp: Mapping[str, Any], *, x: torch.Tensor, y: torch.Tensor,
               device: torch.device, generator: torch.Generator, epochs: int,
-              noise: Callable[[int], torch.Tensor], conditional: bool = False) -> dict:
+              noise: Callable[[int], torch.Tensor], conditional: bool = False, matching_aware: bool = False) -> dict:
     """Trains G and D for `epochs` passes over `x` (N, 1, 28, 28) in -1..1; labels `y` are fed to
-    both networks as one-hot vectors when `conditional`. `noise(n)` draws n latent vectors on
-    `device`. Returns the history: mean D and G losses per epoch (nats, BCE per image), mean
-    D(x) and D(G(z)) per epoch (probabilities), wall and CPU seconds per epoch."""
+    both networks as one-hot vectors when `conditional`. `matching_aware` (conditional only): D
+    also learns that a real image with a wrong label is fake, its loss
+    BCE(D(x, y), 1) + (BCE(D(G(z, y), y), 0) + BCE(D(x, y'), 0)) / 2 with y' != y (the
+    matching-aware discriminator of Reed et al., ICML 2016): D must read the label from the
+    first steps, so G follows its label within an epoch or two instead of ignoring it for
+    many. `noise(n)` draws n latent vectors on `device`. Returns the history: mean D and G
+    losses per epoch (nats, BCE per image), mean D(x) and D(G(z)) per epoch (probabilities),
+    wall and CPU seconds per epoch."""
     opt_d, opt_g = adam(hyp, D), adam(hyp, G)
     history: dict[str, list] = {"loss_d": [], "loss_g": [], "d_real": [], "d_fake": [], "wall_s": [], "cpu_s": []}
     bs = hyp["batch_size"]
@@ -98,7 +103,13 @@ def train_gan(G: nn.Module, D: nn.Module, hyp: Mapping[str, Any], *, x: torch.Te
             opt_d.zero_grad(set_to_none=True)
             d_real = D(real, *cond)
             d_fake = D(fake.detach(), *cond)
-            loss_d = F.binary_cross_entropy(d_real, ones) + F.binary_cross_entropy(d_fake, zeros)
+            if conditional and matching_aware:
+                shift = torch.randint(1, 10, (n,), generator=generator).to(device)
+                wrong = F.one_hot((y[idx] + shift) % 10, 10).float()
+                loss_d = F.binary_cross_entropy(d_real, ones) + 0.5 * (
+                    F.binary_cross_entropy(d_fake, zeros) + F.binary_cross_entropy(D(real, wrong), zeros))
+            else:
+                loss_d = F.binary_cross_entropy(d_real, ones) + F.binary_cross_entropy(d_fake, zeros)
             loss_d.backward()
             opt_d.step()
             # G: the non-saturating loss, fake -> 1

@@ -1,6 +1,6 @@
 """GAN lab, part `gan`: an MLP GAN on MNIST (Goodfellow et al., NeurIPS 2014).
 
-G: z (100) -> 256 -> 512 -> 784, LeakyReLU(0.2) between, tanh out (images in -1..1).
+G: z (100) -> 256 -> 512 (BatchNorm) -> 784, LeakyReLU(0.2) between, tanh out (images in -1..1).
 D: 784 -> 512 -> 256 -> 1, LeakyReLU(0.2) between, sigmoid out (the probability "real").
 Real MNIST (60000 training images, ToTensor() then Normalize(0.5, 0.5)), Adam lr 2e-4 betas
 (0.5, 0.999), batches of 128, BCE with the non-saturating G loss (common.train_gan), the epochs
@@ -27,8 +27,10 @@ class Generator(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         n_in = latent
-        for h in hidden:
-            layers += [nn.Linear(n_in, h), nn.LeakyReLU(0.2)]
+        for i, h in enumerate(hidden):
+            # BatchNorm in the last hidden layer: digits within an epoch or two, not ten
+            norm = [nn.BatchNorm1d(h)] if i == len(hidden) - 1 else []
+            layers += [nn.Linear(n_in, h), *norm, nn.LeakyReLU(0.2)]
             n_in = h
         self.net = nn.Sequential(*layers, nn.Linear(n_in, 784), nn.Tanh())
 

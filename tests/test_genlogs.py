@@ -275,6 +275,9 @@ for epoch in range(2):
         printed["D"].append((errD_real + errD_fake).item()); printed["G"].append(errG.item())
 with torch.no_grad():
     samples = netG(torch.randn(64, 16), torch.randint(0, 10, (64,)))
+    # a (B, 100) output is a 10 x 10 "image" too: the 242-pixel 8 x 8 grid of 28-pixel samples
+    # below also cuts into 12-pixel cells, none of which matches anything
+    nn.Sequential(nn.Linear(16, 100))(torch.randn(4, 16))
     grid_y = torch.arange(10).repeat_interleave(4)
     class_grid = netG(torch.randn(40, 16), grid_y)
 plt.figure(); plt.imshow(make_grid(samples, normalize=True).permute(1, 2, 0).numpy()); plt.suptitle("gan samples")

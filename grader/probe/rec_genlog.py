@@ -559,8 +559,17 @@ def _hits(np, what, arr, entries=None):
         entries = _entries()
         for e in entries:
             _prepare(np, e)
-    found = [_scatter_match(np, arr, entries)] if what == "scatter" else \
-        [_image_match(np, tile, entries) for tile in _tiles(np, arr, entries)]
+    if what == "scatter":
+        found = [_scatter_match(np, arr, entries)]
+    else:  # the first way of cutting it into tiles whose tiles match something (else the first)
+        found = None
+        for tiles in _tilings(np, arr, entries):
+            hits = [_image_match(np, tile, entries) for tile in tiles]
+            if found is None or any(h is not None for h in hits):
+                found = hits
+            if any(h is not None for h in hits):
+                break
+        found = found or []
     return [None if e is None else (e["role"], e["class"], e["name"], e["model_ref"], e["split"]) for e in found]
 
 
@@ -593,8 +602,11 @@ def _origin(np, plotted):
     return {"role": role, "capture_class": cls, "model_ref": ref, "why": why + ("; also " + others if others else "")}
 
 
-def _tiles(np, arr, entries):
-    """The images of one plotted array: itself, or the tiles of a grid of kept-image sides."""
+def _tilings(np, arr, entries):
+    """The ways to cut one plotted array into images, most likely first: itself when it has a
+    kept image's size, then a grid of each kept side and padding that divides it (a (B, 100)
+    output makes 10 a side too: a 8 x 8 grid of 28-pixel digits, 242 pixels, also cuts into
+    12-pixel cells), then itself."""
     a = np.ma.getdata(arr) if hasattr(np, "ma") else arr
     a = np.asarray(a, dtype=np.float64)
     if a.ndim == 3:
@@ -602,9 +614,10 @@ def _tiles(np, arr, entries):
     if a.ndim != 2 or a.size > 4_000_000:
         return []
     h, w = a.shape
-    sides = sorted({e["q"][2] for e in entries if e["role"] != "latent"})
+    sides = sorted({e["q"][2] for e in entries if e["role"] != "latent"}, reverse=True)
     if h == w and h in sides:
-        return [a]
+        return [[a]]
+    out = []
     for side in sides:
         for pad in sorted(_paddings):
             cell = side + pad
@@ -614,8 +627,8 @@ def _tiles(np, arr, entries):
                      for i in range((h - pad) // cell) for j in range((w - pad) // cell)]
             tiles = [t for t in tiles if t.max() - t.min() > 1e-8][:256]  # empty slots left out
             if tiles:
-                return tiles
-    return [a]
+                out.append(tiles)
+    return out + [[a]]
 
 
 def _image_match(np, tile, entries):

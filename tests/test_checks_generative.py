@@ -415,7 +415,7 @@ def test_a_vaes_table_holds_its_bound_its_printed_loss_and_posterior_collapse() 
     view = generative_view(vae_ev(printed=[("Test loss: 0.1352", 0.1352)]), _refs(), "vae")
     rows = {r["measure"]: r for r in view["models"][0]["rows"]}  # type: ignore[index]
     assert rows["test negative ELBO"]["student"] == "106.0" and rows["test negative ELBO"]["reference"] == "104.5"
-    assert rows["printed test loss"]["student"] == "106.0" and "read per pixel" in rows["printed test loss"]["unit"]
+    assert rows["printed test loss"]["student"] == "106.0" and "read as a mean per pixel" in rows["printed test loss"]["unit"]
     assert rows["active latent units"]["unit"] == "of 20" and rows["KL term"]["reference"] == "25.00"
     collapsed = generative_view(vae_ev(kl=0.01, active=0, collapse=True), _refs(), "vae")
     assert collapsed["models"][0]["flags"][0].startswith("Posterior collapse: KL term 0.01")  # type: ignore[index]
@@ -432,3 +432,8 @@ def test_the_student_feedback_renders_the_measures_and_the_new_flags(tmp_path: A
                           out_dir=tmp_path, pdf=False).read_text()
     assert "Your generative models, measured by the grader" in html and "conditional accuracy" in html
     assert "Label ignored: only 10.4 %" in html and "ignores its label, by the grader" in html
+    # the classifier check that a generator cannot take says nothing about it: not shown
+    e["verified"] = {"reason": "the captured model computes something else than the model"}
+    html = render_student(grade, evidence=[e], reference={"parts": _refs()}, dataset_stats={}, problems=[],
+                          out_dir=tmp_path, pdf=False).read_text()
+    assert "Printed versus verified" not in html and "computes something else" not in html

@@ -53,7 +53,7 @@ _READINGS = {"per image": "read as nats per image", "per pixel": "read as a mean
              "whole split": "read as a sum over the test split"}
 
 
-def _reading(scale: str) -> str:
+def reading(scale: str) -> str:
     """printed_vs_measured's scale as the message says it ("per batch of 128": a batch's sum)."""
     if scale.startswith("per batch of "):
         return f"read as a sum over a batch of {scale.removeprefix('per batch of ')}"
@@ -125,13 +125,13 @@ def vae_bound(ctx: CheckContext, params: P.VaeBound) -> Outcome:
         scale, per_image = printed_vs_measured(value, nelbo, batch_sizes(picked.ev, picked.capture),
                                                n or ctx.test_split_size)
         said = f"`{line}`" + (f" (In[{cell}])" if cell is not None else "")
-        reading = _reading(scale)
+        how = reading(scale)
         if abs(per_image - nelbo) <= p.printed_tolerance:
-            text += (f". Your printed {said}, {reading}, is {per_image:.1f} nats per image: consistent with the "
+            text += (f". Your printed {said}, {how}, is {per_image:.1f} nats per image: consistent with the "
                      f"grader's {nelbo:.1f} (within {p.printed_tolerance:g})")
         else:
             flags.append(MISMATCH)
-            text += (f". Your printed {said}, {reading} (the closest reading), is {per_image:.1f} nats per image, "
+            text += (f". Your printed {said}, {how} (the closest reading), is {per_image:.1f} nats per image, "
                      f"{abs(per_image - nelbo):.1f} nats from the grader's {nelbo:.1f}: a TA will look at it")
     fraction = round(fraction, 4)
     return Outcome(_verdict(fraction), fraction, text + ".", (where(picked.ev),), tuple(flags))

@@ -14,7 +14,7 @@ from typing import Any
 
 from grader.checks import params as P
 from grader.checks.generative import architecture_of, reference_value
-from grader.checks.genvae import batch_sizes, printed_test_loss, printed_vs_measured
+from grader.checks.genvae import batch_sizes, printed_test_loss, printed_vs_measured, reading
 from grader.genmeasures import KL_COLLAPSED_NATS, PRESENT_SHARE
 from grader.report import charts
 from grader.report.figures import THUMB_WIDTH, _thumbnail
@@ -302,7 +302,7 @@ def _printed_row(ev: Mapping, cap: Mapping, v: Mapping) -> tuple[str, str, str, 
         return None
     n = v.get("n") if isinstance(v.get("n"), int) else None
     scale, per_image = printed_vs_measured(shown[0], nelbo, batch_sizes(ev, cap), n)
-    return ("printed test loss", f"nats per image, your {shown[0]:g} read {scale}", _fmt(per_image, "1"), "–")
+    return ("printed test loss", f"nats per image: your {shown[0]:g} {reading(scale)}", _fmt(per_image, "1"), "–")
 
 
 def _vae_rows(v: Mapping, ref: Mapping) -> list[dict[str, Any]]:

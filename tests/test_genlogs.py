@@ -218,6 +218,11 @@ def test_no_figure_fails_when_observed_and_goes_to_a_ta_in_saved_mode() -> None:
     assert figure_origin(_ctx(saved), {"want": "samples"}).status == "manual"
 
 
+def test_a_part_without_a_notebook_fails_its_figure_not_sent_to_a_ta() -> None:
+    out = figure_origin(_ctx(), {"want": "class-grid"})
+    assert out.status == "fail" and "no notebook for" in out.message and "no figure either" in out.message
+
+
 # ---------------------------------------------------------------- the probe part, in a fresh interpreter
 
 _HEADER = """\

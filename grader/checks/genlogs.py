@@ -217,6 +217,8 @@ def figure_origin(ctx: CheckContext, params: P.FigureOrigin) -> Outcome:
     the latent space), by the probe's content digests; a figure presented as `want` that shows
     something else fails with why; nothing the grader could place goes to a TA."""
     want = params.want
+    if not ctx.evidence:
+        return Outcome("fail", 0.0, f"no notebook for {ctx.part_id} was found, so no figure either.")
     figs = [(ev, f) for ev in ctx.evidence for f in ev.get("figures") or [] if isinstance(f, Mapping)]
     placed = [(ev, f, f["origin"]) for ev, f in figs if isinstance(f.get("origin"), Mapping)]
     hits = [(ev, f, o) for ev, f, o in placed if o.get("role") == want]

@@ -318,7 +318,7 @@ def test_the_sandbox_script_is_self_contained() -> None:
     tree = ast.parse(text)
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert imported <= {"typing", "os", "json", "math", "traceback", "hashlib", "contextlib", "numpy", "torch", "sys"}
+    assert imported <= {"typing", "os", "json", "math", "traceback", "hashlib", "contextlib", "numpy", "torch", "sys", "warnings"}
     defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     assert {c for c in called if c.startswith(("_gen", "_eval", "measure_"))} <= defined

@@ -65,6 +65,22 @@ def test_other_gan_spellings(line: str, d: float, g: float) -> None:
     assert [v for _, v in s["d_loss"]] == [d] and [v for _, v in s["g_loss"]] == [g]
 
 
+@pytest.mark.parametrize("lines, xs", [
+    # the iteration in brackets after the epoch, without a step keyword (it read 1.0 for each)
+    (["Epoch 0 [0/937] D loss: 1.24, G loss: 0.83", "Epoch 0 [400/937] D loss: 1.1, G loss: 0.9",
+      "Epoch 1 [0/937] D loss: 1.0, G loss: 1.0"], [0.0, round(400 / 937, 4), 1.0]),
+    # `[epoch][i/n]` (it counted the lines: "epochs 1 to 3")
+    (["[0][200/937] Loss_D: 1.2 Loss_G: 0.8", "[0][600/937] Loss_D: 1.1 Loss_G: 0.9",
+      "[1][200/937] Loss_D: 1.0 Loss_G: 1.0"], [round(200 / 937, 4), round(600 / 937, 4), round(1 + 200 / 937, 4)]),
+    # an epoch's own total is not the iteration
+    (["Epoch 1/5 D loss: 1.0 G loss: 2.0", "Epoch 2/5 D loss: 0.9 G loss: 2.1"], [1.0, 2.0]),
+    (["Epoch [1/5] [200/469] d_loss: 1.0 g_loss: 2.0"], [round(200 / 469, 4)]),
+])
+def test_the_iteration_within_an_epoch_is_read_in_its_common_spellings(lines: list[str], xs: list[float]) -> None:
+    s = _series("\n".join(lines))
+    assert [x for x, _ in s["d_loss"]] == xs and [x for x, _ in s["g_loss"]] == xs
+
+
 def test_vae_example_lines_and_epochs_counted_from_one() -> None:
     s = _series(VAE)
     assert s["vae_loss"][0] == (0.0, 543.219482) and s["vae_loss"][1] == (round(1280 / 60000, 4), 301.55249)

@@ -42,6 +42,8 @@ _VAE_EPOCH = re.compile(r"=+>\s*Epoch:\s*(\d+)\s*Average loss:\s*" + _NUM)
 _VAE_TEST = re.compile(r"=+>\s*Test set loss:\s*" + _NUM)
 _PAIR = re.compile(r"\[\s*(?:Epoch\s*)?(\d+)\s*/\s*(\d+)\s*\]\s*\[\s*(?:Batch\s*)?(\d+)\s*/\s*(\d+)\s*\]",
                    re.IGNORECASE)
+_PAIR_BARE = re.compile(r"\[\s*(\d+)\s*\]\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]")  # [0][200/937]
+_FRACTION = re.compile(r"\[\s*(\d+)\s*/\s*(\d+)\s*\]")  # Epoch 0 [200/937]: the iteration after the epoch
 _EPOCH = re.compile(r"(?<![A-Za-z])(?:epoch|ep)[\s_]*(?:[:#=\[(]\s*)?(\d+)(?:\s*/\s*(\d+))?", re.IGNORECASE)
 _STEP = re.compile(r"(?<![A-Za-z])(?:step|iter(?:ation)?s?|batch|it)[\s_]*(?:[:#=\[(]\s*)?(\d+)\s*/\s*(\d+)",
                    re.IGNORECASE)
@@ -61,9 +63,16 @@ def _position(line: str) -> tuple[int | None, float | None]:
     m = _PAIR.search(line)
     if m and int(m.group(4)) > 0:
         return int(m.group(1)), int(m.group(3)) / int(m.group(4))
+    m = _PAIR_BARE.search(line)
+    if m and int(m.group(3)) > 0:
+        return int(m.group(1)), int(m.group(2)) / int(m.group(3))
     e = _EPOCH.search(line)
     s = _STEP.search(line)
     frac = int(s.group(1)) / int(s.group(2)) if s and int(s.group(2)) > 0 else None
+    if frac is None and e is not None:  # `Epoch 0 [200/937]`: a bracketed pair after the epoch
+        f = next((f for f in _FRACTION.finditer(line, e.end())
+                  if 0 <= int(f.group(1)) <= int(f.group(2)) and int(f.group(2)) > 0), None)
+        frac = int(f.group(1)) / int(f.group(2)) if f else None
     return (int(e.group(1)) if e else None), frac
 
 

@@ -163,6 +163,27 @@ def test_what_the_grader_could_not_measure_goes_to_a_ta_never_to_a_fail(evidence
     assert out.status == "manual" and out.fraction == 0.0 and says in out.message, out.message
 
 
+NOTHING = gen([], [], reason="the notebook trained no generator or VAE the grader could capture")
+WATCHED = {"probe": {"started": True}, "optimizers": []}
+
+
+@pytest.mark.parametrize("evidence, status", [
+    ([ev(NOTHING, **WATCHED)], "fail"),  # ran to the end, watched, nothing stepped: nothing was trained
+    ([ev(NOTHING, **WATCHED), ev(NOTHING, path="gan2.ipynb", **WATCHED)], "fail"),
+    # any doubt: a TA
+    ([ev(NOTHING, probe={"started": True}, optimizers=[{"type": "Adam", "steps": 40}])], "manual"),  # trained something
+    ([ev(NOTHING, probe={"started": False}, optimizers=[])], "manual"),  # the grader saw nothing
+    ([ev(NOTHING, status="error", **WATCHED)], "manual"),  # stopped early
+    ([ev(None, **WATCHED)], "manual"),  # no capture ran
+])
+def test_a_notebook_that_trained_nothing_fails_and_any_doubt_goes_to_a_ta(evidence: list, status: str) -> None:
+    for kind in ("generated_samples", "conditional_generation"):
+        out = check(kind, evidence)
+        assert out.status == status, (kind, out.message)
+    if status == "fail":
+        assert "no model was trained" in out.message and "no optimizer stepped" in out.message
+
+
 def test_no_notebook_for_the_part_is_a_fail() -> None:
     out = check("generated_samples", [])
     assert out.status == "fail" and "no notebook" in out.message

@@ -148,6 +148,18 @@ def _seen(gen: Mapping) -> str:
     return ", ".join(roles[:6]) or "none"
 
 
+def _trained_nothing(ev: Mapping) -> bool:
+    """Whether an executed notebook certainly trained no model: it ran to the end with the probe
+    watching, the generative capture ran and found nothing, and no optimizer stepped (a grader
+    that saw nothing is not "trained nothing": a probe that did not start, a crash, a capture
+    that failed all say nothing)."""
+    gen = _gen(ev)
+    probe = ev.get("probe") if isinstance(ev.get("probe"), Mapping) else {}
+    return (ev.get("mode") == "execute" and ev.get("status") == "ok" and bool(probe.get("started"))
+            and gen is not None and not gen.get("captures") and not gen.get("measures")
+            and not any(isinstance(o, Mapping) and (o.get("steps") or 0) > 0 for o in ev.get("optimizers") or []))
+
+
 def pick(ctx: CheckContext, roles: Sequence[str], architecture: str, *, what: str,
          measured: bool = True) -> Picked | Outcome:
     """The captured model of `roles` and `architecture` (P.GenArchitecture) in the part's
@@ -180,6 +192,10 @@ def pick(ctx: CheckContext, roles: Sequence[str], architecture: str, *, what: st
             else:
                 other.append(f"{found.name} ({arch})")
     chosen = sorted(sure, key=lambda x: x[0]) or sorted(unsure, key=lambda x: x[0])
+    if not chosen and all(_trained_nothing(ev) for ev in evs):
+        return Outcome("fail", 0.0, f"no model was trained in the part's notebook (it ran to the end, watched by "
+                                    f"the grader, and no optimizer stepped), so there is no {what} to measure.",
+                       tuple(where(ev) for ev in evs)[:3])
     if not chosen:
         shape = "" if architecture == "any" else f" {architecture}"
         seen = "; ".join(f"{where(ev)} captured {_seen(g)}" for ev in evs if (g := _gen(ev)) is not None)

@@ -458,3 +458,23 @@ def test_the_student_feedback_renders_the_measures_and_the_new_flags(tmp_path: A
     html = render_student(grade, evidence=[e], reference={"parts": _refs()}, dataset_stats={}, problems=[],
                           out_dir=tmp_path, pdf=False).read_text()
     assert "Printed versus verified" not in html and "computes something else" not in html
+
+
+def test_a_quick_self_check_skips_sample_measures_but_not_a_missing_notebook() -> None:
+    """`dllab check --quick`: a measure on the stand-in is shown for information, not judged; an
+    item failed because the part has no notebook fails there too."""
+    from types import SimpleNamespace
+
+    from grader.student import rows
+
+    items = [{"id": "gan-samples", "title": "samples", "status": "fail", "points": 0, "max": 15,
+              "message": "Mode collapse: digit 3 is 100% of the samples"},
+             {"id": "cgan-conditional", "title": "conditional", "status": "fail", "points": 0, "max": 12,
+              "message": "no notebook or script for cgan was found in the submission."}]
+    result = SimpleNamespace(grade={"parts": [{"id": "gan", "items": items}]},
+                             unjudged=frozenset({"gan-samples", "cgan-conditional"}), manual=frozenset())
+    got = {r.title: r for r in rows(result)}  # type: ignore[arg-type]
+    assert got["samples"].status == "skipped" and not got["samples"].required
+    assert "for your information only: Mode collapse" in got["samples"].message
+    assert "accuracy" not in got["samples"].message
+    assert got["conditional"].status == "fail" and got["conditional"].required

@@ -146,6 +146,11 @@ def mean_pairwise_distance(images: Any, *, pairs: int = 2000, seed: int = 0) -> 
     return float(np.linalg.norm(x[i] - x[j], axis=1).mean())
 
 
+LABEL_UNUSED = 1e-6
+"""A conditional generator whose 0..1 pixels change by at most this much on average when only
+the label changes (gen_eval's `label_effect`) does not use its label."""
+
+
 def mode_collapse(coverage: dict[str, Any], diversity_ratio: float | None) -> tuple[bool, str]:
     """Whether samples show mode collapse, and why in one line: one class with at least
     COLLAPSE_MAX_SHARE of them, fewer than COLLAPSE_MIN_CLASSES classes appearing, or a mean

@@ -198,9 +198,9 @@ def test_a_vaes_samples_are_judged_from_its_entry() -> None:
 # --------------------------------------------------------------------------- conditional_generation
 
 
-def conditional(accuracy: float, per: list[float] | None = None) -> dict:
+def conditional(accuracy: float, per: list[float] | None = None, effect: float | None = None) -> dict:
     cg = measure("g0", "cgenerator", conditional={"accuracy": accuracy, "per_class": per or [accuracy] * 10,
-                                                  "label_input": "index"})
+                                                  "label_input": "index", "label_effect": effect})
     return ev(gen([cg], [capture("g0", "cgenerator", label_input="index", label_position=1, n_classes=10)]))
 
 
@@ -217,6 +217,30 @@ def test_a_cgan_ignoring_its_label_fails_flagged_with_its_numbers() -> None:
     out = check("conditional_generation", [conditional(0.104)])
     assert out.status == "fail" and out.fraction == 0.0 and out.flags == ("label-ignored",)
     assert "10.4 %" in out.message and "chance 10.0 %" in out.message and "ignores its label" in out.message
+
+
+@pytest.mark.parametrize("effect, says", [
+    (0.0, "changes none of its outputs (mean pixel change 0): the label reaches the generator but is not used"),
+    (0.083, "the label changes the images (mean pixel change 0.083 with z fixed) but not into the digit asked"),
+    (None, "feed y into the generator's layers"),
+])
+def test_why_a_cgan_ignores_its_label_is_told_by_what_the_label_changes(effect: float | None, says: str) -> None:
+    out = check("conditional_generation", [conditional(0.099, effect=effect)])
+    assert out.status == "fail" and out.flags == ("label-ignored",) and says in out.message, out.message
+
+
+def test_a_label_that_changes_no_output_is_not_fed_to_the_generator() -> None:
+    """A label multiplied by 0, or an embedding never applied: G takes y, and G(z, y) == G(z, y')."""
+    unused = cgan("index")
+    unused["generative"]["measures"][0]["conditional"] = {"accuracy": 0.098, "per_class": [0.098] * 10,
+                                                          "label_input": "onehot", "label_effect": 0.0}
+    out = check("generative_architecture", [unused], {"expect": "cgan"})
+    assert out.status == "partial" and out.fraction == 0.5, out.message
+    assert "changes none of G's outputs" in out.message and "the label is not used" in out.message
+    used = cgan("index")
+    used["generative"]["measures"][0]["conditional"] = {"accuracy": 0.098, "per_class": [0.098] * 10,
+                                                        "label_input": "onehot", "label_effect": 0.05}
+    assert check("generative_architecture", [used], {"expect": "cgan"}).status == "pass"  # honest, undertrained
 
 
 def test_a_partly_conditional_generator_earns_partial_credit() -> None:
@@ -274,6 +298,18 @@ def test_a_printed_loss_far_from_the_measured_bound_is_flagged_for_a_ta_without_
     out = check("vae_bound", [vae_ev(printed=[("====> Test set loss: 150.0000", 150.0)])])
     assert out.status == "pass" and out.fraction == 1.0 and out.flags == ("mismatch",)
     assert "read as nats per image (the closest reading), is 150.0 nats per image" in out.message and "44.0 nats from the grader's 106.0" in out.message
+
+
+def test_a_vae_without_sampling_is_told_why_its_printed_loss_is_below_the_bound() -> None:
+    """z = mu: the notebook's loss has no sampling noise, the grader's bound samples with a
+    log-variance that was never trained to."""
+    e = vae_ev(nelbo=217.0, recon=190.0, kl=27.0, printed=[("====> Test set loss: 115.0000", 115.0)])
+    e["generative"]["measures"][0]["facts"] = {**VAE_OPS, "ops": {"linear": 5, "relu": 2, "exp": 1, "sigmoid": 1}}
+    out = check("vae_bound", [e])
+    assert "mismatch" in out.flags and "your forward draws no random z" in out.message, out.message
+    honest = check("vae_bound", [vae_ev(nelbo=217.0, recon=190.0, kl=27.0,
+                                        printed=[("====> Test set loss: 115.0000", 115.0)])])
+    assert "mismatch" in honest.flags and "draws no random z" not in honest.message
 
 
 def test_posterior_collapse_fails_flagged() -> None:

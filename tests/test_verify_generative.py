@@ -434,6 +434,7 @@ def test_a_submissions_generators_vae_and_discriminator_are_measured(tmp_path: P
     assert g0["collapse"]["flag"] and g0["coverage"]["classes"] == 1 and g0["n"] == 1000 and g0["seed"] == 0
     assert g0["facts"]["params"] == 8 * 784 + 784 and g0["facts"]["ops"].get("linear") == 1
     assert g1["conditional"]["accuracy"] < 0.2 and not g1["collapse"]["flag"]
+    assert g1["conditional"]["label_effect"] == 0.0 and g0["conditional"] is None  # the label changes nothing
     assert g2["vae"]["kl"] == pytest.approx(KNOWN_KL) and g2["vae"]["recon"] == pytest.approx(784 * LN2)
     assert reference_metrics(g2)["kl"] == pytest.approx(KNOWN_KL) and reference_metrics(g2)["active_units"] == 0
     assert reference_metrics(g1)["conditional_accuracy"] == g1["conditional"]["accuracy"]

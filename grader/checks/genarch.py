@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from grader import genmeasures as gm
 from grader.checks import params as P
 from grader.checks.base import CheckContext, Outcome, where
 from grader.checks.generative import LABEL_WORDS, Picked, _all, _entries, _failed, _gen, _layers, _ops, _verdict, pick
@@ -105,7 +106,15 @@ def _cgan(ctx: CheckContext) -> tuple[list[Need], list[Picked], Outcome | None]:
     if isinstance(g, Outcome):
         return [], [], g
     how = LABEL_WORDS.get(str(g.capture.get("label_input")), "as an input")
-    needs = [Need("the label fed to the generator", True, f"G takes it {how}")]
+    cond = g.measure.get("conditional") if isinstance(g.measure.get("conditional"), Mapping) else {}
+    effect = cond.get("label_effect")
+    if finite(effect) and effect <= gm.LABEL_UNUSED:
+        # measured: G(z, y) == G(z, y') for every z tried, so the label input leads nowhere
+        needs = [Need("the label fed to the generator", False,
+                      f"G takes it {how}, but changing it with z fixed changes none of G's outputs (mean pixel "
+                      f"change {effect:.1g}): the label is not used")]
+    else:
+        needs = [Need("the label fed to the generator", True, f"G takes it {how}")]
     seen: list[Picked] = [g]
     ds = [(m, cap) for ev in ctx.evidence if (gen := _gen(ev)) is not None
           for m, _, cap in _entries(gen, ("discriminator",))]

@@ -364,8 +364,17 @@ def conditional_generation(ctx: CheckContext, params: P.ConditionalGeneration) -
     how = c.get("label_input") or picked.capture.get("label_input")
     text += f". Labels fed {LABEL_WORDS.get(str(how), str(how)[:40])}" if how else ""
     if acc <= p.ignored_below:
-        return Outcome("fail", 0.0, f"{text}. The generator ignores its label: feed y into the generator's "
-                                    f"layers (e.g. an embedding concatenated with z). {_sampling(m)}.",
+        effect = _num(c.get("label_effect"))
+        if effect is not None and effect <= gm.LABEL_UNUSED:
+            why = (f"changing the label with z fixed changes none of its outputs (mean pixel change {effect:.1g}): "
+                   f"the label reaches the generator but is not used (multiplied away, or an embedding never "
+                   f"applied); feed y into the generator's layers (e.g. an embedding concatenated with z)")
+        elif effect is not None:
+            why = (f"the label changes the images (mean pixel change {effect:.3f} with z fixed) but not into the "
+                   f"digit asked for: trained too briefly for G to learn it, or D does not see the label")
+        else:
+            why = "feed y into the generator's layers (e.g. an embedding concatenated with z)"
+        return Outcome("fail", 0.0, f"{text}. The generator ignores its label: {why}. {_sampling(m)}.",
                        (where(picked.ev),), (LABEL_IGNORED,))
     fraction = _higher(acc, bar, p.partial_from, p.partial_credit)
     return Outcome(_verdict(fraction), fraction, f"{text}. {_sampling(m)}.", (where(picked.ev),))

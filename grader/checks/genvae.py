@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from grader import genmeasures as gm
 from grader.checks import params as P
 from grader.checks.base import CheckContext, Outcome, where
-from grader.checks.generative import (MISMATCH, POSTERIOR_COLLAPSE, _about, _all, _num, _ref, _verdict, pick,
+from grader.checks.generative import (MISMATCH, POSTERIOR_COLLAPSE, _about, _all, _num, _ops, _ref, _verdict, pick,
                                       reference_value)
 from grader.checks.training import finite
 
@@ -74,6 +74,14 @@ def printed_vs_measured(printed: float, nelbo: float, batch_sizes: Sequence[int]
     return best[1], best[2]
 
 
+def _samples_no_z(measure: Mapping) -> bool:
+    """Whether the VAE's whole graph was read and holds no random op (z = mu, no sampling)."""
+    facts = measure.get("facts") if isinstance(measure.get("facts"), Mapping) else {}
+    ops = _ops(facts)
+    return facts.get("ops_complete") is True and bool(ops) and not any(
+        t.startswith(("randn", "normal", "rand", "bernoulli", "multinomial")) for t in ops)
+
+
 @P.takes(P.VaeBound)
 def vae_bound(ctx: CheckContext, params: P.VaeBound) -> Outcome:
     """The captured VAE's test negative ELBO, recomputed by the grader on the real test split
@@ -133,5 +141,9 @@ def vae_bound(ctx: CheckContext, params: P.VaeBound) -> Outcome:
             flags.append(MISMATCH)
             text += (f". Your printed {said}, {how} (the closest reading), is {per_image:.1f} nats per image, "
                      f"{abs(per_image - nelbo):.1f} nats from the grader's {nelbo:.1f}: a TA will look at it")
+            if _samples_no_z(picked.measure) and per_image < nelbo:
+                text += (" (your forward draws no random z: a loss computed with z = mu is not the bound the "
+                         "grader computes with z = mu + eps * sigma, and the log-variance was never trained to "
+                         "sample with)")
     fraction = round(fraction, 4)
     return Outcome(_verdict(fraction), fraction, text + ".", (where(picked.ev),), tuple(flags))

@@ -23,6 +23,8 @@ In-process API (a reference solution's `train()`, `dllab reference run`):
        "predicted": [n ints] (argmax class per sample, in sample order),
        "asked": [n ints] | None (the labels asked for), "n_classes": int,
        "feature_mean": [D floats], "feature_cov": [D lists of D floats] (unbiased),
+       "label_effect": float | None (conditional only: the mean absolute change of a 0..1 pixel
+       when LABEL_EFFECT_SAMPLES z are drawn with two different labels; 0: the label is not used),
        "diversity": float (genmeasures.mean_pairwise_distance of the 0..1 samples, seed `seed`)}.
 - `measure_vae(encode, decode, *, images, batch=500, seed=0, forward=None, input_shape=None) -> dict`
   The negative ELBO (Kingma & Welling 2014, eq. 10) in nats per image on `images` ((N, 1, 28, 28)
@@ -59,6 +61,8 @@ from __future__ import annotations
 from typing import Any
 
 Z_CHUNK = 1000
+LABEL_EFFECT_SAMPLES = 200
+"""z vectors drawn each with two different labels to see whether the label changes the images."""
 """Latent noise is drawn this many samples at a time, whatever the model's batch size."""
 DIVERSITY_PAIRS = 2000
 """Pairs of samples whose mean distance is the diversity (genmeasures.mean_pairwise_distance)."""
@@ -230,7 +234,20 @@ def measure_generator(generate: Any, *, instrument: Any, n: int, seed: int, late
     if not (np.all(np.isfinite(p)) and np.all(np.isfinite(f))):
         raise ValueError("the instrument gave a non-finite value on these samples")
     cov = np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
+    label_effect = None
+    if asked is not None:  # the same z with another label: does the label change the images at all?
+        with torch.no_grad():
+            z = torch.randn((min(LABEL_EFFECT_SAMPLES, n), *[int(d) for d in latent_shape]),
+                            generator=torch.Generator().manual_seed(int(seed) + 1))
+            ya = torch.arange(len(z)) % n_classes
+            yb = (ya + 1 + torch.arange(len(z)) % (n_classes - 1)) % n_classes  # never ya
+            xs = []
+            for y in (ya, yb):
+                y = torch.nn.functional.one_hot(y, n_classes).to(torch.float32) if label_input == "onehot" else y
+                xs.append(_gen_apply_map(_gen_as_images(generate(z, y))[0], how))
+            label_effect = float((xs[0] - xs[1]).abs().mean())
     return {"n": int(n), "seed": int(seed), "output_map": how, "output_range": [lo, hi], "resize": resize,
+            "label_effect": label_effect,
             "classifier_score": _gen_classifier_score(p), "predicted": [int(c) for c in p.argmax(axis=1)],
             "asked": [int(c) for c in asked] if asked is not None else None, "n_classes": int(p.shape[1]),
             "feature_mean": [float(v) for v in f.mean(axis=0)], "feature_cov": cov.tolist(),

@@ -176,7 +176,8 @@ def _floats(v: Any, n: int | None = None, lo: float = -1e30, hi: float = 1e30, n
 def check_samples(s: Any, *, n: int, n_classes: int, dim: int) -> dict[str, Any]:
     """measure_generator's dict from the sandbox (grader.verify.gen_eval), validated: n predicted
     classes, a score in 1..n_classes, a (dim,) mean and (dim, dim) covariance, a diversity in
-    0..28 (pixels 0..1 of 784 pixels). Raises NotVerified naming the first bad key."""
+    0..28 (pixels 0..1 of 784 pixels), a label effect in 0..1 or None. Raises NotVerified naming
+    the first bad key."""
     def need(ok: bool, key: str) -> None:
         if not ok:
             raise NotVerified(f"the measuring sandbox's sample measures are malformed at `{key}`")
@@ -192,8 +193,10 @@ def check_samples(s: Any, *, n: int, n_classes: int, dim: int) -> dict[str, Any]
     cov = s.get("feature_cov")
     need(isinstance(cov, list) and len(cov) == dim and all(_floats(row, dim) for row in cov), "feature_cov")
     need(_num(s.get("diversity")) and 0 <= s["diversity"] <= 28.0 + 1e-6, "diversity")
-    return {k: s[k] for k in ("n", "output_map", "output_range", "resize", "classifier_score", "predicted",
-                              "feature_mean", "feature_cov", "diversity")}
+    effect = s.get("label_effect")
+    need(effect is None or (_num(effect) and 0 <= effect <= 1 + 1e-6), "label_effect")
+    return {k: s.get(k) for k in ("n", "output_map", "output_range", "resize", "classifier_score", "predicted",
+                                  "feature_mean", "feature_cov", "diversity", "label_effect")}
 
 
 def check_vae(v: Any, *, n: int) -> dict[str, Any]:

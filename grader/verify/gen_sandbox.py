@@ -258,7 +258,7 @@ def source() -> str:
     funcs = (_eval_op_name, _eval_ops, _eval_facts, _gen_first_tensor, _gen_as_images, _gen_output_map,
              _gen_apply_map, _gen_classifier_score, _gen_classify, _gen_pairwise, _gen_load, measure_generator, measure_vae,
              _gen_conv_layers, _gen_train_differs, _gen_facts, _gen_run, _gen_main)
-    consts = "".join(f"{k} = {getattr(gen_eval, k)!r}\n" for k in ("Z_CHUNK", "DIVERSITY_PAIRS", "IMAGE_SIDE"))
+    consts = "".join(f"{k} = {getattr(gen_eval, k)!r}\n" for k in ("Z_CHUNK", "DIVERSITY_PAIRS", "IMAGE_SIDE", "LABEL_EFFECT_SAMPLES"))
     consts += f"MAX_LAYERS = {MAX_LAYERS!r}\n"
     body = "\n\n".join(inspect.getsource(f) for f in funcs)
     return "from typing import Any\n\n" + consts + "\n" + body + "\n\nimport sys\n_gen_main(sys.argv[1])\n"

@@ -349,7 +349,8 @@ def sample_measures(s: Mapping[str, Any], *, real: Mapping[str, Any], label_inpu
     (genmeasures.class_coverage), frechet_distance (squared feature units), diversity (mean
     pairwise pixel distance, 0..28) and diversity_ratio (to the real images'), collapse
     {flag, why} (genmeasures.mode_collapse) and, when `label_input`, conditional
-    {accuracy, per_class, label_input} against the labels asked (sample i asked i % n_classes).
+    {accuracy, per_class, label_input, label_effect} against the labels asked (sample i asked
+    i % n_classes; label_effect: gen_eval's, None when not measured).
     In-process too: a reference solution's numbers come from here. Raises ValueError."""
     predicted = np.asarray(s["predicted"], dtype=np.int64)
     coverage = gm.class_coverage(predicted, n_classes)
@@ -360,7 +361,9 @@ def sample_measures(s: Mapping[str, Any], *, real: Mapping[str, Any], label_inpu
     conditional = None
     if label_input:
         asked = np.arange(len(predicted)) % n_classes
-        conditional = {**gm.conditional_accuracy(predicted, asked, n_classes), "label_input": label_input}
+        effect = s.get("label_effect")
+        conditional = {**gm.conditional_accuracy(predicted, asked, n_classes), "label_input": label_input,
+                       "label_effect": None if effect is None else float(effect)}
     return {"output_map": s["output_map"], "classifier_score": float(s["classifier_score"]), "coverage": coverage,
             "frechet_distance": fd, "diversity": float(s["diversity"]),
             "diversity_ratio": None if ratio is None else round(ratio, 4),

@@ -374,6 +374,7 @@ def test_a_dcgan_without_transposed_convs_or_strides_loses_their_share() -> None
     out = check("generative_architecture", [dcgan(upsample_g, pooled_d)], {"expect": "dcgan"})
     assert out.status == "partial" and out.fraction == pytest.approx(2 / 5)
     assert "missing: transposed convolutions" in out.message and "strides [1, 1], [1, 1], [1, 1]" in out.message
+    assert "it downsamples by pooling (max_pool2d), which the DCGAN replaces with strides" in out.message
 
 
 def test_an_unseen_discriminator_or_graph_goes_to_a_ta() -> None:

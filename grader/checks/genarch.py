@@ -65,8 +65,11 @@ def _stride_conv(p: Picked) -> Need:
     if any(_strided(s) for s in convs):
         return Need(what, True)
     if isinstance(facts.get("layers"), list) and facts.get("ops_complete") is True:
-        return Need(what, False, f"its convolutions have strides {', '.join(map(str, convs))}" if convs
-                    else "it has no convolution")
+        pooled = sorted(t for t in _ops(facts) if "pool" in t)
+        return Need(what, False, (f"its convolutions have strides {', '.join(map(str, convs))}" if convs
+                                  else "it has no convolution")
+                    + (f"; it downsamples by pooling ({', '.join(pooled)}), which the DCGAN replaces with strides"
+                       if pooled else ""))
     return Need(what, None, _unread(p))
 
 

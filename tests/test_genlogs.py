@@ -342,6 +342,27 @@ with torch.no_grad():
     save_image(vae.sample(8), out + "/sample_2.png")
     mus = torch.cat([vae.encode(x.view(-1, 784))[0] for x, _ in test_loader])
 plt.figure(); plt.scatter(mus[:, 0].numpy(), mus[:, 1].numpy()); plt.suptitle("latent"); plt.savefig(out + "/e.png"); plt.close()
+class SeqVAE(nn.Module):  # encoder / decoder submodules called directly from the notebook
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 40))
+        self.decoder = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 784), nn.Sigmoid())
+    def forward(self, x):
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return self.decoder(z).view(-1, 1, 28, 28), mu, logvar
+
+svae = SeqVAE(); sopt = torch.optim.Adam(svae.parameters(), 1e-3)
+for x, _ in loader:
+    sopt.zero_grad(); r, mu, lv = svae(x)
+    loss = F.binary_cross_entropy(r, x, reduction="sum") - 0.5 * torch.sum(1 + lv - mu.pow(2) - lv.exp())
+    loss.backward(); sopt.step()
+with torch.no_grad():
+    drawn = svae.decoder(torch.randn(64, 20)).view(-1, 1, 28, 28)
+    x = next(iter(test_loader))[0]
+    rebuilt = svae.decoder(svae.encoder(x)[:, :20]).view(-1, 1, 28, 28)
+save_image(drawn, out + "/seq_samples.png")
+save_image(rebuilt, out + "/seq_recon.png")
 lin = nn.Linear(4, 1); amp_opt = torch.optim.SGD(lin.parameters(), 0.01)
 scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
 printed["amp"] = []
@@ -411,6 +432,10 @@ def test_figure_origins(gen_run: tuple[Path, list[dict[str, Any]]]) -> None:
                     "latent": "latent", "reconstruction_1.png": "reconstructions",
                     "samples_1.png": "reconstructions", "sample_1.png": "samples", "sample_2.png": "samples"}
     assert _figure(events, "sample_1.png")["origin"]["capture_class"] == "VAE"
+    # submodules of a recorded model called from the notebook: the decoder on noise, on the means
+    seq = _figure(events, "seq_samples.png")["origin"]
+    assert seq["role"] == "samples" and seq["capture_class"] == "SeqVAE" and "SeqVAE.decoder" in seq["why"]
+    assert _figure(events, "seq_recon.png")["origin"]["role"] == "reconstructions"
     assert "VAE.decode" in _figure(events, "sample_1.png")["origin"]["why"]
     saved = _figure(events, "samples_1.png")
     assert saved["trigger"] == "save_image" and saved["png"]

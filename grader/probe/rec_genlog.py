@@ -17,7 +17,12 @@ noise (B, k) / (B, k, 1, 1) -> `samples` (`class-grid` when a label argument lis
 order; `latent` when the noise is a lattice: a manifold); an image batch -> `reconstructions`
 (the batch itself is kept as `data`, with the active loader's split). A VAE's (B, K) second
 output (its means) is kept as `latent`. Methods named decode/sample/generate/encode of a model's
-class are wrapped at its first forward and seen the same way when called outside a forward.
+class are wrapped at its first forward and seen the same way when called outside a forward; so
+are its direct submodules (`vae.decoder(z)`, `netG.main(z)`: named 'VAE.decoder'), noted at its
+first forward (at most _MAX_CHILDREN in all), whose calls from the notebook are looked up by id
+(one dict look-up per top-level module call; none inside a forward). An encoder's means decoded
+as they are (`decoder(encoder(x)[:, :k])`: the decoder's input shares their memory) make
+reconstructions of that image batch, not samples.
 Nothing is digested while training: when a figure is recorded (rec_figures calls `figure_keys`)
 or torchvision's `save_image` writes a file, the plotted arrays are compared with those outputs
 by content (each image scaled to 0..1 by its own min and max, so `(x + 1) / 2`, `* 255`,
@@ -33,6 +38,7 @@ import collections
 import os
 import sys
 import types
+import weakref
 
 HOOK_MODULES = ("torch", "torch.autograd", "torch.nn.modules.module", "torch.amp.grad_scaler",
                 "torchvision", "torchvision.utils", "matplotlib.axes._axes")
@@ -51,6 +57,11 @@ _KEEP_IMAGES = 64
 _MAX_KEYS = 48  # (model ref, role) pairs whose outputs are kept
 _kept = collections.OrderedDict()  # (model ref, role) -> {"first": entry, "last": deque(2)}
 _depth = [0]  # recorded-model calls in progress: only the outermost one is an output
+_MAX_CHILDREN = 256
+_children = {}  # id(submodule) -> (weakref to it, weakref to its model, model _Rec, attribute name)
+_parents = {}  # id(recorded model) -> True once its submodules are in _children
+_open = []  # submodules called from the notebook whose call is in progress (the outermost first)
+_encoded = [None]  # (means, image batch, split): the newest means an encoder gave for an image batch
 _wrapped_classes = set()
 _paddings = {2, 0}  # make_grid paddings seen
 _seq = [0]
@@ -236,16 +247,42 @@ def _pre(module, args):
         _depth[0] += 1
         if type(module) not in _wrapped_classes:
             _core.guarded("genlog-methods", _wrap_methods, type(module))
+        if id(module) not in _parents:
+            _core.guarded("genlog-children", _note_children, module, rec)
+    elif not _depth[0] and _children:  # a recorded model's submodule called from the notebook
+        child = _children.get(id(module))
+        if child is not None and child[0]() is module:
+            _open.append(module)
+            _depth[0] += 1
     return None
 
 
 def _post(module, args, out):
+    if _open and _open[-1] is module:
+        _open.pop()
+        _depth[0] = max(0, _depth[0] - 1)
+        child = _children.get(id(module))
+        parent = child[1]() if child is not None else None
+        if not _depth[0] and out is not None and parent is not None:
+            _core.guarded("genlog-output", _note_call, parent, child[2], child[3], args, out)
+        return None
     rec = _recorded(module)
     if rec is not None:
         _depth[0] = max(0, _depth[0] - 1)
         if not _depth[0] and out is not None:
             _core.guarded("genlog-output", _note_call, module, rec, "forward", args, out)
     return None
+
+
+def _note_children(module, rec):
+    """A recorded model's direct submodules (`vae.decoder`, `netG.main`): their calls from the
+    notebook, outside any recorded forward, are that model's outputs too (at most _MAX_CHILDREN)."""
+    _parents[id(module)] = True
+    for name, sub in list(module.named_children())[:32]:
+        if len(_children) >= _MAX_CHILDREN:
+            break
+        if _recorded(sub) is None:
+            _children[id(sub)] = (weakref.ref(sub), weakref.ref(module), rec, name)
 
 
 def _wrap_methods(cls):
@@ -272,11 +309,16 @@ def _make_method(name):
 
 
 def _method(orig, name, self, args, kwargs):
-    out = orig(self, *args, **kwargs)
-    if not _depth[0]:  # inside the model's forward it is part of that call
-        rec = _recorded(self)
-        if rec is not None:
-            _core.guarded("genlog-method", _note_call, self, rec, name, args, out)
+    if _depth[0]:  # inside the model's forward (or another method) it is part of that call
+        return orig(self, *args, **kwargs)
+    _depth[0] += 1  # the submodules it calls are part of it
+    try:
+        out = orig(self, *args, **kwargs)
+    finally:
+        _depth[0] = max(0, _depth[0] - 1)
+    rec = _recorded(self)
+    if rec is not None:
+        _core.guarded("genlog-method", _note_call, self, rec, name, args, out)
     return out
 
 
@@ -327,7 +369,17 @@ def _is_image_batch(x):
         return True
 
 
+def _storage(t):
+    """The address of a tensor's storage (a slice or chunk of it shares it), or None."""
+    try:
+        return t.untyped_storage().data_ptr()
+    except Exception:  # noqa: BLE001 - an older torch, a tensor subclass without storage
+        return None
+
+
 def _note_call(module, rec, via, args, out):
+    """One outermost call of a recorded model `module`: its forward, a method `via` (decode,
+    encode, sample, generate) or a direct submodule `via` (decoder, main) called from the notebook."""
     if _busy():
         return
     outs = _tensors(out)
@@ -339,11 +391,15 @@ def _note_call(module, rec, via, args, out):
             _keep(rec, module, via, "samples", outs[0], None, None, None)
         return
     batch = x.shape[0]
-    if via == "encode" or (not _is_image(outs[0]) and _is_image_batch(x)):
+    encoding = via.startswith("enc")  # encode(), or a submodule encoder / enc
+    if encoding or (not _is_image(outs[0]) and _is_image_batch(x)):
         # an encoder's means: (mu, logvar) from encode() or from an encoder module's forward
-        if (via == "encode" or len(outs) >= 2) and outs[0].dim() == 2 and outs[0].shape[0] == batch \
+        if (encoding or len(outs) >= 2) and outs[0].dim() == 2 and outs[0].shape[0] == batch \
                 and 2 <= outs[0].shape[1] <= 1024:
-            _keep(rec, module, via, "latent", outs[0], None, None, getattr(_t.active["loader"], "split", None))
+            split = getattr(_t.active["loader"], "split", None)
+            _keep(rec, module, via, "latent", outs[0], None, None, split)
+            if _is_image_batch(x):  # decoded as they are (a slice or chunk of them), they are reconstructions
+                _encoded[0] = (outs[0].detach(), x, split)  # held: its memory is not reused meanwhile
         return
     imgs = outs[0]
     if not _is_image(imgs) or imgs.shape[0] != batch:
@@ -357,6 +413,13 @@ def _note_call(module, rec, via, args, out):
                 _keep(rec, module, via, "latent", o, None, None, split)
         return
     if x.dim() == 2 or (x.dim() == 4 and x.shape[2] == x.shape[3] == 1):
+        enc = _encoded[0]
+        shared = enc is not None and enc[1].shape[0] == batch and _storage(enc[0]) is not None
+        if shared and _storage(x) == _storage(enc[0]):
+            # decoder(encoder(x)[:, :k]): the means of an image batch decoded, not noise
+            _keep(rec, module, via, "reconstructions", imgs, None, None, enc[2])
+            _keep(rec, module, via, "data", enc[1], None, None, enc[2])
+            return
         labels = args[1] if len(args) > 1 and hasattr(args[1], "shape") and args[1].shape[:1] == (batch,) \
             else None
         _keep(rec, module, via, "samples", imgs, x, labels, None)

@@ -9,7 +9,13 @@ rec_torch's optimizer-step hook calls `credit`, which hands the pending sum to t
 that stepped and resets it. Per optimizer and loader pass (rec_torch `active["serial"]`) the
 credited values are aggregated; `flush` writes one `optimizer-stepped` event per optimizer that
 stepped since the last flush: `{"ref", "stepped": [[serial, n, mean, min, max, last], ...]}`
-(at most _MAX_STEPPED entries: the first ones and the latest), the one GPU sync of those values.
+(at most _MAX_STEPPED entries: the first ones and the latest), the one GPU sync of those values,
+and a sample of the exact stepped values, `"sample": {"every", "pow2", "first", "values": [[serial,
+i, loss, sum of the pass's losses up to step i], ...]}`: step i (0-based) of each pass is kept
+when i < first or i % every or i % pow2 is 0 or the divisor less one (every 5, pow2 16, first 32
+to begin with). Keeping one is appending two references to tensors already made (no copy, no
+sync); over _SAMPLE_MAX values the sample is thinned (every 5 -> 10 -> 50 -> 100 ..., pow2 doubled,
+first halved), so a printed loss can be told from one never back-propagated (checks.genlogs).
 
 Figure origins. A global forward hook remembers, for each recorded model (rec_torch), the newest
 image-shaped outputs (a view of at most _KEEP_IMAGES images, not a copy) and what went in: float
@@ -50,8 +56,10 @@ _on = False
 _pending = [None]  # sum of the backward roots since the previous optimizer step (a 0-d tensor)
 _in_backward = [0]
 _scaled = collections.OrderedDict()  # id(GradScaler.scale(loss)) -> (that tensor, loss): the loss counts
-_stepped = {}  # id(optimizer _Rec) -> [rec, entries, dirty]
+_stepped = {}  # id(optimizer _Rec) -> [rec, entries, dirty, sample]
 _MAX_STEPPED = 500
+_SAMPLE_MAX = 1800  # stepped losses kept per optimizer (evidence lists hold 2000)
+_STRIDES = (5, 10, 50, 100, 500, 1000, 5000, 10000, 50000, 100000)
 
 _KEEP_IMAGES = 64
 _MAX_KEYS = 48  # (model ref, role) pairs whose outputs are kept
@@ -198,7 +206,7 @@ def _credit(rec):
         return
     slot = _stepped.get(id(rec))
     if slot is None or slot[0] is not rec:
-        slot = _stepped[id(rec)] = [rec, [], True]
+        slot = _stepped[id(rec)] = [rec, [], True, {"every": _STRIDES[0], "pow2": 16, "first": 32, "kept": []}]
     entries, serial = slot[1], _t.active["serial"]
     cur = entries[-1] if entries else None
     if cur is None or cur[0] != serial:
@@ -212,14 +220,54 @@ def _credit(rec):
         cur[2] = value + cur[2]
         cur[3] = torch.minimum(value, cur[3]) if hasattr(cur[3], "shape") else value.clamp(max=cur[3])
         cur[4] = torch.maximum(value, cur[4]) if hasattr(cur[4], "shape") else value.clamp(min=cur[4])
+    sample, i = slot[3], cur[1]
+    if _sampled(sample, i):  # references to tensors already made: no copy, no sync
+        sample["kept"].append([serial, i, value, cur[2]])
+        if len(sample["kept"]) > _SAMPLE_MAX:
+            _thin(sample)
     cur[1] += 1
     cur[5] = value
     slot[2] = True
 
 
+def _sampled(sample, i):
+    """Whether the loss of step `i` (0-based) of a loader pass is kept: the first steps of each
+    pass, then each step where i % every or i % pow2 is 0 or the divisor less one (prints at
+    `i % 50 == 0` and `(i + 1) % 100 == 0` find theirs, and a window mean between two of them)."""
+    m, q = sample["every"], sample["pow2"]
+    return i < sample["first"] or i % m in (0, m - 1) or i % q in (0, q - 1)
+
+
+def _thin(sample):
+    """Over _SAMPLE_MAX values: the next stride (5, 10, 50, 100, ...), twice pow2, half the
+    first steps; the kept values that no longer qualify are dropped."""
+    while len(sample["kept"]) > _SAMPLE_MAX:
+        k = _STRIDES.index(sample["every"])
+        if k + 1 >= len(_STRIDES):
+            del sample["kept"][_SAMPLE_MAX // 2:-_SAMPLE_MAX // 2]  # the first ones and the latest
+            return
+        sample["every"], sample["pow2"] = _STRIDES[k + 1], sample["pow2"] * 2
+        sample["first"] = max(1, sample["first"] // 2)
+        sample["kept"] = [e for e in sample["kept"] if _sampled(sample, e[1])]
+
+
+def _floats(values):
+    """Tensors among `values` as floats (float32 values written with 9 digits: exact), in one
+    transfer when they can be stacked; None for what is not finite."""
+    idx = [k for k, v in enumerate(values) if hasattr(v, "shape")]
+    if idx:
+        try:
+            got = sys.modules["torch"].stack([values[k].reshape(()).float() for k in idx]).tolist()
+        except Exception:  # noqa: BLE001 - tensors on several devices
+            got = [float(values[k]) for k in idx]
+        for k, v in zip(idx, got):
+            values[k] = v
+    return [float("%.9g" % v) if v is not None and v == v and abs(v) != float("inf") else None for v in values]
+
+
 def flush(reason):
     for slot in list(_stepped.values()):
-        rec, entries, dirty = slot
+        rec, entries, dirty, sample = slot
         if not dirty or rec.ref is None:
             continue
         slot[2] = False
@@ -228,7 +276,13 @@ def flush(reason):
             for i in (2, 3, 4, 5):
                 e[i] = float(e[i])  # tensors to floats once: the sync of those values
             out.append([e[0], e[1], e[2] / e[1], e[3], e[4], e[5]])
-        _core.emit("optimizer-stepped", {"ref": rec.ref, "stepped": out})
+        kept = sample["kept"]
+        flat = _floats([v for e in kept for v in e[2:4]])
+        for k, e in enumerate(kept):
+            e[2], e[3] = flat[2 * k], flat[2 * k + 1]
+        _core.emit("optimizer-stepped", {"ref": rec.ref, "stepped": out, "sample": {
+            "every": sample["every"], "pow2": sample["pow2"], "first": sample["first"],
+            "values": [list(e) for e in kept]}})
 
 
 # ---------------------------------------------------------------- model outputs

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from grader.checks.base import CheckContext
+from grader.evidence import summarize_events, validate_event
 from grader.checks.genlogs import MISLABELLED, NOT_STEPPED, compare_stepped, figure_origin, logged_losses
 from grader.parsers.genlogs import gen_curves, notebook_texts, parse_gen_curves, plotted_curves, series_of_label
 
@@ -369,6 +370,29 @@ printed["amp"] = []
 for i in range(3):  # mixed precision backpropagates loss x 1024: the loss is what counts
     amp_opt.zero_grad(); loss = lin(torch.randn(8, 4)).pow(2).mean(); printed["amp"].append(loss.item())
     scaler.scale(loss).backward(); scaler.step(amp_opt); scaler.update()
+# a discriminator stepped on BCE, its loss printed several ways (as `:.4f` would print it)
+w_true = torch.randn(8)
+xs = torch.randn(800, 8); ys = ((xs @ w_true + 0.5 * torch.randn(800)) > 0).float().unsqueeze(1)
+bce_loader = tud.DataLoader(tud.TensorDataset(xs, ys), batch_size=4, shuffle=True)
+netD2 = nn.Linear(8, 1); optD2 = torch.optim.SGD(netD2.parameters(), 0.05)
+p4 = lambda v: float("%.4f" % v)
+for key in ("batch", "running", "epoch", "mse", "again"):
+    printed[key] = []
+for epoch in range(4):
+    running = total = 0.0
+    for i, (xb, yb) in enumerate(bce_loader):
+        optD2.zero_grad(); logits = netD2(xb)
+        loss = F.binary_cross_entropy_with_logits(logits, yb); loss.backward(); optD2.step()
+        running += loss.item(); total += loss.item()
+        if i % 100 == 0:  # the current batch's value, the DCGAN example's way
+            printed["batch"].append(p4(loss.item()))
+            with torch.no_grad():  # the tester's notebook: an MSE recomputed, never stepped on
+                printed["mse"].append(p4(F.mse_loss(torch.sigmoid(logits), yb).item()))
+                # the same BCE recomputed after the step: close in range, not what was stepped on
+                printed["again"].append(p4(F.binary_cross_entropy_with_logits(netD2(xb), yb).item()))
+        if (i + 1) % 50 == 0:
+            printed["running"].append(p4(running / 50)); running = 0.0
+    printed["epoch"].append(p4(total / len(bce_loader)))
 import json
 json.dump(printed, open(out + "/printed.json", "w"))
 """
@@ -420,6 +444,35 @@ def test_stepped_losses_of_a_two_optimizer_gan_loop(gen_run: tuple[Path, list[di
     assert d[0][0] < d[1][0]  # one entry per loader pass, in order
     (amp,) = stepped[("amp_opt",)]
     assert amp[1] == 3 and amp[2] == pytest.approx(sum(printed["amp"]) / 3, rel=1e-5)
+
+
+def test_printed_losses_matched_with_the_stepped_sample(gen_run: tuple[Path, list[dict[str, Any]]]) -> None:
+    """A loss printed as stepped (the current batch at i % 100 == 0, a running mean over 50 steps,
+    the epoch's mean) matches the probe's sample of stepped losses; an MSE recomputed under
+    no_grad (the tester's notebook) and the BCE recomputed after the step do not, though the
+    latter lies within the stepped range."""
+    root, events = gen_run
+    printed = json.loads((root / "printed.json").read_text())
+    evidence = summarize_events([validate_event(e) for e in events])
+    (opt,) = [o for o in evidence["optimizers"] if o["names"] == ["optD2"]]
+    sample = opt["stepped_sample"]
+    assert sample["every"] == 5 and 8 < len(sample["values"]) <= 1800
+    assert [r[1] for r in opt["stepped"]] == [200] * 4
+
+    def judge(key: str) -> tuple[bool, str]:
+        result = compare_stepped(printed[key], opt["stepped"], tolerance=0.5, batch_size=4, sample=sample)
+        assert result is not None
+        return result
+
+    for honest in ("batch", "running", "epoch"):
+        ok, words = judge(honest)
+        assert ok, (honest, words)
+        assert f"{len(printed[honest])} of them equal" in words, (honest, words)
+    for never in ("mse", "again"):
+        ok, words = judge(never)
+        assert not ok, (never, words)
+    ok, _ = compare_stepped(printed["again"], opt["stepped"], tolerance=0.5, batch_size=4)
+    assert ok  # the range alone does not tell it
 
 
 def test_figure_origins(gen_run: tuple[Path, list[dict[str, Any]]]) -> None:

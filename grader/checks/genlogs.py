@@ -108,10 +108,12 @@ def compare_stepped(printed: Sequence[float], stepped: Sequence[Sequence[Any]], 
 
     With the probe's `sample` of exact stepped losses (rec_genlog: {"every", "pow2", "first",
     "values": [[serial, i, loss, sum up to step i], ...]}) a printed value counts as stepped when
-    it equals, at its printed precision, a kept loss, a mean from the start of a pass to a kept
-    step, or a mean over a window of _WINDOWS steps between two kept steps; or lies within
-    MEAN_TOLERANCE of a pass's mean. When the sample can tell (at least MIN_PRINTED printed
-    values, MIN_SAMPLE kept losses, kept at least as densely as the values were printed), at
+    it equals, at its printed precision, a pass's last loss or, at a kept step i where i % w is 0
+    or w - 1, its loss, the mean from the pass's start to it, or the mean of the w steps up to it,
+    for the print intervals w of _WINDOWS within 1.5 x of the printed values' spacing (steps /
+    printed values) and that spacing rounded (to 1, 5, 10; any kept step when there is none); or lies within MEAN_TOLERANCE of a pass's mean. When the sample can tell (at least MIN_PRINTED printed
+    values, MIN_SAMPLE kept losses, kept at least as densely as the values were printed, and
+    the printed values shifted by a few per cent match by chance at most CHANCE_SHARE), at
     least MATCHED_SHARE of them matched is consistent and more than UNMATCHED_SHARE unmatched
     is not. Otherwise consistent when INSIDE_SHARE of the printed values lie within [min, max]
     widened by `tolerance` x its span + 5 %."""
@@ -156,13 +158,17 @@ MIN_SAMPLE = 8
 """Stepped losses the probe must have kept for that."""
 MATCHED_SHARE = 0.5
 """Share (0..1) of printed values matching stepped losses that makes a series consistent."""
-UNMATCHED_SHARE = 0.7
+UNMATCHED_SHARE = 0.6
 """Share (0..1) of printed values matching no stepped loss over which a series is not."""
 MEAN_TOLERANCE = 0.005
 """Relative difference allowed between a printed value and a pass's mean (a mean weighted by
 batch sizes, or divided by the dataset's size, differs a little from the mean per step)."""
+CHANCE_SHARE = 0.2
+"""Share (0..1) of printed values, shifted by a few per cent, allowed to match stepped losses by
+chance for the matching to count (else the sample cannot tell, and the range decides)."""
+_SHIFTS = (-0.031, -0.017, 0.013, 0.027)
 _WINDOWS = (5, 10, 16, 20, 25, 32, 50, 64, 100, 128, 200, 250, 256, 500, 512, 1000)
-"""Window lengths (steps) of the running means matched: the usual print intervals."""
+"""The usual print intervals (steps)."""
 
 
 def _half_unit(v: float) -> float:
@@ -185,26 +191,43 @@ def _matched(vals: Sequence[float], rows: Sequence[Sequence[Any]], sample: Mappi
     if len(vals) < MIN_PRINTED or len(kept) < MIN_SAMPLE or not isinstance(every, int) \
             or every > n / len(vals):
         return None
-    exact: list[float] = []
-    for r in kept:
-        exact += [float(r[2]), float(r[3]) / (int(r[1]) + 1)]
+    # print intervals near the spacing of the printed values: a value printed at i % 50 == 0 or
+    # (i + 1) % 50 == 0 is step i's loss, or a mean since the pass began or over the last 50 steps
+    spacing = n / len(vals)
+    lengths = sorted({w for w in _WINDOWS if spacing / 1.5 <= w <= spacing * 1.5}
+                     | {w for w in (round(spacing), 5 * round(spacing / 5), 10 * round(spacing / 10))
+                        if 2 <= w <= _WINDOWS[-1]})
     by_step = {(r[0], int(r[1])): float(r[3]) for r in kept}
-    for (serial, i), total in by_step.items():
-        for w in _WINDOWS:
-            before = by_step.get((serial, i - w))
+    exact = [float(e[5]) for e in rows]  # each pass's last loss (printed after its loop)
+    for r in kept:
+        i = int(r[1])
+        if not lengths or any(i % w in (0, w - 1) for w in lengths):
+            exact += [float(r[2]), float(r[3]) / (i + 1)]
+        for w in lengths:
+            before = by_step.get((r[0], i - w))
             if before is not None:
-                exact.append((total - before) / w)
+                exact.append((float(r[3]) - before) / w)
     exact.sort()
     means = sorted(float(e[2]) for e in rows)
+    def count(k: float, shift: float = 0.0) -> int:
+        found = 0
+        for v in vals:
+            x, tol = v / k * (1 + shift), _half_unit(v) / abs(k) + 1e-6 * abs(v / k)
+            # shifted values are tried on the exact candidates only: a running mean lies near
+            # its pass's mean by nature, not by chance
+            found += _near(exact, x, tol) or (not shift and _near(means, x, tol + MEAN_TOLERANCE * abs(x)))
+        return found
+
     best: tuple[int, float] | None = None
     for k in dict.fromkeys((1.0, f)):
-        count = 0
-        for v in vals:
-            x, tol = v / k, _half_unit(v) / abs(k) + 1e-6 * abs(v / k)
-            if _near(exact, x, tol) or _near(means, x, tol + MEAN_TOLERANCE * abs(x)):
-                count += 1
-        if best is None or count > best[0]:
-            best = (count, k)
+        # values shifted off the printed ones match only by chance: when they often do, the
+        # stepped losses are too dense for this precision to tell anything at this reduction
+        chance = sum(count(k, d) for d in _SHIFTS) / (len(_SHIFTS) * len(vals))
+        if chance > CHANCE_SHARE:
+            continue
+        c = count(k)
+        if best is None or c > best[0]:
+            best = (c, k)
     return best
 
 

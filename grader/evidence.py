@@ -93,7 +93,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                         "cells": ("list", _INT), "checksum_start": _NUMS, "checksum_now": _NUMS,
                         "lr_first": _VALUE, "out_at": _OUT_AT},
     # [loader pass, steps, mean, min, max, last] of the losses back-propagated before its steps
-    "optimizer-stepped": {"ref": _INT, "stepped": ("list", ("list", ("opt", "num")))},
+    # and a sample of the exact stepped losses: [loader pass, step i in it, loss, sum up to step i]
+    "optimizer-stepped": {"ref": _INT, "stepped": ("list", ("list", ("opt", "num"))),
+                          "sample": ("opt", {"every": "count", "pow2": "count", "first": "count",
+                                             "values": ("list", ("list", ("opt", "num")))})},
     "scheduler": {"type": "str", "module": "str", "optimizer": _INT,
                   "params": ("map", _VALUE)},
     "scheduler-state": {"ref": _INT, "steps": "int", "last_lr": _NUMS},
@@ -290,6 +293,7 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
     names: dict[int, list[str]] = {}
     state: dict[int, dict[str, Any]] = {}
     stepped: dict[int, list[list[Any]]] = {}
+    sampled: dict[int, dict[str, Any]] = {}
     for e in events:
         if e["kind"] == "bind" and e.get("ref") is not None:
             names[e["ref"]] = e.get("names", [])
@@ -297,6 +301,11 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
             state[e["ref"]] = e  # the latest wins
         elif e["kind"] == "optimizer-stepped" and e.get("ref") is not None:
             stepped[e["ref"]] = [r for r in e.get("stepped") or [] if _stepped_row(r)][:500]
+            sample = e.get("sample")
+            if isinstance(sample, dict) and all(isinstance(sample.get(k), int) and sample[k] >= 1
+                                                for k in ("every", "pow2", "first")):
+                sampled[e["ref"]] = {**{k: sample[k] for k in ("every", "pow2", "first")},
+                                     "values": [r for r in sample.get("values") or [] if _sampled_row(r)]}
 
     def of(ref: Any, kind: str) -> dict[str, Any] | None:
         e = by_id.get(ref) if isinstance(ref, int) else None
@@ -399,7 +408,9 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
                 # lr of its first step; [first step, last step] in characters of the stdout of
                 # the cells it first and last stepped in (cells_stepped[0], cells_stepped[-1])
                 **{k: s[k] for k in ("lr_first", "out_at") if s.get(k) is not None},
-                **({"stepped": stepped[ref]} if ref in stepped else {})})
+                **({"stepped": stepped[ref]} if ref in stepped else {}),
+                # exact stepped losses (checks.genlogs tells a printed loss never stepped on)
+                **({"stepped_sample": sampled[ref]} if ref in sampled else {})})
         elif kind == "scheduler":
             s = state.get(ref, {})
             opt = of(e.get("optimizer"), "optimizer")
@@ -447,6 +458,13 @@ def _stepped_row(r: Any) -> bool:
         return True
     eps = 1e-6 * max(1.0, abs(lo), abs(hi))
     return lo - eps <= mean <= hi + eps
+
+
+def _sampled_row(r: Any) -> bool:
+    """[serial, i, loss, sum of the pass's losses up to step i]: whole serial and step i >= 0,
+    the two values finite (None: not finite, left out)."""
+    return isinstance(r, list) and len(r) == 4 and isinstance(r[0], int) and isinstance(r[1], int) \
+        and r[1] >= 0 and r[2] is not None and r[3] is not None
 
 
 def _origin_keys(e: dict[str, Any]) -> dict[str, Any]:

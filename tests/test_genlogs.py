@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from grader.checks.base import CheckContext
+from grader.evidence import summarize_events, validate_event
 from grader.checks.genlogs import MISLABELLED, NOT_STEPPED, compare_stepped, figure_origin, logged_losses
 from grader.parsers.genlogs import gen_curves, notebook_texts, parse_gen_curves, plotted_curves, series_of_label
 
@@ -358,12 +359,56 @@ with torch.no_grad():
     save_image(vae.sample(8), out + "/sample_2.png")
     mus = torch.cat([vae.encode(x.view(-1, 784))[0] for x, _ in test_loader])
 plt.figure(); plt.scatter(mus[:, 0].numpy(), mus[:, 1].numpy()); plt.suptitle("latent"); plt.savefig(out + "/e.png"); plt.close()
+class SeqVAE(nn.Module):  # encoder / decoder submodules called directly from the notebook
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 40))
+        self.decoder = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 784), nn.Sigmoid())
+    def forward(self, x):
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return self.decoder(z).view(-1, 1, 28, 28), mu, logvar
+
+svae = SeqVAE(); sopt = torch.optim.Adam(svae.parameters(), 1e-3)
+for x, _ in loader:
+    sopt.zero_grad(); r, mu, lv = svae(x)
+    loss = F.binary_cross_entropy(r, x, reduction="sum") - 0.5 * torch.sum(1 + lv - mu.pow(2) - lv.exp())
+    loss.backward(); sopt.step()
+with torch.no_grad():
+    drawn = svae.decoder(torch.randn(64, 20)).view(-1, 1, 28, 28)
+    x = next(iter(test_loader))[0]
+    rebuilt = svae.decoder(svae.encoder(x)[:, :20]).view(-1, 1, 28, 28)
+save_image(drawn, out + "/seq_samples.png")
+save_image(rebuilt, out + "/seq_recon.png")
 lin = nn.Linear(4, 1); amp_opt = torch.optim.SGD(lin.parameters(), 0.01)
 scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
 printed["amp"] = []
 for i in range(3):  # mixed precision backpropagates loss x 1024: the loss is what counts
     amp_opt.zero_grad(); loss = lin(torch.randn(8, 4)).pow(2).mean(); printed["amp"].append(loss.item())
     scaler.scale(loss).backward(); scaler.step(amp_opt); scaler.update()
+# a discriminator stepped on BCE, its loss printed several ways (as `:.4f` would print it)
+w_true = torch.randn(8)
+xs = torch.randn(800, 8); ys = ((xs @ w_true + 0.5 * torch.randn(800)) > 0).float().unsqueeze(1)
+bce_loader = tud.DataLoader(tud.TensorDataset(xs, ys), batch_size=4, shuffle=True)
+netD2 = nn.Linear(8, 1); optD2 = torch.optim.SGD(netD2.parameters(), 0.05)
+p4 = lambda v: float("%.4f" % v)
+for key in ("batch", "running", "epoch", "mse", "again"):
+    printed[key] = []
+for epoch in range(4):
+    running = total = 0.0
+    for i, (xb, yb) in enumerate(bce_loader):
+        optD2.zero_grad(); logits = netD2(xb)
+        loss = F.binary_cross_entropy_with_logits(logits, yb); loss.backward(); optD2.step()
+        running += loss.item(); total += loss.item()
+        if i % 100 == 0:  # the current batch's value, the DCGAN example's way
+            printed["batch"].append(p4(loss.item()))
+            with torch.no_grad():  # the tester's notebook: an MSE recomputed, never stepped on
+                printed["mse"].append(p4(F.mse_loss(torch.sigmoid(logits), yb).item()))
+                # the same BCE recomputed after the step: close in range, not what was stepped on
+                printed["again"].append(p4(F.binary_cross_entropy_with_logits(netD2(xb), yb).item()))
+        if (i + 1) % 50 == 0:
+            printed["running"].append(p4(running / 50)); running = 0.0
+    printed["epoch"].append(p4(total / len(bce_loader)))
 import json
 json.dump(printed, open(out + "/printed.json", "w"))
 """
@@ -417,6 +462,35 @@ def test_stepped_losses_of_a_two_optimizer_gan_loop(gen_run: tuple[Path, list[di
     assert amp[1] == 3 and amp[2] == pytest.approx(sum(printed["amp"]) / 3, rel=1e-5)
 
 
+def test_printed_losses_matched_with_the_stepped_sample(gen_run: tuple[Path, list[dict[str, Any]]]) -> None:
+    """A loss printed as stepped (the current batch at i % 100 == 0, a running mean over 50 steps,
+    the epoch's mean) matches the probe's sample of stepped losses; an MSE recomputed under
+    no_grad (the tester's notebook) and the BCE recomputed after the step do not, though the
+    latter lies within the stepped range."""
+    root, events = gen_run
+    printed = json.loads((root / "printed.json").read_text())
+    evidence = summarize_events([validate_event(e) for e in events])
+    (opt,) = [o for o in evidence["optimizers"] if o["names"] == ["optD2"]]
+    sample = opt["stepped_sample"]
+    assert sample["every"] == 5 and 8 < len(sample["values"]) <= 1800
+    assert [r[1] for r in opt["stepped"]] == [200] * 4
+
+    def judge(key: str) -> tuple[bool, str]:
+        result = compare_stepped(printed[key], opt["stepped"], tolerance=0.5, batch_size=4, sample=sample)
+        assert result is not None
+        return result
+
+    for honest in ("batch", "running", "epoch"):
+        ok, words = judge(honest)
+        assert ok, (honest, words)
+        assert f"{len(printed[honest])} of them equal" in words, (honest, words)
+    for never in ("mse", "again"):
+        ok, words = judge(never)
+        assert not ok, (never, words)
+    ok, _ = compare_stepped(printed["again"], opt["stepped"], tolerance=0.5, batch_size=4)
+    assert ok  # the range alone does not tell it
+
+
 def test_figure_origins(gen_run: tuple[Path, list[dict[str, Any]]]) -> None:
     _, events = gen_run
     role = {name: _figure(events, name)["origin"]["role"] for name in (
@@ -427,6 +501,10 @@ def test_figure_origins(gen_run: tuple[Path, list[dict[str, Any]]]) -> None:
                     "latent": "latent", "reconstruction_1.png": "reconstructions",
                     "samples_1.png": "reconstructions", "sample_1.png": "samples", "sample_2.png": "samples"}
     assert _figure(events, "sample_1.png")["origin"]["capture_class"] == "VAE"
+    # submodules of a recorded model called from the notebook: the decoder on noise, on the means
+    seq = _figure(events, "seq_samples.png")["origin"]
+    assert seq["role"] == "samples" and seq["capture_class"] == "SeqVAE" and "SeqVAE.decoder" in seq["why"]
+    assert _figure(events, "seq_recon.png")["origin"]["role"] == "reconstructions"
     assert "VAE.decode" in _figure(events, "sample_1.png")["origin"]["why"]
     saved = _figure(events, "samples_1.png")
     assert saved["trigger"] == "save_image" and saved["png"]

@@ -5,7 +5,8 @@ Both read the evidence only. `logged_losses` reads the curves of grader.parsers.
 `metrics.curves` `d_loss`, `g_loss`, `vae_loss`, `vae_epoch_loss`, `recon`, `kl`, and the
 generic `train_loss` of grader.parsers.curves for a VAE's total; plotted: the probe's figure
 `lines`) and the probe's `stepped` values of each optimizer (grader/probe/rec_genlog.py:
-[loader pass, steps, mean, min, max, last] of the losses back-propagated before its steps).
+[loader pass, steps, mean, min, max, last] of the losses back-propagated before its steps, and
+`stepped_sample`: some of those losses exactly).
 `figure_origin` reads the probe's figure `origin` (role, capture_class, model_ref, why), found
 by content digests of model outputs, never by captions; captions only say what a figure is
 presented as.
@@ -13,6 +14,7 @@ presented as.
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import statistics
@@ -23,7 +25,8 @@ from grader.checks.base import CheckContext, Outcome, where
 from grader.parsers.genlogs import plotted_curves
 
 NOT_STEPPED = "loss-not-stepped"
-"""Flag: a printed loss lies far outside the values its optimizer stepped on."""
+"""Flag: a printed loss lies far outside the values its optimizer stepped on, or most printed
+values match none of the stepped losses the probe kept (nor their means)."""
 MISLABELLED = "figure-origin"
 """Flag: a figure presented as one kind of picture shows another (reconstructions as samples)."""
 INSIDE_SHARE = 0.8
@@ -97,12 +100,23 @@ def _batch_size(ev: Mapping[str, Any]) -> int | None:
 
 
 def compare_stepped(printed: Sequence[float], stepped: Sequence[Sequence[Any]], *, tolerance: float,
-                    batch_size: int | None) -> tuple[bool, str] | None:
-    """Whether printed loss values lie within what an optimizer stepped on ([serial, n, mean,
-    min, max, last] entries), after the reduction that brings them closest (as printed: 1, x2,
-    /2, per image vs per batch (batch_size), per pixel (784)); (consistent, numbers in words),
-    or None when there is nothing to compare. Consistent when INSIDE_SHARE of the printed values
-    lie within [min, max] widened by `tolerance` x its span + 5 %."""
+                    batch_size: int | None, sample: Mapping[str, Any] | None = None) -> tuple[bool, str] | None:
+    """Whether printed loss values are what an optimizer stepped on ([serial, n, mean, min, max,
+    last] entries), after the reduction that brings them closest (as printed: 1, x2, /2, per
+    image vs per batch (batch_size), per pixel (784)); (consistent, numbers in words), or None
+    when there is nothing to compare.
+
+    With the probe's `sample` of exact stepped losses (rec_genlog: {"every", "pow2", "first",
+    "values": [[serial, i, loss, sum up to step i], ...]}) a printed value counts as stepped when
+    it equals, at its printed precision, a pass's last loss or, at a kept step i where i % w is 0
+    or w - 1, its loss, the mean from the pass's start to it, or the mean of the w steps up to it,
+    for the print intervals w of _WINDOWS within 1.5 x of the printed values' spacing (steps /
+    printed values) and that spacing rounded (to 1, 5, 10; any kept step when there is none); or lies within MEAN_TOLERANCE of a pass's mean. When the sample can tell (at least MIN_PRINTED printed
+    values, MIN_SAMPLE kept losses, kept at least as densely as the values were printed, and
+    the printed values shifted by a few per cent match by chance at most CHANCE_SHARE), at
+    least MATCHED_SHARE of them matched is consistent and more than UNMATCHED_SHARE unmatched
+    is not. Otherwise consistent when INSIDE_SHARE of the printed values lie within [min, max]
+    widened by `tolerance` x its span + 5 %."""
     rows = [e for e in stepped if isinstance(e, (list, tuple)) and len(e) >= 6
             and all(isinstance(v, (int, float)) and math.isfinite(v) for v in e[1:6]) and e[1] > 0]
     vals = [v for v in printed if math.isfinite(v)]
@@ -121,10 +135,106 @@ def compare_stepped(printed: Sequence[float], stepped: Sequence[Sequence[Any]], 
     scaled = [v / f for v in vals]
     slack = tolerance * (hi - lo) + 0.05 * max(abs(lo), abs(hi)) + 1e-9
     inside = sum(lo - slack <= v <= hi + slack for v in scaled) / len(scaled)
+    consistent = inside >= INSIDE_SHARE
+    matched = _matched(vals, rows, sample, f, n)
+    if matched is not None:
+        k, f = matched
+        if k >= MATCHED_SHARE * len(vals):
+            consistent = True
+        elif len(vals) - k > UNMATCHED_SHARE * len(vals):
+            consistent = False
     scale = "" if f == 1.0 else f" (read as {_factor(f, batch_size)})"
     words = (f"{len(vals)} printed values, median {med:.4g}{scale}; the optimizer stepped on {n} losses "
              f"from {lo:.4g} to {hi:.4g}, mean {mean:.4g}; {100 * inside:.0f} % of the printed values lie in that range")
-    return inside >= INSIDE_SHARE, words
+    if matched is not None:
+        words += (f"; {matched[0]} of them equal a loss it stepped on, a mean of those over a pass or part "
+                  f"of one (at the printed precision)")
+    return consistent, words
+
+
+MIN_PRINTED = 4
+"""Printed values needed before a series is judged by which of them match stepped losses."""
+MIN_SAMPLE = 8
+"""Stepped losses the probe must have kept for that."""
+MATCHED_SHARE = 0.5
+"""Share (0..1) of printed values matching stepped losses that makes a series consistent."""
+UNMATCHED_SHARE = 0.6
+"""Share (0..1) of printed values matching no stepped loss over which a series is not."""
+MEAN_TOLERANCE = 0.005
+"""Relative difference allowed between a printed value and a pass's mean (a mean weighted by
+batch sizes, or divided by the dataset's size, differs a little from the mean per step)."""
+CHANCE_SHARE = 0.2
+"""Share (0..1) of printed values, shifted by a few per cent, allowed to match stepped losses by
+chance for the matching to count (else the sample cannot tell, and the range decides)."""
+_SHIFTS = (-0.031, -0.017, 0.013, 0.027)
+_WINDOWS = (5, 10, 16, 20, 25, 32, 50, 64, 100, 128, 200, 250, 256, 500, 512, 1000)
+"""The usual print intervals (steps)."""
+
+
+def _half_unit(v: float) -> float:
+    """Half a unit in the last printed digit of `v` as parsed (0.8312 -> 0.00005)."""
+    text = repr(float(v)).lower()
+    mant, _, exp = text.partition("e")
+    digits = len(mant.partition(".")[2].rstrip("0")) if "." in mant else 0
+    return 0.5 * 10.0 ** (int(exp or 0) - digits)
+
+
+def _matched(vals: Sequence[float], rows: Sequence[Sequence[Any]], sample: Mapping[str, Any] | None,
+             f: float, n: int) -> tuple[int, float] | None:
+    """(printed values that match a stepped loss, the reduction that matched most: 1 or `f`),
+    or None when the sample cannot tell (see compare_stepped)."""
+    if not isinstance(sample, Mapping):
+        return None
+    kept = [r for r in sample.get("values") or [] if isinstance(r, (list, tuple)) and len(r) == 4
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in r[1:4])]
+    every = sample.get("every")
+    if len(vals) < MIN_PRINTED or len(kept) < MIN_SAMPLE or not isinstance(every, int) \
+            or every > n / len(vals):
+        return None
+    # print intervals near the spacing of the printed values: a value printed at i % 50 == 0 or
+    # (i + 1) % 50 == 0 is step i's loss, or a mean since the pass began or over the last 50 steps
+    spacing = n / len(vals)
+    lengths = sorted({w for w in _WINDOWS if spacing / 1.5 <= w <= spacing * 1.5}
+                     | {w for w in (round(spacing), 5 * round(spacing / 5), 10 * round(spacing / 10))
+                        if 2 <= w <= _WINDOWS[-1]})
+    by_step = {(r[0], int(r[1])): float(r[3]) for r in kept}
+    exact = [float(e[5]) for e in rows]  # each pass's last loss (printed after its loop)
+    for r in kept:
+        i = int(r[1])
+        if not lengths or any(i % w in (0, w - 1) for w in lengths):
+            exact += [float(r[2]), float(r[3]) / (i + 1)]
+        for w in lengths:
+            before = by_step.get((r[0], i - w))
+            if before is not None:
+                exact.append((float(r[3]) - before) / w)
+    exact.sort()
+    means = sorted(float(e[2]) for e in rows)
+    def count(k: float, shift: float = 0.0) -> int:
+        found = 0
+        for v in vals:
+            x, tol = v / k * (1 + shift), _half_unit(v) / abs(k) + 1e-6 * abs(v / k)
+            # shifted values are tried on the exact candidates only: a running mean lies near
+            # its pass's mean by nature, not by chance
+            found += _near(exact, x, tol) or (not shift and _near(means, x, tol + MEAN_TOLERANCE * abs(x)))
+        return found
+
+    best: tuple[int, float] | None = None
+    for k in dict.fromkeys((1.0, f)):
+        # values shifted off the printed ones match only by chance: when they often do, the
+        # stepped losses are too dense for this precision to tell anything at this reduction
+        chance = sum(count(k, d) for d in _SHIFTS) / (len(_SHIFTS) * len(vals))
+        if chance > CHANCE_SHARE:
+            continue
+        c = count(k)
+        if best is None or c > best[0]:
+            best = (c, k)
+    return best
+
+
+def _near(ordered: Sequence[float], x: float, tol: float) -> bool:
+    """Whether a value of the sorted `ordered` lies within `tol` of x."""
+    i = bisect.bisect_left(ordered, x - tol)
+    return i < len(ordered) and ordered[i] <= x + tol
 
 
 def _factor(f: float, batch_size: int | None) -> str:
@@ -169,7 +279,8 @@ def logged_losses(ctx: CheckContext, params: P.LoggedLosses) -> Outcome:
             continue
         opt, how = _optimizer(ev, who)
         result = compare_stepped([v for _, v in f[1]], opt.get("stepped") or [] if opt else [],
-                                 tolerance=tolerance, batch_size=_batch_size(ev))
+                                 tolerance=tolerance, batch_size=_batch_size(ev),
+                                 sample=opt.get("stepped_sample") if opt else None)
         if result is None:
             notes.append(f"{label} not compared with the optimizer's steps ({how if opt is None else how + ': no stepped values recorded'})")
         elif not result[0]:

@@ -9,7 +9,13 @@ rec_torch's optimizer-step hook calls `credit`, which hands the pending sum to t
 that stepped and resets it. Per optimizer and loader pass (rec_torch `active["serial"]`) the
 credited values are aggregated; `flush` writes one `optimizer-stepped` event per optimizer that
 stepped since the last flush: `{"ref", "stepped": [[serial, n, mean, min, max, last], ...]}`
-(at most _MAX_STEPPED entries: the first ones and the latest), the one GPU sync of those values.
+(at most _MAX_STEPPED entries: the first ones and the latest), the one GPU sync of those values,
+and a sample of the exact stepped values, `"sample": {"every", "pow2", "first", "values": [[serial,
+i, loss, sum of the pass's losses up to step i], ...]}`: step i (0-based) of each pass is kept
+when i < first or i % every or i % pow2 is 0 or the divisor less one (every 5, pow2 16, first 32
+to begin with). Keeping one is appending two references to tensors already made (no copy, no
+sync); over _SAMPLE_MAX values the sample is thinned (every 5 -> 10 -> 50 -> 100 ..., pow2 doubled,
+first halved), so a printed loss can be told from one never back-propagated (checks.genlogs).
 
 Figure origins. A global forward hook remembers, for each recorded model (rec_torch), the newest
 image-shaped outputs (a view of at most _KEEP_IMAGES images, not a copy) and what went in: float
@@ -17,7 +23,12 @@ noise (B, k) / (B, k, 1, 1) -> `samples` (`class-grid` when a label argument lis
 order; `latent` when the noise is a lattice: a manifold); an image batch -> `reconstructions`
 (the batch itself is kept as `data`, with the active loader's split). A VAE's (B, K) second
 output (its means) is kept as `latent`. Methods named decode/sample/generate/encode of a model's
-class are wrapped at its first forward and seen the same way when called outside a forward.
+class are wrapped at its first forward and seen the same way when called outside a forward; so
+are its direct submodules (`vae.decoder(z)`, `netG.main(z)`: named 'VAE.decoder'), noted at its
+first forward (at most _MAX_CHILDREN in all), whose calls from the notebook are looked up by id
+(one dict look-up per top-level module call; none inside a forward). An encoder's means decoded
+as they are (`decoder(encoder(x)[:, :k])`: the decoder's input shares their memory) make
+reconstructions of that image batch, not samples.
 Nothing is digested while training: when a figure is recorded (rec_figures calls `figure_keys`)
 or torchvision's `save_image` writes a file, the plotted arrays are compared with those outputs
 by content (each image scaled to 0..1 by its own min and max, so `(x + 1) / 2`, `* 255`,
@@ -33,6 +44,7 @@ import collections
 import os
 import sys
 import types
+import weakref
 
 HOOK_MODULES = ("torch", "torch.autograd", "torch.nn.modules.module", "torch.amp.grad_scaler",
                 "torchvision", "torchvision.utils", "matplotlib.axes._axes")
@@ -44,13 +56,20 @@ _on = False
 _pending = [None]  # sum of the backward roots since the previous optimizer step (a 0-d tensor)
 _in_backward = [0]
 _scaled = collections.OrderedDict()  # id(GradScaler.scale(loss)) -> (that tensor, loss): the loss counts
-_stepped = {}  # id(optimizer _Rec) -> [rec, entries, dirty]
+_stepped = {}  # id(optimizer _Rec) -> [rec, entries, dirty, sample]
 _MAX_STEPPED = 500
+_SAMPLE_MAX = 1800  # stepped losses kept per optimizer (evidence lists hold 2000)
+_STRIDES = (5, 10, 50, 100, 500, 1000, 5000, 10000, 50000, 100000)
 
 _KEEP_IMAGES = 64
 _MAX_KEYS = 48  # (model ref, role) pairs whose outputs are kept
 _kept = collections.OrderedDict()  # (model ref, role) -> {"first": entry, "last": deque(2)}
 _depth = [0]  # recorded-model calls in progress: only the outermost one is an output
+_MAX_CHILDREN = 256
+_children = {}  # id(submodule) -> (weakref to it, weakref to its model, model _Rec, attribute name)
+_parents = {}  # id(recorded model) -> True once its submodules are in _children
+_open = []  # submodules called from the notebook whose call is in progress (the outermost first)
+_encoded = [None]  # (means, image batch, split): the newest means an encoder gave for an image batch
 _wrapped_classes = set()
 _paddings = {2, 0}  # make_grid paddings seen
 _seq = [0]
@@ -187,7 +206,7 @@ def _credit(rec):
         return
     slot = _stepped.get(id(rec))
     if slot is None or slot[0] is not rec:
-        slot = _stepped[id(rec)] = [rec, [], True]
+        slot = _stepped[id(rec)] = [rec, [], True, {"every": _STRIDES[0], "pow2": 16, "first": 32, "kept": []}]
     entries, serial = slot[1], _t.active["serial"]
     cur = entries[-1] if entries else None
     if cur is None or cur[0] != serial:
@@ -201,14 +220,54 @@ def _credit(rec):
         cur[2] = value + cur[2]
         cur[3] = torch.minimum(value, cur[3]) if hasattr(cur[3], "shape") else value.clamp(max=cur[3])
         cur[4] = torch.maximum(value, cur[4]) if hasattr(cur[4], "shape") else value.clamp(min=cur[4])
+    sample, i = slot[3], cur[1]
+    if _sampled(sample, i):  # references to tensors already made: no copy, no sync
+        sample["kept"].append([serial, i, value, cur[2]])
+        if len(sample["kept"]) > _SAMPLE_MAX:
+            _thin(sample)
     cur[1] += 1
     cur[5] = value
     slot[2] = True
 
 
+def _sampled(sample, i):
+    """Whether the loss of step `i` (0-based) of a loader pass is kept: the first steps of each
+    pass, then each step where i % every or i % pow2 is 0 or the divisor less one (prints at
+    `i % 50 == 0` and `(i + 1) % 100 == 0` find theirs, and a window mean between two of them)."""
+    m, q = sample["every"], sample["pow2"]
+    return i < sample["first"] or i % m in (0, m - 1) or i % q in (0, q - 1)
+
+
+def _thin(sample):
+    """Over _SAMPLE_MAX values: the next stride (5, 10, 50, 100, ...), twice pow2, half the
+    first steps; the kept values that no longer qualify are dropped."""
+    while len(sample["kept"]) > _SAMPLE_MAX:
+        k = _STRIDES.index(sample["every"])
+        if k + 1 >= len(_STRIDES):
+            del sample["kept"][_SAMPLE_MAX // 2:-_SAMPLE_MAX // 2]  # the first ones and the latest
+            return
+        sample["every"], sample["pow2"] = _STRIDES[k + 1], sample["pow2"] * 2
+        sample["first"] = max(1, sample["first"] // 2)
+        sample["kept"] = [e for e in sample["kept"] if _sampled(sample, e[1])]
+
+
+def _floats(values):
+    """Tensors among `values` as floats (float32 values written with 9 digits: exact), in one
+    transfer when they can be stacked; None for what is not finite."""
+    idx = [k for k, v in enumerate(values) if hasattr(v, "shape")]
+    if idx:
+        try:
+            got = sys.modules["torch"].stack([values[k].reshape(()).float() for k in idx]).tolist()
+        except Exception:  # noqa: BLE001 - tensors on several devices
+            got = [float(values[k]) for k in idx]
+        for k, v in zip(idx, got):
+            values[k] = v
+    return [float("%.9g" % v) if v is not None and v == v and abs(v) != float("inf") else None for v in values]
+
+
 def flush(reason):
     for slot in list(_stepped.values()):
-        rec, entries, dirty = slot
+        rec, entries, dirty, sample = slot
         if not dirty or rec.ref is None:
             continue
         slot[2] = False
@@ -217,7 +276,13 @@ def flush(reason):
             for i in (2, 3, 4, 5):
                 e[i] = float(e[i])  # tensors to floats once: the sync of those values
             out.append([e[0], e[1], e[2] / e[1], e[3], e[4], e[5]])
-        _core.emit("optimizer-stepped", {"ref": rec.ref, "stepped": out})
+        kept = sample["kept"]
+        flat = _floats([v for e in kept for v in e[2:4]])
+        for k, e in enumerate(kept):
+            e[2], e[3] = flat[2 * k], flat[2 * k + 1]
+        _core.emit("optimizer-stepped", {"ref": rec.ref, "stepped": out, "sample": {
+            "every": sample["every"], "pow2": sample["pow2"], "first": sample["first"],
+            "values": [list(e) for e in kept]}})
 
 
 # ---------------------------------------------------------------- model outputs
@@ -236,16 +301,42 @@ def _pre(module, args):
         _depth[0] += 1
         if type(module) not in _wrapped_classes:
             _core.guarded("genlog-methods", _wrap_methods, type(module))
+        if id(module) not in _parents:
+            _core.guarded("genlog-children", _note_children, module, rec)
+    elif not _depth[0] and _children:  # a recorded model's submodule called from the notebook
+        child = _children.get(id(module))
+        if child is not None and child[0]() is module:
+            _open.append(module)
+            _depth[0] += 1
     return None
 
 
 def _post(module, args, out):
+    if _open and _open[-1] is module:
+        _open.pop()
+        _depth[0] = max(0, _depth[0] - 1)
+        child = _children.get(id(module))
+        parent = child[1]() if child is not None else None
+        if not _depth[0] and out is not None and parent is not None:
+            _core.guarded("genlog-output", _note_call, parent, child[2], child[3], args, out)
+        return None
     rec = _recorded(module)
     if rec is not None:
         _depth[0] = max(0, _depth[0] - 1)
         if not _depth[0] and out is not None:
             _core.guarded("genlog-output", _note_call, module, rec, "forward", args, out)
     return None
+
+
+def _note_children(module, rec):
+    """A recorded model's direct submodules (`vae.decoder`, `netG.main`): their calls from the
+    notebook, outside any recorded forward, are that model's outputs too (at most _MAX_CHILDREN)."""
+    _parents[id(module)] = True
+    for name, sub in list(module.named_children())[:32]:
+        if len(_children) >= _MAX_CHILDREN:
+            break
+        if _recorded(sub) is None:
+            _children[id(sub)] = (weakref.ref(sub), weakref.ref(module), rec, name)
 
 
 def _wrap_methods(cls):
@@ -272,11 +363,16 @@ def _make_method(name):
 
 
 def _method(orig, name, self, args, kwargs):
-    out = orig(self, *args, **kwargs)
-    if not _depth[0]:  # inside the model's forward it is part of that call
-        rec = _recorded(self)
-        if rec is not None:
-            _core.guarded("genlog-method", _note_call, self, rec, name, args, out)
+    if _depth[0]:  # inside the model's forward (or another method) it is part of that call
+        return orig(self, *args, **kwargs)
+    _depth[0] += 1  # the submodules it calls are part of it
+    try:
+        out = orig(self, *args, **kwargs)
+    finally:
+        _depth[0] = max(0, _depth[0] - 1)
+    rec = _recorded(self)
+    if rec is not None:
+        _core.guarded("genlog-method", _note_call, self, rec, name, args, out)
     return out
 
 
@@ -327,7 +423,17 @@ def _is_image_batch(x):
         return True
 
 
+def _storage(t):
+    """The address of a tensor's storage (a slice or chunk of it shares it), or None."""
+    try:
+        return t.untyped_storage().data_ptr()
+    except Exception:  # noqa: BLE001 - an older torch, a tensor subclass without storage
+        return None
+
+
 def _note_call(module, rec, via, args, out):
+    """One outermost call of a recorded model `module`: its forward, a method `via` (decode,
+    encode, sample, generate) or a direct submodule `via` (decoder, main) called from the notebook."""
     if _busy():
         return
     outs = _tensors(out)
@@ -339,11 +445,15 @@ def _note_call(module, rec, via, args, out):
             _keep(rec, module, via, "samples", outs[0], None, None, None)
         return
     batch = x.shape[0]
-    if via == "encode" or (not _is_image(outs[0]) and _is_image_batch(x)):
+    encoding = via.startswith("enc")  # encode(), or a submodule encoder / enc
+    if encoding or (not _is_image(outs[0]) and _is_image_batch(x)):
         # an encoder's means: (mu, logvar) from encode() or from an encoder module's forward
-        if (via == "encode" or len(outs) >= 2) and outs[0].dim() == 2 and outs[0].shape[0] == batch \
+        if (encoding or len(outs) >= 2) and outs[0].dim() == 2 and outs[0].shape[0] == batch \
                 and 2 <= outs[0].shape[1] <= 1024:
-            _keep(rec, module, via, "latent", outs[0], None, None, getattr(_t.active["loader"], "split", None))
+            split = getattr(_t.active["loader"], "split", None)
+            _keep(rec, module, via, "latent", outs[0], None, None, split)
+            if _is_image_batch(x):  # decoded as they are (a slice or chunk of them), they are reconstructions
+                _encoded[0] = (outs[0].detach(), x, split)  # held: its memory is not reused meanwhile
         return
     imgs = outs[0]
     if not _is_image(imgs) or imgs.shape[0] != batch:
@@ -357,6 +467,13 @@ def _note_call(module, rec, via, args, out):
                 _keep(rec, module, via, "latent", o, None, None, split)
         return
     if x.dim() == 2 or (x.dim() == 4 and x.shape[2] == x.shape[3] == 1):
+        enc = _encoded[0]
+        shared = enc is not None and enc[1].shape[0] == batch and _storage(enc[0]) is not None
+        if shared and _storage(x) == _storage(enc[0]):
+            # decoder(encoder(x)[:, :k]): the means of an image batch decoded, not noise
+            _keep(rec, module, via, "reconstructions", imgs, None, None, enc[2])
+            _keep(rec, module, via, "data", enc[1], None, None, enc[2])
+            return
         labels = args[1] if len(args) > 1 and hasattr(args[1], "shape") and args[1].shape[:1] == (batch,) \
             else None
         _keep(rec, module, via, "samples", imgs, x, labels, None)

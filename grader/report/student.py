@@ -212,7 +212,8 @@ def notebook_view(ev: Mapping, ref_parts: Mapping, stats: Mapping) -> dict[str, 
         "per_class": _per_class(metrics.get("per_class_accuracy"), measured.get("per_class_accuracy"),
                                 verified.get("per_class_accuracy")),
         # a generative lab's models are measured by the table of their own (generative_view): a
-        # classifier's test accuracy that could not be checked says nothing about them
+        # classifier's test accuracy that could not be checked, and the classifier runs' table
+        # (test accuracy per run; a GAN's D and G are two "runs"), say nothing about them
         "integrity": None if _measured_generative(ev) and "test_accuracy" not in verified
         else _integrity(metrics, verified),
         "figures": figures_view(ev),
@@ -224,7 +225,7 @@ def notebook_view(ev: Mapping, ref_parts: Mapping, stats: Mapping) -> dict[str, 
         "curves": _curves(metrics.get("curves"), optimizers, study=bool(summary.get("configs"))),
         "reference_configs": _configs(summary),
         # optional parts (grader.evidence_model), shown only when the evidence has them
-        "named_metrics": named_metrics(metrics), "runs": runs_view(ev.get("runs"), ref_parts), "samples": sample_figures(ev),
+        "named_metrics": named_metrics(metrics), "runs": None if _measured_generative(ev) else runs_view(ev.get("runs"), ref_parts), "samples": sample_figures(ev),
         "generative": generative_view(ev, ref_parts, part_id),
         **_errors(ev.get("errors")),
     }

@@ -300,6 +300,13 @@ def test_a_printed_loss_far_from_the_measured_bound_is_flagged_for_a_ta_without_
     assert "read as nats per image (the closest reading), is 150.0 nats per image" in out.message and "44.0 nats from the grader's 106.0" in out.message
 
 
+def test_a_test_loss_printed_in_the_students_own_words_is_compared() -> None:
+    e = vae_ev(nelbo=138.9, recon=110.0, kl=28.9)
+    e["metrics"]["curves"] = {"vae_test_loss": [[1.0, 150.11], [2.0, 138.87]]}
+    out = check("vae_bound", [e])
+    assert "test loss 138.87, the last of 2 printed" in out.message and ": consistent" in out.message, out.message
+
+
 def test_a_vae_without_sampling_is_told_why_its_printed_loss_is_below_the_bound() -> None:
     """z = mu: the notebook's loss has no sampling noise, the grader's bound samples with a
     log-variance that was never trained to."""

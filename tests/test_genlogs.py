@@ -82,6 +82,16 @@ def test_the_iteration_within_an_epoch_is_read_in_its_common_spellings(lines: li
     assert [x for x, _ in s["d_loss"]] == xs and [x for x, _ in s["g_loss"]] == xs
 
 
+def test_a_vaes_loss_named_by_its_split_in_the_students_own_words() -> None:
+    s = _series("epoch 1: train -ELBO 163.20  test -ELBO 150.11 (nats per image)\n"
+                "epoch 2: train -ELBO 149.78  test -ELBO 138.87 (nats per image)\n"
+                "Epoch 3 train loss 120.5 test loss 118.25\nTest set loss: 0.1352\n")
+    assert s["vae_epoch_loss"] == [(1.0, 163.2), (2.0, 149.78), (3.0, 120.5)]
+    assert [v for _, v in s["vae_test_loss"]] == [150.11, 138.87, 118.25, 0.1352]
+    assert "d_loss" not in s and "recon" not in s
+    assert _series("val loss 0.31 val accuracy 0.9") == {}  # a validation split is neither
+
+
 def test_vae_example_lines_and_epochs_counted_from_one() -> None:
     s = _series(VAE)
     assert s["vae_loss"][0] == (0.0, 543.219482) and s["vae_loss"][1] == (round(1280 / 60000, 4), 301.55249)

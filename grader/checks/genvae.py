@@ -19,8 +19,9 @@ from grader.checks.training import finite
 
 def printed_test_loss(ev: Mapping) -> tuple[float, str, int | None] | None:
     """The last test loss the notebook printed, (value, the line, cell), from its metric lines
-    (`====> Test set loss: 105.2345`), else its test_loss or a named test loss / ELBO; None when
-    it printed none (or only a non-positive one)."""
+    (`====> Test set loss: 105.2345`), else its test_loss or a named test loss / ELBO, else the
+    printed test-loss series (`test -ELBO 138.9`); None when it printed none (or only a
+    non-positive one)."""
     metrics = ev.get("metrics") if isinstance(ev.get("metrics"), Mapping) else {}
     lines = [x for x in metrics.get("mentions") or [] if isinstance(x, Mapping) and x.get("kind") == "test_loss"
              and finite(x.get("value")) and x["value"] > 0]
@@ -34,6 +35,12 @@ def printed_test_loss(ev: Mapping) -> tuple[float, str, int | None] | None:
     for key, value in reversed(list(named.items())):
         if re.search(r"test.*(loss|elbo)|(loss|elbo).*test", str(key).lower()) and finite(value) and value > 0:
             return float(value), f"{key} {value:g}", None
+    # the generative lines' own reading (grader.parsers.genlogs): `test -ELBO 138.9`, `test loss ..`
+    curves = metrics.get("curves") if isinstance(metrics.get("curves"), Mapping) else {}
+    points = [p for p in curves.get("vae_test_loss") or [] if isinstance(p, (list, tuple)) and len(p) >= 2
+              and finite(p[1]) and p[1] > 0]
+    if points:
+        return float(points[-1][1]), f"test loss {points[-1][1]:g}, the last of {len(points)} printed", None
     return None
 
 

@@ -9,6 +9,9 @@ done, fractional within an epoch when the line gives the iteration):
 - `vae_loss`: the PyTorch VAE example's `Train Epoch: 1 [1280/60000 (2%)]\\tLoss: 543.2` (its
   per-batch loss divided by the batch size), or the total of a line that also prints recon/KL;
 - `vae_epoch_loss`: `====> Epoch: 1 Average loss: 164.3`; `vae_test_loss`: `====> Test set loss: 127.4`;
+  and in a student's own words a loss named by its split (`epoch 2: train -ELBO 149.8 test -ELBO
+  138.9`, `train loss .. test loss ..`: `vae_epoch_loss`, or `vae_loss` within an epoch, and
+  `vae_test_loss`);
 - `recon`, `kl`: reconstruction and KL columns (`recon: ..`, `BCE: ..`, `KLD: ..`, `KL loss ..`).
 Values as printed (the scale the notebook chose). Plotted lines (the probe's figure records,
 `lines`: label, x, y) give the same series, named `<series> (plotted)`, by their legend label
@@ -40,6 +43,12 @@ _TOTAL = re.compile(r"(?<![A-Za-z0-9])(?:total(?:[ _]?loss)?|(?:neg[ _-]?)?elbo|
 _VAE_TRAIN = re.compile(r"Train Epoch:\s*(\d+)\s*\[\s*(\d+)\s*/\s*(\d+)[^\]]*\]\s*Loss:\s*" + _NUM)
 _VAE_EPOCH = re.compile(r"=+>\s*Epoch:\s*(\d+)\s*Average loss:\s*" + _NUM)
 _VAE_TEST = re.compile(r"=+>\s*Test set loss:\s*" + _NUM)
+# A VAE's loss by split in a student's own words: `train loss 150.2`, `test -ELBO 138.9`,
+# `Test set loss: 0.1352`, `train_nll=...`.
+_SPLIT_LOSS = re.compile(r"(?<![A-Za-z])(train(?:ing)?|test)[ _]*(?:set[ _]*)?"
+                         r"(?:-\s*elbo|neg(?:ative)?[ _-]?elbo|elbo|loss|nll)(?![A-Za-z(])\s*[:=]?\s*" + _NUM,
+                         re.IGNORECASE)
+_ACCURACY = re.compile(r"acc(?:uracy)?(?![a-z])", re.IGNORECASE)
 _PAIR = re.compile(r"\[\s*(?:Epoch\s*)?(\d+)\s*/\s*(\d+)\s*\]\s*\[\s*(?:Batch\s*)?(\d+)\s*/\s*(\d+)\s*\]",
                    re.IGNORECASE)
 _PAIR_BARE = re.compile(r"\[\s*(\d+)\s*\]\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]")  # [0][200/937]
@@ -117,6 +126,14 @@ def parse_gen_curves(text: str, *, cell: int | None = None) -> list[CurvePoint]:
                               if not any(a <= t.start() < b for a, b in spans)), None)
                 if total is not None and (v := _value(total.group(1))) is not None:
                     found.append(("vae_loss", v))
+            elif not _ACCURACY.search(line):  # a VAE's loss named by its split (a classifier's line has its accuracy)
+                for m in _SPLIT_LOSS.finditer(line):
+                    if (v := _value(m.group(2))) is None:
+                        continue
+                    if m.group(1).lower().startswith("test"):
+                        found.append(("vae_test_loss", v))
+                    else:
+                        found.append(("vae_loss" if frac is not None else "vae_epoch_loss", v))
         raws += [(s, v, epoch, frac) for s, v in found]
         if epoch is not None:
             last_epoch = epoch

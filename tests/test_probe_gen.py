@@ -199,19 +199,19 @@ vae = VAE()
 vae_steps(vae, flat=True)  # fed flat images: its own encode takes them
 
 
-class ConvVAE(nn.Module):  # encoder/decoder submodules; the forward returns (recon, z, mu, logvar)
+class ConvVAE(nn.Module):  # encoder and `dec` submodules; the forward returns (recon, z, mu, logvar)
     def __init__(self):
         super().__init__()
         self.encoder = nn.Sequential(nn.Conv2d(1, 8, 4, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 32))
         self.mu, self.logvar = nn.Linear(32, 4), nn.Linear(32, 4)
-        self.decoder = nn.Sequential(nn.Linear(4, 8 * 14 * 14), nn.Unflatten(1, (8, 14, 14)), nn.ReLU(),
-                                     nn.ConvTranspose2d(8, 1, 4, 2, 1), nn.Sigmoid())
+        self.dec = nn.Sequential(nn.Linear(4, 8 * 14 * 14), nn.Unflatten(1, (8, 14, 14)), nn.ReLU(),
+                                 nn.ConvTranspose2d(8, 1, 4, 2, 1), nn.Sigmoid())  # a decoder by another name
 
     def forward(self, x):
         h = self.encoder(x)
         mu, logvar = self.mu(h), self.logvar(h)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return self.decoder(z), z, mu, logvar
+        return self.dec(z), z, mu, logvar
 
 
 conv_vae = ConvVAE()
@@ -257,7 +257,7 @@ with sys.modules["_dllab_probe_export"]._quiet():  # the probe does not see thes
             forward = live(xv)
             mu, logvar = forward[-2:]
             zv = torch.randn(8, mu.shape[1])
-            decode = live.decode(zv) if hasattr(live, "decode") else live.decoder(zv)
+            decode = live.decode(zv) if hasattr(live, "decode") else live.dec(zv)
         expected[name] = {"inputs": (xv,), "outputs": forward, "encode": (mu, logvar), "z": zv, "decode": decode}
 del live
 expected["loopG"] = loop_outputs

@@ -38,7 +38,8 @@ only). Every file takes inputs of the notebook's per-sample shapes: the generato
 `image_shape`. A VAE also gets `encode` (x -> (mu, logvar), x of `image_shape`) from its
 `encode` method, its `encoder` submodule or else its forward's mu and logvar, whichever gives
 the forward's mu and logvar; and `decode` ((B, K) z -> image) from its `decode` method or
-`decoder` submodule, checked by shape. `gen.json` (COMMON16's contract) lists at most
+`decoder` submodule, else the first direct submodule that maps z to an image (`self.dec`),
+checked by shape. `gen.json` (COMMON16's contract) lists at most
 MAX_CAPTURES models, newest trained first (`dropped`: how many more); generators and VAEs are
 written before discriminators, within what may still leave the sandbox (grader.harvest's 64 MiB
 less what the probe folder holds, at most MAX_BYTES); a capture that failed has a `reason` and no files.
@@ -665,6 +666,10 @@ def _vae_parts(dup, info, entry, x):
     encoders = [("encode", "return self.model.encode(x)"), ("encoder", "return self.model.encoder(x)"),
                 (None, f"out = self.model(x)\n        return {pick(mu)}, {pick(logvar)}")]
     decoders = [("decode", "return self.model.decode(x)"), ("decoder", "return self.model.decoder(x)")]
+    # else any direct submodule that takes z and gives an image (`self.dec`, `self.generator`),
+    # checked by shape below like the named ones
+    decoders += [(name, f"return self.model.{name}(x)") for name, _ in list(dup.named_children())[:32]
+                 if name.isidentifier() and name not in ("decode", "decoder", "encode", "encoder")]
     parts = []
     for attr, body in encoders:
         if attr is not None and not callable(getattr(dup, attr, None)):

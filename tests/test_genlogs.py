@@ -367,6 +367,11 @@ with torch.no_grad():
             save_image(r.view(32, 1, 28, 28)[:16], out + "/samples_1.png")  # reconstructions, called samples
     save_image(vae.decode(torch.randn(16, 2)).view(16, 1, 28, 28), out + "/sample_1.png")
     save_image(vae.sample(8), out + "/sample_2.png")
+    # a 15 x 15 manifold of the 2-d latent: 225 decodes, each as close to a reconstruction as a
+    # barely trained decoder makes them; kept whole, they are matched to the lattice exactly
+    lattice = torch.stack(torch.meshgrid(torch.linspace(-2, 2, 15), torch.linspace(-2, 2, 15), indexing="ij"),
+                          -1).view(-1, 2)
+    save_image(vae.decode(lattice).view(225, 1, 28, 28), out + "/manifold.png", nrow=15)
     mus = torch.cat([vae.encode(x.view(-1, 784))[0] for x, _ in test_loader])
 plt.figure(); plt.scatter(mus[:, 0].numpy(), mus[:, 1].numpy()); plt.suptitle("latent"); plt.savefig(out + "/e.png"); plt.close()
 class SeqVAE(nn.Module):  # encoder / decoder submodules called directly from the notebook
@@ -505,9 +510,9 @@ def test_figure_origins(gen_run: tuple[Path, list[dict[str, Any]]]) -> None:
     _, events = gen_run
     role = {name: _figure(events, name)["origin"]["role"] for name in (
         "gan samples", "per class", "drawn early", "noise", "latent", "reconstruction_1.png", "samples_1.png",
-        "sample_1.png", "sample_2.png", "z100", "z256")}
+        "sample_1.png", "sample_2.png", "z100", "z256", "manifold.png")}
     assert role == {"gan samples": "samples", "per class": "class-grid", "drawn early": "samples", "noise": "unknown",
-                    "z100": "samples", "z256": "samples",
+                    "z100": "samples", "z256": "samples", "manifold.png": "latent",
                     "latent": "latent", "reconstruction_1.png": "reconstructions",
                     "samples_1.png": "reconstructions", "sample_1.png": "samples", "sample_2.png": "samples"}
     assert _figure(events, "sample_1.png")["origin"]["capture_class"] == "VAE"

@@ -61,7 +61,7 @@ _MAX_STEPPED = 500
 _SAMPLE_MAX = 1800  # stepped losses kept per optimizer (evidence lists hold 2000)
 _STRIDES = (5, 10, 50, 100, 500, 1000, 5000, 10000, 50000, 100000)
 
-_KEEP_IMAGES = 64
+_KEEP_IMAGES = 400  # a 20 x 20 manifold: views of outputs already made, digested only for a figure
 _MAX_KEYS = 48  # (model ref, role) pairs whose outputs are kept
 _kept = collections.OrderedDict()  # (model ref, role) -> {"first": entry, "last": deque(2)}
 _depth = [0]  # recorded-model calls in progress: only the outermost one is an output
@@ -531,7 +531,7 @@ def _note_saved(tensor, fp):
             images.extend([a[0]] if a.shape[0] in (1, 3, 4) else list(a))
         elif a.ndim == 2:
             images.append(a)
-    origin = _origin(np, [("image", im) for im in images[:256]])
+    origin = _origin(np, [("image", im) for im in images[:_KEEP_IMAGES]])
     st = _core.state()
     name = os.fspath(fp) if isinstance(fp, (str, os.PathLike)) else None
     _core.emit("figure", {"trigger": "save_image", "fig_kind": "image-grid", "n_axes": 0, "axes": [],
@@ -748,7 +748,7 @@ def _tilings(np, arr, entries):
     if a.ndim != 2 or a.size > 4_000_000:
         return []
     h, w = a.shape
-    sides = sorted({e["q"][2] for e in entries if e["role"] != "latent"}, reverse=True)
+    sides = sorted({e["q"][2] for e in entries if len(e["q"]) == 3}, reverse=True)  # images, not means
     if h == w and h in sides:
         return [[a]]
     out = []
@@ -759,7 +759,7 @@ def _tilings(np, arr, entries):
                 continue
             tiles = [a[pad + i * cell:pad + i * cell + side, pad + j * cell:pad + j * cell + side]
                      for i in range((h - pad) // cell) for j in range((w - pad) // cell)]
-            tiles = [t for t in tiles if t.max() - t.min() > 1e-8][:256]  # empty slots left out
+            tiles = [t for t in tiles if t.max() - t.min() > 1e-8][:_KEEP_IMAGES]  # empty slots left out
             if tiles:
                 out.append(tiles)
     return out + [[a]]
@@ -771,7 +771,7 @@ def _image_match(np, tile, entries):
     q, _ = _quantize(np, tile.reshape(1, -1))
     best, score = None, _MATCH_TOLERANCE
     for e in entries:
-        if e["role"] == "latent" or e["q"][2] ** 2 != tile.size:
+        if len(e["q"]) != 3 or e["q"][2] ** 2 != tile.size:  # a manifold's decodes are images too
             continue
         eq, flat = e["q"][0], e["q"][1]
         d = np.abs(eq.reshape(len(eq), -1) - q).mean(axis=1)
@@ -787,7 +787,7 @@ def _scatter_match(np, offsets, entries):
     if xy.ndim != 2 or xy.shape[1] != 2 or len(xy) < 2:
         return None
     for e in entries:
-        if e["role"] != "latent":
+        if e["role"] != "latent" or len(e["q"]) != 1:  # the means an encoder gave
             continue
         mu = np.asarray(e["q"][0], dtype=np.float64)
         if mu.ndim != 2 or mu.shape[1] < 2:

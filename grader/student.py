@@ -45,8 +45,8 @@ def quick_unjudged() -> frozenset[str]:
 
     return frozenset(k for k, spec in KINDS.items() if not spec.judged_in_quick)
 
-QUICK_NOTICE = ("quick check: stand-in datasets, accuracies are NOT your graded accuracies "
-                "(the TA runs your notebooks on the full datasets)")
+QUICK_NOTICE = ("quick check: stand-in datasets, the measured numbers (accuracies, sample measures) are NOT "
+                "your graded ones (the TA runs your notebooks on the full datasets)")
 _HAND = "graded by hand by a TA after you hand in"
 _PACK = "dllab pack YOUR_FOLDER --student-id ID --lab {lab}"
 # What to do about each intake problem; the problem's own message says what is wrong.
@@ -472,7 +472,7 @@ def summary(result: SelfCheck) -> str:
     if hand:
         extra.append(f"{sum(r.max for r in hand):g} points graded by hand")
     if skipped:
-        extra.append(f"{sum(r.max for r in skipped):g} points for accuracy on the full datasets")
+        extra.append(f"{sum(r.max for r in skipped):g} points measured on the full datasets")
     return text + (f", not counting {' and '.join(extra)}" if extra else "")
 
 

@@ -170,7 +170,7 @@ def test_exit_code_counts_only_required_automatic_items() -> None:
     assert student.exit_code(res) == 0
     assert [r.status for r in student.rows(res)] == ["pass", "manual", "fail", "skipped", "fail"]
     assert student.summary(res) == ("1 of 1 required items pass; est. 10/100 (+5 bonus), not counting 5 points "
-                                    "graded by hand and 8 points for accuracy on the full datasets")
+                                    "graded by hand and 8 points measured on the full datasets")
     partial = _result([("p1", "a", "partial", 5, 10)])
     assert student.exit_code(partial) == 0 and student.exit_code(partial, strict=True) == 1
     assert student.exit_code(_result([("p1", "a", "error", 0, 10)])) == 1

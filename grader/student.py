@@ -45,6 +45,8 @@ def quick_unjudged() -> frozenset[str]:
 
     return frozenset(k for k, spec in KINDS.items() if not spec.judged_in_quick)
 
+# Errors a smaller stand-in can cause in a cell that is right on the full dataset.
+_SIZE_ERRORS = frozenset({"IndexError", "StopIteration"})
 QUICK_NOTICE = ("quick check: stand-in datasets, the measured numbers (accuracies, sample measures) are NOT "
                 "your graded ones (the TA runs your notebooks on the full datasets)")
 _HAND = "graded by hand by a TA after you hand in"
@@ -428,8 +430,13 @@ def show(result: SelfCheck, *, lab: str, strict: bool, console=None) -> None:
         errs = ev.get("errors") or []
         if errs:
             e = errs[0]
-            line += (f"; cell {e.get('cell')} raised {error_text(e.get('ename'), e.get('evalue'))} "
-                     f"→ fix that cell, restart the kernel and run all cells")
+            line += f"; cell {e.get('cell')} raised {error_text(e.get('ename'), e.get('evalue'))} "
+            if result.quick and e.get("ename") in _SIZE_ERRORS:
+                # Subset(range(20000)) of a 6000-image stand-in: the cell may be right on the real data
+                line += ("→ the quick check's stand-in datasets are smaller than the real ones: if that cell "
+                         "indexes the data by a fixed count, it may run on the full datasets; check it there")
+            else:
+                line += "→ fix that cell, restart the kernel and run all cells"
         console.print(Text(line))
     if not result.evidence:
         console.print("  none: the zip holds no notebook or script that could be run")

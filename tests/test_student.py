@@ -276,3 +276,22 @@ def test_check_quick_on_a_defective_submission(tmp_path: Path, quick_cache: Path
     assert grade["late"]["days_late"] == 0  # a self-check is never late
     per_class = next(i for p in grade["parts"] for i in p["items"] if i["id"] == "lab1-1-per-class")
     assert per_class["status"] == "fail"
+
+
+@pytest.mark.parametrize("quick, ename, says", [
+    (True, "IndexError", "the quick check's stand-in datasets are smaller than the real ones"),
+    (True, "RuntimeError", "fix that cell"),
+    (False, "IndexError", "fix that cell"),
+])
+def test_an_error_a_smaller_stand_in_can_cause_is_not_blamed_on_the_cell(
+        capsys: pytest.CaptureFixture, quick: bool, ename: str, says: str) -> None:
+    """`Subset(mnist, range(20000))` on the 6000-image stand-in raises IndexError in a quick check."""
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    res = _result([("p1", "a", "fail", 0, 10)], quick=quick)
+    res = replace(res, evidence=({"path": "gan.ipynb", "status": "error", "duration_s": 3.0,
+                                  "errors": [{"cell": 2, "ename": ename, "evalue": "index 6000 is out of bounds"}]},))
+    student.show(res, lab="gan", strict=False, console=Console(width=300, force_terminal=False))
+    assert says in capsys.readouterr().out

@@ -143,7 +143,7 @@ def compare_stepped(printed: Sequence[float], stepped: Sequence[Sequence[Any]], 
             consistent = True
         elif len(vals) - k > UNMATCHED_SHARE * len(vals):
             consistent = False
-    scale = "" if f == 1.0 else f" (read as {_factor(f, batch_size)})"
+    scale = "" if f == 1.0 else f" (compared as {_factor(f, batch_size)}: the scale closest to the stepped losses)"
     words = (f"{len(vals)} printed values, median {med:.4g}{scale}; the optimizer stepped on {n} losses "
              f"from {lo:.4g} to {hi:.4g}, mean {mean:.4g}; {100 * inside:.0f} % of the printed values lie in that range")
     if matched is not None:
@@ -238,7 +238,7 @@ def _near(ordered: Sequence[float], x: float, tol: float) -> bool:
 
 
 def _factor(f: float, batch_size: int | None) -> str:
-    names = {2.0: "twice the stepped loss", 0.5: "half the stepped loss", 784.0: "a per-pixel sum",
+    names = {2.0: "twice each stepped loss", 0.5: "half of each stepped loss", 784.0: "a per-pixel sum",
              1 / 784.0: "a per-pixel mean"}
     if batch_size:
         names.update({float(batch_size): "a sum over the batch", 1 / batch_size: "a per-image value of a batch sum",

@@ -56,7 +56,8 @@ _AXES = {"kind": "str", "title": _STR, "xlabel": _STR, "ylabel": _STR, "n_lines"
          "n_images": "int", "hists": ("list", _HIST)}
 _OUT_AT = ("opt", ("list", "count"))  # [start, end]: characters the cell had written to stdout
 # generative labs (grader/probe/rec_genlog.py): where a figure's images came from, its lines
-_ORIGIN = ("opt", {"role": "str", "capture_class": _STR, "model_ref": _INT, "why": _STR})
+_ORIGIN = ("opt", {"role": "str", "capture_class": _STR, "model_ref": _INT, "why": _STR, "hits": "count",
+                   "images": "count"})
 _LINE = {"axes": "int", "label": _STR, "title": _STR, "ylabel": _STR, "n": "count",
          "x": ("list", ("opt", "num")), "y": ("list", ("opt", "num"))}
 ORIGIN_ROLES = ("samples", "reconstructions", "class-grid", "latent", "data", "unknown")

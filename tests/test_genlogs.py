@@ -232,6 +232,21 @@ def test_reconstructions_presented_as_samples_fail_with_why() -> None:
     assert figure_origin(_ctx(ev), {"want": "reconstructions"}).status == "pass"
 
 
+@pytest.mark.parametrize("hits, images, status", [
+    (16, 16, "fail"), (200, 225, "fail"),  # surely reconstructions
+    (129, 225, "manual"),  # a minority of near matches: a manifold decoded one z at a time
+    (None, None, "fail"),  # an older record without counts
+])
+def test_a_mislabel_is_a_finding_only_when_most_images_match(hits: int | None, images: int | None,
+                                                              status: str) -> None:
+    fig = _fig("latent manifold", "reconstructions")
+    if hits is not None:
+        fig["origin"].update(hits=hits, images=images)
+    out = figure_origin(_ctx(_figs_ev(fig)), {"want": "latent"})
+    assert out.status == status, out.message
+    assert (MISLABELLED in out.flags) == (status == "fail")
+
+
 def test_captions_never_decide_an_unknown_origin() -> None:
     ev = _figs_ev(_fig("Samples", "unknown"))
     out = figure_origin(_ctx(ev), {"want": "samples"})
@@ -516,6 +531,8 @@ def test_figure_origins(gen_run: tuple[Path, list[dict[str, Any]]]) -> None:
                     "latent": "latent", "reconstruction_1.png": "reconstructions",
                     "samples_1.png": "reconstructions", "sample_1.png": "samples", "sample_2.png": "samples"}
     assert _figure(events, "sample_1.png")["origin"]["capture_class"] == "VAE"
+    manifold = _figure(events, "manifold.png")["origin"]
+    assert manifold["images"] == 225 and manifold["hits"] >= 0.8 * 225  # each decode of the lattice, kept whole
     # submodules of a recorded model called from the notebook: the decoder on noise, on the means
     seq = _figure(events, "seq_samples.png")["origin"]
     assert seq["role"] == "samples" and seq["capture_class"] == "SeqVAE" and "SeqVAE.decoder" in seq["why"]

@@ -733,7 +733,8 @@ def _origin(np, plotted):
     why = "%d of %d plotted images%s are %s" % (hits[role], len(found),
                                                  " and scatters" if any(w == "scatter" for w, _ in plotted) else "", what)
     others = ", ".join("%d %s" % (hits[r], r) for r in _ORDER if r != role and hits.get(r))
-    return {"role": role, "capture_class": cls, "model_ref": ref, "why": why + ("; also " + others if others else "")}
+    return {"role": role, "capture_class": cls, "model_ref": ref, "why": why + ("; also " + others if others else ""),
+            "hits": hits[role], "images": len(found)}
 
 
 def _tilings(np, arr, entries):

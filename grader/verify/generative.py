@@ -43,7 +43,6 @@ import math
 import os
 import secrets
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -53,7 +52,6 @@ from typing import Any
 import numpy as np
 
 from grader import genmeasures as gm
-from grader import sandbox
 from grader.execute import SandboxLimits, SandboxSpec
 from grader.verify.archive import model_format
 from grader.verify.gen_json import (
@@ -67,7 +65,7 @@ from grader.verify.gen_json import (
     result_line,
 )
 from grader.verify.gen_sandbox import source as gen_sandbox_source
-from grader.verify.host import MAX_MODEL_BYTES, OutOfTime, _check_run, _run_capped
+from grader.verify.host import MAX_MODEL_BYTES, OutOfTime, _check_run, run_job
 from grader.verify.spec import NotVerified, regular
 
 GEN_FORMAT = {"torchscript": "torchscript", "export": "export"}
@@ -267,19 +265,8 @@ def _sandbox(folder: Path, todo: Sequence[Mapping[str, Any]], instrument: Path, 
         (kdir / "measure.py").write_text(gen_sandbox_source(), encoding="utf-8")
         for name in names:
             os.chmod(kdir / name, 0o644)
-        inner = [sys.executable, "-I", "-B", str(kdir / "measure.py"), str(kdir / "job.json")]
-        with contextlib.ExitStack() as stack:
-            if spec.sandbox == "none":
-                cmd = [*sandbox.rlimit_prefix(limits), *inner]
-            else:
-                from grader.execute import _sandbox_env
-
-                uid = stack.enter_context(sandbox.allocate_uid()) if sandbox.is_root() else None
-                # No dataset is mounted: the measured models see only the label-free images.
-                cmd = sandbox.build_command(
-                    inner, run_dir=work, kernel_dir=kdir, submission=work / "sub", mounts={}, limits=limits,
-                    env=_sandbox_env(SandboxSpec()), uid=uid, gpus=(), bwrap=sandbox.bwrap_path() or "bwrap")
-            stdout, stderr, code = _run_capped(cmd, cwd=str(work), timeout_s=timeout_s)
+        stdout, stderr, code = run_job(kdir / "measure.py", kdir / "job.json", work=work, spec=spec, limits=limits,
+                                       timeout_s=timeout_s)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if code == "timeout":

@@ -225,21 +225,8 @@ def _evaluate(job: Mapping[str, Any], model: Path, fmt: str, splits: Sequence[Sp
         (kdir / "evaluate.py").write_text(evaluator_source(), encoding="utf-8")
         for name in ("model.pt", "job.json", "evaluate.py"):
             os.chmod(kdir / name, 0o644)
-        inner = [sys.executable, "-I", "-B", str(kdir / "evaluate.py"), str(kdir / "job.json")]
-        with contextlib.ExitStack() as stack:
-            if spec.sandbox == "none":
-                cmd = [*sandbox.rlimit_prefix(limits), *inner]
-            else:
-                from grader.execute import _sandbox_env
-
-                uid = stack.enter_context(sandbox.allocate_uid()) if sandbox.is_root() else None
-                # No dataset is mounted: the evaluated model could read any file it sees
-                # (TorchScript has `aten::from_file`), so it sees nothing labelled.
-                cmd = sandbox.build_command(
-                    inner, run_dir=work, kernel_dir=kdir, submission=work / "sub", mounts={},
-                    limits=limits, env=_sandbox_env(SandboxSpec()), uid=uid, gpus=(),
-                    bwrap=sandbox.bwrap_path() or "bwrap")
-            stdout, stderr, code = _run_capped(cmd, cwd=str(work), timeout_s=timeout_s)
+        stdout, stderr, code = run_job(kdir / "evaluate.py", kdir / "job.json", work=work, spec=spec, limits=limits,
+                                       timeout_s=timeout_s)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if code == "timeout":
@@ -273,6 +260,28 @@ def _result_line(stdout: bytes, stderr: bytes, code: int | str) -> dict[str, Any
     if results[0].get("ok") is not True:
         raise NotVerified(f"the evaluator failed: {str(results[0].get('error'))[:300]}")
     return results[0]
+
+
+def run_job(script: Path, job: Path, *, work: Path, spec: SandboxSpec, limits: SandboxLimits,
+            timeout_s: float) -> tuple[bytes, bytes, int | str]:
+    """`python -I -B script job` in a fresh sandbox whose kernel folder is `job`'s (work/k) and
+    submission folder work/sub, no dataset mounted, or under `limits` alone for sandbox `none`:
+    (stdout, stderr, exit code or "timeout"), both outputs capped (_run_capped). No dataset is
+    mounted: a captured model could read any file it sees (TorchScript has `aten::from_file`),
+    so it sees nothing labelled."""
+    inner = [sys.executable, "-I", "-B", str(script), str(job)]
+    with contextlib.ExitStack() as stack:
+        if spec.sandbox == "none":
+            cmd = [*sandbox.rlimit_prefix(limits), *inner]
+        else:
+            from grader.execute import _sandbox_env
+
+            uid = stack.enter_context(sandbox.allocate_uid()) if sandbox.is_root() else None
+            cmd = sandbox.build_command(
+                inner, run_dir=work, kernel_dir=job.parent, submission=work / "sub", mounts={},
+                limits=limits, env=_sandbox_env(SandboxSpec()), uid=uid, gpus=(),
+                bwrap=sandbox.bwrap_path() or "bwrap")
+        return _run_capped(cmd, cwd=str(work), timeout_s=timeout_s)
 
 
 def _run_capped(cmd: list[str], *, cwd: str, timeout_s: float) -> tuple[bytes, bytes, int | str]:

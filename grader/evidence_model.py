@@ -152,7 +152,25 @@ class Run(_Record):
     curves: dict[str, list[list[float]]] = {}
     verified: dict[str, Any] = {}
     """The host's own evaluation of this run's captured model: test_accuracy, n,
-    hidden_accuracy, hidden_n, digest (sha256 of its parameters), reason (why not measured)."""
+    hidden_accuracy, hidden_n, digest (sha256 of its parameters), reason (why not measured);
+    for a dataset the student splits themselves (cats-vs-dogs): train_accuracy, train_n,
+    val_accuracy, val_n on the student's own training and validation files, and gap
+    (train_accuracy - val_accuracy, a fraction)."""
+    regularizers: dict[str, Any] = {}
+    """What regularized this run while it trained, each tied to its steps: weight_decay (the
+    largest of the stepping optimizer's param groups), penalty ({kind: L1|L2|L1+L2, params,
+    steps}: a norm of the weights inside the loss its optimizer stepped on), dropout and
+    batchnorm ({modules, train, eval}: forward calls in training / eval mode during its
+    steps), augmentation ({train: [...], eval: [...]}: random transforms of the data it
+    trained on and was evaluated on), selection ({how: early-stopping|best-checkpoint, split:
+    val|test|train, epoch}), unstepped ([{optimizer, weight_decay, cell}]: optimizers built
+    with weight decay that never stepped)."""
+    architecture: dict[str, Any] = {}
+    """Residual and squeeze-and-excitation structure of this run's model, read from its
+    captured graph and confirmed by a functional test in the verification sandbox: blocks
+    ([{name, kind: residual|plain|se, shortcut: identity|projection|none, projection {kernel,
+    stride}, in_shape, out_shape, gate}]), depth (weighted layers), params, functional
+    ({block: {...}}), reason (why not read)."""
     printed_check: dict[str, Any] = {}
     """printed, verified, delta, typed (bool: the printed number is a literal in the source or
     far from what the model measures), why (one line)."""

@@ -178,3 +178,87 @@ def test_the_functional_test_runs_in_the_sandbox(teardown: Path) -> None:
                        limits=SandboxLimits(), timeout_s=120)
     assert [f["skip"] for f in models[1]["functional"].values()] == ["none"] * 3, models[1]
     assert "functional_reason" not in models[0]
+
+
+# ---------------------------------------------------------------- the check kind
+
+
+def _arch(tmp_path: Path, net: torch.nn.Module, tested: bool = True) -> dict:
+    """Run.architecture of `net` as the host builds it: read, captured, tested in-process."""
+    rec, kept = _read(net)
+    A.capture(str(tmp_path), "a0", rec, kept, 1 << 24)
+    doc = tmp_path / "verify"
+    doc.mkdir(exist_ok=True)
+    (doc / "arch.json").write_text(json.dumps(A.clean({"version": 1, "models": [{"optimizer": 1, **rec}]})))
+    model = H.read_arch(doc / "arch.json")[0]
+    if tested:
+        result = E.test_blocks(_job(rec), str(tmp_path))
+        model["functional"] = {b["name"]: H.verdict(b, e) for b, e in zip(model["blocks"], result["blocks"])}
+    else:
+        model["functional"], model["functional_reason"] = {}, "no time was left"
+    return H.for_run({"architecture": [model]}, 1)
+
+
+def _check(arch: dict, **params):
+    from grader.checks.base import CheckContext
+    from grader.checks.resarch import residual_architecture
+
+    ev = {"path": "resnet.ipynb", "runs": [{"name": "run 1", "status": "trained", "cells": [7], "architecture": arch}]}
+    return residual_architecture(CheckContext(student_id="s", part_id="resnet", dataset="cifar10", evidence=[ev]),
+                                 {"min_blocks": 3, **params})
+
+
+def test_the_check_passes_a_resnet_and_fails_one_without_skips(tmp_path: Path) -> None:
+    out = _check(_arch(tmp_path, Net()), max_params=100000, max_depth=14)
+    assert out.status == "pass" and "confirmed by the grader's functional test" in out.message and not out.flags
+    out = _check(_arch(tmp_path, Net(skip=False)))
+    assert out.status == "fail" and "3 of 3 blocks have no skip" in out.message
+    assert "layer1.0, layer2.0, layer3.0" in out.message and "made it give a constant" in out.message
+    assert "In[7]" in out.message
+
+
+def test_graph_only_is_said_and_flagged(tmp_path: Path) -> None:
+    out = _check(_arch(tmp_path, Net(skip=False), tested=False))
+    assert out.status == "fail" and "the functional test did not run (no time was left)" in out.message
+    out = _check(_arch(tmp_path, Net(), tested=False))
+    assert out.status == "pass" and out.flags == ("unconfirmed-evidence",)
+
+
+def test_a_projection_where_the_map_keeps_its_size_is_partial(tmp_path: Path) -> None:
+    out = _check(_arch(tmp_path, Net(wrong_proj=True)))
+    assert out.status == "partial" and out.fraction == 0.5
+    assert "layer1.0 keeps its map (16x16x16 -> 16x16x16) but has a projection shortcut" in out.message
+    assert _check(_arch(tmp_path, Net(wrong_proj=True)), projection=False).status == "pass"
+
+
+def test_se_needs_its_sigmoid(tmp_path: Path) -> None:
+    assert _check(_arch(tmp_path, Net(se="sigmoid")), kind="se", se_every_block=True).status == "pass"
+    out = _check(_arch(tmp_path, Net(se="none")), kind="se")
+    assert out.status == "fail" and "has no sigmoid" in out.message and "scaled the features by" in out.message
+    out = _check(_arch(tmp_path, Net()), kind="se")
+    assert out.status == "fail" and "No SE block was found" in out.message
+
+
+def test_nothing_read_goes_to_a_ta() -> None:
+    assert _check({"reason": "its model's architecture was not captured"}).status == "manual"
+    assert _check({"blocks": [{"name": "b", "kind": None}], "functional": {}}).status == "manual"
+
+
+def test_the_run_comparison_factor_se() -> None:
+    from grader.checks.runcompare import _signature
+
+    se = {"blocks": [{"name": "layer1.0", "gate": {"sigmoid": True}}]}
+    assert _signature({"architecture": se})["se"] == "SE-ResNet"
+    assert _signature({"architecture": {"blocks": [{"name": "layer1.0", "gate": None}]}})["se"] == "ResNet"
+    assert _signature({})["se"] is None
+
+
+def test_run_records_carry_the_architecture_of_their_model() -> None:
+    from grader.evidence_model import validate
+    from grader.runrecords import _architecture
+
+    ev = {"architecture": [{"optimizer": 3, "blocks": [], "depth": 8}]}
+    assert _architecture(ev, 3) == {"blocks": [], "depth": 8}
+    assert "not captured" in _architecture(ev, 4)["reason"]
+    assert _architecture({"architecture": None}, 3) == {}
+    assert validate({"path": "a.ipynb", "mode": "execute", "status": "ok", **ev})["architecture"] == ev["architecture"]

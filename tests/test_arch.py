@@ -262,3 +262,14 @@ def test_run_records_carry_the_architecture_of_their_model() -> None:
     assert "not captured" in _architecture(ev, 4)["reason"]
     assert _architecture({"architecture": None}, 3) == {}
     assert validate({"path": "a.ipynb", "mode": "execute", "status": "ok", **ev})["architecture"] == ev["architecture"]
+
+
+def test_the_references_read_as_resnet_8_and_se_resnet_8() -> None:
+    # the reference's SE indexes its gate (w[:, :, None, None]) and holds SE as a module of its own
+    from labs.resnet.reference.common import ResNet
+
+    plain, _ = A.analyze(ResNet((16, 32, 64), False, 4).eval(), (3, 32, 32))
+    se, _ = A.analyze(ResNet((16, 32, 64), True, 4).eval(), (3, 32, 32))
+    assert [b["shortcut"] for b in plain["blocks"]] == ["identity", "projection", "projection"]
+    assert [(b["kind"], b["gate"]["sigmoid"], b["gate"]["position"]) for b in se["blocks"]] == [("se", True, "branch")] * 3
+    assert plain["depth"] == se["depth"] == 8 and (plain["params"], se["params"]) == (78042, 80870)

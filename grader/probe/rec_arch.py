@@ -141,7 +141,7 @@ _FUNCS = {"add": "add", "iadd": "add", "add_": "add", "mul": "mul", "imul": "mul
           "relu": "act", "relu_": "act", "relu6": "act", "leaky_relu": "act", "silu": "act", "gelu": "act",
           "tanh": "act", "softmax": "act", "view": "view", "reshape": "view", "flatten": "view",
           "unsqueeze": "view", "squeeze": "view", "expand_as": "view", "expand": "view", "contiguous": "view",
-          "size": "meta", "dim": "meta", "getitem": "meta", "_assert": "meta", "sym_size": "meta",
+          "size": "meta", "dim": "meta", "getattr": "meta", "_assert": "meta", "sym_size": "meta",
           "conv2d": "conv", "convolution": "conv", "linear": "linear", "addmm": "linear", "batch_norm": "bn",
           "_native_batch_norm_legit_no_training": "bn", "dropout": "view", "clone": "view", "t": "meta",
           "permute": "view", "transpose": "view"}
@@ -179,7 +179,9 @@ class Graph:
         self.index = {n: i for i, n in enumerate(self.nodes)}
         self.modules = modules or {}
         self.params = params or {}  # export: placeholder name -> parameter FQN
-        self.ops = [self._classify(n) for n in self.nodes]
+        self.ops = []
+        for n in self.nodes:
+            self.ops.append(self._classify(n))
         self._anc = {}
 
     def _classify(self, n):
@@ -194,6 +196,11 @@ class Graph:
             op, facts = _kind_of_module(m) if m is not None else ("other", {})
             return op, facts, str(n.target)
         name = _op_name(n)
+        if name == "getitem":  # x[:, :, None, None] is a view; x.shape[1] and x.size()[0] are not
+            src = n.args[0] if n.args and hasattr(n.args[0], "op") else None
+            kind = self.ops[self.index[src]][0] if src is not None and self.index[src] < len(self.ops) else "meta"
+            return ("meta" if kind in ("meta", "param", "input") and src.op != "placeholder" or src is None
+                    else "view"), {}, None
         if _global_mean(n, name):
             return "gpool", {"fn": name}, None
         op = _FUNCS.get(name, "other")

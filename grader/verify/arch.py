@@ -349,7 +349,8 @@ def reads_architecture(rubric: Any) -> bool:
     bonus = getattr(rubric, "bonus", None)
     if bonus is not None:
         parts.append(bonus)
-    return any(getattr(i, "check", None) == "residual_architecture" or getattr(i, "hint", None) == "residual_architecture"
+    kind = "residual_architecture"
+    return any(getattr(i, "check", None) == kind or getattr(getattr(i, "hint", None), "check", None) == kind
                for p in parts for i in getattr(p, "items", ()) or ())
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import operator
 import os
 import sys
 import time
@@ -705,6 +704,3 @@ def clean(value, depth=0):
     if value is None or isinstance(value, (bool, int, str)):
         return value
     return str(value)[:200]
-
-
-_ = operator  # operator.add/iadd/mul are matched by name (_FUNCS)

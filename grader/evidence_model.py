@@ -167,10 +167,17 @@ class Run(_Record):
     with weight decay that never stepped)."""
     architecture: dict[str, Any] = {}
     """Residual and squeeze-and-excitation structure of this run's model, read from its
-    captured graph and confirmed by a functional test in the verification sandbox: blocks
-    ([{name, kind: residual|plain|se, shortcut: identity|projection|none, projection {kernel,
-    stride}, in_shape, out_shape, gate}]), depth (weighted layers), params, functional
-    ({block: {...}}), reason (why not read)."""
+    captured graph and confirmed by a functional test in the verification sandbox
+    (grader.probe.rec_arch, grader.verify.arch): blocks ([{name, class, index (order they ran
+    in), kind: residual|plain|se|None, shortcut: identity|projection|none, projection {kernel,
+    stride, bn}, in_shape, out_shape (per sample), shrinks (the map changes size or channels),
+    residual, gate ({pool, fc, activation, sigmoid, position: branch|after-add|shortcut|no-add,
+    force} or None), graph: fx|export|hooks, layers, zero (the parameters the test zeroes)}]),
+    depth (convolutions and Linear layers that ran, less projection shortcuts and gates), params
+    (trainable), graph, graph_errors, input_shape, functional ({block name: {skip:
+    identity|projection|none|unclear|None, gate: sigmoid|no-sigmoid|None, how}}),
+    functional_reason (why the test did not run), reason (why nothing was read). Empty when the
+    lab reads no architectures."""
     printed_check: dict[str, Any] = {}
     """printed, verified, delta, typed (bool: the printed number is a literal in the source or
     far from what the model measures), why (one line)."""
@@ -226,6 +233,11 @@ class Evidence(BaseModel):
     verified: dict[str, Any] = Field(default_factory=dict)
     verified_runs: _Records = []
     verified_more: _Records = []
+    architecture: list[dict[str, Any]] | dict[str, Any] | None = None
+    """Each trained model's residual and SE blocks (execute mode, a lab with a
+    `residual_architecture` item; None otherwise): one record per captured model, joined to its
+    run by `optimizer` (grader.verify.arch), or {reason} when none could be read. Run.architecture
+    holds each run's."""
     generative: dict[str, Any] | None = None
     """Generative models captured after the last cell and measured by the host (execute mode, a
     lab with `generative:` in its rubric; None otherwise): `captures` (what the probe captured:

@@ -28,6 +28,8 @@ PROBE_FILES: tuple[re.Pattern[str], ...] = (
     re.compile(r"fig/fig-\d{4,6}\.png"),  # the probe's figure renderings (grader.evidence.PNG_NAME)
     # the models of the notebook's other datasets, then one per training run (grader.verify.runs)
     re.compile(r"verify/more\d\.json"), re.compile(r"verify/more\d\.pt"), re.compile(r"verify/run\d{1,2}\.pt"),
+    # a lab reading architectures: each trained model's blocks (grader.probe.rec_arch; grader.verify.arch)
+    re.compile(r"verify/arch\.json"), re.compile(r"verify/a\d{1,2}b\d{1,2}(-short|-plain)?\.pt"),
 )
 """The only files copied out of the probe folder, in this order of priority under the caps:
 the student's code can write there too, and anything else it leaves is not copied."""

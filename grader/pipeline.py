@@ -193,9 +193,17 @@ def run_cache_key(path: Path, rel: str, settings: GradeSettings, rubric, *, inpu
                        # measured generative models depend on the rubric's settings and the instrument's weights
                        **({"generative": {**rubric.generative.model_dump(mode="json"),
                                           "weights": _instrument_digest(rubric.generative.instrument)}}
-                          if getattr(rubric, "generative", None) is not None else {})},
+                          if getattr(rubric, "generative", None) is not None else {}),
+                       # a lab reading architectures captures and tests blocks (grader.verify.arch)
+                       **({"architecture": 1} if _reads_architecture(rubric) else {})},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _reads_architecture(rubric: Any) -> bool:
+    from grader.verify.arch import reads_architecture
+
+    return reads_architecture(rubric)
 
 
 def _instrument_digest(name: str) -> str:
@@ -306,6 +314,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     from grader.runbudget import finish_notes, verify_in_time
     from grader.sections import verification_hint
     from grader.verify import teardown_source, verify_run
+    from grader.verify.arch import reads_architecture
 
     if settings.mode == "saved":
         if path.suffix.lower() == ".py":  # a notebook may be named `lab1.ipynb.json`: intake knows
@@ -319,7 +328,8 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     # The probe captures the models of the newest `captured_runs` training runs (grader.verify.runs).
     startup = bootstrap_source(events_path=f"{PROBE_DIR_TOKEN}/events.jsonl", figures_dir=f"{PROBE_DIR_TOKEN}/fig",
                                max_figures=limits.max_figures, max_runs=rubric.limits.captured_runs,
-                               generative=1 if rubric.generative is not None else 0)
+                               generative=1 if rubric.generative is not None else 0,
+                               architecture=1 if reads_architecture(rubric) else 0)
     spec = SandboxSpec(mounts=sandbox_mounts(rubric, settings.data), gpus=settings.gpus, sandbox=settings.sandbox,
                        cpu_threads=settings.cpu_threads)
     runner = run_script if path.suffix.lower() == ".py" else run_notebook
@@ -364,6 +374,15 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
         ev["generative"], note = measure_in_time(
             result, rel, rubric=rubric, limits=limits, submission_end=submission_end, run_dir=run_dir,
             probe_dir=probe_dir, spec=spec, data={m.name: m.host for m in dataset_mounts(rubric, settings.data)})
+        ev["notes"] += [note] if note else []
+    # Each trained model's residual and SE blocks, read from their graphs and tested in a fresh
+    # sandbox (grader.verify.arch), in what time is left.
+    ev["architecture"] = None
+    if reads_architecture(rubric):
+        from grader.verify.arch import measure_in_time as arch_in_time
+
+        ev["architecture"], note = arch_in_time(result, rel, limits=limits, submission_end=submission_end,
+                                                run_dir=run_dir, probe_dir=probe_dir, spec=spec)
         ev["notes"] += [note] if note else []
     shutil.rmtree(probe_dir / "verify", ignore_errors=True)  # model.pt can be tens of MB
     figures = run_dir / "figures"

@@ -131,6 +131,12 @@ def _verified(ev: Mapping[str, Any], ref: int | None) -> dict[str, Any]:
     return {"reason": general or "its model was not captured for the grader's own evaluation"}
 
 
+def _architecture(ev: Mapping[str, Any], ref: int | None) -> dict[str, Any]:
+    from grader.verify.arch import for_run  # the record of its model (grader.verify.arch)
+
+    return for_run(ev, ref)
+
+
 def _order_key(o: Mapping[str, Any], pos: int) -> tuple:
     stepped = [c for c in o.get("cells_stepped") or [] if _int(c) is not None]
     first = min(stepped) if stepped else (_int(o.get("cell")) or 0)
@@ -166,7 +172,7 @@ def _run_of_optimizer(ev: Mapping[str, Any], o: Mapping[str, Any], models: Mappi
            "batches": steps if steps else (sum(_int(t.get("batches")) or 0 for t in sessions) or None),
            "batch_size": facts["batch_size"], "train_dataset": facts["train_dataset"], "loss": facts["loss"],
            "metrics": {}, "curves": {"loss (recorded)": facts["curve"]} if facts["curve"] else {},
-           "verified": verified, "notes": [],
+           "verified": verified, "notes": [], "architecture": _architecture(ev, ref),
            "_cells": cells, "_built": _int(o.get("cell")), "_steps": steps, "_o": o,
            "_model_class": (model or {}).get("class") or o.get("model_class")}
     if len(refs) > 1:

@@ -94,11 +94,12 @@ class LrStudy(Params):
 
 
 Factor = Literal["optimizer", "lr", "depth", "width", "conv_layers", "epochs", "model_kind", "loss",
-                 "batch_size", "lr_or_schedule", "any"]
+                 "batch_size", "lr_or_schedule", "se", "any"]
 """What two runs of a comparison differ in (grader.checks.runcompare): `depth` counts hidden
 layers of an MLP, `width` its hidden units, `conv_layers` Conv2d layers, `model_kind` linear
 vs MLP vs CNN, `epochs` full passes over the training set, `lr` the first step's learning
-rate, `lr_or_schedule` either the rate or a schedule (LAB 1-3), `any` one of optimizer/loss/lr."""
+rate, `lr_or_schedule` either the rate or a schedule (LAB 1-3), `se` SE-ResNet vs ResNet (the
+run's architecture as the grader read it: grader.verify.arch), `any` one of optimizer/loss/lr."""
 
 
 class RunComparison(Params):
@@ -225,6 +226,25 @@ class GenerativeArchitecture(Params):
                     "sampling with exp and randn or normal")
     latent: Annotated[Whole, Field(ge=1)] | None = Field(
         None, description="the latent size the handout asks for (e.g. 20); default: any, recorded")
+
+
+class ResidualArchitecture(Params):
+    kind: Literal["resnet", "se"] = Field("resnet", description="resnet: blocks adding their input to their output; "
+                                                                "se: those with squeeze-and-excitation gates too")
+    min_blocks: Annotated[Whole, Field(ge=1)] = Field(2, description="residual blocks the model must have")
+    projection: Flag = Field(True, description="1x1 projection shortcuts (stride 2 where the map halves) exactly where "
+                                               "the feature map changes size or channels, identity ones elsewhere")
+    projection_credit: Fraction = Field(0.5, description="share of the points when a projection is missing where the "
+                                                         "map shrinks or present where it does not (se: a gate off "
+                                                         "the residual branch)")
+    min_depth: Annotated[Whole, Field(ge=1)] | None = Field(None, description="fewest weighted layers on the main path "
+                                                                              "(convolutions and FC); default: any")
+    max_depth: Annotated[Whole, Field(ge=1)] | None = Field(None, description="most weighted layers; default: any")
+    max_params: Annotated[Whole, Field(ge=1)] | None = Field(None, description="most trainable parameters; default: any")
+    limits_credit: Fraction = Field(0.5, description="share of the points when depth or parameters are out of bounds")
+    se_position: Literal["branch", "any"] = Field("branch", description="se: where the gate must sit: on the residual "
+                                                                        "branch before the addition, or anywhere")
+    se_every_block: Flag = Field(False, description="se: every residual block must have its gate")
 
 
 class Manual(Params):

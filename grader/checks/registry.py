@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal, Mapping
 from pydantic import ValidationError
 
 from grader.datasets import registry
-from grader.checks import figures, files, genarch, generative, genvae, lrstudy, metrics, runcompare, setup
+from grader.checks import figures, files, genarch, generative, genvae, lrstudy, metrics, resarch, runcompare, setup
 from grader.checks import genlogs  # generative labs: logged losses, figure origins
 from grader.checks import params as P
 from grader.checks.base import CheckContext, Outcome
@@ -138,6 +138,12 @@ KINDS: Mapping[str, CheckKind] = MappingProxyType({k.name: k for k in (
               "the handout's diagram in the captured graphs: DCGAN layers, a cGAN's label fed to both networks, a "
               "VAE's reparameterization",
               "part", ranks_candidates=True, example={"expect": "vae", "latent": 20}),
+    # proved by the host's functional test of each block (grader.verify.arch); graph-only is flagged
+    CheckKind("residual_architecture", P.ResidualArchitecture, resarch.residual_architecture,
+              "residual blocks adding their input to their output, 1x1 projections where the map shrinks, SE "
+              "gates with their sigmoid: read from the model's graph and confirmed by a functional test",
+              "part", ranks_candidates=True,
+              example={"kind": "resnet", "min_blocks": 3, "projection": True, "max_params": 1000000}),
     CheckKind("model_architecture", P.ModelArchitecture, setup.model_architecture,
               "a model was defined whose last layer has one output per class; not whether it trained",
               "part", ranks_candidates=True, corroborated=True, dataset_fields=("dataset",),

@@ -32,6 +32,7 @@ DERIVED: Mapping[str, frozenset[str]] = {
     "model_kind": frozenset({"depth", "width", "activation", "conv_layers"}),
     "conv_layers": frozenset({"width", "depth"}),  # the FC head follows the conv stack
     "lr_or_schedule": frozenset({"lr", "schedule"}),
+    "se": frozenset({"width", "depth", "activation", "conv_layers"}),  # the gate's FCs and sigmoid
 }
 """Factors a change of the named one changes by itself: never compared for it (depth/width
 change the parameter count, epochs the budget, lr its changes: none of those is compared)."""
@@ -91,7 +92,16 @@ def _signature(run: Mapping) -> dict[str, Any]:
         "batch_size": run.get("batch_size") if isinstance(run.get("batch_size"), int) else None,
         "loss": run.get("loss") or None,
         "train_dataset": run.get("train_dataset") or None,
+        "se": _se(run.get("architecture")),
     }
+
+
+def _se(arch: Any) -> str | None:
+    """`SE-ResNet` when a block of the run's model has an SE gate, `ResNet` when its blocks have
+    none (grader.verify.arch), None when its architecture was not read."""
+    if not isinstance(arch, Mapping) or not isinstance(arch.get("blocks"), list) or not arch["blocks"]:
+        return None
+    return "SE-ResNet" if any(isinstance(b, Mapping) and b.get("gate") for b in arch["blocks"]) else "ResNet"
 
 
 def show(factor: str, value: Any) -> str:

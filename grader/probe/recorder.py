@@ -5,7 +5,8 @@ importable, so the host sends `bootstrap_source(...)` as text: it builds the mod
 `_dllab_probe` (this file), `_dllab_probe_figures` (rec_figures.py), `_dllab_probe_torch`
 (rec_torch.py), `_dllab_probe_loss` (rec_loss.py), `_dllab_probe_data` (rec_data.py),
 `_dllab_probe_export` and `_dllab_probe_runs` (rec_export.py, rec_runs.py, used only by
-`export_for_verification` after the last cell) from their source and calls `install`. Tests may instead import `grader.probe.recorder` and call `install` directly.
+`export_for_verification` after the last cell), `_dllab_probe_gen`, `_dllab_probe_genlog` and
+`_dllab_probe_arch` (rec_gen.py, rec_genlog.py, rec_arch.py: idle unless their cap is set) from their source and calls `install`. Tests may instead import `grader.probe.recorder` and call `install` directly.
 
 Rules every patch here follows:
 - the original is called first (or for `show`, right after recording) with the same
@@ -37,7 +38,7 @@ PROBE_NAME = "_dllab_probe"
 VERSION = 1
 _PARTS = (("figures", "rec_figures"), ("torch", "rec_torch"), ("loss", "rec_loss"),
           ("data", "rec_data"), ("export", "rec_export"), ("runs", "rec_runs"),
-          ("gen", "rec_gen"), ("genlog", "rec_genlog"))
+          ("gen", "rec_gen"), ("genlog", "rec_genlog"), ("arch", "rec_arch"))
 _MAX_PROBE_ERRORS = 50
 _STR_CAP = 2000
 _LIST_CAP = 2000
@@ -396,6 +397,21 @@ def export_for_verification(folder=None):
         return "export failed: " + _exc_text(exc)
 
 
+def export_architecture(folder=None):
+    """Teardown entry (see rec_arch.py): read each trained model's blocks and capture them in
+    `folder` (default: `verify/` next to the events) as `arch.json` and `a<m>b<k>.pt`; returns a
+    summary line, or None (nothing done) unless installed with `architecture`. Never raises."""
+    if _state is None or os.getpid() != _state.pid or not _state.caps.get("architecture"):
+        return None
+    try:
+        flush("verify")
+        part = sys.modules[PROBE_NAME + "_arch"]
+        folder = folder or os.path.join(os.path.dirname(_state.events_path), "verify")
+        return part.export(folder)
+    except Exception as exc:  # noqa: BLE001 - the run's result must not depend on this
+        return "architecture export failed: " + _exc_text(exc)
+
+
 def export_generative(folder=None):
     """Teardown entry (see rec_gen.py): capture the generators, discriminators and VAEs the
     notebook trained, in `folder` (default: `verify/` next to the events) as `gen.json` and
@@ -508,13 +524,16 @@ def _load_parts():
 
 def install(events_path: str, figures_dir: str, *, max_events: int = 20000,
             max_figures: int = 200, max_event_bytes: int = 64 * 1024,
-            max_total_bytes: int = 16 * 2**20, max_runs: int = 6, generative: int = 0) -> None:
+            max_total_bytes: int = 16 * 2**20, max_runs: int = 6, generative: int = 0,
+            architecture: int = 0) -> None:
     """Start recording to `events_path` (JSON lines) and `figures_dir` (PNGs).
 
     `max_runs`: training runs (optimizers that stepped, the newest) whose models the teardown
     captures for the host (the rubric's limits.captured_runs). `generative`: 1 when the lab
     measures generative models (the rubric's `generative:`): rec_gen and rec_genlog record and
-    the teardown captures generators and VAEs; 0 leaves both parts idle. A second call in the
+    the teardown captures generators and VAEs; 0 leaves both parts idle. `architecture`: 1 when
+    the lab reads residual/SE architectures (a `residual_architecture` item): rec_arch notes each
+    model's input shape and the teardown reads and captures its blocks. A second call in the
     same process does nothing.
     """
     global _state
@@ -530,7 +549,8 @@ def install(events_path: str, figures_dir: str, *, max_events: int = 20000,
     os.makedirs(figures_dir, exist_ok=True)
     caps = {"max_events": int(max_events), "max_figures": int(max_figures),
             "max_event_bytes": int(max_event_bytes), "max_total_bytes": int(max_total_bytes),
-            "max_runs": max(1, int(max_runs)), "generative": 1 if generative else 0}
+            "max_runs": max(1, int(max_runs)), "generative": 1 if generative else 0,
+            "architecture": 1 if architecture else 0}
     parts = _load_parts()
     st = _State(events_path, figures_dir, caps, parts)
     names = set()
@@ -576,7 +596,7 @@ def bootstrap_source(*, events_path: str, figures_dir: str, **caps: int) -> str:
     registered last so that a half-built probe is never mistaken for an installed one.
     """
     unknown = set(caps) - {"max_events", "max_figures", "max_event_bytes", "max_total_bytes", "max_runs",
-                           "generative"}
+                           "generative", "architecture"}
     if unknown:
         raise TypeError("unknown probe caps: " + ", ".join(sorted(unknown)))
     here = os.path.dirname(os.path.abspath(__file__))

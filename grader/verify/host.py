@@ -75,6 +75,9 @@ def teardown_source() -> str:
         f"    more = getattr(probe, 'export_generative', lambda folder: None)({PROBE_DIR_TOKEN + '/verify'!r})\n"
         "    if more:\n"
         "        print('dllab teardown:', more)\n"
+        f"    arch = getattr(probe, 'export_architecture', lambda folder: None)({PROBE_DIR_TOKEN + '/verify'!r})\n"
+        "    if arch:\n"
+        "        print('dllab teardown:', arch)\n"
         "__dllab_verify()\n"
         "del __dllab_verify\n"
     )

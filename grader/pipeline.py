@@ -103,6 +103,15 @@ def sandbox_mounts(rubric, data: Mapping[str, str]) -> dict[str, str]:
     return {m.inside if m.relative is None else m.relative: m.host for m in _mounts(rubric, data)}
 
 
+def _split_datasets(rubric, data: Mapping[str, str]) -> dict[str, str]:
+    """The lab's datasets (name -> host folder) that students split into training and validation
+    themselves (a registered split verifier: cats-vs-dogs)."""
+    from grader.datasets import registry
+
+    return {name: str(data[name]) for name in rubric.datasets if name in data and name in registry.names()
+            and registry.get(name).split_verifier is not None}
+
+
 def dataset_mounts(rubric, data: Mapping[str, str]) -> tuple[DataMount, ...]:
     """The registered datasets a run can read, with their absolute sandbox paths: what the
     evidence names a dataset by (grader.dataset_id)."""
@@ -329,7 +338,8 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     startup = bootstrap_source(events_path=f"{PROBE_DIR_TOKEN}/events.jsonl", figures_dir=f"{PROBE_DIR_TOKEN}/fig",
                                max_figures=limits.max_figures, max_runs=rubric.limits.captured_runs,
                                generative=1 if rubric.generative is not None else 0,
-                               architecture=1 if reads_architecture(rubric) else 0)
+                               architecture=1 if reads_architecture(rubric) else 0,
+                               split_runs=1 if _split_datasets(rubric, settings.data) else 0)
     spec = SandboxSpec(mounts=sandbox_mounts(rubric, settings.data), gpus=settings.gpus, sandbox=settings.sandbox,
                        cpu_threads=settings.cpu_threads)
     runner = run_script if path.suffix.lower() == ".py" else run_notebook
@@ -355,6 +365,19 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     ev["verified_runs"] = ev["verified"].pop("runs", None) or (
         [{"optimizer": None, "reason": "no run model was evaluated: " + str(ev["verified"]["reason"])}]
         if ev["verified"].get("reason") else [])
+    # A dataset the student splits (cats-vs-dogs): each run's model on its own training and
+    # validation files, the measured overfitting gap (grader.verify.splits).
+    split_data = _split_datasets(rubric, settings.data)
+    if split_data:
+        from grader.verify.splits import merge_runs, verify_splits
+
+        mounted = [m.inside for m in dataset_mounts(rubric, settings.data) if m.name in split_data]
+        block, note = verify_in_time(result, rel, run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
+                                     rubric=rubric, submission_end=submission_end,
+                                     verify_run=verify_splits, data=split_data,
+                                     mounted=mounted)
+        ev["verified_runs"] = merge_runs(ev["verified_runs"], block)
+        ev["notes"] += [note] if note else []
     # The models of the other datasets the notebook evaluated on a test split (one notebook
     # for several parts), verified like the primary one in what time is left.
     ev["verified_more"] = []

@@ -35,7 +35,10 @@ MAX_RUNS = 64
 """Runs kept per notebook (the first that stepped)."""
 MAX_CURVE_POINTS = 500
 """Points kept per curve of a run (min-max decimation, grader.parsers.curves.downsample)."""
-_VERIFIED_KEYS = ("test_accuracy", "n", "hidden_accuracy", "hidden_n", "digest", "reason")
+_VERIFIED_KEYS = ("test_accuracy", "n", "hidden_accuracy", "hidden_n", "digest", "reason",
+                  # the gap on the student's own split (grader.verify.splits.GAP_KEYS)
+                  "train_accuracy", "train_n", "train_files", "val_accuracy", "val_n", "val_files", "gap",
+                  "gap_transform", "gap_agreement", "val_overlap", "gap_note", "gap_reason")
 
 
 def _int(v: object) -> int | None:
@@ -125,10 +128,13 @@ def _training_facts(ev: Mapping[str, Any], sessions: Sequence[Mapping[str, Any]]
 def _verified(ev: Mapping[str, Any], ref: int | None) -> dict[str, Any]:
     runs = _recs(ev, "verified_runs")
     entry = next((r for r in runs if ref is not None and r.get("optimizer") == ref), None)
+    gap = next((str(r["gap_reason"]) for r in runs if r.get("optimizer") is None and r.get("gap_reason")), None)
     if entry is not None:
-        return {k: entry[k] for k in _VERIFIED_KEYS if entry.get(k) is not None}
+        return {**({"gap_reason": gap} if gap else {}),
+                **{k: entry[k] for k in _VERIFIED_KEYS if entry.get(k) is not None}}
     general = next((str(r["reason"]) for r in runs if r.get("optimizer") is None and r.get("reason")), None)
-    return {"reason": general or "its model was not captured for the grader's own evaluation"}
+    return {"reason": general or "its model was not captured for the grader's own evaluation",
+            **({"gap_reason": gap} if gap else {})}
 
 
 def _architecture(ev: Mapping[str, Any], ref: int | None) -> dict[str, Any]:

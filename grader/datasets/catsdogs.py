@@ -13,6 +13,7 @@ import numpy as np
 
 from grader.datasets._spec import DatasetSpec
 from grader.datasets._synth import _Files, _Style, jpeg_blocks
+from grader.datasets.catsdogs_split import SPLIT_VERIFIER
 
 CLASSES = ("cat", "dog")
 # Images (per class in train/, unlabelled in test1/) per size.
@@ -50,4 +51,5 @@ SPEC = DatasetSpec(
     # "cats-vs-dogs", "dogs_and_cats", "catsndogs": the names courses and Kaggle give it.
     aliases=(r"cats?-?(?:vs|and|n)?-?dogs?|dogs?-?(?:vs|and|n)?-?cats?",),
     file_pattern=FILE_NAME,
+    split_verifier=SPLIT_VERIFIER,  # the overfitting gap on the student's own split: catsdogs_split.py
 )

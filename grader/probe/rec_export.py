@@ -88,7 +88,13 @@ def export(folder):
         spec = {"version": SPEC_VERSION, "error": "the export code failed: " + _exc_text(exc)}
     with open(os.path.join(folder, "spec.json"), "w", encoding="utf-8") as fh:
         json.dump(spec, fh, allow_nan=False)
-    return spec.get("error") or "exported " + spec["model"]["class"] + " via " + spec["model"]["capture"]
+    said = spec.get("error") or "exported " + spec["model"]["class"] + " via " + spec["model"]["capture"]
+    runs = sys.modules.get(_core.PROBE_NAME + "_runs")
+    if runs is not None and getattr(runs, "SPLIT_RUNS", 0):  # a dataset the student splits: splits.json
+        with _quiet(), warnings.catch_warnings():  # never fails: it writes its own error
+            warnings.simplefilter("ignore")
+            said += "; " + runs.export_splits(folder, spec.get("runs") or [])
+    return said
 
 
 class _Refusal(Exception):

@@ -525,7 +525,7 @@ def _load_parts():
 def install(events_path: str, figures_dir: str, *, max_events: int = 20000,
             max_figures: int = 200, max_event_bytes: int = 64 * 1024,
             max_total_bytes: int = 16 * 2**20, max_runs: int = 6, generative: int = 0,
-            architecture: int = 0) -> None:
+            architecture: int = 0, split_runs: int = 0) -> None:
     """Start recording to `events_path` (JSON lines) and `figures_dir` (PNGs).
 
     `max_runs`: training runs (optimizers that stepped, the newest) whose models the teardown
@@ -533,8 +533,10 @@ def install(events_path: str, figures_dir: str, *, max_events: int = 20000,
     measures generative models (the rubric's `generative:`): rec_gen and rec_genlog record and
     the teardown captures generators and VAEs; 0 leaves both parts idle. `architecture`: 1 when
     the lab reads residual/SE architectures (a `residual_architecture` item): rec_arch notes each
-    model's input shape and the teardown reads and captures its blocks. A second call in the
-    same process does nothing.
+    model's input shape and the teardown reads and captures its blocks. `split_runs`: 1 when
+    the lab's dataset is one the student splits into training and validation themselves
+    (cats-vs-dogs): the teardown describes each run's two splits (rec_runs.export_splits). A
+    second call in the same process does nothing.
     """
     global _state
     current = sys.modules.get(PROBE_NAME)
@@ -550,7 +552,7 @@ def install(events_path: str, figures_dir: str, *, max_events: int = 20000,
     caps = {"max_events": int(max_events), "max_figures": int(max_figures),
             "max_event_bytes": int(max_event_bytes), "max_total_bytes": int(max_total_bytes),
             "max_runs": max(1, int(max_runs)), "generative": 1 if generative else 0,
-            "architecture": 1 if architecture else 0}
+            "architecture": 1 if architecture else 0, "split_runs": 1 if split_runs else 0}
     parts = _load_parts()
     st = _State(events_path, figures_dir, caps, parts)
     names = set()
@@ -596,7 +598,7 @@ def bootstrap_source(*, events_path: str, figures_dir: str, **caps: int) -> str:
     registered last so that a half-built probe is never mistaken for an installed one.
     """
     unknown = set(caps) - {"max_events", "max_figures", "max_event_bytes", "max_total_bytes", "max_runs",
-                           "generative", "architecture"}
+                           "generative", "architecture", "split_runs"}
     if unknown:
         raise TypeError("unknown probe caps: " + ", ".join(sorted(unknown)))
     here = os.path.dirname(os.path.abspath(__file__))

@@ -30,6 +30,9 @@ PROBE_FILES: tuple[re.Pattern[str], ...] = (
     re.compile(r"verify/more\d\.json"), re.compile(r"verify/more\d\.pt"), re.compile(r"verify/run\d{1,2}\.pt"),
     # a lab reading architectures: each trained model's blocks (grader.probe.rec_arch; grader.verify.arch)
     re.compile(r"verify/arch\.json"), re.compile(r"verify/a\d{1,2}b\d{1,2}(-short|-plain)?\.pt"),
+    # a split the student made (cats-vs-dogs): each run's files and the models export_runs did not
+    # capture (grader.verify.splits)
+    re.compile(r"verify/splits\.json"), re.compile(r"verify/split\d{1,2}\.pt"),
 )
 """The only files copied out of the probe folder, in this order of priority under the caps:
 the student's code can write there too, and anything else it leaves is not copied."""

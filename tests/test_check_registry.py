@@ -76,11 +76,15 @@ def test_the_pipelines_kind_lists_are_the_ones_lab1_was_graded_with() -> None:
     from grader.sources import _NOT_SCORED
     from grader.student import quick_unjudged
 
-    assert FILE_CHECKS == {"report_sections", "files_present", "normalization", "custom", "run_comparison"}
+    # overfitting_gap (issue 17) reads every notebook's runs, as run_comparison does
+    assert FILE_CHECKS == {"report_sections", "files_present", "normalization", "custom", "run_comparison",
+                           "overfitting_gap"}
     assert _NOT_SCORED == {"report_sections", "files_present", "normalization", "custom", "manual",
-                           "ran_without_errors", "run_comparison"}
-    # the generative measures (issue 16) judge a generator trained on the real data, not on stand-ins
-    assert quick_unjudged() == {"accuracy_vs_reference", "generated_samples", "conditional_generation", "vae_bound"}
+                           "ran_without_errors", "run_comparison", "overfitting_gap"}
+    # the generative measures (issue 16) judge a generator trained on the real data, not on stand-ins;
+    # a gap measured on stand-in data says nothing either (issue 17)
+    assert quick_unjudged() == {"accuracy_vs_reference", "generated_samples", "conditional_generation", "vae_bound",
+                                "overfitting_gap"}
     assert CORROBORATED == {"test_metrics", "per_class_accuracy", "model_architecture", "ran_without_errors"}
     assert [k for k, spec in KINDS.items() if spec.by_hand] == ["manual"]
     assert {k for k, spec in KINDS.items() if not spec.hint} == {"manual", "custom"}

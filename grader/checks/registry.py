@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from grader.datasets import registry
 from grader.checks import figures, files, genarch, generative, genvae, lrstudy, metrics, resarch, runcompare, setup
 from grader.checks import genlogs  # generative labs: logged losses, figure origins
+from grader.checks import overfit  # cats-vs-dogs: the overfitting gap
 from grader.checks import params as P
 from grader.checks.base import CheckContext, Outcome
 
@@ -119,6 +120,13 @@ KINDS: Mapping[str, CheckKind] = MappingProxyType({k.name: k for k in (
               "submission", ranks_candidates=False,
               example={"factor": "depth", "values": [2, 4], "agree_on": ["width", "optimizer", "lr", "epochs"],
                        "shown": "any"}),
+    # cats-vs-dogs (issue 17): the gap from the printed curves and from the host's evaluation of
+    # each run's model on its own training and validation files (grader.verify.splits)
+    CheckKind("overfitting_gap", P.OverfittingGap, overfit.overfitting_gap,
+              "the gap between training and validation accuracy, from the printed curves and measured by the "
+              "grader on each run's own split: a baseline shown, regularized runs compared with it, claims checked",
+              "submission", ranks_candidates=False, judged_in_quick=False,
+              example={"role": "regularized", "min_runs": 2, "tolerance": 0.05}),
     # generative labs (issue 16): the host's own measurements of the captured models, so none is
     # `corroborated`; none but the architecture means anything on stand-in data
     CheckKind("generated_samples", P.GeneratedSamples, generative.generated_samples,

@@ -371,11 +371,9 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     if split_data:
         from grader.verify.splits import merge_runs, verify_splits
 
-        mounted = [m.inside for m in dataset_mounts(rubric, settings.data) if m.name in split_data]
         block, note = verify_in_time(result, rel, run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
-                                     rubric=rubric, submission_end=submission_end,
-                                     verify_run=verify_splits, data=split_data,
-                                     mounted=mounted)
+                                     rubric=rubric, submission_end=submission_end, verify_run=verify_splits,
+                                     data=split_data, workdir="" if workdir == "." else workdir)
         ev["verified_runs"] = merge_runs(ev["verified_runs"], block)
         ev["notes"] += [note] if note else []
     # The models of the other datasets the notebook evaluated on a test split (one notebook

@@ -35,7 +35,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,13 +166,13 @@ def sample_names(names: Sequence[str], k: int = MAX_PER_SPLIT) -> list[str]:
 
 
 def map_split(listed: Mapping[str, Any], *, present: frozenset[str], verifier: SplitVerifier,
-              mounted: Sequence[str]) -> dict[str, Any]:
+              mounted: Callable[[str], bool]) -> dict[str, Any]:
     """One listed split (`{dirs, names, dir}`) mapped onto the dataset: `names` (those that are
     the dataset's files, distinct, in order), `refused` (names that are not), `copied` (files the
-    notebook read from outside the lab's dataset folders, `mounted`: sandbox paths, matched here
-    by name)."""
+    notebook read from a folder for which `mounted(sandbox folder)` is False: not the lab's
+    read-only copy of the labelled folder; matched here by name)."""
     names, refused, copied = [], 0, 0
-    inside = [any(d == m or d.startswith(m.rstrip("/") + "/") for m in mounted) for d in listed["dirs"]]
+    inside = [mounted(d) for d in listed["dirs"]]
     for name, d in zip(listed["names"], listed["dir"]):
         if verifier.label_of(name) is None or name not in present:
             refused += 1
@@ -262,7 +262,7 @@ def _predict(models: Sequence[tuple[Path, str]], files: Sequence[Path], *, steps
 
 
 def _plan_run(r: Mapping[str, Any], lists: Sequence[Mapping[str, Any]], *, present: frozenset[str],
-              verifier: SplitVerifier, mounted: Sequence[str], n_classes: int, folder: Path) -> dict[str, Any]:
+              verifier: SplitVerifier, mounted: Callable[[str], bool], n_classes: int, folder: Path) -> dict[str, Any]:
     """What to evaluate for run `r`: its sampled training and validation names, label mapping,
     steps, model file and notes; raises NotVerified with the reason it cannot be measured."""
     if r.get("outputs") == 1:
@@ -332,12 +332,12 @@ def _score(ref: int | None, p: Mapping[str, Any], preds: Mapping[str, int], veri
 
 
 def verify_splits(*, run_dir: Path, probe_dir: Path, spec: Any, limits: Any, data: Mapping[str, str],
-                  mounted: Sequence[str] = (), timeout_s: float) -> dict[str, Any]:
+                  workdir: str = "", timeout_s: float) -> dict[str, Any]:
     """`{"runs": [entry per run]}`: each run's train_accuracy, train_n, val_accuracy, val_n and
     gap (fractions 0..1) measured on its own files, or `{optimizer, gap_reason}`; or `{"reason"}`
     when nothing could be measured. `data` maps the lab's dataset names to their host folders
-    (the dataset's own folder); `mounted` are the sandbox paths those folders had (a file read
-    elsewhere was a copy); `run_dir` holds the run's run.json, `probe_dir` what came out of the
+    (the dataset's own folder); `workdir` is the notebook's folder in the submission, where it had
+    them again as `./data` (a file read from anywhere else was a copy); `run_dir` holds the run's run.json, `probe_dir` what came out of the
     sandbox; `spec` and `limits` are the notebook's sandbox. Never raises for anything the
     submission did."""
     from grader.verify.host import _check_run
@@ -360,6 +360,14 @@ def verify_splits(*, run_dir: Path, probe_dir: Path, spec: Any, limits: Any, dat
             if folder.is_dir() else frozenset()
         if not present:
             raise NotVerified(f"the {ds_spec.title} folder {verifier.folder}/ is not there for the grader to read")
+        from grader import sandbox
+        from grader.verify.plan import _host_path
+
+        placed = sandbox.place_mounts(spec.mounts, workdir=workdir, submission=None).mounts
+
+        def mounted(d: str) -> bool:  # a sandbox folder that is the lab's read-only labelled folder
+            there = _host_path(d, placed)
+            return there is not None and os.path.realpath(there) == os.path.realpath(folder)
         out: list[dict[str, Any]] = []
         plans: dict[int, dict[str, Any]] = {}
         for k, r in enumerate(doc["runs"]):

@@ -154,8 +154,13 @@ class Run(_Record):
     """The host's own evaluation of this run's captured model: test_accuracy, n,
     hidden_accuracy, hidden_n, digest (sha256 of its parameters), reason (why not measured);
     for a dataset the student splits themselves (cats-vs-dogs): train_accuracy, train_n,
-    val_accuracy, val_n on the student's own training and validation files, and gap
-    (train_accuracy - val_accuracy, a fraction)."""
+    val_accuracy, val_n on the student's own training and validation files (n: images evaluated,
+    at most 2000 per split, a uniform sample of train_files / val_files when more), and gap
+    (train_accuracy - val_accuracy, a fraction); gap_transform (the validation pipeline's steps
+    it was evaluated with), gap_agreement (share 0..1 of the sampled validation images on which
+    the captured model predicted what the notebook's did), val_overlap (validation files that
+    are also training files), gap_note (what a reader should know: sampled, copies, random steps
+    left out), gap_reason (why the gap was not measured): grader.verify.splits."""
     regularizers: dict[str, Any] = {}
     """What regularized this run while it trained, each tied to its steps: weight_decay (the
     largest of the stepping optimizer's param groups), penalty ({kind: L1|L2|L1+L2, params,

@@ -134,6 +134,16 @@ def test_gap_keys_reach_the_run_entries_and_run_verified() -> None:
     assert _verified(failed, 9)["gap_reason"] == "splits.json is malformed"
 
 
+def test_only_a_lab_with_a_dataset_the_student_splits_gets_the_split_capture() -> None:
+    from grader.pipeline import _split_datasets
+
+    class Lab:
+        datasets = {"catsdogs": None, "cifar10": None}
+
+    assert _split_datasets(Lab, {"catsdogs": "/d/cats-vs-dogs", "cifar10": "/d/cifar"}) == {"catsdogs": "/d/cats-vs-dogs"}
+    assert _split_datasets(Lab, {"cifar10": "/d/cifar"}) == {}
+
+
 # ---------------------------------------------------------------- curves, regularizers, claims
 
 

@@ -73,9 +73,10 @@ def _series(curves: Mapping[str, Any], split: str, kind: str) -> tuple[str, list
 
 def curve_gap(curves: Mapping[str, Any]) -> dict[str, Any] | None:
     """The gap the run's printed curves show, or None without a training and a validation curve
-    of one kind: `{kind: accuracy|loss, last, max, at, series}`. Accuracy: training minus
+    of one kind: `{kind: accuracy|loss, last, max, at, series, points}`. Accuracy: training minus
     validation accuracy (fractions 0..1; a curve printed in percent is scaled), at the last epoch
-    both were printed (`at`) and the largest over those epochs; loss: validation minus training."""
+    both were printed (`at`) and the largest over those epochs; loss: validation minus training.
+    `points`: [(epoch, training, validation)] at the epochs both were printed."""
     for kind, sign in (("acc", 1.0), ("loss", -1.0)):
         tr, va = _series(curves, "train", kind), _series(curves, "val", kind)
         if tr is None or va is None:
@@ -84,12 +85,11 @@ def curve_gap(curves: Mapping[str, Any]) -> dict[str, Any] | None:
         t_at = {round(x, 3): v * scale for x, v in tr[1]}
         v_at = {round(x, 3): v * scale for x, v in va[1]}
         common = sorted(set(t_at) & set(v_at))
-        if common:
-            gaps = [(x, sign * (t_at[x] - v_at[x])) for x in common]
-        else:  # printed at different points: the last of each
-            gaps = [(max(t_at), sign * (tr[1][-1][1] - va[1][-1][1]) * scale)]
-        return {"kind": "accuracy" if kind == "acc" else "loss", "last": round(gaps[-1][1], 4),
-                "max": round(max(g for _, g in gaps), 4), "at": gaps[-1][0], "series": va[0]}
+        points = [(x, t_at[x], v_at[x]) for x in common] or [  # printed at different points: the last of each
+            (max(t_at), tr[1][-1][1] * scale, va[1][-1][1] * scale)]
+        gaps = [sign * (t - v) for _, t, v in points]
+        return {"kind": "accuracy" if kind == "acc" else "loss", "last": round(gaps[-1], 4),
+                "max": round(max(gaps), 4), "at": points[-1][0], "series": va[0], "points": points}
     return None
 
 
@@ -192,14 +192,30 @@ def baseline_of(runs: Sequence[_Run]) -> _Run | None:
     return min(runs, key=lambda r: (len(r.regs), r.order), default=None)
 
 
+RANDOM_IN_TRAINING = frozenset({"dropout", "augmentation"})
+"""Regularizers that make a printed training accuracy (measured while training, in training mode
+or on augmented images) differ from the trained model's on its clean training images."""
+
+
 def _agreement(r: _Run, tolerance: float) -> str | None:
-    """Why run `r`'s printed curve gap and its measured gap disagree (beyond `tolerance`), or None."""
-    if r.curve is None or r.curve["kind"] != "accuracy" or r.gap is None:
+    """Why run `r`'s printed curves and the host's measurement disagree beyond `tolerance`, or
+    None: its printed validation accuracy against the measured one (the same files and transform),
+    and, for a run without dropout or augmentation, its printed gap against the measured gap. The
+    epoch compared is the last printed, or for early stopping the one closest to the measurement
+    (its model may be a kept best epoch)."""
+    c, v = r.curve, r.verified
+    val = _num(v.get("val_accuracy"))
+    if c is None or c["kind"] != "accuracy" or r.gap is None or val is None:
         return None
-    if abs(r.curve["last"] - r.gap) <= tolerance:
-        return None
-    return (f"{r.name}'s printed curves show a gap of {fmt_pct(r.curve['last'])} at epoch {r.curve['at']:g}, but its "
-            f"model measures {fmt_pct(r.gap)} ({r.measured()})")
+    points = c["points"]
+    x, t, pv = min(points, key=lambda p: abs(p[2] - val)) if "early_stopping" in r.regs else points[-1]
+    if abs(pv - val) > tolerance:
+        return (f"{r.name} printed a validation accuracy of {fmt_pct(pv)} at epoch {x:g}, but its model measures "
+                f"{fmt_pct(val)} on {v.get('val_n')} of its validation images")
+    if not (r.regs & RANDOM_IN_TRAINING) and abs((t - pv) - r.gap) > tolerance:
+        return (f"{r.name}'s printed curves show a gap of {fmt_pct(t - pv)} at epoch {x:g}, but its model measures "
+                f"{fmt_pct(r.gap)} ({r.measured()})")
+    return None
 
 
 def _curve_text(r: _Run) -> str:

@@ -174,6 +174,8 @@ def test_claims_of_a_reduction_are_found_and_negated_ones_are_not() -> None:
     text = ("## Analysis\nDropout reduced overfitting: the gap shrank. Weight decay did not help the gap.\n\n"
             "- With data augmentation the generalization gap is smaller.\nBatchNorm made training faster.")
     assert [r for r, _ in claims(text)] == ["dropout", "augmentation"]
+    assert claims("- Weight decay reduced overfitting slightly.") == [("weight_decay",
+                                                                      "Weight decay reduced overfitting slightly.")]
 
 
 # ---------------------------------------------------------------- the check on run records

@@ -253,7 +253,7 @@ def claims(text: str) -> list[tuple[str, str]]:
     ("weight decay did not help the gap") is not a claim of a reduction."""
     out: list[tuple[str, str]] = []
     for sentence in re.split(r"(?<=[.!?。])\s+|\n\s*\n|\n\s*[-*] ", text):
-        s = " ".join(sentence.split())
+        s = re.sub(r"^(?:[-*>#]+\s*|\d+[.)]\s+)+", "", " ".join(sentence.split()))  # a bullet, a heading
         if len(s) > 600 or not _OVERFIT.search(s) or not _REDUCED.search(s) or _NEGATED.search(s):
             continue
         for reg, pat in _WORDS.items():

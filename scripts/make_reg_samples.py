@@ -396,8 +396,8 @@ def test(model):
 
 
 def train(name, model):
-    """The same schedule for every model: SGD, momentum 0.9, lr 0.05, EPOCHS epochs."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    """The same schedule for every model: SGD, momentum 0.9, lr 0.02, EPOCHS epochs."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
     curve = []
     for epoch in range(1, EPOCHS + 1):
         model.train()
@@ -443,7 +443,7 @@ plt.show()
 
 _RN_ANALYSIS = """## Analysis
 
-Both networks were trained with the same schedule (SGD, momentum 0.9, lr 0.05, the same
+Both networks were trained with the same schedule (SGD, momentum 0.9, lr 0.02, the same
 epochs and seed). The SE blocks add a few hundred parameters; on this short schedule the two
 test accuracies are close, and the difference is within what another seed would change.
 """

@@ -63,7 +63,12 @@ _LINE = {"axes": "int", "label": _STR, "title": _STR, "ylabel": _STR, "n": "coun
 ORIGIN_ROLES = ("samples", "reconstructions", "class-grid", "latent", "data", "unknown")
 _SESSION = {"model": _INT, "loader": _INT, "dataset": _INT, "split": _STR, "samples": "int",
             "batches": "int", "grad_enabled": "bool", "training": "bool",
-            "loss": _STR, "loss_sum": _NUM, "loss_n": "count", "out_at": _OUT_AT}
+            "loss": _STR, "loss_sum": _NUM, "loss_n": "count", "out_at": _OUT_AT,
+            "augment": ("list", "str")}  # random transforms in its data's pipeline (rec_reg)
+# rec_reg: snapshots (state_dict, torch.save) of a model taken before a load, with the split its
+# newest evaluation pass read before each
+_SELECTION = {"from": _INT, "snapshots": "count", "splits": ("map", "count"), "last": _STR, "cells": ("list", _INT),
+              "steps_after": "count"}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "probe-start": {"version": "int", "pid": "int", "python": "str", "caps": ("map", "int"),
@@ -104,7 +109,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "evaluation": _SESSION,
     "training": _SESSION,
     "bind": {"ref": "int", "names": ("list", "str")},
-    "weights-loaded": {"model": _INT, "source": "str"},
+    "weights-loaded": {"model": _INT, "source": "str", "selection": ("opt", _SELECTION)},
+    # rec_reg: what regularized each optimizer's steps; a pretrained-weights download (or its failure)
+    "reg-state": {"ref": _INT, "steps": "count", "weight_decay": ("list", _NUM),
+                  "penalty": {k: "count" for k in ("analyzed", "found", "l1", "l2", "params")},
+                  "dropout": ("list", ("list", ("opt", "scalar"))), "batchnorm": ("list", ("list", ("opt", "scalar")))},
+    "pretrained": {"source": "str", "name": "str", "url": "str", "ok": "bool", "error": "str"},
 }
 _COMMON = {"id": "int", "t": "num", "cell": _INT, "kind": "str"}
 
@@ -295,11 +305,14 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
     state: dict[int, dict[str, Any]] = {}
     stepped: dict[int, list[list[Any]]] = {}
     sampled: dict[int, dict[str, Any]] = {}
+    reg: dict[int, dict[str, Any]] = {}
     for e in events:
         if e["kind"] == "bind" and e.get("ref") is not None:
             names[e["ref"]] = e.get("names", [])
         elif e["kind"] in ("optimizer-state", "scheduler-state") and e.get("ref") is not None:
             state[e["ref"]] = e  # the latest wins
+        elif e["kind"] == "reg-state" and e.get("ref") is not None:
+            reg[e["ref"]] = {k: v for k, v in e.items() if k not in ("id", "t", "cell", "kind", "ref")}  # the latest wins
         elif e["kind"] == "optimizer-stepped" and e.get("ref") is not None:
             stepped[e["ref"]] = [r for r in e.get("stepped") or [] if _stepped_row(r)][:500]
             sample = e.get("sample")
@@ -411,7 +424,9 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
                 **{k: s[k] for k in ("lr_first", "out_at") if s.get(k) is not None},
                 **({"stepped": stepped[ref]} if ref in stepped else {}),
                 # exact stepped losses (checks.genlogs tells a printed loss never stepped on)
-                **({"stepped_sample": sampled[ref]} if ref in sampled else {})})
+                **({"stepped_sample": sampled[ref]} if ref in sampled else {}),
+                # what regularized its steps (rec_reg; grader.regularizers reads it)
+                **({"regularization": reg[ref]} if ref in reg else {})})
         elif kind == "scheduler":
             s = state.get(ref, {})
             opt = of(e.get("optimizer"), "optimizer")
@@ -428,7 +443,7 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
                      "dataset_length": (of(e.get("dataset"), "dataset") or {}).get("length"),
                      # the loss it computed (rec_loss; loss_sum None: not finite, a diverged run)
                      # and where in its cell's stdout it ran
-                     **{k: e[k] for k in ("loss", "loss_sum", "loss_n", "out_at") if k in e}}
+                     **{k: e[k] for k in ("loss", "loss_sum", "loss_n", "out_at", "augment") if k in e}}
             if kind == "training":
                 out["training"].append(entry)
             # a pass over test data in train mode with grad (no eval(), no no_grad()) is
@@ -437,7 +452,13 @@ def summarize_events(events: list[dict[str, Any]], *, figures_dir: Path | None =
                 out["evaluations"].append(entry)
         elif kind == "weights-loaded":
             out["weights_loaded"].append({"cell": e.get("cell"), "source": e.get("source"),
-                                          **model_name(e.get("model")), "model_ref": e.get("model")})
+                                          **model_name(e.get("model")), "model_ref": e.get("model"),
+                                          **({"selection": e["selection"]} if e.get("selection") else {})})
+        elif kind == "pretrained":  # asked for a download of weights: `ok` False when it failed (offline)
+            out["weights_loaded"].append({"cell": e.get("cell"), "source": "download", "via": e.get("source"),
+                                          "name": e.get("name"), "url": e.get("url"), "ok": e.get("ok"),
+                                          "error": e.get("error"), "model": None, "model_class": None,
+                                          "model_ref": None})
     for e in events:
         if e["kind"] == "normalize" and e["id"] not in applied:
             out["normalization"].append({"mean": e.get("mean"), "std": e.get("std"),

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from grader import runstructure, runtext
+from grader import regularizers, runstructure, runtext
 from grader.parsers.curves import downsample
 
 __all__ = ["build_runs", "runs_for"]
@@ -458,6 +458,7 @@ def build_runs(evidence: Mapping[str, Any], *, notebook: Mapping[str, Any] | Non
     _attribute_output(evidence, runs, cells)
     _status(evidence, runs)
     _relate(runs, cells)
+    regularizers.attach(evidence, runs, cells)  # Run.regularizers: what regularized each run's steps
     return [_finish(r, k, cells) for k, r in enumerate(runs)]
 
 
@@ -487,6 +488,7 @@ def runs_for(evidence: dict[str, Any], notebook_path: Path | None) -> list[dict[
             kept.append(run)
         except ValueError as e:
             problem = f"{run.get('name')}: {str(e).splitlines()[0][:200]}"
+    regularizers.annotate(evidence, kept)  # notes for a TA: pretrained weights, a model selected on the test split
     if problem:
         warnings = evidence.setdefault("warnings", [])
         if isinstance(warnings, list):

@@ -50,6 +50,8 @@ _MAX_EVAL_KEPT = 4
 _MAX_EVAL_KEPT_BYTES = 64 * 2**20
 _evals_kept = {}
 step_hooks = []  # called with the optimizer's _Rec after each step (rec_genlog credits the stepped loss)
+session_hooks = []  # called with (session dict, loader _Rec or None) when a pass begins (rec_reg: its augmentation)
+load_hooks = []  # called with (module, model _Rec or None) at a recorded load; extra event fields (rec_reg)
 
 
 class _Rec:
@@ -336,6 +338,8 @@ def _note_forward(rec, module, args):
             session["out_at"] = [at, at]
         if mode == "evaluation" and loader is not None:
             _keep_evaluated(module, loader)
+        for hook in session_hooks:
+            hook(session, loader)
     elif at is not None and "out_at" in session:
         session["out_at"][1] = at
     _last[0] = session
@@ -450,7 +454,10 @@ def _note_load(module, source):
         rec = _record_model(module, source)
     else:
         rec = None
-    _core.emit("weights-loaded", {"model": rec.ref if rec is not None else None, "source": source})
+    fields = {"model": rec.ref if rec is not None else None, "source": source}
+    for hook in load_hooks:
+        fields.update(hook(module, rec) or {})
+    _core.emit("weights-loaded", fields)
 
 
 # ---------------------------------------------------------------- optimizers and schedulers

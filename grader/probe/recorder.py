@@ -4,7 +4,7 @@ Loaded before the first student cell. Inside the sandbox nothing from the grader
 importable, so the host sends `bootstrap_source(...)` as text: it builds the modules
 `_dllab_probe` (this file), `_dllab_probe_figures` (rec_figures.py), `_dllab_probe_torch`
 (rec_torch.py), `_dllab_probe_loss` (rec_loss.py), `_dllab_probe_data` (rec_data.py),
-`_dllab_probe_export` and `_dllab_probe_runs` (rec_export.py, rec_runs.py, used only by
+`_dllab_probe_reg` (rec_reg.py: regularizers in effect), `_dllab_probe_export` and `_dllab_probe_runs` (rec_export.py, rec_runs.py, used only by
 `export_for_verification` after the last cell), `_dllab_probe_gen`, `_dllab_probe_genlog` and
 `_dllab_probe_arch` (rec_gen.py, rec_genlog.py, rec_arch.py: idle unless their cap is set) from their source and calls `install`. Tests may instead import `grader.probe.recorder` and call `install` directly.
 
@@ -38,7 +38,7 @@ PROBE_NAME = "_dllab_probe"
 VERSION = 1
 _PARTS = (("figures", "rec_figures"), ("torch", "rec_torch"), ("loss", "rec_loss"),
           ("data", "rec_data"), ("export", "rec_export"), ("runs", "rec_runs"),
-          ("gen", "rec_gen"), ("genlog", "rec_genlog"), ("arch", "rec_arch"))
+          ("gen", "rec_gen"), ("genlog", "rec_genlog"), ("arch", "rec_arch"), ("reg", "rec_reg"))
 _MAX_PROBE_ERRORS = 50
 _STR_CAP = 2000
 _LIST_CAP = 2000

@@ -19,7 +19,12 @@ it with what the host reads itself (the captured model's graph, the code). Keys 
 - `selection`: {how: best-checkpoint|early-stopping, split: val|test|train|None, cell, snapshots,
   basis: probe|code};
 - `unstepped`: [{optimizer, weight_decay, cell}]: optimizers built with weight decay that never
-  stepped, tied to this run (same parameters when built, else the next run that trained).
+  stepped, tied to this run (same parameters when built, else the next run that trained);
+- `written`: the regularizers the notebook's code names (read by the host from the cells, which
+  the student's running code cannot change): weight_decay, penalty, dropout, batchnorm,
+  augmentation, early_stopping;
+- `captured`: dropout, batchnorm when the graph of this run's captured model (the host's
+  evaluation, `verified_runs[].ops`) has such operators.
 """
 
 from __future__ import annotations
@@ -37,6 +42,19 @@ NOTE_CODES = ("pretrained-weights", "test-selection")
 _DROPOUT = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout")
 _BATCHNORM = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LazyBatchNorm1d", "LazyBatchNorm2d",
               "LazyBatchNorm3d")
+_WRITTEN = {
+    "weight_decay": re.compile(r"weight_decay\s*=\s*(?!0(\.0*)?\s*[,)])|\bAdamW\b"),
+    "penalty": re.compile(r"(\.(abs|pow|norm|square)\(|torch\.(norm|abs|square)\(|linalg\.(vector_)?norm\(|\*\*\s*2)"
+                          r"[^\n]*(param|weight)|(param|weight)[^\n]*(\.(abs|pow|norm|square)\(|\*\*\s*2)", re.I),
+    "dropout": re.compile(r"Dropout|\bdropout\d?d?\(", re.I),
+    "batchnorm": re.compile(r"BatchNorm"),
+    "augmentation": re.compile(r"\bRandom[A-Z]\w*\(|ColorJitter|AutoAugment|RandAugment|TrivialAugment|AugMix"),
+    "early_stopping": re.compile(r"patience|early.?stop|best_(state|model|weights|acc|loss|val)", re.I),
+}
+"""What code naming each regularizer looks like (a hint the probe's record is what the student meant)."""
+_CAPTURED = {"dropout": ("dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "native_dropout"),
+             "batchnorm": ("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm",
+                           "cudnn_batch_norm", "_batch_norm_impl_index")}
 _STOP_WORDS = re.compile(r"patience|early|best|no_improve|stop", re.I)
 _BREAK = re.compile(r"^\s*break\b", re.M)
 
@@ -159,6 +177,22 @@ def _selection(ev: Mapping[str, Any], run: Mapping[str, Any], refs: set[int], pa
     return {"how": "early-stopping", "split": evals.most_common(1)[0][0], "cell": max(stepped), "basis": "code"}
 
 
+def written(cells: Any) -> list[str]:
+    """The regularizers the notebook's code names (`_WRITTEN`), from `cells.sources`."""
+    code = "\n".join(getattr(cells, "sources", None) or [])[:2_000_000]
+    return [name for name, pattern in _WRITTEN.items() if pattern.search(code)]
+
+
+def _captured(ev: Mapping[str, Any], ref: int | None) -> list[str] | None:
+    """dropout/batchnorm found in the run's captured graph; None when the host has no graph of it."""
+    entry = next((r for r in _recs(ev, "verified_runs") if ref is not None and r.get("optimizer") == ref), None)
+    ops = entry.get("ops") if entry is not None else None
+    if not isinstance(ops, Mapping) or not ops:
+        return None
+    names = {str(k).rsplit(".", 1)[-1] for k in ops}
+    return [key for key, found in _CAPTURED.items() if names & set(found)]
+
+
 def of_run(ev: Mapping[str, Any], run: Mapping[str, Any], cells: Any = None) -> dict[str, Any]:
     """`Run.regularizers` of one run of `build_runs` (its internal dict: `_o`, `_cells`,
     `_eval_cells`, `_steps`). Empty for a run that never stepped. Never raises on odd records."""
@@ -194,6 +228,11 @@ def of_run(ev: Mapping[str, Any], run: Mapping[str, Any], cells: Any = None) -> 
     sel = _selection(ev, run, refs, passes, stepped, cells)
     if sel is not None:
         out["selection"] = sel
+    if getattr(cells, "sources", None):
+        out["written"] = written(cells)
+    captured = _captured(ev, _int(run.get("optimizer_ref")))
+    if captured is not None:
+        out["captured"] = captured
     return out
 
 

@@ -295,6 +295,26 @@ class FigureOrigin(Params):
 # ---- end of generative labs: logged losses and figure origins
 
 
+Regularizer = Literal["weight_decay", "penalty", "dropout", "augmentation", "batchnorm", "early_stopping"]
+"""A regularizer a run may have had in effect (grader.checks.regularization, grader.regularizers)."""
+
+
+class Regularization(Params):
+    require: Annotated[tuple[Regularizer, ...], Field(min_length=1)] = Field(
+        ("weight_decay", "penalty", "dropout", "augmentation", "batchnorm", "early_stopping"),
+        description="the regularizers that count: a run is regularized when one of them was in effect while it "
+                    "trained (weight decay on the optimizer that stepped, an L1/L2 term in the stepped loss, Dropout "
+                    "or BatchNorm run in training mode, random transforms of its training data, early stopping on "
+                    "the validation split)")
+    each: Flag = Field(False, description="every regularizer named must be in effect in some trained run (else "
+                                          "any one of them counts)")
+    min_runs: Annotated[Whole, Field(ge=1)] = Field(1, description="trained runs with a regularizer in effect "
+                                                                   "needed for full points")
+    augmented_eval_credit: Fraction = Field(
+        0.5, description="share of a run's credit when the data it was evaluated on (validation/test) went "
+                         "through random transforms too")
+
+
 P = TypeVar("P", bound=Params)
 
 

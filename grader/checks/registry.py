@@ -24,6 +24,7 @@ from grader.datasets import registry
 from grader.checks import figures, files, genarch, generative, genvae, lrstudy, metrics, resarch, runcompare, setup
 from grader.checks import genlogs  # generative labs: logged losses, figure origins
 from grader.checks import overfit  # cats-vs-dogs: the overfitting gap
+from grader.checks import regularization  # cats-vs-dogs: regularizers in effect
 from grader.checks import params as P
 from grader.checks.base import CheckContext, Outcome
 
@@ -180,6 +181,12 @@ KINDS: Mapping[str, CheckKind] = MappingProxyType({k.name: k for k in (
               "its images came from (not by captions)",
               "part", ranks_candidates=True, example={"want": "samples"}),
     # ---- end of generative labs: logged losses and figure origins
+    # a probe hint earns points only beside what the host read itself (the code, the captured graph)
+    CheckKind("regularization", P.Regularization, regularization.regularization,
+              "a regularizer in effect in a trained run, not just written: weight decay on the optimizer that "
+              "stepped, an L1/L2 term in the stepped loss, Dropout/BatchNorm run in training mode, random transforms "
+              "of the training data only, early stopping on the validation split",
+              "part", ranks_candidates=True, example={"require": ["dropout", "weight_decay"], "min_runs": 2}),
     CheckKind("manual", P.Manual, setup.manual,
               "graded by a TA (0 points until an override); an optional `hint:` check is shown to the TA",
               "part", ranks_candidates=False, by_hand=True, hint=False, example={}),

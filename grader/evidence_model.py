@@ -162,14 +162,20 @@ class Run(_Record):
     are also training files), gap_note (what a reader should know: sampled, copies, random steps
     left out), gap_reason (why the gap was not measured): grader.verify.splits."""
     regularizers: dict[str, Any] = {}
-    """What regularized this run while it trained, each tied to its steps: weight_decay (the
-    largest of the stepping optimizer's param groups), penalty ({kind: L1|L2|L1+L2, params,
-    steps}: a norm of the weights inside the loss its optimizer stepped on), dropout and
-    batchnorm ({modules, train, eval}: forward calls in training / eval mode during its
-    steps), augmentation ({train: [...], eval: [...]}: random transforms of the data it
-    trained on and was evaluated on), selection ({how: early-stopping|best-checkpoint, split:
-    val|test|train, epoch}), unstepped ([{optimizer, weight_decay, cell}]: optimizers built
-    with weight decay that never stepped)."""
+    """What regularized this run while it trained, each tied to its steps (grader.regularizers
+    builds it; the probe's part is grader/probe/rec_reg.py): weight_decay (the largest of the
+    stepping optimizer's param groups), penalty ({kind: L1|L2|L1+L2|None, params, steps,
+    analyzed}: a norm of the weights inside the loss its optimizer stepped on, in `steps` of the
+    `analyzed` backward passes), dropout and batchnorm ({modules, train, train_nograd, eval,
+    eval_grad, eval_cell, by_module, declared}: forward calls in training mode with gradients /
+    without, in eval mode (eval_grad: with gradients, i.e. training passes in eval mode) during
+    its steps; eval_cell: the model's last .eval(); declared: such layers of its model),
+    augmentation ({train: [...], eval: [...], splits: {val|test: [...]}}: random transforms of
+    the data it trained on and was evaluated on), selection ({how: early-stopping|best-checkpoint,
+    split: val|test|train|None, cell, snapshots, basis: probe|code}), unstepped ([{optimizer,
+    weight_decay, cell}]: optimizers built with weight decay that never stepped), written
+    (regularizers the notebook's code names: the host's reading), captured (dropout/batchnorm in
+    the graph of its captured model)."""
     architecture: dict[str, Any] = {}
     """Residual and squeeze-and-excitation structure of this run's model, read from its
     captured graph and confirmed by a functional test in the verification sandbox

@@ -10,10 +10,13 @@ it with what the host reads itself (the captured model's graph, the code). Keys 
   its steps), else its constructor's;
 - `penalty`: {kind: L1|L2|L1+L2|None, params, steps, analyzed}: of the `analyzed` backward passes
   the probe walked, `steps` had a norm of `params` of its parameters inside the stepped loss;
-- `dropout`, `batchnorm`: {modules, train, train_nograd, eval, eval_grad, eval_cell, declared}:
+- `dropout`, `batchnorm`: {modules, train, train_nograd, eval, eval_grad, eval_cell, steps_train,
+  steps_eval, by_module, declared}:
   forward calls between its steps in training mode with gradients (`train`), without, in eval
   mode (`eval`, of which `eval_grad` with gradients on: training passes in eval mode), the cell
-  of the model's last `.eval()` before them; `declared`: such layers of its model the probe saw;
+  of the model's last `.eval()` before them; `steps_train` / `steps_eval`: its steps whose window
+  saw a training-mode call / only eval-mode calls with gradients; `declared`: such layers of its
+  model the probe saw;
 - `augmentation`: {train, eval, splits}: random transforms in the pipeline of the data it trained
   on, of the data it was evaluated on (val/test), and per evaluated split;
 - `selection`: {how: best-checkpoint|early-stopping, split: val|test|train|None, cell, snapshots,
@@ -77,15 +80,17 @@ def cell_name(cell: object) -> str:
 
 
 def _modules(rows: object, declared: Sequence[str]) -> dict[str, Any] | None:
-    """The dropout or batchnorm entry from the probe's rows [name, cls, tg, tn, eg, en, eval cell]."""
-    good = [r for r in rows if isinstance(r, list) and len(r) == 7 and isinstance(r[0], str)
-            and all(_int(x) is not None and x >= 0 for x in r[2:6])] if isinstance(rows, list) else []
+    """The dropout or batchnorm entry from the probe's rows [name, cls, tg, tn, eg, en, eval cell,
+    steps in training mode, steps in eval mode only]."""
+    good = [r for r in rows if isinstance(r, list) and len(r) == 9 and isinstance(r[0], str)
+            and all(_int(x) is not None and x >= 0 for x in r[2:6] + r[7:9])] if isinstance(rows, list) else []
     if not good and not declared:
         return None
     eval_cells = [r[6] for r in good if r[4] and _int(r[6]) is not None]
     return {"modules": [r[0] for r in good][:16], "train": sum(r[2] for r in good),
             "train_nograd": sum(r[3] for r in good), "eval": sum(r[4] + r[5] for r in good),
             "eval_grad": sum(r[4] for r in good), "eval_cell": eval_cells[-1] if eval_cells else None,
+            "steps_train": max((r[7] for r in good), default=0), "steps_eval": max((r[8] for r in good), default=0),
             "by_module": [{"name": r[0], "train": r[2], "eval": r[4] + r[5], "eval_grad": r[4]} for r in good][:8],
             "declared": list(declared)[:16]}
 
@@ -170,11 +175,12 @@ def _selection(ev: Mapping[str, Any], run: Mapping[str, Any], refs: set[int], pa
     code = _code_of(cells, stepped)
     if not (_BREAK.search(code) and _STOP_WORDS.search(code)):
         return None
-    evals = Counter(str(t["split"]) for t in passes if _is_eval(t) and t.get("cell") in stepped
-                    and t.get("split") in ("val", "test", "train"))
+    evals = {str(t["split"]) for t in passes if _is_eval(t) and t.get("cell") in stepped
+             and t.get("split") in ("val", "test", "train")}
     if not evals:
         return None
-    return {"how": "early-stopping", "split": evals.most_common(1)[0][0], "cell": max(stepped), "basis": "code"}
+    split = next(s for s in ("val", "test", "train") if s in evals)  # what a stopping rule most likely read
+    return {"how": "early-stopping", "split": split, "cell": max(stepped), "basis": "code"}
 
 
 def written(cells: Any) -> list[str]:
@@ -255,9 +261,10 @@ def attach(ev: Mapping[str, Any], runs: list[MutableMapping[str, Any]], cells: A
     for u in _unstepped(ev):
         built = _int(u.get("cell"))
         start = u.get("checksum_start")
-        same = [r for r in trained if start is not None and (r.get("_o") or {}).get("checksum_start") == start]
-        later = [r for r in trained if built is not None and min(r.get("_cells") or {math.inf}) >= built]
-        target = (same or later or trained[-1:] or [None])[0]
+        # models built under one seed start equal: among those, the first that trained from its cell on
+        pool = [r for r in trained if start is not None and (r.get("_o") or {}).get("checksum_start") == start] or trained
+        later = [r for r in pool if built is not None and min(r.get("_cells") or {math.inf}) >= built]
+        target = (later or pool[-1:] or [None])[0]
         if target is None:
             continue
         target["regularizers"].setdefault("unstepped", []).append(

@@ -58,8 +58,8 @@ def _internal_run(o: dict[str, Any], refs: list[int], cells: set[int], eval_cell
 def test_run_regularizers_are_built_from_the_probes_records_and_tied_to_the_run() -> None:
     reg = {"steps": 300, "weight_decay": [0.0, 5e-4],
            "penalty": {"analyzed": 6, "found": 6, "l1": 0, "l2": 6, "params": 4},
-           "dropout": [["Net.fc_drop", "Dropout", 0, 0, 300, 40, 7]],
-           "batchnorm": [["Net.bn", "BatchNorm2d", 300, 0, 0, 40, None]]}
+           "dropout": [["Net.fc_drop", "Dropout", 0, 0, 300, 40, 7, 0, 300]],
+           "batchnorm": [["Net.bn", "BatchNorm2d", 300, 0, 0, 40, None, 300, 0]]}
     o = {"ref": 10, "type": "SGD", "steps": 300, "weight_decay": 0.0, "cells_stepped": [8], "cell": 6,
          "checksum_start": [1.0, 2.0], "regularization": reg}
     lost = {"ref": 9, "type": "Adam", "steps": 0, "weight_decay": 1e-4, "cell": 5, "checksum_start": [1.0, 2.0]}
@@ -80,6 +80,7 @@ def test_run_regularizers_are_built_from_the_probes_records_and_tied_to_the_run(
     assert r["weight_decay"] == 5e-4  # the largest group's, read at its steps, not the constructor's 0
     assert r["penalty"] == {"kind": "L2", "params": 4, "steps": 6, "analyzed": 6}
     assert (r["dropout"]["train"], r["dropout"]["eval"], r["dropout"]["eval_grad"], r["dropout"]["eval_cell"]) == (0, 340, 300, 7)
+    assert (r["dropout"]["steps_train"], r["dropout"]["steps_eval"]) == (0, 300)
     assert r["batchnorm"]["train"] == 300 and r["batchnorm"]["declared"] == ["Net.bn"]
     # the other model's augmented validation is not this run's
     assert r["augmentation"] == {"train": aug, "eval": aug, "splits": {"val": aug, "test": []}}
@@ -129,6 +130,19 @@ def test_dropout_left_in_eval_mode_fails_with_the_layer_the_counts_and_the_cell(
     assert out.status == "fail" and out.fraction == 0.0
     assert ("Dropout in Net.fc_drop ran 0 times in training mode during run 2's 300 steps, 300 times in eval mode: "
             "model.eval() was left on (In[7])") in out.message
+
+
+def test_dropout_in_training_mode_only_until_the_first_evaluation_is_not_in_effect() -> None:
+    # evaluate() calls model.eval() after epoch 1 and the loop never calls model.train() again
+    reg = {"dropout": {"modules": ["SmallCNN.classifier.3"], "train": 2, "eval": 27, "eval_grad": 18, "eval_cell": 6,
+                       "steps_train": 2, "steps_eval": 18}, "written": ["dropout"]}
+    out = run_check("regularization", _ctx(_ev(_run("run 3", reg, batches=20))), {"require": ["dropout"]})
+    assert out.status == "fail"
+    assert ("Dropout in SmallCNN.classifier.3 ran in training mode in 2 of run 3's 20 steps and in eval mode in 18 "
+            "(18 calls with gradients): model.eval() was left on (In[6])") in out.message
+    # a validation pass run with gradients in eval mode at each epoch's end does not count against it
+    reg["dropout"].update(train=20, steps_train=20, steps_eval=0)
+    assert run_check("regularization", _ctx(_ev(_run("run 3", reg, batches=20))), {"require": ["dropout"]}).status == "pass"
 
 
 def test_weight_decay_on_an_optimizer_that_never_stepped_fails_naming_both() -> None:
@@ -287,6 +301,7 @@ def test_the_probe_counts_what_regularized_each_optimizers_steps(reg_events: lis
     r1, r2, r3 = (state[r] for r in refs)
     drop1 = {row[0]: row[2:6] for row in r1["dropout"]}
     assert drop1 == {"Net.fc_drop": [0, 0, 4, 0], "F.dropout": [0, 0, 4, 0]}  # 4 steps, all in eval mode with grad
+    assert [row[7:9] for row in r1["dropout"]] == [[0, 4], [0, 4]]  # steps with a training-mode call, eval-mode only
     assert [row[0] for row in r1["batchnorm"]] == ["Net.bn"] and r1["weight_decay"] == [0.0]
     assert r2["weight_decay"] == [5e-4] and {row[0]: row[2] for row in r2["dropout"]}["Net.fc_drop"] == 8
     assert r2["penalty"]["found"] == r2["penalty"]["analyzed"] > 0 and r2["penalty"]["l2"] > 0

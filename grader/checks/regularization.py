@@ -22,6 +22,10 @@ from grader.regularizers import cell_name
 TEST_SELECTION = "test-selection"
 """Flag of an item whose model selection (early stopping, best checkpoint) used the test split."""
 
+EVAL_STEPS_TOLERATED = 0.1
+"""Share of a run's steps whose training pass may run a Dropout/BatchNorm layer in eval mode before
+the layer counts as not in effect."""
+
 LABEL = {"weight_decay": "weight decay", "penalty": "an L1/L2 penalty", "dropout": "Dropout",
          "augmentation": "augmentation", "batchnorm": "BatchNorm", "early_stopping": "early stopping"}
 
@@ -34,6 +38,8 @@ class _Verdict:
     text: str = ""
     confirmed: bool = True
     credit: float = 1.0
+    from_code: bool = False
+    """An `unknown` that only says the code names it: moot when another run shows it on or off."""
 
 
 @dataclass
@@ -52,6 +58,10 @@ def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "?"
 
 
+def _a(word: str) -> str:
+    return ("an " if str(word)[:1].upper() in "AEIOU" else "a ") + str(word)
+
+
 def _steps(run: Mapping) -> str:
     n = _n(run.get("batches"))
     return f"{run.get('name')}'s {n} steps" if n else f"{run.get('name')}'s steps"
@@ -64,14 +74,19 @@ def _layers(run: Mapping, key: str, label: str, probe_saw: bool, written: bool, 
     if isinstance(d, Mapping):
         names = ", ".join((d.get("modules") or d.get("declared") or [])[:3]) or label
         train, ev_grad, ev_all = _n(d.get("train")), _n(d.get("eval_grad")), _n(d.get("eval"))
+        on_steps, off_steps = _n(d.get("steps_train")), _n(d.get("steps_eval"))
+        cell = d.get("eval_cell")
+        left_on = f"model.eval() was left on{' (' + cell_name(cell) + ')' if isinstance(cell, int) else ''}"
+        # most steps in eval mode (after the first epoch's evaluation, say): not in effect
+        if train > 0 and off_steps > EVAL_STEPS_TOLERATED * (on_steps + off_steps):
+            return _Verdict("off", f"{label} in {names} ran in training mode in {on_steps} of {_steps(run)} and in "
+                                   f"eval mode in {off_steps} ({ev_grad} calls with gradients): {left_on}")
         if train > 0:
             return _Verdict("on", f"{label} ({names}) ran {train} times in training mode during {_steps(run)}",
                             confirmed)
         if ev_grad > 0:
-            cell = d.get("eval_cell")
             return _Verdict("off", f"{label} in {names} ran 0 times in training mode during {_steps(run)}, "
-                                   f"{ev_all} times in eval mode: model.eval() was left on"
-                                   f"{' (' + cell_name(cell) + ')' if isinstance(cell, int) else ''}")
+                                   f"{ev_all} times in eval mode: {left_on}")
         if d.get("declared") and not ev_all and not _n(d.get("train_nograd")):
             return _Verdict("off", f"{label} {', '.join(d['declared'][:3])} is declared in the model but was never "
                                    f"called in its forward pass during {_steps(run)}")
@@ -79,7 +94,8 @@ def _layers(run: Mapping, key: str, label: str, probe_saw: bool, written: bool, 
             return _Verdict("off", f"{label} in {names} ran in training mode only without gradients (never in a "
                                    f"training pass) during {_steps(run)}")
     if written and not probe_saw:
-        return _Verdict("unknown", f"the code names {label} but the grader could not see whether it ran")
+        return _Verdict("unknown", f"the code names {label} but the grader could not see whether it ran",
+                        from_code=True)
     return _Verdict("absent")
 
 
@@ -90,15 +106,15 @@ def _judge(ev: Mapping, run: Mapping, reg: str, probe_saw: bool) -> _Verdict:
     if reg == "weight_decay":
         wd = R.get("weight_decay")
         if isinstance(wd, (int, float)) and wd > 0:
-            return _Verdict("on", f"{run.get('name')} stepped a {run.get('optimizer') or 'optimizer'} with weight "
+            return _Verdict("on", f"{run.get('name')} stepped {_a(run.get('optimizer') or 'optimizer')} with weight "
                                   f"decay {_fmt(wd)}", "weight_decay" in written)
         lost = [u for u in R.get("unstepped") or [] if isinstance(u, Mapping)]
         if lost:
             u = lost[0]
             return _Verdict("off", f"optimizer {u.get('optimizer')}(weight_decay={_fmt(u.get('weight_decay'))}) built "
                                    f"in {cell_name(u.get('cell'))} never stepped; {run.get('name')} stepped "
-                                   f"a{'n' if str(run.get('optimizer') or 'o')[:1] in 'AEIOU' else ''} "
-                                   f"{run.get('optimizer') or 'optimizer'} with weight_decay {_fmt(wd) if wd is not None else 'unknown'}")
+                                   f"{_a(run.get('optimizer') or 'optimizer')} with weight_decay "
+                                   f"{_fmt(wd) if wd is not None else 'unknown'}")
         return _Verdict("absent")
     if reg == "penalty":
         p = R.get("penalty")
@@ -112,7 +128,7 @@ def _judge(ev: Mapping, run: Mapping, reg: str, probe_saw: bool) -> _Verdict:
                                    f"checked: computed but not added to the loss that stepped")
         if "penalty" in written and not isinstance(p, Mapping):
             return _Verdict("unknown", "the code writes a weight penalty but the grader could not see the loss "
-                                       "that stepped")
+                                       "that stepped", from_code=True)
         return _Verdict("absent")
     if reg in ("dropout", "batchnorm"):
         return _layers(run, reg, LABEL[reg], probe_saw, reg in written, captured)
@@ -132,7 +148,7 @@ def _judge(ev: Mapping, run: Mapping, reg: str, probe_saw: bool) -> _Verdict:
         if "augmentation" in written:
             # transforms applied to batches in the loop (not in the dataset) are not seen: never a finding
             return _Verdict("unknown", f"the code names random transforms but the grader saw none in the pipeline "
-                                       f"of the data {run.get('name')} trained on")
+                                       f"of the data {run.get('name')} trained on", from_code=True)
         return _Verdict("absent")
     s = R.get("selection")
     if isinstance(s, Mapping):
@@ -146,7 +162,7 @@ def _judge(ev: Mapping, run: Mapping, reg: str, probe_saw: bool) -> _Verdict:
         return _Verdict("unknown", f"{run.get('name')} chose its model by {how}, on a split the grader could not name")
     if "early_stopping" in written:
         return _Verdict("unknown", "the code names early stopping or a best checkpoint but the grader could not "
-                                   "tell what decided it")
+                                   "tell what decided it", from_code=True)
     return _Verdict("absent")
 
 
@@ -163,6 +179,11 @@ def _views(evidence: Sequence[Mapping], require: Sequence[str]) -> list[_RunView
             for reg in require:
                 v.verdicts[reg] = _judge(ev, run, reg, probe_saw)
             out.append(v)
+    for reg in require:  # the code's mention is accounted for by a run that showed it on or off
+        if any(v.verdicts[reg].state in ("on", "off", "test") for v in out):
+            for v in out:
+                if v.verdicts[reg].from_code:
+                    v.verdicts[reg] = _Verdict("absent")
     return out
 
 

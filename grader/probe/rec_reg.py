@@ -18,7 +18,9 @@ per-call records; everything is credited to the optimizer that steps next (rec_t
   BatchNorm (_BatchNorm, SyncBatchNorm) forward calls, counted as [training mode with gradients,
   training mode without, eval mode with gradients, eval mode without] per module, named by the
   recorded model holding it (`Net.fc_drop`), credited to the next optimizer that steps and owns
-  that model; with the cell where that model's `.eval()` was last called (Module.train wrapped);
+  that model; with the cell where that model's `.eval()` was last called (Module.train wrapped),
+  and per module the steps whose window saw a training-mode call and those that saw only eval-mode
+  calls with gradients (training passes in eval mode);
 - random transforms (torchvision Random*, ColorJitter, AutoAugment, RandAugment,
   TrivialAugmentWide, AugMix, ElasticTransform, GaussianBlur with a sigma range, MixUp, CutMix;
   a student class named Random*) in the pipeline of the data each pass of a model read: rec_torch
@@ -27,7 +29,8 @@ per-call records; everything is credited to the optimizer that steps next (rec_t
   RandomApply, RandomChoice, nn.Sequential nesting), so a transform assigned after a
   random_split, shared by both subsets, is seen; the names go into the pass's record (`augment`);
 - model selection: `Module.state_dict()` of a recorded model (and `torch.save` of one) is a
-  snapshot, noted with the split of that model's newest evaluation pass; a later load into a
+  snapshot, noted with the split evaluated since that model last trained (val before test before
+  train when several were); a later load into a
   model of that class (rec_torch `load_hooks`) carries `selection`: how many snapshots, the split
   evaluated before each, and `steps_after` (optimizer steps between the last snapshot and the load:
   more than 0 means training went on and the load restored an earlier, selected state);
@@ -92,7 +95,7 @@ _in_module = [0]  # a Dropout module's forward calling F.dropout counts once
 _in_train = [0]
 _in_download = [0]
 _mode_cells = {}  # id(module) -> (weakref, cell of its last .eval(), cell of its last .train())
-_last_eval = {}  # model ref -> (split, cell) of its newest evaluation pass
+_last_eval = {}  # model ref -> splits of its evaluation passes since it last trained
 _snaps = {}  # model ref -> {"n", "splits", "cls", "cells"}
 _aug = [None, None]  # (loader serial, names) of the pass inspected last
 _n_pretrained = [0]
@@ -108,7 +111,8 @@ class _Slot:
         self.rec = rec
         self.dirty = True
         self.wd = None
-        self.mods = {"dropout": {}, "batchnorm": {}}  # name -> [cls, tg, tn, eg, en, eval cell]
+        # name -> [cls, tg, tn, eg, en, eval cell, steps in training mode, steps in eval mode only]
+        self.mods = {"dropout": {}, "batchnorm": {}}
         self.analyzed = self.found = self.l1 = self.l2 = self.params = 0
         self.ids = None  # ids of the parameters it holds
         self.n_ids = -1
@@ -503,9 +507,16 @@ def _credit_modules(slot, rec):
                 if len(kept) >= _MAX_MODULES:
                     entry.counts = [0, 0, 0, 0]
                     continue
-                row = kept[name] = [entry.cls, 0, 0, 0, 0, None]
+                row = kept[name] = [entry.cls, 0, 0, 0, 0, None, 0, 0]
             for i in range(4):
                 row[i + 1] += entry.counts[i]
+            # a step whose window saw a training-mode call stepped with it on; one that saw only
+            # eval-mode calls with gradients was a training pass in eval mode (a validation pass
+            # at an epoch's end shares a window with the next epoch's first training batch)
+            if entry.counts[0]:
+                row[6] += 1
+            elif entry.counts[2]:
+                row[7] += 1
             if entry.counts[2] and entry.owner:
                 model = entry.owner[1]()
                 mode = _mode_cells.get(id(model)) if model is not None else None
@@ -533,10 +544,17 @@ def _note_session(session, loader):
         _aug[0], _aug[1] = serial, _augment_of(ds) if ds is not None else None
     if _aug[1] is not None:
         session["augment"] = list(_aug[1])
-    if session.get("mode") == "evaluation" and session.get("model") is not None:
-        split = session.get("split") or (_t._split_named(loader, objs[0], ds) if ds is not None else None)
-        if not session.get("grad_enabled") or split in ("val", "test"):  # not a training pass in eval mode
-            _last_eval[session["model"]] = (split, _core.state().cell)
+    ref = session.get("model")
+    if ref is None:
+        return
+    if session.get("mode") == "training":
+        _last_eval[ref] = set()
+        return
+    split = session.get("split") or (_t._split_named(loader, objs[0], ds) if ds is not None else None)
+    if not session.get("grad_enabled") or split in ("val", "test"):  # not a training pass in eval mode
+        seen = _last_eval.setdefault(ref, set())
+        if len(seen) < 8:
+            seen.add(split or "none")
 
 
 def _augment_of(ds):
@@ -647,7 +665,8 @@ def _note_snapshot(rec, cls):
         if len(_snaps) >= _MAX_SNAPS:
             return
         snap = _snaps[rec.ref] = {"n": 0, "splits": {}, "cls": cls[:100], "cells": [], "order": 0}
-    split, _cell = _last_eval.get(rec.ref, (None, None))
+    seen = _last_eval.get(rec.ref) or set()
+    split = next((s for s in ("val", "test", "train") if s in seen), None)  # what a selection most likely read
     key = split or "none"
     snap["n"] += 1
     snap["splits"][key] = snap["splits"].get(key, 0) + 1

@@ -122,8 +122,19 @@ def _passes(ev: Mapping[str, Any], refs: set[int]) -> list[Mapping[str, Any]]:
     return out
 
 
+def _split(t: Mapping[str, Any]) -> str | None:
+    """A pass's split: the name of its loader first (`val_loader`), since a student's own split of one
+    folder (Kaggle's train/ holds both halves) makes every dataset's recorded split `train`."""
+    for name in t.get("loader") or []:
+        low = str(name).lower()
+        for needle, split in (("test", "test"), ("val", "val"), ("train", "train")):
+            if needle in low:
+                return split
+    return t.get("split") if isinstance(t.get("split"), str) else None
+
+
 def _is_eval(t: Mapping[str, Any]) -> bool:
-    return t.get("split") in ("val", "test") or t.get("grad_enabled") is False
+    return _split(t) in ("val", "test") or t.get("grad_enabled") is False
 
 
 def _augmentation(passes: Sequence[Mapping[str, Any]], stepped: set[int], around: set[int]) -> dict[str, Any] | None:
@@ -136,7 +147,7 @@ def _augmentation(passes: Sequence[Mapping[str, Any]], stepped: set[int], around
     evals = [t for t in seen if _is_eval(t) and (not around or t.get("cell") in around)]
     splits: dict[str, list[str]] = {}
     for t in evals:
-        split = str(t.get("split") or "unknown")
+        split = str(_split(t) or "unknown")
         splits[split] = sorted(set(splits.get(split, [])) | {str(a) for a in t["augment"]})
     return {"train": train, "eval": sorted({a for v in splits.values() for a in v}), "splits": splits}
 
@@ -175,8 +186,8 @@ def _selection(ev: Mapping[str, Any], run: Mapping[str, Any], refs: set[int], pa
     code = _code_of(cells, stepped)
     if not (_BREAK.search(code) and _STOP_WORDS.search(code)):
         return None
-    evals = {str(t["split"]) for t in passes if _is_eval(t) and t.get("cell") in stepped
-             and t.get("split") in ("val", "test", "train")}
+    evals = {str(_split(t)) for t in passes if _is_eval(t) and t.get("cell") in stepped
+             and _split(t) in ("val", "test", "train")}
     if not evals:
         return None
     split = next(s for s in ("val", "test", "train") if s in evals)  # what a stopping rule most likely read

@@ -106,6 +106,10 @@ def test_early_stopping_read_from_the_code_takes_the_split_evaluated_in_the_loop
     attach(ev, [run], _Cells({4: code}))
     assert run["regularizers"]["selection"]["how"] == "early-stopping"
     assert run["regularizers"]["selection"]["split"] == "test"
+    # Kaggle's layout: both halves of the student's split read train/, so only the loader's name says val
+    ev["evaluations"] = [{"cell": 4, "model_ref": 2, "split": "train", "loader": ["val_loader"], "grad_enabled": False}]
+    attach(ev, [run], _Cells({4: code}))
+    assert run["regularizers"]["selection"]["split"] == "val"
 
 
 def test_notes_flag_pretrained_downloads_and_test_selection_once() -> None:

@@ -550,11 +550,20 @@ def _note_session(session, loader):
     if session.get("mode") == "training":
         _last_eval[ref] = set()
         return
-    split = session.get("split") or (_t._split_named(loader, objs[0], ds) if ds is not None else None)
+    split = _pass_split(objs, ds) or session.get("split")
     if not session.get("grad_enabled") or split in ("val", "test"):  # not a training pass in eval mode
         seen = _last_eval.setdefault(ref, set())
         if len(seen) < 8:
             seen.add(split or "none")
+
+
+def _pass_split(objs, ds):
+    """The split a pass read, by the names its loader or dataset is bound to (`val_loader`): a
+    student's own split of one folder (Kaggle's train/ holds both halves) is named only there."""
+    dl = objs[0]() if objs and objs[0] is not None else None
+    names = [n.lower() for obj in (dl, ds) if obj is not None for n in _core.names_for(obj)]
+    return next((split for needle, split in (("test", "test"), ("val", "val"), ("train", "train"))
+                 if any(needle in n for n in names)), None)
 
 
 def _augment_of(ds):

@@ -10,11 +10,13 @@ few minutes on 2 CPU cores on the `tiny` stand-ins:
   catsdogs  0181001  complete: a baseline that overfits, then augmentation, dropout, weight decay
                      and early stopping on the validation split, each compared with the baseline
             0181002  dropout declared, but evaluate() leaves the model in eval mode and the
-                     training loop never calls model.train(): dropout never runs
+                     training loop never calls model.train(): dropout runs in the first epoch only
             0181003  weight decay given to a second optimizer that never steps; the loop steps
                      the first one (weight decay 0)
             0181004  one dataset with augmentation, random_split into training and validation:
                      the validation images are augmented too
+  (12 epochs a run on the `small` stand-in, 2000 images; the defective ones train the baseline
+  and two regularized runs)
   resnet    0183001  complete: ResNet-8 with 1x1 stride-2 projections, the same with SE blocks,
                      one schedule, both tested and compared
             0183002  a "ResNet" whose forward never adds the shortcut: no skip connection
@@ -67,6 +69,9 @@ val_files, train_files = files[:n_val], files[n_val:]
 print(len(train_files), "training images,", len(val_files), "validation images")
 
 
+_decoded = {}  # every run reads the same files: decode each JPEG once
+
+
 class CatsDogs(Dataset):
     """Kaggle's file names carry the label: cat.123.jpg, dog.45.jpg."""
 
@@ -79,17 +84,20 @@ class CatsDogs(Dataset):
 
     def __getitem__(self, i):
         path = self.files[i]
+        if path not in _decoded:
+            _decoded[path] = Image.open(path).convert("RGB")
         label = 1 if os.path.basename(path).startswith("dog") else 0
-        return self.transform(Image.open(path).convert("RGB")), label
+        return self.transform(_decoded[path]), label
 
 
 IMG = 64
-plain = transforms.Compose([transforms.Resize((IMG, IMG)), transforms.ToTensor()])
+plain = transforms.Compose([transforms.Resize((IMG, IMG)), transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
 augment = transforms.Compose([
     transforms.RandomResizedCrop(IMG, scale=(0.6, 1.0)),
     transforms.RandomHorizontalFlip(),
     transforms.RandomRotation(15),
     transforms.ToTensor(),
+    transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 ])
 '''
 
@@ -270,31 +278,46 @@ plt.legend()
 plt.show()
 '''
 
-_CD_ANALYSIS = """## Analysis
+_CD_ANALYSIS_HEAD = """## Analysis
 
-The baseline overfits: its training accuracy climbs towards 100 % within a few epochs while the
-validation accuracy stays far below, and the validation loss rises again after the first epochs.
-
-- Data augmentation reduced overfitting the most: the gap between training and validation
-  accuracy is much smaller, because the network never sees the same image twice.
-- Dropout reduced the gap a little; the fully connected layers can no longer memorize.
-- Weight decay reduced overfitting slightly.
-- Early stopping keeps the epoch with the best validation loss, before the gap grows.
+The baseline overfits: its training accuracy keeps climbing while the validation accuracy
+levels off far below it, and the validation loss rises again after the first epochs.
 """
 
+_CD_CLAIMS = {
+    "augmentation": "- Data augmentation reduced overfitting the most: the gap between training and validation\n"
+                    "  accuracy is much smaller, because the network never sees the same image twice.",
+    "dropout": "- Dropout reduced the gap; the fully connected layers can no longer memorize.",
+    "weight decay": "- Weight decay reduced overfitting slightly.",
+    "early stopping": "- Early stopping keeps the epoch with the best validation loss, before the gap grows.",
+}
 
-def catsdogs_notebook(kind: str, epochs: int = 10) -> nbformat.NotebookNode:
+# Which regularized runs each sample trains (the complete one all four; the others two, one of
+# them the regularizer that is broken), and the cells that train them.
+_CD_RUNS = {
+    "complete": ("augmentation", "dropout", "weight decay", "early stopping"),
+    "dropout-eval": ("augmentation", "dropout"),
+    "wd-unstepped": ("augmentation", "weight decay"),
+    "augment-leak": ("augmentation", "dropout"),
+}
+
+
+def catsdogs_notebook(kind: str, epochs: int = 12) -> nbformat.NotebookNode:
     """`kind`: complete, dropout-eval, wd-unstepped or augment-leak."""
     # 0181002: evaluate() puts the model in eval mode, and the loop never puts it back
     train_mode = "" if kind == "dropout-eval" else "        model.train()\n"
     model = _CD_MODEL.replace("EPOCHS", str(epochs)).replace("::TRAIN_MODE", train_mode)
+    run_cells = {"augmentation": _CD_AUGMENT, "dropout": _CD_DROPOUT,
+                 "weight decay": _CD_WD_UNSTEPPED if kind == "wd-unstepped" else _CD_WD,
+                 "early stopping": _CD_EARLY}
+    runs = _CD_RUNS[kind]
+    analysis = _CD_ANALYSIS_HEAD + "\n" + "\n".join(_CD_CLAIMS[r] for r in runs) + "\n"
     cells = [("md", "## Data: an 80 / 20 split of Kaggle's train/"), ("code", _CD_DATA),
              ("code", _CD_LOADERS_LEAK if kind == "augment-leak" else _CD_LOADERS),
              ("md", "## Model and training loop"), ("code", model),
              ("md", "## Baseline"), ("code", _CD_BASELINE),
-             ("md", "## Fighting overfitting"), ("code", _CD_AUGMENT), ("code", _CD_DROPOUT),
-             ("code", _CD_WD_UNSTEPPED if kind == "wd-unstepped" else _CD_WD), ("code", _CD_EARLY),
-             ("md", "## Comparison"), ("code", _CD_TABLE), ("md", _CD_ANALYSIS)]
+             ("md", "## Fighting overfitting"), *(("code", run_cells[r]) for r in runs),
+             ("md", "## Comparison"), ("code", _CD_TABLE), ("md", analysis)]
     return notebook(cells, "Cats vs. dogs: overfitting and regularization")
 
 

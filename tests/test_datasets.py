@@ -123,6 +123,15 @@ def test_catsdogs_kaggle_names(tiny: Path) -> None:
     assert test1 == {f"{n}.jpg" for n in range(1, 21)}
 
 
+def test_catsdogs_colours_do_not_tell_the_class(tiny: Path) -> None:
+    # The class is the ears' shape (grader/datasets/_pets.py); colours are drawn alike for both,
+    # so a CNN that learns colour (as the stripe renderer's class tint allowed) learns nothing.
+    means = {a: np.mean([np.asarray(Image.open(p).convert("RGB"), dtype=np.float64).mean((0, 1)) / 255
+                         for p in (tiny / "cats-vs-dogs" / "train").glob(f"{a}.*.jpg")], axis=0)
+             for a in ("cat", "dog")}
+    assert np.max(np.abs(means["cat"] - means["dog"])) < 0.03
+
+
 @pytest.mark.parametrize("name", DATASETS)
 def test_manifest_lists_every_file_with_its_md5(tiny: Path, name: str) -> None:
     folder = locate(name, tiny)

@@ -1,7 +1,7 @@
 """What the stand-ins share: rendering, file writing with a manifest, staging, progress.
 
-Each colour image is a class-tinted blob of class-oriented stripes, so a small CNN learns well
-above chance but not perfectly, and each stand-in's channel statistics differ clearly from
+Each CIFAR-10 and Food-11 image is a class-tinted blob of class-oriented stripes, so a small CNN
+learns well above chance but not perfectly (cats-vs-dogs draws its own: grader.datasets._pets), and each stand-in's channel statistics differ clearly from
 ImageNet's, the real datasets' and 0.5: a notebook that normalizes with copied constants is told
 apart from one that computed them. The dataset modules (grader.datasets.<name>) lay the images
 out in their real on-disk formats.
@@ -46,8 +46,9 @@ class _Style:
     value: float
 
 
-# Cool CIFAR, warm Food-11, grassy cats-vs-dogs: each mean is > 0.05 away from ImageNet's,
-# real CIFAR-10's, 0.5 and the others in some channel (tests/test_datasets.py checks).
+# Cool CIFAR, warm Food-11 (and magenta cats-vs-dogs, drawn by grader.datasets._pets): each mean
+# is > 0.05 away from ImageNet's, real CIFAR-10's, 0.5 and the others in some channel
+# (tests/test_datasets.py checks).
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     k = (np.array([5.0, 3.0, 1.0]) + h[:, None] * 6) % 6

@@ -1,6 +1,11 @@
 """Kaggle's cats-vs-dogs: `cats-vs-dogs/train/{cat,dog}.<n>.jpg` and unlabelled `test1/<n>.jpg`.
 
-Its test split has no labels, so the grader never verifies it independently.
+Its test split has no labels, so the grader never verifies it independently: students split
+train/ into training and validation themselves. The stand-in (grader.datasets._pets) is built
+so that a small CNN overfits it at a course notebook's size: `small` holds 1000 images per
+class, the 2000 of Keras' "cats vs dogs with little data" that the overfitting lessons train
+on (bench/catsdogs.md: ~98 % training against ~69 % validation accuracy); `tiny` stays small
+for the test suite and the self-check.
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.datasets._spec import DatasetSpec
 from grader.datasets import _pets
+from grader.datasets._spec import DatasetSpec
 from grader.datasets._synth import _JPEG_SIDES, _Files, jpeg_blocks
 from grader.datasets.catsdogs_split import SPLIT_VERIFIER
 

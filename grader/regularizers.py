@@ -269,6 +269,7 @@ def attach(ev: Mapping[str, Any], runs: list[MutableMapping[str, Any]], cells: A
         except Exception:  # noqa: BLE001 - odd records: this run's regularizers are unknown
             run["regularizers"] = {}
     trained = [r for r in runs if (_int(r.get("_steps")) or 0) > 0]
+    _stopped_early(trained)
     for u in _unstepped(ev):
         built = _int(u.get("cell"))
         start = u.get("checksum_start")
@@ -281,6 +282,39 @@ def attach(ev: Mapping[str, Any], runs: list[MutableMapping[str, Any]], cells: A
         target["regularizers"].setdefault("unstepped", []).append(
             {"optimizer": str(u.get("type") or "optimizer"), "weight_decay": _num(u.get("weight_decay")),
              "cell": built})
+
+
+EVAL_STEPS_TOLERATED = 0.1
+"""Share of a run's steps whose training pass may run a Dropout/BatchNorm layer in eval mode before
+the layer counts as not in effect."""
+
+
+def layer_in_effect(entry: object) -> bool:
+    """Whether a `Run.regularizers` dropout/batchnorm entry shows the layer in effect: run in
+    training mode, and in no more than EVAL_STEPS_TOLERATED of the run's steps only in eval mode
+    (model.eval() left on after the first epoch's evaluation is not in effect)."""
+    if not isinstance(entry, Mapping):
+        return False
+    train = _int(entry.get("train")) or 0
+    on, off = _int(entry.get("steps_train")) or 0, _int(entry.get("steps_eval")) or 0
+    return train > 0 and off <= EVAL_STEPS_TOLERATED * (on + off)
+
+
+def _stopped_early(trained: Sequence[MutableMapping[str, Any]]) -> None:
+    """Drops an early stopping read from the code alone (`basis: code`: a `break` near a patience
+    or best-loss word in the cells that stepped or the functions they call) from a run that did
+    not stop early: one shared `fit(..., patience=None)` function holds the rule for every run it
+    trains, and only a run that trained fewer full epochs than the notebook's longest run stopped.
+    With one run there is nothing to compare: the code's reading stays (said by its basis)."""
+    epochs = [e for r in trained if (e := _num(r.get("epochs"))) is not None]
+    if len(epochs) < 2:
+        return
+    longest = max(epochs)
+    for r in trained:
+        sel = (r.get("regularizers") or {}).get("selection")
+        e = _num(r.get("epochs"))
+        if isinstance(sel, Mapping) and sel.get("basis") == "code" and e is not None and e >= longest - 0.5:
+            del r["regularizers"]["selection"]
 
 
 def annotate(ev: MutableMapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> None:

@@ -379,3 +379,33 @@ def test_a_notebook_with_dropout_left_in_eval_mode_and_weight_decay_never_steppe
     out_w = run_check("regularization", _ctx(ev), {"require": ["weight_decay"]})
     assert out_w.status == "fail" and "optimizer Adam(weight_decay=0.0001) built in In[2] never stepped; " \
                                       f"{run['name']} stepped an Adam with weight_decay 0" in out_w.message
+
+
+def test_early_stopping_read_from_a_shared_fit_function_counts_only_for_the_run_that_stopped():
+    """One `fit(..., patience=None)` holds the stopping rule for every run it trains: the code
+    alone names early stopping for all of them; only the run that trained fewer epochs stopped."""
+    from grader.regularizers import _stopped_early
+
+    def run(epochs):
+        return {"epochs": epochs, "_steps": 10,
+                "regularizers": {"selection": {"how": "early-stopping", "split": "val", "basis": "code"}}}
+
+    runs = [run(12.0), run(12.0), run(7.0)]
+    _stopped_early(runs)
+    assert ["selection" in r["regularizers"] for r in runs] == [False, False, True]
+    probe = [run(12.0), run(12.0)]
+    probe[0]["regularizers"]["selection"]["basis"] = "probe"  # a best checkpoint loaded back: seen, kept
+    _stopped_early(probe)
+    assert ["selection" in r["regularizers"] for r in probe] == [True, False]
+    alone = [run(12.0)]
+    _stopped_early(alone)  # nothing to compare with: the code's reading stays
+    assert "selection" in alone[0]["regularizers"]
+
+
+def test_dropout_left_in_eval_mode_after_the_first_epoch_is_no_regularizer_of_the_gap_comparison():
+    from grader.checks.overfit import in_effect
+
+    left_on = {"regularizers": {"dropout": {"train": 50, "steps_train": 50, "steps_eval": 550, "eval_grad": 550}}}
+    on = {"regularizers": {"dropout": {"train": 600, "steps_train": 600, "steps_eval": 0}}}
+    assert "dropout" not in in_effect(left_on, {})[0]
+    assert "dropout" in in_effect(on, {})[0]

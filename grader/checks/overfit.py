@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from grader.checks import params as P
 from grader.checks.base import UNCONFIRMED, CheckContext, Outcome, fmt_pct, where
+from grader.regularizers import layer_in_effect
 
 MISMATCH = "gap-mismatch"
 """Flag: a run's gap from its printed curves is far (beyond `tolerance`) from the gap the host measured."""
@@ -111,7 +112,7 @@ def in_effect(run: Mapping[str, Any], ev: Mapping[str, Any]) -> tuple[frozenset[
             found |= {"l1"} if kind == "L1" else {"l2"} if kind == "L2" else {"l1", "l2"} if "L1" in kind else set()
         for name in ("dropout", "batchnorm"):
             mode = reg.get(name)
-            if isinstance(mode, Mapping) and (_num(mode.get("train")) or 0) > 0:
+            if layer_in_effect(mode):  # run in training mode, not left in eval mode after the first epoch
                 found.add(name)
         aug = reg.get("augmentation")
         if isinstance(aug, Mapping) and aug.get("train"):

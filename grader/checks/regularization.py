@@ -17,14 +17,11 @@ from typing import Any, Mapping, Sequence
 
 from grader.checks import params as P
 from grader.checks.base import UNCONFIRMED, CheckContext, Outcome, where
-from grader.regularizers import cell_name
+from grader.regularizers import EVAL_STEPS_TOLERATED, cell_name
 
 TEST_SELECTION = "test-selection"
 """Flag of an item whose model selection (early stopping, best checkpoint) used the test split."""
 
-EVAL_STEPS_TOLERATED = 0.1
-"""Share of a run's steps whose training pass may run a Dropout/BatchNorm layer in eval mode before
-the layer counts as not in effect."""
 
 LABEL = {"weight_decay": "weight decay", "penalty": "an L1/L2 penalty", "dropout": "Dropout",
          "augmentation": "augmentation", "batchnorm": "BatchNorm", "early_stopping": "early stopping"}

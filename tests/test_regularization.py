@@ -409,3 +409,13 @@ def test_dropout_left_in_eval_mode_after_the_first_epoch_is_no_regularizer_of_th
     on = {"regularizers": {"dropout": {"train": 600, "steps_train": 600, "steps_eval": 0}}}
     assert "dropout" not in in_effect(left_on, {})[0]
     assert "dropout" in in_effect(on, {})[0]
+
+
+def test_a_best_checkpoint_kept_on_the_validation_split_is_early_stopping_in_the_gap_comparison():
+    from grader.checks.overfit import in_effect
+
+    def run(split):
+        return {"regularizers": {"selection": {"how": "best-checkpoint", "split": split, "basis": "probe"}}}
+
+    assert "early_stopping" in in_effect(run("val"), {})[0]
+    assert "early_stopping" not in in_effect(run("test"), {})[0]

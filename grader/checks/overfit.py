@@ -118,7 +118,9 @@ def in_effect(run: Mapping[str, Any], ev: Mapping[str, Any]) -> tuple[frozenset[
         if isinstance(aug, Mapping) and aug.get("train"):
             found.add("augmentation")
         sel = reg.get("selection")
-        if isinstance(sel, Mapping) and sel.get("how") == "early-stopping":
+        # stopping early, or keeping the best epoch's weights, decided on a split other than the test split
+        if isinstance(sel, Mapping) and sel.get("how") in ("early-stopping", "best-checkpoint") \
+                and sel.get("split") != "test":
             found.add("early_stopping")
         return frozenset(found), True
     if (_num(run.get("weight_decay")) or 0) > 0:

@@ -345,3 +345,19 @@ def test_each_runs_gap_is_measured_on_its_own_split_in_the_sandbox(tmp_path: Pat
     outcome = overfitting_gap(CheckContext(student_id="s", part_id="baseline", dataset="catsdogs", evidence=[ev]),
                               {"role": "baseline"})
     assert outcome.status == "pass", outcome.message
+
+
+def test_an_augmented_validation_split_is_measured_through_deterministic_stand_ins_of_its_crops():
+    """One dataset with augmentation split in two: its validation images have no Resize left once
+    the random steps are dropped; RandomResizedCrop(s) stands as Resize((s, s)), RandomCrop as
+    CenterCrop, in the transform's own family."""
+    import torchvision.transforms as T
+    import torchvision.transforms.v2 as T2
+
+    from grader.probe.rec_runs import _deterministic
+
+    fixed = _deterministic(T.RandomResizedCrop(64, scale=(0.6, 1.0)))
+    assert isinstance(fixed, T.Resize) and tuple(fixed.size) == (64, 64)
+    assert isinstance(_deterministic(T.RandomCrop(32, padding=4)), T.CenterCrop)
+    assert isinstance(_deterministic(T2.RandomResizedCrop((48, 40))), T2.Resize)
+    assert _deterministic(T.RandomHorizontalFlip()) is None

@@ -312,6 +312,23 @@ def _flat(t, out, depth=0):
         out.append(t)
 
 
+def _deterministic(t):
+    """The deterministic step that stands for a random one setting the image's size, or None: an
+    augmented validation split (one dataset with augmentation, split in two) still has images of one
+    size to stack. RandomResizedCrop(s) -> Resize((s, s)) (the whole image, its largest crop);
+    RandomCrop(s) -> CenterCrop(s); both in the transform's own family (v1 or v2)."""
+    name, mod = type(t).__name__, type(t).__module__
+    size = getattr(t, "size", None)
+    if name not in ("RandomResizedCrop", "RandomCrop") or size is None:
+        return None
+    ns = sys.modules.get("torchvision.transforms.v2" if ".v2" in mod else "torchvision.transforms")
+    try:
+        size = tuple(int(v) for v in size) if isinstance(size, (list, tuple)) else (int(size), int(size))
+        return ns.Resize(size) if name == "RandomResizedCrop" else ns.CenterCrop(size)
+    except Exception:  # noqa: BLE001 - an odd size: left out, as any other random step
+        return None
+
+
 def _eval_transform(ds):
     """(the validation pipeline's deterministic steps as data (rec_export's form), the names of its
     random steps (left out), its unknown steps, the deterministic transform objects in order)."""
@@ -322,8 +339,11 @@ def _eval_transform(ds):
     for t in objs:
         name = type(t).__name__
         if name.startswith(_RANDOM):
-            random.append(name)
-            continue
+            fixed = _deterministic(t)
+            random.append(name if fixed is None else f"{name} (measured as {type(fixed).__name__})")
+            if fixed is None:
+                continue
+            t = fixed
         got, bad = [], []
         X._steps(t, got, bad)
         steps += got

@@ -129,6 +129,7 @@ class _Mount:
 
 
 def _mounts(rubric, data: Mapping[str, str]) -> list[_Mount]:
+    from grader.datasets import registry
     from grader.sandbox import CWD
 
     out = []
@@ -136,7 +137,9 @@ def _mounts(rubric, data: Mapping[str, str]) -> list[_Mount]:
         host = data.get(name)
         if host is None:
             continue
-        own = Path(host).name
+        # the dataset's usual folder name (cats-vs-dogs, cifar-10-batches-py, MNIST), whatever the
+        # TA's copy is called: a Kaggle download in dogs-vs-cats/ is still ./data/cats-vs-dogs
+        own = registry.get(name).folder if name in registry.names() else Path(host).name
         for inside in (*ds.mount, "data"):
             target = inside if PurePosixPath(inside).name == own else f"{inside.rstrip('/')}/{own}"
             relative = None if target.startswith("/") else target

@@ -51,7 +51,9 @@ _WRITTEN = {
                           r"[^\n]*(param|weight)|(param|weight)[^\n]*(\.(abs|pow|norm|square)\(|\*\*\s*2)", re.I),
     "dropout": re.compile(r"Dropout|\bdropout\d?d?\(", re.I),
     "batchnorm": re.compile(r"BatchNorm"),
-    "augmentation": re.compile(r"\bRandom[A-Z]\w*\(|ColorJitter|AutoAugment|RandAugment|TrivialAugment|AugMix"),
+    # in the dataset's transform, or on the batches in the training loop (flips, rolls, an `augment` helper)
+    "augmentation": re.compile(r"\bRandom[A-Z]\w*\(|ColorJitter|AutoAugment|RandAugment|TrivialAugment|AugMix"
+                               r"|\.flip\(|torch\.flip\(|\.roll\(|torch\.roll\(|(?i:\baugment)"),
     "early_stopping": re.compile(r"patience|early.?stop|best_(state|model|weights|acc|loss|val)", re.I),
 }
 """What code naming each regularizer looks like (a hint the probe's record is what the student meant)."""

@@ -202,9 +202,8 @@ or on augmented images) differ from the trained model's on its clean training im
 
 def _agreement(r: _Run, tolerance: float) -> str | None:
     """Why run `r`'s printed curves and the host's measurement disagree beyond `tolerance`, or
-    None: its printed validation accuracy against the measured one (the same files and transform),
-    and, for a run without dropout or augmentation, its printed gap against the measured gap. The
-    epoch compared is the last printed, or for early stopping the one closest to the measurement
+    None: its printed validation accuracy against the measured one (the same files and transform).
+    The epoch compared is the last printed, or for early stopping the one closest to the measurement
     (its model may be a kept best epoch)."""
     c, v = r.curve, r.verified
     val = _num(v.get("val_accuracy"))
@@ -215,9 +214,10 @@ def _agreement(r: _Run, tolerance: float) -> str | None:
     if abs(pv - val) > tolerance:
         return (f"{r.name} printed a validation accuracy of {fmt_pct(pv)} at epoch {x:g}, but its model measures "
                 f"{fmt_pct(val)} on {v.get('val_n')} of its validation images")
-    if not (r.regs & RANDOM_IN_TRAINING) and abs((t - pv) - r.gap) > tolerance:
-        return (f"{r.name}'s printed curves show a gap of {fmt_pct(t - pv)} at epoch {x:g}, but its model measures "
-                f"{fmt_pct(r.gap)} ({r.measured()})")
+    # The printed training accuracy is not compared: most notebooks print the running accuracy of
+    # the epoch's batches, taken in training mode while the weights still change, which lags what the
+    # trained model measures on its clean training images (by 5-10 points on an honest baseline that
+    # still learns fast); both gaps are shown beside each other instead.
     return None
 
 
@@ -279,7 +279,8 @@ def _judge_claims(found: Sequence[tuple[str, str]], base: _Run, others: Sequence
             continue
         best = min(measured, key=lambda r: r.gap)  # type: ignore[arg-type, return-value]
         said = f"{base.name} {fmt_pct(base.gap)} vs {best.name} ({_SHOW[reg]}) {fmt_pct(best.gap)}"
-        if best.gap > base.gap - margin:  # type: ignore[operator]
+        # "reduced" needs a reduction that shows at the precision printed (half a point), or `margin`
+        if best.gap >= base.gap - max(margin, 0.005):  # type: ignore[operator]
             bad.append(f"\"{sentence}\", but the measured gaps are {said}")
         else:
             good.append(f"\"{sentence[:80]}\" ({said})")

@@ -129,9 +129,9 @@ class OverfittingGap(Params):
         "baseline", description="baseline: a run whose gap is shown (training and validation curves) and measured; "
                                 "regularized: other runs with a regularizer, each compared with the baseline")
     min_runs: Annotated[Whole, Field(ge=1)] = Field(2, description="regularized runs needed (role regularized)")
-    tolerance: Fraction = Field(0.05, description="largest difference (a fraction) between a run's gap from its "
-                                                  "printed curves and the gap the grader measured; beyond it a TA "
-                                                  "compares them")
+    tolerance: Fraction = Field(0.05, description="largest difference (a fraction) between a run's printed "
+                                                  "validation accuracy and the one the grader measured; beyond it a "
+                                                  "TA compares them")
     not_shown_credit: Fraction = Field(0.5, description="share of the points when the baseline's gap is measured but "
                                                         "no training and validation curves were printed")
     claim_margin: Fraction = Field(0.0, description="a claimed reduction of the gap smaller than this (a fraction) "

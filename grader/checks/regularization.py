@@ -73,7 +73,10 @@ def _layers(run: Mapping, key: str, label: str, probe_saw: bool, written: bool, 
         train, ev_grad, ev_all = _n(d.get("train")), _n(d.get("eval_grad")), _n(d.get("eval"))
         on_steps, off_steps = _n(d.get("steps_train")), _n(d.get("steps_eval"))
         cell = d.get("eval_cell")
-        left_on = f"model.eval() was left on{' (' + cell_name(cell) + ')' if isinstance(cell, int) else ''}"
+        # model.eval() with no model.train() after it, else a call made in eval mode by its own
+        # argument (F.dropout(x, p, training=False))
+        left_on = (f"model.eval() was left on ({cell_name(cell)})" if isinstance(cell, int) else
+                   "it was called in eval mode (model.eval() left on, or F.dropout(..., training=False))")
         # most steps in eval mode (after the first epoch's evaluation, say): not in effect
         if train > 0 and off_steps > EVAL_STEPS_TOLERATED * (on_steps + off_steps):
             return _Verdict("off", f"{label} in {names} ran in training mode in {on_steps} of {_steps(run)} and in "
@@ -278,7 +281,7 @@ def regularization(ctx: CheckContext, params: P.Regularization) -> Outcome:
     if fraction >= 1.0:
         return Outcome("pass", 1.0, message, pointers, flags, own_words=True)
     if doubts or tests or _incomplete(evidence):
-        why = "; ".join([*doubts[:3], *tests[:1]]) or "the probe's record of this notebook is incomplete"
+        why = "; ".join([*list(dict.fromkeys(doubts))[:3], *tests[:1]]) or "the probe's record of this notebook is incomplete"
         return Outcome("manual", fraction, f"{message} The grader could not settle the rest: {why}; this is not a "
                                            f"finding against your work. A TA will check the regularizers.",
                        pointers, (UNCONFIRMED, *flags), own_words=True)

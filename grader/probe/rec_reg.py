@@ -238,7 +238,8 @@ def _make_forward(kind):
                 out = _dllab_orig(self, *args, **kwargs)
             finally:
                 _dllab_depth[0] -= 1
-            _dllab_count(kind, self, self.training)
+            if not (kind == "dropout" and getattr(self, "p", None) == 0):  # Dropout(p=0) drops nothing
+                _dllab_count(kind, self, self.training)
             return out
         return forward
     return make
@@ -280,6 +281,8 @@ def _count(kind, module, training):
 def _count_f(name, args, kwargs, default):
     try:
         training = kwargs.get("training", args[2] if len(args) > 2 else default)
+        if kwargs.get("p", args[1] if len(args) > 1 else 0.5) == 0:  # F.dropout(x, 0.0) drops nothing
+            return
         entry = _pending_f.get(name)
         if entry is None:
             entry = _pending_f[name] = _Mod(None, "dropout", "F." + name, name="F." + name)

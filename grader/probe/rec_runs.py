@@ -298,6 +298,9 @@ def _transforms(ds, depth=0):
         base = getattr(sys.modules.get("torch.utils.data.dataset"), "Dataset", None)
         inner = next((v for _, v in _attrs(ds) if v is not ds and base is not None and isinstance(v, base)), None)
     own = getattr(ds, "transform", None)
+    if own is None:  # a student's own Dataset keeping its transform under another name (`self.tf`)
+        own = next((v for k, v in _attrs(ds) if k != "target_transform"
+                    and type(v).__module__.startswith("torchvision.transforms")), None)
     return _transforms(inner, depth + 1) + ([own] if own is not None else [])
 
 

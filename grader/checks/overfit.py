@@ -212,8 +212,12 @@ def _agreement(r: _Run, tolerance: float) -> str | None:
     points = c["points"]
     x, t, pv = min(points, key=lambda p: abs(p[2] - val)) if "early_stopping" in r.regs else points[-1]
     if abs(pv - val) > tolerance:
+        aug = (r.run.get("regularizers") or {}).get("augmentation")
+        augmented = aug.get("eval") if isinstance(aug, Mapping) else None
+        why = (f" (its validation images went through {', '.join(map(str, augmented[:3]))}; the grader measures "
+               f"them without random transforms)" if augmented else "")
         return (f"{r.name} printed a validation accuracy of {fmt_pct(pv)} at epoch {x:g}, but its model measures "
-                f"{fmt_pct(val)} on {v.get('val_n')} of its validation images")
+                f"{fmt_pct(val)} on {v.get('val_n')} of its validation images{why}")
     # The printed training accuracy is not compared: most notebooks print the running accuracy of
     # the epoch's batches, taken in training mode while the weights still change, which lags what the
     # trained model measures on its clean training images (by 5-10 points on an honest baseline that

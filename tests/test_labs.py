@@ -274,7 +274,7 @@ def test_quick_unjudged_kinds_come_from_the_grader_and_the_lab(skeleton: Path) -
     _edit_yaml(skeleton / "lab.yaml", lambda d: d["quick"].update(unjudged=["per_class_accuracy"]))
     assert unjudged_kinds(load_lab(skeleton)) == quick_unjudged() | {"per_class_accuracy"}
     assert unjudged_kinds(None) == quick_unjudged() == {"accuracy_vs_reference", "generated_samples",
-                                                        "conditional_generation", "vae_bound"}
+                                                        "conditional_generation", "vae_bound", "overfitting_gap"}
 
 
 def _lab_with_custom_check(tmp_path: Path) -> Path:

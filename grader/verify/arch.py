@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any
 from grader.execute import SandboxLimits, SandboxSpec
 from grader.verify.arch_eval import source as job_source
 from grader.verify.archive import model_format
-from grader.verify.host import OutOfTime, _check_run, _result_line, run_job
+from grader.verify.host import OutOfTime, _check_run, _result_line, job_folder, run_job
 from grader.verify.spec import NotVerified, regular
 
 MAX_JSON_BYTES = 2 << 20
@@ -248,13 +247,8 @@ def _sandbox(folder: Path, blocks: Sequence[Mapping[str, Any]], *, spec: Sandbox
     """arch_eval's entry per block id, run in a fresh sandbox."""
     if timeout_s < 1.0:
         raise OutOfTime("no time was left for the functional test of the blocks")
-    work = Path(tempfile.mkdtemp(prefix="dllab-arch-"))
+    work, kdir = job_folder("dllab-arch-")
     try:
-        kdir = work / "k"
-        kdir.mkdir()
-        (work / "sub").mkdir()
-        for p in (work, kdir, work / "sub"):
-            os.chmod(p, 0o755)  # readable, not writable, by the sandbox uid
         names = ["job.json", "test.py"]
         for b in blocks:
             for name in b["files"].values():

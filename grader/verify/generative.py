@@ -43,7 +43,6 @@ import math
 import os
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -65,7 +64,7 @@ from grader.verify.gen_json import (
     result_line,
 )
 from grader.verify.gen_sandbox import source as gen_sandbox_source
-from grader.verify.host import MAX_MODEL_BYTES, OutOfTime, _check_run, run_job
+from grader.verify.host import MAX_MODEL_BYTES, OutOfTime, _check_run, job_folder, run_job
 from grader.verify.spec import NotVerified, regular
 
 GEN_FORMAT = {"torchscript": "torchscript", "export": "export"}
@@ -238,13 +237,8 @@ def _sandbox(folder: Path, todo: Sequence[Mapping[str, Any]], instrument: Path, 
     run in a fresh sandbox."""
     if timeout_s < 1.0:
         raise OutOfTime("no time was left to measure the generative models")
-    work = Path(tempfile.mkdtemp(prefix="dllab-gen-"))
+    work, kdir = job_folder("dllab-gen-")
     try:
-        kdir = work / "k"
-        kdir.mkdir()
-        (work / "sub").mkdir()
-        for p in (work, kdir, work / "sub"):
-            os.chmod(p, 0o755)  # readable, not writable, by the sandbox uid
         names = ["job.json", "measure.py", "instrument.pt"]
         jobs = []
         for r in todo:

@@ -208,13 +208,8 @@ def _evaluate(job: Mapping[str, Any], model: Path, fmt: str, splits: Sequence[Sp
     model of `runs` (`{"path", "format"}`, grader.verify.runs) its predictions per split or
     the evaluator's error text, and, when `facts` (else []), the measured structure of `model`
     then of each run model (grader.verify.runs.run_facts)."""
-    work = Path(tempfile.mkdtemp(prefix="dllab-verify-"))
+    work, kdir = job_folder("dllab-verify-")
     try:
-        kdir = work / "k"
-        kdir.mkdir()
-        (work / "sub").mkdir()
-        for p in (work, kdir, work / "sub"):
-            os.chmod(p, 0o755)  # readable, not writable, by the sandbox uid
         shutil.copyfile(model, kdir / "model.pt")
         for k, run in enumerate(runs):
             shutil.copyfile(run["path"], kdir / f"run{k}.pt")
@@ -263,6 +258,18 @@ def _result_line(stdout: bytes, stderr: bytes, code: int | str) -> dict[str, Any
     if results[0].get("ok") is not True:
         raise NotVerified(f"the evaluator failed: {str(results[0].get('error'))[:300]}")
     return results[0]
+
+
+def job_folder(prefix: str) -> tuple[Path, Path]:
+    """A fresh job folder for run_job: (work, work/k), with work/sub beside k, all readable and not
+    writable by the sandbox uid. The caller removes `work` when done."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    kdir = work / "k"
+    kdir.mkdir()
+    (work / "sub").mkdir()
+    for p in (work, kdir, work / "sub"):
+        os.chmod(p, 0o755)  # readable, not writable, by the sandbox uid
+    return work, kdir
 
 
 def run_job(script: Path, job: Path, *, work: Path, spec: SandboxSpec, limits: SandboxLimits,

@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -214,17 +213,14 @@ def _predict(models: Sequence[tuple[Path, str]], files: Sequence[Path], *, steps
              flatten: bool, spec: Any, limits: Any, timeout_s: float) -> list[list[int] | str]:
     """Per model (`(path, format)`) its predicted output index of each of `files`, in order, or why
     there are none: one evaluator run in a fresh sandbox, on renamed copies in a random order."""
-    from grader.verify.host import OutOfTime, _result_line, check_result, run_job
+    from grader.verify.host import OutOfTime, _result_line, check_result, job_folder, run_job
     from grader.verify.runs import check_runs
 
     order = np.random.default_rng().permutation(len(files))
-    work = Path(tempfile.mkdtemp(prefix="dllab-splits-"))
+    work, kdir = job_folder("dllab-splits-")
     try:
-        kdir = work / "k"
-        (kdir / "images").mkdir(parents=True)
-        (work / "sub").mkdir()
-        for p in (work, kdir, kdir / "images", work / "sub"):
-            os.chmod(p, 0o755)
+        (kdir / "images").mkdir()
+        os.chmod(kdir / "images", 0o755)
         for pos, i in enumerate(order):
             dst = kdir / "images" / f"{pos:06d}.jpg"
             shutil.copyfile(files[i], dst)  # a copy, never a link (grader.verify.data.write_inputs)

@@ -206,6 +206,21 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    import getpass
+    import os
+
+    from grader.review.app import serve
+
+    try:
+        who = args.who or getpass.getuser()
+    except (KeyError, OSError):
+        who = os.environ.get("USER", "")
+    serve(args.out, host=args.host, port=args.port, token=args.token or os.environ.get("DLLAB_REVIEW_TOKEN"),
+          who=who, log=_info)
+    return 0
+
+
 # -- demo --------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -390,6 +405,19 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--workers", type=int, default=2)
     rs.add_argument("--no-pdf", action="store_true", help="write the HTML feedback only")
     rs.set_defaults(func=cmd_rescore)
+
+    rv = sub.add_parser("review", help="the TA's queue of decisions, in the browser (a local web page)",
+                        description="Serves the queue of everything a TA must decide in a graded folder (items "
+                        "graded by hand, items a check could not settle, flags), one page per decision with its "
+                        "evidence; decisions are saved to OUT/overrides.yaml and the student's PDF and the class "
+                        "summary are re-rendered. Open the printed URL (it carries the server's token).")
+    rv.add_argument("out", type=Path, metavar="OUT", help="a folder written by dllab grade")
+    rv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    rv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    rv.add_argument("--token", help="the access token (default: a random one; or $DLLAB_REVIEW_TOKEN)")
+    rv.add_argument("--who", help="the reviewer's name recorded with each decision (default: your user name; "
+                    "each browser can set its own)")
+    rv.set_defaults(func=cmd_review)
 
     d = sub.add_parser("demo", help="everything on generated data, offline (a few minutes)")
     d.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for everything (default ./demo-out)")

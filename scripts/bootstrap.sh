@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything dllab needs on a fresh Debian/Ubuntu machine, idempotently:
 # system packages (bubblewrap for the sandbox, poppler-utils to read PDFs back, a CJK font
-# and pango for weasyprint), a venv at .venv/ and the project installed into it.
+# and pango for weasyprint, Chromium for the review pages' browser tests), a venv at .venv/ and the project installed into it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,8 @@ dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need_pkgs+=(fonts-noto-cjk)
 dpkg -s libpango-1.0-0 >/dev/null 2>&1 || need_pkgs+=(libpango-1.0-0 libpangoft2-1.0-0)
 # weasyprint subsets fonts with harfbuzz when it can: much faster for the large CJK fonts.
 dpkg -s libharfbuzz-subset0 >/dev/null 2>&1 || need_pkgs+=(libharfbuzz-subset0)
+# the review pages' end-to-end tests drive the system's Chromium (Playwright downloads no browser)
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "bootstrap: installing ${need_pkgs[*]}" >&2

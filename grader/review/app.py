@@ -236,6 +236,7 @@ class Review:
         settings = config.load(self.out)
         self.rubric = load_rubric(settings.rubric_path, base_dir=settings.lab_dir)
         self.items = {item.id: (part, item) for part, item in self.rubric.all_items()}
+        self.hand_graded = frozenset(i for i, (_, it) in self.items.items() if it.check == "manual")
         self.store = DecisionStore(self.out, max_points={i: float(it.points) for i, (_, it) in self.items.items()})
         self.token = token or secrets.token_urlsafe(24)
         self.who = who
@@ -255,7 +256,7 @@ class Review:
 
     def queue(self) -> list[Entry]:
         """Every entry, in queue order."""
-        return entries(list(self.grades().values()), self.store.latest())
+        return entries(list(self.grades().values()), self.store.latest(), hand_graded=self.hand_graded)
 
     def undecided(self) -> list[Entry]:
         """What is still pending."""
@@ -310,7 +311,7 @@ class Review:
         grade = grades.get(sid)
         if kind not in ("item", "flag") or grade is None:
             return self._not_found(request, "No such student in this output folder.")
-        found = entries([grade], self.store.latest())
+        found = entries([grade], self.store.latest(), hand_graded=self.hand_graded)
         entry = next((e for e in found if (e.kind, e.key) == (kind, key)), None)
         if entry is None and kind == "item":
             entry = _any_item(grade, key, self.store.latest())
@@ -334,7 +335,8 @@ class Review:
             prev_url=prev_e.path + q if prev_e else "", next_url=next_e.path + q if next_e else "",
             next_pending_url=(next_pending.path + q) if next_pending else "/" + q,
             queue_url="/" + q, student_items=student_items, query=q,
-            manual=self._hand_graded(grade, key) if kind == "item" else False, feedback_exists=(self.out / "feedback" / f"{safe_name(sid)}.pdf").is_file())
+            manual=self._hand_graded(grade, key) if kind == "item" else False,
+            feedback_exists=(self.out / "feedback" / f"{safe_name(sid)}.pdf").is_file())
 
     async def page_release(self, request: Request) -> Response:
         left = self.undecided()

@@ -93,8 +93,10 @@ def item_order(grades: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     return order
 
 
-def entries(grades: Sequence[Mapping[str, Any]], latest: Mapping[tuple[str, str, str], Decision]) -> list[Entry]:
-    """Every entry of the class, in queue order (see the module docstring)."""
+def entries(grades: Sequence[Mapping[str, Any]], latest: Mapping[tuple[str, str, str], Decision], *,
+            hand_graded: frozenset[str] | set[str] = frozenset()) -> list[Entry]:
+    """Every entry of the class, in queue order (see the module docstring). `hand_graded`: the
+    rubric's `check: manual` item ids (said apart from items a check handed to a TA)."""
     from grader.report.student import FLAG_TEXT
 
     order = item_order(grades)
@@ -105,7 +107,7 @@ def entries(grades: Sequence[Mapping[str, Any]], latest: Mapping[tuple[str, str,
             for item in part.get("items") or []:
                 iid, status = str(item.get("id")), str(item.get("status"))
                 decision = latest.get(("item", sid, iid))
-                why = _why(status, bool(item.get("overridden")))
+                why = _why(status, bool(item.get("overridden")), iid in hand_graded)
                 if why is None and decision is None:
                     continue
                 found.append(Entry("item", sid, iid, str(item.get("title", iid)), str(part.get("id", "")),
@@ -122,13 +124,15 @@ def entries(grades: Sequence[Mapping[str, Any]], latest: Mapping[tuple[str, str,
     return found
 
 
-def _why(status: str, overridden: bool) -> str | None:
+def _why(status: str, overridden: bool, hand: bool) -> str | None:
+    if hand:
+        return "graded by hand"
     if status == "manual":
-        return "graded by hand, or handed to a TA by its check"
+        return "handed to a TA by its check"
     if status == "error":
         return "its check could not run"
     if overridden:
-        return "points set in an overrides file"
+        return "points set by a TA (in the review or an overrides file)"
     return None
 
 

@@ -82,20 +82,29 @@ def entry_evidence(out: Path, grade: dict, *, item_id: str | None = None, flag: 
         part, item = _find_item(grade, item_id)
         ev["subject"] = {"kind": "item", "id": clean(item_id, 120), "title": clean(item.get("title"), 300),
                          "text": clean(item.get("message"), 2000)}
-        _for_item(st, ev, part, item)
+        report_first = _for_item(st, ev, part, item)
     else:
         from grader.report.student import FLAG_TEXT
 
         ev["subject"] = {"kind": "flag", "id": clean(flag, 120), "title": clean(flag, 120),
                          "text": clean(FLAG_TEXT.get(str(flag), ""), 2000)}
         _for_flag(st, ev, str(flag))
+        report_first = False
+    order = ["cells", "numbers", "report", "runs", "late", "submission"]
+    if any(n["mismatch"] for n in ev["numbers"]) or flag in _NUMBER_FLAGS:
+        order.remove("numbers")
+        order.insert(0, "numbers")
+    if report_first:
+        order.remove("report")
+        order.insert(0, "report")
+    ev["order"] = order
     return ev
 
 
 EMPTY: dict[str, Any] = {
     "student_id": "", "subject": None, "pointers": [], "figures": [], "figures_from": "", "figures_more": 0,
     "cells": [], "cells_more": 0, "report": [], "report_files": [], "numbers": [], "runs": [], "late": None,
-    "submission": None, "notes": [],
+    "submission": None, "notes": [], "order": [],
 }
 """Every key entry_evidence returns, with its value when there is nothing to show."""
 
@@ -187,7 +196,8 @@ def _find_item(grade: Mapping, item_id: str) -> tuple[dict, dict]:
 # --- an item ---------------------------------------------------------------------------------
 
 
-def _for_item(st: _Student, ev: dict, part: Mapping, item: Mapping) -> None:
+def _for_item(st: _Student, ev: dict, part: Mapping, item: Mapping) -> bool:
+    """Fills `ev` for the item; True when its report is what the TA reads first."""
     pointers = [p for p in (item.get("evidence") or []) if isinstance(p, str)][:20]
     ev["pointers"] = [clean(p, 600) for p in pointers]
     cited_cells: list[tuple[_Run, int]] = []
@@ -215,6 +225,7 @@ def _for_item(st: _Student, ev: dict, part: Mapping, item: Mapping) -> None:
     sections = _item_sections(st, str(item.get("id")))
     if sections is not None or cited_reports or item.get("status") == "manual":
         _report(st, ev, sections or [], prefer=cited_reports)
+    return bool(ev["report"]) and (sections is not None or bool(cited_reports))
 
 
 def _item_sections(st: _Student, item_id: str) -> list[str] | None:
@@ -299,8 +310,8 @@ def _figures(st: _Student, ev: dict, cells: list[tuple[_Run, int]], runs: list[_
     tiers = [("cited cells", [(r, f) for r in dict.fromkeys(r for r, _ in cells) for f in _figs(r)
                               if (r.folder, _int(f.get("cell"))) in wanted]),
              ("cited notebooks", [(r, f) for r in runs for f in _figs(r)]),
-             ("the part's notebook", [(r, f) for r in part for f in _figs(r)]),
-             ("all notebooks", [(r, f) for r in st.runs for f in _figs(r)])]
+             ("part's notebook", [(r, f) for r in part for f in _figs(r)]),
+             ("student's notebooks", [(r, f) for r in st.runs for f in _figs(r)])]
     for label, found in tiers:
         shown = [x for x in (_figure(st, r, f) for r, f in found) if x is not None]
         if shown:

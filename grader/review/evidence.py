@@ -507,9 +507,10 @@ def _numbers(runs: list[_Run]) -> list[dict]:
                              TOTAL_TOLERANCE))
         pc, vc = m.get("per_class_accuracy"), v.get("per_class_accuracy")
         if isinstance(pc, Mapping) and isinstance(vc, Mapping):
-            for cls in list(pc)[:100]:
-                rows.append(_row(run.name, "", f"accuracy of {clean(cls, 40)}", pc.get(cls), vc.get(cls),
-                                 CLASS_TOLERANCE))
+            classes = [_row(run.name, "", f"accuracy of {clean(cls, 40)}", pc.get(cls), vc.get(cls), CLASS_TOLERANCE)
+                       for cls in list(pc)[:100]]
+            if any(r["mismatch"] for r in classes):  # ten agreeing classes would only hide the rest
+                rows += classes
         for r in (e.get("runs") or [])[:20] if isinstance(e.get("runs"), list) else []:
             if not isinstance(r, Mapping):
                 continue

@@ -226,6 +226,15 @@ def test_flags_gather_their_own_evidence(tmp_path):
     assert [(c["cell"], c["why"], c["reason"]) for c in limit["cells"]] == [(3, "stopped", "the memory limit was reached")]
 
 
+def test_a_student_without_a_run_folder_is_said(tmp_path):
+    out = tmp_path / "OUT"
+    out.mkdir()
+    grade = _grade([_item([f"{NB}#cell 1"])], flags=["bad-name"])
+    for got in (entry_evidence(out, grade, item_id="it"), entry_evidence(out, grade, flag="bad-name")):
+        assert got["figures"] == [] and got["cells"] == []
+        assert any("No run folder" in n for n in got["notes"])
+
+
 def test_exactly_one_subject_and_a_known_item(tmp_path):
     out = _out(tmp_path)
     with pytest.raises(ValueError):

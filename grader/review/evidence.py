@@ -135,6 +135,7 @@ class _Student:
         self.notes: list[str] = []
         self.root = self.out / "runs" / safe_name(grade.get("student_id"))
         self.runs: list[_Run] = []
+        self.submission: dict = {}
         root = _inside(self.out, self.root)
         if root is None or not root.is_dir():
             self.notes.append("No run folder of this student was found under OUT/runs.")
@@ -150,7 +151,7 @@ class _Student:
             if isinstance(ev, dict):
                 self.runs.append(_Run(p.name, d, ev))  # type: ignore[arg-type]
         sub = _read_json(root / "submission.json", MAX_JSON_BYTES)
-        self.submission: dict = sub if isinstance(sub, dict) else {}
+        self.submission = sub if isinstance(sub, dict) else {}
 
     def run_named(self, name: str) -> _Run | None:
         """The run of notebook `name` (a path in the submission, or its file name as pointers give it)."""

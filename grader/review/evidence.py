@@ -566,7 +566,8 @@ def _report(st: _Student, ev: dict, wanted: list[str], *, prefer: list[str]) -> 
         if path is None or not path.is_file():
             ev["notes"].append(f"The report {clean(rel, 300)} is not in the submission's folder under OUT.")
             continue
-        got = read_report_pages(path, cache_dir=work_in.parent / ".report-text")
+        # no cache on disk: the review writes nothing into OUT but its decisions (an in-process cache holds)
+        got = read_report_pages(path)
         if got.status != "ok":
             ev["notes"].append(f"{clean(rel, 300)}: {clean(got.reason, 300)}")
             continue

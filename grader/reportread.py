@@ -136,3 +136,117 @@ def _cached(path: str, digest: str, cache_dir: str, timeout_s: float, memory_byt
         except OSError:
             pass  # the cache is optional
     return got
+
+
+# Pages, for a TA who must find the passage in the student's own file: the same limits and
+# child process as read_report, a cache entry of its own (read_report's entries are unchanged).
+_PAGES_VERSION = 1
+
+_CHILD_PAGES = r"""
+import json, resource, sys
+limit = int(sys.argv[4])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+path, max_chars, max_pages = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out, n = [], 0
+if path.lower().endswith(".pdf"):
+    from pypdf import PdfReader
+    for page in PdfReader(path).pages[:max_pages]:
+        t = (page.extract_text() or "")[: max(0, max_chars - n)]
+        out.append(t)
+        n += len(t)
+        if n >= max_chars:
+            break
+else:
+    import docx
+    parts = []
+    for p in docx.Document(path).paragraphs:
+        parts.append(p.text)
+        n += len(p.text)
+        if n >= max_chars:
+            break
+    out.append("\n".join(parts)[:max_chars])
+sys.stdout.write(json.dumps(out))
+"""
+
+
+@dataclass(frozen=True)
+class ReportPages:
+    """What reading one report page by page gave."""
+
+    status: Status
+    """ok, timeout or error (as ReportText's)."""
+    pages: tuple[tuple[int | None, str], ...] = ()
+    """(page number from 1, its text) per PDF page read; one (None, text) for a docx, md, txt or html."""
+    reason: str = ""
+    """Why it could not be read, in one sentence for the TA; empty when ok."""
+
+
+def read_report_pages(path: Path, *, cache_dir: Path | None = None, timeout_s: float | None = None,
+                      memory_bytes: int | None = None, max_chars: int = MAX_CHARS) -> ReportPages:
+    """The text of a report per page (a PDF's first MAX_PAGES pages; a docx, markdown, text or
+    html report is one page without a number), read under the same limits as read_report
+    (`max_chars` characters in all); with `cache_dir`, read once per distinct file content.
+    Never raises for a bad file: its status says timeout or error, with the reason."""
+    path = Path(path)
+    timeout_s = TIMEOUT_S if timeout_s is None else timeout_s
+    memory_bytes = MEMORY_BYTES if memory_bytes is None else memory_bytes
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        return ReportPages("error", reason=f"the report could not be opened: {exc.strerror or exc}")
+    return _cached_pages(str(path), digest, str(cache_dir) if cache_dir else "", timeout_s, memory_bytes, max_chars)
+
+
+def _pages_child(path: Path, *, timeout_s: float, memory_bytes: int, max_chars: int) -> ReportPages:
+    try:
+        done = subprocess.run([sys.executable, "-I", "-c", _CHILD_PAGES, str(path), str(max_chars), str(MAX_PAGES),
+                               str(memory_bytes)], capture_output=True, timeout=timeout_s, check=False,
+                              stdin=subprocess.DEVNULL, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    except subprocess.TimeoutExpired:
+        return ReportPages("timeout", reason=f"the report could not be read within {timeout_s:g} s")
+    if done.returncode != 0:
+        err = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        last = err[-1][:200] if err else f"exit status {done.returncode}"
+        if "MemoryError" in last:
+            return ReportPages("error", reason=f"the report could not be read within "
+                                               f"{memory_bytes >> 20} MiB of memory")
+        return ReportPages("error", reason=f"the report could not be read: {last}")
+    try:
+        texts = json.loads(done.stdout[: max_chars * 8 + 65536].decode("utf-8", "replace"))
+    except ValueError:
+        return ReportPages("error", reason="the report's reader gave output the grader could not parse")
+    if not isinstance(texts, list):
+        return ReportPages("error", reason="the report's reader gave output the grader could not parse")
+    texts = [str(t)[:max_chars] for t in texts[:MAX_PAGES]]
+    if path.suffix.lower() == ".pdf":
+        return ReportPages("ok", tuple((i + 1, t) for i, t in enumerate(texts)))
+    return ReportPages("ok", ((None, texts[0] if texts else ""),))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_pages(path: str, digest: str, cache_dir: str, timeout_s: float, memory_bytes: int,
+                  max_chars: int) -> ReportPages:
+    entry = Path(cache_dir) / (f"{digest}-pages{_PAGES_VERSION}-{int(timeout_s * 1000)}-{memory_bytes}-"
+                               f"{max_chars}.json") if cache_dir else None
+    if entry is not None and entry.is_file():
+        try:
+            raw = json.loads(entry.read_text())
+            return ReportPages(raw["status"], tuple((p, str(t)) for p, t in raw["pages"]), raw["reason"])
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+    if Path(path).suffix.lower() in (".pdf", ".docx"):
+        got = _pages_child(Path(path), timeout_s=timeout_s, memory_bytes=memory_bytes, max_chars=max_chars)
+    else:
+        plain = _plain(Path(path), max_chars)
+        got = ReportPages("ok", ((None, plain.text),))
+    if entry is not None:
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"status": got.status, "pages": [list(p) for p in got.pages],
+                                       "reason": got.reason}))
+            os.replace(tmp, entry)
+        except OSError:
+            pass  # the cache is optional
+    return got

@@ -554,6 +554,9 @@ def _report(st: _Student, ev: dict, wanted: list[str], *, prefer: list[str]) -> 
         return
     work = Path(str(st.submission.get("work_dir") or ""))
     work_in = _inside(st.out, work) if st.submission.get("work_dir") else None
+    if work_in is None:  # OUT moved or copied since grading: its own work folder, where grade unpacks
+        moved = st.out / "work" / safe_name(st.grade.get("student_id"))
+        work_in = moved if moved.is_dir() else None
     if work_in is None:
         ev["notes"].append("The submission's files lie outside OUT, so its report was not read.")
         return

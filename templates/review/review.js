@@ -73,6 +73,27 @@
     const conflict = document.getElementById("conflict");
     const d = form.dataset;
     let pendingBody = null;
+    // What the TA typed is kept in the browser until it is saved: a reload, a crash of the server or
+    // of the browser loses nothing.
+    const draftKey = "dllab-review-draft:" + location.host + ":" + d.kind + "/" + d.sid + "/" + d.key;
+    const typed = () => ({points: points ? points.value : "", comment: comment.value});
+    const saved0 = JSON.stringify(typed());
+    try {
+      const draft = JSON.parse(localStorage.getItem(draftKey) || "null");
+      if (draft && JSON.stringify({points: draft.points, comment: draft.comment}) !== saved0) {
+        if (points) points.value = draft.points;
+        comment.value = draft.comment;
+        err.textContent = "";
+        document.getElementById("draft-note").hidden = false;
+      }
+    } catch (e) { localStorage.removeItem(draftKey); }
+    const keepDraft = () => {
+      const now = typed();
+      if (JSON.stringify(now) === saved0) localStorage.removeItem(draftKey);
+      else localStorage.setItem(draftKey, JSON.stringify(now));
+    };
+    if (points) points.addEventListener("input", keepDraft);
+    comment.addEventListener("input", keepDraft);
 
     function save(action, base) {
       err.textContent = "";
@@ -88,6 +109,7 @@
       pendingBody = body;
       api("/api/decide", body).then((r) => {
         if (r.status === 200) {
+          localStorage.removeItem(draftKey);
           d.base = r.data.saved.id;
           document.getElementById("current").textContent = "Saved.";
           location.href = d.next || "/";

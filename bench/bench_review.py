@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import shutil
 import socket
@@ -39,9 +40,8 @@ def build_class(folder: Path, n: int) -> Path:
     sample = next(s for s in lab1_samples(epochs=1) if s.student_id == "0556001")
     for i in range(n):
         sid = f"09{i:05d}"
-        write_archive(sample.__class__(sid, f"dllab_{sid}.zip", sample.description, sample.notebooks,
-                                       *[getattr(sample, f) for f in list(sample.__dataclass_fields__)[4:]]),
-                      subs, mtime=deadline - 3600)
+        write_archive(dataclasses.replace(sample, student_id=sid, archive=f"dllab_{sid}.zip"), subs,
+                      mtime=deadline - 3600)
     out = folder / "out"
     t = time.monotonic()
     assert main(["grade", str(subs), "--lab", "lab1", "--mode", "saved", "--out", str(out), "--workers", "2"]) == 0

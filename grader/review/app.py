@@ -237,7 +237,11 @@ class Review:
         self.rubric = load_rubric(settings.rubric_path, base_dir=settings.lab_dir)
         self.items = {item.id: (part, item) for part, item in self.rubric.all_items()}
         self.hand_graded = frozenset(i for i, (_, it) in self.items.items() if it.check == "manual")
-        self.store = DecisionStore(self.out, max_points={i: float(it.points) for i, (_, it) in self.items.items()})
+        try:
+            self.store = DecisionStore(self.out, max_points={i: float(it.points) for i, (_, it) in self.items.items()})
+        except OSError as exc:
+            raise GraderError(f"cannot keep decisions in {self.out / 'review'}: {exc.strerror or exc} (the review "
+                              "writes its decisions and overrides.yaml into OUT)") from None
         self.token = token or secrets.token_urlsafe(24)
         self.who = who
         self.cookie = f"dllab-review-{port}"

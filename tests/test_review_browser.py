@@ -508,13 +508,13 @@ def test_release_after_every_decision(graded: Path, servers: Callable[[str], Ser
 
 
 def test_flag_page_enter_marks_reviewed(servers: Callable[[str], Server], open_ta: Callable[..., Page]) -> None:
-    """On a flag's page, Enter (the first key the page's footer names: "Enter save & next") marks
+    """On a flag's page, Enter (the first key the page's footer names: "Enter or r reviewed & next") marks
     the flag reviewed and opens the next pending entry, as it saves an item's points."""
     server = servers("shared")
     page = open_ta(server, "Fran")
     path = "/decide/flag/0556007/late"
     page.goto(server.url + path)
-    assert "Enter save & next" in _flat(page.locator("#keys").inner_text())
+    assert "Enter or r reviewed & next" in _flat(page.locator("#keys").inner_text())
     page.keyboard.press("Enter")
     try:
         page.wait_for_url(lambda u: path not in u, timeout=2_000)

@@ -277,6 +277,7 @@ class Review:
             Route("/files/{sid}/{path:path}", self.file),
             Route("/feedback/{sid}", self.feedback),
             Route("/static/{name}", self.static_file),
+            Route("/favicon.ico", lambda request: Response(status_code=204)),
             Route("/api/decide", self.api_decide, methods=["POST"]),
             Route("/api/release", self.api_release, methods=["POST"]),
             Route("/api/status", self.api_status),

@@ -140,7 +140,7 @@
       if (ev.key === "Escape") comment.blur();
     });
     if (points) points.addEventListener("keydown", (ev) => { if (ev.key === "Escape") points.blur(); });
-    (points || comment).focus();
+    if (points) points.focus();  // a flag's page keeps the focus on the page: Enter marks it reviewed
     document.addEventListener("keydown", (ev) => {
       if (typing(ev) || ev.ctrlKey || ev.metaKey || ev.altKey) return;
       const go = (id) => { const a = document.getElementById(id); if (a) location.href = a.href; };

@@ -47,47 +47,39 @@ class ReportText:
     """Why it could not be read, in one sentence for the TA; empty when ok."""
 
 
-_CHILD = r"""
-import resource, sys
-limit = int(sys.argv[4])
-resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
-path, max_chars, max_pages = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-out, n = [], 0
-if path.lower().endswith(".pdf"):
-    from pypdf import PdfReader
-    for page in PdfReader(path).pages[:max_pages]:
-        t = page.extract_text() or ""
-        out.append(t)
-        n += len(t)
-        if n >= max_chars:
-            break
-else:
-    import docx
-    for p in docx.Document(path).paragraphs:
-        out.append(p.text)
-        n += len(p.text)
-        if n >= max_chars:
-            break
-sys.stdout.write("\n".join(out)[:max_chars])
-"""
-
-
 def _child(path: Path, *, timeout_s: float, memory_bytes: int, max_chars: int) -> ReportText:
+    got = _pages_child(path, timeout_s=timeout_s, memory_bytes=memory_bytes, max_chars=max_chars)
+    return ReportText(got.status, "\n".join(t for _, t in got.pages)[:max_chars], got.reason)
+
+
+def _run_reader(path: Path, *, timeout_s: float, memory_bytes: int, max_chars: int) -> tuple[Status, bytes, str]:
+    """(status, the child's output, why it failed) of reading a pdf or docx in the limited child."""
     try:
-        done = subprocess.run([sys.executable, "-I", "-c", _CHILD, str(path), str(max_chars), str(MAX_PAGES),
+        done = subprocess.run([sys.executable, "-I", "-c", _CHILD_PAGES, str(path), str(max_chars), str(MAX_PAGES),
                                str(memory_bytes)], capture_output=True, timeout=timeout_s, check=False,
                               stdin=subprocess.DEVNULL, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
     except subprocess.TimeoutExpired:
-        return ReportText("timeout", reason=f"the report could not be read within {timeout_s:g} s")
+        return "timeout", b"", f"the report could not be read within {timeout_s:g} s"
     if done.returncode != 0:
         err = done.stderr.decode("utf-8", "replace").strip().splitlines()
         last = err[-1][:200] if err else f"exit status {done.returncode}"
         if "MemoryError" in last:
-            return ReportText("error", reason=f"the report could not be read within "
-                                              f"{memory_bytes >> 20} MiB of memory")
-        return ReportText("error", reason=f"the report could not be read: {last}")
-    return ReportText("ok", done.stdout[: max_chars * 4].decode("utf-8", "replace")[:max_chars])
+            return "error", b"", f"the report could not be read within {memory_bytes >> 20} MiB of memory"
+        return "error", b"", f"the report could not be read: {last}"
+    return "ok", done.stdout, ""
+
+
+def _keep(entry: Path | None, data: dict) -> None:
+    """Writes one cache entry atomically; the cache is optional, so a failure is ignored."""
+    if entry is None:
+        return
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, entry)
+    except OSError:
+        pass
 
 
 def _plain(path: Path, max_chars: int) -> ReportText:
@@ -127,14 +119,7 @@ def _cached(path: str, digest: str, cache_dir: str, timeout_s: float, memory_byt
         got = _child(Path(path), timeout_s=timeout_s, memory_bytes=memory_bytes, max_chars=max_chars)
     else:
         got = _plain(Path(path), max_chars)
-    if entry is not None:
-        try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(asdict(got)))
-            os.replace(tmp, entry)
-        except OSError:
-            pass  # the cache is optional
+    _keep(entry, asdict(got))
     return got
 
 
@@ -199,21 +184,11 @@ def read_report_pages(path: Path, *, cache_dir: Path | None = None, timeout_s: f
 
 
 def _pages_child(path: Path, *, timeout_s: float, memory_bytes: int, max_chars: int) -> ReportPages:
+    status, output, reason = _run_reader(path, timeout_s=timeout_s, memory_bytes=memory_bytes, max_chars=max_chars)
+    if status != "ok":
+        return ReportPages(status, reason=reason)
     try:
-        done = subprocess.run([sys.executable, "-I", "-c", _CHILD_PAGES, str(path), str(max_chars), str(MAX_PAGES),
-                               str(memory_bytes)], capture_output=True, timeout=timeout_s, check=False,
-                              stdin=subprocess.DEVNULL, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-    except subprocess.TimeoutExpired:
-        return ReportPages("timeout", reason=f"the report could not be read within {timeout_s:g} s")
-    if done.returncode != 0:
-        err = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        last = err[-1][:200] if err else f"exit status {done.returncode}"
-        if "MemoryError" in last:
-            return ReportPages("error", reason=f"the report could not be read within "
-                                               f"{memory_bytes >> 20} MiB of memory")
-        return ReportPages("error", reason=f"the report could not be read: {last}")
-    try:
-        texts = json.loads(done.stdout[: max_chars * 8 + 65536].decode("utf-8", "replace"))
+        texts = json.loads(output[: max_chars * 8 + 65536].decode("utf-8", "replace"))
     except ValueError:
         return ReportPages("error", reason="the report's reader gave output the grader could not parse")
     if not isinstance(texts, list):
@@ -240,13 +215,5 @@ def _cached_pages(path: str, digest: str, cache_dir: str, timeout_s: float, memo
     else:
         plain = _plain(Path(path), max_chars)
         got = ReportPages("ok", ((None, plain.text),))
-    if entry is not None:
-        try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"status": got.status, "pages": [list(p) for p in got.pages],
-                                       "reason": got.reason}))
-            os.replace(tmp, entry)
-        except OSError:
-            pass  # the cache is optional
+    _keep(entry, {"status": got.status, "pages": [list(p) for p in got.pages], "reason": got.reason})
     return got

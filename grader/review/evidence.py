@@ -557,6 +557,9 @@ def _report(st: _Student, ev: dict, wanted: list[str], *, prefer: list[str]) -> 
     if work_in is None:  # OUT moved or copied since grading: its own work folder, where grade unpacks
         moved = st.out / "work" / safe_name(st.grade.get("student_id"))
         work_in = moved if moved.is_dir() else None
+        if work_in is not None:
+            ev["notes"].append(f"The work folder recorded at grading lies outside OUT (OUT was moved or copied): "
+                               f"its report is read from work/{moved.name} in OUT.")
     if work_in is None:
         ev["notes"].append("The submission's files lie outside OUT, so its report was not read.")
         return

@@ -71,7 +71,7 @@ class Renderer:
         self._cv = threading.Condition()
         self._pending: set[str] = set()
         self._release = False
-        self.state: dict[str, Any] = {"running": None, "pending": [], "done": 0, "error": None,
+        self.state: dict[str, Any] = {"running": None, "running_ids": [], "pending": [], "done": 0, "error": None,
                                       "rendered": {}, "released_at": None, "release_running": False}
         if start:
             threading.Thread(target=self._loop, name="review-render", daemon=True).start()
@@ -107,7 +107,8 @@ class Renderer:
                     self._cv.wait()
                 full, self._release = self._release, False
                 students, self._pending = sorted(self._pending), set()
-                self.state.update(running="everyone" if full else ", ".join(students), pending=[])
+                self.state.update(running="everyone" if full else ", ".join(students), pending=[],
+                                  running_ids=students)
             try:
                 self.run(students, full=full)
                 with self._cv:
@@ -118,7 +119,7 @@ class Renderer:
                 self.log("review: re-rendering failed:\n" + traceback.format_exc())
             finally:
                 with self._cv:
-                    self.state["running"] = None
+                    self.state["running"], self.state["running_ids"] = None, []
                     if full:
                         self.state["release_running"] = False
 
@@ -284,10 +285,12 @@ class Review:
         ]
         return TokenGate(Starlette(routes=routes), token=self.token, cookie=self.cookie)
 
-    def _page(self, name: str, request: Request, **context: Any) -> HTMLResponse:
-        base = {"token": self.token, "who": self.who, "lab": self.rubric.lab, "title": self.rubric.title,
-                "status": self.renderer.snapshot(), "max_comment": MAX_COMMENT}
-        return HTMLResponse(self.env.get_template(name).render(**base, **context))
+    def _page(self, name: str, request: Request, status_code: int = 200, **context: Any) -> HTMLResponse:
+        st = self.renderer.snapshot()
+        base = {"rendering": set(st["pending"]) | set(st["running_ids"]) | ({"*"} if st["release_running"] else set()),
+                "token": self.token, "who": self.who, "lab": self.rubric.lab, "title": self.rubric.title,
+                "status": st, "max_comment": MAX_COMMENT}
+        return HTMLResponse(self.env.get_template(name).render(**base, **context), status_code=status_code)
 
     @staticmethod
     def _filters(request: Request) -> dict[str, str]:
@@ -348,9 +351,7 @@ class Review:
         return self._page("release.html.j2", request, undecided=left, total=len(self.queue()))
 
     def _not_found(self, request: Request, msg: str) -> Response:
-        return HTMLResponse(self.env.get_template("message.html.j2").render(
-            title=self.rubric.title, lab=self.rubric.lab, token=self.token, who=self.who, message=msg,
-            status=self.renderer.snapshot(), max_comment=MAX_COMMENT), status_code=404)
+        return self._page("message.html.j2", request, status_code=404, message=msg)
 
     # -------------------------------------------------------------- files
 

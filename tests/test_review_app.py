@@ -163,3 +163,86 @@ def test_a_decision_re_renders_the_grade_and_the_pdf(out: Path) -> None:
                           check=True).stdout
     assert "Clear lr study" in text
     assert "0556004" in (out / "grades.csv").read_text()
+
+
+def test_a_decision_the_server_could_not_render_is_rendered_at_the_next_start(out: Path) -> None:
+    review, c = _client(out)
+    assert review.stale == set()
+    r = c.post("/api/decide", headers=H, json={"kind": "item", "student_id": "0556002", "key": "lab1-3-justification",
+                                                "action": "set", "points": 1, "who": "t", "base": None})
+    assert r.status_code == 200
+    # the server stops before its background render: the next one re-scores that student
+    again = Review(out, token=TOKEN, render=False)
+    assert again.stale == {"0556002"} and again.renderer.snapshot()["pending"] == ["0556002"]
+    again.renderer.run(["0556002"], full=False)
+    assert Review(out, token=TOKEN, render=False).stale == set()
+
+
+def test_keep_is_refused_once_a_ta_gave_points_to_an_item_its_check_handed_over(out: Path) -> None:
+    review, c = _client(out)
+    handed = next(e for e in review.queue() if e.kind == "item" and e.status == "manual"
+                  and e.key not in review.hand_graded)
+    body = {"kind": "item", "student_id": handed.student_id, "key": handed.key, "who": "t"}
+    first = c.post("/api/decide", headers=H, json={**body, "action": "set", "points": 1, "base": None}).json()["saved"]
+    review.renderer.run([handed.student_id], full=False)  # the grade now shows the TA's points (status not manual)
+    r = c.post("/api/decide", headers=H, json={**body, "action": "keep", "base": first["id"]})
+    assert r.status_code == 400 and "waits for a TA's points" in r.json()["error"]
+    page = c.get(handed.path).text
+    assert 'id="keep"' not in page and 'id="before"' in page and "before any TA's decision" in page
+
+
+def test_a_save_that_cannot_be_written_says_so_in_json(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    review, c = _client(out)
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(review.store, "_write", refuse)
+    r = c.post("/api/decide", headers=H, json={"kind": "item", "student_id": "0556001", "key": "lab1-3-justification",
+                                                "action": "set", "points": 1, "who": "t", "base": None})
+    assert r.status_code == 500 and "cannot be written (Read-only file system)" in r.json()["error"]
+
+
+def test_a_hand_edit_of_overrides_yaml_while_serving_is_taken_in_and_strangers_are_said(out: Path) -> None:
+    review, c = _client(out)
+    c.post("/api/decide", headers=H, json={"kind": "item", "student_id": "0556001", "key": "lab1-3-justification",
+                                           "action": "set", "points": 1, "who": "t", "base": None})
+    text = (out / "overrides.yaml").read_text().replace("points: 1.0", "points: 2.5")
+    (out / "overrides.yaml").write_text(text + "- {student_id: '0556999', item_id: lab1-3-justification, points: 1}\n")
+    page = c.get("/?status=all").text
+    assert "0556999" in page and "not graded in this folder" in page
+    assert review.store.latest()[("item", "0556001", "lab1-3-justification")].points == 2.5
+    assert "0556001" in review.renderer.snapshot()["pending"]
+
+
+def test_a_closed_terminal_stops_the_server_and_frees_its_port(out: Path) -> None:
+    import signal
+    import socket
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "grader.cli", "review", str(out), "--port", str(port),
+                             "--token", TOKEN], stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/api/release", data=b"{}",
+                                                              headers=H), timeout=2)
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(proc.stderr.read() if proc.poll() is not None else "the server never answered")
+        time.sleep(1)  # the release's rescore is running in its own child
+        proc.send_signal(signal.SIGHUP)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with socket.socket() as s:  # nothing left holding the port
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))

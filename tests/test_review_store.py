@@ -171,3 +171,29 @@ def test_a_torn_or_foreign_file_among_the_records_is_skipped(tmp_path: Path) -> 
     (s.folder / "00000000000000000001-broken.json").write_text('{"id": "x", "kind"')
     (s.folder / "00000000000000000002-other.json").write_text('{"hello": 1}')
     assert [r.points for r in s.records()] == [1.0]
+
+
+@pytest.mark.parametrize("text", ["0_9", "1e3", "0x2", "inf", "-0", "1,5", "2 5", "+1"])
+def test_points_text_a_ta_did_not_mean_as_a_number_is_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(GraderError, match="a number like 2 or 2.5"):
+        _store(tmp_path).decide(kind="item", student_id="1", key="acc", action="set", points=text, who="t",
+                                base=None)
+
+
+def test_a_row_taken_out_of_overrides_yaml_by_hand_withdraws_the_decision(tmp_path: Path) -> None:
+    s = _store(tmp_path)
+    for sid in ("1", "2"):
+        s.decide(kind="item", student_id=sid, key="just", action="set", points=2, who="t", base=None)
+    rows = [r for r in __import__("yaml").safe_load((tmp_path / "overrides.yaml").read_text()) if r["student_id"] != "2"]
+    (tmp_path / "overrides.yaml").write_text(__import__("yaml").safe_dump(rows))
+    assert s.refresh() == {"2"}
+    assert s.latest()[("item", "2", "just")].action == "clear"
+    assert [o.student_id for o in _overrides(tmp_path)] == ["1"]
+    assert s.refresh() == set()  # nothing changed since
+
+
+def test_the_check_outcome_before_a_decision_is_kept_with_it(tmp_path: Path) -> None:
+    d = _store(tmp_path).decide(kind="item", student_id="1", key="acc", action="set", points=3, who="t", base=None,
+                                status_before="manual", points_before=0.0)
+    assert isinstance(d, Decision) and (d.status_before, d.points_before) == ("manual", 0.0)
+    assert _store(tmp_path).records()[0].status_before == "manual"

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import secrets
+import signal
 import threading
 import traceback
 from pathlib import Path
@@ -126,10 +128,10 @@ class Renderer:
     def run(self, students: list[str], *, full: bool) -> None:
         """One render, in this thread (the loop's body; tests call it directly)."""
         from grader import config
-        from grader.rescore import finish, rescore, rescore_students
+        from grader.rescore import finish, rescore_students
 
         if full:
-            rescore(self.out, workers=2, log=self.log)
+            self._release_in_child()
             with self._cv:
                 self.state["released_at"] = _utc()
                 for g in load_grades(self.out):
@@ -143,6 +145,22 @@ class Renderer:
             for s in students:
                 self.state["rendered"][s] = now
             self.state["done"] += len(students)
+
+
+    def _release_in_child(self) -> None:
+        """`dllab rescore OUT` in a child process of its own session: its workers never hold the
+        server's listening socket (nothing is inherited), and stopping the server (a closed
+        terminal, SIGTERM) lets a release that began finish writing, instead of leaving workers
+        stuck. Raises GraderError with the rescore's last line when it fails."""
+        import subprocess
+        import sys
+
+        done = subprocess.run([sys.executable, "-m", "grader.cli", "rescore", str(self.out), "--workers", "2"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True, check=False)
+        if done.returncode != 0:
+            lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise GraderError(lines[-1][:400] if lines else f"dllab rescore ended with status {done.returncode}")
 
 
 # --------------------------------------------------------------------------- access
@@ -252,8 +270,39 @@ class Review:
                                       trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
         self.env.filters["q"] = lambda s: quote(str(s), safe="")
         self.env.filters["pts"] = lambda x: "" if x is None else f"{float(x):g}"
+        self.stale = self.behind()
+        for sid in sorted(self.stale):
+            self.renderer.enqueue(sid)
 
     # -------------------------------------------------------------- data
+
+    def behind(self) -> set[str]:
+        """Students whose grade does not carry their decisions yet (a save the server could not
+        re-render before it stopped, or an overrides file edited by hand): re-scored at start."""
+        rows = {(r["student_id"], r["item_id"]): r for r in self.store.overrides()}
+        stale = set()
+        for sid, grade in self.grades().items():
+            for part in list(grade.get("parts") or []) + ([grade["bonus"]] if grade.get("bonus") else []):
+                for item in part.get("items") or []:
+                    row = rows.get((sid, str(item.get("id"))))
+                    want = (row["points"] is not None, row["points"] if row else None, row["comment"]) if row \
+                        else (False, None, "")
+                    has = (bool(item.get("overridden")), item.get("points") if item.get("overridden") else None,
+                           str(item.get("comment") or ""))
+                    if want != has:
+                        stale.add(sid)
+        return stale
+
+    def refresh(self) -> None:
+        """Takes in an overrides file edited by hand while the server runs, and re-renders the
+        students it changed."""
+        for sid in sorted(self.store.refresh()):
+            self.renderer.enqueue(sid)
+
+    def strangers(self) -> list[str]:
+        """Student ids in the decisions that no grade in OUT has (a typo in a hand-edited file)."""
+        known = set(self.grades())
+        return sorted({r["student_id"] for r in self.store.overrides()} - known)
 
     def grades(self) -> dict[str, dict[str, Any]]:
         """student id -> grade."""
@@ -286,10 +335,19 @@ class Review:
         return TokenGate(Starlette(routes=routes), token=self.token, cookie=self.cookie)
 
     def _page(self, name: str, request: Request, status_code: int = 200, **context: Any) -> HTMLResponse:
+        try:
+            self.refresh()
+            warning = ""
+        except GraderError as exc:  # a hand edit that does not load: shown, the rest keeps working
+            warning = str(exc)
+        if not warning and (strangers := self.strangers()):
+            warning = (f"overrides.yaml names student(s) not graded in this folder: {', '.join(strangers[:8])}"
+                       f"{' …' if len(strangers) > 8 else ''} (their rows are kept, and apply to nobody)")
         st = self.renderer.snapshot()
         base = {"rendering": set(st["pending"]) | set(st["running_ids"]) | ({"*"} if st["release_running"] else set()),
                 "token": self.token, "who": self.who, "lab": self.rubric.lab, "title": self.rubric.title,
-                "status": st, "max_comment": MAX_COMMENT}
+                "status": st, "max_comment": MAX_COMMENT,
+                "warning": warning}
         return HTMLResponse(self.env.get_template(name).render(**base, **context), status_code=status_code)
 
     @staticmethod
@@ -401,12 +459,22 @@ class Review:
         if kind == "item" and action == "keep" and self._hand_graded(grade, str(key)):
             return JSONResponse({"error": "this item waits for a TA's points: give them (there are no automatic "
                                           "points to keep)"}, status_code=400)
+        item = _any_item(grade, str(key), {}) if kind == "item" else None
+        history = self.store.history(str(kind), sid, str(key))
+        first = next((d for d in history if d.status_before), None)
         try:
-            saved = self.store.decide(kind=str(kind), student_id=sid, key=str(key), action=str(action),
-                                      points=body.get("points"), comment=body.get("comment") or "",
-                                      who=str(body.get("who") or self.who), base=body.get("base") or None)
+            saved = self.store.decide(
+                kind=str(kind), student_id=sid, key=str(key), action=str(action), points=body.get("points"),
+                comment=body.get("comment") or "", who=str(body.get("who") or self.who), base=body.get("base") or None,
+                # the check's own outcome, as the grade showed it before any decision
+                # (unknown when the only earlier decisions came from an overrides file)
+                status_before=(first.status_before if first else "" if history else item.status) if item else "",
+                points_before=(first.points_before if first else None if history else item.points) if item else None)
         except GraderError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
+        except OSError as exc:
+            return JSONResponse({"error": f"not saved: the output folder cannot be written ({exc.strerror or exc}); "
+                                          "your entry is still here"}, status_code=500)
         if isinstance(saved, Conflict):
             return JSONResponse({"conflict": _public(saved.current)}, status_code=409)
         if kind == "item":
@@ -414,13 +482,19 @@ class Review:
         return JSONResponse({"saved": _public(saved)})
 
     def _hand_graded(self, grade: Mapping[str, Any], key: str) -> bool:
-        """Whether the item has no automatic points to keep (graded by hand, or waiting for a TA)."""
+        """Whether the item has no automatic points to keep: graded by hand, or handed to a TA by
+        its check (its status now, or before the first decision, is `manual`)."""
         rubric_item = self.items.get(key, (None, None))[1]
         current = _any_item(grade, key, {})
-        return (rubric_item is not None and rubric_item.check == "manual") or \
+        before = {d.status_before for d in self.store.history("item", str(grade.get("student_id")), key)}
+        return (rubric_item is not None and rubric_item.check == "manual") or "manual" in before or \
             (current is not None and current.status == "manual")
 
     async def api_release(self, request: Request) -> Response:
+        try:
+            self.refresh()
+        except GraderError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         self.renderer.release()
         return JSONResponse({"started": True, "undecided": len(self.undecided())})
 
@@ -488,4 +562,11 @@ def serve(out: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str | 
     log(f"open http://{shown if ':' not in shown else f'[{shown}]'}:{port}/?token={review.token}")
     if host not in ("127.0.0.1", "localhost", "::1"):
         log(f"listening on {host}: anyone who can reach it needs the token above; keep it private")
+    if review.store.taken_in:
+        log(f"took in the overrides file's rows for {review.store.taken_in} student(s) as decisions; "
+            "OUT/overrides.yaml is now written from the decisions")
+    if review.stale:
+        log(f"re-scoring {len(review.stale)} student(s) whose grade does not carry their decisions yet")
+    # a closed terminal (SIGHUP) stops the server as Ctrl+C and SIGTERM do
+    signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
     uvicorn.run(review.app(), host=host, port=port, log_level="warning")

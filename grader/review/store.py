@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 import uuid
 from contextlib import contextmanager
@@ -48,6 +49,7 @@ MAX_COMMENT = 4000
 MAX_WHO = 80
 """Characters of a reviewer's name."""
 _DIGEST = "overrides.sha256"
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,12 @@ class Decision:
     """The decision this one was made over (the latest when the TA opened the item), or None."""
     source: str = "review"
     """`review`, or the overrides file it was taken in from."""
+    status_before: str = ""
+    """The grade's status of the item when the TA decided (pass|partial|fail|error|manual; empty
+    for a flag or a row taken in from a file): after the first decision the grade shows the TA's
+    points, so the check's own outcome is kept here."""
+    points_before: float | None = None
+    """The grade's points for the item when the TA decided."""
 
     @property
     def decided(self) -> bool:
@@ -105,6 +113,7 @@ class DecisionStore:
         self.folder = self.out / "review" / "decisions"
         self.max_points = dict(max_points)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.taken_in = 0  # students whose decisions came from an overrides file, so far
         with self._locked():
             self._take_in_file()
 
@@ -136,7 +145,8 @@ class DecisionStore:
     # ------------------------------------------------------------------ saving
 
     def decide(self, *, kind: str, student_id: str, key: str, action: str, points: Any = None,
-               comment: str = "", who: str, base: str | None) -> Decision | Conflict:
+               comment: str = "", who: str, base: str | None, status_before: str = "",
+               points_before: float | None = None) -> Decision | Conflict:
         """Saves one decision made over `base` (the id of the latest decision the TA saw, None if
         there was none) and rewrites OUT/overrides.yaml. Returns the saved record, or a
         `Conflict` (nothing written) when the latest decision is no longer `base`.
@@ -147,7 +157,7 @@ class DecisionStore:
         if kind not in KINDS:
             raise GraderError(f"unknown decision kind {kind!r}")
         if action not in ACTIONS[kind]:
-            raise GraderError(f"a {kind} decision is one of {', '.join(ACTIONS[kind])}, not {action!r}")
+            raise GraderError(f"{'an' if kind == 'item' else 'a'} {kind} decision is one of {', '.join(ACTIONS[kind])}, not {action!r}")
         if not isinstance(student_id, str) or not student_id or not isinstance(key, str) or not key:
             raise GraderError("a decision needs a student id and an item or flag")
         if kind == "item" and key not in self.max_points:
@@ -166,7 +176,8 @@ class DecisionStore:
                 return Conflict(current)
             record = Decision(id=uuid.uuid4().hex[:12], kind=kind, student_id=student_id, key=key,  # type: ignore[arg-type]
                               action=action, points=value, comment=comment.strip(), who=who,  # type: ignore[arg-type]
-                              when=_now(), base=current.id if current else None)
+                              when=_now(), base=current.id if current else None, status_before=status_before,
+                              points_before=points_before)
             self._write(record)
             self._write_overrides()
         return record
@@ -175,15 +186,15 @@ class DecisionStore:
         if points is None or (isinstance(points, str) and not points.strip()):
             return None
         try:
-            if isinstance(points, bool):
-                raise ValueError
+            if isinstance(points, bool) or (isinstance(points, str) and not _NUMBER.fullmatch(points.strip())):
+                raise ValueError  # "0_9", "1e3", "0x2", "inf": Python reads them, a TA did not mean them
             value = float(points)
         except (TypeError, ValueError):
-            raise GraderError(f"points must be a number, not {str(points)[:40]!r}") from None
+            raise GraderError(f"points must be a number like 2 or 2.5, not {str(points)[:40]!r}") from None
         top = self.max_points[key]
         if not (math.isfinite(value) and 0 <= value <= top):
             raise GraderError(f"points {value:g} outside 0..{top:g} for item `{key}`")
-        return round(value, 2)
+        return round(value, 2) + 0.0  # + 0.0: no -0.0
 
     def _write(self, record: Decision) -> None:
         name = f"{time.time_ns():020d}-{record.id}.json"
@@ -208,32 +219,56 @@ class DecisionStore:
         write_text_atomic(self.out / "review" / _DIGEST, _sha(text))
         (self.out / "overrides.csv").unlink(missing_ok=True)  # rescore would read it before the yaml
 
-    def _take_in_file(self) -> None:
+    def refresh(self) -> set[str]:
+        """Takes in an overrides file changed outside the review (see _take_in_file); returns the
+        students whose decisions that changed."""
+        with self._locked():
+            return self._take_in_file()
+
+    def _take_in_file(self) -> set[str]:
         """Rows of an overrides file the store did not write (or that changed since) become
-        decisions of that file; then the file is rewritten from the decisions."""
+        decisions of that file: a new or changed row a `set` or `keep`, and, in an overrides.yaml
+        the store wrote before, a row taken out a `clear`. Then the file is rewritten from the
+        decisions. Returns the students whose decisions changed. The caller holds the lock."""
         from grader.pipeline import kept_overrides
 
         kept = kept_overrides(self.out)
         if kept is None:
-            return
+            return set()
         text = kept.read_text(encoding="utf-8-sig", errors="replace")
         digest_file = self.out / "review" / _DIGEST
-        if kept.name == "overrides.yaml" and digest_file.is_file() and digest_file.read_text().strip() == _sha(text):
-            return
+        ours_before = kept.name == "overrides.yaml" and digest_file.is_file()
+        if ours_before and digest_file.read_text().strip() == _sha(text):
+            return set()
         rows = _rows(kept, self.max_points)
         latest = self.latest()
-        source = kept.name
+        source, changed = kept.name, set()
         for row in rows:
             current = latest.get(("item", row["student_id"], row["item_id"]))
             action = "set" if row["points"] is not None else "keep"
             if current is not None and current.action == action and current.points == row["points"] \
                     and current.comment == row["comment"]:
                 continue
-            self._write(Decision(id=uuid.uuid4().hex[:12], kind="item", student_id=row["student_id"],
-                                 key=row["item_id"], action=action, points=row["points"],  # type: ignore[arg-type]
-                                 comment=row["comment"], who=f"the file {source}",
-                                 when=_now(), base=current.id if current else None, source=source))
+            self._write(self._from_file(row["student_id"], row["item_id"], action, row["points"], row["comment"],
+                                        source, current))
+            changed.add(row["student_id"])
+        if ours_before:  # a row the store wrote and a hand took out: withdrawn
+            listed = {(r["student_id"], r["item_id"]) for r in rows}
+            for (kind, sid, key), current in latest.items():
+                in_file = current.action == "set" or (current.action == "keep" and bool(current.comment))
+                if kind == "item" and (sid, key) not in listed and in_file:
+                    self._write(self._from_file(sid, key, "clear", None, "", source, current))
+                    changed.add(sid)
+        self.taken_in += len(changed)
         self._write_overrides()
+        return changed
+
+    @staticmethod
+    def _from_file(sid: str, key: str, action: str, points: float | None, comment: str, source: str,
+                   current: Decision | None) -> Decision:
+        return Decision(id=uuid.uuid4().hex[:12], kind="item", student_id=sid, key=key, action=action,  # type: ignore[arg-type]
+                        points=points, comment=comment, who=f"the file {source}", when=_now(),
+                        base=current.id if current else None, source=source)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

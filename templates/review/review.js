@@ -139,7 +139,11 @@
       if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); save(main); }
       if (ev.key === "Escape") comment.blur();
     });
-    if (points) points.addEventListener("keydown", (ev) => { if (ev.key === "Escape") points.blur(); });
+    if (points) points.addEventListener("keydown", (ev) => {
+      if (ev.key === "Escape") points.blur();
+      // points are digits: "?" opens the keys here too
+      if (ev.key === "?") { ev.preventDefault(); help.hidden = !help.hidden; }
+    });
     if (points) points.focus();  // a flag's page keeps the focus on the page: Enter marks it reviewed
     document.addEventListener("keydown", (ev) => {
       if (typing(ev) || ev.ctrlKey || ev.metaKey || ev.altKey) return;

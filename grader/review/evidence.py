@@ -118,13 +118,22 @@ class _Run:
         self.base = PurePosixPath(self.name).name
         self._nb: dict | None | bool = False
 
-    def notebook(self, notes: list[str]) -> dict | None:
-        """executed.ipynb as JSON, None (said once in `notes`) when missing or unreadable."""
+    def notebook(self, notes: list[str], work: Path | None = None) -> dict | None:
+        """executed.ipynb as JSON (in saved mode, where nothing ran, the student's own notebook
+        under `work`, the submission's files in OUT), None (said once in `notes`) when missing or
+        unreadable."""
         if self._nb is False:
-            self._nb = _read_json(self.dir / "executed.ipynb", MAX_NOTEBOOK_BYTES)
-            if self._nb is None:
-                notes.append(f"{self.name}: its executed notebook (executed.ipynb) is missing or could not be "
+            nb = _read_json(self.dir / "executed.ipynb", MAX_NOTEBOOK_BYTES)
+            saved = self.ev.get("mode") == "saved" and work is not None
+            own = _inside(work, work / self.name) if saved else None  # type: ignore[operator]
+            if nb is None and own is not None:
+                nb = _read_json(own, MAX_NOTEBOOK_BYTES)
+            if nb is None:
+                notes.append(f"{self.name}: the notebook as the student saved it (graded in saved mode) could not be "
+                             "read, so its cells cannot be shown." if saved else
+                             f"{self.name}: its executed notebook (executed.ipynb) is missing or could not be "
                              "read, so its cells cannot be shown.")
+            self._nb = nb
         return self._nb if isinstance(self._nb, dict) else None
 
 
@@ -152,6 +161,16 @@ class _Student:
                 self.runs.append(_Run(p.name, d, ev))  # type: ignore[arg-type]
         sub = _read_json(root / "submission.json", MAX_JSON_BYTES)
         self.submission = sub if isinstance(sub, dict) else {}
+
+    def work(self) -> tuple[Path | None, bool]:
+        """(the submission's unpacked files under OUT or None, whether that is OUT/work/<id> because
+        the folder recorded at grading lies outside OUT: OUT was moved or copied since)."""
+        recorded = self.submission.get("work_dir")
+        work_in = _inside(self.out, Path(str(recorded))) if recorded else None
+        if work_in is not None:
+            return work_in, False
+        moved = _inside(self.out, self.out / "work" / safe_name(self.grade.get("student_id")))
+        return (moved, True) if moved is not None and moved.is_dir() else (None, False)
 
     def run_named(self, name: str) -> _Run | None:
         """The run of notebook `name` (a path in the submission, or its file name as pointers give it)."""
@@ -394,7 +413,7 @@ def _clip(text: str) -> tuple[str, int]:
 
 def _cell(st: _Student, run: _Run, count: int | None, why: str, *, index: int | None = None,
           error: Mapping | None = None, reason: str = "") -> dict:
-    nb = run.notebook(st.notes)
+    nb = run.notebook(st.notes, st.work()[0])
     cell = _code_cell(nb, count=count, index=index) if nb is not None else None
     source = _text(cell.get("source")) if cell is not None else (str(error.get("source") or "") if error else "")
     src, src_more = clip_lines(source, lines=MAX_SOURCE_LINES, width=300)
@@ -552,14 +571,10 @@ def _report(st: _Student, ev: dict, wanted: list[str], *, prefer: list[str]) -> 
     if not files:
         ev["notes"].append("The submission has no report file.")
         return
-    work = Path(str(st.submission.get("work_dir") or ""))
-    work_in = _inside(st.out, work) if st.submission.get("work_dir") else None
-    if work_in is None:  # OUT moved or copied since grading: its own work folder, where grade unpacks
-        moved = st.out / "work" / safe_name(st.grade.get("student_id"))
-        work_in = moved if moved.is_dir() else None
-        if work_in is not None:
-            ev["notes"].append(f"The work folder recorded at grading lies outside OUT (OUT was moved or copied): "
-                               f"its report is read from work/{moved.name} in OUT.")
+    work_in, moved = st.work()
+    if moved:
+        ev["notes"].append(f"The work folder recorded at grading lies outside OUT (OUT was moved or copied): "
+                           f"its report is read from work/{work_in.name} in OUT.")  # type: ignore[union-attr]
     if work_in is None:
         ev["notes"].append("The submission's files lie outside OUT, so its report was not read.")
         return

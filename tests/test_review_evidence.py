@@ -258,3 +258,22 @@ def test_student_text_is_rendered_escaped(tmp_path):
     assert 'src="/files/&#34;x&#34;/lab1-1.ipynb/figures/fig-0001.png"' in html
     assert set(got) == set(E.EMPTY)
     assert _render(dict(E.EMPTY, order=["cells", "numbers", "report", "runs", "late", "submission"]))
+
+
+def test_a_saved_mode_notebook_shows_the_students_own_cells_and_traceback(tmp_path):
+    tb = {"output_type": "error", "ename": "RuntimeError", "evalue": "size mismatch",
+          "traceback": ["\x1b[0;31mRuntimeError\x1b[0m Traceback", "Cell In[5], line 3", "RuntimeError: size mismatch"]}
+    out = _out(tmp_path, ev={"mode": "saved", "status": "error",
+                             "errors": [{"cell": 5, "ename": "RuntimeError", "evalue": "size mismatch"}]},
+               executed=False)
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [_code(5, "x = net(images)", [tb])]}
+    (out / "work" / SID / NB).write_text(json.dumps(nb))
+    grade = _grade([_item([NB])], flags=["notebook-error"])
+    got = entry_evidence(out, grade, flag="notebook-error")
+    assert [c["source"] for c in got["cells"]] == ["x = net(images)"]
+    assert "RuntimeError: size mismatch" in got["cells"][0]["error"]["traceback"] and "\x1b" not in json.dumps(got)
+    assert not any("executed.ipynb" in n for n in got["notes"])
+    # without the student's notebook either, the note says what was looked for
+    (out / "work" / SID / NB).unlink()
+    got = entry_evidence(out, grade, flag="notebook-error")
+    assert any("as the student saved it" in n for n in got["notes"])

@@ -318,6 +318,20 @@ class Dataset(_Model):
     mount: Annotated[tuple[Annotated[str, StringConstraints(pattern=_ABS)], ...], Field(min_length=1)]
 
 
+class Similarity(_Model):
+    """When `dllab similarity` pairs two submissions (grader.similarity): a flag for a TA, never a
+    deduction. Defaults chosen from the scores of honest and copied submissions (bench/similarity.md)."""
+
+    code: Annotated[float, Field(ge=0, le=1)] = 0.5
+    """Share of one submission's own code (handout and common code removed) found in the other."""
+    min_overlap: Annotated[int, Field(strict=True, ge=0)] = 150
+    """...and at least this much matching code, in normalized characters (about 3-4 lines)."""
+    outputs: Annotated[float, Field(ge=0, le=1)] = 1.0
+    """Output score (grader.similarity.outputs): 1.0 = an identical per-class table, training log or figure."""
+    common_share: Annotated[float, Field(gt=0, le=1)] = 0.3
+    """Code or output found in more than this share of the class is everyone's (the handout), not copied."""
+
+
 class Limits(_Model):
     """Execution limits per notebook, and per submission; sizes in bytes, times in seconds."""
 
@@ -376,6 +390,8 @@ class Rubric(_Model):
     parts: Annotated[tuple[Part, ...], Field(min_length=1)]
     bonus: Bonus | None = None
     handout: tuple[Text, ...] = ()
+    similarity: Similarity = Similarity()
+    """Thresholds of `dllab similarity` (see Similarity)."""
     generative: Generative | None = None
     """Capture and measure generative models (GANs, VAEs): see Generative."""
     """Notebooks handed out with the TA's own outputs (paths next to the rubric): in saved

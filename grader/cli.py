@@ -185,9 +185,45 @@ def cmd_grade(args: argparse.Namespace) -> int:
                               hidden_args=_hidden_args(args.hidden), mode=args.mode, sandbox=args.sandbox, pdf=not args.no_pdf, gpus=_gpus(args.gpus),
                               submitted_at=args.submitted_at, log=_info)
     grades = grade_batch(args.paths, settings, workers=args.workers, scheduler=args.scheduler, log=_info)
+    if not args.no_similarity:
+        grades = _with_similarity(settings.out, grades)
     finish(settings.out, grades, pdf=settings.pdf)
     _print_grades(grades)
     _info(f"results in {settings.out}: grades.csv, summary.html, feedback/<id>.pdf")
+    return 0
+
+
+def _with_similarity(out: Path, grades: list[dict]) -> list[dict]:
+    """The batch's grades after `dllab similarity` (students whose similar-to flags changed are
+    re-scored); a failure is said and the grades stay as they are, never a crashed batch."""
+    from grader.similarity.core import update
+
+    try:
+        _, changed = update(out, log=_info)
+    except Exception as exc:  # noqa: BLE001 - integrity pairs are extra: the grades stand without them
+        _info(f"similarity could not be computed ({type(exc).__name__}: {exc}); run `dllab similarity {out}`")
+        return grades
+    new = {g["student_id"]: g for g in changed}
+    return [new.get(g["student_id"], g) for g in grades]
+
+
+def cmd_similarity(args: argparse.Namespace) -> int:
+    import json
+
+    from grader.rescore import finish
+    from grader.similarity.core import update
+
+    from grader import config
+
+    result, _ = update(args.out, against=args.against, handout=args.handout, log=_info)
+    grades = [json.loads(p.read_text()) for p in sorted((args.out / "grades").glob("*.json"))]
+    finish(args.out, grades, pdf=config.load(args.out).pdf)  # the summary links the pairs
+    for p in result["pairs"]:
+        if p["flagged"]:
+            print(f"{p['a']:>14}  {p['b']:<14}  code {p['code']['score']:.2f}  outputs {p['outputs']['score']:.2f}  "
+                  f"{'; '.join(p['reasons'])}")
+    flagged = sum(p["flagged"] for p in result["pairs"])
+    _info(f"{flagged} pair(s) flagged of {result['pairs_compared']}; {args.out / 'similarity.html'}")
     return 0
 
 
@@ -395,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--submitted-at", type=Path, metavar="CSV",
                    help="student_id,submitted_at CSV overriding the archives' times")
     g.add_argument("--no-pdf", action="store_true", help="write the HTML feedback only")
+    g.add_argument("--no-similarity", action="store_true",
+                   help="do not compare the submissions with each other at the end (see dllab similarity)")
     _labs_dir(g, for_lab=True)
     g.set_defaults(func=cmd_grade)
 
@@ -418,6 +456,20 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("--who", help="the reviewer's name recorded with each decision (default: your user name; "
                     "each browser can set its own)")
     rv.set_defaults(func=cmd_review)
+
+    sm = sub.add_parser("similarity", help="similar submissions, copied outputs, last year's answers",
+                        description="Compares every pair of a graded class on its own code (the handout's and the "
+                        "class's common code removed; names, comments and cell order ignored) and on its outputs "
+                        "(identical training logs, per-class tables, figures); pairs over the lab's thresholds get "
+                        "the flag similar-to:<id> on both grades (for a TA, never a deduction). Writes "
+                        "OUT/similarity.json, OUT/similarity.html and side-by-side pages under OUT/similarity/. "
+                        "Also run at the end of `dllab grade`.")
+    sm.add_argument("out", type=Path, metavar="OUT", help="a folder written by dllab grade")
+    sm.add_argument("--against", type=Path, action="append", default=[], metavar="DIR",
+                    help="a graded folder of an earlier term to compare with (read, never re-graded); repeatable")
+    sm.add_argument("--handout", type=Path, action="append", default=[], metavar="FILE",
+                    help="a notebook or script every student started from (its code is not counted); repeatable")
+    sm.set_defaults(func=cmd_similarity)
 
     d = sub.add_parser("demo", help="everything on generated data, offline (a few minutes)")
     d.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for everything (default ./demo-out)")

@@ -583,6 +583,8 @@ def grade_from_runs(rubric, sub: Submission, evidence: list[dict[str, Any]], *,
     flags_in = set(flags)
     flags_in.update(row["flag"] for row in budget)
     flags_in.update(flag_of(p.code) for p in sub.problems)  # every intake problem is visible to the TA
+    from grader.similarity.core import flags_for
+    flags_in |= flags_for(settings.out, sub.student_id)  # `dllab similarity`: similar-to:<id>, for a TA
     for ev in evidence:
         flags_in |= run_flags(ev)  # how each run stopped, what the grader's machine lacked
     if any(ev.get("output_truncated") for ev in evidence):

@@ -127,7 +127,9 @@ def student_context(grade: Mapping, *, evidence: Sequence[Mapping], reference: M
         "parts": parts, "bonus": bonus, "item_counts": counts,
         "late": {"minutes": num(late.get("minutes_late")) or 0, "days": num(late.get("days_late")) or 0,
                  "penalty": num(late.get("penalty_points")) or 0, "source": clean(late.get("source"), 60)},
-        "flags": [{"code": clean(f, 60), "text": FLAG_TEXT.get(str(f), "")} for f in grade.get("flags") or []][:20],
+        # similar-to:<id> is for the TA alone: it names another student, and it is no finding by itself
+        "flags": [{"code": clean(f, 60), "text": FLAG_TEXT.get(str(f), "")} for f in grade.get("flags") or []
+                  if not str(f).startswith("similar-to:")][:20],
         "grader_error": clean(grade.get("error"), 500),
         "comments": [{"part": p["title"], "item": it["title"], "comment": it["comment"]}
                      for p in parts + ([bonus] if bonus else []) for it in p["items"] if it["comment"]],

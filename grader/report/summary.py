@@ -22,12 +22,26 @@ def render_summary(grades: list[dict], *, runs: dict[str, list[dict]], out_dir: 
     is `lateness.class_view(...)`: the deadline in use, where the times came from, warnings."""
     context = summary_context(grades, runs=runs, pdf=pdf, lateness=lateness)
     out_dir = Path(out_dir)
+    context["similarity"] = _similarity(out_dir)
     html_path = out_dir / "summary.html"
     write_text_atomic(html_path, render_template("summary.html.j2", context, inline_css=stylesheet_text()))
     if not pdf:
         return html_path
     write_bytes_atomic(out_dir / "summary.pdf", html_to_pdf(render_template("summary.html.j2", context, inline_css=None)))
     return out_dir / "summary.pdf"
+
+
+def _similarity(out_dir: Path) -> dict[str, Any] | None:
+    """What `dllab similarity` found (OUT/similarity.json), for the summary's link; None if not run."""
+    import json
+
+    try:
+        data = json.loads((out_dir / "similarity.json").read_text(encoding="utf-8"))
+        pairs = [p for p in data.get("pairs") or [] if p.get("flagged")]
+        return {"flagged": len(pairs), "compared": int(data.get("pairs_compared") or 0),
+                "pairs": [f"{clean(p.get('a'), 40)} · {clean(p.get('b'), 40)}" for p in pairs[:12]]}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
 
 
 def summary_context(grades: Sequence[Mapping], *, runs: Mapping[str, Sequence[Mapping]], pdf: bool,

@@ -260,3 +260,26 @@ def _runs_link(out: Path, m: Member) -> str:
     if not m.term:
         return f"../runs/{safe_name(m.student_id)}/"
     return (m.out.resolve() / "runs" / safe_name(m.student_id)).as_uri() + "/"
+
+
+def update(out: Path, *, against: Sequence[Path] = (), handout: Sequence[Path] = (),
+           log: Log = lambda s: None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """run_similarity, then new grades (and feedback) for the students whose `similar-to:` flags
+    changed; returns (the results, those new grades). Nothing is executed."""
+    from grader import config
+    from grader.rescore import rescore_students
+
+    before = _all_flags(out)
+    result = run_similarity(out, against=against, handout=handout, log=log)
+    after = {k: set(v) for k, v in result["flags"].items()}
+    changed = sorted(s for s in set(before) | set(after) if before.get(s, set()) != after.get(s, set()))
+    grades = rescore_students(changed, config.load(out), workers=1) if changed else []
+    return result, grades
+
+
+def _all_flags(out: Path) -> dict[str, set[str]]:
+    try:
+        data = json.loads((Path(out) / RESULTS).read_text(encoding="utf-8"))
+        return {str(k): set(v) for k, v in (data.get("flags") or {}).items() if isinstance(v, list)}
+    except (OSError, ValueError, AttributeError):
+        return {}

@@ -2,9 +2,10 @@
 code scores of honest pairs against copied pairs (what the lab's thresholds are chosen from).
 
 The class: every student starts from the handout's cells (tests/test_similarity.py); each honest
-student writes the training, per-class and histogram cells in one of three styles with their own
-names and their own numbers (random renames, values and extra lines), and every tenth student
-hands in a copy of an earlier classmate's notebook with the names changed and the cells reordered.
+student then writes three cells of their own (lines of the shapes students write, with names,
+numbers and structure drawn at random: synthetic, but code of their own) and prints a training
+log and a per-class table of their own numbers; every tenth student hands in a copy of an earlier
+classmate's notebook with the names changed and the cells reordered.
 Graded in saved mode (no kernel), then `dllab similarity` is timed alone.
 
     .venv/bin/python bench/bench_similarity.py [--students 200] [--keep DIR]
@@ -23,21 +24,37 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_similarity import ALICE, BOB, CAROL, HANDOUT, _log, _notebook, _rename, _table  # noqa: E402
+from test_similarity import HANDOUT, _log, _notebook, _rename, _table  # noqa: E402
 
 NAMES = ["net", "model", "x", "y", "loss", "opt", "data", "batch", "acc", "total", "out", "pred", "i", "k"]
 WORDS = ["alpha", "beta", "gamma", "val", "tmp", "res", "cnt", "buf", "cur", "nxt", "img", "lbl", "mdl", "crit"]
 
 
+def _statement(r: random.Random) -> str:
+    """One random line of the shapes students write (names, numbers, structure drawn at random):
+    honest students write code of their own, so their normalized code differs in structure."""
+    v = lambda: r.choice(NAMES + WORDS)
+    n = lambda: str(r.choice([r.randint(0, 512), round(r.uniform(0, 1), r.randint(1, 4))]))
+    shapes = [
+        lambda: f"{v()} = {v()}({v()}, {n()})",
+        lambda: f"{v()} += {v()} * {n()} - {v()}",
+        lambda: f"for {v()} in range({n()}):\n    {v()}.{v()}({v()}[{n()}:])",
+        lambda: f"if {v()} > {n()}:\n    print({v()}, {v()} / {n()})",
+        lambda: f"{v()} = [{v()} ** {n()} for {v()} in {v()}]",
+        lambda: f"{v()} = torch.{v()}({v()}, dim={r.randint(0, 3)}).{v()}()",
+        lambda: f"def {v()}({v()}, {v()}={n()}):\n    return {v()} @ {v()} + {n()}",
+        lambda: f"while {v()} < {n()}:\n    {v()} = {v()} // {r.randint(2, 9)}",
+    ]
+    return r.choice(shapes)()
+
+
 def honest(r: random.Random, sid: int) -> list[tuple[str, str]]:
-    style = [ALICE, BOB, CAROL][sid % 3]
-    renames = {n: f"{r.choice(WORDS)}{sid}" for n in r.sample(NAMES, 5)}
+    """The handout's cells, then three cells of the student's own code and outputs."""
     cells = [(HANDOUT[0], ""), (HANDOUT[1], "")]
-    for src in style:
-        extra = f"\nprint('done {sid}', {r.randint(0, 99)})" if r.random() < 0.5 else ""
-        cells.append((_rename(src, renames) + extra, ""))
+    for _ in range(3):
+        cells.append(("\n".join(_statement(r) for _ in range(r.randint(6, 12))), ""))
     cells[2] = (cells[2][0], _log(sid))
-    cells.append(("print('per class')", _table([r.randint(30, 80) for _ in range(10)])))
+    cells.append(("print_table(per_class)", _table([r.randint(30, 80) for _ in range(10)])))
     return cells
 
 

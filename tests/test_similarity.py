@@ -279,3 +279,21 @@ def test_a_copied_output_table_under_different_code_is_paired(graded: Path) -> N
     pytest.importorskip("grader.similarity.outputs")
     p = _pairs(graded)[frozenset(("0600001", "0600006"))]
     assert p["flagged"] and p["outputs"]["score"] >= 1.0, p
+
+
+def test_the_review_queues_the_flag_and_opens_the_pair(graded: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from grader.review.app import Review
+
+    review = Review(graded, token="t", render=False)
+    c = TestClient(review.app())
+    c.get("/?token=t")
+    entry = next(e for e in review.queue() if e.key == "similar-to:0600001" and e.student_id == "0600004")
+    page = c.get(entry.path).text
+    link = re.search(r'id="pair" href="([^"]+)"', page)
+    assert link and "side by side" in page
+    pair = c.get(link.group(1))
+    assert pair.status_code == 200 and "<mark>" in pair.text
+    assert c.get("/similarity.html").status_code == 200
+    assert c.get("/similarity/..%2Fsettings.json").status_code == 404

@@ -328,6 +328,8 @@ class Review:
             Route("/feedback/{sid}", self.feedback),
             Route("/static/{name}", self.static_file),
             Route("/favicon.ico", lambda request: Response(status_code=204)),
+            Route("/similarity.html", self.similarity_page),
+            Route("/similarity/{name}", self.similarity_page),
             Route("/api/decide", self.api_decide, methods=["POST"]),
             Route("/api/release", self.api_release, methods=["POST"]),
             Route("/api/status", self.api_status),
@@ -402,6 +404,7 @@ class Review:
             next_pending_url=(next_pending.path + q) if next_pending else "/" + q,
             queue_url="/" + q, student_items=student_items, query=q,
             manual=self._hand_graded(grade, key) if kind == "item" else False,
+            pair_url=self.similarity_url(sid, key.split(":", 1)[1]) if key.startswith("similar-to:") else "",
             feedback_exists=(self.out / "feedback" / f"{safe_name(sid)}.pdf").is_file())
 
     async def page_release(self, request: Request) -> Response:
@@ -431,6 +434,28 @@ class Review:
         if path is None:
             return Response("no feedback PDF yet", status_code=404)
         return FileResponse(path, media_type="application/pdf")
+
+    async def similarity_page(self, request: Request) -> Response:
+        """OUT/similarity.html and its side-by-side pages (written by `dllab similarity`, every
+        student text in them escaped)."""
+        name = request.path_params.get("name")
+        path = inside(self.out / "similarity", name) if name else inside(self.out, "similarity.html")
+        if path is None or path.suffix != ".html":
+            return Response("no such page: run `dllab similarity OUT`", status_code=404)
+        return FileResponse(path, media_type="text/html")
+
+    def similarity_url(self, student_id: str, other: str) -> str:
+        """The side-by-side page of a similar-to flag's pair, or empty."""
+        from grader.similarity.core import RESULTS, pair_page_name
+
+        try:
+            pairs = json.loads((self.out / RESULTS).read_text(encoding="utf-8")).get("pairs") or []
+        except (OSError, ValueError, AttributeError):
+            return ""
+        for p in pairs:
+            if {p.get("a"), p.get("b")} == {student_id, other}:
+                return "/similarity/" + quote(pair_page_name(str(p["a"]), str(p["b"])))
+        return ""
 
     async def static_file(self, request: Request) -> Response:
         name = request.path_params["name"]

@@ -117,7 +117,10 @@ def entries(grades: Sequence[Mapping[str, Any]], latest: Mapping[tuple[str, str,
             flag = str(flag)
             if flag in QUIET_FLAGS:
                 continue
-            found.append(Entry("flag", sid, flag, FLAG_TEXT.get(flag, flag), "", "flagged", "flag", None, None, "",
+            title = FLAG_TEXT.get(flag) or (f"code or outputs match {flag.split(':', 1)[1]}'s (dllab similarity): "
+                                             "compare them side by side; never a deduction by itself"
+                                             if flag.startswith("similar-to:") else flag)
+            found.append(Entry("flag", sid, flag, title, "", "flagged", "flag", None, None, "",
                                latest.get(("flag", sid, flag))))
     found.sort(key=lambda e: (e.kind != "item", order.get(e.key, len(order)) if e.kind == "item" else 0, e.key,
                               e.student_id))

@@ -186,25 +186,13 @@ def cmd_grade(args: argparse.Namespace) -> int:
                               submitted_at=args.submitted_at, log=_info)
     grades = grade_batch(args.paths, settings, workers=args.workers, scheduler=args.scheduler, log=_info)
     if not args.no_similarity:
-        grades = _with_similarity(settings.out, grades)
+        from grader.similarity.core import with_similarity
+
+        grades = with_similarity(settings.out, grades, log=_info)
     finish(settings.out, grades, pdf=settings.pdf)
     _print_grades(grades)
     _info(f"results in {settings.out}: grades.csv, summary.html, feedback/<id>.pdf")
     return 0
-
-
-def _with_similarity(out: Path, grades: list[dict]) -> list[dict]:
-    """The batch's grades after `dllab similarity` (students whose similar-to flags changed are
-    re-scored); a failure is said and the grades stay as they are, never a crashed batch."""
-    from grader.similarity.core import update
-
-    try:
-        _, changed = update(out, log=_info)
-    except Exception as exc:  # noqa: BLE001 - integrity pairs are extra: the grades stand without them
-        _info(f"similarity could not be computed ({type(exc).__name__}: {exc}); run `dllab similarity {out}`")
-        return grades
-    new = {g["student_id"]: g for g in changed}
-    return [new.get(g["student_id"], g) for g in grades]
 
 
 def cmd_similarity(args: argparse.Namespace) -> int:

@@ -111,6 +111,9 @@ def run_demo(out: Path, *, lab: str = "lab1", size: str | None = None, workers: 
     settings = config.prepare(lab=str(pkg.dir), rubric=None, out=graded, data_args=data, reference=ref_path,
                               mode="execute", sandbox=sandbox, pdf=pdf, submitted_at=times, log=log)
     grades = grade_batch([subs], settings, workers=workers, log=log)
+    from grader.similarity.core import with_similarity
+
+    grades = with_similarity(graded, grades, log=log)  # copies among the samples (0556007 is 0556001's)
     log("[5/5] class summary and gradebook")
     finish(graded, grades, pdf=pdf)
 

@@ -283,3 +283,16 @@ def _all_flags(out: Path) -> dict[str, set[str]]:
         return {str(k): set(v) for k, v in (data.get("flags") or {}).items() if isinstance(v, list)}
     except (OSError, ValueError, AttributeError):
         return {}
+
+
+def with_similarity(out: Path, grades: list[dict[str, Any]], *, log: Log = lambda s: None) -> list[dict[str, Any]]:
+    """The end of a batch (`grade`, `demo`): `update`, and the batch's grades with the re-scored
+    ones in place. A failure is said and the grades stay as they are: integrity pairs are extra,
+    never a crashed batch."""
+    try:
+        _, changed = update(out, log=log)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log(f"similarity could not be computed ({type(exc).__name__}: {exc}); run `dllab similarity {out}`")
+        return grades
+    new = {g["student_id"]: g for g in changed}
+    return [new.get(g["student_id"], g) for g in grades]

@@ -24,6 +24,9 @@ import yaml
 
 from grader.checks.params import DEFAULT_SECTIONS
 from grader.intake.problems import FLAG_TEXT as INTAKE_FLAG_TEXT
+from grader.outread import inside as _inside
+from grader.outread import read_json as _read_json
+from grader.outread import work_folder
 from grader.report.text import clean, clip_lines, fmt_pct, num
 from grader.safename import safe_name
 
@@ -163,14 +166,8 @@ class _Student:
         self.submission = sub if isinstance(sub, dict) else {}
 
     def work(self) -> tuple[Path | None, bool]:
-        """(the submission's unpacked files under OUT or None, whether that is OUT/work/<id> because
-        the folder recorded at grading lies outside OUT: OUT was moved or copied since)."""
-        recorded = self.submission.get("work_dir")
-        work_in = _inside(self.out, Path(str(recorded))) if recorded else None
-        if work_in is not None:
-            return work_in, False
-        moved = _inside(self.out, self.out / "work" / safe_name(self.grade.get("student_id")))
-        return (moved, True) if moved is not None and moved.is_dir() else (None, False)
+        """grader.outread.work_folder of this submission."""
+        return work_folder(self.out, self.submission, self.grade.get("student_id"))
 
     def run_named(self, name: str) -> _Run | None:
         """The run of notebook `name` (a path in the submission, or its file name as pointers give it)."""
@@ -182,24 +179,6 @@ class _Student:
         nb = src.get("notebook") if isinstance(src, Mapping) else None
         run = self.run_named(str(nb)) if nb else None
         return [run] if run else []
-
-
-def _inside(root: Path, path: Path) -> Path | None:
-    """`path` resolved, or None unless it lies inside `root` (already resolved)."""
-    try:
-        got = path.resolve()
-    except (OSError, RuntimeError):
-        return None
-    return got if got.is_relative_to(root) else None
-
-
-def _read_json(path: Path, cap: int) -> Any:
-    try:
-        if not path.is_file() or path.stat().st_size > cap:
-            return None
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return None
 
 
 def _find_item(grade: Mapping, item_id: str) -> tuple[dict, dict]:

@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from grader.outread import inside as _inside
+from grader.outread import work_folder
+
 K = 25
 """k-gram length in filtered characters (copydetect's default noise threshold)."""
 WINDOW = 6
@@ -47,28 +50,6 @@ class CodeDoc:
     """The notebooks and scripts read."""
     notes: list[str] = field(default_factory=list)
     """What could not be read, for a TA."""
-
-
-def _inside(root: Path, path: Path) -> Path | None:
-    try:
-        resolved = path.resolve()
-    except (OSError, RuntimeError):
-        return None
-    return resolved if resolved.is_relative_to(root) else None
-
-
-def work_folder(out: Path, submission: dict, student_id: str) -> Path | None:
-    """The submission's unpacked files under OUT: the folder recorded at grading when it lies
-    inside OUT, else OUT/work/<safe id> (OUT moved or copied since); None when neither exists."""
-    from grader.safename import safe_name
-
-    root = out.resolve()
-    recorded = submission.get("work_dir")
-    found = _inside(root, Path(str(recorded))) if recorded else None
-    if found is not None and found.is_dir():
-        return found
-    moved = _inside(root, root / "work" / safe_name(student_id))
-    return moved if moved is not None and moved.is_dir() else None
 
 
 def notebook_code(path: Path) -> list[tuple[int, str]]:
@@ -112,7 +93,7 @@ def submission_code(out: Path, student_id: str) -> CodeDoc:
         sub = json.loads(sub_path.read_text(encoding="utf-8")) if sub_path else {}
     except (OSError, ValueError):
         sub = {}
-    work = work_folder(root, sub if isinstance(sub, dict) else {}, student_id)
+    work = work_folder(root, sub if isinstance(sub, dict) else {}, student_id)[0]
     if work is None:
         doc.notes.append("the submission's files are not in the output folder")
         return doc

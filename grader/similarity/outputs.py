@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grader.outread import inside as _inside
+from grader.outread import read_json as _read_json
+from grader.outread import work_folder
 from grader.safename import safe_name
 
 __all__ = ["OutputPrints", "common_outputs", "compare_outputs", "distinctive", "output_prints"]
@@ -141,7 +144,7 @@ def output_prints(out: Path, student_id: str, *, handout: frozenset[str] = froze
     if len(folders) > MAX_RUN_FOLDERS:
         notes.append(f"Only the first {MAX_RUN_FOLDERS} of {len(folders)} run folders were read.")
     sub = _read_json(root / "submission.json", MAX_JSON_BYTES)
-    work = _work(root_out, sub if isinstance(sub, dict) else {}, sid)
+    work = work_folder(root_out, sub if isinstance(sub, dict) else {}, student_id)[0]
     figures_left = [MAX_FIGURES]
     for folder in folders[:MAX_RUN_FOLDERS]:
         run = _inside(root, folder)
@@ -157,15 +160,6 @@ def output_prints(out: Path, student_id: str, *, handout: frozenset[str] = froze
     if len(lines) >= MAX_LINES:
         notes.append(f"Only the first {MAX_LINES} distinctive printed lines were kept.")
     return OutputPrints(str(student_id), lines, tables, images, kinds, fine, notes)
-
-
-def _work(out: Path, sub: Mapping[str, Any], sid: str) -> Path | None:
-    recorded = sub.get("work_dir")
-    got = _inside(out, Path(str(recorded))) if isinstance(recorded, str) and recorded else None
-    if got is not None and got.is_dir():
-        return got
-    moved = _inside(out, out / "work" / sid)
-    return moved if moved is not None and moved.is_dir() else None
 
 
 def _notebook(run: Path, ev: Mapping[str, Any], name: str, work: Path | None, notes: list[str]) -> dict | None:
@@ -473,24 +467,3 @@ def _int_hash(key: str, digits: int) -> int | None:
         return int(key, 16)
     except ValueError:
         return None
-
-
-# --- reading OUT safely --------------------------------------------------------------------------
-
-def _inside(root: Path, path: Path) -> Path | None:
-    """`path` resolved, or None unless it lies inside `root` (already resolved)."""
-    try:
-        got = path.resolve()
-    except (OSError, RuntimeError):
-        return None
-    return got if got.is_relative_to(root) else None
-
-
-def _read_json(path: Path, cap: int) -> Any:
-    try:
-        if not path.is_file() or path.stat().st_size > cap:
-            return None
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return None
-

@@ -297,3 +297,70 @@ def test_the_review_queues_the_flag_and_opens_the_pair(graded: Path) -> None:
     assert pair.status_code == 200 and "<mark>" in pair.text
     assert c.get("/similarity.html").status_code == 200
     assert c.get("/similarity/..%2Fsettings.json").status_code == 404
+
+
+def _copy(graded: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(graded, to, symlinks=True)
+    s = (to / "settings.json").read_text()
+    (to / "settings.json").write_text(s.replace(str(graded), str(to)))
+    return to
+
+
+def test_scores_are_the_same_in_every_process(graded: Path, tmp_path: Path) -> None:
+    import os
+    import sys
+
+    got = []
+    for seed in ("1", "2"):
+        out = _copy(graded, tmp_path / f"s{seed}")
+        subprocess.run([sys.executable, "-m", "grader.cli", "similarity", str(out)], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed})
+        got.append({(p["a"], p["b"]): p["code"] for p in json.loads((out / "similarity.json").read_text())["pairs"]})
+    assert got[0] == got[1] and got[0]
+
+
+def test_earlier_terms_are_kept_for_later_runs_and_named_apart(graded: Path, tmp_path: Path) -> None:
+    from grader.errors import GraderError
+    from grader.similarity.core import update
+
+    now = _copy(graded, tmp_path / "now")
+    a = _copy(graded, tmp_path / "y2024" / "graded")
+    b = _copy(graded, tmp_path / "y2023" / "graded")
+    result, _ = update(now, against=[a, b])
+    terms = {p["b_term"] for p in result["pairs"] if p["b_term"]}
+    assert terms == {"graded", "y2023-graded"} or terms == {"graded", "y2024-graded"}, terms
+    again, _ = update(now)  # a later grade or similarity without --against compares with them again
+    assert again["earlier"] == result["earlier"] > 0
+    with pytest.raises(GraderError, match="is the folder being checked"):
+        update(now, against=[now])
+    with pytest.raises(GraderError, match="no such file"):
+        update(now, handout=[tmp_path / "nope.ipynb"])
+
+
+def test_a_small_class_without_a_handout_says_so_and_the_handout_fixes_it(tmp_path: Path) -> None:
+    from grader.similarity.core import update
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    own = {"0600001": ALICE, "0600002": BOB}
+    for sid, cells in own.items():
+        nb = _notebook([(HANDOUT[0], ""), (HANDOUT[1], ""), *[(c, "") for c in cells]])
+        write_archive(Sample(sid, f"dllab_{sid}.zip", "two honest", {"lab1-1.ipynb": nb}), subs)
+    out = tmp_path / "out"
+    assert main(["grade", str(subs), "--lab", "lab1", "--mode", "saved", "--out", str(out), "--no-pdf"]) == 0
+    data = json.loads((out / "similarity.json").read_text())
+    assert "no handout code is known" in data["warning"]
+    handout = tmp_path / "handout.ipynb"
+    nbformat.write(_notebook([(HANDOUT[0], ""), (HANDOUT[1], "")]), str(handout))
+    result, _ = update(out, handout=[handout])
+    assert not result["warning"] and not any(p["flagged"] for p in result["pairs"]), result["pairs"]
+
+
+def test_a_copied_figure_is_shown_side_by_side() -> None:
+    from grader.similarity.core import _figure_src
+
+    assert _figure_src("../runs/0600001/", "lab1-1.ipynb#cell 3 · lab1-1.ipynb/figures/fig 1.png") == \
+        "../runs/0600001/lab1-1.ipynb/figures/fig%201.png"
+    assert _figure_src("../runs/x/", "lab1-1.ipynb#cell 3 · ../../settings.json") == ""

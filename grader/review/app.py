@@ -329,6 +329,7 @@ class Review:
             Route("/static/{name}", self.static_file),
             Route("/favicon.ico", lambda request: Response(status_code=204)),
             Route("/similarity.html", self.similarity_page),
+            Route("/runs/{sid}/{path:path}", self.file),  # the similarity pages' figures (../runs/<id>/...)
             Route("/similarity/{name}", self.similarity_page),
             Route("/api/decide", self.api_decide, methods=["POST"]),
             Route("/api/release", self.api_release, methods=["POST"]),

@@ -73,12 +73,20 @@ def notebook_code(path: Path) -> list[tuple[int, str]]:
     return found
 
 
+SEP = "\u00a4"
+"""Starts each cell's header line (`¤ # ---- file cell n`): the normalization keeps it (it is no
+name, string or comment), and every k-gram that holds it is dropped, so no k-gram runs from one
+cell into the next (the handout's last line and a student's first line never match as one)."""
+SEP_HASH = -1
+"""The hash every k-gram holding SEP gets (removed with the boilerplate)."""
+
+
 def document(parts: Iterable[tuple[str, int | None, str]]) -> str:
-    """The document of (file, cell or None, code) parts, each after a header comment."""
+    """The document of (file, cell or None, code) parts, each after a SEP header line."""
     out = []
     for name, cell, src in parts:
         where = f"{name} cell {cell}" if cell is not None else name
-        out.append(f"# ---- {where}\n{src}\n")
+        out.append(f"{SEP} # ---- {where}\n{src}\n")
     return "\n".join(out)[:MAX_CODE_CHARS]
 
 
@@ -132,6 +140,33 @@ def handout_code(paths: Sequence[Path]) -> str:
     return document(parts)
 
 
+def stable_kgram_hashes(text: str, k: int) -> Any:
+    """Hashes of every k-gram of `text` (int64 array, len(text) - k + 1), the same in every
+    process: a polynomial hash over the characters' code points, modulo 2**64. copydetect's own
+    uses Python's hash(), which is salted per process, so its scores changed from run to run."""
+    import numpy as np
+
+    if len(text) < k:
+        return np.array([], dtype=np.int64)
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    n = len(codes) - k + 1
+    h = np.zeros(n, dtype=np.uint64)
+    base = np.uint64(1_000_003)
+    with np.errstate(over="ignore"):
+        for j in range(k):
+            h = h * base + codes[j:j + n]
+    out = h.view(np.int64).copy()
+    seps = np.concatenate([[0], np.cumsum(codes == ord(SEP))])
+    out[(seps[k:] - seps[:n]) > 0] = SEP_HASH  # k-grams across a cell boundary
+    return out
+
+
+def _stable_copydetect() -> None:
+    import copydetect.utils as utils
+
+    utils.hashed_kgrams = stable_kgram_hashes  # get_document_fingerprints looks it up in its module
+
+
 def fingerprint(docs: Sequence[CodeDoc], *, handout: str = "", common_share: float = 0.3,
                 common_at_least: int = 3) -> set[int]:
     """Fingerprints every document in place and removes the boilerplate: the handout's
@@ -140,9 +175,10 @@ def fingerprint(docs: Sequence[CodeDoc], *, handout: str = "", common_share: flo
     from copydetect import CodeFingerprint
     from copydetect.utils import get_token_coverage
 
+    _stable_copydetect()
     for d in docs:
         d.fp = CodeFingerprint(f"{d.student_id}.py", K, WINDOW, language="python", fp=_Text(d.text))
-    boiler: set[int] = set()
+    boiler: set[int] = {SEP_HASH}
     if handout.strip():
         boiler |= CodeFingerprint("handout.py", K, WINDOW, language="python", fp=_Text(handout)).hashes
     counts = Counter(h for d in docs for h in d.fp.hashes)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import statistics
 import time
 from collections import defaultdict
@@ -88,16 +89,27 @@ def run_similarity(out: Path, *, against: Sequence[Path] = (), handout: Sequence
     mine = members(out)
     if len(mine) < 1:
         raise GraderError(f"{out} holds no graded submission")
+    missing = [str(h) for h in handout if not Path(h).is_file()]
+    if missing:
+        raise GraderError(f"--handout {', '.join(missing)}: no such file")
     others: list[Member] = []
-    for folder in against:
-        found = members(Path(folder), term=Path(folder).resolve().name)
+    for folder, term in _terms(out, against):
+        found = members(Path(folder), term=term)
         if not found:
             raise GraderError(f"--against {folder}: no graded submission there (runs/*/submission.json)")
         others += found
     everyone = mine + others
     docs = {m.label: submission_code(m.out, m.student_id) for m in everyone}
-    template = handout_code([*rubric.handout_paths(), *handout, *_lab_handout(settings.lab_dir)])
+    handouts = [*rubric.handout_paths(), *map(Path, handout), *_lab_handout(settings.lab_dir)]
+    template = handout_code(handouts)
     fingerprint(list(docs.values()), handout=template, common_share=th.common_share)
+    warning = ""
+    if not template.strip() and len(everyone) < 8:
+        warning = (f"no handout code is known and the class is small ({len(everyone)} submissions): code every "
+                   "student got from the handout counts as their own here, so honest students may be paired; give "
+                   "the handout with --handout or the rubric's `handout:`")
+        log(f"similarity: {warning}")
+    removed = "handout and common code removed" if template.strip() else "common code removed; no handout known"
     prints = _output_prints(everyone)
     common = _common_outputs(list(prints.values()), th.common_share)
     pairs = []
@@ -108,7 +120,7 @@ def run_similarity(out: Path, *, against: Sequence[Path] = (), handout: Sequence
         out_hit = outputs is not None and float(outputs.get("score") or 0) >= th.outputs
         reasons = []
         if code_hit:
-            reasons.append(f"{match.score:.0%} of one's own code (handout removed) is in the other's")
+            reasons.append(f"{math.floor(match.score * 100)}% of one's own code ({removed}) is in the other's")
         if out_hit:
             reasons += [str(r) for r in outputs.get("reasons") or []][:4]  # type: ignore[union-attr]
         pairs.append({"a": a.label, "b": b.label, "a_term": a.term, "b_term": b.term,
@@ -128,7 +140,8 @@ def run_similarity(out: Path, *, against: Sequence[Path] = (), handout: Sequence
     scores = sorted(p["code"]["score"] for p in pairs)
     result = {
         "lab": rubric.lab, "made": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "students": len(mine), "against": [str(Path(f)) for f in against], "earlier": len(others),
+        "students": len(mine), "against": [str(Path(f).resolve()) for f in against], "earlier": len(others),
+        "handout": [str(Path(h).resolve()) for h in handout], "warning": warning,
         "pairs_compared": len(mine) * (len(mine) - 1) // 2 + len(mine) * len(others),
         "pairs_scored": len(pairs), "thresholds": th.model_dump(),
         "code_scores": {"median": statistics.median(scores) if scores else 0.0,
@@ -144,6 +157,27 @@ def run_similarity(out: Path, *, against: Sequence[Path] = (), handout: Sequence
     log(f"similarity: {result['pairs_compared']} pairs compared, {sum(p['flagged'] for p in pairs)} flagged, "
         f"in {result['seconds']:.1f} s; {out / 'similarity.html'}")
     return result
+
+
+def _terms(out: Path, against: Sequence[Path]) -> list[tuple[Path, str]]:
+    """(folder, its label) for each earlier term: the folder's name, made unique with its parent's
+    (`y2024-graded`) when two share one. Raises GraderError for OUT itself or a folder given twice."""
+    me = Path(out).resolve()
+    seen: dict[Path, str] = {}
+    for folder in against:
+        f = Path(folder).resolve()
+        if f == me:
+            raise GraderError(f"--against {folder} is the folder being checked; give an earlier term's graded folder")
+        if f in seen:
+            raise GraderError(f"--against {folder} is given twice")
+        label = f.name
+        if label in seen.values():
+            label = f"{f.parent.name}-{f.name}"
+        n = 2
+        while label in seen.values():
+            label, n = f"{f.name}-{n}", n + 1
+        seen[f] = label
+    return list(seen.items())
 
 
 def _lab_handout(lab_dir: Path | None) -> list[Path]:
@@ -244,13 +278,24 @@ def _pages(out: Path, result: Mapping[str, Any], pairs: Sequence[Mapping[str, An
         if match is None:
             continue
         outputs = _compare_outputs(prints.get(p["a"]), prints.get(p["b"]), set()) if prints else None
+        figures = [(_figure_src(runs_a, wa), _figure_src(runs_b, wb), wa.split(" · ")[0], wb.split(" · ")[0], d)
+                   for _, _, wa, wb, d in (outputs or {}).get("images") or []
+                   for runs_a, runs_b in [(_runs_link(out, by_label[p["a"]]), _runs_link(out, by_label[p["b"]]))]]
         html = env.get_template("similarity_pair.html.j2").render(
             pair=p, a=docs[p["a"]], b=docs[p["b"]], seg_a=segments(docs[p["a"]].text, match.slices_a),
             seg_b=segments(docs[p["b"]].text, match.slices_b),
-            outputs={"lines": [], "tables": [], "images": [], **(outputs or {})},
+            outputs={"lines": [], "tables": [], "images": [], **(outputs or {})}, figures=figures,
             runs_a=_runs_link(out, by_label[p["a"]]), runs_b=_runs_link(out, by_label[p["b"]]))
         write_text_atomic(folder / name, html)
     write_text_atomic(out / "similarity.html", env.get_template("similarity.html.j2").render(result=result, rows=rows))
+
+
+def _figure_src(runs: str, where: str) -> str:
+    """The figure's URL from its `where` ("<nb>#cell n · <path under the runs folder>"), or empty."""
+    from urllib.parse import quote
+
+    _, sep, rel = where.partition(" · ")
+    return runs + quote(rel) if sep and rel.lower().endswith(".png") and ".." not in rel.split("/") else ""
 
 
 def _runs_link(out: Path, m: Member) -> str:
@@ -270,11 +315,23 @@ def update(out: Path, *, against: Sequence[Path] = (), handout: Sequence[Path] =
     from grader.rescore import rescore_students
 
     before = _all_flags(out)
+    if not against and not handout:  # a later `grade` or `similarity` compares as the last one did
+        against, handout = _last_options(out)
     result = run_similarity(out, against=against, handout=handout, log=log)
     after = {k: set(v) for k, v in result["flags"].items()}
     changed = sorted(s for s in set(before) | set(after) if before.get(s, set()) != after.get(s, set()))
     grades = rescore_students(changed, config.load(out), workers=1) if changed else []
     return result, grades
+
+
+def _last_options(out: Path) -> tuple[list[Path], list[Path]]:
+    """The --against folders and --handout files of the last run (those that still exist)."""
+    try:
+        data = json.loads((Path(out) / RESULTS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [], []
+    pick = lambda key, ok: [Path(x) for x in data.get(key) or [] if isinstance(x, str) and ok(Path(x))]
+    return pick("against", Path.is_dir), pick("handout", Path.is_file)
 
 
 def _all_flags(out: Path) -> dict[str, set[str]]:

@@ -321,6 +321,10 @@ def _read_figures(run: Path, ev: Mapping[str, Any], name: str, images: dict[str,
         digest, detail = hashes
         fine.setdefault(digest, detail)
         where = f"{name}#cell {cell}" if isinstance(cell, int) and not isinstance(cell, bool) else name
+        try:  # the PNG itself, for the side-by-side page: "<where> · <path under OUT/runs/<id>/>"
+            where += f" · {path.relative_to(run.parent).as_posix()}"
+        except ValueError:
+            pass
         places = images.setdefault(digest, [])
         if where not in places and len(places) < MAX_WHERE:
             places.append(where)

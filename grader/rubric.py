@@ -322,7 +322,7 @@ class Similarity(_Model):
     """When `dllab similarity` pairs two submissions (grader.similarity): a flag for a TA, never a
     deduction. Defaults chosen from the scores of honest and copied submissions (bench/similarity.md)."""
 
-    code: Annotated[float, Field(ge=0, le=1)] = 0.5
+    code: Annotated[float, Field(ge=0, le=1)] = 0.6
     """Share of one submission's own code (handout and common code removed) found in the other."""
     min_overlap: Annotated[int, Field(strict=True, ge=0)] = 150
     """...and at least this much matching code, in normalized characters (about 3-4 lines)."""

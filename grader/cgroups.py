@@ -1,0 +1,195 @@
+"""A control group per run: the kernel's own caps on a run's processes, memory and CPU share.
+
+rlimits count per user and per process: a fork bomb inside the sandbox holds its 256 processes
+spinning until the cell timeout, and a busy loop takes a whole core from the runs beside it. A
+cgroup caps the run's whole process tree: `pids.max` (forks beyond it fail, and `pids.events`
+says the cap was hit, so the run can be killed at once), the memory limit, and a CPU quota (CFS
+bandwidth: at most `cpu_share` cores, whatever the run does). Both hierarchies are supported:
+cgroup v2 (one tree, `/sys/fs/cgroup` or `/sys/fs/cgroup/unified` with the controllers enabled)
+and v1 (a tree per controller, as on this machine). A run's group is made beneath the grader's
+own group in each hierarchy (so the host's accounting of the grader still holds), and removed
+when the run ends, its processes killed first.
+
+Where no hierarchy can be written (no root, no delegation), `create` returns None with the
+reason, and the sandbox keeps its rlimits (and says so in the run log).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+PERIOD_US = 100_000
+"""CFS bandwidth period (microseconds); the quota is cpu_share × this."""
+
+
+@dataclass
+class RunGroup:
+    """One run's control group(s)."""
+
+    version: int
+    """1 or 2."""
+    dirs: dict[str, Path] = field(default_factory=dict)
+    """Controller -> the group's folder (v2: one folder under the key "unified")."""
+    max_processes: int = 0
+
+    def attach(self, pid: int) -> None:
+        """Moves process `pid` (and the children it starts afterwards) into the group.
+        Raises OSError when the kernel refuses."""
+        for d in set(self.dirs.values()):
+            (d / "cgroup.procs").write_text(f"{pid}\n")
+
+    def pids(self) -> list[int]:
+        """The processes in the group now."""
+        d = self.dirs.get("pids") or self.dirs.get("unified")
+        try:
+            return [int(x) for x in (d / "cgroup.procs").read_text().split()] if d else []
+        except (OSError, ValueError):
+            return []
+
+    def process_cap_hits(self) -> int:
+        """How many forks the process cap refused so far (`pids.events` "max")."""
+        d = self.dirs.get("pids") or self.dirs.get("unified")
+        try:
+            for line in (d / "pids.events").read_text().splitlines():  # type: ignore[operator]
+                key, _, value = line.partition(" ")
+                if key == "max":
+                    return int(value)
+        except (OSError, ValueError, TypeError):
+            pass
+        return 0
+
+    def cpu_seconds(self) -> float:
+        """CPU time the group's processes used (seconds)."""
+        if self.version == 2:
+            try:
+                for line in (self.dirs["unified"] / "cpu.stat").read_text().splitlines():
+                    if line.startswith("usage_usec "):
+                        return int(line.split()[1]) / 1e6
+            except (OSError, ValueError, KeyError):
+                return 0.0
+            return 0.0
+        d = self.dirs.get("cpuacct")
+        try:
+            return int((d / "cpuacct.usage").read_text()) / 1e9 if d else 0.0
+        except (OSError, ValueError):
+            return 0.0
+
+    def kill(self) -> None:
+        """SIGKILLs every process in the group (v2: cgroup.kill), until none is left (≤ 2 s)."""
+        unified = self.dirs.get("unified")
+        if unified is not None and (unified / "cgroup.kill").exists():
+            try:
+                (unified / "cgroup.kill").write_text("1\n")
+            except OSError:
+                pass
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            left = self.pids()
+            if not left:
+                return
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.02)
+
+    def remove(self) -> None:
+        """Kills what is left and removes the group's folders (errors ignored: a folder the
+        kernel still holds is removed by the next run's sweep)."""
+        self.kill()
+        for d in set(self.dirs.values()):
+            for _ in range(50):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def _own_paths(proc_cgroup: str) -> dict[str, str]:
+    """Controller (or "unified") -> this process's group path, from /proc/self/cgroup's text."""
+    out: dict[str, str] = {}
+    for line in proc_cgroup.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            out["unified"] = path
+        for c in controllers.split(","):
+            if c:
+                out[c] = path
+    return out
+
+
+def available(root: Path = ROOT) -> tuple[int, str]:
+    """(1 or 2, "") when run groups can be made here, else (0, why not)."""
+    try:
+        own = _own_paths(Path("/proc/self/cgroup").read_text())
+    except OSError as exc:
+        return 0, f"/proc/self/cgroup cannot be read ({exc.strerror})"
+    v1 = [c for c in ("pids", "memory", "cpu") if (root / c / "cgroup.procs").exists()]
+    if len(v1) == 3:
+        base = root / "pids" / own.get("pids", "/").lstrip("/")
+        return (1, "") if os.access(base, os.W_OK) else (0, f"{base} is not writable (no root, no delegation)")
+    for unified in (root, root / "unified"):
+        controllers = unified / "cgroup.controllers"
+        if controllers.exists():
+            have = set(controllers.read_text().split())
+            if {"pids", "memory", "cpu"} <= have:
+                base = unified / own.get("unified", "/").lstrip("/")
+                return (2, "") if os.access(base, os.W_OK) else (0, f"{base} is not writable")
+            return 0, f"cgroup v2 at {unified} lacks controllers ({', '.join(sorted({'pids', 'memory', 'cpu'} - have))})"
+    return 0, "no cgroup hierarchy with the pids, memory and cpu controllers is mounted"
+
+
+def create(*, max_processes: int, memory_bytes: int | None, cpu_share: float | None, name: str = "",
+           root: Path = ROOT) -> tuple[RunGroup | None, str]:
+    """A new group with these caps: processes (pids.max), memory (bytes; None = none) and CPU
+    (at most `cpu_share` cores, e.g. 1.0; None = no quota). Returns (group, "") or (None, why
+    the kernel's groups cannot be used here)."""
+    version, why = available(root)
+    if not version:
+        return None, why
+    own = _own_paths(Path("/proc/self/cgroup").read_text())
+    leaf = f"dllab-{name or 'run'}-{uuid.uuid4().hex[:8]}"
+    group = RunGroup(version=version, max_processes=max_processes)
+    try:
+        if version == 1:
+            for c in ("pids", "memory", "cpu", "cpuacct"):
+                if not (root / c).is_dir():
+                    continue
+                d = root / c / own.get(c, "/").lstrip("/") / leaf
+                d.mkdir()
+                group.dirs[c] = d
+            (group.dirs["pids"] / "pids.max").write_text(f"{max_processes}\n")
+            if memory_bytes:
+                (group.dirs["memory"] / "memory.limit_in_bytes").write_text(f"{memory_bytes}\n")
+            if cpu_share:
+                (group.dirs["cpu"] / "cpu.cfs_period_us").write_text(f"{PERIOD_US}\n")
+                (group.dirs["cpu"] / "cpu.cfs_quota_us").write_text(f"{max(1000, int(cpu_share * PERIOD_US))}\n")
+        else:
+            unified = root if (root / "cgroup.controllers").exists() else root / "unified"
+            parent = unified / own.get("unified", "/").lstrip("/")
+            try:  # the parent must hand the controllers down
+                (parent / "cgroup.subtree_control").write_text("+pids +memory +cpu\n")
+            except OSError:
+                pass
+            d = parent / leaf
+            d.mkdir()
+            group.dirs["unified"] = d
+            (d / "pids.max").write_text(f"{max_processes}\n")
+            if memory_bytes:
+                (d / "memory.max").write_text(f"{memory_bytes}\n")
+            if cpu_share:
+                (d / "cpu.max").write_text(f"{max(1000, int(cpu_share * PERIOD_US))} {PERIOD_US}\n")
+    except OSError as exc:
+        group.remove()
+        return None, f"a run group could not be made ({exc.strerror or exc})"
+    return group, ""

@@ -17,6 +17,7 @@ reason, and the sandbox keeps its rlimits (and says so in the run log).
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import time
 import uuid
@@ -37,12 +38,25 @@ class RunGroup:
     dirs: dict[str, Path] = field(default_factory=dict)
     """Controller -> the group's folder (v2: one folder under the key "unified")."""
     max_processes: int = 0
+    caps: list[str] = field(default_factory=list)
+    """The caps set, in words (for the run log)."""
 
     def attach(self, pid: int) -> None:
         """Moves process `pid` (and the children it starts afterwards) into the group.
         Raises OSError when the kernel refuses."""
         for d in set(self.dirs.values()):
             (d / "cgroup.procs").write_text(f"{pid}\n")
+
+    def prefix(self) -> list[str]:
+        """A command prefix that moves itself into the group, then execs the rest: everything the
+        command starts (bwrap, its namespace's init, the kernel) is in the group from the start."""
+        files = " ".join(shlex.quote(str(d / "cgroup.procs")) for d in sorted(set(self.dirs.values())))
+        script = f'for f in {files}; do echo $$ > "$f" || exit 111; done; exec "$@"'
+        return ["/bin/sh", "-c", script, "dllab-cgroup"]
+
+    def describe(self) -> str:
+        """One line for the run log: which caps hold."""
+        return f"cgroup v{self.version}: " + ", ".join(self.caps)
 
     def pids(self) -> list[int]:
         """The processes in the group now."""
@@ -192,4 +206,9 @@ def create(*, max_processes: int, memory_bytes: int | None, cpu_share: float | N
     except OSError as exc:
         group.remove()
         return None, f"a run group could not be made ({exc.strerror or exc})"
+    group.caps = [f"at most {max_processes} processes and threads"]
+    if memory_bytes:
+        group.caps.append(f"memory {memory_bytes >> 20} MiB")
+    if cpu_share:
+        group.caps.append(f"at most {cpu_share:g} CPU core(s)")
     return group, ""

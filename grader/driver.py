@@ -108,6 +108,7 @@ class Runner:
         self.truncated = False
         self.kill_status: tuple[RunStatus, str] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        self.group = None  # the run's cgroup (grader.cgroups.RunGroup), made with the command
         self.stop: dict[str, Any] | None = None
         self.outcome: tuple[RunStatus, str] | None = None
         self.phase = "start"
@@ -213,6 +214,8 @@ class Runner:
                 self.log.write(f"{len(left)} sandbox processes were still alive after the run: {left[:20]}")
         if self._drain is not None:
             self._drain.join(timeout=5)
+        if self.group is not None:
+            self.group.remove()  # whatever escaped the namespace kill (none should), then the folders
 
     # -- the command
 
@@ -252,7 +255,21 @@ class Runner:
             mounts=placement.mounts, limits=self.limits, env=env, uid=self.uid,
             gpus=self.spec.gpus, bwrap=sandbox.bwrap_path() or "bwrap", workdir=workdir,
             copy_errors=str(kernel_dir / COPY_ERRORS))
-        return cmd, str(self.run_dir)
+        return [*self._group_prefix(), *cmd], str(self.run_dir)
+
+    def _group_prefix(self) -> list[str]:
+        """The run's cgroup (grader.cgroups): the kernel's caps on the whole process tree; where
+        the host has none to give, the rlimits alone, said in the run log."""
+        from grader import cgroups
+
+        self.group, why = cgroups.create(max_processes=self.limits.max_processes,
+                                         memory_bytes=self.limits.memory_bytes or None,
+                                         cpu_share=self.spec.cpu_share, name=self.run_dir.name)
+        if self.group is None:
+            self.log.write(f"no cgroup for this run ({why}): the per-process rlimits alone cap it")
+            return []
+        self.log.write(self.group.describe())
+        return self.group.prefix()
 
     async def run(self, startup_code: str | None,
                   teardown_code: str | None = None) -> tuple[RunStatus, str]:

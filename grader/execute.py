@@ -111,6 +111,9 @@ class SandboxSpec:
     """Always False: there is no option to turn the network on."""
     sandbox: Literal["bwrap", "none"] = "bwrap"
     """`none` is only for a student checking their own work on their own machine."""
+    cpu_share: float | None = None
+    """At most this many CPU cores for the run (its cgroup's CFS quota; None: no quota), e.g.
+    the host's cores / the batch's workers, so a busy loop cannot slow the runs beside it."""
     cpu_threads: int = 0
     """Threads torch/OpenMP may use (0: all cores); concurrent runs share the cores this way."""
 

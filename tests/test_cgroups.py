@@ -91,3 +91,16 @@ def test_the_own_group_paths_are_read_for_v1_and_v2() -> None:
     text = "4:memory:/process_api/abc\n8:pids:/\n1:cpu,cpuacct:/x\n0::/user.slice\n"
     assert cgroups._own_paths(text) == {"memory": "/process_api/abc", "pids": "/", "cpu": "/x", "cpuacct": "/x",
                                         "unified": "/user.slice"}
+
+
+def test_a_command_started_through_the_prefix_is_in_the_group_from_its_start() -> None:
+    group, why = cgroups.create(max_processes=16, memory_bytes=None, cpu_share=0.5, name="test")
+    assert group is not None, why
+    try:
+        out = subprocess.run([*group.prefix(), sys.executable, "-c", "print(open('/proc/self/cgroup').read())"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        leaf = next(iter(group.dirs.values())).name
+        assert leaf in out
+        assert "at most 0.5 CPU core(s)" in group.describe()
+    finally:
+        group.remove()

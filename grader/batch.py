@@ -205,6 +205,12 @@ def default_workers(gpus: Sequence[int]) -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
+def cpu_share(workers: int) -> float:
+    """The CPU cores one run may use when `workers` runs share this host: cores ÷ workers
+    (e.g. 1.0 for 2 workers on 2 cores), rounded down to 0.01 core, at least 0.1."""
+    return max(0.1, int(100 * (os.cpu_count() or 1) / max(1, workers)) / 100)
+
+
 def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int | None = None,
                 scheduler: str | None = None, log: Log = lambda s: None) -> list[dict[str, Any]]:
     """Grades every submission under `paths` not already graded; returns all grades in OUT."""
@@ -248,6 +254,8 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
     workers = workers or default_workers(settings.gpus)
     if not scheduler and not settings.cpu_threads:
         settings = replace(settings, cpu_threads=max(1, (os.cpu_count() or 1) // workers))
+    if not scheduler and not settings.cpu_share:  # Dask: each machine's own cores are unknown here
+        settings = replace(settings, cpu_share=cpu_share(workers))
     log(f"{len(candidates)} submission(s); {progress.skipped} already graded, {len(todo)} to grade "
         f"with {'Dask at ' + scheduler if scheduler else f'{workers} worker(s)'}")
     if restamp:

@@ -23,6 +23,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grader.execute import SandboxLimits
 
 ROOT = Path("/sys/fs/cgroup")
 PERIOD_US = 100_000
@@ -212,3 +216,13 @@ def create(*, max_processes: int, memory_bytes: int | None, cpu_share: float | N
     if cpu_share:
         group.caps.append(f"at most {cpu_share:g} CPU core(s)")
     return group, ""
+
+
+def for_run(limits: "SandboxLimits", *, cpu_share: float | None, name: str = "") -> tuple[RunGroup | None, str]:
+    """The group of one sandboxed run under `limits`: at most `limits.max_processes` processes
+    and threads (bwrap's two processes included, so RLIMIT_NPROC, which does not count them, is
+    never the one reached), memory for the kernel and everything it starts plus its two tmpfs
+    (/tmp and /dev/shm are RAM charged to the group: `memory_bytes + max_work_bytes +
+    max_shm_bytes`), and `cpu_share` cores. (None, why) where the host gives no groups."""
+    memory = limits.memory_bytes + limits.max_work_bytes + limits.max_shm_bytes if limits.memory_bytes else None
+    return create(max_processes=limits.max_processes, memory_bytes=memory, cpu_share=cpu_share, name=name)

@@ -262,9 +262,7 @@ class Runner:
         the host has none to give, the rlimits alone, said in the run log."""
         from grader import cgroups
 
-        self.group, why = cgroups.create(max_processes=self.limits.max_processes,
-                                         memory_bytes=self.limits.memory_bytes or None,
-                                         cpu_share=self.spec.cpu_share, name=self.run_dir.name)
+        self.group, why = cgroups.for_run(self.limits, cpu_share=self.spec.cpu_share, name=self.run_dir.name)
         if self.group is None:
             self.log.write(f"no cgroup for this run ({why}): the per-process rlimits alone cap it")
             return []

@@ -66,6 +66,9 @@ class GradeSettings:
     """Student id -> ISO time from a `--submitted-at` CSV, overriding the archive's time."""
     cpu_threads: int = 0
     """CPU threads each run may use (0: all); the batch sets cores ÷ workers."""
+    cpu_share: float = 0.0
+    """CPU cores each run may use at most, enforced by its cgroup's CPU quota (0: no quota); the
+    batch sets cores ÷ workers, so a busy loop takes no more than its worker's share."""
     run_cache: str | None = None
     """Folder of finished runs keyed by content ($DLLAB_RUN_CACHE); None: OUT/cache."""
     lab_dir: Path | None = None
@@ -344,7 +347,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
                                architecture=1 if reads_architecture(rubric) else 0,
                                split_runs=1 if _split_datasets(rubric, settings.data) else 0)
     spec = SandboxSpec(mounts=sandbox_mounts(rubric, settings.data), gpus=settings.gpus, sandbox=settings.sandbox,
-                       cpu_threads=settings.cpu_threads)
+                       cpu_threads=settings.cpu_threads, cpu_share=settings.cpu_share or None)
     runner = run_script if path.suffix.lower() == ".py" else run_notebook
     result = runner(path, submission_dir=submission_dir, out_dir=run_dir, spec=spec, limits=limits,
                     startup_code=_with_probe_dir(startup), teardown_code=teardown_source(), deadline=submission_end)

@@ -284,6 +284,7 @@ def run_job(script: Path, job: Path, *, work: Path, spec: SandboxSpec, limits: S
         if spec.sandbox == "none":
             cmd = [*sandbox.rlimit_prefix(limits), *inner]
         else:
+            from grader import cgroups
             from grader.execute import _sandbox_env
 
             uid = stack.enter_context(sandbox.allocate_uid()) if sandbox.is_root() else None
@@ -291,6 +292,12 @@ def run_job(script: Path, job: Path, *, work: Path, spec: SandboxSpec, limits: S
                 inner, run_dir=work, kernel_dir=job.parent, submission=work / "sub", mounts={},
                 limits=limits, env=_sandbox_env(SandboxSpec()), uid=uid, gpus=(),
                 bwrap=sandbox.bwrap_path() or "bwrap")
+            # the run's own cgroup caps (its CPU share above all): a model evaluated beside
+            # other runs takes no more of the host than the run that trained it
+            group, _ = cgroups.for_run(limits, cpu_share=spec.cpu_share, name="verify")
+            if group is not None:
+                stack.callback(group.remove)
+                cmd = [*group.prefix(), *cmd]
         return _run_capped(cmd, cwd=str(work), timeout_s=timeout_s)
 
 

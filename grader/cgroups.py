@@ -42,6 +42,8 @@ class RunGroup:
     dirs: dict[str, Path] = field(default_factory=dict)
     """Controller -> the group's folder (v2: one folder under the key "unified")."""
     max_processes: int = 0
+    memory_bytes: int = 0
+    """The memory limit (bytes; 0: none)."""
     caps: list[str] = field(default_factory=list)
     """The caps set, in words (for the run log)."""
 
@@ -81,6 +83,30 @@ class RunGroup:
         except (OSError, ValueError, TypeError):
             pass
         return 0
+
+    def oom_kills(self) -> int:
+        """How many of the group's processes the kernel's out-of-memory killer ended because the
+        group reached its memory limit (v1 `memory.oom_control`, v2 `memory.events` "oom_kill")."""
+        name = "memory.events" if self.version == 2 else "memory.oom_control"
+        d = self.dirs.get("unified") if self.version == 2 else self.dirs.get("memory")
+        try:
+            for line in (d / name).read_text().splitlines():  # type: ignore[operator]
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError, TypeError):
+            pass
+        return 0
+
+    def memory_peak(self) -> int:
+        """The most memory the group held at once (bytes; 0 when the kernel does not say):
+        v1 `memory.max_usage_in_bytes`, v2 `memory.peak` (Linux ≥ 5.19)."""
+        d = self.dirs.get("unified") if self.version == 2 else self.dirs.get("memory")
+        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
+        try:
+            return int((d / name).read_text()) if d else 0  # type: ignore[operator]
+        except (OSError, ValueError):
+            return 0
 
     def cpu_seconds(self) -> float:
         """CPU time the group's processes used (seconds)."""
@@ -147,7 +173,10 @@ def _own_paths(proc_cgroup: str) -> dict[str, str]:
 
 
 def available(root: Path = ROOT) -> tuple[int, str]:
-    """(1 or 2, "") when run groups can be made here, else (0, why not)."""
+    """(1 or 2, "") when run groups can be made here, else (0, why not). DLLAB_CGROUPS=0 in the
+    grader's environment turns them off (the rlimits alone, as on a host without groups)."""
+    if os.environ.get("DLLAB_CGROUPS", "").strip() == "0":
+        return 0, "turned off by DLLAB_CGROUPS=0"
     try:
         own = _own_paths(Path("/proc/self/cgroup").read_text())
     except OSError as exc:
@@ -177,7 +206,7 @@ def create(*, max_processes: int, memory_bytes: int | None, cpu_share: float | N
         return None, why
     own = _own_paths(Path("/proc/self/cgroup").read_text())
     leaf = f"dllab-{name or 'run'}-{uuid.uuid4().hex[:8]}"
-    group = RunGroup(version=version, max_processes=max_processes)
+    group = RunGroup(version=version, max_processes=max_processes, memory_bytes=memory_bytes or 0)
     try:
         if version == 1:
             for c in ("pids", "memory", "cpu", "cpuacct"):

@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path, PurePosixPath
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
@@ -50,7 +50,11 @@ from grader.execute import (
     _SandboxKernelManager,
 )
 from grader.probe.startup import startup_source
-from grader.watchdog import Watchdog, bomb_origin, started_in, startup_time_reason, wall_time_reason
+from grader.watchdog import (Watchdog, bomb_origin, group_memory_reason, started_in, startup_time_reason,
+                             wall_time_reason)
+
+if TYPE_CHECKING:
+    from grader.cgroups import RunGroup
 
 KILL_GRACE_S = 10.0
 """After a kill or the kernel's death, how long the cell being awaited gets to wind down."""
@@ -108,13 +112,15 @@ class Runner:
         self.truncated = False
         self.kill_status: tuple[RunStatus, str] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
-        self.group = None  # the run's cgroup (grader.cgroups.RunGroup), made with the command
+        self.group: RunGroup | None = None  # the run's cgroup, made with the command
         self.stop: dict[str, Any] | None = None
         self.outcome: tuple[RunStatus, str] | None = None
         self.phase = "start"
         """start, cells, teardown or done: the start-up limit applies to the first, the wall
         time to the second."""
         self.peak_processes = 0
+        self.peak_memory_bytes = 0  # the run's cgroup's peak (0 without one)
+        self.cpu_s = 0.0  # CPU time of the run's whole tree, from its cgroup (0 without one)
         self.notes: list[dict[str, Any]] = []
         """What the TA should know that is no cell's error: `{"code", "message"}` each
         (grader.diagnose.NOTE_FLAGS): files not placed, the process cap touched."""
@@ -215,6 +221,8 @@ class Runner:
         if self._drain is not None:
             self._drain.join(timeout=5)
         if self.group is not None:
+            self.peak_memory_bytes = max(self.peak_memory_bytes, self.group.memory_peak())
+            self.cpu_s = max(self.cpu_s, self.group.cpu_seconds())
             self.group.remove()  # whatever escaped the namespace kill (none should), then the folders
 
     # -- the command
@@ -309,7 +317,8 @@ class Runner:
         self._watchdog = Watchdog(
             process=lambda: self.proc, deadline=self._wall_deadline,
             max_tasks=self.limits.max_processes if self.spec.sandbox == "bwrap" else 0,
-            wall_timeout_s=self.limits.wall_timeout_s, on_limit=self._on_limit, on_gone=self._on_gone)
+            wall_timeout_s=self.limits.wall_timeout_s, on_limit=self._on_limit, on_gone=self._on_gone,
+            group=self.group)
         self._watchdog.start()
         drive = asyncio.ensure_future(self._drive(client, km, cwd, startup_code, teardown_code))
         woken = asyncio.ensure_future(self._wake.wait())
@@ -672,6 +681,11 @@ class Runner:
             cell.execution_count = self._numbers.get(index)  # it ran: show the number it had
         timed_out = at in client.timed_out
         origin = None
+        if self.kill_status is None and self.group is not None and self.group.oom_kills():
+            with self._lock:  # the out-of-memory killer ended the kernel, before the watchdog saw it
+                if self.kill_status is None:
+                    self.kill_status = ("killed", group_memory_reason(self.group.memory_bytes))
+                    self.log.write(f"killing the sandbox: {self.kill_status[1]}")
         if self.kill_status is not None:
             status, what = self.kill_status
             origin = bomb_origin(self._watchdog.at_kill, self.spans) if self._watchdog is not None else None

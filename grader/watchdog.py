@@ -41,6 +41,21 @@ def startup_time_reason(startup_timeout_s: float) -> str:
             f"was probably overloaded, so the notebook did not run")
 
 
+def process_cap_reason(max_processes: int) -> str:
+    """The reason of a run killed at its process cap of `max_processes` processes and threads."""
+    return (f"the process limit of {max_processes} processes and threads (rubric limits.processes) was "
+            f"reached (a fork bomb, or too many DataLoader workers or threads)")
+
+
+def group_memory_reason(memory_bytes: int) -> str:
+    """The reason of a run whose cgroup reached its memory limit of `memory_bytes` (the
+    kernel's out-of-memory killer ended one of its processes)."""
+    return (f"the run's memory limit of {memory_bytes / (1 << 30):.3g} GiB was reached (rubric limits.memory for "
+            f"the kernel and every process it starts, plus what it keeps in /tmp and /dev/shm, "
+            f"limits.work_disk and limits.shared_memory): the kernel's out-of-memory killer ended one "
+            f"of its processes")
+
+
 class Watchdog(threading.Thread):
     """Calls `on_limit(status, reason)` when the run reaches its process cap or its deadline,
     and `on_gone()` when the sandbox process has exited; stops at `stop()`.
@@ -48,14 +63,18 @@ class Watchdog(threading.Thread):
     `process` returns the sandbox's Popen (None until it is started); `deadline` returns the
     monotonic time after which the run is over its wall time, or None while no wall time
     applies (the teardown has its own clock); `max_tasks` is RLIMIT_NPROC, or 0 when the
-    count cannot be taken (`--sandbox none`: no PID namespace of its own).
+    count cannot be taken (`--sandbox none`: no PID namespace of its own). `group` is the run's
+    cgroup (grader.cgroups.RunGroup) when it has one: the kernel then says itself how many
+    forks its process cap refused and whether its memory limit made the out-of-memory killer act.
     """
 
     def __init__(self, *, process: Callable[[], object | None], deadline: Callable[[], float | None],
                  max_tasks: int, wall_timeout_s: float, on_limit: Callable[[str, str], None],
-                 on_gone: Callable[[], None], interval_s: float = WATCH_INTERVAL_S) -> None:
+                 on_gone: Callable[[], None], interval_s: float = WATCH_INTERVAL_S,
+                 group: object | None = None) -> None:
         super().__init__(name="dllab-watchdog", daemon=True)
         self._process, self._deadline, self.max_tasks = process, deadline, max_tasks
+        self.group = group
         self.wall_timeout_s, self.on_limit, self.on_gone = wall_timeout_s, on_limit, on_gone
         self.interval_s = interval_s
         self._stop_event = threading.Event()
@@ -72,8 +91,27 @@ class Watchdog(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
 
+    def _group_limit(self, refused: list[int]) -> tuple[bool, str] | None:
+        """From the run's cgroup: (True, reason) when the out-of-memory killer acted; (False,
+        reason) when its process cap refused forks in SAMPLES_AT_CAP samples in a row (a bomb
+        keeps forking; a program that met the cap once got an error it can handle). `refused`
+        holds the refused-fork count of the previous samples."""
+        group = self.group
+        if group is None:
+            return None
+        if group.oom_kills():  # type: ignore[attr-defined]
+            return True, group_memory_reason(group.memory_bytes)  # type: ignore[attr-defined]
+        hits = group.process_cap_hits()  # type: ignore[attr-defined]
+        if hits and self.cap_touched_s is None:
+            self.cap_touched_s = sandbox.boot_time_s()
+        refused.append(hits)
+        del refused[:-(SAMPLES_AT_CAP + 1)]
+        rising = len(refused) > SAMPLES_AT_CAP and all(b > a for a, b in zip(refused, refused[1:]))
+        return (False, process_cap_reason(self.max_tasks)) if rising else None
+
     def run(self) -> None:
         at_cap = 0
+        refused: list[int] = []
         gone_reported = False
         while not self._stop_event.wait(self.interval_s):
             deadline = self._deadline()
@@ -90,6 +128,13 @@ class Watchdog(threading.Thread):
                 continue
             if self.max_tasks <= 0:
                 continue
+            hit = self._group_limit(refused)
+            if hit is not None:
+                memory, reason = hit
+                if not memory:
+                    self._snapshot_at_cap()
+                self.on_limit("killed", reason)
+                return
             if self.pidns is None:
                 self.pidns = sandbox.pid_namespace(proc.pid)  # type: ignore[attr-defined]
                 if self.pidns is None:
@@ -101,12 +146,16 @@ class Watchdog(threading.Thread):
             if full and self.cap_touched_s is None:
                 self.cap_touched_s = sandbox.boot_time_s()
             if at_cap >= SAMPLES_AT_CAP:
-                self.at_kill = sandbox.process_snapshot(self.pidns)  # which cell started them
-                self.killed_at_cap = True
-                self.on_limit("killed", f"the process limit of {self.max_tasks} processes and threads "
-                                        f"(rubric limits.processes) was reached (a fork bomb, or too many "
-                                        f"DataLoader workers or threads)")
+                self._snapshot_at_cap()
+                self.on_limit("killed", process_cap_reason(self.max_tasks))
                 return
+
+    def _snapshot_at_cap(self) -> None:
+        """The sandbox's processes as the cap kills it (which cell started them)."""
+        if self.pidns is None and self._process() is not None:
+            self.pidns = sandbox.pid_namespace(self._process().pid)  # type: ignore[union-attr]
+        self.at_kill = sandbox.process_snapshot(self.pidns) if self.pidns is not None else []
+        self.killed_at_cap = True
 
 
 def started_in(start_s: float, spans: Sequence[tuple[int, float, float | None]]) -> int | None:

@@ -104,3 +104,49 @@ def test_a_command_started_through_the_prefix_is_in_the_group_from_its_start() -
         assert "at most 0.5 CPU core(s)" in group.describe()
     finally:
         group.remove()
+
+
+def test_the_memory_limit_ends_the_tree_and_is_counted() -> None:
+    """Three children of 40 MiB each fit no 64 MiB group: the out-of-memory killer ends one,
+    and the group says so (what the watchdog reads to name the memory limit)."""
+    group, why = cgroups.create(max_processes=16, memory_bytes=64 << 20, cpu_share=None, name="test")
+    assert group is not None, why
+    try:
+        proc = _start_in(group, """
+import os, time
+kids = []
+for _ in range(3):
+    pid = os.fork()
+    if pid == 0:
+        x = bytearray(40 << 20)
+        for i in range(0, len(x), 4096):
+            x[i] = 1
+        time.sleep(30); os._exit(0)
+    kids.append(pid)
+time.sleep(3)
+for k in kids:
+    try:
+        os.kill(k, 9)
+    except OSError:
+        pass
+""")
+        proc.communicate(timeout=30)
+        assert group.oom_kills() >= 1
+        assert 0 < group.memory_peak() <= 64 << 20
+        assert group.memory_bytes == 64 << 20
+    finally:
+        group.remove()
+
+
+def test_a_run_group_holds_the_kernel_tree_and_its_tmpfs() -> None:
+    from grader.execute import GiB, SandboxLimits
+
+    limits = SandboxLimits(memory_bytes=1 * GiB, max_processes=40, max_work_bytes=GiB // 2, max_shm_bytes=GiB // 4)
+    group, why = cgroups.for_run(limits, cpu_share=0.5, name="test")
+    assert group is not None, why
+    try:
+        assert group.memory_bytes == 1 * GiB + GiB // 2 + GiB // 4
+        assert group.max_processes == 40
+        assert group.describe() == "cgroup v%d: at most 40 processes and threads, memory 1792 MiB, at most 0.5 CPU core(s)" % VERSION
+    finally:
+        group.remove()

@@ -462,6 +462,11 @@ ISSUE_CASES: dict[str, tuple[str, ...]] = {
     "cuda": ("import torch\nnet = torch.nn.Linear(2, 2).cuda()", "x = torch.ones(1, 2, device='cuda')",
              "print('cpu is fine')"),
     "pip": ("!pip install dllab-no-such-package", "import dllab_no_such_package", "print('after')"),
+    # issue 20: four processes of 700 MiB each fit each one's RLIMIT_DATA (2 GiB) but not the
+    # run's cgroup (2 GiB + its two tmpfs): the out-of-memory killer acts inside the run alone
+    "memory_tree": ("print('start')", "import multiprocessing as mp, time\ndef hog(i):\n    x = bytearray(700 << 20)\n"
+                    "    for j in range(0, len(x), 4096):\n        x[j] = 1\n    time.sleep(5)\n    return len(x)\n"
+                    "with mp.Pool(4) as p:\n    print('held', sum(p.map(hog, range(4))) >> 20)", "print('after')"),
     # M
     "bomb_try": ("print('start')", _BOMB_TRY, "print('never')"),
     "bomb_threads": ("print('start')", _BOMB_THREADS, "import time\ntime.sleep(30)", "print('never')"),
@@ -688,6 +693,22 @@ def test_a_fork_bomb_is_killed_when_it_reaches_the_cap(issue12: dict[str, RunRes
     assert r.peak_processes >= ISSUE_LIMITS.max_processes - 2
     assert _statuses(r)[-1] == "not-run"
     assert _flags(r) == {"sandbox-limit"}
+
+
+def test_a_process_tree_past_the_runs_memory_is_killed_with_the_limit_named(issue12: dict[str, RunResult]) -> None:
+    """Issue 20: the run's cgroup caps the memory of all its processes together; where the host
+    gives no cgroup, each process's RLIMIT_DATA alone holds and the four hogs fit."""
+    from grader import cgroups
+
+    r = issue12["memory_tree"]
+    if not cgroups.available()[0]:
+        assert r.status == "ok" and "held 2800" in _outputs(r)[2]
+        return
+    assert r.status == "killed", (r.status, r.reason)
+    assert "memory limit of 2.12 GiB" in r.reason and "out-of-memory killer" in r.reason, r.reason
+    assert r.stop is not None and r.stop["label"] == "cell 2"
+    assert _statuses(r)[-1] == "not-run"
+    assert "cgroup v" in Path(r.log_path).read_text()
 
 
 def test_a_kill_after_a_cell_timeout_ends_the_run_at_once(issue12: dict[str, RunResult]) -> None:

@@ -385,6 +385,58 @@ def test_watchdog_reports_a_gone_sandbox_and_the_wall_time(monkeypatch: pytest.M
     assert [(s, "limits.wall_timeout" in r) for _, s, r in events] == [("timeout", True)]
 
 
+class _FakeGroup:
+    """A run group whose kernel counters follow a script: refused forks and OOM kills per sample."""
+
+    def __init__(self, refused: list[int], ooms: list[int] | None = None) -> None:
+        self.refused, self.ooms, self.memory_bytes = iter(refused), iter(ooms or []), 3 << 30
+        self.last_refused, self.last_oom = 0, 0
+
+    def process_cap_hits(self) -> int:
+        self.last_refused = next(self.refused, self.last_refused)
+        return self.last_refused
+
+    def oom_kills(self) -> int:
+        self.last_oom = next(self.ooms, self.last_oom)
+        return self.last_oom
+
+
+def test_watchdog_kills_when_the_groups_cap_keeps_refusing_forks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a cgroup the kernel counts the forks its cap refused: a bomb keeps the count rising
+    (killed after SAMPLES_AT_CAP rising samples), even while the tasks counted stay below the cap
+    (a bomb whose processes die and are forked again)."""
+    dog, _, events = _watch(monkeypatch, [20])
+    dog.group = _FakeGroup([0, 0, 5, 40, 90])
+    dog.start()
+    dog.join(5)
+    assert [(s, "process limit of 64" in r) for _, s, r in events] == [("killed", True)]
+    assert dog.killed_at_cap is True and dog.cap_touched_s is not None
+
+
+def test_watchdog_notes_a_cap_met_once_without_killing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program that met the cap once (a DataLoader asking too many workers) got an error it can
+    handle: the refused count rises once, then stays; the run goes on, the moment is noted."""
+    import time as _time
+
+    dog, _, events = _watch(monkeypatch, [20])
+    dog.group = _FakeGroup([0, 3, 3, 3, 3, 3, 3, 3])
+    dog.start()
+    _time.sleep(0.4)
+    dog.stop()
+    dog.join(5)
+    assert events == [] and dog.cap_touched_s is not None and not dog.killed_at_cap
+
+
+def test_watchdog_names_the_groups_memory_limit_when_the_oom_killer_acts(monkeypatch: pytest.MonkeyPatch) -> None:
+    dog, _, events = _watch(monkeypatch, [20])
+    dog.group = _FakeGroup([0], ooms=[0, 0, 1])
+    dog.start()
+    dog.join(5)
+    ((_, status, reason),) = events
+    assert status == "killed" and "memory limit of 3 GiB" in reason and "out-of-memory killer" in reason
+    assert not dog.killed_at_cap
+
+
 def _tree(root: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)

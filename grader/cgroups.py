@@ -146,7 +146,7 @@ class RunGroup:
 
     def remove(self) -> None:
         """Kills what is left and removes the group's folders (errors ignored: a folder the
-        kernel still holds is removed by the next run's sweep)."""
+        kernel still holds is removed by a later run's `sweep`)."""
         self.kill()
         for d in set(self.dirs.values()):
             for _ in range(50):
@@ -157,6 +157,30 @@ class RunGroup:
                     break
                 except OSError:
                     time.sleep(0.02)
+
+
+SWEEP_AGE_S = 300.0
+"""A left-over run group (its grader killed before it removed it) is removed by a later run once
+it is this old and empty; a younger one may be another worker's, about to be joined."""
+
+
+def sweep(parent: Path, *, now: float | None = None) -> int:
+    """Removes the empty `dllab-*` groups under `parent` older than SWEEP_AGE_S (the kernel
+    refuses to remove a group that still holds a process). Returns how many were removed."""
+    now = time.time() if now is None else now
+    removed = 0
+    try:
+        children = [d for d in parent.iterdir() if d.name.startswith("dllab-") and d.is_dir()]
+    except OSError:
+        return 0
+    for d in children:
+        try:
+            if now - d.stat().st_mtime > SWEEP_AGE_S and not (d / "cgroup.procs").read_text().strip():
+                d.rmdir()
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def _own_paths(proc_cgroup: str) -> dict[str, str]:
@@ -212,7 +236,9 @@ def create(*, max_processes: int, memory_bytes: int | None, cpu_share: float | N
             for c in ("pids", "memory", "cpu", "cpuacct"):
                 if not (root / c).is_dir():
                     continue
-                d = root / c / own.get(c, "/").lstrip("/") / leaf
+                parent = root / c / own.get(c, "/").lstrip("/")
+                sweep(parent)
+                d = parent / leaf
                 d.mkdir()
                 group.dirs[c] = d
             (group.dirs["pids"] / "pids.max").write_text(f"{max_processes}\n")
@@ -228,6 +254,7 @@ def create(*, max_processes: int, memory_bytes: int | None, cpu_share: float | N
                 (parent / "cgroup.subtree_control").write_text("+pids +memory +cpu\n")
             except OSError:
                 pass
+            sweep(parent)
             d = parent / leaf
             d.mkdir()
             group.dirs["unified"] = d

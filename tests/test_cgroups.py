@@ -4,6 +4,7 @@ where no hierarchy can be written (the sandbox then keeps its rlimits)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -150,3 +151,26 @@ def test_a_run_group_holds_the_kernel_tree_and_its_tmpfs() -> None:
         assert group.describe() == "cgroup v%d: at most 40 processes and threads, memory 1792 MiB, at most 0.5 CPU core(s)" % VERSION
     finally:
         group.remove()
+
+
+def test_a_left_over_group_is_swept_once_old_and_empty() -> None:
+    """A grader killed before it removed its run's group leaves an empty folder: a later run
+    removes it once SWEEP_AGE_S old; a young one (another worker's, about to be joined) and one
+    holding a process stay."""
+    old, _ = cgroups.create(max_processes=8, memory_bytes=None, cpu_share=None, name="test")
+    busy, _ = cgroups.create(max_processes=8, memory_bytes=None, cpu_share=None, name="test")
+    young, _ = cgroups.create(max_processes=8, memory_bytes=None, cpu_share=None, name="test")
+    assert old is not None and busy is not None and young is not None
+    proc = _start_in(busy, "import time; time.sleep(30)")
+    try:
+        parents = {d.parent for d in old.dirs.values()}
+        for d in {*old.dirs.values(), *busy.dirs.values()}:
+            os.utime(d, (time.time() - 2 * cgroups.SWEEP_AGE_S,) * 2)
+        assert sum(cgroups.sweep(p, now=time.time()) for p in parents) == len(parents)
+        assert not any(d.exists() for d in old.dirs.values())
+        assert all(d.exists() for d in (*busy.dirs.values(), *young.dirs.values()))
+    finally:
+        proc.kill()
+        proc.wait()
+        for g in (old, busy, young):
+            g.remove()

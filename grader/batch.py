@@ -128,7 +128,9 @@ def _drain(items: Sequence, settings: GradeSettings, *, workers: int, progress: 
 
     ctx = multiprocessing.get_context("forkserver")
     queue, suspects = list(items), []
-    slots = Slots(settings.gpus, settings.runs_per_gpu) if settings.gpus else None
+    # Uncapped: it never waits. With at most GPUs x K tasks in flight (check_gpu_workers), the
+    # least loaded GPU holds fewer than K whenever a task starts.
+    slots = Slots(settings.gpus) if settings.gpus else None
     while queue:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
         futures: dict[Future, Any] = {}
@@ -138,7 +140,7 @@ def _drain(items: Sequence, settings: GradeSettings, *, workers: int, progress: 
             while (queue and not broken) or futures:
                 while queue and not broken and len(futures) < workers:
                     c = queue.pop(0)
-                    g = slots.take() if slots is not None else None  # never waits: workers <= GPUs x K
+                    g = slots.take() if slots is not None else None
                     fut = pool.submit(in_worker, task, c, settings if g is None else replace(settings, gpus=(g,)))
                     fut.started = time.monotonic()  # type: ignore[attr-defined]
                     futures[fut] = c
@@ -228,6 +230,16 @@ def default_workers(gpus: Sequence[int], runs_per_gpu: int = 1) -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
+def check_gpu_workers(workers: int, settings: GradeSettings) -> None:
+    """Raises GraderError when `workers` local runs would not each find a place on the batch's
+    GPUs (len(gpus) x runs_per_gpu): a run over K on a GPU would find its memory share taken."""
+    places = len(settings.gpus) * settings.runs_per_gpu
+    if settings.gpus and workers > places:
+        raise GraderError(f"--workers {workers} is more than the GPUs' {places} place(s) (--gpus "
+                          f"{','.join(map(str, settings.gpus))} x --runs-per-gpu {settings.runs_per_gpu}): "
+                          f"every run holds one; raise --runs-per-gpu or give fewer workers")
+
+
 def gpu_line(settings: GradeSettings, *, scheduler: str | None = None) -> str:
     """The batch log's line on its GPUs: how many runs share each and each run's memory share
     (as this machine's nvidia-smi tells; a Dask worker's machine may differ)."""
@@ -291,11 +303,8 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
     progress = Progress(total=len(candidates), skipped=len(candidates) - len(todo), started=time.monotonic(),
                         durations=[])
     workers = workers or default_workers(settings.gpus, settings.runs_per_gpu)
-    if settings.gpus and not scheduler and workers > len(settings.gpus) * settings.runs_per_gpu:
-        places = len(settings.gpus) * settings.runs_per_gpu
-        raise GraderError(f"--workers {workers} is more than the GPUs' {places} place(s) (--gpus "
-                          f"{','.join(map(str, settings.gpus))} x --runs-per-gpu {settings.runs_per_gpu}): "
-                          f"every run holds one; raise --runs-per-gpu or give fewer workers")
+    if not scheduler:
+        check_gpu_workers(workers, settings)
     if not scheduler and not settings.cpu_threads:
         settings = replace(settings, cpu_threads=max(1, (os.cpu_count() or 1) // workers))
     if not scheduler and not settings.cpu_share:  # Dask: each machine's own cores are unknown here

@@ -252,8 +252,10 @@ def gpu_line(settings: GradeSettings, *, scheduler: str | None = None) -> str:
     how = (f"NVIDIA MPS limits where a sandboxed client can use it ({mps_pipe()}), else the caching allocator's "
            f"fraction" if mps_pipe() else "the caching allocator's fraction (no NVIDIA MPS here)")
     where = " on each Dask worker's GPUs" if scheduler else ""
-    return (f"{k} run(s) per GPU{where}, each seeing only its own GPU; memory per run: {', '.join(shares)}"
-            + (f", held by {how}; see each run's log.txt" if k > 1 else " (the whole GPU)"))
+    if k == 1:
+        return f"1 run per GPU{where}, each seeing only its own GPU, all of its memory"
+    return (f"{k} runs per GPU{where}, each seeing only its own GPU; memory per run: {', '.join(shares)}, "
+            f"held by {how}; see each run's log.txt")
 
 
 def cpu_share(workers: int) -> float:

@@ -334,11 +334,15 @@ class GpuShare:
         lines += list(self.notes)
         share = self.words()
         if self.mps_pipe is not None:
-            held = (f"the MPS control daemon's default limit for this GPU, {self.mps_daemon_mib} MiB "
-                    f"(set_default_device_pinned_mem_limit), holds whatever the run's code does"
-                    if self.mps_daemon_mib else
-                    "the control daemon sets no default limit (set_default_device_pinned_mem_limit), so code "
-                    "that changes its environment before CUDA starts could raise it")
+            if self.mps_daemon_mib and self.share_mib and self.mps_daemon_mib <= self.share_mib:
+                held = (f"the MPS control daemon's default limit for this GPU, {self.mps_daemon_mib} MiB "
+                        f"(set_default_device_pinned_mem_limit), holds whatever the run's code does")
+            elif self.mps_daemon_mib:
+                held = (f"code that changes its environment before CUDA starts could raise it up to the control "
+                        f"daemon's default limit, {self.mps_daemon_mib} MiB (set_default_device_pinned_mem_limit)")
+            else:
+                held = ("the control daemon sets no default limit (set_default_device_pinned_mem_limit), so code "
+                        "that changes its environment before CUDA starts could raise it")
             lines.append(f"GPU memory share: {share}, held by NVIDIA MPS ({self.mps_pipe}) through "
                          f"CUDA_MPS_PINNED_DEVICE_MEM_LIMIT; {held}")
         elif self.allocator_capped:

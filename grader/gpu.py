@@ -213,7 +213,8 @@ def parse_mps_limit(text: str) -> int | None:
 
 def mps_default_limit(index: int, pipe: Path) -> int | None:
     """The control daemon's default pinned-memory limit for GPU `index` (MiB), None when it sets
-    none or cannot be asked."""
+    none or cannot be asked (its device numbers are CUDA's as the daemon sees them: nvidia-smi's
+    when it was started with CUDA_DEVICE_ORDER=PCI_BUS_ID)."""
     exe = shutil.which("nvidia-cuda-mps-control")
     if exe is None:
         return None
@@ -341,8 +342,8 @@ class GpuShare:
                 held = (f"code that changes its environment before CUDA starts could raise it up to the control "
                         f"daemon's default limit, {self.mps_daemon_mib} MiB (set_default_device_pinned_mem_limit)")
             else:
-                held = ("the control daemon sets no default limit (set_default_device_pinned_mem_limit), so code "
-                        "that changes its environment before CUDA starts could raise it")
+                held = ("the control daemon reported no default limit (set_default_device_pinned_mem_limit), so "
+                        "code that changes its environment before CUDA starts could raise it")
             lines.append(f"GPU memory share: {share}, held by NVIDIA MPS ({self.mps_pipe}) through "
                          f"CUDA_MPS_PINNED_DEVICE_MEM_LIMIT; {held}")
         elif self.allocator_capped:

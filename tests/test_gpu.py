@@ -1,7 +1,7 @@
 """Several runs per GPU (grader.gpu), on a machine without one: the GPU-only parts are fakes.
 
 Which GPU each run gets (a fake task recording what it was given and when it ran), nvidia-smi's
-output as recorded on real machines, the environment and binds of a run with and without MPS
+output in the format it prints (written by hand: this machine has no GPU), the environment and binds of a run with and without MPS
 (a fake pipe folder), the kernel's start-up code, the out-of-memory message, the CLI's errors,
 and bench/bench_gpu.py on a machine without a GPU.
 """
@@ -29,7 +29,8 @@ from grader.resources import resource_dir
 ROOT = Path(__file__).resolve().parent.parent
 RUBRIC = resource_dir("labs") / "lab1" / "rubric.yaml"
 
-# `nvidia-smi --query-gpu=index,uuid,pci.bus_id,memory.total --format=csv,noheader,nounits`
+# `nvidia-smi --query-gpu=index,uuid,pci.bus_id,memory.total --format=csv,noheader,nounits`, as it
+# prints them (fields joined by ", "); UUIDs and bus ids made up, no GPU here to record from
 H200 = "0, GPU-5a1f0c3e-8d2b-4e6f-9a7c-1b3d5e7f9a0b, 00000000:19:00.0, 143771\n"
 TWO_A100 = ("0, GPU-11111111-2222-3333-4444-555555555555, 00000000:07:00.0, 81920\n"
             "1, GPU-66666666-7777-8888-9999-000000000000, 00000000:0F:00.0, 81920\n")

@@ -103,6 +103,16 @@ def in_worker(task: Callable[..., dict], candidate: Any, settings: GradeSettings
         raise
 
 
+def grade_on_gpu(candidate: Any, settings: GradeSettings) -> dict:
+    """A Dask task's `grade_submission` when the batch has GPUs: the run gets the one of
+    `settings.gpus` with the fewest runs in flight in this worker process (grader.gpu.worker_slots:
+    a worker started with `--nthreads N*K --resources GPU=N*K` runs N*K tasks, K on each GPU)."""
+    from grader.gpu import worker_slots
+
+    with worker_slots(settings.gpus, settings.runs_per_gpu).held() as g:
+        return grade_submission(candidate, replace(settings, gpus=(g,)))
+
+
 def _needs_attention(grade: dict) -> bool:
     return bool(set(grade.get("flags") or []) - {"late"})
 
@@ -110,27 +120,39 @@ def _needs_attention(grade: dict) -> bool:
 def _drain(items: Sequence, settings: GradeSettings, *, workers: int, progress: Progress,
            tick: Callable[[], None], task: Callable[..., dict]) -> list:
     """Grades `items` in a pool of `workers` processes. Returns the candidates that were in
-    flight when a worker process died (the pool is then rebuilt for the rest)."""
+    flight when a worker process died (the pool is then rebuilt for the rest). With GPUs, each
+    task's settings name one GPU, the one with the fewest tasks in flight, held until it ends."""
     import multiprocessing
+
+    from grader.gpu import Slots
 
     ctx = multiprocessing.get_context("forkserver")
     queue, suspects = list(items), []
+    # Uncapped: it never waits. With at most GPUs x K tasks in flight (check_gpu_workers), the
+    # least loaded GPU holds fewer than K whenever a task starts.
+    slots = Slots(settings.gpus) if settings.gpus else None
     while queue:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
         futures: dict[Future, Any] = {}
+        held: dict[Future, int] = {}
         broken = False
         try:
             while (queue and not broken) or futures:
                 while queue and not broken and len(futures) < workers:
                     c = queue.pop(0)
-                    fut = pool.submit(in_worker, task, c, settings)
+                    g = slots.take() if slots is not None else None
+                    fut = pool.submit(in_worker, task, c, settings if g is None else replace(settings, gpus=(g,)))
                     fut.started = time.monotonic()  # type: ignore[attr-defined]
                     futures[fut] = c
+                    if g is not None:
+                        held[fut] = g
                 progress.running = len(futures)
                 tick()
                 finished, _ = wait(futures, timeout=1.0, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     c = futures.pop(fut)
+                    if fut in held:
+                        slots.give(held.pop(fut))  # type: ignore[union-attr]
                     try:
                         grade = fut.result()
                     except BrokenProcessPool:
@@ -177,9 +199,11 @@ def run_dask(todo: Sequence, settings: GradeSettings, *, scheduler: str, progres
     except (OSError, TimeoutError) as e:
         raise GraderError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
     with client:
+        # With GPUs, a task holds one `GPU` resource, and its worker gives it one GPU (grade_on_gpu).
         resources = {"GPU": 1} if settings.gpus else None
+        task = grade_on_gpu if settings.gpus else grade_submission
         # retries=1: a task whose worker died is run once more elsewhere.
-        futures = [client.submit(in_worker, grade_submission, c, settings, key=f"grade-{safe_name(c.student_id)}",
+        futures = [client.submit(in_worker, task, c, settings, key=f"grade-{safe_name(c.student_id)}",
                                  retries=1, resources=resources, pure=False) for c in todo]
         by_key = {f.key: c for f, c in zip(futures, todo)}
         progress.running = min(len(futures), sum(client.nthreads().values()))
@@ -198,11 +222,40 @@ def run_dask(todo: Sequence, settings: GradeSettings, *, scheduler: str, progres
             tick()
 
 
-def default_workers(gpus: Sequence[int]) -> int:
-    """One run per GPU when there are GPUs, else half the cores (each run trains with 2 threads)."""
+def default_workers(gpus: Sequence[int], runs_per_gpu: int = 1) -> int:
+    """`runs_per_gpu` runs per GPU when there are GPUs, else half the cores (each run trains with
+    2 threads)."""
     if gpus:
-        return len(gpus)
+        return len(gpus) * runs_per_gpu
     return max(1, (os.cpu_count() or 2) // 2)
+
+
+def check_gpu_workers(workers: int, settings: GradeSettings) -> None:
+    """Raises GraderError when `workers` local runs would not each find a place on the batch's
+    GPUs (len(gpus) x runs_per_gpu): a run over K on a GPU would find its memory share taken."""
+    places = len(settings.gpus) * settings.runs_per_gpu
+    if settings.gpus and workers > places:
+        raise GraderError(f"--workers {workers} is more than the GPUs' {places} place(s) (--gpus "
+                          f"{','.join(map(str, settings.gpus))} x --runs-per-gpu {settings.runs_per_gpu}): "
+                          f"every run holds one; raise --runs-per-gpu or give fewer workers")
+
+
+def gpu_line(settings: GradeSettings, *, scheduler: str | None = None) -> str:
+    """The batch log's line on its GPUs: how many runs share each and each run's memory share
+    (as this machine's nvidia-smi tells; a Dask worker's machine may differ)."""
+    from grader.gpu import host_gpus, mps_pipe
+
+    k = settings.runs_per_gpu
+    known = {g.index: g for g in host_gpus()[0]}
+    shares = [f"GPU {g}: {known[g].memory_mib // k} MiB" if g in known and known[g].memory_mib else f"GPU {g}: 1/{k}"
+              for g in settings.gpus]
+    how = (f"NVIDIA MPS limits where a sandboxed client can use it ({mps_pipe()}), else the caching allocator's "
+           f"fraction" if mps_pipe() else "the caching allocator's fraction (no NVIDIA MPS here)")
+    where = " on each Dask worker's GPUs" if scheduler else ""
+    if k == 1:
+        return f"1 run per GPU{where}, each seeing only its own GPU, all of its memory"
+    return (f"{k} runs per GPU{where}, each seeing only its own GPU; memory per run: {', '.join(shares)}, "
+            f"held by {how}; see each run's log.txt")
 
 
 def cpu_share(workers: int) -> float:
@@ -251,13 +304,17 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
     restamp = stale_times([c.student_id for c in candidates if c not in todo], settings)
     progress = Progress(total=len(candidates), skipped=len(candidates) - len(todo), started=time.monotonic(),
                         durations=[])
-    workers = workers or default_workers(settings.gpus)
+    workers = workers or default_workers(settings.gpus, settings.runs_per_gpu)
+    if not scheduler:
+        check_gpu_workers(workers, settings)
     if not scheduler and not settings.cpu_threads:
         settings = replace(settings, cpu_threads=max(1, (os.cpu_count() or 1) // workers))
     if not scheduler and not settings.cpu_share:  # Dask: each machine's own cores are unknown here
         settings = replace(settings, cpu_share=cpu_share(workers))
     log(f"{len(candidates)} submission(s); {progress.skipped} already graded, {len(todo)} to grade "
         f"with {'Dask at ' + scheduler if scheduler else f'{workers} worker(s)'}")
+    if settings.gpus and todo:
+        log(gpu_line(settings, scheduler=scheduler))
     if restamp:
         from grader.rescore import rescore_students
 

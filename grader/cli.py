@@ -152,9 +152,23 @@ def _gpus(value: str | None) -> tuple[int, ...]:
     if not value:
         return ()
     try:
-        return tuple(int(x) for x in value.split(",") if x.strip())
+        gpus = tuple(int(x) for x in value.split(",") if x.strip())
     except ValueError:
         raise GraderError(f"--gpus {value}: expected GPU indices like 0,1") from None
+    if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+        raise GraderError(f"--gpus {value}: expected distinct GPU indices like 0,1 (nvidia-smi's)")
+    return gpus
+
+
+def _runs_per_gpu(value: int | None, gpus: tuple[int, ...]) -> int:
+    """--runs-per-gpu K: at least 1, and only with --gpus (default 1)."""
+    if value is None:
+        return 1
+    if value < 1:
+        raise GraderError(f"--runs-per-gpu {value}: expected 1 or more runs per GPU")
+    if not gpus:
+        raise GraderError("--runs-per-gpu needs --gpus (the GPUs the runs share, e.g. --gpus 0,1)")
+    return value
 
 
 def _hidden_args(values: Sequence[str]) -> dict[str, Path]:
@@ -174,6 +188,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from grader.datasets import DATASETS
     from grader.rescore import finish
 
+    gpus = _gpus(args.gpus)
+    runs_per_gpu = _runs_per_gpu(args.runs_per_gpu, gpus)
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         raise GraderError(f"{', '.join(missing)}: no such file or folder (give the submissions' zips or folder)")
@@ -182,8 +198,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
         _info(NONE_WARNING)
     settings = config.prepare(lab=args.lab, rubric=args.rubric, out=args.out,
                               data_args=parse_data_args(args.data, names=DATASETS), reference=args.reference,
-                              hidden_args=_hidden_args(args.hidden), mode=args.mode, sandbox=args.sandbox, pdf=not args.no_pdf, gpus=_gpus(args.gpus),
-                              submitted_at=args.submitted_at, log=_info)
+                              hidden_args=_hidden_args(args.hidden), mode=args.mode, sandbox=args.sandbox, pdf=not args.no_pdf, gpus=gpus,
+                              runs_per_gpu=runs_per_gpu, submitted_at=args.submitted_at, log=_info)
     grades = grade_batch(args.paths, settings, workers=args.workers, scheduler=args.scheduler, log=_info)
     if not args.no_similarity:
         from grader.similarity.core import with_similarity
@@ -409,13 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "sibling written by `data synth`); never mounted for students; repeatable")
     g.add_argument("--out", type=Path, default=Path("graded"), help="output folder (default ./graded)")
     g.add_argument("--reference", type=Path, help="expected metrics from `dllab reference run`")
-    g.add_argument("--workers", type=int, help="submissions graded at once (default: half the cores, or one per GPU)")
+    g.add_argument("--workers", type=int, help="submissions graded at once (default: half the cores; with --gpus, "
+                                                "GPUs x --runs-per-gpu)")
     g.add_argument("--scheduler", metavar="ADDRESS", help="grade on a Dask cluster, e.g. tcp://host:8786")
     g.add_argument("--mode", choices=("execute", "saved"), default="execute",
                    help="execute the notebooks (default) or read only their stored outputs")
     g.add_argument("--sandbox", choices=("bwrap", "none"), default="bwrap",
                    help="none: no isolation, only for checking your own work on your own machine")
-    g.add_argument("--gpus", help="GPU indices to use, e.g. 0,1 (one per concurrent run)")
+    g.add_argument("--gpus", help="GPU indices to use, e.g. 0,1 (nvidia-smi's); each run sees one of them")
+    g.add_argument("--runs-per-gpu", type=int, metavar="K",
+                   help="runs sharing one GPU at once, each with 1/K of its memory (default 1; needs --gpus)")
     g.add_argument("--submitted-at", type=Path, metavar="CSV",
                    help="student_id,submitted_at CSV overriding the archives' times")
     g.add_argument("--no-pdf", action="store_true", help="write the HTML feedback only")

@@ -136,7 +136,7 @@ def _few(items: Sequence[str], n: int = 5) -> str:
 
 def prepare(*, lab: str | Path | None, rubric: Path | None, out: Path, data_args: Mapping[str, Path],
             reference: Path | None, mode: str, sandbox: str, pdf: bool, gpus: Sequence[int] = (),
-            submitted_at: Path | None = None, log: Log = lambda s: None,
+            runs_per_gpu: int = 1, submitted_at: Path | None = None, log: Log = lambda s: None,
             hidden_args: Mapping[str, Path] | None = None) -> GradeSettings:
     """Validates everything a batch needs before any submission is touched. `lab` is a lab id
     or folder, `rubric` a TA's rubric file (grader.labs.choose_lab); the rubric is copied to
@@ -204,7 +204,7 @@ def prepare(*, lab: str | Path | None, rubric: Path | None, out: Path, data_args
         shutil.copyfile(rubric_path, kept_rubric)
     settings = GradeSettings(rubric_path=kept_rubric.resolve(), out=out.resolve(), data=data, hidden=hidden,
                              reference_path=ref_path.resolve() if ref_path else None, dataset_stats=stats,
-                             mode=mode, sandbox=sandbox, pdf=pdf, gpus=tuple(gpus),
+                             mode=mode, sandbox=sandbox, pdf=pdf, gpus=tuple(gpus), runs_per_gpu=runs_per_gpu,
                              submitted_at=times,
                              run_cache=os.environ.get("DLLAB_RUN_CACHE") or None,
                              lab_dir=lab_dir,
@@ -240,6 +240,7 @@ def load(out: Path, *, rubric: Path | None = None, pdf: bool | None = None) -> G
                              hidden=doc.get("hidden") or {}, reference_path=reference,
                              dataset_stats=doc["dataset_stats"], mode=doc["mode"], sandbox=doc["sandbox"],
                              pdf=doc["pdf"], gpus=tuple(doc.get("gpus", ())),
+                             runs_per_gpu=int(doc.get("runs_per_gpu") or 1),
                              submitted_at=doc.get("submitted_at", {}), run_cache=doc.get("run_cache"),
                              lab_dir=_lab_dir(doc.get("lab_dir")),
                              report_sections=tuple(doc.get("report_sections") or ()))

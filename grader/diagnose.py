@@ -15,7 +15,8 @@ Flags (codes on the Grade) and what the TA can do about each:
 * `kernel-crash`: the kernel was killed by a signal the grader did not send (a segmentation
   fault in a C extension, `os.abort()`, the machine's out-of-memory killer).
 * `sandbox-limit`: a limit of the rubric's `limits:` stopped a cell or the run (time, memory,
-  processes, disk, shared memory, output); the message names the limit and its rubric key.
+  processes, disk, shared memory, output); the message names the limit and its rubric key. Also
+  the run's share of its GPU's memory (`--runs-per-gpu`, grader.gpu) when CUDA ran out of it.
 * `missing-package`: an import failed because the module is not installed on the grader
   (nor a file of the submission); install it into the grader's environment and grade again.
   Only for a known package (grader.diagnose.KNOWN_PACKAGES) or one the notebook pip-installs.
@@ -249,6 +250,28 @@ def process_ending(returncode: int | None, *, cell_source: str = "") -> Ending:
                               "older ipykernel)", "SystemExit", 0)
     return Ending("exit", f"ended the kernel with exit status {returncode} (os._exit({returncode}) "
                           f"or a library that exits the process)", "SystemExit", returncode)
+
+
+# ------------------------------------------------------ the run's GPU memory
+
+_GPU_OOM_WORDS = ("cuda out of memory", "cuda error: out of memory", "cublas_status_alloc_failed",
+                  "cudnn_status_alloc_failed", "cudaerrormemoryallocation")
+
+
+def gpu_out_of_memory(ename: str, evalue: str) -> bool:
+    """A cell's error is CUDA running out of device memory: torch's OutOfMemoryError (its
+    allocator's fraction or the GPU itself), cudaErrorMemoryAllocation (an MPS limit), cuBLAS's
+    or cuDNN's failed allocation; never the host's memory."""
+    text = f"{ename}: {evalue}".lower()
+    return ename == "OutOfMemoryError" or any(w in text for w in _GPU_OOM_WORDS)
+
+
+def gpu_memory_message(share: str) -> str:
+    """The stop reason of a run whose GPU memory ran out; `share` as grader.gpu.GpuShare.words
+    says it ("35942 MiB of GPU 1, 1/4"), empty when unknown."""
+    if share:
+        return f"the run's GPU memory share ({share}) was exhausted (CUDA out of memory)"
+    return "the GPU's memory was exhausted (CUDA out of memory)"
 
 
 # ------------------------------------------------------ what the machine lacked

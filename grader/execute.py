@@ -54,6 +54,7 @@ from grader.probe.startup import GUI_BACKENDS
 
 if TYPE_CHECKING:
     from grader.driver import Runner
+    from grader.gpu import GpuShare
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -97,6 +98,9 @@ class SandboxLimits:
     max_host_bytes: int = 160 * MiB
     """Everything one run leaves in its run folder on the host (executed notebook, evidence,
     figures, log, probe files); its cache copy holds the same files again at most."""
+    gpu_memory: str = ""
+    """The run's share of its GPU's memory in words ("35942 MiB of GPU 1, 1/4": grader.gpu), named
+    when CUDA runs out of memory; empty for a run without a GPU."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,10 @@ class SandboxSpec:
     mounts: dict[str, str] = field(default_factory=dict)
     """Sandbox path (absolute, or relative to the working copy) -> host folder, read-only."""
     gpus: tuple[int, ...] = ()
-    """Host GPU indices passed through (the scheduler gives each concurrent run its own)."""
+    """The GPU device nodes bound into the sandbox (/dev/nvidia<n>): the run's one GPU's
+    (`gpu.node`); named in CUDA_VISIBLE_DEVICES by `gpu`, or by these numbers without it."""
+    gpu: GpuShare | None = None
+    """The run's GPU and its memory share (grader.gpu.plan: the batch gives each run one GPU)."""
     network: Literal[False] = False
     """Always False: there is no option to turn the network on."""
     sandbox: Literal["bwrap", "none"] = "bwrap"
@@ -280,6 +287,8 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear_outputs(nb)
     log = _Log(out_dir / "log.txt")
+    for line in spec.gpu.log_lines() if spec.gpu is not None else ():
+        log.write(line)  # the run's GPU and how its memory share is held (grader.gpu)
     # Host /tmp rather than out_dir: ipc socket paths must stay under ~100 characters.
     run_dir = Path(tempfile.mkdtemp(prefix="dllab-run-"))
     try:
@@ -359,7 +368,9 @@ def _sandbox_env(spec: SandboxSpec) -> dict[str, str]:
         "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
         # glibc's per-thread arenas inflate private memory and so RLIMIT_DATA use.
         "MALLOC_ARENA_MAX": "4",
-        "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in spec.gpus),
+        # The run's one GPU by UUID, and how its memory share is held (grader.gpu.GpuShare.env);
+        # an empty CUDA_VISIBLE_DEVICES shows no GPU.
+        **(spec.gpu.env() if spec.gpu is not None else {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in spec.gpus)}),
         # Two runs each spinning two OpenMP threads on two cores run several times slower
         # than two single-threaded runs (measured on the reference: 2.7 vs 0.4 s per epoch).
         **({"OMP_NUM_THREADS": str(spec.cpu_threads), "MKL_NUM_THREADS": str(spec.cpu_threads)}
@@ -382,6 +393,8 @@ def _limit_from_error(record: CellRecord, limits: SandboxLimits, *, file_size_hi
     if file_size_hit:
         return f"the file size limit of {limits.max_file_bytes / MiB:.0f} MiB (rubric limits.file_size) was reached"
     text = f"{record.ename}: {record.evalue}".lower()
+    if diagnose.gpu_out_of_memory(record.ename, record.evalue):  # before "out of memory": not the host's
+        return diagnose.gpu_memory_message(limits.gpu_memory)
     if record.ename == "MemoryError" or any(w in text for w in _MEMORY_WORDS):
         return f"the memory limit of {limits.memory_bytes / GiB:.3g} GiB per process (rubric limits.memory) was reached"
     full = f"[errno {errno.ENOSPC}]" in text or "no space left on device" in text

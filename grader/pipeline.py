@@ -61,7 +61,10 @@ class GradeSettings:
     pdf: bool = True
     """Render the feedback PDF (the HTML is always written)."""
     gpus: tuple[int, ...] = ()
-    """GPU indices this worker may hand to a run."""
+    """The batch's GPUs (nvidia-smi indices). The batch hands each run one of them (grader.gpu.Slots)
+    in a copy of these settings holding that one; a run given several uses the first."""
+    runs_per_gpu: int = 1
+    """K: runs sharing one GPU at most, each with 1/K of its memory (grader.gpu)."""
     submitted_at: Mapping[str, str] = field(default_factory=dict)
     """Student id -> ISO time from a `--submitted-at` CSV, overriding the archive's time."""
     cpu_threads: int = 0
@@ -325,6 +328,8 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     from grader import collect
     from grader.evidence import figure_file
     from grader.execute import PROBE_DIR_TOKEN, SandboxSpec, run_notebook, run_script
+    from grader.gpu import STARTUP as GPU_STARTUP
+    from grader.gpu import plan as plan_gpu
     from grader.probe.recorder import bootstrap_source
     from grader.runbudget import finish_notes, verify_in_time
     from grader.sections import verification_hint
@@ -339,6 +344,11 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     submission_end = None if wall_s is None else time.time() + wall_s
     if wall_s is not None and wall_s < limits.wall_timeout_s:  # what is left of the submission's time
         limits = dataclasses.replace(limits, wall_timeout_s=max(1.0, wall_s))
+    # One GPU per run, with its share of the GPU's memory (grader.gpu).
+    gpu = plan_gpu(settings.gpus[0], runs_per_gpu=settings.runs_per_gpu,
+                   sandbox=settings.sandbox) if settings.gpus else None
+    if gpu is not None:
+        limits = dataclasses.replace(limits, gpu_memory=gpu.words())
     # The probe writes into a folder the sandbox gives it; execute copies it to run_dir/probe.
     # The probe captures the models of the newest `captured_runs` training runs (grader.verify.runs).
     startup = bootstrap_source(events_path=f"{PROBE_DIR_TOKEN}/events.jsonl", figures_dir=f"{PROBE_DIR_TOKEN}/fig",
@@ -346,7 +356,11 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
                                generative=1 if rubric.generative is not None else 0,
                                architecture=1 if reads_architecture(rubric) else 0,
                                split_runs=1 if _split_datasets(rubric, settings.data) else 0)
-    spec = SandboxSpec(mounts=sandbox_mounts(rubric, settings.data), gpus=settings.gpus, sandbox=settings.sandbox,
+    if gpu is not None and gpu.allocator_capped:
+        # Before the probe: it handles torch imported ahead of it (the start-up code's own import).
+        startup = GPU_STARTUP + startup
+    spec = SandboxSpec(mounts=sandbox_mounts(rubric, settings.data), gpus=(gpu.node,) if gpu else (), gpu=gpu,
+                       sandbox=settings.sandbox,
                        cpu_threads=settings.cpu_threads, cpu_share=settings.cpu_share or None)
     runner = run_script if path.suffix.lower() == ".py" else run_notebook
     result = runner(path, submission_dir=submission_dir, out_dir=run_dir, spec=spec, limits=limits,

@@ -208,7 +208,8 @@ def rlimit_prefix(limits: SandboxLimits) -> list[str]:
 
 
 def gpu_args(gpus: Sequence[int]) -> list[str]:
-    """Device nodes for the given NVIDIA GPUs (nothing when the host has none)."""
+    """Device nodes for the given NVIDIA GPUs, /dev/nvidia<n> for each n of `gpus` and no other
+    (a run's one GPU, grader.gpu), and the driver's control nodes; nothing without GPUs."""
     if not gpus:
         return []
     args: list[str] = []
@@ -218,6 +219,19 @@ def gpu_args(gpus: Sequence[int]) -> list[str]:
         args += ["--dev-bind-try", f"/dev/{name}", f"/dev/{name}"]
     # The CUDA runtime reads PCI topology from sysfs.
     args += ["--ro-bind-try", "/sys", "/sys"]
+    return args
+
+
+def mps_args(env: Mapping[str, str]) -> list[str]:
+    """The NVIDIA MPS pipe and log folders the run's environment names (grader.gpu), read-only at
+    their own paths: a client connects to the daemon's sockets and pipes, which needs no write
+    access to the mount. After the private /tmp, which would hide /tmp/nvidia-mps."""
+    args: list[str] = []
+    for key in ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY"):
+        folder = env.get(key)
+        if folder and os.path.isabs(folder) and Path(folder).is_dir():
+            args += _traversable_parents(Path(folder), skip=("/", "/tmp"))
+            args += ["--ro-bind", folder, folder]
     return args
 
 
@@ -312,6 +326,7 @@ def build_command(
     cmd += ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
     cmd += gpu_args(gpus)
     cmd += ["--size", str(limits.max_work_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
+    cmd += mps_args(env)
     cmd += ["--perms", "1777", "--dir", WORK_DIR, "--perms", "0777", "--dir", CWD,
             "--perms", "0777", "--dir", HOME]
     # After the private /tmp: a checkout (and its venv) under /tmp would be hidden by it.

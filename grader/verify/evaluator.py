@@ -109,7 +109,7 @@ def _eval_parameters(model: Any) -> dict:
 
     out = {}
     for name, p in list(model.named_parameters())[:256]:
-        t = p.detach().to(torch.float64).flatten()
+        t = p.detach().to("cpu", torch.float64).flatten()  # on the CPU: 514 scalar reads follow
         n = int(t.numel())
         if n == 0 or not bool(torch.isfinite(t).all()):
             out[name] = {"numel": n, "finite": False}
@@ -213,11 +213,29 @@ def _eval_facts(model: Any, fmt: str) -> dict:
         return {"error": (type(exc).__name__ + ": " + str(exc))[:300]}
 
 
+def _eval_device() -> Any:
+    """CUDA when the sandbox shows a GPU (the run's own, with its memory share: grader.gpu sets
+    DLLAB_GPU_MEMORY_FRACTION where the allocator holds it), else the CPU."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    fraction = os.environ.get("DLLAB_GPU_MEMORY_FRACTION")
+    if fraction:
+        torch.cuda.set_per_process_memory_fraction(float(fraction), 0)
+    return torch.device("cuda")
+
+
 def _eval_predict(job: dict, folder: str) -> dict:
     """Load the model (the format the host found), predict every input image; the result dict.
     Then the same for each run model of `job["runs"]` (`{"file", "format"}`), on the same
     images: `runs` holds `{"predictions": [...], "facts": {...}}` or `{"error": "..."}` per run,
-    in order; `facts` of the model of "model.pt" too (`_eval_facts`) when `job["facts"]`."""
+    in order; `facts` of the model of "model.pt" too (`_eval_facts`) when `job["facts"]`.
+    Models run on the run's GPU when it had one (`_eval_device`); one that fails there (loading
+    or predicting: a trace holding the CPU as a constant) is loaded and run again on the CPU, as
+    on a grader without a GPU."""
     import os
 
     import numpy as np
@@ -225,20 +243,32 @@ def _eval_predict(job: dict, folder: str) -> dict:
 
     transform = _eval_build_transform(job["steps"])
     pixels = np.load(os.path.join(folder, "images.npy"), allow_pickle=False) if job["storage"] == "npy" else None
+    device = _eval_device()
 
-    def load(name: str, fmt: str) -> Any:
+    def load(name: str, fmt: str, dev: Any) -> Any:
         path = os.path.join(folder, name)
         if fmt == "export":
-            return torch.export.load(path).module()
-        loaded = torch.jit.load(path, map_location="cpu")
+            return torch.export.load(path).module().to(dev)
+        loaded = torch.jit.load(path, map_location=dev)
         loaded.eval()
         return loaded
 
-    def predict(model: Any) -> list:
+    def run(name: str, fmt: str) -> tuple:
+        """(the model, its predictions), on the GPU when there is one, else (or failing there) the CPU."""
+        if device.type != "cpu":
+            try:
+                model = load(name, fmt, device)
+                return model, predict(model, device)
+            except Exception:  # noqa: BLE001 - tried again on the CPU, whose error stands
+                torch.cuda.empty_cache()
+        model = load(name, fmt, torch.device("cpu"))
+        return model, predict(model, torch.device("cpu"))
+
+    def predict(model: Any, dev: Any) -> list:
         chunk = None  # a model captured for one batch size gets that many, padded
 
         def scores(xb: Any) -> Any:
-            out = model(xb)
+            out = model(xb.to(dev))
             for _ in range(3):
                 if isinstance(out, (list, tuple)):
                     out = out[0]
@@ -267,18 +297,18 @@ def _eval_predict(job: dict, folder: str) -> dict:
                             part = torch.cat([part, part[-1:].expand(pad, *part.shape[1:])])
                         parts.append(scores(part).argmax(dim=1)[:chunk - pad])
                     pred = torch.cat(parts)
-                preds.extend(int(p) for p in pred.tolist())
+                preds.extend(int(p) for p in pred.cpu().tolist())
         return preds
 
-    model = load("model.pt", job["format"])
-    result = {"ok": True, "predictions": predict(model), "parameters": _eval_parameters(model)}
+    model, predictions = run("model.pt", job["format"])
+    result = {"ok": True, "predictions": predictions, "parameters": _eval_parameters(model)}
     if job.get("facts"):
         result["facts"] = _eval_facts(model, job["format"])
     runs = []
-    for run in job.get("runs") or []:
+    for each in job.get("runs") or []:
         try:
-            loaded = load(run["file"], run["format"])
-            runs.append({"predictions": predict(loaded), "facts": _eval_facts(loaded, run["format"])})
+            loaded, predictions = run(each["file"], each["format"])
+            runs.append({"predictions": predictions, "facts": _eval_facts(loaded, each["format"])})
         except Exception as exc:  # noqa: BLE001 - reported per run
             runs.append({"error": (type(exc).__name__ + ": " + str(exc))[:300]})
     if runs:
@@ -313,5 +343,5 @@ def _eval_main(job_path: str) -> None:
 def evaluator_source() -> str:
     """The evaluator script: the functions above and a main."""
     parts = [inspect.getsource(f) for f in (_eval_build_transform, _eval_image, _eval_parameters, _eval_op_name,
-                                            _eval_ops, _eval_facts, _eval_predict, _eval_main)]
+                                            _eval_ops, _eval_facts, _eval_device, _eval_predict, _eval_main)]
     return "from typing import Any\n\n" + "\n\n".join(parts) + "\n\nimport sys\n_eval_main(sys.argv[1])\n"

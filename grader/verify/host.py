@@ -278,7 +278,8 @@ def run_job(script: Path, job: Path, *, work: Path, spec: SandboxSpec, limits: S
     submission folder work/sub, no dataset mounted, or under `limits` alone for sandbox `none`:
     (stdout, stderr, exit code or "timeout"), both outputs capped (_run_capped). No dataset is
     mounted: a captured model could read any file it sees (TorchScript has `aten::from_file`),
-    so it sees nothing labelled."""
+    so it sees nothing labelled. The run's GPU (`spec.gpus`, `spec.gpu`) is its only device
+    passed through, with the same memory share; a run without one gives none."""
     inner = [sys.executable, "-I", "-B", str(script), str(job)]
     with contextlib.ExitStack() as stack:
         if spec.sandbox == "none":
@@ -288,9 +289,11 @@ def run_job(script: Path, job: Path, *, work: Path, spec: SandboxSpec, limits: S
             from grader.execute import _sandbox_env
 
             uid = stack.enter_context(sandbox.allocate_uid()) if sandbox.is_root() else None
+            # the run's own GPU, with its memory share, when it had one (grader.gpu); else none
+            gpu_only = SandboxSpec(gpus=spec.gpus, gpu=spec.gpu)
             cmd = sandbox.build_command(
                 inner, run_dir=work, kernel_dir=job.parent, submission=work / "sub", mounts={},
-                limits=limits, env=_sandbox_env(SandboxSpec()), uid=uid, gpus=(),
+                limits=limits, env=_sandbox_env(gpu_only), uid=uid, gpus=spec.gpus,
                 bwrap=sandbox.bwrap_path() or "bwrap")
             # the run's own cgroup caps (its CPU share above all): a model evaluated beside
             # other runs takes no more of the host than the run that trained it

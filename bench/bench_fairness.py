@@ -7,8 +7,10 @@ all of them trained); the hostile ones are one notebook each:
 
 - fork bomb: `while True: os.fork()` (the cap is the rubric's limits.processes, 256);
 - busy loop: `while True: pass`, held until the cell timeout (it cannot be told from training);
-- memory hog: a multiprocessing Pool whose 4 processes each fill 3 GiB: under the 8 GiB
-  per-process RLIMIT_DATA, over the run's whole-tree memory cap (8 GiB + its /tmp and /dev/shm).
+- busy processes: the same loop in a Pool of 4 processes (as a DataLoader's workers would spin);
+- memory hog: a multiprocessing Pool whose 4 processes each fill 3.6 GiB: under the 8 GiB
+  per-process RLIMIT_DATA, over the run's whole-tree memory cap (8 GiB + its /tmp and /dev/shm,
+  14 GiB), and within what this 24 GiB host holds without the cap.
 
 Every scenario is one `dllab grade --workers 2 --no-pdf --no-similarity` of a fresh OUT on the
 same stand-in datasets, with the lab's rubric except the cell timeout (`--cell-timeout`, so the
@@ -42,8 +44,10 @@ HONEST = "0556001"
 HOSTILE = {
     "fork bomb": ("import os\nwhile True:\n    os.fork()",),
     "busy loop": ("while True:\n    pass",),
+    "busy processes": ("import multiprocessing as mp\ndef spin(i):\n    while True:\n        pass\n"
+                       "with mp.Pool(4) as pool:\n    pool.map(spin, range(4))",),
     "memory hog": ("import multiprocessing as mp\n"
-                   "def hog(i):\n    x = bytearray(3 << 30)\n    for j in range(0, len(x), 4096):\n        x[j] = 1\n"
+                   "def hog(i):\n    x = bytearray(3700 << 20)\n    for j in range(0, len(x), 4096):\n        x[j] = 1\n"
                    "    return len(x)\n"
                    "with mp.Pool(4) as pool:\n    print(sum(pool.map(hog, range(4))))",),
 }

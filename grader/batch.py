@@ -113,6 +113,29 @@ def grade_on_gpu(candidate: Any, settings: GradeSettings) -> dict:
         return grade_submission(candidate, replace(settings, gpus=(g,)))
 
 
+def grade_in_dask(candidate: Any, settings: GradeSettings) -> dict:
+    """A Dask task: `grade_submission` (or `grade_on_gpu` when the batch has GPUs) with this
+    machine's share of its cores for the run: cores ÷ the worker's threads, as CPU threads and
+    as its cgroup's CPU quota (the batch cannot know each worker machine's cores)."""
+    settings = with_worker_share(settings)
+    return (grade_on_gpu if settings.gpus else grade_submission)(candidate, settings)
+
+
+def with_worker_share(settings: GradeSettings) -> GradeSettings:
+    """`settings` with cpu_threads and cpu_share set for the Dask worker this runs in, from its
+    thread count (`--nthreads`), where the batch did not set them; unchanged outside a worker."""
+    if settings.cpu_threads and settings.cpu_share:
+        return settings
+    try:
+        from distributed import get_worker
+
+        threads = int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError, TypeError):
+        return settings
+    return replace(settings, cpu_threads=settings.cpu_threads or max(1, (os.cpu_count() or 1) // max(1, threads)),
+                   cpu_share=settings.cpu_share or cpu_share(threads))
+
+
 def _needs_attention(grade: dict) -> bool:
     return bool(set(grade.get("flags") or []) - {"late"})
 
@@ -201,9 +224,8 @@ def run_dask(todo: Sequence, settings: GradeSettings, *, scheduler: str, progres
     with client:
         # With GPUs, a task holds one `GPU` resource, and its worker gives it one GPU (grade_on_gpu).
         resources = {"GPU": 1} if settings.gpus else None
-        task = grade_on_gpu if settings.gpus else grade_submission
         # retries=1: a task whose worker died is run once more elsewhere.
-        futures = [client.submit(in_worker, task, c, settings, key=f"grade-{safe_name(c.student_id)}",
+        futures = [client.submit(in_worker, grade_in_dask, c, settings, key=f"grade-{safe_name(c.student_id)}",
                                  retries=1, resources=resources, pure=False) for c in todo]
         by_key = {f.key: c for f, c in zip(futures, todo)}
         progress.running = min(len(futures), sum(client.nthreads().values()))

@@ -63,3 +63,24 @@ def test_a_grade_made_by_other_grader_code_is_made_again_on_resume(tmp_path: Pat
     assert batch.is_done(candidate, settings)
     monkeypatch.setattr(pipeline, "grader_digest", lambda: "other-code")
     assert not batch.is_done(candidate, settings)
+
+
+def test_each_run_gets_the_cores_divided_by_the_workers(monkeypatch, tmp_path: Path) -> None:
+    """Issue 20: a run's cgroup CPU quota is cores ÷ workers (locally), or cores ÷ the Dask
+    worker's threads on the machine that runs it; outside a worker, settings stay as given."""
+    import types
+
+    import distributed
+
+    from grader import batch
+
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 8)
+    assert [batch.cpu_share(w) for w in (1, 2, 3, 8, 100)] == [8.0, 4.0, 2.66, 1.0, 0.1]
+    settings = GradeSettings(rubric_path=tmp_path / "r.yaml", out=tmp_path)
+    assert batch.with_worker_share(settings) == settings  # not in a Dask worker
+    worker = types.SimpleNamespace(state=types.SimpleNamespace(nthreads=4))
+    monkeypatch.setattr(distributed, "get_worker", lambda: worker)
+    shared = batch.with_worker_share(settings)
+    assert (shared.cpu_threads, shared.cpu_share) == (2, 2.0)
+    given = GradeSettings(rubric_path=tmp_path / "r.yaml", out=tmp_path, cpu_threads=1, cpu_share=0.5)
+    assert batch.with_worker_share(given) == given

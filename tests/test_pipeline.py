@@ -336,6 +336,12 @@ def test_dask_cluster_on_loopback(data_root: Path, tmp_path: Path) -> None:
                 for sid in ("0556005", "0556006")}
         assert runs["0556005"]["status"] == "error" and runs["0556006"]["status"] == "killed"
         assert "sandbox-limit" in grade_of(out, "0556006")["flags"]
+        from grader import cgroups
+        from grader.batch import cpu_share
+
+        if cgroups.available()[0]:  # each worker's one thread gets its machine's cores ÷ 1 (issue 20)
+            log = (out / "runs" / "0556005" / "lab1-1.ipynb" / "log.txt").read_text()
+            assert f"at most {cpu_share(1):g} CPU core(s)" in log, log[:500]
     finally:
         for p in procs:
             p.terminate()

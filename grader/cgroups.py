@@ -66,59 +66,53 @@ class RunGroup:
 
     def pids(self) -> list[int]:
         """The processes in the group now."""
-        d = self.dirs.get("pids") or self.dirs.get("unified")
+        d = self._dir("pids")
         try:
             return [int(x) for x in (d / "cgroup.procs").read_text().split()] if d else []
         except (OSError, ValueError):
             return []
 
-    def process_cap_hits(self) -> int:
-        """How many forks the process cap refused so far (`pids.events` "max")."""
-        d = self.dirs.get("pids") or self.dirs.get("unified")
+    def _dir(self, controller: str) -> Path | None:
+        """The group's folder for `controller` (v2: the one folder)."""
+        return self.dirs.get("unified") if self.version == 2 else self.dirs.get(controller)
+
+    def _keyed(self, controller: str, name: str, key: str) -> int:
+        """`key`'s value in the group's flat-keyed file `name` ("key value" lines); 0 when the
+        file or the key is missing."""
+        d = self._dir(controller)
         try:
-            for line in (d / "pids.events").read_text().splitlines():  # type: ignore[operator]
-                key, _, value = line.partition(" ")
-                if key == "max":
+            for line in (d / name).read_text().splitlines() if d else ():
+                k, _, value = line.partition(" ")
+                if k == key:
                     return int(value)
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError):
             pass
         return 0
+
+    def process_cap_hits(self) -> int:
+        """How many forks the process cap refused so far (`pids.events` "max")."""
+        return self._keyed("pids", "pids.events", "max")
 
     def oom_kills(self) -> int:
         """How many of the group's processes the kernel's out-of-memory killer ended because the
         group reached its memory limit (v1 `memory.oom_control`, v2 `memory.events` "oom_kill")."""
-        name = "memory.events" if self.version == 2 else "memory.oom_control"
-        d = self.dirs.get("unified") if self.version == 2 else self.dirs.get("memory")
-        try:
-            for line in (d / name).read_text().splitlines():  # type: ignore[operator]
-                key, _, value = line.partition(" ")
-                if key == "oom_kill":
-                    return int(value)
-        except (OSError, ValueError, TypeError):
-            pass
-        return 0
+        return self._keyed("memory", "memory.events" if self.version == 2 else "memory.oom_control", "oom_kill")
 
     def memory_peak(self) -> int:
         """The most memory the group held at once (bytes; 0 when the kernel does not say):
         v1 `memory.max_usage_in_bytes`, v2 `memory.peak` (Linux ≥ 5.19)."""
-        d = self.dirs.get("unified") if self.version == 2 else self.dirs.get("memory")
-        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
+        d = self._dir("memory")
         try:
-            return int((d / name).read_text()) if d else 0  # type: ignore[operator]
+            return int((d / ("memory.peak" if self.version == 2 else "memory.max_usage_in_bytes")).read_text()) if d else 0
         except (OSError, ValueError):
             return 0
 
     def cpu_seconds(self) -> float:
-        """CPU time the group's processes used (seconds)."""
+        """CPU time the group's processes used (seconds): v2 `cpu.stat` usage_usec, v1
+        `cpuacct.usage` (nanoseconds)."""
         if self.version == 2:
-            try:
-                for line in (self.dirs["unified"] / "cpu.stat").read_text().splitlines():
-                    if line.startswith("usage_usec "):
-                        return int(line.split()[1]) / 1e6
-            except (OSError, ValueError, KeyError):
-                return 0.0
-            return 0.0
-        d = self.dirs.get("cpuacct")
+            return self._keyed("cpu", "cpu.stat", "usage_usec") / 1e6
+        d = self._dir("cpuacct")
         try:
             return int((d / "cpuacct.usage").read_text()) / 1e9 if d else 0.0
         except (OSError, ValueError):

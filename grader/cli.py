@@ -214,10 +214,9 @@ def cmd_grade(args: argparse.Namespace) -> int:
 def cmd_similarity(args: argparse.Namespace) -> int:
     import json
 
+    from grader import config
     from grader.rescore import finish
     from grader.similarity.core import update
-
-    from grader import config
 
     result, _ = update(args.out, against=args.against, handout=args.handout, log=_info)
     grades = [json.loads(p.read_text()) for p in sorted((args.out / "grades").glob("*.json"))]

@@ -19,7 +19,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -45,11 +45,6 @@ class ReportText:
     text: str = ""
     reason: str = ""
     """Why it could not be read, in one sentence for the TA; empty when ok."""
-
-
-def _child(path: Path, *, timeout_s: float, memory_bytes: int, max_chars: int) -> ReportText:
-    got = _pages_child(path, timeout_s=timeout_s, memory_bytes=memory_bytes, max_chars=max_chars)
-    return ReportText(got.status, "\n".join(t for _, t in got.pages)[:max_chars], got.reason)
 
 
 def _run_reader(path: Path, *, timeout_s: float, memory_bytes: int, max_chars: int) -> tuple[Status, bytes, str]:
@@ -82,51 +77,26 @@ def _keep(entry: Path | None, data: dict) -> None:
         pass
 
 
-def _plain(path: Path, max_chars: int) -> ReportText:
+def _plain(path: Path, max_chars: int) -> str:
     with open(path, "rb") as f:
         text = f.read(max_chars * 4).decode("utf-8", errors="replace")
     if path.suffix.lower() in (".html", ".htm"):
         text = re.sub(r"<[^>]{0,2000}>", " ", text)
-    return ReportText("ok", text[:max_chars])
+    return text[:max_chars]
 
 
 def read_report(path: Path, *, cache_dir: Path | None = None, timeout_s: float | None = None,
                 memory_bytes: int | None = None, max_chars: int = MAX_CHARS) -> ReportText:
     """The text of a pdf, docx, markdown, text or html report, read under the limits above
     (TIMEOUT_S and MEMORY_BYTES unless given); with `cache_dir`, read once per distinct file
-    content (the outcome is cached as JSON there)."""
-    path = Path(path)
-    timeout_s = TIMEOUT_S if timeout_s is None else timeout_s
-    memory_bytes = MEMORY_BYTES if memory_bytes is None else memory_bytes
-    try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as exc:
-        return ReportText("error", reason=f"the report could not be opened: {exc.strerror or exc}")
-    return _cached(str(path), digest, str(cache_dir) if cache_dir else "", timeout_s, memory_bytes, max_chars)
+    content (the outcome is cached as JSON there): read_report_pages' pages, joined."""
+    got = read_report_pages(path, cache_dir=cache_dir, timeout_s=timeout_s, memory_bytes=memory_bytes,
+                            max_chars=max_chars)
+    return ReportText(got.status, "\n".join(t for _, t in got.pages)[:max_chars], got.reason)
 
 
-@functools.lru_cache(maxsize=64)
-def _cached(path: str, digest: str, cache_dir: str, timeout_s: float, memory_bytes: int,
-            max_chars: int) -> ReportText:
-    entry = Path(cache_dir) / f"{digest}-{_VERSION}-{int(timeout_s * 1000)}-{memory_bytes}-{max_chars}.json" \
-        if cache_dir else None
-    if entry is not None and entry.is_file():
-        try:
-            return ReportText(**json.loads(entry.read_text()))
-        except (OSError, ValueError, TypeError):
-            pass
-    if Path(path).suffix.lower() in (".pdf", ".docx"):
-        got = _child(Path(path), timeout_s=timeout_s, memory_bytes=memory_bytes, max_chars=max_chars)
-    else:
-        got = _plain(Path(path), max_chars)
-    _keep(entry, asdict(got))
-    return got
-
-
-# Pages, for a TA who must find the passage in the student's own file: the same limits and
-# child process as read_report, a cache entry of its own (read_report's entries are unchanged).
-_PAGES_VERSION = 1
-
+# The child reads a pdf or docx under the limits; a TA who must find the passage in the student's
+# own file gets its pages (read_report_pages), the checks their text joined (read_report).
 _CHILD_PAGES = r"""
 import json, resource, sys
 limit = int(sys.argv[4])
@@ -180,10 +150,10 @@ def read_report_pages(path: Path, *, cache_dir: Path | None = None, timeout_s: f
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as exc:
         return ReportPages("error", reason=f"the report could not be opened: {exc.strerror or exc}")
-    return _cached_pages(str(path), digest, str(cache_dir) if cache_dir else "", timeout_s, memory_bytes, max_chars)
+    return _cached(str(path), digest, str(cache_dir) if cache_dir else "", timeout_s, memory_bytes, max_chars)
 
 
-def _pages_child(path: Path, *, timeout_s: float, memory_bytes: int, max_chars: int) -> ReportPages:
+def _child(path: Path, *, timeout_s: float, memory_bytes: int, max_chars: int) -> ReportPages:
     status, output, reason = _run_reader(path, timeout_s=timeout_s, memory_bytes=memory_bytes, max_chars=max_chars)
     if status != "ok":
         return ReportPages(status, reason=reason)
@@ -200,9 +170,9 @@ def _pages_child(path: Path, *, timeout_s: float, memory_bytes: int, max_chars: 
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_pages(path: str, digest: str, cache_dir: str, timeout_s: float, memory_bytes: int,
-                  max_chars: int) -> ReportPages:
-    entry = Path(cache_dir) / (f"{digest}-pages{_PAGES_VERSION}-{int(timeout_s * 1000)}-{memory_bytes}-"
+def _cached(path: str, digest: str, cache_dir: str, timeout_s: float, memory_bytes: int,
+            max_chars: int) -> ReportPages:
+    entry = Path(cache_dir) / (f"{digest}-pages{_VERSION}-{int(timeout_s * 1000)}-{memory_bytes}-"
                                f"{max_chars}.json") if cache_dir else None
     if entry is not None and entry.is_file():
         try:
@@ -211,9 +181,8 @@ def _cached_pages(path: str, digest: str, cache_dir: str, timeout_s: float, memo
         except (OSError, ValueError, TypeError, KeyError):
             pass
     if Path(path).suffix.lower() in (".pdf", ".docx"):
-        got = _pages_child(Path(path), timeout_s=timeout_s, memory_bytes=memory_bytes, max_chars=max_chars)
+        got = _child(Path(path), timeout_s=timeout_s, memory_bytes=memory_bytes, max_chars=max_chars)
     else:
-        plain = _plain(Path(path), max_chars)
-        got = ReportPages("ok", ((None, plain.text),))
+        got = ReportPages("ok", ((None, _plain(Path(path), max_chars)),))
     _keep(entry, {"status": got.status, "pages": [list(p) for p in got.pages], "reason": got.reason})
     return got

@@ -36,7 +36,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from grader.errors import GraderError
-from grader.review.queue import STATUSES, Entry, entries, load_grades, select
+from grader.review.queue import STATUSES, Entry, entries, load_grade, load_grades, select
 from grader.review.store import MAX_COMMENT, Conflict, Decision, DecisionStore
 from grader.safename import safe_name
 
@@ -308,6 +308,10 @@ class Review:
         """student id -> grade."""
         return {g["student_id"]: g for g in load_grades(self.out)}
 
+    def grade(self, student_id: object) -> dict[str, Any] | None:
+        """One student's grade, or None for an id this folder does not grade."""
+        return load_grade(self.out, student_id) if isinstance(student_id, str) and student_id else None
+
     def queue(self) -> list[Entry]:
         """Every entry, in queue order."""
         return entries(list(self.grades().values()), self.store.latest(), hand_graded=self.hand_graded)
@@ -376,14 +380,14 @@ class Review:
         from grader.review.evidence import entry_evidence
 
         kind, sid, key = (request.path_params[k] for k in ("kind", "sid", "key"))
-        grades = self.grades()
-        grade = grades.get(sid)
+        grade = self.grade(sid)
         if kind not in ("item", "flag") or grade is None:
             return self._not_found(request, "No such student in this output folder.")
-        found = entries([grade], self.store.latest(), hand_graded=self.hand_graded)
+        latest = self.store.latest()
+        found = entries([grade], latest, hand_graded=self.hand_graded)
         entry = next((e for e in found if (e.kind, e.key) == (kind, key)), None)
         if entry is None and kind == "item":
-            entry = _any_item(grade, key, self.store.latest())
+            entry = _any_item(grade, key, latest)
         if entry is None:
             return self._not_found(request, "No such item or flag in this student's grade.")
         f = self._filters(request)
@@ -419,7 +423,7 @@ class Review:
 
     async def file(self, request: Request) -> Response:
         sid, rel = request.path_params["sid"], request.path_params["path"]
-        if sid not in self.grades():
+        if self.grade(sid) is None:
             return Response("not found", status_code=404)
         path = inside(self.out / "runs" / safe_name(sid), rel)
         kind = IMAGE_TYPES.get(path.suffix.lower()) if path else None
@@ -429,7 +433,7 @@ class Review:
 
     async def feedback(self, request: Request) -> Response:
         sid = request.path_params["sid"]
-        if sid not in self.grades():
+        if self.grade(sid) is None:
             return Response("not found", status_code=404)
         path = inside(self.out / "feedback", f"{safe_name(sid)}.pdf")
         if path is None:
@@ -476,7 +480,7 @@ class Review:
         if not isinstance(body, dict):
             return JSONResponse({"error": "expected a JSON object"}, status_code=400)
         kind, sid, key = body.get("kind"), body.get("student_id"), body.get("key")
-        grade = self.grades().get(sid) if isinstance(sid, str) else None
+        grade = self.grade(sid)
         if grade is None:
             return JSONResponse({"error": "no such student in this output folder"}, status_code=400)
         if kind == "flag" and key not in (grade.get("flags") or []) and not self.store.history("flag", sid, str(key)):

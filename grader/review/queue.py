@@ -70,17 +70,29 @@ class Entry:
         return f"/decide/{self.kind}/{quote(self.student_id, safe='')}/{quote(self.key, safe='')}"
 
 
+def _read_grade(path: Path) -> dict[str, Any] | None:
+    """The grade in `path` when it reads as one (a student id and parts), else None."""
+    try:
+        g = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(g, dict) and isinstance(g.get("student_id"), str) and isinstance(g.get("parts"), list)
+    return g if ok else None
+
+
 def load_grades(out: Path) -> list[dict[str, Any]]:
-    """Every OUT/grades/*.json that reads as a grade (a student id and parts), by student id."""
-    grades = []
-    for p in sorted((Path(out) / "grades").glob("*.json")):
-        try:
-            g = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(g, dict) and isinstance(g.get("student_id"), str) and isinstance(g.get("parts"), list):
-            grades.append(g)
+    """Every OUT/grades/*.json that reads as a grade, by student id."""
+    grades = [g for p in sorted((Path(out) / "grades").glob("*.json")) if (g := _read_grade(p)) is not None]
     return sorted(grades, key=lambda g: g["student_id"])
+
+
+def load_grade(out: Path, student_id: str) -> dict[str, Any] | None:
+    """One student's grade (OUT/grades/<safe name>.json, as grading writes it), or None: one file
+    read, not the class's."""
+    from grader.safename import safe_name
+
+    g = _read_grade(Path(out) / "grades" / f"{safe_name(student_id)}.json")
+    return g if g is not None and g["student_id"] == student_id else None
 
 
 def item_order(grades: Sequence[Mapping[str, Any]]) -> dict[str, int]:

@@ -16,6 +16,7 @@ in the other (0..1).
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections import Counter
@@ -177,10 +178,10 @@ def fingerprint(docs: Sequence[CodeDoc], *, handout: str = "", common_share: flo
 
     _stable_copydetect()
     for d in docs:
-        d.fp = CodeFingerprint(f"{d.student_id}.py", K, WINDOW, language="python", fp=_Text(d.text))
+        d.fp = CodeFingerprint(f"{d.student_id}.py", K, WINDOW, language="python", fp=io.StringIO(d.text))
     boiler: set[int] = {SEP_HASH}
     if handout.strip():
-        boiler |= CodeFingerprint("handout.py", K, WINDOW, language="python", fp=_Text(handout)).hashes
+        boiler |= CodeFingerprint("handout.py", K, WINDOW, language="python", fp=io.StringIO(handout)).hashes
     counts = Counter(h for d in docs for h in d.fp.hashes)
     limit = max(common_at_least, common_share * len(docs))
     boiler |= {h for h, n in counts.items() if n > limit}
@@ -191,16 +192,6 @@ def fingerprint(docs: Sequence[CodeDoc], *, handout: str = "", common_share: flo
             d.fp.hash_idx = {h: i for h, i in d.fp.hash_idx.items() if h not in drop}
             d.fp.token_coverage = get_token_coverage(d.fp.hash_idx, K, len(d.fp.filtered_code))
     return boiler
-
-
-class _Text:
-    """A file-like object holding text (copydetect reads `fp.read()`)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def read(self) -> str:
-        return self.text
 
 
 @dataclass(frozen=True)

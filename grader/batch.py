@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -69,7 +70,26 @@ def is_done(candidate, settings: GradeSettings) -> bool:
             return False
     except (ValueError, KeyError, OSError, AttributeError):
         return False
+    if settings.gpus and gpu_share_ran_out(settings.out / "runs" / name, settings.runs_per_gpu):
+        return False  # stopped at 1/K of a GPU's memory: a rerun with a smaller K grades it again
     return key == settings_key(settings, source_digest(candidate))
+
+
+_GPU_SHARE = re.compile(r"GPU memory share \([^()]*, 1/(\d+)\) was exhausted")
+
+
+def gpu_share_ran_out(runs: Path, runs_per_gpu: int) -> bool:
+    """Whether a run under `runs` (OUT/runs/<id>) stopped because its GPU memory share, 1/K of a
+    GPU with K above `runs_per_gpu`, ran out (grader.diagnose.gpu_memory_message): a batch with
+    fewer runs per GPU gives it a larger share, so it is graded again."""
+    for path in runs.glob("*/run.json"):
+        try:
+            found = _GPU_SHARE.search(str(json.loads(path.read_text()).get("reason") or ""))
+        except (OSError, ValueError, AttributeError):
+            continue
+        if found and int(found.group(1)) > runs_per_gpu:
+            return True
+    return False
 
 
 def crash_grade(candidate, settings: GradeSettings, reason: str) -> dict[str, Any]:

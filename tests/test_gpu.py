@@ -322,3 +322,22 @@ def test_bench_gpu_without_a_gpu_says_so_and_exits_0(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "no GPU" in done.stdout
+
+
+def test_a_run_that_ran_out_of_its_gpu_share_is_graded_again_with_a_smaller_k(tmp_path: Path) -> None:
+    """A rerun with fewer runs per GPU gives each run a larger share: the students whose run
+    stopped at 1/K of a GPU's memory, K above the new one, are graded again; the others stay."""
+    import json as _json
+
+    from grader.batch import gpu_share_ran_out
+    from grader.diagnose import gpu_memory_message
+
+    runs = tmp_path / "runs" / "0556001"
+    (runs / "lab1-1.ipynb").mkdir(parents=True)
+    reason = "cell 4 was stopped: " + gpu_memory_message("35942 MiB of GPU 1, 1/4")
+    (runs / "lab1-1.ipynb" / "run.json").write_text(_json.dumps({"status": "killed", "reason": reason}))
+    assert gpu_share_ran_out(runs, 2) and gpu_share_ran_out(runs, 1)
+    assert not gpu_share_ran_out(runs, 4) and not gpu_share_ran_out(runs, 8)
+    (runs / "lab1-1.ipynb" / "run.json").write_text(_json.dumps({"status": "ok", "reason": ""}))
+    assert not gpu_share_ran_out(runs, 1)
+    assert not gpu_share_ran_out(tmp_path / "runs" / "nobody", 1)

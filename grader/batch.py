@@ -282,6 +282,23 @@ def check_gpu_workers(workers: int, settings: GradeSettings) -> None:
                           f"every run holds one; raise --runs-per-gpu or give fewer workers")
 
 
+def check_gpus_present(settings: GradeSettings) -> None:
+    """Raises GraderError when this machine's nvidia-smi does not list every GPU of `--gpus` (a
+    local batch only: a Dask worker's machine has its own): a run given a GPU that is not there
+    would train on the CPU without a word, and time out where the rubric counts on a GPU."""
+    from grader.gpu import host_gpus
+
+    if not settings.gpus:
+        return
+    found, why = host_gpus()
+    missing = [g for g in settings.gpus if g not in {info.index for info in found}]
+    if missing:
+        have = (f"nvidia-smi lists GPU {', '.join(str(info.index) for info in found)}" if found else why)
+        raise GraderError(f"--gpus {','.join(map(str, settings.gpus))}: this machine has no GPU "
+                          f"{', '.join(map(str, missing))} ({have}); grade without --gpus, or on the machine "
+                          f"that has them (with --scheduler, the workers' machines are not checked here)")
+
+
 def gpu_line(settings: GradeSettings, *, scheduler: str | None = None) -> str:
     """The batch log's line on its GPUs: how many runs share each and each run's memory share
     (as this machine's nvidia-smi tells; a Dask worker's machine may differ)."""
@@ -348,6 +365,7 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
                         durations=[])
     workers = workers or default_workers(settings.gpus, settings.runs_per_gpu)
     if not scheduler:
+        check_gpus_present(settings)
         check_gpu_workers(workers, settings)
     if not scheduler and not settings.cpu_threads:
         settings = replace(settings, cpu_threads=max(1, (os.cpu_count() or 1) // workers))

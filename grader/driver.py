@@ -119,8 +119,8 @@ class Runner:
         """start, cells, teardown or done: the start-up limit applies to the first, the wall
         time to the second."""
         self.peak_processes = 0
-        self.peak_memory_bytes = 0  # the run's cgroup's peak (0 without one)
-        self.cpu_s = 0.0  # CPU time of the run's whole tree, from its cgroup (0 without one)
+        self.peak_memory_bytes: int | None = None  # the run's cgroup's peak (None without one)
+        self.cpu_s: float | None = None  # CPU time of the run's whole tree, from its cgroup (None without one)
         self.notes: list[dict[str, Any]] = []
         """What the TA should know that is no cell's error: `{"code", "message"}` each
         (grader.diagnose.NOTE_FLAGS): files not placed, the process cap touched."""
@@ -221,8 +221,8 @@ class Runner:
         if self._drain is not None:
             self._drain.join(timeout=5)
         if self.group is not None:
-            self.peak_memory_bytes = max(self.peak_memory_bytes, self.group.memory_peak())
-            self.cpu_s = max(self.cpu_s, self.group.cpu_seconds())
+            self.peak_memory_bytes = self.group.memory_peak()
+            self.cpu_s = self.group.cpu_seconds()
             self.group.remove()  # whatever escaped the namespace kill (none should), then the folders
 
     # -- the command
@@ -270,7 +270,8 @@ class Runner:
         the host has none to give, the rlimits alone, said in the run log."""
         from grader import cgroups
 
-        self.group, why = cgroups.for_run(self.limits, cpu_share=self.spec.cpu_share, name=self.run_dir.name)
+        self.group, why = cgroups.for_run(self.limits, cpu_share=self.spec.cpu_share,
+                                          name=self.run_dir.name.removeprefix("dllab-"))
         if self.group is None:
             self.log.write(f"no cgroup for this run ({why}): the per-process rlimits alone cap it")
             return []

@@ -167,11 +167,11 @@ class RunResult:
     """What the grading machine lacked (a package, a GPU), as grader.diagnose.Problem dicts."""
     peak_processes: int = 0
     """The most processes and threads the sandbox held at once (sampled every 0.5 s)."""
-    peak_memory_bytes: int = 0
+    peak_memory_bytes: int | None = None
     """The most memory the run's processes and tmpfs held at once (bytes, its cgroup's peak;
-    page cache included; 0 where the host gives no cgroup)."""
-    cpu_s: float = 0.0
-    """CPU time of all the run's processes (seconds, from its cgroup; 0 without one)."""
+    page cache included); None where the run had no cgroup (not measured)."""
+    cpu_s: float | None = None
+    """CPU time of all the run's processes (seconds, from its cgroup); None without one."""
     notes: tuple[dict[str, Any], ...] = ()
     """What the TA should know that is no cell's error, `{"code", "message"}` each: files of
     the submission not placed, the process cap reached for a moment (grader.diagnose)."""
@@ -341,7 +341,7 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
         figures_kept=runner.figures_kept, figures_dropped=runner.figures_dropped,
         output_truncated=runner.truncated, stop=runner.stop, environment=environment,
         peak_processes=runner.peak_processes, peak_memory_bytes=runner.peak_memory_bytes,
-        cpu_s=round(runner.cpu_s, 3), notes=tuple(runner.notes), teardown=runner.teardown,
+        cpu_s=None if runner.cpu_s is None else round(runner.cpu_s, 3), notes=tuple(runner.notes), teardown=runner.teardown,
         deadline_hit=runner.deadline_hit)
     log.write(f"run finished: {status} {reason}".rstrip())
     log.close()

@@ -341,3 +341,24 @@ def test_a_run_that_ran_out_of_its_gpu_share_is_graded_again_with_a_smaller_k(tm
     (runs / "lab1-1.ipynb" / "run.json").write_text(_json.dumps({"status": "ok", "reason": ""}))
     assert not gpu_share_ran_out(runs, 1)
     assert not gpu_share_ran_out(tmp_path / "runs" / "nobody", 1)
+
+
+def test_a_local_batch_refuses_gpus_this_machine_does_not_have(tmp_path: Path, monkeypatch) -> None:
+    """--gpus naming a GPU nvidia-smi does not list would let every run train on the CPU without
+    a word: the batch refuses before grading, saying what the machine has."""
+    import pytest as _pytest
+
+    from grader import gpu
+    from grader.batch import check_gpus_present
+    from grader.errors import GraderError
+
+    settings = GradeSettings(rubric_path=tmp_path / "r.yaml", out=tmp_path, gpus=(0, 2))
+    check_gpus_present(GradeSettings(rubric_path=tmp_path / "r.yaml", out=tmp_path))  # no --gpus: nothing to check
+    if not gpu.host_gpus()[0]:  # this machine, as it is (no GPU here: nvidia-smi missing or listing none)
+        with _pytest.raises(GraderError, match=r"--gpus 0,2: this machine has no GPU 0, 2 \("):
+            check_gpus_present(settings)
+    one = gpu.GpuInfo(index=0, uuid="GPU-aaaa", bus_id="00000000:01:00.0", memory_mib=81559)
+    monkeypatch.setattr(gpu, "host_gpus", lambda: ((one,), ""))
+    with _pytest.raises(GraderError, match=r"no GPU 2 \(nvidia-smi lists GPU 0\)"):
+        check_gpus_present(settings)
+    check_gpus_present(GradeSettings(rubric_path=tmp_path / "r.yaml", out=tmp_path, gpus=(0,)))

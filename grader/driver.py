@@ -119,6 +119,7 @@ class Runner:
         """start, cells, teardown or done: the start-up limit applies to the first, the wall
         time to the second."""
         self.peak_processes = 0
+        self.kernel_start_s: float | None = None  # from launch to the kernel answering (None: it never did)
         self.peak_memory_bytes: int | None = None  # the run's cgroup's peak (None without one)
         self.cpu_s: float | None = None  # CPU time of the run's whole tree, from its cgroup (None without one)
         self.notes: list[dict[str, Any]] = []
@@ -361,6 +362,7 @@ class Runner:
                                            name="dllab-log", daemon=True)
             self._drain.start()
             await client.async_start_new_kernel_client()
+            self.kernel_start_s = time.time() - self.started
             self._copy_errors()
         except Exception as exc:
             self.wall_time_up()

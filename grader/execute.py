@@ -165,6 +165,9 @@ class RunResult:
     grader.diagnose), `cell` (index), `label` ("cell 3", as the student numbers it), `reason`."""
     environment: tuple[dict[str, Any], ...] = ()
     """What the grading machine lacked (a package, a GPU), as grader.diagnose.Problem dicts."""
+    kernel_start_s: float | None = None
+    """Seconds from launching the sandbox to its kernel answering (part of `startup_s`, the rest
+    is the grader's start-up code and the probe); None when the kernel never answered."""
     peak_processes: int = 0
     """The most processes and threads the sandbox held at once (sampled every 0.5 s)."""
     peak_memory_bytes: int | None = None
@@ -340,6 +343,7 @@ def _run(nb: NotebookNode, rel: str, *, submission_dir: Path, out_dir: Path, spe
         executed_notebook_path=str(executed), log_path=str(log.path),
         figures_kept=runner.figures_kept, figures_dropped=runner.figures_dropped,
         output_truncated=runner.truncated, stop=runner.stop, environment=environment,
+        kernel_start_s=None if runner.kernel_start_s is None else round(runner.kernel_start_s, 3),
         peak_processes=runner.peak_processes, peak_memory_bytes=runner.peak_memory_bytes,
         cpu_s=None if runner.cpu_s is None else round(runner.cpu_s, 3), notes=tuple(runner.notes), teardown=runner.teardown,
         deadline_hit=runner.deadline_hit)

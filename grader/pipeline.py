@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
-from grader import __version__, hostbudget
+from grader import __version__, hostbudget, stagetimes
 from grader.fsutil import tree_digest, write_json_atomic
 from grader.model import Submission, record_to_json
 from grader.safename import safe_name
@@ -294,8 +294,9 @@ def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settin
     """Executes one notebook or script with the probe, or reuses a cached run of the same file
     beside the same other files (`inputs`, see `inputs_digest`). `wall_s`: the seconds left of
     the submission's total (grader.runbudget), when fewer than the rubric's wall time."""
-    key = run_cache_key(path, rel, settings, rubric, inputs=inputs)
-    cached = _from_cache(key, rel, run_dir, settings)
+    with stagetimes.stage("run cache lookup"):
+        key = run_cache_key(path, rel, settings, rubric, inputs=inputs)
+        cached = _from_cache(key, rel, run_dir, settings)
     if cached is not None:
         return cached
     ev = _execute(path, rel, submission_dir=submission_dir, run_dir=run_dir, settings=settings, rubric=rubric,
@@ -304,20 +305,36 @@ def run_one(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settin
     # (`verified_runs`); the notebook gives the cells' stdout to cut and the code (saved: the student's).
     from grader.runrecords import runs_for
 
-    notebook = path if ev.get("mode") == "saved" else run_dir / "executed.ipynb"
-    ev["runs"] = runs_for(ev, notebook)
-    if getattr(rubric, "generative", None) is not None:  # D/G losses, a VAE's loss, recon and KL as printed
-        _generative_curves(ev, notebook)
-    # What the run leaves on the host is bounded as written (grader.hostbudget); the cache copy
-    # below is of the same bounded files.
-    ev = hostbudget.bound_evidence(ev)
-    hostbudget.bound_run_folder(run_dir, ev, _limits(rubric).max_host_bytes)
+    with stagetimes.stage("evidence"):
+        notebook = path if ev.get("mode") == "saved" else run_dir / "executed.ipynb"
+        ev["runs"] = runs_for(ev, notebook)
+        if getattr(rubric, "generative", None) is not None:  # D/G losses, a VAE's loss, recon and KL as printed
+            _generative_curves(ev, notebook)
+        # What the run leaves on the host is bounded as written (grader.hostbudget); the cache copy
+        # below is of the same bounded files.
+        ev = hostbudget.bound_evidence(ev)
+        hostbudget.bound_run_folder(run_dir, ev, _limits(rubric).max_host_bytes)
     # A run stopped by a limit may have been starved by a busy machine, and one whose capture or
     # evaluation was cut got only what was left of this submission's time: only finished runs are kept.
     cut = any(isinstance(n, Mapping) and n.get("code") in ("submission-time", "sandbox-limit") for n in ev.get("notes") or ())
     if ev.get("status") in ("ok", "error") and not cut:
         _to_cache(key, run_dir, ev, settings)
     return ev
+
+
+def run_stages(result: Any, seconds: float) -> None:
+    """The stages of one sandboxed run (`result`, a grader.execute.RunResult, which took `seconds`
+    in all) added to the current stage times (grader.stagetimes): sandbox and kernel start, the
+    grader's start-up code with the probe, the cells, the teardown, and the rest (capture,
+    shutdown, reaping)."""
+    kernel = result.kernel_start_s if result.kernel_start_s is not None else result.startup_s
+    cells = sum(c.duration_s for c in result.cells)
+    teardown = float((result.teardown or {}).get("seconds") or 0.0)
+    stagetimes.add("sandbox and kernel start", kernel)
+    stagetimes.add("start-up code and probe", result.startup_s - kernel)
+    stagetimes.add("cells", cells)
+    stagetimes.add("teardown (probe export)", teardown)
+    stagetimes.add("capture, shutdown, reaping", seconds - result.startup_s - cells - teardown)
 
 
 def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, settings: GradeSettings,
@@ -335,6 +352,8 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     from grader.sections import verification_hint
     from grader.verify import teardown_source, verify_run
     from grader.verify.arch import reads_architecture
+
+    verify_in_time = stagetimes.timed("verification", verify_in_time)  # noqa: F811 - its time, as a stage
 
     if settings.mode == "saved":
         if path.suffix.lower() == ".py":  # a notebook may be named `lab1.ipynb.json`: intake knows
@@ -363,11 +382,14 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
                        sandbox=settings.sandbox,
                        cpu_threads=settings.cpu_threads, cpu_share=settings.cpu_share or None)
     runner = run_script if path.suffix.lower() == ".py" else run_notebook
+    t0 = time.perf_counter()
     result = runner(path, submission_dir=submission_dir, out_dir=run_dir, spec=spec, limits=limits,
                     startup_code=_with_probe_dir(startup), teardown_code=teardown_source(), deadline=submission_end)
+    run_stages(result, time.perf_counter() - t0)
     probe_dir = run_dir / "probe"
-    ev = collect.from_run(result, run_dir=run_dir, events_path=probe_dir / "events.jsonl",
-                          figures_dir=probe_dir / "fig", mounts=dataset_mounts(rubric, settings.data))
+    with stagetimes.stage("evidence"):
+        ev = collect.from_run(result, run_dir=run_dir, events_path=probe_dir / "events.jsonl",
+                              figures_dir=probe_dir / "fig", mounts=dataset_mounts(rubric, settings.data))
     # How the run stopped and what the machine lacked: the grade's flags (grader.diagnose).
     ev["stop"] = result.stop
     ev["environment"] = list(result.environment)
@@ -412,7 +434,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     if rubric.generative is not None:
         from grader.verify.generative import measure_in_time
 
-        ev["generative"], note = measure_in_time(
+        ev["generative"], note = stagetimes.timed("verification", measure_in_time)(
             result, rel, rubric=rubric, limits=limits, submission_end=submission_end, run_dir=run_dir,
             probe_dir=probe_dir, spec=spec, data={m.name: m.host for m in dataset_mounts(rubric, settings.data)})
         ev["notes"] += [note] if note else []
@@ -422,8 +444,9 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     if reads_architecture(rubric):
         from grader.verify.arch import measure_in_time as arch_in_time
 
-        ev["architecture"], note = arch_in_time(result, rel, limits=limits, submission_end=submission_end,
-                                                run_dir=run_dir, probe_dir=probe_dir, spec=spec)
+        in_time = stagetimes.timed("verification", arch_in_time)
+        ev["architecture"], note = in_time(result, rel, limits=limits, submission_end=submission_end,
+                                           run_dir=run_dir, probe_dir=probe_dir, spec=spec)
         ev["notes"] += [note] if note else []
     shutil.rmtree(probe_dir / "verify", ignore_errors=True)  # model.pt can be tens of MB
     figures = run_dir / "figures"
@@ -482,7 +505,16 @@ def submission_time(student_id: str | None, submitted_at: str | None, source: st
 
 
 def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
-    """Grades one discovered submission; returns its Grade as JSON data."""
+    """Grades one discovered submission; returns its Grade as JSON data. Where the time went is
+    written to OUT/runs/<id>/timings.json (grader.stagetimes)."""
+    with stagetimes.recording() as timings:
+        grade = _grade_submission(candidate, settings)
+    runs_root = settings.out / "runs" / safe_name(candidate.student_id)
+    write_json_atomic(runs_root / "timings.json", timings.to_json())
+    return grade
+
+
+def _grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     from grader import collect
     from grader.entrypoints import plan_runs
     from grader.evidence_model import write_evidence
@@ -492,6 +524,7 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     from grader.runbudget import capped, order_runs, out_of_time, shortened
     from grader.score import load_overrides
 
+    t_intake = time.perf_counter()
     rubric = load_rubric(settings.rubric_path, base_dir=settings.lab_dir)
     out = settings.out
     name = safe_name(candidate.student_id)  # never the id itself: it came from a file name
@@ -519,6 +552,7 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     planned["not_run"] += [{"path": rel, "reason": note["message"]} for rel, note in over.items()]
     write_json_atomic(runs_root / "plan.json", planned)
     inputs = inputs_digest(sub)
+    stagetimes.add("intake", time.perf_counter() - t_intake)
     deadline = time.monotonic() + lim.submission_timeout
     for rel in order:
         run_dir = runs_root / _safe_name(rel)
@@ -534,12 +568,15 @@ def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
                     and not any(n.get("code") == "submission-time" for n in ev.get("notes") or ()):
                 ev["notes"] = [*(ev.get("notes") or []), shortened(rel, given_s=left, limit_s=lim.submission_timeout)]
         # Validated as written (grader.evidence_model); graded as written, so a rescore reads the same.
-        evidence.append(write_evidence(run_dir / "evidence.json", ev))
-    kept = kept_overrides(out)
-    overrides = load_overrides(kept, rubric=rubric) if kept else ()
-    grade = grade_from_runs(rubric, sub, evidence, settings=settings, overrides=overrides)
+        with stagetimes.stage("evidence"):
+            evidence.append(write_evidence(run_dir / "evidence.json", ev))
+    with stagetimes.stage("checks and score"):
+        kept = kept_overrides(out)
+        overrides = load_overrides(kept, rubric=rubric) if kept else ()
+        grade = grade_from_runs(rubric, sub, evidence, settings=settings, overrides=overrides)
     write_json_atomic(runs_root / "done.json", {"key": settings_key(settings, sub.source_sha256)})
-    _render(grade, sub, evidence, settings)
+    with stagetimes.stage("report (HTML, PDF)"):
+        _render(grade, sub, evidence, settings)
     write_json_atomic(out / "grades" / f"{name}.json", grade)
     return grade
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from grader import sandbox
+from grader import sandbox, stagetimes
 from grader.execute import PROBE_DIR_TOKEN, SandboxLimits, SandboxSpec
 from grader.parsers.classes import CLASS_SETS
 from grader.verify.archive import model_format
@@ -301,7 +301,8 @@ def run_job(script: Path, job: Path, *, work: Path, spec: SandboxSpec, limits: S
             if group is not None:
                 stack.callback(group.remove)
                 cmd = [*group.prefix(), *cmd]
-        return _run_capped(cmd, cwd=str(work), timeout_s=timeout_s)
+        with stagetimes.stage("verification: its sandboxes"):
+            return _run_capped(cmd, cwd=str(work), timeout_s=timeout_s)
 
 
 def _run_capped(cmd: list[str], *, cwd: str, timeout_s: float) -> tuple[bytes, bytes, int | str]:

@@ -32,6 +32,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_batch import DLLAB, make_batch, nbconvert_all  # noqa: E402
 
 
+ORDER = ("intake", "run cache lookup", "sandbox and kernel start", "start-up code and probe", "cells",
+         "teardown (probe export)", "capture, shutdown, reaping", "evidence", "verification",
+         "verification: its sandboxes", "checks and score", "report (HTML, PDF)")
+"""The stages in the order a submission goes through them (grader.stagetimes' names)."""
+
+
 def _grade(subs: Path, out: Path, extra: list[str]) -> float:
     t0 = time.perf_counter()
     done = subprocess.run([*DLLAB, "grade", str(subs), "--out", str(out), "--no-similarity", *extra],
@@ -46,7 +52,7 @@ def stage_table(out: Path) -> tuple[dict[str, float], float]:
     docs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/timings.json"))]
     if not docs:
         raise SystemExit(f"no timings.json under {out / 'runs'}")
-    names: list[str] = []
+    names = [k for k in ORDER if any(k in d["stages"] for d in docs)]
     for d in docs:
         names += [k for k in d["stages"] if k not in names]
     means = {k: statistics.mean(d["stages"].get(k, 0.0) for d in docs) for k in names}

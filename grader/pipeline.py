@@ -382,10 +382,10 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
                        sandbox=settings.sandbox,
                        cpu_threads=settings.cpu_threads, cpu_share=settings.cpu_share or None)
     runner = run_script if path.suffix.lower() == ".py" else run_notebook
-    t0 = time.perf_counter()
+    t0 = stagetimes.now()
     result = runner(path, submission_dir=submission_dir, out_dir=run_dir, spec=spec, limits=limits,
                     startup_code=_with_probe_dir(startup), teardown_code=teardown_source(), deadline=submission_end)
-    run_stages(result, time.perf_counter() - t0)
+    run_stages(result, stagetimes.now() - t0)
     probe_dir = run_dir / "probe"
     with stagetimes.stage("evidence"):
         ev = collect.from_run(result, run_dir=run_dir, events_path=probe_dir / "events.jsonl",
@@ -524,7 +524,7 @@ def _grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     from grader.runbudget import capped, order_runs, out_of_time, shortened
     from grader.score import load_overrides
 
-    t_intake = time.perf_counter()
+    t_intake = stagetimes.now()
     rubric = load_rubric(settings.rubric_path, base_dir=settings.lab_dir)
     out = settings.out
     name = safe_name(candidate.student_id)  # never the id itself: it came from a file name
@@ -552,7 +552,7 @@ def _grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     planned["not_run"] += [{"path": rel, "reason": note["message"]} for rel, note in over.items()]
     write_json_atomic(runs_root / "plan.json", planned)
     inputs = inputs_digest(sub)
-    stagetimes.add("intake", time.perf_counter() - t_intake)
+    stagetimes.add("intake", stagetimes.now() - t_intake)
     deadline = time.monotonic() + lim.submission_timeout
     for rel in order:
         run_dir = runs_root / _safe_name(rel)

@@ -65,6 +65,12 @@ def stage(name: str) -> Iterator[None]:
             timings.add(name, time.perf_counter() - t0)
 
 
+def now() -> float:
+    """The stage clock (time.perf_counter, seconds): for a stage whose start and end are not one
+    block, `t0 = now()` ... `add(name, now() - t0)`."""
+    return time.perf_counter()
+
+
 def add(name: str, seconds: float) -> None:
     """Adds `seconds` to stage `name` of the current Timings, if any."""
     timings = _CURRENT.get()

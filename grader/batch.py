@@ -152,8 +152,14 @@ def with_worker_share(settings: GradeSettings) -> GradeSettings:
         threads = int(get_worker().state.nthreads)
     except (ImportError, ValueError, AttributeError, TypeError):
         return settings
-    return replace(settings, cpu_threads=settings.cpu_threads or max(1, (os.cpu_count() or 1) // max(1, threads)),
-                   cpu_share=settings.cpu_share or cpu_share(threads))
+    return with_share(settings, threads)
+
+
+def with_share(settings: GradeSettings, runs: int) -> GradeSettings:
+    """`settings` with each run's CPU threads (cores ÷ `runs`, at least 1) and CPU quota
+    (`cpu_share(runs)`) where not set already, for `runs` runs at once on this host."""
+    return replace(settings, cpu_threads=settings.cpu_threads or max(1, (os.cpu_count() or 1) // max(1, runs)),
+                   cpu_share=settings.cpu_share or cpu_share(runs))
 
 
 def _needs_attention(grade: dict) -> bool:
@@ -308,8 +314,9 @@ def gpu_line(settings: GradeSettings, *, scheduler: str | None = None) -> str:
     known = {g.index: g for g in host_gpus()[0]}
     shares = [f"GPU {g}: {known[g].memory_mib // k} MiB" if g in known and known[g].memory_mib else f"GPU {g}: 1/{k}"
               for g in settings.gpus]
-    how = (f"NVIDIA MPS limits where a sandboxed client can use it ({mps_pipe()}), else the caching allocator's "
-           f"fraction" if mps_pipe() else "the caching allocator's fraction (no NVIDIA MPS here)")
+    pipe = mps_pipe()
+    how = (f"NVIDIA MPS limits where a sandboxed client can use it ({pipe}), else the caching allocator's "
+           f"fraction" if pipe else "the caching allocator's fraction (no NVIDIA MPS here)")
     where = " on each Dask worker's GPUs" if scheduler else ""
     if k == 1:
         return f"1 run per GPU{where}, each seeing only its own GPU, all of its memory"
@@ -367,10 +374,8 @@ def grade_batch(paths: Sequence[Path], settings: GradeSettings, *, workers: int 
     if not scheduler:
         check_gpus_present(settings)
         check_gpu_workers(workers, settings)
-    if not scheduler and not settings.cpu_threads:
-        settings = replace(settings, cpu_threads=max(1, (os.cpu_count() or 1) // workers))
-    if not scheduler and not settings.cpu_share:  # Dask: each machine's own cores are unknown here
-        settings = replace(settings, cpu_share=cpu_share(workers))
+    if not scheduler:  # Dask: each machine's own cores are unknown here (grade_in_dask)
+        settings = with_share(settings, workers)
     log(f"{len(candidates)} submission(s); {progress.skipped} already graded, {len(todo)} to grade "
         f"with {'Dask at ' + scheduler if scheduler else f'{workers} worker(s)'}")
     if settings.gpus and todo:

@@ -226,6 +226,7 @@ def create(*, max_processes: int, memory_bytes: int | None, cpu_share: float | N
     # the grader's pid: on a shared host, whose groups these are (`ls /sys/fs/cgroup/pids | grep dllab-`)
     leaf = f"dllab-{os.getpid()}-{name or 'run'}-{uuid.uuid4().hex[:8]}"
     group = RunGroup(version=version, max_processes=max_processes, memory_bytes=memory_bytes or 0)
+    quota_us = max(1000, int(cpu_share * PERIOD_US)) if cpu_share else 0
     try:
         if version == 1:
             for c in ("pids", "memory", "cpu", "cpuacct"):
@@ -239,9 +240,9 @@ def create(*, max_processes: int, memory_bytes: int | None, cpu_share: float | N
             (group.dirs["pids"] / "pids.max").write_text(f"{max_processes}\n")
             if memory_bytes:
                 (group.dirs["memory"] / "memory.limit_in_bytes").write_text(f"{memory_bytes}\n")
-            if cpu_share:
+            if quota_us:
                 (group.dirs["cpu"] / "cpu.cfs_period_us").write_text(f"{PERIOD_US}\n")
-                (group.dirs["cpu"] / "cpu.cfs_quota_us").write_text(f"{max(1000, int(cpu_share * PERIOD_US))}\n")
+                (group.dirs["cpu"] / "cpu.cfs_quota_us").write_text(f"{quota_us}\n")
         else:
             unified = root if (root / "cgroup.controllers").exists() else root / "unified"
             parent = unified / own.get("unified", "/").lstrip("/")
@@ -256,8 +257,8 @@ def create(*, max_processes: int, memory_bytes: int | None, cpu_share: float | N
             (d / "pids.max").write_text(f"{max_processes}\n")
             if memory_bytes:
                 (d / "memory.max").write_text(f"{memory_bytes}\n")
-            if cpu_share:
-                (d / "cpu.max").write_text(f"{max(1000, int(cpu_share * PERIOD_US))} {PERIOD_US}\n")
+            if quota_us:
+                (d / "cpu.max").write_text(f"{quota_us} {PERIOD_US}\n")
     except OSError as exc:
         group.remove()
         return None, f"a run group could not be made ({exc.strerror or exc})"

@@ -353,8 +353,6 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     from grader.verify import teardown_source, verify_run
     from grader.verify.arch import reads_architecture
 
-    verify_in_time = stagetimes.timed("verification", verify_in_time)  # noqa: F811 - its time, as a stage
-
     if settings.mode == "saved":
         if path.suffix.lower() == ".py":  # a notebook may be named `lab1.ipynb.json`: intake knows
             return collect.not_run(rel, "saved mode: a script has no stored outputs to read")
@@ -398,6 +396,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     # The trained model, evaluated again in a fresh sandbox the student's code never ran in,
     # in what is left of the run's and the submission's time (grader.runbudget.finish_window).
     workdir = str(PurePosixPath(rel).parent)  # the run's own ./data is there too
+    t_verify = stagetimes.now()
     ev["verified"], note = verify_in_time(result, rel, run_dir=run_dir, probe_dir=probe_dir, spec=spec, limits=limits,
                                    rubric=rubric, submission_end=submission_end, verify_run=verify_run,
                                    dataset_hint=verification_hint(ev), workdir="" if workdir == "." else workdir,
@@ -434,7 +433,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     if rubric.generative is not None:
         from grader.verify.generative import measure_in_time
 
-        ev["generative"], note = stagetimes.timed("verification", measure_in_time)(
+        ev["generative"], note = measure_in_time(
             result, rel, rubric=rubric, limits=limits, submission_end=submission_end, run_dir=run_dir,
             probe_dir=probe_dir, spec=spec, data={m.name: m.host for m in dataset_mounts(rubric, settings.data)})
         ev["notes"] += [note] if note else []
@@ -444,10 +443,10 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     if reads_architecture(rubric):
         from grader.verify.arch import measure_in_time as arch_in_time
 
-        in_time = stagetimes.timed("verification", arch_in_time)
-        ev["architecture"], note = in_time(result, rel, limits=limits, submission_end=submission_end,
-                                           run_dir=run_dir, probe_dir=probe_dir, spec=spec)
+        ev["architecture"], note = arch_in_time(result, rel, limits=limits, submission_end=submission_end,
+                                                run_dir=run_dir, probe_dir=probe_dir, spec=spec)
         ev["notes"] += [note] if note else []
+    stagetimes.add("verification", stagetimes.now() - t_verify)
     shutil.rmtree(probe_dir / "verify", ignore_errors=True)  # model.pt can be tens of MB
     figures = run_dir / "figures"
     for fig in ev["figures"]:

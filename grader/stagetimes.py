@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from collections.abc import Iterator
+from typing import Any
 
 _CURRENT: contextvars.ContextVar["Timings | None"] = contextvars.ContextVar("dllab_timings", default=None)
 
@@ -77,13 +74,3 @@ def add(name: str, seconds: float) -> None:
     if timings is not None:
         timings.add(name, seconds)
 
-
-def timed(name: str, fn: Callable[..., T]) -> Callable[..., T]:
-    """`fn`, its calls' wall time added to stage `name` of the current Timings."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        with stage(name):
-            return fn(*args, **kwargs)
-
-    return wrapper

@@ -16,8 +16,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from grader import sandbox
+
+if TYPE_CHECKING:
+    from grader.cgroups import RunGroup
 
 WATCH_INTERVAL_S = 0.5
 """How often the process count, the deadline and the sandbox's liveness are sampled."""
@@ -71,7 +75,7 @@ class Watchdog(threading.Thread):
     def __init__(self, *, process: Callable[[], object | None], deadline: Callable[[], float | None],
                  max_tasks: int, wall_timeout_s: float, on_limit: Callable[[str, str], None],
                  on_gone: Callable[[], None], interval_s: float = WATCH_INTERVAL_S,
-                 group: object | None = None) -> None:
+                 group: RunGroup | None = None) -> None:
         super().__init__(name="dllab-watchdog", daemon=True)
         self._process, self._deadline, self.max_tasks = process, deadline, max_tasks
         self.group = group
@@ -99,9 +103,9 @@ class Watchdog(threading.Thread):
         group = self.group
         if group is None:
             return None
-        if group.oom_kills():  # type: ignore[attr-defined]
-            return True, group_memory_reason(group.memory_bytes)  # type: ignore[attr-defined]
-        hits = group.process_cap_hits()  # type: ignore[attr-defined]
+        if group.oom_kills():
+            return True, group_memory_reason(group.memory_bytes)
+        hits = group.process_cap_hits()
         if hits and self.cap_touched_s is None:
             self.cap_touched_s = sandbox.boot_time_s()
         refused.append(hits)

@@ -505,8 +505,11 @@ def submission_time(student_id: str | None, submitted_at: str | None, source: st
 
 def grade_submission(candidate, settings: GradeSettings) -> dict[str, Any]:
     """Grades one discovered submission; returns its Grade as JSON data. Where the time went is
-    written to OUT/runs/<id>/timings.json (grader.stagetimes)."""
-    with stagetimes.recording() as timings:
+    written to OUT/runs/<id>/timings.json (grader.stagetimes). Its verification jobs share one
+    warm evaluator (grader.verify.server), stopped when it is graded."""
+    from grader.verify import server
+
+    with stagetimes.recording() as timings, server.session():
         grade = _grade_submission(candidate, settings)
     runs_root = settings.out / "runs" / safe_name(candidate.student_id)
     write_json_atomic(runs_root / "timings.json", timings.to_json())

@@ -26,6 +26,7 @@ from typing import Any
 from grader import sandbox, stagetimes
 from grader.execute import PROBE_DIR_TOKEN, SandboxLimits, SandboxSpec
 from grader.parsers.classes import CLASS_SETS
+from grader.verify import server
 from grader.verify.archive import model_format
 from grader.verify.data import Split, read_split, write_inputs
 from grader.verify.evaluator import MAX_PARAMETERS, QUANTILES, evaluator_source
@@ -262,8 +263,10 @@ def _result_line(stdout: bytes, stderr: bytes, code: int | str) -> dict[str, Any
 
 def job_folder(prefix: str) -> tuple[Path, Path]:
     """A fresh job folder for run_job: (work, work/k), with work/sub beside k, all readable and not
-    writable by the sandbox uid. The caller removes `work` when done."""
-    work = Path(tempfile.mkdtemp(prefix=prefix))
+    writable by the sandbox uid; inside the submission's warm evaluator's folder when there is one
+    (grader.verify.server). The caller removes `work` when done."""
+    warm = server.current()
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=warm.jobs if warm is not None else None))
     kdir = work / "k"
     kdir.mkdir()
     (work / "sub").mkdir()
@@ -274,35 +277,71 @@ def job_folder(prefix: str) -> tuple[Path, Path]:
 
 def run_job(script: Path, job: Path, *, work: Path, spec: SandboxSpec, limits: SandboxLimits,
             timeout_s: float) -> tuple[bytes, bytes, int | str]:
-    """`python -I -B script job` in a fresh sandbox whose kernel folder is `job`'s (work/k) and
+    """`python -I -B script job` in a sandbox whose kernel folder is `job`'s (work/k) and
     submission folder work/sub, no dataset mounted, or under `limits` alone for sandbox `none`:
     (stdout, stderr, exit code or "timeout"), both outputs capped (_run_capped). No dataset is
     mounted: a captured model could read any file it sees (TorchScript has `aten::from_file`),
     so it sees nothing labelled. The run's GPU (`spec.gpus`, `spec.gpu`) is its only device
-    passed through, with the same memory share; a run without one gives none."""
-    inner = [sys.executable, "-I", "-B", str(script), str(job)]
-    with contextlib.ExitStack() as stack:
-        if spec.sandbox == "none":
-            cmd = [*sandbox.rlimit_prefix(limits), *inner]
-        else:
-            from grader import cgroups
-            from grader.execute import _sandbox_env
+    passed through, with the same memory share; a run without one gives none.
 
-            uid = stack.enter_context(sandbox.allocate_uid()) if sandbox.is_root() else None
-            # the run's own GPU, with its memory share, when it had one (grader.gpu); else none
-            gpu_only = SandboxSpec(gpus=spec.gpus, gpu=spec.gpu)
-            cmd = sandbox.build_command(
-                inner, run_dir=work, kernel_dir=job.parent, submission=work / "sub", mounts={},
-                limits=limits, env=_sandbox_env(gpu_only), uid=uid, gpus=spec.gpus,
-                bwrap=sandbox.bwrap_path() or "bwrap")
-            # the run's own cgroup caps (its CPU share above all): a model evaluated beside
-            # other runs takes no more of the host than the run that trained it
-            group, _ = cgroups.for_run(limits, cpu_share=spec.cpu_share, name="verify")
-            if group is not None:
-                stack.callback(group.remove)
-                cmd = [*group.prefix(), *cmd]
-        with stagetimes.stage("verification: its sandboxes"):
-            return _run_capped(cmd, cwd=str(work), timeout_s=timeout_s)
+    Within a submission's grading (grader.verify.server.session) the job runs in a child forked
+    by that submission's warm evaluator, whose sandbox has the same settings and has imported
+    torch and torchvision once; a job whose server dies before it ends runs again afresh, in the
+    time left."""
+    t0 = time.monotonic()
+    with stagetimes.stage("verification: its sandboxes"):
+        warm = server.current()
+        if warm is not None and job.is_relative_to(warm.jobs):
+            key = (spec.sandbox, tuple(spec.gpus), spec.gpu, spec.cpu_share, limits)
+
+            def start(run_dir: Path, kernel_dir: Path, submission: Path) -> tuple[list[str], contextlib.ExitStack]:
+                code = kernel_dir / "server.py"
+                code.write_text(server.server_source(), encoding="utf-8")
+                os.chmod(code, 0o644)
+                sweep = [] if spec.sandbox == "none" else ["--sweep"]
+                stack = contextlib.ExitStack()
+                try:
+                    cmd = _job_command([sys.executable, "-I", "-B", str(code), *sweep], run_dir=run_dir,
+                                       kernel_dir=kernel_dir, submission=submission, spec=spec, limits=limits,
+                                       stack=stack)
+                except BaseException:
+                    stack.close()
+                    raise
+                return cmd, stack
+
+            done = warm.run(key, start, script, job, timeout_s=timeout_s)
+            if done is not None:
+                return done
+        with contextlib.ExitStack() as stack:
+            cmd = _job_command([sys.executable, "-I", "-B", str(script), str(job)], run_dir=work,
+                               kernel_dir=job.parent, submission=work / "sub", spec=spec, limits=limits, stack=stack)
+            return _run_capped(cmd, cwd=str(work), timeout_s=max(0.0, timeout_s - (time.monotonic() - t0)))
+
+
+def _job_command(inner: list[str], *, run_dir: Path, kernel_dir: Path, submission: Path, spec: SandboxSpec,
+                 limits: SandboxLimits, stack: contextlib.ExitStack) -> list[str]:
+    """`inner` under the run's confinement (run_job): its sandbox with `kernel_dir` and `submission`,
+    its GPU and cgroup caps, or `limits` alone for sandbox `none`; the uid and the group are
+    released by `stack`."""
+    if spec.sandbox == "none":
+        return [*sandbox.rlimit_prefix(limits), *inner]
+    from grader import cgroups
+    from grader.execute import _sandbox_env
+
+    uid = stack.enter_context(sandbox.allocate_uid()) if sandbox.is_root() else None
+    # the run's own GPU, with its memory share, when it had one (grader.gpu); else none
+    gpu_only = SandboxSpec(gpus=spec.gpus, gpu=spec.gpu)
+    cmd = sandbox.build_command(
+        inner, run_dir=run_dir, kernel_dir=kernel_dir, submission=submission, mounts={},
+        limits=limits, env=_sandbox_env(gpu_only), uid=uid, gpus=spec.gpus,
+        bwrap=sandbox.bwrap_path() or "bwrap")
+    # the run's own cgroup caps (its CPU share above all): a model evaluated beside
+    # other runs takes no more of the host than the run that trained it
+    group, _ = cgroups.for_run(limits, cpu_share=spec.cpu_share, name="verify")
+    if group is not None:
+        stack.callback(group.remove)
+        cmd = [*group.prefix(), *cmd]
+    return cmd
 
 
 def _run_capped(cmd: list[str], *, cwd: str, timeout_s: float) -> tuple[bytes, bytes, int | str]:

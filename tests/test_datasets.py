@@ -71,13 +71,29 @@ def test_cifar10_pickles_read_like_python2_originals(tiny: Path) -> None:
         assert pickle.load(f, encoding="latin1")["label_names"] == list(CIFAR10_CLASSES)
 
 
-def test_register_checksums_is_self_contained_and_skips_real_data(tiny: Path, cifar10_cls, tmp_path: Path) -> None:
-    # Its source runs alone inside the sandboxed kernel: no module globals, no grader imports.
+def test_the_startup_hook_is_self_contained_reads_with_the_stdlib_and_skips_real_data(
+        tiny: Path, cifar10_cls, tmp_path: Path) -> None:
+    # Its two functions' sources run alone inside the sandboxed kernel: no module globals, no
+    # grader imports; `read` at every kernel start, so nothing but the standard library.
+    import ast
+    import sys
+
+    import torchvision.datasets.cifar
+
+    hook = datasets.get("cifar10").sandbox_startup
+    assert hook is not None and hook.module == "torchvision.datasets.cifar"
+    tree = ast.parse(inspect.getsource(hook.read))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported and all(m.split(".")[0] in sys.stdlib_module_names for m in imported), imported
     namespace: dict = {}
-    exec(inspect.getsource(register_cifar10_checksums), namespace)
-    assert namespace["register_cifar10_checksums"](str(tiny))  # the root is accepted too
+    exec(inspect.getsource(hook.read) + inspect.getsource(hook.apply), namespace)
+    md5s = namespace[hook.read.__name__](str(tiny))  # the root is accepted too
+    assert md5s is not None
+    namespace[hook.apply.__name__](torchvision.datasets.cifar, md5s)
     assert len(cifar10_cls(root=tiny, train=False)) == 500
-    assert register_cifar10_checksums(tmp_path) is False  # no manifest: a real dataset
+    assert namespace[hook.read.__name__](str(tmp_path)) is None  # no manifest: a real dataset
+    assert register_cifar10_checksums(tmp_path) is False
 
 
 def test_mnist_loads_in_torchvision(tiny: Path) -> None:

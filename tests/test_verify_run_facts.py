@@ -175,6 +175,77 @@ def test_the_evaluator_measures_only_when_asked(tmp_path: Path) -> None:
     assert run["shapes"] == {"fc.weight": [10, 784], "fc.bias": [10]}
 
 
+class InPlace(nn.Module):
+    """A linear model that overwrites its input before using it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.mul_(-1.0).add_(3.0)
+        return self.fc(x.flatten(1))
+
+
+def _digits_job(folder: Path, models: list[nn.Module], *, flatten: bool = False, count: int = 250) -> dict[str, Any]:
+    """A job on `count` random 28x28 images (batches of 100, the last one short): the first of
+    `models` as model.pt, the others as its run models, all scripted."""
+    folder.mkdir()
+    for k, model in enumerate(models):
+        _save(model, "script", folder / ("model.pt" if k == 0 else f"run{k - 1}.pt"))
+    pixels = np.random.default_rng(0).integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+    inputs = write_inputs(folder, [Split("mnist", tuple(i % 10 for i in range(count)), tuple(range(count)),
+                                         pixels=pixels)])
+    return {"format": "torchscript", "flatten_input": flatten, "storage": inputs.storage, "mode": inputs.mode,
+            "count": count, "facts": True,
+            "steps": [{"op": "ToTensor", "family": "v1"},
+                      {"op": "Normalize", "family": "v1", "mean": [0.1307], "std": [0.3081]}],
+            "runs": [{"file": f"run{k}.pt", "format": "torchscript"} for k in range(len(models) - 1)]}
+
+
+@pytest.mark.parametrize("flatten", (False, True))
+def test_a_jobs_models_share_one_transform_of_each_batch_with_the_same_results(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flatten: bool) -> None:
+    """Issue 21: the images are transformed once for all of a job's models, as long as they fit
+    the budget; predictions, parameters and facts are those of each model transforming its own."""
+    import inspect
+
+    from grader.verify import evaluator
+
+    torch.manual_seed(0)
+    models = [MLP(), Linear(), MLP()] if flatten else [CNN(), MLP(), Linear()]
+    job = _digits_job(tmp_path / "job", models, flatten=flatten)
+    images = evaluator._eval_image
+    calls = []
+    monkeypatch.setattr(evaluator, "_eval_image", lambda *a: calls.append(a[-1]) or images(*a))
+    results, transformed = [], []
+    one_batch = 100 * (784 if flatten else 28 * 28) * 4  # float32: the first batch fits, the second not
+    for budget in (evaluator.BATCH_CACHE_BYTES, 0, one_batch):
+        calls.clear()
+        results.append(_eval_predict(job, str(tmp_path / "job"), cache_bytes=budget))
+        transformed.append(len(calls))
+    assert results[0] == results[1] == results[2]
+    assert len(results[0]["runs"]) == 2 and all("predictions" in r for r in results[0]["runs"]), results[0]["runs"]
+    assert transformed == [250, 750, 750]
+    assert inspect.signature(_eval_predict).parameters["cache_bytes"].default == evaluator.BATCH_CACHE_BYTES
+    calls.clear()
+    alone = _eval_predict(dict(job, runs=[]), str(tmp_path / "job"))  # one model: nothing kept
+    assert alone["predictions"] == results[0]["predictions"] and len(calls) == 250
+
+
+def test_a_model_that_changes_its_input_in_place_changes_no_other_models_predictions(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    inplace, linear = InPlace(), Linear()
+    job = _digits_job(tmp_path / "job", [inplace, linear, inplace, linear])
+    result = _eval_predict(job, str(tmp_path / "job"))
+    # each model transforming its own images, as before issue 21 (write_inputs shuffles the
+    # images of each folder it writes: the same folder, to compare predictions)
+    expected = _eval_predict(job, str(tmp_path / "job"), cache_bytes=0)
+    assert result == expected
+    first, again, second = (r["predictions"] for r in result["runs"])
+    assert first == second != again == result["predictions"]
+
+
 def test_op_names_are_short() -> None:
     assert [_eval_op_name(k) for k in ("aten::relu_", "aten.linear.default", "aten::conv2d", "prim::Constant",
                                        "aten.flatten.using_ints", "quantized::linear", "aten::__getitem__")] == [

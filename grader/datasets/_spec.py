@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -48,18 +49,31 @@ class TestSplit(NamedTuple):
 
 @dataclass(frozen=True)
 class StartupHook:
-    """Code the sandboxed kernel runs first for each mounted copy of the dataset.
+    """What the sandboxed kernel sets up for each mounted copy of the dataset, in two steps, so
+    that starting a kernel imports nothing the notebook may never use.
 
-    `function` must be self-contained (one top-level function, stdlib and torchvision imports
-    inside it, string annotations): its *source* is injected (grader.probe.startup).
+    At kernel start, before the first cell, `read` runs on each mounted copy (the standard
+    library only: no torchvision, whose import alone takes seconds). What each call returns is
+    given to `apply` together with the module named `module`, once the student's code imports
+    it (a `sys.meta_path` post-import hook: every import and reload of it), or at once when it
+    is already imported. `read` and `apply` must each be self-contained (one top-level function,
+    imports inside it, string annotations): their *source* is injected (grader.probe.startup).
     """
 
-    function: Callable[[str], bool]
-    """Called with the mounted folder (or a root holding it); False when there was nothing to do."""
+    read: Callable[[str], object]
+    """Called with the mounted folder (or a root holding it): what `apply` needs, or None when
+    there is nothing to do (`missing` is then printed)."""
+    apply: Callable[[ModuleType, object], None]
+    """Called with the imported `module` and a non-None result of `read`, once per mounted copy,
+    in mount order; it must not import `module` (which may still be half-initialised: its
+    package's `__init__` is running)."""
+    module: str
+    """The module whose import runs `apply` ("torchvision.datasets.cifar")."""
     missing: str
-    """Printed in the kernel when it returns False."""
+    """Printed in the kernel's start-up output when `read` returns None."""
     doing: str
-    """What it does, for the message printed when it raises ("registering ... checksums")."""
+    """What it does, for the message printed when `read` raises (in the start-up output) or
+    `apply` does (on the kernel's own stderr, the run's log.txt: never in a cell's output)."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """CIFAR-10 in torchvision's python-pickle layout: `cifar-10-batches-py/data_batch_1..5`,
 `test_batch`, `batches.meta`. torchvision md5-checks these files even with download=False, so a
-stand-in's checksums are registered in the kernel first (`register_cifar10_checksums`)."""
+stand-in's checksums are registered in the kernel when the student's code imports torchvision
+(`SPEC.sandbox_startup`), and on the host by `register_cifar10_checksums`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import ClassVar
 
 import numpy as np
@@ -126,30 +128,49 @@ def register_cifar10_checksums(folder: "str | os.PathLike[str]") -> bool:
 
     CIFAR10 md5-checks its files even with download=False, so the stand-in's md5s (from its
     manifest) replace the published ones in this process, after which a real CIFAR-10 would
-    fail the check. Self-contained (stdlib and torchvision, a string annotation) because its
-    source also runs inside the sandboxed kernel.
+    fail the check. Imports torchvision at once; the sandboxed kernel runs the same two steps
+    lazily instead (SPEC.sandbox_startup: `_cifar10_md5s` at start, `_patch_cifar10` when the
+    student's code imports torchvision).
     """
+    md5s = _cifar10_md5s(os.fspath(folder))
+    if md5s is None:
+        return False
+    import torchvision.datasets.cifar
+
+    _patch_cifar10(torchvision.datasets.cifar, md5s)
+    return True
+
+
+def _cifar10_md5s(folder: "str") -> "dict | None":
+    """The stand-in's md5s from the manifest in `folder` (the batches' folder or a root holding
+    it), as `_patch_cifar10` sets them; None for a real dataset (no synthetic manifest).
+    Self-contained and the standard library only: its source runs at every start of a sandboxed
+    kernel that has CIFAR-10 mounted, before the student's code, which may never use it."""
     import json
     import os
 
-    from torchvision.datasets import CIFAR10
-
-    folder = os.fspath(folder)
     if not os.path.isfile(os.path.join(folder, "manifest.json")):
-        folder = os.path.join(folder, CIFAR10.base_folder)  # given the root instead
+        folder = os.path.join(folder, "cifar-10-batches-py")  # given the root instead (CIFAR10.base_folder)
     try:
         with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
             manifest = json.load(f)
         if manifest.get("synthetic") is not True:
-            return False
+            return None
         files = manifest["files"]
-        train = [[f"data_batch_{i}", files[f"data_batch_{i}"]["md5"]] for i in range(1, 6)]
-        test, meta_md5 = [["test_batch", files["test_batch"]["md5"]]], files["batches.meta"]["md5"]
+        return {"train_list": [[f"data_batch_{i}", str(files[f"data_batch_{i}"]["md5"])] for i in range(1, 6)],
+                "test_list": [["test_batch", str(files["test_batch"]["md5"])]],
+                "meta_md5": str(files["batches.meta"]["md5"])}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False
-    CIFAR10.train_list, CIFAR10.test_list = train, test
-    CIFAR10.meta = {**CIFAR10.meta, "md5": meta_md5}
-    return True
+        return None
+
+
+def _patch_cifar10(cifar: "ModuleType", md5s: "dict") -> None:
+    """Give torchvision's CIFAR10 (in its module `torchvision.datasets.cifar`, which may be
+    imported while its package still is) the md5s `_cifar10_md5s` read. Self-contained: its
+    source runs in the kernel when the student's code imports torchvision."""
+    cls = cifar.CIFAR10
+    cls.train_list, cls.test_list = md5s["train_list"], md5s["test_list"]
+    cls.meta = {**cls.meta, "md5": md5s["meta_md5"]}
 
 
 SPEC = DatasetSpec(
@@ -165,7 +186,8 @@ SPEC = DatasetSpec(
     known_stats=(KnownStats("cifar10", "CIFAR-10's", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar10"),
                  KnownStats("cifar10-alt", "CIFAR-10's (the common 0.2023 variant)", (0.4914, 0.4822, 0.4465),
                             (0.2023, 0.1994, 0.2010), "cifar10")),
-    sandbox_startup=StartupHook(register_cifar10_checksums, missing="no synthetic CIFAR-10 manifest under",
+    sandbox_startup=StartupHook(read=_cifar10_md5s, apply=_patch_cifar10, module="torchvision.datasets.cifar",
+                                missing="no synthetic CIFAR-10 manifest under",
                                 doing="registering CIFAR-10 checksums for"),
     verifier=Verifier(read=read_test, storage="npy", pil_mode="RGB", write_hidden=write_hidden,
                       is_hidden=lambda folder: (folder / "test_batch").is_file(), torchvision_class="CIFAR10"),

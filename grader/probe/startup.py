@@ -4,9 +4,11 @@
 the sandbox. It sets `sys.argv` (so `argparse` sees no arguments), keeps output messages
 small, maps interactive matplotlib backends (`%matplotlib widget`, `notebook`, `qt`,
 `matplotlib.use('TkAgg')`) to the inline one, makes `os._exit()` flush what was printed,
-marks writes that hit the file size limit, and runs what each mounted dataset needs set up
-first (its spec's `sandbox_startup`: the checksums of a CIFAR-10 stand-in, so that torchvision's
-own loader accepts it), by running the source of that self-contained function.
+marks writes that hit the file size limit, and sets up what each mounted dataset needs (its
+spec's `sandbox_startup`: the checksums of a CIFAR-10 stand-in, so that torchvision's own loader
+accepts it) from the source of that spec's two self-contained functions: `read` at once (the
+standard library only), `apply` when the student's code imports the module it patches
+(`_after_import`), so that a notebook that never imports torchvision never pays for its import.
 The evidence probe (grader/probe/recorder.py) runs after it.
 """
 
@@ -17,6 +19,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+
     from grader.datasets import StartupHook
 
 _TEMPLATE = '''\
@@ -170,16 +175,107 @@ GUI_BACKENDS = (
 """Lower-case names mapped to the inline backend in the kernel."""
 
 _HOOK_TEMPLATE = '''\
-{function_source}
-for __dllab_root in {roots!r}:
-    try:
-        if not {function}(__dllab_root):
-            print("dllab startup: {missing}", __dllab_root)
-    except Exception as __dllab_exc:
-        print("dllab startup: {doing}", __dllab_root, "failed:",
-              repr(__dllab_exc))
-del {function}, __dllab_root
+{read_source}
+{apply_source}
+def __dllab_hook(roots):
+    import sys
+
+    found = []
+    for root in roots:
+        try:
+            value = {read}(root)
+        except Exception as exc:
+            print("dllab startup: {doing}", root, "failed:", repr(exc))
+            continue
+        if value is None:
+            print("dllab startup: {missing}", root)
+        else:
+            found.append((root, value))
+
+    def apply_all(module, apply={apply}):
+        for root, value in found:
+            try:
+                apply(module, value)
+            except Exception as exc:  # in the student's import: the kernel's log, not the cell's output
+                print("dllab startup: {doing}", root, "failed:", repr(exc), file=sys.__stderr__)
+
+    if found:
+        __dllab_after_import({module!r}, apply_all)
+
+
+__dllab_hook({roots!r})
+del {read}, {apply}, __dllab_hook
 '''
+
+
+def _after_import(name: "str", callback: "Callable[[ModuleType], None]") -> None:
+    """Call `callback(module)` after each import (and reload) of the module `name` from now on,
+    and at once when it is already imported. Self-contained: its source runs in the kernel.
+
+    A `sys.meta_path` finder that finds nothing itself, as the probe's (grader.probe.recorder
+    `_Finder`), with which it chains: the probe installs its own first in the list afterwards,
+    and each asks the other finders but itself, so each wraps the loader the other returns and
+    both hooks run after the module's code. What the callback raises is printed on the kernel's
+    own stderr (the run's log.txt): the student's import goes on.
+    """
+    import sys
+    import threading
+
+    finding = threading.local()  # this thread is asking the other finders for `name`
+
+    class Loader:
+        """Delegates to the real loader; puts it back on the module before running it."""
+
+        def __init__(self, loader):
+            self.loader = loader
+
+        def create_module(self, spec):
+            return self.loader.create_module(spec)
+
+        def exec_module(self, module):
+            spec = getattr(module, "__spec__", None)
+            if spec is not None and spec.loader is self:
+                spec.loader = self.loader
+            if getattr(module, "__loader__", None) is self:
+                module.__loader__ = self.loader
+            self.loader.exec_module(module)
+            run(module)
+
+        def __getattr__(self, attr):
+            return getattr(self.loader, attr)
+
+    class Finder:
+        def find_spec(self, fullname, path=None, target=None):
+            if fullname != name or getattr(finding, "busy", False):
+                return None
+            finding.busy = True
+            try:
+                for finder in list(sys.meta_path):
+                    find = getattr(finder, "find_spec", None)
+                    if finder is self or find is None:
+                        continue
+                    spec = find(fullname, path, target)
+                    if spec is not None:
+                        break
+                else:
+                    return None
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = Loader(spec.loader)
+                return spec
+            except Exception:  # the import system asks the finders again itself
+                return None
+            finally:
+                finding.busy = False
+
+    def run(module):
+        try:
+            callback(module)
+        except Exception as exc:  # never the student's error
+            print("dllab startup: after importing", name, "failed:", repr(exc), file=sys.__stderr__)
+
+    sys.meta_path.insert(0, Finder())
+    if sys.modules.get(name) is not None:
+        run(sys.modules[name])
 
 
 def startup_source(*, argv0: str, hooks: Sequence[tuple[StartupHook | None, Sequence[str]]] = (),
@@ -198,14 +294,20 @@ def startup_source(*, argv0: str, hooks: Sequence[tuple[StartupHook | None, Sequ
                               fsize_marker=fsize_marker)
     if script_path is not None:
         source += f"__file__ = {script_path!r}\n"
-    for hook, roots in hooks:
-        if hook is None or not roots:
-            continue
+    used = [(hook, roots) for hook, roots in hooks if hook is not None and roots]
+    if used:
+        source += inspect.getsource(_after_import).replace("def _after_import(", "def __dllab_after_import(", 1)
+    for hook, roots in used:
         source += _HOOK_TEMPLATE.format(
-            function_source=inspect.getsource(hook.function),
-            function=hook.function.__name__,
+            read_source=inspect.getsource(hook.read),
+            read=hook.read.__name__,
+            apply_source=inspect.getsource(hook.apply),
+            apply=hook.apply.__name__,
+            module=hook.module,
             roots=list(roots),
             missing=hook.missing,
             doing=hook.doing,
         )
+    if used:
+        source += "del __dllab_after_import\n"
     return source

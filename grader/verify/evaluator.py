@@ -46,6 +46,8 @@ MAX_GRAPH_NODES = 20000
 """Graph nodes walked at most when counting a model's operators (`_eval_ops`)."""
 MAX_OP_NAMES = 64
 """Distinct operator names kept at most in `ops`, the first met."""
+BATCH_CACHE_BYTES = 512 * 2**20
+"""Most bytes of transformed input batches `_eval_predict` keeps to reuse for a job's further models."""
 
 
 def _eval_build_transform(steps: list) -> Any:
@@ -228,14 +230,20 @@ def _eval_device() -> Any:
     return torch.device("cuda")
 
 
-def _eval_predict(job: dict, folder: str) -> dict:
+def _eval_predict(job: dict, folder: str, cache_bytes: int = 512 * 2**20) -> dict:
     """Load the model (the format the host found), predict every input image; the result dict.
     Then the same for each run model of `job["runs"]` (`{"file", "format"}`), on the same
     images: `runs` holds `{"predictions": [...], "facts": {...}}` or `{"error": "..."}` per run,
     in order; `facts` of the model of "model.pt" too (`_eval_facts`) when `job["facts"]`.
     Models run on the run's GPU when it had one (`_eval_device`); one that fails there (loading
     or predicting: a trace holding the CPU as a constant) is loaded and run again on the CPU, as
-    on a grader without a GPU."""
+    on a grader without a GPU.
+
+    The images are transformed in batches of 100 (PIL and torchvision: most of a small model's
+    time); when the job has run models, each batch is transformed once and kept for the next
+    model while the kept batches hold at most `cache_bytes` (BATCH_CACHE_BYTES), past which
+    every model transforms its own again. Each model gets its own copy of a kept batch, since
+    a model may change its input in place."""
     import os
 
     import numpy as np
@@ -264,6 +272,29 @@ def _eval_predict(job: dict, folder: str) -> dict:
         model = load(name, fmt, torch.device("cpu"))
         return model, predict(model, torch.device("cpu"))
 
+    kept: list | None = [] if job.get("runs") else None  # transformed batches, in order, while they fit
+    kept_bytes = 0
+
+    def batches() -> Any:
+        """Each batch of 100 inputs as the model takes them, a fresh tensor per model."""
+        nonlocal kept, kept_bytes
+        for k, start in enumerate(range(0, job["count"], 100)):
+            if kept is not None and k < len(kept):
+                yield kept[k].clone()
+                continue
+            xb = torch.stack([transform(_eval_image(job, folder, pixels, i))
+                              for i in range(start, min(start + 100, job["count"]))])
+            if job["flatten_input"]:
+                xb = xb.flatten(1)
+            if kept is not None:
+                kept_bytes += xb.element_size() * xb.nelement()
+                if kept_bytes <= cache_bytes:
+                    kept.append(xb)
+                    xb = xb.clone()
+                else:
+                    kept = None  # over the budget: each model transforms its own, as without runs
+            yield xb
+
     def predict(model: Any, dev: Any) -> list:
         chunk = None  # a model captured for one batch size gets that many, padded
 
@@ -278,11 +309,7 @@ def _eval_predict(job: dict, folder: str) -> dict:
 
         preds = []
         with torch.no_grad():
-            for start in range(0, job["count"], 100):
-                xb = torch.stack([transform(_eval_image(job, folder, pixels, i))
-                                  for i in range(start, min(start + 100, job["count"]))])
-                if job["flatten_input"]:
-                    xb = xb.flatten(1)
+            for xb in batches():
                 if chunk is None:
                     try:
                         pred = scores(xb).argmax(dim=1)

@@ -53,6 +53,20 @@ class RunGroup:
         for d in set(self.dirs.values()):
             (d / "cgroup.procs").write_text(f"{pid}\n")
 
+    def set_cpu_weight(self, weight: float) -> bool:
+        """The group's share of the CPU against its sibling groups when the CPU is busy, as a
+        multiple of the default (1.0; v1 cpu.shares 1024, v2 cpu.weight 100); the lowest the
+        kernel allows for a group that should run only on otherwise idle CPU (`weight` near 0).
+        The CPU quota (at most `cpu_share` cores) holds either way. False when it could not be set."""
+        try:
+            if self.version == 1:
+                (self.dirs["cpu"] / "cpu.shares").write_text(f"{max(2, int(1024 * weight))}\n")
+            else:
+                (self.dirs["unified"] / "cpu.weight").write_text(f"{max(1, min(10000, int(100 * weight)))}\n")
+            return True
+        except (OSError, KeyError):
+            return False
+
     def prefix(self) -> list[str]:
         """A command prefix that moves itself into the group, then execs the rest: everything the
         command starts (bwrap, its namespace's init, the kernel) is in the group from the start."""

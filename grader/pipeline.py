@@ -352,6 +352,7 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
     from grader.sections import verification_hint
     from grader.verify import teardown_source, verify_run
     from grader.verify.arch import reads_architecture
+    from grader.verify.host import warm_up
 
     if settings.mode == "saved":
         if path.suffix.lower() == ".py":  # a notebook may be named `lab1.ipynb.json`: intake knows
@@ -380,6 +381,8 @@ def _execute(path: Path, rel: str, *, submission_dir: Path, run_dir: Path, setti
                        sandbox=settings.sandbox,
                        cpu_threads=settings.cpu_threads, cpu_share=settings.cpu_share or None)
     runner = run_script if path.suffix.lower() == ".py" else run_notebook
+    if spec.mounts:  # a lab with a dataset: its models will be evaluated, by a warm evaluator started now
+        warm_up(spec, limits)
     t0 = stagetimes.now()
     result = runner(path, submission_dir=submission_dir, out_dir=run_dir, spec=spec, limits=limits,
                     startup_code=_with_probe_dir(startup), teardown_code=teardown_source(), deadline=submission_end)

@@ -3,6 +3,7 @@ verification job in a forked child, with the output, exit code and time limit a 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -124,3 +125,35 @@ def tempfile_prefix() -> str:
     import tempfile
 
     return os.path.join(tempfile.gettempdir(), "dllab-evaluator-")
+
+
+def _weight(group) -> str:
+    d = group.dirs.get("cpu") or group.dirs["unified"]
+    return (d / ("cpu.shares" if group.version == 1 else "cpu.weight")).read_text().strip()
+
+
+@pytest.mark.skipif("bwrap" not in MODES, reason="needs bwrap as root")
+def test_a_server_started_ahead_waits_at_the_lowest_cpu_weight_until_its_first_job() -> None:
+    from grader import cgroups
+
+    spec, limits = SandboxSpec(sandbox="bwrap"), SandboxLimits()
+    with server.session() as warm:
+        assert warm is not None
+        if not cgroups.available()[0]:
+            assert not host.warm_up(spec, limits)
+            return
+        assert host.warm_up(spec, limits) and not host.warm_up(spec, limits)  # once
+        (running,) = warm.servers.values()
+        assert running.warming and _weight(running.group) in ("2", "1")
+        # another notebook's time limits differ: the same server
+        shorter = dataclasses.replace(limits, wall_timeout_s=30.0, cell_timeout_s=10.0)
+        work, script, job = _job("print('first job')")
+        assert host.run_job(script, job, work=work, spec=spec, limits=shorter, timeout_s=60) == (b"first job\n", b"", 0)
+        assert warm.started == 1 and not running.warming and _weight(running.group) in ("1024", "100")
+
+
+def test_without_a_group_to_hold_it_back_nothing_starts_ahead() -> None:
+    with server.session() as warm:
+        assert warm is not None
+        assert not host.warm_up(SandboxSpec(sandbox="none"), SandboxLimits())
+        assert warm.started == 0 and not warm.servers

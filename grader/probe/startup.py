@@ -294,6 +294,15 @@ def startup_source(*, argv0: str, hooks: Sequence[tuple[StartupHook | None, Sequ
                               fsize_marker=fsize_marker)
     if script_path is not None:
         source += f"__file__ = {script_path!r}\n"
+    return source + hooks_source(hooks)
+
+
+def hooks_source(hooks: Sequence[tuple[StartupHook | None, Sequence[str]]]) -> str:
+    """The part of `startup_source` that sets up the mounted datasets (`hooks`, as there): each
+    hook's `read` of each copy at once, its `apply` on the student's import of its module.
+    Empty when no hook has a copy. Also what a bare Jupyter run needs to read the stand-ins
+    (bench/bench_profile.py puts it in IPython's start-up folder)."""
+    source = ""
     used = [(hook, roots) for hook, roots in hooks if hook is not None and roots]
     if used:
         source += inspect.getsource(_after_import).replace("def _after_import(", "def __dllab_after_import(", 1)

@@ -9,6 +9,7 @@ it, validates its predictions and parameter statistics, and computes the accurac
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -292,39 +293,56 @@ def run_job(script: Path, job: Path, *, work: Path, spec: SandboxSpec, limits: S
     with stagetimes.stage("verification: its sandboxes"):
         warm = server.current()
         if warm is not None and job.is_relative_to(warm.jobs):
-            key = (spec.sandbox, tuple(spec.gpus), spec.gpu, spec.cpu_share, limits)
-
-            def start(run_dir: Path, kernel_dir: Path, submission: Path) -> tuple[list[str], contextlib.ExitStack]:
-                code = kernel_dir / "server.py"
-                code.write_text(server.server_source(), encoding="utf-8")
-                os.chmod(code, 0o644)
-                sweep = [] if spec.sandbox == "none" else ["--sweep"]
-                stack = contextlib.ExitStack()
-                try:
-                    cmd = _job_command([sys.executable, "-I", "-B", str(code), *sweep], run_dir=run_dir,
-                                       kernel_dir=kernel_dir, submission=submission, spec=spec, limits=limits,
-                                       stack=stack)
-                except BaseException:
-                    stack.close()
-                    raise
-                return cmd, stack
-
-            done = warm.run(key, start, script, job, timeout_s=timeout_s)
+            done = warm.run(_server_key(spec, limits), _server_start(spec, limits), script, job, timeout_s=timeout_s)
             if done is not None:
                 return done
         with contextlib.ExitStack() as stack:
-            cmd = _job_command([sys.executable, "-I", "-B", str(script), str(job)], run_dir=work,
-                               kernel_dir=job.parent, submission=work / "sub", spec=spec, limits=limits, stack=stack)
+            cmd, _ = _job_command([sys.executable, "-I", "-B", str(script), str(job)], run_dir=work,
+                                  kernel_dir=job.parent, submission=work / "sub", spec=spec, limits=limits, stack=stack)
             return _run_capped(cmd, cwd=str(work), timeout_s=max(0.0, timeout_s - (time.monotonic() - t0)))
 
 
+def warm_up(spec: SandboxSpec, limits: SandboxLimits) -> bool:
+    """Starts the submission's warm evaluator for jobs under `spec` and `limits` now, at the
+    lowest CPU weight (grader.verify.server.Session.prestart), so that it imports torch on CPU
+    the notebook's run leaves idle; False where there is no session or no group to hold it back."""
+    warm = server.current()
+    return warm is not None and warm.prestart(_server_key(spec, limits), _server_start(spec, limits))
+
+
+def _server_key(spec: SandboxSpec, limits: SandboxLimits) -> tuple[Any, ...]:
+    """What a job's warm evaluator must share with the job: its sandbox, GPU, CPU share and the
+    caps of its sandbox (not the time limits, which the host keeps per job)."""
+    caps = dataclasses.replace(limits, cell_timeout_s=0.0, wall_timeout_s=0.0, startup_timeout_s=0.0)
+    return spec.sandbox, tuple(spec.gpus), spec.gpu, spec.cpu_share, caps
+
+
+def _server_start(spec: SandboxSpec, limits: SandboxLimits) -> server.Start:
+    """How the warm evaluator for `spec` and `limits` starts (grader.verify.server.Session.run)."""
+    def start(run_dir: Path, kernel_dir: Path, submission: Path) -> tuple[list[str], contextlib.ExitStack, Any]:
+        code = kernel_dir / "server.py"
+        code.write_text(server.server_source(), encoding="utf-8")
+        os.chmod(code, 0o644)
+        sweep = [] if spec.sandbox == "none" else ["--sweep"]
+        stack = contextlib.ExitStack()
+        try:
+            cmd, group = _job_command([sys.executable, "-I", "-B", str(code), *sweep], run_dir=run_dir,
+                                      kernel_dir=kernel_dir, submission=submission, spec=spec, limits=limits,
+                                      stack=stack)
+        except BaseException:
+            stack.close()
+            raise
+        return cmd, stack, group
+    return start
+
+
 def _job_command(inner: list[str], *, run_dir: Path, kernel_dir: Path, submission: Path, spec: SandboxSpec,
-                 limits: SandboxLimits, stack: contextlib.ExitStack) -> list[str]:
+                 limits: SandboxLimits, stack: contextlib.ExitStack) -> tuple[list[str], Any]:
     """`inner` under the run's confinement (run_job): its sandbox with `kernel_dir` and `submission`,
-    its GPU and cgroup caps, or `limits` alone for sandbox `none`; the uid and the group are
-    released by `stack`."""
+    its GPU and cgroup caps, or `limits` alone for sandbox `none`; with its cgroup (None: none).
+    The uid and the group are released by `stack`."""
     if spec.sandbox == "none":
-        return [*sandbox.rlimit_prefix(limits), *inner]
+        return [*sandbox.rlimit_prefix(limits), *inner], None
     from grader import cgroups
     from grader.execute import _sandbox_env
 
@@ -341,7 +359,7 @@ def _job_command(inner: list[str], *, run_dir: Path, kernel_dir: Path, submissio
     if group is not None:
         stack.callback(group.remove)
         cmd = [*group.prefix(), *cmd]
-    return cmd
+    return cmd, group
 
 
 def _run_capped(cmd: list[str], *, cwd: str, timeout_s: float) -> tuple[bytes, bytes, int | str]:

@@ -46,6 +46,13 @@ PRELOAD = ("numpy", "PIL.Image", "torch", "torchvision", "torchvision.transforms
 END = b"\n\x00dllab-evaluator-end "
 """Starts the server's end-of-job line on stdout and stderr: END, the job's token, the exit code."""
 
+Start = Callable[[Path, Path, Path], "tuple[list[str], contextlib.ExitStack, Any]"]
+"""start(run_dir, kernel_dir, submission) -> (the server's command, what to clean up after it,
+its cgroup or None): how a server starts (grader.verify.host)."""
+WARMING_WEIGHT = 0.0
+"""The CPU weight (grader.cgroups.RunGroup.set_cpu_weight) of a server started ahead of its
+first job (`Session.prestart`): the lowest, so that it imports on CPU the runs leave idle."""
+
 _CURRENT: contextvars.ContextVar["Session | None"] = contextvars.ContextVar("dllab_evaluator", default=None)
 
 
@@ -170,8 +177,12 @@ class _Stream:
 class Server:
     """One running server: its process, its streams, the cleanups of its sandbox."""
 
-    def __init__(self, cmd: list[str], *, cwd: str, cap: int, cleanup: contextlib.ExitStack) -> None:
+    def __init__(self, cmd: list[str], *, cwd: str, cap: int, cleanup: contextlib.ExitStack, group: Any = None) -> None:
         self._cleanup = cleanup
+        self.group = group
+        """Its grader.cgroups.RunGroup, or None."""
+        self.warming = False
+        """Started ahead of its first job at the lowest CPU weight (`Session.prestart`)."""
         self.proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, start_new_session=True)
         self._changed = threading.Condition()
@@ -229,20 +240,47 @@ class Session:
         self.started = 0
         """Servers started in all (a restarted one counts again)."""
 
-    def run(self, key: Any, start: Callable[[Path, Path, Path], tuple[list[str], contextlib.ExitStack]],
-            script: Path, job: Path, *, timeout_s: float) -> tuple[bytes, bytes, int | str] | None:
-        """One job on the server for `key`, started with `start(run_dir, kernel_dir, submission)`
-        (the command and what to clean up) when there is none; None when the server died first."""
+    def _start(self, key: Any, start: Start, *, warming: bool = False) -> Server | None:
+        """A new server for `key`; with `warming`, at the lowest CPU weight, and None (nothing
+        started) where it has no cgroup to hold it back."""
+        cmd, cleanup, group = start(self.root, self.jobs, self.root / "sub")
+        if warming and (group is None or not group.set_cpu_weight(WARMING_WEIGHT)):
+            cleanup.close()
+            return None
+        from grader.verify.host import MAX_STDOUT_BYTES
+
+        server = self.servers[key] = Server(cmd, cwd=str(self.root), cap=MAX_STDOUT_BYTES, cleanup=cleanup, group=group)
+        server.warming = warming
+        self.started += 1
+        return server
+
+    def prestart(self, key: Any, start: Start) -> bool:
+        """Starts the server for `key` ahead of its first job, at the lowest CPU weight, so that
+        its imports use only CPU that the runs leave idle; its first job gives it the normal
+        weight back. False (nothing started) when it is running already or has no cgroup to
+        hold it back: it then starts with its first job, as without this."""
+        server = self.servers.pop(key, None)
+        if server is not None and server.proc.poll() is None:
+            self.servers[key] = server
+            return False
+        if server is not None:
+            server.close()
+        return self._start(key, start, warming=True) is not None
+
+    def run(self, key: Any, start: Start, script: Path, job: Path, *,
+            timeout_s: float) -> tuple[bytes, bytes, int | str] | None:
+        """One job on the server for `key`, started with `start` when there is none; None when
+        the server died first."""
         t0 = time.monotonic()
         server = self.servers.get(key)
         if server is None or server.proc.poll() is not None:
             if server is not None:
                 server.close()
-            cmd, cleanup = start(self.root, self.jobs, self.root / "sub")
-            from grader.verify.host import MAX_STDOUT_BYTES
-
-            server = self.servers[key] = Server(cmd, cwd=str(self.root), cap=MAX_STDOUT_BYTES, cleanup=cleanup)
-            self.started += 1
+            server = self._start(key, start)
+            assert server is not None
+        if server.warming:
+            server.group.set_cpu_weight(1.0)
+            server.warming = False
         result = server.run(script, job, timeout_s=max(0.0, timeout_s - (time.monotonic() - t0)))
         if result is None or result[2] == "timeout":
             server.close()

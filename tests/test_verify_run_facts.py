@@ -215,9 +215,16 @@ def test_a_jobs_models_share_one_transform_of_each_batch_with_the_same_results(
     torch.manual_seed(0)
     models = [MLP(), Linear(), MLP()] if flatten else [CNN(), MLP(), Linear()]
     job = _digits_job(tmp_path / "job", models, flatten=flatten)
-    images = evaluator._eval_image
+    images, batch = evaluator._eval_image, evaluator._eval_tensor_batch
     calls = []
     monkeypatch.setattr(evaluator, "_eval_image", lambda *a: calls.append(a[-1]) or images(*a))
+
+    def batched(job: dict, pixels: Any, start: int, stop: int, transform: Any) -> Any:
+        xb = batch(job, pixels, start, stop, transform)
+        if xb is not None:  # transformed as one tensor (_eval_tensor_batch), all the same
+            calls.extend(range(start, stop))
+        return xb
+    monkeypatch.setattr(evaluator, "_eval_tensor_batch", batched)
     results, transformed = [], []
     one_batch = 100 * (784 if flatten else 28 * 28) * 4  # float32: the first batch fits, the second not
     for budget in (evaluator.BATCH_CACHE_BYTES, 0, one_batch):
@@ -326,3 +333,33 @@ def test_mnist_run_models_are_evaluated_and_measured_by_the_host(tmp_path: Path,
     assert first["shapes"]["fc1.weight"] == [32, 784] and changed["shapes"] == first["shapes"]
     for r in got[:3]:
         assert (r["ops"]["linear"], r["ops"]["relu"]) == (3, 2), r["ops"]
+
+
+@pytest.mark.parametrize("shape", [(7, 32, 32, 3), (7, 28, 28)])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_a_batch_of_stored_images_is_transformed_as_torchvision_transforms_each_image(shape, normalize) -> None:
+    from grader.verify.evaluator import _eval_build_transform, _eval_image, _eval_tensor_batch
+
+    pixels = np.random.default_rng(3).integers(0, 256, size=shape, dtype=np.uint8)
+    channels = 3 if len(shape) == 4 else 1
+    steps = [{"op": "ToTensor", "family": "v1"}] + (
+        [{"op": "Normalize", "family": "v1", "mean": [0.4914, 0.4822, 0.4465][:channels],
+          "std": [0.247, 0.2435, 0.2616][:channels]}] if normalize else [])
+    job = {"steps": steps, "storage": "npy"}
+    transform = _eval_build_transform(steps)
+    each = torch.stack([transform(_eval_image(job, "", pixels, i)) for i in range(1, 6)])
+    batch = _eval_tensor_batch(job, pixels, 1, 6, transform)
+    assert batch.dtype == each.dtype and torch.equal(batch, each)  # bit for bit
+
+
+def test_other_transform_steps_go_through_pil_image_by_image() -> None:
+    from grader.verify.evaluator import _eval_build_transform, _eval_tensor_batch
+
+    pixels = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+    for steps in ([{"op": "Resize", "family": "v1", "size": [16, 16]}, {"op": "ToTensor", "family": "v1"}],
+                  [{"op": "ToImage", "family": "v2"}, {"op": "ToDtype", "family": "v2", "dtype": "float32", "scale": True}],
+                  [{"op": "Normalize", "family": "v1", "mean": [0.5] * 3, "std": [0.5] * 3}]):
+        job = {"steps": steps, "storage": "npy"}
+        assert _eval_tensor_batch(job, pixels, 0, 4, _eval_build_transform(steps)) is None
+    steps = [{"op": "ToTensor", "family": "v1"}]
+    assert _eval_tensor_batch({"steps": steps, "storage": "files"}, None, 0, 4, _eval_build_transform(steps)) is None

@@ -103,6 +103,27 @@ def _eval_image(job: dict, folder: str, pixels: Any, i: int) -> Any:
         return img.convert("RGB")
 
 
+def _eval_tensor_batch(job: dict, pixels: Any, start: int, stop: int, transform: Any) -> Any:
+    """Inputs start..stop-1 as one tensor, when the steps are v1 ToTensor and at most a v1
+    Normalize on images stored as one array: the same float32 arithmetic, element by element,
+    as torchvision's ToTensor on each PIL image (uint8 HWC to CHW, divided by 255) then its own
+    Normalize on the batch; else None (each image goes through PIL and the transform)."""
+    import torch
+
+    ops = [s["op"] for s in job["steps"]]
+    if (job["storage"] != "npy" or pixels is None or str(pixels.dtype) != "uint8" or pixels.ndim not in (3, 4)
+            or ops not in (["ToTensor"], ["ToTensor", "Normalize"])
+            or any(s["family"] != "v1" for s in job["steps"])):
+        return None
+    xb = torch.from_numpy(pixels[start:stop].copy())
+    if xb.dim() == 3:  # (N, H, W): mode L, one channel
+        xb = xb.unsqueeze(-1)
+    xb = xb.permute(0, 3, 1, 2).contiguous().to(dtype=torch.get_default_dtype()).div(255)
+    if len(ops) == 2:
+        xb = transform.transforms[1](xb)  # torchvision's Normalize: batches broadcast per channel
+    return xb
+
+
 def _eval_parameters(model: Any) -> dict:
     """The contract's `parameters`: stats of each named parameter, at most 256, in order."""
     import math
@@ -282,8 +303,10 @@ def _eval_predict(job: dict, folder: str, cache_bytes: int = 512 * 2**20) -> dic
             if kept is not None and k < len(kept):
                 yield kept[k].clone()
                 continue
-            xb = torch.stack([transform(_eval_image(job, folder, pixels, i))
-                              for i in range(start, min(start + 100, job["count"]))])
+            stop = min(start + 100, job["count"])
+            xb = _eval_tensor_batch(job, pixels, start, stop, transform)
+            if xb is None:
+                xb = torch.stack([transform(_eval_image(job, folder, pixels, i)) for i in range(start, stop)])
             if job["flatten_input"]:
                 xb = xb.flatten(1)
             if kept is not None:
@@ -369,6 +392,6 @@ def _eval_main(job_path: str) -> None:
 
 def evaluator_source() -> str:
     """The evaluator script: the functions above and a main."""
-    parts = [inspect.getsource(f) for f in (_eval_build_transform, _eval_image, _eval_parameters, _eval_op_name,
-                                            _eval_ops, _eval_facts, _eval_device, _eval_predict, _eval_main)]
+    parts = [inspect.getsource(f) for f in (_eval_build_transform, _eval_image, _eval_tensor_batch, _eval_parameters,
+                                            _eval_op_name, _eval_ops, _eval_facts, _eval_device, _eval_predict, _eval_main)]
     return "from typing import Any\n\n" + "\n\n".join(parts) + "\n\nimport sys\n_eval_main(sys.argv[1])\n"

@@ -58,7 +58,7 @@ def test_jobs_share_one_server_with_a_fresh_runs_results(mode: str) -> None:
     assert not warm.root.exists()
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES[-1:])
 def test_a_job_out_of_time_stops_the_server_and_the_next_starts_one(mode: str) -> None:
     with server.session() as warm:
         assert warm is not None
@@ -66,6 +66,18 @@ def test_a_job_out_of_time_stops_the_server_and_the_next_starts_one(mode: str) -
         assert warm.started == 1 and not warm.servers
         assert _run("print('next')", mode) == (b"next\n", b"", 0)
         assert warm.started == 2
+
+
+def test_without_a_sandbox_a_job_out_of_time_is_killed_with_its_server(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    with server.session() as warm:
+        assert warm is not None
+        assert _run("print('started')", "none")[0] == b"started\n"  # the server is up: the job gets its time
+        spin = f"import os\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\nwhile True:\n    pass\n"
+        assert _run(spin, "none", timeout_s=5)[2] == "timeout"
+        pid = int(pid_file.read_text())
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 @pytest.mark.parametrize("mode", MODES)

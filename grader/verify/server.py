@@ -206,12 +206,12 @@ class Server:
                 out, err = self._out.marker(token), self._err.marker(token)
                 if out is not None and err is not None:
                     return self._out.take(*out[:2]), self._err.take(*err[:2]), out[2]
-                if self._out.eof or self._err.eof:
-                    return None
+                if self._out.eof or self._err.eof or self.proc.poll() is not None:
+                    return None  # (a child it left may hold its pipes open: its exit says it)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return b"", b"", "timeout"
-                self._changed.wait(timeout=left)
+                self._changed.wait(timeout=min(left, 0.5))
 
     def close(self) -> None:
         """Kills the server and its sandbox, removes its group and folders."""
@@ -221,9 +221,26 @@ class Server:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
         sandbox.kill_group(self.proc.pid)
+        _kill_session(self.proc.pid)  # without a sandbox: the job's child, in a group of its own
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
         self._cleanup.close()
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILLs every process of session `sid` (the server's, started in a session of its own:
+    its job children are in groups of their own but in that session)."""
+    import signal
+
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[3]) == sid:  # state, ppid, pgrp, session
+                os.kill(int(name), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue
 
 
 class Session:

@@ -34,6 +34,7 @@ from typing import Annotated, Iterable, Sequence
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from grader import yamlsafe
 from grader.errors import GraderError
 from grader.resources import resource_dir
 
@@ -201,7 +202,7 @@ def load_lab(folder: Path) -> LabPackage:
     try:
         text = path.read_text(encoding="utf-8")
         lines, duplicate = key_lines(text)
-        data = yaml.safe_load(text)
+        data = yamlsafe.load(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise LabError(f"{path}: not readable YAML: {exc}") from None
     if duplicate is not None:
@@ -404,7 +405,7 @@ def lab_of_rubric(rubric: Path, extra: Iterable[Path | str] = ()) -> LabPackage 
             if pkg.rubric_path.resolve() == rubric:
                 return pkg
     try:
-        data = yaml.safe_load(rubric.read_text(encoding="utf-8"))
+        data = yamlsafe.load(rubric.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     lab_id = data.get("lab") if isinstance(data, dict) else None

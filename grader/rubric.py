@@ -26,6 +26,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
                       ValidationError, ValidationInfo, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
+from grader import yamlsafe
 from grader.checks import params as P
 from grader.checks.registry import KINDS
 from grader.datasets import registry
@@ -461,7 +462,7 @@ def load_rubric_text(text: str, *, name: str = "<string>", base_dir: Path | None
     """Validate rubric YAML held in memory; `base_dir` is where `custom` check files live."""
     try:
         lines = _line_map(text)
-        data = yaml.safe_load(text)
+        data = yamlsafe.load(text)
     except _DuplicateKey as exc:
         raise RubricError(name, [Problem(exc.path, exc.line, f"key `{exc.key}` appears twice")]) from None
     except yaml.YAMLError as exc:
@@ -546,7 +547,7 @@ def _line_map(text: str) -> dict[tuple[str | int, ...], int]:
             for i, v in enumerate(node.value):
                 walk(v, path + (i,))
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    root = yamlsafe.compose(text)
     if root is not None:
         walk(root, ())
     return lines

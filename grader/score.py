@@ -24,6 +24,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
+from grader import yamlsafe
 from grader.errors import GraderError
 from grader.rubric import Item, LatePolicy, Rubric, did_you_mean
 
@@ -356,8 +357,8 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
 
 def _yaml_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = yamlsafe.compose(text)
+        data = yamlsafe.load(text)
     except yaml.YAMLError as exc:
         raise GraderError(f"{path}: not valid YAML: {exc}") from None
     if data is None:

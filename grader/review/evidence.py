@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import yaml
 
+from grader import yamlsafe
 from grader.checks.params import DEFAULT_SECTIONS
 from grader.intake.problems import FLAG_TEXT as INTAKE_FLAG_TEXT
 from grader.outread import inside as _inside
@@ -260,7 +261,7 @@ def _read_yaml(path: Path) -> Any:
     try:
         if not path.is_file() or path.stat().st_size > MAX_RUBRIC_BYTES:
             return None
-        return yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
+        return yamlsafe.load(path.read_text(encoding="utf-8", errors="replace"))
     except (OSError, yaml.YAMLError):
         return None
 

@@ -169,3 +169,19 @@ def test_without_a_group_to_hold_it_back_nothing_starts_ahead() -> None:
         assert warm is not None
         assert not host.warm_up(SandboxSpec(sandbox="none"), SandboxLimits())
         assert warm.started == 0 and not warm.servers
+
+
+def test_folders_a_killed_grader_left_are_removed_by_the_next_session(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)
+    left = tmp_path / f"dllab-evaluator-{dead}-abc123"
+    (left / "k").mkdir(parents=True)
+    mine = tmp_path / f"dllab-evaluator-{os.getpid()}-def456"
+    mine.mkdir()
+    other = tmp_path / "dllab-evaluator-notapid-x"
+    other.mkdir()
+    assert server.sweep_folders(tmp_path) == 1
+    assert not left.exists() and mine.exists() and other.exists()

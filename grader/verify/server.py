@@ -247,7 +247,9 @@ class Session:
     """The warm evaluators of one submission, by the sandbox settings of the jobs they serve."""
 
     def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="dllab-evaluator-"))
+        sweep_folders(Path(tempfile.gettempdir()))
+        # the grader's pid in the name: a later grader removes what a killed one left (sweep_folders)
+        self.root = Path(tempfile.mkdtemp(prefix=f"dllab-evaluator-{os.getpid()}-"))
         self.jobs = self.root / "k"
         self.jobs.mkdir()
         (self.root / "sub").mkdir()
@@ -309,6 +311,26 @@ class Session:
             server.close()
         self.servers.clear()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def sweep_folders(parent: Path) -> int:
+    """Removes the `dllab-evaluator-<pid>-*` folders under `parent` whose grader process is gone
+    (killed before its session closed); returns how many. A folder of a live pid is left alone."""
+    removed = 0
+    for folder in parent.glob("dllab-evaluator-*-*"):
+        pid = folder.name.removeprefix("dllab-evaluator-").split("-", 1)[0]
+        if not pid.isdigit() or not folder.is_dir() or folder.is_symlink():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or another user's): not ours to remove
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def enabled() -> bool:

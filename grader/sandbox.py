@@ -538,15 +538,34 @@ def process_snapshot(namespace: str, *, limit: int = 5000) -> list[dict[str, flo
         try:
             if os.readlink(f"/proc/{name}/ns/pid") != namespace:
                 continue
-            fields = Path(f"/proc/{name}/stat").read_text().rpartition(")")[2].split()
+            fields = stat_fields(int(name))
             status = Path(f"/proc/{name}/status").read_text()
         except OSError:
             continue
         nspid = next((line.split()[-1] for line in status.splitlines() if line.startswith("NSpid:")), "0")
-        # After the command's name: state ppid pgrp session ... starttime is field 22 of stat.
+        # stat_fields: state ppid pgrp session ...; starttime is field 22 of stat.
         found.append({"pid": int(name), "nspid": int(nspid), "sid": int(fields[3]),
                       "start_s": int(fields[19]) / ticks})
     return found
+
+
+def stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command's name (which may hold spaces and
+    parentheses): state, ppid, pgrp, session, ... Raises OSError when the process is gone."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of session `sid` (a process started in a session of its own, and
+    what it started that did not leave it, process groups of their own included)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if int(stat_fields(int(name))[3]) == sid:
+                os.kill(int(name), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue
 
 
 def kill_group(pid: int) -> None:
@@ -573,10 +592,9 @@ def namespace_pids(namespace: str) -> list[int]:
 
 def _is_zombie(pid: int) -> bool:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat_fields(pid)[:1] == ["Z"]
     except OSError:
         return True  # gone meanwhile
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def kill_namespace(namespace: str, *, timeout_s: float = 10.0) -> list[int]:

@@ -221,26 +221,10 @@ class Server:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
         sandbox.kill_group(self.proc.pid)
-        _kill_session(self.proc.pid)  # without a sandbox: the job's child, in a group of its own
+        sandbox.kill_session(self.proc.pid)  # without a sandbox: the job's child, in a group of its own
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
         self._cleanup.close()
-
-
-def _kill_session(sid: int) -> None:
-    """SIGKILLs every process of session `sid` (the server's, started in a session of its own:
-    its job children are in groups of their own but in that session)."""
-    import signal
-
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[3]) == sid:  # state, ppid, pgrp, session
-                os.kill(int(name), signal.SIGKILL)
-        except (OSError, ValueError, IndexError):
-            continue
 
 
 class Session:
@@ -273,30 +257,29 @@ class Session:
         self.started += 1
         return server
 
+    def _live(self, key: Any) -> Server | None:
+        """The running server for `key`, or None (one that died is closed and forgotten)."""
+        server = self.servers.get(key)
+        if server is not None and server.proc.poll() is not None:
+            server.close()
+            del self.servers[key]
+            server = None
+        return server
+
     def prestart(self, key: Any, start: Start) -> bool:
         """Starts the server for `key` ahead of its first job, at the lowest CPU weight, so that
         its imports use only CPU that the runs leave idle; its first job gives it the normal
         weight back. False (nothing started) when it is running already or has no cgroup to
         hold it back: it then starts with its first job, as without this."""
-        server = self.servers.pop(key, None)
-        if server is not None and server.proc.poll() is None:
-            self.servers[key] = server
-            return False
-        if server is not None:
-            server.close()
-        return self._start(key, start, warming=True) is not None
+        return self._live(key) is None and self._start(key, start, warming=True) is not None
 
     def run(self, key: Any, start: Start, script: Path, job: Path, *,
             timeout_s: float) -> tuple[bytes, bytes, int | str] | None:
         """One job on the server for `key`, started with `start` when there is none; None when
         the server died first."""
         t0 = time.monotonic()
-        server = self.servers.get(key)
-        if server is None or server.proc.poll() is not None:
-            if server is not None:
-                server.close()
-            server = self._start(key, start)
-            assert server is not None
+        server = self._live(key) or self._start(key, start)
+        assert server is not None
         if server.warming:
             server.group.set_cpu_weight(1.0)
             server.warming = False

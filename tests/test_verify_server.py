@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,10 @@ def test_without_a_sandbox_a_job_out_of_time_is_killed_with_its_server(tmp_path:
         assert _run(spin, "none", timeout_s=5)[2] == "timeout"
         pid = int(pid_file.read_text())
         stat = Path(f"/proc/{pid}/stat")
+        for _ in range(50):  # SIGKILL is delivered when the process is next scheduled
+            if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+            time.sleep(0.1)
         assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
